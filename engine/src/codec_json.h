@@ -1,0 +1,56 @@
+/* Berth engine: Open Inference Protocol v2 JSON <-> tensors.
+ *
+ * Decoding validates everything about the document itself (JSON syntax,
+ * field types, datatype names, shape values, element count == product of
+ * shape, every element representable in the datatype, UTF-8 text for BYTES)
+ * but nothing about a model: signature checks live in signature.c.
+ */
+#ifndef BERTH_CODEC_JSON_H
+#define BERTH_CODEC_JSON_H
+
+#include <stddef.h>
+
+#include "berth/error.h"
+#include "buf.h"
+#include "infer.h"
+
+/* Limits a decoder enforces; the body size itself is bounded by the
+ * frontend before the decoder sees it. */
+typedef struct berth_json_limits {
+  size_t max_inputs;      /* inputs per request (e.g. 64) */
+  size_t max_tensor_bytes;/* decoded bytes per tensor */
+  size_t max_depth;       /* JSON nesting (e.g. 64) */
+} berth_json_limits;
+
+/* Decodes an OIP infer request body (body need not be NUL-terminated).
+ * On success fills *out (caller clears it with berth_infer_request_clear).
+ * On failure returns BERTH_E_PARSE (not JSON) or BERTH_E_INVALID (JSON but
+ * not a valid request) or BERTH_E_TOO_LARGE, with a message naming the field
+ * or input, and leaves *out zeroed. */
+int berth_json_decode_infer_request(const char *body, size_t len,
+                                    const berth_json_limits *limits,
+                                    berth_infer_request *out,
+                                    berth_errmsg *err);
+
+/* Encodes an OIP infer response:
+ * {"model_name":..,"model_version":..,"id":..,"parameters":..,"outputs":[..]}
+ * id and parameters are omitted when NULL. Only outputs named in req's
+ * outputs list are written (all when the list is empty); a requested output
+ * the model did not produce is BERTH_E_INVALID. Floats use the shortest text
+ * that round-trips for their width; NaN and infinities as NaN, Infinity,
+ * -Infinity. BYTES elements must be valid UTF-8 (else BERTH_E_UNSUPPORTED
+ * naming the output). Appends to out. */
+int berth_json_encode_infer_response(const char *model_name,
+                                     const char *model_version,
+                                     const berth_infer_request *req,
+                                     const berth_infer_response *resp,
+                                     berth_buf *out, berth_errmsg *err);
+
+/* Appends {"error":"<msg>"} with msg JSON-escaped. */
+int berth_json_encode_error(const char *msg, berth_buf *out);
+
+/* Appends s as a JSON string literal (quotes included), escaping as needed;
+ * invalid UTF-8 bytes become U+FFFD. */
+int berth_json_append_string(berth_buf *out, const char *s, size_t len);
+
+#endif

@@ -1,0 +1,76 @@
+/* Berth engine: the one config tree, parsed and validated once.
+ *
+ * The document is YAML or JSON (libyaml reads both); its schema is in
+ * docs/configuration.md. Validation errors name the key path, for example
+ * "models[1].max_batch_size: expected an integer >= 0, got \"ten\"". Unknown
+ * keys are errors.
+ */
+#ifndef BERTH_CONFIG_H
+#define BERTH_CONFIG_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "berth/error.h"
+#include "berth/tensor.h"
+
+/* A declared input or output; shape dims are >= 0 or -1 (variable). */
+typedef struct berth_tensor_spec {
+  char *name;          /* owned */
+  berth_dtype dtype;
+  uint32_t ndim;
+  int64_t shape[BERTH_MAX_DIMS];
+} berth_tensor_spec;
+
+typedef struct berth_model_config {
+  char *name;               /* owned; [A-Za-z0-9_.-]+ */
+  char *version;            /* owned; [A-Za-z0-9_.-]+, default "1" */
+  char *runtime;            /* owned; e.g. "sklearn", passed to the worker */
+  char *platform;           /* owned or NULL (the worker then reports it) */
+  uint32_t instances;       /* worker processes, >= 1, default 1 */
+  uint32_t max_batch_size;  /* 0 = the model takes no batch dimension */
+  uint64_t max_queue_delay_us; /* batcher's wait bound, default 0 */
+  uint32_t max_queue_size;  /* queued requests, default 1024 */
+  berth_tensor_spec *inputs;   /* owned array or NULL */
+  size_t n_inputs;
+  bool inputs_declared;     /* true when the config listed inputs */
+  berth_tensor_spec *outputs;  /* owned array or NULL */
+  size_t n_outputs;
+  bool outputs_declared;
+  json_t *entry;            /* owned reference: the whole validated model
+                               entry, sent to the worker in LOAD */
+} berth_model_config;
+
+typedef struct berth_config {
+  char *host;                    /* owned, default "127.0.0.1" */
+  uint16_t http_port;            /* default 8080; 0 = pick a free port */
+  size_t max_body_bytes;         /* default 64 MiB */
+  size_t max_head_bytes;         /* default 16 KiB */
+  double drain_timeout_s;        /* SIGTERM drain bound, default 30 */
+  char *log_level;               /* owned: debug|info|warning|error */
+  char *log_format;              /* owned: json|text */
+  bool access_log;               /* default false */
+  char **worker_command;         /* owned NULL-terminated argv */
+  size_t worker_argc;
+  double worker_load_timeout_s;  /* LOAD -> READY bound, default 300 */
+  double restart_backoff_s;      /* first restart delay, default 0.1 */
+  double restart_backoff_max_s;  /* cap, default 10 */
+  berth_model_config *models;    /* owned array */
+  size_t n_models;
+} berth_config;
+
+/* Parses and validates text (YAML or JSON, len bytes). On success fills
+ * *out (caller clears it); on failure returns BERTH_E_CONFIG with the key
+ * path in err and leaves *out zeroed. */
+int berth_config_parse(const char *text, size_t len, berth_config *out,
+                       berth_errmsg *err);
+void berth_config_clear(berth_config *c);
+
+/* Converts YAML or JSON text to a jansson tree (plain scalars typed as YAML
+ * 1.2 core schema: null, bool, int, float, else string; quoted scalars are
+ * strings). Aliases are refused. Returns a new reference or NULL with err. */
+json_t *berth_yaml_load(const char *text, size_t len, berth_errmsg *err);
+
+#endif

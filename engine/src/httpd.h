@@ -1,0 +1,110 @@
+/* Berth engine: the HTTP server transport (server.c for listening and
+ * HTTP/1.1 connections, http2.c for HTTP/2 cleartext with prior knowledge on
+ * the same port).
+ *
+ * The transport turns bytes into berth_http_req objects and hands each one
+ * to a handler (rest.c); the handler answers now or later with
+ * berth_http_respond. Handlers never see which HTTP version carried the
+ * request.
+ *
+ * Ownership: a request is reference-counted. The transport holds one
+ * reference while the connection/stream is alive; a handler that answers
+ * later takes its own with berth_http_req_ref and drops it with
+ * berth_http_req_unref after responding (or after learning that the peer is
+ * gone: berth_http_req_is_gone). Responding to a request whose connection
+ * has closed is a harmless no-op. Memory of a request (head, body) is
+ * released in one place, when the last reference goes.
+ */
+#ifndef BERTH_HTTPD_H
+#define BERTH_HTTPD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "berth/error.h"
+
+typedef struct berth_http_req berth_http_req;
+typedef struct berth_httpd berth_httpd;
+
+typedef struct berth_http_header_kv {
+  const char *name;   /* lower-case for HTTP/2 compatibility */
+  const char *value;
+} berth_http_header_kv;
+
+/* Called once per complete request (head and body), on the loop thread. */
+typedef void (*berth_http_handler)(berth_http_req *req, void *handler_data);
+
+typedef struct berth_httpd_options {
+  const char *host;          /* numeric IPv4 or IPv6 address */
+  uint16_t port;             /* 0 = pick a free port (see berth_httpd_port) */
+  size_t max_body_bytes;     /* 413 beyond */
+  size_t max_head_bytes;     /* 431 beyond */
+  size_t max_headers;        /* 431 beyond */
+  uint32_t idle_timeout_ms;  /* close idle keep-alive connections, 0 = never */
+  berth_http_handler handler;
+  void *handler_data;
+} berth_httpd_options;
+
+/* Binds and listens. On failure returns a status with err naming the
+ * address ("127.0.0.1:8080: address already in use"). */
+int berth_httpd_start(uv_loop_t *loop, const berth_httpd_options *opts,
+                      berth_httpd **out, berth_errmsg *err);
+/* The bound port (useful with port 0). */
+uint16_t berth_httpd_port(const berth_httpd *h);
+/* Stops accepting connections; open connections keep working. New requests
+ * on them still reach the handler (which answers 503 while draining), and
+ * HTTP/1.1 responses then carry Connection: close, HTTP/2 sessions get
+ * GOAWAY. */
+void berth_httpd_stop_accepting(berth_httpd *h);
+/* Closes everything and frees the server; on_closed runs when every handle
+ * is closed. Outstanding request references stay valid (as "gone"). */
+void berth_httpd_close(berth_httpd *h, void (*on_closed)(void *), void *arg);
+/* Number of open connections. */
+size_t berth_httpd_connections(const berth_httpd *h);
+
+/* Request accessors; the strings are valid for the request's lifetime and
+ * are NOT NUL-terminated unless noted. */
+const char *berth_http_method(const berth_http_req *r, size_t *len);
+/* Path without the query, percent-decoding NOT applied. */
+const char *berth_http_path(const berth_http_req *r, size_t *len);
+/* Query without '?', or NULL. */
+const char *berth_http_query(const berth_http_req *r, size_t *len);
+/* Header value by case-insensitive name, NULL if absent. */
+const char *berth_http_header(const berth_http_req *r, const char *name,
+                              size_t *len);
+const char *berth_http_body(const berth_http_req *r, size_t *len);
+/* 11 for HTTP/1.1, 10 for HTTP/1.0, 20 for HTTP/2. */
+int berth_http_version(const berth_http_req *r);
+/* Peer address as text ("127.0.0.1:53412"), NUL-terminated. */
+const char *berth_http_peer(const berth_http_req *r);
+/* Monotonic time (uv_hrtime, ns) when the request was complete. */
+uint64_t berth_http_received_ns(const berth_http_req *r);
+
+/* Answers the request. headers: n extra response headers (Content-Type
+ * among them); Content-Length, Date and Connection are added by the
+ * transport. body is copied (the caller keeps ownership) unless
+ * berth_http_respond_take is used. Only the first answer counts. */
+void berth_http_respond(berth_http_req *r, int status,
+                        const berth_http_header_kv *headers, size_t n,
+                        const char *body, size_t body_len);
+/* Same, but takes ownership of body (malloc'd; the transport free()s it). */
+void berth_http_respond_take(berth_http_req *r, int status,
+                             const berth_http_header_kv *headers, size_t n,
+                             char *body, size_t body_len);
+
+void berth_http_req_ref(berth_http_req *r);
+void berth_http_req_unref(berth_http_req *r);
+/* True once the peer's connection or stream is gone. */
+bool berth_http_req_is_gone(const berth_http_req *r);
+/* Optional: called once if the request becomes gone before it is answered
+ * (e.g. the client disconnected), so a handler can cancel queued work. */
+void berth_http_req_on_gone(berth_http_req *r, void (*cb)(berth_http_req *, void *),
+                            void *arg);
+
+/* Per-request slot for the handler's own state. */
+void berth_http_req_set_user(berth_http_req *r, void *user);
+void *berth_http_req_user(const berth_http_req *r);
+
+#endif

@@ -1,0 +1,61 @@
+/* Berth engine: the worker protocol's frames (docs/worker-protocol.md).
+ *
+ * Pure encode/decode, no I/O: bytes in, structs out. Everything decoded
+ * from a worker is untrusted (a buggy model can write anything) and checked.
+ */
+#ifndef BERTH_WORKER_PROTO_H
+#define BERTH_WORKER_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "berth/error.h"
+#include "berth/tensor.h"
+
+#define BERTH_WP_VERSION 1
+#define BERTH_WP_HEADER_SIZE 16
+
+typedef enum {
+  BERTH_WP_LOAD = 1,        /* engine -> worker: JSON model entry */
+  BERTH_WP_READY = 2,       /* worker -> engine: JSON signature */
+  BERTH_WP_LOAD_FAILED = 3, /* worker -> engine: JSON {"error": ...} */
+  BERTH_WP_INFER = 4,       /* engine -> worker: tensor set */
+  BERTH_WP_RESULT = 5,      /* worker -> engine: tensor set */
+  BERTH_WP_ERROR = 6,       /* worker -> engine: JSON {"error","kind"} */
+  BERTH_WP_SHUTDOWN = 7,    /* engine -> worker: empty */
+} berth_wp_type;
+
+typedef struct berth_wp_header {
+  uint32_t length;  /* payload bytes after the header */
+  uint16_t type;    /* berth_wp_type */
+  uint16_t flags;   /* 0 in version 1 */
+  uint64_t id;      /* INFER: batch id, echoed by RESULT/ERROR; else 0 */
+} berth_wp_header;
+
+void berth_wp_header_encode(uint8_t out[BERTH_WP_HEADER_SIZE],
+                            const berth_wp_header *h);
+/* Decodes and checks a header: known type, flags 0, length <= max_length.
+ * BERTH_E_PARSE / BERTH_E_TOO_LARGE on failure. */
+int berth_wp_header_decode(const uint8_t in[BERTH_WP_HEADER_SIZE],
+                           uint32_t max_length, berth_wp_header *h,
+                           berth_errmsg *err);
+
+/* Tensor-set payload (INFER and RESULT). params is a JSON object text of
+ * params_len bytes (0 for none). */
+int berth_wp_tensors_size(const berth_tensor *ts, size_t n, size_t params_len,
+                          size_t *out);
+/* Writes the payload into buf (cap bytes, at least berth_wp_tensors_size). */
+int berth_wp_tensors_encode(const berth_tensor *ts, size_t n,
+                            const char *params, size_t params_len,
+                            uint8_t *buf, size_t cap, size_t *written);
+/* Decodes a payload of len bytes. On success *out is a malloc'd array of *n
+ * tensors whose names are owned and whose data BORROWS from buf (buf must
+ * outlive them, free with berth_tensors_free); *params/*params_len point into
+ * buf. Every tensor passes berth_tensor_check. BERTH_E_PARSE on any
+ * inconsistency, with a message. */
+int berth_wp_tensors_decode(const uint8_t *buf, size_t len,
+                            berth_tensor **out, size_t *n,
+                            const char **params, size_t *params_len,
+                            berth_errmsg *err);
+
+#endif
