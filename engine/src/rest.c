@@ -1,1 +1,429 @@
-/* placeholder: being written */
+/* Berth engine: Open Inference Protocol v2 over REST — routes, metadata,
+ * and the infer path (decode once, check against the signature, queue,
+ * answer). Every failure is mapped to an HTTP status here, once. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec_json.h"
+#include "engine.h"
+#include "log.h"
+
+#define JSON_CT {"content-type", "application/json"}
+
+/* ---- answering -------------------------------------------------------- */
+
+static int http_status_for(int status) {
+  switch (status) {
+  case BERTH_OK:
+    return 200;
+  case BERTH_E_INVALID:
+  case BERTH_E_PARSE:
+  case BERTH_E_UNSUPPORTED:
+    return 400;
+  case BERTH_E_NOT_FOUND:
+    return 404;
+  case BERTH_E_METHOD:
+    return 405;
+  case BERTH_E_TOO_LARGE:
+    return 413;
+  case BERTH_E_OVERLOAD:
+    return 429;
+  case BERTH_E_UNAVAILABLE:
+  case BERTH_E_SHUTDOWN:
+    return 503;
+  case BERTH_E_TIMEOUT:
+    return 504;
+  default:
+    return 500;
+  }
+}
+
+static void access_log(berth_engine *e, berth_http_req *req, int http_status) {
+  if (!e->cfg.access_log)
+    return;
+  size_t ml, pl;
+  const char *m = berth_http_method(req, &ml);
+  const char *p = berth_http_path(req, &pl);
+  char method[16], path[256], st[8], ms[32];
+  snprintf(method, sizeof method, "%.*s", (int)ml, m);
+  snprintf(path, sizeof path, "%.*s", (int)pl, p);
+  snprintf(st, sizeof st, "%d", http_status);
+  snprintf(ms, sizeof ms, "%.3f",
+           (double)(uv_hrtime() - berth_http_received_ns(req)) / 1e6);
+  berth_log_kv(BERTH_LOG_INFO, "request", "method", method, "path", path,
+               "status", st, "ms", ms, "peer", berth_http_peer(req), NULL);
+}
+
+static void respond_json(berth_engine *e, berth_http_req *req, int http_status,
+                         berth_buf *body) {
+  berth_http_header_kv h[] = {JSON_CT};
+  size_t len = 0;
+  char *data = berth_buf_detach(body, &len);
+  access_log(e, req, http_status);
+  berth_http_respond_take(req, http_status, h, 1, data, len);
+}
+
+static void respond_error(berth_engine *e, berth_http_req *req, int status,
+                          const char *msg) {
+  berth_buf b;
+  berth_buf_init(&b, 64 * 1024);
+  if (berth_json_encode_error(msg, &b) != BERTH_OK) {
+    berth_buf_free(&b);
+    berth_buf_append(&b, "{\"error\":\"internal error\"}", 26);
+  }
+  int hs = http_status_for(status);
+  if (status == BERTH_E_OVERLOAD || status == BERTH_E_METHOD) {
+    berth_http_header_kv h[2] = {JSON_CT, {"retry-after", "1"}};
+    if (status == BERTH_E_METHOD) {
+      h[1].name = "allow";
+      h[1].value = "GET, POST";
+    }
+    size_t len = 0;
+    char *data = berth_buf_detach(&b, &len);
+    access_log(e, req, hs);
+    berth_http_respond_take(req, hs, h, 2, data, len);
+    return;
+  }
+  respond_json(e, req, hs, &b);
+}
+
+static void respond_doc(berth_engine *e, berth_http_req *req, int http_status,
+                        json_t *doc) {
+  char *text = json_dumps(doc, JSON_COMPACT);
+  json_decref(doc);
+  if (text == NULL) {
+    respond_error(e, req, BERTH_E_NOMEM, "out of memory");
+    return;
+  }
+  berth_http_header_kv h[] = {JSON_CT};
+  access_log(e, req, http_status);
+  berth_http_respond_take(req, http_status, h, 1, text, strlen(text));
+}
+
+/* ---- paths ------------------------------------------------------------ */
+
+typedef struct {
+  const char *p;
+  size_t n;
+} slice;
+
+static bool slice_is(slice s, const char *lit) {
+  return s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0;
+}
+
+/* Splits "/a/b/c" into at most max segments; returns the count or -1 when
+ * there are more (or empty segments). */
+static int split_path(const char *p, size_t n, slice *seg, int max) {
+  int k = 0;
+  size_t i = 0;
+  if (n == 0 || p[0] != '/')
+    return -1;
+  i = 1;
+  while (i < n) {
+    size_t start = i;
+    while (i < n && p[i] != '/')
+      i++;
+    if (i == start || k == max)
+      return -1;
+    seg[k].p = p + start;
+    seg[k].n = i - start;
+    k++;
+    if (i < n)
+      i++; /* skip '/'; a trailing slash makes an empty segment next */
+    if (i == n && p[n - 1] == '/')
+      return -1;
+  }
+  return k;
+}
+
+static bool valid_name(slice s) {
+  if (s.n == 0 || s.n > 256)
+    return false;
+  for (size_t i = 0; i < s.n; i++) {
+    char c = s.p[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
+      return false;
+  }
+  return true;
+}
+
+/* ---- metadata ----------------------------------------------------------- */
+
+static json_t *specs_json(const berth_tensor_spec *s, size_t n) {
+  json_t *arr = json_array();
+  for (size_t i = 0; i < n; i++) {
+    json_t *shape = json_array();
+    for (uint32_t k = 0; k < s[i].ndim; k++)
+      json_array_append_new(shape, json_integer(s[i].shape[k]));
+    json_array_append_new(arr,
+                          json_pack("{s:s, s:s, s:o}", "name", s[i].name,
+                                    "datatype", berth_dtype_name(s[i].dtype),
+                                    "shape", shape));
+  }
+  return arr;
+}
+
+static void handle_server_metadata(berth_engine *e, berth_http_req *req) {
+  json_t *ext = json_array();
+  respond_doc(e, req, 200,
+              json_pack("{s:s, s:s, s:o}", "name", "berth", "version",
+                        BERTH_VERSION, "extensions", ext));
+}
+
+static bool server_ready(berth_engine *e) {
+  if (e->draining)
+    return false;
+  for (size_t i = 0; i < e->n_models; i++)
+    if (!berth_model_ready(&e->models[i]))
+      return false;
+  return true;
+}
+
+static void handle_model_metadata(berth_engine *e, berth_http_req *req,
+                                  berth_model *m) {
+  json_t *versions = json_array();
+  for (size_t i = 0; i < e->n_models; i++)
+    if (strcmp(e->models[i].cfg->name, m->cfg->name) == 0)
+      json_array_append_new(versions, json_string(e->models[i].cfg->version));
+  respond_doc(e, req, 200,
+              json_pack("{s:s, s:o, s:s, s:o, s:o}", "name", m->cfg->name,
+                        "versions", versions, "platform",
+                        m->platform ? m->platform : "", "inputs",
+                        specs_json(m->inputs, m->n_inputs), "outputs",
+                        specs_json(m->outputs, m->n_outputs)));
+}
+
+static void not_ready_message(const berth_model *m, char *out, size_t cap) {
+  const char *why = m->engine->draining ? "the server is shutting down"
+                    : m->state == BERTH_MODEL_FAILED ? m->load_error
+                    : m->n_ready == 0 ? "its worker is still loading it"
+                                      : "unavailable";
+  snprintf(out, cap, "model '%s' version '%s' is not ready: %s", m->cfg->name,
+           m->cfg->version, why);
+}
+
+static void handle_model_ready(berth_engine *e, berth_http_req *req,
+                               berth_model *m) {
+  if (!berth_model_ready(m)) {
+    char msg[700];
+    not_ready_message(m, msg, sizeof msg);
+    respond_error(e, req, BERTH_E_UNAVAILABLE, msg);
+    return;
+  }
+  respond_doc(e, req, 200,
+              json_pack("{s:s, s:s, s:b}", "name", m->cfg->name, "version",
+                        m->cfg->version, "ready", 1));
+}
+
+/* ---- infer ------------------------------------------------------------ */
+
+typedef struct rest_call {
+  berth_job job;              /* first: the job pointer is the call pointer */
+  berth_http_req *req;        /* one reference held */
+  berth_engine *engine;
+} rest_call;
+
+static void call_finish(rest_call *c) {
+  berth_engine *e = c->engine;
+  berth_http_req_on_gone(c->req, NULL, NULL);
+  berth_http_req_unref(c->req);
+  berth_infer_request_clear(&c->job.req);
+  free(c);
+  e->inflight--;
+  berth_engine_request_done(e);
+}
+
+static void call_done(berth_job *job, int status, const char *errmsg,
+                      berth_infer_response *resp) {
+  rest_call *c = (rest_call *)job;
+  berth_engine *e = c->engine;
+  berth_model *m = job->model;
+  if (status != BERTH_OK) {
+    respond_error(e, c->req, status, errmsg);
+    call_finish(c);
+    return;
+  }
+  berth_buf out;
+  berth_buf_init(&out, (size_t)1 << 31);
+  berth_errmsg err;
+  int rc = berth_json_encode_infer_response(m->cfg->name, m->cfg->version,
+                                            &job->req, resp, &out, &err);
+  if (rc != BERTH_OK) {
+    berth_buf_free(&out);
+    respond_error(e, c->req, rc == BERTH_E_INVALID ? rc : BERTH_E_MODEL,
+                  err.msg);
+  } else {
+    respond_json(e, c->req, 200, &out);
+  }
+  call_finish(c);
+}
+
+static void call_gone(berth_http_req *req, void *arg) {
+  rest_call *c = arg;
+  if (berth_sched_cancel(&c->job))
+    call_finish(c); /* never reached a worker: nothing else refers to it */
+  /* running: the worker's answer will find the request gone */
+}
+
+static void handle_infer(berth_engine *e, berth_http_req *req,
+                         berth_model *m) {
+  char msg[700];
+  if (e->draining) {
+    respond_error(e, req, BERTH_E_SHUTDOWN,
+                  "the server is shutting down and takes no new requests");
+    return;
+  }
+  if (!berth_model_ready(m)) {
+    not_ready_message(m, msg, sizeof msg);
+    respond_error(e, req, BERTH_E_UNAVAILABLE, msg);
+    return;
+  }
+  if (berth_http_header(req, "inference-header-content-length", NULL) != NULL) {
+    respond_error(e, req, BERTH_E_UNSUPPORTED,
+                  "the binary tensor data extension is not supported by this "
+                  "server yet; send JSON tensors");
+    return;
+  }
+  rest_call *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    respond_error(e, req, BERTH_E_NOMEM, "out of memory");
+    return;
+  }
+  size_t blen = 0;
+  const char *body = berth_http_body(req, &blen);
+  berth_json_limits lim = {.max_inputs = 256,
+                           .max_tensor_bytes = e->cfg.max_body_bytes * 4,
+                           .max_depth = 64};
+  berth_errmsg err;
+  int rc = berth_json_decode_infer_request(body, blen, &lim, &c->job.req, &err);
+  if (rc == BERTH_OK)
+    rc = berth_signature_check(m, &c->job.req, &err);
+  if (rc != BERTH_OK) {
+    berth_infer_request_clear(&c->job.req);
+    free(c);
+    respond_error(e, req, rc, err.msg);
+    return;
+  }
+  c->req = req;
+  c->engine = e;
+  c->job.done = call_done;
+  c->job.user = c;
+  berth_http_req_ref(req);
+  e->inflight++;
+  rc = berth_sched_submit(m, &c->job, &err);
+  if (rc != BERTH_OK) {
+    respond_error(e, req, rc, err.msg);
+    call_finish(c);
+    return;
+  }
+  /* The job may already be done (dispatch is synchronous up to the write),
+   * but call_done runs only from a worker answer, later on the loop. */
+  berth_http_req_on_gone(req, call_gone, c);
+}
+
+/* ---- routing ------------------------------------------------------------ */
+
+static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
+                        bool is_post, slice *seg, int nseg) {
+  /* seg[0]="v2", seg[1]="models", seg[2]=name, ... */
+  slice name = seg[2];
+  const char *ver = NULL;
+  size_t ver_len = 0;
+  int rest = 3;
+  char msg[700];
+  if (nseg >= 5 && slice_is(seg[3], "versions")) {
+    ver = seg[4].p;
+    ver_len = seg[4].n;
+    rest = 5;
+    if (!valid_name(seg[4])) {
+      respond_error(e, req, BERTH_E_NOT_FOUND, "invalid model version");
+      return;
+    }
+  }
+  slice action = {NULL, 0};
+  if (nseg == rest + 1)
+    action = seg[rest];
+  else if (nseg != rest) {
+    respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");
+    return;
+  }
+  if (!valid_name(name) ||
+      !berth_model_name_exists(e, name.p, name.n)) {
+    snprintf(msg, sizeof msg, "unknown model '%.*s'",
+             (int)(name.n > 200 ? 200 : name.n), name.p);
+    respond_error(e, req, BERTH_E_NOT_FOUND, msg);
+    return;
+  }
+  berth_model *m = berth_model_find(e, name.p, name.n, ver, ver_len);
+  if (m == NULL) {
+    snprintf(msg, sizeof msg, "model '%.*s' has no version '%.*s'",
+             (int)name.n, name.p, (int)ver_len, ver);
+    respond_error(e, req, BERTH_E_NOT_FOUND, msg);
+    return;
+  }
+  if (action.p == NULL) {
+    if (!is_get)
+      goto method;
+    handle_model_metadata(e, req, m);
+  } else if (slice_is(action, "ready")) {
+    if (!is_get)
+      goto method;
+    handle_model_ready(e, req, m);
+  } else if (slice_is(action, "infer")) {
+    if (!is_post)
+      goto method;
+    handle_infer(e, req, m);
+  } else {
+    respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");
+  }
+  return;
+method:
+  respond_error(e, req, BERTH_E_METHOD, "method not allowed on this endpoint");
+}
+
+void berth_rest_handle(berth_http_req *req, void *arg) {
+  berth_engine *e = arg;
+  size_t ml, pl;
+  const char *method = berth_http_method(req, &ml);
+  const char *path = berth_http_path(req, &pl);
+  bool is_get = (ml == 3 && memcmp(method, "GET", 3) == 0);
+  bool is_post = (ml == 4 && memcmp(method, "POST", 4) == 0);
+  slice seg[8];
+  int nseg = split_path(path, pl, seg, 8);
+  if (nseg >= 1 && slice_is(seg[0], "v2")) {
+    if (nseg == 1) {
+      if (!is_get)
+        goto method;
+      handle_server_metadata(e, req);
+      return;
+    }
+    if (nseg == 3 && slice_is(seg[1], "health")) {
+      if (!is_get)
+        goto method;
+      if (slice_is(seg[2], "live")) {
+        respond_doc(e, req, 200, json_pack("{s:b}", "live", 1));
+        return;
+      }
+      if (slice_is(seg[2], "ready")) {
+        bool ok = server_ready(e);
+        respond_doc(e, req, ok ? 200 : 503, json_pack("{s:b}", "ready", ok));
+        return;
+      }
+    }
+    if (nseg >= 3 && slice_is(seg[1], "models")) {
+      route_model(e, req, is_get, is_post, seg, nseg);
+      return;
+    }
+  }
+  {
+    char msg[400];
+    snprintf(msg, sizeof msg, "no endpoint at '%.*s'; see /v2 and "
+             "/v2/models/{name}", (int)(pl > 200 ? 200 : pl), path);
+    respond_error(e, req, BERTH_E_NOT_FOUND, msg);
+  }
+  return;
+method:
+  respond_error(e, req, BERTH_E_METHOD, "method not allowed on this endpoint");
+}

@@ -1,1 +1,623 @@
-/* placeholder: being written */
+/* Berth engine: worker processes — spawn, LOAD/READY handshake, INFER
+ * dispatch, crash detection, restart with backoff, orderly stop.
+ *
+ * A worker slot (berth_worker) lives as long as the model. Each process
+ * started for it is one incarnation (worker_proc), which owns the
+ * uv_process_t, the socket and the receive buffer, and is freed only when
+ * both handles have closed, so callbacks never see freed memory. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "engine.h"
+#include "log.h"
+#include "worker_proto.h"
+
+extern char **environ;
+
+typedef enum {
+  W_EMPTY = 0,   /* no process: waiting to restart, or never started */
+  W_LOADING,     /* process started, LOAD sent, waiting for READY */
+  W_IDLE,        /* ready, no batch */
+  W_BUSY,        /* ready, running w->batch */
+  W_STOPPING,    /* SHUTDOWN sent */
+  W_FAILED,      /* model failed to load: not restarted */
+} worker_state;
+
+typedef struct worker_proc worker_proc;
+
+struct berth_worker {
+  berth_model *model;
+  unsigned index;
+  worker_state state;
+  worker_proc *proc;       /* current incarnation or NULL */
+  berth_batch *batch;      /* owned while W_BUSY */
+  uv_timer_t timer;        /* restart backoff or load timeout */
+  double backoff_s;
+  uint64_t ready_ns;       /* when the current incarnation became ready */
+  bool counted_ready;      /* counted in model->n_ready */
+  unsigned restarts;
+};
+
+struct worker_proc {
+  berth_engine *engine;
+  berth_worker *w;         /* NULL once the slot moved on */
+  uv_process_t process;
+  uv_pipe_t pipe;
+  int open_handles;
+  bool exited;
+  bool pipe_closing;
+  int64_t exit_status;
+  int term_signal;
+  berth_buf rx;            /* bytes received, at most one frame + slack */
+  uint32_t max_frame;
+};
+
+typedef struct {
+  uv_write_t req;
+  size_t len;
+  uint8_t data[];
+} frame_write;
+
+static void worker_spawn(berth_worker *w);
+static void proc_lost(worker_proc *p);
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static const char *wname(const berth_worker *w, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s/%s/%u", w->model->cfg->name, w->model->cfg->version,
+           w->index);
+  return buf;
+}
+
+static void maybe_all_stopped(berth_engine *e);
+
+static void proc_handle_closed(uv_handle_t *h) {
+  worker_proc *p = h->data;
+  if (--p->open_handles > 0)
+    return;
+  berth_engine *e = p->engine;
+  berth_buf_free(&p->rx);
+  free(p);
+  e->live_procs--;
+  maybe_all_stopped(e);
+}
+
+static void proc_close_pipe(worker_proc *p) {
+  if (p->pipe_closing)
+    return;
+  p->pipe_closing = true;
+  uv_close((uv_handle_t *)&p->pipe, proc_handle_closed);
+}
+
+static void proc_kill(worker_proc *p, int sig) {
+  if (!p->exited)
+    uv_process_kill(&p->process, sig);
+}
+
+static void write_done(uv_write_t *req, int status) {
+  frame_write *fw = (frame_write *)req;
+  free(fw);
+  (void)status; /* a failed write means the worker is dying: exit_cb handles it */
+}
+
+/* Sends one frame; the payload is copied. */
+static int send_frame(worker_proc *p, uint16_t type, uint64_t id,
+                      const void *payload, size_t len) {
+  if (len > UINT32_MAX)
+    return BERTH_E_TOO_LARGE;
+  frame_write *fw = malloc(sizeof *fw + BERTH_WP_HEADER_SIZE + len);
+  if (fw == NULL)
+    return BERTH_E_NOMEM;
+  berth_wp_header h = {.length = (uint32_t)len, .type = type, .flags = 0,
+                       .id = id};
+  berth_wp_header_encode(fw->data, &h);
+  if (len > 0)
+    memcpy(fw->data + BERTH_WP_HEADER_SIZE, payload, len);
+  fw->len = BERTH_WP_HEADER_SIZE + len;
+  uv_buf_t b = uv_buf_init((char *)fw->data, (unsigned)fw->len);
+  int rc = uv_write(&fw->req, (uv_stream_t *)&p->pipe, &b, 1, write_done);
+  if (rc != 0) {
+    free(fw);
+    return BERTH_E_IO;
+  }
+  return BERTH_OK;
+}
+
+/* ---- frames from the worker ------------------------------------------ */
+
+static void on_ready(berth_worker *w, const uint8_t *payload, size_t len) {
+  char id[300];
+  berth_model *m = w->model;
+  berth_errmsg err;
+  if (berth_model_adopt_ready(m, (const char *)payload, len, &err) != BERTH_OK) {
+    berth_log_kv(BERTH_LOG_ERROR, "worker sent a bad READY; restarting it",
+                 "worker", wname(w, id, sizeof id), "error", err.msg, NULL);
+    proc_kill(w->proc, SIGKILL);
+    return;
+  }
+  uv_timer_stop(&w->timer);
+  w->state = W_IDLE;
+  w->ready_ns = uv_hrtime();
+  w->counted_ready = true;
+  m->n_ready++;
+  if (m->state != BERTH_MODEL_READY) {
+    m->state = BERTH_MODEL_READY;
+    m->load_error[0] = '\0';
+    berth_log_kv(BERTH_LOG_INFO, "model ready", "model", m->cfg->name,
+                 "version", m->cfg->version, "platform",
+                 m->platform ? m->platform : "", NULL);
+  } else {
+    berth_log_kv(BERTH_LOG_DEBUG, "worker ready", "worker",
+                 wname(w, id, sizeof id), NULL);
+  }
+  berth_sched_dispatch(m);
+}
+
+static void on_load_failed(berth_worker *w, const uint8_t *payload,
+                           size_t len) {
+  char id[300];
+  berth_model *m = w->model;
+  json_error_t jerr;
+  json_t *doc = json_loadb((const char *)payload, len, 0, &jerr);
+  const char *msg = json_string_value(json_object_get(doc, "error"));
+  snprintf(m->load_error, sizeof m->load_error, "%s",
+           msg ? msg : "the worker could not load the model");
+  json_decref(doc);
+  w->state = W_FAILED;
+  uv_timer_stop(&w->timer);
+  if (m->n_ready == 0)
+    m->state = BERTH_MODEL_FAILED;
+  berth_log_kv(BERTH_LOG_ERROR,
+               "model failed to load; fix the model or its berth.yaml and "
+               "restart berth", "model", m->cfg->name, "version",
+               m->cfg->version, "worker", wname(w, id, sizeof id), "error",
+               m->load_error, NULL);
+}
+
+static void on_answer(berth_worker *w, const berth_wp_header *h,
+                      const uint8_t *payload, size_t len) {
+  berth_batch *b = w->batch;
+  berth_model *m = w->model;
+  w->batch = NULL;
+  w->state = W_IDLE;
+  if (h->type == BERTH_WP_RESULT) {
+    berth_tensor *outs = NULL;
+    size_t n = 0;
+    const char *params = NULL;
+    size_t plen = 0;
+    berth_errmsg err;
+    if (berth_wp_tensors_decode(payload, len, &outs, &n, &params, &plen,
+                                &err) != BERTH_OK) {
+      char msg[700];
+      snprintf(msg, sizeof msg, "model '%s' returned malformed outputs: %s",
+               m->cfg->name, err.msg);
+      berth_batch_fail(b, BERTH_E_MODEL, msg);
+    } else {
+      berth_batch_complete(b, outs, n, params, plen);
+      berth_tensors_free(outs, n);
+    }
+  } else {
+    json_error_t jerr;
+    json_t *doc = json_loadb((const char *)payload, len, 0, &jerr);
+    const char *emsg = json_string_value(json_object_get(doc, "error"));
+    const char *kind = json_string_value(json_object_get(doc, "kind"));
+    char msg[1024];
+    snprintf(msg, sizeof msg, "model '%s': %s", m->cfg->name,
+             emsg ? emsg : "the model failed without a message");
+    bool input = kind != NULL && strcmp(kind, "input") == 0;
+    json_decref(doc);
+    berth_batch_fail(b, input ? BERTH_E_INVALID : BERTH_E_MODEL, msg);
+  }
+  berth_sched_dispatch(m);
+}
+
+/* Returns false if the worker broke the protocol (it is then killed). */
+static bool handle_frame(worker_proc *p, const berth_wp_header *h,
+                         const uint8_t *payload) {
+  berth_worker *w = p->w;
+  if (w == NULL)
+    return true; /* a detached incarnation: ignore what it still says */
+  switch (h->type) {
+  case BERTH_WP_READY:
+    if (w->state != W_LOADING)
+      return false;
+    on_ready(w, payload, h->length);
+    return true;
+  case BERTH_WP_LOAD_FAILED:
+    if (w->state != W_LOADING)
+      return false;
+    on_load_failed(w, payload, h->length);
+    return true;
+  case BERTH_WP_RESULT:
+  case BERTH_WP_ERROR:
+    if (w->state != W_BUSY || w->batch == NULL || w->batch->id != h->id)
+      return false;
+    on_answer(w, h, payload, h->length);
+    return true;
+  default:
+    return false;
+  }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  worker_proc *p = h->data;
+  size_t want = 64 * 1024;
+  char *dst = berth_buf_reserve(&p->rx, want);
+  if (dst == NULL) {
+    *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS */
+    return;
+  }
+  *buf = uv_buf_init(dst, (unsigned)want);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  worker_proc *p = s->data;
+  if (nread < 0) {
+    /* EOF or error: the worker is gone or going. Its exit_cb does the
+     * accounting; make sure it comes. */
+    uv_read_stop(s);
+    proc_close_pipe(p);
+    proc_kill(p, SIGKILL);
+    return;
+  }
+  if (nread == 0)
+    return;
+  berth_buf_commit(&p->rx, (size_t)nread);
+  size_t off = 0;
+  const uint8_t *data = (const uint8_t *)p->rx.data;
+  while (p->rx.len - off >= BERTH_WP_HEADER_SIZE) {
+    berth_wp_header h;
+    berth_errmsg err;
+    if (berth_wp_header_decode(data + off, p->max_frame, &h, &err) !=
+        BERTH_OK) {
+      berth_log_kv(BERTH_LOG_ERROR, "worker broke the protocol; killing it",
+                   "error", err.msg, NULL);
+      uv_read_stop(s);
+      proc_kill(p, SIGKILL);
+      return;
+    }
+    if (p->rx.len - off - BERTH_WP_HEADER_SIZE < h.length)
+      break; /* a whole header, not yet the whole payload */
+    if (!handle_frame(p, &h, data + off + BERTH_WP_HEADER_SIZE)) {
+      berth_log_kv(BERTH_LOG_ERROR,
+                   "worker sent an unexpected frame; killing it", NULL);
+      uv_read_stop(s);
+      proc_kill(p, SIGKILL);
+      return;
+    }
+    off += BERTH_WP_HEADER_SIZE + h.length;
+  }
+  if (off > 0) {
+    memmove(p->rx.data, p->rx.data + off, p->rx.len - off);
+    p->rx.len -= off;
+  }
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+static void maybe_all_stopped(berth_engine *e) {
+  if (e->stopping && e->live_procs == 0)
+    berth_engine_workers_stopped(e);
+}
+
+static void on_timer(uv_timer_t *t) {
+  berth_worker *w = t->data;
+  char id[300];
+  if (w->state == W_EMPTY) {
+    worker_spawn(w);
+  } else if (w->state == W_LOADING && w->proc != NULL) {
+    snprintf(w->model->load_error, sizeof w->model->load_error,
+             "loading took longer than workers.load_timeout_s (%.0f s)",
+             w->model->engine->cfg.worker_load_timeout_s);
+    berth_log_kv(BERTH_LOG_ERROR, "model load timed out; killing the worker",
+                 "worker", wname(w, id, sizeof id), NULL);
+    w->state = W_FAILED;
+    if (w->model->n_ready == 0)
+      w->model->state = BERTH_MODEL_FAILED;
+    proc_kill(w->proc, SIGKILL);
+  }
+}
+
+static void schedule_restart(berth_worker *w) {
+  berth_config *cfg = &w->model->engine->cfg;
+  uint64_t now = uv_hrtime();
+  if (w->ready_ns != 0 && now - w->ready_ns > 30ull * 1000000000ull)
+    w->backoff_s = cfg->restart_backoff_s;
+  double delay = w->backoff_s;
+  w->backoff_s *= 2;
+  if (w->backoff_s > cfg->restart_backoff_max_s)
+    w->backoff_s = cfg->restart_backoff_max_s;
+  w->state = W_EMPTY;
+  w->restarts++;
+  uv_timer_start(&w->timer, on_timer, (uint64_t)(delay * 1000.0), 0);
+}
+
+static void describe_exit(const worker_proc *p, char *out, size_t cap) {
+  if (p->term_signal != 0)
+    snprintf(out, cap, "signal %d", p->term_signal);
+  else
+    snprintf(out, cap, "exit code %lld", (long long)p->exit_status);
+}
+
+/* The incarnation's process has exited: account for it. */
+static void proc_lost(worker_proc *p) {
+  berth_worker *w = p->w;
+  p->w = NULL;
+  if (w == NULL || w->proc != p)
+    return;
+  w->proc = NULL;
+  berth_model *m = w->model;
+  berth_engine *e = m->engine;
+  char how[64], id[300];
+  describe_exit(p, how, sizeof how);
+  worker_state was = w->state;
+  if (w->counted_ready) {
+    w->counted_ready = false;
+    m->n_ready--;
+  }
+  if (w->batch != NULL) {
+    char msg[512];
+    snprintf(msg, sizeof msg,
+             "model '%s' worker exited (%s) while running this request; "
+             "it is being restarted", m->cfg->name, how);
+    berth_batch *b = w->batch;
+    w->batch = NULL;
+    berth_batch_fail(b, BERTH_E_WORKER_DIED, msg);
+  }
+  if (e->stopping || e->draining || was == W_STOPPING) {
+    w->state = W_EMPTY;
+    return;
+  }
+  if (was == W_FAILED) {
+    return; /* a model that cannot load is not restarted in a loop */
+  }
+  berth_log_kv(BERTH_LOG_WARNING, "worker exited; restarting it", "worker",
+               wname(w, id, sizeof id), "how", how, NULL);
+  if (m->n_ready == 0 && m->state == BERTH_MODEL_READY)
+    m->state = BERTH_MODEL_LOADING;
+  schedule_restart(w);
+  berth_sched_dispatch(m);
+}
+
+static void on_worker_exit(uv_process_t *proc, int64_t status, int sig) {
+  worker_proc *p = proc->data;
+  p->exited = true;
+  p->exit_status = status;
+  p->term_signal = sig;
+  proc_close_pipe(p);
+  uv_close((uv_handle_t *)&p->process, proc_handle_closed);
+  proc_lost(p);
+}
+
+static char **build_env(const char *worker_id) {
+  size_t n = 0;
+  while (environ[n] != NULL)
+    n++;
+  char **env = calloc(n + 2, sizeof *env);
+  if (env == NULL)
+    return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(environ[i], "BERTH_WORKER_ID=", 16) != 0)
+      env[k++] = environ[i];
+  size_t len = strlen(worker_id) + 17;
+  env[k] = malloc(len);
+  if (env[k] == NULL) {
+    free(env);
+    return NULL;
+  }
+  snprintf(env[k], len, "BERTH_WORKER_ID=%s", worker_id);
+  return env;
+}
+
+static void free_env(char **env) {
+  if (env == NULL)
+    return;
+  size_t i = 0;
+  while (env[i + 1] != NULL)
+    i++;
+  free(env[i]);
+  free(env);
+}
+
+static int send_load(berth_worker *w) {
+  json_t *entry = json_deep_copy(w->model->cfg->entry);
+  if (entry == NULL)
+    return BERTH_E_NOMEM;
+  json_object_set_new(entry, "instance", json_integer(w->index));
+  char *text = json_dumps(entry, JSON_COMPACT);
+  json_decref(entry);
+  if (text == NULL)
+    return BERTH_E_NOMEM;
+  int rc = send_frame(w->proc, BERTH_WP_LOAD, 0, text, strlen(text));
+  free(text);
+  return rc;
+}
+
+static void worker_spawn(berth_worker *w) {
+  berth_engine *e = w->model->engine;
+  char id[300];
+  wname(w, id, sizeof id);
+  if (e->draining || e->stopping)
+    return;
+  worker_proc *p = calloc(1, sizeof *p);
+  char **env = build_env(id);
+  if (p == NULL || env == NULL) {
+    free(p);
+    free_env(env);
+    berth_log_kv(BERTH_LOG_ERROR, "out of memory starting a worker", "worker",
+                 id, NULL);
+    schedule_restart(w);
+    return;
+  }
+  size_t limit = e->cfg.max_body_bytes * 2 + (1u << 20);
+  p->max_frame = limit > UINT32_MAX ? UINT32_MAX : (uint32_t)limit;
+  berth_buf_init(&p->rx, (size_t)p->max_frame + BERTH_WP_HEADER_SIZE +
+                             128 * 1024);
+  p->w = w;
+  p->engine = e;
+  uv_pipe_init(e->loop, &p->pipe, 0);
+  p->pipe.data = p;
+  p->process.data = p;
+  uv_stdio_container_t stdio[4];
+  stdio[0].flags = UV_IGNORE;
+  stdio[1].flags = UV_INHERIT_FD;
+  stdio[1].data.fd = 1;
+  stdio[2].flags = UV_INHERIT_FD;
+  stdio[2].data.fd = 2;
+  stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
+  stdio[3].data.stream = (uv_stream_t *)&p->pipe;
+  uv_process_options_t opt = {0};
+  opt.file = e->cfg.worker_command[0];
+  opt.args = e->cfg.worker_command;
+  opt.env = env;
+  opt.stdio = stdio;
+  opt.stdio_count = 4;
+  opt.exit_cb = on_worker_exit;
+  e->live_procs++;
+  int rc = uv_spawn(e->loop, &p->process, &opt);
+  free_env(env);
+  if (rc != 0) {
+    berth_log_kv(BERTH_LOG_ERROR,
+                 "cannot start a worker process; check workers.command",
+                 "worker", id, "command", e->cfg.worker_command[0], "error",
+                 uv_strerror(rc), NULL);
+    p->w = NULL;
+    p->exited = true;
+    p->open_handles = 2;
+    p->pipe_closing = true;
+    uv_close((uv_handle_t *)&p->pipe, proc_handle_closed);
+    uv_close((uv_handle_t *)&p->process, proc_handle_closed);
+    schedule_restart(w);
+    return;
+  }
+  p->open_handles = 2;
+  w->proc = p;
+  w->state = W_LOADING;
+  w->ready_ns = 0;
+  uv_read_start((uv_stream_t *)&p->pipe, on_alloc, on_read);
+  if (send_load(w) != BERTH_OK) {
+    proc_kill(p, SIGKILL);
+    return;
+  }
+  uv_timer_start(&w->timer, on_timer,
+                 (uint64_t)(e->cfg.worker_load_timeout_s * 1000.0), 0);
+  berth_log_kv(BERTH_LOG_INFO, "loading model", "worker", id, "runtime",
+               w->model->cfg->runtime, NULL);
+}
+
+int berth_supervisor_start(berth_model *m, berth_errmsg *err) {
+  uint32_t n = m->cfg->instances ? m->cfg->instances : 1;
+  m->workers = calloc(n, sizeof *m->workers);
+  if (m->workers == NULL)
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  for (uint32_t i = 0; i < n; i++) {
+    berth_worker *w = calloc(1, sizeof *w);
+    if (w == NULL)
+      return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+    w->model = m;
+    w->index = i;
+    w->backoff_s = m->engine->cfg.restart_backoff_s;
+    uv_timer_init(m->engine->loop, &w->timer);
+    w->timer.data = w;
+    m->workers[i] = w;
+    m->n_workers++;
+    worker_spawn(w);
+  }
+  return BERTH_OK;
+}
+
+berth_worker *berth_supervisor_idle_worker(berth_model *m) {
+  for (size_t i = 0; i < m->n_workers; i++)
+    if (m->workers[i]->state == W_IDLE)
+      return m->workers[i];
+  return NULL;
+}
+
+void berth_worker_run(berth_worker *w, berth_batch *b) {
+  berth_model *m = w->model;
+  /* One job per batch today; the batcher will concatenate inputs here. */
+  const berth_infer_request *r = &b->jobs[0]->req;
+  char *params = NULL;
+  size_t plen = 0;
+  if (r->parameters != NULL) {
+    params = json_dumps(r->parameters, JSON_COMPACT);
+    plen = params ? strlen(params) : 0;
+  }
+  size_t size = 0;
+  int rc = berth_wp_tensors_size(r->inputs, r->n_inputs, plen, &size);
+  uint8_t *payload = rc == BERTH_OK ? malloc(size ? size : 1) : NULL;
+  size_t written = 0;
+  if (payload == NULL ||
+      berth_wp_tensors_encode(r->inputs, r->n_inputs, params, plen, payload,
+                              size, &written) != BERTH_OK) {
+    free(params);
+    free(payload);
+    char msg[256];
+    snprintf(msg, sizeof msg, "could not encode the request for model '%s'",
+             m->cfg->name);
+    berth_batch_fail(b, BERTH_E_INTERNAL, msg);
+    return;
+  }
+  free(params);
+  w->state = W_BUSY;
+  w->batch = b;
+  b->sent_ns = uv_hrtime();
+  rc = send_frame(w->proc, BERTH_WP_INFER, b->id, payload, written);
+  free(payload);
+  if (rc != BERTH_OK)
+    proc_kill(w->proc, SIGKILL); /* exit_cb fails the batch and restarts */
+}
+
+static void stop_timeout(uv_timer_t *t) {
+  berth_engine *e = t->data;
+  for (size_t i = 0; i < e->n_models; i++) {
+    berth_model *m = &e->models[i];
+    for (size_t k = 0; k < m->n_workers; k++)
+      if (m->workers[k]->proc != NULL)
+        proc_kill(m->workers[k]->proc, SIGKILL);
+  }
+}
+
+void berth_supervisor_stop_all(berth_engine *e, uint64_t timeout_ms) {
+  e->stopping = true;
+  for (size_t i = 0; i < e->n_models; i++) {
+    berth_model *m = &e->models[i];
+    for (size_t k = 0; k < m->n_workers; k++) {
+      berth_worker *w = m->workers[k];
+      uv_timer_stop(&w->timer);
+      if (w->proc == NULL) {
+        w->state = W_EMPTY;
+        continue;
+      }
+      if (w->state == W_LOADING) {
+        proc_kill(w->proc, SIGTERM);
+      } else if (send_frame(w->proc, BERTH_WP_SHUTDOWN, 0, NULL, 0) !=
+                 BERTH_OK) {
+        proc_kill(w->proc, SIGTERM);
+      }
+      w->state = W_STOPPING;
+    }
+  }
+  e->stop_timer.data = e;
+  uv_timer_start(&e->stop_timer, stop_timeout, timeout_ms, 0);
+  maybe_all_stopped(e);
+}
+
+static void slot_timer_closed(uv_handle_t *h) { free(h->data); }
+
+void berth_supervisor_free(berth_model *m) {
+  for (size_t k = 0; k < m->n_workers; k++) {
+    berth_worker *w = m->workers[k];
+    if (w->proc != NULL)
+      w->proc->w = NULL;
+    uv_close((uv_handle_t *)&w->timer, slot_timer_closed);
+  }
+  free(m->workers);
+  m->workers = NULL;
+  m->n_workers = 0;
+}

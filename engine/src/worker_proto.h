@@ -50,7 +50,7 @@ int berth_wp_tensors_encode(const berth_tensor *ts, size_t n,
                             uint8_t *buf, size_t cap, size_t *written);
 /* Decodes a payload of len bytes. On success *out is a malloc'd array of *n
  * tensors whose names are owned and whose data BORROWS from buf (buf must
- * outlive them, free with berth_tensors_free); *params/*params_len point into
+ * outlive them, free with berth_tensors_free); *params and *params_len point into
  * buf. Every tensor passes berth_tensor_check. BERTH_E_PARSE on any
  * inconsistency, with a message. */
 int berth_wp_tensors_decode(const uint8_t *buf, size_t len,

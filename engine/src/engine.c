@@ -1,0 +1,162 @@
+/* Berth engine: the engine's lifecycle — models and workers up, the HTTP
+ * frontend listening, and the orderly stop on SIGTERM/SIGINT: stop intake,
+ * drain in-flight requests (bounded by drain_timeout_s), stop workers
+ * (SHUTDOWN, then TERM, then KILL), close every handle, exit 0.
+ *
+ * Signal handlers only set state the loop acts on (libuv delivers them on
+ * the loop thread). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "log.h"
+
+static void finish_drain(berth_engine *e);
+
+int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
+                      berth_errmsg *err) {
+  memset(e, 0, sizeof *e);
+  e->loop = loop;
+  e->cfg = *cfg; /* take ownership */
+  memset(cfg, 0, sizeof *cfg);
+  e->models = calloc(e->cfg.n_models ? e->cfg.n_models : 1, sizeof *e->models);
+  if (e->models == NULL)
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  for (size_t i = 0; i < e->cfg.n_models; i++) {
+    int rc = berth_model_init(&e->models[i], e, &e->cfg.models[i], err);
+    e->n_models = i + 1;
+    if (rc != BERTH_OK)
+      return rc;
+  }
+  uv_timer_init(loop, &e->drain_timer);
+  uv_timer_init(loop, &e->stop_timer);
+  uv_signal_init(loop, &e->sig_term);
+  uv_signal_init(loop, &e->sig_int);
+  e->drain_timer.data = e->stop_timer.data = e;
+  e->sig_term.data = e->sig_int.data = e;
+  return BERTH_OK;
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  berth_engine *e = s->data;
+  if (e->draining) {
+    berth_log_kv(BERTH_LOG_WARNING,
+                 "second stop signal: stopping without waiting", NULL);
+    finish_drain(e);
+    return;
+  }
+  berth_log_kv(BERTH_LOG_INFO, "stop signal received: draining", "signal",
+               signum == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+  berth_engine_begin_drain(e);
+}
+
+int berth_engine_start(berth_engine *e, berth_errmsg *err) {
+  berth_httpd_options opt = {
+      .host = e->cfg.host,
+      .port = e->cfg.http_port,
+      .max_body_bytes = e->cfg.max_body_bytes,
+      .max_head_bytes = e->cfg.max_head_bytes,
+      .max_headers = 100,
+      .idle_timeout_ms = 120000,
+      .handler = berth_rest_handle,
+      .handler_data = e,
+  };
+  int rc = berth_httpd_start(e->loop, &opt, &e->httpd, err);
+  if (rc != BERTH_OK)
+    return rc;
+  char port[16], url[300];
+  snprintf(port, sizeof port, "%u", berth_httpd_port(e->httpd));
+  snprintf(url, sizeof url, "http://%s%s%s:%s",
+           strchr(e->cfg.host, ':') ? "[" : "", e->cfg.host,
+           strchr(e->cfg.host, ':') ? "]" : "", port);
+  berth_log_kv(BERTH_LOG_INFO, "listening (REST: HTTP/1.1 and h2c)", "url",
+               url, "port", port, "version", BERTH_VERSION, NULL);
+  for (size_t i = 0; i < e->n_models; i++) {
+    rc = berth_supervisor_start(&e->models[i], err);
+    if (rc != BERTH_OK)
+      return rc;
+  }
+  uv_signal_start(&e->sig_term, on_signal, SIGTERM);
+  uv_signal_start(&e->sig_int, on_signal, SIGINT);
+  return BERTH_OK;
+}
+
+static void on_drain_timeout(uv_timer_t *t) {
+  berth_engine *e = t->data;
+  char n[32];
+  snprintf(n, sizeof n, "%zu", e->inflight);
+  berth_log_kv(BERTH_LOG_WARNING,
+               "drain_timeout_s passed with requests still in flight; "
+               "stopping anyway", "inflight", n, NULL);
+  finish_drain(e);
+}
+
+void berth_engine_begin_drain(berth_engine *e) {
+  if (e->draining)
+    return;
+  e->draining = true;
+  if (e->httpd != NULL)
+    berth_httpd_stop_accepting(e->httpd);
+  uv_timer_start(&e->drain_timer, on_drain_timeout,
+                 (uint64_t)(e->cfg.drain_timeout_s * 1000.0), 0);
+  berth_engine_request_done(e);
+}
+
+void berth_engine_request_done(berth_engine *e) {
+  if (e->draining && !e->stopping && e->inflight == 0)
+    finish_drain(e);
+}
+
+/* Fails what is still queued (only after a drain timeout) and stops the
+ * workers; running batches fail when their worker exits. */
+static void finish_drain(berth_engine *e) {
+  if (e->stopping)
+    return;
+  e->draining = true;
+  uv_timer_stop(&e->drain_timer);
+  for (size_t i = 0; i < e->n_models; i++) {
+    berth_model *m = &e->models[i];
+    while (m->q_head != NULL) {
+      berth_job *j = m->q_head;
+      berth_sched_cancel(j);
+      j->done(j, BERTH_E_SHUTDOWN, "the server stopped before this request ran",
+              NULL);
+    }
+  }
+  berth_log_kv(BERTH_LOG_INFO, "stopping workers", NULL);
+  berth_supervisor_stop_all(e, 5000);
+}
+
+static void handle_closed(uv_handle_t *h) { (void)h; }
+
+static void httpd_closed(void *arg) {
+  berth_engine *e = arg;
+  e->httpd = NULL;
+  uv_close((uv_handle_t *)&e->drain_timer, handle_closed);
+  uv_close((uv_handle_t *)&e->stop_timer, handle_closed);
+  uv_close((uv_handle_t *)&e->sig_term, handle_closed);
+  uv_close((uv_handle_t *)&e->sig_int, handle_closed);
+  for (size_t i = 0; i < e->n_models; i++)
+    berth_supervisor_free(&e->models[i]);
+  berth_log_kv(BERTH_LOG_INFO, "stopped", NULL);
+}
+
+void berth_engine_workers_stopped(berth_engine *e) {
+  if (e->closing)
+    return;
+  e->closing = true;
+  uv_timer_stop(&e->stop_timer);
+  if (e->httpd != NULL) {
+    berth_httpd_close(e->httpd, httpd_closed, e);
+  } else {
+    httpd_closed(e);
+  }
+}
+
+void berth_engine_free(berth_engine *e) {
+  for (size_t i = 0; i < e->n_models; i++)
+    berth_model_free(&e->models[i]);
+  free(e->models);
+  berth_config_clear(&e->cfg);
+  memset(e, 0, sizeof *e);
+}

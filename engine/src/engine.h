@@ -1,0 +1,175 @@
+/* Berth engine: the context object and the model-version, job, batch and
+ * worker structures that the router, scheduler and supervisor share.
+ *
+ * There are no globals: every module reaches the engine through the
+ * berth_engine passed in or stored in its model. Everything runs on the one
+ * libuv loop thread.
+ *
+ * Ownership at a glance:
+ *   berth_engine owns the config, the models array, the httpd.
+ *   berth_model owns its effective signature, its queued jobs (until they
+ *     are handed to a worker) and its worker slots.
+ *   A berth_job is owned by whoever created it (rest.c); the scheduler only
+ *     links it into a queue or a batch, and calls job->done exactly once.
+ *   A berth_batch is owned by the worker running it.
+ */
+#ifndef BERTH_ENGINE_H
+#define BERTH_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "httpd.h"
+#include "infer.h"
+
+typedef struct berth_engine berth_engine;
+typedef struct berth_model berth_model;
+typedef struct berth_job berth_job;
+typedef struct berth_batch berth_batch;
+typedef struct berth_worker berth_worker;
+
+/* Called exactly once per job. On success status is BERTH_OK and resp holds
+ * the outputs; their data may borrow from worker memory that is valid only
+ * during the call (encode or copy before returning). On failure resp is NULL
+ * and errmsg says why (NUL-terminated, never NULL). The job is no longer
+ * referenced by the scheduler when this runs; the callee may free it. */
+typedef void (*berth_job_done_cb)(berth_job *job, int status,
+                                  const char *errmsg,
+                                  berth_infer_response *resp);
+
+struct berth_job {
+  berth_job *prev, *next;     /* queue links (scheduler.c) */
+  berth_model *model;         /* target model version */
+  berth_infer_request req;    /* owned: decoded and validated request */
+  uint64_t enqueued_ns;       /* uv_hrtime() when queued */
+  berth_job_done_cb done;
+  void *user;                 /* the creator's context */
+  bool queued;                /* linked into model's queue */
+  bool running;               /* part of a batch on a worker */
+};
+
+/* Jobs sent to one worker as one INFER frame. */
+struct berth_batch {
+  uint64_t id;                /* frame id, unique per engine */
+  berth_job **jobs;           /* owned array of borrowed job pointers */
+  size_t n_jobs;
+  uint64_t sent_ns;
+};
+
+typedef enum {
+  BERTH_MODEL_LOADING = 0,    /* no worker has reported READY yet */
+  BERTH_MODEL_READY,          /* at least one worker is ready */
+  BERTH_MODEL_FAILED,         /* the model failed to load; see load_error */
+} berth_model_state;
+
+struct berth_model {
+  berth_engine *engine;
+  const berth_model_config *cfg;  /* borrowed from engine->cfg */
+  char *platform;                 /* owned: effective platform name */
+  berth_tensor_spec *inputs;      /* owned: effective signature */
+  size_t n_inputs;
+  berth_tensor_spec *outputs;
+  size_t n_outputs;
+  bool signature_known;           /* false: do not check inputs */
+  berth_model_state state;
+  char load_error[512];
+  /* scheduler */
+  berth_job *q_head, *q_tail;
+  size_t q_len;
+  /* supervisor */
+  berth_worker **workers;         /* owned array of owned slots */
+  size_t n_workers;
+  size_t n_ready;                 /* workers that said READY and live */
+};
+
+struct berth_engine {
+  uv_loop_t *loop;
+  berth_config cfg;               /* owned */
+  berth_model *models;            /* owned array of n_models */
+  size_t n_models;
+  berth_httpd *httpd;             /* owned */
+  bool draining;                  /* SIGTERM seen: refuse new work */
+  bool stopping;                  /* drain over: workers being stopped */
+  bool closing;                   /* workers gone: handles being closed */
+  size_t inflight;                /* accepted requests not yet answered */
+  uint64_t next_batch_id;
+  size_t live_procs;              /* worker processes not yet reaped/freed */
+  uv_signal_t sig_term, sig_int;
+  uv_timer_t drain_timer;
+  uv_timer_t stop_timer;
+  int exit_code;
+};
+
+/* engine.c */
+int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
+                      berth_errmsg *err);
+int berth_engine_start(berth_engine *e, berth_errmsg *err);
+/* Stop intake and drain (SIGTERM). Idempotent. */
+void berth_engine_begin_drain(berth_engine *e);
+/* Called whenever inflight drops; finishes the drain when it reaches 0. */
+void berth_engine_request_done(berth_engine *e);
+/* Called by the supervisor when every worker of every model has exited
+ * after berth_supervisor_stop_all. */
+void berth_engine_workers_stopped(berth_engine *e);
+void berth_engine_free(berth_engine *e);
+
+/* model.c */
+int berth_model_init(berth_model *m, berth_engine *e,
+                     const berth_model_config *cfg, berth_errmsg *err);
+void berth_model_free(berth_model *m);
+/* Looks a model up; version NULL means the newest version (numeric order
+ * when all versions are numbers, else string order). NULL if absent. */
+berth_model *berth_model_find(berth_engine *e, const char *name,
+                              size_t name_len, const char *version,
+                              size_t version_len);
+/* true if any version of name exists. */
+bool berth_model_name_exists(berth_engine *e, const char *name, size_t len);
+bool berth_model_ready(const berth_model *m);
+/* Adopts the signature a worker reported in READY (JSON payload), unless
+ * the config declared one. */
+int berth_model_adopt_ready(berth_model *m, const char *json, size_t len,
+                            berth_errmsg *err);
+
+/* signature.c: checks a request against the model's signature: every input
+ * known and present, datatype and shape matching (-1 matches any size),
+ * requested outputs known. BERTH_E_INVALID with a message naming the input. */
+int berth_signature_check(const berth_model *m, const berth_infer_request *r,
+                          berth_errmsg *err);
+
+/* scheduler.c */
+/* Queues a job (BERTH_E_OVERLOAD when the queue is full) and dispatches. */
+int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err);
+/* Sends queued jobs to idle workers. Called after submit and whenever a
+ * worker becomes idle. */
+void berth_sched_dispatch(berth_model *m);
+/* Removes a queued (not yet running) job; returns true if it was queued.
+ * Its done callback is NOT called. */
+bool berth_sched_cancel(berth_job *job);
+/* Completes every job of a batch with an error and frees the batch. */
+void berth_batch_fail(berth_batch *b, int status, const char *msg);
+/* Completes a batch from a worker's RESULT tensors and frees the batch. */
+void berth_batch_complete(berth_batch *b, berth_tensor *outs, size_t n,
+                          const char *params, size_t params_len);
+void berth_batch_free(berth_batch *b);
+
+/* supervisor.c */
+/* Creates the model's worker slots and spawns them. */
+int berth_supervisor_start(berth_model *m, berth_errmsg *err);
+/* An idle, ready worker of m, or NULL. */
+berth_worker *berth_supervisor_idle_worker(berth_model *m);
+/* Sends a batch to an idle worker, which takes ownership of it. On failure
+ * the batch's jobs are failed and the worker is restarted. */
+void berth_worker_run(berth_worker *w, berth_batch *b);
+/* Sends SHUTDOWN to every worker, escalates to SIGTERM/SIGKILL after
+ * timeout_ms, and calls berth_engine_workers_stopped when all are gone. */
+void berth_supervisor_stop_all(berth_engine *e, uint64_t timeout_ms);
+/* Frees the worker slots (after stop_all completed). */
+void berth_supervisor_free(berth_model *m);
+
+/* rest.c: the OIP REST handler given to the httpd. */
+void berth_rest_handle(berth_http_req *req, void *engine);
+
+#endif
