@@ -1,0 +1,97 @@
+# Berth: the only entry point. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+VENV        := .venv
+VPY         := $(VENV)/bin/python
+HOST        ?= 127.0.0.1
+PORT        ?= 8080
+FUZZ_SECONDS ?= 15
+MESON       := $(CURDIR)/$(VENV)/bin/meson
+NINJA       := $(CURDIR)/$(VENV)/bin/ninja
+
+# Debian packages the engine and its tests need.
+DEB_PKGS := gcc pkg-config libuv1-dev libnghttp2-dev libjansson-dev \
+            libyaml-dev libcmocka-dev clang libclang-rt-14-dev curl
+
+.PHONY: help deps venv build install serve test test-c test-asan fuzz \
+        fuzz-replay test-py lint clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages the engine needs (only those missing)
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.deps-stamp: pyproject.toml
+	@echo ">> creating the virtual environment at $(VENV) and installing Python dependencies"
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	@$(VPY) -m pip install -q --upgrade pip
+	@$(VPY) -m pip install -q 'meson-python>=0.15,<1' 'meson>=1.1' ninja
+	@$(VPY) -c "import tomllib,subprocess,sys; d=tomllib.load(open('pyproject.toml','rb'))['project']; \
+	  ex=d['optional-dependencies']; reqs=list(d['dependencies'])+[r for r in ex['test'] if not r.startswith('berth[')]; \
+	  reqs+=[r for k in ('sklearn','xgboost','lightgbm','onnx') for r in ex[k]]; \
+	  subprocess.check_call([sys.executable,'-m','pip','install','-q',*reqs])"
+	@touch $@
+
+venv: $(VENV)/.deps-stamp ## create .venv with every Python dependency
+
+build: deps venv ## build the engine (build/dev/engine/berthd)
+	@test -f build/dev/build.ninja || $(MESON) setup build/dev -Dpackage=false >/dev/null
+	@$(NINJA) -C build/dev
+
+install: deps venv ## build and install the berth package (with berthd) into .venv
+	@echo ">> building and installing berth into $(VENV)"
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VPY) -m pip install -q --no-deps --no-build-isolation \
+	  -Cbuild-dir=build/py .
+
+serve: install ## serve a demo scikit-learn model on $(HOST):$(PORT)
+	@$(VPY) -m berth.demo demo >/dev/null
+	@echo ""
+	@echo "Serving the demo iris classifier. In another terminal, try:"
+	@echo ""
+	@echo "  curl -s http://$(HOST):$(PORT)/v2/models/iris"
+	@echo "  curl -s -X POST http://$(HOST):$(PORT)/v2/models/iris/infer -H 'Content-Type: application/json' \\"
+	@echo "    -d '{\"inputs\":[{\"name\":\"input\",\"shape\":[1,4],\"datatype\":\"FP64\",\"data\":[5.1,3.5,1.4,0.2]}]}'"
+	@echo ""
+	@echo "Stop with Ctrl-C."
+	@echo ""
+	@exec $(VENV)/bin/berth serve demo/iris.joblib --host $(HOST) --port $(PORT)
+
+test: test-c test-asan fuzz test-py ## run every test: C units (plain and sanitized), fuzzing, pytest
+
+test-c: build ## engine unit tests and fuzz-corpus replay (plain build)
+	@$(MESON) test -C build/dev --print-errorlogs -q
+
+test-asan: deps venv ## engine unit tests under AddressSanitizer and UBSan
+	@test -f build/asan/build.ninja || $(MESON) setup build/asan -Dpackage=false \
+	  -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+	@$(NINJA) -C build/asan >/dev/null
+	@UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(MESON) test -C build/asan --print-errorlogs -q
+
+fuzz: deps venv ## run each libFuzzer target for FUZZ_SECONDS (default 15)
+	@test -f build/fuzz/build.ninja || CC=clang $(MESON) setup build/fuzz -Dpackage=false -Dfuzz=true >/dev/null
+	@$(NINJA) -C build/fuzz >/dev/null
+	@for t in build/fuzz/engine/fuzz/fuzz_*; do \
+	  [ -x "$$t" ] || continue; name=$$(basename $$t); name=$${name#fuzz_}; \
+	  mkdir -p build/fuzz/corpus/$$name; \
+	  echo ">> fuzzing $$name for $(FUZZ_SECONDS)s"; \
+	  $$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=0 \
+	    build/fuzz/corpus/$$name engine/fuzz/corpus/$$name >build/fuzz/$$name.log 2>&1 \
+	    || { tail -50 build/fuzz/$$name.log; exit 1; }; \
+	done
+
+test-py: install ## end-to-end and unit tests with pytest
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VPY) -m pytest -q -p no:cacheprovider
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf build demo
