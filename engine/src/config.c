@@ -1,1 +1,745 @@
-/* placeholder: being written */
+/* Berth engine: the engine document, validated against tables.
+ *
+ * Each mapping in the schema (the top level, server, log, workers, a model
+ * entry, a tensor spec) is a table of fields: key, kind, bounds, default (as
+ * JSON text) and where the value lands in berth_config / berth_model_config.
+ * One walker checks a mapping against its table: unknown keys and missing
+ * required ones are errors, absent keys take their default and go through
+ * the same checks as given ones, and every value comes back normalised into
+ * a fresh object, which for a model is the `entry` sent to its worker.
+ * Every error names the full key path, "models[1].inputs[0].datatype: ...".
+ * The schema is docs/configuration.md, "The engine document".
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+#define BERTH_CONFIG_PATH_MAX 192
+#define BERTH_CONFIG_NAME_MAX 128
+#define BERTH_CONFIG_STRING_MAX 4096
+#define BERTH_CONFIG_ARGV_MAX 256
+#define BERTH_CONFIG_TENSORS_MAX 1024
+#define BERTH_CONFIG_MODELS_MAX 4096
+#define BERTH_CONFIG_NO_SLOT SIZE_MAX
+
+typedef enum berth_config_kind {
+  BERTH_CF_STRING,     /* non-empty string -> char * */
+  BERTH_CF_OPT_STRING, /* non-empty string or null -> char * or NULL */
+  BERTH_CF_NAME,       /* [A-Za-z0-9_.-]{1,128} -> char * */
+  BERTH_CF_VERSION,    /* NAME, or an integer >= 0 made one -> char * */
+  BERTH_CF_ENUM,       /* one of choices -> char * */
+  BERTH_CF_UINT,       /* integer in imin..imax -> unsigned of `size` bytes */
+  BERTH_CF_DOUBLE,     /* number in dmin..dmax -> double */
+  BERTH_CF_BOOL,       /* -> bool */
+  BERTH_CF_ARGV,       /* non-empty list of strings -> char ** + count */
+  BERTH_CF_OBJECT,     /* any mapping, kept only in the normalised tree */
+  BERTH_CF_DTYPE,      /* datatype name -> berth_dtype */
+  BERTH_CF_SHAPE,      /* list of dims (-1 or >= 0) -> ndim + shape */
+  BERTH_CF_TENSORS,    /* list of tensor specs -> array + count + flag */
+  BERTH_CF_SECTION,    /* mapping checked against `sub` */
+  BERTH_CF_MODELS,     /* the non-empty models list */
+} berth_config_kind;
+
+typedef struct berth_config_table berth_config_table;
+
+typedef struct berth_config_field {
+  const char *key;
+  berth_config_kind kind;
+  bool required;
+  const char *def;     /* default as JSON text; NULL: stays absent */
+  size_t slot;         /* offset of the value, or BERTH_CONFIG_NO_SLOT */
+  size_t size;         /* BERTH_CF_UINT: width of the slot */
+  size_t count_slot;   /* ARGV, TENSORS: element count; SHAPE: ndim */
+  size_t flag_slot;    /* TENSORS: the "declared" flag */
+  int64_t imin, imax;  /* BERTH_CF_UINT */
+  double dmin, dmax;   /* BERTH_CF_DOUBLE */
+  const char *const *choices;     /* BERTH_CF_ENUM, NULL-terminated */
+  const berth_config_table *sub;  /* BERTH_CF_SECTION */
+} berth_config_field;
+
+struct berth_config_table {
+  const berth_config_field *fields;
+  size_t n;
+};
+
+#define BERTH_CF_OFF(type, member) offsetof(type, member)
+#define BERTH_CF_SIZE(type, member) sizeof(((type *)0)->member)
+#define BERTH_CF_NONE .slot = BERTH_CONFIG_NO_SLOT
+#define BERTH_CF_TABLE(a) {(a), sizeof(a) / sizeof((a)[0])}
+
+static const char *const berth_config_levels[] = {"debug", "info", "warning",
+                                                  "error", NULL};
+static const char *const berth_config_formats[] = {"json", "text", NULL};
+
+/* Protocol names by berth_dtype value; kept here so that the config does
+ * not depend on tensor.c's table. */
+static const char *const berth_config_dtypes[BERTH_DT_COUNT] = {
+    [BERTH_DT_BOOL] = "BOOL",     [BERTH_DT_UINT8] = "UINT8",
+    [BERTH_DT_UINT16] = "UINT16", [BERTH_DT_UINT32] = "UINT32",
+    [BERTH_DT_UINT64] = "UINT64", [BERTH_DT_INT8] = "INT8",
+    [BERTH_DT_INT16] = "INT16",   [BERTH_DT_INT32] = "INT32",
+    [BERTH_DT_INT64] = "INT64",   [BERTH_DT_FP16] = "FP16",
+    [BERTH_DT_FP32] = "FP32",     [BERTH_DT_FP64] = "FP64",
+    [BERTH_DT_BYTES] = "BYTES",   [BERTH_DT_BF16] = "BF16",
+};
+
+#define BERTH_CF_C berth_config
+static const berth_config_field berth_config_server_fields[] = {
+    {.key = "host", .kind = BERTH_CF_STRING, .def = "\"127.0.0.1\"",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, host)},
+    {.key = "http_port", .kind = BERTH_CF_UINT, .def = "8080",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, http_port),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, http_port), .imin = 0, .imax = 65535},
+    {.key = "max_body_bytes", .kind = BERTH_CF_UINT, .def = "67108864",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, max_body_bytes),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, max_body_bytes), .imin = 1,
+     .imax = INT64_C(17179869184)},
+    {.key = "max_head_bytes", .kind = BERTH_CF_UINT, .def = "16384",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, max_head_bytes),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, max_head_bytes), .imin = 1024,
+     .imax = 1048576},
+    {.key = "drain_timeout_s", .kind = BERTH_CF_DOUBLE, .def = "30",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, drain_timeout_s), .dmin = 0,
+     .dmax = 3600},
+};
+
+static const berth_config_field berth_config_log_fields[] = {
+    {.key = "level", .kind = BERTH_CF_ENUM, .def = "\"info\"",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, log_level),
+     .choices = berth_config_levels},
+    {.key = "format", .kind = BERTH_CF_ENUM, .def = "\"json\"",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, log_format),
+     .choices = berth_config_formats},
+    {.key = "access_log", .kind = BERTH_CF_BOOL, .def = "false",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, access_log)},
+};
+
+static const berth_config_field berth_config_workers_fields[] = {
+    {.key = "command", .kind = BERTH_CF_ARGV,
+     .def = "[\"python3\", \"-m\", \"berth.worker\"]",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, worker_command),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_C, worker_argc)},
+    {.key = "load_timeout_s", .kind = BERTH_CF_DOUBLE, .def = "300",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, worker_load_timeout_s), .dmin = 0.001,
+     .dmax = 86400},
+    {.key = "restart_backoff_s", .kind = BERTH_CF_DOUBLE, .def = "0.1",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, restart_backoff_s), .dmin = 0.001,
+     .dmax = 3600},
+    {.key = "restart_backoff_max_s", .kind = BERTH_CF_DOUBLE, .def = "10",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, restart_backoff_max_s), .dmin = 0.001,
+     .dmax = 3600},
+};
+#undef BERTH_CF_C
+
+#define BERTH_CF_T berth_tensor_spec
+static const berth_config_field berth_config_tensor_fields[] = {
+    {.key = "name", .kind = BERTH_CF_STRING, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_T, name)},
+    {.key = "datatype", .kind = BERTH_CF_DTYPE, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_T, dtype)},
+    {.key = "shape", .kind = BERTH_CF_SHAPE, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_T, shape),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_T, ndim)},
+};
+#undef BERTH_CF_T
+
+#define BERTH_CF_M berth_model_config
+static const berth_config_field berth_config_model_fields[] = {
+    {.key = "name", .kind = BERTH_CF_NAME, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_M, name)},
+    {.key = "version", .kind = BERTH_CF_VERSION, .def = "\"1\"",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, version)},
+    {.key = "runtime", .kind = BERTH_CF_STRING, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_M, runtime)},
+    {.key = "platform", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, platform)},
+    {.key = "path", .kind = BERTH_CF_STRING, .required = true, BERTH_CF_NONE},
+    {.key = "class", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     BERTH_CF_NONE},
+    {.key = "instances", .kind = BERTH_CF_UINT, .def = "1",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, instances),
+     .size = BERTH_CF_SIZE(BERTH_CF_M, instances), .imin = 1, .imax = 256},
+    {.key = "max_batch_size", .kind = BERTH_CF_UINT, .def = "0",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, max_batch_size),
+     .size = BERTH_CF_SIZE(BERTH_CF_M, max_batch_size), .imin = 0,
+     .imax = 1048576},
+    {.key = "max_queue_delay_us", .kind = BERTH_CF_UINT, .def = "0",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, max_queue_delay_us),
+     .size = BERTH_CF_SIZE(BERTH_CF_M, max_queue_delay_us), .imin = 0,
+     .imax = 60000000},
+    {.key = "max_queue_size", .kind = BERTH_CF_UINT, .def = "1024",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, max_queue_size),
+     .size = BERTH_CF_SIZE(BERTH_CF_M, max_queue_size), .imin = 1,
+     .imax = 1000000},
+    {.key = "inputs", .kind = BERTH_CF_TENSORS,
+     .slot = BERTH_CF_OFF(BERTH_CF_M, inputs),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_M, n_inputs),
+     .flag_slot = BERTH_CF_OFF(BERTH_CF_M, inputs_declared)},
+    {.key = "outputs", .kind = BERTH_CF_TENSORS,
+     .slot = BERTH_CF_OFF(BERTH_CF_M, outputs),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_M, n_outputs),
+     .flag_slot = BERTH_CF_OFF(BERTH_CF_M, outputs_declared)},
+    {.key = "parameters", .kind = BERTH_CF_OBJECT, .def = "{}", BERTH_CF_NONE},
+};
+#undef BERTH_CF_M
+
+static const berth_config_table berth_config_server =
+    BERTH_CF_TABLE(berth_config_server_fields);
+static const berth_config_table berth_config_log =
+    BERTH_CF_TABLE(berth_config_log_fields);
+static const berth_config_table berth_config_workers =
+    BERTH_CF_TABLE(berth_config_workers_fields);
+static const berth_config_table berth_config_tensor =
+    BERTH_CF_TABLE(berth_config_tensor_fields);
+static const berth_config_table berth_config_model =
+    BERTH_CF_TABLE(berth_config_model_fields);
+
+static const berth_config_field berth_config_root_fields[] = {
+    {.key = "server", .kind = BERTH_CF_SECTION, .def = "{}", BERTH_CF_NONE,
+     .sub = &berth_config_server},
+    {.key = "log", .kind = BERTH_CF_SECTION, .def = "{}", BERTH_CF_NONE,
+     .sub = &berth_config_log},
+    {.key = "workers", .kind = BERTH_CF_SECTION, .def = "{}", BERTH_CF_NONE,
+     .sub = &berth_config_workers},
+    {.key = "models", .kind = BERTH_CF_MODELS, .required = true,
+     BERTH_CF_NONE},
+};
+static const berth_config_table berth_config_root =
+    BERTH_CF_TABLE(berth_config_root_fields);
+
+/* ---- messages --------------------------------------------------------- */
+
+/* A short rendering of a value for "got ..." in messages. */
+static const char *berth_config_show(const json_t *v, char *buf, size_t n) {
+  switch (json_typeof(v)) {
+  case JSON_OBJECT:
+    return "a mapping";
+  case JSON_ARRAY:
+    return "a list";
+  case JSON_STRING: {
+    const char *s = json_string_value(v);
+    size_t len = json_string_length(v);
+    int shown = len > 60 ? 60 : (int)len;
+    snprintf(buf, n, "\"%.*s%s\"", shown, s, len > 60 ? "..." : "");
+    return buf;
+  }
+  case JSON_INTEGER:
+    snprintf(buf, n, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    return buf;
+  case JSON_REAL:
+    snprintf(buf, n, "%.17g", json_real_value(v));
+    return buf;
+  case JSON_TRUE:
+    return "true";
+  case JSON_FALSE:
+    return "false";
+  default:
+    return "null";
+  }
+}
+
+/* "path: <message>, got <value>" with BERTH_E_CONFIG. */
+__attribute__((format(printf, 4, 5))) static int
+berth_config_bad(berth_errmsg *err, const char *path, const json_t *v,
+                 const char *fmt, ...) {
+  if (err == NULL)
+    return BERTH_E_CONFIG;
+  char what[BERTH_ERRMSG_SIZE];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  if (v == NULL)
+    return berth_errf(err, BERTH_E_CONFIG, "%s: %s", path, what);
+  char shown[96];
+  return berth_errf(err, BERTH_E_CONFIG, "%s: %s, got %s", path, what,
+                    berth_config_show(v, shown, sizeof shown));
+}
+
+static int berth_config_nomem(berth_errmsg *err, const char *path) {
+  return berth_errf(err, BERTH_E_CONFIG, "%s: out of memory", path);
+}
+
+static void berth_config_child(char *out, const char *path, const char *key) {
+  if (path[0] == '\0')
+    snprintf(out, BERTH_CONFIG_PATH_MAX, "%.64s", key);
+  else
+    snprintf(out, BERTH_CONFIG_PATH_MAX, "%.120s.%.64s", path, key);
+}
+
+static void berth_config_index(char *out, const char *path, size_t i) {
+  snprintf(out, BERTH_CONFIG_PATH_MAX, "%.160s[%zu]", path, i);
+}
+
+/* ---- scalar kinds ----------------------------------------------------- */
+
+static void *berth_config_at(void *base, size_t off) {
+  return (char *)base + off;
+}
+
+/* Integer value of v (an integer, or a real with an integral value). */
+static bool berth_config_int(const json_t *v, int64_t *out) {
+  if (json_is_integer(v)) {
+    *out = json_integer_value(v);
+    return true;
+  }
+  if (json_is_real(v)) {
+    double d = json_real_value(v);
+    if (d == floor(d) && fabs(d) <= 9007199254740992.0) {
+      *out = (int64_t)d;
+      return true;
+    }
+  }
+  return false;
+}
+
+static bool berth_config_name_ok(const char *s, size_t n) {
+  if (n == 0 || n > BERTH_CONFIG_NAME_MAX)
+    return false;
+  if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+    return false; /* would be a path segment of its own in URLs and files */
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+          (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
+      return false;
+  }
+  return true;
+}
+
+/* A non-empty string without NUL, at most BERTH_CONFIG_STRING_MAX bytes. */
+static int berth_config_text(const json_t *v, const char *path,
+                             berth_errmsg *err) {
+  if (!json_is_string(v))
+    return berth_config_bad(err, path, v, "expected a string");
+  size_t n = json_string_length(v);
+  if (n == 0)
+    return berth_config_bad(err, path, NULL, "may not be empty");
+  if (n > BERTH_CONFIG_STRING_MAX)
+    return berth_config_bad(err, path, NULL, "longer than %d bytes",
+                            BERTH_CONFIG_STRING_MAX);
+  if (memchr(json_string_value(v), '\0', n) != NULL)
+    return berth_config_bad(err, path, NULL, "may not contain NUL");
+  return BERTH_OK;
+}
+
+static int berth_config_store_str(const berth_config_field *f, void *base,
+                                  const char *s, const char *path,
+                                  berth_errmsg *err) {
+  if (f->slot == BERTH_CONFIG_NO_SLOT || s == NULL)
+    return BERTH_OK;
+  char *copy = strdup(s);
+  if (copy == NULL)
+    return berth_config_nomem(err, path);
+  *(char **)berth_config_at(base, f->slot) = copy;
+  return BERTH_OK;
+}
+
+static void berth_config_store_uint(const berth_config_field *f, void *base,
+                                    uint64_t u) {
+  void *p = berth_config_at(base, f->slot);
+  if (f->size == sizeof(uint16_t)) {
+    uint16_t x = (uint16_t)u;
+    memcpy(p, &x, sizeof x);
+  } else if (f->size == sizeof(uint32_t)) {
+    uint32_t x = (uint32_t)u;
+    memcpy(p, &x, sizeof x);
+  } else {
+    memcpy(p, &u, sizeof u);
+  }
+}
+
+/* ---- composite kinds -------------------------------------------------- */
+
+static int berth_config_section(const berth_config_table *t, json_t *obj,
+                                void *base, const char *path, json_t **norm,
+                                berth_errmsg *err);
+
+static int berth_config_argv(const berth_config_field *f, json_t *v,
+                             void *base, const char *path, berth_errmsg *err) {
+  if (!json_is_array(v))
+    return berth_config_bad(err, path, v, "expected a list of strings");
+  size_t n = json_array_size(v);
+  if (n == 0 || n > BERTH_CONFIG_ARGV_MAX)
+    return berth_config_bad(err, path, NULL,
+                            "expected 1..%d strings, got %zu",
+                            BERTH_CONFIG_ARGV_MAX, n);
+  char ***argv = berth_config_at(base, f->slot);
+  *argv = calloc(n + 1, sizeof **argv);
+  if (*argv == NULL)
+    return berth_config_nomem(err, path);
+  *(size_t *)berth_config_at(base, f->count_slot) = n;
+  for (size_t i = 0; i < n; i++) {
+    char item[BERTH_CONFIG_PATH_MAX];
+    berth_config_index(item, path, i);
+    json_t *s = json_array_get(v, i);
+    int rc = berth_config_text(s, item, err);
+    if (rc != BERTH_OK)
+      return rc;
+    (*argv)[i] = strdup(json_string_value(s));
+    if ((*argv)[i] == NULL)
+      return berth_config_nomem(err, item);
+  }
+  return BERTH_OK;
+}
+
+static int berth_config_shape(const berth_config_field *f, json_t *v,
+                              void *base, const char *path, json_t **norm,
+                              berth_errmsg *err) {
+  if (!json_is_array(v))
+    return berth_config_bad(err, path, v, "expected a list of dimensions");
+  size_t n = json_array_size(v);
+  if (n > BERTH_MAX_DIMS)
+    return berth_config_bad(err, path, NULL,
+                            "at most %d dimensions, got %zu", BERTH_MAX_DIMS,
+                            n);
+  int64_t *shape = berth_config_at(base, f->slot);
+  json_t *out = json_array();
+  if (out == NULL)
+    return berth_config_nomem(err, path);
+  for (size_t i = 0; i < n; i++) {
+    json_t *d = json_array_get(v, i);
+    int64_t dim;
+    if (!berth_config_int(d, &dim) || dim < -1) {
+      char item[BERTH_CONFIG_PATH_MAX];
+      berth_config_index(item, path, i);
+      json_decref(out);
+      return berth_config_bad(err, item, d,
+                              "expected -1 (variable) or a size >= 0");
+    }
+    shape[i] = dim;
+    if (json_array_append_new(out, json_integer(dim)) != 0) {
+      json_decref(out);
+      return berth_config_nomem(err, path);
+    }
+  }
+  *(uint32_t *)berth_config_at(base, f->count_slot) = (uint32_t)n;
+  *norm = out;
+  return BERTH_OK;
+}
+
+static int berth_config_tensors(const berth_config_field *f, json_t *v,
+                                void *base, const char *path, json_t **norm,
+                                berth_errmsg *err) {
+  if (!json_is_array(v))
+    return berth_config_bad(err, path, v, "expected a list of tensors");
+  size_t n = json_array_size(v);
+  if (n > BERTH_CONFIG_TENSORS_MAX)
+    return berth_config_bad(err, path, NULL, "at most %d tensors, got %zu",
+                            BERTH_CONFIG_TENSORS_MAX, n);
+  *(bool *)berth_config_at(base, f->flag_slot) = true;
+  json_t *out = json_array();
+  if (out == NULL)
+    return berth_config_nomem(err, path);
+  berth_tensor_spec *specs = NULL;
+  if (n > 0) {
+    specs = calloc(n, sizeof *specs);
+    if (specs == NULL) {
+      json_decref(out);
+      return berth_config_nomem(err, path);
+    }
+    /* Owned by base from here on, so a failure below frees what is set. */
+    *(berth_tensor_spec **)berth_config_at(base, f->slot) = specs;
+    *(size_t *)berth_config_at(base, f->count_slot) = n;
+  }
+  for (size_t i = 0; i < n; i++) {
+    char item[BERTH_CONFIG_PATH_MAX];
+    berth_config_index(item, path, i);
+    json_t *spec_norm = NULL;
+    int rc = berth_config_section(&berth_config_tensor, json_array_get(v, i),
+                                  &specs[i], item, &spec_norm, err);
+    if (rc == BERTH_OK && json_array_append_new(out, spec_norm) != 0)
+      rc = berth_config_nomem(err, item);
+    for (size_t j = 0; rc == BERTH_OK && j < i; j++) {
+      if (strcmp(specs[j].name, specs[i].name) == 0) {
+        char name_path[BERTH_CONFIG_PATH_MAX];
+        berth_config_child(name_path, item, "name");
+        rc = berth_config_bad(err, name_path, NULL,
+                              "duplicate tensor name \"%.64s\" (also %s[%zu])",
+                              specs[i].name, path, j);
+      }
+    }
+    if (rc != BERTH_OK) {
+      json_decref(out);
+      return rc;
+    }
+  }
+  *norm = out;
+  return BERTH_OK;
+}
+
+static int berth_config_models(json_t *v, berth_config *cfg,
+                               const char *path, berth_errmsg *err) {
+  if (!json_is_array(v))
+    return berth_config_bad(err, path, v, "expected a list of models");
+  size_t n = json_array_size(v);
+  if (n == 0)
+    return berth_config_bad(err, path, NULL, "must list at least one model");
+  if (n > BERTH_CONFIG_MODELS_MAX)
+    return berth_config_bad(err, path, NULL, "at most %d models, got %zu",
+                            BERTH_CONFIG_MODELS_MAX, n);
+  cfg->models = calloc(n, sizeof *cfg->models);
+  if (cfg->models == NULL)
+    return berth_config_nomem(err, path);
+  cfg->n_models = n;
+  for (size_t i = 0; i < n; i++) {
+    char item[BERTH_CONFIG_PATH_MAX];
+    berth_config_index(item, path, i);
+    berth_model_config *m = &cfg->models[i];
+    int rc = berth_config_section(&berth_config_model, json_array_get(v, i),
+                                  m, item, &m->entry, err);
+    if (rc != BERTH_OK)
+      return rc;
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(cfg->models[j].name, m->name) == 0 &&
+          strcmp(cfg->models[j].version, m->version) == 0)
+        return berth_config_bad(
+            err, item, NULL,
+            "duplicate model \"%s\" version \"%s\" (also %s[%zu])", m->name,
+            m->version, path, j);
+  }
+  return BERTH_OK;
+}
+
+/* ---- one field -------------------------------------------------------- */
+
+/* Checks v against f, stores it under base and sets *norm to the
+ * normalised value (a new reference). */
+static int berth_config_field_value(const berth_config_field *f, json_t *v,
+                                    void *base, const char *path,
+                                    json_t **norm, berth_errmsg *err) {
+  int rc = BERTH_OK;
+  int64_t i64;
+  char buf[32];
+  *norm = NULL;
+  switch (f->kind) {
+  case BERTH_CF_OPT_STRING:
+    if (json_is_null(v))
+      break;
+    /* fall through */
+  case BERTH_CF_STRING:
+    rc = berth_config_text(v, path, err);
+    if (rc == BERTH_OK)
+      rc = berth_config_store_str(f, base, json_string_value(v), path, err);
+    break;
+  case BERTH_CF_VERSION:
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+      snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT,
+               json_integer_value(v));
+      *norm = json_string(buf);
+      if (*norm == NULL)
+        return berth_config_nomem(err, path);
+      v = *norm;
+    }
+    /* fall through */
+  case BERTH_CF_NAME:
+    if (!json_is_string(v) ||
+        !berth_config_name_ok(json_string_value(v), json_string_length(v)))
+      rc = berth_config_bad(err, path, v,
+                            "expected 1..%d characters of [A-Za-z0-9_.-]",
+                            BERTH_CONFIG_NAME_MAX);
+    else
+      rc = berth_config_store_str(f, base, json_string_value(v), path, err);
+    break;
+  case BERTH_CF_ENUM: {
+    size_t k = 0;
+    if (json_is_string(v))
+      for (; f->choices[k] != NULL; k++)
+        if (strcmp(f->choices[k], json_string_value(v)) == 0)
+          break;
+    if (!json_is_string(v) || f->choices[k] == NULL) {
+      char list[128] = "";
+      for (size_t c = 0; f->choices[c] != NULL; c++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                 c ? ", " : "", f->choices[c]);
+      rc = berth_config_bad(err, path, v, "expected one of %s", list);
+    } else {
+      rc = berth_config_store_str(f, base, f->choices[k], path, err);
+    }
+    break;
+  }
+  case BERTH_CF_UINT:
+    if (!berth_config_int(v, &i64) || i64 < f->imin || i64 > f->imax)
+      return berth_config_bad(err, path, v,
+                              "expected an integer in %" PRId64 "..%" PRId64,
+                              f->imin, f->imax);
+    berth_config_store_uint(f, base, (uint64_t)i64);
+    *norm = json_integer(i64);
+    if (*norm == NULL)
+      return berth_config_nomem(err, path);
+    break;
+  case BERTH_CF_DOUBLE:
+    if (!json_is_number(v) || json_number_value(v) < f->dmin ||
+        json_number_value(v) > f->dmax)
+      return berth_config_bad(err, path, v, "expected a number in %g..%g",
+                              f->dmin, f->dmax);
+    *(double *)berth_config_at(base, f->slot) = json_number_value(v);
+    break;
+  case BERTH_CF_BOOL:
+    if (!json_is_boolean(v))
+      return berth_config_bad(err, path, v, "expected true or false");
+    *(bool *)berth_config_at(base, f->slot) = json_is_true(v);
+    break;
+  case BERTH_CF_ARGV:
+    rc = berth_config_argv(f, v, base, path, err);
+    break;
+  case BERTH_CF_OBJECT:
+    if (!json_is_object(v))
+      return berth_config_bad(err, path, v, "expected a mapping");
+    break;
+  case BERTH_CF_DTYPE: {
+    int dt = BERTH_DT_INVALID;
+    for (int k = 1; json_is_string(v) && k < BERTH_DT_COUNT; k++)
+      if (berth_config_dtypes[k] != NULL &&
+          strcmp(berth_config_dtypes[k], json_string_value(v)) == 0)
+        dt = k;
+    if (dt == BERTH_DT_INVALID) {
+      if (json_is_string(v))
+        return berth_config_bad(err, path, NULL, "unknown datatype \"%.64s\"",
+                                json_string_value(v));
+      return berth_config_bad(err, path, v, "expected a datatype name");
+    }
+    *(berth_dtype *)berth_config_at(base, f->slot) = (berth_dtype)dt;
+    break;
+  }
+  case BERTH_CF_SHAPE:
+    return berth_config_shape(f, v, base, path, norm, err);
+  case BERTH_CF_TENSORS:
+    return berth_config_tensors(f, v, base, path, norm, err);
+  case BERTH_CF_SECTION:
+    return berth_config_section(f->sub, v, base, path, norm, err);
+  case BERTH_CF_MODELS:
+    rc = berth_config_models(v, base, path, err);
+    break;
+  }
+  if (rc != BERTH_OK) {
+    json_decref(*norm);
+    *norm = NULL;
+    return rc;
+  }
+  if (*norm == NULL)
+    *norm = json_incref(v);
+  if (*norm == NULL)
+    return berth_config_nomem(err, path);
+  return BERTH_OK;
+}
+
+/* ---- one mapping ------------------------------------------------------ */
+
+static int berth_config_section(const berth_config_table *t, json_t *obj,
+                                void *base, const char *path, json_t **norm,
+                                berth_errmsg *err) {
+  const char *where = path[0] != '\0' ? path : "(top level)";
+  *norm = NULL;
+  if (!json_is_object(obj))
+    return berth_config_bad(err, where, obj, "expected a mapping");
+  const char *key;
+  json_t *value;
+  json_object_foreach(obj, key, value) {
+    size_t i = 0;
+    while (i < t->n && strcmp(t->fields[i].key, key) != 0)
+      i++;
+    if (i == t->n) {
+      char child[BERTH_CONFIG_PATH_MAX];
+      berth_config_child(child, path, key);
+      return berth_config_bad(err, child, NULL, "unknown key");
+    }
+  }
+  json_t *out = json_object();
+  if (out == NULL)
+    return berth_config_nomem(err, where);
+  for (size_t i = 0; i < t->n; i++) {
+    const berth_config_field *f = &t->fields[i];
+    char child[BERTH_CONFIG_PATH_MAX];
+    berth_config_child(child, path, f->key);
+    json_t *v = json_incref(json_object_get(obj, f->key));
+    if (v == NULL && f->required) {
+      json_decref(out);
+      return berth_config_bad(err, child, NULL, "required");
+    }
+    if (v == NULL && f->def == NULL)
+      continue;
+    if (v == NULL) {
+      v = json_loads(f->def, JSON_DECODE_ANY, NULL);
+      if (v == NULL) {
+        json_decref(out);
+        return berth_config_nomem(err, child);
+      }
+    }
+    json_t *fv = NULL;
+    int rc = berth_config_field_value(f, v, base, child, &fv, err);
+    json_decref(v);
+    if (rc == BERTH_OK && json_object_set_new(out, f->key, fv) != 0)
+      rc = berth_config_nomem(err, child);
+    if (rc != BERTH_OK) {
+      json_decref(out);
+      return rc;
+    }
+  }
+  *norm = out;
+  return BERTH_OK;
+}
+
+/* ---- public ----------------------------------------------------------- */
+
+static void berth_config_model_clear(berth_model_config *m) {
+  free(m->name);
+  free(m->version);
+  free(m->runtime);
+  free(m->platform);
+  for (size_t i = 0; i < m->n_inputs; i++)
+    free(m->inputs[i].name);
+  free(m->inputs);
+  for (size_t i = 0; i < m->n_outputs; i++)
+    free(m->outputs[i].name);
+  free(m->outputs);
+  json_decref(m->entry);
+  memset(m, 0, sizeof *m);
+}
+
+void berth_config_clear(berth_config *c) {
+  if (c == NULL)
+    return;
+  free(c->host);
+  free(c->log_level);
+  free(c->log_format);
+  if (c->worker_command != NULL)
+    for (size_t i = 0; i < c->worker_argc; i++)
+      free(c->worker_command[i]);
+  free(c->worker_command);
+  for (size_t i = 0; i < c->n_models; i++)
+    berth_config_model_clear(&c->models[i]);
+  free(c->models);
+  memset(c, 0, sizeof *c);
+}
+
+int berth_config_parse(const char *text, size_t len, berth_config *out,
+                       berth_errmsg *err) {
+  if (out == NULL)
+    return berth_errf(err, BERTH_E_CONFIG, "no config to fill");
+  memset(out, 0, sizeof *out);
+  json_t *root = berth_yaml_load(text, len, err);
+  if (root == NULL)
+    return BERTH_E_CONFIG;
+  json_t *norm = NULL;
+  int rc = berth_config_section(&berth_config_root, root, out, "", &norm,
+                                err);
+  json_decref(root);
+  json_decref(norm);
+  if (rc == BERTH_OK && out->restart_backoff_max_s < out->restart_backoff_s)
+    rc = berth_config_bad(err, "workers.restart_backoff_max_s", NULL,
+                          "must be >= workers.restart_backoff_s (%g)",
+                          out->restart_backoff_s);
+  if (rc != BERTH_OK) {
+    berth_config_clear(out);
+    return BERTH_E_CONFIG;
+  }
+  return BERTH_OK;
+}
