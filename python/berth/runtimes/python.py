@@ -1,0 +1,149 @@
+"""Custom models: a :class:`berth.Model` subclass in a ``.py`` file.
+
+``path`` is the ``.py`` file, or a folder holding ``model.py``; ``class``
+names the subclass (when it is null, the file must define exactly one
+``berth.Model`` subclass that no other subclass there derives from). The
+file's folder goes on ``sys.path`` so it can import its neighbours, and
+``model.context.path`` is that folder, where a model's artefacts usually live.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, ModelLoadError
+from ..model import Model, ModelContext, TensorSpec
+from . import Runtime
+from .detect import PYTHON_MODEL_FILE
+
+
+def _model_file(path: Path) -> Path:
+    if path.is_dir():
+        path = path / PYTHON_MODEL_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"custom model file {path} does not exist")
+    if path.suffix != ".py":
+        raise ConfigError(
+            f"{path}: the python runtime needs a .py file (or a folder with model.py)"
+        )
+    return path
+
+
+def _module_name(path: Path) -> str:
+    stem = path.stem
+    taken = stem in sys.modules or stem in sys.stdlib_module_names
+    if stem.isidentifier() and not taken:
+        return stem
+    return "berth_user_" + "".join(c if c.isalnum() else "_" for c in stem)
+
+
+def import_file(path: Path) -> ModuleType:
+    """Imports a .py file as a module, with its folder on ``sys.path``."""
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = _module_name(path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ModelLoadError(f"{path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def find_model_class(module: ModuleType, class_name: str | None, path: Path) -> type[Model]:
+    """The :class:`Model` subclass to serve from a module."""
+    defined = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, Model) and obj is not Model
+    ]
+    if class_name:
+        obj = getattr(module, class_name, None)
+        if obj is None:
+            names = ", ".join(sorted(c.__name__ for c in defined)) or "none"
+            raise ConfigError(
+                f"{path}: has no class {class_name!r} (berth.Model subclasses there: {names})"
+            )
+        if not (isinstance(obj, type) and issubclass(obj, Model)):
+            raise ConfigError(f"{path}: {class_name} is not a berth.Model subclass")
+        return obj
+    own = [c for c in defined if c.__module__ == module.__name__]
+    leaves = [c for c in own if not any(o is not c and issubclass(o, c) for o in own)]
+    if len(leaves) == 1:
+        return leaves[0]
+    if not leaves:
+        raise ConfigError(
+            f"{path}: defines no berth.Model subclass; write `class MyModel(berth.Model)` "
+            "with load() and predict()"
+        )
+    names = ", ".join(sorted(c.__name__ for c in leaves))
+    raise ConfigError(
+        f"{path}: defines several berth.Model subclasses ({names}); name one with "
+        f"`berth serve {path.name}:{leaves[0].__name__}` or `class:` in berth.yaml"
+    )
+
+
+def _specs(cls: type[Model], attr: str) -> list[TensorSpec]:
+    value = getattr(cls, attr, None)
+    if value is None:
+        return []
+    try:
+        return [TensorSpec.coerce(s) for s in value]
+    except TypeError:
+        raise ConfigError(f"{cls.__name__}.{attr}: expected a list of berth.TensorSpec") from None
+
+
+class PythonRuntime(Runtime):
+    name = "python"
+    platform = Model.platform
+
+    def load(self, entry: Mapping[str, Any]) -> None:
+        path = _model_file(Path(entry["path"]))
+        module = import_file(path)
+        cls = find_model_class(module, entry.get("class"), path)
+        self.inputs, self.outputs = _specs(cls, "inputs"), _specs(cls, "outputs")
+        if not isinstance(cls.platform, str) or not cls.platform:
+            raise ConfigError(f"{cls.__name__}.platform: expected a non-empty string")
+        self.platform = cls.platform
+
+        model = cls()
+        model.context = ModelContext(
+            name=str(entry.get("name", path.stem)),
+            version=str(entry.get("version", "1")),
+            path=path.parent,
+            parameters=dict(entry.get("parameters") or {}),
+            instance=int(entry.get("instance", 0)),
+            max_batch_size=int(entry.get("max_batch_size", 0)),
+        )
+        model.load()
+        self.model = model
+        try:
+            params = inspect.signature(model.predict).parameters
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        self.pass_parameters = "parameters" in params
+
+    def predict(
+        self, inputs: dict[str, np.ndarray], parameters: Mapping[str, Any] | None = None
+    ) -> dict[str, np.ndarray]:
+        model = self.model
+        inputs = model.preprocess(inputs)
+        if self.pass_parameters:
+            outputs = model.predict(inputs, parameters=dict(parameters or {}))  # type: ignore[call-arg]
+        else:
+            outputs = model.predict(inputs)
+        return model.postprocess(outputs)

@@ -1,0 +1,330 @@
+"""The worker process: ``python -m berth.worker`` (started by ``berthd``).
+
+It speaks the worker protocol (``docs/worker-protocol.md``) on file
+descriptor 3: waits for ``LOAD``, loads the model through its runtime, answers
+``READY`` (or ``LOAD_FAILED`` and exits 1), then answers each ``INFER`` with
+``RESULT`` or ``ERROR`` until ``SHUTDOWN`` or end of file (exit 0).
+
+Signals: SIGTERM exits 0 at once when idle and after the current batch when
+busy; SIGINT is ignored (a Ctrl-C in the terminal reaches the whole process
+group, and the engine, which owns shutdown, stops its workers itself).
+
+Threads: before NumPy or a framework is imported, the worker sets
+``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``,
+``VECLIB_MAXIMUM_THREADS`` and ``NUMEXPR_NUM_THREADS`` to the usable CPUs
+divided by the model's ``instances`` (at least 1), each only when it is not
+set already.
+
+Logs go to stderr, tagged with ``BERTH_WORKER_ID``; ``BERTH_LOG_LEVEL`` and
+``BERTH_LOG_FORMAT`` (``text`` or ``json``) choose level and format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidInput, InvalidOutput, ProtocolError
+
+if TYPE_CHECKING:
+    from .runtimes import Runtime
+
+__all__ = ["main"]
+
+PROTOCOL_VERSION = 1
+CHANNEL_FD = 3
+
+HEADER = struct.Struct("<IHHQ")
+LOAD, READY, LOAD_FAILED, INFER, RESULT, ERROR, SHUTDOWN = range(1, 8)
+_ENGINE_TYPES = frozenset({LOAD, INFER, SHUTDOWN})
+_TYPE_NAMES = {
+    1: "LOAD",
+    2: "READY",
+    3: "LOAD_FAILED",
+    4: "INFER",
+    5: "RESULT",
+    6: "ERROR",
+    7: "SHUTDOWN",
+}
+
+_SMALL_SEND = 1 << 16  # below this, join and send once; above, scatter-gather
+_IOV_MAX = 1024
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+log = logging.getLogger("berth.worker")
+
+Buffer = Any  # bytes, bytearray, memoryview or a NumPy uint8 array
+
+
+class Channel:
+    """Frames over the engine's socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._head = bytearray(HEADER.size)
+        self._head_view = memoryview(self._head)
+
+    def recv(self) -> tuple[int, int, bytearray] | None:
+        """The next frame as ``(type, id, payload)``; ``None`` at end of file
+        between frames. Payloads are fresh buffers that decoded arrays may view."""
+        if not self._recv_exact(self._head_view, eof_ok=True):
+            return None
+        length, ftype, flags, frame_id = HEADER.unpack(self._head)
+        if ftype not in _ENGINE_TYPES:
+            raise ProtocolError(f"frame type {ftype} is not one the engine sends")
+        if flags != 0:
+            raise ProtocolError(f"{_TYPE_NAMES[ftype]} frame with flags {flags:#x} (must be 0)")
+        payload = bytearray(length)
+        if length:
+            self._recv_exact(memoryview(payload), eof_ok=False)
+        return ftype, frame_id, payload
+
+    def _recv_exact(self, view: memoryview, *, eof_ok: bool) -> bool:
+        got, size = 0, len(view)
+        recv_into = self.sock.recv_into
+        while got < size:
+            n = recv_into(view[got:])
+            if n == 0:
+                if got == 0 and eof_ok:
+                    return False
+                raise ProtocolError("the engine closed the channel in the middle of a frame")
+            got += n
+        return True
+
+    def send(self, ftype: int, frame_id: int, parts: Sequence[Buffer], total: int) -> None:
+        """Sends one frame whose payload is ``parts`` (``total`` bytes)."""
+        header = HEADER.pack(total, ftype, 0, frame_id)
+        if total < _SMALL_SEND:
+            self.sock.sendall(b"".join([header, *parts]))
+            return
+        views = [memoryview(header)]
+        views.extend(v for v in (memoryview(p).cast("B") for p in parts) if v.nbytes)
+        i = 0
+        while i < len(views):
+            sent = self.sock.sendmsg(views[i : i + _IOV_MAX])
+            while sent:
+                n = views[i].nbytes
+                if sent >= n:
+                    sent -= n
+                    i += 1
+                else:
+                    views[i] = views[i][sent:]
+                    sent = 0
+
+    def send_json(self, ftype: int, frame_id: int, doc: Mapping[str, Any]) -> None:
+        data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        self.send(ftype, frame_id, [data], len(data))
+
+
+class _State:
+    busy = False
+    stop_requested = False
+
+
+def _install_signals(state: _State) -> None:
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        state.stop_requested = True
+        if not state.busy:
+            raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _JsonFormatter(logging.Formatter):
+    def __init__(self, worker_id: str) -> None:
+        super().__init__()
+        self.worker_id = worker_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "worker": self.worker_id,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def _setup_logging(worker_id: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("BERTH_LOG_FORMAT", "text").lower() == "json":
+        handler.setFormatter(_JsonFormatter(worker_id))
+    else:
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s worker {worker_id}: %(message)s")
+        )
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = os.environ.get("BERTH_LOG_LEVEL", "info").upper()
+    root.setLevel(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
+
+
+def _set_thread_defaults(entry: Mapping[str, Any]) -> None:
+    instances = entry.get("instances", 1)
+    if not isinstance(instances, int) or isinstance(instances, bool) or instances < 1:
+        instances = 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    threads = str(max(1, cpus // instances))
+    for var in _THREAD_VARS:
+        os.environ.setdefault(var, threads)
+
+
+_MAX_ERROR_CHARS = 8192
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc)
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[:_MAX_ERROR_CHARS] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _load(entry: Mapping[str, Any]) -> tuple[Runtime, dict[str, Any]]:
+    from .runtimes import get_runtime
+
+    runtime_name = entry.get("runtime")
+    if not isinstance(runtime_name, str):
+        raise ProtocolError("LOAD entry has no runtime")
+    if not isinstance(entry.get("path"), str):
+        raise ProtocolError("LOAD entry has no path")
+    runtime = get_runtime(runtime_name)
+    runtime.load(entry)
+    inputs, outputs = runtime.signature()
+    ready = {
+        "protocol": PROTOCOL_VERSION,
+        "platform": runtime.platform,
+        "inputs": [s.to_dict() for s in inputs],
+        "outputs": [s.to_dict() for s in outputs],
+    }
+    return runtime, ready
+
+
+def _serve(channel: Channel, runtime: Runtime, state: _State) -> int:
+    from .tensors import decode_tensor_set, encode_tensor_set_parts
+
+    debug = log.isEnabledFor(logging.DEBUG)
+    predict = runtime.predict
+    while True:
+        frame = channel.recv()
+        if frame is None:
+            log.info("the engine closed the channel; exiting")
+            return 0
+        ftype, frame_id, payload = frame
+        frame = None
+        if ftype == SHUTDOWN:
+            log.info("shutdown")
+            return 0
+        if ftype != INFER:
+            raise ProtocolError(f"unexpected {_TYPE_NAMES[ftype]} frame while serving")
+        state.busy = True
+        started = time.perf_counter() if debug else 0.0
+        try:
+            inputs, params = decode_tensor_set(payload)
+            outputs = predict(inputs, params)
+            if not isinstance(outputs, Mapping):
+                raise InvalidOutput(
+                    f"predict returned a {type(outputs).__name__}; return a dict mapping "
+                    "output names to numpy arrays"
+                )
+            parts, total = encode_tensor_set_parts(outputs)
+        except InvalidInput as e:
+            message = str(e)[:_MAX_ERROR_CHARS] or "invalid input"
+            channel.send_json(ERROR, frame_id, {"error": message, "kind": "input"})
+        except InvalidOutput as e:
+            log.error("batch %d: %s", frame_id, e)
+            channel.send_json(ERROR, frame_id, {"error": _error_text(e), "kind": "model"})
+        except Exception as e:
+            log.exception("batch %d failed", frame_id)
+            channel.send_json(ERROR, frame_id, {"error": _error_text(e), "kind": "model"})
+        else:
+            channel.send(RESULT, frame_id, parts, total)
+            if debug:
+                log.debug("batch %d: %.3f ms", frame_id, (time.perf_counter() - started) * 1e3)
+        finally:
+            state.busy = False
+        # Drop the batch (its arrays view the payload) before the next receive.
+        inputs = outputs = parts = payload = None  # type: ignore[assignment]
+        if state.stop_requested:
+            log.info("SIGTERM: exiting after the current batch")
+            return 0
+
+
+def main() -> int:
+    """Runs the worker; returns the exit status."""
+    worker_id = os.environ.get("BERTH_WORKER_ID", "-")
+    _setup_logging(worker_id)
+    state = _State()
+    _install_signals(state)
+    try:
+        sock = socket.socket(fileno=CHANNEL_FD)
+    except OSError as e:
+        log.error(
+            "file descriptor %d is not a socket (%s): berth.worker is started by berthd, "
+            "see docs/worker-protocol.md",
+            CHANNEL_FD,
+            e,
+        )
+        return 2
+    channel = Channel(sock)
+    try:
+        frame = channel.recv()
+        if frame is None or frame[0] == SHUTDOWN:
+            return 0
+        ftype, _, payload = frame
+        if ftype != LOAD:
+            raise ProtocolError(f"expected LOAD first, got {_TYPE_NAMES[ftype]}")
+        try:
+            entry = json.loads(payload)
+        except ValueError as e:
+            raise ProtocolError(f"LOAD payload is not JSON: {e}") from None
+        if not isinstance(entry, dict):
+            raise ProtocolError("LOAD payload must be a JSON object")
+        _set_thread_defaults(entry)
+        started = time.monotonic()
+        try:
+            runtime, ready = _load(entry)
+        except Exception as e:
+            log.exception("loading %s failed", entry.get("path"))
+            channel.send_json(LOAD_FAILED, 0, {"error": _error_text(e)})
+            return 1
+        channel.send_json(READY, 0, ready)
+        log.info(
+            "ready: %s version %s (%s) loaded in %.2f s",
+            entry.get("name"),
+            entry.get("version", "1"),
+            ready["platform"],
+            time.monotonic() - started,
+        )
+        return _serve(channel, runtime, state)
+    except ProtocolError as e:
+        log.error("worker protocol error: %s", e)
+        return 1
+    except (BrokenPipeError, ConnectionResetError):
+        log.info("the engine closed the channel; exiting")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

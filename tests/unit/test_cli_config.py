@@ -1,0 +1,420 @@
+"""`berth serve`: the engine document for each PATH form, precedence and errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import berth
+from berth.cli import document_for, parse_args
+from berth.errors import ConfigError
+
+PACKAGE_ROOT = str(Path(berth.__file__).resolve().parent.parent)
+XGB_JSON = '{"learner": {"attributes": {}}, "version": [3, 2, 0]}'
+LGB_TXT = "tree\nversion=v4\nnum_class=1\n"
+
+
+def doc(*argv: str, env: dict[str, str] | None = None, terminal: bool = False) -> dict[str, Any]:
+    return document_for(parse_args(["serve", *argv]), env or {}, terminal=terminal)
+
+
+def touch(path: Path, text: str = "x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def models(document: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    return [
+        (m["name"], m["version"], m["runtime"], Path(m["path"]).name) for m in document["models"]
+    ]
+
+
+# ---------------------------------------------------------------- PATH forms
+
+
+def test_single_file_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    touch(tmp_path / "iris.joblib")
+    monkeypatch.chdir(tmp_path)
+    d = doc("iris.joblib")
+    assert d == {
+        "server": {
+            "host": "127.0.0.1",
+            "http_port": 8080,
+            "max_body_bytes": 67108864,
+            "drain_timeout_s": 30,
+        },
+        "log": {"level": "info", "format": "json", "access_log": False},
+        "workers": {"command": [sys.executable, "-m", "berth.worker"]},
+        "models": [
+            {
+                "name": "iris",
+                "version": "1",
+                "runtime": "sklearn",
+                "path": str(tmp_path / "iris.joblib"),
+            }
+        ],
+    }
+    assert doc("iris.joblib", terminal=True)["log"]["format"] == "text"
+
+
+@pytest.mark.parametrize(
+    ("filename", "text", "runtime"),
+    [
+        ("m.pkl", "x", "sklearn"),
+        ("m.onnx", "x", "onnx"),
+        ("m.json", XGB_JSON, "xgboost"),
+        ("m.ubj", "binary", "xgboost"),
+        ("m.txt", LGB_TXT, "lightgbm"),
+        ("m.txt", "header\nversion=v4\n", "lightgbm"),
+        ("m.py", "x", "python"),
+    ],
+)
+def test_runtime_detection(tmp_path: Path, filename: str, text: str, runtime: str) -> None:
+    d = doc(str(touch(tmp_path / filename, text)))
+    assert models(d) == [("m", "1", runtime, filename)]
+    assert "class" not in d["models"][0]
+
+
+def test_python_file_with_class(tmp_path: Path) -> None:
+    touch(tmp_path / "custom.py")
+    (entry,) = doc(f"{tmp_path}/custom.py:Scorer", "--name", "scorer")["models"]
+    assert entry == {
+        "name": "scorer",
+        "version": "1",
+        "runtime": "python",
+        "path": str(tmp_path / "custom.py"),
+        "class": "Scorer",
+    }
+
+
+@pytest.mark.parametrize(
+    ("filename", "text", "message"),
+    [
+        ("m.h5", "x", "unknown model file extension '.h5'"),
+        ("m.json", '{"a": 1}', "not an XGBoost model"),
+        ("m.txt", "hello", "not a LightGBM model"),
+    ],
+)
+def test_unrecognised_files_explain_the_fix(
+    tmp_path: Path, filename: str, text: str, message: str
+) -> None:
+    path = touch(tmp_path / filename, text)
+    with pytest.raises(ConfigError, match=message) as info:
+        doc(str(path))
+    assert ".joblib" in str(info.value) and "--runtime" in str(info.value)
+    assert models(doc(str(path), "--runtime", "onnx")) == [("m", "1", "onnx", filename)]
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file or folder"):
+        doc(str(tmp_path / "nope.onnx"))
+
+
+def test_model_folder_with_berth_yaml(tmp_path: Path) -> None:
+    folder = tmp_path / "fraud"
+    touch(folder / "model.onnx")
+    touch(folder / "README.txt", "not a model")
+    touch(folder / "config.json", '{"a": 1}')
+    touch(folder / "berth.yaml", "max_batch_size: 16\nparameters: {intra_op_threads: 2}\n")
+    (entry,) = doc(str(folder))["models"]
+    assert entry == {
+        "name": "fraud",
+        "version": "1",
+        "runtime": "onnx",
+        "path": str(folder / "model.onnx"),
+        "max_batch_size": 16,
+        "parameters": {"intra_op_threads": 2},
+    }
+
+
+def test_model_py_wins_in_a_folder(tmp_path: Path) -> None:
+    touch(tmp_path / "ranker" / "model.py")
+    touch(tmp_path / "ranker" / "weights.joblib")
+    touch(tmp_path / "ranker" / "util.py")
+    assert models(doc(str(tmp_path / "ranker"))) == [("ranker", "1", "python", "model.py")]
+    assert models(doc(str(tmp_path / "ranker"), "--runtime", "sklearn")) == [
+        ("ranker", "1", "sklearn", "weights.joblib")
+    ]
+
+
+def test_folder_with_two_model_files_asks_which(tmp_path: Path) -> None:
+    touch(tmp_path / "m" / "a.onnx")
+    touch(tmp_path / "m" / "b.joblib")
+    with pytest.raises(ConfigError, match=r"several model files \(a.onnx, b.joblib\)"):
+        doc(str(tmp_path / "m"))
+
+
+def test_folder_of_versions(tmp_path: Path) -> None:
+    for version in ("1", "2", "10"):
+        touch(tmp_path / "iris" / version / "model.joblib")
+    touch(tmp_path / "iris" / "berth.yaml", "instances: 2\n")
+    d = doc(str(tmp_path / "iris"))
+    assert models(d) == [("iris", v, "sklearn", "model.joblib") for v in ("1", "2", "10")]
+    assert all(m["instances"] == 2 for m in d["models"])
+
+
+def make_repository(root: Path) -> Path:
+    repo = root / "repo"
+    touch(repo / "iris" / "berth.yaml", "max_batch_size: 8\nparameters: {a: 1, b: 2}\n")
+    touch(repo / "iris" / "1" / "model.joblib")
+    touch(repo / "iris" / "2" / "model.joblib")
+    touch(repo / "iris" / "2" / "berth.yaml", "instances: 2\nparameters: {b: 3}\n")
+    touch(repo / "booster" / "v1" / "model.json", XGB_JSON)
+    touch(repo / "custom" / "1" / "model.py")
+    touch(
+        repo / "custom" / "berth.yaml",
+        "class: Scorer\ninputs:\n  - {name: x, datatype: FP32, shape: [-1, 3]}\n",
+    )
+    touch(repo / ".git" / "HEAD")  # hidden folders are ignored
+    return repo
+
+
+def test_repository_with_berth_yaml_merging(tmp_path: Path) -> None:
+    repo = make_repository(tmp_path)
+    d = doc(str(repo))
+    assert models(d) == [
+        ("booster", "v1", "xgboost", "model.json"),
+        ("custom", "1", "python", "model.py"),
+        ("iris", "1", "sklearn", "model.joblib"),
+        ("iris", "2", "sklearn", "model.joblib"),
+    ]
+    booster, custom, iris1, iris2 = d["models"]
+    assert booster == {
+        "name": "booster",
+        "version": "v1",
+        "runtime": "xgboost",
+        "path": str(repo / "booster/v1/model.json"),
+    }
+    assert custom["class"] == "Scorer"
+    assert custom["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]
+    assert (
+        iris1["max_batch_size"] == 8
+        and iris1["parameters"] == {"a": 1, "b": 2}
+        and "instances" not in iris1
+    )
+    assert (
+        iris2["max_batch_size"] == 8
+        and iris2["parameters"] == {"a": 1, "b": 3}
+        and iris2["instances"] == 2
+    )
+    assert all(Path(m["path"]).is_absolute() for m in d["models"])
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("max_batch_sise: 8\n", "unknown key 'max_batch_sise'"),
+        ("name: other\n", "'name' comes from the folder names"),
+        ("- 1\n", "expected a mapping"),
+        ("models: []\n", "--config"),
+        ("a: [\n", "not valid YAML"),
+        ("runtime: torch\n", "runtime 'torch'"),
+    ],
+)
+def test_bad_berth_yaml_names_the_file(tmp_path: Path, yaml_text: str, message: str) -> None:
+    repo = make_repository(tmp_path)
+    touch(repo / "iris" / "berth.yaml", yaml_text)
+    with pytest.raises(ConfigError, match=message) as info:
+        doc(str(repo))
+    assert "berth.yaml" in str(info.value)
+
+
+def test_repository_model_without_versions(tmp_path: Path) -> None:
+    repo = make_repository(tmp_path)
+    (repo / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no version folders"):
+        doc(str(repo))
+
+
+def test_name_flag_refused_for_a_repository(tmp_path: Path) -> None:
+    repo = make_repository(tmp_path)
+    with pytest.raises(ConfigError, match="--name applies to one model"):
+        doc(str(repo), "--name", "x")
+    assert len(doc(str(repo), env={"BERTH_NAME": "x"})["models"]) == 4  # env: ignored
+
+
+def test_invalid_model_name_suggests_name_flag(tmp_path: Path) -> None:
+    path = touch(tmp_path / "my model.onnx")
+    with pytest.raises(ConfigError, match="--name"):
+        doc(str(path))
+    assert models(doc(str(path), "--name", "mine")) == [("mine", "1", "onnx", "my model.onnx")]
+
+
+# ---------------------------------------------------------------- precedence
+
+
+def test_flag_beats_env_beats_berth_yaml(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    touch(folder / "model.onnx")
+    touch(folder / "berth.yaml", "instances: 2\n")
+    env = {
+        "BERTH_INSTANCES": "3",
+        "BERTH_PORT": "9000",
+        "BERTH_HOST": "0.0.0.0",
+        "BERTH_ACCESS_LOG": "true",
+    }
+
+    assert doc(str(folder))["models"][0]["instances"] == 2
+    d = doc(str(folder), env=env)
+    assert d["models"][0]["instances"] == 3
+    assert d["server"]["http_port"] == 9000 and d["server"]["host"] == "0.0.0.0"
+    assert d["log"]["access_log"] is True
+    d = doc(str(folder), "--instances", "4", "--port", "9100", "--no-access-log", env=env)
+    assert d["models"][0]["instances"] == 4
+    assert d["server"]["http_port"] == 9100 and d["server"]["host"] == "0.0.0.0"
+    assert d["log"]["access_log"] is False
+
+
+def test_every_option_has_an_env_var(tmp_path: Path) -> None:
+    path = touch(tmp_path / "m.onnx")
+    env = {
+        "BERTH_NAME": "n",
+        "BERTH_RUNTIME": "python",
+        "BERTH_HOST": "::1",
+        "BERTH_PORT": "0",
+        "BERTH_INSTANCES": "2",
+        "BERTH_MAX_BODY_BYTES": "1024",
+        "BERTH_DRAIN_TIMEOUT": "2.5",
+        "BERTH_LOG_LEVEL": "DEBUG",
+        "BERTH_LOG_FORMAT": "text",
+        "BERTH_ACCESS_LOG": "1",
+    }
+    d = doc(str(path), env=env)
+    assert d["server"] == {
+        "host": "::1",
+        "http_port": 0,
+        "max_body_bytes": 1024,
+        "drain_timeout_s": 2.5,
+    }
+    assert d["log"] == {"level": "debug", "format": "text", "access_log": True}
+    assert d["models"] == [
+        {"name": "n", "version": "1", "runtime": "python", "path": str(path), "instances": 2}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("BERTH_PORT", "http"), ("BERTH_PORT", "70000"), ("BERTH_INSTANCES", "0"),
+     ("BERTH_RUNTIME", "torch"), ("BERTH_LOG_LEVEL", "loud"), ("BERTH_ACCESS_LOG", "maybe"),
+     ("BERTH_DRAIN_TIMEOUT", "-1")],
+)  # fmt: skip
+def test_bad_env_values_name_the_variable(tmp_path: Path, var: str, value: str) -> None:
+    path = touch(tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match=f"^{var}: "):
+        doc(str(path), env={var: value})
+
+
+def test_app_config_overrides_and_adds_models(tmp_path: Path) -> None:
+    touch(tmp_path / "iris.joblib")
+    touch(tmp_path / "extra" / "ranker.onnx")
+    config = touch(
+        tmp_path / "app.yaml",
+        "server: {http_port: 7000, max_head_bytes: 8192}\n"
+        "workers: {load_timeout_s: 60}\n"
+        "models:\n"
+        "  - {name: iris, max_batch_size: 32, parameters: {k: v}}\n"
+        "  - {name: ranker, version: 3, path: extra/ranker.onnx}\n",
+    )
+    d = doc(str(tmp_path / "iris.joblib"), "--config", str(config))
+    assert d["server"]["http_port"] == 7000 and d["server"]["max_head_bytes"] == 8192
+    assert d["server"]["host"] == "127.0.0.1"
+    assert d["workers"] == {"command": [sys.executable, "-m", "berth.worker"], "load_timeout_s": 60}
+    iris, ranker = d["models"]
+    assert iris["max_batch_size"] == 32 and iris["parameters"] == {"k": "v"}
+    assert ranker == {
+        "name": "ranker",
+        "version": "3",
+        "runtime": "onnx",
+        "path": str(tmp_path / "extra" / "ranker.onnx"),
+    }
+    # environment and flags still win over the app config
+    assert (
+        doc(str(tmp_path / "iris.joblib"), env={"BERTH_CONFIG": str(config), "BERTH_PORT": "7100"})[
+            "server"
+        ]["http_port"]
+        == 7100
+    )
+    # an override for a model that is not served is an error
+    with pytest.raises(ConfigError, match=r"models\[0\]: model 'iris' is not being served"):
+        doc("--config", str(config))
+    # the app config alone can say what to serve
+    alone = touch(tmp_path / "alone.yaml", "models:\n  - {name: ranker, path: extra}\n")
+    assert models(doc("--config", str(alone))) == [("ranker", "1", "onnx", "ranker.onnx")]
+
+
+def test_nothing_to_serve() -> None:
+    with pytest.raises(ConfigError, match="nothing to serve"):
+        doc()
+
+
+# ---------------------------------------------------------------- the command
+
+
+def run_berth(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")])
+    )
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "berth.cli", *argv],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_version_print_config_and_errors(tmp_path: Path) -> None:
+    version = run_berth("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"berth {berth.__version__}"
+
+    path = touch(tmp_path / "iris.joblib")
+    printed = run_berth("serve", str(path), "--print-config")
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout)["models"][0]["name"] == "iris"
+
+    bad = run_berth("serve", str(tmp_path / "model.h5x"))
+    assert bad.returncode == 2 and bad.stderr.startswith("berth: error: ")
+
+    no_engine = run_berth("serve", str(path), env={"BERTH_BERTHD": str(tmp_path / "missing")})
+    assert no_engine.returncode == 1 and "BERTH_BERTHD" in no_engine.stderr
+
+
+def test_execs_berthd_with_the_document_on_an_inherited_fd(tmp_path: Path) -> None:
+    # A stand-in engine: reads the document from the descriptor it is given.
+    seen = tmp_path / "seen.json"
+    fake = tmp_path / "berthd"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        "assert sys.argv[1] == '--config-fd'\n"
+        "with os.fdopen(int(sys.argv[2]), 'rb') as f:\n"
+        "    document = json.load(f)\n"
+        "seen = {'document': document, 'log_level': os.environ.get('BERTH_LOG_LEVEL')}\n"
+        f"json.dump(seen, open({str(seen)!r}, 'w'))\n"
+    )
+    fake.chmod(0o755)
+    path = touch(tmp_path / "iris.joblib")
+    result = run_berth(
+        "serve",
+        str(path),
+        "--port",
+        "8123",
+        "--log-level",
+        "warning",
+        env={"BERTH_BERTHD": str(fake)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "berth: serving iris (sklearn) on http://127.0.0.1:8123" in result.stderr
+    got = json.loads(seen.read_text())
+    assert got["log_level"] == "warning"
+    assert got["document"]["server"]["http_port"] == 8123
+    assert got["document"]["models"][0]["path"] == str(path)
