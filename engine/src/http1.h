@@ -11,7 +11,9 @@
  * Content-Length or Transfer-Encoding: chunked (not both), chunk extensions
  * skipped, trailers skipped. Rejected with a status: obs-fold, whitespace
  * before the colon, conflicting Content-Length values, TE other than chunked,
- * HTTP versions other than 1.0/1.1, control characters.
+ * HTTP versions other than 1.0/1.1, control characters, a missing Host in
+ * HTTP/1.1 or more than one Host, a request target not in origin-form
+ * (except `OPTIONS *`).
  */
 #ifndef BERTH_HTTP1_H
 #define BERTH_HTTP1_H
@@ -70,6 +72,11 @@ int berth_h1_parse(berth_h1_parser *p, const char *data, size_t len,
 
 /* The request, valid after BERTH_H1_HEAD_DONE (head only) or BERTH_H1_DONE. */
 const berth_h1_request *berth_h1_parser_request(const berth_h1_parser *p);
+
+/* After BERTH_H1_DONE: hands the de-chunked body to the caller (malloc'd, the
+ * caller free()s it; NULL when the body is empty) so that it can outlive the
+ * parser without a copy. The request's body then reads as empty. */
+char *berth_h1_parser_take_body(berth_h1_parser *p, size_t *len);
 
 /* Forgets the current request to parse the next one on the connection. */
 void berth_h1_parser_next(berth_h1_parser *p);

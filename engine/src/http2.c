@@ -1,1 +1,592 @@
-/* placeholder: being written */
+/* Berth engine: HTTP/2 cleartext with prior knowledge (RFC 9113 3.3) on the
+ * HTTP/1.1 port, over nghttp2's server session.
+ *
+ * server.c reads the socket and feeds every byte to berth_h2_session_recv;
+ * nghttp2 calls back here per frame. A stream collects its header fields and
+ * DATA under the same limits as HTTP/1.1 (431, 413); on END_STREAM it
+ * becomes a berth_http_req for the handler. Answers may come in any order
+ * and at any time: each is submitted with a data provider over the response
+ * body, and nghttp2 does framing and flow control. Output is pulled from
+ * nghttp2 (mem_send) into one buffer per write, at most one write in flight,
+ * so a slow reader holds only what the windows allow.
+ */
+#include "http2.h"
+
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "buf.h"
+
+#define H2_MAX_STREAMS 128
+#define H2_STREAM_WINDOW (1 << 20)
+#define H2_CONN_WINDOW (16 << 20)
+#define H2_OUT_CHUNK (64u * 1024) /* bytes gathered per socket write */
+/* Request bodies buffered at once per connection (streams not yet given to
+ * the handler): max(4 bodies, 256 MiB); a stream beyond it gets 503. Not
+ * flow-control backpressure: whole bodies are needed, so withholding window
+ * could deadlock several half-sent uploads. */
+#define H2_BODY_BUDGET_BODIES 4
+#define H2_BODY_BUDGET_MIN ((size_t)256 << 20)
+
+typedef struct h2_stream {
+  berth_h2_session *s;
+  struct h2_stream *prev, *next;
+  int32_t id;
+  berth_buf fields;     /* "name\0value\0"..., max = max_head_bytes */
+  size_t n_fields;      /* regular (non-pseudo) fields */
+  berth_buf body;       /* max = max_body_bytes */
+  int err_status;       /* 413/431/503 decided before the handler */
+  bool head_req;        /* :method HEAD */
+  bool dispatched;      /* given to the handler */
+  bool answered;        /* a response is submitted */
+  bool reset;           /* we sent RST_STREAM */
+  size_t discarded;     /* DATA bytes dropped after an early answer */
+  berth_http_req *req;  /* in the handler, not answered */
+  char *resp_body;      /* owned; sent by h2_read_body */
+  size_t resp_len, resp_off;
+} h2_stream;
+
+struct berth_h2_session {
+  berth_httpd_conn *conn;
+  const berth_httpd_options *opts;
+  nghttp2_session *ng;
+  h2_stream *streams;
+  bool writing;    /* a socket write is in flight */
+  bool in_recv;    /* inside nghttp2_session_mem_recv: no mem_send now */
+  bool detached;   /* the connection is closing */
+  bool freeing;
+  bool goaway_sent;
+  size_t buffered;      /* request body bytes held by undispatched streams */
+  size_t budget;        /* ... at most this (503 beyond) */
+};
+
+static void h2_flush(berth_h2_session *s);
+
+/* ---- streams ---- */
+
+static void stream_free(h2_stream *st) {
+  berth_h2_session *s = st->s;
+  if (st->prev != NULL)
+    st->prev->next = st->next;
+  else
+    s->streams = st->next;
+  if (st->next != NULL)
+    st->next->prev = st->prev;
+  s->buffered -= st->body.len;
+  berth_buf_free(&st->fields);
+  berth_buf_free(&st->body);
+  free(st->resp_body);
+  free(st);
+}
+
+static h2_stream *get_stream(berth_h2_session *s, int32_t id) {
+  return nghttp2_session_get_stream_user_data(s->ng, id);
+}
+
+/* Data provider over the response body. */
+static ssize_t h2_read_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf,
+                            size_t length, uint32_t *data_flags,
+                            nghttp2_data_source *source, void *user_data) {
+  (void)ng;
+  (void)stream_id;
+  (void)user_data;
+  h2_stream *st = source->ptr;
+  size_t n = st->resp_len - st->resp_off;
+  if (n > length)
+    n = length;
+  if (n > 0)
+    memcpy(buf, st->resp_body + st->resp_off, n);
+  st->resp_off += n;
+  if (st->resp_off == st->resp_len) {
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    /* Trailers (gRPC's grpc-status) go here: set
+     * NGHTTP2_DATA_FLAG_NO_END_STREAM as well and call
+     * nghttp2_submit_trailer(ng, stream_id, nva, n); the trailers' HEADERS
+     * frame then ends the stream. */
+  }
+  return (ssize_t)n;
+}
+
+static bool is_lower_token(const char *s) {
+  if (*s == '\0')
+    return false;
+  for (; *s != '\0'; s++) {
+    unsigned char ch = (unsigned char)*s;
+    bool ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+              (ch >= 'A' && ch <= 'Z') || strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+    if (!ok)
+      return false;
+  }
+  return true;
+}
+
+static bool is_field_value(const char *s) {
+  for (; *s != '\0'; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == 0x7f || (ch < 0x20 && ch != '\t'))
+      return false;
+  }
+  return true;
+}
+
+/* Connection-specific fields are forbidden in HTTP/2; the transport writes
+ * content-length and date itself. */
+static bool is_skipped_field(const char *name) {
+  static const char *const skip[] = {"connection", "keep-alive", "proxy-connection",
+                                     "transfer-encoding", "upgrade", "te",
+                                     "content-length", "date"};
+  for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
+    if (strcasecmp(name, skip[i]) == 0)
+      return true;
+  return false;
+}
+
+/* Submits a response on st; takes body. */
+static void h2_submit(h2_stream *st, int status, const berth_http_header_kv *headers,
+                      size_t n, char *body, size_t body_len) {
+  berth_h2_session *s = st->s;
+  st->answered = true;
+  if (status < 200 || status > 599)
+    status = 500;
+  size_t content_length = body_len;
+  if (st->head_req || status == 204 || status == 304) {
+    free(body);
+    body = NULL;
+    body_len = 0;
+  }
+  free(st->resp_body);
+  st->resp_body = body;
+  st->resp_len = body_len;
+  st->resp_off = 0;
+
+  /* names are lower-cased into one block; nghttp2 copies everything */
+  size_t names = 0;
+  for (size_t i = 0; i < n; i++)
+    if (headers[i].name != NULL)
+      names += strlen(headers[i].name) + 1;
+  nghttp2_nv *nva = malloc((n + 3) * sizeof *nva);
+  char *lower = malloc(names + 1);
+  if (nva == NULL || lower == NULL) {
+    free(nva);
+    free(lower);
+    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    return;
+  }
+  char status_text[8], length_text[24];
+  snprintf(status_text, sizeof status_text, "%d", status);
+  snprintf(length_text, sizeof length_text, "%zu", content_length);
+  size_t k = 0;
+  nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7,
+                          strlen(status_text), NGHTTP2_NV_FLAG_NONE};
+  char *p = lower;
+  for (size_t i = 0; i < n; i++) {
+    const char *name = headers[i].name, *value = headers[i].value;
+    if (name == NULL || value == NULL || !is_lower_token(name) ||
+        !is_field_value(value) || is_skipped_field(name))
+      continue;
+    size_t nl = strlen(name);
+    for (size_t j = 0; j < nl; j++)
+      p[j] = (name[j] >= 'A' && name[j] <= 'Z') ? (char)(name[j] - 'A' + 'a') : name[j];
+    nva[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)(uintptr_t)value, nl, strlen(value),
+                            NGHTTP2_NV_FLAG_NONE};
+    p += nl + 1;
+  }
+  if (status != 204 && status != 304)
+    nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)length_text, 14,
+                            strlen(length_text), NGHTTP2_NV_FLAG_NONE};
+  const char *date = berth_httpd_conn_date(s->conn);
+  nva[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)(uintptr_t)date, 4, strlen(date),
+                          NGHTTP2_NV_FLAG_NONE};
+  nghttp2_data_provider prd = {.source.ptr = st, .read_callback = h2_read_body};
+  int rv = nghttp2_submit_response(s->ng, st->id, nva, k, body_len > 0 ? &prd : NULL);
+  free(nva);
+  free(lower);
+  if (rv != 0)
+    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+}
+
+static void h2_submit_error(h2_stream *st, int status, const char *msg) {
+  static const berth_http_header_kv json[1] = {{"content-type", "application/json"}};
+  char text[160];
+  int len = snprintf(text, sizeof text, "{\"error\": \"%s\"}", msg); /* msg is ours */
+  char *body = len > 0 ? malloc((size_t)len) : NULL;
+  if (body != NULL)
+    memcpy(body, text, (size_t)len);
+  st->s->buffered -= st->body.len;
+  berth_buf_free(&st->body);
+  h2_submit(st, status, json, 1, body, body != NULL ? (size_t)len : 0);
+}
+
+static void h2_respond(berth_http_req *r, int status, const berth_http_header_kv *headers,
+                       size_t n, char *body, size_t body_len) {
+  h2_stream *st = r->link;
+  berth_h2_session *s = st->s;
+  st->req = NULL;
+  h2_submit(st, status, headers, n, body, body_len);
+  berth_httpd_req_release(r);
+  h2_flush(s);
+}
+
+static void h2_dispatch(h2_stream *st) {
+  berth_h2_session *s = st->s;
+  st->dispatched = true;
+  berth_h1_header *fields = malloc((st->n_fields + 1) * sizeof *fields);
+  if (fields == NULL) {
+    h2_submit_error(st, 503, "out of memory");
+    return;
+  }
+  berth_httpd_req_init in = {.version = 20, .peer = berth_httpd_conn_peer(s->conn),
+                             .respond = h2_respond, .link = st};
+  size_t nf = 0;
+  const char *authority = NULL;
+  size_t authority_len = 0;
+  bool has_host = false;
+  for (size_t off = 0; off < st->fields.len;) {
+    const char *name = st->fields.data + off;
+    size_t nl = strlen(name);
+    const char *value = name + nl + 1;
+    size_t vl = strlen(value);
+    off += nl + vl + 2;
+    if (strcmp(name, ":method") == 0) {
+      in.method = value;
+      in.method_len = vl;
+    } else if (strcmp(name, ":path") == 0) {
+      in.target = value;
+      in.target_len = vl;
+    } else if (strcmp(name, ":authority") == 0) {
+      authority = value;
+      authority_len = vl;
+    } else if (name[0] != ':' && nf < st->n_fields) {
+      has_host = has_host || strcmp(name, "host") == 0;
+      fields[nf++] = (berth_h1_header){name, nl, value, vl};
+    }
+  }
+  if (authority != NULL && !has_host) /* handlers see one Host either way */
+    fields[nf++] = (berth_h1_header){"host", 4, authority, authority_len};
+  if (in.method == NULL || in.target == NULL || in.target[0] != '/') {
+    free(fields);
+    h2_submit_error(st, 400, "request needs :method and an absolute :path");
+    return;
+  }
+  in.fields = fields;
+  in.n_fields = nf;
+  s->buffered -= st->body.len;
+  in.body = berth_buf_detach(&st->body, &in.body_len);
+  berth_http_req *r = berth_httpd_req_new(&in);
+  free(fields);
+  berth_buf_reset(&st->fields);
+  if (r == NULL) {
+    h2_submit_error(st, 503, "out of memory");
+    return;
+  }
+  st->req = r;
+  s->opts->handler(r, s->opts->handler_data);
+}
+
+/* ---- nghttp2 callbacks ---- */
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
+                            void *user_data) {
+  berth_h2_session *s = user_data;
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  h2_stream *st = calloc(1, sizeof *st);
+  if (st == NULL)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM */
+  st->s = s;
+  st->id = frame->hd.stream_id;
+  berth_buf_init(&st->fields, s->opts->max_head_bytes);
+  berth_buf_init(&st->body, s->opts->max_body_bytes);
+  st->next = s->streams;
+  if (s->streams != NULL)
+    s->streams->prev = st;
+  s->streams = st;
+  if (nghttp2_session_set_stream_user_data(ng, st->id, st) != 0) {
+    stream_free(st);
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user_data) {
+  (void)flags;
+  berth_h2_session *s = user_data;
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0; /* request trailers are ignored */
+  h2_stream *st = get_stream(s, frame->hd.stream_id);
+  if (st == NULL || st->err_status != 0)
+    return 0;
+  /* nghttp2's HTTP messaging checks already refused NUL, CR and LF */
+  if (memchr(name, '\0', namelen) != NULL || memchr(value, '\0', valuelen) != NULL) {
+    st->err_status = 400;
+    return 0;
+  }
+  if (namelen > 0 && name[0] != ':' && ++st->n_fields > s->opts->max_headers) {
+    st->err_status = 431;
+    return 0;
+  }
+  int rc = berth_buf_append(&st->fields, name, namelen);
+  if (rc == BERTH_OK)
+    rc = berth_buf_append(&st->fields, "", 1);
+  if (rc == BERTH_OK)
+    rc = berth_buf_append(&st->fields, value, valuelen);
+  if (rc == BERTH_OK)
+    rc = berth_buf_append(&st->fields, "", 1);
+  if (rc != BERTH_OK) {
+    st->err_status = rc == BERTH_E_TOO_LARGE ? 431 : 503;
+    return 0;
+  }
+  if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+    st->head_req = valuelen == 4 && memcmp(value, "HEAD", 4) == 0;
+  if (namelen == 14 && memcmp(name, "content-length", 14) == 0) {
+    uint64_t v = 0;
+    for (size_t i = 0; i < valuelen && v <= s->opts->max_body_bytes && v < UINT64_MAX / 10; i++)
+      if (value[i] >= '0' && value[i] <= '9')
+        v = v * 10 + (uint64_t)(value[i] - '0');
+    if (v > s->opts->max_body_bytes)
+      st->err_status = 413;
+  }
+  (void)ng;
+  return 0;
+}
+
+static const char *status_message(int status) {
+  switch (status) {
+  case 413: return "request body too large";
+  case 431: return "request header fields too large";
+  case 400: return "malformed request";
+  default: return "out of memory";
+  }
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
+                         void *user_data) {
+  (void)ng;
+  berth_h2_session *s = user_data;
+  if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+    return 0;
+  h2_stream *st = get_stream(s, frame->hd.stream_id);
+  if (st == NULL || st->answered || st->dispatched)
+    return 0;
+  if (st->err_status != 0) {
+    h2_submit_error(st, st->err_status, status_message(st->err_status));
+    return 0;
+  }
+  if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+    h2_dispatch(st);
+  return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream_id,
+                              const uint8_t *data, size_t len, void *user_data) {
+  (void)flags;
+  berth_h2_session *s = user_data;
+  h2_stream *st = get_stream(s, stream_id);
+  if (st == NULL)
+    return 0;
+  if (st->err_status != 0) {
+    /* Answered early (413...): the rest is discarded, flow-control credit
+     * still returned. A client that keeps uploading well past our complete
+     * answer is asked to stop (RFC 9113 8.1: RST_STREAM NO_ERROR). Not at
+     * once: curl 7.88 reports such a reset as a failed transfer. */
+    st->discarded += len;
+    if (st->discarded > H2_STREAM_WINDOW && !st->reset &&
+        nghttp2_session_get_stream_local_close(ng, stream_id) == 1) {
+      st->reset = true;
+      nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_NO_ERROR);
+    }
+    return 0;
+  }
+  if (st->answered || st->dispatched)
+    return 0;
+  int rc = len > s->budget - s->buffered ? BERTH_E_OVERLOAD
+                                          : berth_buf_append(&st->body, data, len);
+  if (rc == BERTH_OK) {
+    s->buffered += len;
+    return 0;
+  }
+  st->err_status = rc == BERTH_E_TOO_LARGE ? 413 : 503;
+  h2_submit_error(st, st->err_status,
+                  rc == BERTH_E_OVERLOAD ? "too many uploads at once on this connection"
+                                         : status_message(st->err_status));
+  return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code,
+                           void *user_data) {
+  (void)error_code;
+  berth_h2_session *s = user_data;
+  if (s->freeing)
+    return 0;
+  h2_stream *st = get_stream(s, stream_id);
+  if (st == NULL)
+    return 0;
+  nghttp2_session_set_stream_user_data(ng, stream_id, NULL);
+  if (st->req != NULL) {
+    berth_http_req *r = st->req;
+    st->req = NULL;
+    berth_httpd_req_gone(r);
+  }
+  stream_free(st);
+  return 0;
+}
+
+/* ---- output ---- */
+
+static void h2_on_written(void *arg, int status) {
+  berth_h2_session *s = arg;
+  s->writing = false;
+  if (status < 0 || s->detached)
+    return;
+  h2_flush(s);
+}
+
+/* Moves what nghttp2 has to send into one socket write; closes the
+ * connection when the session is over. */
+static void h2_flush(berth_h2_session *s) {
+  if (s->detached || s->writing || s->in_recv)
+    return;
+  berth_buf out;
+  berth_buf_init(&out, SIZE_MAX / 2);
+  for (;;) {
+    const uint8_t *data = NULL;
+    ssize_t n = nghttp2_session_mem_send(s->ng, &data);
+    if (n < 0) {
+      berth_buf_free(&out);
+      berth_httpd_conn_close(s->conn);
+      return;
+    }
+    if (n == 0)
+      break;
+    if (berth_buf_append(&out, data, (size_t)n) != BERTH_OK) {
+      berth_buf_free(&out);
+      berth_httpd_conn_close(s->conn);
+      return;
+    }
+    if (out.len >= H2_OUT_CHUNK)
+      break;
+  }
+  if (out.len > 0) {
+    size_t len = 0;
+    char *bytes = berth_buf_detach(&out, &len);
+    s->writing = true;
+    berth_httpd_conn_write(s->conn, bytes, len, h2_on_written, s);
+    return;
+  }
+  berth_buf_free(&out);
+  if (!nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng))
+    berth_httpd_conn_close(s->conn);
+}
+
+/* ---- session API (http2.h) ---- */
+
+berth_h2_session *berth_h2_session_new(berth_httpd_conn *c, berth_errmsg *err) {
+  berth_h2_session *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    berth_errf(err, BERTH_E_NOMEM, "http2: out of memory");
+    return NULL;
+  }
+  s->conn = c;
+  s->opts = berth_httpd_conn_options(c);
+  s->budget = s->opts->max_body_bytes > SIZE_MAX / H2_BODY_BUDGET_BODIES
+                  ? SIZE_MAX
+                  : s->opts->max_body_bytes * H2_BODY_BUDGET_BODIES;
+  if (s->budget < H2_BODY_BUDGET_MIN)
+    s->budget = H2_BODY_BUDGET_MIN;
+  nghttp2_session_callbacks *cbs;
+  if (nghttp2_session_callbacks_new(&cbs) != 0) {
+    free(s);
+    berth_errf(err, BERTH_E_NOMEM, "http2: out of memory");
+    return NULL;
+  }
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+  int rv = nghttp2_session_server_new(&s->ng, cbs, s);
+  nghttp2_session_callbacks_del(cbs);
+  if (rv != 0) {
+    free(s);
+    berth_errf(err, BERTH_E_NOMEM, "http2: %s", nghttp2_strerror(rv));
+    return NULL;
+  }
+  size_t list = s->opts->max_head_bytes + 32 * (s->opts->max_headers + 4);
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, list > UINT32_MAX ? UINT32_MAX : (uint32_t)list},
+  };
+  rv = nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+  if (rv == 0)
+    rv = nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0,
+                                               H2_CONN_WINDOW);
+  if (rv != 0) {
+    nghttp2_session_del(s->ng);
+    free(s);
+    berth_errf(err, BERTH_E_INTERNAL, "http2: %s", nghttp2_strerror(rv));
+    return NULL;
+  }
+  return s;
+}
+
+int berth_h2_session_recv(berth_h2_session *s, const char *data, size_t len) {
+  if (s->detached)
+    return BERTH_E_IO;
+  s->in_recv = true;
+  ssize_t rv = nghttp2_session_mem_recv(s->ng, (const uint8_t *)data, len);
+  s->in_recv = false;
+  if (rv < 0)
+    return BERTH_E_PARSE;
+  h2_flush(s);
+  return BERTH_OK;
+}
+
+void berth_h2_session_goaway(berth_h2_session *s) {
+  if (s->goaway_sent || s->detached)
+    return;
+  s->goaway_sent = true;
+  nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(s->ng), NGHTTP2_NO_ERROR,
+                        NULL, 0);
+  h2_flush(s);
+}
+
+bool berth_h2_session_idle(const berth_h2_session *s) {
+  if (s == NULL)
+    return true;
+  for (const h2_stream *st = s->streams; st != NULL; st = st->next)
+    if (st->req != NULL ||
+        (st->answered && nghttp2_session_get_stream_local_close(s->ng, st->id) == 0))
+      return false; /* in the handler, or an answer still being sent */
+  return true;
+}
+
+void berth_h2_session_detach(berth_h2_session *s) {
+  if (s->detached)
+    return;
+  s->detached = true;
+  for (h2_stream *st = s->streams; st != NULL; st = st->next) {
+    if (st->req != NULL) {
+      berth_http_req *r = st->req;
+      st->req = NULL;
+      berth_httpd_req_gone(r);
+    }
+  }
+}
+
+void berth_h2_session_free(berth_h2_session *s) {
+  if (s == NULL)
+    return;
+  berth_h2_session_detach(s);
+  s->freeing = true;
+  nghttp2_session_del(s->ng);
+  while (s->streams != NULL)
+    stream_free(s->streams);
+  free(s);
+}

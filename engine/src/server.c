@@ -1,1 +1,798 @@
-/* placeholder: being written */
+/* Berth engine: the HTTP server transport (httpd.h): listener, connections,
+ * protocol detection, HTTP/1.1 connections. HTTP/2 sessions live in http2.c
+ * and request objects in httpd_req.c; this file owns every socket.
+ *
+ * A connection reads into one fixed buffer (rbuf). Its first bytes pick the
+ * protocol: the HTTP/2 preface hands the connection to http2.c, anything
+ * else is HTTP/1.1. An HTTP/1.1 connection has at most one request in the
+ * handler: while it is there, unparsed bytes wait in rbuf (reading goes on
+ * until rbuf is full, so a disconnect is still seen), and parsing resumes
+ * once the response is queued. A connection that must close (an error, or
+ * `Connection: close`) shuts down its write side after the last response and
+ * drains the peer for a moment (LINGER_MS) so that the response is not lost
+ * to a TCP reset.
+ */
+#include "httpd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "buf.h"
+#include "http1.h"
+#include "http2.h"
+
+#define RBUF_SIZE (32u * 1024)
+#define WRITE_HIGH_WATER (1u << 20) /* stop parsing while this much is queued */
+#define LINGER_MS 2000
+#define DEFAULT_MAX_HEAD (16u * 1024)
+#define DEFAULT_MAX_HEADERS 100
+#define DEFAULT_MAX_BODY (64u * 1024 * 1024)
+#define MAX_RESPONSE_HEAD (1u << 20)
+
+enum { PROTO_DETECT, PROTO_H1, PROTO_H2 };
+
+struct berth_httpd {
+  uv_loop_t *loop;
+  uv_tcp_t listener;
+  berth_httpd_options opts;   /* defaults applied; host points to host[] */
+  berth_h1_limits limits;
+  char host[64];
+  char addr[96];              /* "host:port" for messages */
+  uint16_t port;
+  bool listener_open;
+  bool draining;
+  bool closing;
+  berth_httpd_conn *conns;    /* every connection not yet freed */
+  size_t n_conns;             /* connections not closing */
+  size_t open_handles;        /* listener + connections not yet freed */
+  void (*on_closed)(void *);
+  void *on_closed_arg;
+  time_t date_sec;
+  char date[40];
+  uv_tcp_t reject;            /* accepts and closes a connection we cannot hold */
+  bool reject_busy;
+  bool accept_stalled;        /* a connection waits in the listener */
+};
+
+struct berth_httpd_conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_shutdown_t shutdown_req;
+  berth_httpd *srv;
+  berth_httpd_conn *prev, *next;
+  int proto;
+  int handles;                /* open uv handles: tcp, timer */
+  char peer[64];
+  char *rbuf;                 /* RBUF_SIZE bytes; [roff, rlen) not parsed yet */
+  size_t rlen, roff;
+  unsigned writes;            /* in flight */
+  bool reading;
+  bool closing;               /* uv_close started */
+  bool in_process;            /* h1_process is on the stack */
+  bool close_after_write;     /* last response queued: close when written */
+  bool lingering;             /* write side shut, draining the peer */
+  /* HTTP/1.1 */
+  berth_h1_parser *parser;
+  berth_http_req *cur;        /* in the handler, not answered */
+  bool cur_keep_alive;
+  bool cur_head;              /* HEAD: the answer has no body */
+  int cur_version;            /* 10 or 11 */
+  /* HTTP/2 */
+  berth_h2_session *h2;
+};
+
+typedef struct conn_write {
+  uv_write_t req;
+  berth_httpd_conn *conn;
+  char *own[2];
+  void (*cb)(void *, int);
+  void *arg;
+} conn_write;
+
+static void h1_process(berth_httpd_conn *c);
+static void conn_update_reading(berth_httpd_conn *c);
+
+/* ---- server bookkeeping ---- */
+
+static void srv_maybe_finish(berth_httpd *h) {
+  if (!h->closing || h->open_handles > 0)
+    return;
+  void (*cb)(void *) = h->on_closed;
+  void *arg = h->on_closed_arg;
+  free(h);
+  if (cb != NULL)
+    cb(arg);
+}
+
+static void on_listener_closed(uv_handle_t *handle) {
+  berth_httpd *h = handle->data;
+  h->open_handles--;
+  srv_maybe_finish(h);
+}
+
+static void close_listener(berth_httpd *h) {
+  if (!h->listener_open)
+    return;
+  h->listener_open = false;
+  uv_close((uv_handle_t *)&h->listener, on_listener_closed);
+}
+
+static const char *srv_date(berth_httpd *h) {
+  static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  time_t now = time(NULL);
+  if (now != h->date_sec || h->date[0] == '\0') {
+    struct tm tm;
+    if (gmtime_r(&now, &tm) != NULL && tm.tm_wday >= 0 && tm.tm_wday < 7 &&
+        tm.tm_mon >= 0 && tm.tm_mon < 12)
+      snprintf(h->date, sizeof h->date, "%s, %02d %s %04d %02d:%02d:%02d GMT",
+               days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
+               tm.tm_hour, tm.tm_min, tm.tm_sec);
+    h->date_sec = now;
+  }
+  return h->date;
+}
+
+/* ---- connection lifecycle ---- */
+
+static void conn_free(berth_httpd_conn *c) {
+  berth_httpd *h = c->srv;
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    h->conns = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+  if (c->h2 != NULL)
+    berth_h2_session_free(c->h2);
+  berth_h1_parser_free(c->parser);
+  free(c->rbuf);
+  free(c);
+  h->open_handles--;
+  srv_maybe_finish(h);
+}
+
+static void on_conn_handle_closed(uv_handle_t *handle) {
+  berth_httpd_conn *c = handle->data;
+  if (--c->handles == 0)
+    conn_free(c);
+}
+
+void berth_httpd_conn_close(berth_httpd_conn *c) {
+  if (c->closing)
+    return;
+  c->closing = true;
+  c->reading = false;
+  c->srv->n_conns--;
+  if (c->cur != NULL) {
+    berth_http_req *r = c->cur;
+    c->cur = NULL;
+    berth_httpd_req_gone(r);
+  }
+  if (c->h2 != NULL)
+    berth_h2_session_detach(c->h2);
+  uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+static void on_idle_timer(uv_timer_t *t) {
+  berth_httpd_conn *c = t->data;
+  bool busy = c->writes > 0 || (c->proto == PROTO_H1 && c->cur != NULL) ||
+              (c->proto == PROTO_H2 && !berth_h2_session_idle(c->h2));
+  if (busy && !c->lingering) {
+    uv_timer_again(t);
+    return;
+  }
+  berth_httpd_conn_close(c);
+}
+
+static void conn_touch(berth_httpd_conn *c) {
+  uint64_t ms = c->srv->opts.idle_timeout_ms;
+  if (ms > 0 && !c->lingering)
+    uv_timer_start(&c->timer, on_idle_timer, ms, ms);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)req;
+  (void)status; /* the linger timer or the peer's EOF ends the connection */
+}
+
+/* The last response is written: shut our side, drain the peer briefly. */
+static void conn_linger(berth_httpd_conn *c) {
+  if (c->lingering || c->closing)
+    return;
+  c->lingering = true;
+  c->roff = c->rlen = 0;
+  if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    berth_httpd_conn_close(c);
+    return;
+  }
+  uv_timer_start(&c->timer, on_idle_timer, LINGER_MS, 0);
+  conn_update_reading(c);
+}
+
+/* ---- writing ---- */
+
+static void on_written(uv_write_t *req, int status) {
+  conn_write *w = (conn_write *)req;
+  berth_httpd_conn *c = w->conn;
+  c->writes--;
+  free(w->own[0]);
+  free(w->own[1]);
+  void (*cb)(void *, int) = w->cb;
+  void *arg = w->arg;
+  free(w);
+  if (cb != NULL)
+    cb(arg, status);
+  if (c->closing)
+    return;
+  if (status < 0) {
+    berth_httpd_conn_close(c);
+    return;
+  }
+  if (c->proto == PROTO_H1) {
+    if (c->close_after_write && c->writes == 0)
+      conn_linger(c);
+    else
+      h1_process(c); /* resumes after backpressure */
+  }
+}
+
+/* Writes bufs; own0/own1 (may be NULL) are freed once written, in every case. */
+static int conn_writev(berth_httpd_conn *c, uv_buf_t *bufs, unsigned n, char *own0,
+                       char *own1, void (*cb)(void *, int), void *arg) {
+  if (c->closing) {
+    free(own0);
+    free(own1);
+    return BERTH_E_IO;
+  }
+  conn_write *w = malloc(sizeof *w);
+  if (w == NULL) {
+    free(own0);
+    free(own1);
+    berth_httpd_conn_close(c);
+    return BERTH_E_NOMEM;
+  }
+  w->conn = c;
+  w->own[0] = own0;
+  w->own[1] = own1;
+  w->cb = cb;
+  w->arg = arg;
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_written) != 0) {
+    free(own0);
+    free(own1);
+    free(w);
+    berth_httpd_conn_close(c);
+    return BERTH_E_IO;
+  }
+  c->writes++;
+  return BERTH_OK;
+}
+
+int berth_httpd_conn_write(berth_httpd_conn *c, char *data, size_t len,
+                           void (*cb)(void *arg, int status), void *arg) {
+  uv_buf_t b;
+  b.base = data;
+  b.len = len;
+  return conn_writev(c, &b, 1, data, NULL, cb, arg);
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  berth_httpd_conn *c = handle->data;
+  if (c->rbuf == NULL)
+    c->rbuf = malloc(RBUF_SIZE);
+  if (c->rbuf == NULL) {
+    *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS */
+    return;
+  }
+  if (c->roff == c->rlen) {
+    c->roff = c->rlen = 0;
+  } else if (c->rlen == RBUF_SIZE && c->roff > 0) {
+    memmove(c->rbuf, c->rbuf + c->roff, c->rlen - c->roff);
+    c->rlen -= c->roff;
+    c->roff = 0;
+  }
+  *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(RBUF_SIZE - c->rlen));
+}
+
+static bool rbuf_has_room(const berth_httpd_conn *c) {
+  return c->rlen - c->roff < RBUF_SIZE;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+static void conn_update_reading(berth_httpd_conn *c) {
+  bool want;
+  if (c->closing)
+    return;
+  if (c->lingering)
+    want = true;
+  else if (c->proto == PROTO_H2)
+    want = true;
+  else
+    want = !c->close_after_write && rbuf_has_room(c) &&
+           uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_HIGH_WATER;
+  if (want == c->reading)
+    return;
+  if (want) {
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+      berth_httpd_conn_close(c);
+      return;
+    }
+  } else {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+  }
+  c->reading = want;
+}
+
+static void start_h2(berth_httpd_conn *c) {
+  berth_errmsg err;
+  c->proto = PROTO_H2;
+  c->h2 = berth_h2_session_new(c, &err);
+  if (c->h2 == NULL) {
+    berth_httpd_conn_close(c);
+    return;
+  }
+  if (c->srv->draining)
+    berth_h2_session_goaway(c->h2);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  (void)buf;
+  berth_httpd_conn *c = stream->data;
+  if (nread == 0 || c->closing)
+    return;
+  if (nread < 0) {
+    /* EOF or error. A request still in the handler is gone: its client
+     * left. A response being written to a client that only half-closed
+     * still gets a chance to finish. */
+    if (nread == UV_EOF && c->proto == PROTO_H1 && c->cur == NULL && c->writes > 0 &&
+        !c->lingering) {
+      c->close_after_write = true;
+      conn_update_reading(c);
+      return;
+    }
+    berth_httpd_conn_close(c);
+    return;
+  }
+  if (c->lingering) {
+    c->roff = c->rlen = 0; /* discard */
+    return;
+  }
+  c->rlen += (size_t)nread;
+  conn_touch(c);
+  if (c->proto == PROTO_DETECT) {
+    size_t have = c->rlen - c->roff;
+    size_t n = have < BERTH_H2_PREFACE_LEN ? have : BERTH_H2_PREFACE_LEN;
+    if (memcmp(c->rbuf + c->roff, BERTH_H2_PREFACE, n) != 0)
+      c->proto = PROTO_H1;
+    else if (n == BERTH_H2_PREFACE_LEN)
+      start_h2(c);
+    else
+      return; /* a prefix of the preface: wait for more */
+    if (c->closing)
+      return;
+  }
+  if (c->proto == PROTO_H2) {
+    int rc = berth_h2_session_recv(c->h2, c->rbuf + c->roff, c->rlen - c->roff);
+    c->roff = c->rlen = 0;
+    if (rc < 0)
+      berth_httpd_conn_close(c);
+    return;
+  }
+  h1_process(c);
+}
+
+/* ---- HTTP/1.1 ---- */
+
+static bool is_token(const char *s) {
+  if (*s == '\0')
+    return false;
+  for (; *s != '\0'; s++) {
+    unsigned char ch = (unsigned char)*s;
+    bool ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+              (ch >= 'A' && ch <= 'Z') || strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+    if (!ok)
+      return false;
+  }
+  return true;
+}
+
+static bool is_field_value(const char *s) {
+  for (; *s != '\0'; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == 0x7f || (ch < 0x20 && ch != '\t'))
+      return false;
+  }
+  return true;
+}
+
+/* Headers the transport writes itself, and hop-by-hop ones. */
+static bool is_transport_header(const char *name) {
+  static const char *const skip[] = {"content-length", "connection", "date",
+                                     "transfer-encoding", "keep-alive", "upgrade"};
+  for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
+    if (strcasecmp(name, skip[i]) == 0)
+      return true;
+  return false;
+}
+
+static int buf_puts(berth_buf *b, const char *s) {
+  return berth_buf_append(b, s, strlen(s));
+}
+
+/* Formats a response head; NULL on failure. */
+static char *h1_format_head(berth_httpd_conn *c, int status,
+                            const berth_http_header_kv *headers, size_t n, size_t body_len,
+                            bool keep, size_t *len) {
+  berth_buf b;
+  berth_buf_init(&b, MAX_RESPONSE_HEAD);
+  int rc = berth_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, berth_http_reason(status));
+  for (size_t i = 0; i < n && rc == BERTH_OK; i++) {
+    const berth_http_header_kv *kv = &headers[i];
+    if (kv->name == NULL || kv->value == NULL || !is_token(kv->name) ||
+        !is_field_value(kv->value) || is_transport_header(kv->name))
+      continue; /* never let a handler break the framing */
+    rc = buf_puts(&b, kv->name);
+    if (rc == BERTH_OK)
+      rc = berth_buf_append(&b, ": ", 2);
+    if (rc == BERTH_OK)
+      rc = buf_puts(&b, kv->value);
+    if (rc == BERTH_OK)
+      rc = berth_buf_append(&b, "\r\n", 2);
+  }
+  if (rc == BERTH_OK && status != 204 && status != 304)
+    rc = berth_buf_printf(&b, "Content-Length: %zu\r\n", body_len);
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(&b, "Date: %s\r\n", srv_date(c->srv));
+  if (rc == BERTH_OK && !keep)
+    rc = buf_puts(&b, "Connection: close\r\n");
+  else if (rc == BERTH_OK && c->cur_version == 10)
+    rc = buf_puts(&b, "Connection: keep-alive\r\n");
+  if (rc == BERTH_OK)
+    rc = berth_buf_append(&b, "\r\n", 2);
+  if (rc != BERTH_OK) {
+    berth_buf_free(&b);
+    return NULL;
+  }
+  return berth_buf_detach(&b, len);
+}
+
+/* Queues a response to the current request; takes body. keep=false closes
+ * the connection after it. */
+static void h1_send(berth_httpd_conn *c, int status, const berth_http_header_kv *headers,
+                    size_t n, char *body, size_t body_len, bool keep) {
+  size_t head_len = 0;
+  char *head = h1_format_head(c, status, headers, n, body_len, keep, &head_len);
+  if (head == NULL) {
+    free(body);
+    static const berth_http_header_kv none[1] = {{NULL, NULL}};
+    head = h1_format_head(c, 500, none, 0, 0, false, &head_len);
+    body = NULL;
+    body_len = 0;
+    keep = false;
+    if (head == NULL) {
+      berth_httpd_conn_close(c);
+      return;
+    }
+  }
+  if (c->cur_head || status == 204 || status == 304) {
+    free(body);
+    body = NULL;
+    body_len = 0;
+  }
+  if (!keep)
+    c->close_after_write = true;
+  uv_buf_t bufs[2];
+  bufs[0].base = head;
+  bufs[0].len = head_len; /* size_t on Unix; uv_buf_init would cut at 4 GiB */
+  bufs[1].base = body;
+  bufs[1].len = body_len;
+  conn_writev(c, bufs, body_len > 0 ? 2 : 1, head, body, NULL, NULL);
+}
+
+/* {"error": "<msg>"} with JSON escaping; NULL on allocation failure. */
+static char *json_error(const char *msg, size_t *len) {
+  berth_buf b;
+  berth_buf_init(&b, 4096);
+  int rc = buf_puts(&b, "{\"error\": \"");
+  for (const char *s = msg; *s != '\0' && rc == BERTH_OK; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\')
+      rc = berth_buf_printf(&b, "\\%c", ch);
+    else if (ch < 0x20 || ch >= 0x7f)
+      rc = berth_buf_printf(&b, "\\u%04x", ch);
+    else
+      rc = berth_buf_append(&b, s, 1);
+  }
+  if (rc == BERTH_OK)
+    rc = buf_puts(&b, "\"}");
+  if (rc != BERTH_OK) {
+    berth_buf_free(&b);
+    return NULL;
+  }
+  return berth_buf_detach(&b, len);
+}
+
+static void h1_send_error(berth_httpd_conn *c, int status, const char *msg) {
+  static const berth_http_header_kv json[1] = {{"Content-Type", "application/json"}};
+  size_t len = 0;
+  char *body = json_error(msg, &len);
+  c->cur_head = false;
+  c->cur_version = 11;
+  h1_send(c, status, json, 1, body, body != NULL ? len : 0, false);
+}
+
+static void h1_respond(berth_http_req *r, int status, const berth_http_header_kv *headers,
+                       size_t n, char *body, size_t body_len) {
+  berth_httpd_conn *c = r->link;
+  c->cur = NULL;
+  bool keep = c->cur_keep_alive && !c->srv->draining;
+  if (status < 200 || status > 599)
+    status = 500;
+  h1_send(c, status, headers, n, body, body_len, keep);
+  berth_httpd_req_release(r);
+  if (!c->in_process)
+    h1_process(c);
+}
+
+static void h1_dispatch(berth_httpd_conn *c) {
+  const berth_h1_request *q = berth_h1_parser_request(c->parser);
+  berth_httpd_req_init in = {
+      .version = q->version_minor == 1 ? 11 : 10,
+      .method = q->method, .method_len = q->method_len,
+      .target = q->target, .target_len = q->target_len,
+      .fields = q->headers, .n_fields = q->n_headers,
+      .peer = c->peer, .respond = h1_respond, .link = c};
+  c->cur_keep_alive = q->keep_alive;
+  c->cur_head = q->method_len == 4 && memcmp(q->method, "HEAD", 4) == 0;
+  c->cur_version = in.version;
+  in.body = berth_h1_parser_take_body(c->parser, &in.body_len);
+  berth_http_req *r = berth_httpd_req_new(&in);
+  berth_h1_parser_next(c->parser);
+  if (r == NULL) {
+    h1_send_error(c, 503, "out of memory");
+    return;
+  }
+  c->cur = r;
+  c->srv->opts.handler(r, c->srv->opts.handler_data);
+}
+
+static void h1_process(berth_httpd_conn *c) {
+  if (c->in_process || c->closing || c->lingering)
+    return;
+  c->in_process = true;
+  if (c->parser == NULL) {
+    c->parser = berth_h1_parser_new(&c->srv->limits);
+    if (c->parser == NULL) {
+      c->in_process = false;
+      berth_httpd_conn_close(c);
+      return;
+    }
+  }
+  static char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  while (!c->closing && c->cur == NULL && !c->close_after_write && c->roff < c->rlen &&
+         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_HIGH_WATER) {
+    size_t used = 0;
+    int status = 400;
+    berth_errmsg err;
+    int rc = berth_h1_parse(c->parser, c->rbuf + c->roff, c->rlen - c->roff, &used,
+                            &status, &err);
+    c->roff += used;
+    if (rc < 0) {
+      h1_send_error(c, status, err.msg);
+      break;
+    }
+    if (rc == BERTH_H1_HEAD_DONE) {
+      if (berth_h1_parser_request(c->parser)->expect_continue) {
+        uv_buf_t b = uv_buf_init(continue_100, sizeof continue_100 - 1);
+        conn_writev(c, &b, 1, NULL, NULL, NULL, NULL);
+      }
+    } else if (rc == BERTH_H1_DONE) {
+      h1_dispatch(c);
+    }
+  }
+  if (c->roff == c->rlen)
+    c->roff = c->rlen = 0;
+  c->in_process = false;
+  if (c->closing)
+    return;
+  if (c->close_after_write && c->writes == 0)
+    conn_linger(c);
+  else
+    conn_update_reading(c);
+}
+
+/* ---- listener ---- */
+
+static void format_peer(berth_httpd_conn *c) {
+  struct sockaddr_storage ss;
+  int len = (int)sizeof ss;
+  char ip[INET6_ADDRSTRLEN] = "?";
+  snprintf(c->peer, sizeof c->peer, "unknown");
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+    return;
+  if (ss.ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+    uv_ip4_name(a, ip, sizeof ip);
+    snprintf(c->peer, sizeof c->peer, "%s:%u", ip, (unsigned)ntohs(a->sin_port));
+  } else if (ss.ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+    uv_ip6_name(a, ip, sizeof ip);
+    snprintf(c->peer, sizeof c->peer, "[%s]:%u", ip, (unsigned)ntohs(a->sin6_port));
+  }
+}
+
+static void on_connection(uv_stream_t *server, int status);
+
+static void on_reject_closed(uv_handle_t *handle) {
+  berth_httpd *h = handle->data;
+  h->reject_busy = false;
+  h->open_handles--;
+  if (h->accept_stalled && h->listener_open) {
+    h->accept_stalled = false;
+    on_connection((uv_stream_t *)&h->listener, 0);
+  }
+  srv_maybe_finish(h);
+}
+
+/* Out of memory for a connection: libuv keeps the accepted socket until
+ * uv_accept, and stops listening meanwhile, so take it and close it. */
+static void reject_connection(berth_httpd *h) {
+  if (h->reject_busy) {
+    h->accept_stalled = true; /* on_reject_closed comes back for it */
+    return;
+  }
+  h->reject_busy = true;
+  h->open_handles++;
+  uv_tcp_init(h->loop, &h->reject);
+  h->reject.data = h;
+  uv_accept((uv_stream_t *)&h->listener, (uv_stream_t *)&h->reject);
+  uv_close((uv_handle_t *)&h->reject, on_reject_closed);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  berth_httpd *h = server->data;
+  if (status < 0 || h->closing)
+    return;
+  berth_httpd_conn *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    reject_connection(h);
+    return;
+  }
+  c->srv = h;
+  uv_tcp_init(h->loop, &c->tcp);
+  uv_timer_init(h->loop, &c->timer);
+  c->tcp.data = c;
+  c->timer.data = c;
+  c->handles = 2;
+  c->next = h->conns;
+  if (h->conns != NULL)
+    h->conns->prev = c;
+  h->conns = c;
+  h->n_conns++;
+  h->open_handles++;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    berth_httpd_conn_close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  format_peer(c);
+  conn_touch(c);
+  conn_update_reading(c);
+}
+
+static void on_failed_start_closed(uv_handle_t *handle) { free(handle->data); }
+
+int berth_httpd_start(uv_loop_t *loop, const berth_httpd_options *opts,
+                      berth_httpd **out, berth_errmsg *err) {
+  *out = NULL;
+  if (opts == NULL || opts->handler == NULL || opts->host == NULL)
+    return berth_errf(err, BERTH_E_CONFIG, "http server: host and handler are required");
+  union {
+    struct sockaddr sa;
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+  } addr;
+  bool v6 = false;
+  if (uv_ip4_addr(opts->host, opts->port, &addr.v4) != 0) {
+    if (uv_ip6_addr(opts->host, opts->port, &addr.v6) != 0)
+      return berth_errf(err, BERTH_E_CONFIG, "%s: not a numeric IPv4 or IPv6 address",
+                        opts->host);
+    v6 = true;
+  }
+  if (strlen(opts->host) >= sizeof ((berth_httpd *)0)->host)
+    return berth_errf(err, BERTH_E_CONFIG, "%s: address too long", opts->host);
+  berth_httpd *h = calloc(1, sizeof *h);
+  if (h == NULL)
+    return berth_errf(err, BERTH_E_NOMEM, "http server: out of memory");
+  h->loop = loop;
+  h->opts = *opts;
+  snprintf(h->host, sizeof h->host, "%s", opts->host);
+  h->opts.host = h->host;
+  if (h->opts.max_head_bytes == 0)
+    h->opts.max_head_bytes = DEFAULT_MAX_HEAD;
+  if (h->opts.max_headers == 0)
+    h->opts.max_headers = DEFAULT_MAX_HEADERS;
+  if (h->opts.max_body_bytes == 0)
+    h->opts.max_body_bytes = DEFAULT_MAX_BODY;
+  h->limits.max_head_bytes = h->opts.max_head_bytes;
+  h->limits.max_headers = h->opts.max_headers;
+  h->limits.max_body_bytes = h->opts.max_body_bytes;
+  snprintf(h->addr, sizeof h->addr, v6 ? "[%s]:%u" : "%s:%u", h->host,
+           (unsigned)opts->port);
+  int rc = uv_tcp_init(loop, &h->listener);
+  if (rc != 0) {
+    berth_errf(err, BERTH_E_IO, "%s: %s", h->addr, uv_strerror(rc));
+    free(h);
+    return BERTH_E_IO;
+  }
+  h->listener.data = h;
+  rc = uv_tcp_bind(&h->listener, &addr.sa, 0); /* libuv sets SO_REUSEADDR */
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t *)&h->listener, 511, on_connection);
+  if (rc != 0) {
+    berth_errf(err, BERTH_E_IO, "%s: %s", h->addr, uv_strerror(rc));
+    uv_close((uv_handle_t *)&h->listener, on_failed_start_closed);
+    return BERTH_E_IO;
+  }
+  union {
+    struct sockaddr_storage ss;
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+  } bound;
+  int blen = (int)sizeof bound;
+  if (uv_tcp_getsockname(&h->listener, (struct sockaddr *)&bound.ss, &blen) == 0)
+    h->port = ntohs(bound.ss.ss_family == AF_INET6 ? bound.v6.sin6_port
+                                                   : bound.v4.sin_port);
+  h->listener_open = true;
+  h->open_handles = 1;
+  *out = h;
+  return BERTH_OK;
+}
+
+uint16_t berth_httpd_port(const berth_httpd *h) { return h->port; }
+
+size_t berth_httpd_connections(const berth_httpd *h) { return h->n_conns; }
+
+void berth_httpd_stop_accepting(berth_httpd *h) {
+  if (h->draining)
+    return;
+  h->draining = true;
+  close_listener(h);
+  for (berth_httpd_conn *c = h->conns; c != NULL; c = c->next)
+    if (!c->closing && c->h2 != NULL)
+      berth_h2_session_goaway(c->h2);
+}
+
+void berth_httpd_close(berth_httpd *h, void (*on_closed)(void *), void *arg) {
+  if (h->closing)
+    return;
+  h->closing = true;
+  h->draining = true;
+  h->on_closed = on_closed;
+  h->on_closed_arg = arg;
+  close_listener(h);
+  for (berth_httpd_conn *c = h->conns; c != NULL; c = c->next)
+    berth_httpd_conn_close(c);
+  srv_maybe_finish(h);
+}
+
+/* ---- for http2.c ---- */
+
+const berth_httpd_options *berth_httpd_conn_options(const berth_httpd_conn *c) {
+  return &c->srv->opts;
+}
+
+const char *berth_httpd_conn_peer(const berth_httpd_conn *c) { return c->peer; }
+
+bool berth_httpd_conn_draining(const berth_httpd_conn *c) { return c->srv->draining; }
+
+const char *berth_httpd_conn_date(berth_httpd_conn *c) { return srv_date(c->srv); }
