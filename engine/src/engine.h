@@ -65,6 +65,26 @@ typedef enum {
   BERTH_MODEL_FAILED,         /* the model failed to load; see load_error */
 } berth_model_state;
 
+/* A count and a total duration, as Triton's statistics report them. */
+typedef struct berth_duration_stat {
+  uint64_t count;
+  uint64_t ns;
+} berth_duration_stat;
+
+/* Cumulative per-model-version statistics, kept by the scheduler and the
+ * REST/gRPC frontends (Triton's statistics extension reads them). */
+typedef struct berth_model_stats {
+  uint64_t last_inference_ms;     /* wall clock (ms since epoch) */
+  uint64_t inference_count;       /* requests answered successfully */
+  uint64_t execution_count;       /* batches run */
+  berth_duration_stat success;    /* request received -> answered, ok */
+  berth_duration_stat fail;       /* request received -> answered, failed */
+  berth_duration_stat queue;      /* queued -> sent to a worker */
+  berth_duration_stat compute_input;  /* batch formed -> frame written */
+  berth_duration_stat compute_infer;  /* frame written -> answer received */
+  berth_duration_stat compute_output; /* answer received -> encoded */
+} berth_model_stats;
+
 struct berth_model {
   berth_engine *engine;
   const berth_model_config *cfg;  /* borrowed from engine->cfg */
@@ -83,6 +103,7 @@ struct berth_model {
   berth_worker **workers;         /* owned array of owned slots */
   size_t n_workers;
   size_t n_ready;                 /* workers that said READY and live */
+  berth_model_stats stats;
 };
 
 struct berth_engine {

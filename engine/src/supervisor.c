@@ -377,6 +377,14 @@ static void proc_lost(worker_proc *p) {
   }
   berth_log_kv(BERTH_LOG_WARNING, "worker exited; restarting it", "worker",
                wname(w, id, sizeof id), "how", how, NULL);
+  if (was == W_LOADING && m->n_ready == 0) {
+    /* Keep the reason where the ready endpoint shows it. */
+    snprintf(m->load_error, sizeof m->load_error,
+             "its worker exited (%s) while loading the model, %u time%s so "
+             "far; retrying with backoff (check the worker log)", how,
+             w->restarts + 1, w->restarts ? "s" : "");
+    m->state = BERTH_MODEL_FAILED;
+  }
   if (m->n_ready == 0 && m->state == BERTH_MODEL_READY)
     m->state = BERTH_MODEL_LOADING;
   schedule_restart(w);
