@@ -42,6 +42,7 @@ typedef enum berth_config_kind {
   BERTH_CF_OBJECT,     /* any mapping, kept only in the normalised tree */
   BERTH_CF_DTYPE,      /* datatype name -> berth_dtype */
   BERTH_CF_SHAPE,      /* list of dims (-1 or >= 0) -> ndim + shape */
+  BERTH_CF_SIZES,      /* list of sizes in imin..imax -> uint32_t[] + count */
   BERTH_CF_TENSORS,    /* list of tensor specs -> array + count + flag */
   BERTH_CF_SECTION,    /* mapping checked against `sub` */
   BERTH_CF_MODELS,     /* the non-empty models list */
@@ -163,10 +164,10 @@ static const berth_config_field berth_config_model_fields[] = {
     {.key = "path", .kind = BERTH_CF_STRING, .required = true, BERTH_CF_NONE},
     {.key = "class", .kind = BERTH_CF_OPT_STRING, .def = "null",
      BERTH_CF_NONE},
-    {.key = "instances", .kind = BERTH_CF_UINT, .def = "1",
+    {.key = "instances", .kind = BERTH_CF_UINT, .def = NULL,
      .slot = BERTH_CF_OFF(BERTH_CF_M, instances),
      .size = BERTH_CF_SIZE(BERTH_CF_M, instances), .imin = 1, .imax = 256},
-    {.key = "max_batch_size", .kind = BERTH_CF_UINT, .def = "0",
+    {.key = "max_batch_size", .kind = BERTH_CF_UINT, .def = NULL,
      .slot = BERTH_CF_OFF(BERTH_CF_M, max_batch_size),
      .size = BERTH_CF_SIZE(BERTH_CF_M, max_batch_size), .imin = 0,
      .imax = 1048576},
@@ -174,6 +175,14 @@ static const berth_config_field berth_config_model_fields[] = {
      .slot = BERTH_CF_OFF(BERTH_CF_M, max_queue_delay_us),
      .size = BERTH_CF_SIZE(BERTH_CF_M, max_queue_delay_us), .imin = 0,
      .imax = 60000000},
+    {.key = "preferred_batch_sizes", .kind = BERTH_CF_SIZES, .def = "[]",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, preferred_batch_sizes),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_M, n_preferred_batch_sizes),
+     .imin = 1, .imax = 1048576},
+    {.key = "timeout_us", .kind = BERTH_CF_UINT, .def = "0",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, timeout_us),
+     .size = BERTH_CF_SIZE(BERTH_CF_M, timeout_us), .imin = 0,
+     .imax = 3600000000LL},
     {.key = "max_queue_size", .kind = BERTH_CF_UINT, .def = "1024",
      .slot = BERTH_CF_OFF(BERTH_CF_M, max_queue_size),
      .size = BERTH_CF_SIZE(BERTH_CF_M, max_queue_size), .imin = 1,
@@ -425,6 +434,41 @@ static int berth_config_shape(const berth_config_field *f, json_t *v,
   return BERTH_OK;
 }
 
+static int berth_config_sizes(const berth_config_field *f, json_t *v,
+                              void *base, const char *path, json_t **norm,
+                              berth_errmsg *err) {
+  if (!json_is_array(v))
+    return berth_config_bad(err, path, v, "expected a list of sizes");
+  size_t n = json_array_size(v);
+  if (n > BERTH_MAX_PREFERRED)
+    return berth_config_bad(err, path, NULL, "at most %d sizes, got %zu",
+                            BERTH_MAX_PREFERRED, n);
+  uint32_t *sizes = berth_config_at(base, f->slot);
+  json_t *out = json_array();
+  if (out == NULL)
+    return berth_config_nomem(err, path);
+  for (size_t i = 0; i < n; i++) {
+    json_t *d = json_array_get(v, i);
+    int64_t x;
+    if (!berth_config_int(d, &x) || x < f->imin || x > f->imax) {
+      char item[BERTH_CONFIG_PATH_MAX];
+      berth_config_index(item, path, i);
+      json_decref(out);
+      return berth_config_bad(err, item, d,
+                              "expected an integer in %lld..%lld",
+                              (long long)f->imin, (long long)f->imax);
+    }
+    sizes[i] = (uint32_t)x;
+    if (json_array_append_new(out, json_integer(x)) != 0) {
+      json_decref(out);
+      return berth_config_nomem(err, path);
+    }
+  }
+  *(uint32_t *)berth_config_at(base, f->count_slot) = (uint32_t)n;
+  *norm = out;
+  return BERTH_OK;
+}
+
 static int berth_config_tensors(const berth_config_field *f, json_t *v,
                                 void *base, const char *path, json_t **norm,
                                 berth_errmsg *err) {
@@ -611,6 +655,8 @@ static int berth_config_field_value(const berth_config_field *f, json_t *v,
   }
   case BERTH_CF_SHAPE:
     return berth_config_shape(f, v, base, path, norm, err);
+  case BERTH_CF_SIZES:
+    return berth_config_sizes(f, v, base, path, norm, err);
   case BERTH_CF_TENSORS:
     return berth_config_tensors(f, v, base, path, norm, err);
   case BERTH_CF_SECTION:

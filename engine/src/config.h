@@ -16,6 +16,9 @@
 #include "berth/error.h"
 #include "berth/tensor.h"
 
+/* Most preferred batch sizes a model may list. */
+#define BERTH_MAX_PREFERRED 16
+
 /* A declared input or output; shape dims are >= 0 or -1 (variable). */
 typedef struct berth_tensor_spec {
   char *name;          /* owned */
@@ -29,8 +32,15 @@ typedef struct berth_model_config {
   char *version;            /* owned; [A-Za-z0-9_.-]+, default "1" */
   char *runtime;            /* owned; e.g. "sklearn", passed to the worker */
   char *platform;           /* owned or NULL (the worker then reports it) */
-  uint32_t instances;       /* worker processes, >= 1, default 1 */
-  uint32_t max_batch_size;  /* 0 = the model takes no batch dimension */
+  uint32_t instances;       /* worker processes; 0 when absent from the
+                               entry: the engine picks (cores / 4, >= 1) */
+  uint32_t max_batch_size;  /* 0 = never batched; absent from the entry =
+                               let the worker suggest (READY) */
+  uint32_t preferred_batch_sizes[BERTH_MAX_PREFERRED]; /* ascending not
+                               required; the batcher sends as soon as a
+                               batch reaches one of them */
+  uint32_t n_preferred_batch_sizes;
+  uint64_t timeout_us;      /* default per-request timeout, 0 = none */
   uint64_t max_queue_delay_us; /* batcher's wait bound, default 0 */
   uint32_t max_queue_size;  /* queued requests, default 1024 */
   berth_tensor_spec *inputs;   /* owned array or NULL */

@@ -22,9 +22,13 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
   e->models = calloc(e->cfg.n_models ? e->cfg.n_models : 1, sizeof *e->models);
   if (e->models == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  berth_sched_engine_init(e);
   for (size_t i = 0; i < e->cfg.n_models; i++) {
-    int rc = berth_model_init(&e->models[i], e, &e->cfg.models[i], err);
+    e->models[i] = calloc(1, sizeof *e->models[i]);
+    if (e->models[i] == NULL)
+      return berth_errf(err, BERTH_E_NOMEM, "out of memory");
     e->n_models = i + 1;
+    int rc = berth_model_init(e->models[i], e, &e->cfg.models[i], err);
     if (rc != BERTH_OK)
       return rc;
   }
@@ -72,7 +76,7 @@ int berth_engine_start(berth_engine *e, berth_errmsg *err) {
   berth_log_kv(BERTH_LOG_INFO, "listening (REST: HTTP/1.1 and h2c)", "url",
                url, "port", port, "version", BERTH_VERSION, NULL);
   for (size_t i = 0; i < e->n_models; i++) {
-    rc = berth_supervisor_start(&e->models[i], err);
+    rc = berth_supervisor_start(e->models[i], err);
     if (rc != BERTH_OK)
       return rc;
   }
@@ -114,15 +118,9 @@ static void finish_drain(berth_engine *e) {
     return;
   e->draining = true;
   uv_timer_stop(&e->drain_timer);
-  for (size_t i = 0; i < e->n_models; i++) {
-    berth_model *m = &e->models[i];
-    while (m->q_head != NULL) {
-      berth_job *j = m->q_head;
-      berth_sched_cancel(j);
-      j->done(j, BERTH_E_SHUTDOWN, "the server stopped before this request ran",
-              NULL);
-    }
-  }
+  for (size_t i = 0; i < e->n_models; i++)
+    berth_sched_fail_queued(e->models[i], BERTH_E_SHUTDOWN,
+                            "the server stopped before this request ran");
   berth_log_kv(BERTH_LOG_INFO, "stopping workers", NULL);
   berth_supervisor_stop_all(e, 5000);
 }
@@ -136,8 +134,11 @@ static void httpd_closed(void *arg) {
   uv_close((uv_handle_t *)&e->stop_timer, handle_closed);
   uv_close((uv_handle_t *)&e->sig_term, handle_closed);
   uv_close((uv_handle_t *)&e->sig_int, handle_closed);
-  for (size_t i = 0; i < e->n_models; i++)
-    berth_supervisor_free(&e->models[i]);
+  berth_sched_engine_close(e);
+  for (size_t i = 0; i < e->n_models; i++) {
+    berth_supervisor_free(e->models[i]);
+    berth_sched_close(e->models[i]);
+  }
   berth_log_kv(BERTH_LOG_INFO, "stopped", NULL);
 }
 
@@ -154,8 +155,11 @@ void berth_engine_workers_stopped(berth_engine *e) {
 }
 
 void berth_engine_free(berth_engine *e) {
-  for (size_t i = 0; i < e->n_models; i++)
-    berth_model_free(&e->models[i]);
+  for (size_t i = 0; i < e->n_models; i++) {
+    if (e->models[i] != NULL)
+      berth_model_free(e->models[i]);
+    free(e->models[i]);
+  }
   free(e->models);
   berth_config_clear(&e->cfg);
   memset(e, 0, sizeof *e);

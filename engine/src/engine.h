@@ -40,15 +40,33 @@ typedef void (*berth_job_done_cb)(berth_job *job, int status,
                                   const char *errmsg,
                                   berth_infer_response *resp);
 
+/* Called exactly once, after done, when the scheduler holds no more
+ * reference to the job (at once, or when the batch it ran in finishes if
+ * done came early because of a timeout). The creator frees the job here. */
+typedef void (*berth_job_release_cb)(berth_job *job);
+
+#define BERTH_PRIORITY_HIGH 0
+#define BERTH_PRIORITY_NORMAL 1
+#define BERTH_PRIORITY_LEVELS 2
+
 struct berth_job {
   berth_job *prev, *next;     /* queue links (scheduler.c) */
   berth_model *model;         /* target model version */
   berth_infer_request req;    /* owned: decoded and validated request */
+  uint64_t received_ns;       /* when the frontend had the whole request */
   uint64_t enqueued_ns;       /* uv_hrtime() when queued */
+  uint64_t deadline_ns;       /* uv_hrtime() deadline, 0 = none (set by
+                                 berth_sched_submit from the request's
+                                 "timeout" parameter or the model's
+                                 timeout_us, unless the frontend set one) */
+  int64_t rows;               /* batch rows (first dim), -1 if unbatched */
+  unsigned priority;          /* BERTH_PRIORITY_* */
   berth_job_done_cb done;
+  berth_job_release_cb release;
   void *user;                 /* the creator's context */
   bool queued;                /* linked into model's queue */
   bool running;               /* part of a batch on a worker */
+  bool answered;              /* done has been called */
 };
 
 /* Jobs sent to one worker as one INFER frame. */
@@ -56,7 +74,15 @@ struct berth_batch {
   uint64_t id;                /* frame id, unique per engine */
   berth_job **jobs;           /* owned array of borrowed job pointers */
   size_t n_jobs;
-  uint64_t sent_ns;
+  int64_t rows;               /* total batch rows, -1 when unbatched */
+  berth_tensor *inputs;       /* owned when n_jobs > 1: the concatenated
+                                 inputs; NULL: use jobs[0]->req.inputs */
+  size_t n_inputs;
+  uint64_t formed_ns;         /* taken from the queue */
+  uint64_t sent_ns;           /* frame written */
+  uint64_t answered_ns;       /* worker's answer received */
+  berth_model *model;
+  berth_batch *prev, *next;   /* the model's running batches */
 };
 
 typedef enum {
@@ -97,8 +123,16 @@ struct berth_model {
   berth_model_state state;
   char load_error[512];
   /* scheduler */
-  berth_job *q_head, *q_tail;
-  size_t q_len;
+  uint32_t max_batch_size;        /* effective (config, else READY hint) */
+  uint32_t instances;             /* effective worker count */
+  berth_job *q_head[BERTH_PRIORITY_LEVELS], *q_tail[BERTH_PRIORITY_LEVELS];
+  size_t q_len;                   /* both levels */
+  int64_t q_rows;                 /* batch rows queued, both levels */
+  uv_timer_t batch_timer;         /* fires when the oldest job's queue
+                                     delay runs out; closed by
+                                     berth_sched_close before the model's
+                                     memory may go */
+  berth_batch *running;           /* batches on workers */
   /* supervisor */
   berth_worker **workers;         /* owned array of owned slots */
   size_t n_workers;
@@ -109,7 +143,9 @@ struct berth_model {
 struct berth_engine {
   uv_loop_t *loop;
   berth_config cfg;               /* owned */
-  berth_model *models;            /* owned array of n_models */
+  berth_model **models;           /* owned array of n_models owned models
+                                     (pointers: a model never moves, jobs
+                                     and workers point to it) */
   size_t n_models;
   berth_httpd *httpd;             /* owned */
   bool draining;                  /* SIGTERM seen: refuse new work */
@@ -118,6 +154,8 @@ struct berth_engine {
   size_t inflight;                /* accepted requests not yet answered */
   uint64_t next_batch_id;
   size_t live_procs;              /* worker processes not yet reaped/freed */
+  size_t deadline_jobs;           /* queued or running jobs with a deadline */
+  uv_timer_t deadline_timer;      /* sweeps expired jobs while any exist */
   uv_signal_t sig_term, sig_int;
   uv_timer_t drain_timer;
   uv_timer_t stop_timer;
@@ -167,8 +205,15 @@ int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err);
  * worker becomes idle. */
 void berth_sched_dispatch(berth_model *m);
 /* Removes a queued (not yet running) job; returns true if it was queued.
- * Its done callback is NOT called. */
+ * Neither callback is called: the caller still owns the job. */
 bool berth_sched_cancel(berth_job *job);
+/* Sets up the model's scheduler state (timers); berth_sched_close undoes it. */
+void berth_sched_init(berth_model *m);
+void berth_sched_close(berth_model *m);
+void berth_sched_engine_init(berth_engine *e);
+void berth_sched_engine_close(berth_engine *e);
+/* Fails every queued job of m with status and msg. */
+void berth_sched_fail_queued(berth_model *m, int status, const char *msg);
 /* Completes every job of a batch with an error and frees the batch. */
 void berth_batch_fail(berth_batch *b, int status, const char *msg);
 /* Completes a batch from a worker's RESULT tensors and frees the batch. */

@@ -41,6 +41,8 @@ int berth_model_init(berth_model *m, berth_engine *e,
   m->engine = e;
   m->cfg = cfg;
   m->state = BERTH_MODEL_LOADING;
+  m->max_batch_size = cfg->max_batch_size;
+  berth_sched_init(m);
   if (cfg->platform != NULL) {
     m->platform = strdup(cfg->platform);
     if (m->platform == NULL)
@@ -86,7 +88,7 @@ berth_model *berth_model_find(berth_engine *e, const char *name,
                               size_t version_len) {
   berth_model *best = NULL;
   for (size_t i = 0; i < e->n_models; i++) {
-    berth_model *m = &e->models[i];
+    berth_model *m = e->models[i];
     if (!str_eq(m->cfg->name, name, name_len))
       continue;
     if (version != NULL) {
@@ -175,6 +177,14 @@ int berth_model_adopt_ready(berth_model *m, const char *text, size_t len,
     m->platform = strdup(platform);
     if (m->platform == NULL)
       rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  }
+  /* The worker may suggest a batch size when the config left it out. */
+  json_t *mbs = json_object_get(doc, "max_batch_size");
+  if (rc == BERTH_OK && json_is_integer(mbs) &&
+      json_object_get(m->cfg->entry, "max_batch_size") == NULL) {
+    json_int_t v = json_integer_value(mbs);
+    if (v >= 0 && v <= 1048576)
+      m->max_batch_size = (uint32_t)v;
   }
   if (rc == BERTH_OK && !m->cfg->inputs_declared && m->inputs == NULL) {
     rc = parse_specs(json_object_get(doc, "inputs"), "inputs", &m->inputs,

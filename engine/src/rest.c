@@ -1,25 +1,31 @@
 /* Berth engine: Open Inference Protocol v2 over REST — routes, metadata,
- * and the infer path (decode once, check against the signature, queue,
- * answer). Every failure is mapped to an HTTP status here, once. */
+ * and the infer path (decode once, JSON or binary tensors; check against the
+ * signature, queue, answer). Every failure is mapped to an HTTP status here,
+ * once. Triton's configuration, statistics and repository routes live in
+ * rest_triton.c, KServe v1 in kserve_v1.c; what they share is rest.h. */
+#include "rest.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "codec_binary.h"
 #include "codec_json.h"
-#include "engine.h"
 #include "log.h"
 
 #define JSON_CT {"content-type", "application/json"}
 
 /* ---- answering -------------------------------------------------------- */
 
-static int http_status_for(int status) {
+int berth_rest_http_status(int status) {
   switch (status) {
   case BERTH_OK:
     return 200;
   case BERTH_E_INVALID:
   case BERTH_E_PARSE:
   case BERTH_E_UNSUPPORTED:
+  case BERTH_E_CONFIG:
     return 400;
   case BERTH_E_NOT_FOUND:
     return 404;
@@ -55,24 +61,30 @@ static void access_log(berth_engine *e, berth_http_req *req, int http_status) {
                "status", st, "ms", ms, "peer", berth_http_peer(req), NULL);
 }
 
-static void respond_json(berth_engine *e, berth_http_req *req, int http_status,
-                         berth_buf *body) {
+void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
+                             int http_status, const berth_http_header_kv *h,
+                             size_t n, char *body, size_t len) {
+  access_log(e, req, http_status);
+  berth_http_respond_take(req, http_status, h, n, body, len);
+}
+
+void berth_rest_respond_json(berth_engine *e, berth_http_req *req,
+                             int http_status, berth_buf *body) {
   berth_http_header_kv h[] = {JSON_CT};
   size_t len = 0;
   char *data = berth_buf_detach(body, &len);
-  access_log(e, req, http_status);
-  berth_http_respond_take(req, http_status, h, 1, data, len);
+  berth_rest_respond_take(e, req, http_status, h, 1, data, len);
 }
 
-static void respond_error(berth_engine *e, berth_http_req *req, int status,
-                          const char *msg) {
+void berth_rest_respond_error(berth_engine *e, berth_http_req *req,
+                              int status, const char *msg) {
   berth_buf b;
   berth_buf_init(&b, 64 * 1024);
   if (berth_json_encode_error(msg, &b) != BERTH_OK) {
     berth_buf_free(&b);
     berth_buf_append(&b, "{\"error\":\"internal error\"}", 26);
   }
-  int hs = http_status_for(status);
+  int hs = berth_rest_http_status(status);
   if (status == BERTH_E_OVERLOAD || status == BERTH_E_METHOD) {
     berth_http_header_kv h[2] = {JSON_CT, {"retry-after", "1"}};
     if (status == BERTH_E_METHOD) {
@@ -81,40 +93,33 @@ static void respond_error(berth_engine *e, berth_http_req *req, int status,
     }
     size_t len = 0;
     char *data = berth_buf_detach(&b, &len);
-    access_log(e, req, hs);
-    berth_http_respond_take(req, hs, h, 2, data, len);
+    berth_rest_respond_take(e, req, hs, h, 2, data, len);
     return;
   }
-  respond_json(e, req, hs, &b);
+  berth_rest_respond_json(e, req, hs, &b);
 }
 
-static void respond_doc(berth_engine *e, berth_http_req *req, int http_status,
-                        json_t *doc) {
-  char *text = json_dumps(doc, JSON_COMPACT);
+void berth_rest_respond_doc(berth_engine *e, berth_http_req *req,
+                            int http_status, json_t *doc) {
+  char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
   json_decref(doc);
   if (text == NULL) {
-    respond_error(e, req, BERTH_E_NOMEM, "out of memory");
+    berth_rest_respond_error(e, req, BERTH_E_NOMEM, "out of memory");
     return;
   }
   berth_http_header_kv h[] = {JSON_CT};
-  access_log(e, req, http_status);
-  berth_http_respond_take(req, http_status, h, 1, text, strlen(text));
+  berth_rest_respond_take(e, req, http_status, h, 1, text, strlen(text));
 }
 
 /* ---- paths ------------------------------------------------------------ */
 
-typedef struct {
-  const char *p;
-  size_t n;
-} slice;
-
-static bool slice_is(slice s, const char *lit) {
+bool berth_slice_is(berth_slice s, const char *lit) {
   return s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0;
 }
 
 /* Splits "/a/b/c" into at most max segments; returns the count or -1 when
  * there are more (or empty segments). */
-static int split_path(const char *p, size_t n, slice *seg, int max) {
+static int split_path(const char *p, size_t n, berth_slice *seg, int max) {
   int k = 0;
   size_t i = 0;
   if (n == 0 || p[0] != '/')
@@ -137,7 +142,7 @@ static int split_path(const char *p, size_t n, slice *seg, int max) {
   return k;
 }
 
-static bool valid_name(slice s) {
+bool berth_slice_valid_name(berth_slice s) {
   if (s.n == 0 || s.n > 256)
     return false;
   for (size_t i = 0; i < s.n; i++) {
@@ -166,10 +171,13 @@ static json_t *specs_json(const berth_tensor_spec *s, size_t n) {
 }
 
 static void handle_server_metadata(berth_engine *e, berth_http_req *req) {
-  json_t *ext = json_array();
-  respond_doc(e, req, 200,
-              json_pack("{s:s, s:s, s:o}", "name", "berth", "version",
-                        BERTH_VERSION, "extensions", ext));
+  json_t *ext = json_pack("[s,s,s,s]", "binary_tensor_data",
+                          "model_configuration", "statistics",
+                          "model_repository");
+  berth_rest_respond_doc(e, req, 200,
+                         json_pack("{s:s, s:s, s:o}", "name", "berth",
+                                   "version", BERTH_VERSION, "extensions",
+                                   ext));
 }
 
 static bool server_ready(berth_engine *e) {
@@ -187,15 +195,15 @@ static void handle_model_metadata(berth_engine *e, berth_http_req *req,
   for (size_t i = 0; i < e->n_models; i++)
     if (strcmp(e->models[i].cfg->name, m->cfg->name) == 0)
       json_array_append_new(versions, json_string(e->models[i].cfg->version));
-  respond_doc(e, req, 200,
-              json_pack("{s:s, s:o, s:s, s:o, s:o}", "name", m->cfg->name,
-                        "versions", versions, "platform",
-                        m->platform ? m->platform : "", "inputs",
-                        specs_json(m->inputs, m->n_inputs), "outputs",
-                        specs_json(m->outputs, m->n_outputs)));
+  berth_rest_respond_doc(
+      e, req, 200,
+      json_pack("{s:s, s:o, s:s, s:o, s:o}", "name", m->cfg->name, "versions",
+                versions, "platform", m->platform ? m->platform : "",
+                "inputs", specs_json(m->inputs, m->n_inputs), "outputs",
+                specs_json(m->outputs, m->n_outputs)));
 }
 
-static void not_ready_message(const berth_model *m, char *out, size_t cap) {
+void berth_rest_not_ready_message(const berth_model *m, char *out, size_t cap) {
   const char *why = m->engine->draining ? "the server is shutting down"
                     : m->state == BERTH_MODEL_FAILED ? m->load_error
                     : m->n_ready == 0 ? "its worker is still loading it"
@@ -208,54 +216,92 @@ static void handle_model_ready(berth_engine *e, berth_http_req *req,
                                berth_model *m) {
   if (!berth_model_ready(m)) {
     char msg[700];
-    not_ready_message(m, msg, sizeof msg);
-    respond_error(e, req, BERTH_E_UNAVAILABLE, msg);
+    berth_rest_not_ready_message(m, msg, sizeof msg);
+    berth_rest_respond_error(e, req, BERTH_E_UNAVAILABLE, msg);
     return;
   }
-  respond_doc(e, req, 200,
-              json_pack("{s:s, s:s, s:b}", "name", m->cfg->name, "version",
-                        m->cfg->version, "ready", 1));
+  berth_rest_respond_doc(e, req, 200,
+                         json_pack("{s:s, s:s, s:b}", "name", m->cfg->name,
+                                   "version", m->cfg->version, "ready", 1));
 }
 
 /* ---- infer ------------------------------------------------------------ */
 
 typedef struct rest_call {
   berth_job job;              /* first: the job pointer is the call pointer */
-  berth_http_req *req;        /* one reference held */
+  berth_http_req *req;        /* one reference held; binary inputs borrow
+                                 from its body */
   berth_engine *engine;
+  berth_rest_format fmt;
+  bool binary_default;        /* binary_data_output */
 } rest_call;
+
+void berth_rest_count(berth_model *m, berth_http_req *req, bool ok) {
+  uint64_t now = uv_hrtime(), got = berth_http_received_ns(req);
+  berth_duration_stat *s = ok ? &m->stats.success : &m->stats.fail;
+  s->count++;
+  s->ns += now > got ? now - got : 0;
+}
 
 static void call_finish(rest_call *c) {
   berth_engine *e = c->engine;
   berth_http_req_on_gone(c->req, NULL, NULL);
+  berth_infer_request_clear(&c->job.req); /* before the body goes */
   berth_http_req_unref(c->req);
-  berth_infer_request_clear(&c->job.req);
   free(c);
   e->inflight--;
   berth_engine_request_done(e);
 }
 
-static void call_done(berth_job *job, int status, const char *errmsg,
-                      berth_infer_response *resp) {
-  rest_call *c = (rest_call *)job;
+/* Encodes a successful answer and sends it. */
+static void call_answer(rest_call *c, berth_infer_response *resp) {
   berth_engine *e = c->engine;
-  berth_model *m = job->model;
-  if (status != BERTH_OK) {
-    respond_error(e, c->req, status, errmsg);
-    call_finish(c);
-    return;
-  }
+  berth_model *m = c->job.model;
   berth_buf out;
   berth_buf_init(&out, (size_t)1 << 31);
   berth_errmsg err;
-  int rc = berth_json_encode_infer_response(m->cfg->name, m->cfg->version,
-                                            &job->req, resp, &out, &err);
+  size_t head_len = 0;
+  bool binary = c->fmt == BERTH_REST_OIP &&
+                berth_binary_wanted(&c->job.req, c->binary_default);
+  int rc;
+  if (c->fmt == BERTH_REST_KSERVE_V1)
+    rc = berth_kserve_v1_encode(&c->job.req, resp, &out, &err);
+  else if (binary)
+    rc = berth_binary_encode_infer_response(m->cfg->name, m->cfg->version,
+                                            &c->job.req, c->binary_default,
+                                            resp, &out, &head_len, &err);
+  else
+    rc = berth_json_encode_infer_response(m->cfg->name, m->cfg->version,
+                                          &c->job.req, resp, &out, &err);
+  berth_rest_count(m, c->req, rc == BERTH_OK);
   if (rc != BERTH_OK) {
     berth_buf_free(&out);
-    respond_error(e, c->req, rc == BERTH_E_INVALID ? rc : BERTH_E_MODEL,
-                  err.msg);
+    berth_rest_respond_error(e, c->req,
+                             rc == BERTH_E_INVALID ? rc : BERTH_E_MODEL,
+                             err.msg);
+    return;
+  }
+  if (!binary) {
+    berth_rest_respond_json(e, c->req, 200, &out);
+    return;
+  }
+  char hl[24];
+  snprintf(hl, sizeof hl, "%zu", head_len);
+  berth_http_header_kv h[2] = {{"content-type", "application/octet-stream"},
+                               {"inference-header-content-length", hl}};
+  size_t len = 0;
+  char *data = berth_buf_detach(&out, &len);
+  berth_rest_respond_take(e, c->req, 200, h, 2, data, len);
+}
+
+static void call_done(berth_job *job, int status, const char *errmsg,
+                      berth_infer_response *resp) {
+  rest_call *c = (rest_call *)job;
+  if (status != BERTH_OK) {
+    berth_rest_count(job->model, c->req, false);
+    berth_rest_respond_error(c->engine, c->req, status, errmsg);
   } else {
-    respond_json(e, c->req, 200, &out);
+    call_answer(c, resp);
   }
   call_finish(c);
 }
@@ -267,120 +313,167 @@ static void call_gone(berth_http_req *req, void *arg) {
   /* running: the worker's answer will find the request gone */
 }
 
-static void handle_infer(berth_engine *e, berth_http_req *req,
+bool berth_rest_servable(berth_engine *e, berth_http_req *req,
                          berth_model *m) {
   char msg[700];
   if (e->draining) {
-    respond_error(e, req, BERTH_E_SHUTDOWN,
-                  "the server is shutting down and takes no new requests");
-    return;
+    berth_rest_respond_error(e, req, BERTH_E_SHUTDOWN,
+                             "the server is shutting down and takes no new "
+                             "requests");
+    return false;
   }
   if (!berth_model_ready(m)) {
-    not_ready_message(m, msg, sizeof msg);
-    respond_error(e, req, BERTH_E_UNAVAILABLE, msg);
-    return;
+    berth_rest_not_ready_message(m, msg, sizeof msg);
+    berth_rest_respond_error(e, req, BERTH_E_UNAVAILABLE, msg);
+    return false;
   }
-  if (berth_http_header(req, "inference-header-content-length", NULL) != NULL) {
-    respond_error(e, req, BERTH_E_UNSUPPORTED,
-                  "the binary tensor data extension is not supported by this "
-                  "server yet; send JSON tensors");
-    return;
-  }
+  return true;
+}
+
+void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
+                       berth_infer_request *r, berth_rest_format fmt,
+                       bool binary_default) {
   rest_call *c = calloc(1, sizeof *c);
   if (c == NULL) {
-    respond_error(e, req, BERTH_E_NOMEM, "out of memory");
+    berth_infer_request_clear(r);
+    berth_rest_respond_error(e, req, BERTH_E_NOMEM, "out of memory");
     return;
   }
-  size_t blen = 0;
-  const char *body = berth_http_body(req, &blen);
-  berth_json_limits lim = {.max_inputs = 256,
-                           .max_tensor_bytes = e->cfg.max_body_bytes * 4,
-                           .max_depth = 64};
-  berth_errmsg err;
-  int rc = berth_json_decode_infer_request(body, blen, &lim, &c->job.req, &err);
-  if (rc == BERTH_OK)
-    rc = berth_signature_check(m, &c->job.req, &err);
-  if (rc != BERTH_OK) {
-    berth_infer_request_clear(&c->job.req);
-    free(c);
-    respond_error(e, req, rc, err.msg);
-    return;
-  }
+  c->job.req = *r;
+  memset(r, 0, sizeof *r);
   c->req = req;
   c->engine = e;
+  c->fmt = fmt;
+  c->binary_default = binary_default;
   c->job.done = call_done;
   c->job.user = c;
   berth_http_req_ref(req);
   e->inflight++;
-  rc = berth_sched_submit(m, &c->job, &err);
+  berth_errmsg err;
+  int rc = berth_sched_submit(m, &c->job, &err);
   if (rc != BERTH_OK) {
-    respond_error(e, req, rc, err.msg);
+    berth_rest_count(m, req, false);
+    berth_rest_respond_error(e, req, rc, err.msg);
     call_finish(c);
     return;
   }
-  /* The job may already be done (dispatch is synchronous up to the write),
-   * but call_done runs only from a worker answer, later on the loop. */
+  /* The job may already be on a worker (dispatch is synchronous up to the
+   * write), but call_done runs only from a worker answer, later on the
+   * loop. */
   berth_http_req_on_gone(req, call_gone, c);
+}
+
+/* Decodes the body: binary extension when the head length header is there,
+ * else JSON. */
+static int decode_body(berth_engine *e, berth_http_req *req,
+                       berth_infer_request *r, berth_errmsg *err) {
+  size_t blen = 0, hlen = 0, head_len = 0;
+  const char *body = berth_http_body(req, &blen);
+  berth_json_limits lim = {.max_inputs = 256,
+                           .max_tensor_bytes = e->cfg.max_body_bytes * 4,
+                           .max_depth = 64};
+  const char *enc = berth_http_header(req, "content-encoding", &hlen);
+  if (enc != NULL && !(hlen == 8 && memcmp(enc, "identity", 8) == 0))
+    return berth_errf(err, BERTH_E_UNSUPPORTED, "Content-Encoding '%.*s' is "
+                      "not supported; send the body uncompressed",
+                      (int)(hlen > 40 ? 40 : hlen), enc);
+  const char *h = berth_http_header(req, "inference-header-content-length",
+                                    &hlen);
+  if (h == NULL)
+    return berth_json_decode_infer_request(body, blen, &lim, r, err);
+  int rc = berth_binary_parse_head_length(h, hlen, blen, &head_len, err);
+  if (rc != BERTH_OK)
+    return rc;
+  return berth_binary_decode_infer_request(body, blen, head_len, &lim, r, err);
+}
+
+static void handle_infer(berth_engine *e, berth_http_req *req,
+                         berth_model *m) {
+  if (!berth_rest_servable(e, req, m))
+    return;
+  berth_infer_request r;
+  berth_errmsg err;
+  bool binary_default = false;
+  int rc = decode_body(e, req, &r, &err);
+  if (rc == BERTH_OK)
+    rc = berth_binary_output_prefs(&r, &binary_default, &err);
+  if (rc == BERTH_OK)
+    rc = berth_signature_check(m, &r, &err);
+  if (rc != BERTH_OK) {
+    berth_infer_request_clear(&r);
+    berth_rest_count(m, req, false);
+    berth_rest_respond_error(e, req, rc, err.msg);
+    return;
+  }
+  berth_rest_submit(e, req, m, &r, BERTH_REST_OIP, binary_default);
 }
 
 /* ---- routing ------------------------------------------------------------ */
 
 static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
-                        bool is_post, slice *seg, int nseg) {
+                        bool is_post, berth_slice *seg, int nseg) {
   /* seg[0]="v2", seg[1]="models", seg[2]=name, ... */
-  slice name = seg[2];
+  berth_slice name = seg[2];
   const char *ver = NULL;
   size_t ver_len = 0;
   int rest = 3;
   char msg[700];
-  if (nseg >= 5 && slice_is(seg[3], "versions")) {
+  if (nseg == 3 && berth_slice_is(name, "stats")) {
+    if (!is_get)
+      goto method;
+    berth_rest_model_stats(e, req, NULL, true);
+    return;
+  }
+  if (nseg >= 5 && berth_slice_is(seg[3], "versions")) {
     ver = seg[4].p;
     ver_len = seg[4].n;
     rest = 5;
-    if (!valid_name(seg[4])) {
-      respond_error(e, req, BERTH_E_NOT_FOUND, "invalid model version");
+    if (!berth_slice_valid_name(seg[4])) {
+      berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND,
+                               "invalid model version");
       return;
     }
   }
-  slice action = {NULL, 0};
+  berth_slice action = {NULL, 0};
   if (nseg == rest + 1)
     action = seg[rest];
   else if (nseg != rest) {
-    respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");
     return;
   }
-  if (!valid_name(name) ||
+  if (!berth_slice_valid_name(name) ||
       !berth_model_name_exists(e, name.p, name.n)) {
     snprintf(msg, sizeof msg, "unknown model '%.*s'",
              (int)(name.n > 200 ? 200 : name.n), name.p);
-    respond_error(e, req, BERTH_E_NOT_FOUND, msg);
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return;
   }
   berth_model *m = berth_model_find(e, name.p, name.n, ver, ver_len);
   if (m == NULL) {
     snprintf(msg, sizeof msg, "model '%.*s' has no version '%.*s'",
              (int)name.n, name.p, (int)ver_len, ver);
-    respond_error(e, req, BERTH_E_NOT_FOUND, msg);
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return;
   }
-  if (action.p == NULL) {
-    if (!is_get)
-      goto method;
+  bool post_action = action.p != NULL && berth_slice_is(action, "infer");
+  if (post_action ? !is_post : !is_get)
+    goto method;
+  if (action.p == NULL)
     handle_model_metadata(e, req, m);
-  } else if (slice_is(action, "ready")) {
-    if (!is_get)
-      goto method;
+  else if (berth_slice_is(action, "ready"))
     handle_model_ready(e, req, m);
-  } else if (slice_is(action, "infer")) {
-    if (!is_post)
-      goto method;
+  else if (post_action)
     handle_infer(e, req, m);
-  } else {
-    respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");
-  }
+  else if (berth_slice_is(action, "config"))
+    berth_rest_model_config(e, req, m);
+  else if (berth_slice_is(action, "stats"))
+    berth_rest_model_stats(e, req, m, ver == NULL);
+  else
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");
   return;
 method:
-  respond_error(e, req, BERTH_E_METHOD, "method not allowed on this endpoint");
+  berth_rest_respond_error(e, req, BERTH_E_METHOD,
+                           "method not allowed on this endpoint");
 }
 
 void berth_rest_handle(berth_http_req *req, void *arg) {
@@ -390,30 +483,40 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
   const char *path = berth_http_path(req, &pl);
   bool is_get = (ml == 3 && memcmp(method, "GET", 3) == 0);
   bool is_post = (ml == 4 && memcmp(method, "POST", 4) == 0);
-  slice seg[8];
+  berth_slice seg[8];
   int nseg = split_path(path, pl, seg, 8);
-  if (nseg >= 1 && slice_is(seg[0], "v2")) {
+  if (nseg >= 2 && berth_slice_is(seg[0], "v1") &&
+      berth_slice_is(seg[1], "models")) {
+    berth_rest_kserve_v1(e, req, is_get, is_post, seg, nseg);
+    return;
+  }
+  if (nseg >= 1 && berth_slice_is(seg[0], "v2")) {
     if (nseg == 1) {
       if (!is_get)
         goto method;
       handle_server_metadata(e, req);
       return;
     }
-    if (nseg == 3 && slice_is(seg[1], "health")) {
+    if (nseg == 3 && berth_slice_is(seg[1], "health")) {
       if (!is_get)
         goto method;
-      if (slice_is(seg[2], "live")) {
-        respond_doc(e, req, 200, json_pack("{s:b}", "live", 1));
+      if (berth_slice_is(seg[2], "live")) {
+        berth_rest_respond_doc(e, req, 200, json_pack("{s:b}", "live", 1));
         return;
       }
-      if (slice_is(seg[2], "ready")) {
+      if (berth_slice_is(seg[2], "ready")) {
         bool ok = server_ready(e);
-        respond_doc(e, req, ok ? 200 : 503, json_pack("{s:b}", "ready", ok));
+        berth_rest_respond_doc(e, req, ok ? 200 : 503,
+                               json_pack("{s:b}", "ready", ok));
         return;
       }
     }
-    if (nseg >= 3 && slice_is(seg[1], "models")) {
+    if (nseg >= 3 && berth_slice_is(seg[1], "models")) {
       route_model(e, req, is_get, is_post, seg, nseg);
+      return;
+    }
+    if (nseg >= 3 && berth_slice_is(seg[1], "repository")) {
+      berth_rest_repository(e, req, is_post, seg, nseg);
       return;
     }
   }
@@ -421,9 +524,10 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
     char msg[400];
     snprintf(msg, sizeof msg, "no endpoint at '%.*s'; see /v2 and "
              "/v2/models/{name}", (int)(pl > 200 ? 200 : pl), path);
-    respond_error(e, req, BERTH_E_NOT_FOUND, msg);
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
   }
   return;
 method:
-  respond_error(e, req, BERTH_E_METHOD, "method not allowed on this endpoint");
+  berth_rest_respond_error(e, req, BERTH_E_METHOD,
+                           "method not allowed on this endpoint");
 }

@@ -52,12 +52,6 @@ static int check_input(const berth_model *m, const berth_tensor *t,
                       "input '%s' has shape %s, but model '%s' expects %s "
                       "(-1 = any size)", t->name, got, m->cfg->name, want);
   }
-  uint32_t mbs = m->cfg->max_batch_size;
-  if (mbs > 0 && t->ndim > 0 && t->shape[0] > (int64_t)mbs)
-    return berth_errf(err, BERTH_E_INVALID,
-                      "input '%s' has a batch of %lld, but model '%s' takes "
-                      "at most %u (max_batch_size)", t->name,
-                      (long long)t->shape[0], m->cfg->name, mbs);
   return BERTH_OK;
 }
 

@@ -181,6 +181,7 @@ static void on_load_failed(berth_worker *w, const uint8_t *payload,
 static void on_answer(berth_worker *w, const berth_wp_header *h,
                       const uint8_t *payload, size_t len) {
   berth_batch *b = w->batch;
+  b->answered_ns = uv_hrtime();
   berth_model *m = w->model;
   w->batch = NULL;
   w->state = W_IDLE;
@@ -437,6 +438,7 @@ static int send_load(berth_worker *w) {
   if (entry == NULL)
     return BERTH_E_NOMEM;
   json_object_set_new(entry, "instance", json_integer(w->index));
+  json_object_set_new(entry, "instances", json_integer(w->model->instances));
   char *text = json_dumps(entry, JSON_COMPACT);
   json_decref(entry);
   if (text == NULL)
@@ -518,8 +520,16 @@ static void worker_spawn(berth_worker *w) {
                w->model->cfg->runtime, NULL);
 }
 
+/* Default worker count when the config leaves it out: a quarter of the
+ * cores, at least one (each worker then gets cores / instances threads). */
+static uint32_t default_instances(void) {
+  unsigned n = uv_available_parallelism() / 4;
+  return n == 0 ? 1 : (n > 64 ? 64 : n);
+}
+
 int berth_supervisor_start(berth_model *m, berth_errmsg *err) {
-  uint32_t n = m->cfg->instances ? m->cfg->instances : 1;
+  uint32_t n = m->cfg->instances ? m->cfg->instances : default_instances();
+  m->instances = n;
   m->workers = calloc(n, sizeof *m->workers);
   if (m->workers == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
@@ -548,8 +558,11 @@ berth_worker *berth_supervisor_idle_worker(berth_model *m) {
 
 void berth_worker_run(berth_worker *w, berth_batch *b) {
   berth_model *m = w->model;
-  /* One job per batch today; the batcher will concatenate inputs here. */
+  /* A batch of several jobs carries its concatenated inputs; a batch of
+   * one sends the job's own. Jobs in a batch share their parameters. */
   const berth_infer_request *r = &b->jobs[0]->req;
+  const berth_tensor *ins = b->inputs ? b->inputs : r->inputs;
+  size_t n_ins = b->inputs ? b->n_inputs : r->n_inputs;
   char *params = NULL;
   size_t plen = 0;
   if (r->parameters != NULL) {
@@ -557,12 +570,12 @@ void berth_worker_run(berth_worker *w, berth_batch *b) {
     plen = params ? strlen(params) : 0;
   }
   size_t size = 0;
-  int rc = berth_wp_tensors_size(r->inputs, r->n_inputs, plen, &size);
+  int rc = berth_wp_tensors_size(ins, n_ins, plen, &size);
   uint8_t *payload = rc == BERTH_OK ? malloc(size ? size : 1) : NULL;
   size_t written = 0;
   if (payload == NULL ||
-      berth_wp_tensors_encode(r->inputs, r->n_inputs, params, plen, payload,
-                              size, &written) != BERTH_OK) {
+      berth_wp_tensors_encode(ins, n_ins, params, plen, payload, size,
+                              &written) != BERTH_OK) {
     free(params);
     free(payload);
     char msg[256];
@@ -584,7 +597,7 @@ void berth_worker_run(berth_worker *w, berth_batch *b) {
 static void stop_timeout(uv_timer_t *t) {
   berth_engine *e = t->data;
   for (size_t i = 0; i < e->n_models; i++) {
-    berth_model *m = &e->models[i];
+    berth_model *m = e->models[i];
     for (size_t k = 0; k < m->n_workers; k++)
       if (m->workers[k]->proc != NULL)
         proc_kill(m->workers[k]->proc, SIGKILL);
@@ -594,7 +607,7 @@ static void stop_timeout(uv_timer_t *t) {
 void berth_supervisor_stop_all(berth_engine *e, uint64_t timeout_ms) {
   e->stopping = true;
   for (size_t i = 0; i < e->n_models; i++) {
-    berth_model *m = &e->models[i];
+    berth_model *m = e->models[i];
     for (size_t k = 0; k < m->n_workers; k++) {
       berth_worker *w = m->workers[k];
       uv_timer_stop(&w->timer);

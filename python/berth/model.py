@@ -135,6 +135,10 @@ class Model:
     inputs: ClassVar[Sequence[TensorSpec] | None] = None
     outputs: ClassVar[Sequence[TensorSpec] | None] = None
     platform: ClassVar[str] = "berth_python"
+    #: Rows the engine may stack into one batch when berth.yaml sets no
+    #: ``max_batch_size``; 0 (the default) means requests are never
+    #: combined. Set it when ``predict`` handles any number of rows.
+    max_batch_size: ClassVar[int] = 0
 
     context: ModelContext
 

@@ -217,6 +217,7 @@ def _load(entry: Mapping[str, Any]) -> tuple[Runtime, dict[str, Any]]:
         "platform": runtime.platform,
         "inputs": [s.to_dict() for s in inputs],
         "outputs": [s.to_dict() for s in outputs],
+        "max_batch_size": runtime.suggested_max_batch_size(),
     }
     return runtime, ready
 

@@ -156,6 +156,7 @@ def test_sklearn_load_infer_shutdown(spawn: Any, tmp_path: Path) -> None:
     assert ready == {
         "protocol": 1,
         "platform": "sklearn_sklearn",
+        "max_batch_size": 64,
         "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, 4]}],
         "outputs": [
             {"name": "predict", "datatype": "INT64", "shape": [-1]},

@@ -14,8 +14,15 @@ sklearn   input FP64 [-1,n]   predict; predict_proba FP64 [-1,k] if any
 xgboost   input FP32 [-1,n]   predict; predict_proba FP32 (classifiers)
 lightgbm  input FP64 [-1,n]   predict FP64 [-1] or [-1,k]
 onnx      the graph's         the graph's tensor outputs
+pytorch   declared, or the    declared, or found by running an example
+          program's/example   (``output__0``...; dict keys)
+tensorflow  the serving signature / the Keras model's inputs and outputs
+transformers  text BYTES [-1]  by task (docs/frameworks.md)
+mlflow    the MLmodel signature (one input per column for column schemas)
 python    class attributes    class attributes (or none: unchecked)
 ========  ==================  ==========================================
+
+docs/frameworks.md describes the deep-learning runtimes in full.
 
 A signature declared in the model entry names the input the runtime reads
 (for single-input frameworks) and its datatype; incoming arrays are cast to
@@ -63,6 +70,17 @@ class Runtime(abc.ABC):
         """The model's inputs and outputs as the runtime sees them."""
         return list(self.inputs), list(self.outputs)
 
+    def suggested_max_batch_size(self) -> int:
+        """The batch size the engine uses when the config sets none.
+
+        64 when every input and output has a variable first dimension (the
+        model takes any number of rows, so the engine may stack requests),
+        else 0 (never batched)."""
+        specs = list(self.inputs) + list(self.outputs)
+        if specs and all(len(s.shape) > 0 and s.shape[0] == -1 for s in specs):
+            return 64
+        return 0
+
     @abc.abstractmethod
     def predict(
         self, inputs: dict[str, np.ndarray], parameters: Mapping[str, Any] | None = None
@@ -77,6 +95,15 @@ class _Registration:
     framework: str
     extra: str | None
     requires: tuple[str, ...]
+    #: Environment defaults set (unless already set) before the framework is
+    #: imported: they only take effect then.
+    env: tuple[tuple[str, str], ...] = ()
+
+
+#: Never reach a model hub from a worker: models are served from local files.
+_OFFLINE = (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"))
+#: Keras 3 picks its backend at import; TensorFlow's C++ logging is noisy.
+_TF_ENV = (("KERAS_BACKEND", "tensorflow"), ("TF_CPP_MIN_LOG_LEVEL", "2"))
 
 
 _REGISTRY: dict[str, _Registration] = {
@@ -86,6 +113,21 @@ _REGISTRY: dict[str, _Registration] = {
     "xgboost": _Registration("xgboost", "XGBoostRuntime", "XGBoost", "xgboost", ("xgboost",)),
     "lightgbm": _Registration("lightgbm", "LightGBMRuntime", "LightGBM", "lightgbm", ("lightgbm",)),
     "onnx": _Registration("onnx", "OnnxRuntime", "ONNX", "onnx", ("onnxruntime",)),
+    "pytorch": _Registration("pytorch", "PyTorchRuntime", "PyTorch", "torch", ("torch",)),
+    "tensorflow": _Registration(
+        "tensorflow", "TensorFlowRuntime", "TensorFlow", "tensorflow", ("tensorflow",), _TF_ENV
+    ),
+    "transformers": _Registration(
+        "transformers",
+        "TransformersRuntime",
+        "Hugging Face transformers",
+        "transformers",
+        ("torch", "tokenizers", "transformers"),
+        _OFFLINE,
+    ),
+    "mlflow": _Registration(
+        "mlflow", "MLflowRuntime", "MLflow", "mlflow", ("mlflow.pyfunc", "pandas"), _OFFLINE
+    ),
     "python": _Registration("python", "PythonRuntime", "custom Python", None, ()),
 }
 assert tuple(_REGISTRY) == RUNTIMES
@@ -100,6 +142,8 @@ def get_runtime(name: str) -> Runtime:
     reg = _REGISTRY.get(name)
     if reg is None:
         raise ConfigError(f"unknown runtime {name!r}; expected one of {', '.join(RUNTIMES)}")
+    for key, value in reg.env:
+        os.environ.setdefault(key, value)
     for module in reg.requires:
         try:
             importlib.import_module(module)

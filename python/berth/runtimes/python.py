@@ -119,6 +119,7 @@ class PythonRuntime(Runtime):
         if not isinstance(cls.platform, str) or not cls.platform:
             raise ConfigError(f"{cls.__name__}.platform: expected a non-empty string")
         self.platform = cls.platform
+        self.batch_hint = int(getattr(cls, "max_batch_size", 0) or 0)
 
         model = cls()
         model.context = ModelContext(
@@ -147,3 +148,9 @@ class PythonRuntime(Runtime):
         else:
             outputs = model.predict(inputs)
         return model.postprocess(outputs)
+
+    def suggested_max_batch_size(self) -> int:
+        """Custom models batch only when their class says so
+        (``max_batch_size = N``): Berth cannot know that predict handles
+        stacked rows."""
+        return self.batch_hint
