@@ -25,7 +25,13 @@ from typing import Any
 
 from . import __version__
 from .errors import BerthError, ConfigError, EngineNotFoundError
-from .runtimes.detect import RUNTIMES, choose_model_file, find_model_files, runtime_for_file
+from .runtimes.detect import (
+    BUNDLE_FILES,
+    RUNTIMES,
+    choose_model_file,
+    find_model_files,
+    runtime_for_file,
+)
 
 __all__ = ["build_document", "discover_models", "document_for", "find_berthd", "main", "parse_args"]
 
@@ -41,6 +47,8 @@ MODEL_KEYS = frozenset(
         "max_batch_size",
         "max_queue_delay_us",
         "max_queue_size",
+        "preferred_batch_sizes",
+        "timeout_us",
         "inputs",
         "outputs",
         "parameters",
@@ -395,6 +403,8 @@ def discover_models(
     path = _abs(Path(target).expanduser())
     if not path.exists():
         raise ConfigError(f"{target}: no such file or folder")
+    if path.is_file() and path.name in BUNDLE_FILES and not class_name:
+        path = path.parent  # saved_model.pb, MLmodel: serve the bundle folder
 
     if path.is_file():
         detected = runtime or runtime_for_file(path, strict=True)

@@ -1,0 +1,267 @@
+"""Dynamic batching, priorities, timeouts and overload, end to end.
+
+Every model here is a custom ``berth.Model`` that reports, per row, how many
+rows the batch it ran in had and which call of ``predict`` it was, so the
+tests can see what the engine's batcher did. Nothing here asserts speed: the
+only clocks are generous bounds on semantics (a lone request does not wait
+a two-second batching delay; a timed-out request is answered long before its
+model would finish).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from berth_e2e import BerthServer, assert_error, outputs_by_name, tensor
+
+ECHO = '''
+import threading, time
+import numpy as np
+import berth
+
+_calls = 0
+_lock = threading.Lock()
+
+class Echo(berth.Model):
+    inputs = [berth.TensorSpec("x", "FP32", [-1, 2])]
+    outputs = [berth.TensorSpec("y", "FP32", [-1, 2]),
+               berth.TensorSpec("rows", "INT64", [-1]),
+               berth.TensorSpec("call", "INT64", [-1])]
+
+    def predict(self, inputs):
+        global _calls
+        with _lock:
+            _calls += 1
+            call = _calls
+        x = inputs["x"]
+        delay = float(x[:, 1].max()) if x.size else 0.0
+        if delay > 0:
+            time.sleep(min(delay, 5.0))
+        n = x.shape[0]
+        return {"y": x.copy(),
+                "rows": np.full(n, n, dtype=np.int64),
+                "call": np.full(n, call, dtype=np.int64)}
+'''
+
+
+def make_model(repo: Path, name: str, yaml: str) -> None:
+    d = repo / name / "1"
+    d.mkdir(parents=True)
+    (d / "model.py").write_text(ECHO)
+    (repo / name / "berth.yaml").write_text(yaml)
+
+
+@pytest.fixture(scope="module")
+def server(module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> BerthServer:
+    repo = tmp_path_factory.mktemp("batching-repo")
+    # Batches of up to 8 rows, gathered for at most 2 s.
+    make_model(repo, "batched", "max_batch_size: 8\nmax_queue_delay_us: 2000000\ninstances: 1\n")
+    # Natural batching only (no delay): stacks what queued while busy.
+    make_model(repo, "natural", "max_batch_size: 16\ninstances: 1\n")
+    # Never batched.
+    make_model(repo, "single", "max_batch_size: 0\ninstances: 1\n")
+    # A tiny queue, to overload.
+    make_model(repo, "tiny", "max_batch_size: 0\ninstances: 1\nmax_queue_size: 2\n")
+    # Two workers and a 1 s delay, to see the delay at work.
+    make_model(repo, "delayed", "max_batch_size: 8\nmax_queue_delay_us: 1000000\ninstances: 2\n")
+    # A model-wide default timeout of 0.3 s.
+    make_model(repo, "deadline", "max_batch_size: 0\ninstances: 1\ntimeout_us: 300000\n")
+    return module_server(str(repo))
+
+
+def body(rows: list[list[float]], **params: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"inputs": [tensor("x", "FP32", [len(rows), 2], rows)]}
+    if params:
+        doc["parameters"] = params
+    return doc
+
+
+def infer(server: BerthServer, model: str, rows: list[list[float]], **params: Any) -> Any:
+    return server.infer(model, body(rows, **params), timeout=60)
+
+
+def outs(resp: Any) -> dict[str, list[Any]]:
+    assert resp.status == 200, resp.body[:500]
+    return {k: v["data"] for k, v in outputs_by_name(resp.json()).items()}
+
+
+def test_lone_request_does_not_wait_for_the_batch_delay(server: BerthServer) -> None:
+    # The delay is 2 s; an idle server must answer a lone request at once.
+    start = time.monotonic()
+    o = outs(infer(server, "batched", [[1.0, 0.0]]))
+    assert time.monotonic() - start < 1.5
+    assert o["rows"] == [1]
+    assert o["y"] == [1.0, 0.0]
+
+
+def run_concurrently(server: BerthServer, model: str, requests: list[list[list[float]]],
+                     blocker: list[list[float]] | None = None, **params: Any) -> list[Any]:
+    """Sends `blocker` first (to occupy the one worker), then every request
+    concurrently while it runs; returns the responses of `requests`."""
+    with ThreadPoolExecutor(max_workers=len(requests) + 1) as pool:
+        block = pool.submit(infer, server, model, blocker) if blocker else None
+        if blocker:
+            time.sleep(0.3)  # the blocker is on the worker now
+        futures = [pool.submit(infer, server, model, rows, **params) for rows in requests]
+        results = [f.result() for f in futures]
+        if block is not None:
+            assert block.result().status == 200
+    return results
+
+
+def test_batches_form_under_load_and_each_request_gets_its_own_rows(server: BerthServer) -> None:
+    # While a slow request holds the worker, eight one-row requests queue;
+    # they fill a batch of 8, which is sent without waiting out the delay.
+    reqs = [[[float(i + 10), 0.0]] for i in range(8)]
+    start = time.monotonic()
+    results = run_concurrently(server, "batched", reqs, blocker=[[0.0, 0.6]])
+    assert time.monotonic() - start < 1.9  # a full batch does not wait 2 s
+    calls = set()
+    for i, resp in enumerate(results):
+        o = outs(resp)
+        assert o["y"] == [float(i + 10), 0.0]  # its own row, not a neighbour's
+        assert o["rows"] == [8]
+        calls.update(o["call"])
+    assert len(calls) == 1  # one predict call ran all eight
+
+
+def test_requests_with_several_rows_are_packed_whole(server: BerthServer) -> None:
+    # 1 + 2 + 3 rows queue behind a blocker and run as one batch of 6.
+    reqs = [
+        [[1.0, 0.0]],
+        [[2.0, 0.0], [3.0, 0.0]],
+        [[4.0, 0.0], [5.0, 0.0], [6.0, 0.0]],
+    ]
+    results = run_concurrently(server, "natural", reqs, blocker=[[0.0, 0.6]])
+    for rows, resp in zip(reqs, results):
+        o = outs(resp)
+        assert o["y"] == [v for row in rows for v in row]
+        assert o["rows"] == [6] * len(rows)
+        assert len(set(o["call"])) == 1
+    assert len({outs(r)["call"][0] for r in results}) == 1
+
+
+def test_batch_size_bound_is_respected(server: BerthServer) -> None:
+    # Twelve one-row requests to a model with max_batch_size 8: no batch
+    # has more than 8 rows, and all twelve get their own row.
+    reqs = [[[float(i), 0.0]] for i in range(12)]
+    results = run_concurrently(server, "batched", reqs, blocker=[[0.0, 0.6]])
+    for i, resp in enumerate(results):
+        o = outs(resp)
+        assert o["y"] == [float(i), 0.0]
+        assert 1 <= o["rows"][0] <= 8
+
+
+def test_requests_queued_while_busy_run_together(server: BerthServer) -> None:
+    # Two requests queue behind a running one; when the worker frees up they
+    # go together as one batch.
+    results = run_concurrently(server, "natural", [[[1.0, 0.0]], [[2.0, 0.0]]],
+                               blocker=[[0.0, 0.4]])
+    o1, o2 = outs(results[0]), outs(results[1])
+    assert o1["call"] == o2["call"]
+    assert o1["rows"] == [2] and o2["rows"] == [2]
+
+
+def test_the_queue_delay_gathers_requests_and_is_bounded(server: BerthServer) -> None:
+    # Two workers, a 1 s delay. A runs on one worker; B arrives while the
+    # other worker is idle but the server is busy, so B waits for company;
+    # C arrives 0.2 s later and they run together, within the delay bound.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        a = pool.submit(infer, server, "delayed", [[0.0, 1.5]])
+        time.sleep(0.3)
+        start = time.monotonic()
+        b = pool.submit(infer, server, "delayed", [[1.0, 0.0]])
+        time.sleep(0.2)
+        c = pool.submit(infer, server, "delayed", [[2.0, 0.0]])
+        ob, oc = outs(b.result()), outs(c.result())
+        b_latency = time.monotonic() - start
+        assert a.result().status == 200
+    assert ob["call"] == oc["call"]
+    assert ob["rows"] == [2]
+    assert b_latency < 1.0 + 0.9  # the delay (1 s) bounds the wait
+
+
+def test_a_model_with_max_batch_size_0_is_never_batched(server: BerthServer) -> None:
+    reqs = [[[float(i), 0.0]] for i in range(4)]
+    results = run_concurrently(server, "single", reqs, blocker=[[0.0, 0.4]])
+    calls = [outs(r)["call"][0] for r in results]
+    assert len(set(calls)) == 4
+    assert all(outs(r)["rows"] == [1] for r in results)
+
+
+def test_high_priority_requests_run_first(server: BerthServer) -> None:
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        block = pool.submit(infer, server, "single", [[0.0, 0.6]])
+        time.sleep(0.3)
+        normal = [pool.submit(infer, server, "single", [[1.0, 0.0]]) for _ in range(3)]
+        time.sleep(0.1)
+        high = pool.submit(infer, server, "single", [[2.0, 0.0]], priority=1)
+        high_call = outs(high.result())["call"][0]
+        normal_calls = [outs(f.result())["call"][0] for f in normal]
+        assert block.result().status == 200
+    assert high_call < min(normal_calls)
+
+
+def test_bad_priority_is_a_clear_400(server: BerthServer) -> None:
+    assert_error(infer(server, "single", [[1.0, 0.0]], priority="urgent"), 400, "priority")
+
+
+def test_overload_is_a_fast_429_and_the_server_recovers(server: BerthServer) -> None:
+    # One request runs, two queue (max_queue_size 2); the rest are refused.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        block = pool.submit(infer, server, "tiny", [[0.0, 1.0]])
+        time.sleep(0.3)
+        futures = [pool.submit(infer, server, "tiny", [[1.0, 0.0]]) for _ in range(6)]
+        results = [f.result() for f in futures]
+        assert block.result().status == 200
+    refused = [r for r in results if r.status == 429]
+    served = [r for r in results if r.status == 200]
+    assert len(refused) >= 3 and len(served) >= 1
+    assert len(refused) + len(served) == len(results)
+    for r in refused:
+        assert_error(r, 429, "queue")
+        assert r.header("retry-after") == "1"
+    # Afterwards the model serves normally.
+    assert outs(infer(server, "tiny", [[5.0, 0.0]]))["y"] == [5.0, 0.0]
+
+
+def test_a_request_timeout_answers_504_and_frees_the_slot(server: BerthServer) -> None:
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        block = pool.submit(infer, server, "single", [[0.0, 1.5]])
+        time.sleep(0.3)
+        start = time.monotonic()
+        late = infer(server, "single", [[1.0, 0.0]], timeout=200000)  # 0.2 s
+        waited = time.monotonic() - start
+        assert block.result().status == 200
+    assert_error(late, 504, "timed out")
+    assert waited < 1.2  # answered at its deadline, not when the model got to it
+    assert outs(infer(server, "single", [[3.0, 0.0]]))["y"] == [3.0, 0.0]
+
+
+def test_a_running_request_past_its_deadline_gets_504(server: BerthServer) -> None:
+    # The model's own timeout_us (0.3 s) applies; predict takes 1 s.
+    resp = infer(server, "deadline", [[1.0, 1.0]])
+    assert_error(resp, 504, "timed out")
+    # The worker finishes that batch and keeps serving; a request's own
+    # timeout parameter overrides the model's default.
+    assert outs(infer(server, "deadline", [[2.0, 0.0]], timeout=5000000))["y"] == [2.0, 0.0]
+
+
+def test_bad_timeout_parameter_is_a_clear_400(server: BerthServer) -> None:
+    assert_error(infer(server, "single", [[1.0, 0.0]], timeout=-5), 400, "timeout")
+
+
+def test_statistics_count_batches(server: BerthServer) -> None:
+    reqs = [[[float(i), 0.0]] for i in range(4)]
+    run_concurrently(server, "natural", reqs, blocker=[[0.0, 0.4]])
+    # Four requests ran in one batch after the blocker: executions < inferences.
+    doc = server.get("/v2/models/natural/stats")
+    if doc.status == 404:
+        pytest.skip("the statistics endpoint is not there yet")
+    st = doc.json()["model_stats"][0]
+    assert st["inference_count"] > st["execution_count"]
