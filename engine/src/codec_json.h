@@ -15,7 +15,9 @@
 #include "infer.h"
 
 /* Limits a decoder enforces; the body size itself is bounded by the
- * frontend before the decoder sees it. */
+ * frontend before the decoder sees it. NULL limits, or a zero field, mean
+ * the defaults (64 inputs, 256 MiB, depth 64). max_inputs also bounds the
+ * request's "outputs" list. */
 typedef struct berth_json_limits {
   size_t max_inputs;      /* inputs per request (e.g. 64) */
   size_t max_tensor_bytes;/* decoded bytes per tensor */
@@ -26,7 +28,8 @@ typedef struct berth_json_limits {
  * On success fills *out (caller clears it with berth_infer_request_clear).
  * On failure returns BERTH_E_PARSE (not JSON) or BERTH_E_INVALID (JSON but
  * not a valid request) or BERTH_E_TOO_LARGE, with a message naming the field
- * or input, and leaves *out zeroed. */
+ * or input, and leaves *out zeroed. An input using the binary extension
+ * (parameters.binary_data_size) is BERTH_E_UNSUPPORTED here. */
 int berth_json_decode_infer_request(const char *body, size_t len,
                                     const berth_json_limits *limits,
                                     berth_infer_request *out,

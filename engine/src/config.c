@@ -98,6 +98,13 @@ static const berth_config_field berth_config_server_fields[] = {
     {.key = "http_port", .kind = BERTH_CF_UINT, .def = "8080",
      .slot = BERTH_CF_OFF(BERTH_CF_C, http_port),
      .size = BERTH_CF_SIZE(BERTH_CF_C, http_port), .imin = 0, .imax = 65535},
+    {.key = "grpc_port", .kind = BERTH_CF_UINT, .def = "8081",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, grpc_port),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, grpc_port), .imin = 0, .imax = 65535},
+    {.key = "grpc_max_message_bytes", .kind = BERTH_CF_UINT, .def = "0",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, grpc_max_message_bytes),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, grpc_max_message_bytes), .imin = 0,
+     .imax = INT64_C(4294967295)},
     {.key = "max_body_bytes", .kind = BERTH_CF_UINT, .def = "67108864",
      .slot = BERTH_CF_OFF(BERTH_CF_C, max_body_bytes),
      .size = BERTH_CF_SIZE(BERTH_CF_C, max_body_bytes), .imin = 1,
@@ -735,7 +742,7 @@ static int berth_config_section(const berth_config_table *t, json_t *obj,
 
 /* ---- public ----------------------------------------------------------- */
 
-static void berth_config_model_clear(berth_model_config *m) {
+void berth_config_model_clear(berth_model_config *m) {
   free(m->name);
   free(m->version);
   free(m->runtime);
@@ -783,8 +790,42 @@ int berth_config_parse(const char *text, size_t len, berth_config *out,
     rc = berth_config_bad(err, "workers.restart_backoff_max_s", NULL,
                           "must be >= workers.restart_backoff_s (%g)",
                           out->restart_backoff_s);
+  if (rc == BERTH_OK && out->grpc_port != 0 && out->grpc_port == out->http_port)
+    rc = berth_config_bad(err, "server.grpc_port", NULL,
+                          "must differ from server.http_port (%u)",
+                          (unsigned)out->http_port);
   if (rc != BERTH_OK) {
     berth_config_clear(out);
+    return BERTH_E_CONFIG;
+  }
+  return BERTH_OK;
+}
+
+int berth_config_parse_model_entry(json_t *entry, const char *path,
+                                   berth_model_config *out,
+                                   berth_errmsg *err) {
+  if (out == NULL)
+    return berth_errf(err, BERTH_E_CONFIG, "no model config to fill");
+  memset(out, 0, sizeof *out);
+  char where[BERTH_CONFIG_PATH_MAX];
+  snprintf(where, sizeof where, "%.120s", path != NULL ? path : "");
+  json_t *root = json_is_string(entry)
+                     ? berth_yaml_load(json_string_value(entry),
+                                       json_string_length(entry), err)
+                     : json_incref(entry);
+  if (root == NULL) {
+    if (json_is_string(entry) && err != NULL) {
+      char why[BERTH_ERRMSG_SIZE];
+      snprintf(why, sizeof why, "%s", err->msg);
+      berth_errf(err, BERTH_E_CONFIG, "%s: %s", where, why);
+    }
+    return BERTH_E_CONFIG;
+  }
+  int rc = berth_config_section(&berth_config_model, root, out, where,
+                                &out->entry, err);
+  json_decref(root);
+  if (rc != BERTH_OK) {
+    berth_config_model_clear(out);
     return BERTH_E_CONFIG;
   }
   return BERTH_OK;

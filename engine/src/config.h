@@ -56,6 +56,8 @@ typedef struct berth_model_config {
 typedef struct berth_config {
   char *host;                    /* owned, default "127.0.0.1" */
   uint16_t http_port;            /* default 8080; 0 = pick a free port */
+  uint16_t grpc_port;            /* default 8081; 0 = pick a free port */
+  size_t grpc_max_message_bytes; /* default 0 = max_body_bytes */
   size_t max_body_bytes;         /* default 64 MiB */
   size_t max_head_bytes;         /* default 16 KiB */
   double drain_timeout_s;        /* SIGTERM drain bound, default 30 */
@@ -82,5 +84,15 @@ void berth_config_clear(berth_config *c);
  * 1.2 core schema: null, bool, int, float, else string; quoted scalars are
  * strings). Aliases are refused. Returns a new reference or NULL with err. */
 json_t *berth_yaml_load(const char *text, size_t len, berth_errmsg *err);
+
+/* Parses one models[] entry (a JSON object, or a JSON/YAML string) into
+ * *out with the same checks and defaults as in a whole document; errors name
+ * the key under path ("parameters.config.max_batch_size: ..."). The caller
+ * clears *out with berth_config_model_clear. For models loaded at run time
+ * (repository.c). */
+int berth_config_parse_model_entry(json_t *entry, const char *path,
+                                   berth_model_config *out,
+                                   berth_errmsg *err);
+void berth_config_model_clear(berth_model_config *m);
 
 #endif

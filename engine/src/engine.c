@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "grpc.h"
 #include "log.h"
 
 static void finish_drain(berth_engine *e);
@@ -75,6 +76,9 @@ int berth_engine_start(berth_engine *e, berth_errmsg *err) {
            strchr(e->cfg.host, ':') ? "]" : "", port);
   berth_log_kv(BERTH_LOG_INFO, "listening (REST: HTTP/1.1 and h2c)", "url",
                url, "port", port, "version", BERTH_VERSION, NULL);
+  rc = berth_grpc_start(e, err);
+  if (rc != BERTH_OK)
+    return rc;
   for (size_t i = 0; i < e->n_models; i++) {
     rc = berth_supervisor_start(e->models[i], err);
     if (rc != BERTH_OK)
@@ -101,6 +105,8 @@ void berth_engine_begin_drain(berth_engine *e) {
   e->draining = true;
   if (e->httpd != NULL)
     berth_httpd_stop_accepting(e->httpd);
+  if (e->grpc_httpd != NULL)
+    berth_httpd_stop_accepting(e->grpc_httpd);
   uv_timer_start(&e->drain_timer, on_drain_timeout,
                  (uint64_t)(e->cfg.drain_timeout_s * 1000.0), 0);
   berth_engine_request_done(e);
@@ -142,16 +148,26 @@ static void httpd_closed(void *arg) {
   berth_log_kv(BERTH_LOG_INFO, "stopped", NULL);
 }
 
-void berth_engine_workers_stopped(berth_engine *e) {
-  if (e->closing)
-    return;
-  e->closing = true;
-  uv_timer_stop(&e->stop_timer);
+/* The gRPC listener is closed first, then the REST one. */
+static void grpc_closed(void *arg) {
+  berth_engine *e = arg;
+  e->grpc_httpd = NULL;
   if (e->httpd != NULL) {
     berth_httpd_close(e->httpd, httpd_closed, e);
   } else {
     httpd_closed(e);
   }
+}
+
+void berth_engine_workers_stopped(berth_engine *e) {
+  if (e->closing)
+    return;
+  e->closing = true;
+  uv_timer_stop(&e->stop_timer);
+  if (e->grpc_httpd != NULL)
+    berth_httpd_close(e->grpc_httpd, grpc_closed, e);
+  else
+    grpc_closed(e);
 }
 
 void berth_engine_free(berth_engine *e) {
@@ -161,6 +177,7 @@ void berth_engine_free(berth_engine *e) {
     free(e->models[i]);
   }
   free(e->models);
+  berth_repository_free(e);
   berth_config_clear(&e->cfg);
   memset(e, 0, sizeof *e);
 }

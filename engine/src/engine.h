@@ -89,6 +89,9 @@ typedef enum {
   BERTH_MODEL_LOADING = 0,    /* no worker has reported READY yet */
   BERTH_MODEL_READY,          /* at least one worker is ready */
   BERTH_MODEL_FAILED,         /* the model failed to load; see load_error */
+  BERTH_MODEL_UNLOADING,      /* being unloaded (repository.c): finishing its
+                                 queued requests, then its workers stop */
+  BERTH_MODEL_UNAVAILABLE,    /* unloaded: no workers; a load restarts it */
 } berth_model_state;
 
 /* A count and a total duration, as Triton's statistics report them. */
@@ -148,6 +151,7 @@ struct berth_engine {
                                      and workers point to it) */
   size_t n_models;
   berth_httpd *httpd;             /* owned */
+  berth_httpd *grpc_httpd;        /* owned: the gRPC listener (grpc.c) */
   bool draining;                  /* SIGTERM seen: refuse new work */
   bool stopping;                  /* drain over: workers being stopped */
   bool closing;                   /* workers gone: handles being closed */
@@ -160,6 +164,8 @@ struct berth_engine {
   uv_timer_t drain_timer;
   uv_timer_t stop_timer;
   int exit_code;
+  struct berth_repository *repo;  /* owned (repository.c); NULL until the
+                                     repository API is first used */
 };
 
 /* engine.c */
@@ -179,8 +185,10 @@ void berth_engine_free(berth_engine *e);
 int berth_model_init(berth_model *m, berth_engine *e,
                      const berth_model_config *cfg, berth_errmsg *err);
 void berth_model_free(berth_model *m);
-/* Looks a model up; version NULL means the newest version (numeric order
- * when all versions are numbers, else string order). NULL if absent. */
+/* Looks a model up; version NULL means the newest READY version (numeric
+ * order when both versions are numbers, else string order), else the newest
+ * one in service (loading, failed, unloading), else the newest unloaded one.
+ * NULL if absent. */
 berth_model *berth_model_find(berth_engine *e, const char *name,
                               size_t name_len, const char *version,
                               size_t version_len);
@@ -237,5 +245,55 @@ void berth_supervisor_free(berth_model *m);
 
 /* rest.c: the OIP REST handler given to the httpd. */
 void berth_rest_handle(berth_http_req *req, void *engine);
+
+/* repository.c: the model repository API, shared by the REST and gRPC
+ * frontends (docs/rest-api.md, "Model repository"). The engine knows the
+ * model versions of its config and those loaded since with a full model
+ * entry; a version is never forgotten, only unloaded (its berth_model stays,
+ * so jobs and workers may point to it; a version added at run time has a
+ * config owned by the repository). Every call runs on the loop thread.
+ * Admin tokens (a later issue) are checked by the frontends before calling
+ * these. */
+typedef void (*berth_repo_done_cb)(void *arg, int status, const char *msg);
+/* [{"name", "version", "state", "reason"}] of every model version; state is
+ * READY, LOADING, UNLOADING or UNAVAILABLE (failed to load, or unloaded:
+ * reason says which). ready_only: READY versions only. New reference; NULL
+ * when out of memory. */
+json_t *berth_repository_index(berth_engine *e, bool ready_only);
+/* Loads model name. config NULL: every known version of name that is not
+ * serving is (re)started from its current config; one that is READY stays
+ * as it is. config given (a JSON object, or a JSON/YAML string, in the
+ * schema of a models[] entry): validated (errors name
+ * "parameters.config.<key>"); it adds the version, or replaces the config of
+ * that version (unloading it first, without dropping its queued requests).
+ * done(arg, status, msg) is called exactly once, possibly before this
+ * returns: BERTH_OK when every version concerned is READY, else the first
+ * failure (BERTH_E_CONFIG, BERTH_E_NOT_FOUND, BERTH_E_MODEL with the load
+ * error, BERTH_E_SHUTDOWN). */
+void berth_repository_load(berth_engine *e, const char *name,
+                           json_t *config, berth_repo_done_cb done,
+                           void *arg);
+/* Unloads model name (only that version when version is not NULL): new
+ * requests are refused at once (503), queued and running ones finish
+ * (bounded by server.drain_timeout_s), then its workers get SHUTDOWN (TERM,
+ * then KILL after 5 s) and their slots are freed. done as for load, called
+ * when every version concerned is UNAVAILABLE. */
+void berth_repository_unload(berth_engine *e, const char *name,
+                             const char *version, berth_repo_done_cb done,
+                             void *arg);
+/* Frees what the repository owns (after the loop has stopped). */
+void berth_repository_free(berth_engine *e);
+/* supervisor.c, for the repository: stop one model's workers (SHUTDOWN to
+ * ready ones, TERM to the others; keep_ready: only those not ready, so the
+ * ready ones can finish the queue) without restarting them, KILL those
+ * still running, and whether none is left. */
+void berth_supervisor_stop_model(berth_model *m, bool keep_ready);
+void berth_supervisor_kill_model(berth_model *m);
+bool berth_supervisor_model_stopped(const berth_model *m);
+/* model.c: gives an unloaded model (no workers, nothing queued) a new
+ * config (borrowed; it must outlive the model or the next reconfigure):
+ * signature, platform and batch size start again from it. */
+int berth_model_reconfigure(berth_model *m, const berth_model_config *cfg,
+                            berth_errmsg *err);
 
 #endif

@@ -9,6 +9,12 @@
  * body, and nghttp2 does framing and flow control. Output is pulled from
  * nghttp2 (mem_send) into one buffer per write, at most one write in flight,
  * so a slow reader holds only what the windows allow.
+ *
+ * gRPC adds two things (berth_httpd_options.on_body): a streamed request,
+ * which reaches the handler at the end of its head and whose DATA is then
+ * handed over piece by piece, and a streamed answer (berth_http_stream_*):
+ * a head, body chunks queued as they are produced (the data provider
+ * defers while the queue is empty), and trailers after the last chunk.
  */
 #include "http2.h"
 
@@ -31,6 +37,13 @@
 #define H2_BODY_BUDGET_BODIES 4
 #define H2_BODY_BUDGET_MIN ((size_t)256 << 20)
 
+/* One queued piece of a streamed answer. */
+typedef struct h2_chunk {
+  struct h2_chunk *next;
+  char *data;           /* owned */
+  size_t len, off;
+} h2_chunk;
+
 typedef struct h2_stream {
   berth_h2_session *s;
   struct h2_stream *prev, *next;
@@ -47,6 +60,18 @@ typedef struct h2_stream {
   berth_http_req *req;  /* in the handler, not answered */
   char *resp_body;      /* owned; sent by h2_read_body */
   size_t resp_len, resp_off;
+  /* streamed request (opts->on_body) */
+  bool streaming;
+  bool body_ended;      /* on_body(end) delivered */
+  size_t held;          /* what the handler said it buffers */
+  /* streamed answer (berth_http_stream_*) */
+  bool resp_begun;
+  bool resp_ending;     /* end asked: trailers after the queue */
+  bool resp_deferred;   /* the data provider waits for more */
+  h2_chunk *q_head, *q_tail;
+  size_t q_bytes;       /* queued and not yet taken by nghttp2 */
+  nghttp2_nv *trailers; /* owned block (names and values inside) */
+  size_t n_trailers;
 } h2_stream;
 
 struct berth_h2_session {
@@ -75,10 +100,17 @@ static void stream_free(h2_stream *st) {
     s->streams = st->next;
   if (st->next != NULL)
     st->next->prev = st->prev;
-  s->buffered -= st->body.len;
+  s->buffered -= st->body.len + st->held;
   berth_buf_free(&st->fields);
   berth_buf_free(&st->body);
   free(st->resp_body);
+  while (st->q_head != NULL) {
+    h2_chunk *c = st->q_head;
+    st->q_head = c->next;
+    free(c->data);
+    free(c);
+  }
+  free(st->trailers);
   free(st);
 }
 
@@ -106,6 +138,51 @@ static ssize_t h2_read_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf
      * NGHTTP2_DATA_FLAG_NO_END_STREAM as well and call
      * nghttp2_submit_trailer(ng, stream_id, nva, n); the trailers' HEADERS
      * frame then ends the stream. */
+  }
+  return (ssize_t)n;
+}
+
+/* Data provider of a streamed answer: the queued chunks, then EOF and the
+ * trailers once the end is asked; deferred while the queue is empty. */
+static ssize_t h2_read_stream(nghttp2_session *ng, int32_t stream_id, uint8_t *buf,
+                              size_t length, uint32_t *data_flags,
+                              nghttp2_data_source *source, void *user_data) {
+  (void)user_data;
+  h2_stream *st = source->ptr;
+  size_t n = 0;
+  while (n < length && st->q_head != NULL) {
+    h2_chunk *c = st->q_head;
+    size_t take = c->len - c->off;
+    if (take > length - n)
+      take = length - n;
+    memcpy(buf + n, c->data + c->off, take);
+    c->off += take;
+    n += take;
+    st->q_bytes -= take;
+    if (c->off == c->len) {
+      st->q_head = c->next;
+      if (st->q_head == NULL)
+        st->q_tail = NULL;
+      free(c->data);
+      free(c);
+    }
+  }
+  if (st->q_head == NULL && st->resp_ending) {
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (st->n_trailers > 0) {
+      *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      int rv = nghttp2_submit_trailer(ng, stream_id, st->trailers, st->n_trailers);
+      free(st->trailers); /* nghttp2 copied them */
+      st->trailers = NULL;
+      st->n_trailers = 0;
+      if (rv != 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
+    }
+    return (ssize_t)n;
+  }
+  if (n == 0) {
+    st->resp_deferred = true;
+    return NGHTTP2_ERR_DEFERRED;
   }
   return (ssize_t)n;
 }
@@ -144,6 +221,57 @@ static bool is_skipped_field(const char *name) {
   return false;
 }
 
+/* Builds the header list of an answer into *nva (pointing into *mem and
+ * the caller's strings, valid until both are freed): :status, the
+ * handler's fields (lower-cased; invalid and connection-specific ones
+ * dropped), content-length when length is not NULL, date when with_date. */
+static int build_nva(berth_h2_session *s, int status, const berth_http_header_kv *headers,
+                     size_t n, const char *length, bool with_date, char status_text[8],
+                     nghttp2_nv **nva_out, char **mem_out, size_t *k_out) {
+  size_t names = 0;
+  for (size_t i = 0; i < n; i++)
+    if (headers[i].name != NULL)
+      names += strlen(headers[i].name) + 1;
+  nghttp2_nv *nva = malloc((n + 3) * sizeof *nva);
+  char *lower = malloc(names + 1);
+  if (nva == NULL || lower == NULL) {
+    free(nva);
+    free(lower);
+    return BERTH_E_NOMEM;
+  }
+  size_t k = 0;
+  if (status > 0) {
+    snprintf(status_text, 8, "%d", status);
+    nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7,
+                            strlen(status_text), NGHTTP2_NV_FLAG_NONE};
+  }
+  char *p = lower;
+  for (size_t i = 0; i < n; i++) {
+    const char *name = headers[i].name, *value = headers[i].value;
+    if (name == NULL || value == NULL || !is_lower_token(name) ||
+        !is_field_value(value) || is_skipped_field(name))
+      continue;
+    size_t nl = strlen(name);
+    for (size_t j = 0; j < nl; j++)
+      p[j] = (name[j] >= 'A' && name[j] <= 'Z') ? (char)(name[j] - 'A' + 'a') : name[j];
+    nva[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)(uintptr_t)value, nl, strlen(value),
+                            NGHTTP2_NV_FLAG_NONE};
+    p += nl + 1;
+  }
+  if (length != NULL)
+    nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)(uintptr_t)length, 14,
+                            strlen(length), NGHTTP2_NV_FLAG_NONE};
+  if (with_date) {
+    const char *date = berth_httpd_conn_date(s->conn);
+    nva[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)(uintptr_t)date, 4, strlen(date),
+                            NGHTTP2_NV_FLAG_NONE};
+  }
+  *nva_out = nva;
+  *mem_out = lower;
+  *k_out = k;
+  return BERTH_OK;
+}
+
 /* Submits a response on st; takes body. */
 static void h2_submit(h2_stream *st, int status, const berth_http_header_kv *headers,
                       size_t n, char *body, size_t body_len) {
@@ -162,48 +290,20 @@ static void h2_submit(h2_stream *st, int status, const berth_http_header_kv *hea
   st->resp_len = body_len;
   st->resp_off = 0;
 
-  /* names are lower-cased into one block; nghttp2 copies everything */
-  size_t names = 0;
-  for (size_t i = 0; i < n; i++)
-    if (headers[i].name != NULL)
-      names += strlen(headers[i].name) + 1;
-  nghttp2_nv *nva = malloc((n + 3) * sizeof *nva);
-  char *lower = malloc(names + 1);
-  if (nva == NULL || lower == NULL) {
-    free(nva);
-    free(lower);
+  char status_text[8], length_text[24];
+  snprintf(length_text, sizeof length_text, "%zu", content_length);
+  nghttp2_nv *nva;
+  char *mem;
+  size_t k;
+  if (build_nva(s, status, headers, n, status != 204 && status != 304 ? length_text : NULL,
+                true, status_text, &nva, &mem, &k) != BERTH_OK) {
     nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
     return;
   }
-  char status_text[8], length_text[24];
-  snprintf(status_text, sizeof status_text, "%d", status);
-  snprintf(length_text, sizeof length_text, "%zu", content_length);
-  size_t k = 0;
-  nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7,
-                          strlen(status_text), NGHTTP2_NV_FLAG_NONE};
-  char *p = lower;
-  for (size_t i = 0; i < n; i++) {
-    const char *name = headers[i].name, *value = headers[i].value;
-    if (name == NULL || value == NULL || !is_lower_token(name) ||
-        !is_field_value(value) || is_skipped_field(name))
-      continue;
-    size_t nl = strlen(name);
-    for (size_t j = 0; j < nl; j++)
-      p[j] = (name[j] >= 'A' && name[j] <= 'Z') ? (char)(name[j] - 'A' + 'a') : name[j];
-    nva[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)(uintptr_t)value, nl, strlen(value),
-                            NGHTTP2_NV_FLAG_NONE};
-    p += nl + 1;
-  }
-  if (status != 204 && status != 304)
-    nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)length_text, 14,
-                            strlen(length_text), NGHTTP2_NV_FLAG_NONE};
-  const char *date = berth_httpd_conn_date(s->conn);
-  nva[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)(uintptr_t)date, 4, strlen(date),
-                          NGHTTP2_NV_FLAG_NONE};
   nghttp2_data_provider prd = {.source.ptr = st, .read_callback = h2_read_body};
   int rv = nghttp2_submit_response(s->ng, st->id, nva, k, body_len > 0 ? &prd : NULL);
   free(nva);
-  free(lower);
+  free(mem);
   if (rv != 0)
     nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 }
@@ -220,12 +320,26 @@ static void h2_submit_error(h2_stream *st, int status, const char *msg) {
   h2_submit(st, status, json, 1, body, body != NULL ? (size_t)len : 0);
 }
 
+static void stream_resume(h2_stream *st) {
+  if (st->resp_deferred) {
+    st->resp_deferred = false;
+    nghttp2_session_resume_data(st->s->ng, st->id);
+  }
+}
+
 static void h2_respond(berth_http_req *r, int status, const berth_http_header_kv *headers,
                        size_t n, char *body, size_t body_len) {
   h2_stream *st = r->link;
   berth_h2_session *s = st->s;
   st->req = NULL;
-  h2_submit(st, status, headers, n, body, body_len);
+  if (st->resp_begun) { /* a streamed answer: end it, without trailers */
+    free(body);
+    st->answered = true;
+    st->resp_ending = true;
+    stream_resume(st);
+  } else {
+    h2_submit(st, status, headers, n, body, body_len);
+  }
   berth_httpd_req_release(r);
   h2_flush(s);
 }
@@ -298,6 +412,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM */
   st->s = s;
   st->id = frame->hd.stream_id;
+  st->streaming = s->opts->on_body != NULL;
   berth_buf_init(&st->fields, s->opts->max_head_bytes);
   berth_buf_init(&st->body, s->opts->max_body_bytes);
   st->next = s->streams;
@@ -343,7 +458,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
   }
   if (namelen == 7 && memcmp(name, ":method", 7) == 0)
     st->head_req = valuelen == 4 && memcmp(value, "HEAD", 4) == 0;
-  if (namelen == 14 && memcmp(name, "content-length", 14) == 0) {
+  if (namelen == 14 && memcmp(name, "content-length", 14) == 0 && !st->streaming) {
     uint64_t v = 0;
     for (size_t i = 0; i < valuelen && v <= s->opts->max_body_bytes && v < UINT64_MAX / 10; i++)
       if (value[i] >= '0' && value[i] <= '9')
@@ -364,6 +479,22 @@ static const char *status_message(int status) {
   }
 }
 
+/* Hands streamed body bytes to the handler and keeps the connection's
+ * upload budget: a stream whose handler holds more than the budget allows
+ * is reset. */
+static void deliver_body(h2_stream *st, const char *data, size_t len, bool end) {
+  berth_h2_session *s = st->s;
+  size_t held = s->opts->on_body(st->req, data, len, end, s->opts->handler_data);
+  if (st->req == NULL) /* answered meanwhile: nothing is held any more */
+    held = 0;
+  s->buffered = s->buffered - st->held + held;
+  st->held = held;
+  if (s->buffered > s->budget && !st->reset) {
+    st->reset = true;
+    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_ENHANCE_YOUR_CALM);
+  }
+}
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
                          void *user_data) {
   (void)ng;
@@ -371,6 +502,21 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
   if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
     return 0;
   h2_stream *st = get_stream(s, frame->hd.stream_id);
+  if (st != NULL && st->streaming) {
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
+        !st->dispatched && !st->answered) {
+      if (st->err_status != 0) {
+        h2_submit_error(st, st->err_status, status_message(st->err_status));
+        return 0;
+      }
+      h2_dispatch(st);
+    }
+    if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && st->req != NULL && !st->body_ended) {
+      st->body_ended = true;
+      deliver_body(st, NULL, 0, true);
+    }
+    return 0;
+  }
   if (st == NULL || st->answered || st->dispatched)
     return 0;
   if (st->err_status != 0) {
@@ -389,7 +535,12 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream
   h2_stream *st = get_stream(s, stream_id);
   if (st == NULL)
     return 0;
-  if (st->err_status != 0) {
+  if (st->streaming && st->req != NULL && !st->body_ended && st->err_status == 0 &&
+      !st->reset) {
+    deliver_body(st, (const char *)data, len, false);
+    return 0;
+  }
+  if (st->err_status != 0 || (st->streaming && st->dispatched)) {
     /* Answered early (413...): the rest is discarded, flow-control credit
      * still returned. A client that keeps uploading well past our complete
      * answer is asked to stop (RFC 9113 8.1: RST_STREAM NO_ERROR). Not at
@@ -589,4 +740,151 @@ void berth_h2_session_free(berth_h2_session *s) {
   while (s->streams != NULL)
     stream_free(s->streams);
   free(s);
+}
+
+/* ---- streamed answers (httpd.h) ---- */
+
+/* The request's live stream, or NULL (with *rc set) when it has none. */
+static h2_stream *stream_of(berth_http_req *r, int *rc) {
+  *rc = BERTH_OK;
+  if (r->version != 20) {
+    *rc = BERTH_E_UNSUPPORTED;
+    return NULL;
+  }
+  if (r->answered || r->gone || r->link == NULL) {
+    *rc = BERTH_E_IO;
+    return NULL;
+  }
+  h2_stream *st = r->link;
+  if (st->s->detached) {
+    *rc = BERTH_E_IO;
+    return NULL;
+  }
+  return st;
+}
+
+int berth_http_stream_begin(berth_http_req *r, int status,
+                            const berth_http_header_kv *headers, size_t n) {
+  int rc;
+  h2_stream *st = stream_of(r, &rc);
+  if (st == NULL)
+    return rc;
+  if (st->resp_begun)
+    return BERTH_E_INVALID;
+  berth_h2_session *s = st->s;
+  char status_text[8];
+  nghttp2_nv *nva;
+  char *mem;
+  size_t k;
+  if (status < 200 || status > 599)
+    status = 500;
+  if (build_nva(s, status, headers, n, NULL, true, status_text, &nva, &mem, &k) != BERTH_OK)
+    return BERTH_E_NOMEM;
+  nghttp2_data_provider prd = {.source.ptr = st, .read_callback = h2_read_stream};
+  int rv = nghttp2_submit_response(s->ng, st->id, nva, k, &prd);
+  free(nva);
+  free(mem);
+  if (rv != 0)
+    return BERTH_E_IO;
+  st->resp_begun = true;
+  h2_flush(s);
+  return BERTH_OK;
+}
+
+int berth_http_stream_send(berth_http_req *r, char *data, size_t len) {
+  int rc;
+  h2_stream *st = stream_of(r, &rc);
+  if (st != NULL && !st->resp_begun)
+    rc = BERTH_E_INVALID;
+  h2_chunk *c = rc == BERTH_OK && len > 0 ? malloc(sizeof *c) : NULL;
+  if (rc != BERTH_OK || len == 0 || c == NULL) {
+    free(data);
+    return rc != BERTH_OK ? rc : len == 0 ? BERTH_OK : BERTH_E_NOMEM;
+  }
+  *c = (h2_chunk){NULL, data, len, 0};
+  st->q_bytes += len;
+  if (st->q_tail != NULL)
+    st->q_tail->next = c;
+  else
+    st->q_head = c;
+  st->q_tail = c;
+  stream_resume(st);
+  h2_flush(st->s);
+  return BERTH_OK;
+}
+
+size_t berth_http_stream_queued(const berth_http_req *r) {
+  if (r->version != 20 || r->gone || r->link == NULL)
+    return 0;
+  const h2_stream *st = r->link;
+  return st->q_bytes;
+}
+
+/* Copies trailers into one owned block of nghttp2_nv and strings. */
+static int copy_trailers(h2_stream *st, const berth_http_header_kv *t, size_t n) {
+  char status_text[8];
+  nghttp2_nv *nva;
+  char *mem;
+  size_t k;
+  if (build_nva(st->s, 0, t, n, NULL, false, status_text, &nva, &mem, &k) != BERTH_OK)
+    return BERTH_E_NOMEM;
+  size_t strings = 0;
+  for (size_t i = 0; i < k; i++)
+    strings += nva[i].namelen + nva[i].valuelen;
+  nghttp2_nv *block = malloc(k * sizeof *block + strings + 1);
+  if (block == NULL) {
+    free(nva);
+    free(mem);
+    return BERTH_E_NOMEM;
+  }
+  uint8_t *p = (uint8_t *)(block + k);
+  for (size_t i = 0; i < k; i++) {
+    block[i] = nva[i];
+    memcpy(p, nva[i].name, nva[i].namelen);
+    block[i].name = p;
+    p += nva[i].namelen;
+    memcpy(p, nva[i].value, nva[i].valuelen);
+    block[i].value = p;
+    p += nva[i].valuelen;
+  }
+  free(nva);
+  free(mem);
+  free(st->trailers);
+  st->trailers = block;
+  st->n_trailers = k;
+  return BERTH_OK;
+}
+
+int berth_http_stream_end(berth_http_req *r, const berth_http_header_kv *trailers,
+                          size_t n) {
+  int rc;
+  h2_stream *st = stream_of(r, &rc);
+  if (st == NULL)
+    return rc;
+  berth_h2_session *s = st->s;
+  if (!st->resp_begun) { /* Trailers-Only: one HEADERS frame ends the stream */
+    char status_text[8];
+    nghttp2_nv *nva;
+    char *mem;
+    size_t k;
+    rc = build_nva(s, 200, trailers, n, NULL, false, status_text, &nva, &mem, &k);
+    if (rc == BERTH_OK) {
+      if (nghttp2_submit_response(s->ng, st->id, nva, k, NULL) != 0)
+        rc = BERTH_E_IO;
+      free(nva);
+      free(mem);
+    }
+  } else if (n > 0) {
+    rc = copy_trailers(st, trailers, n);
+  }
+  if (rc != BERTH_OK)
+    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+  st->answered = true;
+  st->resp_ending = true;
+  st->req = NULL;
+  r->answered = true;
+  stream_resume(st);
+  berth_httpd_req_release(r);
+  h2_flush(s);
+  return rc;
 }

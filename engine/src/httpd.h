@@ -36,6 +36,13 @@ typedef struct berth_http_header_kv {
 /* Called once per complete request (head and body), on the loop thread. */
 typedef void (*berth_http_handler)(berth_http_req *req, void *handler_data);
 
+/* Streamed request bodies (gRPC), see berth_httpd_options.on_body: data is
+ * valid during the call only; end is true once, after the last byte, when
+ * the client has finished sending. Returns how many body bytes the handler
+ * still buffers for this request (an incomplete message). */
+typedef size_t (*berth_http_body_cb)(berth_http_req *req, const char *data,
+                                     size_t len, bool end, void *handler_data);
+
 typedef struct berth_httpd_options {
   const char *host;          /* numeric IPv4 or IPv6 address */
   uint16_t port;             /* 0 = pick a free port (see berth_httpd_port) */
@@ -45,6 +52,14 @@ typedef struct berth_httpd_options {
   uint32_t idle_timeout_ms;  /* close idle keep-alive connections, 0 = never */
   berth_http_handler handler;
   void *handler_data;
+  /* Optional (gRPC). When set, an HTTP/2 request reaches the handler as
+   * soon as its head is complete, with an empty body, and its DATA then
+   * goes to on_body as it arrives; max_body_bytes does not apply (the
+   * handler bounds what it keeps). The bytes on_body says it buffers count
+   * against the connection's upload budget; a stream that would exceed it
+   * is reset. on_body is not called once the request is answered or gone.
+   * HTTP/1.1 requests still reach the handler whole. */
+  berth_http_body_cb on_body;
 } berth_httpd_options;
 
 /* Binds and listens. On failure returns a status with err naming the
@@ -93,6 +108,24 @@ void berth_http_respond(berth_http_req *r, int status,
 void berth_http_respond_take(berth_http_req *r, int status,
                              const berth_http_header_kv *headers, size_t n,
                              char *body, size_t body_len);
+
+/* Streamed answers (HTTP/2 only: BERTH_E_UNSUPPORTED otherwise; BERTH_E_IO
+ * when the request is gone or already answered).
+ * begin sends the response head and keeps the stream open; send queues
+ * body bytes (takes data, malloc'd, in every case; after begin only); end
+ * finishes the answer: the trailers (none is fine) follow every queued
+ * byte. end without begin sends the trailers as the head of a body-less 200
+ * response (gRPC's "Trailers-Only"). end is the answer: afterwards the
+ * request is answered, as after berth_http_respond, which after begin ends
+ * the stream without trailers. */
+int berth_http_stream_begin(berth_http_req *r, int status,
+                            const berth_http_header_kv *headers, size_t n);
+int berth_http_stream_send(berth_http_req *r, char *data, size_t len);
+int berth_http_stream_end(berth_http_req *r, const berth_http_header_kv *trailers,
+                          size_t n);
+/* Body bytes queued by berth_http_stream_send that the peer has not taken
+ * yet (flow control): what a slow reader makes the server hold. */
+size_t berth_http_stream_queued(const berth_http_req *r);
 
 void berth_http_req_ref(berth_http_req *r);
 void berth_http_req_unref(berth_http_req *r);

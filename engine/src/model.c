@@ -35,14 +35,12 @@ static int specs_copy(const berth_tensor_spec *src, size_t n,
   return BERTH_OK;
 }
 
-int berth_model_init(berth_model *m, berth_engine *e,
-                     const berth_model_config *cfg, berth_errmsg *err) {
-  memset(m, 0, sizeof *m);
-  m->engine = e;
+/* Takes the config's own parts: platform, declared signature, batch size.
+ * The model's previous ones must be freed already. */
+static int apply_config(berth_model *m, const berth_model_config *cfg,
+                        berth_errmsg *err) {
   m->cfg = cfg;
-  m->state = BERTH_MODEL_LOADING;
   m->max_batch_size = cfg->max_batch_size;
-  berth_sched_init(m);
   if (cfg->platform != NULL) {
     m->platform = strdup(cfg->platform);
     if (m->platform == NULL)
@@ -60,6 +58,29 @@ int berth_model_init(berth_model *m, berth_engine *e,
     m->n_outputs = cfg->n_outputs;
   }
   return BERTH_OK;
+}
+
+int berth_model_init(berth_model *m, berth_engine *e,
+                     const berth_model_config *cfg, berth_errmsg *err) {
+  memset(m, 0, sizeof *m);
+  m->engine = e;
+  m->cfg = cfg;
+  m->state = BERTH_MODEL_LOADING;
+  berth_sched_init(m);
+  return apply_config(m, cfg, err);
+}
+
+int berth_model_reconfigure(berth_model *m, const berth_model_config *cfg,
+                            berth_errmsg *err) {
+  free(m->platform);
+  specs_free(m->inputs, m->n_inputs);
+  specs_free(m->outputs, m->n_outputs);
+  m->platform = NULL;
+  m->inputs = m->outputs = NULL;
+  m->n_inputs = m->n_outputs = 0;
+  m->signature_known = false;
+  m->load_error[0] = '\0';
+  return apply_config(m, cfg, err);
 }
 
 void berth_model_free(berth_model *m) {
@@ -83,6 +104,20 @@ static bool str_eq(const char *s, const char *p, size_t n) {
   return strlen(s) == n && memcmp(s, p, n) == 0;
 }
 
+/* How much an unversioned request wants a version: ready ones first, then
+ * those in service but not ready (loading, failed, being unloaded), then
+ * unloaded ones. */
+static int find_rank(const berth_model *m) {
+  switch (m->state) {
+  case BERTH_MODEL_READY:
+    return m->n_ready > 0 ? 0 : 1;
+  case BERTH_MODEL_UNAVAILABLE:
+    return 2;
+  default:
+    return 1;
+  }
+}
+
 berth_model *berth_model_find(berth_engine *e, const char *name,
                               size_t name_len, const char *version,
                               size_t version_len) {
@@ -96,7 +131,9 @@ berth_model *berth_model_find(berth_engine *e, const char *name,
         return m;
       continue;
     }
-    if (best == NULL || version_cmp(m->cfg->version, best->cfg->version) > 0)
+    int r = find_rank(m), rb = best != NULL ? find_rank(best) : 3;
+    if (r < rb ||
+        (r == rb && version_cmp(m->cfg->version, best->cfg->version) > 0))
       best = m;
   }
   return best;

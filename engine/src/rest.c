@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "codec_binary.h"
 #include "codec_json.h"
@@ -183,9 +182,13 @@ static void handle_server_metadata(berth_engine *e, berth_http_req *req) {
 static bool server_ready(berth_engine *e) {
   if (e->draining)
     return false;
-  for (size_t i = 0; i < e->n_models; i++)
-    if (!berth_model_ready(&e->models[i]))
+  for (size_t i = 0; i < e->n_models; i++) {
+    const berth_model *m = e->models[i];
+    bool unloaded = m->state == BERTH_MODEL_UNLOADING ||
+                    m->state == BERTH_MODEL_UNAVAILABLE;
+    if (!unloaded && !berth_model_ready(m)) /* unloaded on purpose: ignored */
       return false;
+  }
   return true;
 }
 
@@ -193,8 +196,9 @@ static void handle_model_metadata(berth_engine *e, berth_http_req *req,
                                   berth_model *m) {
   json_t *versions = json_array();
   for (size_t i = 0; i < e->n_models; i++)
-    if (strcmp(e->models[i].cfg->name, m->cfg->name) == 0)
-      json_array_append_new(versions, json_string(e->models[i].cfg->version));
+    if (strcmp(e->models[i]->cfg->name, m->cfg->name) == 0)
+      json_array_append_new(versions,
+                            json_string(e->models[i]->cfg->version));
   berth_rest_respond_doc(
       e, req, 200,
       json_pack("{s:s, s:o, s:s, s:o, s:o}", "name", m->cfg->name, "versions",
@@ -206,6 +210,9 @@ static void handle_model_metadata(berth_engine *e, berth_http_req *req,
 void berth_rest_not_ready_message(const berth_model *m, char *out, size_t cap) {
   const char *why = m->engine->draining ? "the server is shutting down"
                     : m->state == BERTH_MODEL_FAILED ? m->load_error
+                    : m->state == BERTH_MODEL_UNLOADING
+                        ? "it is being unloaded"
+                    : m->state == BERTH_MODEL_UNAVAILABLE ? "it was unloaded"
                     : m->n_ready == 0 ? "its worker is still loading it"
                                       : "unavailable";
   snprintf(out, cap, "model '%s' version '%s' is not ready: %s", m->cfg->name,
@@ -243,6 +250,8 @@ void berth_rest_count(berth_model *m, berth_http_req *req, bool ok) {
   s->ns += now > got ? now - got : 0;
 }
 
+/* The scheduler holds no more reference to the job: release the request
+ * (whose body the binary inputs borrow) and the call. */
 static void call_finish(rest_call *c) {
   berth_engine *e = c->engine;
   berth_http_req_on_gone(c->req, NULL, NULL);
@@ -252,6 +261,8 @@ static void call_finish(rest_call *c) {
   e->inflight--;
   berth_engine_request_done(e);
 }
+
+static void call_release(berth_job *job) { call_finish((rest_call *)job); }
 
 /* Encodes a successful answer and sends it. */
 static void call_answer(rest_call *c, berth_infer_response *resp) {
@@ -273,11 +284,12 @@ static void call_answer(rest_call *c, berth_infer_response *resp) {
   else
     rc = berth_json_encode_infer_response(m->cfg->name, m->cfg->version,
                                           &c->job.req, resp, &out, &err);
-  berth_rest_count(m, c->req, rc == BERTH_OK);
   if (rc != BERTH_OK) {
     berth_buf_free(&out);
-    berth_rest_respond_error(e, c->req,
-                             rc == BERTH_E_INVALID ? rc : BERTH_E_MODEL,
+    /* the client's choices (an unknown output, text that JSON cannot
+     * carry) are 400; anything else is the model's answer's fault */
+    bool client = rc == BERTH_E_INVALID || rc == BERTH_E_UNSUPPORTED;
+    berth_rest_respond_error(e, c->req, client ? rc : BERTH_E_MODEL,
                              err.msg);
     return;
   }
@@ -294,16 +306,15 @@ static void call_answer(rest_call *c, berth_infer_response *resp) {
   berth_rest_respond_take(e, c->req, 200, h, 2, data, len);
 }
 
+/* The answer (the scheduler counts it in the model's statistics); the call
+ * lives on until call_release. */
 static void call_done(berth_job *job, int status, const char *errmsg,
                       berth_infer_response *resp) {
   rest_call *c = (rest_call *)job;
-  if (status != BERTH_OK) {
-    berth_rest_count(job->model, c->req, false);
+  if (status != BERTH_OK)
     berth_rest_respond_error(c->engine, c->req, status, errmsg);
-  } else {
+  else
     call_answer(c, resp);
-  }
-  call_finish(c);
 }
 
 static void call_gone(berth_http_req *req, void *arg) {
@@ -346,6 +357,8 @@ void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
   c->fmt = fmt;
   c->binary_default = binary_default;
   c->job.done = call_done;
+  c->job.release = call_release;
+  c->job.received_ns = berth_http_received_ns(req);
   c->job.user = c;
   berth_http_req_ref(req);
   e->inflight++;
@@ -391,7 +404,7 @@ static void handle_infer(berth_engine *e, berth_http_req *req,
                          berth_model *m) {
   if (!berth_rest_servable(e, req, m))
     return;
-  berth_infer_request r;
+  berth_infer_request r = {0};
   berth_errmsg err;
   bool binary_default = false;
   int rc = decode_body(e, req, &r, &err);
@@ -455,6 +468,16 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return;
   }
+  bool stats = action.p != NULL && berth_slice_is(action, "stats");
+  if (m->state == BERTH_MODEL_UNAVAILABLE && !stats) {
+    snprintf(msg, sizeof msg, "model '%s' version '%s' is not loaded (%.300s); "
+             "POST /v2/repository/models/%s/load loads it", m->cfg->name,
+             m->cfg->version,
+             m->load_error[0] ? m->load_error : "it was unloaded",
+             m->cfg->name);
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
+    return;
+  }
   bool post_action = action.p != NULL && berth_slice_is(action, "infer");
   if (post_action ? !is_post : !is_get)
     goto method;
@@ -466,7 +489,7 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
     handle_infer(e, req, m);
   else if (berth_slice_is(action, "config"))
     berth_rest_model_config(e, req, m);
-  else if (berth_slice_is(action, "stats"))
+  else if (stats)
     berth_rest_model_stats(e, req, m, ver == NULL);
   else
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");

@@ -552,10 +552,10 @@ static void split_outputs(berth_batch *b, berth_tensor *outs, size_t n,
     }
     berth_infer_response resp = {.outputs = mine, .n_outputs = n,
                                  .parameters = shared->parameters};
+    row += j->rows; /* before release: it frees the job */
     j->running = false;
     job_answer(j, BERTH_OK, "", &resp);
     job_release(j);
-    row += j->rows;
   }
   free(mine);
   free(elem_at);

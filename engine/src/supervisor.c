@@ -642,3 +642,38 @@ void berth_supervisor_free(berth_model *m) {
   m->workers = NULL;
   m->n_workers = 0;
 }
+
+/* ---- stopping one model (the repository's unload) ----------------------- */
+
+void berth_supervisor_stop_model(berth_model *m, bool keep_ready) {
+  for (size_t k = 0; k < m->n_workers; k++) {
+    berth_worker *w = m->workers[k];
+    bool ready = w->state == W_IDLE || w->state == W_BUSY;
+    if (keep_ready && ready)
+      continue;
+    uv_timer_stop(&w->timer); /* no restart, no load timeout */
+    if (w->proc == NULL) {
+      w->state = W_EMPTY;
+      continue;
+    }
+    if (w->state == W_STOPPING)
+      continue;
+    if (!ready ||
+        send_frame(w->proc, BERTH_WP_SHUTDOWN, 0, NULL, 0) != BERTH_OK)
+      proc_kill(w->proc, SIGTERM);
+    w->state = W_STOPPING; /* its exit is then not restarted */
+  }
+}
+
+void berth_supervisor_kill_model(berth_model *m) {
+  for (size_t k = 0; k < m->n_workers; k++)
+    if (m->workers[k]->proc != NULL)
+      proc_kill(m->workers[k]->proc, SIGKILL);
+}
+
+bool berth_supervisor_model_stopped(const berth_model *m) {
+  for (size_t k = 0; k < m->n_workers; k++)
+    if (m->workers[k]->proc != NULL)
+      return false;
+  return true;
+}

@@ -61,8 +61,8 @@ static void test_minimal_defaults(void **state) {
   assert_string_equal(m->version, "1");
   assert_string_equal(m->runtime, "sklearn");
   assert_null(m->platform);
-  assert_int_equal(m->instances, 1);
-  assert_int_equal(m->max_batch_size, 0);
+  assert_int_equal(m->instances, 0); /* absent: the engine picks */
+  assert_int_equal(m->max_batch_size, 0); /* absent: the worker suggests */
   assert_int_equal(m->max_queue_delay_us, 0);
   assert_int_equal(m->max_queue_size, 1024);
   assert_false(m->inputs_declared);
@@ -75,9 +75,9 @@ static void test_minimal_defaults(void **state) {
   assert_string_equal(
       entry, "{\"name\":\"iris\",\"version\":\"1\",\"runtime\":\"sklearn\","
              "\"platform\":null,\"path\":\"/models/iris.joblib\","
-             "\"class\":null,\"instances\":1,\"max_batch_size\":0,"
-             "\"max_queue_delay_us\":0,\"max_queue_size\":1024,"
-             "\"parameters\":{}}");
+             "\"class\":null,\"max_queue_delay_us\":0,"
+             "\"preferred_batch_sizes\":[],\"timeout_us\":0,"
+             "\"max_queue_size\":1024,\"parameters\":{}}");
   free(entry);
   berth_config_clear(&c);
   assert_true(all_zero(&c, sizeof c));

@@ -1,0 +1,85 @@
+/* Berth engine: the Open Inference Protocol's gRPC service,
+ * inference.GRPCInferenceService, on its own port (server.grpc_port).
+ *
+ * gRPC runs over the engine's HTTP/2 transport (httpd.h, with streamed
+ * request bodies and streamed answers with trailers). grpc.c owns the calls:
+ * framing, deadlines (grpc-timeout, handed to the job), status codes, the
+ * inference methods (ModelInfer, ModelStreamInfer); grpc_meta.c answers the
+ * other methods (health, metadata, configuration, statistics, repository).
+ * Messages are encoded and decoded by codec_grpc.c.
+ *
+ * Ownership: a call holds one reference to its HTTP request until it has
+ * ended and every job it submitted is done; a job is freed when the
+ * scheduler releases it. Every berth_status becomes a gRPC status in one
+ * place, berth_grpc_code.
+ */
+#ifndef BERTH_GRPC_H
+#define BERTH_GRPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "engine.h"
+
+/* gRPC status codes (the protocol's numbers). */
+typedef enum berth_grpc_code {
+  BERTH_GRPC_OK = 0,
+  BERTH_GRPC_CANCELLED = 1,
+  BERTH_GRPC_UNKNOWN = 2,
+  BERTH_GRPC_INVALID_ARGUMENT = 3,
+  BERTH_GRPC_DEADLINE_EXCEEDED = 4,
+  BERTH_GRPC_NOT_FOUND = 5,
+  BERTH_GRPC_RESOURCE_EXHAUSTED = 8,
+  BERTH_GRPC_FAILED_PRECONDITION = 9,
+  BERTH_GRPC_UNIMPLEMENTED = 12,
+  BERTH_GRPC_INTERNAL = 13,
+  BERTH_GRPC_UNAVAILABLE = 14,
+} berth_grpc_code;
+
+/* The gRPC status for a berth_status (rest.c has the HTTP one). */
+berth_grpc_code berth_grpc_code_for(int status);
+
+/* Starts the listener on cfg.host:cfg.grpc_port into e->grpc_httpd. */
+int berth_grpc_start(berth_engine *e, berth_errmsg *err);
+
+/* ---- grpc_meta.c: the unary methods other than ModelInfer ----
+ * Each decodes its request message (msg, len bytes) and appends its framed
+ * response message to out, or returns a berth_status with err saying why
+ * (BERTH_E_PARSE for a malformed message, BERTH_E_NOT_FOUND for an unknown
+ * model, BERTH_E_METHOD for what Berth does not do). */
+typedef int (*berth_grpc_unary_fn)(berth_engine *e, const uint8_t *msg, size_t len,
+                                   berth_buf *out, berth_errmsg *err);
+
+int berth_grpc_server_live(berth_engine *e, const uint8_t *msg, size_t len,
+                           berth_buf *out, berth_errmsg *err);
+int berth_grpc_server_ready(berth_engine *e, const uint8_t *msg, size_t len,
+                            berth_buf *out, berth_errmsg *err);
+int berth_grpc_model_ready(berth_engine *e, const uint8_t *msg, size_t len,
+                           berth_buf *out, berth_errmsg *err);
+int berth_grpc_server_metadata(berth_engine *e, const uint8_t *msg, size_t len,
+                               berth_buf *out, berth_errmsg *err);
+int berth_grpc_model_metadata(berth_engine *e, const uint8_t *msg, size_t len,
+                              berth_buf *out, berth_errmsg *err);
+int berth_grpc_model_config(berth_engine *e, const uint8_t *msg, size_t len,
+                            berth_buf *out, berth_errmsg *err);
+int berth_grpc_model_statistics(berth_engine *e, const uint8_t *msg, size_t len,
+                                berth_buf *out, berth_errmsg *err);
+int berth_grpc_repository_index(berth_engine *e, const uint8_t *msg, size_t len,
+                                berth_buf *out, berth_errmsg *err);
+/* RepositoryModelLoad (load) or RepositoryModelUnload: decodes the
+ * request and starts the work through repository.c, which calls done(arg,
+ * status, msg) exactly once, possibly before this returns. Returns an
+ * error (and done is not called) when the request is not valid. The
+ * "config" parameter (a model entry as JSON or YAML text) adds or replaces
+ * a version; "version" picks the version to unload; "file:" parameters are
+ * refused. */
+int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len, bool load,
+                                berth_repo_done_cb done, void *arg, berth_errmsg *err);
+
+/* Looks up a model by name and version (empty version: the newest);
+ * BERTH_E_NOT_FOUND with a message when there is none. */
+int berth_grpc_find_model(berth_engine *e, const char *name, const char *version,
+                          berth_model **out, berth_errmsg *err);
+
+#endif

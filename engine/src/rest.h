@@ -1,0 +1,89 @@
+/* Berth engine: what the REST modules share (internal to rest.c,
+ * rest_triton.c and kserve_v1.c): answering, path segments, and the routes
+ * each module serves.
+ *
+ * Every answer goes through these helpers, so a berth_status becomes an
+ * HTTP status in one place (berth_rest_http_status) and the access log sees
+ * every request.
+ */
+#ifndef BERTH_REST_H
+#define BERTH_REST_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "engine.h"
+
+typedef struct berth_slice {
+  const char *p;
+  size_t n;
+} berth_slice;
+
+bool berth_slice_is(berth_slice s, const char *lit);
+/* [A-Za-z0-9_.-]{1,256}: a model name or version in a path. */
+bool berth_slice_valid_name(berth_slice s);
+
+/* HTTP status for a berth_status. */
+int berth_rest_http_status(int status);
+/* Answers with body (taken: the buffer is emptied) as application/json. */
+void berth_rest_respond_json(berth_engine *e, berth_http_req *req,
+                             int http_status, berth_buf *body);
+/* Answers with headers and body taken over (malloc'd, freed by the
+ * transport). */
+void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
+                             int http_status, const berth_http_header_kv *h,
+                             size_t n, char *body, size_t len);
+/* Answers {"error": msg} with the HTTP status of a berth_status. */
+void berth_rest_respond_error(berth_engine *e, berth_http_req *req,
+                              int status, const char *msg);
+/* Answers doc (reference taken; NULL means out of memory) as JSON. */
+void berth_rest_respond_doc(berth_engine *e, berth_http_req *req,
+                            int http_status, json_t *doc);
+/* "model 'm' version 'v' is not ready: <why>" */
+void berth_rest_not_ready_message(const berth_model *m, char *out, size_t cap);
+
+/* Answers 503/404 and returns false unless m can take an inference request
+ * now (not draining, ready). */
+bool berth_rest_servable(berth_engine *e, berth_http_req *req, berth_model *m);
+
+/* How an inference answer is written. */
+typedef enum berth_rest_format {
+  BERTH_REST_OIP = 0,      /* OIP v2 JSON, binary outputs when asked */
+  BERTH_REST_KSERVE_V1,    /* {"predictions": [...]} */
+} berth_rest_format;
+
+/* Queues r (taken over; *r is zeroed) for m and answers req when the model
+ * has answered. r must already be checked against m's signature. For
+ * BERTH_REST_OIP, binary_default is the request's binary_data_output. */
+void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
+                       berth_infer_request *r, berth_rest_format fmt,
+                       bool binary_default);
+/* Records a finished inference request in m's statistics (received ->
+ * now). */
+void berth_rest_count(berth_model *m, berth_http_req *req, bool ok);
+
+/* rest_triton.c: Triton's model configuration and statistics extensions
+ * and the model repository extension. */
+void berth_rest_model_config(berth_engine *e, berth_http_req *req,
+                             berth_model *m);
+/* Statistics of m; all_versions: of every version of m's name; m NULL:
+ * of every model version. */
+void berth_rest_model_stats(berth_engine *e, berth_http_req *req,
+                            berth_model *m, bool all_versions);
+/* POST /v2/repository/...: seg[0]="v2", seg[1]="repository". */
+void berth_rest_repository(berth_engine *e, berth_http_req *req, bool is_post,
+                           const berth_slice *seg, int nseg);
+
+/* kserve_v1.c: GET /v1/models/{m} and POST /v1/models/{m}:predict;
+ * seg[0]="v1", seg[1]="models". */
+void berth_rest_kserve_v1(berth_engine *e, berth_http_req *req, bool is_get,
+                          bool is_post, const berth_slice *seg, int nseg);
+/* Appends {"predictions": ...}: the first output (the requested one when
+ * the request named one) as nested lists. */
+int berth_kserve_v1_encode(const berth_infer_request *r,
+                           const berth_infer_response *resp, berth_buf *out,
+                           berth_errmsg *err);
+
+#endif
