@@ -13,7 +13,9 @@ NINJA       := $(CURDIR)/$(VENV)/bin/ninja
 
 # Debian packages the engine and its tests need.
 DEB_PKGS := gcc pkg-config libuv1-dev libnghttp2-dev libjansson-dev \
-            libyaml-dev libcmocka-dev clang libclang-rt-14-dev curl
+            libyaml-dev libcmocka-dev libprotobuf-c-dev protobuf-c-compiler \
+            libssl-dev openssl clang libclang-rt-14-dev curl \
+            libb64-0d
 
 .PHONY: help deps venv build install serve test test-c test-asan fuzz \
         fuzz-replay test-py lint clean
@@ -37,10 +39,18 @@ $(VENV)/.deps-stamp: pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	@$(VPY) -m pip install -q --upgrade pip
 	@$(VPY) -m pip install -q 'meson-python>=0.15,<1' 'meson>=1.1' ninja
+	@# PyTorch first, pinned: the CPU build of 2.13.0 (an unpinned torch is a multi-GB CUDA build).
+	@$(VPY) -m pip install -q torch==2.13.0
+	@# The core dependencies, the test extra and every framework extra, with
+	@# the berth[...] references expanded (pip must not fetch berth itself).
 	@$(VPY) -c "import tomllib,subprocess,sys; d=tomllib.load(open('pyproject.toml','rb'))['project']; \
-	  ex=d['optional-dependencies']; reqs=list(d['dependencies'])+[r for r in ex['test'] if not r.startswith('berth[')]; \
-	  reqs+=[r for k in ('sklearn','xgboost','lightgbm','onnx') for r in ex[k]]; \
-	  subprocess.check_call([sys.executable,'-m','pip','install','-q',*reqs])"
+	  ex=d['optional-dependencies']; own=lambda k: [r for r in ex[k] if not r.startswith('berth[')]; \
+	  reqs=list(d['dependencies'])+own('test'); \
+	  reqs+=[r for k in ('sklearn','xgboost','lightgbm','onnx','torch','tensorflow','transformers','mlflow') for r in own(k)]; \
+	  subprocess.check_call([sys.executable,'-m','pip','install','-q','torch==2.13.0',*reqs])"
+	@# perf_analyzer: only its binary, out of the last tritonclient wheel built for glibc < 2.38
+	@$(VPY) tests/e2e/perf_analyzer_bin.py install >/dev/null || \
+	  echo ">> warning: perf_analyzer could not be installed; its test will be skipped"
 	@touch $@
 
 venv: $(VENV)/.deps-stamp ## create .venv with every Python dependency

@@ -75,7 +75,9 @@ struct berth_repository {
 static void call_settle(repo_call *c, int status, const char *msg) {
   if (status != BERTH_OK && c->status == BERTH_OK) {
     c->status = status;
-    snprintf(c->msg, sizeof c->msg, "%s", msg);
+    size_t n = strnlen(msg, sizeof c->msg - 1); /* keep the head of it */
+    memcpy(c->msg, msg, n);
+    c->msg[n] = '\0';
   }
   if (--c->pending > 0)
     return;
@@ -365,7 +367,9 @@ static repo_call *new_call(berth_engine *e, berth_repo_done_cb done,
 static void call_fail(repo_call *c, int status, const char *msg) {
   if (c->status == BERTH_OK) {
     c->status = status;
-    snprintf(c->msg, sizeof c->msg, "%s", msg);
+    size_t n = strnlen(msg, sizeof c->msg - 1); /* keep the head of it */
+    memcpy(c->msg, msg, n);
+    c->msg[n] = '\0';
   }
 }
 

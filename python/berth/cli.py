@@ -59,6 +59,7 @@ _MODEL_YAML = "berth.yaml"
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+DEFAULT_GRPC_PORT = 8081
 DEFAULT_MAX_BODY_BYTES = 64 << 20
 DEFAULT_DRAIN_TIMEOUT_S = 30
 DEFAULT_LOG_LEVEL = "info"
@@ -155,6 +156,13 @@ _OPTIONS: tuple[_Option, ...] = (
         "BERTH_PORT",
         _int_in(0, 65535),
         f"REST port; 0 picks a free one (default {DEFAULT_PORT})",
+        "PORT",
+    ),
+    _Option(
+        "--grpc-port",
+        "BERTH_GRPC_PORT",
+        _int_in(0, 65535),
+        f"gRPC port (OIP GRPCInferenceService); 0 picks a free one (default {DEFAULT_GRPC_PORT})",
         "PORT",
     ),
     _Option(
@@ -556,6 +564,7 @@ def build_document(
     overrides = {
         ("server", "host"): options.get("host"),
         ("server", "http_port"): options.get("port"),
+        ("server", "grpc_port"): options.get("grpc_port"),
         ("server", "max_body_bytes"): options.get("max_body_bytes"),
         ("server", "drain_timeout_s"): options.get("drain_timeout"),
         ("log", "level"): options.get("log_level"),
@@ -630,6 +639,8 @@ def _summary(doc: Mapping[str, Any]) -> str:
         if port
         else f"http://{shown_host} (the engine picks a free port)"
     )
+    grpc_port = server.get("grpc_port", DEFAULT_GRPC_PORT)
+    where += f", gRPC on port {grpc_port}" if grpc_port else ", gRPC on a free port"
     if len(models) == 1:
         what = f"{models[0]['name']} ({models[0]['runtime']})"
     else:

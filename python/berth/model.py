@@ -128,8 +128,17 @@ class Model:
 
     Declare ``inputs``/``outputs`` (lists of :class:`TensorSpec`) to have the
     engine check requests and report the signature; without them any input
-    is accepted. If ``predict`` takes a second argument named
-    ``parameters``, it receives the request's parameters dict.
+    is accepted. ``load()`` may also set them on the instance (from the
+    artefacts it loaded). If ``preprocess``, ``predict`` or ``postprocess``
+    takes an argument named ``parameters``, it receives the request's
+    parameters dict.
+
+    Pre- and post-processing: the declared ``inputs``/``outputs`` are what
+    clients send and receive; ``preprocess`` turns them into what
+    ``predict`` runs on (``BYTES`` holding images, JSON or text become
+    arrays: see :mod:`berth.decode`) and ``postprocess`` turns the raw
+    results into the declared outputs (labels, scores). Both run in the
+    worker, on the whole batch.
     """
 
     inputs: ClassVar[Sequence[TensorSpec] | None] = None
@@ -146,7 +155,9 @@ class Model:
         """Loads weights and other state; called once before any batch."""
 
     def preprocess(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs before :meth:`predict` on each batch (default: identity)."""
+        """Runs before :meth:`predict` on each batch (default: identity):
+        request inputs in, :meth:`predict`'s inputs out. Raise
+        :class:`berth.InvalidInput` for content it cannot decode."""
         return inputs
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -154,5 +165,6 @@ class Model:
         raise NotImplementedError(f"{type(self).__name__} must define predict(self, inputs)")
 
     def postprocess(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs after :meth:`predict` on each batch (default: identity)."""
+        """Runs after :meth:`predict` on each batch (default: identity):
+        :meth:`predict`'s results in, the declared outputs out."""
         return outputs

@@ -70,6 +70,7 @@ def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env.setdefault("OMP_NUM_THREADS", "1")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.pop("BERTH_PORT", None)
+    env.pop("BERTH_GRPC_PORT", None)
     env.pop("BERTH_HOST", None)
     if extra:
         env.update(extra)
@@ -280,6 +281,7 @@ class BerthServer:
     ready_timeout: float = READY_TIMEOUT_S
     label: str = "berth"
     port: int = 0
+    grpc_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
     started_at: float = 0.0
@@ -293,6 +295,14 @@ class BerthServer:
         last_error = ""
         for attempt in range(3):
             self.port = free_port()
+            # Every server gets its own gRPC port too (the default, 8081,
+            # would clash between servers running at once).
+            grpc_args: list[str] = []
+            if not any(str(a).startswith("--grpc-port") for a in self.extra_args):
+                self.grpc_port = free_port()
+                while self.grpc_port == self.port:
+                    self.grpc_port = free_port()
+                grpc_args = ["--grpc-port", str(self.grpc_port)]
             self.log_path = self.workdir / f"{self.label}-{self.port}.log"
             cmd = [
                 berth_executable(),
@@ -302,6 +312,7 @@ class BerthServer:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                *grpc_args,
                 *self.extra_args,
             ]
             self.cmd = cmd
@@ -435,6 +446,11 @@ class BerthServer:
     @property
     def triton_url(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def grpc_url(self) -> str:
+        """host:port of the gRPC service (tritonclient.grpc's url form)."""
+        return f"127.0.0.1:{self.grpc_port}"
 
     def log_text(self) -> str:
         try:

@@ -7,20 +7,21 @@ calls :meth:`Runtime.load` with the model entry of the ``LOAD`` frame, reports
 
 Signature conventions (what the engine and clients see):
 
-========  ==================  ==========================================
-runtime   inputs              outputs
-========  ==================  ==========================================
-sklearn   input FP64 [-1,n]   predict; predict_proba FP64 [-1,k] if any
-xgboost   input FP32 [-1,n]   predict; predict_proba FP32 (classifiers)
-lightgbm  input FP64 [-1,n]   predict FP64 [-1] or [-1,k]
-onnx      the graph's         the graph's tensor outputs
-pytorch   declared, or the    declared, or found by running an example
-          program's/example   (``output__0``...; dict keys)
-tensorflow  the serving signature / the Keras model's inputs and outputs
-transformers  text BYTES [-1]  by task (docs/frameworks.md)
-mlflow    the MLmodel signature (one input per column for column schemas)
-python    class attributes    class attributes (or none: unchecked)
-========  ==================  ==========================================
+============  ===================  =======================================
+runtime       inputs               outputs
+============  ===================  =======================================
+sklearn       input FP64 [-1,n]    predict; predict_proba FP64 [-1,k]
+xgboost       input FP32 [-1,n]    predict; predict_proba FP32 (classif.)
+lightgbm      input FP64 [-1,n]    predict FP64 [-1] or [-1,k]
+onnx          the graph's          the graph's tensor outputs
+pytorch       declared, example    declared, or found by one run
+              or the .pt2's        (output__0...; dict keys)
+tensorflow    serving signature    serving signature / Keras outputs
+              / Keras inputs
+transformers  text BYTES [-1]      by task
+mlflow        MLflow signature     MLflow signature (predictions)
+python        class attributes     class attributes (or none: unchecked)
+============  ===================  =======================================
 
 docs/frameworks.md describes the deep-learning runtimes in full.
 

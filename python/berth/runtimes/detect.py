@@ -2,6 +2,12 @@
 
 Used by the ``berth`` command to build the engine document and by runtimes
 whose ``path`` is a folder.
+
+Most models are one file, recognised by its extension. Some frameworks save
+a folder (a *bundle*): a TensorFlow SavedModel (``saved_model.pb``), an MLflow
+model (``MLmodel``) and a Hugging Face model (``config.json`` with weights, or
+a sentence-transformers ``modules.json``). A bundle's files are its parts, not
+models of their own; only a custom ``model.py`` next to them wins over it.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ from pathlib import Path
 from ..errors import ConfigError, ModelLoadError
 
 __all__ = [
+    "BUNDLE_FILES",
     "EXTENSIONS",
+    "FOLDER_RUNTIMES",
+    "bundle_runtime",
     "RUNTIMES",
     "choose_model_file",
     "find_model_files",
@@ -21,7 +30,17 @@ __all__ = [
 ]
 
 #: Runtime names the engine document accepts.
-RUNTIMES: tuple[str, ...] = ("sklearn", "xgboost", "lightgbm", "onnx", "python")
+RUNTIMES: tuple[str, ...] = (
+    "sklearn",
+    "xgboost",
+    "lightgbm",
+    "onnx",
+    "pytorch",
+    "tensorflow",
+    "transformers",
+    "mlflow",
+    "python",
+)
 
 #: File extension -> runtime. ``.json`` must hold an XGBoost model (a
 #: ``learner`` key) and ``.txt`` a LightGBM model to count.
@@ -32,8 +51,33 @@ EXTENSIONS: dict[str, str] = {
     ".json": "xgboost",
     ".ubj": "xgboost",
     ".txt": "lightgbm",
+    ".pt": "pytorch",
+    ".pt2": "pytorch",
+    ".keras": "tensorflow",
     ".py": "python",
 }
+
+#: Files that name a bundle: the runtime serves their folder.
+BUNDLE_FILES: dict[str, str] = {
+    "saved_model.pb": "tensorflow",
+    "saved_model.pbtxt": "tensorflow",
+    "MLmodel": "mlflow",
+}
+
+#: Runtimes whose model may be a folder.
+FOLDER_RUNTIMES = frozenset({"tensorflow", "transformers", "mlflow"})
+
+#: Sub-folders of a model folder that hold a SavedModel (Triton's layout:
+#: ``<model>/<version>/model.savedmodel/``).
+SAVEDMODEL_SUFFIX = ".savedmodel"
+
+#: Weight files of a Hugging Face model folder.
+HF_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 #: In a folder, the custom-model file; it wins over other model files there
 #: (a custom model usually loads its own artefacts).
@@ -46,6 +90,57 @@ _FULL_JSON_LIMIT = 64 << 20
 def supported_extensions() -> str:
     """Human list of the extensions Berth recognises."""
     return ", ".join(f"{ext} ({rt})" for ext, rt in EXTENSIONS.items())
+
+
+_BUNDLES_TEXT = (
+    "folders: a TensorFlow SavedModel (saved_model.pb), an MLflow model (MLmodel), "
+    "a Hugging Face model (config.json and model.safetensors)"
+)
+
+
+def is_sentence_transformers(folder: Path) -> bool:
+    """True when a folder was saved by sentence-transformers: it has
+    ``config_sentence_transformers.json``, or a ``modules.json`` naming
+    sentence-transformers modules."""
+    if (folder / "config_sentence_transformers.json").is_file():
+        return True
+    try:
+        return b"sentence_transformers." in _head(folder / "modules.json")
+    except OSError:
+        return False
+
+
+def _is_hf_config(path: Path) -> bool:
+    try:
+        if path.stat().st_size > _FULL_JSON_LIMIT:
+            return False
+        with path.open("rb") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and ("model_type" in doc or "architectures" in doc)
+
+
+def bundle_runtime(folder: Path) -> str | None:
+    """The runtime of a folder that is itself a model (a bundle), or ``None``."""
+    for name, runtime in BUNDLE_FILES.items():
+        if (folder / name).is_file():
+            return runtime
+    if is_sentence_transformers(folder):
+        return "transformers"
+    if (folder / "config.json").is_file():
+        has_weights = any((folder / w).is_file() for w in HF_WEIGHTS)
+        if has_weights and _is_hf_config(folder / "config.json"):
+            return "transformers"
+    return None
+
+
+def bundle_folder(path: Path) -> Path:
+    """The folder of a bundle named by one of its marker files
+    (``.../saved_model.pb`` -> ``...``); other paths unchanged."""
+    if path.is_file() and path.name in BUNDLE_FILES:
+        return path.parent
+    return path
 
 
 def _head(path: Path) -> bytes:
@@ -85,7 +180,7 @@ def runtime_for_file(path: Path, *, strict: bool = True) -> str | None:
     otherwise it gives ``None``.
     """
     ext = path.suffix.lower()
-    runtime = EXTENSIONS.get(ext)
+    runtime = EXTENSIONS.get(ext) or BUNDLE_FILES.get(path.name)
     reason = ""
     if runtime is None:
         reason = f"unknown model file extension {ext or '(none)'!r}"
@@ -95,7 +190,7 @@ def runtime_for_file(path: Path, *, strict: bool = True) -> str | None:
         runtime, reason = None, "a .txt file that is not a LightGBM model"
     if runtime is None and strict:
         raise ConfigError(
-            f"{path}: {reason}. Berth detects {supported_extensions()}; "
+            f"{path}: {reason}. Berth detects {supported_extensions()} and {_BUNDLES_TEXT}; "
             f"force one with --runtime {{{','.join(RUNTIMES)}}} "
             "(or runtime: in berth.yaml)"
         )
@@ -103,11 +198,25 @@ def runtime_for_file(path: Path, *, strict: bool = True) -> str | None:
 
 
 def find_model_files(folder: Path) -> list[tuple[Path, str]]:
-    """Model files directly inside a folder, with their runtimes, sorted by
-    name. Among ``.py`` files only ``model.py`` counts."""
+    """Models directly inside a folder, with their runtimes, sorted by name:
+    model files (among ``.py`` files only ``model.py``) and ``*.savedmodel``
+    sub-folders; or, when the folder is itself a bundle, the folder (and a
+    ``model.py`` beside its files)."""
     found: list[tuple[Path, str]] = []
+    bundle = bundle_runtime(folder)
+    if bundle is not None:
+        python = folder / PYTHON_MODEL_FILE
+        if python.is_file():
+            found.append((python, "python"))
+        return [*found, (folder, bundle)]
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            if path.name.endswith(SAVEDMODEL_SUFFIX) and bundle_runtime(path) == "tensorflow":
+                found.append((path, "tensorflow"))
+            continue
+        if not path.is_file():
             continue
         if path.suffix.lower() == ".py" and path.name != PYTHON_MODEL_FILE:
             continue
@@ -127,6 +236,8 @@ def choose_model_file(folder: Path, runtime: str | None = None) -> tuple[Path, s
     found = find_model_files(folder)
     if runtime is not None:
         matching = [(p, r) for p, r in found if r == runtime]
+        if not matching and runtime in FOLDER_RUNTIMES and not any(p.is_file() for p, _ in found):
+            return folder, runtime  # the runtime reads the folder and says what is missing
         if not matching:
             others = [
                 p
@@ -136,7 +247,8 @@ def choose_model_file(folder: Path, runtime: str | None = None) -> tuple[Path, s
             if len(others) == 1:
                 return others[0], runtime
             raise ConfigError(
-                f"{folder}: no {runtime} model file found (Berth detects {supported_extensions()})"
+                f"{folder}: no {runtime} model file found (Berth detects "
+                f"{supported_extensions()} and {_BUNDLES_TEXT})"
             )
         found = matching
     python = [(p, r) for p, r in found if r == "python"]
@@ -147,7 +259,7 @@ def choose_model_file(folder: Path, runtime: str | None = None) -> tuple[Path, s
     if not found:
         raise ConfigError(
             f"{folder}: no model file found; put one of {supported_extensions()} "
-            "in it (custom Python models: model.py)"
+            f"in it (custom Python models: model.py), or make it one of the {_BUNDLES_TEXT}"
         )
     names = ", ".join(p.name for p, _ in found)
     raise ConfigError(
@@ -157,11 +269,12 @@ def choose_model_file(folder: Path, runtime: str | None = None) -> tuple[Path, s
 
 
 def resolve_model_path(path: str | Path, runtime: str) -> Path:
-    """The model file a model entry's ``path`` names: the path itself, or the
-    model file of that runtime in a folder."""
+    """The model a model entry's ``path`` names: the path itself, the model
+    file (or bundle folder) of that runtime in a folder, or the folder of a
+    bundle's marker file (``saved_model.pb``, ``MLmodel``)."""
     p = Path(path)
     if p.is_dir():
         return choose_model_file(p, runtime)[0]
     if not p.exists():
         raise ModelLoadError(f"model path {p} does not exist")
-    return p
+    return bundle_folder(p)

@@ -97,14 +97,22 @@ def find_model_class(module: ModuleType, class_name: str | None, path: Path) -> 
     )
 
 
-def _specs(cls: type[Model], attr: str) -> list[TensorSpec]:
-    value = getattr(cls, attr, None)
+def _specs(obj: type[Model] | Model, attr: str) -> list[TensorSpec]:
+    value = getattr(obj, attr, None)
     if value is None:
         return []
+    name = obj.__name__ if isinstance(obj, type) else type(obj).__name__
     try:
         return [TensorSpec.coerce(s) for s in value]
     except TypeError:
-        raise ConfigError(f"{cls.__name__}.{attr}: expected a list of berth.TensorSpec") from None
+        raise ConfigError(f"{name}.{attr}: expected a list of berth.TensorSpec") from None
+
+
+def _takes_parameters(method: Any) -> bool:
+    try:
+        return "parameters" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class PythonRuntime(Runtime):
@@ -131,23 +139,28 @@ class PythonRuntime(Runtime):
             max_batch_size=int(entry.get("max_batch_size", 0)),
         )
         model.load()
+        # load() may set the signature on the instance (found from the
+        # artefacts it loaded); class attributes are the default.
+        self.inputs, self.outputs = _specs(model, "inputs"), _specs(model, "outputs")
         self.model = model
-        try:
-            params = inspect.signature(model.predict).parameters
-        except (TypeError, ValueError):
-            params = {}  # type: ignore[assignment]
-        self.pass_parameters = "parameters" in params
+        self.pass_parameters = (
+            _takes_parameters(model.preprocess),
+            _takes_parameters(model.predict),
+            _takes_parameters(model.postprocess),
+        )
 
     def predict(
         self, inputs: dict[str, np.ndarray], parameters: Mapping[str, Any] | None = None
     ) -> dict[str, np.ndarray]:
         model = self.model
-        inputs = model.preprocess(inputs)
-        if self.pass_parameters:
-            outputs = model.predict(inputs, parameters=dict(parameters or {}))  # type: ignore[call-arg]
-        else:
-            outputs = model.predict(inputs)
-        return model.postprocess(outputs)
+        pre, run, post = self.pass_parameters
+        params = dict(parameters or {})
+        call: Any = model.preprocess
+        inputs = call(inputs, parameters=params) if pre else call(inputs)
+        call = model.predict
+        outputs = call(inputs, parameters=params) if run else call(inputs)
+        call = model.postprocess
+        return call(outputs, parameters=params) if post else call(outputs)  # type: ignore[no-any-return]
 
     def suggested_max_batch_size(self) -> int:
         """Custom models batch only when their class says so
