@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -760,10 +761,35 @@ static int range_error(fill_ctx *f, json_t *v) {
                     berth_dtype_name(f->dt));
 }
 
+/* An integer literal too large for jansson, which decode_request turned
+ * into a string "\0<digits>" (see quote_big_ints); NULL otherwise. */
+static const char *big_literal(json_t *v) {
+  if (!json_is_string(v) || json_string_length(v) < 2)
+    return NULL;
+  const char *s = json_string_value(v);
+  return s[0] == '\0' ? s + 1 : NULL;
+}
+
+static int big_range_error(fill_ctx *f, const char *digits) {
+  return berth_errf(f->err, BERTH_E_INVALID,
+                    "input '" QN "': element %llu (%.40s) is out of range for "
+                    "%s", f->name, (unsigned long long)f->count, digits,
+                    berth_dtype_name(f->dt));
+}
+
 static int put_int(fill_ctx *f, json_t *v, uint8_t *dst) {
   int_range r = range_of(f->dt);
   uint64_t bits;
-  if (json_is_integer(v)) {
+  const char *big = big_literal(v);
+  if (big != NULL) {
+    /* Only UINT64 holds integers beyond int64's range. */
+    char *end = (char *)big;
+    errno = 0;
+    unsigned long long u = big[0] == '-' ? 0 : strtoull(big, &end, 10);
+    if (big[0] == '-' || errno == ERANGE || *end != '\0' || u > r.hi)
+      return big_range_error(f, big);
+    bits = (uint64_t)u;
+  } else if (json_is_integer(v)) {
     json_int_t x = json_integer_value(v);
     if (x < r.lo || (x > 0 && (uint64_t)x > r.hi))
       return range_error(f, v);
@@ -788,7 +814,10 @@ static int put_int(fill_ctx *f, json_t *v, uint8_t *dst) {
 
 static int put_float(fill_ctx *f, json_t *v, uint8_t *dst) {
   double x;
-  if (json_is_real(v))
+  const char *big = big_literal(v);
+  if (big != NULL)
+    x = strtod(big, NULL);
+  else if (json_is_real(v))
     x = json_real_value(v);
   else if (json_is_integer(v))
     x = (double)json_integer_value(v);
@@ -1168,6 +1197,68 @@ static int check_depth(const char *s, size_t n, size_t max,
   return BERTH_OK;
 }
 
+/* jansson stores integers as long long and refuses larger literals, but
+ * UINT64 data needs them. When it refused one, the body is copied with every
+ * integer literal outside strings that does not fit int64 written as a
+ * string "\u0000<digits>", which put_int and put_float read back exactly. */
+static bool fits_int64(const char *p, size_t n) {
+  bool neg = p[0] == '-';
+  const char *d = p + neg;
+  size_t nd = n - neg;
+  while (nd > 1 && *d == '0') {
+    d++;
+    nd--;
+  }
+  const char *lim = neg ? "9223372036854775808" : "9223372036854775807";
+  if (nd != 19)
+    return nd < 19;
+  return memcmp(d, lim, 19) <= 0;
+}
+
+static int quote_big_ints(const char *body, size_t len, berth_buf *out) {
+  size_t i = 0;
+  while (i < len) {
+    char ch = body[i];
+    if (ch == '"') {
+      size_t j = i + 1;
+      while (j < len && body[j] != '"')
+        j += body[j] == '\\' ? 2 : 1;
+      j = j < len ? j + 1 : len;
+      if (berth_buf_append(out, body + i, j - i) != BERTH_OK)
+        return BERTH_E_NOMEM;
+      i = j;
+      continue;
+    }
+    if (ch == '-' || (ch >= '0' && ch <= '9')) {
+      size_t j = i + (ch == '-');
+      bool integral = true;
+      while (j < len && ((body[j] >= '0' && body[j] <= '9') || body[j] == '.' ||
+                         body[j] == 'e' || body[j] == 'E' ||
+                         ((body[j] == '+' || body[j] == '-') &&
+                          (body[j - 1] == 'e' || body[j - 1] == 'E')))) {
+        if (body[j] == '.' || body[j] == 'e' || body[j] == 'E')
+          integral = false;
+        j++;
+      }
+      bool quote = integral && j - i > (size_t)(ch == '-') &&
+                   !fits_int64(body + i, j - i);
+      int rc = quote ? berth_buf_append(out, "\"\\u0000", 7) : BERTH_OK;
+      if (rc == BERTH_OK)
+        rc = berth_buf_append(out, body + i, j - i);
+      if (rc == BERTH_OK && quote)
+        rc = berth_buf_append(out, "\"", 1);
+      if (rc != BERTH_OK)
+        return BERTH_E_NOMEM;
+      i = j;
+      continue;
+    }
+    if (berth_buf_append(out, body + i, 1) != BERTH_OK)
+      return BERTH_E_NOMEM;
+    i++;
+  }
+  return BERTH_OK;
+}
+
 int berth_json_decode_infer_request(const char *body, size_t len,
                                     const berth_json_limits *limits,
                                     berth_infer_request *out,
@@ -1191,6 +1282,15 @@ int berth_json_decode_infer_request(const char *body, size_t len,
   json_error_t jerr;
   json_t *root =
       json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+  if (root == NULL && (strstr(jerr.text, "too big integer") != NULL ||
+                       strstr(jerr.text, "too big negative integer") != NULL)) {
+    berth_buf quoted;
+    berth_buf_init(&quoted, len + len / 2 + 64);
+    if (quote_big_ints(body, len, &quoted) == BERTH_OK)
+      root = json_loadb(quoted.data, quoted.len,
+                        JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    berth_buf_free(&quoted);
+  }
   if (root == NULL)
     return berth_errf(err, BERTH_E_PARSE, "request is not valid JSON: %s "
                       "(line %d, column %d, byte %d)", jerr.text, jerr.line,

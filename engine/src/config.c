@@ -116,6 +116,20 @@ static const berth_config_field berth_config_server_fields[] = {
     {.key = "drain_timeout_s", .kind = BERTH_CF_DOUBLE, .def = "30",
      .slot = BERTH_CF_OFF(BERTH_CF_C, drain_timeout_s), .dmin = 0,
      .dmax = 3600},
+    {.key = "tls_cert", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, tls_cert)},
+    {.key = "tls_key", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, tls_key)},
+    {.key = "auth_tokens_file", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, auth_tokens_file)},
+    {.key = "auth_tokens_env", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, auth_tokens_env)},
+    {.key = "admin_tokens_file", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, admin_tokens_file)},
+    {.key = "admin_tokens_env", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, admin_tokens_env)},
+    {.key = "health_open", .kind = BERTH_CF_BOOL, .def = "true",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, health_open)},
 };
 
 static const berth_config_field berth_config_log_fields[] = {
@@ -761,6 +775,12 @@ void berth_config_clear(berth_config *c) {
   if (c == NULL)
     return;
   free(c->host);
+  free(c->tls_cert);
+  free(c->tls_key);
+  free(c->auth_tokens_file);
+  free(c->auth_tokens_env);
+  free(c->admin_tokens_file);
+  free(c->admin_tokens_env);
   free(c->log_level);
   free(c->log_format);
   if (c->worker_command != NULL)

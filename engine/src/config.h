@@ -58,6 +58,14 @@ typedef struct berth_config {
   uint16_t http_port;            /* default 8080; 0 = pick a free port */
   uint16_t grpc_port;            /* default 8081; 0 = pick a free port */
   size_t grpc_max_message_bytes; /* default 0 = max_body_bytes */
+  char *tls_cert;                /* owned or NULL: PEM chain; with tls_key
+                                    both listeners speak TLS only */
+  char *tls_key;                 /* owned or NULL */
+  char *auth_tokens_file;        /* owned or NULL: inference tokens */
+  char *auth_tokens_env;         /* owned or NULL: a variable's name */
+  char *admin_tokens_file;       /* owned or NULL: admin tokens */
+  char *admin_tokens_env;        /* owned or NULL */
+  bool health_open;              /* health endpoints need no token */
   size_t max_body_bytes;         /* default 64 MiB */
   size_t max_head_bytes;         /* default 16 KiB */
   double drain_timeout_s;        /* SIGTERM drain bound, default 30 */

@@ -55,7 +55,34 @@ static void on_signal(uv_signal_t *s, int signum) {
   berth_engine_begin_drain(e);
 }
 
+/* TLS contexts and tokens, from the config. */
+static int setup_security(berth_engine *e, berth_errmsg *err) {
+  berth_config *c = &e->cfg;
+  if ((c->tls_cert == NULL) != (c->tls_key == NULL))
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "server.tls_cert and server.tls_key go together: give "
+                      "both or neither");
+  if (c->tls_cert != NULL) {
+    int rc = berth_tls_ctx_new(c->tls_cert, c->tls_key, true, false,
+                               &e->tls_rest, err);
+    if (rc == BERTH_OK)
+      rc = berth_tls_ctx_new(c->tls_cert, c->tls_key, true, true,
+                             &e->tls_grpc, err);
+    if (rc != BERTH_OK)
+      return rc;
+  }
+  berth_auth_sources src = {.tokens_file = c->auth_tokens_file,
+                            .tokens_env = c->auth_tokens_env,
+                            .admin_tokens_file = c->admin_tokens_file,
+                            .admin_tokens_env = c->admin_tokens_env,
+                            .health_open = c->health_open};
+  return berth_auth_load(&src, &e->auth, err);
+}
+
 int berth_engine_start(berth_engine *e, berth_errmsg *err) {
+  int src = setup_security(e, err);
+  if (src != BERTH_OK)
+    return src;
   berth_httpd_options opt = {
       .host = e->cfg.host,
       .port = e->cfg.http_port,
@@ -65,17 +92,21 @@ int berth_engine_start(berth_engine *e, berth_errmsg *err) {
       .idle_timeout_ms = 120000,
       .handler = berth_rest_handle,
       .handler_data = e,
+      .tls = e->tls_rest,
   };
   int rc = berth_httpd_start(e->loop, &opt, &e->httpd, err);
   if (rc != BERTH_OK)
     return rc;
   char port[16], url[300];
   snprintf(port, sizeof port, "%u", berth_httpd_port(e->httpd));
-  snprintf(url, sizeof url, "http://%s%s%s:%s",
+  snprintf(url, sizeof url, "%s://%s%s%s:%s", e->tls_rest ? "https" : "http",
            strchr(e->cfg.host, ':') ? "[" : "", e->cfg.host,
            strchr(e->cfg.host, ':') ? "]" : "", port);
-  berth_log_kv(BERTH_LOG_INFO, "listening (REST: HTTP/1.1 and h2c)", "url",
-               url, "port", port, "version", BERTH_VERSION, NULL);
+  berth_log_kv(BERTH_LOG_INFO,
+               e->tls_rest ? "listening (REST: HTTP/1.1 and HTTP/2 over TLS)"
+                           : "listening (REST: HTTP/1.1 and h2c)",
+               "url", url, "port", port, "version", BERTH_VERSION, "auth",
+               berth_auth_enabled(&e->auth) ? "bearer tokens" : "off", NULL);
   rc = berth_grpc_start(e, err);
   if (rc != BERTH_OK)
     return rc;
@@ -178,6 +209,9 @@ void berth_engine_free(berth_engine *e) {
   }
   free(e->models);
   berth_repository_free(e);
+  berth_tls_ctx_free(e->tls_rest);
+  berth_tls_ctx_free(e->tls_grpc);
+  berth_auth_clear(&e->auth);
   berth_config_clear(&e->cfg);
   memset(e, 0, sizeof *e);
 }

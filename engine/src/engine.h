@@ -21,7 +21,9 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "auth.h"
 #include "config.h"
+#include "tls.h"
 #include "httpd.h"
 #include "infer.h"
 
@@ -151,6 +153,9 @@ struct berth_engine {
                                      and workers point to it) */
   size_t n_models;
   berth_httpd *httpd;             /* owned */
+  berth_tls_ctx *tls_rest;        /* owned or NULL: TLS for REST */
+  berth_tls_ctx *tls_grpc;        /* owned or NULL: TLS for gRPC (h2 only) */
+  berth_auth auth;                /* tokens; disabled when none */
   berth_httpd *grpc_httpd;        /* owned: the gRPC listener (grpc.c) */
   bool draining;                  /* SIGTERM seen: refuse new work */
   bool stopping;                  /* drain over: workers being stopped */

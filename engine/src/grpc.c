@@ -97,6 +97,8 @@ berth_grpc_code berth_grpc_code_for(int status) {
   case BERTH_E_SHUTDOWN: return BERTH_GRPC_UNAVAILABLE;
   case BERTH_E_TIMEOUT: return BERTH_GRPC_DEADLINE_EXCEEDED;
   case BERTH_E_METHOD: return BERTH_GRPC_UNIMPLEMENTED;
+  case BERTH_E_UNAUTHENTICATED: return BERTH_GRPC_UNAUTHENTICATED;
+  case BERTH_E_FORBIDDEN: return BERTH_GRPC_PERMISSION_DENIED;
   case BERTH_E_MODEL:
   case BERTH_E_WORKER_DIED:
   default: return BERTH_GRPC_INTERNAL;
@@ -543,6 +545,21 @@ static void grpc_handle(berth_http_req *req, void *arg) {
     return;
   }
   size_t hl = 0;
+  const char *authz = berth_http_header(req, "authorization", &hl);
+  bool admin = m->kind == KIND_LOAD || m->kind == KIND_UNLOAD;
+  bool health = m->fn == berth_grpc_server_live ||
+                m->fn == berth_grpc_server_ready || m->fn == berth_grpc_model_ready;
+  switch (berth_auth_check(&e->auth, authz, authz ? hl : 0, admin, health)) {
+  case BERTH_AUTH_UNAUTHENTICATED:
+    refuse(req, BERTH_GRPC_UNAUTHENTICATED, "missing or unknown bearer token; send "
+           "metadata authorization: Bearer <token>");
+    return;
+  case BERTH_AUTH_FORBIDDEN:
+    refuse(req, BERTH_GRPC_PERMISSION_DENIED, "this method needs an admin token");
+    return;
+  default:
+    break;
+  }
   const char *enc = berth_http_header(req, "grpc-encoding", &hl);
   if (enc != NULL && !(hl == 8 && memcmp(enc, "identity", 8) == 0)) {
     refuse(req, BERTH_GRPC_UNIMPLEMENTED, "message compression is not supported; send "
@@ -586,13 +603,16 @@ int berth_grpc_start(berth_engine *e, berth_errmsg *err) {
       .handler = grpc_handle,
       .handler_data = e,
       .on_body = grpc_on_body,
+      .tls = e->tls_grpc,
   };
   int rc = berth_httpd_start(e->loop, &opt, &e->grpc_httpd, err);
   if (rc != BERTH_OK)
     return rc;
   char port[16];
   snprintf(port, sizeof port, "%u", berth_httpd_port(e->grpc_httpd));
-  berth_log_kv(BERTH_LOG_INFO, "listening (gRPC: inference.GRPCInferenceService, h2c)",
+  berth_log_kv(BERTH_LOG_INFO,
+               e->tls_grpc ? "listening (gRPC: inference.GRPCInferenceService, TLS)"
+                           : "listening (gRPC: inference.GRPCInferenceService, h2c)",
                "host", e->cfg.host, "grpc_port", port, NULL);
   return BERTH_OK;
 }

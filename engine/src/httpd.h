@@ -60,6 +60,9 @@ typedef struct berth_httpd_options {
    * is reset. on_body is not called once the request is answered or gone.
    * HTTP/1.1 requests still reach the handler whole. */
   berth_http_body_cb on_body;
+  /* Optional: speak TLS on this listener (tls.h); owned by the caller and
+   * kept until berth_httpd_close has finished. */
+  struct berth_tls_ctx *tls;
 } berth_httpd_options;
 
 /* Binds and listens. On failure returns a status with err naming the

@@ -28,6 +28,10 @@ int berth_rest_http_status(int status) {
     return 400;
   case BERTH_E_NOT_FOUND:
     return 404;
+  case BERTH_E_UNAUTHENTICATED:
+    return 401;
+  case BERTH_E_FORBIDDEN:
+    return 403;
   case BERTH_E_METHOD:
     return 405;
   case BERTH_E_TOO_LARGE:
@@ -84,8 +88,13 @@ void berth_rest_respond_error(berth_engine *e, berth_http_req *req,
     berth_buf_append(&b, "{\"error\":\"internal error\"}", 26);
   }
   int hs = berth_rest_http_status(status);
-  if (status == BERTH_E_OVERLOAD || status == BERTH_E_METHOD) {
+  if (status == BERTH_E_OVERLOAD || status == BERTH_E_METHOD ||
+      status == BERTH_E_UNAUTHENTICATED) {
     berth_http_header_kv h[2] = {JSON_CT, {"retry-after", "1"}};
+    if (status == BERTH_E_UNAUTHENTICATED) {
+      h[1].name = "www-authenticate";
+      h[1].value = "Bearer realm=\"berth\"";
+    }
     if (status == BERTH_E_METHOD) {
       h[1].name = "allow";
       h[1].value = "GET, POST";
@@ -508,6 +517,29 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
   bool is_post = (ml == 4 && memcmp(method, "POST", 4) == 0);
   berth_slice seg[8];
   int nseg = split_path(path, pl, seg, 8);
+  if (berth_auth_enabled(&e->auth)) {
+    bool health = nseg == 3 && berth_slice_is(seg[0], "v2") &&
+                  berth_slice_is(seg[1], "health");
+    bool admin = nseg == 5 && berth_slice_is(seg[0], "v2") &&
+                 berth_slice_is(seg[1], "repository") &&
+                 (berth_slice_is(seg[4], "load") ||
+                  berth_slice_is(seg[4], "unload"));
+    size_t hl = 0;
+    const char *authz = berth_http_header(req, "authorization", &hl);
+    switch (berth_auth_check(&e->auth, authz, authz ? hl : 0, admin, health)) {
+    case BERTH_AUTH_UNAUTHENTICATED:
+      berth_rest_respond_error(e, req, BERTH_E_UNAUTHENTICATED,
+                               "missing or unknown bearer token; send "
+                               "Authorization: Bearer <token>");
+      return;
+    case BERTH_AUTH_FORBIDDEN:
+      berth_rest_respond_error(e, req, BERTH_E_FORBIDDEN,
+                               "this endpoint needs an admin token");
+      return;
+    default:
+      break;
+    }
+  }
   if (nseg >= 2 && berth_slice_is(seg[0], "v1") &&
       berth_slice_is(seg[1], "models")) {
     berth_rest_kserve_v1(e, req, is_get, is_post, seg, nseg);

@@ -126,12 +126,6 @@ void berth_rest_model_stats(berth_engine *e, berth_http_req *req,
 
 /* Hook for the admin token (a later issue): every repository call passes
  * here first; answer and return false to refuse. */
-static bool repository_allowed(berth_engine *e, berth_http_req *req) {
-  (void)e;
-  (void)req;
-  return true;
-}
-
 /* A load or unload in progress: the request is answered when the
  * repository calls back. */
 typedef struct repo_req {
@@ -272,8 +266,7 @@ void berth_rest_repository(berth_engine *e, berth_http_req *req, bool is_post,
                              "method not allowed on this endpoint (POST)");
     return;
   }
-  if (!repository_allowed(e, req))
-    return;
+  /* Tokens were checked in berth_rest_handle (load/unload need admin). */
   if (change && !berth_slice_valid_name(seg[3])) {
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "invalid model name");
     return;

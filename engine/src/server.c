@@ -23,6 +23,7 @@
 #include "buf.h"
 #include "http1.h"
 #include "http2.h"
+#include "tls.h"
 
 #define RBUF_SIZE (32u * 1024)
 #define WRITE_HIGH_WATER (1u << 20) /* stop parsing while this much is queued */
@@ -82,6 +83,11 @@ struct berth_httpd_conn {
   int cur_version;            /* 10 or 11 */
   /* HTTP/2 */
   berth_h2_session *h2;
+  /* TLS (NULL on cleartext listeners) */
+  berth_tls_conn *tls;
+  char *cbuf;                 /* ciphertext read buffer, RBUF_SIZE bytes */
+  berth_buf tls_plain;        /* decrypted bytes not yet moved into rbuf */
+  size_t tls_plain_off;
 };
 
 typedef struct conn_write {
@@ -151,6 +157,9 @@ static void conn_free(berth_httpd_conn *c) {
     berth_h2_session_free(c->h2);
   berth_h1_parser_free(c->parser);
   free(c->rbuf);
+  free(c->cbuf);
+  berth_buf_free(&c->tls_plain);
+  berth_tls_conn_free(c->tls);
   free(c);
   h->open_handles--;
   srv_maybe_finish(h);
@@ -250,6 +259,36 @@ static int conn_writev(berth_httpd_conn *c, uv_buf_t *bufs, unsigned n, char *ow
     free(own1);
     return BERTH_E_IO;
   }
+  uv_buf_t sealed;
+  if (c->tls != NULL) {
+    /* Encrypt everything into one owned buffer; the plaintext goes now. */
+    berth_buf out;
+    berth_buf_init(&out, SIZE_MAX / 2);
+    berth_errmsg err;
+    int rc = BERTH_OK;
+    for (unsigned i = 0; i < n && rc == BERTH_OK; i++)
+      if (bufs[i].len > 0)
+        rc = berth_tls_write(c->tls, bufs[i].base, bufs[i].len, &out, &err);
+    free(own0);
+    free(own1);
+    if (rc != BERTH_OK) {
+      berth_buf_free(&out);
+      berth_httpd_conn_close(c);
+      return rc;
+    }
+    size_t len = 0;
+    own0 = berth_buf_detach(&out, &len);
+    own1 = NULL;
+    sealed = uv_buf_init(own0, (unsigned)len);
+    bufs = &sealed;
+    n = 1;
+    if (len == 0) { /* nothing to send (e.g. only empty buffers) */
+      free(own0);
+      if (cb != NULL)
+        cb(arg, 0);
+      return BERTH_OK;
+    }
+  }
   conn_write *w = malloc(sizeof *w);
   if (w == NULL) {
     free(own0);
@@ -273,6 +312,33 @@ static int conn_writev(berth_httpd_conn *c, uv_buf_t *bufs, unsigned n, char *ow
   return BERTH_OK;
 }
 
+/* Writes TLS records produced by the handshake (already ciphertext). */
+static void conn_write_raw(berth_httpd_conn *c, berth_buf *cipher) {
+  if (cipher->len == 0)
+    return;
+  size_t len = 0;
+  char *data = berth_buf_detach(cipher, &len);
+  conn_write *w = malloc(sizeof *w);
+  if (w == NULL) {
+    free(data);
+    berth_httpd_conn_close(c);
+    return;
+  }
+  w->conn = c;
+  w->own[0] = data;
+  w->own[1] = NULL;
+  w->cb = NULL;
+  w->arg = NULL;
+  uv_buf_t b = uv_buf_init(data, (unsigned)len);
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+    free(data);
+    free(w);
+    berth_httpd_conn_close(c);
+    return;
+  }
+  c->writes++;
+}
+
 int berth_httpd_conn_write(berth_httpd_conn *c, char *data, size_t len,
                            void (*cb)(void *arg, int status), void *arg) {
   uv_buf_t b;
@@ -286,6 +352,12 @@ int berth_httpd_conn_write(berth_httpd_conn *c, char *data, size_t len,
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   berth_httpd_conn *c = handle->data;
+  if (c->tls != NULL) {
+    if (c->cbuf == NULL)
+      c->cbuf = malloc(RBUF_SIZE);
+    *buf = c->cbuf ? uv_buf_init(c->cbuf, RBUF_SIZE) : uv_buf_init(NULL, 0);
+    return;
+  }
   if (c->rbuf == NULL)
     c->rbuf = malloc(RBUF_SIZE);
   if (c->rbuf == NULL) {
@@ -303,10 +375,39 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
 }
 
 static bool rbuf_has_room(const berth_httpd_conn *c) {
+  if (c->tls != NULL && c->tls_plain_off < c->tls_plain.len)
+    return false; /* decrypted bytes still wait for room */
   return c->rlen - c->roff < RBUF_SIZE;
 }
 
+/* Moves decrypted bytes into rbuf as far as they fit; true if any moved. */
+static bool tls_move_plain(berth_httpd_conn *c) {
+  size_t pending = c->tls_plain.len - c->tls_plain_off;
+  if (pending == 0)
+    return false;
+  if (c->rbuf == NULL && (c->rbuf = malloc(RBUF_SIZE)) == NULL)
+    return false;
+  if (c->roff > 0) {
+    memmove(c->rbuf, c->rbuf + c->roff, c->rlen - c->roff);
+    c->rlen -= c->roff;
+    c->roff = 0;
+  }
+  size_t room = RBUF_SIZE - c->rlen;
+  size_t n = pending < room ? pending : room;
+  if (n == 0)
+    return false;
+  memcpy(c->rbuf + c->rlen, c->tls_plain.data + c->tls_plain_off, n);
+  c->rlen += n;
+  c->tls_plain_off += n;
+  if (c->tls_plain_off == c->tls_plain.len) {
+    berth_buf_reset(&c->tls_plain);
+    c->tls_plain_off = 0;
+  }
+  return true;
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void conn_input(berth_httpd_conn *c);
 
 static void conn_update_reading(berth_httpd_conn *c) {
   bool want;
@@ -366,8 +467,43 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     c->roff = c->rlen = 0; /* discard */
     return;
   }
-  c->rlen += (size_t)nread;
   conn_touch(c);
+  if (c->tls != NULL) {
+    berth_buf cipher;
+    berth_buf_init(&cipher, SIZE_MAX / 2);
+    berth_errmsg err;
+    int rc = berth_tls_feed(c->tls, c->cbuf, (size_t)nread, &c->tls_plain,
+                            &cipher, &err);
+    conn_write_raw(c, &cipher);
+    berth_buf_free(&cipher);
+    if (rc != BERTH_OK || c->closing) {
+      if (!c->closing)
+        berth_httpd_conn_close(c);
+      return;
+    }
+    if (c->proto == PROTO_DETECT && berth_tls_ready(c->tls)) {
+      const char *alpn = berth_tls_alpn(c->tls);
+      if (alpn != NULL && strcmp(alpn, "h2") == 0) {
+        start_h2(c);
+        if (c->closing)
+          return;
+      } else if (alpn != NULL) {
+        c->proto = PROTO_H1;
+      }
+    }
+    do {
+      if (!tls_move_plain(c))
+        break;
+      conn_input(c);
+    } while (!c->closing && (c->proto == PROTO_H2 || c->proto == PROTO_DETECT));
+    return;
+  }
+  c->rlen += (size_t)nread;
+  conn_input(c);
+}
+
+/* Parses what rbuf holds: protocol detection, then HTTP/2 or HTTP/1.1. */
+static void conn_input(berth_httpd_conn *c) {
   if (c->proto == PROTO_DETECT) {
     size_t have = c->rlen - c->roff;
     size_t n = have < BERTH_H2_PREFACE_LEN ? have : BERTH_H2_PREFACE_LEN;
@@ -578,6 +714,8 @@ static void h1_process(berth_httpd_conn *c) {
     }
   }
   static char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  if (c->tls != NULL)
+    tls_move_plain(c);
   while (!c->closing && c->cur == NULL && !c->close_after_write && c->roff < c->rlen &&
          uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_HIGH_WATER) {
     size_t used = 0;
@@ -598,6 +736,8 @@ static void h1_process(berth_httpd_conn *c) {
     } else if (rc == BERTH_H1_DONE) {
       h1_dispatch(c);
     }
+    if (c->tls != NULL && c->roff == c->rlen)
+      tls_move_plain(c);
   }
   if (c->roff == c->rlen)
     c->roff = c->rlen = 0;
@@ -684,6 +824,14 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  if (h->opts.tls != NULL) {
+    c->tls = berth_tls_conn_new(h->opts.tls);
+    berth_buf_init(&c->tls_plain, (size_t)RBUF_SIZE * 4 + 64 * 1024);
+    if (c->tls == NULL) {
+      berth_httpd_conn_close(c);
+      return;
+    }
+  }
   format_peer(c);
   conn_touch(c);
   conn_update_reading(c);

@@ -188,10 +188,36 @@ static void test_signed(void **state) {
   expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT16\","
              "\"data\":[true]}]}",
              BERTH_E_INVALID, "element 0 must be an integer");
-  /* jansson cannot hold integers past int64: a parse error, not a crash */
+  /* Integers past int64 (which jansson cannot hold) still reach UINT64
+   * exactly, and are out of range everywhere else. */
+  {
+    const char *body = "{\"inputs\":[{\"name\":\"x\",\"shape\":[3],"
+                       "\"datatype\":\"UINT64\",\"data\":[18446744073709551615,"
+                       "9223372036854775808,0]}],\"parameters\":{\"s\":\"1e99 "
+                       "99999999999999999999\"}}";
+    berth_infer_request r;
+    berth_errmsg err;
+    assert_int_equal(berth_json_decode_infer_request(body, strlen(body), NULL,
+                                                     &r, &err), BERTH_OK);
+    uint64_t got[3];
+    memcpy(got, r.inputs[0].data, sizeof got);
+    assert_true(got[0] == UINT64_MAX);
+    assert_true(got[1] == (uint64_t)1 << 63);
+    assert_true(got[2] == 0);
+    /* a big number inside a string is left alone */
+    assert_string_equal(json_string_value(json_object_get(r.parameters, "s")),
+                        "1e99 99999999999999999999");
+    berth_infer_request_clear(&r);
+  }
+  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT64\","
+             "\"data\":[9223372036854775808]}]}",
+             BERTH_E_INVALID, "element 0 (9223372036854775808) is out of range for INT64");
   expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT64\","
-             "\"data\":[18446744073709551615]}]}",
-             BERTH_E_PARSE, "too big");
+             "\"data\":[-9223372036854775809]}]}",
+             BERTH_E_INVALID, "out of range for UINT64");
+  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT64\","
+             "\"data\":[18446744073709551616]}]}",
+             BERTH_E_INVALID, "out of range for UINT64");
 }
 
 static void test_fp16(void **state) {

@@ -122,6 +122,12 @@ def _parse_bool(value: str) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _abs_path(value: str) -> str:
+    if not value:
+        raise ValueError("expected a file path")
+    return os.path.abspath(value)
+
+
 @dataclass(frozen=True)
 class _Option:
     flag: str
@@ -169,7 +175,7 @@ _OPTIONS: tuple[_Option, ...] = (
         "--instances",
         "BERTH_INSTANCES",
         _int_in(1, None),
-        "worker processes per model version (default 1)",
+        "worker processes per model version (default: cores / 4, at least 1)",
         "N",
     ),
     _Option(
@@ -202,6 +208,48 @@ _OPTIONS: tuple[_Option, ...] = (
     ),
     _Option(
         "--access-log", "BERTH_ACCESS_LOG", _parse_bool, "log one line per request (default off)"
+    ),
+    _Option(
+        "--tls-cert",
+        "BERTH_TLS_CERT",
+        _abs_path,
+        "PEM certificate chain: REST and gRPC then speak TLS only (with --tls-key)",
+        "FILE",
+    ),
+    _Option("--tls-key", "BERTH_TLS_KEY", _abs_path, "PEM private key for --tls-cert", "FILE"),
+    _Option(
+        "--auth-tokens-file",
+        "BERTH_AUTH_TOKENS_FILE",
+        _abs_path,
+        "file of bearer tokens (one a line) that requests must carry",
+        "FILE",
+    ),
+    _Option(
+        "--auth-tokens-env",
+        "BERTH_AUTH_TOKENS_ENV",
+        str,
+        "name of an environment variable holding comma-separated bearer tokens",
+        "VAR",
+    ),
+    _Option(
+        "--admin-tokens-file",
+        "BERTH_ADMIN_TOKENS_FILE",
+        _abs_path,
+        "file of admin tokens, needed for repository load/unload (they open everything)",
+        "FILE",
+    ),
+    _Option(
+        "--admin-tokens-env",
+        "BERTH_ADMIN_TOKENS_ENV",
+        str,
+        "name of an environment variable holding comma-separated admin tokens",
+        "VAR",
+    ),
+    _Option(
+        "--protect-health",
+        "BERTH_PROTECT_HEALTH",
+        _parse_bool,
+        "require a token on the health endpoints too (default: they stay open)",
     ),
     _Option(
         "--config",
@@ -570,6 +618,15 @@ def build_document(
         ("log", "level"): options.get("log_level"),
         ("log", "format"): options.get("log_format"),
         ("log", "access_log"): options.get("access_log"),
+        ("server", "tls_cert"): options.get("tls_cert"),
+        ("server", "tls_key"): options.get("tls_key"),
+        ("server", "auth_tokens_file"): options.get("auth_tokens_file"),
+        ("server", "auth_tokens_env"): options.get("auth_tokens_env"),
+        ("server", "admin_tokens_file"): options.get("admin_tokens_file"),
+        ("server", "admin_tokens_env"): options.get("admin_tokens_env"),
+        ("server", "health_open"): (
+            None if options.get("protect_health") is None else not options["protect_health"]
+        ),
     }
     for (section, key), value in overrides.items():
         if value is not None:
@@ -634,10 +691,11 @@ def _summary(doc: Mapping[str, Any]) -> str:
     server = doc.get("server", {})
     host, port = server.get("host", DEFAULT_HOST), server.get("http_port", DEFAULT_PORT)
     shown_host = f"[{host}]" if ":" in str(host) else host
+    scheme = "https" if server.get("tls_cert") else "http"
     where = (
-        f"http://{shown_host}:{port}"
+        f"{scheme}://{shown_host}:{port}"
         if port
-        else f"http://{shown_host} (the engine picks a free port)"
+        else f"{scheme}://{shown_host} (the engine picks a free port)"
     )
     grpc_port = server.get("grpc_port", DEFAULT_GRPC_PORT)
     where += f", gRPC on port {grpc_port}" if grpc_port else ", gRPC on a free port"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import ssl
 import os
 import re
 import shutil
@@ -116,9 +117,16 @@ def http_call(
     body: bytes | str | Mapping[str, Any] | list[Any] | None = None,
     headers: Mapping[str, str] | None = None,
     timeout: float = 60.0,
+    ca_file: str | None = None,
 ) -> Response:
-    """One request on a fresh HTTP/1.1 connection to 127.0.0.1:port."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    """One request on a fresh HTTP/1.1 connection to 127.0.0.1:port (over
+    TLS, trusting ca_file, when ca_file is given)."""
+    conn: http.client.HTTPConnection
+    if ca_file is not None:
+        ctx = ssl.create_default_context(cafile=ca_file)
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         hdrs = dict(headers or {})
         if isinstance(body, (dict, list)):
@@ -282,6 +290,8 @@ class BerthServer:
     label: str = "berth"
     port: int = 0
     grpc_port: int = 0
+    scheme: str = "http"
+    ca_file: str | None = None  # trusted certificate when scheme is https
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
     started_at: float = 0.0
@@ -515,7 +525,7 @@ class BerthServer:
     # ---- requests
 
     def get(self, path: str, timeout: float = 60.0) -> Response:
-        return http_call(self.port, "GET", path, timeout=timeout)
+        return http_call(self.port, "GET", path, timeout=timeout, ca_file=self.ca_file)
 
     def post(
         self,
@@ -525,7 +535,8 @@ class BerthServer:
         timeout: float = 60.0,
     ) -> Response:
         hdrs = {"Content-Type": "application/json", **(headers or {})}
-        return http_call(self.port, "POST", path, body, hdrs, timeout=timeout)
+        return http_call(self.port, "POST", path, body, hdrs, timeout=timeout,
+                         ca_file=self.ca_file)
 
     def infer(
         self,
@@ -558,6 +569,8 @@ def start_server(
     env: Mapping[str, str] | None = None,
     wait_for: str | Sequence[str] = "server",
     label: str = "berth",
+    scheme: str = "http",
+    ca_file: str | None = None,
 ) -> BerthServer:
     """Starts ``berth serve TARGET --host 127.0.0.1 --port P EXTRA...`` and
     waits until it is ready (see :class:`BerthServer`)."""
@@ -569,6 +582,8 @@ def start_server(
         env=env,
         wait_for=wait_for,
         label=label,
+        scheme=scheme,
+        ca_file=ca_file,
     )
     return server.start()
 

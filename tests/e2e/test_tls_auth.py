@@ -44,7 +44,7 @@ def server(module_server: Any, zoo: Any, cert: tuple[Path, Path],
     d = tmp_path_factory.mktemp("tokens")
     (d / "admin").write_text(f"# admins\n{ADMIN_TOKEN}\n")
     return module_server(
-        str(zoo.iris_joblib),
+        str(zoo.sklearn_classifier()),
         "--tls-cert", str(crt), "--tls-key", str(key),
         "--auth-tokens-env", "BERTH_TEST_TOKENS",
         "--admin-tokens-file", str(d / "admin"),

@@ -29,7 +29,9 @@
   X(UNSUPPORTED, -13, "not supported")                                        \
   X(SHUTDOWN, -14, "server is shutting down")                                 \
   X(METHOD, -15, "method not allowed")                                        \
-  X(INTERNAL, -16, "internal error")
+  X(INTERNAL, -16, "internal error")                                          \
+  X(UNAUTHENTICATED, -17, "missing or unknown credentials")                   \
+  X(FORBIDDEN, -18, "not allowed with these credentials")
 
 typedef enum {
 #define BERTH_STATUS_ENUM_(name, value, msg) BERTH_E_##name = value,
