@@ -5,6 +5,8 @@ SHELL := /bin/bash
 PYTHON      ?= python3
 VENV        := .venv
 VPY         := $(VENV)/bin/python
+# KServe's own client lives apart: it pins protobuf and pulls a web stack.
+KSERVE_VENV := .venv-kserve
 HOST        ?= 127.0.0.1
 PORT        ?= 8080
 FUZZ_SECONDS ?= 15
@@ -100,8 +102,15 @@ fuzz: deps venv ## run each libFuzzer target for FUZZ_SECONDS (default 15)
 	    || { tail -50 build/fuzz/$$name.log; exit 1; }; \
 	done
 
-test-py: install ## end-to-end and unit tests with pytest
-	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VPY) -m pytest -q -p no:cacheprovider
+$(KSERVE_VENV)/.stamp:
+	@echo ">> installing KServe's Python client into $(KSERVE_VENV) (for its tests)"
+	@test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	@$(KSERVE_VENV)/bin/python -m pip install -q 'kserve>=0.13,<1'
+	@touch $@
+
+test-py: install $(KSERVE_VENV)/.stamp ## end-to-end and unit tests with pytest
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" BERTH_KSERVE_PYTHON="$(CURDIR)/$(KSERVE_VENV)/bin/python" \
+	  $(VPY) -m pytest -q -p no:cacheprovider
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build demo

@@ -540,6 +540,11 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
       break;
     }
   }
+  if (nseg == 0 && is_get) {
+    /* KServe's v1 liveness probe (its clients GET the root). */
+    berth_rest_respond_doc(e, req, 200, json_pack("{s:s}", "status", "alive"));
+    return;
+  }
   if (nseg >= 2 && berth_slice_is(seg[0], "v1") &&
       berth_slice_is(seg[1], "models")) {
     berth_rest_kserve_v1(e, req, is_get, is_post, seg, nseg);

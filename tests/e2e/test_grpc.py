@@ -610,48 +610,5 @@ def test_grpc_port_flag_and_free_port(berth_server: Any, repo: Path) -> None:
         c.close()
 
 
-# --------------------------------------------------------- KServe's client
-
-
-KSERVE_SCRIPT = """
-import asyncio, sys
-import kserve
-
-async def main(url):
-    client = kserve.InferenceGRPCClient(url)
-    try:
-        assert await client.is_server_ready()
-        req = kserve.InferRequest(
-            model_name="params",
-            infer_inputs=[kserve.InferInput("x", [2], "FP64", data=[1.0, 2.0])],
-            parameters={"scale": 3},
-            request_id="kserve-1",
-        )
-        res = await client.infer(req)
-        out = {o.name: o.as_numpy().tolist() for o in res.outputs}
-        print(res.id, list(out["y"]))
-    finally:
-        await client.close()
-
-asyncio.run(main(sys.argv[1]))
-"""
-
-
-def test_kserve_client(server: BerthServer) -> None:
-    """KServe's own gRPC v2 client. It defines the same protobuf messages
-    (package "inference") as tritonclient, so the two cannot be imported in
-    one process: it runs in its own."""
-    import importlib.util
-    import sys
-
-    if importlib.util.find_spec("kserve") is None:
-        pytest.skip(
-            "KServe's Python package is not in the test extra: it pulls in about 45 "
-            "packages (434 MB: kubernetes, fastapi, uvicorn, pandas, pillow, cryptography, "
-            "grpcio-tools...) for a client that speaks the same GRPCInferenceService "
-            "messages tested here with grpcio and tritonclient"
-        )
-    res = subprocess.run([sys.executable, "-c", KSERVE_SCRIPT, server.grpc_url],
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.split() == ["kserve-1", "[3.0,", "6.0]"], res.stdout
+# KServe's own client (v1 and v2 over REST, v2 over gRPC) is tested in
+# test_kserve_client.py, from its own virtual environment.
