@@ -94,7 +94,7 @@ fuzz: deps venv ## run each libFuzzer target for FUZZ_SECONDS (default 15)
 	@test -f build/fuzz/build.ninja || CC=clang $(MESON) setup build/fuzz -Dpackage=false -Dfuzz=true >/dev/null
 	@$(NINJA) -C build/fuzz >/dev/null
 	@for t in build/fuzz/engine/fuzz/fuzz_*; do \
-	  [ -x "$$t" ] || continue; name=$$(basename $$t); name=$${name#fuzz_}; \
+	  [ -f "$$t" ] && [ -x "$$t" ] || continue; name=$$(basename $$t); name=$${name#fuzz_}; \
 	  mkdir -p build/fuzz/corpus/$$name; \
 	  echo ">> fuzzing $$name for $(FUZZ_SECONDS)s"; \
 	  $$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=0 \
