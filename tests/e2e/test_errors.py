@@ -179,7 +179,7 @@ def test_unknown_version_is_404(server: BerthServer, method: str, path: str, bod
     still_serving(server)
 
 
-@pytest.mark.parametrize("path", ["/v2/nothing-here", "/v3/models/iris", "/v2/models/iris/explain", "/"])
+@pytest.mark.parametrize("path", ["/v2/nothing-here", "/v3/models/iris", "/v2/models/iris/explain", "/v2/"])
 def test_unknown_endpoint_is_404(server: BerthServer, path: str) -> None:
     assert_error(server.get(path), 404)
 

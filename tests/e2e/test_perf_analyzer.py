@@ -36,7 +36,10 @@ class Doubler(berth.Model):
 '''
 
 #: A short run: one-second windows, stable within 50 %, at most 5 windows.
-RUN_ARGS = ["--concurrency-range", "2", "-p", "1000", "-r", "5", "-s", "50", "-b", "2"]
+# A short run whose only job is to show that perf_analyzer works against
+# Berth: its stability check (-s, percent) is loose and it may take up to 10
+# windows, so a busy CI machine does not fail it. Speed is measured in bench/.
+RUN_ARGS = ["--concurrency-range", "2", "-p", "1000", "-r", "10", "-s", "100", "-b", "2"]
 
 
 @pytest.fixture(scope="module")
