@@ -101,6 +101,10 @@ static const berth_config_field berth_config_server_fields[] = {
     {.key = "grpc_port", .kind = BERTH_CF_UINT, .def = "8081",
      .slot = BERTH_CF_OFF(BERTH_CF_C, grpc_port),
      .size = BERTH_CF_SIZE(BERTH_CF_C, grpc_port), .imin = 0, .imax = 65535},
+    {.key = "metrics_port", .kind = BERTH_CF_UINT, .def = "0",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, metrics_port),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, metrics_port), .imin = 0,
+     .imax = 65535},
     {.key = "grpc_max_message_bytes", .kind = BERTH_CF_UINT, .def = "0",
      .slot = BERTH_CF_OFF(BERTH_CF_C, grpc_max_message_bytes),
      .size = BERTH_CF_SIZE(BERTH_CF_C, grpc_max_message_bytes), .imin = 0,
@@ -814,6 +818,13 @@ int berth_config_parse(const char *text, size_t len, berth_config *out,
     rc = berth_config_bad(err, "server.grpc_port", NULL,
                           "must differ from server.http_port (%u)",
                           (unsigned)out->http_port);
+  if (rc == BERTH_OK && out->metrics_port != 0 &&
+      (out->metrics_port == out->http_port ||
+       out->metrics_port == out->grpc_port))
+    rc = berth_config_bad(err, "server.metrics_port", NULL,
+                          "must differ from server.http_port (%u) and "
+                          "server.grpc_port (%u); 0 turns it off",
+                          (unsigned)out->http_port, (unsigned)out->grpc_port);
   if (rc != BERTH_OK) {
     berth_config_clear(out);
     return BERTH_E_CONFIG;

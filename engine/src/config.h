@@ -57,6 +57,8 @@ typedef struct berth_config {
   char *host;                    /* owned, default "127.0.0.1" */
   uint16_t http_port;            /* default 8080; 0 = pick a free port */
   uint16_t grpc_port;            /* default 8081; 0 = pick a free port */
+  uint16_t metrics_port;         /* default 0 = none: GET /metrics is on the
+                                    REST port (always) and on this one */
   size_t grpc_max_message_bytes; /* default 0 = max_body_bytes */
   char *tls_cert;                /* owned or NULL: PEM chain; with tls_key
                                     both listeners speak TLS only */

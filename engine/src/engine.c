@@ -110,6 +110,17 @@ int berth_engine_start(berth_engine *e, berth_errmsg *err) {
   rc = berth_grpc_start(e, err);
   if (rc != BERTH_OK)
     return rc;
+  if (e->cfg.metrics_port != 0) {
+    opt.port = e->cfg.metrics_port;
+    opt.handler = berth_rest_metrics_handle;
+    opt.max_body_bytes = 64 * 1024; /* a scrape has no body */
+    rc = berth_httpd_start(e->loop, &opt, &e->metrics_httpd, err);
+    if (rc != BERTH_OK)
+      return rc;
+    snprintf(port, sizeof port, "%u", berth_httpd_port(e->metrics_httpd));
+    berth_log_kv(BERTH_LOG_INFO, "listening (metrics: GET /metrics)", "host",
+                 e->cfg.host, "metrics_port", port, NULL);
+  }
   for (size_t i = 0; i < e->n_models; i++) {
     rc = berth_supervisor_start(e->models[i], err);
     if (rc != BERTH_OK)
@@ -179,7 +190,7 @@ static void httpd_closed(void *arg) {
   berth_log_kv(BERTH_LOG_INFO, "stopped", NULL);
 }
 
-/* The gRPC listener is closed first, then the REST one. */
+/* The gRPC listener is closed after the metrics one, then the REST one. */
 static void grpc_closed(void *arg) {
   berth_engine *e = arg;
   e->grpc_httpd = NULL;
@@ -190,15 +201,29 @@ static void grpc_closed(void *arg) {
   }
 }
 
+static void close_grpc(berth_engine *e) {
+  if (e->grpc_httpd != NULL)
+    berth_httpd_close(e->grpc_httpd, grpc_closed, e);
+  else
+    grpc_closed(e);
+}
+
+/* The metrics listener (if any) is closed before the gRPC one. */
+static void metrics_closed(void *arg) {
+  berth_engine *e = arg;
+  e->metrics_httpd = NULL;
+  close_grpc(e);
+}
+
 void berth_engine_workers_stopped(berth_engine *e) {
   if (e->closing)
     return;
   e->closing = true;
   uv_timer_stop(&e->stop_timer);
-  if (e->grpc_httpd != NULL)
-    berth_httpd_close(e->grpc_httpd, grpc_closed, e);
+  if (e->metrics_httpd != NULL)
+    berth_httpd_close(e->metrics_httpd, metrics_closed, e);
   else
-    grpc_closed(e);
+    close_grpc(e);
 }
 
 void berth_engine_free(berth_engine *e) {

@@ -26,6 +26,7 @@
 #include "tls.h"
 #include "httpd.h"
 #include "infer.h"
+#include "metrics.h"
 
 typedef struct berth_engine berth_engine;
 typedef struct berth_model berth_model;
@@ -62,6 +63,7 @@ struct berth_job {
                                  "timeout" parameter or the model's
                                  timeout_us, unless the frontend set one) */
   int64_t rows;               /* batch rows (first dim), -1 if unbatched */
+  berth_protocol protocol;    /* the frontend (metrics label); REST = 0 */
   unsigned priority;          /* BERTH_PRIORITY_* */
   berth_job_done_cb done;
   berth_job_release_cb release;
@@ -143,6 +145,7 @@ struct berth_model {
   size_t n_workers;
   size_t n_ready;                 /* workers that said READY and live */
   berth_model_stats stats;
+  berth_model_metrics metrics;    /* Prometheus (metrics.c) */
 };
 
 struct berth_engine {
@@ -157,6 +160,7 @@ struct berth_engine {
   berth_tls_ctx *tls_grpc;        /* owned or NULL: TLS for gRPC (h2 only) */
   berth_auth auth;                /* tokens; disabled when none */
   berth_httpd *grpc_httpd;        /* owned: the gRPC listener (grpc.c) */
+  berth_httpd *metrics_httpd;     /* owned or NULL: server.metrics_port */
   bool draining;                  /* SIGTERM seen: refuse new work */
   bool stopping;                  /* drain over: workers being stopped */
   bool closing;                   /* workers gone: handles being closed */
@@ -234,7 +238,14 @@ void berth_batch_complete(berth_batch *b, berth_tensor *outs, size_t n,
                           const char *params, size_t params_len);
 void berth_batch_free(berth_batch *b);
 
+/* metrics.c: appends the Prometheus exposition of every model version and
+ * of the process (GET /metrics). */
+int berth_metrics_collect(berth_engine *e, berth_buf *out);
+
 /* supervisor.c */
+/* Resident memory of m's live worker processes, summed (bytes, from
+ * /proc/<pid>/statm); -1 when none could be read. */
+double berth_supervisor_rss(const berth_model *m);
 /* Creates the model's worker slots and spawns them. */
 int berth_supervisor_start(berth_model *m, berth_errmsg *err);
 /* An idle, ready worker of m, or NULL. */
@@ -250,6 +261,9 @@ void berth_supervisor_free(berth_model *m);
 
 /* rest.c: the OIP REST handler given to the httpd. */
 void berth_rest_handle(berth_http_req *req, void *engine);
+/* rest.c: the handler of server.metrics_port: GET /metrics only, with the
+ * REST port's token rule. */
+void berth_rest_metrics_handle(berth_http_req *req, void *engine);
 
 /* repository.c: the model repository API, shared by the REST and gRPC
  * frontends (docs/rest-api.md, "Model repository"). The engine knows the

@@ -299,10 +299,18 @@ static void not_ready_message(const berth_model *m, char *out, size_t cap) {
            m->cfg->version, why);
 }
 
-static void count_fail(berth_model *m, uint64_t since) {
+/* A request failed here (never queued): statistics and metrics. An
+ * unready model's refusals go to the metrics only (stats: as over REST). */
+static void count_fail(berth_model *m, uint64_t since, int status,
+                       bool stats) {
   uint64_t now = uv_hrtime();
-  m->stats.fail.count++;
-  m->stats.fail.ns += now > since ? now - since : 0;
+  uint64_t took = now > since ? now - since : 0;
+  if (stats) {
+    m->stats.fail.count++;
+    m->stats.fail.ns += took;
+  }
+  berth_metrics_request(&m->metrics, BERTH_PROTO_GRPC, status,
+                        (double)took / 1e9);
 }
 
 /* One ModelInferRequest: decode, find and check the model, queue. */
@@ -328,7 +336,7 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
   berth_grpc_limits lim = {.max_inputs = 256, .max_tensor_bytes = max_tensor};
   berth_grpc_target target;
   berth_errmsg err;
-  berth_model *m = NULL;
+  berth_model *m = NULL, *unready = NULL;
   int rc = berth_grpc_decode_infer_request(msg, len, &lim, &target, &j->job.req, &err);
   if (rc == BERTH_OK)
     rc = berth_grpc_find_model(e, target.model_name, target.model_version, &m, &err);
@@ -336,7 +344,8 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
   if (rc == BERTH_OK && !berth_model_ready(m)) {
     not_ready_message(m, err.msg, sizeof err.msg);
     rc = BERTH_E_UNAVAILABLE;
-    m = NULL; /* not counted, as over REST */
+    unready = m;
+    m = NULL; /* not in the statistics, as over REST */
   }
   if (rc == BERTH_OK)
     rc = berth_signature_check(m, &j->job.req, &err);
@@ -345,6 +354,7 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
     j->job.release = job_release;
     j->job.user = c;
     j->job.received_ns = now;
+    j->job.protocol = BERTH_PROTO_GRPC;
     j->job.deadline_ns = c->deadline_ns;
     /* linked first: a submit may complete the job before it returns */
     j->call = c;
@@ -362,7 +372,9 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
   }
   if (rc != BERTH_OK) {
     if (m != NULL)
-      count_fail(m, now);
+      count_fail(m, now, rc, true);
+    else if (unready != NULL)
+      count_fail(unready, now, rc, false);
     berth_infer_request_clear(&j->job.req);
     free(j);
     infer_failed(c, rc, err.msg);

@@ -66,6 +66,7 @@ int berth_model_init(berth_model *m, berth_engine *e,
   m->engine = e;
   m->cfg = cfg;
   m->state = BERTH_MODEL_LOADING;
+  berth_model_metrics_init(&m->metrics);
   berth_sched_init(m);
   return apply_config(m, cfg, err);
 }

@@ -252,11 +252,21 @@ typedef struct rest_call {
   bool binary_default;        /* binary_data_output */
 } rest_call;
 
-void berth_rest_count(berth_model *m, berth_http_req *req, bool ok) {
+void berth_rest_count_fail(berth_model *m, berth_http_req *req, int status) {
   uint64_t now = uv_hrtime(), got = berth_http_received_ns(req);
-  berth_duration_stat *s = ok ? &m->stats.success : &m->stats.fail;
-  s->count++;
-  s->ns += now > got ? now - got : 0;
+  uint64_t took = now > got ? now - got : 0;
+  m->stats.fail.count++;
+  m->stats.fail.ns += took;
+  berth_metrics_request(&m->metrics, BERTH_PROTO_REST, status,
+                        (double)took / 1e9);
+}
+
+/* Counts a request refused before it was decoded (the model is not
+ * servable) in the metrics only, as the statistics never did. */
+static void count_refused(berth_model *m, berth_http_req *req, int status) {
+  uint64_t now = uv_hrtime(), got = berth_http_received_ns(req);
+  berth_metrics_request(&m->metrics, BERTH_PROTO_REST, status,
+                        (double)(now > got ? now - got : 0) / 1e9);
 }
 
 /* The scheduler holds no more reference to the job: release the request
@@ -337,12 +347,14 @@ bool berth_rest_servable(berth_engine *e, berth_http_req *req,
                          berth_model *m) {
   char msg[700];
   if (e->draining) {
+    count_refused(m, req, BERTH_E_SHUTDOWN);
     berth_rest_respond_error(e, req, BERTH_E_SHUTDOWN,
                              "the server is shutting down and takes no new "
                              "requests");
     return false;
   }
   if (!berth_model_ready(m)) {
+    count_refused(m, req, BERTH_E_UNAVAILABLE);
     berth_rest_not_ready_message(m, msg, sizeof msg);
     berth_rest_respond_error(e, req, BERTH_E_UNAVAILABLE, msg);
     return false;
@@ -374,7 +386,7 @@ void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
   berth_errmsg err;
   int rc = berth_sched_submit(m, &c->job, &err);
   if (rc != BERTH_OK) {
-    berth_rest_count(m, req, false);
+    berth_rest_count_fail(m, req, rc);
     berth_rest_respond_error(e, req, rc, err.msg);
     call_finish(c);
     return;
@@ -423,11 +435,29 @@ static void handle_infer(berth_engine *e, berth_http_req *req,
     rc = berth_signature_check(m, &r, &err);
   if (rc != BERTH_OK) {
     berth_infer_request_clear(&r);
-    berth_rest_count(m, req, false);
+    berth_rest_count_fail(m, req, rc);
     berth_rest_respond_error(e, req, rc, err.msg);
     return;
   }
   berth_rest_submit(e, req, m, &r, BERTH_REST_OIP, binary_default);
+}
+
+/* ---- metrics ------------------------------------------------------------ */
+
+/* GET /metrics: the Prometheus text exposition (docs/metrics.md). */
+static void handle_metrics(berth_engine *e, berth_http_req *req) {
+  berth_buf out;
+  berth_buf_init(&out, (size_t)64 << 20);
+  if (berth_metrics_collect(e, &out) != BERTH_OK) {
+    berth_buf_free(&out);
+    berth_rest_respond_error(e, req, BERTH_E_NOMEM,
+                             "out of memory rendering the metrics");
+    return;
+  }
+  berth_http_header_kv h[] = {{"content-type", BERTH_METRICS_CONTENT_TYPE}};
+  size_t len = 0;
+  char *data = berth_buf_detach(&out, &len);
+  berth_rest_respond_take(e, req, 200, h, 1, data, len);
 }
 
 /* ---- routing ------------------------------------------------------------ */
@@ -508,6 +538,47 @@ method:
                            "method not allowed on this endpoint");
 }
 
+/* Checks the bearer token (tokens are configured); false: answered 401 or
+ * 403. */
+static bool authorized(berth_engine *e, berth_http_req *req, bool admin,
+                       bool health) {
+  size_t hl = 0;
+  const char *authz = berth_http_header(req, "authorization", &hl);
+  switch (berth_auth_check(&e->auth, authz, authz ? hl : 0, admin, health)) {
+  case BERTH_AUTH_UNAUTHENTICATED:
+    berth_rest_respond_error(e, req, BERTH_E_UNAUTHENTICATED,
+                             "missing or unknown bearer token; send "
+                             "Authorization: Bearer <token>");
+    return false;
+  case BERTH_AUTH_FORBIDDEN:
+    berth_rest_respond_error(e, req, BERTH_E_FORBIDDEN,
+                             "this endpoint needs an admin token");
+    return false;
+  default:
+    return true;
+  }
+}
+
+void berth_rest_metrics_handle(berth_http_req *req, void *arg) {
+  berth_engine *e = arg;
+  size_t ml, pl;
+  const char *method = berth_http_method(req, &ml);
+  const char *path = berth_http_path(req, &pl);
+  if (berth_auth_enabled(&e->auth) && !authorized(e, req, false, false))
+    return;
+  if (!(pl == 8 && memcmp(path, "/metrics", 8) == 0)) {
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND,
+                             "this port serves only GET /metrics");
+    return;
+  }
+  if (!(ml == 3 && memcmp(method, "GET", 3) == 0)) {
+    berth_rest_respond_error(e, req, BERTH_E_METHOD,
+                             "method not allowed on this endpoint");
+    return;
+  }
+  handle_metrics(e, req);
+}
+
 void berth_rest_handle(berth_http_req *req, void *arg) {
   berth_engine *e = arg;
   size_t ml, pl;
@@ -524,21 +595,14 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
                  berth_slice_is(seg[1], "repository") &&
                  (berth_slice_is(seg[4], "load") ||
                   berth_slice_is(seg[4], "unload"));
-    size_t hl = 0;
-    const char *authz = berth_http_header(req, "authorization", &hl);
-    switch (berth_auth_check(&e->auth, authz, authz ? hl : 0, admin, health)) {
-    case BERTH_AUTH_UNAUTHENTICATED:
-      berth_rest_respond_error(e, req, BERTH_E_UNAUTHENTICATED,
-                               "missing or unknown bearer token; send "
-                               "Authorization: Bearer <token>");
+    if (!authorized(e, req, admin, health))
       return;
-    case BERTH_AUTH_FORBIDDEN:
-      berth_rest_respond_error(e, req, BERTH_E_FORBIDDEN,
-                               "this endpoint needs an admin token");
-      return;
-    default:
-      break;
-    }
+  }
+  if (nseg == 1 && berth_slice_is(seg[0], "metrics")) {
+    if (!is_get)
+      goto method;
+    handle_metrics(e, req);
+    return;
   }
   if (nseg == 0 && is_get) {
     /* KServe's v1 liveness probe (its clients GET the root). */

@@ -60,9 +60,9 @@ typedef enum berth_rest_format {
 void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
                        berth_infer_request *r, berth_rest_format fmt,
                        bool binary_default);
-/* Records a finished inference request in m's statistics (received ->
- * now). */
-void berth_rest_count(berth_model *m, berth_http_req *req, bool ok);
+/* Records an inference request the frontend failed itself (never queued)
+ * in m's statistics and metrics (received -> now). */
+void berth_rest_count_fail(berth_model *m, berth_http_req *req, int status);
 
 /* rest_triton.c: Triton's model configuration and statistics extensions
  * and the model repository extension. */

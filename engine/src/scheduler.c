@@ -103,6 +103,10 @@ static void job_answer(berth_job *j, int status, const char *msg,
   } else {
     add_stat(&st->fail, took);
   }
+  berth_model_metrics *mm = &j->model->metrics;
+  if (mm->inflight > 0)
+    mm->inflight--;
+  berth_metrics_request(mm, j->protocol, status, (double)took / 1e9);
   j->done(j, status, msg, resp);
 }
 
@@ -205,6 +209,7 @@ int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
   if (rc != BERTH_OK)
     return rc;
   queue_push(m, job, false);
+  m->metrics.inflight++;
   if (job->deadline_ns != 0) {
     berth_engine *e = m->engine;
     if (e->deadline_jobs++ == 0)
@@ -218,6 +223,8 @@ bool berth_sched_cancel(berth_job *job) {
   if (!job->queued)
     return false;
   queue_unlink(job->model, job);
+  if (job->model->metrics.inflight > 0)
+    job->model->metrics.inflight--; /* never answered: the client left */
   if (job->deadline_ns != 0 && job->model->engine->deadline_jobs > 0)
     job->model->engine->deadline_jobs--;
   return true;
@@ -402,6 +409,8 @@ static berth_batch *take_batch(berth_model *m) {
   for (size_t i = 0; i < b->n_jobs; i++) {
     b->jobs[i]->running = true;
     add_stat(&m->stats.queue, now - b->jobs[i]->enqueued_ns);
+    berth_histogram_observe(&m->metrics.queue_duration,
+                            (double)(now - b->jobs[i]->enqueued_ns) / 1e9);
   }
   b->formed_ns = now;
   b->id = ++m->engine->next_batch_id;
@@ -448,6 +457,9 @@ void berth_sched_dispatch(berth_model *m) {
       m->running->prev = b;
     m->running = b;
     m->stats.execution_count++;
+    berth_histogram_observe(&m->metrics.batch_size,
+                            (double)(b->rows > 0 ? b->rows
+                                                 : (int64_t)b->n_jobs));
     berth_worker_run(w, b);
   }
 }
@@ -568,6 +580,8 @@ void berth_batch_complete(berth_batch *b, berth_tensor *outs, size_t n,
   uint64_t t0 = uv_hrtime();
   add_stat(&m->stats.compute_input, b->sent_ns - b->formed_ns);
   add_stat(&m->stats.compute_infer, t0 - b->sent_ns);
+  berth_histogram_observe(&m->metrics.compute_duration,
+                          (double)(t0 - b->sent_ns) / 1e9);
   berth_infer_response resp = {.outputs = outs, .n_outputs = n,
                                .parameters = NULL};
   if (params_len > 2) {

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "engine.h"
@@ -38,6 +39,7 @@ struct berth_worker {
   uv_timer_t timer;        /* restart backoff or load timeout */
   double backoff_s;
   uint64_t ready_ns;       /* when the current incarnation became ready */
+  uint64_t spawned_ns;     /* when the current incarnation was started */
   bool counted_ready;      /* counted in model->n_ready */
   unsigned restarts;
 };
@@ -142,6 +144,8 @@ static void on_ready(berth_worker *w, const uint8_t *payload, size_t len) {
   uv_timer_stop(&w->timer);
   w->state = W_IDLE;
   w->ready_ns = uv_hrtime();
+  if (w->spawned_ns != 0)
+    m->metrics.load_seconds = (double)(w->ready_ns - w->spawned_ns) / 1e9;
   w->counted_ready = true;
   m->n_ready++;
   if (m->state != BERTH_MODEL_READY) {
@@ -334,6 +338,7 @@ static void schedule_restart(berth_worker *w) {
     w->backoff_s = cfg->restart_backoff_max_s;
   w->state = W_EMPTY;
   w->restarts++;
+  w->model->metrics.worker_restarts++;
   uv_timer_start(&w->timer, on_timer, (uint64_t)(delay * 1000.0), 0);
 }
 
@@ -509,6 +514,7 @@ static void worker_spawn(berth_worker *w) {
   w->proc = p;
   w->state = W_LOADING;
   w->ready_ns = 0;
+  w->spawned_ns = uv_hrtime();
   uv_read_start((uv_stream_t *)&p->pipe, on_alloc, on_read);
   if (send_load(w) != BERTH_OK) {
     proc_kill(p, SIGKILL);
@@ -547,6 +553,26 @@ int berth_supervisor_start(berth_model *m, berth_errmsg *err) {
     worker_spawn(w);
   }
   return BERTH_OK;
+}
+
+double berth_supervisor_rss(const berth_model *m) {
+  double total = -1;
+  long page = sysconf(_SC_PAGESIZE);
+  for (size_t i = 0; i < m->n_workers; i++) {
+    const worker_proc *p = m->workers[i]->proc;
+    if (p == NULL || p->exited || p->process.pid <= 0)
+      continue;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/statm", p->process.pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+      continue;
+    unsigned long size = 0, resident = 0;
+    if (fscanf(f, "%lu %lu", &size, &resident) == 2)
+      total = (total < 0 ? 0 : total) + (double)resident * (double)page;
+    fclose(f);
+  }
+  return total;
 }
 
 berth_worker *berth_supervisor_idle_worker(berth_model *m) {

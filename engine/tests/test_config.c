@@ -282,6 +282,11 @@ static const error_case error_cases[] = {
      "server.http_port: expected an integer in 0..65535, got \"80\""},
     {"server: {http_port: 80.5}\n" MODEL(""),
      "server.http_port: expected an integer in 0..65535, got 80.5"},
+    {"server: {metrics_port: 8081}\n" MODEL(""),
+     "server.metrics_port: must differ from server.http_port (8080) and "
+     "server.grpc_port (8081); 0 turns it off"},
+    {"server: {metrics_port: 65536}\n" MODEL(""),
+     "server.metrics_port: expected an integer in 0..65535, got 65536"},
     {"server: {max_head_bytes: 10}\n" MODEL(""),
      "server.max_head_bytes: expected an integer in 1024..1048576, got 10"},
     {MODEL(", instances: 0"),

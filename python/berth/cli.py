@@ -172,6 +172,13 @@ _OPTIONS: tuple[_Option, ...] = (
         "PORT",
     ),
     _Option(
+        "--metrics-port",
+        "BERTH_METRICS_PORT",
+        _int_in(0, 65535),
+        "also serve GET /metrics (Prometheus) on this port; 0 = only on the REST port (default 0)",
+        "PORT",
+    ),
+    _Option(
         "--instances",
         "BERTH_INSTANCES",
         _int_in(1, None),
@@ -613,6 +620,7 @@ def build_document(
         ("server", "host"): options.get("host"),
         ("server", "http_port"): options.get("port"),
         ("server", "grpc_port"): options.get("grpc_port"),
+        ("server", "metrics_port"): options.get("metrics_port"),
         ("server", "max_body_bytes"): options.get("max_body_bytes"),
         ("server", "drain_timeout_s"): options.get("drain_timeout"),
         ("log", "level"): options.get("log_level"),
@@ -699,6 +707,8 @@ def _summary(doc: Mapping[str, Any]) -> str:
     )
     grpc_port = server.get("grpc_port", DEFAULT_GRPC_PORT)
     where += f", gRPC on port {grpc_port}" if grpc_port else ", gRPC on a free port"
+    if server.get("metrics_port"):
+        where += f", metrics on port {server['metrics_port']}"
     if len(models) == 1:
         what = f"{models[0]['name']} ({models[0]['runtime']})"
     else:

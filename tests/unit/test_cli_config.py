@@ -311,6 +311,16 @@ def test_bad_env_values_name_the_variable(tmp_path: Path, var: str, value: str) 
         doc(str(path), env={var: value})
 
 
+def test_metrics_port_flag_and_env(tmp_path: Path) -> None:
+    path = touch(tmp_path / "m.onnx")
+    assert "metrics_port" not in doc(str(path))["server"]
+    assert doc(str(path), env={"BERTH_METRICS_PORT": "9090"})["server"]["metrics_port"] == 9090
+    d = doc(str(path), "--metrics-port", "9091", env={"BERTH_METRICS_PORT": "9090"})
+    assert d["server"]["metrics_port"] == 9091
+    with pytest.raises(ConfigError, match="^BERTH_METRICS_PORT: "):
+        doc(str(path), env={"BERTH_METRICS_PORT": "70000"})
+
+
 def test_app_config_overrides_and_adds_models(tmp_path: Path) -> None:
     touch(tmp_path / "iris.joblib")
     touch(tmp_path / "extra" / "ranker.onnx")
