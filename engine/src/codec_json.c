@@ -705,6 +705,7 @@ typedef struct fill_ctx {
   uint64_t numel;     /* elements the shape asks for */
   uint64_t count;     /* leaves seen so far */
   size_t max_bytes;   /* BYTES: limit on the encoded size */
+  bool big_ints;      /* the body was re-read with big integers quoted */
   berth_errmsg *err;
 } fill_ctx;
 
@@ -761,13 +762,22 @@ static int range_error(fill_ctx *f, json_t *v) {
                     berth_dtype_name(f->dt));
 }
 
-/* An integer literal too large for jansson, which decode_request turned
- * into a string "\0<digits>" (see quote_big_ints); NULL otherwise. */
-static const char *big_literal(json_t *v) {
-  if (!json_is_string(v) || json_string_length(v) < 2)
+/* An integer literal too large for jansson, which the decoder turned into
+ * a string "\0<digits>" (see quote_big_ints); NULL otherwise. Only after
+ * quoting, and only "-?[0-9]+": a string the client sent stays a string. */
+static const char *big_literal(const fill_ctx *f, json_t *v) {
+  if (!f->big_ints || !json_is_string(v) || json_string_length(v) < 2)
     return NULL;
   const char *s = json_string_value(v);
-  return s[0] == '\0' ? s + 1 : NULL;
+  if (s[0] != '\0')
+    return NULL;
+  size_t n = json_string_length(v), i = s[1] == '-' ? 2 : 1;
+  if (i == n)
+    return NULL;
+  for (; i < n; i++)
+    if (s[i] < '0' || s[i] > '9')
+      return NULL;
+  return s + 1;
 }
 
 static int big_range_error(fill_ctx *f, const char *digits) {
@@ -780,7 +790,7 @@ static int big_range_error(fill_ctx *f, const char *digits) {
 static int put_int(fill_ctx *f, json_t *v, uint8_t *dst) {
   int_range r = range_of(f->dt);
   uint64_t bits;
-  const char *big = big_literal(v);
+  const char *big = big_literal(f, v);
   if (big != NULL) {
     /* Only UINT64 holds integers beyond int64's range. */
     char *end = (char *)big;
@@ -814,10 +824,12 @@ static int put_int(fill_ctx *f, json_t *v, uint8_t *dst) {
 
 static int put_float(fill_ctx *f, json_t *v, uint8_t *dst) {
   double x;
-  const char *big = big_literal(v);
-  if (big != NULL)
+  const char *big = big_literal(f, v);
+  if (big != NULL) {
     x = strtod(big, NULL);
-  else if (json_is_real(v))
+    if (isinf(x)) /* more digits than any double: jansson says overflow */
+      return big_range_error(f, big);
+  } else if (json_is_real(v))
     x = json_real_value(v);
   else if (json_is_integer(v))
     x = (double)json_integer_value(v);
@@ -914,7 +926,7 @@ static int fill_bytes(fill_ctx *f, json_t *arr, unsigned depth) {
         return rc;
       continue;
     }
-    if (!json_is_string(v))
+    if (!json_is_string(v) || big_literal(f, v) != NULL)
       return elem_error(f, "must be a string");
     size_t len = json_string_length(v);
     if (len > UINT32_MAX || len + 4 > f->max_bytes - f->out_len)
@@ -952,9 +964,10 @@ static int count_error(fill_ctx *f, const berth_tensor *t) {
 
 /* Converts `data` into t->data / t->nbytes (t's dtype and shape are set). */
 static int decode_data(json_t *data, berth_tensor *t, size_t max_bytes,
-                       berth_errmsg *err) {
+                       bool big_ints, berth_errmsg *err) {
   fill_ctx f = {.name = t->name, .dt = t->dtype, .err = err,
-                .esize = berth_dtype_size(t->dtype), .max_bytes = max_bytes};
+                .esize = berth_dtype_size(t->dtype), .max_bytes = max_bytes,
+                .big_ints = big_ints};
   if (berth_shape_numel(t->shape, t->ndim, &f.numel) != BERTH_OK)
     return berth_errf(err, BERTH_E_TOO_LARGE,
                       "input '" QN "': shape has too many elements", t->name);
@@ -1056,7 +1069,8 @@ static int decode_type(json_t *in, size_t idx, berth_tensor *t,
 }
 
 static int decode_input(json_t *in, size_t idx, const berth_json_limits *lim,
-                        berth_infer_request *req, berth_errmsg *err) {
+                        bool big_ints, berth_infer_request *req,
+                        berth_errmsg *err) {
   berth_tensor *t = &req->inputs[idx];
   if (!json_is_object(in))
     return berth_errf(err, BERTH_E_INVALID, "inputs[%zu] must be an object",
@@ -1077,11 +1091,12 @@ static int decode_input(json_t *in, size_t idx, const berth_json_limits *lim,
   if (!json_is_array(data))
     return berth_errf(err, BERTH_E_INVALID, "inputs[%zu].data must be an array",
                       idx);
-  return decode_data(data, t, lim->max_tensor_bytes, err);
+  return decode_data(data, t, lim->max_tensor_bytes, big_ints, err);
 }
 
 static int decode_inputs(json_t *root, const berth_json_limits *lim,
-                         berth_infer_request *req, berth_errmsg *err) {
+                         bool big_ints, berth_infer_request *req,
+                         berth_errmsg *err) {
   json_t *inputs = json_object_get(root, "inputs");
   if (!json_is_array(inputs))
     return berth_errf(err, BERTH_E_INVALID, "inputs must be an array");
@@ -1096,7 +1111,8 @@ static int decode_inputs(json_t *root, const berth_json_limits *lim,
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   req->n_inputs = n;
   for (size_t i = 0; i < n; i++) {
-    int rc = decode_input(json_array_get(inputs, i), i, lim, req, err);
+    int rc =
+        decode_input(json_array_get(inputs, i), i, lim, big_ints, req, err);
     if (rc != BERTH_OK)
       return rc;
   }
@@ -1143,7 +1159,8 @@ static int decode_outputs(json_t *root, const berth_json_limits *lim,
 }
 
 static int decode_root(json_t *root, const berth_json_limits *lim,
-                       berth_infer_request *req, berth_errmsg *err) {
+                       bool big_ints, berth_infer_request *req,
+                       berth_errmsg *err) {
   if (!json_is_object(root))
     return berth_errf(err, BERTH_E_INVALID, "request must be a JSON object");
   json_t *id = json_object_get(root, "id");
@@ -1162,7 +1179,7 @@ static int decode_root(json_t *root, const berth_json_limits *lim,
   if (params != NULL && !json_is_object(params))
     return berth_errf(err, BERTH_E_INVALID, "parameters must be an object");
   req->parameters = json_incref(params);
-  int rc = decode_inputs(root, lim, req, err);
+  int rc = decode_inputs(root, lim, big_ints, req, err);
   if (rc == BERTH_OK)
     rc = decode_outputs(root, lim, req, err);
   return rc;
@@ -1282,13 +1299,16 @@ int berth_json_decode_infer_request(const char *body, size_t len,
   json_error_t jerr;
   json_t *root =
       json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+  bool big_ints = false;
   if (root == NULL && (strstr(jerr.text, "too big integer") != NULL ||
                        strstr(jerr.text, "too big negative integer") != NULL)) {
     berth_buf quoted;
     berth_buf_init(&quoted, len + len / 2 + 64);
-    if (quote_big_ints(body, len, &quoted) == BERTH_OK)
+    if (quote_big_ints(body, len, &quoted) == BERTH_OK) {
       root = json_loadb(quoted.data, quoted.len,
                         JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+      big_ints = true;
+    }
     berth_buf_free(&quoted);
   }
   if (root == NULL)
@@ -1296,7 +1316,7 @@ int berth_json_decode_infer_request(const char *body, size_t len,
                       "(line %d, column %d, byte %d)", jerr.text, jerr.line,
                       jerr.column, jerr.position);
   berth_infer_request req = {0};
-  rc = decode_root(root, &lim, &req, err);
+  rc = decode_root(root, &lim, big_ints, &req, err);
   json_decref(root);
   if (rc != BERTH_OK) {
     berth_infer_request_clear(&req);

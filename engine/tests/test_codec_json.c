@@ -218,6 +218,37 @@ static void test_signed(void **state) {
   expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT64\","
              "\"data\":[18446744073709551616]}]}",
              BERTH_E_INVALID, "out of range for UINT64");
+  /* strings stay strings, with or without a big integer elsewhere */
+  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\","
+             "\"data\":[\"\\u0000abc\"]}],\"parameters\":{\"n\":"
+             "99999999999999999999}}",
+             BERTH_E_INVALID, "element 0 must be a number");
+  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT64\","
+             "\"data\":[\"\\u000042\"]}]}",
+             BERTH_E_INVALID, "element 0 must be an integer");
+  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"BYTES\","
+             "\"data\":[99999999999999999999]}]}",
+             BERTH_E_INVALID, "element 0 must be a string");
+  /* an integer past the largest double is out of range, not infinity */
+  {
+    char body[512];
+    int n = snprintf(body, sizeof body, "{\"inputs\":[{\"name\":\"x\",\"shape\":"
+                     "[1],\"datatype\":\"FP64\",\"data\":[1");
+    memset(body + n, '0', 320);
+    strcpy(body + n + 320, "]}]}");
+    expect_err(body, BERTH_E_INVALID, "out of range for FP64");
+  }
+  {
+    berth_infer_request r;
+    const berth_tensor *t = dec_one(
+        "{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"FP64\","
+        "\"data\":[-99999999999999999999,12345678901234567890123]}]}",
+        &r);
+    double d[2];
+    memcpy(d, t->data, sizeof d);
+    assert_true(d[0] == -1e20 && d[1] == 12345678901234567890123.0);
+    berth_infer_request_clear(&r);
+  }
 }
 
 static void test_fp16(void **state) {
