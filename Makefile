@@ -20,7 +20,7 @@ DEB_PKGS := gcc pkg-config libuv1-dev libnghttp2-dev libjansson-dev \
             libb64-0d
 
 .PHONY: help deps venv build install serve test test-c test-asan fuzz \
-        fuzz-replay test-py lint clean
+        fuzz-replay test-py lint clean bench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -111,6 +111,9 @@ $(KSERVE_VENV)/.stamp:
 test-py: install $(KSERVE_VENV)/.stamp ## end-to-end and unit tests with pytest
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" BERTH_KSERVE_PYTHON="$(CURDIR)/$(KSERVE_VENV)/bin/python" \
 	  $(VPY) -m pytest -q -p no:cacheprovider
+
+bench: install ## benchmark Berth against its peers (bench/README.md; ~35 min)
+	@bash bench/run.sh $(BENCH_ARGS)
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build demo
