@@ -66,6 +66,22 @@ SERVERS = {
 BERTH_CLASS = {"identity": "Identity", "tabular": "Tabular", "embed": "Embed"}
 
 
+def free_port(start: int) -> int:
+    """The first port from start on where this server and its neighbours
+    (port+1, port+2: gRPC and metrics of some servers) can listen."""
+    import socket
+
+    port = start
+    while True:
+        try:
+            for p in (port, port + 1, port + 2):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            port += 10
+
+
 def say(msg: str) -> None:
     print(f">> [bench] {msg}", flush=True)
 
@@ -94,6 +110,7 @@ def launch_cmd(server: str, model: str, port: int, wl: str) -> tuple[list[str], 
             f"    instances: {SETTINGS['workers']}\n    max_batch_size: {s['max_batch']}\n"
             f"    max_queue_delay_us: {s['delay_us']}\n"
         )
+        env["BERTH_GRPC_PORT"] = str(port + 1)  # default 8081 may be taken by another berth
         return ([str(bin_ / "berth"), "serve", "--config", str(cfg), "--host", "127.0.0.1",
                  "--port", str(port), "--log-level", "warning"], env, srv)
     if server == "kserve":
@@ -512,7 +529,7 @@ def main() -> int:
             continue
         for w in wls:
             wl = WORKLOADS[w]
-            port += 10
+            port = free_port(port + 10)
             say(f"{name} {w}: starting ({wl['model']}, port {port}, core {SERVER_CORE})")
             t0 = time.time()
             srv = Server(name, wl["model"], port, w)

@@ -119,7 +119,8 @@ def ratio_line(summary: dict, key: str, higher_better: bool, label: str, spec: s
     best_name = (max if higher_better else min)(peers, key=lambda n: peers[n])
     best = peers[best_name]
     r = b / best if higher_better else best / b
-    verdict = "Berth ahead" if r > 1.0 else "Berth behind"
+    verdict = ("a tie, within this machine's noise" if 0.95 <= r <= 1.05
+               else "Berth ahead" if r > 1.0 else "Berth behind")
     return (f"| {label} | {format(b, spec)} | {LABEL[best_name]} {format(best, spec)} | "
             f"**{r:.2f}×** ({verdict}) |")
 
@@ -177,19 +178,31 @@ def main() -> None:
     raw = raws[-1]
     if len(raws) > 1:
         merged: dict = {}
-        for r in raws:
-            merged.update(r["servers"])
+        for r in raws:  # per server and workload: a later pass wins
+            for n, e in r["servers"].items():
+                m = merged.setdefault(n, json.loads(json.dumps(e)))
+                m["workloads"].update(e.get("workloads", {}))
+                m.update({k: v for k, v in e.items() if k != "workloads"})
         raw = dict(raw, servers={n: merged[n] for n in ORDER if n in merged})
-        raw["inprocess"] = next((r["inprocess"] for r in reversed(raws) if r.get("inprocess")), {})
+        raw["inprocess"] = {k: v for r in raws for k, v in r.get("inprocess", {}).items()}
         raw["workloads"] = {k: v for r in raws for k, v in r["workloads"].items()}
-        raw["passes"] = [(r["started"], sorted(r["servers"]), r.get("elapsed_s", 0)) for r in raws]
+        raw["passes"] = [(r["started"], sorted(r["servers"]), sorted(r["workloads"]),
+                          r.get("elapsed_s", 0)) for r in raws]
         raw.pop("elapsed_s", None)
     m = machine()
     summary = summarize(raw)
     date = raw["started"].split()[0]
-    stem = f"{date}-{slug(m['cpu'], m['cores'])}" + ("-quick" if raw.get("quick") else "")
-    RESULTS.mkdir(exist_ok=True)
-    md_path, png_path = RESULTS / f"{stem}.md", RESULTS / f"{stem}.png"
+    complete = (set(raw["servers"]) >= set(ORDER) and set(raw["workloads"]) >= {"W1", "W2", "W3"}
+                and not raw.get("quick"))
+    stem = f"{date}-{slug(m['cpu'], m['cores'])}"
+    if raw.get("quick"):
+        stem += "-quick"
+    elif not complete:  # a partial run: its own file, latest.* untouched
+        stem += "-" + raw["started"].split()[1].replace(":", "")[:4] + "-partial"
+    # a --quick smoke run is not for quoting: it goes to bench/work/, not results/
+    out_dir = HERE / "work" if raw.get("quick") else RESULTS
+    out_dir.mkdir(exist_ok=True)
+    md_path, png_path = out_dir / f"{stem}.md", out_dir / f"{stem}.png"
     st = raw["settings"]
     inproc = raw.get("inprocess", {})
     L: list[str] = []
@@ -211,10 +224,11 @@ def main() -> None:
              f"delay {st['W3']['delay_us']} µs.")
     if "elapsed_s" in raw:
         L.append(f"- The run took {raw['elapsed_s'] / 60:.1f} minutes.")
-    for started, names, el in raw.get("passes", []):
-        L.append(f"- Pass started {started} ({el / 60:.1f} min): "
+    for started, names, wls, el in raw.get("passes", []):
+        L.append(f"- Pass started {started} ({el / 60:.1f} min): {', '.join(wls)} on "
                  + ", ".join(LABEL[n] for n in names if n in LABEL)
-                 + " (a later pass replaces an earlier one's servers).")
+                 + " (a later pass replaces an earlier one's results for the same server "
+                 "and workload).")
     L.append("")
     L.append("| server | version | numpy | scikit-learn | onnxruntime |")
     L.append("| --- | --- | --- | --- | --- |")
@@ -342,7 +356,7 @@ def main() -> None:
         L.append(Path(a.notes).read_text().rstrip())
         L.append("")
     md_path.write_text("\n".join(L))
-    if not raw.get("quick"):
+    if complete:
         shutil.copyfile(md_path, RESULTS / "latest.md")
         if png_path.exists():
             shutil.copyfile(png_path, RESULTS / "latest.png")

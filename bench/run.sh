@@ -32,6 +32,15 @@ if [ "$(nproc)" -lt 2 ]; then
   exit 2
 fi
 
+# One benchmark at a time on this machine: two would share the cores and the
+# numbers of both would be wrong. Wait for a run in progress to finish.
+mkdir -p "$BENCH/work"
+exec 9>"$BENCH/work/.run.lock"
+if ! flock -n 9; then
+  echo ">> [bench] another benchmark run is in progress; waiting for it to finish"
+  flock 9
+fi
+
 t0=$SECONDS
 IFS=, read -r -a want <<<"$servers"
 # A server whose venv cannot be built is reported as not installed; the run goes on.
