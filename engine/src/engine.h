@@ -144,6 +144,9 @@ struct berth_model {
   berth_worker **workers;         /* owned array of owned slots */
   size_t n_workers;
   size_t n_ready;                 /* workers that said READY and live */
+  bool has_served;                /* a worker has been ready once: while a
+                                     crashed worker restarts, requests wait
+                                     in the queue instead of getting 503 */
   berth_model_stats stats;
   berth_model_metrics metrics;    /* Prometheus (metrics.c) */
 };
@@ -204,6 +207,9 @@ berth_model *berth_model_find(berth_engine *e, const char *name,
 /* true if any version of name exists. */
 bool berth_model_name_exists(berth_engine *e, const char *name, size_t len);
 bool berth_model_ready(const berth_model *m);
+/* Takes new inference requests: ready, or restarting after a crash (the
+ * requests queue for the restarted worker). */
+bool berth_model_accepting(const berth_model *m);
 /* Adopts the signature a worker reported in READY (JSON payload), unless
  * the config declared one. */
 int berth_model_adopt_ready(berth_model *m, const char *json, size_t len,

@@ -341,7 +341,7 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
   if (rc == BERTH_OK)
     rc = berth_grpc_find_model(e, target.model_name, target.model_version, &m, &err);
   berth_grpc_target_clear(&target);
-  if (rc == BERTH_OK && !berth_model_ready(m)) {
+  if (rc == BERTH_OK && !berth_model_accepting(m)) {
     not_ready_message(m, err.msg, sizeof err.msg);
     rc = BERTH_E_UNAVAILABLE;
     unready = m;

@@ -695,3 +695,25 @@ const char *berth_http_reason(int status) {
   default: return "Unknown";
   }
 }
+
+bool berth_http_is_token(const char *s) {
+  if (*s == '\0')
+    return false;
+  for (; *s != '\0'; s++) {
+    unsigned char ch = (unsigned char)*s;
+    bool ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+              (ch >= 'A' && ch <= 'Z') || strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+    if (!ok)
+      return false;
+  }
+  return true;
+}
+
+bool berth_http_is_field_value(const char *s) {
+  for (; *s != '\0'; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == 0x7f || (ch < 0x20 && ch != '\t'))
+      return false;
+  }
+  return true;
+}

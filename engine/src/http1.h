@@ -88,4 +88,10 @@ const berth_h1_header *berth_h1_find_header(const berth_h1_request *r,
 /* Standard reason phrase for a status ("Not Found"); "Unknown" if none. */
 const char *berth_http_reason(int status);
 
+/* Response header checks shared by HTTP/1.1 and HTTP/2 (NUL-terminated):
+ * a field name is an RFC 9110 token; a field value holds no control
+ * character but tab. */
+bool berth_http_is_token(const char *s);
+bool berth_http_is_field_value(const char *s);
+
 #endif

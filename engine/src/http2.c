@@ -187,28 +187,6 @@ static ssize_t h2_read_stream(nghttp2_session *ng, int32_t stream_id, uint8_t *b
   return (ssize_t)n;
 }
 
-static bool is_lower_token(const char *s) {
-  if (*s == '\0')
-    return false;
-  for (; *s != '\0'; s++) {
-    unsigned char ch = (unsigned char)*s;
-    bool ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-              (ch >= 'A' && ch <= 'Z') || strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-    if (!ok)
-      return false;
-  }
-  return true;
-}
-
-static bool is_field_value(const char *s) {
-  for (; *s != '\0'; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == 0x7f || (ch < 0x20 && ch != '\t'))
-      return false;
-  }
-  return true;
-}
-
 /* Connection-specific fields are forbidden in HTTP/2; the transport writes
  * content-length and date itself. */
 static bool is_skipped_field(const char *name) {
@@ -248,8 +226,8 @@ static int build_nva(berth_h2_session *s, int status, const berth_http_header_kv
   char *p = lower;
   for (size_t i = 0; i < n; i++) {
     const char *name = headers[i].name, *value = headers[i].value;
-    if (name == NULL || value == NULL || !is_lower_token(name) ||
-        !is_field_value(value) || is_skipped_field(name))
+    if (name == NULL || value == NULL || !berth_http_is_token(name) ||
+        !berth_http_is_field_value(value) || is_skipped_field(name))
       continue;
     size_t nl = strlen(name);
     for (size_t j = 0; j < nl; j++)

@@ -149,6 +149,13 @@ bool berth_model_ready(const berth_model *m) {
          !m->engine->draining;
 }
 
+bool berth_model_accepting(const berth_model *m) {
+  if (m->engine->draining)
+    return false;
+  return berth_model_ready(m) ||
+         (m->has_served && m->state == BERTH_MODEL_LOADING);
+}
+
 /* Parses [{"name":..,"datatype":..,"shape":[..]}, ...] from a worker. */
 static int parse_specs(json_t *arr, const char *what, berth_tensor_spec **out,
                        size_t *n_out, berth_errmsg *err) {

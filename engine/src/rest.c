@@ -353,7 +353,7 @@ bool berth_rest_servable(berth_engine *e, berth_http_req *req,
                              "requests");
     return false;
   }
-  if (!berth_model_ready(m)) {
+  if (!berth_model_accepting(m)) {
     count_refused(m, req, BERTH_E_UNAVAILABLE);
     berth_rest_not_ready_message(m, msg, sizeof msg);
     berth_rest_respond_error(e, req, BERTH_E_UNAVAILABLE, msg);

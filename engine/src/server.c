@@ -528,28 +528,6 @@ static void conn_input(berth_httpd_conn *c) {
 
 /* ---- HTTP/1.1 ---- */
 
-static bool is_token(const char *s) {
-  if (*s == '\0')
-    return false;
-  for (; *s != '\0'; s++) {
-    unsigned char ch = (unsigned char)*s;
-    bool ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-              (ch >= 'A' && ch <= 'Z') || strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-    if (!ok)
-      return false;
-  }
-  return true;
-}
-
-static bool is_field_value(const char *s) {
-  for (; *s != '\0'; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == 0x7f || (ch < 0x20 && ch != '\t'))
-      return false;
-  }
-  return true;
-}
-
 /* Headers the transport writes itself, and hop-by-hop ones. */
 static bool is_transport_header(const char *name) {
   static const char *const skip[] = {"content-length", "connection", "date",
@@ -573,8 +551,8 @@ static char *h1_format_head(berth_httpd_conn *c, int status,
   int rc = berth_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, berth_http_reason(status));
   for (size_t i = 0; i < n && rc == BERTH_OK; i++) {
     const berth_http_header_kv *kv = &headers[i];
-    if (kv->name == NULL || kv->value == NULL || !is_token(kv->name) ||
-        !is_field_value(kv->value) || is_transport_header(kv->name))
+    if (kv->name == NULL || kv->value == NULL || !berth_http_is_token(kv->name) ||
+        !berth_http_is_field_value(kv->value) || is_transport_header(kv->name))
       continue; /* never let a handler break the framing */
     rc = buf_puts(&b, kv->name);
     if (rc == BERTH_OK)

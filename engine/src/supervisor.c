@@ -148,6 +148,7 @@ static void on_ready(berth_worker *w, const uint8_t *payload, size_t len) {
     m->metrics.load_seconds = (double)(w->ready_ns - w->spawned_ns) / 1e9;
   w->counted_ready = true;
   m->n_ready++;
+  m->has_served = true;
   if (m->state != BERTH_MODEL_READY) {
     m->state = BERTH_MODEL_READY;
     m->load_error[0] = '\0';
@@ -173,8 +174,10 @@ static void on_load_failed(berth_worker *w, const uint8_t *payload,
   json_decref(doc);
   w->state = W_FAILED;
   uv_timer_stop(&w->timer);
-  if (m->n_ready == 0)
+  if (m->n_ready == 0) {
     m->state = BERTH_MODEL_FAILED;
+    berth_sched_fail_queued(m, BERTH_E_UNAVAILABLE, m->load_error);
+  }
   berth_log_kv(BERTH_LOG_ERROR,
                "model failed to load; fix the model or its berth.yaml and "
                "restart berth", "model", m->cfg->name, "version",
@@ -321,8 +324,11 @@ static void on_timer(uv_timer_t *t) {
     berth_log_kv(BERTH_LOG_ERROR, "model load timed out; killing the worker",
                  "worker", wname(w, id, sizeof id), NULL);
     w->state = W_FAILED;
-    if (w->model->n_ready == 0)
+    if (w->model->n_ready == 0) {
       w->model->state = BERTH_MODEL_FAILED;
+      berth_sched_fail_queued(w->model, BERTH_E_UNAVAILABLE,
+                              w->model->load_error);
+    }
     proc_kill(w->proc, SIGKILL);
   }
 }
@@ -390,6 +396,7 @@ static void proc_lost(worker_proc *p) {
              "far; retrying with backoff (check the worker log)", how,
              w->restarts + 1, w->restarts ? "s" : "");
     m->state = BERTH_MODEL_FAILED;
+    berth_sched_fail_queued(m, BERTH_E_UNAVAILABLE, m->load_error);
   }
   if (m->n_ready == 0 && m->state == BERTH_MODEL_READY)
     m->state = BERTH_MODEL_LOADING;
