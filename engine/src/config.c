@@ -46,6 +46,8 @@ typedef enum berth_config_kind {
   BERTH_CF_TENSORS,    /* list of tensor specs -> array + count + flag */
   BERTH_CF_SECTION,    /* mapping checked against `sub` */
   BERTH_CF_MODELS,     /* the non-empty models list */
+  BERTH_CF_LIST,       /* imin..imax mappings checked against `sub` ->
+                          array of `size`-byte elements + count */
 } berth_config_kind;
 
 typedef struct berth_config_table berth_config_table;
@@ -56,13 +58,16 @@ typedef struct berth_config_field {
   bool required;
   const char *def;     /* default as JSON text; NULL: stays absent */
   size_t slot;         /* offset of the value, or BERTH_CONFIG_NO_SLOT */
-  size_t size;         /* BERTH_CF_UINT: width of the slot */
+  size_t size;         /* BERTH_CF_UINT: width of the slot; LIST: of an
+                          element */
   size_t count_slot;   /* ARGV, TENSORS: element count; SHAPE: ndim */
   size_t flag_slot;    /* TENSORS: the "declared" flag */
   int64_t imin, imax;  /* BERTH_CF_UINT */
   double dmin, dmax;   /* BERTH_CF_DOUBLE */
   const char *const *choices;     /* BERTH_CF_ENUM, NULL-terminated */
-  const berth_config_table *sub;  /* BERTH_CF_SECTION */
+  const berth_config_table *sub;  /* BERTH_CF_SECTION, BERTH_CF_LIST; a
+                                     SECTION with a slot fills the struct
+                                     there, else base itself */
 } berth_config_field;
 
 struct berth_config_table {
@@ -235,6 +240,47 @@ static const berth_config_table berth_config_tensor =
 static const berth_config_table berth_config_model =
     BERTH_CF_TABLE(berth_config_model_fields);
 
+#define BERTH_CF_R berth_route_target_config
+static const berth_config_field berth_config_split_fields[] = {
+    {.key = "model", .kind = BERTH_CF_NAME, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_R, model)},
+    {.key = "version", .kind = BERTH_CF_VERSION, .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_R, version)},
+    {.key = "weight", .kind = BERTH_CF_DOUBLE, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_R, weight), .dmin = 0, .dmax = 1e9},
+};
+static const berth_config_field berth_config_shadow_fields[] = {
+    {.key = "model", .kind = BERTH_CF_NAME, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_R, model)},
+    {.key = "version", .kind = BERTH_CF_VERSION, .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_R, version)},
+    {.key = "rate", .kind = BERTH_CF_DOUBLE, .def = "1.0",
+     .slot = BERTH_CF_OFF(BERTH_CF_R, rate), .dmin = 0, .dmax = 1},
+};
+#undef BERTH_CF_R
+static const berth_config_table berth_config_split =
+    BERTH_CF_TABLE(berth_config_split_fields);
+static const berth_config_table berth_config_shadow =
+    BERTH_CF_TABLE(berth_config_shadow_fields);
+
+#define BERTH_CF_RT berth_route_config
+static const berth_config_field berth_config_route_fields[] = {
+    {.key = "name", .kind = BERTH_CF_NAME, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_RT, name)},
+    {.key = "split", .kind = BERTH_CF_LIST, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_RT, split),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_RT, n_split),
+     .size = sizeof(berth_route_target_config), .imin = 1, .imax = 64,
+     .sub = &berth_config_split},
+    {.key = "sticky_header", .kind = BERTH_CF_NAME, .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_RT, sticky_header)},
+    {.key = "shadow", .kind = BERTH_CF_SECTION, .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_RT, shadow), .sub = &berth_config_shadow},
+};
+#undef BERTH_CF_RT
+static const berth_config_table berth_config_route =
+    BERTH_CF_TABLE(berth_config_route_fields);
+
 static const berth_config_field berth_config_root_fields[] = {
     {.key = "server", .kind = BERTH_CF_SECTION, .def = "{}", BERTH_CF_NONE,
      .sub = &berth_config_server},
@@ -244,6 +290,11 @@ static const berth_config_field berth_config_root_fields[] = {
      .sub = &berth_config_workers},
     {.key = "models", .kind = BERTH_CF_MODELS, .required = true,
      BERTH_CF_NONE},
+    {.key = "routes", .kind = BERTH_CF_LIST, .def = "[]",
+     .slot = offsetof(berth_config, routes),
+     .count_slot = offsetof(berth_config, n_routes),
+     .size = sizeof(berth_route_config), .imin = 0, .imax = 4096,
+     .sub = &berth_config_route},
 };
 static const berth_config_table berth_config_root =
     BERTH_CF_TABLE(berth_config_root_fields);
@@ -544,6 +595,51 @@ static int berth_config_tensors(const berth_config_field *f, json_t *v,
   return BERTH_OK;
 }
 
+/* A list of mappings, each checked against f->sub into an element of a
+ * fresh array that base owns from the start (a failure frees it with the
+ * rest of base). */
+static int berth_config_list(const berth_config_field *f, json_t *v,
+                             void *base, const char *path, json_t **norm,
+                             berth_errmsg *err) {
+  if (!json_is_array(v))
+    return berth_config_bad(err, path, v, "expected a list of mappings");
+  size_t n = json_array_size(v);
+  if (n < (size_t)f->imin)
+    return berth_config_bad(err, path, NULL, "must list at least %lld",
+                            (long long)f->imin);
+  if (n > (size_t)f->imax)
+    return berth_config_bad(err, path, NULL, "at most %lld entries, got %zu",
+                            (long long)f->imax, n);
+  json_t *out = json_array();
+  if (out == NULL)
+    return berth_config_nomem(err, path);
+  char *items = NULL;
+  if (n > 0) {
+    items = calloc(n, f->size);
+    if (items == NULL) {
+      json_decref(out);
+      return berth_config_nomem(err, path);
+    }
+    *(void **)berth_config_at(base, f->slot) = items;
+    *(size_t *)berth_config_at(base, f->count_slot) = n;
+  }
+  for (size_t i = 0; i < n; i++) {
+    char item[BERTH_CONFIG_PATH_MAX];
+    berth_config_index(item, path, i);
+    json_t *item_norm = NULL;
+    int rc = berth_config_section(f->sub, json_array_get(v, i),
+                                  items + i * f->size, item, &item_norm, err);
+    if (rc == BERTH_OK && json_array_append_new(out, item_norm) != 0)
+      rc = berth_config_nomem(err, item);
+    if (rc != BERTH_OK) {
+      json_decref(out);
+      return rc;
+    }
+  }
+  *norm = out;
+  return BERTH_OK;
+}
+
 static int berth_config_models(json_t *v, berth_config *cfg,
                                const char *path, berth_errmsg *err) {
   if (!json_is_array(v))
@@ -685,7 +781,12 @@ static int berth_config_field_value(const berth_config_field *f, json_t *v,
   case BERTH_CF_TENSORS:
     return berth_config_tensors(f, v, base, path, norm, err);
   case BERTH_CF_SECTION:
-    return berth_config_section(f->sub, v, base, path, norm, err);
+    return berth_config_section(
+        f->sub, v,
+        f->slot == BERTH_CONFIG_NO_SLOT ? base : berth_config_at(base, f->slot),
+        path, norm, err);
+  case BERTH_CF_LIST:
+    return berth_config_list(f, v, base, path, norm, err);
   case BERTH_CF_MODELS:
     rc = berth_config_models(v, base, path, err);
     break;
@@ -775,6 +876,22 @@ void berth_config_model_clear(berth_model_config *m) {
   memset(m, 0, sizeof *m);
 }
 
+static void berth_config_target_clear(berth_route_target_config *t) {
+  free(t->model);
+  free(t->version);
+  memset(t, 0, sizeof *t);
+}
+
+void berth_config_route_clear(berth_route_config *r) {
+  free(r->name);
+  for (size_t i = 0; i < r->n_split; i++)
+    berth_config_target_clear(&r->split[i]);
+  free(r->split);
+  free(r->sticky_header);
+  berth_config_target_clear(&r->shadow);
+  memset(r, 0, sizeof *r);
+}
+
 void berth_config_clear(berth_config *c) {
   if (c == NULL)
     return;
@@ -794,6 +911,9 @@ void berth_config_clear(berth_config *c) {
   for (size_t i = 0; i < c->n_models; i++)
     berth_config_model_clear(&c->models[i]);
   free(c->models);
+  for (size_t i = 0; i < c->n_routes; i++)
+    berth_config_route_clear(&c->routes[i]);
+  free(c->routes);
   memset(c, 0, sizeof *c);
 }
 
@@ -857,6 +977,25 @@ int berth_config_parse_model_entry(json_t *entry, const char *path,
   json_decref(root);
   if (rc != BERTH_OK) {
     berth_config_model_clear(out);
+    return BERTH_E_CONFIG;
+  }
+  return BERTH_OK;
+}
+
+int berth_config_parse_route_entry(json_t *entry, const char *path,
+                                   berth_route_config *out,
+                                   berth_errmsg *err) {
+  if (out == NULL)
+    return berth_errf(err, BERTH_E_CONFIG, "no route config to fill");
+  memset(out, 0, sizeof *out);
+  char where[BERTH_CONFIG_PATH_MAX];
+  snprintf(where, sizeof where, "%.120s", path != NULL ? path : "");
+  json_t *norm = NULL;
+  int rc = berth_config_section(&berth_config_route, entry, out, where,
+                                &norm, err);
+  json_decref(norm);
+  if (rc != BERTH_OK) {
+    berth_config_route_clear(out);
     return BERTH_E_CONFIG;
   }
   return BERTH_OK;

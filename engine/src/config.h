@@ -53,6 +53,26 @@ typedef struct berth_model_config {
                                entry, sent to the worker in LOAD */
 } berth_model_config;
 
+/* One target of a route (routes[].split[] or routes[].shadow). */
+typedef struct berth_route_target_config {
+  char *model;              /* owned; a model name */
+  char *version;            /* owned, or NULL: the model's newest ready
+                               version when a request is routed */
+  double weight;            /* split: share of requests, >= 0 */
+  double rate;              /* shadow: fraction of requests copied, 0..1 */
+} berth_route_target_config;
+
+/* A served name whose requests are split across model versions, with an
+ * optional shadow (docs/traffic.md). Whether the targets exist is checked
+ * by the router (router.c), which knows the models. */
+typedef struct berth_route_config {
+  char *name;                       /* owned; [A-Za-z0-9_.-]+ */
+  berth_route_target_config *split; /* owned array of n_split (>= 1) */
+  size_t n_split;
+  char *sticky_header;              /* owned or NULL */
+  berth_route_target_config shadow; /* shadow.model NULL: no shadow */
+} berth_route_config;
+
 typedef struct berth_config {
   char *host;                    /* owned, default "127.0.0.1" */
   uint16_t http_port;            /* default 8080; 0 = pick a free port */
@@ -81,6 +101,8 @@ typedef struct berth_config {
   double restart_backoff_max_s;  /* cap, default 10 */
   berth_model_config *models;    /* owned array */
   size_t n_models;
+  berth_route_config *routes;    /* owned array (router.c), may be NULL */
+  size_t n_routes;
 } berth_config;
 
 /* Parses and validates text (YAML or JSON, len bytes). On success fills
@@ -104,5 +126,14 @@ int berth_config_parse_model_entry(json_t *entry, const char *path,
                                    berth_model_config *out,
                                    berth_errmsg *err);
 void berth_config_model_clear(berth_model_config *m);
+
+/* Parses one routes[] entry (a JSON object) with the checks of a whole
+ * document; errors name the key under path ("split[1].weight: ..."). For
+ * routes changed at run time (router_admin.c). The caller clears *out with
+ * berth_config_route_clear. */
+int berth_config_parse_route_entry(json_t *entry, const char *path,
+                                   berth_route_config *out,
+                                   berth_errmsg *err);
+void berth_config_route_clear(berth_route_config *r);
 
 #endif

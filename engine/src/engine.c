@@ -11,6 +11,7 @@
 #include "engine.h"
 #include "grpc.h"
 #include "log.h"
+#include "router.h"
 
 static void finish_drain(berth_engine *e);
 
@@ -33,6 +34,9 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
     if (rc != BERTH_OK)
       return rc;
   }
+  int rrc = berth_router_init(e, err);
+  if (rrc != BERTH_OK)
+    return rrc;
   uv_timer_init(loop, &e->drain_timer);
   uv_timer_init(loop, &e->stop_timer);
   uv_signal_init(loop, &e->sig_term);
@@ -233,6 +237,7 @@ void berth_engine_free(berth_engine *e) {
     free(e->models[i]);
   }
   free(e->models);
+  berth_router_free(e);
   berth_repository_free(e);
   berth_tls_ctx_free(e->tls_rest);
   berth_tls_ctx_free(e->tls_grpc);

@@ -68,6 +68,10 @@ struct berth_job {
   berth_job_done_cb done;
   berth_job_release_cb release;
   void *user;                 /* the creator's context */
+  struct berth_route_stat *route_stat; /* router.c: the route that chose
+                                 model counts the answer, or NULL */
+  berth_job_done_cb route_done; /* router.c: the creator's done while the
+                                 router's wraps it */
   bool queued;                /* linked into model's queue */
   bool running;               /* part of a batch on a worker */
   bool answered;              /* done has been called */
@@ -178,6 +182,7 @@ struct berth_engine {
   int exit_code;
   struct berth_repository *repo;  /* owned (repository.c); NULL until the
                                      repository API is first used */
+  struct berth_router *router;    /* owned (router.c): traffic routes */
 };
 
 /* engine.c */

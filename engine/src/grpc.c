@@ -23,6 +23,7 @@
 
 #include "codec_grpc.h"
 #include "log.h"
+#include "router.h"
 
 #define SERVICE_PREFIX "/inference.GRPCInferenceService/"
 #define GRPC_CT {"content-type", "application/grpc"}
@@ -337,8 +338,13 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
   berth_grpc_target target;
   berth_errmsg err;
   berth_model *m = NULL, *unready = NULL;
+  berth_route_stat *routed = NULL;
   int rc = berth_grpc_decode_infer_request(msg, len, &lim, &target, &j->job.req, &err);
-  if (rc == BERTH_OK)
+  if (rc == BERTH_OK && target.model_name != NULL &&
+      (target.model_version == NULL || target.model_version[0] == '\0'))
+    m = berth_router_resolve(e, target.model_name, strlen(target.model_name), c->req,
+                             &routed);
+  if (rc == BERTH_OK && m == NULL)
     rc = berth_grpc_find_model(e, target.model_name, target.model_version, &m, &err);
   berth_grpc_target_clear(&target);
   if (rc == BERTH_OK && !berth_model_accepting(m)) {
@@ -364,7 +370,7 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
     c->jobs = j;
     c->pending++;
     e->inflight++;
-    rc = berth_sched_submit(m, &j->job, &err);
+    rc = berth_router_submit(m, &j->job, routed, &err);
     if (rc != BERTH_OK) { /* not queued: no callback ran */
       job_unlink(c, j);
       e->inflight--;

@@ -10,6 +10,7 @@
 #include "codec_grpc.h"
 #include "grpc.h"
 #include "grpc_service.pb-c.h"
+#include "router.h"
 
 #define QN "%.100s"
 
@@ -30,9 +31,12 @@ int berth_grpc_find_model(berth_engine *e, const char *name, const char *version
   if (name == NULL || name[0] == '\0')
     return berth_errf(err, BERTH_E_INVALID, "the model name must not be empty");
   size_t nl = strlen(name);
+  bool any = version == NULL || version[0] == '\0';
+  berth_route_stat *unused;
+  if (any && (*out = berth_router_resolve(e, name, nl, NULL, &unused)) != NULL)
+    return BERTH_OK; /* a route: its primary target */
   if (!berth_model_name_exists(e, name, nl))
     return berth_errf(err, BERTH_E_NOT_FOUND, "unknown model '" QN "'", name);
-  bool any = version == NULL || version[0] == '\0';
   *out = berth_model_find(e, name, nl, any ? NULL : version, any ? 0 : strlen(version));
   if (*out == NULL)
     return berth_errf(err, BERTH_E_NOT_FOUND, "model '" QN "' has no version '" QN "'",

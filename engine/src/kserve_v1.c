@@ -17,6 +17,7 @@
 
 #include "codec_json.h"
 #include "rest.h"
+#include "router.h"
 
 /* ---- request ------------------------------------------------------------ */
 
@@ -243,9 +244,14 @@ void berth_rest_kserve_v1(berth_engine *e, berth_http_req *req, bool is_get,
     verb.n = name.n - (size_t)(colon + 1 - name.p);
     name.n = (size_t)(colon - name.p);
   }
+  berth_route_stat *routed = NULL;
   berth_model *m = berth_slice_valid_name(name)
-                       ? berth_model_find(e, name.p, name.n, NULL, 0)
+                       ? berth_router_resolve(e, name.p, name.n,
+                                              verb.p != NULL ? req : NULL,
+                                              &routed)
                        : NULL;
+  if (m == NULL && berth_slice_valid_name(name))
+    m = berth_model_find(e, name.p, name.n, NULL, 0);
   if (m == NULL || m->state == BERTH_MODEL_UNAVAILABLE) {
     snprintf(msg, sizeof msg, "unknown model '%.*s'%s",
              (int)(name.n > 200 ? 200 : name.n), name.p,
@@ -282,7 +288,7 @@ void berth_rest_kserve_v1(berth_engine *e, berth_http_req *req, bool is_get,
     berth_rest_respond_error(e, req, rc, err.msg);
     return;
   }
-  berth_rest_submit(e, req, m, &r, BERTH_REST_KSERVE_V1, false);
+  berth_rest_submit(e, req, m, &r, BERTH_REST_KSERVE_V1, false, routed);
   return;
 method:
   berth_rest_respond_error(e, req, BERTH_E_METHOD,

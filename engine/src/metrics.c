@@ -12,6 +12,7 @@
 #include <berth/error.h>
 
 #include "engine.h"
+#include "router.h"
 
 /* ---- histograms ---------------------------------------------------------- */
 
@@ -338,6 +339,8 @@ int berth_metrics_collect(berth_engine *e, berth_buf *out) {
   if (uv_resident_set_memory(&rss) == 0)
     proc.rss_bytes = (double)rss;
   int rc = berth_metrics_render(out, mv, e->n_models, &proc);
+  if (rc == BERTH_OK)
+    rc = berth_router_metrics(e, out);
   free(mv);
   return rc;
 }

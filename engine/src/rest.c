@@ -12,6 +12,7 @@
 #include "codec_binary.h"
 #include "codec_json.h"
 #include "log.h"
+#include "router.h"
 
 #define JSON_CT {"content-type", "application/json"}
 
@@ -364,7 +365,7 @@ bool berth_rest_servable(berth_engine *e, berth_http_req *req,
 
 void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
                        berth_infer_request *r, berth_rest_format fmt,
-                       bool binary_default) {
+                       bool binary_default, berth_route_stat *routed) {
   rest_call *c = calloc(1, sizeof *c);
   if (c == NULL) {
     berth_infer_request_clear(r);
@@ -384,7 +385,7 @@ void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
   berth_http_req_ref(req);
   e->inflight++;
   berth_errmsg err;
-  int rc = berth_sched_submit(m, &c->job, &err);
+  int rc = berth_router_submit(m, &c->job, routed, &err);
   if (rc != BERTH_OK) {
     berth_rest_count_fail(m, req, rc);
     berth_rest_respond_error(e, req, rc, err.msg);
@@ -422,7 +423,7 @@ static int decode_body(berth_engine *e, berth_http_req *req,
 }
 
 static void handle_infer(berth_engine *e, berth_http_req *req,
-                         berth_model *m) {
+                         berth_model *m, berth_route_stat *routed) {
   if (!berth_rest_servable(e, req, m))
     return;
   berth_infer_request r = {0};
@@ -439,7 +440,7 @@ static void handle_infer(berth_engine *e, berth_http_req *req,
     berth_rest_respond_error(e, req, rc, err.msg);
     return;
   }
-  berth_rest_submit(e, req, m, &r, BERTH_REST_OIP, binary_default);
+  berth_rest_submit(e, req, m, &r, BERTH_REST_OIP, binary_default, routed);
 }
 
 /* ---- metrics ------------------------------------------------------------ */
@@ -493,14 +494,23 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");
     return;
   }
-  if (!berth_slice_valid_name(name) ||
-      !berth_model_name_exists(e, name.p, name.n)) {
+  /* a route (no version named): its target for inference, else its
+   * primary target */
+  berth_route_stat *routed = NULL;
+  bool infer = action.p != NULL && berth_slice_is(action, "infer");
+  berth_model *m = ver == NULL && berth_slice_valid_name(name)
+                       ? berth_router_resolve(e, name.p, name.n,
+                                              infer ? req : NULL, &routed)
+                       : NULL;
+  if (m == NULL && (!berth_slice_valid_name(name) ||
+                    !berth_model_name_exists(e, name.p, name.n))) {
     snprintf(msg, sizeof msg, "unknown model '%.*s'",
              (int)(name.n > 200 ? 200 : name.n), name.p);
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return;
   }
-  berth_model *m = berth_model_find(e, name.p, name.n, ver, ver_len);
+  if (m == NULL)
+    m = berth_model_find(e, name.p, name.n, ver, ver_len);
   if (m == NULL) {
     snprintf(msg, sizeof msg, "model '%.*s' has no version '%.*s'",
              (int)name.n, name.p, (int)ver_len, ver);
@@ -525,7 +535,7 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
   else if (berth_slice_is(action, "ready"))
     handle_model_ready(e, req, m);
   else if (post_action)
-    handle_infer(e, req, m);
+    handle_infer(e, req, m, routed);
   else if (berth_slice_is(action, "config"))
     berth_rest_model_config(e, req, m);
   else if (stats)
@@ -595,6 +605,8 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
                  berth_slice_is(seg[1], "repository") &&
                  (berth_slice_is(seg[4], "load") ||
                   berth_slice_is(seg[4], "unload"));
+    admin = admin || (!is_get && nseg >= 2 && berth_slice_is(seg[0], "v2") &&
+                      berth_slice_is(seg[1], "routes"));
     if (!authorized(e, req, admin, health))
       return;
   }
@@ -637,6 +649,10 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
     }
     if (nseg >= 3 && berth_slice_is(seg[1], "models")) {
       route_model(e, req, is_get, is_post, seg, nseg);
+      return;
+    }
+    if (berth_slice_is(seg[1], "routes")) {
+      berth_rest_routes(e, req, is_get, is_post, seg, nseg);
       return;
     }
     if (nseg >= 3 && berth_slice_is(seg[1], "repository")) {

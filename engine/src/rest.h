@@ -59,7 +59,7 @@ typedef enum berth_rest_format {
  * BERTH_REST_OIP, binary_default is the request's binary_data_output. */
 void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
                        berth_infer_request *r, berth_rest_format fmt,
-                       bool binary_default);
+                       bool binary_default, struct berth_route_stat *routed);
 /* Records an inference request the frontend failed itself (never queued)
  * in m's statistics and metrics (received -> now). */
 void berth_rest_count_fail(berth_model *m, berth_http_req *req, int status);
@@ -75,6 +75,11 @@ void berth_rest_model_stats(berth_engine *e, berth_http_req *req,
 /* POST /v2/repository/...: seg[0]="v2", seg[1]="repository". */
 void berth_rest_repository(berth_engine *e, berth_http_req *req, bool is_post,
                            const berth_slice *seg, int nseg);
+
+/* router_admin.c: GET /v2/routes[/{name}], POST /v2/routes/{name};
+ * seg[0]="v2", seg[1]="routes". */
+void berth_rest_routes(berth_engine *e, berth_http_req *req, bool is_get,
+                       bool is_post, const berth_slice *seg, int nseg);
 
 /* kserve_v1.c: GET /v1/models/{m} and POST /v1/models/{m}:predict;
  * seg[0]="v1", seg[1]="models". */
