@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, route_cli
 from .errors import BerthError, ConfigError, EngineNotFoundError
 from .runtimes.detect import (
     BUNDLE_FILES,
@@ -316,6 +316,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--print-config", action="store_true", help="print the engine document (JSON) and exit"
     )
+    route_cli.add_parser(commands)
     return parser
 
 
@@ -754,6 +755,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if ns.command == "serve":
             return serve(ns, os.environ)
+        if ns.command == "route":
+            return route_cli.run(ns, os.environ)
         raise ConfigError(f"unknown command {ns.command!r}")  # argparse refuses it first
     except BerthError as e:
         print(f"berth: error: {e}", file=sys.stderr)

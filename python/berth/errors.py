@@ -17,6 +17,7 @@ __all__ = [
     "MissingExtraError",
     "ModelLoadError",
     "ProtocolError",
+    "ServerRequestError",
 ]
 
 
@@ -76,6 +77,11 @@ class InvalidOutput(BerthError):
 
 class ProtocolError(BerthError):
     """A worker-protocol frame or tensor-set payload is malformed."""
+
+
+class ServerRequestError(BerthError):
+    """A command's request to a running server failed: the server could not
+    be reached, or it answered with an error (the message carries it)."""
 
 
 class EngineNotFoundError(BerthError):

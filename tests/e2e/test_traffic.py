@@ -511,3 +511,30 @@ def test_drain_with_a_blocked_shadow(berth_server: Callable[..., BerthServer], t
     server.signal(signal.SIGTERM)
     # the drain does not wait for shadow copies: the engine stops its workers
     assert server.wait(timeout=30) == 0
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([berth_executable(), "route", *args], env=server_env(), capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_berth_route_command(site: Site) -> None:
+    url = site.server.url
+    done = run_cli("set", "live", "1=30", "2=70", "--url", url)
+    assert done.returncode == 0, done.stderr
+    assert [(t["version"], t["weight"]) for t in json.loads(done.stdout)["split"]] == [("1", 30), ("2", 70)]
+    shown = run_cli("show", "live", "--url", url)
+    assert json.loads(shown.stdout)["split"][1]["weight"] == 70
+    mirrored = run_cli("set", "live", "--shadow", "other@0.5", "--url", url)
+    assert json.loads(mirrored.stdout)["shadow"] == {"model": "other", "rate": 0.5}
+    cleared = run_cli("set", "live", "--no-shadow", "--url", url)
+    assert json.loads(cleared.stdout)["shadow"] is None
+    listed = run_cli("list", "--url", url)
+    assert "live" in [r["name"] for r in json.loads(listed.stdout)["routes"]]
+    bad = run_cli("set", "live", "1=-5", "--url", url)
+    assert bad.returncode != 0 and "split[0].weight" in bad.stderr
+    gone = run_cli("show", "nope", "--url", url)
+    assert gone.returncode != 0 and "404" in gone.stderr
