@@ -363,6 +363,30 @@ static const error_case error_cases[] = {
      "  - {name: c, runtime: r, path: p, inputs: [{name: x, datatype: FP8,"
      " shape: [1]}]}\n",
      "models[2].inputs[0].datatype: unknown datatype \"FP8\""},
+    /* routes (the router checks that targets exist) */
+    {MODEL("") "routes: {}\n",
+     "routes: expected a list of mappings, got a mapping"},
+    {MODEL("") "routes: [{split: [{model: m, weight: 1}]}]\n",
+     "routes[0].name: required"},
+    {MODEL("") "routes: [{name: r}]\n", "routes[0].split: required"},
+    {MODEL("") "routes: [{name: r, split: []}]\n",
+     "routes[0].split: must list at least 1"},
+    {MODEL("") "routes: [{name: r, split: [{model: m, weight: -1}]}]\n",
+     "routes[0].split[0].weight: expected a number in 0..1e+09, got -1"},
+    {MODEL("") "routes: [{name: r, split: [{model: m}]}]\n",
+     "routes[0].split[0].weight: required"},
+    {MODEL("") "routes: [{name: r, split: [{model: m, weight: 1, w: 2}]}]\n",
+     "routes[0].split[0].w: unknown key"},
+    {MODEL("") "routes: [{name: r, split: [{model: m, weight: 1}],"
+               " shadow: {model: m, rate: 1.5}}]\n",
+     "routes[0].shadow.rate: expected a number in 0..1, got 1.5"},
+    {MODEL("") "routes: [{name: r, split: [{model: m, weight: 1}],"
+               " shadow: {rate: 1}}]\n",
+     "routes[0].shadow.model: required"},
+    {MODEL("") "routes: [{name: r, split: [{model: m, weight: 1}],"
+               " sticky_header: 'x y'}]\n",
+     "routes[0].sticky_header: expected 1..128 characters of [A-Za-z0-9_.-], "
+     "got \"x y\""},
     /* YAML-level errors come through with their place */
     {"models: [1, 2\n", "line 2, column 1: did not find expected ',' or ']' "
                         "(while parsing a flow sequence at line 1, column 9)"},
@@ -384,6 +408,58 @@ static void test_errors(void **state) {
                error_cases[i].msg);
     assert_true(all_zero(&c, sizeof c));
   }
+}
+
+static void test_routes(void **state) {
+  (void)state;
+  berth_config c;
+  berth_errmsg err = {{0}};
+  int rc = parse(MODEL("") "routes:\n"
+                 "  - name: fraud\n"
+                 "    split:\n"
+                 "      - {model: m, version: 1, weight: 95}\n"
+                 "      - {model: m, version: '2', weight: 5.5}\n"
+                 "    sticky_header: X-User\n"
+                 "    shadow: {model: m, version: 3}\n"
+                 "  - {name: ab, split: [{model: m, weight: 0}]}\n",
+                 &c, &err);
+  assert_int_equal(rc, BERTH_OK);
+  assert_int_equal(c.n_routes, 2);
+  berth_route_config *r = &c.routes[0];
+  assert_string_equal(r->name, "fraud");
+  assert_int_equal(r->n_split, 2);
+  assert_string_equal(r->split[0].model, "m");
+  assert_string_equal(r->split[0].version, "1");
+  assert_true(r->split[0].weight == 95.0);
+  assert_string_equal(r->split[1].version, "2");
+  assert_true(r->split[1].weight == 5.5);
+  assert_string_equal(r->sticky_header, "X-User");
+  assert_string_equal(r->shadow.model, "m");
+  assert_string_equal(r->shadow.version, "3");
+  assert_true(r->shadow.rate == 1.0);
+  r = &c.routes[1];
+  assert_null(r->split[0].version);
+  assert_null(r->sticky_header);
+  assert_null(r->shadow.model);
+  berth_config_clear(&c);
+
+  /* one entry, as the admin API parses it */
+  json_t *doc = json_pack("{s:s, s:[{s:s, s:i}], s:{s:s, s:f}}", "name", "x",
+                          "split", "model", "m", "weight", 1, "shadow",
+                          "model", "m", "rate", 0.25);
+  berth_route_config one;
+  assert_int_equal(berth_config_parse_route_entry(doc, "", &one, &err),
+                   BERTH_OK);
+  assert_true(one.shadow.rate == 0.25);
+  berth_config_route_clear(&one);
+  json_object_set_new(json_array_get(json_object_get(doc, "split"), 0),
+                      "weight", json_string("lots"));
+  assert_int_equal(berth_config_parse_route_entry(doc, "", &one, &err),
+                   BERTH_E_CONFIG);
+  assert_string_equal(err.msg, "split[0].weight: expected a number in "
+                               "0..1e+09, got \"lots\"");
+  assert_true(all_zero(&one, sizeof one));
+  json_decref(doc);
 }
 
 static void test_null_error_buffer(void **state) {
@@ -616,6 +692,7 @@ int main(void) {
       cmocka_unit_test(test_full_yaml),
       cmocka_unit_test(test_full_json),
       cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_routes),
       cmocka_unit_test(test_null_error_buffer),
       cmocka_unit_test(test_all_datatypes),
       cmocka_unit_test(test_yaml_typing),
