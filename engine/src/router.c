@@ -104,6 +104,10 @@ int berth_router_check(berth_engine *e, const berth_route_config *cfg,
 int berth_router_add(berth_engine *e, berth_route_config *cfg, double *cum,
                      berth_errmsg *err) {
   berth_router *r = e->router;
+  if (r->n_routes >= BERTH_ROUTES_MAX)
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "there are %d routes already, the most there may be",
+                      BERTH_ROUTES_MAX);
   if (r->n_routes == r->cap) {
     size_t cap = r->cap ? r->cap * 2 : 8;
     berth_route **grown = realloc(r->routes, cap * sizeof *grown);

@@ -8,6 +8,9 @@
 
 #include "router.h"
 
+/* Most routes an engine holds (the config's own bound too). */
+#define BERTH_ROUTES_MAX 4096
+
 struct berth_route_stat {
   berth_route_stat *next;       /* the route's list */
   berth_route *route;           /* the route counted */
