@@ -229,6 +229,12 @@ static size_t split_index(const berth_route *rt, double u) {
   return i;
 }
 
+size_t berth_router_pick(berth_route *rt, const char *key, size_t key_len) {
+  double u = key != NULL && key_len > 0 ? unit(hash_bytes(key, key_len))
+                                        : unit(rng_next(rt->engine->router));
+  return split_index(rt, u);
+}
+
 berth_model *berth_router_resolve(berth_engine *e, const char *name,
                                   size_t len, const berth_http_req *infer_req,
                                   berth_route_stat **stat) {
@@ -238,16 +244,12 @@ berth_model *berth_router_resolve(berth_engine *e, const char *name,
     return NULL;
   if (infer_req == NULL)
     return target_model(e, &rt->cfg.split[0]);
-  double u;
   size_t hl = 0;
   const char *h = rt->cfg.sticky_header != NULL
                       ? berth_http_header(infer_req, rt->cfg.sticky_header, &hl)
                       : NULL;
-  if (h != NULL && hl > 0)
-    u = unit(hash_bytes(h, hl));
-  else
-    u = unit(rng_next(e->router));
-  berth_model *m = target_model(e, &rt->cfg.split[split_index(rt, u)]);
+  size_t i = berth_router_pick(rt, h, hl);
+  berth_model *m = target_model(e, &rt->cfg.split[i]);
   if (m != NULL)
     *stat = stat_of(rt, m); /* NULL when out of memory: just not counted */
   return m;

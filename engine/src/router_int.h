@@ -38,6 +38,10 @@ struct berth_router {
  * weights; path prefixes error keys. On success *cum is a new array. */
 int berth_router_check(berth_engine *e, const berth_route_config *cfg,
                        const char *path, double **cum, berth_errmsg *err);
+/* The split entry for a request: by the hash of key (the sticky header's
+ * value; the same key gives the same entry while the weights stay), or at
+ * random when key is NULL or empty. Never an entry of weight 0. */
+size_t berth_router_pick(berth_route *rt, const char *key, size_t key_len);
 /* Adds a route (taking cfg and cum over) to the router. */
 int berth_router_add(berth_engine *e, berth_route_config *cfg, double *cum,
                      berth_errmsg *err);
