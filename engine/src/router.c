@@ -492,6 +492,8 @@ static int route_family_render(berth_engine *e, berth_buf *out,
 
 int berth_router_metrics(berth_engine *e, berth_buf *out) {
   int rc = BERTH_OK;
+  if (e->router == NULL || e->router->n_routes == 0)
+    return BERTH_OK; /* no routes: no families */
   for (int f = FAM_ROUTED; f <= FAM_DROPPED && rc == BERTH_OK; f++)
     rc = route_family_render(e, out, (route_family)f);
   return rc;
