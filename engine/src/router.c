@@ -199,8 +199,10 @@ static berth_route_stat *stat_of(berth_route *rt, berth_model *m) {
     return NULL;
   s->route = rt;
   s->model = m;
-  s->next = rt->stats;
-  rt->stats = s;
+  berth_route_stat **tail = &rt->stats; /* first use first in /metrics */
+  while (*tail != NULL)
+    tail = &(*tail)->next;
+  *tail = s;
   return s;
 }
 
