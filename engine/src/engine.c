@@ -33,6 +33,9 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
     if (rc != BERTH_OK)
       return rc;
   }
+  int trc = berth_tracer_create(loop, &e->cfg, &e->tracer, err);
+  if (trc != BERTH_OK)
+    return trc;
   uv_timer_init(loop, &e->drain_timer);
   uv_timer_init(loop, &e->stop_timer);
   uv_signal_init(loop, &e->sig_term);
@@ -183,6 +186,7 @@ static void httpd_closed(void *arg) {
   uv_close((uv_handle_t *)&e->sig_term, handle_closed);
   uv_close((uv_handle_t *)&e->sig_int, handle_closed);
   berth_sched_engine_close(e);
+  berth_tracer_close(e->tracer); /* a last export, then its handles */
   for (size_t i = 0; i < e->n_models; i++) {
     berth_supervisor_free(e->models[i]);
     berth_sched_close(e->models[i]);
@@ -234,6 +238,7 @@ void berth_engine_free(berth_engine *e) {
   }
   free(e->models);
   berth_repository_free(e);
+  berth_tracer_free(e->tracer);
   berth_tls_ctx_free(e->tls_rest);
   berth_tls_ctx_free(e->tls_grpc);
   berth_auth_clear(&e->auth);

@@ -27,6 +27,7 @@
 #include "httpd.h"
 #include "infer.h"
 #include "metrics.h"
+#include "trace.h"
 
 typedef struct berth_engine berth_engine;
 typedef struct berth_model berth_model;
@@ -68,6 +69,9 @@ struct berth_job {
   berth_job_done_cb done;
   berth_job_release_cb release;
   void *user;                 /* the creator's context */
+  berth_trace_ctx *trace;     /* owned or NULL (tracing off, not sampled):
+                                 set by the frontend, freed by
+                                 berth_trace_job_finish (trace.h) */
   bool queued;                /* linked into model's queue */
   bool running;               /* part of a batch on a worker */
   bool answered;              /* done has been called */
@@ -178,6 +182,7 @@ struct berth_engine {
   int exit_code;
   struct berth_repository *repo;  /* owned (repository.c); NULL until the
                                      repository API is first used */
+  berth_tracer *tracer;           /* owned or NULL: tracing off (trace.h) */
 };
 
 /* engine.c */
