@@ -274,6 +274,40 @@ def test_grpc_metadata_traceparent(server: BerthServer, receiver: Receiver) -> N
     assert a["berth.model"] == "echo" and a["berth.model_version"] == "1"
 
 
+def test_grpc_stream_requests_each_get_a_span(server: BerthServer, receiver: Receiver) -> None:
+    trace_id, parent = secrets.token_bytes(16), secrets.token_bytes(8)
+    answers: list[Any] = []
+    client = grpcclient.InferenceServerClient(url=server.grpc_url)
+    client.start_stream(lambda result, error: answers.append((result, error)),
+                        headers={"traceparent": traceparent(trace_id, parent)})
+    for i in range(2):
+        inp = grpcclient.InferInput("x", [1, 2], "FP32")
+        inp.set_data_from_numpy(np.array([[float(i), 0.0]], dtype=np.float32))
+        client.async_stream_infer("echo", [inp])
+    wait_until(lambda: len(answers) == 2, 30, "two stream answers")
+    client.stop_stream()
+    client.close()
+    assert all(error is None for _, error in answers), answers
+    spans = receiver.trace(trace_id, 6)
+    servers = [s for s in spans if s.kind == SERVER]
+    assert len(servers) == 2
+    for s in servers:
+        assert s.name == "inference.GRPCInferenceService/ModelStreamInfer"
+        assert s.parent_span_id == parent
+        children = [c for c in spans if c.parent_span_id == s.span_id]
+        assert sorted(c.name for c in children) == ["queue", "worker"]
+
+
+def test_kserve_v1_predict_is_traced(server: BerthServer, receiver: Receiver) -> None:
+    trace_id, parent = secrets.token_bytes(16), secrets.token_bytes(8)
+    resp = server.post("/v1/models/echo:predict", {"instances": [[1.0, 0.0]]},
+                       headers={"traceparent": traceparent(trace_id, parent)})
+    assert resp.status == 200, resp.body
+    server_span, _, _ = tree(receiver.trace(trace_id, 3))
+    assert server_span.name == "POST /v1/models/{model_name}:predict"
+    assert server_span.parent_span_id == parent
+
+
 def test_batched_requests_show_the_batch_size(server: BerthServer, receiver: Receiver) -> None:
     ids = [secrets.token_bytes(16) for _ in range(4)]
 
