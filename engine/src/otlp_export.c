@@ -352,8 +352,8 @@ static void xfer_end(xfer *x, bool ok, const char *msg) {
 }
 
 static void xfer_fail(xfer *x, const char *what, int uverr) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s %.200s:%u: %.40s", what, x->c->host,
+  char msg[512];
+  snprintf(msg, sizeof msg, "%.40s %.120s:%u: %.80s", what, x->c->host,
            (unsigned)x->c->port, uv_strerror(uverr));
   xfer_end(x, false, msg);
 }
@@ -390,9 +390,9 @@ static void answer_read(xfer *x) {
     xfer_end(x, true, "");
     return;
   }
-  char msg[256];
+  char msg[512];
   if (code < 0)
-    snprintf(msg, sizeof msg, "%.200s:%u answered no HTTP status line",
+    snprintf(msg, sizeof msg, "%.120s:%u answered no HTTP status line",
              x->c->host, (unsigned)x->c->port);
   else
     snprintf(msg, sizeof msg, "%.120s:%u%.100s answered HTTP %d", x->c->host,
@@ -515,8 +515,8 @@ static void on_deadline(uv_timer_t *t) {
   xfer *x = c->cur;
   if (x->resolving)
     uv_cancel((uv_req_t *)&x->gai); /* on_resolved still runs */
-  char msg[256];
-  snprintf(msg, sizeof msg, "%.200s:%u did not answer within %u ms", c->host,
+  char msg[512];
+  snprintf(msg, sizeof msg, "%.120s:%u did not answer within %u ms", c->host,
            (unsigned)c->port, (unsigned)c->timeout_ms);
   xfer_end(x, false, msg);
 }
