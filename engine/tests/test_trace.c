@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "engine.h"
 #include "otlp_export.h"
 #include "otlp_trace.pb-c.h"
 #include "trace.h"
@@ -468,6 +469,119 @@ static void close_with_post_pending(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- the tracer: sampling, ids, the bounded buffer ----------------------- */
+
+static berth_config tracer_config(const char *endpoint, double rate,
+                                  uint32_t cap) {
+  berth_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.trace_endpoint = (char *)endpoint;
+  cfg.trace_service_name = "t";
+  cfg.trace_sample_rate = rate;
+  cfg.trace_max_queue_size = cap;
+  cfg.trace_flush_interval_ms = 3600000; /* only the close exports */
+  cfg.trace_export_timeout_ms = 2000;
+  return cfg;
+}
+
+static void tracer_off_without_endpoint(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  berth_config cfg = tracer_config(NULL, 1, 8);
+  berth_tracer *t = (berth_tracer *)&cfg; /* must be overwritten */
+  berth_errmsg err;
+  assert_int_equal(berth_tracer_create(&loop, &cfg, &t, &err), BERTH_OK);
+  assert_null(t);
+  assert_null(berth_trace_begin(NULL, NULL, 0, "x", "rest", 1));
+  berth_trace_counters c = berth_tracer_counters(NULL);
+  assert_int_equal(c.spans_dropped + c.spans_exported, 0);
+  berth_tracer_close(NULL);
+  berth_tracer_free(NULL);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void tracer_sampling_and_buffer(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  /* port 9 (discard): nothing listens, the final export fails */
+  berth_config cfg = tracer_config("http://127.0.0.1:9/v1/traces", 0, 2);
+  berth_tracer *t = NULL;
+  berth_errmsg err;
+  assert_int_equal(berth_tracer_create(&loop, &cfg, &t, &err), BERTH_OK);
+  assert_non_null(t);
+  const char *sampled = "00-" TID "-" SID "-01";
+  const char *unsampled = "00-" TID "-" SID "-00";
+  /* rate 0: no new traces, but a sampled caller is followed */
+  assert_null(berth_trace_begin(t, NULL, 0, "x", "rest", 1));
+  assert_null(berth_trace_begin(t, "bad", 3, "x", "rest", 1));
+  assert_null(berth_trace_begin(t, unsampled, 55, "x", "rest", 1));
+  berth_model_config mcfg = {.name = "m", .version = "2"};
+  berth_model model;
+  memset(&model, 0, sizeof model);
+  model.cfg = &mcfg;
+  for (int i = 0; i < 5; i++) {
+    berth_job job;
+    memset(&job, 0, sizeof job);
+    job.model = &model;
+    job.trace = berth_trace_begin(t, sampled, 55, "x", "rest", uv_hrtime());
+    assert_non_null(job.trace);
+    char tp[BERTH_TRACEPARENT_LEN + 1];
+    berth_trace_ctx_traceparent(job.trace, tp);
+    assert_memory_equal(tp, "00-" TID "-", 36); /* the caller's trace */
+    assert_memory_not_equal(tp + 36, SID, 16);  /* a span of its own */
+    assert_memory_equal(tp + 52, "-01", 3);
+    berth_trace_answered(job.trace, BERTH_OK);
+    berth_trace_job_finish(&job, BERTH_E_INTERNAL);
+    assert_null(job.trace);
+    berth_trace_job_finish(&job, BERTH_OK); /* NULL-safe */
+  }
+  /* two buffered, three dropped (one span each: never queued) */
+  berth_trace_counters c = berth_tracer_counters(t);
+  assert_int_equal(c.spans_dropped, 3);
+  assert_int_equal(c.spans_exported, 0);
+  berth_tracer_close(t);
+  assert_null(berth_trace_begin(t, sampled, 55, "x", "rest", 1));
+  uv_run(&loop, UV_RUN_DEFAULT); /* the last POST fails: refused */
+  c = berth_tracer_counters(t);
+  assert_int_equal(c.spans_dropped, 5);
+  berth_tracer_free(t);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void tracer_new_trace_ids(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  berth_config cfg = tracer_config("http://127.0.0.1:9", 1, 4);
+  berth_tracer *t = NULL;
+  berth_errmsg err;
+  assert_int_equal(berth_tracer_create(&loop, &cfg, &t, &err), BERTH_OK);
+  char a[BERTH_TRACEPARENT_LEN + 1], b[BERTH_TRACEPARENT_LEN + 1];
+  berth_trace_ctx *x = berth_trace_begin(t, NULL, 0, "x", "grpc", 1);
+  berth_trace_ctx *y = berth_trace_begin(t, NULL, 0, "x", "grpc", 1);
+  assert_non_null(x);
+  assert_non_null(y);
+  berth_trace_ctx_traceparent(x, a);
+  berth_trace_ctx_traceparent(y, b);
+  berth_traceparent pa, pb;
+  assert_int_equal(parse(a, &pa), BERTH_OK); /* valid: non-zero ids */
+  assert_int_equal(parse(b, &pb), BERTH_OK);
+  assert_memory_not_equal(pa.trace_id, pb.trace_id, 16);
+  assert_int_equal(pa.flags, 1);
+  berth_job j;
+  memset(&j, 0, sizeof j); /* no model: empty names */
+  j.trace = x;
+  berth_trace_job_finish(&j, BERTH_E_IO);
+  j.trace = y;
+  berth_trace_job_finish(&j, BERTH_E_IO);
+  berth_tracer_close(t);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  berth_tracer_free(t);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(traceparent_valid),
@@ -480,6 +594,9 @@ int main(void) {
       cmocka_unit_test(client_timeout),
       cmocka_unit_test(client_refused),
       cmocka_unit_test(close_with_post_pending),
+      cmocka_unit_test(tracer_off_without_endpoint),
+      cmocka_unit_test(tracer_sampling_and_buffer),
+      cmocka_unit_test(tracer_new_trace_ids),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
