@@ -627,12 +627,9 @@ void berth_otlp_client_close(berth_otlp_client *c, void (*on_closed)(void *),
   c->on_closed = on_closed;
   c->closed_arg = arg;
   c->closing = true;
-  if (c->cur != NULL && c->cur->resolving == false && !c->cur->tcp_open) {
-    /* not started yet (on_start pending): end it now */
-    xfer_end(c->cur, false, "the server is stopping");
-  }
-  /* an exchange in flight keeps running under its own deadline, which the
-   * timer enforces: close the timer only once it is over */
+  /* an exchange in flight (or about to start: the last export) keeps
+   * running under its own deadline, which the timer enforces: close the
+   * timer only once it is over */
   if (c->cur == NULL)
     close_timer(c);
 }

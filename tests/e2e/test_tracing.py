@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import secrets
+import signal
 import subprocess
 import threading
 import time
@@ -402,6 +403,27 @@ def test_otel_environment_variable_turns_tracing_on(berth_server: Any, repo: Pat
         with r.lock:
             res = next(res for res, s in r.spans if s.trace_id == trace_id)
         assert res["service.name"] == "berth-env-test"
+    finally:
+        r.close()
+
+
+def test_spans_are_sent_on_shutdown(berth_server: Any, repo: Path, tmp_path: Path) -> None:
+    """A request answered just before SIGTERM still reaches the receiver:
+    the engine sends what it buffered before it exits (the flush interval
+    here is an hour)."""
+    r = Receiver()
+    try:
+        cfg = tmp_path / "app.yaml"
+        cfg.write_text(f"tracing:\n  endpoint: {r.url}\n  flush_interval_ms: 3600000\n")
+        srv = berth_server(str(repo), "--config", str(cfg))
+        trace_id = secrets.token_bytes(16)
+        resp = srv.post("/v2/models/echo/infer", body([[1.0, 0.0]]),
+                        headers={"traceparent": traceparent(trace_id, secrets.token_bytes(8))})
+        assert resp.status == 200
+        assert r.all_spans() == []
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(30) == 0
+        tree(r.trace(trace_id, 3, timeout=1))
     finally:
         r.close()
 
