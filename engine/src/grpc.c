@@ -387,7 +387,7 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
       count_fail(m, now, rc, true);
     else if (unready != NULL)
       count_fail(unready, now, rc, false);
-    berth_trace_job_finish(&j->job, rc);
+    berth_trace_job_refused(&j->job, rc);
     berth_infer_request_clear(&j->job.req);
     free(j);
     infer_failed(c, rc, err.msg);

@@ -404,7 +404,7 @@ void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
   if (rc != BERTH_OK) {
     berth_rest_count_fail(m, req, rc);
     berth_rest_respond_error(e, req, rc, err.msg);
-    berth_trace_job_finish(&c->job, rc);
+    berth_trace_job_refused(&c->job, rc);
     call_finish(c);
     return;
   }

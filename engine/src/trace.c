@@ -126,6 +126,7 @@ struct berth_trace_ctx {
   int64_t batch_size;
   int status;
   bool ended;
+  bool refused;                   /* never queued: no queue span */
 };
 
 /* Bytes from the kernel's CSPRNG, drawn 256 at a time. */
@@ -417,7 +418,7 @@ void berth_trace_job_finish(berth_job *job, int status) {
   berth_trace_answered(c, status);
   const char *model = job->model ? job->model->cfg->name : "";
   const char *version = job->model ? job->model->cfg->version : "";
-  bool queued = job->enqueued_ns != 0;
+  bool queued = job->enqueued_ns != 0 && !c->refused;
   bool sent = c->sent_ns != 0;
   size_t spans = 1 + (queued ? 1 : 0) + (sent ? 1 : 0);
   if (t->closing || t->count == t->cap) {
@@ -466,4 +467,11 @@ void berth_trace_job_finish(berth_job *job, int status) {
   t->count++;
   if (t->count == POST_MAX_RECORDS && !berth_otlp_busy(t->client))
     uv_timer_start(&t->flush_timer, on_flush_timer, 0, t->flush_ms);
+}
+
+void berth_trace_job_refused(berth_job *job, int status) {
+  if (job->trace == NULL)
+    return;
+  job->trace->refused = true;
+  berth_trace_job_finish(job, status);
 }

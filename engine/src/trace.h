@@ -108,5 +108,8 @@ void berth_trace_answered(berth_trace_ctx *c, int status);
  * dropped and counted), job->trace is freed and set to NULL. status is the
  * outcome when the job was never answered. NULL-safe on job->trace. */
 void berth_trace_job_finish(struct berth_job *job, int status);
+/* A frontend's submit was refused (overload, bad parameters): the request
+ * span alone, with status, and job->trace freed as above. */
+void berth_trace_job_refused(struct berth_job *job, int status);
 
 #endif

@@ -356,6 +356,24 @@ def test_failed_request_span_has_error_status(server: BerthServer, receiver: Rec
         assert attrs(server_span)["berth.status"] == "TIMEOUT"
 
 
+def test_refused_request_has_a_lone_error_span(server: BerthServer, receiver: Receiver) -> None:
+    trace_id, parent = secrets.token_bytes(16), secrets.token_bytes(8)
+    resp = server.post("/v2/models/echo/infer",
+                       {"inputs": [tensor("x", "FP32", [1, 2], [[1.0, 0.0]])],
+                        "parameters": {"priority": 7}},
+                       headers={"traceparent": traceparent(trace_id, parent)})
+    assert resp.status == 400
+    receiver.trace(trace_id, 1)
+    # a request's spans travel together, in one export
+    spans = [s for s in receiver.all_spans() if s.trace_id == trace_id]
+    assert len(spans) == 1, spans
+    (span,) = spans
+    assert span.kind == SERVER and span.parent_span_id == parent
+    assert span.status.code == trace_pb2.Status.StatusCode.STATUS_CODE_ERROR
+    assert attrs(span)["berth.status"] == "INVALID"
+    assert attrs(span)["berth.model"] == "echo"
+
+
 def test_metrics_count_exported_spans(server: BerthServer, receiver: Receiver) -> None:
     server.post("/v2/models/echo/infer", body([[6.0, 0.0]]))
 
