@@ -1,5 +1,6 @@
 /* Fuzz target: the W3C traceparent parser (a header any client sends) and
- * the OTLP endpoint URL splitter. A header that parses must format back to
+ * the OTLP endpoint URL splitter, and the reader of the collector's HTTP
+ * answer. A header that parses must format back to
  * the same ids and flags, and (version 00) to the same text. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,6 +30,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         memcmp(s + off, text, BERTH_TRACEPARENT_LEN) != 0)
       __builtin_trap();
   }
+  /* the collector's answer */
+  bool complete = false;
+  int code = berth_otlp_http_answer(s, size, &complete);
+  if (code < -1 || code > 999 || (complete && code < 0))
+    __builtin_trap();
   /* the URL splitter takes a NUL-terminated string */
   char *url = malloc(size + 1);
   if (url == NULL)

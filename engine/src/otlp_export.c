@@ -371,21 +371,56 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     *buf = uv_buf_init(sink, sizeof sink);
 }
 
-/* The answer's status code from "HTTP/1.x NNN ", or -1. */
-static int status_code(const char *s, size_t n) {
+int berth_otlp_http_answer(const char *s, size_t n, bool *complete) {
+  *complete = false;
   if (n < 12 || memcmp(s, "HTTP/1.", 7) != 0 || s[8] != ' ')
     return -1;
-  int v = 0;
+  int code = 0;
   for (int i = 9; i < 12; i++) {
     if (s[i] < '0' || s[i] > '9')
       return -1;
-    v = v * 10 + (s[i] - '0');
+    code = code * 10 + (s[i] - '0');
   }
-  return v;
+  /* whole: the head and, by Content-Length, the body (the server may keep
+   * the connection open) */
+  size_t head = 0;
+  for (size_t i = 0; i + 3 < n; i++)
+    if (memcmp(s + i, "\r\n\r\n", 4) == 0) {
+      head = i + 4;
+      break;
+    }
+  if (head == 0)
+    return code;
+  static const char cl[] = "content-length:";
+  size_t p = 0;
+  while (p < head) {
+    const char *eol = memchr(s + p, '\n', head - p);
+    if (eol == NULL)
+      break;
+    size_t line = (size_t)(eol - (s + p));
+    if (line > sizeof cl - 1 && strncasecmp(s + p, cl, sizeof cl - 1) == 0) {
+      size_t q = p + sizeof cl - 1, v = 0;
+      while (q < p + line && (s[q] == ' ' || s[q] == '\t'))
+        q++;
+      bool digits = false;
+      while (q < p + line && s[q] >= '0' && s[q] <= '9') {
+        if (v > (SIZE_MAX - 9) / 10)
+          return code; /* absurd: wait for the end of the connection */
+        v = v * 10 + (size_t)(s[q] - '0');
+        q++;
+        digits = true;
+      }
+      *complete = digits && n - head >= v;
+      return code;
+    }
+    p += line + 1;
+  }
+  return code;
 }
 
 static void answer_read(xfer *x) {
-  int code = status_code(x->got, x->got_len);
+  bool complete;
+  int code = berth_otlp_http_answer(x->got, x->got_len, &complete);
   if (code >= 200 && code < 300) {
     xfer_end(x, true, "");
     return;
@@ -398,34 +433,6 @@ static void answer_read(xfer *x) {
     snprintf(msg, sizeof msg, "%.120s:%u%.100s answered HTTP %d", x->c->host,
              (unsigned)x->c->port, x->c->path, code);
   xfer_end(x, false, msg);
-}
-
-/* The head is complete and, by Content-Length, so is the body: the answer
- * is whole even if the server keeps the connection open. */
-static bool answer_complete(const xfer *x) {
-  const char *end = NULL;
-  for (size_t i = 0; i + 3 < x->got_len; i++)
-    if (memcmp(x->got + i, "\r\n\r\n", 4) == 0) {
-      end = x->got + i + 4;
-      break;
-    }
-  if (end == NULL)
-    return false;
-  size_t head = (size_t)(end - x->got);
-  const char *p = x->got;
-  while (p < end) {
-    const char *eol = memchr(p, '\n', (size_t)(end - p));
-    if (eol == NULL)
-      break;
-    static const char cl[] = "content-length:";
-    if ((size_t)(eol - p) > sizeof cl - 1 &&
-        strncasecmp(p, cl, sizeof cl - 1) == 0) {
-      unsigned long v = strtoul(p + sizeof cl - 1, NULL, 10);
-      return x->got_len - head >= v;
-    }
-    p = eol + 1;
-  }
-  return false;
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -443,7 +450,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   if (buf->base == x->got + x->got_len)
     x->got_len += (size_t)n;
-  if (x->got_len == sizeof x->got || answer_complete(x))
+  bool complete = false;
+  berth_otlp_http_answer(x->got, x->got_len, &complete);
+  if (x->got_len == sizeof x->got || complete)
     answer_read(x);
 }
 

@@ -62,6 +62,12 @@ int berth_otlp_parse_url(const char *url, char *host, size_t host_cap,
                          uint16_t *port, char *path, size_t path_cap,
                          berth_errmsg *err);
 
+/* Reads the first n bytes of an HTTP/1.x answer: its status code, or -1
+ * when they do not start with a status line; *complete tells whether the
+ * head and (by Content-Length) the body are all there. Untrusted bytes:
+ * never reads past n. */
+int berth_otlp_http_answer(const char *s, size_t n, bool *complete);
+
 /* Creates the client for url (checked as above). */
 int berth_otlp_client_new(uv_loop_t *loop, const char *url,
                           uint32_t timeout_ms, berth_otlp_client **out,

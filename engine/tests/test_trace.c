@@ -257,6 +257,29 @@ static void config_section(void **state) {
   }
 }
 
+static void http_answer(void **state) {
+  (void)state;
+  bool done;
+  const char *a = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+  assert_int_equal(berth_otlp_http_answer(a, strlen(a), &done), 200);
+  assert_true(done);
+  assert_int_equal(berth_otlp_http_answer(a, strlen(a) - 1, &done), 200);
+  assert_false(done); /* body not all there */
+  const char *b = "HTTP/1.0 503 Busy\r\ncontent-length:  0\r\n\r\n";
+  assert_int_equal(berth_otlp_http_answer(b, strlen(b), &done), 503);
+  assert_true(done);
+  const char *c = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n";
+  assert_int_equal(berth_otlp_http_answer(c, strlen(c), &done), 200);
+  assert_false(done); /* no length: wait for the end of the connection */
+  const char *d = "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n";
+  assert_int_equal(berth_otlp_http_answer(d, strlen(d), &done), 200);
+  assert_false(done);
+  assert_int_equal(berth_otlp_http_answer("HTTP/1.1 20", 11, &done), -1);
+  assert_int_equal(berth_otlp_http_answer("HTTP/2 200 OK\r\n", 15, &done), -1);
+  assert_int_equal(berth_otlp_http_answer("SSH-2.0-OpenSSH", 15, &done), -1);
+  assert_int_equal(berth_otlp_http_answer("HTTP/1.1 2x0 OK", 15, &done), -1);
+}
+
 /* ---- the HTTP client against a libuv server ----------------------------- */
 
 typedef enum { ANSWER_200_KEEPALIVE, ANSWER_503, ANSWER_NEVER } answer_mode;
@@ -589,6 +612,7 @@ int main(void) {
       cmocka_unit_test(url_parsing),
       cmocka_unit_test(otlp_encoding),
       cmocka_unit_test(config_section),
+      cmocka_unit_test(http_answer),
       cmocka_unit_test(client_ok),
       cmocka_unit_test(client_http_error),
       cmocka_unit_test(client_timeout),
