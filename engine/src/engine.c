@@ -33,16 +33,13 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
     if (rc != BERTH_OK)
       return rc;
   }
-  int trc = berth_tracer_create(loop, &e->cfg, &e->tracer, err);
-  if (trc != BERTH_OK)
-    return trc;
   uv_timer_init(loop, &e->drain_timer);
   uv_timer_init(loop, &e->stop_timer);
   uv_signal_init(loop, &e->sig_term);
   uv_signal_init(loop, &e->sig_int);
   e->drain_timer.data = e->stop_timer.data = e;
   e->sig_term.data = e->sig_int.data = e;
-  return BERTH_OK;
+  return berth_tracer_create(loop, &e->cfg, &e->tracer, err);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
