@@ -384,7 +384,10 @@ def _resolve(ns: argparse.Namespace, env: Mapping[str, str]) -> tuple[dict[str, 
 def _resolve_otel_env(values: dict[str, Any], env: Mapping[str, str]) -> None:
     """OpenTelemetry's standard variables, below Berth's own flag and
     variable: the traces endpoint is used as given, the base endpoint gets
-    ``/v1/traces`` appended; ``OTEL_SERVICE_NAME`` names the service."""
+    ``/v1/traces`` appended; ``OTEL_SERVICE_NAME`` names the service;
+    ``OTEL_SDK_DISABLED=true`` makes Berth ignore them."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return
     if "otlp_endpoint" not in values:
         url = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
         name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"

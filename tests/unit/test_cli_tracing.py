@@ -46,6 +46,13 @@ def test_otel_variables_and_precedence(model: str) -> None:
     assert named["tracing"]["service_name"] == "scoring"
 
 
+def test_otel_sdk_disabled_ignores_otel_variables(model: str) -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://base:4318", "OTEL_SDK_DISABLED": "true"}
+    assert "tracing" not in doc(model, env=env)
+    # Berth's own flag still counts
+    assert doc(model, "--otlp-endpoint", "http://f:2", env=env)["tracing"]["endpoint"] == "http://f:2"
+
+
 @pytest.mark.parametrize(
     ("env", "var"),
     [
