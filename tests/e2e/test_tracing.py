@@ -313,8 +313,8 @@ def test_batched_requests_show_the_batch_size(server: BerthServer, receiver: Rec
     ids = [secrets.token_bytes(16) for _ in range(4)]
 
     def send(i: int) -> dict[str, Any]:
-        # the first one holds the worker for 0.5 s; the rest queue meanwhile
-        rows = [[float(i), 0.5 if i == 0 else 0.0]]
+        # the first one holds the worker for 1 s; the rest queue meanwhile
+        rows = [[float(i), 1.0 if i == 0 else 0.0]]
         resp = server.post("/v2/models/batched/infer", body(rows),
                            headers={"traceparent": traceparent(ids[i], secrets.token_bytes(8))})
         assert resp.status == 200, resp.body
