@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "otlp_export.h"
 
 #define BERTH_CONFIG_PATH_MAX 192
 #define BERTH_CONFIG_NAME_MAX 128
@@ -167,6 +168,28 @@ static const berth_config_field berth_config_workers_fields[] = {
      .slot = BERTH_CF_OFF(BERTH_CF_C, restart_backoff_max_s), .dmin = 0.001,
      .dmax = 3600},
 };
+
+static const berth_config_field berth_config_tracing_fields[] = {
+    {.key = "endpoint", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, trace_endpoint)},
+    {.key = "service_name", .kind = BERTH_CF_STRING, .def = "\"berth\"",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, trace_service_name)},
+    {.key = "sample_rate", .kind = BERTH_CF_DOUBLE, .def = "1",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, trace_sample_rate), .dmin = 0,
+     .dmax = 1},
+    {.key = "max_queue_size", .kind = BERTH_CF_UINT, .def = "2048",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, trace_max_queue_size),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, trace_max_queue_size), .imin = 1,
+     .imax = 1048576},
+    {.key = "flush_interval_ms", .kind = BERTH_CF_UINT, .def = "1000",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, trace_flush_interval_ms),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, trace_flush_interval_ms), .imin = 10,
+     .imax = 3600000},
+    {.key = "export_timeout_ms", .kind = BERTH_CF_UINT, .def = "10000",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, trace_export_timeout_ms),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, trace_export_timeout_ms), .imin = 1,
+     .imax = 600000},
+};
 #undef BERTH_CF_C
 
 #define BERTH_CF_T berth_tensor_spec
@@ -235,6 +258,8 @@ static const berth_config_table berth_config_log =
     BERTH_CF_TABLE(berth_config_log_fields);
 static const berth_config_table berth_config_workers =
     BERTH_CF_TABLE(berth_config_workers_fields);
+static const berth_config_table berth_config_tracing =
+    BERTH_CF_TABLE(berth_config_tracing_fields);
 static const berth_config_table berth_config_tensor =
     BERTH_CF_TABLE(berth_config_tensor_fields);
 static const berth_config_table berth_config_model =
@@ -288,6 +313,8 @@ static const berth_config_field berth_config_root_fields[] = {
      .sub = &berth_config_log},
     {.key = "workers", .kind = BERTH_CF_SECTION, .def = "{}", BERTH_CF_NONE,
      .sub = &berth_config_workers},
+    {.key = "tracing", .kind = BERTH_CF_SECTION, .def = "{}", BERTH_CF_NONE,
+     .sub = &berth_config_tracing},
     {.key = "models", .kind = BERTH_CF_MODELS, .required = true,
      BERTH_CF_NONE},
     {.key = "routes", .kind = BERTH_CF_LIST, .def = "[]",
@@ -904,6 +931,8 @@ void berth_config_clear(berth_config *c) {
   free(c->admin_tokens_env);
   free(c->log_level);
   free(c->log_format);
+  free(c->trace_endpoint);
+  free(c->trace_service_name);
   if (c->worker_command != NULL)
     for (size_t i = 0; i < c->worker_argc; i++)
       free(c->worker_command[i]);
@@ -945,6 +974,14 @@ int berth_config_parse(const char *text, size_t len, berth_config *out,
                           "must differ from server.http_port (%u) and "
                           "server.grpc_port (%u); 0 turns it off",
                           (unsigned)out->http_port, (unsigned)out->grpc_port);
+  if (rc == BERTH_OK && out->trace_endpoint != NULL) {
+    char host[256], path[1024];
+    uint16_t port;
+    berth_errmsg why;
+    if (berth_otlp_parse_url(out->trace_endpoint, host, sizeof host, &port,
+                             path, sizeof path, &why) != BERTH_OK)
+      rc = berth_config_bad(err, "tracing.endpoint", NULL, "%s", why.msg);
+  }
   if (rc != BERTH_OK) {
     berth_config_clear(out);
     return BERTH_E_CONFIG;

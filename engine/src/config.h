@@ -99,6 +99,14 @@ typedef struct berth_config {
   double worker_load_timeout_s;  /* LOAD -> READY bound, default 300 */
   double restart_backoff_s;      /* first restart delay, default 0.1 */
   double restart_backoff_max_s;  /* cap, default 10 */
+  /* tracing: (docs/tracing.md) */
+  char *trace_endpoint;          /* owned or NULL = tracing off: OTLP/HTTP
+                                    URL, http://host[:port][/path] */
+  char *trace_service_name;      /* owned, default "berth" */
+  double trace_sample_rate;      /* new traces kept, 0..1, default 1 */
+  uint32_t trace_max_queue_size; /* requests waiting for export, 2048 */
+  uint32_t trace_flush_interval_ms; /* export period, default 1000 */
+  uint32_t trace_export_timeout_ms; /* one POST's bound, default 10000 */
   berth_model_config *models;    /* owned array */
   size_t n_models;
   berth_route_config *routes;    /* owned array (router.c), may be NULL */

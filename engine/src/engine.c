@@ -43,7 +43,7 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
   uv_signal_init(loop, &e->sig_int);
   e->drain_timer.data = e->stop_timer.data = e;
   e->sig_term.data = e->sig_int.data = e;
-  return BERTH_OK;
+  return berth_tracer_create(loop, &e->cfg, &e->tracer, err);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -187,6 +187,7 @@ static void httpd_closed(void *arg) {
   uv_close((uv_handle_t *)&e->sig_term, handle_closed);
   uv_close((uv_handle_t *)&e->sig_int, handle_closed);
   berth_sched_engine_close(e);
+  berth_tracer_close(e->tracer); /* a last export, then its handles */
   for (size_t i = 0; i < e->n_models; i++) {
     berth_supervisor_free(e->models[i]);
     berth_sched_close(e->models[i]);
@@ -239,6 +240,7 @@ void berth_engine_free(berth_engine *e) {
   free(e->models);
   berth_router_free(e);
   berth_repository_free(e);
+  berth_tracer_free(e->tracer);
   berth_tls_ctx_free(e->tls_rest);
   berth_tls_ctx_free(e->tls_grpc);
   berth_auth_clear(&e->auth);

@@ -27,6 +27,7 @@
 #include "httpd.h"
 #include "infer.h"
 #include "metrics.h"
+#include "trace.h"
 
 typedef struct berth_engine berth_engine;
 typedef struct berth_model berth_model;
@@ -72,6 +73,9 @@ struct berth_job {
                                  model counts the answer, or NULL */
   berth_job_done_cb route_done; /* router.c: the creator's done while the
                                  router's wraps it */
+  berth_trace_ctx *trace;     /* owned or NULL (tracing off, not sampled):
+                                 set by the frontend, freed by
+                                 berth_trace_job_finish (trace.h) */
   bool queued;                /* linked into model's queue */
   bool running;               /* part of a batch on a worker */
   bool answered;              /* done has been called */
@@ -183,6 +187,7 @@ struct berth_engine {
   struct berth_repository *repo;  /* owned (repository.c); NULL until the
                                      repository API is first used */
   struct berth_router *router;    /* owned (router.c): traffic routes */
+  berth_tracer *tracer;           /* owned or NULL: tracing off (trace.h) */
 };
 
 /* engine.c */

@@ -136,6 +136,7 @@ static void job_unlink(grpc_call *c, grpc_job *j) {
 /* The scheduler holds no more reference: the job's memory goes. */
 static void job_release(berth_job *job) {
   grpc_job *j = (grpc_job *)job;
+  berth_trace_job_finish(&j->job, BERTH_E_IO); /* cancelled while queued */
   berth_infer_request_clear(&j->job.req);
   free(j);
 }
@@ -362,6 +363,17 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
     j->job.received_ns = now;
     j->job.protocol = BERTH_PROTO_GRPC;
     j->job.deadline_ns = c->deadline_ns;
+    j->job.model = m;
+    if (e->tracer != NULL) {
+      size_t tl = 0;
+      const char *tp = berth_http_header(c->req, "traceparent", &tl);
+      j->job.trace = berth_trace_begin(
+          e->tracer, tp, tl,
+          c->method->kind == KIND_STREAM_INFER
+              ? "inference.GRPCInferenceService/ModelStreamInfer"
+              : "inference.GRPCInferenceService/ModelInfer",
+          "grpc", now);
+    }
     /* linked first: a submit may complete the job before it returns */
     j->call = c;
     j->next = c->jobs;
@@ -381,6 +393,7 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
       count_fail(m, now, rc, true);
     else if (unready != NULL)
       count_fail(unready, now, rc, false);
+    berth_trace_job_refused(&j->job, rc);
     berth_infer_request_clear(&j->job.req);
     free(j);
     infer_failed(c, rc, err.msg);

@@ -314,6 +314,22 @@ int berth_metrics_render(berth_buf *out, const berth_metrics_model *models,
 
 /* ---- the engine's side ---------------------------------------------------- */
 
+static int trace_counters(berth_buf *out, berth_trace_counters tc) {
+  int rc = family(out, "berth_trace_spans_exported_total", "counter",
+                  "Spans the OTLP receiver accepted.");
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(out, "berth_trace_spans_exported_total %llu\n",
+                          (unsigned long long)tc.spans_exported);
+  if (rc == BERTH_OK)
+    rc = family(out, "berth_trace_spans_dropped_total", "counter",
+                "Spans never delivered: the export buffer was full, or the "
+                "export failed.");
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(out, "berth_trace_spans_dropped_total %llu\n",
+                          (unsigned long long)tc.spans_dropped);
+  return rc;
+}
+
 int berth_metrics_collect(berth_engine *e, berth_buf *out) {
   berth_metrics_model *mv = calloc(e->n_models ? e->n_models : 1, sizeof *mv);
   if (mv == NULL)
@@ -342,5 +358,7 @@ int berth_metrics_collect(berth_engine *e, berth_buf *out) {
   if (rc == BERTH_OK)
     rc = berth_router_metrics(e, out);
   free(mv);
+  if (rc == BERTH_OK) /* tracing (trace.h); 0 when it is off */
+    rc = trace_counters(out, berth_tracer_counters(e->tracer));
   return rc;
 }

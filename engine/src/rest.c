@@ -274,6 +274,7 @@ static void count_refused(berth_model *m, berth_http_req *req, int status) {
  * (whose body the binary inputs borrow) and the call. */
 static void call_finish(rest_call *c) {
   berth_engine *e = c->engine;
+  berth_trace_job_finish(&c->job, BERTH_E_IO); /* left before an answer */
   berth_http_req_on_gone(c->req, NULL, NULL);
   berth_infer_request_clear(&c->job.req); /* before the body goes */
   berth_http_req_unref(c->req);
@@ -313,17 +314,22 @@ static void call_answer(rest_call *c, berth_infer_response *resp) {
                              err.msg);
     return;
   }
-  if (!binary) {
-    berth_rest_respond_json(e, c->req, 200, &out);
-    return;
-  }
-  char hl[24];
+  char hl[24], tp[BERTH_TRACEPARENT_LEN + 1];
   snprintf(hl, sizeof hl, "%zu", head_len);
-  berth_http_header_kv h[2] = {{"content-type", "application/octet-stream"},
+  berth_http_header_kv h[3] = {{"content-type", "application/octet-stream"},
                                {"inference-header-content-length", hl}};
+  size_t n = 2;
+  if (!binary) {
+    h[0].value = "application/json";
+    n = 1;
+  }
+  if (c->job.trace != NULL) { /* the request's span, for the caller */
+    berth_trace_ctx_traceparent(c->job.trace, tp);
+    h[n++] = (berth_http_header_kv){"traceparent", tp};
+  }
   size_t len = 0;
   char *data = berth_buf_detach(&out, &len);
-  berth_rest_respond_take(e, c->req, 200, h, 2, data, len);
+  berth_rest_respond_take(e, c->req, 200, h, n, data, len);
 }
 
 /* The answer (the scheduler counts it in the model's statistics); the call
@@ -382,6 +388,16 @@ void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
   c->job.release = call_release;
   c->job.received_ns = berth_http_received_ns(req);
   c->job.user = c;
+  c->job.model = m;
+  if (e->tracer != NULL) {
+    size_t tl = 0;
+    const char *tp = berth_http_header(req, "traceparent", &tl);
+    c->job.trace = berth_trace_begin(
+        e->tracer, tp, tl,
+        fmt == BERTH_REST_KSERVE_V1 ? "POST /v1/models/{model_name}:predict"
+                                    : "POST /v2/models/{model_name}/infer",
+        "rest", c->job.received_ns);
+  }
   berth_http_req_ref(req);
   e->inflight++;
   berth_errmsg err;
@@ -389,6 +405,7 @@ void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
   if (rc != BERTH_OK) {
     berth_rest_count_fail(m, req, rc);
     berth_rest_respond_error(e, req, rc, err.msg);
+    berth_trace_job_refused(&c->job, rc);
     call_finish(c);
     return;
   }

@@ -107,12 +107,16 @@ static void job_answer(berth_job *j, int status, const char *msg,
   if (mm->inflight > 0)
     mm->inflight--;
   berth_metrics_request(mm, j->protocol, status, (double)took / 1e9);
+  berth_trace_ctx *tc = j->trace; /* freed only at release */
   j->done(j, status, msg, resp);
+  berth_trace_answered(tc, status); /* after the answer is written */
 }
 
 static void job_release(berth_job *j) {
   if (j->deadline_ns != 0 && j->model->engine->deadline_jobs > 0)
     j->model->engine->deadline_jobs--;
+  if (j->trace != NULL)
+    berth_trace_job_finish(j, BERTH_E_INTERNAL);
   if (j->release != NULL)
     j->release(j);
 }
@@ -408,6 +412,8 @@ static berth_batch *take_batch(berth_model *m) {
   uint64_t now = uv_hrtime();
   for (size_t i = 0; i < b->n_jobs; i++) {
     b->jobs[i]->running = true;
+    berth_trace_dispatched(b->jobs[i]->trace, now,
+                           b->rows > 0 ? b->rows : (int64_t)b->n_jobs);
     add_stat(&m->stats.queue, now - b->jobs[i]->enqueued_ns);
     berth_histogram_observe(&m->metrics.queue_duration,
                             (double)(now - b->jobs[i]->enqueued_ns) / 1e9);
@@ -482,6 +488,7 @@ void berth_batch_free(berth_batch *b) {
 }
 
 void berth_batch_fail(berth_batch *b, int status, const char *msg) {
+  berth_trace_batch_ended(b);
   for (size_t i = 0; i < b->n_jobs; i++) {
     berth_job *j = b->jobs[i];
     j->running = false;
@@ -578,6 +585,7 @@ void berth_batch_complete(berth_batch *b, berth_tensor *outs, size_t n,
                           const char *params, size_t params_len) {
   berth_model *m = b->model;
   uint64_t t0 = uv_hrtime();
+  berth_trace_batch_ended(b);
   add_stat(&m->stats.compute_input, b->sent_ns - b->formed_ns);
   add_stat(&m->stats.compute_infer, t0 - b->sent_ns);
   berth_histogram_observe(&m->metrics.compute_duration,

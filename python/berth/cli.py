@@ -128,6 +128,25 @@ def _abs_path(value: str) -> str:
     return os.path.abspath(value)
 
 
+def _parse_otlp_url(value: str) -> str:
+    if not value.startswith("http://") or len(value) <= len("http://"):
+        raise ValueError(
+            f"expected an http://host:port OTLP/HTTP endpoint, got {value!r} "
+            "(only plain http is spoken; put a collector next to Berth for TLS)"
+        )
+    return value
+
+
+def _parse_fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number from 0 to 1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"expected a number from 0 to 1, got {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class _Option:
     flag: str
@@ -259,6 +278,23 @@ _OPTIONS: tuple[_Option, ...] = (
         "require a token on the health endpoints too (default: they stay open)",
     ),
     _Option(
+        "--otlp-endpoint",
+        "BERTH_OTLP_ENDPOINT",
+        _parse_otlp_url,
+        "turn tracing on: send OpenTelemetry spans to this OTLP/HTTP endpoint "
+        "(http://host:4318/v1/traces); OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and "
+        "OTEL_EXPORTER_OTLP_ENDPOINT are honoured too (default: tracing off)",
+        "URL",
+    ),
+    _Option(
+        "--trace-sample-rate",
+        "BERTH_TRACE_SAMPLE_RATE",
+        _parse_fraction,
+        "share of new traces recorded, 0 to 1; a caller's traceparent decides "
+        "for its own requests (default 1)",
+        "RATE",
+    ),
+    _Option(
         "--config",
         "BERTH_CONFIG",
         str,
@@ -342,7 +378,31 @@ def _resolve(ns: argparse.Namespace, env: Mapping[str, str]) -> tuple[dict[str, 
             values[option.dest] = option.parse(raw)
         except ValueError as e:
             raise ConfigError(f"{option.env}: {e}") from None
+    _resolve_otel_env(values, env)
     return values, from_flags
+
+
+def _resolve_otel_env(values: dict[str, Any], env: Mapping[str, str]) -> None:
+    """OpenTelemetry's standard variables, below Berth's own flag and
+    variable: the traces endpoint is used as given, the base endpoint gets
+    ``/v1/traces`` appended; ``OTEL_SERVICE_NAME`` names the service;
+    ``OTEL_SDK_DISABLED=true`` makes Berth ignore them."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return
+    if "otlp_endpoint" not in values:
+        url = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        if not url and env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip():
+            name = "OTEL_EXPORTER_OTLP_ENDPOINT"
+            url = env["OTEL_EXPORTER_OTLP_ENDPOINT"].strip().rstrip("/") + "/v1/traces"
+        if url:
+            try:
+                values["otlp_endpoint"] = _parse_otlp_url(url)
+            except ValueError as e:
+                raise ConfigError(f"{name}: {e}") from None
+    service = env.get("OTEL_SERVICE_NAME", "").strip()
+    if service and "trace_service_name" not in values:
+        values["trace_service_name"] = service
 
 
 # ------------------------------------------------------------------ models
@@ -633,6 +693,9 @@ def build_document(
         ("server", "auth_tokens_env"): options.get("auth_tokens_env"),
         ("server", "admin_tokens_file"): options.get("admin_tokens_file"),
         ("server", "admin_tokens_env"): options.get("admin_tokens_env"),
+        ("tracing", "endpoint"): options.get("otlp_endpoint"),
+        ("tracing", "sample_rate"): options.get("trace_sample_rate"),
+        ("tracing", "service_name"): options.get("trace_service_name"),
         ("server", "health_open"): (
             None if options.get("protect_health") is None else not options["protect_health"]
         ),
