@@ -77,7 +77,8 @@ struct berth_config_table {
 
 static const char *const berth_config_levels[] = {"debug", "info", "warning",
                                                   "error", NULL};
-static const char *const berth_config_formats[] = {"json", "text", NULL};
+static const char *const berth_config_formats[] = {"json", "text", "auto",
+                                                   NULL};
 
 /* Protocol names by berth_dtype value; kept here so that the config does
  * not depend on tensor.c's table. */
