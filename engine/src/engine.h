@@ -68,6 +68,8 @@ struct berth_job {
   berth_job_done_cb done;
   berth_job_release_cb release;
   void *user;                 /* the creator's context */
+  const char *request_id;     /* borrowed, NUL-terminated or NULL: the
+                                 frontend's request id (payload log) */
   bool queued;                /* linked into model's queue */
   bool running;               /* part of a batch on a worker */
   bool answered;              /* done has been called */
