@@ -11,6 +11,7 @@
 #include "engine.h"
 #include "grpc.h"
 #include "log.h"
+#include "payload_log.h"
 
 static void finish_drain(berth_engine *e);
 
@@ -81,6 +82,8 @@ static int setup_security(berth_engine *e, berth_errmsg *err) {
 
 int berth_engine_start(berth_engine *e, berth_errmsg *err) {
   int src = setup_security(e, err);
+  if (src == BERTH_OK)
+    src = berth_payload_log_open(e->loop, &e->cfg, &e->payload_log, err);
   if (src != BERTH_OK)
     return src;
   berth_httpd_options opt = {
@@ -234,6 +237,7 @@ void berth_engine_free(berth_engine *e) {
   }
   free(e->models);
   berth_repository_free(e);
+  berth_payload_log_free(e->payload_log);
   berth_tls_ctx_free(e->tls_rest);
   berth_tls_ctx_free(e->tls_grpc);
   berth_auth_clear(&e->auth);

@@ -178,6 +178,7 @@ struct berth_engine {
   uv_timer_t drain_timer;
   uv_timer_t stop_timer;
   int exit_code;
+  struct berth_payload_log *payload_log; /* owned or NULL (payload_log.h) */
   struct berth_repository *repo;  /* owned (repository.c); NULL until the
                                      repository API is first used */
 };
