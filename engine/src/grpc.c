@@ -376,7 +376,7 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
   }
   if (c->id_from_metadata)
     memcpy(j->request_id, c->request_id, sizeof j->request_id);
-  else if (rc != BERTH_OK || j->job.req.id == NULL ||
+  else if (j->job.req.id == NULL ||
            !berth_request_id_take(j->job.req.id, strlen(j->job.req.id),
                                   j->request_id))
     berth_request_id_new(j->request_id);
