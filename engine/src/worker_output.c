@@ -51,7 +51,7 @@ void berth_line_splitter_feed(berth_line_splitter *s, const char *data,
       size_t copy = take < room ? take : room;
       memcpy(s->buf + s->len, data, copy);
       s->len += copy;
-      if (take > copy || (nl == NULL && s->len == s->max_line)) {
+      if (take > copy) { /* more than max_line bytes before a newline */
         emit(s, s->buf, s->len, true, cb, arg);
         s->len = 0;
         s->skipping = true;

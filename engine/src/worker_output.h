@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "berth/error.h"
+
 /* Longest forwarded line; longer ones are cut there and marked
  * "truncated", and the rest up to the next newline is dropped. */
 #define BERTH_WORKER_LINE_MAX 16384
