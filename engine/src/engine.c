@@ -186,6 +186,7 @@ static void httpd_closed(void *arg) {
   uv_close((uv_handle_t *)&e->sig_term, handle_closed);
   uv_close((uv_handle_t *)&e->sig_int, handle_closed);
   berth_sched_engine_close(e);
+  berth_payload_log_close(e->payload_log);
   for (size_t i = 0; i < e->n_models; i++) {
     berth_supervisor_free(e->models[i]);
     berth_sched_close(e->models[i]);

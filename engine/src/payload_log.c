@@ -30,6 +30,12 @@ typedef struct pl_record {
 
 #define REC_HDR offsetof(pl_record, data)
 
+/* Records are handed to the thread pool in batches: a batch starts when the
+ * first record waiting is this old, or when this many bytes wait. One
+ * thread-pool round trip per record would cost more than encoding it. */
+#define BATCH_DELAY_MS 2
+#define BATCH_BYTES ((uint64_t)256 << 10)
+
 struct berth_payload_log {
   uv_loop_t *loop;
   char *path;                /* owned */
@@ -41,6 +47,10 @@ struct berth_payload_log {
   pl_record *writing;        /* the thread job's batch */
   bool busy;                 /* a thread job is queued or running */
   uv_work_t work;
+  uv_timer_t timer;          /* BATCH_DELAY_MS after the first waiting
+                                record; closed by berth_payload_log_close */
+  bool timer_armed;
+  bool closed;               /* no more timer: batches start at once */
   uint64_t rng;              /* sampling (loop thread) */
   /* thread job state */
   int fd;                    /* -1: (re)open before the next write */
@@ -144,6 +154,7 @@ static void write_batch(uv_work_t *w) {
 }
 
 static void start_batch(berth_payload_log *pl);
+static void kick(berth_payload_log *pl);
 
 static void batch_done(uv_work_t *w, int status) {
   berth_payload_log *pl = w->data;
@@ -176,12 +187,17 @@ static void batch_done(uv_work_t *w, int status) {
   }
   pl->error = 0;
   pl->error_what = NULL;
-  start_batch(pl);
+  if (pl->head != NULL)
+    kick(pl);
 }
 
 static void start_batch(berth_payload_log *pl) {
   if (pl->busy || pl->head == NULL)
     return;
+  if (pl->timer_armed) {
+    uv_timer_stop(&pl->timer);
+    pl->timer_armed = false;
+  }
   pl->writing = pl->head;
   pl->head = pl->tail = NULL;
   pl->work.data = pl;
@@ -193,7 +209,25 @@ static void start_batch(berth_payload_log *pl) {
   pl->busy = true;
 }
 
-/* ---- open / free -------------------------------------------------------- */
+static void on_timer(uv_timer_t *t) {
+  berth_payload_log *pl = t->data;
+  pl->timer_armed = false;
+  start_batch(pl);
+}
+
+/* A record was queued: start a batch now, or soon. */
+static void kick(berth_payload_log *pl) {
+  if (pl->busy)
+    return; /* batch_done starts the next one */
+  if (pl->closed || pl->held >= BATCH_BYTES) {
+    start_batch(pl);
+  } else if (!pl->timer_armed) {
+    pl->timer_armed = true;
+    uv_timer_start(&pl->timer, on_timer, BATCH_DELAY_MS, 0);
+  }
+}
+
+/* ---- open / close / free ------------------------------------------------ */
 
 int berth_payload_log_open(uv_loop_t *loop, const berth_config *cfg,
                            berth_payload_log **out, berth_errmsg *err) {
@@ -222,8 +256,18 @@ int berth_payload_log_open(uv_loop_t *loop, const berth_config *cfg,
   }
   if (uv_random(NULL, NULL, &pl->rng, sizeof pl->rng, 0, NULL) != 0)
     pl->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+  uv_timer_init(loop, &pl->timer);
+  pl->timer.data = pl;
   *out = pl;
   return BERTH_OK;
+}
+
+void berth_payload_log_close(berth_payload_log *pl) {
+  if (pl == NULL || pl->closed)
+    return;
+  pl->closed = true;
+  start_batch(pl); /* what waits is written before the loop ends */
+  uv_close((uv_handle_t *)&pl->timer, NULL);
 }
 
 void berth_payload_log_free(berth_payload_log *pl) {
@@ -425,5 +469,5 @@ void berth_payload_log_answer(berth_payload_log *pl, const berth_job *job,
   else
     pl->head = r;
   pl->tail = r;
-  start_batch(pl);
+  kick(pl);
 }

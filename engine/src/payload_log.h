@@ -5,7 +5,9 @@
  * It never blocks the request path. Records are encoded on the loop when a
  * sampled job is answered and wait in a queue bounded in bytes
  * (log.payload_log_queue_bytes); one libuv thread-pool job at a time
- * (uv_queue_work) writes the waiting records and rotates the file. A record
+ * (uv_queue_work) writes the waiting records and rotates the file. Records
+ * are batched: a job starts 2 ms after the first record waits, when 256 KiB
+ * wait, or when the previous job is done. A record
  * that does not fit in the queue, or whose write fails, is dropped and
  * counted (berth_payload_records_dropped_total); written ones are counted
  * in berth_payload_records_written_total.
@@ -38,8 +40,13 @@ int berth_payload_log_open(uv_loop_t *loop, const berth_config *cfg,
 void berth_payload_log_answer(berth_payload_log *pl, const berth_job *job,
                               int status, const char *errmsg,
                               const berth_infer_response *resp);
-/* Frees the sink, after the loop has run its last thread job (uv_run has
- * returned: a pending job keeps the loop alive). NULL is fine. */
+/* The engine is closing its handles (no request is left): the waiting
+ * records go to the writer now and the batching timer is closed. NULL is
+ * fine; idempotent. */
+void berth_payload_log_close(berth_payload_log *pl);
+/* Frees the sink, after berth_payload_log_close and after the loop has run
+ * its last thread job (uv_run has returned: a pending job keeps the loop
+ * alive). NULL is fine. */
 void berth_payload_log_free(berth_payload_log *pl);
 
 /* Rotation, used by the thread job (and the unit tests): path.{backups-1}
