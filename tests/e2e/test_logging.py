@@ -205,7 +205,12 @@ def test_grpc_access_record_uses_the_request_id(server: BerthServer) -> None:
     try:
         res = c.infer("printer", [_grpc_input(5.0)], request_id="grpc-req-1")
         assert res.as_numpy("y").tolist() == [10.0]
-        c.infer("printer", [_grpc_input(5.0)], request_id="ignored", headers={"x-request-id": "grpc-meta-1"})
+        c.infer(
+            "printer",
+            [_grpc_input(5.0)],
+            request_id="ignored",
+            headers={"x-request-id": "grpc-meta-1"},
+        )
         with pytest.raises(Exception):
             c.infer("nope", [_grpc_input(5.0)], request_id="grpc-missing")
     finally:
@@ -292,7 +297,9 @@ def test_level_flag_filters_engine_and_worker_lines(
 
 
 def test_level_from_environment(berth_server: Callable[..., BerthServer], repo: Path) -> None:
-    srv = berth_server(str(repo), "--access-log", env={"BERTH_LOG_LEVEL": "debug"}, wait_for=["printer"])
+    srv = berth_server(
+        str(repo), "--access-log", env={"BERTH_LOG_LEVEL": "debug"}, wait_for=["printer"]
+    )
     assert srv.infer("printer", body(1.0)).status == 200
     # the worker logs each batch at debug; it reaches the engine's log
     rec = wait_record(srv, level="debug", source="worker")
