@@ -326,3 +326,31 @@ def test_text_format_by_environment(berth_server: Callable[..., BerthServer], re
     hello = next(ln for ln in srv.log_text().splitlines() if "printer says hello on stdout" in ln)
     assert "stream=stdout" in hello and "model=printer" in hello
     assert not srv.log_records()  # no JSON lines at all
+
+
+def test_grpc_answers_carry_the_request_id(server: BerthServer) -> None:
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        _, call = stub.ModelReady.with_call(
+            pb.ModelReadyRequest(name="printer"), metadata=[("x-request-id", "ready-1")]
+        )
+        assert dict(call.initial_metadata())["x-request-id"] == "ready-1"
+        req = pb.ModelInferRequest(model_name="printer", id="pb-infer-1")
+        inp = req.inputs.add()
+        inp.name, inp.datatype = "x", "FP32"
+        inp.shape.append(1)
+        req.raw_input_contents.append(np.array([2.0], dtype=np.float32).tobytes())
+        _, call = stub.ModelInfer.with_call(req)
+        assert dict(call.initial_metadata())["x-request-id"] == "pb-infer-1"
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(pb.ModelInferRequest(model_name="nope", id="pb-missing"))
+        err = info.value
+        assert err.code() == grpc.StatusCode.NOT_FOUND
+        md = dict(err.initial_metadata()) | dict(err.trailing_metadata())
+        assert md["x-request-id"] == "pb-missing"
+    wait_record(server, msg="access", request_id="ready-1", method="ModelReady", status=0)
+    wait_record(server, msg="access", request_id="pb-infer-1", model="printer")
