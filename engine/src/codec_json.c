@@ -944,6 +944,11 @@ static int write_output(berth_buf *out, const berth_tensor *t,
   return rc;
 }
 
+int berth_json_append_tensor(berth_buf *out, const berth_tensor *t,
+                             berth_errmsg *err) {
+  return write_output(out, t, err);
+}
+
 static const berth_tensor *find_output(const berth_infer_response *resp,
                                        const char *name) {
   for (size_t i = 0; i < resp->n_outputs; i++)

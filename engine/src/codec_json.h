@@ -49,6 +49,14 @@ int berth_json_encode_infer_response(const char *model_name,
                                      const berth_infer_response *resp,
                                      berth_buf *out, berth_errmsg *err);
 
+/* Appends one tensor as an OIP JSON tensor {"name","datatype","shape",
+ * "data"} (flat data, the same number text as responses). A BYTES element
+ * that is not UTF-8 is BERTH_E_UNSUPPORTED naming the tensor; out then holds
+ * a partial tensor that the caller cuts off. The tensor must have passed
+ * berth_tensor_check. */
+int berth_json_append_tensor(berth_buf *out, const berth_tensor *t,
+                             berth_errmsg *err);
+
 /* Appends {"error":"<msg>"} with msg JSON-escaped. */
 int berth_json_encode_error(const char *msg, berth_buf *out);
 

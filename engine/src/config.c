@@ -83,7 +83,8 @@ struct berth_config_table {
 
 static const char *const berth_config_levels[] = {"debug", "info", "warning",
                                                   "error", NULL};
-static const char *const berth_config_formats[] = {"json", "text", NULL};
+static const char *const berth_config_formats[] = {"json", "text", "auto",
+                                                   NULL};
 
 /* Protocol names by berth_dtype value; kept here so that the config does
  * not depend on tensor.c's table. */
@@ -151,7 +152,32 @@ static const berth_config_field berth_config_log_fields[] = {
      .choices = berth_config_formats},
     {.key = "access_log", .kind = BERTH_CF_BOOL, .def = "false",
      .slot = BERTH_CF_OFF(BERTH_CF_C, access_log)},
+    {.key = "payload_log_path", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, payload_log_path)},
+    {.key = "payload_log_max_bytes", .kind = BERTH_CF_UINT,
+     .def = "104857600", .slot = BERTH_CF_OFF(BERTH_CF_C, payload_log_max_bytes),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, payload_log_max_bytes), .imin = 1024,
+     .imax = INT64_C(1099511627776)},
+    {.key = "payload_log_backups", .kind = BERTH_CF_UINT, .def = "5",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, payload_log_backups),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, payload_log_backups), .imin = 0,
+     .imax = 1000},
+    {.key = "payload_log_queue_bytes", .kind = BERTH_CF_UINT,
+     .def = "16777216",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, payload_log_queue_bytes),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, payload_log_queue_bytes), .imin = 1024,
+     .imax = INT64_C(17179869184)},
 };
+
+#define BERTH_CF_M berth_model_config
+static const berth_config_field berth_config_payload_fields[] = {
+    {.key = "rate", .kind = BERTH_CF_DOUBLE, .def = "0",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, payload_log_rate), .dmin = 0,
+     .dmax = 1},
+};
+#undef BERTH_CF_M
+static const berth_config_table berth_config_payload = {
+    berth_config_payload_fields, 1};
 
 static const berth_config_field berth_config_workers_fields[] = {
     {.key = "command", .kind = BERTH_CF_ARGV,
@@ -249,6 +275,8 @@ static const berth_config_field berth_config_model_fields[] = {
      .count_slot = BERTH_CF_OFF(BERTH_CF_M, n_outputs),
      .flag_slot = BERTH_CF_OFF(BERTH_CF_M, outputs_declared)},
     {.key = "parameters", .kind = BERTH_CF_OBJECT, .def = "{}", BERTH_CF_NONE},
+    {.key = "payload_log", .kind = BERTH_CF_SECTION, .def = "{}",
+     BERTH_CF_NONE, .sub = &berth_config_payload},
 };
 #undef BERTH_CF_M
 
@@ -933,6 +961,7 @@ void berth_config_clear(berth_config *c) {
   free(c->log_format);
   free(c->trace_endpoint);
   free(c->trace_service_name);
+  free(c->payload_log_path);
   if (c->worker_command != NULL)
     for (size_t i = 0; i < c->worker_argc; i++)
       free(c->worker_command[i]);

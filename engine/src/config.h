@@ -49,6 +49,8 @@ typedef struct berth_model_config {
   berth_tensor_spec *outputs;  /* owned array or NULL */
   size_t n_outputs;
   bool outputs_declared;
+  double payload_log_rate;  /* payload_log.rate: share of requests written
+                               to the payload log, 0..1, default 0 */
   json_t *entry;            /* owned reference: the whole validated model
                                entry, sent to the worker in LOAD */
 } berth_model_config;
@@ -94,6 +96,10 @@ typedef struct berth_config {
   char *log_level;               /* owned: debug|info|warning|error */
   char *log_format;              /* owned: json|text */
   bool access_log;               /* default false */
+  char *payload_log_path;        /* owned or NULL: the payload log file */
+  uint64_t payload_log_max_bytes;   /* rotate beyond, default 100 MiB */
+  uint32_t payload_log_backups;     /* rotated files kept, default 5 */
+  uint64_t payload_log_queue_bytes; /* records waiting, default 16 MiB */
   char **worker_command;         /* owned NULL-terminated argv */
   size_t worker_argc;
   double worker_load_timeout_s;  /* LOAD -> READY bound, default 300 */

@@ -12,6 +12,7 @@
 #include "grpc.h"
 #include "log.h"
 #include "router.h"
+#include "payload_log.h"
 
 static void finish_drain(berth_engine *e);
 
@@ -85,6 +86,8 @@ static int setup_security(berth_engine *e, berth_errmsg *err) {
 
 int berth_engine_start(berth_engine *e, berth_errmsg *err) {
   int src = setup_security(e, err);
+  if (src == BERTH_OK)
+    src = berth_payload_log_open(e->loop, &e->cfg, &e->payload_log, err);
   if (src != BERTH_OK)
     return src;
   berth_httpd_options opt = {
@@ -188,6 +191,7 @@ static void httpd_closed(void *arg) {
   uv_close((uv_handle_t *)&e->sig_int, handle_closed);
   berth_sched_engine_close(e);
   berth_tracer_close(e->tracer); /* a last export, then its handles */
+  berth_payload_log_close(e->payload_log);
   for (size_t i = 0; i < e->n_models; i++) {
     berth_supervisor_free(e->models[i]);
     berth_sched_close(e->models[i]);
@@ -241,6 +245,7 @@ void berth_engine_free(berth_engine *e) {
   berth_router_free(e);
   berth_repository_free(e);
   berth_tracer_free(e->tracer);
+  berth_payload_log_free(e->payload_log);
   berth_tls_ctx_free(e->tls_rest);
   berth_tls_ctx_free(e->tls_grpc);
   berth_auth_clear(&e->auth);

@@ -76,6 +76,8 @@ struct berth_job {
   berth_trace_ctx *trace;     /* owned or NULL (tracing off, not sampled):
                                  set by the frontend, freed by
                                  berth_trace_job_finish (trace.h) */
+  const char *request_id;     /* borrowed, NUL-terminated or NULL: the
+                                 frontend's request id (payload log) */
   bool queued;                /* linked into model's queue */
   bool running;               /* part of a batch on a worker */
   bool answered;              /* done has been called */
@@ -184,6 +186,7 @@ struct berth_engine {
   uv_timer_t drain_timer;
   uv_timer_t stop_timer;
   int exit_code;
+  struct berth_payload_log *payload_log; /* owned or NULL (payload_log.h) */
   struct berth_repository *repo;  /* owned (repository.c); NULL until the
                                      repository API is first used */
   struct berth_router *router;    /* owned (router.c): traffic routes */

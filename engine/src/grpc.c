@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "access_log.h"
 #include "codec_grpc.h"
 #include "log.h"
 #include "router.h"
@@ -62,6 +63,7 @@ typedef struct grpc_call grpc_call;
 typedef struct grpc_job {
   berth_job job;              /* first: the job pointer is this pointer */
   grpc_call *call;            /* NULL once done (the call no longer waits) */
+  char request_id[BERTH_REQUEST_ID_MAX + 1]; /* docs/logging.md */
   struct grpc_job *prev, *next; /* the call's jobs not yet done */
 } grpc_job;
 
@@ -79,6 +81,14 @@ struct grpc_call {
   bool begun;                 /* response head sent */
   bool ended;                 /* trailers sent, or the client is gone */
   int busy;                   /* grpc_on_body or job_done on the stack */
+  /* access log: the call's request id (x-request-id metadata, else the
+   * ModelInfer request's id, else a fresh one; "" until known), the model
+   * version named last, message bytes each way */
+  char request_id[BERTH_REQUEST_ID_MAX + 1];
+  bool id_from_metadata;
+  char model[BERTH_HTTP_NOTE_MAX + 1];
+  char version[BERTH_HTTP_NOTE_MAX + 1];
+  uint64_t bytes_in, bytes_out;
 };
 
 /* ---- status ------------------------------------------------------------ */
@@ -166,14 +176,29 @@ static void call_cancel_jobs(grpc_call *c) {
   }
 }
 
+static const char *call_request_id(grpc_call *c) {
+  if (c->request_id[0] == '\0')
+    berth_request_id_new(c->request_id);
+  return c->request_id;
+}
+
 static void access_log(grpc_call *c, berth_grpc_code code) {
   if (!c->e->cfg.access_log)
     return;
-  char st[8], ms[32];
-  snprintf(st, sizeof st, "%d", (int)code);
-  snprintf(ms, sizeof ms, "%.3f", (double)(uv_hrtime() - c->started_ns) / 1e6);
-  berth_log_kv(BERTH_LOG_INFO, "grpc call", "method", c->method->name, "grpc_status", st,
-               "ms", ms, "peer", berth_http_peer(c->req), NULL);
+  berth_access_record r = {
+      .protocol = "grpc",
+      .method = c->method->name,
+      .method_len = strlen(c->method->name),
+      .request_id = call_request_id(c),
+      .model = c->model[0] ? c->model : NULL,
+      .version = c->version[0] ? c->version : NULL,
+      .status = (int)code,
+      .latency_ms = (double)(uv_hrtime() - c->started_ns) / 1e6,
+      .bytes_in = c->bytes_in,
+      .bytes_out = c->bytes_out,
+      .peer = berth_http_peer(c->req),
+  };
+  berth_access_log(&r);
 }
 
 /* Ends the call with a status: trailers after what was sent, or a
@@ -185,10 +210,12 @@ static void call_end(grpc_call *c, berth_grpc_code code, const char *msg) {
   char status[8], text[1024];
   snprintf(status, sizeof status, "%d", (int)code);
   berth_grpc_percent_encode(msg != NULL ? msg : "", text, sizeof text);
-  berth_http_header_kv t[3];
+  berth_http_header_kv t[4];
   size_t n = 0;
-  if (!c->begun)
+  if (!c->begun) {
     t[n++] = (berth_http_header_kv)GRPC_CT;
+    t[n++] = (berth_http_header_kv){"x-request-id", call_request_id(c)};
+  }
   t[n++] = (berth_http_header_kv){"grpc-status", status};
   if (code != BERTH_GRPC_OK && text[0] != '\0')
     t[n++] = (berth_http_header_kv){"grpc-message", text};
@@ -210,9 +237,11 @@ static void call_send(grpc_call *c, berth_buf *out) {
     free(data);
     return;
   }
+  c->bytes_out += len;
   if (!c->begun) {
-    static const berth_http_header_kv h[] = {GRPC_CT, {"grpc-accept-encoding", "identity"}};
-    if (berth_http_stream_begin(c->req, 200, h, 2) != BERTH_OK) {
+    berth_http_header_kv h[] = {GRPC_CT, {"grpc-accept-encoding", "identity"},
+                                {"x-request-id", call_request_id(c)}};
+    if (berth_http_stream_begin(c->req, 200, h, 3) != BERTH_OK) {
       free(data);
       call_fail(c, BERTH_E_IO, "could not start the answer");
       return;
@@ -348,6 +377,19 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
   if (rc == BERTH_OK && m == NULL)
     rc = berth_grpc_find_model(e, target.model_name, target.model_version, &m, &err);
   berth_grpc_target_clear(&target);
+  if (rc == BERTH_OK) {
+    snprintf(c->model, sizeof c->model, "%s", m->cfg->name);
+    snprintf(c->version, sizeof c->version, "%s", m->cfg->version);
+  }
+  if (c->id_from_metadata)
+    memcpy(j->request_id, c->request_id, sizeof j->request_id);
+  else if (j->job.req.id == NULL ||
+           !berth_request_id_take(j->job.req.id, strlen(j->job.req.id),
+                                  j->request_id))
+    berth_request_id_new(j->request_id);
+  if (c->method->kind == KIND_INFER)
+    memcpy(c->request_id, j->request_id, sizeof c->request_id);
+  j->job.request_id = j->request_id;
   if (rc == BERTH_OK && !berth_model_accepting(m)) {
     not_ready_message(m, err.msg, sizeof err.msg);
     rc = BERTH_E_UNAVAILABLE;
@@ -439,6 +481,7 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
   if (c->ended)
     return 1; /* stop feeding */
   c->messages++;
+  c->bytes_in += len;
   if (c->method->kind != KIND_STREAM_INFER && c->messages > 1) {
     call_end(c, BERTH_GRPC_INTERNAL, "a unary method got a second request message");
     return 1;
@@ -529,13 +572,35 @@ static bool header_is(berth_http_req *req, const char *name, const char *prefix,
 }
 
 /* Answers a call that never started with a Trailers-Only error. */
-static void refuse(berth_http_req *req, berth_grpc_code code, const char *msg) {
+static void refuse(berth_engine *e, berth_http_req *req, berth_grpc_code code,
+                   const char *msg) {
+  char id[BERTH_REQUEST_ID_MAX + 1];
+  size_t il = 0;
+  const char *rid = berth_http_header(req, "x-request-id", &il);
+  if (!berth_request_id_take(rid, il, id))
+    berth_request_id_new(id);
+  if (e->cfg.access_log) {
+    size_t pl = 0;
+    const char *path = berth_http_path(req, &pl);
+    size_t sl = strlen(SERVICE_PREFIX);
+    bool ours = pl > sl && memcmp(path, SERVICE_PREFIX, sl) == 0;
+    berth_access_record r = {
+        .protocol = "grpc",
+        .method = ours ? path + sl : path,
+        .method_len = ours ? pl - sl : pl,
+        .request_id = id,
+        .status = (int)code,
+        .latency_ms = (double)(uv_hrtime() - berth_http_received_ns(req)) / 1e6,
+        .peer = berth_http_peer(req),
+    };
+    berth_access_log(&r);
+  }
   char status[8], text[1024];
   snprintf(status, sizeof status, "%d", (int)code);
   berth_grpc_percent_encode(msg, text, sizeof text);
   berth_http_header_kv t[] = {GRPC_CT, {"grpc-status", status}, {"grpc-message", text},
-                              {"grpc-accept-encoding", "identity"}};
-  berth_http_stream_end(req, t, 4);
+                              {"grpc-accept-encoding", "identity"}, {"x-request-id", id}};
+  berth_http_stream_end(req, t, 5);
 }
 
 static void http_error(berth_http_req *req, int status, const char *json) {
@@ -572,7 +637,7 @@ static void grpc_handle(berth_http_req *req, void *arg) {
     char msg[400];
     snprintf(msg, sizeof msg, "unknown method %.*s: this server implements "
              "inference.GRPCInferenceService", (int)(pl > 200 ? 200 : pl), path);
-    refuse(req, BERTH_GRPC_UNIMPLEMENTED, msg);
+    refuse(e, req, BERTH_GRPC_UNIMPLEMENTED, msg);
     return;
   }
   size_t hl = 0;
@@ -582,36 +647,38 @@ static void grpc_handle(berth_http_req *req, void *arg) {
                 m->fn == berth_grpc_server_ready || m->fn == berth_grpc_model_ready;
   switch (berth_auth_check(&e->auth, authz, authz ? hl : 0, admin, health)) {
   case BERTH_AUTH_UNAUTHENTICATED:
-    refuse(req, BERTH_GRPC_UNAUTHENTICATED, "missing or unknown bearer token; send "
+    refuse(e, req, BERTH_GRPC_UNAUTHENTICATED, "missing or unknown bearer token; send "
            "metadata authorization: Bearer <token>");
     return;
   case BERTH_AUTH_FORBIDDEN:
-    refuse(req, BERTH_GRPC_PERMISSION_DENIED, "this method needs an admin token");
+    refuse(e, req, BERTH_GRPC_PERMISSION_DENIED, "this method needs an admin token");
     return;
   default:
     break;
   }
   const char *enc = berth_http_header(req, "grpc-encoding", &hl);
   if (enc != NULL && !(hl == 8 && memcmp(enc, "identity", 8) == 0)) {
-    refuse(req, BERTH_GRPC_UNIMPLEMENTED, "message compression is not supported; send "
+    refuse(e, req, BERTH_GRPC_UNIMPLEMENTED, "message compression is not supported; send "
            "grpc-encoding identity");
     return;
   }
   uint64_t timeout = 0;
   const char *to = berth_http_header(req, "grpc-timeout", &hl);
   if (to != NULL && !berth_grpc_parse_timeout(to, hl, &timeout)) {
-    refuse(req, BERTH_GRPC_INVALID_ARGUMENT, "malformed grpc-timeout header");
+    refuse(e, req, BERTH_GRPC_INVALID_ARGUMENT, "malformed grpc-timeout header");
     return;
   }
   grpc_call *c = calloc(1, sizeof *c);
   if (c == NULL) {
-    refuse(req, BERTH_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    refuse(e, req, BERTH_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
   c->e = e;
   c->req = req;
   c->method = m;
   c->started_ns = berth_http_received_ns(req);
+  const char *rid = berth_http_header(req, "x-request-id", &hl);
+  c->id_from_metadata = berth_request_id_take(rid, hl, c->request_id);
   if (to != NULL)
     c->deadline_ns = timeout > UINT64_MAX - c->started_ns ? UINT64_MAX
                                                           : c->started_ns + timeout;

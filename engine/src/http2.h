@@ -48,6 +48,8 @@ struct berth_http_req {
   void (*on_gone)(berth_http_req *, void *);
   void *on_gone_arg;
   void *user;
+  /* access-log notes (berth_http_req_set_note): NUL-terminated, "" unset */
+  char notes[BERTH_HTTP_NOTE_COUNT][BERTH_HTTP_NOTE_MAX + 1];
   /* transport link, cleared once answered or gone */
   berth_httpd_respond_fn respond;
   void *link;                  /* HTTP/1.1 connection or HTTP/2 stream */

@@ -139,6 +139,22 @@ bool berth_http_req_is_gone(const berth_http_req *r);
 void berth_http_req_on_gone(berth_http_req *r, void (*cb)(berth_http_req *, void *),
                             void *arg);
 
+/* Short strings a handler attaches to a request for its access log line
+ * and its answer's headers (the request id, the model version it named).
+ * Copied, cut at BERTH_HTTP_NOTE_MAX bytes; note returns the
+ * NUL-terminated text, valid for the request's lifetime, or NULL when
+ * unset. */
+#define BERTH_HTTP_NOTE_MAX 256
+typedef enum berth_http_note {
+  BERTH_HTTP_NOTE_REQUEST_ID = 0,
+  BERTH_HTTP_NOTE_MODEL,
+  BERTH_HTTP_NOTE_VERSION,
+  BERTH_HTTP_NOTE_COUNT
+} berth_http_note;
+void berth_http_req_set_note(berth_http_req *r, berth_http_note which,
+                             const char *s, size_t len);
+const char *berth_http_req_note(const berth_http_req *r, berth_http_note which);
+
 /* Per-request slot for the handler's own state. */
 void berth_http_req_set_user(berth_http_req *r, void *user);
 void *berth_http_req_user(const berth_http_req *r);

@@ -138,6 +138,23 @@ void berth_http_req_set_user(berth_http_req *r, void *user) { r->user = user; }
 
 void *berth_http_req_user(const berth_http_req *r) { return r->user; }
 
+void berth_http_req_set_note(berth_http_req *r, berth_http_note which,
+                             const char *s, size_t len) {
+  if ((unsigned)which >= BERTH_HTTP_NOTE_COUNT)
+    return;
+  if (len > BERTH_HTTP_NOTE_MAX)
+    len = BERTH_HTTP_NOTE_MAX;
+  if (len > 0)
+    memcpy(r->notes[which], s, len);
+  r->notes[which][len] = '\0';
+}
+
+const char *berth_http_req_note(const berth_http_req *r, berth_http_note which) {
+  if ((unsigned)which >= BERTH_HTTP_NOTE_COUNT || r->notes[which][0] == '\0')
+    return NULL;
+  return r->notes[which];
+}
+
 void berth_http_respond_take(berth_http_req *r, int status,
                              const berth_http_header_kv *headers, size_t n, char *body,
                              size_t body_len) {

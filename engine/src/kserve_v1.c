@@ -259,6 +259,7 @@ void berth_rest_kserve_v1(berth_engine *e, berth_http_req *req, bool is_get,
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return;
   }
+  berth_rest_note_model(req, m);
   if (verb.p == NULL) {
     if (!is_get)
       goto method;

@@ -97,8 +97,7 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  bool json = cfg.log_format == NULL || strcmp(cfg.log_format, "text") != 0;
-  berth_log_setup(cfg.log_level, json);
+  berth_log_setup(cfg.log_level, berth_log_format_is_json(cfg.log_format));
 
   uv_loop_t *loop = uv_default_loop();
   berth_engine *e = calloc(1, sizeof *e);

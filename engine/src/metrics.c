@@ -218,7 +218,10 @@ static const struct {
      "batch)."},
 };
 
-typedef enum { G_QUEUE, G_INFLIGHT, G_WORKERS, G_RESTARTS, G_LOAD, G_WRSS } gkind;
+typedef enum {
+  G_QUEUE, G_INFLIGHT, G_WORKERS, G_RESTARTS, G_LOAD, G_WRSS,
+  G_PAYLOAD_WRITTEN, G_PAYLOAD_DROPPED
+} gkind;
 
 static const struct {
   const char *name;
@@ -238,6 +241,11 @@ static const struct {
      "Seconds the last worker to become ready took to load the model."},
     {"berth_workers_resident_memory_bytes", "gauge", G_WRSS,
      "Resident memory of the model's worker processes, summed."},
+    {"berth_payload_records_written_total", "counter", G_PAYLOAD_WRITTEN,
+     "Sampled requests written to the payload log."},
+    {"berth_payload_records_dropped_total", "counter", G_PAYLOAD_DROPPED,
+     "Sampled requests not written to the payload log (its queue was full, "
+     "the record was too large, or the write failed)."},
 };
 
 /* false: this model has no such sample (unknown value). */
@@ -248,6 +256,8 @@ static bool scalar_of(const berth_metrics_model *mv, gkind k, double *v) {
   case G_WORKERS: *v = (double)mv->workers_ready; return true;
   case G_RESTARTS: *v = (double)mv->m->worker_restarts; return true;
   case G_LOAD: *v = mv->m->load_seconds; return *v >= 0;
+  case G_PAYLOAD_WRITTEN: *v = (double)mv->m->payload_written; return true;
+  case G_PAYLOAD_DROPPED: *v = (double)mv->m->payload_dropped; return true;
   default: *v = mv->workers_rss_bytes; return *v >= 0;
   }
 }

@@ -65,6 +65,8 @@ typedef struct berth_model_metrics {
   uint64_t inflight;                 /* submitted, not yet answered */
   uint64_t worker_restarts;
   double load_seconds;               /* last worker start -> READY; <0: none */
+  uint64_t payload_written;          /* payload log records written */
+  uint64_t payload_dropped;          /* sampled, not written (payload_log.h) */
 } berth_model_metrics;
 
 void berth_model_metrics_init(berth_model_metrics *mm);

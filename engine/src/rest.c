@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "codec_binary.h"
+#include "access_log.h"
 #include "codec_json.h"
 #include "log.h"
 #include "router.h"
@@ -49,26 +50,56 @@ int berth_rest_http_status(int status) {
   }
 }
 
-static void access_log(berth_engine *e, berth_http_req *req, int http_status) {
+/* The request's id: the client's X-Request-ID, else the OIP request's
+ * "id" (noted by handle_infer), else a fresh one made here. */
+const char *berth_rest_request_id(berth_http_req *req) {
+  const char *id = berth_http_req_note(req, BERTH_HTTP_NOTE_REQUEST_ID);
+  if (id == NULL) {
+    char fresh[BERTH_REQUEST_ID_MAX + 1];
+    berth_request_id_new(fresh);
+    berth_http_req_set_note(req, BERTH_HTTP_NOTE_REQUEST_ID, fresh,
+                            strlen(fresh));
+    id = berth_http_req_note(req, BERTH_HTTP_NOTE_REQUEST_ID);
+  }
+  return id;
+}
+
+static void access_log(berth_engine *e, berth_http_req *req, int http_status,
+                       size_t body_len) {
   if (!e->cfg.access_log)
     return;
-  size_t ml, pl;
-  const char *m = berth_http_method(req, &ml);
-  const char *p = berth_http_path(req, &pl);
-  char method[16], path[256], st[8], ms[32];
-  snprintf(method, sizeof method, "%.*s", (int)ml, m);
-  snprintf(path, sizeof path, "%.*s", (int)pl, p);
-  snprintf(st, sizeof st, "%d", http_status);
-  snprintf(ms, sizeof ms, "%.3f",
-           (double)(uv_hrtime() - berth_http_received_ns(req)) / 1e6);
-  berth_log_kv(BERTH_LOG_INFO, "request", "method", method, "path", path,
-               "status", st, "ms", ms, "peer", berth_http_peer(req), NULL);
+  int v = berth_http_version(req);
+  berth_access_record r = {
+      .protocol = v == 20 ? "http/2" : v == 10 ? "http/1.0" : "http/1.1",
+      .request_id = berth_rest_request_id(req),
+      .model = berth_http_req_note(req, BERTH_HTTP_NOTE_MODEL),
+      .version = berth_http_req_note(req, BERTH_HTTP_NOTE_VERSION),
+      .status = http_status,
+      .latency_ms = (double)(uv_hrtime() - berth_http_received_ns(req)) / 1e6,
+      .bytes_out = body_len,
+      .peer = berth_http_peer(req),
+  };
+  r.method = berth_http_method(req, &r.method_len);
+  r.path = berth_http_path(req, &r.path_len);
+  size_t in = 0;
+  berth_http_body(req, &in);
+  r.bytes_in = in;
+  berth_access_log(&r);
 }
 
 void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
                              int http_status, const berth_http_header_kv *h,
                              size_t n, char *body, size_t len) {
-  access_log(e, req, http_status);
+  access_log(e, req, http_status, len);
+  /* every answer echoes the request id */
+  berth_http_header_kv all[8];
+  if (n < sizeof all / sizeof all[0]) {
+    memcpy(all, h, n * sizeof *h);
+    all[n].name = "x-request-id";
+    all[n].value = berth_rest_request_id(req);
+    berth_http_respond_take(req, http_status, all, n + 1, body, len);
+    return;
+  }
   berth_http_respond_take(req, http_status, h, n, body, len);
 }
 
@@ -244,6 +275,21 @@ static void handle_model_ready(berth_engine *e, berth_http_req *req,
 
 /* ---- infer ------------------------------------------------------------ */
 
+void berth_rest_note_oip_id(berth_http_req *req, const char *id) {
+  char ok[BERTH_REQUEST_ID_MAX + 1];
+  if (id != NULL &&
+      berth_http_req_note(req, BERTH_HTTP_NOTE_REQUEST_ID) == NULL &&
+      berth_request_id_take(id, strlen(id), ok))
+    berth_http_req_set_note(req, BERTH_HTTP_NOTE_REQUEST_ID, ok, strlen(ok));
+}
+
+void berth_rest_note_model(berth_http_req *req, const berth_model *m) {
+  berth_http_req_set_note(req, BERTH_HTTP_NOTE_MODEL, m->cfg->name,
+                          strlen(m->cfg->name));
+  berth_http_req_set_note(req, BERTH_HTTP_NOTE_VERSION, m->cfg->version,
+                          strlen(m->cfg->version));
+}
+
 typedef struct rest_call {
   berth_job job;              /* first: the job pointer is the call pointer */
   berth_http_req *req;        /* one reference held; binary inputs borrow
@@ -398,6 +444,7 @@ void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
                                     : "POST /v2/models/{model_name}/infer",
         "rest", c->job.received_ns);
   }
+  c->job.request_id = berth_rest_request_id(req);
   berth_http_req_ref(req);
   e->inflight++;
   berth_errmsg err;
@@ -447,6 +494,8 @@ static void handle_infer(berth_engine *e, berth_http_req *req,
   berth_errmsg err;
   bool binary_default = false;
   int rc = decode_body(e, req, &r, &err);
+  if (rc == BERTH_OK)
+    berth_rest_note_oip_id(req, r.id);
   if (rc == BERTH_OK)
     rc = berth_binary_output_prefs(&r, &binary_default, &err);
   if (rc == BERTH_OK)
@@ -534,6 +583,7 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return;
   }
+  berth_rest_note_model(req, m);
   bool stats = action.p != NULL && berth_slice_is(action, "stats");
   if (m->state == BERTH_MODEL_UNAVAILABLE && !stats) {
     snprintf(msg, sizeof msg, "model '%s' version '%s' is not loaded (%.300s); "
@@ -615,6 +665,12 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
   bool is_post = (ml == 4 && memcmp(method, "POST", 4) == 0);
   berth_slice seg[8];
   int nseg = split_path(path, pl, seg, 8);
+  size_t il = 0;
+  const char *rid = berth_http_header(req, "x-request-id", &il);
+  char given[BERTH_REQUEST_ID_MAX + 1];
+  if (berth_request_id_take(rid, il, given))
+    berth_http_req_set_note(req, BERTH_HTTP_NOTE_REQUEST_ID, given,
+                            strlen(given));
   if (berth_auth_enabled(&e->auth)) {
     bool health = nseg == 3 && berth_slice_is(seg[0], "v2") &&
                   berth_slice_is(seg[1], "health");

@@ -25,6 +25,16 @@ bool berth_slice_is(berth_slice s, const char *lit);
 /* [A-Za-z0-9_.-]{1,256}: a model name or version in a path. */
 bool berth_slice_valid_name(berth_slice s);
 
+/* The request id (docs/logging.md): the client's X-Request-ID, else the
+ * OIP "id" noted with berth_rest_note_oip_id, else a fresh one (made on the
+ * first call). Valid for the request's lifetime. */
+const char *berth_rest_request_id(berth_http_req *req);
+/* Notes an OIP request "id" as the request id unless the client sent
+ * X-Request-ID. */
+void berth_rest_note_oip_id(berth_http_req *req, const char *id);
+/* Notes the model version a request names (access log). */
+void berth_rest_note_model(berth_http_req *req, const berth_model *m);
+
 /* HTTP status for a berth_status. */
 int berth_rest_http_status(int status);
 /* Answers with body (taken: the buffer is emptied) as application/json. */

@@ -24,6 +24,7 @@
 
 #include "engine.h"
 #include "log.h"
+#include "payload_log.h"
 
 #define SCAN_LIMIT 128 /* queued requests the batcher looks at per batch */
 
@@ -108,6 +109,8 @@ static void job_answer(berth_job *j, int status, const char *msg,
     mm->inflight--;
   berth_metrics_request(mm, j->protocol, status, (double)took / 1e9);
   berth_trace_ctx *tc = j->trace; /* freed only at release */
+  berth_payload_log_answer(j->model->engine->payload_log, j, status, msg,
+                           resp);
   j->done(j, status, msg, resp);
   berth_trace_answered(tc, status); /* after the answer is written */
 }

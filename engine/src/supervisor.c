@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "engine.h"
 #include "log.h"
+#include "worker_output.h"
 #include "worker_proto.h"
 
 extern char **environ;
@@ -56,6 +57,8 @@ struct worker_proc {
   int term_signal;
   berth_buf rx;            /* bytes received, at most one frame + slack */
   uint32_t max_frame;
+  berth_worker_output out[2]; /* the worker's stdout and stderr, forwarded
+                                 to the log (worker_output.h) */
 };
 
 typedef struct {
@@ -77,8 +80,8 @@ static const char *wname(const berth_worker *w, char *buf, size_t cap) {
 
 static void maybe_all_stopped(berth_engine *e);
 
-static void proc_handle_closed(uv_handle_t *h) {
-  worker_proc *p = h->data;
+static void proc_release(void *arg) {
+  worker_proc *p = arg;
   if (--p->open_handles > 0)
     return;
   berth_engine *e = p->engine;
@@ -87,6 +90,8 @@ static void proc_handle_closed(uv_handle_t *h) {
   e->live_procs--;
   maybe_all_stopped(e);
 }
+
+static void proc_handle_closed(uv_handle_t *h) { proc_release(h->data); }
 
 static void proc_close_pipe(worker_proc *p) {
   if (p->pipe_closing)
@@ -409,39 +414,57 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int sig) {
   p->exited = true;
   p->exit_status = status;
   p->term_signal = sig;
+  berth_worker_output_close(&p->out[0]);
+  berth_worker_output_close(&p->out[1]);
   proc_close_pipe(p);
   uv_close((uv_handle_t *)&p->process, proc_handle_closed);
   proc_lost(p);
 }
 
-static char **build_env(const char *worker_id) {
+/* The worker's environment: the engine's, with BERTH_WORKER_ID set, the
+ * log level and JSON format the engine re-renders (worker_output.c), and
+ * PYTHONUNBUFFERED so that prints arrive as they happen. */
+#define ENV_SET 4
+static const char *const env_names[ENV_SET] = {
+    "BERTH_WORKER_ID=", "BERTH_LOG_LEVEL=", "BERTH_LOG_FORMAT=",
+    "PYTHONUNBUFFERED="};
+
+static char **build_env(const char *worker_id, const char *level) {
   size_t n = 0;
   while (environ[n] != NULL)
     n++;
-  char **env = calloc(n + 2, sizeof *env);
+  char **env = calloc(n + ENV_SET + 1, sizeof *env);
   if (env == NULL)
     return NULL;
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++)
-    if (strncmp(environ[i], "BERTH_WORKER_ID=", 16) != 0)
-      env[k++] = environ[i];
-  size_t len = strlen(worker_id) + 17;
-  env[k] = malloc(len);
-  if (env[k] == NULL) {
-    free(env);
-    return NULL;
+  const char *values[ENV_SET] = {worker_id, level != NULL ? level : "info",
+                                 "json", "1"};
+  for (size_t j = 0; j < ENV_SET; j++) {
+    size_t len = strlen(env_names[j]) + strlen(values[j]) + 1;
+    env[j] = malloc(len);
+    if (env[j] == NULL) {
+      while (j > 0)
+        free(env[--j]);
+      free(env);
+      return NULL;
+    }
+    snprintf(env[j], len, "%s%s", env_names[j], values[j]);
   }
-  snprintf(env[k], len, "BERTH_WORKER_ID=%s", worker_id);
+  size_t k = ENV_SET;
+  for (size_t i = 0; i < n; i++) {
+    bool ours = false;
+    for (size_t j = 0; j < ENV_SET && !ours; j++)
+      ours = strncmp(environ[i], env_names[j], strlen(env_names[j])) == 0;
+    if (!ours)
+      env[k++] = environ[i];
+  }
   return env;
 }
 
 static void free_env(char **env) {
   if (env == NULL)
     return;
-  size_t i = 0;
-  while (env[i + 1] != NULL)
-    i++;
-  free(env[i]);
+  for (size_t j = 0; j < ENV_SET; j++)
+    free(env[j]);
   free(env);
 }
 
@@ -467,7 +490,7 @@ static void worker_spawn(berth_worker *w) {
   if (e->draining || e->stopping)
     return;
   worker_proc *p = calloc(1, sizeof *p);
-  char **env = build_env(id);
+  char **env = build_env(id, e->cfg.log_level);
   if (p == NULL || env == NULL) {
     free(p);
     free_env(env);
@@ -485,12 +508,18 @@ static void worker_spawn(berth_worker *w) {
   uv_pipe_init(e->loop, &p->pipe, 0);
   p->pipe.data = p;
   p->process.data = p;
+  bool out_ok =
+      berth_worker_output_init(&p->out[0], e->loop, "stdout", proc_release,
+                               p) == BERTH_OK;
+  if (berth_worker_output_init(&p->out[1], e->loop, "stderr", proc_release,
+                               p) != BERTH_OK)
+    out_ok = false;
   uv_stdio_container_t stdio[4];
   stdio[0].flags = UV_IGNORE;
-  stdio[1].flags = UV_INHERIT_FD;
-  stdio[1].data.fd = 1;
-  stdio[2].flags = UV_INHERIT_FD;
-  stdio[2].data.fd = 2;
+  for (int k = 0; k < 2; k++) {
+    stdio[1 + k].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1 + k].data.stream = (uv_stream_t *)&p->out[k].pipe;
+  }
   stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
   stdio[3].data.stream = (uv_stream_t *)&p->pipe;
   uv_process_options_t opt = {0};
@@ -501,7 +530,7 @@ static void worker_spawn(berth_worker *w) {
   opt.stdio_count = 4;
   opt.exit_cb = on_worker_exit;
   e->live_procs++;
-  int rc = uv_spawn(e->loop, &p->process, &opt);
+  int rc = out_ok ? uv_spawn(e->loop, &p->process, &opt) : UV_ENOMEM;
   free_env(env);
   if (rc != 0) {
     berth_log_kv(BERTH_LOG_ERROR,
@@ -510,14 +539,23 @@ static void worker_spawn(berth_worker *w) {
                  uv_strerror(rc), NULL);
     p->w = NULL;
     p->exited = true;
-    p->open_handles = 2;
+    p->open_handles = 4;
     p->pipe_closing = true;
     uv_close((uv_handle_t *)&p->pipe, proc_handle_closed);
-    uv_close((uv_handle_t *)&p->process, proc_handle_closed);
+    berth_worker_output_close(&p->out[0]);
+    berth_worker_output_close(&p->out[1]);
+    if (out_ok)
+      uv_close((uv_handle_t *)&p->process, proc_handle_closed);
+    else
+      proc_release(p); /* the process handle was never initialised */
     schedule_restart(w);
     return;
   }
-  p->open_handles = 2;
+  p->open_handles = 4;
+  for (int k = 0; k < 2; k++)
+    berth_worker_output_start(&p->out[k], w->model->cfg->name,
+                              w->model->cfg->version, w->index,
+                              p->process.pid);
   w->proc = p;
   w->state = W_LOADING;
   w->ready_ns = 0;

@@ -47,6 +47,10 @@ static void test_minimal_defaults(void **state) {
   assert_string_equal(c.log_level, "info");
   assert_string_equal(c.log_format, "json");
   assert_false(c.access_log);
+  assert_null(c.payload_log_path);
+  assert_int_equal(c.payload_log_max_bytes, 104857600);
+  assert_int_equal(c.payload_log_backups, 5);
+  assert_int_equal(c.payload_log_queue_bytes, 16777216);
   assert_int_equal(c.worker_argc, 3);
   assert_string_equal(c.worker_command[0], "python3");
   assert_string_equal(c.worker_command[1], "-m");
@@ -65,6 +69,7 @@ static void test_minimal_defaults(void **state) {
   assert_int_equal(m->max_batch_size, 0); /* absent: the worker suggests */
   assert_int_equal(m->max_queue_delay_us, 0);
   assert_int_equal(m->max_queue_size, 1024);
+  assert_true(m->payload_log_rate == 0.0);
   assert_false(m->inputs_declared);
   assert_false(m->outputs_declared);
   assert_null(m->inputs);
@@ -77,7 +82,8 @@ static void test_minimal_defaults(void **state) {
              "\"platform\":null,\"path\":\"/models/iris.joblib\","
              "\"class\":null,\"max_queue_delay_us\":0,"
              "\"preferred_batch_sizes\":[],\"timeout_us\":0,"
-             "\"max_queue_size\":1024,\"parameters\":{}}");
+             "\"max_queue_size\":1024,\"parameters\":{},"
+             "\"payload_log\":{\"rate\":0}}");
   free(entry);
   berth_config_clear(&c);
   assert_true(all_zero(&c, sizeof c));
@@ -311,7 +317,16 @@ static const error_case error_cases[] = {
      "log.level: expected one of debug, info, warning, error, "
      "got \"verbose\""},
     {"log: {format: xml}\n" MODEL(""),
-     "log.format: expected one of json, text, got \"xml\""},
+     "log.format: expected one of json, text, auto, got \"xml\""},
+    {"log: {payload_log_max_bytes: 10}\n" MODEL(""),
+     "log.payload_log_max_bytes: expected an integer in 1024..1099511627776, "
+     "got 10"},
+    {"log: {payload_log_backups: -1}\n" MODEL(""),
+     "log.payload_log_backups: expected an integer in 0..1000, got -1"},
+    {MODEL(", payload_log: {rate: 1.5}"),
+     "models[0].payload_log.rate: expected a number in 0..1, got 1.5"},
+    {MODEL(", payload_log: {rat: 0.5}"),
+     "models[0].payload_log.rat: unknown key"},
     {"log: {access_log: yes}\n" MODEL(""),
      "log.access_log: expected true or false, got \"yes\""},
     /* worker command */

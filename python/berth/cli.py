@@ -52,6 +52,7 @@ MODEL_KEYS = frozenset(
         "inputs",
         "outputs",
         "parameters",
+        "payload_log",
     }
 )
 _FOLDER_KEYS = frozenset({"name", "version", "path"})
@@ -228,12 +229,19 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "--log-format",
         "BERTH_LOG_FORMAT",
-        _choice("json", "text"),
-        "json or text (default: text on a terminal, else json)",
+        _choice("json", "text", "auto"),
+        "json, text or auto: text on a terminal, else json (default auto)",
         "FORMAT",
     ),
     _Option(
         "--access-log", "BERTH_ACCESS_LOG", _parse_bool, "log one line per request (default off)"
+    ),
+    _Option(
+        "--payload-log",
+        "BERTH_PAYLOAD_LOG",
+        _abs_path,
+        "JSON lines file for sampled requests and answers (models opt in with payload_log.rate)",
+        "FILE",
     ),
     _Option(
         "--tls-cert",
@@ -687,6 +695,7 @@ def build_document(
         ("log", "level"): options.get("log_level"),
         ("log", "format"): options.get("log_format"),
         ("log", "access_log"): options.get("access_log"),
+        ("log", "payload_log_path"): options.get("payload_log"),
         ("server", "tls_cert"): options.get("tls_cert"),
         ("server", "tls_key"): options.get("tls_key"),
         ("server", "auth_tokens_file"): options.get("auth_tokens_file"),

@@ -16,7 +16,10 @@ divided by the model's ``instances`` (at least 1), each only when it is not
 set already.
 
 Logs go to stderr, tagged with ``BERTH_WORKER_ID``; ``BERTH_LOG_LEVEL`` and
-``BERTH_LOG_FORMAT`` (``text`` or ``json``) choose level and format.
+``BERTH_LOG_FORMAT`` (``text`` or ``json``) choose level and format. The
+engine starts workers with ``BERTH_LOG_FORMAT=json`` and its own level, reads
+their stdout and stderr line by line and re-renders these records in its log
+(docs/logging.md).
 """
 
 from __future__ import annotations

@@ -428,3 +428,19 @@ def test_execs_berthd_with_the_document_on_an_inherited_fd(tmp_path: Path) -> No
     assert got["log_level"] == "warning"
     assert got["document"]["server"]["http_port"] == 8123
     assert got["document"]["models"][0]["path"] == str(path)
+
+
+def test_log_format_auto_and_payload_log(tmp_path: Path) -> None:
+    path = touch(tmp_path / "m.onnx")
+    assert doc(str(path), "--log-format", "auto")["log"]["format"] == "auto"
+    assert doc(str(path), env={"BERTH_LOG_FORMAT": "auto"})["log"]["format"] == "auto"
+    assert "payload_log_path" not in doc(str(path))["log"]
+    d = doc(str(path), env={"BERTH_PAYLOAD_LOG": "p.jsonl"})
+    assert d["log"]["payload_log_path"] == os.path.abspath("p.jsonl")
+    d = doc(str(path), "--payload-log", str(tmp_path / "f.jsonl"), env={"BERTH_PAYLOAD_LOG": "x"})
+    assert d["log"]["payload_log_path"] == str(tmp_path / "f.jsonl")
+    # the per-model rate is a berth.yaml key
+    folder = tmp_path / "folder"
+    touch(folder / "model.onnx")
+    (folder / "berth.yaml").write_text("payload_log:\n  rate: 0.25\n")
+    assert doc(str(folder))["models"][0]["payload_log"] == {"rate": 0.25}
