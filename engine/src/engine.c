@@ -11,6 +11,7 @@
 #include "engine.h"
 #include "grpc.h"
 #include "log.h"
+#include "ui.h"
 
 static void finish_drain(berth_engine *e);
 
@@ -39,7 +40,7 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
   uv_signal_init(loop, &e->sig_int);
   e->drain_timer.data = e->stop_timer.data = e;
   e->sig_term.data = e->sig_int.data = e;
-  return BERTH_OK;
+  return berth_ui_init(e, err);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -182,6 +183,7 @@ static void httpd_closed(void *arg) {
   uv_close((uv_handle_t *)&e->stop_timer, handle_closed);
   uv_close((uv_handle_t *)&e->sig_term, handle_closed);
   uv_close((uv_handle_t *)&e->sig_int, handle_closed);
+  berth_ui_close(e);
   berth_sched_engine_close(e);
   for (size_t i = 0; i < e->n_models; i++) {
     berth_supervisor_free(e->models[i]);
@@ -234,6 +236,7 @@ void berth_engine_free(berth_engine *e) {
   }
   free(e->models);
   berth_repository_free(e);
+  berth_ui_free(e);
   berth_tls_ctx_free(e->tls_rest);
   berth_tls_ctx_free(e->tls_grpc);
   berth_auth_clear(&e->auth);

@@ -178,6 +178,8 @@ struct berth_engine {
   int exit_code;
   struct berth_repository *repo;  /* owned (repository.c); NULL until the
                                      repository API is first used */
+  struct berth_ui *ui;            /* owned (ui.c): the dashboard's samples
+                                     and recent errors */
 };
 
 /* engine.c */

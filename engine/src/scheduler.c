@@ -24,6 +24,7 @@
 
 #include "engine.h"
 #include "log.h"
+#include "ui.h"
 
 #define SCAN_LIMIT 128 /* queued requests the batcher looks at per batch */
 
@@ -107,6 +108,8 @@ static void job_answer(berth_job *j, int status, const char *msg,
   if (mm->inflight > 0)
     mm->inflight--;
   berth_metrics_request(mm, j->protocol, status, (double)took / 1e9);
+  if (status != BERTH_OK)
+    berth_ui_note_error(j->model, j->protocol, status, msg);
   j->done(j, status, msg, resp);
 }
 
