@@ -218,7 +218,7 @@
 
   async function poll() {
     try {
-      const r = await fetch("/ui/api/state", { cache: "no-store", credentials: "same-origin" });
+      const r = await fetch(new URL("/ui/api/state", location.origin), { cache: "no-store", credentials: "same-origin" });
       if (r.status === 401) {
         setStatus("sign-in needed", "bad");
       } else if (!r.ok) {
