@@ -81,7 +81,7 @@
             type: "linear", min: -WINDOW_S, max: 0,
             ticks: { callback: function (v) { return tickLabel(v, this.min); } },
           },
-          y: { beginAtZero: true, title: { display: true, text: yTitle } },
+          y: { beginAtZero: true, grace: "10%", title: { display: true, text: yTitle } },
         },
         plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } },
       },

@@ -403,6 +403,9 @@ def number(text: str) -> float:
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make deps installs it)")
 def test_chromium_screenshot(loaded: tuple[BerthServer, Load], tmp_path: Path) -> None:
     server, _ = loaded
+    update = os.environ.get("BERTH_UPDATE_SCREENSHOT") == "1"
+    if update:  # a picture for the docs: a minute of history
+        wait_until(lambda: len(state(server)["times_ms"]) >= 60, 90, "a minute of samples")
     shot = tmp_path / "dashboard.png"
     run = chromium(["--window-size=1280,760", f"--screenshot={shot}"], f"{server.url}/ui", tmp_path)
     assert shot.exists(), run.stderr.decode(errors="replace")[-3000:]
@@ -417,7 +420,7 @@ def test_chromium_screenshot(loaded: tuple[BerthServer, Load], tmp_path: Path) -
         # model's blue is on screen.
         colours = {c for _, c in rgb.getcolors(maxcolors=1 << 20) or []}
         assert any(abs(r - 0x2F) < 40 and abs(g - 0x6F) < 40 and abs(b - 0xDF) < 40 for r, g, b in colours)
-        if os.environ.get("BERTH_UPDATE_SCREENSHOT") == "1":
+        if update:
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             rgb.quantize(colors=64).save(SCREENSHOT, optimize=True)
 
