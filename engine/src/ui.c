@@ -301,7 +301,7 @@ static void respond_error(berth_engine *e, berth_http_req *req, int status,
     h[n++] = (berth_http_header_kv){
         "www-authenticate", "Basic realm=\"Berth dashboard\", charset=\"UTF-8\""};
   else if (status == BERTH_E_METHOD)
-    h[n++] = (berth_http_header_kv){"allow", "GET"};
+    h[n++] = (berth_http_header_kv){"allow", "GET, HEAD"};
   size_t len = 0;
   char *data = berth_buf_detach(&b, &len);
   berth_rest_respond_take(e, req, berth_rest_http_status(status), h, n, data,
@@ -487,9 +487,11 @@ void berth_ui_handle(berth_engine *e, berth_http_req *req) {
   const char *path = berth_http_path(req, &pl);
   if (!authorized(e, req))
     return;
-  if (!(ml == 3 && memcmp(method, "GET", 3) == 0)) {
+  /* HEAD: the transport sends the head of the GET answer without its body */
+  if (!(ml == 3 && memcmp(method, "GET", 3) == 0) &&
+      !(ml == 4 && memcmp(method, "HEAD", 4) == 0)) {
     respond_error(e, req, BERTH_E_METHOD,
-                  "the dashboard answers GET only");
+                  "the dashboard answers GET and HEAD only");
     return;
   }
   if (path_is(path, pl, "/ui/"))

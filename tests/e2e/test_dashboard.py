@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from berth_e2e import (
@@ -222,6 +223,22 @@ def test_recent_errors(loaded: tuple[BerthServer, Load]) -> None:
     raised = [e for e in errors if e["model"] == "raiser"]
     assert len(raised) == 1 and raised[0]["count"] == 2
     assert raised[0]["http"] == 500 and raised[0]["first_ms"] <= raised[0]["time_ms"]
+    # A failure over gRPC is noted too, with its protocol.
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(url=server.grpc_url)
+    try:
+        inp = grpcclient.InferInput("w", [1], "FP32")
+        inp.set_data_from_numpy(np.array([1.0], dtype=np.float32))
+        with pytest.raises(InferenceServerException):
+            client.infer("busy", [inp])
+    finally:
+        client.close()
+    errors = state(server)["errors"]
+    newest = errors[0]
+    assert (newest["model"], newest["protocol"], newest["code"]) == ("busy", "grpc", "INVALID")
+    assert "unknown input 'w'" in newest["message"]
     # Newest first.
     assert [e["time_ms"] for e in errors] == sorted((e["time_ms"] for e in errors), reverse=True)
     # The counts agree with /metrics for the model nobody else loads.
@@ -288,7 +305,10 @@ def test_methods(server: BerthServer) -> None:
     for path in ("/ui", "/ui/api/state", "/ui/app.js"):
         resp = server.post(path, {})
         assert resp.status == 405
-        assert resp.header("allow") == "GET"
+        assert resp.header("allow") == "GET, HEAD"
+        head = http_call(server.port, "HEAD", path)
+        assert head.status == 200 and head.body == b""
+        assert head.header("content-type") == server.get(path).header("content-type")
     # /uix is not the dashboard's: the REST router's 404.
     assert server.get("/uix").status == 404
     # The query string plays no part.
