@@ -13,6 +13,7 @@
 #include "log.h"
 #include "router.h"
 #include "payload_log.h"
+#include "ui.h"
 
 static void finish_drain(berth_engine *e);
 
@@ -45,6 +46,7 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
   e->drain_timer.data = e->stop_timer.data = e;
   e->sig_term.data = e->sig_int.data = e;
   return berth_tracer_create(loop, &e->cfg, &e->tracer, err);
+  return berth_ui_init(e, err);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -189,6 +191,7 @@ static void httpd_closed(void *arg) {
   uv_close((uv_handle_t *)&e->stop_timer, handle_closed);
   uv_close((uv_handle_t *)&e->sig_term, handle_closed);
   uv_close((uv_handle_t *)&e->sig_int, handle_closed);
+  berth_ui_close(e);
   berth_sched_engine_close(e);
   berth_tracer_close(e->tracer); /* a last export, then its handles */
   berth_payload_log_close(e->payload_log);
@@ -246,6 +249,7 @@ void berth_engine_free(berth_engine *e) {
   berth_repository_free(e);
   berth_tracer_free(e->tracer);
   berth_payload_log_free(e->payload_log);
+  berth_ui_free(e);
   berth_tls_ctx_free(e->tls_rest);
   berth_tls_ctx_free(e->tls_grpc);
   berth_auth_clear(&e->auth);

@@ -191,6 +191,8 @@ struct berth_engine {
                                      repository API is first used */
   struct berth_router *router;    /* owned (router.c): traffic routes */
   berth_tracer *tracer;           /* owned or NULL: tracing off (trace.h) */
+  struct berth_ui *ui;            /* owned (ui.c): the dashboard's samples
+                                     and recent errors */
 };
 
 /* engine.c */

@@ -25,6 +25,7 @@
 #include "codec_grpc.h"
 #include "log.h"
 #include "router.h"
+#include "ui.h"
 
 #define SERVICE_PREFIX "/inference.GRPCInferenceService/"
 #define GRPC_CT {"content-type", "application/grpc"}
@@ -333,7 +334,7 @@ static void not_ready_message(const berth_model *m, char *out, size_t cap) {
 /* A request failed here (never queued): statistics and metrics. An
  * unready model's refusals go to the metrics only (stats: as over REST). */
 static void count_fail(berth_model *m, uint64_t since, int status,
-                       bool stats) {
+                       bool stats, const char *msg) {
   uint64_t now = uv_hrtime();
   uint64_t took = now > since ? now - since : 0;
   if (stats) {
@@ -342,6 +343,7 @@ static void count_fail(berth_model *m, uint64_t since, int status,
   }
   berth_metrics_request(&m->metrics, BERTH_PROTO_GRPC, status,
                         (double)took / 1e9);
+  berth_ui_note_error(m, BERTH_PROTO_GRPC, status, msg);
 }
 
 /* One ModelInferRequest: decode, find and check the model, queue. */
@@ -432,9 +434,9 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
   }
   if (rc != BERTH_OK) {
     if (m != NULL)
-      count_fail(m, now, rc, true);
+      count_fail(m, now, rc, true, err.msg);
     else if (unready != NULL)
-      count_fail(unready, now, rc, false);
+      count_fail(unready, now, rc, false, err.msg);
     berth_trace_job_refused(&j->job, rc);
     berth_infer_request_clear(&j->job.req);
     free(j);

@@ -285,7 +285,7 @@ void berth_rest_kserve_v1(berth_engine *e, berth_http_req *req, bool is_get,
     rc = berth_signature_check(m, &r, &err);
   if (rc != BERTH_OK) {
     berth_infer_request_clear(&r);
-    berth_rest_count_fail(m, req, rc);
+    berth_rest_count_fail(m, req, rc, err.msg);
     berth_rest_respond_error(e, req, rc, err.msg);
     return;
   }

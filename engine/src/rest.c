@@ -14,6 +14,7 @@
 #include "codec_json.h"
 #include "log.h"
 #include "router.h"
+#include "ui.h"
 
 #define JSON_CT {"content-type", "application/json"}
 
@@ -299,21 +300,25 @@ typedef struct rest_call {
   bool binary_default;        /* binary_data_output */
 } rest_call;
 
-void berth_rest_count_fail(berth_model *m, berth_http_req *req, int status) {
+void berth_rest_count_fail(berth_model *m, berth_http_req *req, int status,
+                           const char *msg) {
   uint64_t now = uv_hrtime(), got = berth_http_received_ns(req);
   uint64_t took = now > got ? now - got : 0;
   m->stats.fail.count++;
   m->stats.fail.ns += took;
   berth_metrics_request(&m->metrics, BERTH_PROTO_REST, status,
                         (double)took / 1e9);
+  berth_ui_note_error(m, BERTH_PROTO_REST, status, msg);
 }
 
 /* Counts a request refused before it was decoded (the model is not
  * servable) in the metrics only, as the statistics never did. */
-static void count_refused(berth_model *m, berth_http_req *req, int status) {
+static void count_refused(berth_model *m, berth_http_req *req, int status,
+                          const char *msg) {
   uint64_t now = uv_hrtime(), got = berth_http_received_ns(req);
   berth_metrics_request(&m->metrics, BERTH_PROTO_REST, status,
                         (double)(now > got ? now - got : 0) / 1e9);
+  berth_ui_note_error(m, BERTH_PROTO_REST, status, msg);
 }
 
 /* The scheduler holds no more reference to the job: release the request
@@ -400,15 +405,15 @@ bool berth_rest_servable(berth_engine *e, berth_http_req *req,
                          berth_model *m) {
   char msg[700];
   if (e->draining) {
-    count_refused(m, req, BERTH_E_SHUTDOWN);
-    berth_rest_respond_error(e, req, BERTH_E_SHUTDOWN,
-                             "the server is shutting down and takes no new "
-                             "requests");
+    static const char shutting[] = "the server is shutting down and takes no "
+                                   "new requests";
+    count_refused(m, req, BERTH_E_SHUTDOWN, shutting);
+    berth_rest_respond_error(e, req, BERTH_E_SHUTDOWN, shutting);
     return false;
   }
   if (!berth_model_accepting(m)) {
-    count_refused(m, req, BERTH_E_UNAVAILABLE);
     berth_rest_not_ready_message(m, msg, sizeof msg);
+    count_refused(m, req, BERTH_E_UNAVAILABLE, msg);
     berth_rest_respond_error(e, req, BERTH_E_UNAVAILABLE, msg);
     return false;
   }
@@ -450,7 +455,7 @@ void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
   berth_errmsg err;
   int rc = berth_router_submit(m, &c->job, routed, &err);
   if (rc != BERTH_OK) {
-    berth_rest_count_fail(m, req, rc);
+    berth_rest_count_fail(m, req, rc, err.msg);
     berth_rest_respond_error(e, req, rc, err.msg);
     berth_trace_job_refused(&c->job, rc);
     call_finish(c);
@@ -502,7 +507,7 @@ static void handle_infer(berth_engine *e, berth_http_req *req,
     rc = berth_signature_check(m, &r, &err);
   if (rc != BERTH_OK) {
     berth_infer_request_clear(&r);
-    berth_rest_count_fail(m, req, rc);
+    berth_rest_count_fail(m, req, rc, err.msg);
     berth_rest_respond_error(e, req, rc, err.msg);
     return;
   }
@@ -663,6 +668,10 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
   const char *path = berth_http_path(req, &pl);
   bool is_get = (ml == 3 && memcmp(method, "GET", 3) == 0);
   bool is_post = (ml == 4 && memcmp(method, "POST", 4) == 0);
+  if (berth_ui_route(path, pl)) { /* the dashboard: its own token rule */
+    berth_ui_handle(e, req);
+    return;
+  }
   berth_slice seg[8];
   int nseg = split_path(path, pl, seg, 8);
   size_t il = 0;

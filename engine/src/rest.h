@@ -71,8 +71,10 @@ void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
                        berth_infer_request *r, berth_rest_format fmt,
                        bool binary_default, struct berth_route_stat *routed);
 /* Records an inference request the frontend failed itself (never queued)
- * in m's statistics and metrics (received -> now). */
-void berth_rest_count_fail(berth_model *m, berth_http_req *req, int status);
+ * in m's statistics and metrics (received -> now), and msg among the
+ * dashboard's recent errors. */
+void berth_rest_count_fail(berth_model *m, berth_http_req *req, int status,
+                           const char *msg);
 
 /* rest_triton.c: Triton's model configuration and statistics extensions
  * and the model repository extension. */

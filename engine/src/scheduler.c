@@ -25,6 +25,7 @@
 #include "engine.h"
 #include "log.h"
 #include "payload_log.h"
+#include "ui.h"
 
 #define SCAN_LIMIT 128 /* queued requests the batcher looks at per batch */
 
@@ -111,6 +112,8 @@ static void job_answer(berth_job *j, int status, const char *msg,
   berth_trace_ctx *tc = j->trace; /* freed only at release */
   berth_payload_log_answer(j->model->engine->payload_log, j, status, msg,
                            resp);
+  if (status != BERTH_OK)
+    berth_ui_note_error(j->model, j->protocol, status, msg);
   j->done(j, status, msg, resp);
   berth_trace_answered(tc, status); /* after the answer is written */
 }

@@ -782,6 +782,8 @@ def _summary(doc: Mapping[str, Any]) -> str:
     where += f", gRPC on port {grpc_port}" if grpc_port else ", gRPC on a free port"
     if server.get("metrics_port"):
         where += f", metrics on port {server['metrics_port']}"
+    if port:
+        where += f"; dashboard at {scheme}://{shown_host}:{port}/ui"
     if len(models) == 1:
         what = f"{models[0]['name']} ({models[0]['runtime']})"
     else:
