@@ -45,7 +45,9 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
   uv_signal_init(loop, &e->sig_int);
   e->drain_timer.data = e->stop_timer.data = e;
   e->sig_term.data = e->sig_int.data = e;
-  return berth_tracer_create(loop, &e->cfg, &e->tracer, err);
+  int trc = berth_tracer_create(loop, &e->cfg, &e->tracer, err);
+  if (trc != BERTH_OK)
+    return trc;
   return berth_ui_init(e, err);
 }
 
