@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "pipeline.h"
 
 #define BERTH_CONFIG_PATH_MAX 192
 #define BERTH_CONFIG_NAME_MAX 128
@@ -46,6 +47,7 @@ typedef enum berth_config_kind {
   BERTH_CF_TENSORS,    /* list of tensor specs -> array + count + flag */
   BERTH_CF_SECTION,    /* mapping checked against `sub` */
   BERTH_CF_MODELS,     /* the non-empty models list */
+  BERTH_CF_PIPELINES,  /* the pipelines list (pipeline_config.c) */
 } berth_config_kind;
 
 typedef struct berth_config_table berth_config_table;
@@ -243,6 +245,9 @@ static const berth_config_field berth_config_root_fields[] = {
     {.key = "workers", .kind = BERTH_CF_SECTION, .def = "{}", BERTH_CF_NONE,
      .sub = &berth_config_workers},
     {.key = "models", .kind = BERTH_CF_MODELS, .required = true,
+     BERTH_CF_NONE},
+    /* after models: pipelines are checked against them */
+    {.key = "pipelines", .kind = BERTH_CF_PIPELINES, .def = "[]",
      BERTH_CF_NONE},
 };
 static const berth_config_table berth_config_root =
@@ -689,6 +694,9 @@ static int berth_config_field_value(const berth_config_field *f, json_t *v,
   case BERTH_CF_MODELS:
     rc = berth_config_models(v, base, path, err);
     break;
+  case BERTH_CF_PIPELINES:
+    rc = berth_pipeline_config_parse(v, base, path, err);
+    break;
   }
   if (rc != BERTH_OK) {
     json_decref(*norm);
@@ -794,6 +802,7 @@ void berth_config_clear(berth_config *c) {
   for (size_t i = 0; i < c->n_models; i++)
     berth_config_model_clear(&c->models[i]);
   free(c->models);
+  berth_pipeline_configs_free(c->pipelines, c->n_pipelines);
   memset(c, 0, sizeof *c);
 }
 

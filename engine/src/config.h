@@ -81,6 +81,8 @@ typedef struct berth_config {
   double restart_backoff_max_s;  /* cap, default 10 */
   berth_model_config *models;    /* owned array */
   size_t n_models;
+  struct berth_pipeline_config *pipelines; /* owned array (pipeline.h) */
+  size_t n_pipelines;
 } berth_config;
 
 /* Parses and validates text (YAML or JSON, len bytes). On success fills

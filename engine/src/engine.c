@@ -33,6 +33,9 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
     if (rc != BERTH_OK)
       return rc;
   }
+  int prc = berth_pipelines_init(e, err);
+  if (prc != BERTH_OK)
+    return prc;
   uv_timer_init(loop, &e->drain_timer);
   uv_timer_init(loop, &e->stop_timer);
   uv_signal_init(loop, &e->sig_term);
@@ -233,6 +236,7 @@ void berth_engine_free(berth_engine *e) {
     free(e->models[i]);
   }
   free(e->models);
+  berth_pipelines_free(e);
   berth_repository_free(e);
   berth_tls_ctx_free(e->tls_rest);
   berth_tls_ctx_free(e->tls_grpc);

@@ -356,6 +356,7 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
     j->job.received_ns = now;
     j->job.protocol = BERTH_PROTO_GRPC;
     j->job.deadline_ns = c->deadline_ns;
+    j->job.http = c->req;
     /* linked first: a submit may complete the job before it returns */
     j->call = c;
     j->next = c->jobs;

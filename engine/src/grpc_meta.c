@@ -30,6 +30,11 @@ int berth_grpc_find_model(berth_engine *e, const char *name, const char *version
   if (name == NULL || name[0] == '\0')
     return berth_errf(err, BERTH_E_INVALID, "the model name must not be empty");
   size_t nl = strlen(name);
+  /* a name no model has may be a pipeline's (pipeline.c), version "1" */
+  if (!berth_model_name_exists(e, name, nl) &&
+      (version == NULL || version[0] == '\0' || strcmp(version, "1") == 0) &&
+      (*out = berth_pipeline_find(e, name, nl)) != NULL)
+    return BERTH_OK;
   if (!berth_model_name_exists(e, name, nl))
     return berth_errf(err, BERTH_E_NOT_FOUND, "unknown model '" QN "'", name);
   bool any = version == NULL || version[0] == '\0';
@@ -144,6 +149,8 @@ int berth_grpc_model_metadata(berth_engine *e, const uint8_t *msg, size_t len,
     for (size_t i = 0; i < e->n_models; i++)
       if (strcmp(e->models[i]->cfg->name, m->cfg->name) == 0)
         versions[r.n_versions++] = e->models[i]->cfg->version;
+    if (m->pipeline != NULL) /* a pipeline is not in e->models */
+      versions[r.n_versions++] = m->cfg->version;
     r.versions = versions;
     r.platform = str(m->platform);
     r.n_inputs = m->n_inputs;

@@ -339,5 +339,7 @@ int berth_metrics_collect(berth_engine *e, berth_buf *out) {
     proc.rss_bytes = (double)rss;
   int rc = berth_metrics_render(out, mv, e->n_models, &proc);
   free(mv);
+  if (rc == BERTH_OK)
+    rc = berth_pipeline_metrics_render(e, out);
   return rc;
 }

@@ -208,6 +208,8 @@ static void handle_model_metadata(berth_engine *e, berth_http_req *req,
     if (strcmp(e->models[i]->cfg->name, m->cfg->name) == 0)
       json_array_append_new(versions,
                             json_string(e->models[i]->cfg->version));
+  if (m->pipeline != NULL) /* a pipeline is not in e->models */
+    json_array_append_new(versions, json_string(m->cfg->version));
   berth_rest_respond_doc(
       e, req, 200,
       json_pack("{s:s, s:o, s:s, s:o, s:o}", "name", m->cfg->name, "versions",
@@ -381,6 +383,7 @@ void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
   c->job.release = call_release;
   c->job.received_ns = berth_http_received_ns(req);
   c->job.user = c;
+  c->job.http = req;
   berth_http_req_ref(req);
   e->inflight++;
   berth_errmsg err;
@@ -493,14 +496,23 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");
     return;
   }
-  if (!berth_slice_valid_name(name) ||
-      !berth_model_name_exists(e, name.p, name.n)) {
+  /* a name no model has may be a pipeline's (pipeline.c), version "1" */
+  berth_model *pipe =
+      berth_slice_valid_name(name) &&
+              !berth_model_name_exists(e, name.p, name.n) &&
+              (ver == NULL || (ver_len == 1 && ver[0] == '1'))
+          ? berth_pipeline_find(e, name.p, name.n)
+          : NULL;
+  if (pipe == NULL && (!berth_slice_valid_name(name) ||
+                       !berth_model_name_exists(e, name.p, name.n))) {
     snprintf(msg, sizeof msg, "unknown model '%.*s'",
              (int)(name.n > 200 ? 200 : name.n), name.p);
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return;
   }
-  berth_model *m = berth_model_find(e, name.p, name.n, ver, ver_len);
+  berth_model *m = pipe != NULL
+                       ? pipe
+                       : berth_model_find(e, name.p, name.n, ver, ver_len);
   if (m == NULL) {
     snprintf(msg, sizeof msg, "model '%.*s' has no version '%.*s'",
              (int)name.n, name.p, (int)ver_len, ver);
