@@ -561,14 +561,29 @@ def _app_models(
 
 def _apply_app_config(doc: dict[str, Any], config_file: str) -> dict[str, Any]:
     config_path = _abs(Path(config_file).expanduser())
-    app = _read_yaml(config_path)
+    if config_path.suffix == ".py":  # berth.Pipeline objects (docs/pipelines.md)
+        from .pipeline import load_app_file
+
+        app = load_app_file(config_path)
+    else:
+        app = _read_yaml(config_path)
     if app is None:
         return doc
     if not isinstance(app, dict):
-        raise ConfigError(f"{config_path}: expected a mapping (server, log, workers, models)")
+        raise ConfigError(
+            f"{config_path}: expected a mapping (server, log, workers, models, pipelines)"
+        )
     models = doc["models"]
     if "models" in app:
         models = _app_models(app["models"], models, config_path)
+    if "pipelines" in app:  # python: steps become models of their own
+        from .pipeline import expand_python_steps
+
+        app = dict(app)
+        app["pipelines"], step_models = expand_python_steps(
+            app["pipelines"], config_path.parent, str(config_path)
+        )
+        models = models + step_models
     doc = _merge(doc, {k: v for k, v in app.items() if k != "models"})
     doc["models"] = models
     return doc
