@@ -317,7 +317,8 @@ static int parse_switch(const berth_config *cfg,
                         const berth_pipeline_config *p, json_t *v,
                         const char *path, berth_pipe_switch **out,
                         berth_errmsg *err) {
-  static const char *const keys[] = {"on", "name", "cases", "default", NULL};
+  static const char *const keys[] = {"input", "header", "parameter", "cases",
+                                     "default", NULL};
   int rc = keys_ok(v, keys, path, err);
   if (rc != BERTH_OK)
     return rc;
@@ -326,26 +327,25 @@ static int parse_switch(const berth_config *cfg,
     return nomem(err, path);
   *out = s;
   char kp[PATH_MAX_LEN];
-  const char *on = json_string_value(json_object_get(v, "on"));
-  child(kp, path, "on");
-  if (on == NULL)
-    return bad(err, kp, "required: input, header or parameter");
-  if (strcmp(on, "input") == 0)
-    s->on = BERTH_PIPE_ON_INPUT;
-  else if (strcmp(on, "header") == 0)
-    s->on = BERTH_PIPE_ON_HEADER;
-  else if (strcmp(on, "parameter") == 0)
-    s->on = BERTH_PIPE_ON_PARAMETER;
-  else
-    return bad(err, kp, "expected input, header or parameter, got \"%.60s\"",
-               on);
-  const char *name;
-  child(kp, path, "name");
-  rc = opt_string(v, "name", path, &name, err);
-  if (rc != BERTH_OK)
-    return rc;
-  if (name == NULL)
-    return bad(err, kp, "required: the %s to look at", on);
+  static const char *const ons[] = {"input", "header", "parameter"};
+  const char *name = NULL;
+  int found = -1;
+  for (int k = 0; k < 3; k++) {
+    if (json_object_get(v, ons[k]) == NULL)
+      continue;
+    if (found >= 0)
+      return bad(err, path, "give one of input, header or parameter, not "
+                 "both %s and %s", ons[found], ons[k]);
+    found = k;
+    rc = opt_string(v, ons[k], path, &name, err);
+    if (rc != BERTH_OK)
+      return rc;
+  }
+  if (found < 0)
+    return bad(err, path, "say what the switch reads: input: NAME, header: "
+               "NAME or parameter: NAME");
+  s->on = (berth_pipe_on)found;
+  child(kp, path, ons[found]);
   if (s->on == BERTH_PIPE_ON_INPUT && p->inputs_declared &&
       input_spec(p, name) == NULL)
     return bad(err, kp, "the pipeline has no input \"%s\"", name);
@@ -376,19 +376,19 @@ static int parse_switch(const berth_config *cfg,
     if (rc != BERTH_OK)
       return rc;
     berth_pipe_case *bc = &s->cases[s->n_cases];
-    int found = -1;
+    int test = -1;
     for (int k = 0; k < 4; k++)
       if (json_object_get(c, ops[k]) != NULL) {
-        if (found >= 0)
+        if (test >= 0)
           return bad(err, cp, "give one test (equals, in, lt or gt), not "
-                     "both %s and %s", ops[found], ops[k]);
-        found = k;
+                     "both %s and %s", ops[test], ops[k]);
+        test = k;
       }
-    if (found < 0)
+    if (test < 0)
       return bad(err, cp, "needs a test: equals, in, lt or gt");
-    bc->op = (berth_pipe_op)found;
-    json_t *val = json_object_get(c, ops[found]);
-    child(vp, cp, ops[found]);
+    bc->op = (berth_pipe_op)test;
+    json_t *val = json_object_get(c, ops[test]);
+    child(vp, cp, ops[test]);
     if (bc->op == BERTH_PIPE_IN) {
       bool ok = json_is_array(val) && json_array_size(val) > 0 &&
                 json_array_size(val) <= 1024;

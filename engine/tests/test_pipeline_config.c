@@ -78,8 +78,7 @@ static void test_ensemble_and_switch(void **state) {
       "      - name: two\n"
       "        inputs: {text: $text}\n"
       "        switch:\n"
-      "          on: header\n"
-      "          name: X-Tier\n"
+      "          header: X-Tier\n"
       "          cases: [{equals: gold, model: free}, {in: [1, 2], model: free},\n"
       "                  {lt: 0.5, model: free}]\n"
       "          default: free\n"
@@ -148,17 +147,20 @@ static void test_errors(void **state) {
                "pipelines[0].outputs.o: step \"a\" (model tok) has no output "
                "\"nope\"");
   /* switches */
-  expect_error("  - name: p\n    steps: [{name: a, switch: {on: body, name: x, "
+  expect_error("  - name: p\n    steps: [{name: a, switch: {body: x, "
                "cases: [{equals: 1, model: free}]}}]\n",
-               "pipelines[0].steps[0].switch.on: expected input, header or "
+               "pipelines[0].steps[0].switch.body: unknown key");
+  expect_error("  - name: p\n    steps: [{name: a, switch: {header: x, input: y, "
+               "cases: [{equals: 1, model: free}]}}]\n",
+               "pipelines[0].steps[0].switch: give one of input, header or "
                "parameter");
-  expect_error("  - name: p\n    steps: [{name: a, switch: {on: header, name: x, "
+  expect_error("  - name: p\n    steps: [{name: a, switch: {header: x, "
                "cases: [{equals: 1, lt: 2, model: free}]}}]\n",
                "pipelines[0].steps[0].switch.cases[0]: give one test");
-  expect_error("  - name: p\n    steps: [{name: a, switch: {on: header, name: x, "
+  expect_error("  - name: p\n    steps: [{name: a, switch: {header: x, "
                "cases: [{lt: a, model: free}]}}]\n",
                "pipelines[0].steps[0].switch.cases[0].lt: expected a number");
-  expect_error("  - name: p\n    steps: [{name: a, switch: {on: header, name: x, "
+  expect_error("  - name: p\n    steps: [{name: a, switch: {header: x, "
                "cases: [{equals: 1, model: free}], default: gone}}]\n",
                "pipelines[0].steps[0].switch.default: unknown model \"gone\"");
   expect_error("  - name: p\n    steps: [{name: a, model: free}]\n"

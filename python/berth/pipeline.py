@@ -78,17 +78,25 @@ class Case:
 @dataclass
 class Switch:
     """Routes a step to one model per request, on a request ``input`` (its
-    first element), a ``header`` or a request ``parameter``."""
+    first element), a ``header`` or a request ``parameter``: give exactly
+    one of them, naming what to read."""
 
-    on: str
-    name: str
     cases: Sequence[Case | Mapping[str, Any]]
+    input: str | None = None
+    header: str | None = None
+    parameter: str | None = None
     default: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        reads = {
+            k: v
+            for k, v in (("input", self.input), ("header", self.header), ("parameter", self.parameter))
+            if v is not None
+        }
+        if len(reads) != 1:
+            raise ConfigError("berth.Switch: give exactly one of input=, header=, parameter=")
         doc: dict[str, Any] = {
-            "on": self.on,
-            "name": self.name,
+            **reads,
             "cases": [c.to_dict() if isinstance(c, Case) else dict(c) for c in self.cases],
         }
         if self.default is not None:
