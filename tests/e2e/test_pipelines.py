@@ -305,6 +305,7 @@ def test_the_request_timeout_covers_the_whole_pipeline(server: BerthServer) -> N
 
 def test_pipeline_metrics(server: BerthServer) -> None:
     server.infer_ok("route", infer_body([_x([1.0])]))
+    assert server.infer("fragile", infer_body([_x([99.0])])).status == 500
     text = server.get("/metrics").body.decode()
     m = re.search(r'^berth_pipeline_requests_total\{pipeline="route",outcome="success"\} (\d+)$',
                   text, re.M)
