@@ -303,6 +303,20 @@ def test_the_request_timeout_covers_the_whole_pipeline(server: BerthServer) -> N
     assert _ys(server.infer_ok("sleepy", infer_body([_x([1.0])]))) == [2.0]
 
 
+def test_a_client_that_leaves_mid_pipeline_harms_nothing(server: BerthServer) -> None:
+    import http.client
+    import socket
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=0.3)
+    body = json.dumps(infer_body([_x([1.0])])).encode()
+    conn.request("POST", "/v2/models/sleepy/infer", body, {"Content-Type": "application/json"})
+    with pytest.raises((socket.timeout, TimeoutError)):
+        conn.getresponse()
+    conn.close()  # gone while the nap step runs
+    assert _ys(server.infer_ok("sleepy", infer_body([_x([4.0])]))) == [8.0]
+    assert _ys(server.infer_ok("ens", infer_body([_x([1.0])])), "sum") == [1.0]
+
+
 def test_pipeline_metrics(server: BerthServer) -> None:
     server.infer_ok("route", infer_body([_x([1.0])]))
     assert server.infer("fragile", infer_body([_x([99.0])])).status == 500
