@@ -395,3 +395,12 @@ def test_the_text_pipeline_example_runs(berth_server: Callable[..., BerthServer]
     ).stdout
     assert "'what a great day': positive" in out, out
     assert "'this is awful': negative" in out, out
+
+
+def test_a_function_serves_as_a_model(berth_server: Callable[..., BerthServer],
+                                      app_dir: Path) -> None:
+    """The python runtime serves a plain function (what python: steps use)."""
+    server = berth_server(f"{app_dir / 'ops.py'}:negate", "--instances", "1")
+    doc = server.infer_ok("ops", infer_body([_x([3.0])]))
+    assert _ys(doc) == [-3.0]
+    assert server.get("/v2/models/ops").json()["platform"] == "python_function"
