@@ -193,6 +193,13 @@ def test_sequence_over_rest_json_binary_and_grpc(server: BerthServer) -> None:
     assert doc["outputs"][0]["data"] == ["positive"]
 
 
+def test_kserve_v1_predict_on_a_pipeline(server: BerthServer) -> None:
+    resp = server.post("/v1/models/sentiment:predict", {"instances": ["a great, happy day"]})
+    assert resp.status == 200, resp.body
+    assert resp.json() == {"predictions": ["positive"]}
+    assert server.get("/v1/models/sentiment").json() == {"name": "sentiment", "ready": True}
+
+
 def test_metadata_ready_and_config(server: BerthServer) -> None:
     doc = server.get("/v2/models/sentiment").json()
     assert doc["name"] == "sentiment"
