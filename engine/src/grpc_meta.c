@@ -316,8 +316,9 @@ int berth_grpc_model_statistics(berth_engine *e, const uint8_t *msg, size_t len,
   bool all = rq->name[0] == '\0', any_version = rq->version[0] == '\0';
   if (!all)
     rc = berth_grpc_find_model(e, rq->name, rq->version, &one, err);
-  stats_block *b = rc == BERTH_OK ? calloc(e->n_models + 1, sizeof *b) : NULL;
-  Inference__ModelStatistics **p = rc == BERTH_OK ? calloc(e->n_models + 1, sizeof *p) : NULL;
+  size_t cap = e->n_models + e->n_pipelines + 1;
+  stats_block *b = rc == BERTH_OK ? calloc(cap, sizeof *b) : NULL;
+  Inference__ModelStatistics **p = rc == BERTH_OK ? calloc(cap, sizeof *p) : NULL;
   if (rc == BERTH_OK && (b == NULL || p == NULL))
     rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
   if (rc == BERTH_OK) {
@@ -329,6 +330,14 @@ int berth_grpc_model_statistics(berth_engine *e, const uint8_t *msg, size_t len,
       if (!want)
         continue;
       fill_stats(&b[r.n_model_stats], m);
+      p[r.n_model_stats] = &b[r.n_model_stats].s;
+      r.n_model_stats++;
+    }
+    for (size_t i = 0; i < e->n_pipelines; i++) { /* not in e->models */
+      berth_model *x = berth_pipeline_model_at(e, i);
+      if (!all && x != one)
+        continue;
+      fill_stats(&b[r.n_model_stats], x);
       p[r.n_model_stats] = &b[r.n_model_stats].s;
       r.n_model_stats++;
     }

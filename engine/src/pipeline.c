@@ -268,6 +268,10 @@ berth_model *berth_pipeline_find(berth_engine *e, const char *name,
   return NULL;
 }
 
+berth_model *berth_pipeline_model_at(berth_engine *e, size_t i) {
+  return &e->pipelines[i]->model;
+}
+
 bool berth_pipeline_ready(const berth_model *m) {
   const berth_pipeline *p = m->pipeline;
   berth_engine *e = m->engine;

@@ -116,6 +116,8 @@ void berth_pipelines_free(struct berth_engine *e);
 /* The stand-in model of pipeline `name`, or NULL. */
 struct berth_model *berth_pipeline_find(struct berth_engine *e,
                                         const char *name, size_t len);
+/* The stand-in model of engine->pipelines[i] (i < n_pipelines). */
+struct berth_model *berth_pipeline_model_at(struct berth_engine *e, size_t i);
 /* Ready: every model a step may call is ready (the stand-in's signature is
  * refreshed from the steps' models first). */
 bool berth_pipeline_ready(const struct berth_model *m);

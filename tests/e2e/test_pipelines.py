@@ -214,6 +214,10 @@ def test_metadata_ready_and_config(server: BerthServer) -> None:
     meta = client.get_model_metadata("sentiment", as_json=True)
     assert meta["platform"] == "pipeline"
     assert [i["name"] for i in meta["inputs"]] == ["text"]
+    stats = server.get("/v2/models/sentiment/stats").json()["model_stats"]
+    assert [(s["name"], s["version"]) for s in stats] == [("sentiment", "1")]
+    grpc_stats = client.get_inference_statistics("sentiment", as_json=True)
+    assert grpc_stats["model_stats"][0]["name"] == "sentiment"
     # an undeclared pipeline derives its signature from its steps' models
     ens = server.get("/v2/models/ens").json()
     assert ens["platform"] == "pipeline"
@@ -337,6 +341,25 @@ def test_pipeline_metrics(server: BerthServer) -> None:
     # each step's model is counted as usual
     assert re.search(r'^berth_requests_total\{model="clf",version="1",protocol="rest",'
                      r'outcome="success"\} [1-9]', text, re.M), text[:3000]
+
+
+def test_perf_analyzer_loads_a_pipeline(server: BerthServer) -> None:
+    """perf_analyzer reads the pipeline's metadata, config and statistics
+    (it needs the version named: -x 1) and drives it with binary tensors."""
+    import perf_analyzer_bin
+
+    binary = perf_analyzer_bin.find()
+    if binary is None or perf_analyzer_bin.missing_libraries(binary):
+        pytest.skip("perf_analyzer is not usable here (tests/e2e/perf_analyzer_bin.py)")
+    res = subprocess.run(
+        [binary, "-m", "sentiment", "-x", "1", "-u", server.triton_url, "-i", "http",
+         "--shape", "text:1", "--concurrency-range", "2", "-p", "1000", "-r", "10", "-s", "100"],
+        capture_output=True, text=True, env=perf_analyzer_bin.runtime_env(), timeout=240,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    m = re.search(r"Successful request count: (\d+)", out)
+    assert m is not None and int(m.group(1)) > 0, out[-3000:]
 
 
 def _serve_fails(args: list[str], cwd: Path) -> str:
