@@ -27,6 +27,8 @@
 #include "berth/error.h"
 #include "buf.h"
 #include "config.h"
+#include "httpd.h"
+#include "infer.h"
 #include "metrics.h"
 
 /* Most steps per pipeline, pipelines per document, wires per step. */
@@ -102,6 +104,15 @@ int berth_pipeline_config_parse(json_t *v, berth_config *cfg,
                                 const char *path, berth_errmsg *err);
 /* Frees n configs and the array. Safe with NULL. */
 void berth_pipeline_configs_free(berth_pipeline_config *p, size_t n);
+
+/* pipeline_switch.c: picks the model of switch step st for a request (its
+ * inputs and parameters; http: its headers, or NULL) into *model (borrowed
+ * from the config). BERTH_E_INVALID naming the step when no case matches
+ * and there is no default. */
+int berth_pipe_switch_choose(const berth_pipe_step *st,
+                             const berth_infer_request *req,
+                             const berth_http_req *http, const char **model,
+                             berth_errmsg *err);
 
 /* ---- runtime (pipeline.c) ---------------------------------------------- */
 
