@@ -483,9 +483,12 @@ static void step_release(berth_job *job) {
   run_maybe_finish(r);
 }
 
-/* Borrowed views of the tensors a step reads (names owned). */
-static int step_inputs(pipe_run *r, size_t i, berth_infer_request *req,
-                       int *status, char *msg, size_t cap) {
+/* Borrowed views of the tensors a step reads (names owned). With the
+ * default wiring, a tensor the step's model does not take (when it declares
+ * its inputs) is left out. */
+static int step_inputs(pipe_run *r, size_t i, const berth_model *m,
+                       berth_infer_request *req, int *status, char *msg,
+                       size_t cap) {
   const berth_pipe_step *s = &r->p->pc->steps[i];
   const berth_infer_request *outer = &r->outer->req;
   size_t n = s->wired ? s->n_inputs
@@ -495,12 +498,15 @@ static int step_inputs(pipe_run *r, size_t i, berth_infer_request *req,
   if (ins == NULL)
     goto nomem;
   req->inputs = ins;
+  size_t j = 0;
   for (size_t k = 0; k < n; k++) {
     const berth_tensor *t;
     const char *name;
     if (!s->wired) {
       t = s->from < 0 ? &outer->inputs[k] : &r->outs[s->from][k];
       name = t->name;
+      if (m->signature_known && spec_in(m->inputs, m->n_inputs, name) == NULL)
+        continue;
     } else {
       const berth_pipe_wire *w = &s->inputs[k];
       t = w->step < 0 ? find_tensor(outer->inputs, outer->n_inputs, w->tensor)
@@ -521,11 +527,11 @@ static int step_inputs(pipe_run *r, size_t i, berth_infer_request *req,
         return *status;
       }
     }
-    ins[k] = *t;
-    ins[k].data_borrowed = true;
-    ins[k].name = strdup(name);
-    req->n_inputs = k + 1;
-    if (ins[k].name == NULL)
+    ins[j] = *t;
+    ins[j].data_borrowed = true;
+    ins[j].name = strdup(name);
+    req->n_inputs = ++j;
+    if (ins[j - 1].name == NULL)
       goto nomem;
   }
   return BERTH_OK;
@@ -575,7 +581,8 @@ static void start_step(pipe_run *r, size_t i) {
   sj->run = r;
   sj->step = i;
   int status = BERTH_OK;
-  if (step_inputs(r, i, &sj->job.req, &status, msg, sizeof msg) != BERTH_OK) {
+  if (step_inputs(r, i, m, &sj->job.req, &status, msg, sizeof msg) !=
+      BERTH_OK) {
     step_job_free(sj);
     run_fail(r, status, i, mname, msg);
     return;

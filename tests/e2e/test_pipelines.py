@@ -88,6 +88,12 @@ pipelines:
         inputs: {predict_proba: classify.predict_proba}
     outputs: {label: label.label, score: label.score}
 
+  - name: plain                 # default wiring only
+    steps:
+      - {name: tokenize, model: sentiment.tokenize}
+      - {name: classify, model: clf}
+      - {name: label, model: sentiment.label}   # takes predict_proba, not predict
+
   - name: ens
     steps:
       - {name: a, model: double, inputs: {x: $x}}
@@ -198,6 +204,14 @@ def test_kserve_v1_predict_on_a_pipeline(server: BerthServer) -> None:
     assert resp.status == 200, resp.body
     assert resp.json() == {"predictions": ["positive"]}
     assert server.get("/v1/models/sentiment").json() == {"name": "sentiment", "ready": True}
+
+
+def test_default_wiring_passes_what_the_next_model_takes(server: BerthServer) -> None:
+    doc = server.infer_ok("plain", infer_body([tensor("text", "BYTES", [1], ["a great day"])]))
+    assert outputs_by_name(doc)["label"]["data"] == ["positive"]
+    meta = server.get("/v2/models/plain").json()
+    assert [i["name"] for i in meta["inputs"]] == ["text"]
+    assert sorted(o["name"] for o in meta["outputs"]) == ["label", "score"]
 
 
 def test_metadata_ready_and_config(server: BerthServer) -> None:
