@@ -3,7 +3,7 @@
  *
  * pipeline_config.c parses and validates the `pipelines:` list of the
  * engine document against the models of the same document (unknown steps,
- * models, inputs and outputs, cycles, datatype mismatches where both
+ * models, inputs and outputs, cycles, datatype and shape mismatches where both
  * signatures are declared); errors name the key path,
  * "pipelines[0].steps[2].inputs.x: ...". docs/pipelines.md is the schema.
  *

@@ -511,20 +511,54 @@ static size_t step_models(const berth_config *cfg, const berth_pipe_step *s,
   return n;
 }
 
+/* Same rank, and equal sizes where both are fixed (-1 matches any). */
+static bool shapes_agree(const berth_tensor_spec *a,
+                         const berth_tensor_spec *b) {
+  if (a->ndim != b->ndim)
+    return false;
+  for (uint32_t k = 0; k < a->ndim; k++)
+    if (a->shape[k] >= 0 && b->shape[k] >= 0 && a->shape[k] != b->shape[k])
+      return false;
+  return true;
+}
+
+static const char *shape_text(const berth_tensor_spec *s, char *out,
+                              size_t cap) {
+  size_t off = (size_t)snprintf(out, cap, "[");
+  for (uint32_t k = 0; k < s->ndim && off < cap; k++)
+    off += (size_t)snprintf(out + off, cap - off, "%s%lld", k ? ", " : "",
+                            (long long)s->shape[k]);
+  if (off < cap)
+    snprintf(out + off, cap - off, "]");
+  return out;
+}
+
+/* dtype and shape of src (what `what` names) against dst, its reader. */
+static int agree(const berth_tensor_spec *src, const berth_tensor_spec *dst,
+                 const char *what, const char *path, berth_errmsg *err) {
+  char a[128], b[128];
+  if (src == NULL || dst == NULL)
+    return BERTH_OK;
+  if (src->dtype != dst->dtype)
+    return bad(err, path, "%s is %s but what reads it takes %s", what,
+               berth_dtype_name(src->dtype), berth_dtype_name(dst->dtype));
+  if (!shapes_agree(src, dst))
+    return bad(err, path, "%s has shape %s but what reads it takes %s", what,
+               shape_text(src, a, sizeof a), shape_text(dst, b, sizeof b));
+  return BERTH_OK;
+}
+
 /* Checks a wire's source exists in every declared signature and that its
- * datatype agrees with what reads it (dst: the spec of the reader, or
- * NULL). */
+ * datatype and shape agree with what reads it (dst: the spec of the reader,
+ * or NULL). */
 static int check_source(const berth_config *cfg,
                         const berth_pipeline_config *p,
                         const berth_pipe_wire *w, const berth_tensor_spec *dst,
                         const char *path, berth_errmsg *err) {
   if (w->step < 0) {
-    const berth_tensor_spec *src = input_spec(p, w->tensor);
-    if (src != NULL && dst != NULL && src->dtype != dst->dtype)
-      return bad(err, path, "input \"%s\" is %s but what reads it takes %s",
-                 w->tensor, berth_dtype_name(src->dtype),
-                 berth_dtype_name(dst->dtype));
-    return BERTH_OK;
+    char what[200];
+    snprintf(what, sizeof what, "input \"%.150s\"", w->tensor);
+    return agree(input_spec(p, w->tensor), dst, what, path, err);
   }
   const berth_pipe_step *from = &p->steps[w->step];
   const berth_model_config *ms[BERTH_PIPE_MAX_CASES + 1];
@@ -535,10 +569,12 @@ static int check_source(const berth_config *cfg,
     if (missing)
       return bad(err, path, "step \"%s\" (model %s) has no output \"%s\"",
                  from->name, ms[i]->name, w->tensor);
-    if (src != NULL && dst != NULL && src->dtype != dst->dtype)
-      return bad(err, path, "output \"%s\" of step \"%s\" is %s but what "
-                 "reads it takes %s", w->tensor, from->name,
-                 berth_dtype_name(src->dtype), berth_dtype_name(dst->dtype));
+    char what[300];
+    snprintf(what, sizeof what, "output \"%.150s\" of step \"%.128s\"",
+             w->tensor, from->name);
+    int rc = agree(src, dst, what, path, err);
+    if (rc != BERTH_OK)
+      return rc;
   }
   return BERTH_OK;
 }

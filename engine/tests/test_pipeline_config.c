@@ -136,6 +136,10 @@ static void test_errors(void **state) {
                "            {name: b, model: clf, inputs: {ids: a.scores}}]\n",
                "output \"scores\" of step \"a\" is FP32 but what reads it takes "
                "INT64");
+  expect_error("  - name: p\n    inputs: [{name: text, datatype: BYTES, shape: [-1, 2]}]\n"
+               "    steps: [{name: a, model: tok, inputs: {text: $text}}]\n",
+               "pipelines[0].steps[0].inputs.text: input \"text\" has shape "
+               "[-1, 2] but what reads it takes [-1]");
   expect_error("  - name: p\n    steps: [{name: a, model: tok, inputs: {txt: $text}}]\n",
                "pipelines[0].steps[0].inputs.txt: model tok has no input \"txt\"");
   expect_error("  - name: p\n    inputs: [{name: text, datatype: BYTES, shape: [-1]}]\n"
