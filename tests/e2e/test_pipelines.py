@@ -277,6 +277,26 @@ def test_ensemble_fans_out_and_combines(server: BerthServer) -> None:
     assert result.as_numpy("sum").tolist() == [[7.0]]
 
 
+def test_grpc_stream_into_pipelines(server: BerthServer) -> None:
+    import queue
+
+    results: queue.Queue[Any] = queue.Queue()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    try:
+        for value in (1.0, 2.0, 60.0):
+            inp = grpcclient.InferInput("x", [1, 1], "FP64")
+            inp.set_data_from_numpy(np.array([[value]]))
+            client.async_stream_infer("fragile", [inp], request_id=str(value))
+        got = [results.get(timeout=60) for _ in range(3)]
+    finally:
+        client.stop_stream()
+    answers = {r.get_response().id: r.as_numpy("y").tolist() for r, e in got if e is None}
+    errors = [str(e) for r, e in got if e is not None]
+    assert answers == {"1.0": [[2.0]], "2.0": [[4.0]]}
+    assert len(errors) == 1 and 'step "check"' in errors[0], errors
+
+
 def test_switch_on_an_input_takes_both_branches(server: BerthServer) -> None:
     assert _ys(server.infer_ok("route", infer_body([_x([20.0])]))) == [-20.0]
     assert _ys(server.infer_ok("route", infer_body([_x([3.0])]))) == [6.0]
