@@ -556,6 +556,13 @@ static void not_ready(const berth_model *m, const char *name, char *out,
            m->cfg->name, m->cfg->version, why);
 }
 
+/* Takes a step of an accepted request: as berth_model_accepting, except
+ * that a drain does not stop it (the drain finishes accepted requests). */
+static bool step_model_usable(const berth_model *m) {
+  return (m->state == BERTH_MODEL_READY && m->n_ready > 0) ||
+         (m->has_served && m->state == BERTH_MODEL_LOADING);
+}
+
 static void start_step(pipe_run *r, size_t i) {
   berth_engine *e = r->e;
   const char *mname = r->model[i], *ver = r->version[i];
@@ -568,7 +575,7 @@ static void start_step(pipe_run *r, size_t i) {
   }
   berth_model *m = berth_model_find(e, mname, strlen(mname), ver,
                                     ver ? strlen(ver) : 0);
-  if (m == NULL || !berth_model_accepting(m)) {
+  if (m == NULL || !step_model_usable(m)) {
     not_ready(m, mname, msg, sizeof msg);
     run_fail(r, BERTH_E_UNAVAILABLE, i, mname, msg);
     return;

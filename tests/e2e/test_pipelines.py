@@ -468,3 +468,34 @@ def test_a_function_serves_as_a_model(berth_server: Callable[..., BerthServer],
     doc = server.infer_ok("ops", infer_body([_x([3.0])]))
     assert _ys(doc) == [-3.0]
     assert server.get("/v2/models/ops").json()["platform"] == "python_function"
+
+
+def test_sigterm_lets_an_accepted_pipeline_finish(berth_server: Callable[..., BerthServer],
+                                                  app_dir: Path, tmp_path: Path) -> None:
+    """A step that starts after SIGTERM still runs: the drain finishes the
+    pipelines it accepted."""
+    import signal
+    import threading
+
+    cfg = tmp_path / "drain.yaml"
+    cfg.write_text(
+        f"models:\n  - {{name: double, path: {app_dir / 'ops.py'}, runtime: python, "
+        "class: double}\n"
+        "pipelines:\n  - name: drowsy\n    steps:\n"
+        f"      - {{name: nap, python: {app_dir / 'ops.py'}:nap, inputs: {{y: $x}}}}\n"
+        "      - {name: grow, model: double, inputs: {x: nap.y}}\n"
+    )
+    server = berth_server([], "--config", str(cfg), "--instances", "1", "--drain-timeout", "30")
+    got: list[Any] = []
+    caller = threading.Thread(
+        target=lambda: got.append(server.infer("drowsy", infer_body([_x([5.0])]), timeout=60))
+    )
+    caller.start()
+    import time
+
+    time.sleep(0.5)  # the nap step is running; grow starts after the signal
+    server.signal(signal.SIGTERM)
+    caller.join(60)
+    assert got and got[0].status == 200, got[0].body if got else "no answer"
+    assert _ys(got[0].json()) == [10.0]
+    assert server.wait(30) == 0
