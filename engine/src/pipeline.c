@@ -607,6 +607,15 @@ static void start_step(pipe_run *r, size_t i) {
   sj->job.received_ns = uv_hrtime();
   sj->job.deadline_ns = r->deadline_ns;
   sj->job.protocol = r->outer->protocol;
+  if (r->outer->priority == BERTH_PRIORITY_HIGH) {
+    /* the scheduler reads the priority from the step's parameters */
+    sj->job.req.parameters = json_pack("{s:i}", "priority", 1);
+    if (sj->job.req.parameters == NULL) {
+      step_job_free(sj);
+      run_fail(r, BERTH_E_NOMEM, i, mname, "out of memory");
+      return;
+    }
+  }
   sj->job.http = r->outer->http;
   r->live[i] = sj;
   r->pending++;
@@ -658,10 +667,22 @@ static void on_start(uv_timer_t *t) { advance(t->data); }
 
 /* ---- submit ----------------------------------------------------------------- */
 
-static int read_deadline(berth_job *job, berth_errmsg *err) {
-  json_t *t = job->req.parameters ? json_object_get(job->req.parameters,
-                                                    "timeout")
-                                  : NULL;
+/* The outer request's "timeout" (its deadline covers every step) and
+ * "priority" (every step is queued at it), checked as the scheduler does. */
+static int read_parameters(berth_job *job, berth_errmsg *err) {
+  json_t *params = job->req.parameters;
+  json_t *p = params ? json_object_get(params, "priority") : NULL;
+  job->priority = BERTH_PRIORITY_NORMAL;
+  if (p != NULL) {
+    json_int_t v = json_is_integer(p) ? json_integer_value(p) : -1;
+    if (v < 0 || v > 2)
+      return berth_errf(err, BERTH_E_INVALID,
+                        "parameter 'priority' must be 1 (high) or 2 (normal; "
+                        "0 also means normal)");
+    if (v == 1)
+      job->priority = BERTH_PRIORITY_HIGH;
+  }
+  json_t *t = params ? json_object_get(params, "timeout") : NULL;
   if (t == NULL)
     return BERTH_OK;
   json_int_t v = json_is_integer(t) ? json_integer_value(t) : -1;
@@ -682,7 +703,7 @@ int berth_pipeline_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
   job->rows = -1;
   if (job->received_ns == 0)
     job->received_ns = uv_hrtime();
-  int rc = read_deadline(job, err);
+  int rc = read_parameters(job, err);
   if (rc != BERTH_OK)
     return rc;
   pipe_run *r = calloc(1, sizeof *r);

@@ -318,6 +318,15 @@ def test_switch_on_a_header_over_rest_and_grpc(server: BerthServer) -> None:
     assert client.infer("tiered", [inp], headers={"x-tier": "bronze"}).as_numpy("y").tolist() == [[10.0]]
 
 
+def test_priority_and_timeout_parameters_are_checked(server: BerthServer) -> None:
+    high = server.infer_ok("ens", infer_body([_x([1.0])], parameters={"priority": 1}))
+    assert _ys(high, "sum") == [1.0]
+    assert_error(server.infer("ens", infer_body([_x([1.0])], parameters={"priority": 7})),
+                 400, "priority")
+    assert_error(server.infer("ens", infer_body([_x([1.0])], parameters={"timeout": -1})),
+                 400, "timeout")
+
+
 def test_switch_on_a_parameter(server: BerthServer) -> None:
     neg = server.infer_ok("by_param", infer_body([_x([2.0])], parameters={"mode": "neg"}))
     assert _ys(neg) == [-2.0]
