@@ -583,6 +583,13 @@ def _apply_app_config(doc: dict[str, Any], config_file: str) -> dict[str, Any]:
         app["pipelines"], step_models = expand_python_steps(
             app["pipelines"], config_path.parent, str(config_path)
         )
+        taken = {m.get("name") for m in models}
+        for entry in step_models:
+            if entry["name"] in taken:
+                raise ConfigError(
+                    f"{config_path}: a python: step becomes model {entry['name']!r}, "
+                    "which is also the name of a model; rename the step or the model"
+                )
         models = models + step_models
     doc = _merge(doc, {k: v for k, v in app.items() if k != "models"})
     doc["models"] = models

@@ -132,3 +132,13 @@ def test_an_app_file_without_pipelines_is_refused(tmp_path: Path) -> None:
     (tmp_path / "bad.py").write_text("raise RuntimeError('boom')\n")
     with pytest.raises(ConfigError, match="importing it failed: RuntimeError: boom"):
         doc("--config", str(tmp_path / "bad.py"))
+
+
+def test_a_python_step_cannot_take_a_models_name(tmp_path: Path) -> None:
+    (tmp_path / "ops.py").write_text("def f(inputs):\n    return inputs\n")
+    (tmp_path / "berth.yaml").write_text(
+        "models:\n  - {name: p.pre, path: ops.py, runtime: python, class: f}\n"
+        "pipelines:\n  - name: p\n    steps: [{name: pre, python: ops.py:f}]\n"
+    )
+    with pytest.raises(ConfigError, match="becomes model 'p.pre', which is also"):
+        doc("--config", str(tmp_path / "berth.yaml"))
