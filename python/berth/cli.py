@@ -262,7 +262,8 @@ _OPTIONS: tuple[_Option, ...] = (
         "--config",
         "BERTH_CONFIG",
         str,
-        "an app-level YAML file whose keys override the built document",
+        "an app-level YAML file whose keys override the built document, or a .py app "
+        "file declaring berth.Pipeline objects",
         "FILE",
     ),
 )
