@@ -739,6 +739,11 @@ def _summary(doc: Mapping[str, Any]) -> str:
             f"{m['name']}:{m.get('version', '1')} ({m['runtime']})" for m in models[:6]
         )
         what = f"{len(models)} models: {listed}" + (", …" if len(models) > 6 else "")
+    pipelines = [p.get("name") for p in doc.get("pipelines") or [] if isinstance(p, dict)]
+    if pipelines:
+        what += f" and {len(pipelines)} pipeline{'s' if len(pipelines) > 1 else ''}: " + ", ".join(
+            str(n) for n in pipelines[:6]
+        ) + (", …" if len(pipelines) > 6 else "")
     return f"berth: serving {what} on {where}"
 
 
