@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "otlp_export.h"
+#include "pipeline.h"
 
 #define BERTH_CONFIG_PATH_MAX 192
 #define BERTH_CONFIG_NAME_MAX 128
@@ -49,6 +50,7 @@ typedef enum berth_config_kind {
   BERTH_CF_MODELS,     /* the non-empty models list */
   BERTH_CF_LIST,       /* imin..imax mappings checked against `sub` ->
                           array of `size`-byte elements + count */
+  BERTH_CF_PIPELINES,  /* the pipelines list (pipeline_config.c) */
 } berth_config_kind;
 
 typedef struct berth_config_table berth_config_table;
@@ -350,6 +352,9 @@ static const berth_config_field berth_config_root_fields[] = {
      .count_slot = offsetof(berth_config, n_routes),
      .size = sizeof(berth_route_config), .imin = 0, .imax = 4096,
      .sub = &berth_config_route},
+    /* after models: pipelines are checked against them */
+    {.key = "pipelines", .kind = BERTH_CF_PIPELINES, .def = "[]",
+     BERTH_CF_NONE},
 };
 static const berth_config_table berth_config_root =
     BERTH_CF_TABLE(berth_config_root_fields);
@@ -845,6 +850,9 @@ static int berth_config_field_value(const berth_config_field *f, json_t *v,
   case BERTH_CF_MODELS:
     rc = berth_config_models(v, base, path, err);
     break;
+  case BERTH_CF_PIPELINES:
+    rc = berth_pipeline_config_parse(v, base, path, err);
+    break;
   }
   if (rc != BERTH_OK) {
     json_decref(*norm);
@@ -972,6 +980,7 @@ void berth_config_clear(berth_config *c) {
   for (size_t i = 0; i < c->n_routes; i++)
     berth_config_route_clear(&c->routes[i]);
   free(c->routes);
+  berth_pipeline_configs_free(c->pipelines, c->n_pipelines);
   memset(c, 0, sizeof *c);
 }
 

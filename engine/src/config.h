@@ -117,6 +117,8 @@ typedef struct berth_config {
   size_t n_models;
   berth_route_config *routes;    /* owned array (router.c), may be NULL */
   size_t n_routes;
+  struct berth_pipeline_config *pipelines; /* owned array (pipeline.h) */
+  size_t n_pipelines;
 } berth_config;
 
 /* Parses and validates text (YAML or JSON, len bytes). On success fills

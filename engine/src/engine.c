@@ -39,6 +39,9 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
   int rrc = berth_router_init(e, err);
   if (rrc != BERTH_OK)
     return rrc;
+  int prc = berth_pipelines_init(e, err);
+  if (prc != BERTH_OK)
+    return prc;
   uv_timer_init(loop, &e->drain_timer);
   uv_timer_init(loop, &e->stop_timer);
   uv_signal_init(loop, &e->sig_term);
@@ -248,6 +251,7 @@ void berth_engine_free(berth_engine *e) {
   }
   free(e->models);
   berth_router_free(e);
+  berth_pipelines_free(e);
   berth_repository_free(e);
   berth_tracer_free(e->tracer);
   berth_payload_log_free(e->payload_log);

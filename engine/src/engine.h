@@ -28,6 +28,7 @@
 #include "infer.h"
 #include "metrics.h"
 #include "trace.h"
+#include "pipeline.h"
 
 typedef struct berth_engine berth_engine;
 typedef struct berth_model berth_model;
@@ -65,6 +66,9 @@ struct berth_job {
                                  timeout_us, unless the frontend set one) */
   int64_t rows;               /* batch rows (first dim), -1 if unbatched */
   berth_protocol protocol;    /* the frontend (metrics label); REST = 0 */
+  berth_http_req *http;       /* borrowed or NULL: the frontend's request,
+                                 alive until release (a pipeline's switch
+                                 reads its headers) */
   unsigned priority;          /* BERTH_PRIORITY_* */
   berth_job_done_cb done;
   berth_job_release_cb release;
@@ -159,6 +163,10 @@ struct berth_model {
                                      in the queue instead of getting 503 */
   berth_model_stats stats;
   berth_model_metrics metrics;    /* Prometheus (metrics.c) */
+  struct berth_pipeline *pipeline; /* non-NULL: this is a pipeline's
+                                      stand-in, not in engine->models, and
+                                      berth_sched_submit runs the pipeline
+                                      (pipeline.h) */
 };
 
 struct berth_engine {
@@ -193,6 +201,9 @@ struct berth_engine {
   berth_tracer *tracer;           /* owned or NULL: tracing off (trace.h) */
   struct berth_ui *ui;            /* owned (ui.c): the dashboard's samples
                                      and recent errors */
+  struct berth_pipeline **pipelines; /* owned array of owned pipelines
+                                     (pipeline.c), one per cfg.pipelines */
+  size_t n_pipelines;
 };
 
 /* engine.c */

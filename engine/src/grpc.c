@@ -418,6 +418,7 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
               : "inference.GRPCInferenceService/ModelInfer",
           "grpc", now);
     }
+    j->job.http = c->req;
     /* linked first: a submit may complete the job before it returns */
     j->call = c;
     j->next = c->jobs;

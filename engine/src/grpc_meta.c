@@ -35,6 +35,11 @@ int berth_grpc_find_model(berth_engine *e, const char *name, const char *version
   berth_route_stat *unused;
   if (any && (*out = berth_router_resolve(e, name, nl, NULL, &unused)) != NULL)
     return BERTH_OK; /* a route: its primary target */
+  /* a name no model has may be a pipeline's (pipeline.c), version "1" */
+  if (!berth_model_name_exists(e, name, nl) &&
+      (any || strcmp(version, "1") == 0) &&
+      (*out = berth_pipeline_find(e, name, nl)) != NULL)
+    return BERTH_OK;
   if (!berth_model_name_exists(e, name, nl))
     return berth_errf(err, BERTH_E_NOT_FOUND, "unknown model '" QN "'", name);
   *out = berth_model_find(e, name, nl, any ? NULL : version, any ? 0 : strlen(version));
@@ -148,6 +153,8 @@ int berth_grpc_model_metadata(berth_engine *e, const uint8_t *msg, size_t len,
     for (size_t i = 0; i < e->n_models; i++)
       if (strcmp(e->models[i]->cfg->name, m->cfg->name) == 0)
         versions[r.n_versions++] = e->models[i]->cfg->version;
+    if (m->pipeline != NULL) /* a pipeline is not in e->models */
+      versions[r.n_versions++] = m->cfg->version;
     r.versions = versions;
     r.platform = str(m->platform);
     r.n_inputs = m->n_inputs;
@@ -313,8 +320,9 @@ int berth_grpc_model_statistics(berth_engine *e, const uint8_t *msg, size_t len,
   bool all = rq->name[0] == '\0', any_version = rq->version[0] == '\0';
   if (!all)
     rc = berth_grpc_find_model(e, rq->name, rq->version, &one, err);
-  stats_block *b = rc == BERTH_OK ? calloc(e->n_models + 1, sizeof *b) : NULL;
-  Inference__ModelStatistics **p = rc == BERTH_OK ? calloc(e->n_models + 1, sizeof *p) : NULL;
+  size_t cap = e->n_models + e->n_pipelines + 1;
+  stats_block *b = rc == BERTH_OK ? calloc(cap, sizeof *b) : NULL;
+  Inference__ModelStatistics **p = rc == BERTH_OK ? calloc(cap, sizeof *p) : NULL;
   if (rc == BERTH_OK && (b == NULL || p == NULL))
     rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
   if (rc == BERTH_OK) {
@@ -326,6 +334,14 @@ int berth_grpc_model_statistics(berth_engine *e, const uint8_t *msg, size_t len,
       if (!want)
         continue;
       fill_stats(&b[r.n_model_stats], m);
+      p[r.n_model_stats] = &b[r.n_model_stats].s;
+      r.n_model_stats++;
+    }
+    for (size_t i = 0; i < e->n_pipelines; i++) { /* not in e->models */
+      berth_model *x = berth_pipeline_model_at(e, i);
+      if (!all && x != one)
+        continue;
+      fill_stats(&b[r.n_model_stats], x);
       p[r.n_model_stats] = &b[r.n_model_stats].s;
       r.n_model_stats++;
     }

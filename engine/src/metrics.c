@@ -370,5 +370,7 @@ int berth_metrics_collect(berth_engine *e, berth_buf *out) {
   free(mv);
   if (rc == BERTH_OK) /* tracing (trace.h); 0 when it is off */
     rc = trace_counters(out, berth_tracer_counters(e->tracer));
+  if (rc == BERTH_OK)
+    rc = berth_pipeline_metrics_render(e, out);
   return rc;
 }

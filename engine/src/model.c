@@ -145,6 +145,8 @@ bool berth_model_name_exists(berth_engine *e, const char *name, size_t len) {
 }
 
 bool berth_model_ready(const berth_model *m) {
+  if (m->pipeline != NULL) /* ready when its steps' models are */
+    return berth_pipeline_ready(m);
   return m->state == BERTH_MODEL_READY && m->n_ready > 0 &&
          !m->engine->draining;
 }

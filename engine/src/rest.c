@@ -241,6 +241,8 @@ static void handle_model_metadata(berth_engine *e, berth_http_req *req,
     if (strcmp(e->models[i]->cfg->name, m->cfg->name) == 0)
       json_array_append_new(versions,
                             json_string(e->models[i]->cfg->version));
+  if (m->pipeline != NULL) /* a pipeline is not in e->models */
+    json_array_append_new(versions, json_string(m->cfg->version));
   berth_rest_respond_doc(
       e, req, 200,
       json_pack("{s:s, s:o, s:s, s:o, s:o}", "name", m->cfg->name, "versions",
@@ -450,6 +452,7 @@ void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
         "rest", c->job.received_ns);
   }
   c->job.request_id = berth_rest_request_id(req);
+  c->job.http = req;
   berth_http_req_ref(req);
   e->inflight++;
   berth_errmsg err;
@@ -569,12 +572,17 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
    * primary target */
   berth_route_stat *routed = NULL;
   bool infer = action.p != NULL && berth_slice_is(action, "infer");
-  berth_model *m = ver == NULL && berth_slice_valid_name(name)
+  bool valid = berth_slice_valid_name(name);
+  bool exists = valid && berth_model_name_exists(e, name.p, name.n);
+  berth_model *m = ver == NULL && valid
                        ? berth_router_resolve(e, name.p, name.n,
                                               infer ? req : NULL, &routed)
                        : NULL;
-  if (m == NULL && (!berth_slice_valid_name(name) ||
-                    !berth_model_name_exists(e, name.p, name.n))) {
+  /* a name no model has may be a pipeline's (pipeline.c), version "1" */
+  if (m == NULL && valid && !exists &&
+      (ver == NULL || (ver_len == 1 && ver[0] == '1')))
+    m = berth_pipeline_find(e, name.p, name.n);
+  if (m == NULL && !exists) {
     snprintf(msg, sizeof msg, "unknown model '%.*s'",
              (int)(name.n > 200 ? 200 : name.n), name.p);
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);

@@ -118,6 +118,14 @@ void berth_rest_model_stats(berth_engine *e, berth_http_req *req,
       arr = NULL;
     }
   }
+  /* pipelines are not in e->models: one asked for, or all of them */
+  for (size_t i = 0; arr != NULL && i < e->n_pipelines; i++) {
+    berth_model *x = berth_pipeline_model_at(e, i);
+    if ((m == NULL || x == m) && json_array_append_new(arr, model_stats(x))) {
+      json_decref(arr);
+      arr = NULL;
+    }
+  }
   berth_rest_respond_doc(e, req, 200,
                          arr ? json_pack("{s:o}", "model_stats", arr) : NULL);
 }

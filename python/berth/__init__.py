@@ -25,6 +25,8 @@ from .errors import (
     ProtocolError,
 )
 
+from .pipeline import Case, Pipeline, Step, Switch
+
 if TYPE_CHECKING:
     from .model import Model, ModelContext, TensorSpec
 
@@ -32,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BerthError",
+    "Case",
     "ConfigError",
     "EngineNotFoundError",
     "InvalidInput",
@@ -40,7 +43,10 @@ __all__ = [
     "Model",
     "ModelContext",
     "ModelLoadError",
+    "Pipeline",
     "ProtocolError",
+    "Step",
+    "Switch",
     "TensorSpec",
     "__version__",
 ]

@@ -306,7 +306,8 @@ _OPTIONS: tuple[_Option, ...] = (
         "--config",
         "BERTH_CONFIG",
         str,
-        "an app-level YAML file whose keys override the built document",
+        "an app-level YAML file whose keys override the built document, or a .py app "
+        "file declaring berth.Pipeline objects",
         "FILE",
     ),
 )
@@ -630,14 +631,36 @@ def _app_models(
 
 def _apply_app_config(doc: dict[str, Any], config_file: str) -> dict[str, Any]:
     config_path = _abs(Path(config_file).expanduser())
-    app = _read_yaml(config_path)
+    if config_path.suffix == ".py":  # berth.Pipeline objects (docs/pipelines.md)
+        from .pipeline import load_app_file
+
+        app = load_app_file(config_path)
+    else:
+        app = _read_yaml(config_path)
     if app is None:
         return doc
     if not isinstance(app, dict):
-        raise ConfigError(f"{config_path}: expected a mapping (server, log, workers, models)")
+        raise ConfigError(
+            f"{config_path}: expected a mapping (server, log, workers, models, pipelines)"
+        )
     models = doc["models"]
     if "models" in app:
         models = _app_models(app["models"], models, config_path)
+    if "pipelines" in app:  # python: steps become models of their own
+        from .pipeline import expand_python_steps
+
+        app = dict(app)
+        app["pipelines"], step_models = expand_python_steps(
+            app["pipelines"], config_path.parent, str(config_path)
+        )
+        taken = {m.get("name") for m in models}
+        for entry in step_models:
+            if entry["name"] in taken:
+                raise ConfigError(
+                    f"{config_path}: a python: step becomes model {entry['name']!r}, "
+                    "which is also the name of a model; rename the step or the model"
+                )
+        models = models + step_models
     doc = _merge(doc, {k: v for k, v in app.items() if k != "models"})
     doc["models"] = models
     return doc
@@ -791,6 +814,11 @@ def _summary(doc: Mapping[str, Any]) -> str:
             f"{m['name']}:{m.get('version', '1')} ({m['runtime']})" for m in models[:6]
         )
         what = f"{len(models)} models: {listed}" + (", …" if len(models) > 6 else "")
+    pipelines = [p.get("name") for p in doc.get("pipelines") or [] if isinstance(p, dict)]
+    if pipelines:
+        what += f" and {len(pipelines)} pipeline{'s' if len(pipelines) > 1 else ''}: " + ", ".join(
+            str(n) for n in pipelines[:6]
+        ) + (", …" if len(pipelines) > 6 else "")
     return f"berth: serving {what} on {where}"
 
 

@@ -5,6 +5,12 @@ names the subclass (when it is null, the file must define exactly one
 ``berth.Model`` subclass that no other subclass there derives from). The
 file's folder goes on ``sys.path`` so it can import its neighbours, and
 ``model.context.path`` is that folder, where a model's artefacts usually live.
+
+``class`` may also name a plain function ``fn(inputs) -> outputs`` (dicts of
+NumPy arrays, optionally taking ``parameters=``): it is served as a model
+whose ``predict`` is that function. That is how a pipeline's ``python:``
+step (docs/pipelines.md) runs a pre- or post-processing function in its own
+worker, batched and scaled like any model.
 """
 
 from __future__ import annotations
@@ -64,8 +70,35 @@ def import_file(path: Path) -> ModuleType:
     return module
 
 
+def function_model(fn: Any) -> type[Model]:
+    """A :class:`Model` subclass whose ``predict`` calls ``fn``. The
+    function may carry ``inputs``, ``outputs`` and ``max_batch_size``
+    attributes, read as a class's are."""
+    takes = _takes_parameters(fn)
+
+    def predict(self: Model, inputs: dict[str, Any], parameters: Any = None) -> Any:
+        out = fn(inputs, parameters=parameters or {}) if takes else fn(inputs)
+        if not isinstance(out, Mapping):
+            raise TypeError(
+                f"{fn.__name__}() returned {type(out).__name__}; a pipeline function "
+                "returns a dict of output name -> array"
+            )
+        return dict(out)
+
+    attrs: dict[str, Any] = {
+        "predict": predict,
+        "platform": "python_function",
+        "inputs": getattr(fn, "inputs", None),
+        "outputs": getattr(fn, "outputs", None),
+        "max_batch_size": int(getattr(fn, "max_batch_size", 0) or 0),
+        "__module__": getattr(fn, "__module__", __name__),
+    }
+    return type(fn.__name__, (Model,), attrs)
+
+
 def find_model_class(module: ModuleType, class_name: str | None, path: Path) -> type[Model]:
-    """The :class:`Model` subclass to serve from a module."""
+    """The :class:`Model` subclass to serve from a module (a plain function
+    named by ``class_name`` is wrapped by :func:`function_model`)."""
     defined = [
         obj
         for obj in vars(module).values()
@@ -78,8 +111,12 @@ def find_model_class(module: ModuleType, class_name: str | None, path: Path) -> 
             raise ConfigError(
                 f"{path}: has no class {class_name!r} (berth.Model subclasses there: {names})"
             )
+        if not isinstance(obj, type) and callable(obj):
+            return function_model(obj)
         if not (isinstance(obj, type) and issubclass(obj, Model)):
-            raise ConfigError(f"{path}: {class_name} is not a berth.Model subclass")
+            raise ConfigError(
+                f"{path}: {class_name} is neither a berth.Model subclass nor a function"
+            )
         return obj
     own = [c for c in defined if c.__module__ == module.__name__]
     leaves = [c for c in own if not any(o is not c and issubclass(o, c) for o in own)]
