@@ -215,7 +215,9 @@ int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
     if (e->deadline_jobs++ == 0)
       uv_timer_start(&e->deadline_timer, on_deadline_sweep, 1, 1);
   }
-  berth_sched_dispatch(m);
+  /* Dispatched at the end of this loop iteration, with whatever else
+   * arrived in it (batcher.h). */
+  berth_batcher_arrived(m, job->enqueued_ns);
   return BERTH_OK;
 }
 
@@ -302,13 +304,6 @@ static bool compatible(const berth_job *a, const berth_job *b) {
     return false;
   return a->req.parameters == NULL ||
          json_equal(a->req.parameters, b->req.parameters);
-}
-
-static bool is_preferred(const berth_model *m, int64_t rows) {
-  for (uint32_t i = 0; i < m->cfg->n_preferred_batch_sizes; i++)
-    if ((int64_t)m->cfg->preferred_batch_sizes[i] == rows)
-      return true;
-  return false;
 }
 
 /* Largest preferred size <= rows, or 0. */
@@ -421,33 +416,10 @@ static berth_batch *take_batch(berth_model *m) {
   return b;
 }
 
-static void on_batch_timer(uv_timer_t *t) { berth_sched_dispatch(t->data); }
-
-/* true: send now; false: wait (the batch timer is armed). */
-static bool ready_to_send(berth_model *m) {
-  uint64_t delay_ns = m->cfg->max_queue_delay_us * 1000u;
-  if (m->max_batch_size == 0 || delay_ns == 0)
-    return true;
-  if (m->q_rows >= (int64_t)m->max_batch_size || is_preferred(m, m->q_rows))
-    return true;
-  if (m->q_len == 1 && m->running == NULL)
-    return true; /* the server is idle: a lone request never waits */
-  uint64_t oldest = UINT64_MAX;
-  for (unsigned p = 0; p < BERTH_PRIORITY_LEVELS; p++)
-    if (m->q_head[p] != NULL && m->q_head[p]->enqueued_ns < oldest)
-      oldest = m->q_head[p]->enqueued_ns;
-  uint64_t now = uv_hrtime();
-  if (now - oldest >= delay_ns)
-    return true;
-  uint64_t left_ms = (delay_ns - (now - oldest) + 999999u) / 1000000u;
-  uv_timer_start(&m->batch_timer, on_batch_timer, left_ms, 0);
-  return false;
-}
-
 void berth_sched_dispatch(berth_model *m) {
   while (m->q_len > 0) {
     berth_worker *w = berth_supervisor_idle_worker(m);
-    if (w == NULL || !ready_to_send(m))
+    if (w == NULL || !berth_batcher_ready(m, uv_hrtime()))
       return;
     berth_batch *b = take_batch(m);
     if (b == NULL)
@@ -603,16 +575,11 @@ void berth_batch_complete(berth_batch *b, berth_tensor *outs, size_t n,
 
 /* ---- setup ---------------------------------------------------------------- */
 
-void berth_sched_init(berth_model *m) {
-  uv_timer_init(m->engine->loop, &m->batch_timer);
-  m->batch_timer.data = m;
-}
+void berth_sched_init(berth_model *m) { berth_batcher_init(m); }
 
 static void timer_closed(uv_handle_t *h) { (void)h; }
 
-void berth_sched_close(berth_model *m) {
-  uv_close((uv_handle_t *)&m->batch_timer, timer_closed);
-}
+void berth_sched_close(berth_model *m) { berth_batcher_close(m); }
 
 void berth_sched_engine_init(berth_engine *e) {
   uv_timer_init(e->loop, &e->deadline_timer);
