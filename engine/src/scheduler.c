@@ -6,11 +6,11 @@
  *  - A model batches when its max_batch_size is > 0; every input's first
  *    dimension is then the batch dimension. Requests that carry several
  *    rows are packed whole, never split.
- *  - A batch goes to a worker as soon as one is idle and (the batch is full
- *    or reaches a preferred size, or no delay is configured, or the oldest
- *    queued request has waited max_queue_delay_us, or the server is idle:
- *    no other request queued and no batch running). So a lone request never
- *    waits, and under load requests gather while every worker is busy.
+ *  - A batch goes to a worker as soon as one is idle and the batcher says
+ *    so (batcher.c: full or preferred size, no delay, a lone request, the
+ *    oldest request's delay over, or no more requests expected soon).
+ *    Submissions are dispatched at the end of the loop iteration, so that
+ *    requests read together are batched together.
  *  - Only compatible requests share a batch: same input names, datatypes,
  *    trailing dimensions and request parameters.
  *  - High-priority requests are taken first.
