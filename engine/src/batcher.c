@@ -104,18 +104,18 @@ void berth_batcher_arrived(berth_model *m, uint64_t now_ns) {
   uint64_t in_server = m->metrics.inflight;
   if (in_server > b->seen)
     b->seen = in_server;
-  uint64_t cap = 2000u * m->cfg->max_queue_delay_us;
-  if (b->last_arrival_ns != 0) {
-    uint64_t gap = now_ns - b->last_arrival_ns;
-    if (gap > cap)
-      gap = cap;
-    b->gap_ns = b->gap_ns == 0 ? gap : b->gap_ns - b->gap_ns / 8 + gap / 8;
-  }
   b->last_arrival_ns = now_ns;
   if (!b->check_active) {
     b->check_active = true;
     uv_check_start(&b->check, on_check);
   }
+}
+
+void berth_batcher_served(berth_model *m, uint64_t service_ns) {
+  berth_batcher *b = &m->batcher;
+  b->service_ns = b->service_ns == 0
+                      ? service_ns
+                      : b->service_ns - b->service_ns / 8 + service_ns / 8;
 }
 
 static bool is_preferred(const berth_model *m, int64_t rows) {
@@ -139,8 +139,7 @@ bool berth_batcher_ready(berth_model *m, uint64_t now_ns) {
   uint64_t waited = now_ns - oldest;
   uint64_t in_server = m->metrics.inflight;
   if (waited >= delay_ns) {
-    /* The wait ran out: fewer requests came than expected. */
-    if (in_server < b->seen)
+    if (in_server < b->seen) /* fewer came than expected: expect fewer */
       b->seen = in_server > 0 ? in_server : 1;
     return true;
   }
@@ -148,8 +147,19 @@ bool berth_batcher_ready(berth_model *m, uint64_t now_ns) {
     return true; /* a lone request never waits for an idle worker */
   if (in_server >= b->seen)
     return true; /* every client seen lately is here: none to wait for */
-  if (b->gap_ns == 0 || b->gap_ns > delay_ns - waited)
-    return true; /* the next arrival is not expected within the delay */
-  arm(m, oldest + delay_ns, now_ns);
+  /* Wait for the next arrival at most half a batch's service time: longer
+   * than that, running what is queued and batching the later arrivals
+   * while it runs is better. A lull that long ends the wait. */
+  uint64_t lull_ns = b->service_ns / 2;
+  uint64_t quiet = now_ns - b->last_arrival_ns;
+  if (quiet >= lull_ns) {
+    if (in_server < b->seen)
+      b->seen = in_server;
+    return true;
+  }
+  uint64_t wake = b->last_arrival_ns + lull_ns;
+  if (wake > oldest + delay_ns)
+    wake = oldest + delay_ns;
+  arm(m, wake, now_ns);
   return false;
 }

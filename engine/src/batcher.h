@@ -14,12 +14,13 @@
  *    stands in.
  *
  * The decision ("adaptive wait"): with a worker idle, a batch that is not
- * full waits only while more requests are expected soon — fewer requests are
- * in the server (queued + running) than the concurrency the batcher has seen
- * (the most it has seen in the server at once, lowered whenever a wait runs
- * out), and requests have been arriving closer together than the delay left.
- * A lone queued request never waits for an idle worker, and no request waits
- * longer than max_queue_delay_us counted from the oldest one.
+ * full waits only while more requests are expected at once — fewer requests
+ * are in the server (queued + running) than the concurrency the batcher has
+ * seen (the most it has seen in the server at once, lowered whenever a wait
+ * ends short of it), and the last request arrived less than half a batch's
+ * service time ago (a burst is still arriving). A lone queued request never
+ * waits for an idle worker, and no request waits longer than
+ * max_queue_delay_us counted from the oldest one.
  *
  * Everything runs on the loop thread. The handles are embedded in the model
  * (berth_model.batcher); berth_batcher_close closes them, and the model's
@@ -43,10 +44,9 @@ typedef struct berth_batcher {
   uint64_t wake_at_ns;     /* when (uv_hrtime clock), if armed */
   uint64_t seen;           /* concurrency seen: the most requests in the
                               server at once, lowered when a wait runs out */
-  uint64_t last_arrival_ns;
-  uint64_t gap_ns;         /* moving average of the gaps between arrivals
-                              (each gap capped at twice the delay); 0 until
-                              two requests have arrived */
+  uint64_t last_arrival_ns; /* uv_hrtime() of the latest request queued */
+  uint64_t service_ns;     /* moving average of a batch's time on a worker
+                              (frame sent to answer); 0 until one ran */
 } berth_batcher;
 
 /* Sets up the handles of m->batcher on m's loop. */
@@ -57,6 +57,8 @@ void berth_batcher_close(struct berth_model *m);
  * the arrival statistics and schedules a dispatch at the end of this loop
  * iteration. */
 void berth_batcher_arrived(struct berth_model *m, uint64_t now_ns);
+/* A batch came back from a worker after service_ns. */
+void berth_batcher_served(struct berth_model *m, uint64_t service_ns);
 /* With a worker idle and requests queued: true to send a batch now; false
  * to wait (a wake-up is then set for the delay's end, and any arrival
  * before it re-asks). */

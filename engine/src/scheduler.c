@@ -552,6 +552,7 @@ void berth_batch_complete(berth_batch *b, berth_tensor *outs, size_t n,
   uint64_t t0 = uv_hrtime();
   add_stat(&m->stats.compute_input, b->sent_ns - b->formed_ns);
   add_stat(&m->stats.compute_infer, t0 - b->sent_ns);
+  berth_batcher_served(m, t0 - b->sent_ns);
   berth_histogram_observe(&m->metrics.compute_duration,
                           (double)(t0 - b->sent_ns) / 1e9);
   berth_infer_response resp = {.outputs = outs, .n_outputs = n,
