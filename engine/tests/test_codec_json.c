@@ -892,9 +892,90 @@ static void test_random_round_trip(void **state) {
     berth_tensor_clear(&ts[k]);
 }
 
+/* The one-pass decoder takes the common request shape and gives what the
+ * full decoder gives; it declines everything else without a message. */
+static void same_request(const char *json) {
+  berth_infer_request a, b;
+  berth_errmsg err;
+  assert_int_equal(berth_json_decode_fast(json, strlen(json), &lim, &a),
+                   BERTH_OK);
+  assert_int_equal(berth_json_decode_full(json, strlen(json), &lim, &b, &err),
+                   BERTH_OK);
+  assert_int_equal(a.n_inputs, b.n_inputs);
+  assert_true((a.id == NULL) == (b.id == NULL));
+  if (a.id != NULL)
+    assert_string_equal(a.id, b.id);
+  for (size_t i = 0; i < a.n_inputs; i++) {
+    const berth_tensor *x = &a.inputs[i], *y = &b.inputs[i];
+    assert_string_equal(x->name, y->name);
+    assert_int_equal(x->dtype, y->dtype);
+    assert_int_equal(x->ndim, y->ndim);
+    assert_memory_equal(x->shape, y->shape, sizeof x->shape[0] * x->ndim);
+    assert_int_equal(x->nbytes, y->nbytes);
+    assert_memory_equal(x->data, y->data, x->nbytes);
+  }
+  berth_infer_request_clear(&a);
+  berth_infer_request_clear(&b);
+}
+
+static void declined(const char *json) {
+  berth_infer_request a;
+  assert_int_equal(berth_json_decode_fast(json, strlen(json), &lim, &a),
+                   BERTH_E_UNSUPPORTED);
+  assert_null(a.inputs);
+  assert_null(a.id);
+}
+
+static void test_fast_decoder(void **state) {
+  (void)state;
+  same_request("{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],"
+               "\"datatype\":\"FP32\",\"data\":[0.1,-2.5e3,7,-0]}]}");
+  same_request(" {\"id\" : \"r 1\", \"inputs\": [ {\"data\": [[1, 2], [3, 4]],"
+               " \"datatype\": \"INT8\", \"shape\": [2, 2], \"name\": \"a\"},"
+               "{\"name\":\"b\",\"shape\":[2],\"datatype\":\"FP64\","
+               "\"data\":[1e-320,123456789012345678]} ] }\n");
+  same_request("{\"inputs\":[{\"name\":\"u\",\"shape\":[3],\"datatype\":"
+               "\"UINT32\",\"data\":[0,4294967295,[7]]}]}");
+  same_request("{\"inputs\":[{\"name\":\"e\",\"shape\":[0],\"datatype\":"
+               "\"INT64\",\"data\":[]}]}");
+  /* what the full decoder refuses or the fast one leaves to it */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":"
+           "\"FP32\",\"data\":[1]}]}"); /* count */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"INT8\",\"data\":[128]}]}"); /* range */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"INT32\",\"data\":[1.0]}]}"); /* a real for an integer */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1e39]}]}"); /* FP32 overflow */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[01]}]}"); /* not JSON */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1]}]} x"); /* trailing bytes */
+  declined("{\"inputs\":[{\"name\":\"x\",\"name\":\"y\",\"shape\":[1],"
+           "\"datatype\":\"FP32\",\"data\":[1]}]}"); /* duplicate key */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1]},{\"name\":\"x\",\"shape\":[1],"
+           "\"datatype\":\"FP32\",\"data\":[1]}]}"); /* duplicate input */
+  declined("{\"inputs\":[{\"name\":\"x\\u0041\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1]}]}"); /* an escape */
+  declined("{\"inputs\":[{\"name\":\"t\",\"shape\":[1],\"datatype\":"
+           "\"BYTES\",\"data\":[\"a\"]}]}");
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1]}],\"parameters\":{\"a\":1}}");
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1],\"parameters\":{}}]}");
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1]}],\"outputs\":[{\"name\":\"y\"}]}");
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[-1],\"datatype\":"
+           "\"FP32\",\"data\":[1]}]}");
+  declined("[1]");
+  declined("");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bool),
+      cmocka_unit_test(test_fast_decoder),
       cmocka_unit_test(test_unsigned),
       cmocka_unit_test(test_signed),
       cmocka_unit_test(test_fp16),
