@@ -139,7 +139,59 @@ static bool lex_int(span v, int64_t *out) {
   return true;
 }
 
+/* Clinger's fast path: a decimal whose digits fit 2^53 and whose power of
+ * ten is at most 22 in size is one exact double times or over another, so
+ * one IEEE operation rounds it correctly — the same double strtod gives. */
+static bool lex_double_exact(span v, double *out) {
+  static const double pow10[23] = {
+      1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+      1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  size_t i = 0;
+  bool neg = v.p[0] == '-';
+  i += neg;
+  uint64_t m = 0;
+  int digits = 0, exp10 = 0;
+  for (; i < v.n && is_digit(v.p[i]); i++) {
+    if (m == 0 && v.p[i] == '0')
+      continue; /* leading zeros are not significant */
+    if (++digits > 19)
+      return false;
+    m = m * 10 + (uint64_t)(v.p[i] - '0');
+  }
+  if (i < v.n && v.p[i] == '.') {
+    for (i++; i < v.n && is_digit(v.p[i]); i++) {
+      exp10--;
+      if (m == 0 && v.p[i] == '0')
+        continue;
+      if (++digits > 19)
+        return false;
+      m = m * 10 + (uint64_t)(v.p[i] - '0');
+    }
+  }
+  if (i < v.n) { /* exponent: [eE][+-]?digits */
+    i++;
+    bool eneg = v.p[i] == '-';
+    if (v.p[i] == '-' || v.p[i] == '+')
+      i++;
+    int e = 0;
+    for (; i < v.n; i++) {
+      if (e > 1000)
+        return false;
+      e = e * 10 + (v.p[i] - '0');
+    }
+    exp10 += eneg ? -e : e;
+  }
+  if (m > ((uint64_t)1 << 53) || exp10 < -22 || exp10 > 22)
+    return false;
+  double x = (double)m;
+  x = exp10 < 0 ? x / pow10[-exp10] : x * pow10[exp10];
+  *out = neg ? -x : x;
+  return true;
+}
+
 static bool lex_double(span v, double *out) {
+  if (lex_double_exact(v, out))
+    return true;
   char buf[FAST_MAX_NUM];
   memcpy(buf, v.p, v.n);
   buf[v.n] = '\0';

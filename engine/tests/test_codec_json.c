@@ -936,6 +936,9 @@ static void test_fast_decoder(void **state) {
                "\"data\":[1e-320,123456789012345678]} ] }\n");
   same_request("{\"inputs\":[{\"name\":\"u\",\"shape\":[3],\"datatype\":"
                "\"UINT32\",\"data\":[0,4294967295,[7]]}]}");
+  same_request("{\"inputs\":[{\"name\":\"f\",\"shape\":[9],\"datatype\":"
+               "\"FP64\",\"data\":[-0.3905502259731293,0.1,9007199254740993,"
+               "1.7976931348623157e308,4.9e-324,-0.0,0.000123e-3,1e22,1e23]}]}");
   same_request("{\"inputs\":[{\"name\":\"e\",\"shape\":[0],\"datatype\":"
                "\"INT64\",\"data\":[]}]}");
   /* what the full decoder refuses or the fast one leaves to it */
