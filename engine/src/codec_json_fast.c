@@ -12,6 +12,7 @@
  * return BERTH_E_UNSUPPORTED without a message, and the caller runs the full
  * decoder, which reports errors. The fuzz target checks the two agree. */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -139,6 +140,35 @@ static bool lex_int(span v, int64_t *out) {
   return true;
 }
 
+/* Up to 19 significant digits and |exp10| <= 27 with x87's 64-bit long
+ * double, where m and 10^|exp10| are exact: one operation gives r within
+ * half a 64-bit ulp of the true value v. Rounding r to double gives the
+ * double nearest v unless r lies within 1 unit of the 11 extra bits of a
+ * halfway point between two doubles (then v could be on the other side):
+ * those rare cases go to strtod. */
+static bool wide_exact(uint64_t m, int exp10, double *out) {
+#if defined(__x86_64__) && LDBL_MANT_DIG == 64
+  if (exp10 < -27 || exp10 > 27 || m == 0)
+    return false;
+  long double p = 1.0L;
+  for (int k = exp10 < 0 ? -exp10 : exp10; k > 0; k--)
+    p *= 10.0L; /* exact: 10^27 = 5^27 * 2^27 and 5^27 < 2^64 */
+  long double r = exp10 < 0 ? (long double)m / p : (long double)m * p;
+  uint64_t bits;
+  memcpy(&bits, &r, sizeof bits); /* x87: the 64-bit significand first */
+  unsigned low = (unsigned)(bits & 0x7FF);
+  if (low >= 0x3FF && low <= 0x401)
+    return false;
+  *out = (double)r;
+  return true;
+#else
+  (void)m;
+  (void)exp10;
+  (void)out;
+  return false;
+#endif
+}
+
 /* Clinger's fast path: a decimal whose digits fit 2^53 and whose power of
  * ten is at most 22 in size is one exact double times or over another, so
  * one IEEE operation rounds it correctly — the same double strtod gives. */
@@ -181,10 +211,13 @@ static bool lex_double_exact(span v, double *out) {
     }
     exp10 += eneg ? -e : e;
   }
-  if (m > ((uint64_t)1 << 53) || exp10 < -22 || exp10 > 22)
+  double x;
+  if (m <= ((uint64_t)1 << 53) && exp10 >= -22 && exp10 <= 22) {
+    x = (double)m;
+    x = exp10 < 0 ? x / pow10[-exp10] : x * pow10[exp10];
+  } else if (!wide_exact(m, exp10, &x)) {
     return false;
-  double x = (double)m;
-  x = exp10 < 0 ? x / pow10[-exp10] : x * pow10[exp10];
+  }
   *out = neg ? -x : x;
   return true;
 }

@@ -926,6 +926,40 @@ static void declined(const char *json) {
   assert_null(a.id);
 }
 
+/* Many decimals as clients print them (17, 16, 9 and 6 significant digits,
+ * FP32 values widened, tiny and huge exponents): the fast decoder's numbers
+ * are bit for bit the full decoder's (strtod's). */
+static void test_fast_decoder_numbers(void **state) {
+  (void)state;
+  enum { N = 4000 };
+  static char body[N * 40 + 200];
+  static const int digits[] = {17, 16, 9, 6, 15};
+  uint64_t seed = 0x9E3779B97F4A7C15u;
+  for (int round = 0; round < 10; round++) {
+    size_t n = (size_t)snprintf(body, sizeof body,
+                                "{\"inputs\":[{\"name\":\"x\",\"shape\":[%d],"
+                                "\"datatype\":\"FP64\",\"data\":[", N);
+    for (int i = 0; i < N; i++) {
+      seed = seed * 6364136223846793005u + 1442695040888963407u;
+      double x;
+      if (round % 2 == 0) { /* an FP32 value, the W2 body's kind */
+        float f = (float)((double)(seed >> 11) / 0x1p53 * 8.0 - 4.0);
+        x = f;
+      } else { /* any magnitude from 1e-30 to 1e30 */
+        double mant = (double)(seed >> 11) / 0x1p53;
+        int e = (int)((seed >> 3) % 61) - 30;
+        x = mant * pow(10.0, e);
+      }
+      n += (size_t)snprintf(body + n, sizeof body - n, "%s", i ? "," : "");
+      n += (size_t)snprintf(body + n, sizeof body - n,
+                            (seed >> 6) & 1 ? "%.*g" : "%.*e",
+                            digits[(seed >> 7) % 5], x);
+    }
+    snprintf(body + n, sizeof body - n, "]}]}");
+    same_request(body);
+  }
+}
+
 static void test_fast_decoder(void **state) {
   (void)state;
   same_request("{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],"
@@ -979,6 +1013,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bool),
       cmocka_unit_test(test_fast_decoder),
+      cmocka_unit_test(test_fast_decoder_numbers),
       cmocka_unit_test(test_unsigned),
       cmocka_unit_test(test_signed),
       cmocka_unit_test(test_fp16),
