@@ -17,56 +17,41 @@ static void on_check(uv_check_t *h) {
   berth_sched_dispatch(m);
 }
 
-static void disarm(berth_batcher *b) {
-  if (!b->wake_armed)
-    return;
-  b->wake_armed = false;
-  if (b->wake_fd >= 0) {
-    uv_poll_stop(&b->wake);
-    struct itimerspec off = {0};
-    timerfd_settime(b->wake_fd, 0, &off, NULL);
-  } else {
-    uv_timer_stop(&b->wake_timer);
-  }
-}
-
 static void woke(berth_model *m) {
-  disarm(&m->batcher);
+  m->batcher.wake_armed = false;
   berth_sched_dispatch(m);
 }
 
 static void on_wake_fd(uv_poll_t *h, int status, int events) {
   berth_model *m = model_of((uv_handle_t *)h);
   uint64_t expirations;
-  while (read(m->batcher.wake_fd, &expirations, sizeof expirations) < 0 &&
-         errno == EINTR) {
-  }
+  ssize_t n;
+  do /* clears the expiry; EAGAIN: a stale wake-up, nothing to read */
+    n = read(m->batcher.wake_fd, &expirations, sizeof expirations);
+  while (n < 0 && errno == EINTR);
   woke(m);
 }
 
 static void on_wake_timer(uv_timer_t *h) { woke(model_of((uv_handle_t *)h)); }
 
-/* Wakes the scheduler at uv_hrtime() == at_ns. */
+/* Wakes the scheduler at uv_hrtime() == at_ns (a later arm replaces it). */
 static void arm(berth_model *m, uint64_t at_ns, uint64_t now_ns) {
   berth_batcher *b = &m->batcher;
   if (b->wake_armed && b->wake_at_ns == at_ns)
     return;
   b->wake_at_ns = at_ns;
-  if (b->wake_fd >= 0) {
-    /* uv_hrtime() reads CLOCK_MONOTONIC, the timerfd's clock. */
+  b->wake_armed = true;
+  if (b->use_fd) {
+    /* uv_hrtime() reads CLOCK_MONOTONIC, the timerfd's clock; a time
+     * already past fires at once. */
     struct itimerspec its = {0};
     its.it_value.tv_sec = (time_t)(at_ns / 1000000000u);
     its.it_value.tv_nsec = (long)(at_ns % 1000000000u);
-    if (timerfd_settime(b->wake_fd, TFD_TIMER_ABSTIME, &its, NULL) == 0) {
-      if (!b->wake_armed)
-        uv_poll_start(&b->wake, UV_READABLE, on_wake_fd);
-      b->wake_armed = true;
+    if (timerfd_settime(b->wake_fd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
       return;
-    }
   }
-  uint64_t left_ms = (at_ns - now_ns + 999999u) / 1000000u;
+  uint64_t left_ms = at_ns > now_ns ? (at_ns - now_ns + 999999u) / 1000000u : 0;
   uv_timer_start(&b->wake_timer, on_wake_timer, left_ms, 0);
-  b->wake_armed = true;
 }
 
 void berth_batcher_init(berth_model *m) {
@@ -77,13 +62,14 @@ void berth_batcher_init(berth_model *m) {
   b->check.data = m;
   uv_timer_init(loop, &b->wake_timer);
   b->wake_timer.data = m;
+  /* The timerfd is watched for the model's whole life (it is readable only
+   * when an armed wake-up is due), so arming costs one syscall. */
   b->wake_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  if (b->wake_fd >= 0 && uv_poll_init(loop, &b->wake, b->wake_fd) != 0) {
-    close(b->wake_fd);
-    b->wake_fd = -1;
-  }
-  if (b->wake_fd >= 0)
+  if (b->wake_fd >= 0 && uv_poll_init(loop, &b->wake, b->wake_fd) == 0) {
     b->wake.data = m;
+    b->wake_polled = true;
+    b->use_fd = uv_poll_start(&b->wake, UV_READABLE, on_wake_fd) == 0;
+  }
 }
 
 static void closed(uv_handle_t *h) { (void)h; }
@@ -92,11 +78,12 @@ void berth_batcher_close(berth_model *m) {
   berth_batcher *b = &m->batcher;
   uv_close((uv_handle_t *)&b->check, closed);
   uv_close((uv_handle_t *)&b->wake_timer, closed);
-  if (b->wake_fd >= 0) {
+  if (b->wake_polled)
     uv_close((uv_handle_t *)&b->wake, closed); /* stops watching the fd */
+  b->wake_polled = b->use_fd = false;
+  if (b->wake_fd >= 0)
     close(b->wake_fd);
-    b->wake_fd = -1;
-  }
+  b->wake_fd = -1;
 }
 
 void berth_batcher_arrived(berth_model *m, uint64_t now_ns) {
