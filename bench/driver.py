@@ -64,6 +64,10 @@ SERVERS = {
     "litserve": {"proto": "json", "path": "/predict"},
 }
 BERTH_CLASS = {"identity": "Identity", "tabular": "Tabular", "embed": "Embed"}
+# Every OIP server here listens for gRPC on its HTTP port + 1 (the adapters
+# and launch_cmd set it so); perf_analyzer measures them over both.
+GRPC_PORT_OFFSET = 1
+PA_PROTOCOLS = ("http", "grpc")
 
 
 def free_port(start: int) -> int:
@@ -110,7 +114,7 @@ def launch_cmd(server: str, model: str, port: int, wl: str) -> tuple[list[str], 
             f"    instances: {SETTINGS['workers']}\n    max_batch_size: {s['max_batch']}\n"
             f"    max_queue_delay_us: {s['delay_us']}\n"
         )
-        env["BERTH_GRPC_PORT"] = str(port + 1)  # default 8081 may be taken by another berth
+        env["BERTH_GRPC_PORT"] = str(port + GRPC_PORT_OFFSET)  # default 8081 may be taken
         return ([str(bin_ / "berth"), "serve", "--config", str(cfg), "--host", "127.0.0.1",
                  "--port", str(port), "--log-level", "warning"], env, srv)
     if server == "kserve":
@@ -363,9 +367,12 @@ def run_wrk(url: str, body_file: Path, conc: int, seconds: float, root: int) -> 
     return d
 
 
-def run_perf_analyzer(server: str, model: str, port: int, conc: int, seconds: float) -> dict:
-    """Triton's perf_analyzer (C++) against an OIP server: HTTP, its own random
-    input data, binary tensor extension as perf_analyzer sends by default."""
+def run_perf_analyzer(server: str, model: str, port: int, conc: int, seconds: float,
+                      protocol: str = "http") -> dict:
+    """Triton's perf_analyzer (C++) against an OIP server, with its own random
+    input data: over HTTP (binary tensor extension, as perf_analyzer sends by
+    default) at `port`, or over gRPC (raw_input_contents) at the server's
+    gRPC port, port + 1 for every server here (GRPC_PORT_OFFSET)."""
     pa = VENVS / "bench" / "bin" / "perf_analyzer"
     if not pa.exists():
         return {"error": "perf_analyzer is not installed"}
@@ -378,8 +385,9 @@ def run_perf_analyzer(server: str, model: str, port: int, conc: int, seconds: fl
     csv = WORK / "run" / "pa.csv"
     csv.unlink(missing_ok=True)
     wait_quiet()
-    cmd = ["taskset", "-c", LOAD_CORE, str(pa), "-m", model, "-u", f"127.0.0.1:{port}",
-           "-i", "http", "--concurrency-range", str(conc),
+    url_port = port + GRPC_PORT_OFFSET if protocol == "grpc" else port
+    cmd = ["taskset", "-c", LOAD_CORE, str(pa), "-m", model, "-u", f"127.0.0.1:{url_port}",
+           "-i", protocol, "--concurrency-range", str(conc),
            "--measurement-interval", str(int(seconds * 1000)), "--max-trials", "8",
            "--stability-percentage", "50", "--percentile", "99", "-f", str(csv)]
     if server == "pytriton":
@@ -483,6 +491,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--out", required=True)
     ap.add_argument("--no-perf-analyzer", action="store_true")
+    ap.add_argument("--pa-protocols", default=",".join(PA_PROTOCOLS),
+                    help="perf_analyzer protocols for the OIP servers: http, grpc or both")
     a = ap.parse_args()
     servers = [s for s in a.servers.split(",") if s]
     wls = [w for w in a.workloads.split(",") if w]
@@ -556,15 +566,19 @@ def main() -> int:
                     res["cases"][case] = {"points": sweep(srv, url, body, wl, reps, seconds,
                                                           a.quick)}
                 if proto == "oip" and w in ("W1", "W2") and not a.no_perf_analyzer:
-                    pa = res["perf_analyzer"] = {}
-                    for c in (1, 16):
-                        pa[str(c)] = run_perf_analyzer(name, wl["model"], port, c, seconds)
-                        p = pa[str(c)]
-                        say(f"   perf_analyzer c={c}: " + (p["error"] if "error" in p else
-                            f"{p['rps']:.1f} req/s  p50 {p['p50_us'] / 1e3:.2f} ms  "
-                            f"p99 {p['p99_us'] / 1e3:.2f} ms"))
-                        if "error" in p:
-                            break
+                    for pa_proto in a.pa_protocols.split(","):
+                        # "perf_analyzer" (HTTP) keeps its name for older raw files
+                        key = "perf_analyzer" if pa_proto == "http" else f"perf_analyzer_{pa_proto}"
+                        pa = res[key] = {}
+                        for c in (1, 16):
+                            pa[str(c)] = run_perf_analyzer(name, wl["model"], port, c, seconds,
+                                                           pa_proto)
+                            p = pa[str(c)]
+                            say(f"   perf_analyzer {pa_proto} c={c}: " + (p["error"] if "error" in p
+                                else f"{p['rps']:.1f} req/s  p50 {p['p50_us'] / 1e3:.2f} ms  "
+                                f"p99 {p['p99_us'] / 1e3:.2f} ms"))
+                            if "error" in p:
+                                break
             except Exception as e:  # noqa: BLE001
                 res["error"] = str(e)
                 say(f"   FAILED: {str(e)[:2000]}")

@@ -303,26 +303,27 @@ def main() -> None:
     for n in ORDER:
         e = raw["servers"].get(n, {})
         for w, res in e.get("workloads", {}).items():
-            pa = res.get("perf_analyzer")
-            if not pa:
-                continue
-            cells = []
-            for c in ("1", "16"):
-                p = pa.get(c)
-                if p is None:
-                    cells.append("—")
-                elif "error" in p:
-                    cells.append("error (below)" if c == "1" else "—")
-                else:
-                    cells.append(f"{p['rps']:.0f} req/s, p50 {p['p50_us'] / 1e3:.2f} ms, "
-                                 f"p99 {p['p99_us'] / 1e3:.2f} ms")
-            errs = "; ".join(p["error"] for p in pa.values() if "error" in p).replace("|", "/")
-            pa_rows.append(f"| {LABEL[n]} | {w} | {cells[0]} | {cells[1]} | {errs} |")
+            for key, proto in (("perf_analyzer", "HTTP"), ("perf_analyzer_grpc", "gRPC")):
+                pa = res.get(key)
+                if not pa:
+                    continue
+                cells = []
+                for c in ("1", "16"):
+                    p = pa.get(c)
+                    if p is None:
+                        cells.append("—")
+                    elif "error" in p:
+                        cells.append("error (below)" if c == "1" else "—")
+                    else:
+                        cells.append(f"{p['rps']:.0f} req/s, p50 {p['p50_us'] / 1e3:.2f} ms, "
+                                     f"p99 {p['p99_us'] / 1e3:.2f} ms")
+                errs = "; ".join(p["error"] for p in pa.values() if "error" in p).replace("|", "/")
+                pa_rows.append(f"| {LABEL[n]} | {w} | {proto} | {cells[0]} | {cells[1]} | {errs} |")
     if pa_rows:
-        L.append("### Cross-check with perf_analyzer (OIP servers)")
+        L.append("### perf_analyzer over HTTP and gRPC (OIP servers)")
         L.append("")
-        L.append("| server | workload | concurrency 1 | concurrency 16 | error |")
-        L.append("| --- | --- | --- | --- | --- |")
+        L.append("| server | workload | protocol | concurrency 1 | concurrency 16 | error |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
         L += pa_rows
         L.append("")
     fails = [(n, w, e) for n, s in summary.items() for w, e in s["errors"].items()]

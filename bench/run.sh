@@ -2,7 +2,8 @@
 # Berth's side-by-side benchmark: `make bench` runs this.
 #
 #   bash bench/run.sh [--servers berth,mlserver,...] [--workloads W1,W2,W3] [--quick]
-#                     [--reps N] [--seconds S]
+#                     [--reps N] [--seconds S] [--pa-protocols http,grpc]
+#                     [--no-perf-analyzer]
 #
 # Installs what it needs (idempotently: Debian's wrk, one virtual environment
 # per server under bench/.venvs/, Berth built from this working tree), then
@@ -21,7 +22,8 @@ while [ $# -gt 0 ]; do
     --workloads) workloads="$2"; shift 2 ;;
     --workloads=*) workloads="${1#*=}"; shift ;;
     --quick) extra+=(--quick); shift ;;
-    --reps|--seconds) extra+=("$1" "$2"); shift 2 ;;
+    --reps|--seconds|--pa-protocols) extra+=("$1" "$2"); shift 2 ;;
+    --no-perf-analyzer) extra+=("$1"); shift ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac

@@ -39,5 +39,6 @@ if __name__ == "__main__":
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--workers", type=int, default=1)
     a = ap.parse_args()
+    # gRPC on port + 1 (OIP's GRPCInferenceService), for perf_analyzer -i grpc
     kserve.ModelServer(http_port=a.port, grpc_port=a.port + 1, workers=a.workers,
-                       enable_grpc=False).start([BenchModel(a.model)])
+                       enable_grpc=True).start([BenchModel(a.model)])

@@ -739,11 +739,7 @@ static int quote_big_ints(const char *body, size_t len, berth_buf *out) {
   return BERTH_OK;
 }
 
-int berth_json_decode_infer_request(const char *body, size_t len,
-                                    const berth_json_limits *limits,
-                                    berth_infer_request *out,
-                                    berth_errmsg *err) {
-  memset(out, 0, sizeof *out);
+static berth_json_limits resolve_limits(const berth_json_limits *limits) {
   berth_json_limits lim = {DEFAULT_MAX_INPUTS, DEFAULT_MAX_TENSOR_BYTES,
                            DEFAULT_MAX_DEPTH};
   if (limits != NULL) { /* a zero field keeps its default */
@@ -754,6 +750,24 @@ int berth_json_decode_infer_request(const char *body, size_t len,
     if (limits->max_depth)
       lim.max_depth = limits->max_depth;
   }
+  return lim;
+}
+
+int berth_json_decode_infer_request(const char *body, size_t len,
+                                    const berth_json_limits *limits,
+                                    berth_infer_request *out,
+                                    berth_errmsg *err) {
+  berth_json_limits lim = resolve_limits(limits);
+  if (berth_json_decode_fast(body, len, &lim, out) == BERTH_OK)
+    return BERTH_OK;
+  return berth_json_decode_full(body, len, &lim, out, err);
+}
+
+int berth_json_decode_full(const char *body, size_t len,
+                           const berth_json_limits *limits,
+                           berth_infer_request *out, berth_errmsg *err) {
+  memset(out, 0, sizeof *out);
+  berth_json_limits lim = resolve_limits(limits);
   if (body == NULL)
     return berth_errf(err, BERTH_E_PARSE, "request body is empty");
   int rc = check_depth(body, len, lim.max_depth, err);

@@ -35,6 +35,20 @@ int berth_json_decode_infer_request(const char *body, size_t len,
                                     berth_infer_request *out,
                                     berth_errmsg *err);
 
+/* The two decoders behind berth_json_decode_infer_request, for tests and
+ * fuzzing. _fast (codec_json_fast.c) reads the common request shape
+ * ({"id"?, "inputs": [{"name", "shape", "datatype", "data"}]} with ASCII
+ * names and numeric data) in one pass, without a jansson document; it
+ * returns BERTH_E_UNSUPPORTED, without a message and with *out zeroed, for
+ * any body it does not take, errors included. Where it succeeds, _full
+ * gives the same request. limits: as above, NULL for the defaults. */
+int berth_json_decode_fast(const char *body, size_t len,
+                           const berth_json_limits *limits,
+                           berth_infer_request *out);
+int berth_json_decode_full(const char *body, size_t len,
+                           const berth_json_limits *limits,
+                           berth_infer_request *out, berth_errmsg *err);
+
 /* Encodes an OIP infer response:
  * {"model_name":..,"model_version":..,"id":..,"parameters":..,"outputs":[..]}
  * id and parameters are omitted when NULL. Only outputs named in req's

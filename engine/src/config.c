@@ -252,7 +252,7 @@ static const berth_config_field berth_config_model_fields[] = {
      .slot = BERTH_CF_OFF(BERTH_CF_M, max_batch_size),
      .size = BERTH_CF_SIZE(BERTH_CF_M, max_batch_size), .imin = 0,
      .imax = 1048576},
-    {.key = "max_queue_delay_us", .kind = BERTH_CF_UINT, .def = "0",
+    {.key = "max_queue_delay_us", .kind = BERTH_CF_UINT, .def = "1000",
      .slot = BERTH_CF_OFF(BERTH_CF_M, max_queue_delay_us),
      .size = BERTH_CF_SIZE(BERTH_CF_M, max_queue_delay_us), .imin = 0,
      .imax = 60000000},

@@ -41,7 +41,7 @@ typedef struct berth_model_config {
                                batch reaches one of them */
   uint32_t n_preferred_batch_sizes;
   uint64_t timeout_us;      /* default per-request timeout, 0 = none */
-  uint64_t max_queue_delay_us; /* batcher's wait bound, default 0 */
+  uint64_t max_queue_delay_us; /* batcher's wait bound, default 1000 */
   uint32_t max_queue_size;  /* queued requests, default 1024 */
   berth_tensor_spec *inputs;   /* owned array or NULL */
   size_t n_inputs;

@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "auth.h"
+#include "batcher.h"
 #include "config.h"
 #include "tls.h"
 #include "httpd.h"
@@ -149,8 +150,7 @@ struct berth_model {
   berth_job *q_head[BERTH_PRIORITY_LEVELS], *q_tail[BERTH_PRIORITY_LEVELS];
   size_t q_len;                   /* both levels */
   int64_t q_rows;                 /* batch rows queued, both levels */
-  uv_timer_t batch_timer;         /* fires when the oldest job's queue
-                                     delay runs out; closed by
+  berth_batcher batcher;          /* when to send (batcher.h); closed by
                                      berth_sched_close before the model's
                                      memory may go */
   berth_batch *running;           /* batches on workers */

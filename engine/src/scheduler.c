@@ -6,11 +6,11 @@
  *  - A model batches when its max_batch_size is > 0; every input's first
  *    dimension is then the batch dimension. Requests that carry several
  *    rows are packed whole, never split.
- *  - A batch goes to a worker as soon as one is idle and (the batch is full
- *    or reaches a preferred size, or no delay is configured, or the oldest
- *    queued request has waited max_queue_delay_us, or the server is idle:
- *    no other request queued and no batch running). So a lone request never
- *    waits, and under load requests gather while every worker is busy.
+ *  - A batch goes to a worker as soon as one is idle and the batcher says
+ *    so (batcher.c: full or preferred size, no delay, a lone request, the
+ *    oldest request's delay over, or no more requests expected soon).
+ *    Submissions are dispatched at the end of the loop iteration, so that
+ *    requests read together are batched together.
  *  - Only compatible requests share a batch: same input names, datatypes,
  *    trailing dimensions and request parameters.
  *  - High-priority requests are taken first.
@@ -227,7 +227,9 @@ int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
     if (e->deadline_jobs++ == 0)
       uv_timer_start(&e->deadline_timer, on_deadline_sweep, 1, 1);
   }
-  berth_sched_dispatch(m);
+  /* Dispatched at the end of this loop iteration, with whatever else
+   * arrived in it (batcher.h). */
+  berth_batcher_arrived(m, job->enqueued_ns);
   return BERTH_OK;
 }
 
@@ -314,13 +316,6 @@ static bool compatible(const berth_job *a, const berth_job *b) {
     return false;
   return a->req.parameters == NULL ||
          json_equal(a->req.parameters, b->req.parameters);
-}
-
-static bool is_preferred(const berth_model *m, int64_t rows) {
-  for (uint32_t i = 0; i < m->cfg->n_preferred_batch_sizes; i++)
-    if ((int64_t)m->cfg->preferred_batch_sizes[i] == rows)
-      return true;
-  return false;
 }
 
 /* Largest preferred size <= rows, or 0. */
@@ -435,33 +430,10 @@ static berth_batch *take_batch(berth_model *m) {
   return b;
 }
 
-static void on_batch_timer(uv_timer_t *t) { berth_sched_dispatch(t->data); }
-
-/* true: send now; false: wait (the batch timer is armed). */
-static bool ready_to_send(berth_model *m) {
-  uint64_t delay_ns = m->cfg->max_queue_delay_us * 1000u;
-  if (m->max_batch_size == 0 || delay_ns == 0)
-    return true;
-  if (m->q_rows >= (int64_t)m->max_batch_size || is_preferred(m, m->q_rows))
-    return true;
-  if (m->q_len == 1 && m->running == NULL)
-    return true; /* the server is idle: a lone request never waits */
-  uint64_t oldest = UINT64_MAX;
-  for (unsigned p = 0; p < BERTH_PRIORITY_LEVELS; p++)
-    if (m->q_head[p] != NULL && m->q_head[p]->enqueued_ns < oldest)
-      oldest = m->q_head[p]->enqueued_ns;
-  uint64_t now = uv_hrtime();
-  if (now - oldest >= delay_ns)
-    return true;
-  uint64_t left_ms = (delay_ns - (now - oldest) + 999999u) / 1000000u;
-  uv_timer_start(&m->batch_timer, on_batch_timer, left_ms, 0);
-  return false;
-}
-
 void berth_sched_dispatch(berth_model *m) {
   while (m->q_len > 0) {
     berth_worker *w = berth_supervisor_idle_worker(m);
-    if (w == NULL || !ready_to_send(m))
+    if (w == NULL || !berth_batcher_ready(m, uv_hrtime()))
       return;
     berth_batch *b = take_batch(m);
     if (b == NULL)
@@ -596,6 +568,7 @@ void berth_batch_complete(berth_batch *b, berth_tensor *outs, size_t n,
   berth_trace_batch_ended(b);
   add_stat(&m->stats.compute_input, b->sent_ns - b->formed_ns);
   add_stat(&m->stats.compute_infer, t0 - b->sent_ns);
+  berth_batcher_served(m, t0 - b->sent_ns);
   berth_histogram_observe(&m->metrics.compute_duration,
                           (double)(t0 - b->sent_ns) / 1e9);
   berth_infer_response resp = {.outputs = outs, .n_outputs = n,
@@ -619,16 +592,11 @@ void berth_batch_complete(berth_batch *b, berth_tensor *outs, size_t n,
 
 /* ---- setup ---------------------------------------------------------------- */
 
-void berth_sched_init(berth_model *m) {
-  uv_timer_init(m->engine->loop, &m->batch_timer);
-  m->batch_timer.data = m;
-}
+void berth_sched_init(berth_model *m) { berth_batcher_init(m); }
 
 static void timer_closed(uv_handle_t *h) { (void)h; }
 
-void berth_sched_close(berth_model *m) {
-  uv_close((uv_handle_t *)&m->batch_timer, timer_closed);
-}
+void berth_sched_close(berth_model *m) { berth_batcher_close(m); }
 
 void berth_sched_engine_init(berth_engine *e) {
   uv_timer_init(e->loop, &e->deadline_timer);

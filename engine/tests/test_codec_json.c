@@ -892,9 +892,128 @@ static void test_random_round_trip(void **state) {
     berth_tensor_clear(&ts[k]);
 }
 
+/* The one-pass decoder takes the common request shape and gives what the
+ * full decoder gives; it declines everything else without a message. */
+static void same_request(const char *json) {
+  berth_infer_request a, b;
+  berth_errmsg err;
+  assert_int_equal(berth_json_decode_fast(json, strlen(json), &lim, &a),
+                   BERTH_OK);
+  assert_int_equal(berth_json_decode_full(json, strlen(json), &lim, &b, &err),
+                   BERTH_OK);
+  assert_int_equal(a.n_inputs, b.n_inputs);
+  assert_true((a.id == NULL) == (b.id == NULL));
+  if (a.id != NULL)
+    assert_string_equal(a.id, b.id);
+  for (size_t i = 0; i < a.n_inputs; i++) {
+    const berth_tensor *x = &a.inputs[i], *y = &b.inputs[i];
+    assert_string_equal(x->name, y->name);
+    assert_int_equal(x->dtype, y->dtype);
+    assert_int_equal(x->ndim, y->ndim);
+    assert_memory_equal(x->shape, y->shape, sizeof x->shape[0] * x->ndim);
+    assert_int_equal(x->nbytes, y->nbytes);
+    assert_memory_equal(x->data, y->data, x->nbytes);
+  }
+  berth_infer_request_clear(&a);
+  berth_infer_request_clear(&b);
+}
+
+static void declined(const char *json) {
+  berth_infer_request a;
+  assert_int_equal(berth_json_decode_fast(json, strlen(json), &lim, &a),
+                   BERTH_E_UNSUPPORTED);
+  assert_null(a.inputs);
+  assert_null(a.id);
+}
+
+/* Many decimals as clients print them (17, 16, 9 and 6 significant digits,
+ * FP32 values widened, tiny and huge exponents): the fast decoder's numbers
+ * are bit for bit the full decoder's (strtod's). */
+static void test_fast_decoder_numbers(void **state) {
+  (void)state;
+  enum { N = 4000 };
+  static char body[N * 40 + 200];
+  static const int digits[] = {17, 16, 9, 6, 15};
+  uint64_t seed = 0x9E3779B97F4A7C15u;
+  for (int round = 0; round < 10; round++) {
+    size_t n = (size_t)snprintf(body, sizeof body,
+                                "{\"inputs\":[{\"name\":\"x\",\"shape\":[%d],"
+                                "\"datatype\":\"FP64\",\"data\":[", N);
+    for (int i = 0; i < N; i++) {
+      seed = seed * 6364136223846793005u + 1442695040888963407u;
+      double x;
+      if (round % 2 == 0) { /* an FP32 value, the W2 body's kind */
+        float f = (float)((double)(seed >> 11) / 0x1p53 * 8.0 - 4.0);
+        x = f;
+      } else { /* any magnitude from 1e-30 to 1e30 */
+        double mant = (double)(seed >> 11) / 0x1p53;
+        int e = (int)((seed >> 3) % 61) - 30;
+        x = mant * pow(10.0, e);
+      }
+      n += (size_t)snprintf(body + n, sizeof body - n, "%s", i ? "," : "");
+      n += (size_t)snprintf(body + n, sizeof body - n,
+                            (seed >> 6) & 1 ? "%.*g" : "%.*e",
+                            digits[(seed >> 7) % 5], x);
+    }
+    snprintf(body + n, sizeof body - n, "]}]}");
+    same_request(body);
+  }
+}
+
+static void test_fast_decoder(void **state) {
+  (void)state;
+  same_request("{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],"
+               "\"datatype\":\"FP32\",\"data\":[0.1,-2.5e3,7,-0]}]}");
+  same_request(" {\"id\" : \"r 1\", \"inputs\": [ {\"data\": [[1, 2], [3, 4]],"
+               " \"datatype\": \"INT8\", \"shape\": [2, 2], \"name\": \"a\"},"
+               "{\"name\":\"b\",\"shape\":[2],\"datatype\":\"FP64\","
+               "\"data\":[1e-320,123456789012345678]} ] }\n");
+  same_request("{\"inputs\":[{\"name\":\"u\",\"shape\":[3],\"datatype\":"
+               "\"UINT32\",\"data\":[0,4294967295,[7]]}]}");
+  same_request("{\"inputs\":[{\"name\":\"f\",\"shape\":[9],\"datatype\":"
+               "\"FP64\",\"data\":[-0.3905502259731293,0.1,9007199254740993,"
+               "1.7976931348623157e308,4.9e-324,-0.0,0.000123e-3,1e22,1e23]}]}");
+  same_request("{\"inputs\":[{\"name\":\"e\",\"shape\":[0],\"datatype\":"
+               "\"INT64\",\"data\":[]}]}");
+  /* what the full decoder refuses or the fast one leaves to it */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":"
+           "\"FP32\",\"data\":[1]}]}"); /* count */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"INT8\",\"data\":[128]}]}"); /* range */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"INT32\",\"data\":[1.0]}]}"); /* a real for an integer */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1e39]}]}"); /* FP32 overflow */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[01]}]}"); /* not JSON */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1]}]} x"); /* trailing bytes */
+  declined("{\"inputs\":[{\"name\":\"x\",\"name\":\"y\",\"shape\":[1],"
+           "\"datatype\":\"FP32\",\"data\":[1]}]}"); /* duplicate key */
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1]},{\"name\":\"x\",\"shape\":[1],"
+           "\"datatype\":\"FP32\",\"data\":[1]}]}"); /* duplicate input */
+  declined("{\"inputs\":[{\"name\":\"x\\u0041\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1]}]}"); /* an escape */
+  declined("{\"inputs\":[{\"name\":\"t\",\"shape\":[1],\"datatype\":"
+           "\"BYTES\",\"data\":[\"a\"]}]}");
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1]}],\"parameters\":{\"a\":1}}");
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1],\"parameters\":{}}]}");
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":"
+           "\"FP32\",\"data\":[1]}],\"outputs\":[{\"name\":\"y\"}]}");
+  declined("{\"inputs\":[{\"name\":\"x\",\"shape\":[-1],\"datatype\":"
+           "\"FP32\",\"data\":[1]}]}");
+  declined("[1]");
+  declined("");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bool),
+      cmocka_unit_test(test_fast_decoder),
+      cmocka_unit_test(test_fast_decoder_numbers),
       cmocka_unit_test(test_unsigned),
       cmocka_unit_test(test_signed),
       cmocka_unit_test(test_fp16),

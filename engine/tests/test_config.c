@@ -67,7 +67,7 @@ static void test_minimal_defaults(void **state) {
   assert_null(m->platform);
   assert_int_equal(m->instances, 0); /* absent: the engine picks */
   assert_int_equal(m->max_batch_size, 0); /* absent: the worker suggests */
-  assert_int_equal(m->max_queue_delay_us, 0);
+  assert_int_equal(m->max_queue_delay_us, 1000);
   assert_int_equal(m->max_queue_size, 1024);
   assert_true(m->payload_log_rate == 0.0);
   assert_false(m->inputs_declared);
@@ -80,7 +80,7 @@ static void test_minimal_defaults(void **state) {
   assert_string_equal(
       entry, "{\"name\":\"iris\",\"version\":\"1\",\"runtime\":\"sklearn\","
              "\"platform\":null,\"path\":\"/models/iris.joblib\","
-             "\"class\":null,\"max_queue_delay_us\":0,"
+             "\"class\":null,\"max_queue_delay_us\":1000,"
              "\"preferred_batch_sizes\":[],\"timeout_us\":0,"
              "\"max_queue_size\":1024,\"parameters\":{},"
              "\"payload_log\":{\"rate\":0}}");

@@ -67,8 +67,12 @@ def server(module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Bert
     make_model(repo, "single", "max_batch_size: 0\ninstances: 1\n")
     # A tiny queue, to overload.
     make_model(repo, "tiny", "max_batch_size: 0\ninstances: 1\nmax_queue_size: 2\n")
-    # Two workers and a 1 s delay, to see the delay at work.
-    make_model(repo, "delayed", "max_batch_size: 8\nmax_queue_delay_us: 1000000\ninstances: 2\n")
+    # Two workers and a 2 s delay: an idle worker takes a lone request at once.
+    make_model(repo, "delayed", "max_batch_size: 8\nmax_queue_delay_us: 2000000\ninstances: 2\n")
+    # One worker each, to see the adaptive wait at work (one model per test:
+    # the batcher remembers the concurrency and batch times it has seen).
+    make_model(repo, "gather", "max_batch_size: 8\nmax_queue_delay_us: 2000000\ninstances: 1\n")
+    make_model(repo, "bounded", "max_batch_size: 8\nmax_queue_delay_us: 300000\ninstances: 1\n")
     # A model-wide default timeout of 0.3 s.
     make_model(repo, "deadline", "max_batch_size: 0\ninstances: 1\ntimeout_us: 300000\n")
     return module_server(str(repo))
@@ -167,23 +171,64 @@ def test_requests_queued_while_busy_run_together(server: BerthServer) -> None:
     assert o1["rows"] == [2] and o2["rows"] == [2]
 
 
-def test_the_queue_delay_gathers_requests_and_is_bounded(server: BerthServer) -> None:
-    # Two workers, a 1 s delay. A runs on one worker; B arrives while the
-    # other worker is idle but the server is busy, so B waits for company;
-    # C arrives 0.2 s later and they run together, within the delay bound.
+def test_no_waiting_while_a_worker_is_idle(server: BerthServer) -> None:
+    # Two workers, a 2 s delay. A runs on one worker; B arrives while the
+    # other worker is idle and nothing else is queued: it runs at once, alone.
     with ThreadPoolExecutor(max_workers=3) as pool:
         a = pool.submit(infer, server, "delayed", [[0.0, 1.5]])
         time.sleep(0.3)
         start = time.monotonic()
-        b = pool.submit(infer, server, "delayed", [[1.0, 0.0]])
-        time.sleep(0.2)
-        c = pool.submit(infer, server, "delayed", [[2.0, 0.0]])
-        ob, oc = outs(b.result()), outs(c.result())
+        ob = outs(infer(server, "delayed", [[1.0, 0.0]]))
         b_latency = time.monotonic() - start
+        oa = outs(a.result())
+    assert ob["rows"] == [1] and ob["y"] == [1.0, 0.0]
+    assert oa["rows"] == [1]  # each ran alone (the call counters are per worker)
+    assert b_latency < 1.5  # not the 2 s delay
+
+
+def test_the_queue_delay_gathers_requests_it_expects(server: BerthServer) -> None:
+    # One worker, a 2 s delay. A runs 1.5 s (the batcher learns that a batch
+    # takes that long); shortly before it ends, B, C and D queue: the batcher
+    # has now seen four requests at once. A's client then goes quiet; when
+    # the worker frees up, B, C and D (fewer than four, the last one arrived
+    # well within half a batch's time) wait for company, and E, sent 0.1 s
+    # after A ends, runs in the same batch.
+    reqs = [[[float(i), 0.0]] for i in (1, 2, 3)]
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        a = pool.submit(infer, server, "gather", [[0.0, 1.5]])
+        time.sleep(1.2)
+        start = time.monotonic()
+        queued = [pool.submit(infer, server, "gather", rows) for rows in reqs]
         assert a.result().status == 200
-    assert ob["call"] == oc["call"]
-    assert ob["rows"] == [2]
-    assert b_latency < 1.0 + 0.9  # the delay (1 s) bounds the wait
+        time.sleep(0.1)
+        e = pool.submit(infer, server, "gather", [[4.0, 0.0]])
+        results = [outs(f.result()) for f in queued] + [outs(e.result())]
+        b_latency = time.monotonic() - start
+    for i, o in enumerate(results):
+        assert o["y"] == [float(i + 1), 0.0]  # its own row
+        assert o["rows"] == [4]
+    assert len({o["call"][0] for o in results}) == 1
+    assert b_latency < 2.0 + 0.9  # the delay (2 s) bounds the wait
+
+
+def test_the_queue_delay_bounds_the_wait(server: BerthServer) -> None:
+    # One worker, a 0.3 s delay. A runs 3 s; 0.2 s before it ends, B, C and D
+    # queue. When the worker frees up they would wait for a fourth (their
+    # burst is recent), but B's delay runs out 0.1 s later: they run then,
+    # together, not after the 1.5 s lull of half a batch's time.
+    reqs = [[[float(i), 0.0]] for i in (1, 2, 3)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        a = pool.submit(infer, server, "bounded", [[0.0, 3.0]])
+        time.sleep(2.8)
+        start = time.monotonic()
+        queued = [pool.submit(infer, server, "bounded", rows) for rows in reqs]
+        results = [outs(f.result()) for f in queued]
+        waited = time.monotonic() - start
+        assert a.result().status == 200
+    for i, o in enumerate(results):
+        assert o["y"] == [float(i + 1), 0.0]
+        assert o["rows"] == [3]
+    assert waited < 0.2 + 0.3 + 0.6  # A's rest, the delay, slack; not the lull
 
 
 def test_a_model_with_max_batch_size_0_is_never_batched(server: BerthServer) -> None:
