@@ -46,6 +46,7 @@ struct pipe_run {
   berth_engine *e;
   berth_job *outer;             /* the request; released in run_finish */
   uint64_t deadline_ns;         /* the outer request's, 0 = none */
+  uint64_t started_ns;          /* its steps began (statistics) */
   uv_timer_t start;             /* starts the run on the next loop turn;
                                    closing it frees the run */
   const char *model[BERTH_PIPE_MAX_STEPS];   /* chosen per step (borrowed) */
@@ -314,6 +315,13 @@ static void outer_answer(pipe_run *r, int status, const char *msg,
     pm->stats.inference_count++;
     pm->stats.execution_count++;
     pm->stats.last_inference_ms = wall_ms();
+    if (r->started_ns != 0) { /* the steps, start to end; Triton's three
+                                 compute counts go together */
+      pm->stats.compute_input.count++;
+      pm->stats.compute_infer.count++;
+      pm->stats.compute_output.count++;
+      pm->stats.compute_infer.ns += now > r->started_ns ? now - r->started_ns : 0;
+    }
   } else {
     pm->stats.fail.count++;
     pm->stats.fail.ns += took;
@@ -663,7 +671,18 @@ static void advance(pipe_run *r) {
   run_maybe_finish(r);
 }
 
-static void on_start(uv_timer_t *t) { advance(t->data); }
+/* The run leaves the pipeline's "queue" when its steps start: Triton's
+ * statistics count every request there, and perf_analyzer (without -x)
+ * picks the version whose queue count grew during its measurement. */
+static void on_start(uv_timer_t *t) {
+  pipe_run *r = t->data;
+  berth_model_stats *st = &r->p->model.stats;
+  uint64_t now = uv_hrtime(), rec = r->outer->received_ns;
+  st->queue.count++;
+  st->queue.ns += now > rec ? now - rec : 0;
+  r->started_ns = now;
+  advance(r);
+}
 
 /* ---- submit ----------------------------------------------------------------- */
 
