@@ -292,6 +292,64 @@ bool berth_pipeline_ready(const berth_model *m) {
   return true;
 }
 
+/* A step model's state when it is not ready: "LOADING" while it may still
+ * become ready, else "UNAVAILABLE"; why (static or its load_error). */
+static const char *step_model_state(const berth_model *sm, const char **why) {
+  switch (sm->state) {
+  case BERTH_MODEL_FAILED:
+    *why = sm->load_error;
+    return "UNAVAILABLE";
+  case BERTH_MODEL_UNLOADING:
+    *why = "it is being unloaded";
+    return "UNAVAILABLE";
+  case BERTH_MODEL_UNAVAILABLE:
+    *why = "it was unloaded";
+    return "UNAVAILABLE";
+  default:
+    *why = "its worker is still loading it";
+    return "LOADING";
+  }
+}
+
+const char *berth_pipeline_state(const berth_model *m, char *reason,
+                                 size_t cap) {
+  const berth_pipeline *p = m->pipeline;
+  berth_engine *e = m->engine;
+  snprintf(reason, cap, "%s", "");
+  if (e->draining) {
+    snprintf(reason, cap, "the server is shutting down");
+    return "UNAVAILABLE";
+  }
+  const char *state = "READY";
+  for (size_t i = 0; i < p->pc->n_steps; i++) {
+    const berth_pipe_step *s = &p->pc->steps[i];
+    size_t n = s->model != NULL ? 1 : s->sw->n_cases + 1;
+    for (size_t k = 0; k < n; k++) {
+      berth_model *sm = step_model_for(e, s, k);
+      if (sm == NULL && s->model == NULL && k == s->sw->n_cases)
+        continue; /* a switch without a default */
+      if (sm != NULL && berth_model_ready(sm))
+        continue;
+      const char *why = "it is not served", *st = "UNAVAILABLE";
+      if (sm != NULL)
+        st = step_model_state(sm, &why);
+      /* the first step model that cannot become ready, else the first
+       * one still loading */
+      if (strcmp(state, "READY") == 0 ||
+          (strcmp(state, "LOADING") == 0 && strcmp(st, "UNAVAILABLE") == 0)) {
+        const char *mname = s->model != NULL ? s->model
+                            : k < s->sw->n_cases ? s->sw->cases[k].model
+                                                 : s->sw->dflt;
+        snprintf(reason, cap, "step \"%.100s\" (model %.100s%s%.40s): %.250s",
+                 s->name, mname, sm != NULL ? " version " : "",
+                 sm != NULL ? sm->cfg->version : "", why);
+        state = st;
+      }
+    }
+  }
+  return state;
+}
+
 /* ---- answering the outer request ----------------------------------------- */
 
 static uint64_t wall_ms(void) {

@@ -132,6 +132,13 @@ struct berth_model *berth_pipeline_model_at(struct berth_engine *e, size_t i);
 /* Ready: every model a step may call is ready (the stand-in's signature is
  * refreshed from the steps' models first). */
 bool berth_pipeline_ready(const struct berth_model *m);
+/* Triton's state of the pipeline for the repository index: "READY" when
+ * it is ready, else "LOADING" (a step model is still loading) or
+ * "UNAVAILABLE" (one failed to load or was unloaded, or the server is
+ * shutting down); reason (cap bytes, "" when READY) names the step and its
+ * model. Returns a static string. */
+const char *berth_pipeline_state(const struct berth_model *m, char *reason,
+                                 size_t cap);
 /* Runs job (whose model is a pipeline's stand-in). Same contract as
  * berth_sched_submit: on failure nothing is called and the caller keeps the
  * job; on BERTH_OK job->done and then job->release are called exactly once,

@@ -413,6 +413,22 @@ json_t *berth_repository_index(berth_engine *e, bool ready_only) {
       arr = NULL;
     }
   }
+  /* pipelines (not in e->models): one version, "1", with a reason naming
+   * the step model that keeps it from being ready (pipeline.c) */
+  for (size_t i = 0; arr != NULL && i < e->n_pipelines; i++) {
+    const berth_model *m = berth_pipeline_model_at(e, i);
+    char reason[512];
+    const char *state = berth_pipeline_state(m, reason, sizeof reason);
+    if (ready_only && strcmp(state, "READY") != 0)
+      continue;
+    if (json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s}", "name",
+                                             m->cfg->name, "version",
+                                             m->cfg->version, "state", state,
+                                             "reason", reason)) != 0) {
+      json_decref(arr);
+      arr = NULL;
+    }
+  }
   return arr;
 }
 
