@@ -188,3 +188,29 @@ def test_unloading_a_step_model_makes_the_pipeline_unavailable(server: BerthServ
     assert _index(server)["fine"]["state"] == "READY"
     assert outputs_by_name(server.infer_ok("fine", _x(2.0)))["y"]["data"] == [4.0]
 
+
+def test_the_repository_refuses_a_model_under_a_pipeline_name(
+        server: BerthServer, app: Path) -> None:
+    entry = {"name": "fine", "runtime": "python", "path": str(app / "ops.py"),
+             "class": "double"}
+    resp = server.post("/v2/repository/models/fine/load", {"parameters": {"config": entry}})
+    assert_error(resp, 400, "'fine' is a pipeline", "step models")
+    assert_error(server.post("/v2/repository/models/fine/load", None), 400, "pipeline")
+    assert_error(server.post("/v2/repository/models/fine/unload", None), 400, "pipeline")
+    client = httpclient.InferenceServerClient(server.triton_url)
+    with pytest.raises(InferenceServerException, match="is a pipeline"):
+        client.load_model("fine", config=f'{{"name": "fine", "runtime": "python", '
+                                         f'"path": "{app / "ops.py"}", "class": "double"}}')
+    g = grpcclient.InferenceServerClient(server.grpc_url)
+    with pytest.raises(InferenceServerException) as info:
+        g.load_model("fine")
+    assert "is a pipeline" in str(info.value)
+    assert "INVALID_ARGUMENT" in str(info.value.status())
+    # nothing changed: the pipeline still answers as before, and no model
+    # "fine" appeared
+    idx = server.post("/v2/repository/index", None).json()
+    assert [m for m in idx if m["name"] == "fine"] == [
+        {"name": "fine", "version": "1", "state": "READY", "reason": ""}]
+    meta = server.get("/v2/models/fine").json()
+    assert meta["platform"] == "pipeline"
+    assert outputs_by_name(server.infer_ok("fine", _x(3.0)))["y"]["data"] == [6.0]
