@@ -70,30 +70,10 @@ static void specs_clear(berth_tensor_spec *s, size_t n) {
   free(s);
 }
 
-/* The engine model a step calls by default (for signatures and
- * readiness): its model, or the switch's default (else first case). */
-static berth_model *step_model_for(berth_engine *e, const berth_pipe_step *s,
-                                   size_t which) {
-  const char *name = NULL, *version = s->version;
-  if (s->model != NULL) {
-    if (which > 0)
-      return NULL;
-    name = s->model;
-  } else if (which < s->sw->n_cases) {
-    name = s->sw->cases[which].model;
-  } else if (which == s->sw->n_cases && s->sw->dflt != NULL) {
-    name = s->sw->dflt;
-  } else {
-    return NULL;
-  }
-  return berth_model_find(e, name, strlen(name), version,
-                          version ? strlen(version) : 0);
-}
-
 static berth_model *step_main_model(berth_engine *e, const berth_pipe_step *s) {
   if (s->model != NULL || s->sw->dflt == NULL)
-    return step_model_for(e, s, 0);
-  return step_model_for(e, s, s->sw->n_cases);
+    return berth_pipe_step_model(e, s, 0);
+  return berth_pipe_step_model(e, s, s->sw->n_cases);
 }
 
 static const berth_tensor_spec *spec_in(const berth_tensor_spec *s, size_t n,
@@ -273,81 +253,8 @@ berth_model *berth_pipeline_model_at(berth_engine *e, size_t i) {
   return &e->pipelines[i]->model;
 }
 
-bool berth_pipeline_ready(const berth_model *m) {
-  const berth_pipeline *p = m->pipeline;
-  berth_engine *e = m->engine;
-  if (e->draining)
-    return false;
-  for (size_t i = 0; i < p->pc->n_steps; i++) {
-    const berth_pipe_step *s = &p->pc->steps[i];
-    size_t n = s->model != NULL ? 1 : s->sw->n_cases + 1;
-    for (size_t k = 0; k < n; k++) {
-      berth_model *sm = step_model_for(e, s, k);
-      if (sm == NULL && s->model == NULL && k == s->sw->n_cases)
-        continue; /* a switch without a default */
-      if (sm == NULL || !berth_model_ready(sm))
-        return false;
-    }
-  }
-  return true;
-}
-
-/* A step model's state when it is not ready: "LOADING" while it may still
- * become ready, else "UNAVAILABLE"; why (static or its load_error). */
-static const char *step_model_state(const berth_model *sm, const char **why) {
-  switch (sm->state) {
-  case BERTH_MODEL_FAILED:
-    *why = sm->load_error;
-    return "UNAVAILABLE";
-  case BERTH_MODEL_UNLOADING:
-    *why = "it is being unloaded";
-    return "UNAVAILABLE";
-  case BERTH_MODEL_UNAVAILABLE:
-    *why = "it was unloaded";
-    return "UNAVAILABLE";
-  default:
-    *why = "its worker is still loading it";
-    return "LOADING";
-  }
-}
-
-const char *berth_pipeline_state(const berth_model *m, char *reason,
-                                 size_t cap) {
-  const berth_pipeline *p = m->pipeline;
-  berth_engine *e = m->engine;
-  snprintf(reason, cap, "%s", "");
-  if (e->draining) {
-    snprintf(reason, cap, "the server is shutting down");
-    return "UNAVAILABLE";
-  }
-  const char *state = "READY";
-  for (size_t i = 0; i < p->pc->n_steps; i++) {
-    const berth_pipe_step *s = &p->pc->steps[i];
-    size_t n = s->model != NULL ? 1 : s->sw->n_cases + 1;
-    for (size_t k = 0; k < n; k++) {
-      berth_model *sm = step_model_for(e, s, k);
-      if (sm == NULL && s->model == NULL && k == s->sw->n_cases)
-        continue; /* a switch without a default */
-      if (sm != NULL && berth_model_ready(sm))
-        continue;
-      const char *why = "it is not served", *st = "UNAVAILABLE";
-      if (sm != NULL)
-        st = step_model_state(sm, &why);
-      /* the first step model that cannot become ready, else the first
-       * one still loading */
-      if (strcmp(state, "READY") == 0 ||
-          (strcmp(state, "LOADING") == 0 && strcmp(st, "UNAVAILABLE") == 0)) {
-        const char *mname = s->model != NULL ? s->model
-                            : k < s->sw->n_cases ? s->sw->cases[k].model
-                                                 : s->sw->dflt;
-        snprintf(reason, cap, "step \"%.100s\" (model %.100s%s%.40s): %.250s",
-                 s->name, mname, sm != NULL ? " version " : "",
-                 sm != NULL ? sm->cfg->version : "", why);
-        state = st;
-      }
-    }
-  }
-  return state;
+const berth_pipeline_config *berth_pipeline_config_of(const berth_model *m) {
+  return m->pipeline->pc;
 }
 
 /* ---- answering the outer request ----------------------------------------- */
