@@ -321,6 +321,12 @@ static void job_done(berth_job *job, int status, const char *errmsg,
 }
 
 static void not_ready_message(const berth_model *m, char *out, size_t cap) {
+  if (m->pipeline != NULL) { /* names the step model (pipeline.c) */
+    char why[512];
+    berth_pipeline_state(m, why, sizeof why);
+    snprintf(out, cap, "pipeline '%.100s' is not ready: %.300s", m->cfg->name, why);
+    return;
+  }
   const char *why = m->engine->draining ? "the server is shutting down"
                     : m->state == BERTH_MODEL_FAILED ? m->load_error
                     : m->state == BERTH_MODEL_UNLOADING ? "it is being unloaded"

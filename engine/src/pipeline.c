@@ -46,6 +46,7 @@ struct pipe_run {
   berth_engine *e;
   berth_job *outer;             /* the request; released in run_finish */
   uint64_t deadline_ns;         /* the outer request's, 0 = none */
+  uint64_t started_ns;          /* its steps began (statistics) */
   uv_timer_t start;             /* starts the run on the next loop turn;
                                    closing it frees the run */
   const char *model[BERTH_PIPE_MAX_STEPS];   /* chosen per step (borrowed) */
@@ -69,30 +70,10 @@ static void specs_clear(berth_tensor_spec *s, size_t n) {
   free(s);
 }
 
-/* The engine model a step calls by default (for signatures and
- * readiness): its model, or the switch's default (else first case). */
-static berth_model *step_model_for(berth_engine *e, const berth_pipe_step *s,
-                                   size_t which) {
-  const char *name = NULL, *version = s->version;
-  if (s->model != NULL) {
-    if (which > 0)
-      return NULL;
-    name = s->model;
-  } else if (which < s->sw->n_cases) {
-    name = s->sw->cases[which].model;
-  } else if (which == s->sw->n_cases && s->sw->dflt != NULL) {
-    name = s->sw->dflt;
-  } else {
-    return NULL;
-  }
-  return berth_model_find(e, name, strlen(name), version,
-                          version ? strlen(version) : 0);
-}
-
 static berth_model *step_main_model(berth_engine *e, const berth_pipe_step *s) {
   if (s->model != NULL || s->sw->dflt == NULL)
-    return step_model_for(e, s, 0);
-  return step_model_for(e, s, s->sw->n_cases);
+    return berth_pipe_step_model(e, s, 0);
+  return berth_pipe_step_model(e, s, s->sw->n_cases);
 }
 
 static const berth_tensor_spec *spec_in(const berth_tensor_spec *s, size_t n,
@@ -272,23 +253,8 @@ berth_model *berth_pipeline_model_at(berth_engine *e, size_t i) {
   return &e->pipelines[i]->model;
 }
 
-bool berth_pipeline_ready(const berth_model *m) {
-  const berth_pipeline *p = m->pipeline;
-  berth_engine *e = m->engine;
-  if (e->draining)
-    return false;
-  for (size_t i = 0; i < p->pc->n_steps; i++) {
-    const berth_pipe_step *s = &p->pc->steps[i];
-    size_t n = s->model != NULL ? 1 : s->sw->n_cases + 1;
-    for (size_t k = 0; k < n; k++) {
-      berth_model *sm = step_model_for(e, s, k);
-      if (sm == NULL && s->model == NULL && k == s->sw->n_cases)
-        continue; /* a switch without a default */
-      if (sm == NULL || !berth_model_ready(sm))
-        return false;
-    }
-  }
-  return true;
+const berth_pipeline_config *berth_pipeline_config_of(const berth_model *m) {
+  return m->pipeline->pc;
 }
 
 /* ---- answering the outer request ----------------------------------------- */
@@ -314,6 +280,13 @@ static void outer_answer(pipe_run *r, int status, const char *msg,
     pm->stats.inference_count++;
     pm->stats.execution_count++;
     pm->stats.last_inference_ms = wall_ms();
+    if (r->started_ns != 0) { /* the steps, start to end; Triton's three
+                                 compute counts go together */
+      pm->stats.compute_input.count++;
+      pm->stats.compute_infer.count++;
+      pm->stats.compute_output.count++;
+      pm->stats.compute_infer.ns += now > r->started_ns ? now - r->started_ns : 0;
+    }
   } else {
     pm->stats.fail.count++;
     pm->stats.fail.ns += took;
@@ -663,7 +636,18 @@ static void advance(pipe_run *r) {
   run_maybe_finish(r);
 }
 
-static void on_start(uv_timer_t *t) { advance(t->data); }
+/* The run leaves the pipeline's "queue" when its steps start: Triton's
+ * statistics count every request there, and perf_analyzer (without -x)
+ * picks the version whose queue count grew during its measurement. */
+static void on_start(uv_timer_t *t) {
+  pipe_run *r = t->data;
+  berth_model_stats *st = &r->p->model.stats;
+  uint64_t now = uv_hrtime(), rec = r->outer->received_ns;
+  st->queue.count++;
+  st->queue.ns += now > rec ? now - rec : 0;
+  r->started_ns = now;
+  advance(r);
+}
 
 /* ---- submit ----------------------------------------------------------------- */
 

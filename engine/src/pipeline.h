@@ -15,7 +15,8 @@
  * berth_job submitted to the step's model (batched with any other traffic
  * to it); its outputs are copied into the run's state (raw tensors, never
  * JSON) and start the steps that read them. A failure fails the request
- * with a message naming the step.
+ * with a message naming the step. pipeline_state.c says whether a pipeline
+ * is ready (its step models are) and, if not, which step model holds it up.
  */
 #ifndef BERTH_PIPELINE_H
 #define BERTH_PIPELINE_H
@@ -129,9 +130,24 @@ struct berth_model *berth_pipeline_find(struct berth_engine *e,
                                         const char *name, size_t len);
 /* The stand-in model of engine->pipelines[i] (i < n_pipelines). */
 struct berth_model *berth_pipeline_model_at(struct berth_engine *e, size_t i);
-/* Ready: every model a step may call is ready (the stand-in's signature is
- * refreshed from the steps' models first). */
+/* The validated config of pipeline stand-in m (borrowed). */
+const berth_pipeline_config *berth_pipeline_config_of(const struct berth_model *m);
+/* pipeline_state.c: the engine model that step s calls as its which-th
+ * choice: 0 for a model step; for a switch, case `which`, then (which ==
+ * n_cases) the default; NULL past them or when no such model is served.
+ * Without the step's version, the newest ready version. */
+struct berth_model *berth_pipe_step_model(struct berth_engine *e,
+                                          const berth_pipe_step *s,
+                                          size_t which);
+/* pipeline_state.c: ready: every model a step may call is ready. */
 bool berth_pipeline_ready(const struct berth_model *m);
+/* pipeline_state.c: Triton's state of the pipeline for the repository
+ * index: "READY" when it is ready, else "LOADING" (a step model is still loading) or
+ * "UNAVAILABLE" (one failed to load or was unloaded, or the server is
+ * shutting down); reason (cap bytes, "" when READY) names the step and its
+ * model. Returns a static string. */
+const char *berth_pipeline_state(const struct berth_model *m, char *reason,
+                                 size_t cap);
 /* Runs job (whose model is a pipeline's stand-in). Same contract as
  * berth_sched_submit: on failure nothing is called and the caller keeps the
  * job; on BERTH_OK job->done and then job->release are called exactly once,

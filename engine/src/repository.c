@@ -413,6 +413,22 @@ json_t *berth_repository_index(berth_engine *e, bool ready_only) {
       arr = NULL;
     }
   }
+  /* pipelines (not in e->models): one version, "1", with a reason naming
+   * the step model that keeps it from being ready (pipeline.c) */
+  for (size_t i = 0; arr != NULL && i < e->n_pipelines; i++) {
+    const berth_model *m = berth_pipeline_model_at(e, i);
+    char reason[512];
+    const char *state = berth_pipeline_state(m, reason, sizeof reason);
+    if (ready_only && strcmp(state, "READY") != 0)
+      continue;
+    if (json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s}", "name",
+                                             m->cfg->name, "version",
+                                             m->cfg->version, "state", state,
+                                             "reason", reason)) != 0) {
+      json_decref(arr);
+      arr = NULL;
+    }
+  }
   return arr;
 }
 
@@ -442,6 +458,16 @@ static int unload_one(struct berth_repository *r, berth_model *m,
   return wait_add(&op->unload_waits, c);
 }
 
+/* The message refusing to `what` under the name of a pipeline, in err. */
+static const char *pipeline_refusal(const char *name, const char *what,
+                                    berth_errmsg *err) {
+  berth_errf(err, BERTH_E_INVALID, "'%.128s' is a pipeline of the "
+             "configuration: the repository cannot %s under its name (a "
+             "pipeline is ready when its step models are; load or unload "
+             "those)", name, what);
+  return err->msg;
+}
+
 void berth_repository_unload(berth_engine *e, const char *name,
                              const char *version, berth_repo_done_cb done,
                              void *arg) {
@@ -460,7 +486,10 @@ void berth_repository_unload(berth_engine *e, const char *name,
     if (unload_one(r, m, c) != BERTH_OK)
       call_fail(c, BERTH_E_NOMEM, "out of memory");
   }
-  if (found == 0) {
+  if (found == 0 && berth_pipeline_find(e, name, strlen(name)) != NULL) {
+    berth_errmsg err;
+    call_fail(c, BERTH_E_INVALID, pipeline_refusal(name, "unload", &err));
+  } else if (found == 0) {
     if (version != NULL && berth_model_name_exists(e, name, strlen(name)))
       snprintf(msg, sizeof msg, "model '%.128s' has no version '%.128s'",
                name, version);
@@ -583,6 +612,13 @@ void berth_repository_load(berth_engine *e, const char *name,
     return;
   struct berth_repository *r = e->repo;
   int rc = BERTH_OK;
+  if (berth_pipeline_find(e, name, strlen(name)) != NULL) {
+    /* a model of that name would hide the pipeline (pipeline.c) */
+    call_fail(c, BERTH_E_INVALID, pipeline_refusal(name, "load a model", &err));
+    ensure_tick(r);
+    call_settle(c, BERTH_OK, "");
+    return;
+  }
   if (config != NULL) {
     berth_model_config *cfg = NULL;
     rc = parse_config(config, name, &cfg, &err);

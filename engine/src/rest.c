@@ -252,6 +252,12 @@ static void handle_model_metadata(berth_engine *e, berth_http_req *req,
 }
 
 void berth_rest_not_ready_message(const berth_model *m, char *out, size_t cap) {
+  if (m->pipeline != NULL) { /* names the step model (pipeline.c) */
+    char why[512];
+    berth_pipeline_state(m, why, sizeof why);
+    snprintf(out, cap, "pipeline '%s' is not ready: %s", m->cfg->name, why);
+    return;
+  }
   const char *why = m->engine->draining ? "the server is shutting down"
                     : m->state == BERTH_MODEL_FAILED ? m->load_error
                     : m->state == BERTH_MODEL_UNLOADING

@@ -386,23 +386,54 @@ def test_pipeline_metrics(server: BerthServer) -> None:
                      r'outcome="success"\} [1-9]', text, re.M), text[:3000]
 
 
-def test_perf_analyzer_loads_a_pipeline(server: BerthServer) -> None:
-    """perf_analyzer reads the pipeline's metadata, config and statistics
-    (it needs the version named: -x 1) and drives it with binary tensors."""
+@pytest.mark.parametrize(
+    ("protocol", "version"), [("http", None), ("grpc", None), ("http", "1")]
+)
+def test_perf_analyzer_loads_a_pipeline(server: BerthServer, protocol: str,
+                                        version: str | None) -> None:
+    """perf_analyzer reads the pipeline's metadata, config and statistics and
+    drives it with binary tensors, over HTTP and gRPC, with and without the
+    version named: without -x it takes the version whose statistics' queue
+    count grew during its measurement, so the pipeline must count there."""
     import perf_analyzer_bin
 
     binary = perf_analyzer_bin.find()
     if binary is None or perf_analyzer_bin.missing_libraries(binary):
         pytest.skip("perf_analyzer is not usable here (tests/e2e/perf_analyzer_bin.py)")
+    url = server.triton_url if protocol == "http" else server.grpc_url
+    args = [binary, "-m", "sentiment", "-u", url, "-i", protocol, "--shape", "text:1",
+            "--concurrency-range", "2", "-p", "1000", "-r", "10", "-s", "100"]
+    if version is not None:
+        args += ["-x", version]
     res = subprocess.run(
-        [binary, "-m", "sentiment", "-x", "1", "-u", server.triton_url, "-i", "http",
-         "--shape", "text:1", "--concurrency-range", "2", "-p", "1000", "-r", "10", "-s", "100"],
-        capture_output=True, text=True, env=perf_analyzer_bin.runtime_env(), timeout=240,
+        args, capture_output=True, text=True, env=perf_analyzer_bin.runtime_env(), timeout=240,
     )
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     m = re.search(r"Successful request count: (\d+)", out)
     assert m is not None and int(m.group(1)) > 0, out[-3000:]
+    # the server side's breakdown: queued until the steps start, then the steps
+    assert re.search(r"Avg request latency: \d+ usec .*queue \d+ usec .*compute infer "
+                     r"[1-9]\d* usec", out), out[-3000:]
+
+
+def test_pipeline_statistics_count_queue_and_compute(server: BerthServer) -> None:
+    """A pipeline's /stats counts every answered request in success, queue
+    and the three compute entries (Triton's clients expect equal counts)."""
+    assert server.infer("ens", infer_body([_x([1.0])])).status == 200
+    doc = server.get("/v2/models/ens/stats").json()
+    (st,) = doc["model_stats"]
+    inf = st["inference_stats"]
+    n = inf["success"]["count"]
+    assert n >= 1 and st["version"] == "1"
+    assert inf["queue"]["count"] == n
+    assert inf["compute_input"]["count"] == inf["compute_infer"]["count"] == \
+        inf["compute_output"]["count"] == n
+    assert inf["compute_infer"]["ns"] > 0
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    g = client.get_inference_statistics("ens", as_json=True)["model_stats"][0]
+    assert g["name"] == "ens" and g["version"] == "1"
+    assert int(g["inference_stats"]["queue"]["count"]) >= n
 
 
 def _serve_fails(args: list[str], cwd: Path) -> str:
