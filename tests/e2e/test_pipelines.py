@@ -402,7 +402,7 @@ def test_perf_analyzer_loads_a_pipeline(server: BerthServer, protocol: str,
         pytest.skip("perf_analyzer is not usable here (tests/e2e/perf_analyzer_bin.py)")
     url = server.triton_url if protocol == "http" else server.grpc_url
     args = [binary, "-m", "sentiment", "-u", url, "-i", protocol, "--shape", "text:1",
-            "--concurrency-range", "2", "-p", "1000", "-r", "10", "-s", "100"]
+            "--concurrency-range", "2", "-p", "500", "-r", "40", "-s", "100"]
     if version is not None:
         args += ["-x", version]
     res = subprocess.run(
