@@ -4,6 +4,8 @@
  * field types, datatype names, shape values, element count == product of
  * shape, every element representable in the datatype, UTF-8 text for BYTES)
  * but nothing about a model: signature checks live in signature.c.
+ * Decoding is codec_json.c (and codec_json_fast.c), encoding
+ * codec_json_encode.c.
  */
 #ifndef BERTH_CODEC_JSON_H
 #define BERTH_CODEC_JSON_H

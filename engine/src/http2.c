@@ -14,7 +14,8 @@
  * which reaches the handler at the end of its head and whose DATA is then
  * handed over piece by piece, and a streamed answer (berth_http_stream_*):
  * a head, body chunks queued as they are produced (the data provider
- * defers while the queue is empty), and trailers after the last chunk.
+ * defers while the queue is empty), and trailers after the last chunk
+ * (http2_stream.c).
  */
 #include "http2.h"
 
@@ -25,6 +26,7 @@
 #include <strings.h>
 
 #include "buf.h"
+#include "http2_int.h"
 
 #define H2_MAX_STREAMS 128
 #define H2_STREAM_WINDOW (1 << 20)
@@ -36,59 +38,6 @@
  * could deadlock several half-sent uploads. */
 #define H2_BODY_BUDGET_BODIES 4
 #define H2_BODY_BUDGET_MIN ((size_t)256 << 20)
-
-/* One queued piece of a streamed answer. */
-typedef struct h2_chunk {
-  struct h2_chunk *next;
-  char *data;           /* owned */
-  size_t len, off;
-} h2_chunk;
-
-typedef struct h2_stream {
-  berth_h2_session *s;
-  struct h2_stream *prev, *next;
-  int32_t id;
-  berth_buf fields;     /* "name\0value\0"..., max = max_head_bytes */
-  size_t n_fields;      /* regular (non-pseudo) fields */
-  berth_buf body;       /* max = max_body_bytes */
-  int err_status;       /* 413/431/503 decided before the handler */
-  bool head_req;        /* :method HEAD */
-  bool dispatched;      /* given to the handler */
-  bool answered;        /* a response is submitted */
-  bool reset;           /* we sent RST_STREAM */
-  size_t discarded;     /* DATA bytes dropped after an early answer */
-  berth_http_req *req;  /* in the handler, not answered */
-  char *resp_body;      /* owned; sent by h2_read_body */
-  size_t resp_len, resp_off;
-  /* streamed request (opts->on_body) */
-  bool streaming;
-  bool body_ended;      /* on_body(end) delivered */
-  size_t held;          /* what the handler said it buffers */
-  /* streamed answer (berth_http_stream_*) */
-  bool resp_begun;
-  bool resp_ending;     /* end asked: trailers after the queue */
-  bool resp_deferred;   /* the data provider waits for more */
-  h2_chunk *q_head, *q_tail;
-  size_t q_bytes;       /* queued and not yet taken by nghttp2 */
-  nghttp2_nv *trailers; /* owned block (names and values inside) */
-  size_t n_trailers;
-} h2_stream;
-
-struct berth_h2_session {
-  berth_httpd_conn *conn;
-  const berth_httpd_options *opts;
-  nghttp2_session *ng;
-  h2_stream *streams;
-  bool writing;    /* a socket write is in flight */
-  bool in_recv;    /* inside nghttp2_session_mem_recv: no mem_send now */
-  bool detached;   /* the connection is closing */
-  bool freeing;
-  bool goaway_sent;
-  size_t buffered;      /* request body bytes held by undispatched streams */
-  size_t budget;        /* ... at most this (503 beyond) */
-};
-
-static void h2_flush(berth_h2_session *s);
 
 /* ---- streams ---- */
 
@@ -144,9 +93,9 @@ static ssize_t h2_read_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf
 
 /* Data provider of a streamed answer: the queued chunks, then EOF and the
  * trailers once the end is asked; deferred while the queue is empty. */
-static ssize_t h2_read_stream(nghttp2_session *ng, int32_t stream_id, uint8_t *buf,
-                              size_t length, uint32_t *data_flags,
-                              nghttp2_data_source *source, void *user_data) {
+ssize_t berth_h2_read_stream(nghttp2_session *ng, int32_t stream_id,
+                             uint8_t *buf, size_t length, uint32_t *data_flags,
+                             nghttp2_data_source *source, void *user_data) {
   (void)user_data;
   h2_stream *st = source->ptr;
   size_t n = 0;
@@ -203,9 +152,11 @@ static bool is_skipped_field(const char *name) {
  * the caller's strings, valid until both are freed): :status, the
  * handler's fields (lower-cased; invalid and connection-specific ones
  * dropped), content-length when length is not NULL, date when with_date. */
-static int build_nva(berth_h2_session *s, int status, const berth_http_header_kv *headers,
-                     size_t n, const char *length, bool with_date, char status_text[8],
-                     nghttp2_nv **nva_out, char **mem_out, size_t *k_out) {
+int berth_h2_build_nva(berth_h2_session *s, int status,
+                       const berth_http_header_kv *headers, size_t n,
+                       const char *length, bool with_date,
+                       char status_text[8], nghttp2_nv **nva_out,
+                       char **mem_out, size_t *k_out) {
   size_t names = 0;
   for (size_t i = 0; i < n; i++)
     if (headers[i].name != NULL)
@@ -219,7 +170,8 @@ static int build_nva(berth_h2_session *s, int status, const berth_http_header_kv
   }
   size_t k = 0;
   if (status > 0) {
-    snprintf(status_text, 8, "%d", status);
+    /* callers pass 200..599; "% 1000" only shows the compiler it fits */
+    snprintf(status_text, 8, "%d", status % 1000);
     nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7,
                             strlen(status_text), NGHTTP2_NV_FLAG_NONE};
   }
@@ -273,7 +225,7 @@ static void h2_submit(h2_stream *st, int status, const berth_http_header_kv *hea
   nghttp2_nv *nva;
   char *mem;
   size_t k;
-  if (build_nva(s, status, headers, n, status != 204 && status != 304 ? length_text : NULL,
+  if (berth_h2_build_nva(s, status, headers, n, status != 204 && status != 304 ? length_text : NULL,
                 true, status_text, &nva, &mem, &k) != BERTH_OK) {
     nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
     return;
@@ -298,7 +250,7 @@ static void h2_submit_error(h2_stream *st, int status, const char *msg) {
   h2_submit(st, status, json, 1, body, body != NULL ? (size_t)len : 0);
 }
 
-static void stream_resume(h2_stream *st) {
+void berth_h2_stream_resume(h2_stream *st) {
   if (st->resp_deferred) {
     st->resp_deferred = false;
     nghttp2_session_resume_data(st->s->ng, st->id);
@@ -314,12 +266,12 @@ static void h2_respond(berth_http_req *r, int status, const berth_http_header_kv
     free(body);
     st->answered = true;
     st->resp_ending = true;
-    stream_resume(st);
+    berth_h2_stream_resume(st);
   } else {
     h2_submit(st, status, headers, n, body, body_len);
   }
   berth_httpd_req_release(r);
-  h2_flush(s);
+  berth_h2_flush(s);
 }
 
 static void h2_dispatch(h2_stream *st) {
@@ -572,12 +524,12 @@ static void h2_on_written(void *arg, int status) {
   s->writing = false;
   if (status < 0 || s->detached)
     return;
-  h2_flush(s);
+  berth_h2_flush(s);
 }
 
 /* Moves what nghttp2 has to send into one socket write; closes the
  * connection when the session is over. */
-static void h2_flush(berth_h2_session *s) {
+void berth_h2_flush(berth_h2_session *s) {
   if (s->detached || s->writing || s->in_recv)
     return;
   berth_buf out;
@@ -672,7 +624,7 @@ int berth_h2_session_recv(berth_h2_session *s, const char *data, size_t len) {
   s->in_recv = false;
   if (rv < 0)
     return BERTH_E_PARSE;
-  h2_flush(s);
+  berth_h2_flush(s);
   return BERTH_OK;
 }
 
@@ -683,7 +635,7 @@ void berth_h2_session_goaway(berth_h2_session *s) {
   nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(s->ng), NGHTTP2_NO_ERROR,
                         NULL, 0);
-  h2_flush(s);
+  berth_h2_flush(s);
 }
 
 bool berth_h2_session_idle(const berth_h2_session *s) {
@@ -718,151 +670,4 @@ void berth_h2_session_free(berth_h2_session *s) {
   while (s->streams != NULL)
     stream_free(s->streams);
   free(s);
-}
-
-/* ---- streamed answers (httpd.h) ---- */
-
-/* The request's live stream, or NULL (with *rc set) when it has none. */
-static h2_stream *stream_of(berth_http_req *r, int *rc) {
-  *rc = BERTH_OK;
-  if (r->version != 20) {
-    *rc = BERTH_E_UNSUPPORTED;
-    return NULL;
-  }
-  if (r->answered || r->gone || r->link == NULL) {
-    *rc = BERTH_E_IO;
-    return NULL;
-  }
-  h2_stream *st = r->link;
-  if (st->s->detached) {
-    *rc = BERTH_E_IO;
-    return NULL;
-  }
-  return st;
-}
-
-int berth_http_stream_begin(berth_http_req *r, int status,
-                            const berth_http_header_kv *headers, size_t n) {
-  int rc;
-  h2_stream *st = stream_of(r, &rc);
-  if (st == NULL)
-    return rc;
-  if (st->resp_begun)
-    return BERTH_E_INVALID;
-  berth_h2_session *s = st->s;
-  char status_text[8];
-  nghttp2_nv *nva;
-  char *mem;
-  size_t k;
-  if (status < 200 || status > 599)
-    status = 500;
-  if (build_nva(s, status, headers, n, NULL, true, status_text, &nva, &mem, &k) != BERTH_OK)
-    return BERTH_E_NOMEM;
-  nghttp2_data_provider prd = {.source.ptr = st, .read_callback = h2_read_stream};
-  int rv = nghttp2_submit_response(s->ng, st->id, nva, k, &prd);
-  free(nva);
-  free(mem);
-  if (rv != 0)
-    return BERTH_E_IO;
-  st->resp_begun = true;
-  h2_flush(s);
-  return BERTH_OK;
-}
-
-int berth_http_stream_send(berth_http_req *r, char *data, size_t len) {
-  int rc;
-  h2_stream *st = stream_of(r, &rc);
-  if (st != NULL && !st->resp_begun)
-    rc = BERTH_E_INVALID;
-  h2_chunk *c = rc == BERTH_OK && len > 0 ? malloc(sizeof *c) : NULL;
-  if (rc != BERTH_OK || len == 0 || c == NULL) {
-    free(data);
-    return rc != BERTH_OK ? rc : len == 0 ? BERTH_OK : BERTH_E_NOMEM;
-  }
-  *c = (h2_chunk){NULL, data, len, 0};
-  st->q_bytes += len;
-  if (st->q_tail != NULL)
-    st->q_tail->next = c;
-  else
-    st->q_head = c;
-  st->q_tail = c;
-  stream_resume(st);
-  h2_flush(st->s);
-  return BERTH_OK;
-}
-
-size_t berth_http_stream_queued(const berth_http_req *r) {
-  if (r->version != 20 || r->gone || r->link == NULL)
-    return 0;
-  const h2_stream *st = r->link;
-  return st->q_bytes;
-}
-
-/* Copies trailers into one owned block of nghttp2_nv and strings. */
-static int copy_trailers(h2_stream *st, const berth_http_header_kv *t, size_t n) {
-  char status_text[8];
-  nghttp2_nv *nva;
-  char *mem;
-  size_t k;
-  if (build_nva(st->s, 0, t, n, NULL, false, status_text, &nva, &mem, &k) != BERTH_OK)
-    return BERTH_E_NOMEM;
-  size_t strings = 0;
-  for (size_t i = 0; i < k; i++)
-    strings += nva[i].namelen + nva[i].valuelen;
-  nghttp2_nv *block = malloc(k * sizeof *block + strings + 1);
-  if (block == NULL) {
-    free(nva);
-    free(mem);
-    return BERTH_E_NOMEM;
-  }
-  uint8_t *p = (uint8_t *)(block + k);
-  for (size_t i = 0; i < k; i++) {
-    block[i] = nva[i];
-    memcpy(p, nva[i].name, nva[i].namelen);
-    block[i].name = p;
-    p += nva[i].namelen;
-    memcpy(p, nva[i].value, nva[i].valuelen);
-    block[i].value = p;
-    p += nva[i].valuelen;
-  }
-  free(nva);
-  free(mem);
-  free(st->trailers);
-  st->trailers = block;
-  st->n_trailers = k;
-  return BERTH_OK;
-}
-
-int berth_http_stream_end(berth_http_req *r, const berth_http_header_kv *trailers,
-                          size_t n) {
-  int rc;
-  h2_stream *st = stream_of(r, &rc);
-  if (st == NULL)
-    return rc;
-  berth_h2_session *s = st->s;
-  if (!st->resp_begun) { /* Trailers-Only: one HEADERS frame ends the stream */
-    char status_text[8];
-    nghttp2_nv *nva;
-    char *mem;
-    size_t k;
-    rc = build_nva(s, 200, trailers, n, NULL, false, status_text, &nva, &mem, &k);
-    if (rc == BERTH_OK) {
-      if (nghttp2_submit_response(s->ng, st->id, nva, k, NULL) != 0)
-        rc = BERTH_E_IO;
-      free(nva);
-      free(mem);
-    }
-  } else if (n > 0) {
-    rc = copy_trailers(st, trailers, n);
-  }
-  if (rc != BERTH_OK)
-    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-  st->answered = true;
-  st->resp_ending = true;
-  st->req = NULL;
-  r->answered = true;
-  stream_resume(st);
-  berth_httpd_req_release(r);
-  h2_flush(s);
-  return rc;
 }

@@ -1,5 +1,5 @@
-/* Berth engine: internal seam between server.c (sockets, HTTP/1.1, request
- * objects) and http2.c (HTTP/2 cleartext sessions). Not a public API.
+/* Berth engine: internal seam between server.c (sockets; HTTP/1.1 in
+ * server_h1.c, request objects in httpd_req.c) and http2.c (HTTP/2 cleartext sessions). Not a public API.
  *
  * server.c owns every socket: it reads, writes and closes. When a new
  * connection starts with the HTTP/2 connection preface it creates a

@@ -1,6 +1,6 @@
-/* Berth engine: the HTTP server transport (server.c for listening and
- * HTTP/1.1 connections, http2.c for HTTP/2 cleartext with prior knowledge on
- * the same port).
+/* Berth engine: the HTTP server transport (server.c for listening,
+ * server_h1.c for HTTP/1.1 connections, http2.c for HTTP/2 cleartext with
+ * prior knowledge on the same port).
  *
  * The transport turns bytes into berth_http_req objects and hands each one
  * to a handler (rest.c); the handler answers now or later with

@@ -1,4 +1,4 @@
-/* Berth engine: HTTP request objects shared by HTTP/1.1 (server.c) and
+/* Berth engine: HTTP request objects shared by HTTP/1.1 (server_h1.c) and
  * HTTP/2 (http2.c): construction, accessors, references, answering.
  *
  * A request's memory is two blocks, both freed in req_free when the last

@@ -1,6 +1,7 @@
 /* Berth engine: the HTTP server transport (httpd.h): listener, connections,
- * protocol detection, HTTP/1.1 connections. HTTP/2 sessions live in http2.c
- * and request objects in httpd_req.c; this file owns every socket.
+ * protocol detection. HTTP/1.1 connections live in server_h1.c, HTTP/2
+ * sessions in http2.c and request objects in httpd_req.c; this file owns
+ * every socket.
  *
  * A connection reads into one fixed buffer (rbuf). Its first bytes pick the
  * protocol: the HTTP/2 preface hands the connection to http2.c, anything
@@ -24,71 +25,12 @@
 #include "http1.h"
 #include "http2.h"
 #include "tls.h"
+#include "server_int.h"
 
-#define RBUF_SIZE (32u * 1024)
-#define WRITE_HIGH_WATER (1u << 20) /* stop parsing while this much is queued */
 #define LINGER_MS 2000
 #define DEFAULT_MAX_HEAD (16u * 1024)
 #define DEFAULT_MAX_HEADERS 100
 #define DEFAULT_MAX_BODY (64u * 1024 * 1024)
-#define MAX_RESPONSE_HEAD (1u << 20)
-
-enum { PROTO_DETECT, PROTO_H1, PROTO_H2 };
-
-struct berth_httpd {
-  uv_loop_t *loop;
-  uv_tcp_t listener;
-  berth_httpd_options opts;   /* defaults applied; host points to host[] */
-  berth_h1_limits limits;
-  char host[64];
-  char addr[96];              /* "host:port" for messages */
-  uint16_t port;
-  bool listener_open;
-  bool draining;
-  bool closing;
-  berth_httpd_conn *conns;    /* every connection not yet freed */
-  size_t n_conns;             /* connections not closing */
-  size_t open_handles;        /* listener + connections not yet freed */
-  void (*on_closed)(void *);
-  void *on_closed_arg;
-  time_t date_sec;
-  char date[40];
-  uv_tcp_t reject;            /* accepts and closes a connection we cannot hold */
-  bool reject_busy;
-  bool accept_stalled;        /* a connection waits in the listener */
-};
-
-struct berth_httpd_conn {
-  uv_tcp_t tcp;
-  uv_timer_t timer;
-  uv_shutdown_t shutdown_req;
-  berth_httpd *srv;
-  berth_httpd_conn *prev, *next;
-  int proto;
-  int handles;                /* open uv handles: tcp, timer */
-  char peer[64];
-  char *rbuf;                 /* RBUF_SIZE bytes; [roff, rlen) not parsed yet */
-  size_t rlen, roff;
-  unsigned writes;            /* in flight */
-  bool reading;
-  bool closing;               /* uv_close started */
-  bool in_process;            /* h1_process is on the stack */
-  bool close_after_write;     /* last response queued: close when written */
-  bool lingering;             /* write side shut, draining the peer */
-  /* HTTP/1.1 */
-  berth_h1_parser *parser;
-  berth_http_req *cur;        /* in the handler, not answered */
-  bool cur_keep_alive;
-  bool cur_head;              /* HEAD: the answer has no body */
-  int cur_version;            /* 10 or 11 */
-  /* HTTP/2 */
-  berth_h2_session *h2;
-  /* TLS (NULL on cleartext listeners) */
-  berth_tls_conn *tls;
-  char *cbuf;                 /* ciphertext read buffer, RBUF_SIZE bytes */
-  berth_buf tls_plain;        /* decrypted bytes not yet moved into rbuf */
-  size_t tls_plain_off;
-};
 
 typedef struct conn_write {
   uv_write_t req;
@@ -98,8 +40,6 @@ typedef struct conn_write {
   void *arg;
 } conn_write;
 
-static void h1_process(berth_httpd_conn *c);
-static void conn_update_reading(berth_httpd_conn *c);
 
 /* ---- server bookkeeping ---- */
 
@@ -126,7 +66,7 @@ static void close_listener(berth_httpd *h) {
   uv_close((uv_handle_t *)&h->listener, on_listener_closed);
 }
 
-static const char *srv_date(berth_httpd *h) {
+const char *berth_server_date(berth_httpd *h) {
   static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
   static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
@@ -211,7 +151,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 }
 
 /* The last response is written: shut our side, drain the peer briefly. */
-static void conn_linger(berth_httpd_conn *c) {
+void berth_server_conn_linger(berth_httpd_conn *c) {
   if (c->lingering || c->closing)
     return;
   c->lingering = true;
@@ -221,7 +161,7 @@ static void conn_linger(berth_httpd_conn *c) {
     return;
   }
   uv_timer_start(&c->timer, on_idle_timer, LINGER_MS, 0);
-  conn_update_reading(c);
+  berth_server_conn_update_reading(c);
 }
 
 /* ---- writing ---- */
@@ -245,15 +185,16 @@ static void on_written(uv_write_t *req, int status) {
   }
   if (c->proto == PROTO_H1) {
     if (c->close_after_write && c->writes == 0)
-      conn_linger(c);
+      berth_server_conn_linger(c);
     else
-      h1_process(c); /* resumes after backpressure */
+      berth_server_h1_process(c); /* resumes after backpressure */
   }
 }
 
 /* Writes bufs; own0/own1 (may be NULL) are freed once written, in every case. */
-static int conn_writev(berth_httpd_conn *c, uv_buf_t *bufs, unsigned n, char *own0,
-                       char *own1, void (*cb)(void *, int), void *arg) {
+int berth_server_conn_writev(berth_httpd_conn *c, uv_buf_t *bufs, unsigned n,
+                             char *own0, char *own1, void (*cb)(void *, int),
+                             void *arg) {
   if (c->closing) {
     free(own0);
     free(own1);
@@ -344,7 +285,7 @@ int berth_httpd_conn_write(berth_httpd_conn *c, char *data, size_t len,
   uv_buf_t b;
   b.base = data;
   b.len = len;
-  return conn_writev(c, &b, 1, data, NULL, cb, arg);
+  return berth_server_conn_writev(c, &b, 1, data, NULL, cb, arg);
 }
 
 /* ---- reading ---- */
@@ -381,7 +322,7 @@ static bool rbuf_has_room(const berth_httpd_conn *c) {
 }
 
 /* Moves decrypted bytes into rbuf as far as they fit; true if any moved. */
-static bool tls_move_plain(berth_httpd_conn *c) {
+bool berth_server_tls_move_plain(berth_httpd_conn *c) {
   size_t pending = c->tls_plain.len - c->tls_plain_off;
   if (pending == 0)
     return false;
@@ -409,7 +350,7 @@ static bool tls_move_plain(berth_httpd_conn *c) {
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void conn_input(berth_httpd_conn *c);
 
-static void conn_update_reading(berth_httpd_conn *c) {
+void berth_server_conn_update_reading(berth_httpd_conn *c) {
   bool want;
   if (c->closing)
     return;
@@ -457,7 +398,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     if (nread == UV_EOF && c->proto == PROTO_H1 && c->cur == NULL && c->writes > 0 &&
         !c->lingering) {
       c->close_after_write = true;
-      conn_update_reading(c);
+      berth_server_conn_update_reading(c);
       return;
     }
     berth_httpd_conn_close(c);
@@ -492,7 +433,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
       }
     }
     do {
-      if (!tls_move_plain(c))
+      if (!berth_server_tls_move_plain(c))
         break;
       conn_input(c);
     } while (!c->closing && (c->proto == PROTO_H2 || c->proto == PROTO_DETECT));
@@ -523,209 +464,7 @@ static void conn_input(berth_httpd_conn *c) {
       berth_httpd_conn_close(c);
     return;
   }
-  h1_process(c);
-}
-
-/* ---- HTTP/1.1 ---- */
-
-/* Headers the transport writes itself, and hop-by-hop ones. */
-static bool is_transport_header(const char *name) {
-  static const char *const skip[] = {"content-length", "connection", "date",
-                                     "transfer-encoding", "keep-alive", "upgrade"};
-  for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
-    if (strcasecmp(name, skip[i]) == 0)
-      return true;
-  return false;
-}
-
-static int buf_puts(berth_buf *b, const char *s) {
-  return berth_buf_append(b, s, strlen(s));
-}
-
-/* Formats a response head; NULL on failure. */
-static char *h1_format_head(berth_httpd_conn *c, int status,
-                            const berth_http_header_kv *headers, size_t n, size_t body_len,
-                            bool keep, size_t *len) {
-  berth_buf b;
-  berth_buf_init(&b, MAX_RESPONSE_HEAD);
-  int rc = berth_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, berth_http_reason(status));
-  for (size_t i = 0; i < n && rc == BERTH_OK; i++) {
-    const berth_http_header_kv *kv = &headers[i];
-    if (kv->name == NULL || kv->value == NULL || !berth_http_is_token(kv->name) ||
-        !berth_http_is_field_value(kv->value) || is_transport_header(kv->name))
-      continue; /* never let a handler break the framing */
-    rc = buf_puts(&b, kv->name);
-    if (rc == BERTH_OK)
-      rc = berth_buf_append(&b, ": ", 2);
-    if (rc == BERTH_OK)
-      rc = buf_puts(&b, kv->value);
-    if (rc == BERTH_OK)
-      rc = berth_buf_append(&b, "\r\n", 2);
-  }
-  if (rc == BERTH_OK && status != 204 && status != 304)
-    rc = berth_buf_printf(&b, "Content-Length: %zu\r\n", body_len);
-  if (rc == BERTH_OK)
-    rc = berth_buf_printf(&b, "Date: %s\r\n", srv_date(c->srv));
-  if (rc == BERTH_OK && !keep)
-    rc = buf_puts(&b, "Connection: close\r\n");
-  else if (rc == BERTH_OK && c->cur_version == 10)
-    rc = buf_puts(&b, "Connection: keep-alive\r\n");
-  if (rc == BERTH_OK)
-    rc = berth_buf_append(&b, "\r\n", 2);
-  if (rc != BERTH_OK) {
-    berth_buf_free(&b);
-    return NULL;
-  }
-  return berth_buf_detach(&b, len);
-}
-
-/* Queues a response to the current request; takes body. keep=false closes
- * the connection after it. */
-static void h1_send(berth_httpd_conn *c, int status, const berth_http_header_kv *headers,
-                    size_t n, char *body, size_t body_len, bool keep) {
-  size_t head_len = 0;
-  char *head = h1_format_head(c, status, headers, n, body_len, keep, &head_len);
-  if (head == NULL) {
-    free(body);
-    static const berth_http_header_kv none[1] = {{NULL, NULL}};
-    head = h1_format_head(c, 500, none, 0, 0, false, &head_len);
-    body = NULL;
-    body_len = 0;
-    keep = false;
-    if (head == NULL) {
-      berth_httpd_conn_close(c);
-      return;
-    }
-  }
-  if (c->cur_head || status == 204 || status == 304) {
-    free(body);
-    body = NULL;
-    body_len = 0;
-  }
-  if (!keep)
-    c->close_after_write = true;
-  uv_buf_t bufs[2];
-  bufs[0].base = head;
-  bufs[0].len = head_len; /* size_t on Unix; uv_buf_init would cut at 4 GiB */
-  bufs[1].base = body;
-  bufs[1].len = body_len;
-  conn_writev(c, bufs, body_len > 0 ? 2 : 1, head, body, NULL, NULL);
-}
-
-/* {"error": "<msg>"} with JSON escaping; NULL on allocation failure. */
-static char *json_error(const char *msg, size_t *len) {
-  berth_buf b;
-  berth_buf_init(&b, 4096);
-  int rc = buf_puts(&b, "{\"error\": \"");
-  for (const char *s = msg; *s != '\0' && rc == BERTH_OK; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\')
-      rc = berth_buf_printf(&b, "\\%c", ch);
-    else if (ch < 0x20 || ch >= 0x7f)
-      rc = berth_buf_printf(&b, "\\u%04x", ch);
-    else
-      rc = berth_buf_append(&b, s, 1);
-  }
-  if (rc == BERTH_OK)
-    rc = buf_puts(&b, "\"}");
-  if (rc != BERTH_OK) {
-    berth_buf_free(&b);
-    return NULL;
-  }
-  return berth_buf_detach(&b, len);
-}
-
-static void h1_send_error(berth_httpd_conn *c, int status, const char *msg) {
-  static const berth_http_header_kv json[1] = {{"Content-Type", "application/json"}};
-  size_t len = 0;
-  char *body = json_error(msg, &len);
-  c->cur_head = false;
-  c->cur_version = 11;
-  h1_send(c, status, json, 1, body, body != NULL ? len : 0, false);
-}
-
-static void h1_respond(berth_http_req *r, int status, const berth_http_header_kv *headers,
-                       size_t n, char *body, size_t body_len) {
-  berth_httpd_conn *c = r->link;
-  c->cur = NULL;
-  bool keep = c->cur_keep_alive && !c->srv->draining;
-  if (status < 200 || status > 599)
-    status = 500;
-  h1_send(c, status, headers, n, body, body_len, keep);
-  berth_httpd_req_release(r);
-  if (!c->in_process)
-    h1_process(c);
-}
-
-static void h1_dispatch(berth_httpd_conn *c) {
-  const berth_h1_request *q = berth_h1_parser_request(c->parser);
-  berth_httpd_req_init in = {
-      .version = q->version_minor == 1 ? 11 : 10,
-      .method = q->method, .method_len = q->method_len,
-      .target = q->target, .target_len = q->target_len,
-      .fields = q->headers, .n_fields = q->n_headers,
-      .peer = c->peer, .respond = h1_respond, .link = c};
-  c->cur_keep_alive = q->keep_alive;
-  c->cur_head = q->method_len == 4 && memcmp(q->method, "HEAD", 4) == 0;
-  c->cur_version = in.version;
-  in.body = berth_h1_parser_take_body(c->parser, &in.body_len);
-  berth_http_req *r = berth_httpd_req_new(&in);
-  berth_h1_parser_next(c->parser);
-  if (r == NULL) {
-    h1_send_error(c, 503, "out of memory");
-    return;
-  }
-  c->cur = r;
-  c->srv->opts.handler(r, c->srv->opts.handler_data);
-}
-
-static void h1_process(berth_httpd_conn *c) {
-  if (c->in_process || c->closing || c->lingering)
-    return;
-  c->in_process = true;
-  if (c->parser == NULL) {
-    c->parser = berth_h1_parser_new(&c->srv->limits);
-    if (c->parser == NULL) {
-      c->in_process = false;
-      berth_httpd_conn_close(c);
-      return;
-    }
-  }
-  static char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
-  if (c->tls != NULL)
-    tls_move_plain(c);
-  while (!c->closing && c->cur == NULL && !c->close_after_write && c->roff < c->rlen &&
-         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_HIGH_WATER) {
-    size_t used = 0;
-    int status = 400;
-    berth_errmsg err;
-    int rc = berth_h1_parse(c->parser, c->rbuf + c->roff, c->rlen - c->roff, &used,
-                            &status, &err);
-    c->roff += used;
-    if (rc < 0) {
-      h1_send_error(c, status, err.msg);
-      break;
-    }
-    if (rc == BERTH_H1_HEAD_DONE) {
-      if (berth_h1_parser_request(c->parser)->expect_continue) {
-        uv_buf_t b = uv_buf_init(continue_100, sizeof continue_100 - 1);
-        conn_writev(c, &b, 1, NULL, NULL, NULL, NULL);
-      }
-    } else if (rc == BERTH_H1_DONE) {
-      h1_dispatch(c);
-    }
-    if (c->tls != NULL && c->roff == c->rlen)
-      tls_move_plain(c);
-  }
-  if (c->roff == c->rlen)
-    c->roff = c->rlen = 0;
-  c->in_process = false;
-  if (c->closing)
-    return;
-  if (c->close_after_write && c->writes == 0)
-    conn_linger(c);
-  else
-    conn_update_reading(c);
+  berth_server_h1_process(c);
 }
 
 /* ---- listener ---- */
@@ -812,7 +551,7 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   format_peer(c);
   conn_touch(c);
-  conn_update_reading(c);
+  berth_server_conn_update_reading(c);
 }
 
 static void on_failed_start_closed(uv_handle_t *handle) { free(handle->data); }
@@ -921,4 +660,4 @@ const char *berth_httpd_conn_peer(const berth_httpd_conn *c) { return c->peer; }
 
 bool berth_httpd_conn_draining(const berth_httpd_conn *c) { return c->srv->draining; }
 
-const char *berth_httpd_conn_date(berth_httpd_conn *c) { return srv_date(c->srv); }
+const char *berth_httpd_conn_date(berth_httpd_conn *c) { return berth_server_date(c->srv); }

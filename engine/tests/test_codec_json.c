@@ -1,4 +1,4 @@
-/* Unit tests for codec_json.c: OIP v2 request decoding (every datatype,
+/* Unit tests for codec_json.c and codec_json_encode.c: OIP v2 request decoding (every datatype,
  * nesting, ranges, limits, errors) and response encoding (shortest floats,
  * strings, requested outputs, id/parameters echo, buffer limits). */
 #include <setjmp.h>

@@ -1,0 +1,290 @@
+/* Berth engine: the engine document's schema as data — one table of fields
+ * per mapping (top level, server, log, workers, tracing, a model entry, a
+ * tensor spec, a route and its targets), each field with its key, kind,
+ * bounds, default and where the value lands. The walker that applies them
+ * is config.c; the schema's prose is docs/configuration.md.
+ */
+#include <stddef.h>
+
+#include "config_schema.h"
+
+#define BERTH_CF_OFF(type, member) offsetof(type, member)
+#define BERTH_CF_SIZE(type, member) sizeof(((type *)0)->member)
+#define BERTH_CF_NONE .slot = BERTH_CONFIG_NO_SLOT
+#define BERTH_CF_TABLE(a) {(a), sizeof(a) / sizeof((a)[0])}
+
+static const char *const berth_config_levels[] = {"debug", "info", "warning",
+                                                  "error", NULL};
+static const char *const berth_config_formats[] = {"json", "text", "auto",
+                                                   NULL};
+
+/* Protocol names by berth_dtype value; kept here so that the config does
+ * not depend on tensor.c's table. */
+const char *const berth_config_dtypes[BERTH_DT_COUNT] = {
+    [BERTH_DT_BOOL] = "BOOL",     [BERTH_DT_UINT8] = "UINT8",
+    [BERTH_DT_UINT16] = "UINT16", [BERTH_DT_UINT32] = "UINT32",
+    [BERTH_DT_UINT64] = "UINT64", [BERTH_DT_INT8] = "INT8",
+    [BERTH_DT_INT16] = "INT16",   [BERTH_DT_INT32] = "INT32",
+    [BERTH_DT_INT64] = "INT64",   [BERTH_DT_FP16] = "FP16",
+    [BERTH_DT_FP32] = "FP32",     [BERTH_DT_FP64] = "FP64",
+    [BERTH_DT_BYTES] = "BYTES",   [BERTH_DT_BF16] = "BF16",
+};
+
+#define BERTH_CF_C berth_config
+static const berth_config_field berth_config_server_fields[] = {
+    {.key = "host", .kind = BERTH_CF_STRING, .def = "\"127.0.0.1\"",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, host)},
+    {.key = "http_port", .kind = BERTH_CF_UINT, .def = "8080",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, http_port),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, http_port), .imin = 0, .imax = 65535},
+    {.key = "grpc_port", .kind = BERTH_CF_UINT, .def = "8081",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, grpc_port),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, grpc_port), .imin = 0, .imax = 65535},
+    {.key = "metrics_port", .kind = BERTH_CF_UINT, .def = "0",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, metrics_port),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, metrics_port), .imin = 0,
+     .imax = 65535},
+    {.key = "grpc_max_message_bytes", .kind = BERTH_CF_UINT, .def = "0",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, grpc_max_message_bytes),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, grpc_max_message_bytes), .imin = 0,
+     .imax = INT64_C(4294967295)},
+    {.key = "max_body_bytes", .kind = BERTH_CF_UINT, .def = "67108864",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, max_body_bytes),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, max_body_bytes), .imin = 1,
+     .imax = INT64_C(17179869184)},
+    {.key = "max_head_bytes", .kind = BERTH_CF_UINT, .def = "16384",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, max_head_bytes),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, max_head_bytes), .imin = 1024,
+     .imax = 1048576},
+    {.key = "drain_timeout_s", .kind = BERTH_CF_DOUBLE, .def = "30",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, drain_timeout_s), .dmin = 0,
+     .dmax = 3600},
+    {.key = "tls_cert", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, tls_cert)},
+    {.key = "tls_key", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, tls_key)},
+    {.key = "auth_tokens_file", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, auth_tokens_file)},
+    {.key = "auth_tokens_env", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, auth_tokens_env)},
+    {.key = "admin_tokens_file", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, admin_tokens_file)},
+    {.key = "admin_tokens_env", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, admin_tokens_env)},
+    {.key = "health_open", .kind = BERTH_CF_BOOL, .def = "true",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, health_open)},
+};
+
+static const berth_config_field berth_config_log_fields[] = {
+    {.key = "level", .kind = BERTH_CF_ENUM, .def = "\"info\"",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, log_level),
+     .choices = berth_config_levels},
+    {.key = "format", .kind = BERTH_CF_ENUM, .def = "\"json\"",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, log_format),
+     .choices = berth_config_formats},
+    {.key = "access_log", .kind = BERTH_CF_BOOL, .def = "false",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, access_log)},
+    {.key = "payload_log_path", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, payload_log_path)},
+    {.key = "payload_log_max_bytes", .kind = BERTH_CF_UINT,
+     .def = "104857600", .slot = BERTH_CF_OFF(BERTH_CF_C, payload_log_max_bytes),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, payload_log_max_bytes), .imin = 1024,
+     .imax = INT64_C(1099511627776)},
+    {.key = "payload_log_backups", .kind = BERTH_CF_UINT, .def = "5",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, payload_log_backups),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, payload_log_backups), .imin = 0,
+     .imax = 1000},
+    {.key = "payload_log_queue_bytes", .kind = BERTH_CF_UINT,
+     .def = "16777216",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, payload_log_queue_bytes),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, payload_log_queue_bytes), .imin = 1024,
+     .imax = INT64_C(17179869184)},
+};
+
+#define BERTH_CF_M berth_model_config
+static const berth_config_field berth_config_payload_fields[] = {
+    {.key = "rate", .kind = BERTH_CF_DOUBLE, .def = "0",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, payload_log_rate), .dmin = 0,
+     .dmax = 1},
+};
+#undef BERTH_CF_M
+static const berth_config_table berth_config_payload = {
+    berth_config_payload_fields, 1};
+
+static const berth_config_field berth_config_workers_fields[] = {
+    {.key = "command", .kind = BERTH_CF_ARGV,
+     .def = "[\"python3\", \"-m\", \"berth.worker\"]",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, worker_command),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_C, worker_argc)},
+    {.key = "load_timeout_s", .kind = BERTH_CF_DOUBLE, .def = "300",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, worker_load_timeout_s), .dmin = 0.001,
+     .dmax = 86400},
+    {.key = "restart_backoff_s", .kind = BERTH_CF_DOUBLE, .def = "0.1",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, restart_backoff_s), .dmin = 0.001,
+     .dmax = 3600},
+    {.key = "restart_backoff_max_s", .kind = BERTH_CF_DOUBLE, .def = "10",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, restart_backoff_max_s), .dmin = 0.001,
+     .dmax = 3600},
+};
+
+static const berth_config_field berth_config_tracing_fields[] = {
+    {.key = "endpoint", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, trace_endpoint)},
+    {.key = "service_name", .kind = BERTH_CF_STRING, .def = "\"berth\"",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, trace_service_name)},
+    {.key = "sample_rate", .kind = BERTH_CF_DOUBLE, .def = "1",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, trace_sample_rate), .dmin = 0,
+     .dmax = 1},
+    {.key = "max_queue_size", .kind = BERTH_CF_UINT, .def = "2048",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, trace_max_queue_size),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, trace_max_queue_size), .imin = 1,
+     .imax = 1048576},
+    {.key = "flush_interval_ms", .kind = BERTH_CF_UINT, .def = "1000",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, trace_flush_interval_ms),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, trace_flush_interval_ms), .imin = 10,
+     .imax = 3600000},
+    {.key = "export_timeout_ms", .kind = BERTH_CF_UINT, .def = "10000",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, trace_export_timeout_ms),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, trace_export_timeout_ms), .imin = 1,
+     .imax = 600000},
+};
+#undef BERTH_CF_C
+
+#define BERTH_CF_T berth_tensor_spec
+static const berth_config_field berth_config_tensor_fields[] = {
+    {.key = "name", .kind = BERTH_CF_STRING, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_T, name)},
+    {.key = "datatype", .kind = BERTH_CF_DTYPE, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_T, dtype)},
+    {.key = "shape", .kind = BERTH_CF_SHAPE, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_T, shape),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_T, ndim)},
+};
+#undef BERTH_CF_T
+
+#define BERTH_CF_M berth_model_config
+static const berth_config_field berth_config_model_fields[] = {
+    {.key = "name", .kind = BERTH_CF_NAME, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_M, name)},
+    {.key = "version", .kind = BERTH_CF_VERSION, .def = "\"1\"",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, version)},
+    {.key = "runtime", .kind = BERTH_CF_STRING, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_M, runtime)},
+    {.key = "platform", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, platform)},
+    {.key = "path", .kind = BERTH_CF_STRING, .required = true, BERTH_CF_NONE},
+    {.key = "class", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     BERTH_CF_NONE},
+    {.key = "instances", .kind = BERTH_CF_UINT, .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_M, instances),
+     .size = BERTH_CF_SIZE(BERTH_CF_M, instances), .imin = 1, .imax = 256},
+    {.key = "max_batch_size", .kind = BERTH_CF_UINT, .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_M, max_batch_size),
+     .size = BERTH_CF_SIZE(BERTH_CF_M, max_batch_size), .imin = 0,
+     .imax = 1048576},
+    {.key = "max_queue_delay_us", .kind = BERTH_CF_UINT, .def = "1000",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, max_queue_delay_us),
+     .size = BERTH_CF_SIZE(BERTH_CF_M, max_queue_delay_us), .imin = 0,
+     .imax = 60000000},
+    {.key = "preferred_batch_sizes", .kind = BERTH_CF_SIZES, .def = "[]",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, preferred_batch_sizes),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_M, n_preferred_batch_sizes),
+     .imin = 1, .imax = 1048576},
+    {.key = "timeout_us", .kind = BERTH_CF_UINT, .def = "0",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, timeout_us),
+     .size = BERTH_CF_SIZE(BERTH_CF_M, timeout_us), .imin = 0,
+     .imax = 3600000000LL},
+    {.key = "max_queue_size", .kind = BERTH_CF_UINT, .def = "1024",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, max_queue_size),
+     .size = BERTH_CF_SIZE(BERTH_CF_M, max_queue_size), .imin = 1,
+     .imax = 1000000},
+    {.key = "inputs", .kind = BERTH_CF_TENSORS,
+     .slot = BERTH_CF_OFF(BERTH_CF_M, inputs),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_M, n_inputs),
+     .flag_slot = BERTH_CF_OFF(BERTH_CF_M, inputs_declared)},
+    {.key = "outputs", .kind = BERTH_CF_TENSORS,
+     .slot = BERTH_CF_OFF(BERTH_CF_M, outputs),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_M, n_outputs),
+     .flag_slot = BERTH_CF_OFF(BERTH_CF_M, outputs_declared)},
+    {.key = "parameters", .kind = BERTH_CF_OBJECT, .def = "{}", BERTH_CF_NONE},
+    {.key = "payload_log", .kind = BERTH_CF_SECTION, .def = "{}",
+     BERTH_CF_NONE, .sub = &berth_config_payload},
+};
+#undef BERTH_CF_M
+
+static const berth_config_table berth_config_server =
+    BERTH_CF_TABLE(berth_config_server_fields);
+static const berth_config_table berth_config_log =
+    BERTH_CF_TABLE(berth_config_log_fields);
+static const berth_config_table berth_config_workers =
+    BERTH_CF_TABLE(berth_config_workers_fields);
+static const berth_config_table berth_config_tracing =
+    BERTH_CF_TABLE(berth_config_tracing_fields);
+const berth_config_table berth_config_tensor =
+    BERTH_CF_TABLE(berth_config_tensor_fields);
+const berth_config_table berth_config_model =
+    BERTH_CF_TABLE(berth_config_model_fields);
+
+#define BERTH_CF_R berth_route_target_config
+static const berth_config_field berth_config_split_fields[] = {
+    {.key = "model", .kind = BERTH_CF_NAME, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_R, model)},
+    {.key = "version", .kind = BERTH_CF_VERSION, .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_R, version)},
+    {.key = "weight", .kind = BERTH_CF_DOUBLE, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_R, weight), .dmin = 0, .dmax = 1e9},
+};
+static const berth_config_field berth_config_shadow_fields[] = {
+    {.key = "model", .kind = BERTH_CF_NAME, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_R, model)},
+    {.key = "version", .kind = BERTH_CF_VERSION, .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_R, version)},
+    {.key = "rate", .kind = BERTH_CF_DOUBLE, .def = "1.0",
+     .slot = BERTH_CF_OFF(BERTH_CF_R, rate), .dmin = 0, .dmax = 1},
+};
+#undef BERTH_CF_R
+static const berth_config_table berth_config_split =
+    BERTH_CF_TABLE(berth_config_split_fields);
+static const berth_config_table berth_config_shadow =
+    BERTH_CF_TABLE(berth_config_shadow_fields);
+
+#define BERTH_CF_RT berth_route_config
+static const berth_config_field berth_config_route_fields[] = {
+    {.key = "name", .kind = BERTH_CF_NAME, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_RT, name)},
+    {.key = "split", .kind = BERTH_CF_LIST, .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_RT, split),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_RT, n_split),
+     .size = sizeof(berth_route_target_config), .imin = 1, .imax = 64,
+     .sub = &berth_config_split},
+    {.key = "sticky_header", .kind = BERTH_CF_NAME, .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_RT, sticky_header)},
+    {.key = "shadow", .kind = BERTH_CF_SECTION, .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_RT, shadow), .sub = &berth_config_shadow},
+};
+#undef BERTH_CF_RT
+const berth_config_table berth_config_route =
+    BERTH_CF_TABLE(berth_config_route_fields);
+
+static const berth_config_field berth_config_root_fields[] = {
+    {.key = "server", .kind = BERTH_CF_SECTION, .def = "{}", BERTH_CF_NONE,
+     .sub = &berth_config_server},
+    {.key = "log", .kind = BERTH_CF_SECTION, .def = "{}", BERTH_CF_NONE,
+     .sub = &berth_config_log},
+    {.key = "workers", .kind = BERTH_CF_SECTION, .def = "{}", BERTH_CF_NONE,
+     .sub = &berth_config_workers},
+    {.key = "tracing", .kind = BERTH_CF_SECTION, .def = "{}", BERTH_CF_NONE,
+     .sub = &berth_config_tracing},
+    {.key = "models", .kind = BERTH_CF_MODELS, .required = true,
+     BERTH_CF_NONE},
+    {.key = "routes", .kind = BERTH_CF_LIST, .def = "[]",
+     .slot = offsetof(berth_config, routes),
+     .count_slot = offsetof(berth_config, n_routes),
+     .size = sizeof(berth_route_config), .imin = 0, .imax = 4096,
+     .sub = &berth_config_route},
+    /* after models: pipelines are checked against them */
+    {.key = "pipelines", .kind = BERTH_CF_PIPELINES, .def = "[]",
+     BERTH_CF_NONE},
+};
+const berth_config_table berth_config_root =
+    BERTH_CF_TABLE(berth_config_root_fields);

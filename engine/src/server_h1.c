@@ -1,0 +1,222 @@
+/* Berth engine: HTTP/1.1 connections of the HTTP server transport: parsing
+ * requests out of the connection's read buffer, handing them to the handler
+ * one at a time, and writing the responses (head, body, error documents).
+ * The sockets, the listener and protocol detection are server.c.
+ */
+#include "httpd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "buf.h"
+#include "http1.h"
+#include "http2.h"
+#include "tls.h"
+#include "server_int.h"
+
+#define MAX_RESPONSE_HEAD (1u << 20)
+
+/* ---- HTTP/1.1 ---- */
+
+/* Headers the transport writes itself, and hop-by-hop ones. */
+static bool is_transport_header(const char *name) {
+  static const char *const skip[] = {"content-length", "connection", "date",
+                                     "transfer-encoding", "keep-alive", "upgrade"};
+  for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
+    if (strcasecmp(name, skip[i]) == 0)
+      return true;
+  return false;
+}
+
+static int buf_puts(berth_buf *b, const char *s) {
+  return berth_buf_append(b, s, strlen(s));
+}
+
+/* Formats a response head; NULL on failure. */
+static char *h1_format_head(berth_httpd_conn *c, int status,
+                            const berth_http_header_kv *headers, size_t n, size_t body_len,
+                            bool keep, size_t *len) {
+  berth_buf b;
+  berth_buf_init(&b, MAX_RESPONSE_HEAD);
+  int rc = berth_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, berth_http_reason(status));
+  for (size_t i = 0; i < n && rc == BERTH_OK; i++) {
+    const berth_http_header_kv *kv = &headers[i];
+    if (kv->name == NULL || kv->value == NULL || !berth_http_is_token(kv->name) ||
+        !berth_http_is_field_value(kv->value) || is_transport_header(kv->name))
+      continue; /* never let a handler break the framing */
+    rc = buf_puts(&b, kv->name);
+    if (rc == BERTH_OK)
+      rc = berth_buf_append(&b, ": ", 2);
+    if (rc == BERTH_OK)
+      rc = buf_puts(&b, kv->value);
+    if (rc == BERTH_OK)
+      rc = berth_buf_append(&b, "\r\n", 2);
+  }
+  if (rc == BERTH_OK && status != 204 && status != 304)
+    rc = berth_buf_printf(&b, "Content-Length: %zu\r\n", body_len);
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(&b, "Date: %s\r\n", berth_server_date(c->srv));
+  if (rc == BERTH_OK && !keep)
+    rc = buf_puts(&b, "Connection: close\r\n");
+  else if (rc == BERTH_OK && c->cur_version == 10)
+    rc = buf_puts(&b, "Connection: keep-alive\r\n");
+  if (rc == BERTH_OK)
+    rc = berth_buf_append(&b, "\r\n", 2);
+  if (rc != BERTH_OK) {
+    berth_buf_free(&b);
+    return NULL;
+  }
+  return berth_buf_detach(&b, len);
+}
+
+/* Queues a response to the current request; takes body. keep=false closes
+ * the connection after it. */
+static void h1_send(berth_httpd_conn *c, int status, const berth_http_header_kv *headers,
+                    size_t n, char *body, size_t body_len, bool keep) {
+  size_t head_len = 0;
+  char *head = h1_format_head(c, status, headers, n, body_len, keep, &head_len);
+  if (head == NULL) {
+    free(body);
+    static const berth_http_header_kv none[1] = {{NULL, NULL}};
+    head = h1_format_head(c, 500, none, 0, 0, false, &head_len);
+    body = NULL;
+    body_len = 0;
+    keep = false;
+    if (head == NULL) {
+      berth_httpd_conn_close(c);
+      return;
+    }
+  }
+  if (c->cur_head || status == 204 || status == 304) {
+    free(body);
+    body = NULL;
+    body_len = 0;
+  }
+  if (!keep)
+    c->close_after_write = true;
+  uv_buf_t bufs[2];
+  bufs[0].base = head;
+  bufs[0].len = head_len; /* size_t on Unix; uv_buf_init would cut at 4 GiB */
+  bufs[1].base = body;
+  bufs[1].len = body_len;
+  berth_server_conn_writev(c, bufs, body_len > 0 ? 2 : 1, head, body, NULL, NULL);
+}
+
+/* {"error": "<msg>"} with JSON escaping; NULL on allocation failure. */
+static char *json_error(const char *msg, size_t *len) {
+  berth_buf b;
+  berth_buf_init(&b, 4096);
+  int rc = buf_puts(&b, "{\"error\": \"");
+  for (const char *s = msg; *s != '\0' && rc == BERTH_OK; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\')
+      rc = berth_buf_printf(&b, "\\%c", ch);
+    else if (ch < 0x20 || ch >= 0x7f)
+      rc = berth_buf_printf(&b, "\\u%04x", ch);
+    else
+      rc = berth_buf_append(&b, s, 1);
+  }
+  if (rc == BERTH_OK)
+    rc = buf_puts(&b, "\"}");
+  if (rc != BERTH_OK) {
+    berth_buf_free(&b);
+    return NULL;
+  }
+  return berth_buf_detach(&b, len);
+}
+
+static void h1_send_error(berth_httpd_conn *c, int status, const char *msg) {
+  static const berth_http_header_kv json[1] = {{"Content-Type", "application/json"}};
+  size_t len = 0;
+  char *body = json_error(msg, &len);
+  c->cur_head = false;
+  c->cur_version = 11;
+  h1_send(c, status, json, 1, body, body != NULL ? len : 0, false);
+}
+
+static void h1_respond(berth_http_req *r, int status, const berth_http_header_kv *headers,
+                       size_t n, char *body, size_t body_len) {
+  berth_httpd_conn *c = r->link;
+  c->cur = NULL;
+  bool keep = c->cur_keep_alive && !c->srv->draining;
+  if (status < 200 || status > 599)
+    status = 500;
+  h1_send(c, status, headers, n, body, body_len, keep);
+  berth_httpd_req_release(r);
+  if (!c->in_process)
+    berth_server_h1_process(c);
+}
+
+static void h1_dispatch(berth_httpd_conn *c) {
+  const berth_h1_request *q = berth_h1_parser_request(c->parser);
+  berth_httpd_req_init in = {
+      .version = q->version_minor == 1 ? 11 : 10,
+      .method = q->method, .method_len = q->method_len,
+      .target = q->target, .target_len = q->target_len,
+      .fields = q->headers, .n_fields = q->n_headers,
+      .peer = c->peer, .respond = h1_respond, .link = c};
+  c->cur_keep_alive = q->keep_alive;
+  c->cur_head = q->method_len == 4 && memcmp(q->method, "HEAD", 4) == 0;
+  c->cur_version = in.version;
+  in.body = berth_h1_parser_take_body(c->parser, &in.body_len);
+  berth_http_req *r = berth_httpd_req_new(&in);
+  berth_h1_parser_next(c->parser);
+  if (r == NULL) {
+    h1_send_error(c, 503, "out of memory");
+    return;
+  }
+  c->cur = r;
+  c->srv->opts.handler(r, c->srv->opts.handler_data);
+}
+
+void berth_server_h1_process(berth_httpd_conn *c) {
+  if (c->in_process || c->closing || c->lingering)
+    return;
+  c->in_process = true;
+  if (c->parser == NULL) {
+    c->parser = berth_h1_parser_new(&c->srv->limits);
+    if (c->parser == NULL) {
+      c->in_process = false;
+      berth_httpd_conn_close(c);
+      return;
+    }
+  }
+  static char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  if (c->tls != NULL)
+    berth_server_tls_move_plain(c);
+  while (!c->closing && c->cur == NULL && !c->close_after_write && c->roff < c->rlen &&
+         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_HIGH_WATER) {
+    size_t used = 0;
+    int status = 400;
+    berth_errmsg err;
+    int rc = berth_h1_parse(c->parser, c->rbuf + c->roff, c->rlen - c->roff, &used,
+                            &status, &err);
+    c->roff += used;
+    if (rc < 0) {
+      h1_send_error(c, status, err.msg);
+      break;
+    }
+    if (rc == BERTH_H1_HEAD_DONE) {
+      if (berth_h1_parser_request(c->parser)->expect_continue) {
+        uv_buf_t b = uv_buf_init(continue_100, sizeof continue_100 - 1);
+        berth_server_conn_writev(c, &b, 1, NULL, NULL, NULL, NULL);
+      }
+    } else if (rc == BERTH_H1_DONE) {
+      h1_dispatch(c);
+    }
+    if (c->tls != NULL && c->roff == c->rlen)
+      berth_server_tls_move_plain(c);
+  }
+  if (c->roff == c->rlen)
+    c->roff = c->rlen = 0;
+  c->in_process = false;
+  if (c->closing)
+    return;
+  if (c->close_after_write && c->writes == 0)
+    berth_server_conn_linger(c);
+  else
+    berth_server_conn_update_reading(c);
+}

@@ -1,0 +1,93 @@
+/* Berth engine: the HTTP server transport's structures, shared by server.c
+ * (listener, connections, sockets, protocol detection) and server_h1.c
+ * (HTTP/1.1 connections). Internal to those two files.
+ */
+#ifndef BERTH_SERVER_INT_H
+#define BERTH_SERVER_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "buf.h"
+#include "http1.h"
+#include "http2.h"
+#include "httpd.h"
+#include "tls.h"
+
+#define RBUF_SIZE (32u * 1024)
+#define WRITE_HIGH_WATER (1u << 20) /* stop parsing while this much is queued */
+
+enum { PROTO_DETECT, PROTO_H1, PROTO_H2 };
+
+struct berth_httpd {
+  uv_loop_t *loop;
+  uv_tcp_t listener;
+  berth_httpd_options opts;   /* defaults applied; host points to host[] */
+  berth_h1_limits limits;
+  char host[64];
+  char addr[96];              /* "host:port" for messages */
+  uint16_t port;
+  bool listener_open;
+  bool draining;
+  bool closing;
+  berth_httpd_conn *conns;    /* every connection not yet freed */
+  size_t n_conns;             /* connections not closing */
+  size_t open_handles;        /* listener + connections not yet freed */
+  void (*on_closed)(void *);
+  void *on_closed_arg;
+  time_t date_sec;
+  char date[40];
+  uv_tcp_t reject;            /* accepts and closes a connection we cannot hold */
+  bool reject_busy;
+  bool accept_stalled;        /* a connection waits in the listener */
+};
+
+struct berth_httpd_conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_shutdown_t shutdown_req;
+  berth_httpd *srv;
+  berth_httpd_conn *prev, *next;
+  int proto;
+  int handles;                /* open uv handles: tcp, timer */
+  char peer[64];
+  char *rbuf;                 /* RBUF_SIZE bytes; [roff, rlen) not parsed yet */
+  size_t rlen, roff;
+  unsigned writes;            /* in flight */
+  bool reading;
+  bool closing;               /* uv_close started */
+  bool in_process;            /* h1_process is on the stack */
+  bool close_after_write;     /* last response queued: close when written */
+  bool lingering;             /* write side shut, draining the peer */
+  /* HTTP/1.1 */
+  berth_h1_parser *parser;
+  berth_http_req *cur;        /* in the handler, not answered */
+  bool cur_keep_alive;
+  bool cur_head;              /* HEAD: the answer has no body */
+  int cur_version;            /* 10 or 11 */
+  /* HTTP/2 */
+  berth_h2_session *h2;
+  /* TLS (NULL on cleartext listeners) */
+  berth_tls_conn *tls;
+  char *cbuf;                 /* ciphertext read buffer, RBUF_SIZE bytes */
+  berth_buf tls_plain;        /* decrypted bytes not yet moved into rbuf */
+  size_t tls_plain_off;
+};
+
+/* The cached Date header value of the current second. */
+const char *berth_server_date(berth_httpd *h);
+/* The last response is written: shut our side, drain the peer briefly. */
+void berth_server_conn_linger(berth_httpd_conn *c);
+/* Writes bufs; own0/own1 (may be NULL) are freed once written, in every case. */
+int berth_server_conn_writev(berth_httpd_conn *c, uv_buf_t *bufs, unsigned n,
+                             char *own0, char *own1, void (*cb)(void *, int),
+                             void *arg);
+/* Moves decrypted bytes into rbuf as far as they fit; true if any moved. */
+bool berth_server_tls_move_plain(berth_httpd_conn *c);
+/* Starts or stops reading as the connection's state asks. */
+void berth_server_conn_update_reading(berth_httpd_conn *c);
+/* Parses and dispatches HTTP/1.1 requests from rbuf (server_h1.c). */
+void berth_server_h1_process(berth_httpd_conn *c);
+
+#endif
