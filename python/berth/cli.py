@@ -55,6 +55,16 @@ MODEL_KEYS = frozenset(
         "payload_log",
     }
 )
+#: Options (dests) that set the model entry key of the same name in every
+#: served model, over berth.yaml and --config.
+_MODEL_FLAG_KEYS = (
+    "instances",
+    "max_batch_size",
+    "max_queue_delay_us",
+    "preferred_batch_sizes",
+    "max_queue_size",
+    "timeout_us",
+)
 _FOLDER_KEYS = frozenset({"name", "version", "path"})
 _MODEL_YAML = "berth.yaml"
 
@@ -64,6 +74,11 @@ DEFAULT_GRPC_PORT = 8081
 DEFAULT_MAX_BODY_BYTES = 64 << 20
 DEFAULT_DRAIN_TIMEOUT_S = 30
 DEFAULT_LOG_LEVEL = "info"
+#: The engine's bounds on a model entry's batching keys (engine/src/config.c).
+_MAX_BATCH_ROWS = 1048576
+_MAX_QUEUE_DELAY_US = 60_000_000
+_MAX_QUEUE_SIZE = 1_000_000
+_MAX_TIMEOUT_US = 3_600_000_000
 
 
 # ------------------------------------------------------------------ options
@@ -93,6 +108,25 @@ def _int_in(low: int, high: int | None) -> Callable[[str], int]:
         return number
 
     return parse
+
+
+def _parse_batch_sizes(value: str) -> list[int]:
+    """``4,8,16`` -> ``[4, 8, 16]``: positive sizes, each listed once."""
+    sizes: list[int] = []
+    for part in value.split(","):
+        part = part.strip()
+        try:
+            size = int(part)
+        except ValueError:
+            raise ValueError(
+                f"expected comma-separated batch sizes like 4,8,16, got {value!r}"
+            ) from None
+        if not 1 <= size <= _MAX_BATCH_ROWS:
+            raise ValueError(f"batch sizes must be 1..{_MAX_BATCH_ROWS}, got {size} in {value!r}")
+        if size in sizes:
+            raise ValueError(f"batch size {size} is listed twice in {value!r}")
+        sizes.append(size)
+    return sizes
 
 
 def _parse_seconds(value: str) -> float | int:
@@ -204,6 +238,46 @@ _OPTIONS: tuple[_Option, ...] = (
         _int_in(1, None),
         "worker processes per model version (default: cores / 4, at least 1)",
         "N",
+    ),
+    _Option(
+        "--max-batch-size",
+        "BERTH_MAX_BATCH_SIZE",
+        _int_in(0, _MAX_BATCH_ROWS),
+        "most rows stacked into one model call, for every served model; 0 = never batch "
+        "(default: berth.yaml, else the runtime's suggestion)",
+        "N",
+    ),
+    _Option(
+        "--max-queue-delay-us",
+        "BERTH_MAX_QUEUE_DELAY_US",
+        _int_in(0, _MAX_QUEUE_DELAY_US),
+        "longest a queued request waits for a batch to fill, in microseconds, for every "
+        "served model; 0 = never wait (default: berth.yaml, else 1000)",
+        "US",
+    ),
+    _Option(
+        "--preferred-batch-sizes",
+        "BERTH_PREFERRED_BATCH_SIZES",
+        _parse_batch_sizes,
+        "batch sizes sent as soon as reached, e.g. 4,8,16, for every served model "
+        "(default: berth.yaml, else none)",
+        "N,N,...",
+    ),
+    _Option(
+        "--max-queue-size",
+        "BERTH_MAX_QUEUE_SIZE",
+        _int_in(1, _MAX_QUEUE_SIZE),
+        "queued requests per model version beyond which new ones get 429, for every "
+        "served model (default: berth.yaml, else 1024)",
+        "N",
+    ),
+    _Option(
+        "--timeout-us",
+        "BERTH_TIMEOUT_US",
+        _int_in(0, _MAX_TIMEOUT_US),
+        "default per-request timeout in microseconds, for every served model; 0 = none "
+        "(default: berth.yaml, else 0)",
+        "US",
     ),
     _Option(
         "--max-body-bytes",
@@ -735,9 +809,10 @@ def build_document(
     for (section, key), value in overrides.items():
         if value is not None:
             doc.setdefault(section, {})[key] = value
-    if options.get("instances") is not None:
-        for entry in doc["models"]:
-            entry["instances"] = options["instances"]
+    for key in _MODEL_FLAG_KEYS:
+        if options.get(key) is not None:
+            for entry in doc["models"]:
+                entry[key] = options[key]
     return doc
 
 

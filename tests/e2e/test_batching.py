@@ -310,3 +310,51 @@ def test_statistics_count_batches(server: BerthServer) -> None:
         pytest.skip("the statistics endpoint is not there yet")
     st = doc.json()["model_stats"][0]
     assert st["inference_count"] > st["execution_count"]
+
+
+# ------------------------------------------------- the same keys set by flags
+
+
+@pytest.fixture(scope="module")
+def flagged(module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> BerthServer:
+    """A model whose berth.yaml says "never batch, a big queue"; the flags of
+    `berth serve` override both, as they do for every model served."""
+    repo = tmp_path_factory.mktemp("batching-flags-repo")
+    make_model(repo, "flagged", "max_batch_size: 0\nmax_queue_size: 1000\ninstances: 1\n")
+    return module_server(
+        str(repo), "--max-batch-size", "4", "--max-queue-delay-us", "200000",
+        "--max-queue-size", "8",
+    )  # fmt: skip
+
+
+def test_batching_flags_override_berth_yaml(flagged: BerthServer) -> None:
+    # Eight one-row requests queue behind a blocker: they run in batches of
+    # at most 4 rows (the flag), never one by one (the berth.yaml's 0).
+    reqs = [[[float(i), 0.0]] for i in range(8)]
+    results = run_concurrently(flagged, "flagged", reqs, blocker=[[0.0, 0.6]])
+    sizes: dict[int, int] = {}
+    for i, resp in enumerate(results):
+        o = outs(resp)
+        assert o["y"] == [float(i), 0.0]
+        sizes[o["call"][0]] = o["rows"][0]
+    assert max(sizes.values()) == 4 and all(1 <= n <= 4 for n in sizes.values())
+    doc = flagged.get("/v2/models/flagged/stats")
+    if doc.status != 404:
+        st = doc.json()["model_stats"][0]
+        assert st["inference_count"] > st["execution_count"]
+
+    # --max-queue-size 8: with the worker busy, requests beyond eight queued
+    # are refused with 429 at once; then the model serves normally again.
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        block = pool.submit(infer, flagged, "flagged", [[0.0, 1.0]])
+        time.sleep(0.3)
+        futures = [pool.submit(infer, flagged, "flagged", [[1.0, 0.0]]) for _ in range(14)]
+        results = [f.result() for f in futures]
+        assert block.result().status == 200
+    refused = [r for r in results if r.status == 429]
+    served = [r for r in results if r.status == 200]
+    assert len(refused) >= 6 and len(served) >= 1
+    assert len(refused) + len(served) == len(results)
+    for r in refused:
+        assert_error(r, 429, "queue")
+    assert outs(infer(flagged, "flagged", [[5.0, 0.0]]))["y"] == [5.0, 0.0]

@@ -321,6 +321,158 @@ def test_metrics_port_flag_and_env(tmp_path: Path) -> None:
         doc(str(path), env={"BERTH_METRICS_PORT": "70000"})
 
 
+# ---------------------------------------------------------------- batching flags
+
+BATCHING_ENV = {
+    "BERTH_MAX_BATCH_SIZE": "16",
+    "BERTH_MAX_QUEUE_DELAY_US": "250",
+    "BERTH_PREFERRED_BATCH_SIZES": "4, 8",
+    "BERTH_MAX_QUEUE_SIZE": "64",
+    "BERTH_TIMEOUT_US": "5000000",
+}
+BATCHING_KEYS = (
+    "max_batch_size",
+    "max_queue_delay_us",
+    "preferred_batch_sizes",
+    "max_queue_size",
+    "timeout_us",
+)
+
+
+def batching(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: entry[k] for k in BATCHING_KEYS if k in entry}
+
+
+def test_batching_flags_set_every_served_model(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    touch(repo / "a" / "1" / "model.onnx")
+    touch(repo / "a" / "2" / "model.onnx")
+    touch(repo / "b" / "1" / "model.joblib")
+    assert all(batching(m) == {} for m in doc(str(repo))["models"])
+    d = doc(
+        str(repo),
+        "--max-batch-size", "4",
+        "--max-queue-delay-us", "200000",
+        "--preferred-batch-sizes", "2,4",
+        "--max-queue-size", "3",
+        "--timeout-us", "0",
+    )  # fmt: skip
+    assert len(d["models"]) == 3
+    for entry in d["models"]:
+        assert batching(entry) == {
+            "max_batch_size": 4,
+            "max_queue_delay_us": 200000,
+            "preferred_batch_sizes": [2, 4],
+            "max_queue_size": 3,
+            "timeout_us": 0,
+        }
+    # 0 = never batch is a value, not "unset"
+    assert doc(str(repo), "--max-batch-size", "0")["models"][0]["max_batch_size"] == 0
+
+
+def test_batching_flag_beats_env_beats_config_beats_berth_yaml(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    touch(folder / "model.onnx")
+    touch(
+        folder / "berth.yaml",
+        "max_batch_size: 8\nmax_queue_delay_us: 100\npreferred_batch_sizes: [8]\n"
+        "max_queue_size: 10\ntimeout_us: 1000\n",
+    )
+    yaml_values = {
+        "max_batch_size": 8,
+        "max_queue_delay_us": 100,
+        "preferred_batch_sizes": [8],
+        "max_queue_size": 10,
+        "timeout_us": 1000,
+    }
+    assert batching(doc(str(folder))["models"][0]) == yaml_values
+    config = touch(
+        tmp_path / "app.yaml", "models:\n  - {name: m, max_batch_size: 12, max_queue_size: 20}\n"
+    )
+    assert batching(doc(str(folder), "--config", str(config))["models"][0]) == {
+        **yaml_values,
+        "max_batch_size": 12,
+        "max_queue_size": 20,
+    }
+    env_values = {
+        "max_batch_size": 16,
+        "max_queue_delay_us": 250,
+        "preferred_batch_sizes": [4, 8],
+        "max_queue_size": 64,
+        "timeout_us": 5000000,
+    }
+    assert batching(doc(str(folder), "--config", str(config), env=BATCHING_ENV)["models"][0]) == (
+        env_values
+    )
+    d = doc(
+        str(folder),
+        "--config", str(config),
+        "--max-batch-size", "0",
+        "--max-queue-delay-us", "0",
+        "--preferred-batch-sizes", "2",
+        "--max-queue-size", "1",
+        "--timeout-us", "7",
+        env=BATCHING_ENV,
+    )  # fmt: skip
+    assert batching(d["models"][0]) == {
+        "max_batch_size": 0,
+        "max_queue_delay_us": 0,
+        "preferred_batch_sizes": [2],
+        "max_queue_size": 1,
+        "timeout_us": 7,
+    }
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--max-batch-size", "-1", "expected an integer 0..1048576, got -1"),
+     ("--max-batch-size", "1048577", "expected an integer 0..1048576"),
+     ("--max-batch-size", "four", "expected an integer, got 'four'"),
+     ("--max-queue-delay-us", "60000001", "expected an integer 0..60000000"),
+     ("--max-queue-delay-us", "1.5", "expected an integer, got '1.5'"),
+     ("--preferred-batch-sizes", "4,x", "expected comma-separated batch sizes like 4,8,16"),
+     ("--preferred-batch-sizes", "4;8", "expected comma-separated batch sizes like 4,8,16"),
+     ("--preferred-batch-sizes", "0,4", "batch sizes must be 1..1048576, got 0"),
+     ("--preferred-batch-sizes", "4,8,4", "batch size 4 is listed twice"),
+     ("--max-queue-size", "0", "expected an integer 1..1000000, got 0"),
+     ("--timeout-us", "-5", "expected an integer 0..3600000000")],
+)  # fmt: skip
+def test_bad_batching_values_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
+    path = touch(tmp_path / "m.onnx")
+    with pytest.raises(SystemExit) as exit_info:
+        doc(str(path), flag, value)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {message}" in err
+    var = "BERTH_" + flag.lstrip("-").replace("-", "_").upper()
+    with pytest.raises(ConfigError, match=f"^{var}: ") as info:
+        doc(str(path), env={var: value})
+    assert message in str(info.value)
+
+
+def test_help_and_print_config_show_batching_flags(tmp_path: Path) -> None:
+    out = " ".join(run_berth("serve", "--help").stdout.split())
+    for flag in ("--max-batch-size", "--max-queue-delay-us", "--preferred-batch-sizes",
+                 "--max-queue-size", "--timeout-us"):  # fmt: skip
+        entry = out[out.rindex(flag) :]
+        entry = entry[: entry.index("]") + 1]
+        assert "for every served model" in entry
+        assert entry.endswith("[env BERTH_" + flag.lstrip("-").replace("-", "_").upper() + "]")
+    path = touch(tmp_path / "iris.joblib")
+    printed = run_berth(
+        "serve", str(path), "--print-config", "--preferred-batch-sizes", "4,8,16",
+        env={"BERTH_MAX_BATCH_SIZE": "16"},
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    model = json.loads(printed.stdout)["models"][0]
+    assert model["max_batch_size"] == 16 and model["preferred_batch_sizes"] == [4, 8, 16]
+    bad = run_berth("serve", str(path), "--print-config", "--max-queue-size", "0")
+    assert bad.returncode == 2
+    assert "argument --max-queue-size: expected an integer 1..1000000, got 0" in bad.stderr
+
+
 def test_app_config_overrides_and_adds_models(tmp_path: Path) -> None:
     touch(tmp_path / "iris.joblib")
     touch(tmp_path / "extra" / "ranker.onnx")
