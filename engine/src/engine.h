@@ -265,6 +265,15 @@ void berth_sched_engine_close(berth_engine *e);
 void berth_sched_fail_queued(berth_model *m, int status, const char *msg);
 /* Completes every job of a batch with an error and frees the batch. */
 void berth_batch_fail(berth_batch *b, int status, const char *msg);
+/* What every answered job goes through, for the scheduler's jobs and a
+ * pipeline's outer job alike: the model's in-flight count and request
+ * metrics (took_ns: received -> answered), the payload log, the dashboard's
+ * recent errors, job->done, then the trace's outcome. */
+void berth_job_deliver(berth_job *j, int status, const char *msg,
+                       berth_infer_response *resp, uint64_t took_ns);
+/* The job is no longer referenced: its trace's spans go out (or are
+ * dropped), then job->release. */
+void berth_job_release_now(berth_job *j);
 /* Completes a batch from a worker's RESULT tensors and frees the batch. */
 void berth_batch_complete(berth_batch *b, berth_tensor *outs, size_t n,
                           const char *params, size_t params_len);

@@ -291,11 +291,8 @@ static void outer_answer(pipe_run *r, int status, const char *msg,
     pm->stats.fail.count++;
     pm->stats.fail.ns += took;
   }
-  if (pm->metrics.inflight > 0)
-    pm->metrics.inflight--;
-  berth_metrics_request(&pm->metrics, j->protocol, status, (double)took / 1e9);
   j->answered = true;
-  j->done(j, status, msg, resp);
+  berth_job_deliver(j, status, msg, resp, took);
 }
 
 static void run_closed(uv_handle_t *h) { free(h->data); }
@@ -308,9 +305,7 @@ static void run_maybe_finish(pipe_run *r) {
   r->finished = true;
   for (size_t i = 0; i < r->p->pc->n_steps; i++)
     berth_tensors_free(r->outs[i], r->n_outs[i]);
-  berth_job *j = r->outer;
-  if (j->release != NULL)
-    j->release(j);
+  berth_job_release_now(r->outer);
   uv_close((uv_handle_t *)&r->start, run_closed);
 }
 

@@ -105,10 +105,15 @@ static void job_answer(berth_job *j, int status, const char *msg,
   } else {
     add_stat(&st->fail, took);
   }
+  berth_job_deliver(j, status, msg, resp, took);
+}
+
+void berth_job_deliver(berth_job *j, int status, const char *msg,
+                       berth_infer_response *resp, uint64_t took_ns) {
   berth_model_metrics *mm = &j->model->metrics;
   if (mm->inflight > 0)
     mm->inflight--;
-  berth_metrics_request(mm, j->protocol, status, (double)took / 1e9);
+  berth_metrics_request(mm, j->protocol, status, (double)took_ns / 1e9);
   berth_trace_ctx *tc = j->trace; /* freed only at release */
   berth_payload_log_answer(j->model->engine->payload_log, j, status, msg,
                            resp);
@@ -118,13 +123,17 @@ static void job_answer(berth_job *j, int status, const char *msg,
   berth_trace_answered(tc, status); /* after the answer is written */
 }
 
-static void job_release(berth_job *j) {
-  if (j->deadline_ns != 0 && j->model->engine->deadline_jobs > 0)
-    j->model->engine->deadline_jobs--;
+void berth_job_release_now(berth_job *j) {
   if (j->trace != NULL)
     berth_trace_job_finish(j, BERTH_E_INTERNAL);
   if (j->release != NULL)
     j->release(j);
+}
+
+static void job_release(berth_job *j) {
+  if (j->deadline_ns != 0 && j->model->engine->deadline_jobs > 0)
+    j->model->engine->deadline_jobs--;
+  berth_job_release_now(j);
 }
 
 static void job_finish(berth_job *j, int status, const char *msg) {

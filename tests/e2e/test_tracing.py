@@ -299,6 +299,34 @@ def test_grpc_stream_requests_each_get_a_span(server: BerthServer, receiver: Rec
         assert sorted(c.name for c in children) == ["queue", "worker"]
 
 
+def test_pipeline_requests_are_traced_with_their_outcome(
+    berth_server: Any, repo: Path, receiver: Receiver, tmp_path: Path
+) -> None:
+    """A pipeline's request span ends with the pipeline's answer (OK, not
+    "the client left") over REST and gRPC, like a model's."""
+    app = tmp_path / "app.yaml"
+    app.write_text("pipelines:\n  - name: chain\n    steps:\n      - {name: first, model: echo}\n")
+    server = berth_server(str(repo), "--config", str(app), "--otlp-endpoint", receiver.url)
+    rest_id = secrets.token_bytes(16)
+    resp = server.post("/v2/models/chain/infer", body([[2.0, 0.0]]),
+                       headers={"traceparent": traceparent(rest_id, secrets.token_bytes(8))})
+    assert resp.status == 200, resp.body
+    grpc_id = secrets.token_bytes(16)
+    client = grpcclient.InferenceServerClient(url=server.grpc_url)
+    inp = grpcclient.InferInput("x", [1, 2], "FP32")
+    inp.set_data_from_numpy(np.array([[3.0, 0.0]], dtype=np.float32))
+    result = client.infer("chain", [inp],
+                          headers={"traceparent": traceparent(grpc_id, secrets.token_bytes(8))})
+    assert result.as_numpy("y").tolist() == [[3.0, 0.0]]
+    client.close()
+    for trace_id, protocol in ((rest_id, "rest"), (grpc_id, "grpc")):
+        server_span = next(s for s in receiver.trace(trace_id, 1) if s.kind == SERVER)
+        a = attrs(server_span)
+        assert a["berth.model"] == "chain" and a["berth.protocol"] == protocol
+        assert a["berth.status"] == "OK", a
+        assert server_span.status.code == trace_pb2.Status.StatusCode.STATUS_CODE_UNSET
+
+
 def test_kserve_v1_predict_is_traced(server: BerthServer, receiver: Receiver) -> None:
     trace_id, parent = secrets.token_bytes(16), secrets.token_bytes(8)
     resp = server.post("/v1/models/echo:predict", {"instances": [[1.0, 0.0]]},
