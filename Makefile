@@ -82,7 +82,10 @@ serve: install ## serve a demo scikit-learn model on $(HOST):$(PORT)
 	@echo ""
 	@exec $(VENV)/bin/berth serve demo/iris.joblib --host $(HOST) --port $(PORT)
 
-test: test-c test-asan fuzz test-py ## run every test: C units (plain and sanitized), fuzzing, pytest
+test: lint test-c test-asan fuzz test-py ## run every test: lint, C units (plain and sanitized), fuzzing, pytest
+
+lint: ## check the engine's layering rule (docs/architecture.md)
+	@$(PYTHON) engine/tools/check_layers.py
 
 test-c: build ## engine unit tests and fuzz-corpus replay (plain build)
 	@$(MESON) test -C build/dev --print-errorlogs -q

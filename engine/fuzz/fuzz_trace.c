@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "otlp_export.h"
+#include "http_url.h"
 #include "trace.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -44,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char host[256], path[1024];
   uint16_t port = 0;
   berth_errmsg err;
-  if (berth_otlp_parse_url(url, host, sizeof host, &port, path, sizeof path,
+  if (berth_http_parse_url(url, host, sizeof host, &port, path, sizeof path,
                            &err) == BERTH_OK) {
     if (port == 0 || strlen(host) == 0 || path[0] != '/')
       __builtin_trap();

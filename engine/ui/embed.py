@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the C table of the dashboard's static files (engine/src/ui_assets.h).
+"""Writes the C table of the dashboard's static files (engine/src/frontend/ui_assets.h).
 
     embed.py OUT.c URL_PATH=FILE [URL_PATH=FILE ...]
 

@@ -74,7 +74,7 @@ DEFAULT_GRPC_PORT = 8081
 DEFAULT_MAX_BODY_BYTES = 64 << 20
 DEFAULT_DRAIN_TIMEOUT_S = 30
 DEFAULT_LOG_LEVEL = "info"
-#: The engine's bounds on a model entry's batching keys (engine/src/config.c).
+#: The engine's bounds on a model entry's batching keys (engine/src/core/config.c).
 _MAX_BATCH_ROWS = 1048576
 _MAX_QUEUE_DELAY_US = 60_000_000
 _MAX_QUEUE_SIZE = 1_000_000

@@ -1,0 +1,155 @@
+/* Berth engine: the one config tree, parsed and validated once.
+ *
+ * The document is YAML or JSON (libyaml reads both); its schema is in
+ * docs/configuration.md. Validation errors name the key path, for example
+ * "models[1].max_batch_size: expected an integer >= 0, got \"ten\"". Unknown
+ * keys are errors.
+ */
+#ifndef BERTH_CONFIG_H
+#define BERTH_CONFIG_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "berth/error.h"
+#include "berth/tensor.h"
+
+/* Most preferred batch sizes a model may list. */
+#define BERTH_MAX_PREFERRED 16
+
+/* A declared input or output; shape dims are >= 0 or -1 (variable). */
+typedef struct berth_tensor_spec {
+  char *name;          /* owned */
+  berth_dtype dtype;
+  uint32_t ndim;
+  int64_t shape[BERTH_MAX_DIMS];
+} berth_tensor_spec;
+
+typedef struct berth_model_config {
+  char *name;               /* owned; [A-Za-z0-9_.-]+ */
+  char *version;            /* owned; [A-Za-z0-9_.-]+, default "1" */
+  char *runtime;            /* owned; e.g. "sklearn", passed to the worker */
+  char *platform;           /* owned or NULL (the worker then reports it) */
+  uint32_t instances;       /* worker processes; 0 when absent from the
+                               entry: the engine picks (cores / 4, >= 1) */
+  uint32_t max_batch_size;  /* 0 = never batched; absent from the entry =
+                               let the worker suggest (READY) */
+  uint32_t preferred_batch_sizes[BERTH_MAX_PREFERRED]; /* ascending not
+                               required; the batcher sends as soon as a
+                               batch reaches one of them */
+  uint32_t n_preferred_batch_sizes;
+  uint64_t timeout_us;      /* default per-request timeout, 0 = none */
+  uint64_t max_queue_delay_us; /* batcher's wait bound, default 1000 */
+  uint32_t max_queue_size;  /* queued requests, default 1024 */
+  berth_tensor_spec *inputs;   /* owned array or NULL */
+  size_t n_inputs;
+  bool inputs_declared;     /* true when the config listed inputs */
+  berth_tensor_spec *outputs;  /* owned array or NULL */
+  size_t n_outputs;
+  bool outputs_declared;
+  double payload_log_rate;  /* payload_log.rate: share of requests written
+                               to the payload log, 0..1, default 0 */
+  json_t *entry;            /* owned reference: the whole validated model
+                               entry, sent to the worker in LOAD */
+} berth_model_config;
+
+/* One target of a route (routes[].split[] or routes[].shadow). */
+typedef struct berth_route_target_config {
+  char *model;              /* owned; a model name */
+  char *version;            /* owned, or NULL: the model's newest ready
+                               version when a request is routed */
+  double weight;            /* split: share of requests, >= 0 */
+  double rate;              /* shadow: fraction of requests copied, 0..1 */
+} berth_route_target_config;
+
+/* A served name whose requests are split across model versions, with an
+ * optional shadow (docs/traffic.md). Whether the targets exist is checked
+ * by the router (router.c), which knows the models. */
+typedef struct berth_route_config {
+  char *name;                       /* owned; [A-Za-z0-9_.-]+ */
+  berth_route_target_config *split; /* owned array of n_split (>= 1) */
+  size_t n_split;
+  char *sticky_header;              /* owned or NULL */
+  berth_route_target_config shadow; /* shadow.model NULL: no shadow */
+} berth_route_config;
+
+typedef struct berth_config {
+  char *host;                    /* owned, default "127.0.0.1" */
+  uint16_t http_port;            /* default 8080; 0 = pick a free port */
+  uint16_t grpc_port;            /* default 8081; 0 = pick a free port */
+  uint16_t metrics_port;         /* default 0 = none: GET /metrics is on the
+                                    REST port (always) and on this one */
+  size_t grpc_max_message_bytes; /* default 0 = max_body_bytes */
+  char *tls_cert;                /* owned or NULL: PEM chain; with tls_key
+                                    both listeners speak TLS only */
+  char *tls_key;                 /* owned or NULL */
+  char *auth_tokens_file;        /* owned or NULL: inference tokens */
+  char *auth_tokens_env;         /* owned or NULL: a variable's name */
+  char *admin_tokens_file;       /* owned or NULL: admin tokens */
+  char *admin_tokens_env;        /* owned or NULL */
+  bool health_open;              /* health endpoints need no token */
+  size_t max_body_bytes;         /* default 64 MiB */
+  size_t max_head_bytes;         /* default 16 KiB */
+  double drain_timeout_s;        /* SIGTERM drain bound, default 30 */
+  char *log_level;               /* owned: debug|info|warning|error */
+  char *log_format;              /* owned: json|text */
+  bool access_log;               /* default false */
+  char *payload_log_path;        /* owned or NULL: the payload log file */
+  uint64_t payload_log_max_bytes;   /* rotate beyond, default 100 MiB */
+  uint32_t payload_log_backups;     /* rotated files kept, default 5 */
+  uint64_t payload_log_queue_bytes; /* records waiting, default 16 MiB */
+  char **worker_command;         /* owned NULL-terminated argv */
+  size_t worker_argc;
+  double worker_load_timeout_s;  /* LOAD -> READY bound, default 300 */
+  double restart_backoff_s;      /* first restart delay, default 0.1 */
+  double restart_backoff_max_s;  /* cap, default 10 */
+  /* tracing: (docs/tracing.md) */
+  char *trace_endpoint;          /* owned or NULL = tracing off: OTLP/HTTP
+                                    URL, http://host[:port][/path] */
+  char *trace_service_name;      /* owned, default "berth" */
+  double trace_sample_rate;      /* new traces kept, 0..1, default 1 */
+  uint32_t trace_max_queue_size; /* requests waiting for export, 2048 */
+  uint32_t trace_flush_interval_ms; /* export period, default 1000 */
+  uint32_t trace_export_timeout_ms; /* one POST's bound, default 10000 */
+  berth_model_config *models;    /* owned array */
+  size_t n_models;
+  berth_route_config *routes;    /* owned array (router.c), may be NULL */
+  size_t n_routes;
+  struct berth_pipeline_config *pipelines; /* owned array (pipeline_config.h) */
+  size_t n_pipelines;
+} berth_config;
+
+/* Parses and validates text (YAML or JSON, len bytes). On success fills
+ * *out (caller clears it); on failure returns BERTH_E_CONFIG with the key
+ * path in err and leaves *out zeroed. */
+int berth_config_parse(const char *text, size_t len, berth_config *out,
+                       berth_errmsg *err);
+void berth_config_clear(berth_config *c);
+
+/* Converts YAML or JSON text to a jansson tree (plain scalars typed as YAML
+ * 1.2 core schema: null, bool, int, float, else string; quoted scalars are
+ * strings). Aliases are refused. Returns a new reference or NULL with err. */
+json_t *berth_yaml_load(const char *text, size_t len, berth_errmsg *err);
+
+/* Parses one models[] entry (a JSON object, or a JSON/YAML string) into
+ * *out with the same checks and defaults as in a whole document; errors name
+ * the key under path ("parameters.config.max_batch_size: ..."). The caller
+ * clears *out with berth_config_model_clear. For models loaded at run time
+ * (repository.c). */
+int berth_config_parse_model_entry(json_t *entry, const char *path,
+                                   berth_model_config *out,
+                                   berth_errmsg *err);
+void berth_config_model_clear(berth_model_config *m);
+
+/* Parses one routes[] entry (a JSON object) with the checks of a whole
+ * document; errors name the key under path ("split[1].weight: ..."). For
+ * routes changed at run time (router_admin.c). The caller clears *out with
+ * berth_config_route_clear. */
+int berth_config_parse_route_entry(json_t *entry, const char *path,
+                                   berth_route_config *out,
+                                   berth_errmsg *err);
+void berth_config_route_clear(berth_route_config *r);
+
+#endif

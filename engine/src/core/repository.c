@@ -1,0 +1,670 @@
+/* Berth engine: the model repository API — index, load, unload (engine.h,
+ * "repository.c"; docs/rest-api.md, "Model repository").
+ *
+ * A version in transition has one operation (repo_op) that walks it through
+ * phases, checked by one timer every TICK_MS while any operation exists:
+ *
+ *   unload:  DRAIN  new requests refused (state UNLOADING); workers that are
+ *                   not ready are stopped; queued and running requests
+ *                   finish on the ready ones (at most drain_timeout_s, then
+ *                   what is still queued fails)
+ *            STOP   every worker gets SHUTDOWN (TERM if not ready), KILL
+ *                   after 5 s; when all have exited their slots are freed
+ *                   and the version is UNAVAILABLE
+ *   load:    LOAD   workers started (with a new config first, if one was
+ *                   given); settled when the version is READY or FAILED; a
+ *                   failed version is then unloaded (no restarts), keeping
+ *                   its load error as the reason it is UNAVAILABLE
+ *
+ * A reload (a new config for a serving version, or a failed version loaded
+ * again) is an unload followed by a load. Callers wait on a repo_call that
+ * counts the versions it still waits for; it is answered once, with the
+ * first failure if any. When the engine drains, every waiter is answered
+ * BERTH_E_SHUTDOWN and the engine's own stop takes the workers down.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "log.h"
+#include "pipeline.h"
+
+#define TICK_MS 20
+#define KILL_AFTER_NS (5ull * 1000000000ull)
+
+/* One caller of load or unload. */
+typedef struct repo_call {
+  berth_repo_done_cb done;
+  void *arg;
+  size_t pending;               /* versions not settled, +1 while set up */
+  int status;                   /* first failure, else BERTH_OK */
+  char msg[BERTH_ERRMSG_SIZE];
+} repo_call;
+
+typedef struct repo_wait {
+  repo_call *call;
+  struct repo_wait *next;
+} repo_wait;
+
+typedef enum { OP_DRAIN, OP_STOP, OP_LOAD } op_phase;
+
+typedef struct repo_op {
+  berth_model *m;
+  op_phase phase;
+  uint64_t since_ns;            /* when the phase began */
+  bool killed;                  /* STOP: KILL sent */
+  bool reload;                  /* load again once unloaded */
+  berth_model_config *next_cfg; /* owned: the config to load with, or NULL */
+  repo_wait *unload_waits;      /* settled once UNAVAILABLE */
+  repo_wait *load_waits;        /* settled once READY or failed */
+  struct repo_op *next;
+} repo_op;
+
+struct berth_repository {
+  berth_engine *e;
+  uv_timer_t tick;
+  bool tick_open, tick_closing;
+  repo_op *ops;
+  berth_model_config **cfgs;    /* owned configs of versions set at run
+                                   time (each malloc'd) */
+  size_t n_cfgs, cap_cfgs;
+};
+
+/* ---- callers ------------------------------------------------------------ */
+
+static void call_settle(repo_call *c, int status, const char *msg) {
+  if (status != BERTH_OK && c->status == BERTH_OK) {
+    c->status = status;
+    size_t n = strnlen(msg, sizeof c->msg - 1); /* keep the head of it */
+    memcpy(c->msg, msg, n);
+    c->msg[n] = '\0';
+  }
+  if (--c->pending > 0)
+    return;
+  c->done(c->arg, c->status, c->status == BERTH_OK ? "" : c->msg);
+  free(c);
+}
+
+static int wait_add(repo_wait **list, repo_call *c) {
+  repo_wait *w = malloc(sizeof *w);
+  if (w == NULL)
+    return BERTH_E_NOMEM;
+  w->call = c;
+  w->next = *list;
+  *list = w;
+  c->pending++;
+  return BERTH_OK;
+}
+
+static void settle_all(repo_wait **list, int status, const char *msg) {
+  repo_wait *w = *list;
+  *list = NULL;
+  while (w != NULL) {
+    repo_wait *next = w->next;
+    call_settle(w->call, status, msg);
+    free(w);
+    w = next;
+  }
+}
+
+/* ---- configs ------------------------------------------------------------ */
+
+static void cfg_destroy(berth_model_config *c) {
+  if (c == NULL)
+    return;
+  berth_config_model_clear(c);
+  free(c);
+}
+
+static int cfg_adopt(struct berth_repository *r, berth_model_config *c) {
+  if (r->n_cfgs == r->cap_cfgs) {
+    size_t cap = r->cap_cfgs ? r->cap_cfgs * 2 : 8;
+    berth_model_config **p = realloc(r->cfgs, cap * sizeof *p);
+    if (p == NULL)
+      return BERTH_E_NOMEM;
+    r->cfgs = p;
+    r->cap_cfgs = cap;
+  }
+  r->cfgs[r->n_cfgs++] = c;
+  return BERTH_OK;
+}
+
+/* Frees c if the repository owns it (configs from the engine's document
+ * stay with the engine). */
+static void cfg_release(struct berth_repository *r,
+                        const berth_model_config *c) {
+  for (size_t i = 0; i < r->n_cfgs; i++) {
+    if (r->cfgs[i] == c) {
+      cfg_destroy(r->cfgs[i]);
+      r->cfgs[i] = r->cfgs[--r->n_cfgs];
+      return;
+    }
+  }
+}
+
+/* ---- the timer ------------------------------------------------------------ */
+
+static void on_tick(uv_timer_t *t);
+
+static void ensure_tick(struct berth_repository *r) {
+  if (r->tick_closing || r->ops == NULL)
+    return; /* the close callback starts it again if needed */
+  if (!r->tick_open) {
+    uv_timer_init(r->e->loop, &r->tick);
+    r->tick.data = r;
+    r->tick_open = true;
+  }
+  if (!uv_is_active((uv_handle_t *)&r->tick))
+    uv_timer_start(&r->tick, on_tick, TICK_MS, TICK_MS);
+}
+
+static void tick_closed(uv_handle_t *h) {
+  struct berth_repository *r = h->data;
+  r->tick_open = false;
+  r->tick_closing = false;
+  ensure_tick(r);
+}
+
+static void close_tick(struct berth_repository *r) {
+  if (!r->tick_open || r->tick_closing)
+    return;
+  r->tick_closing = true;
+  uv_close((uv_handle_t *)&r->tick, tick_closed);
+}
+
+static struct berth_repository *repo_of(berth_engine *e) {
+  if (e->repo == NULL) {
+    e->repo = calloc(1, sizeof *e->repo);
+    if (e->repo != NULL)
+      e->repo->e = e;
+  }
+  return e->repo;
+}
+
+/* ---- operations ----------------------------------------------------------- */
+
+static repo_op *op_find(struct berth_repository *r, const berth_model *m) {
+  for (repo_op *op = r->ops; op != NULL; op = op->next)
+    if (op->m == m)
+      return op;
+  return NULL;
+}
+
+static repo_op *op_new(struct berth_repository *r, berth_model *m) {
+  repo_op *op = calloc(1, sizeof *op);
+  if (op == NULL)
+    return NULL;
+  op->m = m;
+  op->since_ns = uv_hrtime();
+  op->next = r->ops;
+  r->ops = op;
+  return op;
+}
+
+static void op_remove(struct berth_repository *r, repo_op *op) {
+  for (repo_op **p = &r->ops; *p != NULL; p = &(*p)->next) {
+    if (*p == op) {
+      *p = op->next;
+      break;
+    }
+  }
+  settle_all(&op->unload_waits, BERTH_E_INTERNAL, "operation dropped");
+  settle_all(&op->load_waits, BERTH_E_INTERNAL, "operation dropped");
+  cfg_destroy(op->next_cfg);
+  free(op);
+}
+
+static void log_model(const char *what, const berth_model *m) {
+  berth_log_kv(BERTH_LOG_INFO, what, "model", m->cfg->name, "version",
+               m->cfg->version, NULL);
+}
+
+static void begin_unload(repo_op *op) {
+  berth_model *m = op->m;
+  m->state = BERTH_MODEL_UNLOADING;
+  op->phase = OP_DRAIN;
+  op->since_ns = uv_hrtime();
+  berth_supervisor_stop_model(m, true);
+  log_model("unloading model", m);
+}
+
+/* Starts the workers of an unloaded (or never started) version; settles
+ * the load waiters and removes the op on failure. */
+static void start_load(struct berth_repository *r, repo_op *op) {
+  berth_model *m = op->m;
+  berth_errmsg err;
+  char msg[BERTH_ERRMSG_SIZE + 128];
+  int rc = BERTH_OK;
+  op->reload = false;
+  if (op->next_cfg != NULL) {
+    const berth_model_config *old = m->cfg;
+    rc = cfg_adopt(r, op->next_cfg);
+    if (rc == BERTH_OK) {
+      op->next_cfg = NULL;
+      rc = berth_model_reconfigure(m, r->cfgs[r->n_cfgs - 1], &err);
+      if (old != m->cfg)
+        cfg_release(r, old);
+    } else {
+      berth_errf(&err, rc, "out of memory");
+    }
+  }
+  m->state = BERTH_MODEL_LOADING;
+  m->load_error[0] = '\0';
+  if (rc == BERTH_OK)
+    rc = berth_supervisor_start(m, &err);
+  if (rc != BERTH_OK) {
+    snprintf(m->load_error, sizeof m->load_error, "%s", err.msg);
+    m->state = BERTH_MODEL_FAILED;
+    snprintf(msg, sizeof msg, "model '%s' version '%s' could not be started: "
+             "%s", m->cfg->name, m->cfg->version, err.msg);
+    settle_all(&op->load_waits, rc, msg);
+    op_remove(r, op);
+    return;
+  }
+  op->phase = OP_LOAD;
+  op->since_ns = uv_hrtime();
+  log_model("loading model (repository API)", m);
+}
+
+static void step_drain(repo_op *op, uint64_t now) {
+  berth_model *m = op->m;
+  berth_engine *e = m->engine;
+  m->state = BERTH_MODEL_UNLOADING; /* a worker restart may not revive it */
+  berth_supervisor_stop_model(m, true);
+  bool empty = m->q_len == 0 && m->running == NULL;
+  bool late = now - op->since_ns > (uint64_t)(e->cfg.drain_timeout_s * 1e9);
+  if (!empty && (late || m->n_ready == 0))
+    berth_sched_fail_queued(m, BERTH_E_UNAVAILABLE,
+                            "the model was unloaded before this request ran");
+  if (!empty && !late && m->n_ready > 0)
+    return;
+  berth_supervisor_stop_model(m, false);
+  op->phase = OP_STOP;
+  op->since_ns = now;
+}
+
+static void step_stop(struct berth_repository *r, repo_op *op, uint64_t now) {
+  berth_model *m = op->m;
+  m->state = BERTH_MODEL_UNLOADING;
+  if (!berth_supervisor_model_stopped(m)) {
+    if (!op->killed && now - op->since_ns > KILL_AFTER_NS) {
+      berth_supervisor_kill_model(m);
+      op->killed = true;
+    }
+    return;
+  }
+  berth_sched_fail_queued(m, BERTH_E_UNAVAILABLE,
+                          "the model was unloaded before this request ran");
+  berth_supervisor_free(m);
+  m->n_ready = 0;
+  m->state = BERTH_MODEL_UNAVAILABLE;
+  log_model("model unloaded", m);
+  settle_all(&op->unload_waits, BERTH_OK, "");
+  if (op->reload)
+    start_load(r, op);
+  else
+    op_remove(r, op);
+}
+
+static void step_load(struct berth_repository *r, repo_op *op) {
+  berth_model *m = op->m;
+  char msg[BERTH_ERRMSG_SIZE + 128];
+  if (m->state == BERTH_MODEL_READY && m->n_ready > 0) {
+    settle_all(&op->load_waits, BERTH_OK, "");
+    op_remove(r, op);
+  } else if (m->state == BERTH_MODEL_FAILED) {
+    snprintf(msg, sizeof msg, "model '%s' version '%s' failed to load: %s",
+             m->cfg->name, m->cfg->version, m->load_error);
+    settle_all(&op->load_waits, BERTH_E_MODEL, msg);
+    /* No retries for a version loaded through the API: it is unloaded and
+     * keeps its load error as the reason. */
+    begin_unload(op);
+  }
+}
+
+static void on_tick(uv_timer_t *t) {
+  struct berth_repository *r = t->data;
+  berth_engine *e = r->e;
+  uint64_t now = uv_hrtime();
+  repo_op *op = r->ops;
+  while (op != NULL) {
+    repo_op *next = op->next;
+    if (e->draining || e->stopping) {
+      const char *msg = "the server is shutting down";
+      settle_all(&op->unload_waits, BERTH_E_SHUTDOWN, msg);
+      settle_all(&op->load_waits, BERTH_E_SHUTDOWN, msg);
+      op_remove(r, op);
+    } else if (op->phase == OP_DRAIN) {
+      step_drain(op, now);
+    } else if (op->phase == OP_STOP) {
+      step_stop(r, op, now);
+    } else {
+      step_load(r, op);
+    }
+    op = next;
+  }
+  if (r->ops == NULL)
+    close_tick(r);
+}
+
+/* A caller's record, or NULL when it was answered already (shutting down,
+ * out of memory). */
+static repo_call *new_call(berth_engine *e, berth_repo_done_cb done,
+                           void *arg) {
+  if (e->draining) {
+    done(arg, BERTH_E_SHUTDOWN, "the server is shutting down");
+    return NULL;
+  }
+  repo_call *c = repo_of(e) != NULL ? calloc(1, sizeof *c) : NULL;
+  if (c == NULL) {
+    done(arg, BERTH_E_NOMEM, "out of memory");
+    return NULL;
+  }
+  *c = (repo_call){.done = done, .arg = arg, .pending = 1};
+  return c;
+}
+
+static void call_fail(repo_call *c, int status, const char *msg) {
+  if (c->status == BERTH_OK) {
+    c->status = status;
+    size_t n = strnlen(msg, sizeof c->msg - 1); /* keep the head of it */
+    memcpy(c->msg, msg, n);
+    c->msg[n] = '\0';
+  }
+}
+
+/* ---- index ---------------------------------------------------------------- */
+
+static const char *state_name(const berth_model *m, const char **reason) {
+  *reason = "";
+  switch (m->state) {
+  case BERTH_MODEL_READY:
+    if (m->n_ready > 0)
+      return "READY";
+    *reason = "no worker is ready";
+    return "LOADING";
+  case BERTH_MODEL_LOADING:
+    return "LOADING";
+  case BERTH_MODEL_FAILED:
+    *reason = m->load_error;
+    return "UNAVAILABLE";
+  case BERTH_MODEL_UNLOADING:
+    *reason = "being unloaded";
+    return "UNLOADING";
+  default:
+    *reason = m->load_error[0] != '\0' ? m->load_error : "unloaded";
+    return "UNAVAILABLE";
+  }
+}
+
+json_t *berth_repository_index(berth_engine *e, bool ready_only) {
+  json_t *arr = json_array();
+  for (size_t i = 0; arr != NULL && i < e->n_models; i++) {
+    const berth_model *m = e->models[i];
+    const char *reason;
+    const char *state = state_name(m, &reason);
+    if (ready_only && strcmp(state, "READY") != 0)
+      continue;
+    if (json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s}", "name",
+                                             m->cfg->name, "version",
+                                             m->cfg->version, "state", state,
+                                             "reason", reason)) != 0) {
+      json_decref(arr);
+      arr = NULL;
+    }
+  }
+  /* pipelines (not in e->models): one version, "1", with a reason naming
+   * the step model that keeps it from being ready (pipeline.c) */
+  for (size_t i = 0; arr != NULL && i < e->n_pipelines; i++) {
+    const berth_model *m = berth_pipeline_model_at(e, i);
+    char reason[512];
+    const char *state = berth_pipeline_state(m, reason, sizeof reason);
+    if (ready_only && strcmp(state, "READY") != 0)
+      continue;
+    if (json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s}", "name",
+                                             m->cfg->name, "version",
+                                             m->cfg->version, "state", state,
+                                             "reason", reason)) != 0) {
+      json_decref(arr);
+      arr = NULL;
+    }
+  }
+  return arr;
+}
+
+/* ---- unload --------------------------------------------------------------- */
+
+static int unload_one(struct berth_repository *r, berth_model *m,
+                      repo_call *c) {
+  repo_op *op = op_find(r, m);
+  if (op == NULL) {
+    if (m->state == BERTH_MODEL_UNAVAILABLE)
+      return BERTH_OK;
+    op = op_new(r, m);
+    if (op == NULL)
+      return BERTH_E_NOMEM;
+    begin_unload(op);
+  } else if (op->phase == OP_LOAD) {
+    settle_all(&op->load_waits, BERTH_E_UNAVAILABLE,
+               "the model was unloaded while it was loading");
+    begin_unload(op);
+  } else if (op->reload) {
+    op->reload = false;
+    cfg_destroy(op->next_cfg);
+    op->next_cfg = NULL;
+    settle_all(&op->load_waits, BERTH_E_UNAVAILABLE,
+               "the model was unloaded before it was loaded again");
+  }
+  return wait_add(&op->unload_waits, c);
+}
+
+/* The message refusing to `what` under the name of a pipeline, in err. */
+static const char *pipeline_refusal(const char *name, const char *what,
+                                    berth_errmsg *err) {
+  berth_errf(err, BERTH_E_INVALID, "'%.128s' is a pipeline of the "
+             "configuration: the repository cannot %s under its name (a "
+             "pipeline is ready when its step models are; load or unload "
+             "those)", name, what);
+  return err->msg;
+}
+
+void berth_repository_unload(berth_engine *e, const char *name,
+                             const char *version, berth_repo_done_cb done,
+                             void *arg) {
+  char msg[400];
+  repo_call *c = new_call(e, done, arg);
+  if (c == NULL)
+    return;
+  struct berth_repository *r = e->repo;
+  size_t found = 0;
+  for (size_t i = 0; i < e->n_models; i++) {
+    berth_model *m = e->models[i];
+    if (strcmp(m->cfg->name, name) != 0 ||
+        (version != NULL && strcmp(m->cfg->version, version) != 0))
+      continue;
+    found++;
+    if (unload_one(r, m, c) != BERTH_OK)
+      call_fail(c, BERTH_E_NOMEM, "out of memory");
+  }
+  if (found == 0 && berth_pipeline_find(e, name, strlen(name)) != NULL) {
+    berth_errmsg err;
+    call_fail(c, BERTH_E_INVALID, pipeline_refusal(name, "unload", &err));
+  } else if (found == 0) {
+    if (version != NULL && berth_model_name_exists(e, name, strlen(name)))
+      snprintf(msg, sizeof msg, "model '%.128s' has no version '%.128s'",
+               name, version);
+    else
+      snprintf(msg, sizeof msg, "unknown model '%.128s'", name);
+    call_fail(c, BERTH_E_NOT_FOUND, msg);
+  }
+  ensure_tick(r);
+  call_settle(c, BERTH_OK, "");
+}
+
+/* ---- load ----------------------------------------------------------------- */
+
+/* Loads a known version again (config NULL: with its own). */
+static int load_one(struct berth_repository *r, berth_model *m,
+                    berth_model_config *cfg, repo_call *c) {
+  repo_op *op = op_find(r, m);
+  bool fresh = op == NULL;
+  if (fresh) {
+    bool serving = m->state == BERTH_MODEL_READY && m->n_ready > 0;
+    if (serving && cfg == NULL)
+      return BERTH_OK; /* already loaded */
+    op = op_new(r, m);
+    if (op == NULL) {
+      cfg_destroy(cfg);
+      return BERTH_E_NOMEM;
+    }
+  }
+  if (cfg != NULL) {
+    cfg_destroy(op->next_cfg);
+    op->next_cfg = cfg;
+  }
+  if (wait_add(&op->load_waits, c) != BERTH_OK) {
+    if (fresh)
+      op_remove(r, op);
+    return BERTH_E_NOMEM;
+  }
+  if (op->phase == OP_DRAIN || op->phase == OP_STOP) {
+    if (!fresh) {
+      op->reload = true; /* being unloaded: load again afterwards */
+      return BERTH_OK;
+    }
+  }
+  if (!fresh && op->phase == OP_LOAD && cfg == NULL)
+    return BERTH_OK; /* already loading: wait with the others */
+  if (m->state == BERTH_MODEL_UNAVAILABLE) {
+    start_load(r, op);
+  } else if (fresh && m->state == BERTH_MODEL_LOADING && cfg == NULL) {
+    op->phase = OP_LOAD; /* the first load, still going */
+  } else {
+    op->reload = true; /* serving, failed, or loading with another config */
+    begin_unload(op);
+  }
+  return BERTH_OK;
+}
+
+/* Adds a version the engine did not know, with its config (taken). */
+static int add_version(struct berth_repository *r, berth_model_config *cfg,
+                       repo_call *c, berth_errmsg *err) {
+  berth_engine *e = r->e;
+  berth_model **models = realloc(e->models, (e->n_models + 1) * sizeof *models);
+  if (models == NULL) {
+    cfg_destroy(cfg);
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  }
+  e->models = models;
+  berth_model *m = calloc(1, sizeof *m);
+  if (m == NULL || cfg_adopt(r, cfg) != BERTH_OK) {
+    free(m);
+    cfg_destroy(cfg);
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  }
+  int rc = berth_model_init(m, e, cfg, err);
+  /* Listed even when init failed: its scheduler timer is open and the
+   * engine closes and frees every listed model. */
+  e->models[e->n_models++] = m;
+  if (rc != BERTH_OK) {
+    m->state = BERTH_MODEL_UNAVAILABLE;
+    return rc;
+  }
+  m->state = BERTH_MODEL_UNAVAILABLE;
+  repo_op *op = op_new(r, m);
+  if (op == NULL || wait_add(&op->load_waits, c) != BERTH_OK) {
+    if (op != NULL)
+      op_remove(r, op);
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  }
+  start_load(r, op);
+  return BERTH_OK;
+}
+
+/* The config given with a load: parsed, and its name checked against the
+ * path's. */
+static int parse_config(json_t *config, const char *name,
+                        berth_model_config **out, berth_errmsg *err) {
+  *out = calloc(1, sizeof **out);
+  if (*out == NULL)
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  int rc = berth_config_parse_model_entry(config, "parameters.config", *out,
+                                          err);
+  if (rc == BERTH_OK && strcmp((*out)->name, name) != 0) {
+    rc = berth_errf(err, BERTH_E_CONFIG, "parameters.config.name: \"%.128s\" "
+                    "is not the model in the path (\"%.128s\")", (*out)->name,
+                    name);
+    berth_config_model_clear(*out);
+  }
+  if (rc != BERTH_OK) {
+    free(*out);
+    *out = NULL;
+  }
+  return rc;
+}
+
+void berth_repository_load(berth_engine *e, const char *name,
+                           json_t *config, berth_repo_done_cb done,
+                           void *arg) {
+  berth_errmsg err;
+  repo_call *c = new_call(e, done, arg);
+  if (c == NULL)
+    return;
+  struct berth_repository *r = e->repo;
+  int rc = BERTH_OK;
+  if (berth_pipeline_find(e, name, strlen(name)) != NULL) {
+    /* a model of that name would hide the pipeline (pipeline.c) */
+    call_fail(c, BERTH_E_INVALID, pipeline_refusal(name, "load a model", &err));
+    ensure_tick(r);
+    call_settle(c, BERTH_OK, "");
+    return;
+  }
+  if (config != NULL) {
+    berth_model_config *cfg = NULL;
+    rc = parse_config(config, name, &cfg, &err);
+    berth_model *m = NULL;
+    if (rc == BERTH_OK)
+      m = berth_model_find(e, cfg->name, strlen(cfg->name), cfg->version,
+                           strlen(cfg->version));
+    if (rc == BERTH_OK && m == NULL)
+      rc = add_version(r, cfg, c, &err);
+    else if (rc == BERTH_OK && load_one(r, m, cfg, c) != BERTH_OK)
+      rc = berth_errf(&err, BERTH_E_NOMEM, "out of memory");
+  } else {
+    size_t found = 0;
+    for (size_t i = 0; rc == BERTH_OK && i < e->n_models; i++) {
+      if (strcmp(e->models[i]->cfg->name, name) != 0)
+        continue;
+      found++;
+      if (load_one(r, e->models[i], NULL, c) != BERTH_OK)
+        rc = berth_errf(&err, BERTH_E_NOMEM, "out of memory");
+    }
+    if (found == 0)
+      rc = berth_errf(&err, BERTH_E_NOT_FOUND, "unknown model '%.128s'; to "
+                      "add a model, give its entry in parameters.config",
+                      name);
+  }
+  if (rc != BERTH_OK)
+    call_fail(c, rc, err.msg);
+  ensure_tick(r);
+  call_settle(c, BERTH_OK, "");
+}
+
+/* ---- teardown --------------------------------------------------------------- */
+
+void berth_repository_free(berth_engine *e) {
+  struct berth_repository *r = e->repo;
+  if (r == NULL)
+    return;
+  while (r->ops != NULL) {
+    settle_all(&r->ops->unload_waits, BERTH_E_SHUTDOWN, "stopped");
+    settle_all(&r->ops->load_waits, BERTH_E_SHUTDOWN, "stopped");
+    op_remove(r, r->ops);
+  }
+  for (size_t i = 0; i < r->n_cfgs; i++)
+    cfg_destroy(r->cfgs[i]);
+  free(r->cfgs);
+  free(r);
+  e->repo = NULL;
+}

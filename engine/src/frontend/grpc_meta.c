@@ -1,0 +1,465 @@
+/* Berth engine: the GRPCInferenceService methods other than inference —
+ * health, server and model metadata, Triton's model configuration and
+ * statistics, and the repository index. Each decodes one request message
+ * and appends its framed response (grpc.h). The documents are those the
+ * REST routes serve, in their protobuf form. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec_grpc.h"
+#include "grpc.h"
+#include "grpc_service.pb-c.h"
+#include "router.h"
+#include "pipeline.h"
+
+#define QN "%.100s"
+
+/* Unpacks the request into `var` of `type`, or returns BERTH_E_PARSE. */
+#define UNPACK(type, desc, var)                                                  \
+  type *var = (type *)berth_grpc_unpack(&(desc), msg, len);                      \
+  if (var == NULL)                                                               \
+    return berth_errf(err, BERTH_E_PARSE, "the message is not a valid %s",       \
+                      (desc).name);
+
+#define FREE_MSG(var) protobuf_c_message_free_unpacked(&(var)->base, NULL)
+
+static char *str(const char *s) { return (char *)(uintptr_t)(s != NULL ? s : ""); }
+
+int berth_grpc_find_model(berth_engine *e, const char *name, const char *version,
+                          berth_model **out, berth_errmsg *err) {
+  *out = NULL;
+  if (name == NULL || name[0] == '\0')
+    return berth_errf(err, BERTH_E_INVALID, "the model name must not be empty");
+  size_t nl = strlen(name);
+  bool any = version == NULL || version[0] == '\0';
+  berth_route_stat *unused;
+  if (any && (*out = berth_router_resolve(e, name, nl, NULL, &unused)) != NULL)
+    return BERTH_OK; /* a route: its primary target */
+  /* a name no model has may be a pipeline's (pipeline.c), version "1" */
+  if (!berth_model_name_exists(e, name, nl) &&
+      (any || strcmp(version, "1") == 0) &&
+      (*out = berth_pipeline_find(e, name, nl)) != NULL)
+    return BERTH_OK;
+  if (!berth_model_name_exists(e, name, nl))
+    return berth_errf(err, BERTH_E_NOT_FOUND, "unknown model '" QN "'", name);
+  *out = berth_model_find(e, name, nl, any ? NULL : version, any ? 0 : strlen(version));
+  if (*out == NULL)
+    return berth_errf(err, BERTH_E_NOT_FOUND, "model '" QN "' has no version '" QN "'",
+                      name, version);
+  return BERTH_OK;
+}
+
+/* ---- health ------------------------------------------------------------ */
+
+int berth_grpc_server_live(berth_engine *e, const uint8_t *msg, size_t len,
+                           berth_buf *out, berth_errmsg *err) {
+  (void)e;
+  UNPACK(Inference__ServerLiveRequest, inference__server_live_request__descriptor, rq);
+  FREE_MSG(rq);
+  Inference__ServerLiveResponse r = INFERENCE__SERVER_LIVE_RESPONSE__INIT;
+  r.live = 1;
+  return berth_grpc_append_message(&r.base, out, err);
+}
+
+int berth_grpc_server_ready(berth_engine *e, const uint8_t *msg, size_t len,
+                            berth_buf *out, berth_errmsg *err) {
+  UNPACK(Inference__ServerReadyRequest, inference__server_ready_request__descriptor, rq);
+  FREE_MSG(rq);
+  Inference__ServerReadyResponse r = INFERENCE__SERVER_READY_RESPONSE__INIT;
+  r.ready = !e->draining;
+  for (size_t i = 0; i < e->n_models; i++)
+    if (!berth_model_ready(e->models[i]))
+      r.ready = 0;
+  return berth_grpc_append_message(&r.base, out, err);
+}
+
+/* An unknown model is not ready (no error), as Triton answers. */
+int berth_grpc_model_ready(berth_engine *e, const uint8_t *msg, size_t len,
+                           berth_buf *out, berth_errmsg *err) {
+  UNPACK(Inference__ModelReadyRequest, inference__model_ready_request__descriptor, rq);
+  berth_model *m = NULL;
+  int rc = berth_grpc_find_model(e, rq->name, rq->version, &m, err);
+  FREE_MSG(rq);
+  if (rc == BERTH_E_INVALID)
+    return rc;
+  Inference__ModelReadyResponse r = INFERENCE__MODEL_READY_RESPONSE__INIT;
+  r.ready = m != NULL && berth_model_ready(m);
+  return berth_grpc_append_message(&r.base, out, err);
+}
+
+/* ---- metadata ---------------------------------------------------------- */
+
+int berth_grpc_server_metadata(berth_engine *e, const uint8_t *msg, size_t len,
+                               berth_buf *out, berth_errmsg *err) {
+  (void)e;
+  UNPACK(Inference__ServerMetadataRequest, inference__server_metadata_request__descriptor,
+         rq);
+  FREE_MSG(rq);
+  static const char *const ext[] = {"model_configuration", "statistics"};
+  Inference__ServerMetadataResponse r = INFERENCE__SERVER_METADATA_RESPONSE__INIT;
+  r.name = str("berth");
+  r.version = str(BERTH_VERSION);
+  r.n_extensions = sizeof ext / sizeof ext[0];
+  r.extensions = (char **)(uintptr_t)ext;
+  return berth_grpc_append_message(&r.base, out, err);
+}
+
+typedef Inference__ModelMetadataResponse__TensorMetadata tensor_meta;
+
+/* Tensor metadata for n specs: one block of structs, one of pointers. */
+static tensor_meta **tensor_metas(const berth_tensor_spec *s, size_t n) {
+  tensor_meta **p = calloc(n + 1, sizeof *p);
+  tensor_meta *t = calloc(n + 1, sizeof *t);
+  if (p == NULL || t == NULL) {
+    free(p);
+    free(t);
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    inference__model_metadata_response__tensor_metadata__init(&t[i]);
+    t[i].name = s[i].name;
+    t[i].datatype = str(berth_dtype_name(s[i].dtype));
+    t[i].n_shape = s[i].ndim;
+    t[i].shape = (int64_t *)(uintptr_t)s[i].shape;
+    p[i] = &t[i];
+  }
+  p[n] = t; /* remembered for freeing */
+  return p;
+}
+
+static void tensor_metas_free(tensor_meta **p, size_t n) {
+  if (p != NULL)
+    free(p[n]);
+  free(p);
+}
+
+int berth_grpc_model_metadata(berth_engine *e, const uint8_t *msg, size_t len,
+                              berth_buf *out, berth_errmsg *err) {
+  UNPACK(Inference__ModelMetadataRequest, inference__model_metadata_request__descriptor,
+         rq);
+  berth_model *m = NULL;
+  int rc = berth_grpc_find_model(e, rq->name, rq->version, &m, err);
+  FREE_MSG(rq);
+  if (rc != BERTH_OK)
+    return rc;
+  char **versions = calloc(e->n_models + 1, sizeof *versions);
+  tensor_meta **in = tensor_metas(m->inputs, m->n_inputs);
+  tensor_meta **outs = tensor_metas(m->outputs, m->n_outputs);
+  if (versions == NULL || in == NULL || outs == NULL) {
+    rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  } else {
+    Inference__ModelMetadataResponse r = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
+    r.name = m->cfg->name;
+    for (size_t i = 0; i < e->n_models; i++)
+      if (strcmp(e->models[i]->cfg->name, m->cfg->name) == 0)
+        versions[r.n_versions++] = e->models[i]->cfg->version;
+    if (m->pipeline != NULL) /* a pipeline is not in e->models */
+      versions[r.n_versions++] = m->cfg->version;
+    r.versions = versions;
+    r.platform = str(m->platform);
+    r.n_inputs = m->n_inputs;
+    r.inputs = in;
+    r.n_outputs = m->n_outputs;
+    r.outputs = outs;
+    rc = berth_grpc_append_message(&r.base, out, err);
+  }
+  free(versions);
+  tensor_metas_free(in, m->n_inputs);
+  tensor_metas_free(outs, m->n_outputs);
+  return rc;
+}
+
+/* ---- configuration ------------------------------------------------------ */
+
+/* The tensors' dims, without the batch dimension when the model batches,
+ * as Triton writes them: one block of int64 for all. */
+static int64_t *config_dims(const berth_tensor_spec *s, size_t n, bool batched) {
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++)
+    total += s[i].ndim;
+  int64_t *d = calloc(total + 1, sizeof *d);
+  if (d == NULL)
+    return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    for (uint32_t j = batched && s[i].ndim > 0 ? 1 : 0; j < s[i].ndim; j++)
+      d[k++] = s[i].shape[j];
+  return d;
+}
+
+int berth_grpc_model_config(berth_engine *e, const uint8_t *msg, size_t len,
+                            berth_buf *out, berth_errmsg *err) {
+  UNPACK(Inference__ModelConfigRequest, inference__model_config_request__descriptor, rq);
+  berth_model *m = NULL;
+  int rc = berth_grpc_find_model(e, rq->name, rq->version, &m, err);
+  FREE_MSG(rq);
+  if (rc != BERTH_OK)
+    return rc;
+  const berth_model_config *c = m->cfg;
+  bool batched = m->max_batch_size > 0;
+  size_t ni = m->n_inputs, no = m->n_outputs;
+  Inference__ModelInput *in = calloc(ni + 1, sizeof *in);
+  Inference__ModelInput **inp = calloc(ni + 1, sizeof *inp);
+  Inference__ModelOutput *o = calloc(no + 1, sizeof *o);
+  Inference__ModelOutput **op = calloc(no + 1, sizeof *op);
+  int64_t *din = config_dims(m->inputs, ni, batched);
+  int64_t *dout = config_dims(m->outputs, no, batched);
+  int32_t *pref = calloc(c->n_preferred_batch_sizes + 1, sizeof *pref);
+  if (in == NULL || inp == NULL || o == NULL || op == NULL || din == NULL ||
+      dout == NULL || pref == NULL) {
+    rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
+    goto done;
+  }
+  Inference__ModelConfig cfg = INFERENCE__MODEL_CONFIG__INIT;
+  cfg.name = c->name;
+  cfg.platform = str(m->platform);
+  cfg.backend = str(c->runtime);
+  cfg.max_batch_size = (int32_t)m->max_batch_size;
+  int64_t *d = din;
+  for (size_t i = 0; i < ni; i++) {
+    inference__model_input__init(&in[i]);
+    in[i].name = m->inputs[i].name;
+    in[i].data_type = (Inference__DataType)m->inputs[i].dtype; /* same numbering */
+    in[i].n_dims = m->inputs[i].ndim - (batched && m->inputs[i].ndim > 0 ? 1 : 0);
+    in[i].dims = d;
+    d += in[i].n_dims;
+    inp[i] = &in[i];
+  }
+  d = dout;
+  for (size_t i = 0; i < no; i++) {
+    inference__model_output__init(&o[i]);
+    o[i].name = m->outputs[i].name;
+    o[i].data_type = (Inference__DataType)m->outputs[i].dtype;
+    o[i].n_dims = m->outputs[i].ndim - (batched && m->outputs[i].ndim > 0 ? 1 : 0);
+    o[i].dims = d;
+    d += o[i].n_dims;
+    op[i] = &o[i];
+  }
+  cfg.n_input = ni;
+  cfg.input = inp;
+  cfg.n_output = no;
+  cfg.output = op;
+  Inference__ModelInstanceGroup group = INFERENCE__MODEL_INSTANCE_GROUP__INIT;
+  Inference__ModelInstanceGroup *groups[1] = {&group};
+  group.name = c->name;
+  group.count = (int32_t)(m->instances ? m->instances : 1);
+  group.kind = INFERENCE__MODEL_INSTANCE_GROUP__KIND__KIND_CPU;
+  cfg.n_instance_group = 1;
+  cfg.instance_group = groups;
+  Inference__ModelTransactionPolicy policy = INFERENCE__MODEL_TRANSACTION_POLICY__INIT;
+  cfg.model_transaction_policy = &policy;
+  Inference__ModelDynamicBatching db = INFERENCE__MODEL_DYNAMIC_BATCHING__INIT;
+  if (batched) {
+    for (size_t i = 0; i < c->n_preferred_batch_sizes; i++)
+      pref[i] = (int32_t)c->preferred_batch_sizes[i];
+    db.n_preferred_batch_size = c->n_preferred_batch_sizes;
+    db.preferred_batch_size = pref;
+    db.max_queue_delay_microseconds = c->max_queue_delay_us;
+    cfg.scheduling_choice_case = INFERENCE__MODEL_CONFIG__SCHEDULING_CHOICE_DYNAMIC_BATCHING;
+    cfg.dynamic_batching = &db;
+  }
+  Inference__ModelConfigResponse r = INFERENCE__MODEL_CONFIG_RESPONSE__INIT;
+  r.config = &cfg;
+  rc = berth_grpc_append_message(&r.base, out, err);
+done:
+  free(in);
+  free(inp);
+  free(o);
+  free(op);
+  free(din);
+  free(dout);
+  free(pref);
+  return rc;
+}
+
+/* ---- statistics --------------------------------------------------------- */
+
+typedef struct stats_block {
+  Inference__ModelStatistics s;
+  Inference__InferStatistics inf;
+  Inference__StatisticDuration d[8];
+} stats_block;
+
+static void fill_stats(stats_block *b, const berth_model *m) {
+  const berth_model_stats *st = &m->stats;
+  inference__model_statistics__init(&b->s);
+  inference__infer_statistics__init(&b->inf);
+  const berth_duration_stat *src[6] = {&st->success, &st->fail, &st->queue,
+                                       &st->compute_input, &st->compute_infer,
+                                       &st->compute_output};
+  for (size_t i = 0; i < 8; i++) {
+    inference__statistic_duration__init(&b->d[i]);
+    if (i < 6) {
+      b->d[i].count = src[i]->count;
+      b->d[i].ns = src[i]->ns;
+    }
+  }
+  b->inf.success = &b->d[0];
+  b->inf.fail = &b->d[1];
+  b->inf.queue = &b->d[2];
+  b->inf.compute_input = &b->d[3];
+  b->inf.compute_infer = &b->d[4];
+  b->inf.compute_output = &b->d[5];
+  b->inf.cache_hit = &b->d[6];
+  b->inf.cache_miss = &b->d[7];
+  b->s.name = m->cfg->name;
+  b->s.version = m->cfg->version;
+  b->s.last_inference = st->last_inference_ms;
+  b->s.inference_count = st->inference_count;
+  b->s.execution_count = st->execution_count;
+  b->s.inference_stats = &b->inf;
+}
+
+/* An empty name: every model; an empty version: every version of name. */
+int berth_grpc_model_statistics(berth_engine *e, const uint8_t *msg, size_t len,
+                                berth_buf *out, berth_errmsg *err) {
+  UNPACK(Inference__ModelStatisticsRequest, inference__model_statistics_request__descriptor,
+         rq);
+  int rc = BERTH_OK;
+  berth_model *one = NULL;
+  bool all = rq->name[0] == '\0', any_version = rq->version[0] == '\0';
+  if (!all)
+    rc = berth_grpc_find_model(e, rq->name, rq->version, &one, err);
+  size_t cap = e->n_models + e->n_pipelines + 1;
+  stats_block *b = rc == BERTH_OK ? calloc(cap, sizeof *b) : NULL;
+  Inference__ModelStatistics **p = rc == BERTH_OK ? calloc(cap, sizeof *p) : NULL;
+  if (rc == BERTH_OK && (b == NULL || p == NULL))
+    rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  if (rc == BERTH_OK) {
+    Inference__ModelStatisticsResponse r = INFERENCE__MODEL_STATISTICS_RESPONSE__INIT;
+    for (size_t i = 0; i < e->n_models; i++) {
+      berth_model *m = e->models[i];
+      bool want = all || m == one ||
+                  (any_version && strcmp(m->cfg->name, one->cfg->name) == 0);
+      if (!want)
+        continue;
+      fill_stats(&b[r.n_model_stats], m);
+      p[r.n_model_stats] = &b[r.n_model_stats].s;
+      r.n_model_stats++;
+    }
+    for (size_t i = 0; i < e->n_pipelines; i++) { /* not in e->models */
+      berth_model *x = berth_pipeline_model_at(e, i);
+      if (!all && x != one)
+        continue;
+      fill_stats(&b[r.n_model_stats], x);
+      p[r.n_model_stats] = &b[r.n_model_stats].s;
+      r.n_model_stats++;
+    }
+    r.model_stats = p;
+    rc = berth_grpc_append_message(&r.base, out, err);
+  }
+  FREE_MSG(rq);
+  free(b);
+  free(p);
+  return rc;
+}
+
+/* ---- repository ---------------------------------------------------------- */
+
+int berth_grpc_repository_index(berth_engine *e, const uint8_t *msg, size_t len,
+                                berth_buf *out, berth_errmsg *err) {
+  UNPACK(Inference__RepositoryIndexRequest, inference__repository_index_request__descriptor,
+         rq);
+  bool only_ready = rq->ready;
+  FREE_MSG(rq);
+  json_t *all = berth_repository_index(e, only_ready); /* repository.c, as REST */
+  size_t n = json_array_size(all);
+  Inference__RepositoryIndexResponse__ModelIndex *x = calloc(n + 1, sizeof *x);
+  Inference__RepositoryIndexResponse__ModelIndex **p = calloc(n + 1, sizeof *p);
+  int rc;
+  if (all == NULL || x == NULL || p == NULL) {
+    rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  } else {
+    Inference__RepositoryIndexResponse r = INFERENCE__REPOSITORY_INDEX_RESPONSE__INIT;
+    for (size_t i = 0; i < n; i++) {
+      json_t *v = json_array_get(all, i);
+      inference__repository_index_response__model_index__init(&x[i]);
+      x[i].name = str(json_string_value(json_object_get(v, "name")));
+      x[i].version = str(json_string_value(json_object_get(v, "version")));
+      x[i].state = str(json_string_value(json_object_get(v, "state")));
+      x[i].reason = str(json_string_value(json_object_get(v, "reason")));
+      p[i] = &x[i];
+    }
+    r.n_models = n;
+    r.models = p;
+    rc = berth_grpc_append_message(&r.base, out, err);
+  }
+  json_decref(all);
+  free(x);
+  free(p);
+  return rc;
+}
+
+typedef Inference__ModelRepositoryParameter repo_param;
+
+/* A parameter's text: a string, or an integer as its decimal digits. */
+static bool param_text(const repo_param *v, char *out, size_t cap) {
+  if (v == NULL)
+    return false;
+  if (v->parameter_choice_case ==
+      INFERENCE__MODEL_REPOSITORY_PARAMETER__PARAMETER_CHOICE_STRING_PARAM)
+    return snprintf(out, cap, "%s", v->string_param) < (int)cap;
+  if (v->parameter_choice_case ==
+      INFERENCE__MODEL_REPOSITORY_PARAMETER__PARAMETER_CHOICE_INT64_PARAM &&
+      v->int64_param >= 0)
+    return snprintf(out, cap, "%lld", (long long)v->int64_param) < (int)cap;
+  return false;
+}
+
+/* Every generated entry type is {base, key, value}. */
+#define FIND_PARAM(rq, want, found)                                                for (size_t k_ = 0; k_ < (rq)->n_parameters; k_++)                                 if (strcmp((rq)->parameters[k_]->key, want) == 0)                                  found = (rq)->parameters[k_]->value;
+
+#define REFUSE_FILES(rq)                                                           for (size_t k_ = 0; k_ < (rq)->n_parameters; k_++)                                 if (strncmp((rq)->parameters[k_]->key, "file:", 5) == 0)                           rc = berth_errf(err, BERTH_E_UNSUPPORTED, "parameters \"file:...\" (model " \
+                      "files in the request) are not supported; give the "       \
+                      "model's path in the \"config\" parameter");
+
+int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len, bool load,
+                                berth_repo_done_cb done, void *arg, berth_errmsg *err) {
+  int rc = BERTH_OK;
+  char name[260], version[260];
+  json_t *config = NULL;
+  bool with_version = false;
+  if (load) {
+    UNPACK(Inference__RepositoryModelLoadRequest,
+           inference__repository_model_load_request__descriptor, rq);
+    const repo_param *cfg = NULL;
+    FIND_PARAM(rq, "config", cfg);
+    REFUSE_FILES(rq);
+    if (rc == BERTH_OK && cfg != NULL) {
+      if (cfg->parameter_choice_case ==
+          INFERENCE__MODEL_REPOSITORY_PARAMETER__PARAMETER_CHOICE_STRING_PARAM)
+        config = json_string(cfg->string_param);
+      if (config == NULL)
+        rc = berth_errf(err, BERTH_E_CONFIG, "parameters.config: expected a model "
+                        "entry as JSON or YAML text (UTF-8)");
+    }
+    snprintf(name, sizeof name, "%.255s", rq->model_name);
+    FREE_MSG(rq);
+  } else {
+    UNPACK(Inference__RepositoryModelUnloadRequest,
+           inference__repository_model_unload_request__descriptor, rq);
+    const repo_param *ver = NULL;
+    FIND_PARAM(rq, "version", ver);
+    if (ver != NULL) {
+      with_version = param_text(ver, version, sizeof version) && version[0] != '\0';
+      if (!with_version)
+        rc = berth_errf(err, BERTH_E_INVALID, "parameters.version must be a model "
+                        "version");
+    }
+    snprintf(name, sizeof name, "%.255s", rq->model_name);
+    FREE_MSG(rq);
+  }
+  if (rc == BERTH_OK && name[0] == '\0')
+    rc = berth_errf(err, BERTH_E_INVALID, "model_name must not be empty");
+  if (rc != BERTH_OK) {
+    json_decref(config);
+    return rc;
+  }
+  if (load)
+    berth_repository_load(e, name, config, done, arg);
+  else
+    berth_repository_unload(e, name, with_version ? version : NULL, done, arg);
+  json_decref(config);
+  return BERTH_OK;
+}

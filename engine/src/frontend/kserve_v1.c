@@ -1,0 +1,300 @@
+/* Berth engine: KServe's v1 protocol over REST.
+ *
+ *   GET  /v1/models                 {"models": [names]}
+ *   GET  /v1/models/{m}             {"name": m, "ready": bool}
+ *   POST /v1/models/{m}:predict     {"instances": [...]} -> {"predictions": [...]}
+ *
+ * v1 has no versions: a model is served by its newest ready version. The
+ * instances (or "inputs", an alias) feed the model's single input: its
+ * datatype comes from the signature, its shape from the nesting of the
+ * lists ([number of instances, ...]), which must be rectangular. The answer
+ * is the model's first output (in its signature's order) as nested lists.
+ * Errors are {"error": "..."} with the same HTTP statuses as v2.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec_json.h"
+#include "rest.h"
+#include "router.h"
+#include "pipeline.h"
+
+/* ---- request ------------------------------------------------------------ */
+
+/* Shape of a nested list: the lengths along the first elements. */
+static int nested_shape(json_t *v, int64_t *shape, uint32_t *ndim,
+                        berth_errmsg *err) {
+  uint32_t nd = 0;
+  while (json_is_array(v)) {
+    if (nd == BERTH_MAX_DIMS)
+      return berth_errf(err, BERTH_E_INVALID, "instances are nested more than "
+                        "%d levels deep", BERTH_MAX_DIMS);
+    shape[nd++] = (int64_t)json_array_size(v);
+    v = json_array_get(v, 0);
+  }
+  *ndim = nd;
+  return BERTH_OK;
+}
+
+/* Checks that every list at depth d has shape[d] items and leaves sit only
+ * at depth ndim. */
+static bool rectangular(json_t *v, const int64_t *shape, uint32_t ndim,
+                        uint32_t d) {
+  if (d == ndim)
+    return !json_is_array(v);
+  if (!json_is_array(v) || (int64_t)json_array_size(v) != shape[d])
+    return false;
+  for (size_t i = 0; i < json_array_size(v); i++)
+    if (!rectangular(json_array_get(v, i), shape, ndim, d + 1))
+      return false;
+  return true;
+}
+
+/* Turns the v1 body into a request for m's single input. */
+static int decode_v1(berth_engine *e, berth_http_req *req, berth_model *m,
+                     berth_infer_request *r, berth_errmsg *err) {
+  memset(r, 0, sizeof *r);
+  if (!m->signature_known || m->n_inputs != 1) {
+    char names[300] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < m->n_inputs && off < sizeof names; i++)
+      off += (size_t)snprintf(names + off, sizeof names - off, "%s'%s'",
+                              i ? ", " : "", m->inputs[i].name);
+    if (!m->signature_known)
+      return berth_errf(err, BERTH_E_UNSUPPORTED, "model '%s' does not "
+                        "declare its inputs, so KServe v1 instances cannot be "
+                        "mapped to them; declare inputs in its berth.yaml or "
+                        "use /v2/models/%s/infer", m->cfg->name, m->cfg->name);
+    return berth_errf(err, BERTH_E_UNSUPPORTED, "model '%s' takes %zu inputs "
+                      "(%s); KServe v1 :predict can only feed a model with a "
+                      "single input: use /v2/models/%s/infer, which names each "
+                      "input", m->cfg->name, m->n_inputs, names, m->cfg->name);
+  }
+  size_t blen = 0;
+  const char *body = berth_http_body(req, &blen);
+  json_error_t jerr;
+  json_t *doc = json_loadb(body ? body : "", blen, JSON_REJECT_DUPLICATES,
+                           &jerr);
+  if (doc == NULL)
+    return berth_errf(err, BERTH_E_PARSE, "request is not valid JSON: %s "
+                      "(byte %d)", jerr.text, jerr.position);
+  json_t *inst = json_object_get(doc, "instances");
+  if (inst == NULL)
+    inst = json_object_get(doc, "inputs");
+  int64_t shape[BERTH_MAX_DIMS];
+  uint32_t ndim = 0;
+  int rc = BERTH_OK;
+  if (!json_is_array(inst))
+    rc = berth_errf(err, BERTH_E_INVALID, "the body must be {\"instances\": "
+                    "[...]} (or {\"inputs\": [...]}), a list of instances");
+  if (rc == BERTH_OK)
+    rc = nested_shape(inst, shape, &ndim, err);
+  if (rc == BERTH_OK && !rectangular(inst, shape, ndim, 0))
+    rc = berth_errf(err, BERTH_E_INVALID, "instances must be a rectangular "
+                    "nested list (every row of the same length, values at "
+                    "the same depth)");
+  char *text = NULL;
+  if (rc == BERTH_OK) {
+    const berth_tensor_spec *in = &m->inputs[0];
+    json_t *jshape = json_array();
+    for (uint32_t k = 0; jshape != NULL && k < ndim; k++)
+      json_array_append_new(jshape, json_integer(shape[k]));
+    json_t *v2 = json_pack("{s:[{s:s, s:s, s:o, s:O}]}", "inputs", "name",
+                           in->name, "datatype", berth_dtype_name(in->dtype),
+                           "shape", jshape, "data", inst);
+    text = v2 ? json_dumps(v2, JSON_COMPACT) : NULL;
+    json_decref(v2);
+    if (text == NULL)
+      rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  }
+  json_decref(doc);
+  if (rc != BERTH_OK)
+    return rc;
+  berth_json_limits lim = {.max_inputs = 1,
+                           .max_tensor_bytes = e->cfg.max_body_bytes * 4,
+                           .max_depth = 64};
+  rc = berth_json_decode_infer_request(text, strlen(text), &lim, r, err);
+  free(text);
+  if (rc == BERTH_OK && m->n_outputs > 0) {
+    r->outputs = calloc(1, sizeof *r->outputs);
+    if (r->outputs != NULL)
+      r->outputs[0].name = strdup(m->outputs[0].name);
+    if (r->outputs == NULL || r->outputs[0].name == NULL)
+      rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
+    else
+      r->n_outputs = 1;
+  }
+  if (rc != BERTH_OK)
+    berth_infer_request_clear(r);
+  return rc;
+}
+
+/* ---- answer ------------------------------------------------------------- */
+
+/* Length of the JSON element text at s (a string literal or a bare
+ * number/literal), up to the next ',' or ']' outside strings. */
+static size_t element_len(const char *s, size_t n) {
+  size_t i = 0;
+  if (n > 0 && s[0] == '"') {
+    for (i = 1; i < n && s[i] != '"'; i++)
+      if (s[i] == '\\')
+        i++;
+    return i < n ? i + 1 : n;
+  }
+  while (i < n && s[i] != ',' && s[i] != ']')
+    i++;
+  return i;
+}
+
+/* Writes the flat elements at *p (comma-separated) nested per shape. */
+static int write_nested(berth_buf *out, const char **p, const char *end,
+                        const int64_t *shape, uint32_t ndim, uint32_t d) {
+  if (d == ndim) {
+    if (**p == ',')
+      (*p)++;
+    size_t len = element_len(*p, (size_t)(end - *p));
+    int rc = berth_buf_append(out, *p, len);
+    *p += len;
+    return rc;
+  }
+  int rc = berth_buf_append(out, "[", 1);
+  for (int64_t i = 0; rc == BERTH_OK && i < shape[d]; i++) {
+    if (i > 0)
+      rc = berth_buf_append(out, ",", 1);
+    if (rc == BERTH_OK)
+      rc = write_nested(out, p, end, shape, ndim, d + 1);
+  }
+  return rc == BERTH_OK ? berth_buf_append(out, "]", 1) : rc;
+}
+
+int berth_kserve_v1_encode(const berth_infer_request *r,
+                           const berth_infer_response *resp, berth_buf *out,
+                           berth_errmsg *err) {
+  if (resp == NULL || resp->n_outputs == 0)
+    return berth_errf(err, BERTH_E_MODEL, "the model returned no output");
+  const berth_tensor *t = &resp->outputs[0];
+  for (size_t i = 0; r->n_outputs > 0 && i < resp->n_outputs; i++)
+    if (resp->outputs[i].name != NULL &&
+        strcmp(resp->outputs[i].name, r->outputs[0].name) == 0)
+      t = &resp->outputs[i];
+  /* The JSON encoder writes {"outputs":[{...,"data":[e,e,...]}]}; its
+   * elements are re-nested here. */
+  berth_output_request one = {.name = t->name};
+  berth_infer_request sub = {.outputs = &one, .n_outputs = t->name ? 1 : 0};
+  berth_infer_response bare = *resp;
+  bare.parameters = NULL;
+  berth_buf flat;
+  berth_buf_init(&flat, out->max);
+  int rc = berth_json_encode_infer_response(NULL, NULL, &sub, &bare, &flat,
+                                            err);
+  const char *data = rc == BERTH_OK ? strstr(flat.data, "\"data\":[") : NULL;
+  if (rc == BERTH_OK && data == NULL)
+    rc = berth_errf(err, BERTH_E_INTERNAL, "unexpected JSON output layout");
+  if (rc == BERTH_OK) {
+    const char *p = data + 8, *end = flat.data + flat.len;
+    rc = berth_buf_append(out, "{\"predictions\":", 15);
+    if (rc == BERTH_OK)
+      rc = write_nested(out, &p, end, t->shape, t->ndim, 0);
+    if (rc == BERTH_OK)
+      rc = berth_buf_append(out, "}", 1);
+    if (rc == BERTH_E_TOO_LARGE)
+      berth_errf(err, rc, "response exceeds the limit of %zu bytes", out->max);
+    else if (rc == BERTH_E_NOMEM)
+      berth_errf(err, rc, "out of memory");
+  }
+  berth_buf_free(&flat);
+  return rc;
+}
+
+/* ---- routes ------------------------------------------------------------- */
+
+static void list_models(berth_engine *e, berth_http_req *req) {
+  json_t *names = json_array();
+  for (size_t i = 0; names != NULL && i < e->n_models; i++) {
+    const char *n = e->models[i]->cfg->name;
+    bool seen = false;
+    for (size_t k = 0; k < i && !seen; k++)
+      seen = strcmp(e->models[k]->cfg->name, n) == 0;
+    if (!seen)
+      json_array_append_new(names, json_string(n));
+  }
+  berth_rest_respond_doc(e, req, 200,
+                         names ? json_pack("{s:o}", "models", names) : NULL);
+}
+
+void berth_rest_kserve_v1(berth_engine *e, berth_http_req *req, bool is_get,
+                          bool is_post, const berth_slice *seg, int nseg) {
+  char msg[700];
+  if (nseg == 2) {
+    if (!is_get)
+      goto method;
+    list_models(e, req);
+    return;
+  }
+  if (nseg != 3) {
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint; "
+                             "see /v1/models/{name} and "
+                             "/v1/models/{name}:predict");
+    return;
+  }
+  berth_slice name = seg[2], verb = {NULL, 0};
+  const char *colon = memchr(name.p, ':', name.n);
+  if (colon != NULL) {
+    verb.p = colon + 1;
+    verb.n = name.n - (size_t)(colon + 1 - name.p);
+    name.n = (size_t)(colon - name.p);
+  }
+  berth_route_stat *routed = NULL;
+  berth_model *m = berth_slice_valid_name(name)
+                       ? berth_router_resolve(e, name.p, name.n,
+                                              verb.p != NULL ? req : NULL,
+                                              &routed)
+                       : NULL;
+  if (m == NULL && berth_slice_valid_name(name))
+    m = berth_model_find(e, name.p, name.n, NULL, 0);
+  if (m == NULL && berth_slice_valid_name(name)) /* a pipeline (pipeline.c) */
+    m = berth_pipeline_find(e, name.p, name.n);
+  if (m == NULL || m->state == BERTH_MODEL_UNAVAILABLE) {
+    snprintf(msg, sizeof msg, "unknown model '%.*s'%s",
+             (int)(name.n > 200 ? 200 : name.n), name.p,
+             m != NULL ? " (it was unloaded)" : "");
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
+    return;
+  }
+  berth_rest_note_model(req, m);
+  if (verb.p == NULL) {
+    if (!is_get)
+      goto method;
+    berth_rest_respond_doc(e, req, 200,
+                           json_pack("{s:s, s:b}", "name", m->cfg->name,
+                                     "ready", berth_model_ready(m)));
+    return;
+  }
+  if (!berth_slice_is(verb, "predict")) {
+    snprintf(msg, sizeof msg, "':%.*s' is not supported; KServe v1 here "
+             "offers ':predict'", (int)(verb.n > 40 ? 40 : verb.n), verb.p);
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
+    return;
+  }
+  if (!is_post)
+    goto method;
+  if (!berth_rest_servable(e, req, m))
+    return;
+  berth_infer_request r;
+  berth_errmsg err;
+  int rc = decode_v1(e, req, m, &r, &err);
+  if (rc == BERTH_OK)
+    rc = berth_signature_check(m, &r, &err);
+  if (rc != BERTH_OK) {
+    berth_infer_request_clear(&r);
+    berth_rest_count_fail(m, req, rc, err.msg);
+    berth_rest_respond_error(e, req, rc, err.msg);
+    return;
+  }
+  berth_rest_submit(e, req, m, &r, BERTH_REST_KSERVE_V1, false, routed);
+  return;
+method:
+  berth_rest_respond_error(e, req, BERTH_E_METHOD,
+                           "method not allowed on this endpoint");
+}

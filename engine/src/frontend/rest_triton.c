@@ -1,0 +1,295 @@
+/* Berth engine: Triton's REST extensions that clients and perf_analyzer
+ * rely on — model configuration (GET .../config), statistics
+ * (GET .../stats, /v2/models/stats) and the model repository
+ * (POST /v2/repository/index, .../models/{m}/load, .../unload).
+ *
+ * The documents follow Triton's JSON forms (model_config.proto and the
+ * statistics extension), built from the model's effective signature and
+ * its berth_model_stats. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rest.h"
+#include "pipeline.h"
+
+/* ---- configuration ---------------------------------------------------- */
+
+/* Triton's model-config type name of a datatype. */
+static const char *config_type(berth_dtype dt) {
+  switch (dt) {
+  case BERTH_DT_BOOL: return "TYPE_BOOL";
+  case BERTH_DT_UINT8: return "TYPE_UINT8";
+  case BERTH_DT_UINT16: return "TYPE_UINT16";
+  case BERTH_DT_UINT32: return "TYPE_UINT32";
+  case BERTH_DT_UINT64: return "TYPE_UINT64";
+  case BERTH_DT_INT8: return "TYPE_INT8";
+  case BERTH_DT_INT16: return "TYPE_INT16";
+  case BERTH_DT_INT32: return "TYPE_INT32";
+  case BERTH_DT_INT64: return "TYPE_INT64";
+  case BERTH_DT_FP16: return "TYPE_FP16";
+  case BERTH_DT_FP32: return "TYPE_FP32";
+  case BERTH_DT_FP64: return "TYPE_FP64";
+  case BERTH_DT_BYTES: return "TYPE_STRING";
+  case BERTH_DT_BF16: return "TYPE_BF16";
+  default: return "TYPE_INVALID";
+  }
+}
+
+/* [{name, data_type, dims}], dims without the batch dimension when the
+ * model batches (max_batch_size > 0), as Triton writes them. */
+static json_t *config_tensors(const berth_tensor_spec *s, size_t n,
+                              bool batched) {
+  json_t *arr = json_array();
+  for (size_t i = 0; arr != NULL && i < n; i++) {
+    json_t *dims = json_array();
+    for (uint32_t k = batched ? 1 : 0; dims != NULL && k < s[i].ndim; k++)
+      json_array_append_new(dims, json_integer(s[i].shape[k]));
+    if (json_array_append_new(arr, json_pack("{s:s, s:s, s:o}", "name",
+                                             s[i].name, "data_type",
+                                             config_type(s[i].dtype), "dims",
+                                             dims)) != 0) {
+      json_decref(arr);
+      return NULL;
+    }
+  }
+  return arr;
+}
+
+void berth_rest_model_config(berth_engine *e, berth_http_req *req,
+                             berth_model *m) {
+  const berth_model_config *c = m->cfg;
+  uint32_t mbs = m->max_batch_size; /* effective: config or runtime hint */
+  json_t *doc = json_pack(
+      "{s:s, s:s, s:s, s:I, s:o, s:o, s:[{s:s, s:I, s:s}], s:{s:b}}",
+      "name", c->name, "platform", m->platform ? m->platform : "",
+      "backend", c->runtime, "max_batch_size", (json_int_t)mbs, "input",
+      config_tensors(m->inputs, m->n_inputs, mbs > 0), "output",
+      config_tensors(m->outputs, m->n_outputs, mbs > 0), "instance_group",
+      "name", c->name, "count", (json_int_t)(m->instances ? m->instances : 1),
+      "kind", "KIND_CPU", "model_transaction_policy", "decoupled", 0);
+  if (doc != NULL && mbs > 0) {
+    json_t *pref = json_array();
+    for (uint32_t i = 0; pref != NULL && i < c->n_preferred_batch_sizes; i++)
+      json_array_append_new(pref, json_integer(c->preferred_batch_sizes[i]));
+    json_t *db = json_pack("{s:I, s:o}", "max_queue_delay_microseconds",
+                           (json_int_t)c->max_queue_delay_us,
+                           "preferred_batch_size", pref);
+    if (db == NULL || json_object_set_new(doc, "dynamic_batching", db) != 0) {
+      json_decref(doc);
+      doc = NULL;
+    }
+  }
+  berth_rest_respond_doc(e, req, 200, doc);
+}
+
+/* ---- statistics ------------------------------------------------------- */
+
+static json_t *duration(const berth_duration_stat *d) {
+  return json_pack("{s:I, s:I}", "count", (json_int_t)d->count, "ns",
+                   (json_int_t)d->ns);
+}
+
+static json_t *model_stats(const berth_model *m) {
+  const berth_model_stats *s = &m->stats;
+  static const berth_duration_stat zero = {0, 0};
+  return json_pack(
+      "{s:s, s:s, s:I, s:I, s:I, s:{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o},"
+      " s:[], s:[]}",
+      "name", m->cfg->name, "version", m->cfg->version, "last_inference",
+      (json_int_t)s->last_inference_ms, "inference_count",
+      (json_int_t)s->inference_count, "execution_count",
+      (json_int_t)s->execution_count, "inference_stats", "success",
+      duration(&s->success), "fail", duration(&s->fail), "queue",
+      duration(&s->queue), "compute_input", duration(&s->compute_input),
+      "compute_infer", duration(&s->compute_infer), "compute_output",
+      duration(&s->compute_output), "cache_hit", duration(&zero), "cache_miss",
+      duration(&zero), "batch_stats", "memory_usage");
+}
+
+void berth_rest_model_stats(berth_engine *e, berth_http_req *req,
+                            berth_model *m, bool all_versions) {
+  json_t *arr = json_array();
+  for (size_t i = 0; arr != NULL && i < e->n_models; i++) {
+    berth_model *x = e->models[i];
+    bool want = m == NULL || x == m ||
+                (all_versions && strcmp(x->cfg->name, m->cfg->name) == 0);
+    if (want && json_array_append_new(arr, model_stats(x)) != 0) {
+      json_decref(arr);
+      arr = NULL;
+    }
+  }
+  /* pipelines are not in e->models: one asked for, or all of them */
+  for (size_t i = 0; arr != NULL && i < e->n_pipelines; i++) {
+    berth_model *x = berth_pipeline_model_at(e, i);
+    if ((m == NULL || x == m) && json_array_append_new(arr, model_stats(x))) {
+      json_decref(arr);
+      arr = NULL;
+    }
+  }
+  berth_rest_respond_doc(e, req, 200,
+                         arr ? json_pack("{s:o}", "model_stats", arr) : NULL);
+}
+
+/* ---- repository ------------------------------------------------------- */
+
+/* Hook for the admin token (a later issue): every repository call passes
+ * here first; answer and return false to refuse. */
+/* A load or unload in progress: the request is answered when the
+ * repository calls back. */
+typedef struct repo_req {
+  berth_engine *e;
+  berth_http_req *req;        /* one reference held */
+  char name[260];
+} repo_req;
+
+static void repo_done(void *arg, int status, const char *msg) {
+  repo_req *rr = arg;
+  if (status != BERTH_OK) {
+    berth_rest_respond_error(rr->e, rr->req, status, msg);
+  } else {
+    json_t *all = berth_repository_index(rr->e, false), *mine = json_array();
+    size_t i;
+    json_t *v;
+    json_array_foreach(all, i, v) {
+      if (strcmp(json_string_value(json_object_get(v, "name")), rr->name) == 0)
+        json_array_append(mine, v);
+    }
+    json_decref(all);
+    berth_rest_respond_doc(rr->e, rr->req, 200,
+                           mine ? json_pack("{s:s, s:o}", "name", rr->name,
+                                            "versions", mine)
+                                : NULL);
+  }
+  berth_http_req_unref(rr->req);
+  free(rr);
+}
+
+/* The request body as a JSON object (NULL for an empty body). */
+static int body_object(berth_http_req *req, json_t **out, berth_errmsg *err) {
+  size_t len = 0;
+  const char *body = berth_http_body(req, &len);
+  *out = NULL;
+  if (body == NULL || len == 0)
+    return BERTH_OK;
+  json_error_t jerr;
+  *out = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+  if (*out == NULL)
+    return berth_errf(err, BERTH_E_PARSE, "request is not valid JSON: %s "
+                      "(byte %d)", jerr.text, jerr.position);
+  if (!json_is_object(*out)) {
+    json_decref(*out);
+    *out = NULL;
+    return berth_errf(err, BERTH_E_INVALID, "request must be a JSON object");
+  }
+  json_t *p = json_object_get(*out, "parameters");
+  if (p != NULL && !json_is_object(p)) {
+    json_decref(*out);
+    *out = NULL;
+    return berth_errf(err, BERTH_E_INVALID, "parameters must be an object");
+  }
+  return BERTH_OK;
+}
+
+static void repository_index(berth_engine *e, berth_http_req *req,
+                             json_t *body) {
+  json_t *ready = json_object_get(body, "ready");
+  if (ready != NULL && !json_is_boolean(ready)) {
+    berth_rest_respond_error(e, req, BERTH_E_INVALID,
+                             "ready must be true or false");
+    return;
+  }
+  berth_rest_respond_doc(e, req, 200,
+                         berth_repository_index(e, json_is_true(ready)));
+}
+
+/* Starts a load or an unload of the model named by seg. */
+static void repository_change(berth_engine *e, berth_http_req *req,
+                              berth_slice name, bool load, json_t *body) {
+  json_t *params = json_object_get(body, "parameters");
+  json_t *config = json_object_get(params, "config");
+  json_t *version = json_object_get(params, "version");
+  const char *key;
+  json_t *v;
+  char ver[260];
+  json_object_foreach(params, key, v) {
+    if (strncmp(key, "file:", 5) == 0) {
+      berth_rest_respond_error(e, req, BERTH_E_UNSUPPORTED,
+                               "parameters \"file:...\" (model files in the "
+                               "request) are not supported; give the model's "
+                               "path in parameters.config");
+      return;
+    }
+  }
+  if (load && config != NULL && !json_is_object(config) &&
+      !json_is_string(config)) {
+    berth_rest_respond_error(e, req, BERTH_E_CONFIG,
+                             "parameters.config: expected a model entry (a "
+                             "JSON object, or JSON/YAML text)");
+    return;
+  }
+  if (!load && json_is_integer(version) && json_integer_value(version) >= 0) {
+    snprintf(ver, sizeof ver, "%" JSON_INTEGER_FORMAT,
+             json_integer_value(version));
+  } else if (!load && version != NULL) {
+    if (!json_is_string(version) ||
+        !berth_slice_valid_name((berth_slice){json_string_value(version),
+                                              json_string_length(version)})) {
+      berth_rest_respond_error(e, req, BERTH_E_INVALID,
+                               "parameters.version must be a model version");
+      return;
+    }
+    snprintf(ver, sizeof ver, "%s", json_string_value(version));
+  }
+  repo_req *rr = calloc(1, sizeof *rr);
+  if (rr == NULL) {
+    berth_rest_respond_error(e, req, BERTH_E_NOMEM, "out of memory");
+    return;
+  }
+  rr->e = e;
+  rr->req = req;
+  snprintf(rr->name, sizeof rr->name, "%.*s", (int)name.n, name.p);
+  berth_http_req_ref(req);
+  if (load)
+    berth_repository_load(e, rr->name, config, repo_done, rr);
+  else
+    berth_repository_unload(e, rr->name, version != NULL ? ver : NULL,
+                            repo_done, rr);
+}
+
+void berth_rest_repository(berth_engine *e, berth_http_req *req, bool is_post,
+                           const berth_slice *seg, int nseg) {
+  /* seg[0]="v2", seg[1]="repository" */
+  bool index = nseg == 3 && berth_slice_is(seg[2], "index");
+  bool change = nseg == 5 && berth_slice_is(seg[2], "models") &&
+                (berth_slice_is(seg[4], "load") ||
+                 berth_slice_is(seg[4], "unload"));
+  if (!index && !change) {
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint; "
+                             "see /v2/repository/index and "
+                             "/v2/repository/models/{name}/load|unload");
+    return;
+  }
+  if (!is_post) {
+    berth_rest_respond_error(e, req, BERTH_E_METHOD,
+                             "method not allowed on this endpoint (POST)");
+    return;
+  }
+  /* Tokens were checked in berth_rest_handle (load/unload need admin). */
+  if (change && !berth_slice_valid_name(seg[3])) {
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "invalid model name");
+    return;
+  }
+  json_t *body = NULL;
+  berth_errmsg err;
+  int rc = body_object(req, &body, &err);
+  if (rc != BERTH_OK) {
+    berth_rest_respond_error(e, req, rc, err.msg);
+    return;
+  }
+  if (index)
+    repository_index(e, req, body);
+  else
+    repository_change(e, req, seg[3], berth_slice_is(seg[4], "load"), body);
+  json_decref(body);
+}

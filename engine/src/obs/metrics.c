@@ -1,0 +1,377 @@
+/* Berth engine: Prometheus metrics — histograms, the per-model counters,
+ * and the text exposition format 0.0.4. The engine's side (walking the
+ * models, process CPU and memory) is berth_metrics_collect at the end. */
+#include "metrics.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <berth/error.h>
+
+#include "engine.h"
+#include "router.h"
+#include "pipeline.h"
+
+/* ---- histograms ---------------------------------------------------------- */
+
+void berth_histogram_init(berth_histogram *h, const double *bounds, size_t n) {
+  memset(h, 0, sizeof *h);
+  h->bounds = bounds;
+  h->n_bounds = n > BERTH_HIST_MAX_BOUNDS ? BERTH_HIST_MAX_BOUNDS : n;
+}
+
+void berth_histogram_observe(berth_histogram *h, double v) {
+  if (isnan(v))
+    return;
+  size_t i = 0;
+  while (i < h->n_bounds && v > h->bounds[i])
+    i++;
+  h->counts[i]++;
+  h->count++;
+  h->sum += v;
+}
+
+uint64_t berth_histogram_cumulative(const berth_histogram *h, size_t i) {
+  uint64_t c = 0;
+  for (size_t k = 0; k <= i && k <= h->n_bounds; k++)
+    c += h->counts[k];
+  return c;
+}
+
+/* ---- counting -------------------------------------------------------------- */
+
+static const double duration_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                         0.025,  0.05,  0.1,    0.25,  0.5,
+                                         1,      2.5,   5,      10,    30,
+                                         60};
+static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+
+#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+void berth_model_metrics_init(berth_model_metrics *mm) {
+  memset(mm, 0, sizeof *mm);
+  berth_histogram_init(&mm->request_duration, duration_bounds,
+                       COUNT_OF(duration_bounds));
+  berth_histogram_init(&mm->queue_duration, duration_bounds,
+                       COUNT_OF(duration_bounds));
+  berth_histogram_init(&mm->compute_duration, duration_bounds,
+                       COUNT_OF(duration_bounds));
+  berth_histogram_init(&mm->batch_size, batch_bounds, COUNT_OF(batch_bounds));
+  mm->load_seconds = -1;
+}
+
+berth_outcome berth_metrics_outcome(int status) {
+  switch (status) {
+  case BERTH_OK:
+    return BERTH_OUTCOME_SUCCESS;
+  case BERTH_E_INVALID:
+  case BERTH_E_PARSE:
+  case BERTH_E_TOO_LARGE:
+  case BERTH_E_NOT_FOUND:
+  case BERTH_E_CONFIG:
+  case BERTH_E_UNSUPPORTED:
+  case BERTH_E_METHOD:
+  case BERTH_E_UNAUTHENTICATED:
+  case BERTH_E_FORBIDDEN:
+    return BERTH_OUTCOME_CLIENT_ERROR;
+  case BERTH_E_TIMEOUT:
+    return BERTH_OUTCOME_TIMEOUT;
+  case BERTH_E_OVERLOAD:
+    return BERTH_OUTCOME_OVERLOAD;
+  case BERTH_E_UNAVAILABLE:
+  case BERTH_E_SHUTDOWN:
+    return BERTH_OUTCOME_UNAVAILABLE;
+  default:
+    return BERTH_OUTCOME_SERVER_ERROR;
+  }
+}
+
+void berth_metrics_request(berth_model_metrics *mm, berth_protocol proto,
+                           int status, double seconds) {
+  if ((unsigned)proto >= BERTH_PROTO_COUNT)
+    proto = BERTH_PROTO_REST;
+  mm->requests[proto][berth_metrics_outcome(status)]++;
+  berth_histogram_observe(&mm->request_duration, seconds < 0 ? 0 : seconds);
+}
+
+/* ---- rendering ------------------------------------------------------------- */
+
+static const char *const proto_names[BERTH_PROTO_COUNT] = {"rest", "grpc"};
+static const char *const outcome_names[BERTH_OUTCOME_COUNT] = {
+    "success", "client_error", "server_error", "timeout", "overload",
+    "unavailable"};
+
+int berth_metrics_escape(berth_buf *out, const char *s) {
+  const char *run = s;
+  int rc = BERTH_OK;
+  for (; *s != '\0' && rc == BERTH_OK; s++) {
+    const char *esc = *s == '\\' ? "\\\\" : *s == '"' ? "\\\"" :
+                      *s == '\n' ? "\\n" : NULL;
+    if (esc == NULL)
+      continue;
+    rc = berth_buf_append(out, run, (size_t)(s - run));
+    if (rc == BERTH_OK)
+      rc = berth_buf_append(out, esc, 2);
+    run = s + 1;
+  }
+  if (rc == BERTH_OK)
+    rc = berth_buf_append(out, run, strlen(run));
+  return rc;
+}
+
+/* A float as Prometheus reads it: integers without a fraction. */
+static int put_value(berth_buf *out, double v) {
+  if (isinf(v))
+    return berth_buf_printf(out, v > 0 ? "+Inf" : "-Inf");
+  if (isnan(v))
+    return berth_buf_printf(out, "NaN");
+  if (v == floor(v) && fabs(v) < 1e15)
+    return berth_buf_printf(out, "%.0f", v);
+  return berth_buf_printf(out, "%.9g", v);
+}
+
+static int family(berth_buf *out, const char *name, const char *type,
+                  const char *help) {
+  return berth_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help,
+                          name, type);
+}
+
+/* name{model="..",version=".."<extra>} (no value) */
+static int series(berth_buf *out, const char *name, const char *suffix,
+                  const berth_metrics_model *mv, const char *extra) {
+  int rc = berth_buf_printf(out, "%s%s{model=\"", name, suffix);
+  if (rc == BERTH_OK)
+    rc = berth_metrics_escape(out, mv->model);
+  if (rc == BERTH_OK)
+    rc = berth_buf_append(out, "\",version=\"", 11);
+  if (rc == BERTH_OK)
+    rc = berth_metrics_escape(out, mv->version);
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(out, "\"%s} ", extra);
+  return rc;
+}
+
+static int sample(berth_buf *out, const char *name, const berth_metrics_model *mv,
+                  const char *extra, double v) {
+  int rc = series(out, name, "", mv, extra);
+  if (rc == BERTH_OK)
+    rc = put_value(out, v);
+  if (rc == BERTH_OK)
+    rc = berth_buf_append(out, "\n", 1);
+  return rc;
+}
+
+static int histogram(berth_buf *out, const char *name,
+                     const berth_metrics_model *mv, const berth_histogram *h) {
+  char le[64];
+  int rc = BERTH_OK;
+  for (size_t i = 0; i <= h->n_bounds && rc == BERTH_OK; i++) {
+    if (i < h->n_bounds)
+      snprintf(le, sizeof le, ",le=\"%.9g\"", h->bounds[i]);
+    else
+      snprintf(le, sizeof le, ",le=\"+Inf\"");
+    rc = series(out, name, "_bucket", mv, le);
+    if (rc == BERTH_OK)
+      rc = berth_buf_printf(out, "%llu\n",
+                            (unsigned long long)berth_histogram_cumulative(h, i));
+  }
+  if (rc == BERTH_OK)
+    rc = series(out, name, "_sum", mv, "");
+  if (rc == BERTH_OK)
+    rc = put_value(out, h->sum);
+  if (rc == BERTH_OK)
+    rc = berth_buf_append(out, "\n", 1);
+  if (rc == BERTH_OK)
+    rc = series(out, name, "_count", mv, "");
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(out, "%llu\n", (unsigned long long)h->count);
+  return rc;
+}
+
+typedef enum { HIST_REQUEST, HIST_QUEUE, HIST_COMPUTE, HIST_BATCH } hist_kind;
+
+static const berth_histogram *hist_of(const berth_model_metrics *m,
+                                      hist_kind k) {
+  switch (k) {
+  case HIST_REQUEST: return &m->request_duration;
+  case HIST_QUEUE: return &m->queue_duration;
+  case HIST_COMPUTE: return &m->compute_duration;
+  default: return &m->batch_size;
+  }
+}
+
+static const struct {
+  const char *name;
+  hist_kind kind;
+  const char *help;
+} histograms[] = {
+    {"berth_request_duration_seconds", HIST_REQUEST,
+     "Inference request time from received to answered."},
+    {"berth_queue_duration_seconds", HIST_QUEUE,
+     "Time an inference request waited in the model's queue."},
+    {"berth_compute_duration_seconds", HIST_COMPUTE,
+     "Time from a batch sent to a worker to its answer."},
+    {"berth_batch_size", HIST_BATCH,
+     "Rows per batch sent to a worker (requests for a model that does not "
+     "batch)."},
+};
+
+typedef enum {
+  G_QUEUE, G_INFLIGHT, G_WORKERS, G_RESTARTS, G_LOAD, G_WRSS,
+  G_PAYLOAD_WRITTEN, G_PAYLOAD_DROPPED
+} gkind;
+
+static const struct {
+  const char *name;
+  const char *type;
+  gkind kind;
+  const char *help;
+} scalars[] = {
+    {"berth_queue_depth", "gauge", G_QUEUE,
+     "Inference requests waiting in the model's queue."},
+    {"berth_inflight_requests", "gauge", G_INFLIGHT,
+     "Inference requests accepted and not yet answered (queued or running)."},
+    {"berth_workers", "gauge", G_WORKERS,
+     "Worker processes that have loaded the model and are ready."},
+    {"berth_worker_restarts_total", "counter", G_RESTARTS,
+     "Worker processes restarted after they exited or failed to start."},
+    {"berth_model_load_seconds", "gauge", G_LOAD,
+     "Seconds the last worker to become ready took to load the model."},
+    {"berth_workers_resident_memory_bytes", "gauge", G_WRSS,
+     "Resident memory of the model's worker processes, summed."},
+    {"berth_payload_records_written_total", "counter", G_PAYLOAD_WRITTEN,
+     "Sampled requests written to the payload log."},
+    {"berth_payload_records_dropped_total", "counter", G_PAYLOAD_DROPPED,
+     "Sampled requests not written to the payload log (its queue was full, "
+     "the record was too large, or the write failed)."},
+};
+
+/* false: this model has no such sample (unknown value). */
+static bool scalar_of(const berth_metrics_model *mv, gkind k, double *v) {
+  switch (k) {
+  case G_QUEUE: *v = (double)mv->queue_depth; return true;
+  case G_INFLIGHT: *v = (double)mv->m->inflight; return true;
+  case G_WORKERS: *v = (double)mv->workers_ready; return true;
+  case G_RESTARTS: *v = (double)mv->m->worker_restarts; return true;
+  case G_LOAD: *v = mv->m->load_seconds; return *v >= 0;
+  case G_PAYLOAD_WRITTEN: *v = (double)mv->m->payload_written; return true;
+  case G_PAYLOAD_DROPPED: *v = (double)mv->m->payload_dropped; return true;
+  default: *v = mv->workers_rss_bytes; return *v >= 0;
+  }
+}
+
+int berth_metrics_render(berth_buf *out, const berth_metrics_model *models,
+                         size_t n, const berth_metrics_process *proc) {
+  int rc = family(out, "berth_requests_total", "counter",
+                  "Inference requests answered, by protocol and outcome.");
+  char extra[96];
+  for (size_t i = 0; i < n && rc == BERTH_OK; i++)
+    for (int p = 0; p < BERTH_PROTO_COUNT && rc == BERTH_OK; p++)
+      for (int o = 0; o < BERTH_OUTCOME_COUNT && rc == BERTH_OK; o++) {
+        snprintf(extra, sizeof extra, ",protocol=\"%s\",outcome=\"%s\"",
+                 proto_names[p], outcome_names[o]);
+        rc = sample(out, "berth_requests_total", &models[i], extra,
+                    (double)models[i].m->requests[p][o]);
+      }
+  for (size_t h = 0; h < COUNT_OF(histograms) && rc == BERTH_OK; h++) {
+    rc = family(out, histograms[h].name, "histogram", histograms[h].help);
+    for (size_t i = 0; i < n && rc == BERTH_OK; i++)
+      rc = histogram(out, histograms[h].name, &models[i],
+                     hist_of(models[i].m, histograms[h].kind));
+  }
+  for (size_t s = 0; s < COUNT_OF(scalars) && rc == BERTH_OK; s++) {
+    rc = family(out, scalars[s].name, scalars[s].type, scalars[s].help);
+    for (size_t i = 0; i < n && rc == BERTH_OK; i++) {
+      double v;
+      if (scalar_of(&models[i], scalars[s].kind, &v))
+        rc = sample(out, scalars[s].name, &models[i], "", v);
+    }
+  }
+  if (rc == BERTH_OK && proc->cpu_seconds >= 0) {
+    rc = family(out, "berth_process_cpu_seconds_total", "counter",
+                "User and system CPU time of the engine process (not its "
+                "workers).");
+    if (rc == BERTH_OK)
+      rc = berth_buf_printf(out, "berth_process_cpu_seconds_total ");
+    if (rc == BERTH_OK)
+      rc = put_value(out, proc->cpu_seconds);
+    if (rc == BERTH_OK)
+      rc = berth_buf_append(out, "\n", 1);
+  }
+  if (rc == BERTH_OK && proc->rss_bytes >= 0) {
+    rc = family(out, "berth_process_resident_memory_bytes", "gauge",
+                "Resident memory of the engine process (not its workers).");
+    if (rc == BERTH_OK)
+      rc = berth_buf_printf(out, "berth_process_resident_memory_bytes ");
+    if (rc == BERTH_OK)
+      rc = put_value(out, proc->rss_bytes);
+    if (rc == BERTH_OK)
+      rc = berth_buf_append(out, "\n", 1);
+  }
+  if (rc == BERTH_OK)
+    rc = family(out, "berth_build_info", "gauge",
+                "Always 1; the version label says which Berth is running.");
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(out, "berth_build_info{version=\"");
+  if (rc == BERTH_OK)
+    rc = berth_metrics_escape(out, proc->version ? proc->version : "");
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(out, "\"} 1\n");
+  return rc;
+}
+
+/* ---- the engine's side ---------------------------------------------------- */
+
+static int trace_counters(berth_buf *out, berth_trace_counters tc) {
+  int rc = family(out, "berth_trace_spans_exported_total", "counter",
+                  "Spans the OTLP receiver accepted.");
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(out, "berth_trace_spans_exported_total %llu\n",
+                          (unsigned long long)tc.spans_exported);
+  if (rc == BERTH_OK)
+    rc = family(out, "berth_trace_spans_dropped_total", "counter",
+                "Spans never delivered: the export buffer was full, or the "
+                "export failed.");
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(out, "berth_trace_spans_dropped_total %llu\n",
+                          (unsigned long long)tc.spans_dropped);
+  return rc;
+}
+
+int berth_metrics_collect(berth_engine *e, berth_buf *out) {
+  berth_metrics_model *mv = calloc(e->n_models ? e->n_models : 1, sizeof *mv);
+  if (mv == NULL)
+    return BERTH_E_NOMEM;
+  for (size_t i = 0; i < e->n_models; i++) {
+    const berth_model *m = e->models[i];
+    mv[i].model = m->cfg->name;
+    mv[i].version = m->cfg->version;
+    mv[i].m = &m->metrics;
+    mv[i].queue_depth = m->q_len;
+    mv[i].workers_ready = m->n_ready;
+    mv[i].workers_rss_bytes = berth_supervisor_rss(m);
+  }
+  berth_metrics_process proc = {.cpu_seconds = -1, .rss_bytes = -1,
+                                .version = BERTH_VERSION};
+  uv_rusage_t ru;
+  if (uv_getrusage(&ru) == 0)
+    proc.cpu_seconds = (double)ru.ru_utime.tv_sec +
+                       (double)ru.ru_utime.tv_usec / 1e6 +
+                       (double)ru.ru_stime.tv_sec +
+                       (double)ru.ru_stime.tv_usec / 1e6;
+  size_t rss = 0;
+  if (uv_resident_set_memory(&rss) == 0)
+    proc.rss_bytes = (double)rss;
+  int rc = berth_metrics_render(out, mv, e->n_models, &proc);
+  if (rc == BERTH_OK)
+    rc = berth_router_metrics(e, out);
+  free(mv);
+  if (rc == BERTH_OK) /* tracing (trace.h); 0 when it is off */
+    rc = trace_counters(out, berth_tracer_counters(e->tracer));
+  if (rc == BERTH_OK)
+    rc = berth_pipeline_metrics_render(e, out);
+  return rc;
+}
