@@ -11,7 +11,24 @@
 #include "buf.h"
 #include "config.h"
 #include "engine.h"
+#include "grpc.h"
 #include "log.h"
+#include "metrics.h"
+#include "payload_log.h"
+#include "pipeline.h"
+#include "rest.h"
+#include "trace.h"
+#include "ui.h"
+
+/* The parts of the engine above core/, in the order they are set up and
+ * started (and closed and freed in reverse). Observers register in this
+ * order, so a job's answer reaches metrics, then tracing, the payload log
+ * and the dashboard; the frontends start listening last. */
+static const berth_module *const modules[] = {
+    &berth_pipeline_module, &berth_metrics_module, &berth_trace_module,
+    &berth_payload_log_module, &berth_ui_module, &berth_rest_module,
+    &berth_grpc_module,
+};
 
 #define MAX_CONFIG_BYTES (16u << 20)
 
@@ -106,7 +123,8 @@ int main(int argc, char **argv) {
     berth_config_clear(&cfg);
     return 1;
   }
-  int rc = berth_engine_init(e, loop, &cfg, &err);
+  int rc = berth_engine_init(e, loop, &cfg, modules,
+                             sizeof modules / sizeof modules[0], &err);
   if (rc == BERTH_OK)
     rc = berth_engine_start(e, &err);
   if (rc != BERTH_OK) {

@@ -1,7 +1,9 @@
-/* Berth engine: the engine's lifecycle — models and workers up, the HTTP
- * frontend listening, and the orderly stop on SIGTERM/SIGINT: stop intake,
+/* Berth engine: the engine's lifecycle — models and workers up, the
+ * modules above core/ (main.c's list: pipelines, observers, frontends)
+ * started in order, and the orderly stop on SIGTERM/SIGINT: stop intake,
  * drain in-flight requests (bounded by drain_timeout_s), stop workers
- * (SHUTDOWN, then TERM, then KILL), close every handle, exit 0.
+ * (SHUTDOWN, then TERM, then KILL), close the listeners and every handle,
+ * exit 0. The engine names no module: it calls their hooks.
  *
  * Signal handlers only set state the loop acts on (libuv delivers them on
  * the loop thread). */
@@ -9,19 +11,19 @@
 #include <string.h>
 
 #include "engine.h"
-#include "grpc.h"
 #include "log.h"
 #include "router.h"
-#include "payload_log.h"
-#include "ui.h"
-#include "pipeline.h"
 
 static void finish_drain(berth_engine *e);
+static void workers_stopped(void *arg);
 
 int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
+                      const berth_module *const *modules, size_t n_modules,
                       berth_errmsg *err) {
   memset(e, 0, sizeof *e);
   e->loop = loop;
+  e->modules = modules;
+  e->n_modules = n_modules;
   e->cfg = *cfg; /* take ownership */
   memset(cfg, 0, sizeof *cfg);
   e->models = calloc(e->cfg.n_models ? e->cfg.n_models : 1, sizeof *e->models);
@@ -37,22 +39,46 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
     if (rc != BERTH_OK)
       return rc;
   }
-  int rrc = berth_router_init(e, err);
-  if (rrc != BERTH_OK)
-    return rrc;
-  int prc = berth_pipelines_init(e, err);
-  if (prc != BERTH_OK)
-    return prc;
+  int rc = berth_router_init(e, err);
+  if (rc != BERTH_OK)
+    return rc;
+  berth_supervisor_engine_init(e);
   uv_timer_init(loop, &e->drain_timer);
-  uv_timer_init(loop, &e->stop_timer);
   uv_signal_init(loop, &e->sig_term);
   uv_signal_init(loop, &e->sig_int);
-  e->drain_timer.data = e->stop_timer.data = e;
+  e->drain_timer.data = e;
   e->sig_term.data = e->sig_int.data = e;
-  int trc = berth_tracer_create(loop, &e->cfg, &e->tracer, err);
-  if (trc != BERTH_OK)
-    return trc;
-  return berth_ui_init(e, err);
+  for (size_t i = 0; i < e->n_modules && rc == BERTH_OK; i++)
+    if (e->modules[i]->init != NULL)
+      rc = e->modules[i]->init(e, err);
+  return rc;
+}
+
+int berth_engine_observe(berth_engine *e, const berth_observer *o,
+                         berth_errmsg *err) {
+  if (e->observers.n == BERTH_MAX_OBSERVERS)
+    return berth_errf(err, BERTH_E_INTERNAL, "more than %d observers",
+                      BERTH_MAX_OBSERVERS);
+  e->observers.list[e->observers.n++] = *o;
+  return BERTH_OK;
+}
+
+int berth_engine_add_collector(berth_engine *e, berth_collect_cb collect,
+                               void *ctx, berth_errmsg *err) {
+  if (e->n_collectors == BERTH_MAX_COLLECTORS)
+    return berth_errf(err, BERTH_E_INTERNAL, "more than %d metric collectors",
+                      BERTH_MAX_COLLECTORS);
+  e->collectors[e->n_collectors++] = (berth_collector){collect, ctx};
+  return BERTH_OK;
+}
+
+int berth_engine_add_listener(berth_engine *e, berth_httpd *h,
+                              berth_errmsg *err) {
+  if (e->n_listeners == BERTH_MAX_LISTENERS)
+    return berth_errf(err, BERTH_E_INTERNAL, "more than %d listeners",
+                      BERTH_MAX_LISTENERS);
+  e->listeners[e->n_listeners++] = h;
+  return BERTH_OK;
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -93,54 +119,14 @@ static int setup_security(berth_engine *e, berth_errmsg *err) {
 }
 
 int berth_engine_start(berth_engine *e, berth_errmsg *err) {
-  int src = setup_security(e, err);
-  if (src == BERTH_OK)
-    src = berth_payload_log_open(e->loop, &e->cfg, &e->payload_log, err);
-  if (src != BERTH_OK)
-    return src;
-  berth_httpd_options opt = {
-      .host = e->cfg.host,
-      .port = e->cfg.http_port,
-      .max_body_bytes = e->cfg.max_body_bytes,
-      .max_head_bytes = e->cfg.max_head_bytes,
-      .max_headers = 100,
-      .idle_timeout_ms = 120000,
-      .handler = berth_rest_handle,
-      .handler_data = e,
-      .tls = e->tls_rest,
-  };
-  int rc = berth_httpd_start(e->loop, &opt, &e->httpd, err);
-  if (rc != BERTH_OK)
-    return rc;
-  char port[16], url[300];
-  snprintf(port, sizeof port, "%u", berth_httpd_port(e->httpd));
-  snprintf(url, sizeof url, "%s://%s%s%s:%s", e->tls_rest ? "https" : "http",
-           strchr(e->cfg.host, ':') ? "[" : "", e->cfg.host,
-           strchr(e->cfg.host, ':') ? "]" : "", port);
-  berth_log_kv(BERTH_LOG_INFO,
-               e->tls_rest ? "listening (REST: HTTP/1.1 and HTTP/2 over TLS)"
-                           : "listening (REST: HTTP/1.1 and h2c)",
-               "url", url, "port", port, "version", BERTH_VERSION, "auth",
-               berth_auth_enabled(&e->auth) ? "bearer tokens" : "off", NULL);
-  rc = berth_grpc_start(e, err);
-  if (rc != BERTH_OK)
-    return rc;
-  if (e->cfg.metrics_port != 0) {
-    opt.port = e->cfg.metrics_port;
-    opt.handler = berth_rest_metrics_handle;
-    opt.max_body_bytes = 64 * 1024; /* a scrape has no body */
-    rc = berth_httpd_start(e->loop, &opt, &e->metrics_httpd, err);
-    if (rc != BERTH_OK)
-      return rc;
-    snprintf(port, sizeof port, "%u", berth_httpd_port(e->metrics_httpd));
-    berth_log_kv(BERTH_LOG_INFO, "listening (metrics: GET /metrics)", "host",
-                 e->cfg.host, "metrics_port", port, NULL);
-  }
-  for (size_t i = 0; i < e->n_models; i++) {
+  int rc = setup_security(e, err);
+  for (size_t i = 0; i < e->n_modules && rc == BERTH_OK; i++)
+    if (e->modules[i]->start != NULL)
+      rc = e->modules[i]->start(e, err);
+  for (size_t i = 0; i < e->n_models && rc == BERTH_OK; i++)
     rc = berth_supervisor_start(e->models[i], err);
-    if (rc != BERTH_OK)
-      return rc;
-  }
+  if (rc != BERTH_OK)
+    return rc;
   uv_signal_start(&e->sig_term, on_signal, SIGTERM);
   uv_signal_start(&e->sig_int, on_signal, SIGINT);
   return BERTH_OK;
@@ -160,10 +146,8 @@ void berth_engine_begin_drain(berth_engine *e) {
   if (e->draining)
     return;
   e->draining = true;
-  if (e->httpd != NULL)
-    berth_httpd_stop_accepting(e->httpd);
-  if (e->grpc_httpd != NULL)
-    berth_httpd_stop_accepting(e->grpc_httpd);
+  for (size_t i = 0; i < e->n_listeners; i++)
+    berth_httpd_stop_accepting(e->listeners[i]);
   uv_timer_start(&e->drain_timer, on_drain_timeout,
                  (uint64_t)(e->cfg.drain_timeout_s * 1000.0), 0);
   berth_engine_request_done(e);
@@ -185,22 +169,22 @@ static void finish_drain(berth_engine *e) {
     berth_sched_fail_queued(e->models[i], BERTH_E_SHUTDOWN,
                             "the server stopped before this request ran");
   berth_log_kv(BERTH_LOG_INFO, "stopping workers", NULL);
-  berth_supervisor_stop_all(e, 5000);
+  e->stopping = true;
+  berth_supervisor_stop_all(e, 5000, workers_stopped, e);
 }
 
 static void handle_closed(uv_handle_t *h) { (void)h; }
 
-static void httpd_closed(void *arg) {
-  berth_engine *e = arg;
-  e->httpd = NULL;
+/* Every listener is closed: the engine's own handles and the modules'. */
+static void listeners_closed(berth_engine *e) {
   uv_close((uv_handle_t *)&e->drain_timer, handle_closed);
-  uv_close((uv_handle_t *)&e->stop_timer, handle_closed);
   uv_close((uv_handle_t *)&e->sig_term, handle_closed);
   uv_close((uv_handle_t *)&e->sig_int, handle_closed);
-  berth_ui_close(e);
   berth_sched_engine_close(e);
-  berth_tracer_close(e->tracer); /* a last export, then its handles */
-  berth_payload_log_close(e->payload_log);
+  berth_supervisor_engine_close(e);
+  for (size_t i = e->n_modules; i-- > 0;)
+    if (e->modules[i]->close != NULL)
+      e->modules[i]->close(e);
   for (size_t i = 0; i < e->n_models; i++) {
     berth_supervisor_free(e->models[i]);
     berth_sched_close(e->models[i]);
@@ -208,40 +192,25 @@ static void httpd_closed(void *arg) {
   berth_log_kv(BERTH_LOG_INFO, "stopped", NULL);
 }
 
-/* The gRPC listener is closed after the metrics one, then the REST one. */
-static void grpc_closed(void *arg) {
+/* Closes the newest listener still open; its close callback comes back
+ * here for the next one (reverse order of start). */
+static void close_next_listener(void *arg) {
   berth_engine *e = arg;
-  e->grpc_httpd = NULL;
-  if (e->httpd != NULL) {
-    berth_httpd_close(e->httpd, httpd_closed, e);
-  } else {
-    httpd_closed(e);
+  if (e->n_listeners == 0) {
+    listeners_closed(e);
+    return;
   }
+  berth_httpd *h = e->listeners[--e->n_listeners];
+  berth_httpd_close(h, close_next_listener, e);
 }
 
-static void close_grpc(berth_engine *e) {
-  if (e->grpc_httpd != NULL)
-    berth_httpd_close(e->grpc_httpd, grpc_closed, e);
-  else
-    grpc_closed(e);
-}
-
-/* The metrics listener (if any) is closed before the gRPC one. */
-static void metrics_closed(void *arg) {
+/* Every worker process is gone (the supervisor's stop_all callback). */
+static void workers_stopped(void *arg) {
   berth_engine *e = arg;
-  e->metrics_httpd = NULL;
-  close_grpc(e);
-}
-
-void berth_engine_workers_stopped(berth_engine *e) {
   if (e->closing)
     return;
   e->closing = true;
-  uv_timer_stop(&e->stop_timer);
-  if (e->metrics_httpd != NULL)
-    berth_httpd_close(e->metrics_httpd, metrics_closed, e);
-  else
-    close_grpc(e);
+  close_next_listener(e);
 }
 
 void berth_engine_free(berth_engine *e) {
@@ -252,11 +221,10 @@ void berth_engine_free(berth_engine *e) {
   }
   free(e->models);
   berth_router_free(e);
-  berth_pipelines_free(e);
   berth_repository_free(e);
-  berth_tracer_free(e->tracer);
-  berth_payload_log_free(e->payload_log);
-  berth_ui_free(e);
+  for (size_t i = e->n_modules; i-- > 0;)
+    if (e->modules[i]->free != NULL)
+      e->modules[i]->free(e);
   berth_tls_ctx_free(e->tls_rest);
   berth_tls_ctx_free(e->tls_grpc);
   berth_auth_clear(&e->auth);

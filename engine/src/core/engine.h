@@ -6,7 +6,7 @@
  * libuv loop thread.
  *
  * Ownership at a glance:
- *   berth_engine owns the config, the models array, the httpd.
+ *   berth_engine owns the config, the models array, the listeners.
  *   berth_model owns its effective signature, its queued jobs (until they
  *     are handed to a worker) and its worker slots.
  *   A berth_job is owned by whoever created it (rest.c); the scheduler only
@@ -28,7 +28,11 @@
 #include "httpd.h"
 #include "infer.h"
 #include "metrics.h"
-#include "trace.h"
+#include "observer.h"
+#include "scheduler.h"
+#include "supervisor.h"
+
+struct berth_trace_ctx; /* obs/trace.h */
 
 typedef struct berth_engine berth_engine;
 typedef struct berth_model berth_model;
@@ -77,7 +81,7 @@ struct berth_job {
                                  model counts the answer, or NULL */
   berth_job_done_cb route_done; /* router.c: the creator's done while the
                                  router's wraps it */
-  berth_trace_ctx *trace;     /* owned or NULL (tracing off, not sampled):
+  struct berth_trace_ctx *trace; /* owned or NULL (tracing off, not sampled):
                                  set by the frontend, freed by
                                  berth_trace_job_finish (trace.h) */
   const char *request_id;     /* borrowed, NUL-terminated or NULL: the
@@ -160,6 +164,8 @@ struct berth_model {
   bool has_served;                /* a worker has been ready once: while a
                                      crashed worker restarts, requests wait
                                      in the queue instead of getting 503 */
+  uint64_t inflight;              /* submitted, not yet answered (the
+                                     batcher's load signal; a gauge) */
   berth_model_stats stats;
   berth_model_metrics metrics;    /* Prometheus (metrics.c) */
   struct berth_pipeline *pipeline; /* non-NULL: this is a pipeline's
@@ -168,36 +174,70 @@ struct berth_model {
                                       (pipeline.h) */
 };
 
+/* Appends a part of the /metrics exposition (Prometheus text) to out;
+ * BERTH_OK or the berth_buf error. */
+typedef int (*berth_collect_cb)(void *ctx, berth_buf *out);
+
+typedef struct berth_collector {
+  berth_collect_cb collect;
+  void *ctx;                      /* borrowed */
+} berth_collector;
+
+#define BERTH_MAX_COLLECTORS 8
+
+/* A part of the engine above core/ (observers, frontends, pipelines) that
+ * the engine starts and stops without naming it. main.c lists them; the
+ * engine calls each present hook in list order (free in reverse order).
+ * Every hook runs on the loop thread. */
+typedef struct berth_module {
+  const char *name;
+  /* After the models exist, before anything listens: make state, register
+   * observers, collectors and models (pipelines). */
+  int (*init)(struct berth_engine *e, berth_errmsg *err);
+  /* Open files, start listeners (berth_engine_add_listener). */
+  int (*start)(struct berth_engine *e, berth_errmsg *err);
+  /* No request is left and the listeners are closed: close own handles. */
+  void (*close)(struct berth_engine *e);
+  /* After the loop has stopped: free own state. Also after a failed init
+   * or start, so it must cope with a half-made state. */
+  void (*free)(struct berth_engine *e);
+} berth_module;
+
+#define BERTH_MAX_LISTENERS 8
+
 struct berth_engine {
   uv_loop_t *loop;
+  const berth_module *const *modules; /* borrowed array (main.c) */
+  size_t n_modules;
+  berth_observers observers;      /* registered hooks (observer.h) */
+  berth_collector collectors[BERTH_MAX_COLLECTORS]; /* /metrics parts */
+  size_t n_collectors;
+  berth_httpd *listeners[BERTH_MAX_LISTENERS]; /* owned: every listening
+                                     server, closed in reverse order */
+  size_t n_listeners;
   berth_config cfg;               /* owned */
   berth_model **models;           /* owned array of n_models owned models
                                      (pointers: a model never moves, jobs
                                      and workers point to it) */
   size_t n_models;
-  berth_httpd *httpd;             /* owned */
   berth_tls_ctx *tls_rest;        /* owned or NULL: TLS for REST */
   berth_tls_ctx *tls_grpc;        /* owned or NULL: TLS for gRPC (h2 only) */
   berth_auth auth;                /* tokens; disabled when none */
-  berth_httpd *grpc_httpd;        /* owned: the gRPC listener (grpc.c) */
-  berth_httpd *metrics_httpd;     /* owned or NULL: server.metrics_port */
   bool draining;                  /* SIGTERM seen: refuse new work */
   bool stopping;                  /* drain over: workers being stopped */
+  berth_sched_state sched;        /* the scheduler's (scheduler.h) */
+  berth_supervisor_state sup;     /* the supervisor's (supervisor.h) */
   bool closing;                   /* workers gone: handles being closed */
   size_t inflight;                /* accepted requests not yet answered */
   uint64_t next_batch_id;
-  size_t live_procs;              /* worker processes not yet reaped/freed */
-  size_t deadline_jobs;           /* queued or running jobs with a deadline */
-  uv_timer_t deadline_timer;      /* sweeps expired jobs while any exist */
   uv_signal_t sig_term, sig_int;
   uv_timer_t drain_timer;
-  uv_timer_t stop_timer;
   int exit_code;
   struct berth_payload_log *payload_log; /* owned or NULL (payload_log.h) */
   struct berth_repository *repo;  /* owned (repository.c); NULL until the
                                      repository API is first used */
   struct berth_router *router;    /* owned (router.c): traffic routes */
-  berth_tracer *tracer;           /* owned or NULL: tracing off (trace.h) */
+  struct berth_tracer *tracer;    /* owned or NULL: tracing off (trace.h) */
   struct berth_ui *ui;            /* owned (ui.c): the dashboard's samples
                                      and recent errors */
   struct berth_pipeline **pipelines; /* owned array of owned pipelines
@@ -206,16 +246,28 @@ struct berth_engine {
 };
 
 /* engine.c */
+/* Takes cfg (it is emptied), makes the models and calls every module's
+ * init (modules: borrowed, must outlive the engine). */
 int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
+                      const berth_module *const *modules, size_t n_modules,
                       berth_errmsg *err);
+/* Registers an observer (copied) whose hooks every job event reaches;
+ * BERTH_E_INTERNAL when BERTH_MAX_OBSERVERS are registered. */
+int berth_engine_observe(berth_engine *e, const berth_observer *o,
+                         berth_errmsg *err);
+/* Registers a part of GET /metrics, rendered after the models' and the
+ * process's families in registration order. */
+int berth_engine_add_collector(berth_engine *e, berth_collect_cb collect,
+                               void *ctx, berth_errmsg *err);
+/* Hands a started listener to the engine, which stops it accepting at
+ * drain and closes it (after the workers stopped) in reverse order. */
+int berth_engine_add_listener(berth_engine *e, berth_httpd *h,
+                              berth_errmsg *err);
 int berth_engine_start(berth_engine *e, berth_errmsg *err);
 /* Stop intake and drain (SIGTERM). Idempotent. */
 void berth_engine_begin_drain(berth_engine *e);
 /* Called whenever inflight drops; finishes the drain when it reaches 0. */
 void berth_engine_request_done(berth_engine *e);
-/* Called by the supervisor when every worker of every model has exited
- * after berth_supervisor_stop_all. */
-void berth_engine_workers_stopped(berth_engine *e);
 void berth_engine_free(berth_engine *e);
 
 /* model.c */
@@ -245,65 +297,6 @@ int berth_model_adopt_ready(berth_model *m, const char *json, size_t len,
  * requested outputs known. BERTH_E_INVALID with a message naming the input. */
 int berth_signature_check(const berth_model *m, const berth_infer_request *r,
                           berth_errmsg *err);
-
-/* scheduler.c */
-/* Queues a job (BERTH_E_OVERLOAD when the queue is full) and dispatches. */
-int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err);
-/* Sends queued jobs to idle workers. Called after submit and whenever a
- * worker becomes idle. */
-void berth_sched_dispatch(berth_model *m);
-/* Removes a queued (not yet running) job; returns true if it was queued.
- * Neither callback is called: the caller still owns the job. */
-bool berth_sched_cancel(berth_job *job);
-/* Sets up the model's scheduler state (timers); berth_sched_close undoes it. */
-void berth_sched_init(berth_model *m);
-void berth_sched_close(berth_model *m);
-void berth_sched_engine_init(berth_engine *e);
-void berth_sched_engine_close(berth_engine *e);
-/* Fails every queued job of m with status and msg. */
-void berth_sched_fail_queued(berth_model *m, int status, const char *msg);
-/* Completes every job of a batch with an error and frees the batch. */
-void berth_batch_fail(berth_batch *b, int status, const char *msg);
-/* What every answered job goes through, for the scheduler's jobs and a
- * pipeline's outer job alike: the model's in-flight count and request
- * metrics (took_ns: received -> answered), the payload log, the dashboard's
- * recent errors, job->done, then the trace's outcome. */
-void berth_job_deliver(berth_job *j, int status, const char *msg,
-                       berth_infer_response *resp, uint64_t took_ns);
-/* The job is no longer referenced: its trace's spans go out (or are
- * dropped), then job->release. */
-void berth_job_release_now(berth_job *j);
-/* Completes a batch from a worker's RESULT tensors and frees the batch. */
-void berth_batch_complete(berth_batch *b, berth_tensor *outs, size_t n,
-                          const char *params, size_t params_len);
-void berth_batch_free(berth_batch *b);
-
-/* metrics.c: appends the Prometheus exposition of every model version and
- * of the process (GET /metrics). */
-int berth_metrics_collect(berth_engine *e, berth_buf *out);
-
-/* supervisor.c */
-/* Resident memory of m's live worker processes, summed (bytes, from
- * /proc/<pid>/statm); -1 when none could be read. */
-double berth_supervisor_rss(const berth_model *m);
-/* Creates the model's worker slots and spawns them. */
-int berth_supervisor_start(berth_model *m, berth_errmsg *err);
-/* An idle, ready worker of m, or NULL. */
-berth_worker *berth_supervisor_idle_worker(berth_model *m);
-/* Sends a batch to an idle worker, which takes ownership of it. On failure
- * the batch's jobs are failed and the worker is restarted. */
-void berth_worker_run(berth_worker *w, berth_batch *b);
-/* Sends SHUTDOWN to every worker, escalates to SIGTERM/SIGKILL after
- * timeout_ms, and calls berth_engine_workers_stopped when all are gone. */
-void berth_supervisor_stop_all(berth_engine *e, uint64_t timeout_ms);
-/* Frees the worker slots (after stop_all completed). */
-void berth_supervisor_free(berth_model *m);
-
-/* rest.c: the OIP REST handler given to the httpd. */
-void berth_rest_handle(berth_http_req *req, void *engine);
-/* rest.c: the handler of server.metrics_port: GET /metrics only, with the
- * REST port's token rule. */
-void berth_rest_metrics_handle(berth_http_req *req, void *engine);
 
 /* repository.c: the model repository API, shared by the REST and gRPC
  * frontends (docs/rest-api.md, "Model repository"). The engine knows the
@@ -342,13 +335,6 @@ void berth_repository_unload(berth_engine *e, const char *name,
                              void *arg);
 /* Frees what the repository owns (after the loop has stopped). */
 void berth_repository_free(berth_engine *e);
-/* supervisor.c, for the repository: stop one model's workers (SHUTDOWN to
- * ready ones, TERM to the others; keep_ready: only those not ready, so the
- * ready ones can finish the queue) without restarting them, KILL those
- * still running, and whether none is left. */
-void berth_supervisor_stop_model(berth_model *m, bool keep_ready);
-void berth_supervisor_kill_model(berth_model *m);
-bool berth_supervisor_model_stopped(const berth_model *m);
 /* model.c: gives an unloaded model (no workers, nothing queued) a new
  * config (borrowed; it must outlive the model or the next reconfigure):
  * signature, platform and batch size start again from it. */

@@ -128,10 +128,17 @@ int berth_router_add(berth_engine *e, berth_route_config *cfg, double *cum,
   return BERTH_OK;
 }
 
+static int collect(void *ctx, berth_buf *out) {
+  return berth_router_metrics(ctx, out);
+}
+
 int berth_router_init(berth_engine *e, berth_errmsg *err) {
   e->router = calloc(1, sizeof *e->router);
   if (e->router == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  int arc = berth_engine_add_collector(e, collect, e, err);
+  if (arc != BERTH_OK)
+    return arc;
   rng_seed(e->router);
   berth_config *c = &e->cfg;
   for (size_t i = 0; i < c->n_routes; i++) {

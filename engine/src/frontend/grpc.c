@@ -27,6 +27,7 @@
 #include "router.h"
 #include "ui.h"
 #include "pipeline.h"
+#include "trace.h"
 
 #define SERVICE_PREFIX "/inference.GRPCInferenceService/"
 #define GRPC_CT {"content-type", "application/grpc"}
@@ -713,14 +714,23 @@ int berth_grpc_start(berth_engine *e, berth_errmsg *err) {
       .on_body = grpc_on_body,
       .tls = e->tls_grpc,
   };
-  int rc = berth_httpd_start(e->loop, &opt, &e->grpc_httpd, err);
+  berth_httpd *h = NULL;
+  int rc = berth_httpd_start(e->loop, &opt, &h, err);
   if (rc != BERTH_OK)
     return rc;
+  rc = berth_engine_add_listener(e, h, err);
+  if (rc != BERTH_OK) {
+    berth_httpd_close(h, NULL, NULL);
+    return rc;
+  }
   char port[16];
-  snprintf(port, sizeof port, "%u", berth_httpd_port(e->grpc_httpd));
+  snprintf(port, sizeof port, "%u", berth_httpd_port(h));
   berth_log_kv(BERTH_LOG_INFO,
                e->tls_grpc ? "listening (gRPC: inference.GRPCInferenceService, TLS)"
                            : "listening (gRPC: inference.GRPCInferenceService, h2c)",
                "host", e->cfg.host, "grpc_port", port, NULL);
   return BERTH_OK;
 }
+
+const berth_module berth_grpc_module = {.name = "grpc",
+                                        .start = berth_grpc_start};

@@ -44,6 +44,8 @@ berth_grpc_code berth_grpc_code_for(int status);
 
 /* Starts the listener on cfg.host:cfg.grpc_port into e->grpc_httpd. */
 int berth_grpc_start(berth_engine *e, berth_errmsg *err);
+/* The gRPC module (main.c's list): berth_grpc_start. */
+extern const berth_module berth_grpc_module;
 
 /* ---- grpc_meta.c: the unary methods other than ModelInfer ----
  * Each decodes its request message (msg, len bytes) and appends its framed

@@ -103,4 +103,14 @@ int berth_kserve_v1_encode(const berth_infer_request *r,
                            const berth_infer_response *resp, berth_buf *out,
                            berth_errmsg *err);
 
+/* The OIP REST handler given to the httpd. */
+void berth_rest_handle(berth_http_req *req, void *engine);
+/* The handler of server.metrics_port: GET /metrics only, with the
+ * REST port's token rule. */
+void berth_rest_metrics_handle(berth_http_req *req, void *engine);
+
+/* The REST module (main.c's list): starts the REST listener and, when
+ * server.metrics_port is set, the metrics one. */
+extern const berth_module berth_rest_module;
+
 #endif

@@ -108,7 +108,20 @@ static void on_tick(uv_timer_t *timer) {
   }
 }
 
+static void on_answered(void *ctx, berth_job *j, int status, const char *msg,
+                        const berth_infer_response *resp, uint64_t took_ns) {
+  (void)ctx;
+  (void)resp;
+  (void)took_ns;
+  if (status != BERTH_OK)
+    berth_ui_note_error(j->model, j->protocol, status, msg);
+}
+
 int berth_ui_init(berth_engine *e, berth_errmsg *err) {
+  berth_observer o = {.answered = on_answered};
+  int rc = berth_engine_observe(e, &o, err);
+  if (rc != BERTH_OK)
+    return rc;
   berth_ui *ui = calloc(1, sizeof *ui);
   if (ui == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
@@ -222,7 +235,7 @@ static json_t *model_json(const berth_ui *ui, const berth_model *m,
                    (json_int_t)m->instances, "workers_ready",
                    (json_int_t)m->n_ready, "max_batch_size",
                    (json_int_t)m->max_batch_size, "queue_depth",
-                   (json_int_t)m->q_len, "inflight", (json_int_t)mm->inflight,
+                   (json_int_t)m->q_len, "inflight", (json_int_t)m->inflight,
                    "requests", (json_int_t)total, "errors",
                    (json_int_t)(total - ok), "worker_restarts",
                    (json_int_t)mm->worker_restarts, "series",
@@ -510,3 +523,8 @@ void berth_ui_handle(berth_engine *e, berth_http_req *req) {
            "at /ui", (int)(pl > 200 ? 200 : pl), path);
   respond_error(e, req, BERTH_E_NOT_FOUND, msg);
 }
+
+const berth_module berth_ui_module = {.name = "ui",
+                                      .init = berth_ui_init,
+                                      .close = berth_ui_close,
+                                      .free = berth_ui_free};

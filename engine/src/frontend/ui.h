@@ -28,7 +28,11 @@
 
 typedef struct berth_ui berth_ui;
 
-/* Makes e->ui and starts sampling. */
+/* The dashboard's module (main.c's list): berth_ui_init, _close, _free. */
+extern const berth_module berth_ui_module;
+
+/* Makes e->ui, starts sampling, and registers the observer that notes
+ * failed requests. */
 int berth_ui_init(berth_engine *e, berth_errmsg *err);
 /* Stops sampling and closes the timer (no-op when e->ui is NULL). */
 void berth_ui_close(berth_engine *e);

@@ -1,6 +1,7 @@
 /* Berth engine: Prometheus metrics — histograms, the per-model counters,
  * and the text exposition format 0.0.4. The engine's side (walking the
- * models, process CPU and memory) is berth_metrics_collect at the end. */
+ * models, process CPU and memory, the registered collectors) and the
+ * observer that keeps the per-model numbers are at the end. */
 #include "metrics.h"
 
 #include <math.h>
@@ -12,8 +13,6 @@
 #include <berth/error.h>
 
 #include "engine.h"
-#include "router.h"
-#include "pipeline.h"
 
 /* ---- histograms ---------------------------------------------------------- */
 
@@ -253,7 +252,7 @@ static const struct {
 static bool scalar_of(const berth_metrics_model *mv, gkind k, double *v) {
   switch (k) {
   case G_QUEUE: *v = (double)mv->queue_depth; return true;
-  case G_INFLIGHT: *v = (double)mv->m->inflight; return true;
+  case G_INFLIGHT: *v = (double)mv->inflight; return true;
   case G_WORKERS: *v = (double)mv->workers_ready; return true;
   case G_RESTARTS: *v = (double)mv->m->worker_restarts; return true;
   case G_LOAD: *v = mv->m->load_seconds; return *v >= 0;
@@ -325,22 +324,6 @@ int berth_metrics_render(berth_buf *out, const berth_metrics_model *models,
 
 /* ---- the engine's side ---------------------------------------------------- */
 
-static int trace_counters(berth_buf *out, berth_trace_counters tc) {
-  int rc = family(out, "berth_trace_spans_exported_total", "counter",
-                  "Spans the OTLP receiver accepted.");
-  if (rc == BERTH_OK)
-    rc = berth_buf_printf(out, "berth_trace_spans_exported_total %llu\n",
-                          (unsigned long long)tc.spans_exported);
-  if (rc == BERTH_OK)
-    rc = family(out, "berth_trace_spans_dropped_total", "counter",
-                "Spans never delivered: the export buffer was full, or the "
-                "export failed.");
-  if (rc == BERTH_OK)
-    rc = berth_buf_printf(out, "berth_trace_spans_dropped_total %llu\n",
-                          (unsigned long long)tc.spans_dropped);
-  return rc;
-}
-
 int berth_metrics_collect(berth_engine *e, berth_buf *out) {
   berth_metrics_model *mv = calloc(e->n_models ? e->n_models : 1, sizeof *mv);
   if (mv == NULL)
@@ -351,6 +334,7 @@ int berth_metrics_collect(berth_engine *e, berth_buf *out) {
     mv[i].version = m->cfg->version;
     mv[i].m = &m->metrics;
     mv[i].queue_depth = m->q_len;
+    mv[i].inflight = m->inflight;
     mv[i].workers_ready = m->n_ready;
     mv[i].workers_rss_bytes = berth_supervisor_rss(m);
   }
@@ -366,12 +350,65 @@ int berth_metrics_collect(berth_engine *e, berth_buf *out) {
   if (uv_resident_set_memory(&rss) == 0)
     proc.rss_bytes = (double)rss;
   int rc = berth_metrics_render(out, mv, e->n_models, &proc);
-  if (rc == BERTH_OK)
-    rc = berth_router_metrics(e, out);
   free(mv);
-  if (rc == BERTH_OK) /* tracing (trace.h); 0 when it is off */
-    rc = trace_counters(out, berth_tracer_counters(e->tracer));
-  if (rc == BERTH_OK)
-    rc = berth_pipeline_metrics_render(e, out);
+  for (size_t i = 0; i < e->n_collectors && rc == BERTH_OK; i++)
+    rc = e->collectors[i].collect(e->collectors[i].ctx, out);
   return rc;
 }
+
+/* ---- the observer ---------------------------------------------------------- */
+
+static void on_dispatched(void *ctx, berth_job *j, uint64_t now_ns,
+                          int64_t batch_size) {
+  (void)ctx;
+  (void)batch_size;
+  berth_histogram_observe(&j->model->metrics.queue_duration,
+                          (double)(now_ns - j->enqueued_ns) / 1e9);
+}
+
+static void on_batch_sent(void *ctx, berth_batch *b) {
+  (void)ctx;
+  berth_histogram_observe(&b->model->metrics.batch_size,
+                          (double)(b->rows > 0 ? b->rows
+                                               : (int64_t)b->n_jobs));
+}
+
+static void on_batch_ended(void *ctx, berth_batch *b, uint64_t now_ns,
+                           bool answered) {
+  (void)ctx;
+  if (answered)
+    berth_histogram_observe(&b->model->metrics.compute_duration,
+                            (double)(now_ns - b->sent_ns) / 1e9);
+}
+
+static void on_answered(void *ctx, berth_job *j, int status, const char *msg,
+                        const berth_infer_response *resp, uint64_t took_ns) {
+  (void)ctx;
+  (void)msg;
+  (void)resp;
+  berth_metrics_request(&j->model->metrics, j->protocol, status,
+                        (double)took_ns / 1e9);
+}
+
+static void on_worker_ready(void *ctx, berth_model *m, double load_s) {
+  (void)ctx;
+  m->metrics.load_seconds = load_s;
+}
+
+static void on_worker_restarted(void *ctx, berth_model *m) {
+  (void)ctx;
+  m->metrics.worker_restarts++;
+}
+
+static int metrics_init(berth_engine *e, berth_errmsg *err) {
+  berth_observer o = {.dispatched = on_dispatched,
+                      .batch_sent = on_batch_sent,
+                      .batch_ended = on_batch_ended,
+                      .answered = on_answered,
+                      .worker_ready = on_worker_ready,
+                      .worker_restarted = on_worker_restarted};
+  return berth_engine_observe(e, &o, err);
+}
+
+const berth_module berth_metrics_module = {.name = "metrics",
+                                           .init = metrics_init};

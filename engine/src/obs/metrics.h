@@ -62,7 +62,6 @@ typedef struct berth_model_metrics {
   berth_histogram queue_duration;    /* s: queued -> taken into a batch */
   berth_histogram compute_duration;  /* s: frame sent -> answer received */
   berth_histogram batch_size;        /* rows per batch */
-  uint64_t inflight;                 /* submitted, not yet answered */
   uint64_t worker_restarts;
   double load_seconds;               /* last worker start -> READY; <0: none */
   uint64_t payload_written;          /* payload log records written */
@@ -80,6 +79,7 @@ typedef struct berth_metrics_model {
   const char *version;
   const berth_model_metrics *m;
   uint64_t queue_depth;
+  uint64_t inflight;                /* submitted, not yet answered */
   uint64_t workers_ready;
   double workers_rss_bytes;         /* < 0: unknown, not rendered */
 } berth_metrics_model;
@@ -96,5 +96,14 @@ int berth_metrics_render(berth_buf *out, const berth_metrics_model *models,
                          size_t n, const berth_metrics_process *proc);
 /* Appends s as a label value: \ " and newline escaped. */
 int berth_metrics_escape(berth_buf *out, const char *s);
+
+struct berth_engine;
+struct berth_module;
+/* The engine's side: appends the exposition of every model version, of the
+ * process, then of every registered collector (GET /metrics). */
+int berth_metrics_collect(struct berth_engine *e, berth_buf *out);
+/* The metrics module (main.c's list): its observer keeps the per-model
+ * counters and histograms. */
+extern const struct berth_module berth_metrics_module;
 
 #endif

@@ -471,3 +471,36 @@ void berth_payload_log_answer(berth_payload_log *pl, const berth_job *job,
   pl->tail = r;
   kick(pl);
 }
+
+/* ---- the module ------------------------------------------------------------ */
+
+static void on_answered(void *ctx, berth_job *j, int status, const char *msg,
+                        const berth_infer_response *resp, uint64_t took_ns) {
+  (void)took_ns;
+  berth_engine *e = ctx;
+  berth_payload_log_answer(e->payload_log, j, status, msg, resp);
+}
+
+static int pl_init(berth_engine *e, berth_errmsg *err) {
+  if (e->cfg.payload_log_path == NULL)
+    return BERTH_OK; /* off: no hook on the request path */
+  berth_observer o = {.ctx = e, .answered = on_answered};
+  return berth_engine_observe(e, &o, err);
+}
+
+static int pl_start(berth_engine *e, berth_errmsg *err) {
+  return berth_payload_log_open(e->loop, &e->cfg, &e->payload_log, err);
+}
+
+static void pl_close(berth_engine *e) { berth_payload_log_close(e->payload_log); }
+
+static void pl_free(berth_engine *e) {
+  berth_payload_log_free(e->payload_log);
+  e->payload_log = NULL;
+}
+
+const berth_module berth_payload_log_module = {.name = "payload_log",
+                                               .init = pl_init,
+                                               .start = pl_start,
+                                               .close = pl_close,
+                                               .free = pl_free};

@@ -12,7 +12,8 @@
  * counted (berth_payload_records_dropped_total); written ones are counted
  * in berth_payload_records_written_total.
  *
- * Ownership: the engine owns the berth_payload_log (engine->payload_log);
+ * Ownership: the engine owns the berth_payload_log (engine->payload_log,
+ * opened, closed and freed by berth_payload_log_module);
  * the queue owns its records; records being written belong to the thread
  * job until its completion callback runs on the loop. The file descriptor
  * is touched only by the thread job. */
@@ -34,7 +35,7 @@ typedef struct berth_payload_log berth_payload_log;
  * BERTH_E_IO with the path and reason when the file cannot be opened. */
 int berth_payload_log_open(uv_loop_t *loop, const berth_config *cfg,
                            berth_payload_log **out, berth_errmsg *err);
-/* The scheduler's hook, called once per answered job (status, errmsg and
+/* The module's observer calls this once per answered job (status, errmsg and
  * resp as given to job->done). Samples by the model's payload_log.rate,
  * encodes and queues the record, or drops it. pl may be NULL (off). */
 void berth_payload_log_answer(berth_payload_log *pl, const berth_job *job,
@@ -54,5 +55,9 @@ void berth_payload_log_free(berth_payload_log *pl);
  * files stay; backups 0 removes path. Missing files are skipped. 0 or an
  * errno value. */
 int berth_payload_rotate(const char *path, unsigned backups);
+
+/* The payload log module (main.c's list): opens the sink at start when a
+ * path is configured, and registers the observer that samples answers. */
+extern const berth_module berth_payload_log_module;
 
 #endif

@@ -475,3 +475,77 @@ void berth_trace_job_refused(berth_job *job, int status) {
   job->trace->refused = true;
   berth_trace_job_finish(job, status);
 }
+
+/* ---- the module ------------------------------------------------------------ */
+
+static void on_dispatched(void *ctx, berth_job *j, uint64_t now_ns,
+                          int64_t batch_size) {
+  (void)ctx;
+  berth_trace_dispatched(j->trace, now_ns, batch_size);
+}
+
+static void on_batch_ended(void *ctx, berth_batch *b, uint64_t now_ns,
+                           bool answered) {
+  (void)ctx;
+  (void)now_ns;
+  (void)answered;
+  berth_trace_batch_ended(b);
+}
+
+static void on_answered(void *ctx, berth_job *j, int status, const char *msg,
+                        const berth_infer_response *resp, uint64_t took_ns) {
+  (void)ctx;
+  (void)msg;
+  (void)resp;
+  (void)took_ns;
+  berth_trace_answered(j->trace, status);
+}
+
+static void on_released(void *ctx, berth_job *j) {
+  (void)ctx;
+  if (j->trace != NULL) /* status only counts if it was never answered */
+    berth_trace_job_finish(j, BERTH_E_INTERNAL);
+}
+
+static int collect(void *ctx, berth_buf *out) {
+  berth_trace_counters tc = berth_tracer_counters(ctx); /* 0s when off */
+  int rc = berth_buf_printf(out, "# HELP berth_trace_spans_exported_total "
+                            "Spans the OTLP receiver accepted.\n"
+                            "# TYPE berth_trace_spans_exported_total counter\n"
+                            "berth_trace_spans_exported_total %llu\n",
+                            (unsigned long long)tc.spans_exported);
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(out, "# HELP berth_trace_spans_dropped_total Spans "
+                          "never delivered: the export buffer was full, or "
+                          "the export failed.\n"
+                          "# TYPE berth_trace_spans_dropped_total counter\n"
+                          "berth_trace_spans_dropped_total %llu\n",
+                          (unsigned long long)tc.spans_dropped);
+  return rc;
+}
+
+static int trace_init(berth_engine *e, berth_errmsg *err) {
+  int rc = berth_tracer_create(e->loop, &e->cfg, &e->tracer, err);
+  if (rc == BERTH_OK)
+    rc = berth_engine_add_collector(e, collect, e->tracer, err);
+  if (rc != BERTH_OK || e->tracer == NULL)
+    return rc; /* off: no hook on the request path */
+  berth_observer o = {.ctx = e->tracer,
+                      .dispatched = on_dispatched,
+                      .batch_ended = on_batch_ended,
+                      .answered = on_answered,
+                      .released = on_released};
+  return berth_engine_observe(e, &o, err);
+}
+
+static void trace_close(berth_engine *e) { berth_tracer_close(e->tracer); }
+
+static void trace_free(berth_engine *e) {
+  berth_tracer_free(e->tracer);
+  e->tracer = NULL;
+}
+
+const berth_module berth_trace_module = {.name = "trace",
+                                         .init = trace_init,
+                                         .close = trace_close,
+                                         .free = trace_free};

@@ -12,8 +12,8 @@
  * Off (no tracing.endpoint): the engine has no tracer, and every hook below
  * is a NULL check; nothing is allocated per request.
  *
- * Ownership: the engine owns its tracer (berth_tracer_create / _close /
- * _free). A berth_trace_ctx belongs to the job it was made for
+ * Ownership: the engine owns its tracer (engine->tracer, made, closed and
+ * freed by berth_trace_module through berth_tracer_create / _close / _free). A berth_trace_ctx belongs to the job it was made for
  * (berth_job.trace); berth_trace_job_finish hands its spans to the tracer and
  * frees it. Everything runs on the loop thread.
  */
@@ -94,14 +94,14 @@ berth_trace_ctx *berth_trace_begin(berth_tracer *t, const char *traceparent,
 void berth_trace_ctx_traceparent(const berth_trace_ctx *c,
                                  char out[BERTH_TRACEPARENT_LEN + 1]);
 
-/* scheduler.c: the job left the queue in a batch of batch_size rows (or
+/* The job left the queue in a batch of batch_size rows (or
  * requests, unbatched). */
 void berth_trace_dispatched(berth_trace_ctx *c, uint64_t now_ns,
                             int64_t batch_size);
-/* scheduler.c: the batch ended (answer, failure): its jobs' worker spans
+/* The batch ended (answer, failure): its jobs' worker spans
  * get the batch's sent and answered times. */
 void berth_trace_batch_ended(const struct berth_batch *b);
-/* scheduler.c: the job was answered with status (first call counts). */
+/* The job was answered with status (first call counts). */
 void berth_trace_answered(berth_trace_ctx *c, int status);
 /* The scheduler (or a frontend, for a job the scheduler never took or gave
  * back) is done with the job: its spans go to the tracer's buffer (or are
@@ -111,5 +111,14 @@ void berth_trace_job_finish(struct berth_job *job, int status);
 /* A frontend's submit was refused (overload, bad parameters): the request
  * span alone, with status, and job->trace freed as above. */
 void berth_trace_job_refused(struct berth_job *job, int status);
+
+/* ---- the module ------------------------------------------------------------ */
+
+struct berth_module;
+/* The tracing module (main.c's list): makes engine->tracer from the config
+ * (none when tracing is off), registers the observer that calls the hooks
+ * above at each job event, and the berth_trace_spans_* counters for
+ * /metrics. */
+extern const struct berth_module berth_trace_module;
 
 #endif

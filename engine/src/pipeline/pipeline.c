@@ -706,7 +706,7 @@ int berth_pipeline_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
   uv_timer_init(e->loop, &r->start);
   r->start.data = r;
   uv_timer_start(&r->start, on_start, 0, 0);
-  m->metrics.inflight++;
+  m->inflight++;
   return BERTH_OK;
 }
 
@@ -772,3 +772,20 @@ int berth_pipeline_metrics_render(berth_engine *e, berth_buf *out) {
   }
   return rc;
 }
+
+/* ---- the module ------------------------------------------------------------ */
+
+static int collect(void *ctx, berth_buf *out) {
+  return berth_pipeline_metrics_render(ctx, out);
+}
+
+static int pipelines_module_init(berth_engine *e, berth_errmsg *err) {
+  int rc = berth_pipelines_init(e, err);
+  if (rc == BERTH_OK && e->n_pipelines > 0)
+    rc = berth_engine_add_collector(e, collect, e, err);
+  return rc;
+}
+
+const berth_module berth_pipeline_module = {.name = "pipelines",
+                                            .init = pipelines_module_init,
+                                            .free = berth_pipelines_free};

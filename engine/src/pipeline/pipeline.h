@@ -46,6 +46,11 @@ struct berth_model;
 struct berth_job;
 typedef struct berth_pipeline berth_pipeline;
 
+struct berth_module;
+/* The pipelines module (main.c's list): berth_pipelines_init (and their
+ * metric families), berth_pipelines_free. */
+extern const struct berth_module berth_pipeline_module;
+
 /* Creates engine->pipelines from engine->cfg.pipelines. */
 int berth_pipelines_init(struct berth_engine *e, berth_errmsg *err);
 void berth_pipelines_free(struct berth_engine *e);

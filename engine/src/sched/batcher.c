@@ -88,7 +88,7 @@ void berth_batcher_close(berth_model *m) {
 
 void berth_batcher_arrived(berth_model *m, uint64_t now_ns) {
   berth_batcher *b = &m->batcher;
-  uint64_t in_server = m->metrics.inflight;
+  uint64_t in_server = m->inflight;
   if (in_server > b->seen)
     b->seen = in_server;
   b->last_arrival_ns = now_ns;
@@ -124,7 +124,7 @@ bool berth_batcher_ready(berth_model *m, uint64_t now_ns) {
     if (m->q_head[p] != NULL && m->q_head[p]->enqueued_ns < oldest)
       oldest = m->q_head[p]->enqueued_ns;
   uint64_t waited = now_ns - oldest;
-  uint64_t in_server = m->metrics.inflight;
+  uint64_t in_server = m->inflight;
   if (waited >= delay_ns) {
     if (in_server < b->seen) /* fewer came than expected: expect fewer */
       b->seen = in_server > 0 ? in_server : 1;

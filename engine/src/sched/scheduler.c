@@ -24,8 +24,6 @@
 
 #include "engine.h"
 #include "log.h"
-#include "payload_log.h"
-#include "ui.h"
 #include "pipeline.h"
 
 #define SCAN_LIMIT 128 /* queued requests the batcher looks at per batch */
@@ -111,29 +109,24 @@ static void job_answer(berth_job *j, int status, const char *msg,
 
 void berth_job_deliver(berth_job *j, int status, const char *msg,
                        berth_infer_response *resp, uint64_t took_ns) {
-  berth_model_metrics *mm = &j->model->metrics;
-  if (mm->inflight > 0)
-    mm->inflight--;
-  berth_metrics_request(mm, j->protocol, status, (double)took_ns / 1e9);
-  berth_trace_ctx *tc = j->trace; /* freed only at release */
-  berth_payload_log_answer(j->model->engine->payload_log, j, status, msg,
-                           resp);
-  if (status != BERTH_OK)
-    berth_ui_note_error(j->model, j->protocol, status, msg);
+  berth_model *m = j->model;
+  if (m->inflight > 0)
+    m->inflight--;
+  BERTH_OBSERVE(&m->engine->observers, answered, j, status, msg, resp,
+                took_ns);
   j->done(j, status, msg, resp);
-  berth_trace_answered(tc, status); /* after the answer is written */
 }
 
 void berth_job_release_now(berth_job *j) {
-  if (j->trace != NULL)
-    berth_trace_job_finish(j, BERTH_E_INTERNAL);
+  if (j->model != NULL)
+    BERTH_OBSERVE(&j->model->engine->observers, released, j);
   if (j->release != NULL)
     j->release(j);
 }
 
 static void job_release(berth_job *j) {
-  if (j->deadline_ns != 0 && j->model->engine->deadline_jobs > 0)
-    j->model->engine->deadline_jobs--;
+  if (j->deadline_ns != 0 && j->model->engine->sched.deadline_jobs > 0)
+    j->model->engine->sched.deadline_jobs--;
   berth_job_release_now(j);
 }
 
@@ -231,11 +224,11 @@ int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
   if (rc != BERTH_OK)
     return rc;
   queue_push(m, job, false);
-  m->metrics.inflight++;
+  m->inflight++;
   if (job->deadline_ns != 0) {
     berth_engine *e = m->engine;
-    if (e->deadline_jobs++ == 0)
-      uv_timer_start(&e->deadline_timer, on_deadline_sweep, 1, 1);
+    if (e->sched.deadline_jobs++ == 0)
+      uv_timer_start(&e->sched.deadline_timer, on_deadline_sweep, 1, 1);
   }
   /* Dispatched at the end of this loop iteration, with whatever else
    * arrived in it (batcher.h). */
@@ -247,10 +240,10 @@ bool berth_sched_cancel(berth_job *job) {
   if (!job->queued)
     return false;
   queue_unlink(job->model, job);
-  if (job->model->metrics.inflight > 0)
-    job->model->metrics.inflight--; /* never answered: the client left */
-  if (job->deadline_ns != 0 && job->model->engine->deadline_jobs > 0)
-    job->model->engine->deadline_jobs--;
+  if (job->model->inflight > 0)
+    job->model->inflight--; /* never answered: the client left */
+  if (job->deadline_ns != 0 && job->model->engine->sched.deadline_jobs > 0)
+    job->model->engine->sched.deadline_jobs--;
   return true;
 }
 
@@ -294,7 +287,7 @@ static void on_deadline_sweep(uv_timer_t *t) {
   uint64_t now = uv_hrtime();
   for (size_t i = 0; i < e->n_models; i++)
     sweep_model(e->models[i], now);
-  if (e->deadline_jobs == 0)
+  if (e->sched.deadline_jobs == 0)
     uv_timer_stop(t);
 }
 
@@ -423,13 +416,11 @@ static berth_batch *take_batch(berth_model *m) {
     }
   }
   uint64_t now = uv_hrtime();
+  int64_t size = b->rows > 0 ? b->rows : (int64_t)b->n_jobs;
   for (size_t i = 0; i < b->n_jobs; i++) {
     b->jobs[i]->running = true;
-    berth_trace_dispatched(b->jobs[i]->trace, now,
-                           b->rows > 0 ? b->rows : (int64_t)b->n_jobs);
     add_stat(&m->stats.queue, now - b->jobs[i]->enqueued_ns);
-    berth_histogram_observe(&m->metrics.queue_duration,
-                            (double)(now - b->jobs[i]->enqueued_ns) / 1e9);
+    BERTH_OBSERVE(&m->engine->observers, dispatched, b->jobs[i], now, size);
   }
   b->formed_ns = now;
   b->id = ++m->engine->next_batch_id;
@@ -453,9 +444,7 @@ void berth_sched_dispatch(berth_model *m) {
       m->running->prev = b;
     m->running = b;
     m->stats.execution_count++;
-    berth_histogram_observe(&m->metrics.batch_size,
-                            (double)(b->rows > 0 ? b->rows
-                                                 : (int64_t)b->n_jobs));
+    BERTH_OBSERVE(&m->engine->observers, batch_sent, b);
     berth_worker_run(w, b);
   }
 }
@@ -478,7 +467,9 @@ void berth_batch_free(berth_batch *b) {
 }
 
 void berth_batch_fail(berth_batch *b, int status, const char *msg) {
-  berth_trace_batch_ended(b);
+  if (b->model != NULL)
+    BERTH_OBSERVE(&b->model->engine->observers, batch_ended, b, uv_hrtime(),
+                  false);
   for (size_t i = 0; i < b->n_jobs; i++) {
     berth_job *j = b->jobs[i];
     j->running = false;
@@ -575,12 +566,10 @@ void berth_batch_complete(berth_batch *b, berth_tensor *outs, size_t n,
                           const char *params, size_t params_len) {
   berth_model *m = b->model;
   uint64_t t0 = uv_hrtime();
-  berth_trace_batch_ended(b);
+  BERTH_OBSERVE(&m->engine->observers, batch_ended, b, t0, true);
   add_stat(&m->stats.compute_input, b->sent_ns - b->formed_ns);
   add_stat(&m->stats.compute_infer, t0 - b->sent_ns);
   berth_batcher_served(m, t0 - b->sent_ns);
-  berth_histogram_observe(&m->metrics.compute_duration,
-                          (double)(t0 - b->sent_ns) / 1e9);
   berth_infer_response resp = {.outputs = outs, .n_outputs = n,
                                .parameters = NULL};
   if (params_len > 2) {
@@ -609,10 +598,10 @@ static void timer_closed(uv_handle_t *h) { (void)h; }
 void berth_sched_close(berth_model *m) { berth_batcher_close(m); }
 
 void berth_sched_engine_init(berth_engine *e) {
-  uv_timer_init(e->loop, &e->deadline_timer);
-  e->deadline_timer.data = e;
+  uv_timer_init(e->loop, &e->sched.deadline_timer);
+  e->sched.deadline_timer.data = e;
 }
 
 void berth_sched_engine_close(berth_engine *e) {
-  uv_close((uv_handle_t *)&e->deadline_timer, timer_closed);
+  uv_close((uv_handle_t *)&e->sched.deadline_timer, timer_closed);
 }

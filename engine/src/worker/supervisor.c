@@ -87,7 +87,7 @@ static void proc_release(void *arg) {
   berth_engine *e = p->engine;
   berth_buf_free(&p->rx);
   free(p);
-  e->live_procs--;
+  e->sup.live_procs--;
   maybe_all_stopped(e);
 }
 
@@ -150,7 +150,8 @@ static void on_ready(berth_worker *w, const uint8_t *payload, size_t len) {
   w->state = W_IDLE;
   w->ready_ns = uv_hrtime();
   if (w->spawned_ns != 0)
-    m->metrics.load_seconds = (double)(w->ready_ns - w->spawned_ns) / 1e9;
+    BERTH_OBSERVE(&m->engine->observers, worker_ready, m,
+                  (double)(w->ready_ns - w->spawned_ns) / 1e9);
   w->counted_ready = true;
   m->n_ready++;
   m->has_served = true;
@@ -313,8 +314,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 /* ---- lifecycle --------------------------------------------------------- */
 
 static void maybe_all_stopped(berth_engine *e) {
-  if (e->stopping && e->live_procs == 0)
-    berth_engine_workers_stopped(e);
+  berth_supervisor_state *s = &e->sup;
+  if (s->stopped == NULL || s->live_procs > 0)
+    return;
+  void (*cb)(void *) = s->stopped;
+  s->stopped = NULL; /* once */
+  uv_timer_stop(&s->stop_timer);
+  cb(s->stopped_arg);
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -349,7 +355,7 @@ static void schedule_restart(berth_worker *w) {
     w->backoff_s = cfg->restart_backoff_max_s;
   w->state = W_EMPTY;
   w->restarts++;
-  w->model->metrics.worker_restarts++;
+  BERTH_OBSERVE(&w->model->engine->observers, worker_restarted, w->model);
   uv_timer_start(&w->timer, on_timer, (uint64_t)(delay * 1000.0), 0);
 }
 
@@ -529,7 +535,7 @@ static void worker_spawn(berth_worker *w) {
   opt.stdio = stdio;
   opt.stdio_count = 4;
   opt.exit_cb = on_worker_exit;
-  e->live_procs++;
+  e->sup.live_procs++;
   int rc = out_ok ? uv_spawn(e->loop, &p->process, &opt) : UV_ENOMEM;
   free_env(env);
   if (rc != 0) {
@@ -675,8 +681,10 @@ static void stop_timeout(uv_timer_t *t) {
   }
 }
 
-void berth_supervisor_stop_all(berth_engine *e, uint64_t timeout_ms) {
-  e->stopping = true;
+void berth_supervisor_stop_all(berth_engine *e, uint64_t timeout_ms,
+                               void (*stopped)(void *arg), void *arg) {
+  e->sup.stopped = stopped;
+  e->sup.stopped_arg = arg;
   for (size_t i = 0; i < e->n_models; i++) {
     berth_model *m = e->models[i];
     for (size_t k = 0; k < m->n_workers; k++) {
@@ -695,9 +703,19 @@ void berth_supervisor_stop_all(berth_engine *e, uint64_t timeout_ms) {
       w->state = W_STOPPING;
     }
   }
-  e->stop_timer.data = e;
-  uv_timer_start(&e->stop_timer, stop_timeout, timeout_ms, 0);
+  uv_timer_start(&e->sup.stop_timer, stop_timeout, timeout_ms, 0);
   maybe_all_stopped(e);
+}
+
+static void sup_timer_closed(uv_handle_t *h) { (void)h; }
+
+void berth_supervisor_engine_init(berth_engine *e) {
+  uv_timer_init(e->loop, &e->sup.stop_timer);
+  e->sup.stop_timer.data = e;
+}
+
+void berth_supervisor_engine_close(berth_engine *e) {
+  uv_close((uv_handle_t *)&e->sup.stop_timer, sup_timer_closed);
 }
 
 static void slot_timer_closed(uv_handle_t *h) { free(h->data); }

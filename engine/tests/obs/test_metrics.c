@@ -84,9 +84,8 @@ static void rendering(void **state) {
   berth_metrics_request(&mm, BERTH_PROTO_GRPC, BERTH_E_MODEL, 2);
   berth_histogram_observe(&mm.batch_size, 3);
   mm.worker_restarts = 2;
-  mm.inflight = 1;
   berth_metrics_model mv = {.model = "m\"x", .version = "1", .m = &mm,
-                            .queue_depth = 4, .workers_ready = 2,
+                            .queue_depth = 4, .inflight = 1, .workers_ready = 2,
                             .workers_rss_bytes = -1};
   berth_metrics_process proc = {.cpu_seconds = 1.5, .rss_bytes = 4096,
                                 .version = "9.9"};

@@ -1,0 +1,63 @@
+/* Berth engine: the supervisor's API (supervisor.c) — it spawns each
+ * model's worker processes, hands them batches over the worker protocol,
+ * restarts the ones that die (with backoff), and stops them. When the last
+ * worker process of a stop_all is gone it calls the callback it was given
+ * (as uv_close does): it names nobody above it.
+ */
+#ifndef BERTH_SUPERVISOR_H
+#define BERTH_SUPERVISOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "berth/error.h"
+
+struct berth_engine;
+struct berth_model;
+struct berth_job;
+struct berth_batch;
+struct berth_worker;
+typedef struct berth_engine berth_engine;
+typedef struct berth_model berth_model;
+typedef struct berth_job berth_job;
+typedef struct berth_batch berth_batch;
+typedef struct berth_worker berth_worker;
+
+/* The supervisor's engine-wide state; supervisor.c alone writes it. */
+typedef struct berth_supervisor_state {
+  size_t live_procs;              /* worker processes not yet reaped/freed */
+  uv_timer_t stop_timer;          /* stop_all's escalation to SIGKILL */
+  void (*stopped)(void *arg);     /* stop_all's callback, called once */
+  void *stopped_arg;
+} berth_supervisor_state;
+
+/* Sets up and closes the supervisor's engine-wide state (its timer). */
+void berth_supervisor_engine_init(berth_engine *e);
+void berth_supervisor_engine_close(berth_engine *e);
+/* Resident memory of m's live worker processes, summed (bytes, from
+ * /proc/<pid>/statm); -1 when none could be read. */
+double berth_supervisor_rss(const berth_model *m);
+/* Creates the model's worker slots and spawns them. */
+int berth_supervisor_start(berth_model *m, berth_errmsg *err);
+/* An idle, ready worker of m, or NULL. */
+berth_worker *berth_supervisor_idle_worker(berth_model *m);
+/* Sends a batch to an idle worker, which takes ownership of it. On failure
+ * the batch's jobs are failed and the worker is restarted. */
+void berth_worker_run(berth_worker *w, berth_batch *b);
+/* Sends SHUTDOWN to every worker, escalates to SIGKILL after timeout_ms,
+ * and calls stopped(arg) once, when every worker process is gone (possibly
+ * before this returns). */
+void berth_supervisor_stop_all(berth_engine *e, uint64_t timeout_ms,
+                               void (*stopped)(void *arg), void *arg);
+/* Frees the worker slots (after stop_all completed). */
+void berth_supervisor_free(berth_model *m);
+/* supervisor.c, for the repository: stop one model's workers (SHUTDOWN to
+ * ready ones, TERM to the others; keep_ready: only those not ready, so the
+ * ready ones can finish the queue) without restarting them, KILL those
+ * still running, and whether none is left. */
+void berth_supervisor_stop_model(berth_model *m, bool keep_ready);
+void berth_supervisor_kill_model(berth_model *m);
+bool berth_supervisor_model_stopped(const berth_model *m);
+
+#endif
