@@ -30,16 +30,6 @@ KNOWN: set[tuple[str, str]] = {
     ("sched/batcher.c", "core/engine.h"),
     ("sched/scheduler.c", "core/engine.h"),
     ("worker/supervisor.c", "core/engine.h"),
-    # The per-model Prometheus numbers are a struct embedded in the model
-    # (its observer and collector are registered; the state is not yet in
-    # the module's own slot).
-    ("core/engine.h", "obs/metrics.h"),
-    ("pipeline/pipeline.h", "obs/metrics.h"),
-    # A pipeline is a branch in the scheduler and the model table instead of
-    # a model with its own operations table.
-    ("sched/scheduler.c", "pipeline/pipeline.h"),
-    ("core/model.c", "pipeline/pipeline.h"),
-    ("core/repository.c", "pipeline/pipeline.h"),
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)

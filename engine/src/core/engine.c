@@ -220,6 +220,7 @@ void berth_engine_free(berth_engine *e) {
     free(e->models[i]);
   }
   free(e->models);
+  free(e->composites);
   berth_router_free(e);
   berth_repository_free(e);
   for (size_t i = e->n_modules; i-- > 0;)

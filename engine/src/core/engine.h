@@ -27,7 +27,7 @@
 #include "tls.h"
 #include "httpd.h"
 #include "infer.h"
-#include "metrics.h"
+#include "model_metrics.h"
 #include "observer.h"
 #include "scheduler.h"
 #include "supervisor.h"
@@ -39,6 +39,27 @@ typedef struct berth_model berth_model;
 typedef struct berth_job berth_job;
 typedef struct berth_batch berth_batch;
 typedef struct berth_worker berth_worker;
+
+/* What a model does, by its kind: a model version served by worker
+ * processes (model.c: berth_worker_model_ops) or a composite such as a
+ * pipeline's stand-in (pipeline.c). The frontends, the router and the
+ * repository go through berth_model_submit / _ready / _state and never
+ * branch on the kind. */
+typedef struct berth_model_ops {
+  const char *kind;            /* "model", "pipeline": for messages */
+  bool composite;              /* not in engine->models, no worker, one
+                                  version "1", not loadable */
+  /* Takes a job as berth_sched_submit does (same contract). */
+  int (*submit)(berth_model *m, berth_job *job, berth_errmsg *err);
+  /* Can take requests now. */
+  bool (*ready)(const berth_model *m);
+  /* The repository index's state (READY, LOADING, UNLOADING,
+   * UNAVAILABLE) and, when not ready, why (cap bytes, NUL-terminated). */
+  const char *(*state)(const berth_model *m, char *reason, size_t cap);
+  /* Brings the effective signature up to date before it is described or
+   * checked (NULL: nothing to do). */
+  void (*refresh)(berth_model *m);
+} berth_model_ops;
 
 /* Called exactly once per job. On success status is BERTH_OK and resp holds
  * the outputs; their data may borrow from worker memory that is valid only
@@ -138,6 +159,7 @@ typedef struct berth_model_stats {
 
 struct berth_model {
   berth_engine *engine;
+  const berth_model_ops *ops;     /* what it is (never NULL) */
   const berth_model_config *cfg;  /* borrowed from engine->cfg */
   char *platform;                 /* owned: effective platform name */
   berth_tensor_spec *inputs;      /* owned: effective signature */
@@ -169,9 +191,7 @@ struct berth_model {
   berth_model_stats stats;
   berth_model_metrics metrics;    /* Prometheus (metrics.c) */
   struct berth_pipeline *pipeline; /* non-NULL: this is a pipeline's
-                                      stand-in, not in engine->models, and
-                                      berth_sched_submit runs the pipeline
-                                      (pipeline.h) */
+                                      stand-in (pipeline.c's own link) */
 };
 
 /* Appends a part of the /metrics exposition (Prometheus text) to out;
@@ -243,6 +263,10 @@ struct berth_engine {
   struct berth_pipeline **pipelines; /* owned array of owned pipelines
                                      (pipeline.c), one per cfg.pipelines */
   size_t n_pipelines;
+  berth_model **composites;       /* owned array of borrowed models that
+                                     are not worker-backed (pipelines'
+                                     stand-ins), berth_engine_add_composite */
+  size_t n_composites;
 };
 
 /* engine.c */
@@ -283,7 +307,28 @@ berth_model *berth_model_find(berth_engine *e, const char *name,
                               size_t version_len);
 /* true if any version of name exists. */
 bool berth_model_name_exists(berth_engine *e, const char *name, size_t len);
+/* The composite model called name (a pipeline), when no worker-backed model
+ * has that name and version is NULL or "1"; else NULL. Its signature is
+ * brought up to date (ops->refresh). */
+berth_model *berth_composite_find(berth_engine *e, const char *name,
+                                  size_t name_len, const char *version,
+                                  size_t version_len);
+/* Registers a composite model (borrowed: it must outlive the engine's
+ * models, i.e. until berth_engine_free). */
+int berth_engine_add_composite(berth_engine *e, berth_model *m,
+                               berth_errmsg *err);
+/* The worker-backed model's operations (model.c). */
+extern const berth_model_ops berth_worker_model_ops;
+/* m->ops->submit: queues the job on m (or runs the composite). */
+int berth_model_submit(berth_model *m, berth_job *job, berth_errmsg *err);
 bool berth_model_ready(const berth_model *m);
+/* m->ops->state: the repository index's state name. */
+const char *berth_model_state_name(const berth_model *m, char *reason,
+                              size_t cap);
+/* "model 'x' version 'v' is not ready: why" (or "pipeline 'x' ..."),
+ * for the 503 a frontend answers (cap bytes, NUL-terminated). */
+void berth_model_not_ready_message(const berth_model *m, char *out,
+                                   size_t cap);
 /* Takes new inference requests: ready, or restarting after a crash (the
  * requests queue for the restarted worker). */
 bool berth_model_accepting(const berth_model *m);

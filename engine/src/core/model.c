@@ -4,9 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdio.h>
+
 #include "engine.h"
 #include "log.h"
-#include "pipeline.h"
 
 static void specs_free(berth_tensor_spec *s, size_t n) {
   if (s == NULL)
@@ -65,6 +66,7 @@ int berth_model_init(berth_model *m, berth_engine *e,
                      const berth_model_config *cfg, berth_errmsg *err) {
   memset(m, 0, sizeof *m);
   m->engine = e;
+  m->ops = &berth_worker_model_ops;
   m->cfg = cfg;
   m->state = BERTH_MODEL_LOADING;
   berth_model_metrics_init(&m->metrics);
@@ -145,12 +147,106 @@ bool berth_model_name_exists(berth_engine *e, const char *name, size_t len) {
   return berth_model_find(e, name, len, NULL, 0) != NULL;
 }
 
-bool berth_model_ready(const berth_model *m) {
-  if (m->pipeline != NULL) /* ready when its steps' models are */
-    return berth_pipeline_ready(m);
+bool berth_model_ready(const berth_model *m) { return m->ops->ready(m); }
+
+int berth_model_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
+  return m->ops->submit(m, job, err);
+}
+
+const char *berth_model_state_name(const berth_model *m, char *reason,
+                              size_t cap) {
+  return m->ops->state(m, reason, cap);
+}
+
+void berth_model_not_ready_message(const berth_model *m, char *out,
+                                   size_t cap) {
+  char why[512];
+  if (m->ops->composite) { /* its state names the step that holds it up */
+    m->ops->state(m, why, sizeof why);
+    snprintf(out, cap, "%s '%.100s' is not ready: %.300s", m->ops->kind,
+             m->cfg->name, why);
+    return;
+  }
+  const char *w = m->engine->draining ? "the server is shutting down"
+                  : m->state == BERTH_MODEL_FAILED ? m->load_error
+                  : m->state == BERTH_MODEL_UNLOADING ? "it is being unloaded"
+                  : m->state == BERTH_MODEL_UNAVAILABLE ? "it was unloaded"
+                  : m->n_ready == 0 ? "its worker is still loading it"
+                                    : "unavailable";
+  snprintf(out, cap, "model '%.100s' version '%.100s' is not ready: %.300s",
+           m->cfg->name, m->cfg->version, w);
+}
+
+berth_model *berth_composite_find(berth_engine *e, const char *name,
+                                  size_t name_len, const char *version,
+                                  size_t version_len) {
+  if (version != NULL && !(version_len == 1 && version[0] == '1'))
+    return NULL;
+  if (berth_model_name_exists(e, name, name_len))
+    return NULL; /* a worker-backed model of that name comes first */
+  for (size_t i = 0; i < e->n_composites; i++) {
+    berth_model *c = e->composites[i];
+    if (strlen(c->cfg->name) == name_len &&
+        memcmp(c->cfg->name, name, name_len) == 0) {
+      if (c->ops->refresh != NULL)
+        c->ops->refresh(c);
+      return c;
+    }
+  }
+  return NULL;
+}
+
+int berth_engine_add_composite(berth_engine *e, berth_model *m,
+                               berth_errmsg *err) {
+  berth_model **grown =
+      realloc(e->composites, (e->n_composites + 1) * sizeof *grown);
+  if (grown == NULL)
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  e->composites = grown;
+  e->composites[e->n_composites++] = m;
+  return BERTH_OK;
+}
+
+/* ---- the worker-backed model's operations ------------------------------- */
+
+static bool worker_ready(const berth_model *m) {
   return m->state == BERTH_MODEL_READY && m->n_ready > 0 &&
          !m->engine->draining;
 }
+
+static const char *worker_state(const berth_model *m, char *reason,
+                                size_t cap) {
+  const char *why = "", *state;
+  switch (m->state) {
+  case BERTH_MODEL_READY:
+    state = m->n_ready > 0 ? "READY" : "LOADING";
+    if (m->n_ready == 0)
+      why = "no worker is ready";
+    break;
+  case BERTH_MODEL_LOADING:
+    state = "LOADING";
+    break;
+  case BERTH_MODEL_FAILED:
+    state = "UNAVAILABLE";
+    why = m->load_error;
+    break;
+  case BERTH_MODEL_UNLOADING:
+    state = "UNLOADING";
+    why = "being unloaded";
+    break;
+  default:
+    state = "UNAVAILABLE";
+    why = m->load_error[0] != '\0' ? m->load_error : "unloaded";
+  }
+  snprintf(reason, cap, "%s", why);
+  return state;
+}
+
+const berth_model_ops berth_worker_model_ops = {.kind = "model",
+                                                .composite = false,
+                                                .submit = berth_sched_submit,
+                                                .ready = worker_ready,
+                                                .state = worker_state};
 
 bool berth_model_accepting(const berth_model *m) {
   if (m->engine->draining)

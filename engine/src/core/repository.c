@@ -28,7 +28,6 @@
 
 #include "engine.h"
 #include "log.h"
-#include "pipeline.h"
 
 #define TICK_MS 20
 #define KILL_AFTER_NS (5ull * 1000000000ull)
@@ -376,34 +375,12 @@ static void call_fail(repo_call *c, int status, const char *msg) {
 
 /* ---- index ---------------------------------------------------------------- */
 
-static const char *state_name(const berth_model *m, const char **reason) {
-  *reason = "";
-  switch (m->state) {
-  case BERTH_MODEL_READY:
-    if (m->n_ready > 0)
-      return "READY";
-    *reason = "no worker is ready";
-    return "LOADING";
-  case BERTH_MODEL_LOADING:
-    return "LOADING";
-  case BERTH_MODEL_FAILED:
-    *reason = m->load_error;
-    return "UNAVAILABLE";
-  case BERTH_MODEL_UNLOADING:
-    *reason = "being unloaded";
-    return "UNLOADING";
-  default:
-    *reason = m->load_error[0] != '\0' ? m->load_error : "unloaded";
-    return "UNAVAILABLE";
-  }
-}
-
 json_t *berth_repository_index(berth_engine *e, bool ready_only) {
   json_t *arr = json_array();
   for (size_t i = 0; arr != NULL && i < e->n_models; i++) {
     const berth_model *m = e->models[i];
-    const char *reason;
-    const char *state = state_name(m, &reason);
+    char reason[600];
+    const char *state = berth_model_state_name(m, reason, sizeof reason);
     if (ready_only && strcmp(state, "READY") != 0)
       continue;
     if (json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s}", "name",
@@ -414,12 +391,12 @@ json_t *berth_repository_index(berth_engine *e, bool ready_only) {
       arr = NULL;
     }
   }
-  /* pipelines (not in e->models): one version, "1", with a reason naming
-   * the step model that keeps it from being ready (pipeline.c) */
-  for (size_t i = 0; arr != NULL && i < e->n_pipelines; i++) {
-    const berth_model *m = berth_pipeline_model_at(e, i);
-    char reason[512];
-    const char *state = berth_pipeline_state(m, reason, sizeof reason);
+  /* composites such as pipelines (not in e->models): one version, "1",
+   * with a reason naming what keeps it from being ready */
+  for (size_t i = 0; arr != NULL && i < e->n_composites; i++) {
+    const berth_model *m = e->composites[i];
+    char reason[600];
+    const char *state = berth_model_state_name(m, reason, sizeof reason);
     if (ready_only && strcmp(state, "READY") != 0)
       continue;
     if (json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s}", "name",
@@ -487,7 +464,7 @@ void berth_repository_unload(berth_engine *e, const char *name,
     if (unload_one(r, m, c) != BERTH_OK)
       call_fail(c, BERTH_E_NOMEM, "out of memory");
   }
-  if (found == 0 && berth_pipeline_find(e, name, strlen(name)) != NULL) {
+  if (found == 0 && berth_composite_find(e, name, strlen(name), NULL, 0) != NULL) {
     berth_errmsg err;
     call_fail(c, BERTH_E_INVALID, pipeline_refusal(name, "unload", &err));
   } else if (found == 0) {
@@ -613,7 +590,7 @@ void berth_repository_load(berth_engine *e, const char *name,
     return;
   struct berth_repository *r = e->repo;
   int rc = BERTH_OK;
-  if (berth_pipeline_find(e, name, strlen(name)) != NULL) {
+  if (berth_composite_find(e, name, strlen(name), NULL, 0) != NULL) {
     /* a model of that name would hide the pipeline (pipeline.c) */
     call_fail(c, BERTH_E_INVALID, pipeline_refusal(name, "load a model", &err));
     ensure_tick(r);

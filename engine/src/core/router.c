@@ -397,7 +397,7 @@ static shadow_job *shadow_prepare(berth_route *rt, const berth_job *primary) {
 static void shadow_send(shadow_job *s) {
   berth_errmsg err;
   berth_route_stat *st = s->stat;
-  int rc = berth_sched_submit(s->job.model, &s->job, &err);
+  int rc = berth_model_submit(s->job.model, &s->job, &err);
   if (rc != BERTH_OK) { /* not queued: no callback ran */
     st->shadow_dropped++;
     shadow_release(&s->job);
@@ -420,12 +420,12 @@ static void routed_done(berth_job *job, int status, const char *errmsg,
 int berth_router_submit(berth_model *m, berth_job *job,
                         berth_route_stat *stat, berth_errmsg *err) {
   if (stat == NULL)
-    return berth_sched_submit(m, job, err);
+    return berth_model_submit(m, job, err);
   shadow_job *s = shadow_prepare(stat->route, job);
   job->route_stat = stat;
   job->route_done = job->done;
   job->done = routed_done;
-  int rc = berth_sched_submit(m, job, err);
+  int rc = berth_model_submit(m, job, err);
   if (rc != BERTH_OK) {
     job->done = job->route_done;
     job->route_done = NULL;

@@ -26,7 +26,6 @@
 #include "log.h"
 #include "router.h"
 #include "ui.h"
-#include "pipeline.h"
 #include "trace.h"
 
 #define SERVICE_PREFIX "/inference.GRPCInferenceService/"
@@ -322,22 +321,6 @@ static void job_done(berth_job *job, int status, const char *errmsg,
   inflight_done(e);
 }
 
-static void not_ready_message(const berth_model *m, char *out, size_t cap) {
-  if (m->pipeline != NULL) { /* names the step model (pipeline.c) */
-    char why[512];
-    berth_pipeline_state(m, why, sizeof why);
-    snprintf(out, cap, "pipeline '%.100s' is not ready: %.300s", m->cfg->name, why);
-    return;
-  }
-  const char *why = m->engine->draining ? "the server is shutting down"
-                    : m->state == BERTH_MODEL_FAILED ? m->load_error
-                    : m->state == BERTH_MODEL_UNLOADING ? "it is being unloaded"
-                    : m->state == BERTH_MODEL_UNAVAILABLE ? "it was unloaded"
-                    : m->n_ready == 0 ? "its worker is still loading it"
-                                      : "unavailable";
-  snprintf(out, cap, "model '%.100s' version '%.100s' is not ready: %.200s", m->cfg->name,
-           m->cfg->version, why);
-}
 
 /* A request failed here (never queued): statistics and metrics. An
  * unready model's refusals go to the metrics only (stats: as over REST). */
@@ -401,7 +384,7 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
     memcpy(c->request_id, j->request_id, sizeof c->request_id);
   j->job.request_id = j->request_id;
   if (rc == BERTH_OK && !berth_model_accepting(m)) {
-    not_ready_message(m, err.msg, sizeof err.msg);
+    berth_model_not_ready_message(m, err.msg, sizeof err.msg);
     rc = BERTH_E_UNAVAILABLE;
     unready = m;
     m = NULL; /* not in the statistics, as over REST */

@@ -11,7 +11,6 @@
 #include "grpc.h"
 #include "grpc_service.pb-c.h"
 #include "router.h"
-#include "pipeline.h"
 
 #define QN "%.100s"
 
@@ -39,7 +38,7 @@ int berth_grpc_find_model(berth_engine *e, const char *name, const char *version
   /* a name no model has may be a pipeline's (pipeline.c), version "1" */
   if (!berth_model_name_exists(e, name, nl) &&
       (any || strcmp(version, "1") == 0) &&
-      (*out = berth_pipeline_find(e, name, nl)) != NULL)
+      (*out = berth_composite_find(e, name, nl, NULL, 0)) != NULL)
     return BERTH_OK;
   if (!berth_model_name_exists(e, name, nl))
     return berth_errf(err, BERTH_E_NOT_FOUND, "unknown model '" QN "'", name);
@@ -154,7 +153,7 @@ int berth_grpc_model_metadata(berth_engine *e, const uint8_t *msg, size_t len,
     for (size_t i = 0; i < e->n_models; i++)
       if (strcmp(e->models[i]->cfg->name, m->cfg->name) == 0)
         versions[r.n_versions++] = e->models[i]->cfg->version;
-    if (m->pipeline != NULL) /* a pipeline is not in e->models */
+    if (m->ops->composite) /* not in e->models */
       versions[r.n_versions++] = m->cfg->version;
     r.versions = versions;
     r.platform = str(m->platform);
@@ -321,7 +320,7 @@ int berth_grpc_model_statistics(berth_engine *e, const uint8_t *msg, size_t len,
   bool all = rq->name[0] == '\0', any_version = rq->version[0] == '\0';
   if (!all)
     rc = berth_grpc_find_model(e, rq->name, rq->version, &one, err);
-  size_t cap = e->n_models + e->n_pipelines + 1;
+  size_t cap = e->n_models + e->n_composites + 1;
   stats_block *b = rc == BERTH_OK ? calloc(cap, sizeof *b) : NULL;
   Inference__ModelStatistics **p = rc == BERTH_OK ? calloc(cap, sizeof *p) : NULL;
   if (rc == BERTH_OK && (b == NULL || p == NULL))
@@ -338,8 +337,8 @@ int berth_grpc_model_statistics(berth_engine *e, const uint8_t *msg, size_t len,
       p[r.n_model_stats] = &b[r.n_model_stats].s;
       r.n_model_stats++;
     }
-    for (size_t i = 0; i < e->n_pipelines; i++) { /* not in e->models */
-      berth_model *x = berth_pipeline_model_at(e, i);
+    for (size_t i = 0; i < e->n_composites; i++) { /* not in e->models */
+      berth_model *x = e->composites[i];
       if (!all && x != one)
         continue;
       fill_stats(&b[r.n_model_stats], x);

@@ -18,7 +18,6 @@
 #include "codec_json.h"
 #include "rest.h"
 #include "router.h"
-#include "pipeline.h"
 
 /* ---- request ------------------------------------------------------------ */
 
@@ -253,8 +252,8 @@ void berth_rest_kserve_v1(berth_engine *e, berth_http_req *req, bool is_get,
                        : NULL;
   if (m == NULL && berth_slice_valid_name(name))
     m = berth_model_find(e, name.p, name.n, NULL, 0);
-  if (m == NULL && berth_slice_valid_name(name)) /* a pipeline (pipeline.c) */
-    m = berth_pipeline_find(e, name.p, name.n);
+  if (m == NULL && berth_slice_valid_name(name)) /* a composite (a pipeline) */
+    m = berth_composite_find(e, name.p, name.n, NULL, 0);
   if (m == NULL || m->state == BERTH_MODEL_UNAVAILABLE) {
     snprintf(msg, sizeof msg, "unknown model '%.*s'%s",
              (int)(name.n > 200 ? 200 : name.n), name.p,

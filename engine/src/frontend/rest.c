@@ -15,8 +15,8 @@
 #include "log.h"
 #include "router.h"
 #include "ui.h"
-#include "pipeline.h"
 #include "trace.h"
+#include "metrics.h"
 
 #define JSON_CT {"content-type", "application/json"}
 
@@ -243,7 +243,7 @@ static void handle_model_metadata(berth_engine *e, berth_http_req *req,
     if (strcmp(e->models[i]->cfg->name, m->cfg->name) == 0)
       json_array_append_new(versions,
                             json_string(e->models[i]->cfg->version));
-  if (m->pipeline != NULL) /* a pipeline is not in e->models */
+  if (m->ops->composite) /* not in e->models */
     json_array_append_new(versions, json_string(m->cfg->version));
   berth_rest_respond_doc(
       e, req, 200,
@@ -253,29 +253,12 @@ static void handle_model_metadata(berth_engine *e, berth_http_req *req,
                 specs_json(m->outputs, m->n_outputs)));
 }
 
-void berth_rest_not_ready_message(const berth_model *m, char *out, size_t cap) {
-  if (m->pipeline != NULL) { /* names the step model (pipeline.c) */
-    char why[512];
-    berth_pipeline_state(m, why, sizeof why);
-    snprintf(out, cap, "pipeline '%s' is not ready: %s", m->cfg->name, why);
-    return;
-  }
-  const char *why = m->engine->draining ? "the server is shutting down"
-                    : m->state == BERTH_MODEL_FAILED ? m->load_error
-                    : m->state == BERTH_MODEL_UNLOADING
-                        ? "it is being unloaded"
-                    : m->state == BERTH_MODEL_UNAVAILABLE ? "it was unloaded"
-                    : m->n_ready == 0 ? "its worker is still loading it"
-                                      : "unavailable";
-  snprintf(out, cap, "model '%s' version '%s' is not ready: %s", m->cfg->name,
-           m->cfg->version, why);
-}
 
 static void handle_model_ready(berth_engine *e, berth_http_req *req,
                                berth_model *m) {
   if (!berth_model_ready(m)) {
     char msg[700];
-    berth_rest_not_ready_message(m, msg, sizeof msg);
+    berth_model_not_ready_message(m, msg, sizeof msg);
     berth_rest_respond_error(e, req, BERTH_E_UNAVAILABLE, msg);
     return;
   }
@@ -422,7 +405,7 @@ bool berth_rest_servable(berth_engine *e, berth_http_req *req,
     return false;
   }
   if (!berth_model_accepting(m)) {
-    berth_rest_not_ready_message(m, msg, sizeof msg);
+    berth_model_not_ready_message(m, msg, sizeof msg);
     count_refused(m, req, BERTH_E_UNAVAILABLE, msg);
     berth_rest_respond_error(e, req, BERTH_E_UNAVAILABLE, msg);
     return false;
@@ -589,7 +572,7 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
   /* a name no model has may be a pipeline's (pipeline.c), version "1" */
   if (m == NULL && valid && !exists &&
       (ver == NULL || (ver_len == 1 && ver[0] == '1')))
-    m = berth_pipeline_find(e, name.p, name.n);
+    m = berth_composite_find(e, name.p, name.n, NULL, 0);
   if (m == NULL && !exists) {
     snprintf(msg, sizeof msg, "unknown model '%.*s'",
              (int)(name.n > 200 ? 200 : name.n), name.p);

@@ -51,8 +51,6 @@ void berth_rest_respond_error(berth_engine *e, berth_http_req *req,
 /* Answers doc (reference taken; NULL means out of memory) as JSON. */
 void berth_rest_respond_doc(berth_engine *e, berth_http_req *req,
                             int http_status, json_t *doc);
-/* "model 'm' version 'v' is not ready: <why>" */
-void berth_rest_not_ready_message(const berth_model *m, char *out, size_t cap);
 
 /* Answers 503/404 and returns false unless m can take an inference request
  * now (not draining, ready). */

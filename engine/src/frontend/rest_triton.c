@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "rest.h"
-#include "pipeline.h"
 
 /* ---- configuration ---------------------------------------------------- */
 
@@ -120,8 +119,8 @@ void berth_rest_model_stats(berth_engine *e, berth_http_req *req,
     }
   }
   /* pipelines are not in e->models: one asked for, or all of them */
-  for (size_t i = 0; arr != NULL && i < e->n_pipelines; i++) {
-    berth_model *x = berth_pipeline_model_at(e, i);
+  for (size_t i = 0; arr != NULL && i < e->n_composites; i++) {
+    berth_model *x = e->composites[i];
     if ((m == NULL || x == m) && json_array_append_new(arr, model_stats(x))) {
       json_decref(arr);
       arr = NULL;

@@ -190,6 +190,16 @@ static void refresh_signature(berth_pipeline *p) {
   p->sig_done = rc == BERTH_OK && complete;
 }
 
+static void refresh(berth_model *m) { refresh_signature(m->pipeline); }
+
+/* A pipeline is a composite model (engine.h): these are its operations. */
+static const berth_model_ops pipeline_ops = {.kind = "pipeline",
+                                             .composite = true,
+                                             .submit = berth_pipeline_submit,
+                                             .ready = berth_pipeline_ready,
+                                             .state = berth_pipeline_state,
+                                             .refresh = refresh};
+
 int berth_pipelines_init(berth_engine *e, berth_errmsg *err) {
   size_t n = e->cfg.n_pipelines;
   if (n == 0)
@@ -212,6 +222,7 @@ int berth_pipelines_init(berth_engine *e, berth_errmsg *err) {
     p->cfg.entry = p->pc->entry;
     berth_model *m = &p->model;
     m->engine = e;
+    m->ops = &pipeline_ops;
     m->cfg = &p->cfg;
     m->pipeline = p;
     m->platform = strdup("pipeline");
@@ -220,6 +231,9 @@ int berth_pipelines_init(berth_engine *e, berth_errmsg *err) {
     m->state = BERTH_MODEL_READY;
     m->instances = 1;
     berth_model_metrics_init(&m->metrics);
+    int rc = berth_engine_add_composite(e, m, err);
+    if (rc != BERTH_OK)
+      return rc;
   }
   return BERTH_OK;
 }

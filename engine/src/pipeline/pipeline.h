@@ -7,8 +7,8 @@
  * pipeline.c runs them. Each pipeline has a stand-in berth_model (not in
  * engine->models) that carries its name, platform "pipeline", effective
  * signature and statistics, so the frontends find, describe and answer a
- * pipeline as they do a model; berth_sched_submit hands a job whose model
- * is a pipeline to berth_pipeline_submit. Each step becomes an internal
+ * pipeline as they do a model: it is a composite model (engine.h) whose
+ * operations submit to berth_pipeline_submit. Each step becomes an internal
  * berth_job submitted to the step's model (batched with any other traffic
  * to it); its outputs are copied into the run's state (raw tensors, never
  * JSON) and start the steps that read them. A failure fails the request
@@ -28,7 +28,7 @@
 #include "pipeline_config.h"
 #include "httpd.h"
 #include "infer.h"
-#include "metrics.h"
+#include "model_metrics.h"
 
 /* pipeline_switch.c: picks the model of switch step st for a request (its
  * inputs and parameters; http: its headers, or NULL) into *model (borrowed

@@ -24,7 +24,6 @@
 
 #include "engine.h"
 #include "log.h"
-#include "pipeline.h"
 
 #define SCAN_LIMIT 128 /* queued requests the batcher looks at per batch */
 
@@ -207,8 +206,6 @@ static int read_rows(berth_model *m, berth_job *job, berth_errmsg *err) {
 }
 
 int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
-  if (m->pipeline != NULL) /* a pipeline runs its steps' jobs (pipeline.c) */
-    return berth_pipeline_submit(m, job, err);
   if (m->q_len >= m->cfg->max_queue_size)
     return berth_errf(err, BERTH_E_OVERLOAD,
                       "model '%s' has %zu requests queued (max_queue_size); "
