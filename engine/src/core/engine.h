@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <uv.h>
 
 #include "auth.h"
@@ -80,7 +81,7 @@ typedef void (*berth_job_release_cb)(berth_job *job);
 #define BERTH_PRIORITY_LEVELS 2
 
 struct berth_job {
-  berth_job *prev, *next;     /* queue links (scheduler.c) */
+  TAILQ_ENTRY(berth_job) link; /* its priority level's queue (scheduler.c) */
   berth_model *model;         /* target model version */
   berth_infer_request req;    /* owned: decoded and validated request */
   uint64_t received_ns;       /* when the frontend had the whole request */
@@ -125,7 +126,8 @@ struct berth_batch {
   uint64_t sent_ns;           /* frame written */
   uint64_t answered_ns;       /* worker's answer received */
   berth_model *model;
-  berth_batch *prev, *next;   /* the model's running batches */
+  LIST_ENTRY(berth_batch) link; /* the model's running batches */
+  bool listed;                /* linked into model->running */
 };
 
 typedef enum {
@@ -172,13 +174,13 @@ struct berth_model {
   /* scheduler */
   uint32_t max_batch_size;        /* effective (config, else READY hint) */
   uint32_t instances;             /* effective worker count */
-  berth_job *q_head[BERTH_PRIORITY_LEVELS], *q_tail[BERTH_PRIORITY_LEVELS];
+  TAILQ_HEAD(berth_job_queue, berth_job) queue[BERTH_PRIORITY_LEVELS];
   size_t q_len;                   /* both levels */
   int64_t q_rows;                 /* batch rows queued, both levels */
   berth_batcher batcher;          /* when to send (batcher.h); closed by
                                      berth_sched_close before the model's
                                      memory may go */
-  berth_batch *running;           /* batches on workers */
+  LIST_HEAD(berth_batch_list, berth_batch) running; /* batches on workers */
   /* supervisor */
   berth_worker **workers;         /* owned array of owned slots */
   size_t n_workers;

@@ -271,7 +271,7 @@ static void step_drain(repo_op *op, uint64_t now) {
   berth_engine *e = m->engine;
   m->state = BERTH_MODEL_UNLOADING; /* a worker restart may not revive it */
   berth_supervisor_stop_model(m, true);
-  bool empty = m->q_len == 0 && m->running == NULL;
+  bool empty = m->q_len == 0 && LIST_EMPTY(&m->running);
   bool late = now - op->since_ns > (uint64_t)(e->cfg.drain_timeout_s * 1e9);
   if (!empty && (late || m->n_ready == 0))
     berth_sched_fail_queued(m, BERTH_E_UNAVAILABLE,

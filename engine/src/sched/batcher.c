@@ -121,8 +121,9 @@ bool berth_batcher_ready(berth_model *m, uint64_t now_ns) {
     return true;
   uint64_t oldest = UINT64_MAX;
   for (unsigned p = 0; p < BERTH_PRIORITY_LEVELS; p++)
-    if (m->q_head[p] != NULL && m->q_head[p]->enqueued_ns < oldest)
-      oldest = m->q_head[p]->enqueued_ns;
+    if (!TAILQ_EMPTY(&m->queue[p]) &&
+        TAILQ_FIRST(&m->queue[p])->enqueued_ns < oldest)
+      oldest = TAILQ_FIRST(&m->queue[p])->enqueued_ns;
   uint64_t waited = now_ns - oldest;
   uint64_t in_server = m->inflight;
   if (waited >= delay_ns) {

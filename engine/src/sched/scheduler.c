@@ -30,40 +30,18 @@
 /* ---- queue ---------------------------------------------------------------- */
 
 static void queue_push(berth_model *m, berth_job *j, bool front) {
-  unsigned p = j->priority;
-  if (front) {
-    j->prev = NULL;
-    j->next = m->q_head[p];
-    if (m->q_head[p] != NULL)
-      m->q_head[p]->prev = j;
-    else
-      m->q_tail[p] = j;
-    m->q_head[p] = j;
-  } else {
-    j->prev = m->q_tail[p];
-    j->next = NULL;
-    if (m->q_tail[p] != NULL)
-      m->q_tail[p]->next = j;
-    else
-      m->q_head[p] = j;
-    m->q_tail[p] = j;
-  }
+  struct berth_job_queue *q = &m->queue[j->priority];
+  if (front)
+    TAILQ_INSERT_HEAD(q, j, link);
+  else
+    TAILQ_INSERT_TAIL(q, j, link);
   m->q_len++;
   m->q_rows += j->rows > 0 ? j->rows : 0;
   j->queued = true;
 }
 
 static void queue_unlink(berth_model *m, berth_job *j) {
-  unsigned p = j->priority;
-  if (j->prev != NULL)
-    j->prev->next = j->next;
-  else
-    m->q_head[p] = j->next;
-  if (j->next != NULL)
-    j->next->prev = j->prev;
-  else
-    m->q_tail[p] = j->prev;
-  j->prev = j->next = NULL;
+  TAILQ_REMOVE(&m->queue[j->priority], j, link);
   j->queued = false;
   m->q_len--;
   m->q_rows -= j->rows > 0 ? j->rows : 0;
@@ -71,8 +49,8 @@ static void queue_unlink(berth_model *m, berth_job *j) {
 
 static berth_job *queue_first(berth_model *m) {
   for (unsigned p = 0; p < BERTH_PRIORITY_LEVELS; p++)
-    if (m->q_head[p] != NULL)
-      return m->q_head[p];
+    if (!TAILQ_EMPTY(&m->queue[p]))
+      return TAILQ_FIRST(&m->queue[p]);
   return NULL;
 }
 
@@ -256,9 +234,9 @@ void berth_sched_fail_queued(berth_model *m, int status, const char *msg) {
 
 static void sweep_model(berth_model *m, uint64_t now) {
   for (unsigned p = 0; p < BERTH_PRIORITY_LEVELS; p++) {
-    berth_job *j = m->q_head[p];
+    berth_job *j = TAILQ_FIRST(&m->queue[p]);
     while (j != NULL) {
-      berth_job *next = j->next;
+      berth_job *next = TAILQ_NEXT(j, link);
       if (j->deadline_ns != 0 && now >= j->deadline_ns) {
         queue_unlink(m, j);
         job_finish(j, BERTH_E_TIMEOUT,
@@ -268,7 +246,8 @@ static void sweep_model(berth_model *m, uint64_t now) {
       j = next;
     }
   }
-  for (berth_batch *b = m->running; b != NULL; b = b->next) {
+  berth_batch *b;
+  LIST_FOREACH(b, &m->running, link) {
     for (size_t i = 0; i < b->n_jobs; i++) {
       berth_job *j = b->jobs[i];
       if (j->deadline_ns != 0 && now >= j->deadline_ns && !j->answered)
@@ -394,11 +373,11 @@ static berth_batch *take_batch(berth_model *m) {
   if (cap > 1) {
     int64_t max = m->max_batch_size;
     for (unsigned p = 0; p < BERTH_PRIORITY_LEVELS && b->rows < max; p++) {
-      berth_job *j = m->q_head[p];
+      berth_job *j = TAILQ_FIRST(&m->queue[p]);
       size_t scanned = 0;
       while (j != NULL && b->rows < max && b->n_jobs < cap &&
              scanned++ < SCAN_LIMIT) {
-        berth_job *next = j->next;
+        berth_job *next = TAILQ_NEXT(j, link);
         if (b->rows + j->rows <= max && compatible(first, j))
           batch_add(b, j);
         j = next;
@@ -436,10 +415,8 @@ void berth_sched_dispatch(berth_model *m) {
     berth_batch *b = take_batch(m);
     if (b == NULL)
       continue; /* its jobs were failed */
-    b->next = m->running;
-    if (m->running != NULL)
-      m->running->prev = b;
-    m->running = b;
+    LIST_INSERT_HEAD(&m->running, b, link);
+    b->listed = true;
     m->stats.execution_count++;
     BERTH_OBSERVE(&m->engine->observers, batch_sent, b);
     berth_worker_run(w, b);
@@ -451,13 +428,8 @@ void berth_sched_dispatch(berth_model *m) {
 void berth_batch_free(berth_batch *b) {
   if (b == NULL)
     return;
-  berth_model *m = b->model;
-  if (b->prev != NULL)
-    b->prev->next = b->next;
-  else if (m != NULL && m->running == b)
-    m->running = b->next;
-  if (b->next != NULL)
-    b->next->prev = b->prev;
+  if (b->listed)
+    LIST_REMOVE(b, link);
   berth_tensors_free(b->inputs, b->n_inputs);
   free(b->jobs);
   free(b);
@@ -588,7 +560,12 @@ void berth_batch_complete(berth_batch *b, berth_tensor *outs, size_t n,
 
 /* ---- setup ---------------------------------------------------------------- */
 
-void berth_sched_init(berth_model *m) { berth_batcher_init(m); }
+void berth_sched_init(berth_model *m) {
+  for (unsigned p = 0; p < BERTH_PRIORITY_LEVELS; p++)
+    TAILQ_INIT(&m->queue[p]);
+  LIST_INIT(&m->running);
+  berth_batcher_init(m);
+}
 
 static void timer_closed(uv_handle_t *h) { (void)h; }
 
