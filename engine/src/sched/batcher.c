@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "batcher.h"
+#include "batch_plan.h"
 #include "engine.h"
 
 static berth_model *model_of(uv_handle_t *h) { return h->data; }
@@ -114,40 +115,28 @@ static bool is_preferred(const berth_model *m, int64_t rows) {
 
 bool berth_batcher_ready(berth_model *m, uint64_t now_ns) {
   berth_batcher *b = &m->batcher;
-  uint64_t delay_ns = m->cfg->max_queue_delay_us * 1000u;
-  if (m->max_batch_size == 0 || delay_ns == 0)
-    return true;
-  if (m->q_rows >= (int64_t)m->max_batch_size || is_preferred(m, m->q_rows))
-    return true;
-  uint64_t oldest = UINT64_MAX;
+  berth_batch_plan_in in = {
+      .now_ns = now_ns,
+      .delay_ns = (uint64_t)m->cfg->max_queue_delay_us * 1000u,
+      .max_batch_size = m->max_batch_size,
+      .q_len = m->q_len,
+      .q_rows = m->q_rows,
+      .q_rows_preferred = is_preferred(m, m->q_rows),
+      .oldest_ns = UINT64_MAX,
+      .in_server = m->inflight,
+      .seen = b->seen,
+      .last_arrival_ns = b->last_arrival_ns,
+      .service_ns = b->service_ns,
+  };
   for (unsigned p = 0; p < BERTH_PRIORITY_LEVELS; p++)
     if (!TAILQ_EMPTY(&m->queue[p]) &&
-        TAILQ_FIRST(&m->queue[p])->enqueued_ns < oldest)
-      oldest = TAILQ_FIRST(&m->queue[p])->enqueued_ns;
-  uint64_t waited = now_ns - oldest;
-  uint64_t in_server = m->inflight;
-  if (waited >= delay_ns) {
-    if (in_server < b->seen) /* fewer came than expected: expect fewer */
-      b->seen = in_server > 0 ? in_server : 1;
-    return true;
-  }
-  if (m->q_len == 1)
-    return true; /* a lone request never waits for an idle worker */
-  if (in_server >= b->seen)
-    return true; /* every client seen lately is here: none to wait for */
-  /* Wait for the next arrival at most half a batch's service time: longer
-   * than that, running what is queued and batching the later arrivals
-   * while it runs is better. A lull that long ends the wait. */
-  uint64_t lull_ns = b->service_ns / 2;
-  uint64_t quiet = now_ns - b->last_arrival_ns;
-  if (quiet >= lull_ns) {
-    if (in_server < b->seen)
-      b->seen = in_server;
-    return true;
-  }
-  uint64_t wake = b->last_arrival_ns + lull_ns;
-  if (wake > oldest + delay_ns)
-    wake = oldest + delay_ns;
-  arm(m, wake, now_ns);
-  return false;
+        TAILQ_FIRST(&m->queue[p])->enqueued_ns < in.oldest_ns)
+      in.oldest_ns = TAILQ_FIRST(&m->queue[p])->enqueued_ns;
+  if (in.oldest_ns == UINT64_MAX)
+    in.oldest_ns = now_ns;
+  berth_batch_plan plan = berth_batch_plan_decide(&in);
+  b->seen = plan.seen;
+  if (!plan.send)
+    arm(m, plan.wake_at_ns, now_ns);
+  return plan.send;
 }

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "worker_output.h"
 #include "worker_proto.h"
+#include "restart_policy.h"
 
 extern char **environ;
 
@@ -344,19 +345,29 @@ static void on_timer(uv_timer_t *t) {
   }
 }
 
-static void schedule_restart(berth_worker *w) {
-  berth_config *cfg = &w->model->engine->cfg;
+/* What to do now that w's process is gone (restart_policy.h). */
+static berth_restart_plan restart_plan(const berth_worker *w, bool stopping,
+                                       bool failed_load) {
+  const berth_config *cfg = &w->model->engine->cfg;
   uint64_t now = uv_hrtime();
-  if (w->ready_ns != 0 && now - w->ready_ns > 30ull * 1000000000ull)
-    w->backoff_s = cfg->restart_backoff_s;
-  double delay = w->backoff_s;
-  w->backoff_s *= 2;
-  if (w->backoff_s > cfg->restart_backoff_max_s)
-    w->backoff_s = cfg->restart_backoff_max_s;
+  berth_restart_in in = {
+      .stopping = stopping,
+      .failed_load = failed_load,
+      .backoff_s = w->backoff_s,
+      .served_ns = w->ready_ns != 0 && now > w->ready_ns ? now - w->ready_ns
+                                                          : 0,
+      .backoff_min_s = cfg->restart_backoff_s,
+      .backoff_max_s = cfg->restart_backoff_max_s,
+  };
+  return berth_restart_decide(&in);
+}
+
+static void schedule_restart(berth_worker *w, const berth_restart_plan *plan) {
+  w->backoff_s = plan->next_backoff_s;
   w->state = W_EMPTY;
   w->restarts++;
   BERTH_OBSERVE(&w->model->engine->observers, worker_restarted, w->model);
-  uv_timer_start(&w->timer, on_timer, (uint64_t)(delay * 1000.0), 0);
+  uv_timer_start(&w->timer, on_timer, (uint64_t)(plan->delay_s * 1000.0), 0);
 }
 
 static void describe_exit(const worker_proc *p, char *out, size_t cap) {
@@ -391,11 +402,13 @@ static void proc_lost(worker_proc *p) {
     w->batch = NULL;
     berth_batch_fail(b, BERTH_E_WORKER_DIED, msg);
   }
-  if (e->stopping || e->draining || was == W_STOPPING) {
+  bool stopping = e->stopping || e->draining || was == W_STOPPING;
+  berth_restart_plan plan = restart_plan(w, stopping, was == W_FAILED);
+  if (stopping) {
     w->state = W_EMPTY;
     return;
   }
-  if (was == W_FAILED) {
+  if (!plan.restart) {
     return; /* a model that cannot load is not restarted in a loop */
   }
   berth_log_kv(BERTH_LOG_WARNING, "worker exited; restarting it", "worker",
@@ -411,7 +424,7 @@ static void proc_lost(worker_proc *p) {
   }
   if (m->n_ready == 0 && m->state == BERTH_MODEL_READY)
     m->state = BERTH_MODEL_LOADING;
-  schedule_restart(w);
+  schedule_restart(w, &plan);
   berth_sched_dispatch(m);
 }
 
@@ -502,7 +515,8 @@ static void worker_spawn(berth_worker *w) {
     free_env(env);
     berth_log_kv(BERTH_LOG_ERROR, "out of memory starting a worker", "worker",
                  id, NULL);
-    schedule_restart(w);
+    berth_restart_plan plan = restart_plan(w, false, false);
+    schedule_restart(w, &plan);
     return;
   }
   size_t limit = e->cfg.max_body_bytes * 2 + (1u << 20);
@@ -554,7 +568,8 @@ static void worker_spawn(berth_worker *w) {
       uv_close((uv_handle_t *)&p->process, proc_handle_closed);
     else
       proc_release(p); /* the process handle was never initialised */
-    schedule_restart(w);
+    berth_restart_plan plan = restart_plan(w, false, false);
+    schedule_restart(w, &plan);
     return;
   }
   p->open_handles = 4;
