@@ -42,6 +42,9 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
   int prc = berth_pipelines_init(e, err);
   if (prc != BERTH_OK)
     return prc;
+  int qrc = berth_repository_start(e, err);
+  if (qrc != BERTH_OK)
+    return qrc;
   uv_timer_init(loop, &e->drain_timer);
   uv_timer_init(loop, &e->stop_timer);
   uv_signal_init(loop, &e->sig_term);
