@@ -95,14 +95,13 @@ typedef struct berth_config {
   char *admin_tokens_env;        /* owned or NULL */
   bool health_open;              /* health endpoints need no token */
   char *model_control_mode;      /* owned: none (default: no repository
-                                    load/unload), explicit or poll
+                                    load/unload) or explicit
                                     (docs/security.md) */
   char **repositories;           /* owned NULL-terminated list of absolute
                                     paths (folders, or single model files)
                                     a load may name files inside; [] by
                                     default (berth serve fills it) */
   size_t n_repositories;
-  double repository_poll_s;      /* poll mode's rescan period, default 15 */
   size_t max_body_bytes;         /* default 64 MiB */
   size_t max_head_bytes;         /* default 16 KiB */
   double drain_timeout_s;        /* SIGTERM drain bound, default 30 */

@@ -15,8 +15,9 @@
 
 static const char *const berth_config_levels[] = {"debug", "info", "warning",
                                                   "error", NULL};
+/* Triton's poll mode is not built yet (docs/security.md). */
 static const char *const berth_config_control_modes[] = {"none", "explicit",
-                                                        "poll", NULL};
+                                                        NULL};
 static const char *const berth_config_formats[] = {"json", "text", "auto",
                                                    NULL};
 
@@ -81,9 +82,6 @@ static const berth_config_field berth_config_server_fields[] = {
     {.key = "repositories", .kind = BERTH_CF_ARGV, .def = "[]",
      .slot = BERTH_CF_OFF(BERTH_CF_C, repositories),
      .count_slot = BERTH_CF_OFF(BERTH_CF_C, n_repositories), .imin = 0},
-    {.key = "repository_poll_s", .kind = BERTH_CF_DOUBLE, .def = "15",
-     .slot = BERTH_CF_OFF(BERTH_CF_C, repository_poll_s), .dmin = 0.05,
-     .dmax = 86400},
 };
 
 static const berth_config_field berth_config_log_fields[] = {

@@ -349,8 +349,8 @@ void berth_repository_load(berth_engine *e, const char *name,
 void berth_repository_unload(berth_engine *e, const char *name,
                              const char *version, berth_repo_done_cb done,
                              void *arg);
-/* Resolves server.repositories (BERTH_E_CONFIG naming a bad entry) and
- * starts poll mode's timer when configured; at engine start. */
+/* Resolves server.repositories (BERTH_E_CONFIG naming a bad entry); at
+ * engine start. */
 int berth_repository_start(berth_engine *e, berth_errmsg *err);
 /* Frees what the repository owns (after the loop has stopped). */
 void berth_repository_free(berth_engine *e);

@@ -16,12 +16,6 @@ int berth_repo_mode_allows(const berth_config *cfg, berth_errmsg *err) {
                                              : "none";
   if (strcmp(mode, "explicit") == 0)
     return BERTH_OK;
-  if (strcmp(mode, "poll") == 0)
-    return berth_errf(err, BERTH_E_FORBIDDEN, "the repository load/unload "
-                      "API is off in model control mode 'poll' (the server "
-                      "loads what appears in its repository folders); start "
-                      "berth with " FLAG " to load and unload models through "
-                      "the API");
   return berth_errf(err, BERTH_E_FORBIDDEN, "the repository load/unload API "
                     "is off (model control mode 'none', the default); start "
                     "berth with " FLAG " (server.model_control_mode: "

@@ -640,6 +640,7 @@ static int load_one(struct berth_repository *r, berth_model *m,
       return BERTH_OK; /* already loaded */
     if (serving)
       return start_replace(r, m, cfg, c, err);
+    op = op_new(r, m);
     if (op == NULL) {
       cfg_destroy(cfg);
       return berth_errf(err, BERTH_E_NOMEM, "out of memory");

@@ -356,18 +356,10 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "--model-control-mode",
         "BERTH_MODEL_CONTROL_MODE",
-        _choice("none", "explicit", "poll"),
+        _choice("none", "explicit"),
         "none (default): no repository load/unload API; explicit: load and unload "
-        "models of the served repositories through the API; poll: load new or "
-        "changed version folders and unload removed ones (docs/security.md)",
+        "models of the served repositories through the API (docs/security.md)",
         "MODE",
-    ),
-    _Option(
-        "--repository-poll-secs",
-        "BERTH_REPOSITORY_POLL_SECS",
-        _parse_seconds,
-        "poll mode: seconds between two scans of the repository folders (default 15)",
-        "SECONDS",
     ),
     _Option(
         "--protect-health",
@@ -851,7 +843,6 @@ def build_document(
         ("server", "admin_tokens_file"): options.get("admin_tokens_file"),
         ("server", "admin_tokens_env"): options.get("admin_tokens_env"),
         ("server", "model_control_mode"): options.get("model_control_mode"),
-        ("server", "repository_poll_s"): options.get("repository_poll_secs"),
         ("tracing", "endpoint"): options.get("otlp_endpoint"),
         ("tracing", "sample_rate"): options.get("trace_sample_rate"),
         ("tracing", "service_name"): options.get("trace_service_name"),

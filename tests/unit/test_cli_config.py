@@ -288,7 +288,6 @@ def test_every_option_has_an_env_var(tmp_path: Path) -> None:
         "BERTH_LOG_FORMAT": "text",
         "BERTH_ACCESS_LOG": "1",
         "BERTH_MODEL_CONTROL_MODE": "explicit",
-        "BERTH_REPOSITORY_POLL_SECS": "0.5",
     }
     d = doc(str(path), env=env)
     assert d["server"] == {
@@ -297,7 +296,6 @@ def test_every_option_has_an_env_var(tmp_path: Path) -> None:
         "max_body_bytes": 1024,
         "drain_timeout_s": 2.5,
         "model_control_mode": "explicit",
-        "repository_poll_s": 0.5,
         "repositories": [str(path)],
     }
     assert d["log"] == {"level": "debug", "format": "text", "access_log": True}
@@ -615,12 +613,12 @@ def test_model_control_mode_flag_and_served_roots(tmp_path: Path) -> None:
     d = doc(str(repo))
     assert "model_control_mode" not in d["server"]  # the engine's default: none
     assert d["server"]["repositories"] == [str(repo)]
-    d = doc(str(repo), "--model-control-mode", "poll", "--repository-poll-secs", "2",
-            env={"BERTH_MODEL_CONTROL_MODE": "explicit"})
-    assert d["server"]["model_control_mode"] == "poll"
-    assert d["server"]["repository_poll_s"] == 2
+    d = doc(str(repo), "--model-control-mode", "explicit", env={"BERTH_MODEL_CONTROL_MODE": "none"})
+    assert d["server"]["model_control_mode"] == "explicit"
+    assert doc(str(repo), env={"BERTH_MODEL_CONTROL_MODE": "explicit"})["server"][
+        "model_control_mode"] == "explicit"
     with pytest.raises(SystemExit):
-        doc(str(repo), "--model-control-mode", "everything")
+        doc(str(repo), "--model-control-mode", "poll")  # not built yet
     with pytest.raises(ConfigError, match="BERTH_MODEL_CONTROL_MODE"):
         doc(str(repo), env={"BERTH_MODEL_CONTROL_MODE": "all"})
 
