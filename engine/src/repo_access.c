@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "repo_access.h"
 
 #define FLAG "--model-control-mode explicit"
@@ -140,4 +142,35 @@ bool berth_runtime_runs_code(const char *runtime) {
     if (strcmp(runtime, data_only[i]) == 0)
       return false;
   return true;
+}
+
+/* The path rule and the code rule for an entry from a request
+ * (docs/security.md): its path is resolved inside a served repository and
+ * replaced by its realpath; a runtime that runs code needs a trusted
+ * caller. */
+int berth_repo_check_entry(const berth_repo_roots *roots,
+                           berth_model_config *cfg, bool trusted,
+                           berth_errmsg *err) {
+  const char *path = json_string_value(json_object_get(cfg->entry, "path"));
+  char *real = NULL;
+  int rc = berth_repo_path_check(roots, "parameters.config.path",
+                                 path ? path : "", &real, err);
+  if (rc != BERTH_OK)
+    return rc;
+  json_t *s = json_string(real);
+  free(real);
+  if (s == NULL || json_object_set_new(cfg->entry, "path", s) != 0)
+    return berth_errf(err, BERTH_E_CONFIG, "parameters.config.path: the "
+                      "resolved path is not UTF-8");
+  if (!trusted && berth_runtime_runs_code(cfg->runtime))
+    return berth_errf(err, BERTH_E_FORBIDDEN, "parameters.config.runtime: "
+                      "'%.64s' runs code from the model files (pickles, .py "
+                      "files); loading such an entry from a request needs "
+                      "an admin token: start berth with --admin-tokens-file "
+                      "(or --admin-tokens-env) and send Authorization: "
+                      "Bearer <admin token>; models of the served "
+                      "repositories load by name without one",
+                      cfg->runtime);
+  cfg->quiet_errors = !trusted;
+  return BERTH_OK;
 }

@@ -47,4 +47,12 @@ int berth_repo_path_check(const berth_repo_roots *r, const char *where,
  * graphs with file ops, Hugging Face and PyTorch checkpoints). */
 bool berth_runtime_runs_code(const char *runtime);
 
+/* Both rules for an entry from a request: the path rule on its "path"
+ * (replaced in cfg->entry by its realpath), then the code rule (a runtime
+ * that runs code needs trusted: the caller sent an admin token,
+ * BERTH_E_FORBIDDEN otherwise). Sets cfg->quiet_errors when not trusted. */
+int berth_repo_check_entry(const berth_repo_roots *roots,
+                           berth_model_config *cfg, bool trusted,
+                           berth_errmsg *err);
+
 #endif

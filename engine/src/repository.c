@@ -731,36 +731,6 @@ static int parse_config(json_t *config, const char *name,
   return rc;
 }
 
-/* The path rule and the code rule for an entry from a request
- * (docs/security.md): its path is resolved inside a served repository and
- * replaced by its realpath; a runtime that runs code needs a trusted
- * caller. */
-static int check_entry(struct berth_repository *r, berth_model_config *cfg,
-                       bool trusted, berth_errmsg *err) {
-  const char *path = json_string_value(json_object_get(cfg->entry, "path"));
-  char *real = NULL;
-  int rc = berth_repo_path_check(&r->roots, "parameters.config.path",
-                                 path ? path : "", &real, err);
-  if (rc != BERTH_OK)
-    return rc;
-  json_t *s = json_string(real);
-  free(real);
-  if (s == NULL || json_object_set_new(cfg->entry, "path", s) != 0)
-    return berth_errf(err, BERTH_E_CONFIG, "parameters.config.path: the "
-                      "resolved path is not UTF-8");
-  if (!trusted && berth_runtime_runs_code(cfg->runtime))
-    return berth_errf(err, BERTH_E_FORBIDDEN, "parameters.config.runtime: "
-                      "'%.64s' runs code from the model files (pickles, .py "
-                      "files); loading such an entry from a request needs "
-                      "an admin token: start berth with --admin-tokens-file "
-                      "(or --admin-tokens-env) and send Authorization: "
-                      "Bearer <admin token>; models of the served "
-                      "repositories load by name without one",
-                      cfg->runtime);
-  cfg->quiet_errors = !trusted;
-  return BERTH_OK;
-}
-
 static void repo_load(berth_engine *e, const char *name, json_t *config,
                       bool trusted, berth_repo_done_cb done, void *arg) {
   berth_errmsg err;
@@ -779,7 +749,7 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
   if (config != NULL) {
     berth_model_config *cfg = NULL;
     rc = parse_config(config, name, &cfg, &err);
-    if (rc == BERTH_OK && (rc = check_entry(r, cfg, trusted, &err)) != 0) {
+    if (rc == BERTH_OK && (rc = berth_repo_check_entry(&r->roots, cfg, trusted, &err)) != 0) {
       cfg_destroy(cfg);
       cfg = NULL;
     }
