@@ -354,6 +354,14 @@ _OPTIONS: tuple[_Option, ...] = (
         "VAR",
     ),
     _Option(
+        "--model-control-mode",
+        "BERTH_MODEL_CONTROL_MODE",
+        _choice("none", "explicit"),
+        "none (default): no repository load/unload API; explicit: load and unload "
+        "models of the served repositories through the API (docs/security.md)",
+        "MODE",
+    ),
+    _Option(
         "--protect-health",
         "BERTH_PROTECT_HEALTH",
         _parse_bool,
@@ -659,6 +667,39 @@ def discover_models(
     return entries
 
 
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def served_roots(
+    target: str | None, models: Sequence[Mapping[str, Any]], configured: Any = None
+) -> list[str]:
+    """``server.repositories``: what ``berth serve`` serves, where a load
+    through the repository API may name files. The PATH argument counts
+    whole when it is a folder (a model folder, a folder of versions, a
+    repository) and alone when it is a file; a model a ``--config`` file
+    adds counts by its own path (its folder, or its file alone). Roots a
+    ``--config`` file lists under ``server.repositories`` are kept."""
+    roots: list[str] = []
+    if configured is not None:
+        if not isinstance(configured, list) or not all(isinstance(r, str) for r in configured):
+            raise ConfigError("server.repositories: expected a list of absolute paths")
+        roots.extend(str(_abs(Path(r).expanduser())) for r in configured)
+    if target is not None:
+        head, sep, tail = target.rpartition(":")
+        if sep and head.endswith(".py") and tail:
+            target = head
+        root = _abs(Path(target).expanduser())
+        if root.is_file() and root.name in BUNDLE_FILES:
+            root = root.parent
+        roots.append(str(root))
+    for entry in models:
+        path = entry.get("path")
+        if isinstance(path, str) and not any(_within(path, r) for r in roots):
+            roots.append(str(_abs(Path(path))))
+    return list(dict.fromkeys(roots))
+
+
 # ---------------------------------------------------------------- app config
 
 
@@ -781,6 +822,8 @@ def build_document(
         raise ConfigError(
             "nothing to serve: give a model PATH, or a --config file that lists models"
         )
+    server = doc.setdefault("server", {})
+    server["repositories"] = served_roots(path, doc["models"], server.get("repositories"))
 
     overrides = {
         ("server", "host"): options.get("host"),
@@ -799,6 +842,7 @@ def build_document(
         ("server", "auth_tokens_env"): options.get("auth_tokens_env"),
         ("server", "admin_tokens_file"): options.get("admin_tokens_file"),
         ("server", "admin_tokens_env"): options.get("admin_tokens_env"),
+        ("server", "model_control_mode"): options.get("model_control_mode"),
         ("tracing", "endpoint"): options.get("otlp_endpoint"),
         ("tracing", "sample_rate"): options.get("trace_sample_rate"),
         ("tracing", "service_name"): options.get("trace_service_name"),

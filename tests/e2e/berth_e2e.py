@@ -292,6 +292,7 @@ class BerthServer:
     grpc_port: int = 0
     scheme: str = "http"
     ca_file: str | None = None  # trusted certificate when scheme is https
+    token: str | None = None  # sent as a bearer token by get() and post()
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
     started_at: float = 0.0
@@ -524,8 +525,12 @@ class BerthServer:
 
     # ---- requests
 
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
     def get(self, path: str, timeout: float = 60.0) -> Response:
-        return http_call(self.port, "GET", path, timeout=timeout, ca_file=self.ca_file)
+        return http_call(self.port, "GET", path, headers=self._auth(), timeout=timeout,
+                         ca_file=self.ca_file)
 
     def post(
         self,
@@ -534,7 +539,7 @@ class BerthServer:
         headers: Mapping[str, str] | None = None,
         timeout: float = 60.0,
     ) -> Response:
-        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        hdrs = {"Content-Type": "application/json", **self._auth(), **(headers or {})}
         return http_call(self.port, "POST", path, body, hdrs, timeout=timeout,
                          ca_file=self.ca_file)
 

@@ -173,36 +173,41 @@ def test_repository_index(client: Any) -> None:
 def test_repository_load_and_unload(berth_server: Any, repo: Path) -> None:
     """Unload, load back, add a version from a config, over gRPC (the
     repository API shared with REST)."""
-    server = berth_server(str(repo / "params"), "--name", "params", wait_for=["params"])
+    # explicit mode turns the repository API on; a python entry from a
+    # request needs an admin token (docs/security.md)
+    env = {"MC_ADMIN": "grpc-admin-token"}
+    server = berth_server(str(repo / "params"), "--name", "params", "--model-control-mode",
+                          "explicit", "--admin-tokens-env", "MC_ADMIN", env=env)
+    h = {"authorization": "Bearer grpc-admin-token"}
     c = grpcclient.InferenceServerClient(url=server.grpc_url)
     inp = grpcclient.InferInput("x", [1], "FP64")
     inp.set_data_from_numpy(np.array([2.0]))
     try:
-        assert c.infer("params", [inp]).as_numpy("y")[0] == 2.0
-        c.unload_model("params")
-        assert not c.is_model_ready("params")
-        index = {m["name"]: m for m in c.get_model_repository_index(as_json=True)["models"]}
+        assert c.infer("params", [inp], headers=h).as_numpy("y")[0] == 2.0
+        c.unload_model("params", headers=h)
+        assert not c.is_model_ready("params", headers=h)
+        index = {m["name"]: m for m in c.get_model_repository_index(as_json=True, headers=h)["models"]}
         assert index["params"]["state"] == "UNAVAILABLE"
         with pytest.raises(InferenceServerException) as info:
-            c.infer("params", [inp])
+            c.infer("params", [inp], headers=h)
         assert "UNAVAILABLE" in str(info.value.status())
-        c.load_model("params")
-        assert c.is_model_ready("params")
-        assert c.infer("params", [inp]).as_numpy("y")[0] == 2.0
+        c.load_model("params", headers=h)
+        assert c.is_model_ready("params", headers=h)
+        assert c.infer("params", [inp], headers=h).as_numpy("y")[0] == 2.0
         # a new model from its entry
         entry = {"name": "params2", "version": "1", "runtime": "python",
                  "path": str(repo / "params" / "1" / "model.py"), "class": "Params"}
-        c.load_model("params2", config=json.dumps(entry))
-        assert c.is_model_ready("params2")
-        assert c.infer("params2", [inp], parameters={"scale": 3}).as_numpy("y")[0] == 6.0
+        c.load_model("params2", config=json.dumps(entry), headers=h)
+        assert c.is_model_ready("params2", headers=h)
+        assert c.infer("params2", [inp], parameters={"scale": 3}, headers=h).as_numpy("y")[0] == 6.0
         with pytest.raises(InferenceServerException) as info:
-            c.load_model("ghost")
+            c.load_model("ghost", headers=h)
         assert "NOT_FOUND" in str(info.value.status())
         with pytest.raises(InferenceServerException) as info:
-            c.load_model("params", files={"file:1/model.py": b"x"})
+            c.load_model("params", files={"file:1/model.py": b"x"}, headers=h)
         assert "INVALID_ARGUMENT" in str(info.value.status())
         with pytest.raises(InferenceServerException) as info:
-            c.load_model("params3", config="{not yaml: [")
+            c.load_model("params3", config="{not yaml: [", headers=h)
         assert "INVALID_ARGUMENT" in str(info.value.status())
     finally:
         c.close()

@@ -64,6 +64,11 @@ def unload(server: BerthServer, name: str, version: str | None = None, timeout: 
     return server.post(f"/v2/repository/models/{name}/unload", body, timeout=timeout)
 
 
+def server_repo(server: BerthServer) -> Path:
+    """The repository folder the server serves (loads name files there)."""
+    return Path(server.target[0])
+
+
 def adder_entry(path: Path, version: str, cls: str = "Adder", **extra: Any) -> dict[str, Any]:
     return {"name": "adder", "version": version, "runtime": "python", "path": str(path), "class": cls, **extra}
 
@@ -78,9 +83,19 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
+ADMIN = "repo-admin-token"
+
+
 @pytest.fixture
-def server(berth_server: Callable[..., BerthServer], repo: Path) -> BerthServer:
-    return berth_server(str(repo))
+def server(berth_server: Callable[..., BerthServer], repo: Path, tmp_path: Path) -> BerthServer:
+    # The repository API is off by default (docs/security.md): explicit mode
+    # turns it on; the admin token lets a request bring python entries.
+    tokens = tmp_path / "admin-tokens"
+    tokens.write_text(ADMIN + "\n")
+    server = berth_server(str(repo), "--model-control-mode", "explicit",
+                          "--admin-tokens-file", str(tokens))
+    server.token = ADMIN
+    return server
 
 
 def test_index_lists_every_version(server: BerthServer) -> None:
@@ -165,7 +180,7 @@ def test_requests_during_unload_get_503(server: BerthServer) -> None:
 
 
 def test_new_version_under_load_drops_nothing(server: BerthServer, tmp_path: Path) -> None:
-    v2 = write_python_model(tmp_path / "adder-v2", "model.py", fill(ADDER_SOURCE, ADD=100))
+    v2 = write_python_model(server_repo(server) / "adder" / "2", "model.py", fill(ADDER_SOURCE, ADD=100))
     stop = threading.Event()
     seen: list[tuple[int, str | None, float | None]] = []
     lock = threading.Lock()
@@ -217,7 +232,7 @@ def test_new_version_under_load_drops_nothing(server: BerthServer, tmp_path: Pat
 
 
 def test_reload_with_a_new_config(server: BerthServer, tmp_path: Path) -> None:
-    v1b = write_python_model(tmp_path / "adder-v1b", "model.py", fill(ADDER_SOURCE, ADD=7))
+    v1b = write_python_model(server_repo(server) / "adder-v1b", "model.py", fill(ADDER_SOURCE, ADD=7))
     resp = load(server, "adder", json.dumps(adder_entry(v1b, "1")))  # a JSON string, as tritonclient sends
     assert resp.status == 200, resp.body[:500]
     assert outputs_by_name(server.infer_ok("adder", x_body(1.0)))["y"]["data"] == [8.0]
@@ -226,16 +241,17 @@ def test_reload_with_a_new_config(server: BerthServer, tmp_path: Path) -> None:
 
 def test_tritonclient_repository_calls(server: BerthServer, tmp_path: Path) -> None:
     client = httpclient.InferenceServerClient(url=server.triton_url, network_timeout=120.0)
+    h = {"Authorization": f"Bearer {ADMIN}"}
     try:
-        names = {(m["name"], m["version"]) for m in client.get_model_repository_index()}
+        names = {(m["name"], m["version"]) for m in client.get_model_repository_index(headers=h)}
         assert ("adder", "1") in names
-        client.unload_model("adder")
-        assert not client.is_model_ready("adder")
-        client.load_model("adder")
-        assert client.is_model_ready("adder")
-        v3 = write_python_model(tmp_path / "adder-v3", "model.py", fill(ADDER_SOURCE, ADD=3))
-        client.load_model("adder", config=json.dumps(adder_entry(v3, "3", instances=1)))
-        assert client.is_model_ready("adder", "3")
+        client.unload_model("adder", headers=h)
+        assert not client.is_model_ready("adder", headers=h)
+        client.load_model("adder", headers=h)
+        assert client.is_model_ready("adder", headers=h)
+        v3 = write_python_model(server_repo(server) / "adder" / "3", "model.py", fill(ADDER_SOURCE, ADD=3))
+        client.load_model("adder", config=json.dumps(adder_entry(v3, "3", instances=1)), headers=h)
+        assert client.is_model_ready("adder", "3", headers=h)
     finally:
         client.close()
 
@@ -261,7 +277,7 @@ def test_load_with_a_bad_config(server: BerthServer, config: Any, words: tuple[s
 
 
 def test_load_that_fails_reports_the_error(server: BerthServer, tmp_path: Path) -> None:
-    bad = write_python_model(tmp_path / "broken", "model.py", BROKEN_LOAD_SOURCE)
+    bad = write_python_model(server_repo(server) / "broken" / "1", "model.py", BROKEN_LOAD_SOURCE)
     entry = {"name": "broken", "version": "1", "runtime": "python", "path": str(bad), "class": "Broken"}
     assert_error(load(server, "broken", entry), 500, "weights-missing.bin")
     # a version that failed through the API is unloaded, not retried
@@ -276,7 +292,8 @@ def test_repository_errors(server: BerthServer) -> None:
     assert_error(load(server, "nope"), 404, "nope", "parameters.config")
     assert_error(unload(server, "nope"), 404, "nope")
     assert_error(unload(server, "adder", version="7"), 404, "version")
-    assert_error(http_call(server.port, "GET", "/v2/repository/index"), 405)
+    assert_error(http_call(server.port, "GET", "/v2/repository/index",
+                           headers={"Authorization": f"Bearer {ADMIN}"}), 405)
     assert_error(server.post("/v2/repository/models/adder/reload", None), 404)
     assert_error(server.post("/v2/repository/models/adder/load", "{"), 400, "JSON")
     assert_error(server.post("/v2/repository/models/adder/load",

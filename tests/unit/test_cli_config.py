@@ -49,6 +49,8 @@ def test_single_file_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             "http_port": 8080,
             "max_body_bytes": 67108864,
             "drain_timeout_s": 30,
+            # a single served file is its own repository root: a load may name it alone
+            "repositories": [str(tmp_path / "iris.joblib")],
         },
         "log": {"level": "info", "format": "json", "access_log": False},
         "workers": {"command": [sys.executable, "-m", "berth.worker"]},
@@ -285,6 +287,7 @@ def test_every_option_has_an_env_var(tmp_path: Path) -> None:
         "BERTH_LOG_LEVEL": "DEBUG",
         "BERTH_LOG_FORMAT": "text",
         "BERTH_ACCESS_LOG": "1",
+        "BERTH_MODEL_CONTROL_MODE": "explicit",
     }
     d = doc(str(path), env=env)
     assert d["server"] == {
@@ -292,6 +295,8 @@ def test_every_option_has_an_env_var(tmp_path: Path) -> None:
         "http_port": 0,
         "max_body_bytes": 1024,
         "drain_timeout_s": 2.5,
+        "model_control_mode": "explicit",
+        "repositories": [str(path)],
     }
     assert d["log"] == {"level": "debug", "format": "text", "access_log": True}
     assert d["models"] == [
@@ -596,3 +601,37 @@ def test_log_format_auto_and_payload_log(tmp_path: Path) -> None:
     touch(folder / "model.onnx")
     (folder / "berth.yaml").write_text("payload_log:\n  rate: 0.25\n")
     assert doc(str(folder))["models"][0]["payload_log"] == {"rate": 0.25}
+
+
+# ---------------------------------------------------------------- model control
+
+
+def test_model_control_mode_flag_and_served_roots(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    touch(repo / "a" / "1" / "model.onnx")
+    touch(repo / "b" / "1" / "model.onnx")
+    d = doc(str(repo))
+    assert "model_control_mode" not in d["server"]  # the engine's default: none
+    assert d["server"]["repositories"] == [str(repo)]
+    d = doc(str(repo), "--model-control-mode", "explicit", env={"BERTH_MODEL_CONTROL_MODE": "none"})
+    assert d["server"]["model_control_mode"] == "explicit"
+    assert doc(str(repo), env={"BERTH_MODEL_CONTROL_MODE": "explicit"})["server"][
+        "model_control_mode"] == "explicit"
+    with pytest.raises(SystemExit):
+        doc(str(repo), "--model-control-mode", "poll")  # not built yet
+    with pytest.raises(ConfigError, match="BERTH_MODEL_CONTROL_MODE"):
+        doc(str(repo), env={"BERTH_MODEL_CONTROL_MODE": "all"})
+
+
+def test_served_roots_of_a_config_file(tmp_path: Path) -> None:
+    served = touch(tmp_path / "served" / "m.onnx")
+    extra = touch(tmp_path / "elsewhere" / "x" / "model.onnx")
+    inside = touch(tmp_path / "served" / "sub" / "y.onnx")
+    config = touch(
+        tmp_path / "app.yaml",
+        f"models:\n  - name: x\n    path: {extra.parent}\n  - name: y\n    path: {inside}\n",
+    )
+    d = doc(str(served.parent), "--config", str(config))
+    # the PATH folder whole; a model from the config file by its own path
+    # (resolved to its model file); one inside a root adds nothing
+    assert d["server"]["repositories"] == [str(served.parent), str(extra)]

@@ -184,9 +184,10 @@ static int berth_config_argv(const berth_config_field *f, json_t *v,
   if (!json_is_array(v))
     return berth_config_bad(err, path, v, "expected a list of strings");
   size_t n = json_array_size(v);
-  if (n == 0 || n > BERTH_CONFIG_ARGV_MAX)
+  size_t least = f->imin > 0 ? (size_t)f->imin : 0;
+  if (n < least || n > BERTH_CONFIG_ARGV_MAX)
     return berth_config_bad(err, path, NULL,
-                            "expected 1..%d strings, got %zu",
+                            "expected %zu..%d strings, got %zu", least,
                             BERTH_CONFIG_ARGV_MAX, n);
   char ***argv = berth_config_at(base, f->slot);
   *argv = calloc(n + 1, sizeof **argv);
@@ -646,6 +647,11 @@ void berth_config_clear(berth_config *c) {
     for (size_t i = 0; i < c->worker_argc; i++)
       free(c->worker_command[i]);
   free(c->worker_command);
+  free(c->model_control_mode);
+  if (c->repositories != NULL)
+    for (size_t i = 0; i < c->n_repositories; i++)
+      free(c->repositories[i]);
+  free(c->repositories);
   for (size_t i = 0; i < c->n_models; i++)
     berth_config_model_clear(&c->models[i]);
   free(c->models);

@@ -53,6 +53,10 @@ typedef struct berth_model_config {
                                to the payload log, 0..1, default 0 */
   json_t *entry;            /* owned reference: the whole validated model
                                entry, sent to the worker in LOAD */
+  bool quiet_errors;        /* loaded from a request by a caller without an
+                               admin token: a failed load answers a fixed
+                               text, the worker's message goes to the log
+                               only (it may quote the file) */
 } berth_model_config;
 
 /* One target of a route (routes[].split[] or routes[].shadow). */
@@ -90,6 +94,14 @@ typedef struct berth_config {
   char *admin_tokens_file;       /* owned or NULL: admin tokens */
   char *admin_tokens_env;        /* owned or NULL */
   bool health_open;              /* health endpoints need no token */
+  char *model_control_mode;      /* owned: none (default: no repository
+                                    load/unload) or explicit
+                                    (docs/security.md) */
+  char **repositories;           /* owned NULL-terminated list of absolute
+                                    paths (folders, or single model files)
+                                    a load may name files inside; [] by
+                                    default (berth serve fills it) */
+  size_t n_repositories;
   size_t max_body_bytes;         /* default 64 MiB */
   size_t max_head_bytes;         /* default 16 KiB */
   double drain_timeout_s;        /* SIGTERM drain bound, default 30 */

@@ -15,6 +15,9 @@
 
 static const char *const berth_config_levels[] = {"debug", "info", "warning",
                                                   "error", NULL};
+/* Triton's poll mode is not built yet (docs/security.md). */
+static const char *const berth_config_control_modes[] = {"none", "explicit",
+                                                        NULL};
 static const char *const berth_config_formats[] = {"json", "text", "auto",
                                                    NULL};
 
@@ -73,6 +76,12 @@ static const berth_config_field berth_config_server_fields[] = {
      .slot = BERTH_CF_OFF(BERTH_CF_C, admin_tokens_env)},
     {.key = "health_open", .kind = BERTH_CF_BOOL, .def = "true",
      .slot = BERTH_CF_OFF(BERTH_CF_C, health_open)},
+    {.key = "model_control_mode", .kind = BERTH_CF_ENUM, .def = "\"none\"",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, model_control_mode),
+     .choices = berth_config_control_modes},
+    {.key = "repositories", .kind = BERTH_CF_ARGV, .def = "[]",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, repositories),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_C, n_repositories), .imin = 0},
 };
 
 static const berth_config_field berth_config_log_fields[] = {
@@ -115,7 +124,7 @@ static const berth_config_field berth_config_workers_fields[] = {
     {.key = "command", .kind = BERTH_CF_ARGV,
      .def = "[\"python3\", \"-m\", \"berth.worker\"]",
      .slot = BERTH_CF_OFF(BERTH_CF_C, worker_command),
-     .count_slot = BERTH_CF_OFF(BERTH_CF_C, worker_argc)},
+     .count_slot = BERTH_CF_OFF(BERTH_CF_C, worker_argc), .imin = 1},
     {.key = "load_timeout_s", .kind = BERTH_CF_DOUBLE, .def = "300",
      .slot = BERTH_CF_OFF(BERTH_CF_C, worker_load_timeout_s), .dmin = 0.001,
      .dmax = 86400},

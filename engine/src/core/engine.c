@@ -42,6 +42,9 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
   int rc = berth_router_init(e, err);
   if (rc != BERTH_OK)
     return rc;
+  rc = berth_repository_start(e, err);
+  if (rc != BERTH_OK)
+    return rc;
   berth_supervisor_engine_init(e);
   uv_timer_init(loop, &e->drain_timer);
   uv_signal_init(loop, &e->sig_term);

@@ -359,19 +359,27 @@ typedef void (*berth_repo_done_cb)(void *arg, int status, const char *msg);
  * reason says which). ready_only: READY versions only. New reference; NULL
  * when out of memory. */
 json_t *berth_repository_index(berth_engine *e, bool ready_only);
-/* Loads model name. config NULL: every known version of name that is not
- * serving is (re)started from its current config; one that is READY stays
- * as it is. config given (a JSON object, or a JSON/YAML string, in the
- * schema of a models[] entry): validated (errors name
- * "parameters.config.<key>"); it adds the version, or replaces the config of
- * that version (unloading it first, without dropping its queued requests).
- * done(arg, status, msg) is called exactly once, possibly before this
- * returns: BERTH_OK when every version concerned is READY, else the first
- * failure (BERTH_E_CONFIG, BERTH_E_NOT_FOUND, BERTH_E_MODEL with the load
- * error, BERTH_E_SHUTDOWN). */
+/* Loads model name. Refused (BERTH_E_FORBIDDEN, naming the flag) unless
+ * server.model_control_mode is explicit. config NULL: every known version
+ * of name that is not serving is (re)started from its current config; one
+ * that is READY stays as it is. config given (a JSON object, or a JSON/YAML
+ * string, in the schema of a models[] entry): validated (errors name
+ * "parameters.config.<key>"); its path must lie inside server.repositories
+ * (repo_access.h: BERTH_E_FORBIDDEN otherwise) and is replaced by its
+ * realpath; a runtime that runs code needs trusted (the caller sent an
+ * admin token). It adds the version, or replaces the config of that
+ * version: a serving version keeps serving until the new workers are all
+ * ready (repo_replace.h), and keeps serving the old config when they fail;
+ * one not serving is unloaded first, without dropping its queued requests.
+ * Without trusted, a failed load's message is a fixed text (the worker's,
+ * which may quote the file, goes to the log). done(arg, status, msg) is
+ * called exactly once, possibly before this returns: BERTH_OK when every
+ * version concerned is READY, else the first failure (BERTH_E_CONFIG,
+ * BERTH_E_FORBIDDEN, BERTH_E_NOT_FOUND, BERTH_E_MODEL with the load error,
+ * BERTH_E_SHUTDOWN). */
 void berth_repository_load(berth_engine *e, const char *name,
-                           json_t *config, berth_repo_done_cb done,
-                           void *arg);
+                           json_t *config, bool trusted,
+                           berth_repo_done_cb done, void *arg);
 /* Unloads model name (only that version when version is not NULL): new
  * requests are refused at once (503), queued and running ones finish
  * (bounded by server.drain_timeout_s), then its workers get SHUTDOWN (TERM,
@@ -380,6 +388,9 @@ void berth_repository_load(berth_engine *e, const char *name,
 void berth_repository_unload(berth_engine *e, const char *name,
                              const char *version, berth_repo_done_cb done,
                              void *arg);
+/* Resolves server.repositories (BERTH_E_CONFIG naming a bad entry); at
+ * engine start. */
+int berth_repository_start(berth_engine *e, berth_errmsg *err);
 /* Frees what the repository owns (after the loop has stopped). */
 void berth_repository_free(berth_engine *e);
 /* model.c: gives an unloaded model (no workers, nothing queued) a new

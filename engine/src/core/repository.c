@@ -16,8 +16,10 @@
  *                   failed version is then unloaded (no restarts), keeping
  *                   its load error as the reason it is UNAVAILABLE
  *
- * A reload (a new config for a serving version, or a failed version loaded
- * again) is an unload followed by a load. Callers wait on a repo_call that
+ * A new config for a serving version is a replace (repo_replace.c): the
+ * new workers start beside the old ones and take over when ready; the old
+ * version keeps serving when they fail. A reload of a version that is not
+ * serving (failed, loading) is an unload followed by a load. Callers wait on a repo_call that
  * counts the versions it still waits for; it is answered once, with the
  * first failure if any. When the engine drains, every waiter is answered
  * BERTH_E_SHUTDOWN and the engine's own stop takes the workers down.
@@ -28,6 +30,8 @@
 
 #include "engine.h"
 #include "log.h"
+#include "repo_access.h"
+#include "repo_replace.h"
 
 #define TICK_MS 20
 #define KILL_AFTER_NS (5ull * 1000000000ull)
@@ -46,7 +50,7 @@ typedef struct repo_wait {
   struct repo_wait *next;
 } repo_wait;
 
-typedef enum { OP_DRAIN, OP_STOP, OP_LOAD } op_phase;
+typedef enum { OP_DRAIN, OP_STOP, OP_LOAD, OP_REPLACE } op_phase;
 
 typedef struct repo_op {
   berth_model *m;
@@ -55,6 +59,7 @@ typedef struct repo_op {
   bool killed;                  /* STOP: KILL sent */
   bool reload;                  /* load again once unloaded */
   berth_model_config *next_cfg; /* owned: the config to load with, or NULL */
+  berth_replace *rep;           /* OP_REPLACE: the new workers starting */
   repo_wait *unload_waits;      /* settled once UNAVAILABLE */
   repo_wait *load_waits;        /* settled once READY or failed */
   struct repo_op *next;
@@ -68,6 +73,10 @@ struct berth_repository {
   berth_model_config **cfgs;    /* owned configs of versions set at run
                                    time (each malloc'd) */
   size_t n_cfgs, cap_cfgs;
+  berth_replace **done_reps;    /* owned: replaces answered (switched or
+                                   failed) whose old workers still stop */
+  size_t n_done_reps, cap_done_reps;
+  berth_repo_roots roots;       /* server.repositories, resolved */
 };
 
 /* ---- callers ------------------------------------------------------------ */
@@ -147,7 +156,7 @@ static void cfg_release(struct berth_repository *r,
 static void on_tick(uv_timer_t *t);
 
 static void ensure_tick(struct berth_repository *r) {
-  if (r->tick_closing || r->ops == NULL)
+  if (r->tick_closing || (r->ops == NULL && r->n_done_reps == 0))
     return; /* the close callback starts it again if needed */
   if (!r->tick_open) {
     uv_timer_init(r->e->loop, &r->tick);
@@ -201,7 +210,33 @@ static repo_op *op_new(struct berth_repository *r, berth_model *m) {
   return op;
 }
 
+/* Room for every replace to be parked without allocating (park_rep). */
+static int reserve_rep(struct berth_repository *r) {
+  size_t live = 0;
+  for (repo_op *op = r->ops; op != NULL; op = op->next)
+    live += op->rep != NULL;
+  size_t want = r->n_done_reps + live + 1;
+  if (want <= r->cap_done_reps)
+    return BERTH_OK;
+  berth_replace **p = realloc(r->done_reps, want * 2 * sizeof *p);
+  if (p == NULL)
+    return BERTH_E_NOMEM;
+  r->done_reps = p;
+  r->cap_done_reps = want * 2;
+  return BERTH_OK;
+}
+
+/* A replace answered or aborted: stepped until its workers are gone. */
+static void park_rep(struct berth_repository *r, berth_replace *x) {
+  berth_replace_abort(x); /* nothing unless still loading */
+  r->done_reps[r->n_done_reps++] = x;
+}
+
 static void op_remove(struct berth_repository *r, repo_op *op) {
+  if (op->rep != NULL) {
+    park_rep(r, op->rep);
+    op->rep = NULL;
+  }
   for (repo_op **p = &r->ops; *p != NULL; p = &(*p)->next) {
     if (*p == op) {
       *p = op->next;
@@ -322,10 +357,39 @@ static void step_load(struct berth_repository *r, repo_op *op) {
   }
 }
 
+static void step_replace(struct berth_repository *r, repo_op *op) {
+  char msg[BERTH_ERRMSG_SIZE];
+  berth_replace_phase ph = berth_replace_step(op->rep, msg, sizeof msg);
+  if (ph == BERTH_REPLACE_LOADING)
+    return;
+  if (ph == BERTH_REPLACE_RETIRING)
+    settle_all(&op->load_waits, BERTH_OK, "");
+  else
+    settle_all(&op->load_waits, BERTH_E_MODEL, msg);
+  op_remove(r, op); /* parks the replace: its old workers still stop */
+}
+
+static void step_done_reps(struct berth_repository *r) {
+  char msg[BERTH_ERRMSG_SIZE];
+  for (size_t i = 0; i < r->n_done_reps;) {
+    berth_replace *x = r->done_reps[i];
+    berth_replace_step(x, msg, sizeof msg);
+    if (!berth_replace_freeable(x)) {
+      i++;
+      continue;
+    }
+    const berth_model_config *spare = berth_replace_spare(x);
+    berth_replace_free(x);
+    cfg_release(r, spare);
+    r->done_reps[i] = r->done_reps[--r->n_done_reps];
+  }
+}
+
 static void on_tick(uv_timer_t *t) {
   struct berth_repository *r = t->data;
   berth_engine *e = r->e;
   uint64_t now = uv_hrtime();
+  step_done_reps(r);
   repo_op *op = r->ops;
   while (op != NULL) {
     repo_op *next = op->next;
@@ -338,12 +402,14 @@ static void on_tick(uv_timer_t *t) {
       step_drain(op, now);
     } else if (op->phase == OP_STOP) {
       step_stop(r, op, now);
+    } else if (op->phase == OP_REPLACE) {
+      step_replace(r, op);
     } else {
       step_load(r, op);
     }
     op = next;
   }
-  if (r->ops == NULL)
+  if (r->ops == NULL && r->n_done_reps == 0)
     close_tick(r);
 }
 
@@ -422,9 +488,13 @@ static int unload_one(struct berth_repository *r, berth_model *m,
     if (op == NULL)
       return BERTH_E_NOMEM;
     begin_unload(op);
-  } else if (op->phase == OP_LOAD) {
+  } else if (op->phase == OP_LOAD || op->phase == OP_REPLACE) {
     settle_all(&op->load_waits, BERTH_E_UNAVAILABLE,
                "the model was unloaded while it was loading");
+    if (op->rep != NULL) {
+      park_rep(r, op->rep); /* the new workers stop */
+      op->rep = NULL;
+    }
     begin_unload(op);
   } else if (op->reload) {
     op->reload = false;
@@ -446,9 +516,9 @@ static const char *pipeline_refusal(const char *name, const char *what,
   return err->msg;
 }
 
-void berth_repository_unload(berth_engine *e, const char *name,
-                             const char *version, berth_repo_done_cb done,
-                             void *arg) {
+static void repo_unload(berth_engine *e, const char *name,
+                        const char *version, berth_repo_done_cb done,
+                        void *arg) {
   char msg[400];
   repo_call *c = new_call(e, done, arg);
   if (c == NULL)
@@ -479,21 +549,79 @@ void berth_repository_unload(berth_engine *e, const char *name,
   call_settle(c, BERTH_OK, "");
 }
 
+void berth_repository_unload(berth_engine *e, const char *name,
+                             const char *version, berth_repo_done_cb done,
+                             void *arg) {
+  berth_errmsg err;
+  if (berth_repo_mode_allows(&e->cfg, &err) != BERTH_OK) {
+    done(arg, BERTH_E_FORBIDDEN, err.msg);
+    return;
+  }
+  repo_unload(e, name, version, done, arg);
+}
+
 /* ---- load ----------------------------------------------------------------- */
 
-/* Loads a known version again (config NULL: with its own). */
+/* A new config (taken) for a serving version: its workers start beside
+ * the serving ones (repo_replace.c). */
+static int start_replace(struct berth_repository *r, berth_model *m,
+                         berth_model_config *cfg, repo_call *c,
+                         berth_errmsg *err) {
+  if (reserve_rep(r) != BERTH_OK || cfg_adopt(r, cfg) != BERTH_OK) {
+    cfg_destroy(cfg);
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  }
+  berth_replace *x = berth_replace_start(m, cfg, err);
+  if (x == NULL) {
+    cfg_release(r, cfg);
+    return BERTH_E_NOMEM;
+  }
+  if (berth_replace_phase_of(x) != BERTH_REPLACE_LOADING) {
+    park_rep(r, x); /* its config is released when it is freed */
+    return BERTH_E_NOMEM;
+  }
+  repo_op *op = op_new(r, m);
+  if (op == NULL) {
+    park_rep(r, x);
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  }
+  op->phase = OP_REPLACE;
+  op->rep = x;
+  if (wait_add(&op->load_waits, c) != BERTH_OK) {
+    op_remove(r, op);
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  }
+  return BERTH_OK;
+}
+
+/* Loads a known version again (config NULL: with its own; a config for a
+ * serving version replaces it without downtime). */
 static int load_one(struct berth_repository *r, berth_model *m,
-                    berth_model_config *cfg, repo_call *c) {
+                    berth_model_config *cfg, repo_call *c,
+                    berth_errmsg *err) {
   repo_op *op = op_find(r, m);
   bool fresh = op == NULL;
+  if (op != NULL && op->phase == OP_REPLACE) {
+    if (cfg == NULL)
+      return wait_add(&op->load_waits, c) == BERTH_OK
+                 ? BERTH_OK
+                 : berth_errf(err, BERTH_E_NOMEM, "out of memory");
+    cfg_destroy(cfg);
+    return berth_errf(err, BERTH_E_UNAVAILABLE, "model '%.128s' version "
+                      "'%.128s' is being replaced by another load; load it "
+                      "again once that one has answered", m->cfg->name,
+                      m->cfg->version);
+  }
   if (fresh) {
     bool serving = m->state == BERTH_MODEL_READY && m->n_ready > 0;
     if (serving && cfg == NULL)
       return BERTH_OK; /* already loaded */
+    if (serving)
+      return start_replace(r, m, cfg, c, err);
     op = op_new(r, m);
     if (op == NULL) {
       cfg_destroy(cfg);
-      return BERTH_E_NOMEM;
+      return berth_errf(err, BERTH_E_NOMEM, "out of memory");
     }
   }
   if (cfg != NULL) {
@@ -503,7 +631,7 @@ static int load_one(struct berth_repository *r, berth_model *m,
   if (wait_add(&op->load_waits, c) != BERTH_OK) {
     if (fresh)
       op_remove(r, op);
-    return BERTH_E_NOMEM;
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   }
   if (op->phase == OP_DRAIN || op->phase == OP_STOP) {
     if (!fresh) {
@@ -581,9 +709,8 @@ static int parse_config(json_t *config, const char *name,
   return rc;
 }
 
-void berth_repository_load(berth_engine *e, const char *name,
-                           json_t *config, berth_repo_done_cb done,
-                           void *arg) {
+static void repo_load(berth_engine *e, const char *name, json_t *config,
+                      bool trusted, berth_repo_done_cb done, void *arg) {
   berth_errmsg err;
   repo_call *c = new_call(e, done, arg);
   if (c == NULL)
@@ -600,22 +727,25 @@ void berth_repository_load(berth_engine *e, const char *name,
   if (config != NULL) {
     berth_model_config *cfg = NULL;
     rc = parse_config(config, name, &cfg, &err);
+    if (rc == BERTH_OK && (rc = berth_repo_check_entry(&r->roots, cfg, trusted, &err)) != 0) {
+      cfg_destroy(cfg);
+      cfg = NULL;
+    }
     berth_model *m = NULL;
     if (rc == BERTH_OK)
       m = berth_model_find(e, cfg->name, strlen(cfg->name), cfg->version,
                            strlen(cfg->version));
     if (rc == BERTH_OK && m == NULL)
       rc = add_version(r, cfg, c, &err);
-    else if (rc == BERTH_OK && load_one(r, m, cfg, c) != BERTH_OK)
-      rc = berth_errf(&err, BERTH_E_NOMEM, "out of memory");
+    else if (rc == BERTH_OK)
+      rc = load_one(r, m, cfg, c, &err);
   } else {
     size_t found = 0;
     for (size_t i = 0; rc == BERTH_OK && i < e->n_models; i++) {
       if (strcmp(e->models[i]->cfg->name, name) != 0)
         continue;
       found++;
-      if (load_one(r, e->models[i], NULL, c) != BERTH_OK)
-        rc = berth_errf(&err, BERTH_E_NOMEM, "out of memory");
+      rc = load_one(r, e->models[i], NULL, c, &err);
     }
     if (found == 0)
       rc = berth_errf(&err, BERTH_E_NOT_FOUND, "unknown model '%.128s'; to "
@@ -626,6 +756,36 @@ void berth_repository_load(berth_engine *e, const char *name,
     call_fail(c, rc, err.msg);
   ensure_tick(r);
   call_settle(c, BERTH_OK, "");
+}
+
+void berth_repository_load(berth_engine *e, const char *name,
+                           json_t *config, bool trusted,
+                           berth_repo_done_cb done, void *arg) {
+  berth_errmsg err;
+  if (berth_repo_mode_allows(&e->cfg, &err) != BERTH_OK) {
+    done(arg, BERTH_E_FORBIDDEN, err.msg);
+    return;
+  }
+  repo_load(e, name, config, trusted, done, arg);
+}
+
+/* ---- start ------------------------------------------------------------------ */
+
+int berth_repository_start(berth_engine *e, berth_errmsg *err) {
+  struct berth_repository *r = repo_of(e);
+  if (r == NULL)
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  int rc = berth_repo_roots_init(&r->roots, e->cfg.repositories,
+                                 e->cfg.n_repositories, err);
+  if (rc != BERTH_OK)
+    return rc;
+  char n[32];
+  snprintf(n, sizeof n, "%zu", r->roots.n);
+  berth_log_kv(BERTH_LOG_INFO, "model control", "mode",
+               e->cfg.model_control_mode ? e->cfg.model_control_mode
+                                         : "none",
+               "repositories", n, NULL);
+  return BERTH_OK;
 }
 
 /* ---- teardown --------------------------------------------------------------- */
@@ -639,6 +799,10 @@ void berth_repository_free(berth_engine *e) {
     settle_all(&r->ops->load_waits, BERTH_E_SHUTDOWN, "stopped");
     op_remove(r, r->ops);
   }
+  for (size_t i = 0; i < r->n_done_reps; i++)
+    berth_replace_free(r->done_reps[i]);
+  free(r->done_reps);
+  berth_repo_roots_clear(&r->roots);
   for (size_t i = 0; i < r->n_cfgs; i++)
     cfg_destroy(r->cfgs[i]);
   free(r->cfgs);

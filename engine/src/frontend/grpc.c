@@ -460,8 +460,11 @@ static void repo_done(void *arg, int status, const char *msg) {
 static void repo_message(grpc_call *c, const uint8_t *msg, size_t len) {
   berth_errmsg err;
   c->pending++;
+  size_t hl = 0;
+  const char *authz = berth_http_header(c->req, "authorization", &hl);
+  bool admin = berth_auth_is_admin(&c->e->auth, authz, authz ? hl : 0);
   int rc = berth_grpc_repository_start(c->e, msg, len, c->method->kind == KIND_LOAD,
-                                       repo_done, c, &err);
+                                       admin, repo_done, c, &err);
   if (rc != BERTH_OK) {
     c->pending--;
     call_fail(c, rc, err.msg);

@@ -77,9 +77,12 @@ int berth_grpc_repository_index(berth_engine *e, const uint8_t *msg, size_t len,
  * error (and done is not called) when the request is not valid. The
  * "config" parameter (a model entry as JSON or YAML text) adds or replaces
  * a version; "version" picks the version to unload; "file:" parameters are
- * refused. */
+ * refused; PERMISSION_DENIED (BERTH_E_FORBIDDEN) unless the model control
+ * mode is explicit. admin: the caller sent an admin token (entries whose
+ * runtime runs code need one, repository.c). */
 int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len, bool load,
-                                berth_repo_done_cb done, void *arg, berth_errmsg *err);
+                                bool admin, berth_repo_done_cb done, void *arg,
+                                berth_errmsg *err);
 
 /* Looks up a model by name and version (empty version: the newest);
  * BERTH_E_NOT_FOUND with a message when there is none. */

@@ -9,6 +9,7 @@
 
 #include "codec_grpc.h"
 #include "grpc.h"
+#include "repo_access.h"
 #include "grpc_service.pb-c.h"
 #include "router.h"
 
@@ -414,8 +415,11 @@ static bool param_text(const repo_param *v, char *out, size_t cap) {
                       "model's path in the \"config\" parameter");
 
 int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len, bool load,
-                                berth_repo_done_cb done, void *arg, berth_errmsg *err) {
-  int rc = BERTH_OK;
+                                bool admin, berth_repo_done_cb done, void *arg,
+                                berth_errmsg *err) {
+  int rc = berth_repo_mode_allows(&e->cfg, err);
+  if (rc != BERTH_OK)
+    return rc;
   char name[260], version[260];
   json_t *config = NULL;
   bool with_version = false;
@@ -456,7 +460,7 @@ int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len,
     return rc;
   }
   if (load)
-    berth_repository_load(e, name, config, done, arg);
+    berth_repository_load(e, name, config, admin, done, arg);
   else
     berth_repository_unload(e, name, with_version ? version : NULL, done, arg);
   json_decref(config);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "repo_access.h"
 #include "rest.h"
 
 /* ---- configuration ---------------------------------------------------- */
@@ -132,8 +133,6 @@ void berth_rest_model_stats(berth_engine *e, berth_http_req *req,
 
 /* ---- repository ------------------------------------------------------- */
 
-/* Hook for the admin token (a later issue): every repository call passes
- * here first; answer and return false to refuse. */
 /* A load or unload in progress: the request is answered when the
  * repository calls back. */
 typedef struct repo_req {
@@ -249,8 +248,11 @@ static void repository_change(berth_engine *e, berth_http_req *req,
   rr->req = req;
   snprintf(rr->name, sizeof rr->name, "%.*s", (int)name.n, name.p);
   berth_http_req_ref(req);
+  size_t hl = 0;
+  const char *authz = berth_http_header(req, "authorization", &hl);
+  bool admin = berth_auth_is_admin(&e->auth, authz, authz ? hl : 0);
   if (load)
-    berth_repository_load(e, rr->name, config, repo_done, rr);
+    berth_repository_load(e, rr->name, config, admin, repo_done, rr);
   else
     berth_repository_unload(e, rr->name, version != NULL ? ver : NULL,
                             repo_done, rr);
@@ -275,12 +277,16 @@ void berth_rest_repository(berth_engine *e, berth_http_req *req, bool is_post,
     return;
   }
   /* Tokens were checked in berth_rest_handle (load/unload need admin). */
+  berth_errmsg err;
+  if (change && berth_repo_mode_allows(&e->cfg, &err) != BERTH_OK) {
+    berth_rest_respond_error(e, req, BERTH_E_FORBIDDEN, err.msg);
+    return;
+  }
   if (change && !berth_slice_valid_name(seg[3])) {
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "invalid model name");
     return;
   }
   json_t *body = NULL;
-  berth_errmsg err;
   int rc = body_object(req, &body, &err);
   if (rc != BERTH_OK) {
     berth_rest_respond_error(e, req, rc, err.msg);

@@ -168,3 +168,16 @@ berth_auth_result berth_auth_check(const berth_auth *a, const char *header,
     return BERTH_AUTH_UNAUTHENTICATED;
   return admin ? BERTH_AUTH_FORBIDDEN : BERTH_AUTH_ALLOW;
 }
+
+bool berth_auth_is_admin(const berth_auth *a, const char *header, size_t len) {
+  if (a->n_admin == 0 || header == NULL || len < 7 ||
+      strncasecmp(header, "Bearer ", 7) != 0)
+    return false;
+  const char *tok = header + 7;
+  size_t tl = len - 7;
+  while (tl > 0 && *tok == ' ') {
+    tok++;
+    tl--;
+  }
+  return in_list(a->admin_tokens, a->n_admin, tok, tl);
+}

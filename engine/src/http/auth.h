@@ -51,4 +51,9 @@ typedef enum {
 berth_auth_result berth_auth_check(const berth_auth *a, const char *header,
                                    size_t len, bool admin, bool health);
 
+/* true when header ("Bearer <token>", len bytes, or NULL) carries one of
+ * the admin tokens; false whenever none is configured. The repository
+ * lets only such callers load entries whose runtime runs code. */
+bool berth_auth_is_admin(const berth_auth *a, const char *header, size_t len);
+
 #endif

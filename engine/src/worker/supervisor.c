@@ -176,9 +176,18 @@ static void on_load_failed(berth_worker *w, const uint8_t *payload,
   json_error_t jerr;
   json_t *doc = json_loadb((const char *)payload, len, 0, &jerr);
   const char *msg = json_string_value(json_object_get(doc, "error"));
-  snprintf(m->load_error, sizeof m->load_error, "%s",
+  char full[sizeof m->load_error];
+  snprintf(full, sizeof full, "%s",
            msg ? msg : "the worker could not load the model");
   json_decref(doc);
+  /* A worker's message may quote the file (a parser's error): for an
+   * entry a caller without an admin token sent, clients get a fixed text
+   * and only the log has the message (docs/security.md). */
+  snprintf(m->load_error, sizeof m->load_error, "%s",
+           m->cfg->quiet_errors
+               ? "the worker could not load the model file (the server log "
+                 "has the worker's message)"
+               : full);
   w->state = W_FAILED;
   uv_timer_stop(&w->timer);
   if (m->n_ready == 0) {
@@ -189,7 +198,7 @@ static void on_load_failed(berth_worker *w, const uint8_t *payload,
                "model failed to load; fix the model or its berth.yaml and "
                "restart berth", "model", m->cfg->name, "version",
                m->cfg->version, "worker", wname(w, id, sizeof id), "error",
-               m->load_error, NULL);
+               full, NULL);
 }
 
 static void on_answer(berth_worker *w, const berth_wp_header *h,
@@ -780,4 +789,43 @@ bool berth_supervisor_model_stopped(const berth_model *m) {
     if (m->workers[k]->proc != NULL)
       return false;
   return true;
+}
+
+/* ---- replacing a serving version (repo_replace.c) ------------------------ */
+
+void berth_supervisor_retire(berth_model *m) {
+  for (size_t k = 0; k < m->n_workers; k++) {
+    berth_worker *w = m->workers[k];
+    if (w->state == W_BUSY)
+      continue; /* SHUTDOWN once its batch is answered */
+    uv_timer_stop(&w->timer);
+    if (w->proc == NULL) {
+      w->state = W_EMPTY;
+      continue;
+    }
+    if (w->state == W_STOPPING)
+      continue;
+    if (w->state != W_IDLE ||
+        send_frame(w->proc, BERTH_WP_SHUTDOWN, 0, NULL, 0) != BERTH_OK)
+      proc_kill(w->proc, SIGTERM);
+    w->state = W_STOPPING;
+  }
+}
+
+void berth_supervisor_swap(berth_model *a, berth_model *b) {
+  berth_worker **workers = a->workers;
+  size_t n = a->n_workers, ready = a->n_ready;
+  uint32_t instances = a->instances;
+  a->workers = b->workers;
+  a->n_workers = b->n_workers;
+  a->n_ready = b->n_ready;
+  a->instances = b->instances;
+  b->workers = workers;
+  b->n_workers = n;
+  b->n_ready = ready;
+  b->instances = instances;
+  for (size_t k = 0; k < a->n_workers; k++)
+    a->workers[k]->model = a;
+  for (size_t k = 0; k < b->n_workers; k++)
+    b->workers[k]->model = b;
 }

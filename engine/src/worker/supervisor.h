@@ -59,5 +59,11 @@ void berth_supervisor_free(berth_model *m);
 void berth_supervisor_stop_model(berth_model *m, bool keep_ready);
 void berth_supervisor_kill_model(berth_model *m);
 bool berth_supervisor_model_stopped(const berth_model *m);
+/* supervisor.c, for repo_replace.c: stop_model without touching busy
+ * workers (each gets SHUTDOWN at a later call, once its batch is answered);
+ * and trade the worker slots (and ready and instance counts) of two
+ * models, each slot then pointing to its new model. */
+void berth_supervisor_retire(berth_model *m);
+void berth_supervisor_swap(berth_model *a, berth_model *b);
 
 #endif
