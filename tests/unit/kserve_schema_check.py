@@ -25,8 +25,10 @@ KINDS = {
     ("serving.kserve.io/v1alpha1", "ServingRuntime"): "V1alpha1ServingRuntime",
     ("serving.kserve.io/v1beta1", "InferenceService"): "V1beta1InferenceService",
 }
-_LIST = re.compile(r"^list\[(.+)\]$")
-_DICT = re.compile(r"^dict\(([^,]+), (.+)\)$")
+# Older generated models write list[X] and dict(str, X); newer (pydantic) ones
+# List[X] and Dict[str, X].
+_LIST = re.compile(r"^[lL]ist\[(.+)\]$")
+_DICT = re.compile(r"^(?:dict\(([^,]+), (.+)\)|Dict\[([^,]+), (.+)\])$")
 
 
 def _klass(name: str) -> Any:
@@ -49,7 +51,8 @@ def build(value: Any, typ: str, where: str, problems: list[str]) -> Any:
         if not isinstance(value, dict):
             problems.append(f"{where}: expected a mapping, got {type(value).__name__}")
             return None
-        return {k: build(v, m.group(2), f"{where}.{k}", problems) for k, v in value.items()}
+        inner = m.group(2) or m.group(4)
+        return {k: build(v, inner, f"{where}.{k}", problems) for k, v in value.items()}
     simple = {"str": str, "int": int, "bool": bool, "float": (int, float)}
     if typ in simple:
         ok = isinstance(value, simple[typ]) and not (typ == "int" and isinstance(value, bool))
@@ -72,8 +75,8 @@ def build(value: Any, typ: str, where: str, problems: list[str]) -> Any:
         kwargs[attr] = build(item, klass.openapi_types[attr], f"{where}.{key}", problems)
     try:
         return klass(**kwargs)
-    except (ValueError, TypeError) as e:
-        problems.append(f"{where}: {typ}: {e}")
+    except (ValueError, TypeError) as e:  # a missing required field, a bad value
+        problems.append(f"{where}: {typ}: " + " ".join(str(e).split()))
         return None
 
 

@@ -363,7 +363,8 @@ def test_the_kserve_objects_validate_against_kserve_schema() -> None:
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "spec.protocolVersion: unknown field" in bad.stdout
-    assert "name" in bad.stdout and "must not be `None`" in bad.stdout
+    missing = [line for line in bad.stdout.splitlines() if "containers[0]: V1Container" in line]
+    assert missing and ("Field required" in missing[0] or "must not be `None`" in missing[0])
     assert "storageUri: expected str, got 7" in bad.stdout
 
 
