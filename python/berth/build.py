@@ -274,9 +274,9 @@ def _copy_models(path: Path, entries: list[dict[str, Any]], out: Path) -> list[d
         if folder is not None:
             _copy_tree(folder, dst)
             inside = model.relative_to(folder).as_posix() if model != folder else "."
-        elif model.is_dir():
-            _copy_tree(model, dst / model.name)
-            inside = model.name
+        elif model.is_dir():  # a bundle folder (SavedModel, MLflow): its files
+            _copy_tree(model, dst)
+            inside = "."
         else:
             _copy_file(model, dst / model.name)
             inside = model.name

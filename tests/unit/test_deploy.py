@@ -145,6 +145,18 @@ def test_berth_serve_of_a_bundle_sees_the_same_models(repo: Path, tmp_path: Path
     assert strip(discover_models(str(bundle))) == strip(discover_models(str(repo)))
 
 
+def test_a_single_python_file_with_a_class_keeps_its_class(tmp_path: Path) -> None:
+    from berth.cli import discover_models
+
+    source = tmp_path / "doubler.py"
+    source.write_text("import berth\n\nclass Doubler(berth.Model):\n"
+                      "    def predict(self, batch):\n        return batch\n")
+    bundle = build_bundle(f"{source}:Doubler", str(tmp_path / "b"))
+    (entry,) = discover_models(str(bundle))
+    assert (entry["name"], entry["runtime"], entry["class"]) == ("doubler", "python", "Doubler")
+    assert entry["path"] == str(bundle / "doubler" / "1" / "doubler.py")
+
+
 def test_rebuilding_replaces_a_bundle_but_never_another_folder(
     iris_file: Path, tmp_path: Path
 ) -> None:
