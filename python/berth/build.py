@@ -313,7 +313,7 @@ def containerfile(
     )
     return f"""\
 # Written by berth build for {name}:{version} (Berth {__version__}).
-# Build: buildah bud --isolation chroot -t {name}:{version} .   (or docker/podman build)
+# Build: buildah bud --isolation chroot --format docker -t {name}:{version} .   (or docker build)
 # BASE_IMAGE must be a Debian image whose Python is {python}, the version the
 # requirements were locked with.
 ARG BASE_IMAGE={base}
@@ -564,7 +564,8 @@ def build_image(bundle: Path, image: str, *, base_image: str | None = None,
             )
     _say(f"building image {image} from {bundle} with buildah (this takes minutes)")
     done = subprocess.run(
-        [buildah, "bud", "--isolation", "chroot", "--layers=false",
+        # Docker format: OCI image configs have no HEALTHCHECK.
+        [buildah, "bud", "--isolation", "chroot", "--format", "docker", "--layers=false",
          "--build-arg", f"BASE_IMAGE={base}", "-t", image, "-f", str(bundle / CONTAINERFILE),
          str(bundle)],
     )
