@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, route_cli
+from . import build as build_cli
+from . import deploy as deploy_cli
 from .errors import BerthError, ConfigError, EngineNotFoundError
 from .runtimes.detect import (
     BUNDLE_FILES,
@@ -444,6 +446,8 @@ def _parser() -> argparse.ArgumentParser:
         "--print-config", action="store_true", help="print the engine document (JSON) and exit"
     )
     route_cli.add_parser(commands)
+    build_cli.add_parser(commands)
+    deploy_cli.add_parser(commands)
     return parser
 
 
@@ -758,6 +762,7 @@ def _apply_app_config(doc: dict[str, Any], config_file: str) -> dict[str, Any]:
         raise ConfigError(
             f"{config_path}: expected a mapping (server, log, workers, models, pipelines)"
         )
+    app = {k: v for k, v in app.items() if k != "deploy"}  # berth deploy's (docs/deploy.md)
     models = doc["models"]
     if "models" in app:
         models = _app_models(app["models"], models, config_path)
@@ -978,6 +983,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(ns, os.environ)
         if ns.command == "route":
             return route_cli.run(ns, os.environ)
+        if ns.command == "build":
+            return build_cli.run(ns, os.environ)
+        if ns.command == "deploy":
+            return deploy_cli.run(ns, os.environ)
         raise ConfigError(f"unknown command {ns.command!r}")  # argparse refuses it first
     except BerthError as e:
         print(f"berth: error: {e}", file=sys.stderr)
