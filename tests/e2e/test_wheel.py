@@ -21,9 +21,11 @@ pip's resolver. pip still checks the wheel's requirements against them.
 berthd is checked with ``ldd`` (every library except glibc's resolves inside
 the wheel's ``berth.libs/``), then run with ``LD_LIBRARY_PATH`` empty, and the
 served model's berthd process is checked through ``/proc/PID/maps``: the
-libraries it actually loaded are the wheel's. The Debian ``-dev`` packages
-stay installed on this machine (a test cannot remove them); these checks show
-they are not used.
+libraries it actually loaded are the wheel's. Debian's packages stay
+installed on this machine (a test cannot remove them); so berthd is also
+started in a private mount namespace where Debian's copies of those libraries
+are replaced by /dev/null, next to the unrepaired build as a control that
+fails there (skipped where user namespaces are off).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ BUNDLED = ("libuv", "libnghttp2", "libjansson", "libyaml", "libprotobuf-c", "lib
 EXTRA = "sklearn"
 #: Seconds for a wheel or sdist build (the first one compiles the engine).
 BUILD_TIMEOUT_S = 900
+
+# The first test's setup builds the wheel: from scratch, the engine compiles.
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S)
 
 
 def _skip_unless_buildable() -> None:
@@ -222,6 +227,48 @@ def test_installed_berthd_resolves_every_library_from_the_wheel(venv: Path) -> N
                  env=_clean_env(venv), timeout=60).splitlines()
     assert Path(probe[0]).resolve().is_relative_to(venv.resolve()), f"berth imported from {probe[0]}"
     assert probe[1] == "[]", f"build tools are importable in the fresh venv: {probe[1]}"
+
+
+def _ldd_system_copies(binary: Path) -> list[str]:
+    """The real files of the non-glibc libraries ldd resolves for binary
+    from the system."""
+    out = _run(["ldd", str(binary)], timeout=60)
+    found = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == "=>" and not parts[0].startswith(SYSTEM_LIBS):
+            found.append(os.path.realpath(parts[2]))
+    return found
+
+
+def test_berthd_starts_with_debians_libraries_hidden(venv: Path) -> None:
+    """In a private mount namespace, /dev/null is bind-mounted over Debian's
+    libuv, nghttp2, jansson, libyaml, protobuf-c, libssl and libcrypto; the
+    wheel's berthd still starts (the dynamic loader maps every library
+    before main), while the same engine linked against Debian's (the
+    build folder's, before auditwheel) cannot: the hiding works."""
+    control = ROOT / "build" / "wheel" / "engine" / "berthd"
+    if not control.is_file():
+        pytest.skip(f"no unrepaired berthd at {control} to show the hiding works")
+    hidden = _ldd_system_copies(control)
+    assert len(hidden) >= len(BUNDLED), f"the build's berthd links only {hidden}"
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no user and mount namespaces here (unshare -rm: {probe.stderr.strip()})")
+    script = 'for f in "$@"; do [ "$f" = -- ] && break; mount --bind /dev/null "$f" || exit 90; done; ' \
+             'while [ "$1" != -- ]; do shift; done; shift; exec "$@"'
+
+    def hidden_run(binary: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", *hidden, "--",
+                               str(binary), "--version"],
+                              env=_clean_env(venv), capture_output=True, text=True, timeout=60)
+
+    mine = hidden_run(_site(venv) / "berth" / "_bin" / "berthd")
+    assert mine.returncode == 0 and mine.stdout.startswith("berthd "), (
+        f"the wheel's berthd failed with Debian's libraries hidden ({mine.returncode}): {mine.stderr}")
+    theirs = hidden_run(control)
+    assert theirs.returncode != 0 and "error while loading shared libraries" in theirs.stderr, (
+        f"hiding Debian's libraries did not stop a berthd linked to them: {theirs!r}")
 
 
 def test_fresh_venv_serves_a_scikit_learn_model(
