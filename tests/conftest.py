@@ -79,6 +79,12 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
 # -------------------------------------------------------------------- hooks
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: builds or compiles for a minute or more (deselect with -m 'not slow')"
+    )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[_STARTED_AT] = time.monotonic()

@@ -293,6 +293,7 @@ class BerthServer:
     scheme: str = "http"
     ca_file: str | None = None  # trusted certificate when scheme is https
     token: str | None = None  # sent as a bearer token by get() and post()
+    berth: str | None = None  # the `berth` command; None: berth_executable()
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
     started_at: float = 0.0
@@ -316,7 +317,7 @@ class BerthServer:
                 grpc_args = ["--grpc-port", str(self.grpc_port)]
             self.log_path = self.workdir / f"{self.label}-{self.port}.log"
             cmd = [
-                berth_executable(),
+                self.berth or berth_executable(),
                 "serve",
                 *self.target,
                 "--host",
@@ -576,9 +577,11 @@ def start_server(
     label: str = "berth",
     scheme: str = "http",
     ca_file: str | None = None,
+    berth: str | None = None,
 ) -> BerthServer:
     """Starts ``berth serve TARGET --host 127.0.0.1 --port P EXTRA...`` and
-    waits until it is ready (see :class:`BerthServer`)."""
+    waits until it is ready (see :class:`BerthServer`). ``berth`` names the
+    command to run (default: :func:`berth_executable`)."""
     targets = [target] if isinstance(target, str) else list(target)
     server = BerthServer(
         target=targets,
@@ -589,6 +592,7 @@ def start_server(
         label=label,
         scheme=scheme,
         ca_file=ca_file,
+        berth=berth,
     )
     return server.start()
 
