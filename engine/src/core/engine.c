@@ -15,6 +15,7 @@
 #include "router.h"
 
 static void finish_drain(berth_engine *e);
+static void maybe_drained(berth_engine *e);
 static void workers_stopped(void *arg);
 
 int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
@@ -153,10 +154,18 @@ void berth_engine_begin_drain(berth_engine *e) {
     berth_httpd_stop_accepting(e->listeners[i]);
   uv_timer_start(&e->drain_timer, on_drain_timeout,
                  (uint64_t)(e->cfg.drain_timeout_s * 1000.0), 0);
-  berth_engine_request_done(e);
+  maybe_drained(e);
 }
 
-void berth_engine_request_done(berth_engine *e) {
+void berth_engine_request_begin(berth_engine *e) { e->inflight++; }
+
+void berth_engine_request_end(berth_engine *e) {
+  if (e->inflight > 0)
+    e->inflight--;
+  maybe_drained(e);
+}
+
+static void maybe_drained(berth_engine *e) {
   if (e->draining && !e->stopping && e->inflight == 0)
     finish_drain(e);
 }

@@ -292,8 +292,10 @@ int berth_engine_add_listener(berth_engine *e, berth_httpd *h,
 int berth_engine_start(berth_engine *e, berth_errmsg *err);
 /* Stop intake and drain (SIGTERM). Idempotent. */
 void berth_engine_begin_drain(berth_engine *e);
-/* Called whenever inflight drops; finishes the drain when it reaches 0. */
-void berth_engine_request_done(berth_engine *e);
+/* A frontend accepted an inference request (it counts in the drain). */
+void berth_engine_request_begin(berth_engine *e);
+/* That request is over; the drain finishes when none is left. */
+void berth_engine_request_end(berth_engine *e);
 void berth_engine_free(berth_engine *e);
 
 /* model.c */

@@ -23,6 +23,7 @@
 
 #include "access_log.h"
 #include "codec_grpc.h"
+#include "front.h"
 #include "log.h"
 #include "router.h"
 #include "ui.h"
@@ -145,7 +146,8 @@ static void job_unlink(grpc_call *c, grpc_job *j) {
   c->pending--;
 }
 
-/* The scheduler holds no more reference: the job's memory goes. */
+/* The scheduler holds no more reference: the job's memory goes (the
+ * request stopped counting in flight when it was answered or cancelled). */
 static void job_release(berth_job *job) {
   grpc_job *j = (grpc_job *)job;
   berth_trace_job_finish(&j->job, BERTH_E_IO); /* cancelled while queued */
@@ -153,28 +155,18 @@ static void job_release(berth_job *job) {
   free(j);
 }
 
-static void inflight_done(berth_engine *e) {
-  e->inflight--;
-  berth_engine_request_done(e);
-}
-
 /* Takes back the call's queued jobs (running ones finish on their own and
  * find the call ended). */
 static void call_cancel_jobs(grpc_call *c) {
-  size_t cancelled = 0;
   grpc_job *j = c->jobs;
   while (j != NULL) {
     grpc_job *next = j->next;
-    if (berth_sched_cancel(&j->job)) {
+    if (berth_front_cancel(&j->job)) {
       job_unlink(c, j);
+      berth_front_job_end(c->e, &j->job);
       job_release(&j->job);
-      cancelled++;
     }
     j = next;
-  }
-  if (cancelled > 0) {
-    c->e->inflight -= cancelled;
-    berth_engine_request_done(c->e);
   }
 }
 
@@ -289,7 +281,7 @@ static void job_done(berth_job *job, int status, const char *errmsg,
   grpc_call *c = j->call;
   berth_engine *e = job->model->engine;
   if (c == NULL) { /* cannot happen: done runs once, while linked */
-    inflight_done(e);
+    berth_engine_request_end(e);
     return;
   }
   job_unlink(c, j);
@@ -318,24 +310,9 @@ static void job_done(berth_job *job, int status, const char *errmsg,
   call_maybe_finish(c);
   c->busy--;
   call_maybe_free(c);
-  inflight_done(e);
+  berth_engine_request_end(e); /* answered: the trace ends at release */
 }
 
-
-/* A request failed here (never queued): statistics and metrics. An
- * unready model's refusals go to the metrics only (stats: as over REST). */
-static void count_fail(berth_model *m, uint64_t since, int status,
-                       bool stats, const char *msg) {
-  uint64_t now = uv_hrtime();
-  uint64_t took = now > since ? now - since : 0;
-  if (stats) {
-    m->stats.fail.count++;
-    m->stats.fail.ns += took;
-  }
-  berth_metrics_request(&m->metrics, BERTH_PROTO_GRPC, status,
-                        (double)took / 1e9);
-  berth_ui_note_error(m, BERTH_PROTO_GRPC, status, msg);
-}
 
 /* One ModelInferRequest: decode, find and check the model, queue. */
 static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
@@ -360,7 +337,8 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
   berth_grpc_limits lim = {.max_inputs = 256, .max_tensor_bytes = max_tensor};
   berth_grpc_target target;
   berth_errmsg err;
-  berth_model *m = NULL, *unready = NULL;
+  berth_model *m = NULL;
+  bool submitted_failed = false;
   berth_route_stat *routed = NULL;
   int rc = berth_grpc_decode_infer_request(msg, len, &lim, &target, &j->job.req, &err);
   if (rc == BERTH_OK && target.model_name != NULL &&
@@ -383,11 +361,11 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
   if (c->method->kind == KIND_INFER)
     memcpy(c->request_id, j->request_id, sizeof c->request_id);
   j->job.request_id = j->request_id;
-  if (rc == BERTH_OK && !berth_model_accepting(m)) {
-    berth_model_not_ready_message(m, err.msg, sizeof err.msg);
-    rc = BERTH_E_UNAVAILABLE;
-    unready = m;
-    m = NULL; /* not in the statistics, as over REST */
+  if (rc == BERTH_OK) {
+    rc = berth_front_check_servable(m, BERTH_PROTO_GRPC, now, err.msg,
+                                    sizeof err.msg);
+    if (rc != BERTH_OK)
+      m = NULL; /* counted (metrics only, as over REST) */
   }
   if (rc == BERTH_OK)
     rc = berth_signature_check(m, &j->job.req, &err);
@@ -399,16 +377,6 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
     j->job.protocol = BERTH_PROTO_GRPC;
     j->job.deadline_ns = c->deadline_ns;
     j->job.model = m;
-    if (e->tracer != NULL) {
-      size_t tl = 0;
-      const char *tp = berth_http_header(c->req, "traceparent", &tl);
-      j->job.trace = berth_trace_begin(
-          e->tracer, tp, tl,
-          c->method->kind == KIND_STREAM_INFER
-              ? "inference.GRPCInferenceService/ModelStreamInfer"
-              : "inference.GRPCInferenceService/ModelInfer",
-          "grpc", now);
-    }
     j->job.http = c->req;
     /* linked first: a submit may complete the job before it returns */
     j->call = c;
@@ -417,19 +385,24 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
       c->jobs->prev = j;
     c->jobs = j;
     c->pending++;
-    e->inflight++;
-    rc = berth_router_submit(m, &j->job, routed, &err);
-    if (rc != BERTH_OK) { /* not queued: no callback ran */
+    size_t tl = 0;
+    const char *tp = berth_http_header(c->req, "traceparent", &tl);
+    rc = berth_front_submit(e, &j->job, routed,
+                            c->method->kind == KIND_STREAM_INFER
+                                ? "inference.GRPCInferenceService/ModelStreamInfer"
+                                : "inference.GRPCInferenceService/ModelInfer",
+                            tp, tl, &err);
+    if (rc != BERTH_OK) { /* not queued, no callback ran, counted, traced */
       job_unlink(c, j);
-      e->inflight--;
+      m = NULL;
+      submitted_failed = true;
     }
   }
   if (rc != BERTH_OK) {
-    if (m != NULL)
-      count_fail(m, now, rc, true, err.msg);
-    else if (unready != NULL)
-      count_fail(unready, now, rc, false, err.msg);
-    berth_trace_job_refused(&j->job, rc);
+    if (m != NULL) /* decoded and checked, refused before the submit */
+      berth_front_count_fail(m, BERTH_PROTO_GRPC, now, rc, err.msg, true);
+    if (!submitted_failed)
+      berth_trace_job_refused(&j->job, rc);
     berth_infer_request_clear(&j->job.req);
     free(j);
     infer_failed(c, rc, err.msg);

@@ -12,6 +12,7 @@
 #include "codec_binary.h"
 #include "access_log.h"
 #include "codec_json.h"
+#include "front.h"
 #include "log.h"
 #include "router.h"
 #include "ui.h"
@@ -295,36 +296,23 @@ typedef struct rest_call {
 
 void berth_rest_count_fail(berth_model *m, berth_http_req *req, int status,
                            const char *msg) {
-  uint64_t now = uv_hrtime(), got = berth_http_received_ns(req);
-  uint64_t took = now > got ? now - got : 0;
-  m->stats.fail.count++;
-  m->stats.fail.ns += took;
-  berth_metrics_request(&m->metrics, BERTH_PROTO_REST, status,
-                        (double)took / 1e9);
-  berth_ui_note_error(m, BERTH_PROTO_REST, status, msg);
+  berth_front_count_fail(m, BERTH_PROTO_REST, berth_http_received_ns(req),
+                         status, msg, true);
 }
 
-/* Counts a request refused before it was decoded (the model is not
- * servable) in the metrics only, as the statistics never did. */
-static void count_refused(berth_model *m, berth_http_req *req, int status,
-                          const char *msg) {
-  uint64_t now = uv_hrtime(), got = berth_http_received_ns(req);
-  berth_metrics_request(&m->metrics, BERTH_PROTO_REST, status,
-                        (double)(now > got ? now - got : 0) / 1e9);
-  berth_ui_note_error(m, BERTH_PROTO_REST, status, msg);
-}
-
-/* The scheduler holds no more reference to the job: release the request
- * (whose body the binary inputs borrow) and the call. */
-static void call_finish(rest_call *c) {
-  berth_engine *e = c->engine;
-  berth_trace_job_finish(&c->job, BERTH_E_IO); /* left before an answer */
+/* Releases the request (whose body the binary inputs borrow) and the
+ * call. */
+static void call_free(rest_call *c) {
   berth_http_req_on_gone(c->req, NULL, NULL);
   berth_infer_request_clear(&c->job.req); /* before the body goes */
   berth_http_req_unref(c->req);
   free(c);
-  e->inflight--;
-  berth_engine_request_done(e);
+}
+
+/* The core holds no more reference to the job: the request is over. */
+static void call_finish(rest_call *c) {
+  berth_front_job_end(c->engine, &c->job);
+  call_free(c);
 }
 
 static void call_release(berth_job *job) { call_finish((rest_call *)job); }
@@ -389,7 +377,7 @@ static void call_done(berth_job *job, int status, const char *errmsg,
 
 static void call_gone(berth_http_req *req, void *arg) {
   rest_call *c = arg;
-  if (berth_sched_cancel(&c->job))
+  if (berth_front_cancel(&c->job))
     call_finish(c); /* never reached a worker: nothing else refers to it */
   /* running: the worker's answer will find the request gone */
 }
@@ -397,20 +385,12 @@ static void call_gone(berth_http_req *req, void *arg) {
 bool berth_rest_servable(berth_engine *e, berth_http_req *req,
                          berth_model *m) {
   char msg[700];
-  if (e->draining) {
-    static const char shutting[] = "the server is shutting down and takes no "
-                                   "new requests";
-    count_refused(m, req, BERTH_E_SHUTDOWN, shutting);
-    berth_rest_respond_error(e, req, BERTH_E_SHUTDOWN, shutting);
-    return false;
-  }
-  if (!berth_model_accepting(m)) {
-    berth_model_not_ready_message(m, msg, sizeof msg);
-    count_refused(m, req, BERTH_E_UNAVAILABLE, msg);
-    berth_rest_respond_error(e, req, BERTH_E_UNAVAILABLE, msg);
-    return false;
-  }
-  return true;
+  int status = berth_front_check_servable(m, BERTH_PROTO_REST,
+                                          berth_http_received_ns(req), msg,
+                                          sizeof msg);
+  if (status != BERTH_OK)
+    berth_rest_respond_error(e, req, status, msg);
+  return status == BERTH_OK;
 }
 
 void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
@@ -433,26 +413,21 @@ void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
   c->job.received_ns = berth_http_received_ns(req);
   c->job.user = c;
   c->job.model = m;
-  if (e->tracer != NULL) {
-    size_t tl = 0;
-    const char *tp = berth_http_header(req, "traceparent", &tl);
-    c->job.trace = berth_trace_begin(
-        e->tracer, tp, tl,
-        fmt == BERTH_REST_KSERVE_V1 ? "POST /v1/models/{model_name}:predict"
-                                    : "POST /v2/models/{model_name}/infer",
-        "rest", c->job.received_ns);
-  }
+  c->job.protocol = BERTH_PROTO_REST;
   c->job.request_id = berth_rest_request_id(req);
   c->job.http = req;
   berth_http_req_ref(req);
-  e->inflight++;
+  size_t tl = 0;
+  const char *tp = berth_http_header(req, "traceparent", &tl);
   berth_errmsg err;
-  int rc = berth_router_submit(m, &c->job, routed, &err);
-  if (rc != BERTH_OK) {
-    berth_rest_count_fail(m, req, rc, err.msg);
+  int rc = berth_front_submit(
+      e, &c->job, routed,
+      fmt == BERTH_REST_KSERVE_V1 ? "POST /v1/models/{model_name}:predict"
+                                  : "POST /v2/models/{model_name}/infer",
+      tp, tl, &err);
+  if (rc != BERTH_OK) { /* counted and traced; never in flight */
     berth_rest_respond_error(e, req, rc, err.msg);
-    berth_trace_job_refused(&c->job, rc);
-    call_finish(c);
+    call_free(c);
     return;
   }
   /* The job may already be on a worker (dispatch is synchronous up to the
