@@ -628,7 +628,10 @@ static void grpc_handle(berth_http_req *req, void *arg) {
     return;
   }
   if (!(ml == 4 && memcmp(method, "POST", 4) == 0)) {
-    http_error(req, 405, "{\"error\": \"gRPC calls are POST requests\"}");
+    static const berth_http_header_kv h[] = {
+        {"content-type", "application/json"}, {"allow", "POST"}};
+    static const char body[] = "{\"error\": \"gRPC calls are POST requests\"}";
+    berth_http_respond(req, 405, h, 2, body, sizeof body - 1);
     return;
   }
   if (!header_is(req, "content-type", "application/grpc", true)) {

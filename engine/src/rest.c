@@ -128,7 +128,8 @@ void berth_rest_respond_error(berth_engine *e, berth_http_req *req,
       h[1].name = "www-authenticate";
       h[1].value = "Bearer realm=\"berth\"";
     }
-    if (status == BERTH_E_METHOD) {
+    if (status == BERTH_E_METHOD) { /* berth_rest_respond_method names
+                                       the path's own methods */
       h[1].name = "allow";
       h[1].value = "GET, POST";
     }
@@ -138,6 +139,25 @@ void berth_rest_respond_error(berth_engine *e, berth_http_req *req,
     return;
   }
   berth_rest_respond_json(e, req, hs, &b);
+}
+
+void berth_rest_respond_method(berth_engine *e, berth_http_req *req,
+                               const char *allow) {
+  size_t ml = 0;
+  const char *method = berth_http_method(req, &ml);
+  char msg[200];
+  snprintf(msg, sizeof msg, "method %.*s not allowed on this endpoint; it "
+           "takes %s", (int)(ml > 20 ? 20 : ml), method, allow);
+  berth_buf b;
+  berth_buf_init(&b, 64 * 1024);
+  if (berth_json_encode_error(msg, &b) != BERTH_OK) {
+    berth_buf_free(&b);
+    berth_buf_append(&b, "{\"error\":\"internal error\"}", 26);
+  }
+  berth_http_header_kv h[2] = {JSON_CT, {"allow", allow}};
+  size_t len = 0;
+  char *data = berth_buf_detach(&b, &len);
+  berth_rest_respond_take(e, req, 405, h, 2, data, len);
 }
 
 void berth_rest_respond_doc(berth_engine *e, berth_http_req *req,
@@ -551,6 +571,7 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
   size_t ver_len = 0;
   int rest = 3;
   char msg[700];
+  const char *allow = "GET";
   if (nseg == 3 && berth_slice_is(name, "stats")) {
     if (!is_get)
       goto method;
@@ -614,6 +635,7 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
     return;
   }
   bool post_action = action.p != NULL && berth_slice_is(action, "infer");
+  allow = post_action ? "POST" : "GET";
   if (post_action ? !is_post : !is_get)
     goto method;
   if (action.p == NULL)
@@ -630,8 +652,7 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");
   return;
 method:
-  berth_rest_respond_error(e, req, BERTH_E_METHOD,
-                           "method not allowed on this endpoint");
+  berth_rest_respond_method(e, req, allow);
 }
 
 /* Checks the bearer token (tokens are configured); false: answered 401 or
@@ -668,8 +689,7 @@ void berth_rest_metrics_handle(berth_http_req *req, void *arg) {
     return;
   }
   if (!(ml == 3 && memcmp(method, "GET", 3) == 0)) {
-    berth_rest_respond_error(e, req, BERTH_E_METHOD,
-                             "method not allowed on this endpoint");
+    berth_rest_respond_method(e, req, "GET");
     return;
   }
   handle_metrics(e, req);
@@ -763,7 +783,6 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
   }
   return;
-method:
-  berth_rest_respond_error(e, req, BERTH_E_METHOD,
-                           "method not allowed on this endpoint");
+method: /* /metrics, /v2, /v2/health/...: read-only */
+  berth_rest_respond_method(e, req, "GET");
 }
