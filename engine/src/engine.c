@@ -97,6 +97,7 @@ int berth_engine_start(berth_engine *e, berth_errmsg *err) {
     src = berth_payload_log_open(e->loop, &e->cfg, &e->payload_log, err);
   if (src != BERTH_OK)
     return src;
+  e->conns.max = e->cfg.max_connections;
   berth_httpd_options opt = {
       .host = e->cfg.host,
       .port = e->cfg.http_port,
@@ -104,6 +105,8 @@ int berth_engine_start(berth_engine *e, berth_errmsg *err) {
       .max_head_bytes = e->cfg.max_head_bytes,
       .max_headers = 100,
       .idle_timeout_ms = 120000,
+      .header_timeout_ms = e->cfg.header_timeout_ms,
+      .budget = &e->conns,
       .handler = berth_rest_handle,
       .handler_data = e,
       .tls = e->tls_rest,
@@ -111,6 +114,17 @@ int berth_engine_start(berth_engine *e, berth_errmsg *err) {
   int rc = berth_httpd_start(e->loop, &opt, &e->httpd, err);
   if (rc != BERTH_OK)
     return rc;
+  if (e->cfg.socket != NULL) {
+    berth_httpd_options so = opt;
+    so.socket_path = e->cfg.socket;
+    so.tls = NULL;
+    rc = berth_httpd_start(e->loop, &so, &e->socket_httpd, err);
+    if (rc != BERTH_OK)
+      return rc;
+    berth_log_kv(BERTH_LOG_INFO,
+                 "listening (REST on a Unix socket: HTTP/1.1 and h2c)",
+                 "socket", e->cfg.socket, "mode", "0600", NULL);
+  }
   char port[16], url[300];
   snprintf(port, sizeof port, "%u", berth_httpd_port(e->httpd));
   snprintf(url, sizeof url, "%s://%s%s%s:%s", e->tls_rest ? "https" : "http",
@@ -163,6 +177,8 @@ void berth_engine_begin_drain(berth_engine *e) {
     berth_httpd_stop_accepting(e->httpd);
   if (e->grpc_httpd != NULL)
     berth_httpd_stop_accepting(e->grpc_httpd);
+  if (e->socket_httpd != NULL)
+    berth_httpd_stop_accepting(e->socket_httpd);
   uv_timer_start(&e->drain_timer, on_drain_timeout,
                  (uint64_t)(e->cfg.drain_timeout_s * 1000.0), 0);
   berth_engine_request_done(e);
@@ -232,15 +248,26 @@ static void metrics_closed(void *arg) {
   close_grpc(e);
 }
 
+/* The Unix socket listener (if any) is closed first, then the metrics
+ * one. */
+static void socket_closed(void *arg) {
+  berth_engine *e = arg;
+  e->socket_httpd = NULL;
+  if (e->metrics_httpd != NULL)
+    berth_httpd_close(e->metrics_httpd, metrics_closed, e);
+  else
+    close_grpc(e);
+}
+
 void berth_engine_workers_stopped(berth_engine *e) {
   if (e->closing)
     return;
   e->closing = true;
   uv_timer_stop(&e->stop_timer);
-  if (e->metrics_httpd != NULL)
-    berth_httpd_close(e->metrics_httpd, metrics_closed, e);
+  if (e->socket_httpd != NULL)
+    berth_httpd_close(e->socket_httpd, socket_closed, e);
   else
-    close_grpc(e);
+    socket_closed(e);
 }
 
 void berth_engine_free(berth_engine *e) {

@@ -182,6 +182,10 @@ struct berth_engine {
   berth_auth auth;                /* tokens; disabled when none */
   berth_httpd *grpc_httpd;        /* owned: the gRPC listener (grpc.c) */
   berth_httpd *metrics_httpd;     /* owned or NULL: server.metrics_port */
+  berth_httpd *socket_httpd;      /* owned or NULL: server.socket (REST on a
+                                     Unix socket) */
+  berth_httpd_conn_budget conns;  /* server.max_connections, shared by every
+                                     listener (httpd.h) */
   bool draining;                  /* SIGTERM seen: refuse new work */
   bool stopping;                  /* drain over: workers being stopped */
   bool closing;                   /* workers gone: handles being closed */

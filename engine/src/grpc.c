@@ -710,6 +710,8 @@ int berth_grpc_start(berth_engine *e, berth_errmsg *err) {
       .max_head_bytes = e->cfg.max_head_bytes,
       .max_headers = 100,
       .idle_timeout_ms = 300000,
+      .header_timeout_ms = e->cfg.header_timeout_ms,
+      .budget = &e->conns,
       .handler = grpc_handle,
       .handler_data = e,
       .on_body = grpc_on_body,

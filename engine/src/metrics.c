@@ -368,6 +368,19 @@ int berth_metrics_collect(berth_engine *e, berth_buf *out) {
   if (rc == BERTH_OK)
     rc = berth_router_metrics(e, out);
   free(mv);
+  if (rc == BERTH_OK)
+    rc = family(out, "berth_connections_open", "gauge",
+                "Client connections open now, every listener together "
+                "(server.max_connections bounds them).");
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(out, "berth_connections_open %zu\n", e->conns.open);
+  if (rc == BERTH_OK)
+    rc = family(out, "berth_connections_refused_total", "counter",
+                "Connections closed at once because server.max_connections "
+                "were open.");
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(out, "berth_connections_refused_total %llu\n",
+                          (unsigned long long)e->conns.refused);
   if (rc == BERTH_OK) /* tracing (trace.h); 0 when it is off */
     rc = trace_counters(out, berth_tracer_counters(e->tracer));
   if (rc == BERTH_OK)
