@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "codec_binary.h"
+#include "shape_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -111,6 +112,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       const berth_tensor *t = &req.inputs[i];
       if (berth_tensor_check(t, &err) != BERTH_OK)
         __builtin_trap();
+      fuzz_check_shape_math(t);
       if (t->data_borrowed &&
           (t->data < (const uint8_t *)body + head_len ||
            t->data + t->nbytes > (const uint8_t *)body + body_len))

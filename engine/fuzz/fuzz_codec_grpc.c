@@ -15,6 +15,7 @@
 
 #include "codec_grpc.h"
 #include "grpc_service.pb-c.h"
+#include "shape_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -147,9 +148,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (rc == BERTH_OK) {
     if (t.model_name == NULL || t.model_name[0] == '\0')
       __builtin_trap();
-    for (size_t i = 0; i < req.n_inputs; i++)
+    for (size_t i = 0; i < req.n_inputs; i++) {
       if (berth_tensor_check(&req.inputs[i], &err) != BERTH_OK)
         __builtin_trap();
+      fuzz_check_shape_math(&req.inputs[i]);
+    }
     check_round_trip(&req);
     berth_infer_request_clear(&req);
     berth_grpc_target_clear(&t);

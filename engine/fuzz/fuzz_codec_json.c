@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "codec_json.h"
+#include "shape_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -157,9 +158,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       __builtin_trap();
     return 0;
   }
-  for (size_t i = 0; i < req.n_inputs; i++)
+  for (size_t i = 0; i < req.n_inputs; i++) {
     if (berth_tensor_check(&req.inputs[i], &err) != BERTH_OK)
       __builtin_trap();
+    fuzz_check_shape_math(&req.inputs[i]);
+  }
   check_encode(&req, size * 7);
   berth_infer_request_clear(&req);
   return 0;

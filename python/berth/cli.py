@@ -289,6 +289,31 @@ _OPTIONS: tuple[_Option, ...] = (
         "BYTES",
     ),
     _Option(
+        "--header-timeout-ms",
+        "BERTH_HEADER_TIMEOUT_MS",
+        _int_in(0, 3_600_000),
+        "a request head (and a new connection's TLS handshake or HTTP/2 preface) must "
+        "arrive within this many milliseconds of its first byte, else 408 and the "
+        "connection closes; 0 = no deadline (default 10000)",
+        "MS",
+    ),
+    _Option(
+        "--max-connections",
+        "BERTH_MAX_CONNECTIONS",
+        _int_in(1, 1_000_000),
+        "open client connections, all listeners together; beyond it new ones are closed "
+        "at once (default 1024)",
+        "N",
+    ),
+    _Option(
+        "--socket",
+        "BERTH_SOCKET",
+        _abs_path,
+        "also serve the REST API on this Unix socket, created with mode 0600 "
+        "(curl --unix-socket PATH http://localhost/v2)",
+        "PATH",
+    ),
+    _Option(
         "--drain-timeout",
         "BERTH_DRAIN_TIMEOUT",
         _parse_seconds,
@@ -837,6 +862,9 @@ def build_document(
         ("server", "metrics_port"): options.get("metrics_port"),
         ("server", "max_body_bytes"): options.get("max_body_bytes"),
         ("server", "drain_timeout_s"): options.get("drain_timeout"),
+        ("server", "header_timeout_ms"): options.get("header_timeout_ms"),
+        ("server", "max_connections"): options.get("max_connections"),
+        ("server", "socket"): options.get("socket"),
         ("log", "level"): options.get("log_level"),
         ("log", "format"): options.get("log_format"),
         ("log", "access_log"): options.get("access_log"),
@@ -929,6 +957,8 @@ def _summary(doc: Mapping[str, Any]) -> str:
     where += f", gRPC on port {grpc_port}" if grpc_port else ", gRPC on a free port"
     if server.get("metrics_port"):
         where += f", metrics on port {server['metrics_port']}"
+    if server.get("socket"):
+        where += f", REST also on the Unix socket {server['socket']}"
     if port:
         where += f"; dashboard at {scheme}://{shown_host}:{port}/ui"
     if len(models) == 1:

@@ -326,6 +326,34 @@ def test_metrics_port_flag_and_env(tmp_path: Path) -> None:
         doc(str(path), env={"BERTH_METRICS_PORT": "70000"})
 
 
+def test_connection_limit_flags_and_env(tmp_path: Path) -> None:
+    path = touch(tmp_path / "m.onnx")
+    server = doc(str(path))["server"]
+    assert not {"header_timeout_ms", "max_connections", "socket"} & set(server)  # engine defaults
+    env = {"BERTH_HEADER_TIMEOUT_MS": "2500", "BERTH_MAX_CONNECTIONS": "64",
+           "BERTH_SOCKET": "rel/berth.sock"}
+    d = doc(str(path), env=env)["server"]
+    assert d["header_timeout_ms"] == 2500 and d["max_connections"] == 64
+    assert d["socket"] == os.path.abspath("rel/berth.sock")
+    d = doc(str(path), "--header-timeout-ms", "0", "--max-connections", "5", "--socket",
+            "/run/b.sock", env=env)["server"]
+    assert d["header_timeout_ms"] == 0 and d["max_connections"] == 5
+    assert d["socket"] == "/run/b.sock"
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("BERTH_HEADER_TIMEOUT_MS", "-1"), ("BERTH_HEADER_TIMEOUT_MS", "3600001"),
+     ("BERTH_HEADER_TIMEOUT_MS", "soon"), ("BERTH_MAX_CONNECTIONS", "0"),
+     ("BERTH_MAX_CONNECTIONS", "1000001")],
+)  # fmt: skip
+def test_bad_connection_limit_values_name_the_variable(tmp_path: Path, var: str,
+                                                       value: str) -> None:
+    path = touch(tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match=f"^{var}: "):
+        doc(str(path), env={var: value})
+
+
 # ---------------------------------------------------------------- batching flags
 
 BATCHING_ENV = {

@@ -62,6 +62,20 @@ typedef struct berth_tensor {
  * or a negative dimension. A 0-dim tensor has one element. */
 int berth_shape_numel(const int64_t *shape, uint32_t ndim, uint64_t *out);
 
+/* The shape's extent: the product of its dimensions with each 0 counted as
+ * 1, i.e. what the shape would describe without its empty dimensions
+ * ([9223372036854775807, 0] has extent 2^63 - 1 and no elements). Computed
+ * with overflow-checked arithmetic. BERTH_E_INVALID when a dimension is
+ * negative, ndim is over BERTH_MAX_DIMS, or the extent passes max (then
+ * *out is not written). */
+int berth_shape_extent(const int64_t *shape, uint32_t ndim, uint64_t max,
+                       uint64_t *out);
+
+/* Adds rows (>= 0) to the row counter *acc (>= 0), e.g. a model's queued
+ * rows or a batch's rows. BERTH_E_INVALID, *acc unchanged, when rows is
+ * negative or the sum would pass INT64_MAX. */
+int berth_rows_add(int64_t *acc, int64_t rows);
+
 /* Checks that nbytes agrees with shape and dtype (for BYTES: walks the
  * length prefixes, which must exactly cover nbytes and equal numel).
  * Returns BERTH_OK or BERTH_E_INVALID with a message naming the tensor. */

@@ -71,6 +71,30 @@ int berth_shape_numel(const int64_t *shape, uint32_t ndim, uint64_t *out) {
   return BERTH_OK;
 }
 
+int berth_shape_extent(const int64_t *shape, uint32_t ndim, uint64_t max,
+                       uint64_t *out) {
+  if (ndim > BERTH_MAX_DIMS || (ndim > 0 && shape == NULL))
+    return BERTH_E_INVALID;
+  uint64_t n = 1;
+  for (uint32_t i = 0; i < ndim; i++) {
+    if (shape[i] < 0)
+      return BERTH_E_INVALID;
+    uint64_t d = shape[i] == 0 ? 1 : (uint64_t)shape[i];
+    if (__builtin_mul_overflow(n, d, &n) || n > max)
+      return BERTH_E_INVALID;
+  }
+  *out = n;
+  return BERTH_OK;
+}
+
+int berth_rows_add(int64_t *acc, int64_t rows) {
+  int64_t sum;
+  if (rows < 0 || *acc < 0 || __builtin_add_overflow(*acc, rows, &sum))
+    return BERTH_E_INVALID;
+  *acc = sum;
+  return BERTH_OK;
+}
+
 /* Walks the u32 length prefixes of a BYTES tensor's data. */
 static int check_bytes(const berth_tensor *t, uint64_t numel,
                        berth_errmsg *err, const char *name) {

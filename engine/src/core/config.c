@@ -634,6 +634,7 @@ void berth_config_clear(berth_config *c) {
   free(c->host);
   free(c->tls_cert);
   free(c->tls_key);
+  free(c->socket);
   free(c->auth_tokens_file);
   free(c->auth_tokens_env);
   free(c->admin_tokens_file);

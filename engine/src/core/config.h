@@ -104,6 +104,12 @@ typedef struct berth_config {
   size_t n_repositories;
   size_t max_body_bytes;         /* default 64 MiB */
   size_t max_head_bytes;         /* default 16 KiB */
+  uint32_t header_timeout_ms;    /* a request head's deadline from its first
+                                    byte, default 10000; 0 = none */
+  uint32_t max_connections;      /* open client connections, all listeners
+                                    together, default 1024 */
+  char *socket;                  /* owned or NULL: also serve REST on this
+                                    Unix socket (mode 0600) */
   double drain_timeout_s;        /* SIGTERM drain bound, default 30 */
   char *log_level;               /* owned: debug|info|warning|error */
   char *log_format;              /* owned: json|text */

@@ -124,6 +124,7 @@ static int setup_security(berth_engine *e, berth_errmsg *err) {
 
 int berth_engine_start(berth_engine *e, berth_errmsg *err) {
   int rc = setup_security(e, err);
+  e->conns.max = e->cfg.max_connections;
   for (size_t i = 0; i < e->n_modules && rc == BERTH_OK; i++)
     if (e->modules[i]->start != NULL)
       rc = e->modules[i]->start(e, err);

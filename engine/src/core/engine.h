@@ -245,6 +245,8 @@ struct berth_engine {
   berth_tls_ctx *tls_rest;        /* owned or NULL: TLS for REST */
   berth_tls_ctx *tls_grpc;        /* owned or NULL: TLS for gRPC (h2 only) */
   berth_auth auth;                /* tokens; disabled when none */
+  berth_httpd_conn_budget conns;  /* server.max_connections, shared by every
+                                     listener (httpd.h) */
   bool draining;                  /* SIGTERM seen: refuse new work */
   bool stopping;                  /* drain over: workers being stopped */
   berth_sched_state sched;        /* the scheduler's (scheduler.h) */
@@ -341,11 +343,27 @@ bool berth_model_accepting(const berth_model *m);
 int berth_model_adopt_ready(berth_model *m, const char *json, size_t len,
                             berth_errmsg *err);
 
-/* signature.c: checks a request against the model's signature: every input
+/* signature.c: checks a request against the model's signature (and, for
+ * every model, the shape bound of an input without elements, see
+ * berth_signature_max_extent): every input
  * known and present, datatype and shape matching (-1 matches any size),
  * requested outputs known. BERTH_E_INVALID with a message naming the input. */
 int berth_signature_check(const berth_model *m, const berth_infer_request *r,
                           berth_errmsg *err);
+/* The most elements a request can carry, so the bound on the shape of an
+ * input without elements: max(server.max_body_bytes,
+ * server.grpc_max_message_bytes). */
+uint64_t berth_signature_max_extent(const berth_config *cfg);
+/* The answer to a request with 0 rows for a batching model, given without
+ * calling it: each requested output (all when none is named) empty, with
+ * the declared shape and 0 as its first dimension. out NULL: only checks
+ * that the answer can be formed. BERTH_E_INVALID when the model does not
+ * declare the outputs' dtype and shape beyond the first dimension. On
+ * success out holds owned tensors (berth_infer_response_clear); on failure
+ * out may hold some, which the caller clears too. */
+int berth_signature_zero_rows(const berth_model *m,
+                              const berth_infer_request *r,
+                              berth_infer_response *out, berth_errmsg *err);
 
 /* repository.c: the model repository API, shared by the REST and gRPC
  * frontends (docs/rest-api.md, "Model repository"). The engine knows the

@@ -2,6 +2,7 @@
  * before it reaches a worker, so a bad request is a clear 400 naming the
  * input, never a model crash. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine.h"
@@ -55,9 +56,49 @@ static int check_input(const berth_model *m, const berth_tensor *t,
   return BERTH_OK;
 }
 
+uint64_t berth_signature_max_extent(const berth_config *cfg) {
+  size_t max = cfg->max_body_bytes;
+  if (cfg->grpc_max_message_bytes > max)
+    max = cfg->grpc_max_message_bytes;
+  return max > 0 ? (uint64_t)max : 1;
+}
+
+/* A tensor with elements is bounded by its data (each element takes at
+ * least one byte of a body that max_body_bytes bounds); one without
+ * elements carries no data, so its shape is bounded here: every dimension
+ * and the product of the non-zero ones at most what a request could carry
+ * (overflow-checked), so no absurd shape reaches a worker or the batcher's
+ * row counters. */
+static int check_extent(const berth_model *m, const berth_tensor *t,
+                        berth_errmsg *err) {
+  char got[160];
+  uint64_t numel = 0, extent = 0;
+  for (uint32_t i = 0; i < t->ndim; i++)
+    if (t->shape[i] < 0)
+      return berth_errf(err, BERTH_E_INVALID,
+                        "input '%s': dimension %u is %lld; dimensions must be "
+                        "0 or more", t->name, i, (long long)t->shape[i]);
+  if (berth_shape_numel(t->shape, t->ndim, &numel) == BERTH_OK && numel > 0)
+    return BERTH_OK;
+  uint64_t max = berth_signature_max_extent(&m->engine->cfg);
+  if (berth_shape_extent(t->shape, t->ndim, max, &extent) == BERTH_OK)
+    return BERTH_OK;
+  format_shape(got, sizeof got, t->shape, t->ndim);
+  return berth_errf(err, BERTH_E_INVALID,
+                    "input '%s' has shape %s: its dimensions describe more "
+                    "than %llu elements, the most a request can carry "
+                    "(server.max_body_bytes); no model is called",
+                    t->name, got, (unsigned long long)max);
+}
+
 int berth_signature_check(const berth_model *m, const berth_infer_request *r,
                           berth_errmsg *err) {
   char names[256];
+  for (size_t i = 0; i < r->n_inputs; i++) {
+    int rc = check_extent(m, &r->inputs[i], err);
+    if (rc != BERTH_OK)
+      return rc;
+  }
   if (m->signature_known) {
     for (size_t i = 0; i < r->n_inputs; i++) {
       const berth_tensor *t = &r->inputs[i];
@@ -93,6 +134,64 @@ int berth_signature_check(const berth_model *m, const berth_infer_request *r,
                           r->outputs[i].name, m->cfg->name, names);
       }
     }
+  }
+  return BERTH_OK;
+}
+
+/* Fills out (when not NULL) with one empty output of a zero-row answer:
+ * the spec's shape with 0 rows. */
+static int empty_output(const berth_model *m, const berth_tensor_spec *s,
+                        berth_tensor *out, berth_errmsg *err) {
+  bool known = s->ndim >= 1 && s->dtype != BERTH_DT_INVALID;
+  for (uint32_t k = 1; known && k < s->ndim; k++)
+    known = s->shape[k] >= 0;
+  if (!known)
+    return berth_errf(err, BERTH_E_INVALID,
+                      "a request with 0 rows cannot be answered: model '%s' "
+                      "does not declare the shape of output '%s' beyond its "
+                      "first dimension; send at least one row",
+                      m->cfg->name, s->name);
+  if (out == NULL)
+    return BERTH_OK;
+  out->name = strdup(s->name);
+  out->data = malloc(1); /* no bytes, but never NULL for the encoders */
+  if (out->name == NULL || out->data == NULL)
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  out->dtype = s->dtype;
+  out->ndim = s->ndim;
+  memcpy(out->shape, s->shape, sizeof out->shape);
+  out->shape[0] = 0;
+  out->nbytes = 0;
+  return BERTH_OK;
+}
+
+int berth_signature_zero_rows(const berth_model *m,
+                              const berth_infer_request *r,
+                              berth_infer_response *out, berth_errmsg *err) {
+  if (m->n_outputs == 0)
+    return berth_errf(err, BERTH_E_INVALID,
+                      "a request with 0 rows cannot be answered: model '%s' "
+                      "declares no outputs, so their shapes are unknown; send "
+                      "at least one row", m->cfg->name);
+  size_t n = r->n_outputs > 0 ? r->n_outputs : m->n_outputs;
+  if (out != NULL) {
+    memset(out, 0, sizeof *out);
+    out->outputs = calloc(n, sizeof *out->outputs);
+    if (out->outputs == NULL)
+      return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+    out->n_outputs = n;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const berth_tensor_spec *s =
+        r->n_outputs > 0 ? find_spec(m->outputs, m->n_outputs,
+                                     r->outputs[i].name)
+                         : &m->outputs[i];
+    if (s == NULL)
+      return berth_errf(err, BERTH_E_INVALID, "unknown output '%s'",
+                        r->outputs[i].name);
+    int rc = empty_output(m, s, out != NULL ? &out->outputs[i] : NULL, err);
+    if (rc != BERTH_OK)
+      return rc;
   }
   return BERTH_OK;
 }

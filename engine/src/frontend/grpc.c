@@ -589,7 +589,10 @@ static void grpc_handle(berth_http_req *req, void *arg) {
     return;
   }
   if (!(ml == 4 && memcmp(method, "POST", 4) == 0)) {
-    http_error(req, 405, "{\"error\": \"gRPC calls are POST requests\"}");
+    static const berth_http_header_kv h[] = {
+        {"content-type", "application/json"}, {"allow", "POST"}};
+    static const char body[] = "{\"error\": \"gRPC calls are POST requests\"}";
+    berth_http_respond(req, 405, h, 2, body, sizeof body - 1);
     return;
   }
   if (!header_is(req, "content-type", "application/grpc", true)) {
@@ -668,6 +671,8 @@ int berth_grpc_start(berth_engine *e, berth_errmsg *err) {
       .max_head_bytes = e->cfg.max_head_bytes,
       .max_headers = 100,
       .idle_timeout_ms = 300000,
+      .header_timeout_ms = e->cfg.header_timeout_ms,
+      .budget = &e->conns,
       .handler = grpc_handle,
       .handler_data = e,
       .on_body = grpc_on_body,

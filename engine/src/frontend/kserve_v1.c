@@ -225,6 +225,7 @@ static void list_models(berth_engine *e, berth_http_req *req) {
 void berth_rest_kserve_v1(berth_engine *e, berth_http_req *req, bool is_get,
                           bool is_post, const berth_slice *seg, int nseg) {
   char msg[700];
+  const char *allow = "GET"; /* the list and a model's status */
   if (nseg == 2) {
     if (!is_get)
       goto method;
@@ -276,6 +277,7 @@ void berth_rest_kserve_v1(berth_engine *e, berth_http_req *req, bool is_get,
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return;
   }
+  allow = "POST"; /* :predict */
   if (!is_post)
     goto method;
   if (!berth_rest_servable(e, req, m))
@@ -294,6 +296,5 @@ void berth_rest_kserve_v1(berth_engine *e, berth_http_req *req, bool is_get,
   berth_rest_submit(e, req, m, &r, BERTH_REST_KSERVE_V1, false, routed);
   return;
 method:
-  berth_rest_respond_error(e, req, BERTH_E_METHOD,
-                           "method not allowed on this endpoint");
+  berth_rest_respond_method(e, req, allow);
 }

@@ -131,7 +131,8 @@ void berth_rest_respond_error(berth_engine *e, berth_http_req *req,
       h[1].name = "www-authenticate";
       h[1].value = "Bearer realm=\"berth\"";
     }
-    if (status == BERTH_E_METHOD) {
+    if (status == BERTH_E_METHOD) { /* berth_rest_respond_method names
+                                       the path's own methods */
       h[1].name = "allow";
       h[1].value = "GET, POST";
     }
@@ -141,6 +142,25 @@ void berth_rest_respond_error(berth_engine *e, berth_http_req *req,
     return;
   }
   berth_rest_respond_json(e, req, hs, &b);
+}
+
+void berth_rest_respond_method(berth_engine *e, berth_http_req *req,
+                               const char *allow) {
+  size_t ml = 0;
+  const char *method = berth_http_method(req, &ml);
+  char msg[200];
+  snprintf(msg, sizeof msg, "method %.*s not allowed on this endpoint; it "
+           "takes %s", (int)(ml > 20 ? 20 : ml), method, allow);
+  berth_buf b;
+  berth_buf_init(&b, 64 * 1024);
+  if (berth_json_encode_error(msg, &b) != BERTH_OK) {
+    berth_buf_free(&b);
+    berth_buf_append(&b, "{\"error\":\"internal error\"}", 26);
+  }
+  berth_http_header_kv h[2] = {JSON_CT, {"allow", allow}};
+  size_t len = 0;
+  char *data = berth_buf_detach(&b, &len);
+  berth_rest_respond_take(e, req, 405, h, 2, data, len);
 }
 
 void berth_rest_respond_doc(berth_engine *e, berth_http_req *req,
@@ -511,6 +531,7 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
   size_t ver_len = 0;
   int rest = 3;
   char msg[700];
+  const char *allow = "GET";
   if (nseg == 3 && berth_slice_is(name, "stats")) {
     if (!is_get)
       goto method;
@@ -574,6 +595,7 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
     return;
   }
   bool post_action = action.p != NULL && berth_slice_is(action, "infer");
+  allow = post_action ? "POST" : "GET";
   if (post_action ? !is_post : !is_get)
     goto method;
   if (action.p == NULL)
@@ -590,8 +612,7 @@ static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");
   return;
 method:
-  berth_rest_respond_error(e, req, BERTH_E_METHOD,
-                           "method not allowed on this endpoint");
+  berth_rest_respond_method(e, req, allow);
 }
 
 /* Checks the bearer token (tokens are configured); false: answered 401 or
@@ -628,8 +649,7 @@ void berth_rest_metrics_handle(berth_http_req *req, void *arg) {
     return;
   }
   if (!(ml == 3 && memcmp(method, "GET", 3) == 0)) {
-    berth_rest_respond_error(e, req, BERTH_E_METHOD,
-                             "method not allowed on this endpoint");
+    berth_rest_respond_method(e, req, "GET");
     return;
   }
   handle_metrics(e, req);
@@ -723,9 +743,8 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
   }
   return;
-method:
-  berth_rest_respond_error(e, req, BERTH_E_METHOD,
-                           "method not allowed on this endpoint");
+method: /* /metrics, /v2, /v2/health/...: read-only */
+  berth_rest_respond_method(e, req, "GET");
 }
 
 /* ---- the module ------------------------------------------------------------ */
@@ -755,6 +774,8 @@ static int rest_start(berth_engine *e, berth_errmsg *err) {
       .max_head_bytes = e->cfg.max_head_bytes,
       .max_headers = 100,
       .idle_timeout_ms = 120000,
+      .header_timeout_ms = e->cfg.header_timeout_ms,
+      .budget = &e->conns,
       .handler = berth_rest_handle,
       .handler_data = e,
       .tls = e->tls_rest,
@@ -763,6 +784,18 @@ static int rest_start(berth_engine *e, berth_errmsg *err) {
   int rc = listen_on(e, &opt, port, err);
   if (rc != BERTH_OK)
     return rc;
+  if (e->cfg.socket != NULL) {
+    berth_httpd_options so = opt;
+    so.socket_path = e->cfg.socket;
+    so.tls = NULL;
+    char unused[16];
+    rc = listen_on(e, &so, unused, err);
+    if (rc != BERTH_OK)
+      return rc;
+    berth_log_kv(BERTH_LOG_INFO,
+                 "listening (REST on a Unix socket: HTTP/1.1 and h2c)",
+                 "socket", e->cfg.socket, "mode", "0600", NULL);
+  }
   bool v6 = strchr(e->cfg.host, ':') != NULL;
   snprintf(url, sizeof url, "%s://%s%s%s:%s", e->tls_rest ? "https" : "http",
            v6 ? "[" : "", e->cfg.host, v6 ? "]" : "", port);

@@ -48,6 +48,10 @@ void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
 /* Answers {"error": msg} with the HTTP status of a berth_status. */
 void berth_rest_respond_error(berth_engine *e, berth_http_req *req,
                               int status, const char *msg);
+/* Answers 405 {"error": ...} with an Allow header naming the methods the
+ * path accepts (allow: a static string such as "GET" or "GET, POST"). */
+void berth_rest_respond_method(berth_engine *e, berth_http_req *req,
+                               const char *allow);
 /* Answers doc (reference taken; NULL means out of memory) as JSON. */
 void berth_rest_respond_doc(berth_engine *e, berth_http_req *req,
                             int http_status, json_t *doc);

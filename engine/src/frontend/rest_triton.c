@@ -272,8 +272,7 @@ void berth_rest_repository(berth_engine *e, berth_http_req *req, bool is_post,
     return;
   }
   if (!is_post) {
-    berth_rest_respond_error(e, req, BERTH_E_METHOD,
-                             "method not allowed on this endpoint (POST)");
+    berth_rest_respond_method(e, req, "POST");
     return;
   }
   /* Tokens were checked in berth_rest_handle (load/unload need admin). */

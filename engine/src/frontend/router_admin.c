@@ -188,7 +188,6 @@ void berth_rest_routes(berth_engine *e, berth_http_req *req, bool is_get,
   berth_rest_respond_doc(e, req, 200,
                          rt != NULL ? berth_router_route_doc(rt) : NULL);
   return;
-method:
-  berth_rest_respond_error(e, req, BERTH_E_METHOD,
-                           "method not allowed on this endpoint");
+method: /* the list is read-only; a route is read and replaced */
+  berth_rest_respond_method(e, req, nseg == 2 ? "GET" : "GET, POST");
 }

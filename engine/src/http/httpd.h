@@ -43,6 +43,17 @@ typedef void (*berth_http_handler)(berth_http_req *req, void *handler_data);
 typedef size_t (*berth_http_body_cb)(berth_http_req *req, const char *data,
                                      size_t len, bool end, void *handler_data);
 
+/* A cap on open client connections, shared by the listeners that point to
+ * it (the caller owns it and keeps it until every listener has closed).
+ * Beyond max, a new connection is accepted and closed at once: the client
+ * sees the connection end before any answer, and retries. */
+typedef struct berth_httpd_conn_budget {
+  size_t max;                /* open connections at most; 0 = no cap */
+  size_t open;               /* open now (kept by the transport) */
+  uint64_t refused;          /* closed at once because of max */
+  bool refusing;             /* in a burst of refusals (logged once) */
+} berth_httpd_conn_budget;
+
 typedef struct berth_httpd_options {
   const char *host;          /* numeric IPv4 or IPv6 address */
   uint16_t port;             /* 0 = pick a free port (see berth_httpd_port) */
@@ -50,6 +61,18 @@ typedef struct berth_httpd_options {
   size_t max_head_bytes;     /* 431 beyond */
   size_t max_headers;        /* 431 beyond */
   uint32_t idle_timeout_ms;  /* close idle keep-alive connections, 0 = never */
+  /* A request head must be complete this long after its first byte
+   * (counted once, not restarted by each byte), and so must the TLS
+   * handshake and the HTTP/2 preface of a new connection: else HTTP/1.1
+   * gets 408 and the connection closes. 0 = no deadline. */
+  uint32_t header_timeout_ms;
+  berth_httpd_conn_budget *budget; /* optional connection cap, see above */
+  /* Optional: listen on this Unix domain socket (created with mode 0600)
+   * instead of host:port; host is then only a label. A stale socket at the
+   * path is replaced; any other file there, or a socket some process
+   * listens on, is an error. berth_httpd_close removes it. Peers read as
+   * "unix" (berth_http_peer). */
+  const char *socket_path;
   berth_http_handler handler;
   void *handler_data;
   /* Optional (gRPC). When set, an HTTP/2 request reaches the handler as

@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "http1.h"
 #include "http2.h"
+#include "log.h"
 #include "tls.h"
 #include "server_int.h"
 
@@ -48,6 +49,7 @@ static void srv_maybe_finish(berth_httpd *h) {
     return;
   void (*cb)(void *) = h->on_closed;
   void *arg = h->on_closed_arg;
+  free(h->socket_path);
   free(h);
   if (cb != NULL)
     cb(arg);
@@ -63,6 +65,7 @@ static void close_listener(berth_httpd *h) {
   if (!h->listener_open)
     return;
   h->listener_open = false;
+  berth_server_unix_unlink(h); /* no new client can find it */
   uv_close((uv_handle_t *)&h->listener, on_listener_closed);
 }
 
@@ -117,6 +120,10 @@ void berth_httpd_conn_close(berth_httpd_conn *c) {
   c->closing = true;
   c->reading = false;
   c->srv->n_conns--;
+  if (c->counted && c->srv->opts.budget != NULL) {
+    c->counted = false;
+    c->srv->opts.budget->open--;
+  }
   if (c->cur != NULL) {
     berth_http_req *r = c->cur;
     c->cur = NULL;
@@ -130,6 +137,15 @@ void berth_httpd_conn_close(berth_httpd_conn *c) {
 
 static void on_idle_timer(uv_timer_t *t) {
   berth_httpd_conn *c = t->data;
+  if (c->head_deadline != 0 && !c->lingering &&
+      uv_now(c->srv->loop) >= c->head_deadline) {
+    c->head_deadline = 0;
+    if (c->proto == PROTO_H1 && c->cur == NULL && !c->close_after_write)
+      berth_server_h1_head_timeout(c); /* 408, then close */
+    else
+      berth_httpd_conn_close(c); /* TLS handshake or HTTP/2 preface */
+    return;
+  }
   bool busy = c->writes > 0 || (c->proto == PROTO_H1 && c->cur != NULL) ||
               (c->proto == PROTO_H2 && !berth_h2_session_idle(c->h2));
   if (busy && !c->lingering) {
@@ -139,10 +155,31 @@ static void on_idle_timer(uv_timer_t *t) {
   berth_httpd_conn_close(c);
 }
 
+/* Arms the timer for the idle timeout, or the head deadline if sooner. */
 static void conn_touch(berth_httpd_conn *c) {
-  uint64_t ms = c->srv->opts.idle_timeout_ms;
-  if (ms > 0 && !c->lingering)
-    uv_timer_start(&c->timer, on_idle_timer, ms, ms);
+  if (c->lingering || c->closing)
+    return;
+  uint64_t idle = c->srv->opts.idle_timeout_ms, ms = idle;
+  if (c->head_deadline != 0) {
+    uint64_t now = uv_now(c->srv->loop);
+    uint64_t left = c->head_deadline > now ? c->head_deadline - now : 1;
+    if (ms == 0 || left < ms)
+      ms = left;
+  }
+  if (ms > 0)
+    uv_timer_start(&c->timer, on_idle_timer, ms, idle > 0 ? idle : ms);
+  else
+    uv_timer_stop(&c->timer);
+}
+
+void berth_server_conn_head(berth_httpd_conn *c, bool start) {
+  uint32_t limit = c->srv->opts.header_timeout_ms;
+  if (start && (limit == 0 || c->head_deadline != 0))
+    return; /* no deadline, or one is running: a byte does not restart it */
+  if (!start && c->head_deadline == 0)
+    return;
+  c->head_deadline = start ? uv_now(c->srv->loop) + limit : 0;
+  conn_touch(c);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
@@ -377,6 +414,7 @@ void berth_server_conn_update_reading(berth_httpd_conn *c) {
 static void start_h2(berth_httpd_conn *c) {
   berth_errmsg err;
   c->proto = PROTO_H2;
+  berth_server_conn_head(c, false); /* the preface is complete */
   c->h2 = berth_h2_session_new(c, &err);
   if (c->h2 == NULL) {
     berth_httpd_conn_close(c);
@@ -408,6 +446,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     c->roff = c->rlen = 0; /* discard */
     return;
   }
+  if (c->proto == PROTO_DETECT) /* TLS handshake, preface or first head */
+    berth_server_conn_head(c, true);
   conn_touch(c);
   if (c->tls != NULL) {
     berth_buf cipher;
@@ -430,6 +470,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
           return;
       } else if (alpn != NULL) {
         c->proto = PROTO_H1;
+        /* handshake done; the first head's deadline starts with its byte */
+        berth_server_conn_head(c, false);
       }
     }
     do {
@@ -474,6 +516,10 @@ static void format_peer(berth_httpd_conn *c) {
   int len = (int)sizeof ss;
   char ip[INET6_ADDRSTRLEN] = "?";
   snprintf(c->peer, sizeof c->peer, "unknown");
+  if (c->srv->is_unix) {
+    snprintf(c->peer, sizeof c->peer, "unix");
+    return;
+  }
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
     return;
   if (ss.ss_family == AF_INET) {
@@ -509,23 +555,64 @@ static void reject_connection(berth_httpd *h) {
   }
   h->reject_busy = true;
   h->open_handles++;
-  uv_tcp_init(h->loop, &h->reject);
+  if (h->is_unix)
+    uv_pipe_init(h->loop, &h->reject_pipe, 0);
+  else
+    uv_tcp_init(h->loop, &h->reject);
   h->reject.data = h;
   uv_accept((uv_stream_t *)&h->listener, (uv_stream_t *)&h->reject);
   uv_close((uv_handle_t *)&h->reject, on_reject_closed);
+}
+
+/* True when the connection budget is spent: the connection is refused
+ * (logged once per burst, counted). */
+static bool over_budget(berth_httpd *h) {
+  berth_httpd_conn_budget *b = h->opts.budget;
+  if (b == NULL || b->max == 0 || b->open < b->max) {
+    if (b != NULL && b->refusing) {
+      b->refusing = false;
+      char n[24];
+      snprintf(n, sizeof n, "%llu", (unsigned long long)b->refused);
+      berth_log_kv(BERTH_LOG_INFO, "accepting connections again",
+                   "refused_total", n, NULL);
+    }
+    return false;
+  }
+  b->refused++;
+  if (!b->refusing) {
+    b->refusing = true;
+    char n[24];
+    snprintf(n, sizeof n, "%zu", b->max);
+    berth_log_kv(BERTH_LOG_WARNING,
+                 "connection limit reached: new connections are closed at "
+                 "once until some end (server.max_connections)",
+                 "max_connections", n, "listener", h->addr, NULL);
+  }
+  return true;
 }
 
 static void on_connection(uv_stream_t *server, int status) {
   berth_httpd *h = server->data;
   if (status < 0 || h->closing)
     return;
+  if (over_budget(h)) {
+    reject_connection(h);
+    return;
+  }
   berth_httpd_conn *c = calloc(1, sizeof *c);
   if (c == NULL) {
     reject_connection(h);
     return;
   }
   c->srv = h;
-  uv_tcp_init(h->loop, &c->tcp);
+  if (h->opts.budget != NULL) {
+    h->opts.budget->open++;
+    c->counted = true;
+  }
+  if (h->is_unix)
+    uv_pipe_init(h->loop, &c->pipe, 0);
+  else
+    uv_tcp_init(h->loop, &c->tcp);
   uv_timer_init(h->loop, &c->timer);
   c->tcp.data = c;
   c->timer.data = c;
@@ -540,7 +627,8 @@ static void on_connection(uv_stream_t *server, int status) {
     berth_httpd_conn_close(c);
     return;
   }
-  uv_tcp_nodelay(&c->tcp, 1);
+  if (!h->is_unix)
+    uv_tcp_nodelay(&c->tcp, 1);
   if (h->opts.tls != NULL) {
     c->tls = berth_tls_conn_new(h->opts.tls);
     berth_buf_init(&c->tls_plain, (size_t)RBUF_SIZE * 4 + 64 * 1024);
@@ -554,11 +642,64 @@ static void on_connection(uv_stream_t *server, int status) {
   berth_server_conn_update_reading(c);
 }
 
-static void on_failed_start_closed(uv_handle_t *handle) { free(handle->data); }
+static void on_failed_start_closed(uv_handle_t *handle) {
+  berth_httpd *h = handle->data;
+  free(h->socket_path);
+  free(h);
+}
+
+static void apply_defaults(berth_httpd *h) {
+  if (h->opts.max_head_bytes == 0)
+    h->opts.max_head_bytes = DEFAULT_MAX_HEAD;
+  if (h->opts.max_headers == 0)
+    h->opts.max_headers = DEFAULT_MAX_HEADERS;
+  if (h->opts.max_body_bytes == 0)
+    h->opts.max_body_bytes = DEFAULT_MAX_BODY;
+  h->limits.max_head_bytes = h->opts.max_head_bytes;
+  h->limits.max_headers = h->opts.max_headers;
+  h->limits.max_body_bytes = h->opts.max_body_bytes;
+}
+
+static int start_unix(uv_loop_t *loop, const berth_httpd_options *opts,
+                      berth_httpd **out, berth_errmsg *err) {
+  berth_httpd *h = calloc(1, sizeof *h);
+  if (h == NULL || (h->socket_path = strdup(opts->socket_path)) == NULL) {
+    free(h);
+    return berth_errf(err, BERTH_E_NOMEM, "http server: out of memory");
+  }
+  h->loop = loop;
+  h->opts = *opts;
+  h->is_unix = true;
+  snprintf(h->host, sizeof h->host, "unix");
+  h->opts.host = h->host;
+  h->opts.socket_path = h->socket_path;
+  h->opts.tls = NULL; /* local clients only: plain HTTP/1.1 and h2c */
+  apply_defaults(h);
+  snprintf(h->addr, sizeof h->addr, "unix:%.80s", h->socket_path);
+  int rc = uv_pipe_init(loop, &h->listener_pipe, 0);
+  if (rc != 0) {
+    berth_errf(err, BERTH_E_IO, "%s: %s", h->addr, uv_strerror(rc));
+    free(h->socket_path);
+    free(h);
+    return BERTH_E_IO;
+  }
+  h->listener_pipe.data = h;
+  rc = berth_server_unix_listen(h, on_connection, err);
+  if (rc != BERTH_OK) {
+    uv_close((uv_handle_t *)&h->listener_pipe, on_failed_start_closed);
+    return rc;
+  }
+  h->listener_open = true;
+  h->open_handles = 1;
+  *out = h;
+  return BERTH_OK;
+}
 
 int berth_httpd_start(uv_loop_t *loop, const berth_httpd_options *opts,
                       berth_httpd **out, berth_errmsg *err) {
   *out = NULL;
+  if (opts != NULL && opts->handler != NULL && opts->socket_path != NULL)
+    return start_unix(loop, opts, out, err);
   if (opts == NULL || opts->handler == NULL || opts->host == NULL)
     return berth_errf(err, BERTH_E_CONFIG, "http server: host and handler are required");
   union {
@@ -582,15 +723,7 @@ int berth_httpd_start(uv_loop_t *loop, const berth_httpd_options *opts,
   h->opts = *opts;
   snprintf(h->host, sizeof h->host, "%s", opts->host);
   h->opts.host = h->host;
-  if (h->opts.max_head_bytes == 0)
-    h->opts.max_head_bytes = DEFAULT_MAX_HEAD;
-  if (h->opts.max_headers == 0)
-    h->opts.max_headers = DEFAULT_MAX_HEADERS;
-  if (h->opts.max_body_bytes == 0)
-    h->opts.max_body_bytes = DEFAULT_MAX_BODY;
-  h->limits.max_head_bytes = h->opts.max_head_bytes;
-  h->limits.max_headers = h->opts.max_headers;
-  h->limits.max_body_bytes = h->opts.max_body_bytes;
+  apply_defaults(h);
   snprintf(h->addr, sizeof h->addr, v6 ? "[%s]:%u" : "%s:%u", h->host,
            (unsigned)opts->port);
   int rc = uv_tcp_init(loop, &h->listener);

@@ -137,6 +137,15 @@ static void h1_send_error(berth_httpd_conn *c, int status, const char *msg) {
   h1_send(c, status, json, 1, body, body != NULL ? len : 0, false);
 }
 
+void berth_server_h1_head_timeout(berth_httpd_conn *c) {
+  h1_send_error(c, 408, "the request head was not complete within "
+                        "server.header_timeout_ms of its first byte");
+  if (c->writes == 0 && !c->closing)
+    berth_server_conn_linger(c);
+  else
+    berth_server_conn_update_reading(c);
+}
+
 static void h1_respond(berth_http_req *r, int status, const berth_http_header_kv *headers,
                        size_t n, char *body, size_t body_len) {
   berth_httpd_conn *c = r->link;
@@ -192,12 +201,19 @@ void berth_server_h1_process(berth_httpd_conn *c) {
     size_t used = 0;
     int status = 400;
     berth_errmsg err;
+    if (!c->h1_body) /* a head starts (or goes on): its deadline runs */
+      berth_server_conn_head(c, true);
     int rc = berth_h1_parse(c->parser, c->rbuf + c->roff, c->rlen - c->roff, &used,
                             &status, &err);
     c->roff += used;
     if (rc < 0) {
+      berth_server_conn_head(c, false);
       h1_send_error(c, status, err.msg);
       break;
+    }
+    if (rc == BERTH_H1_HEAD_DONE || rc == BERTH_H1_DONE) {
+      berth_server_conn_head(c, false);
+      c->h1_body = rc == BERTH_H1_HEAD_DONE;
     }
     if (rc == BERTH_H1_HEAD_DONE) {
       if (berth_h1_parser_request(c->parser)->expect_continue) {

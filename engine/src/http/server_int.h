@@ -22,7 +22,14 @@ enum { PROTO_DETECT, PROTO_H1, PROTO_H2 };
 
 struct berth_httpd {
   uv_loop_t *loop;
-  uv_tcp_t listener;
+  union {                     /* the kind opts.socket_path asks for */
+    uv_tcp_t listener;
+    uv_pipe_t listener_pipe;
+  };
+  bool is_unix;               /* a Unix socket listener */
+  char *socket_path;          /* owned copy when is_unix */
+  uint64_t socket_dev, socket_ino; /* the socket we created (removed at
+                                      close only if it is still ours) */
   berth_httpd_options opts;   /* defaults applied; host points to host[] */
   berth_h1_limits limits;
   char host[64];
@@ -38,13 +45,21 @@ struct berth_httpd {
   void *on_closed_arg;
   time_t date_sec;
   char date[40];
-  uv_tcp_t reject;            /* accepts and closes a connection we cannot hold */
+  union {                     /* accepts and closes a connection we cannot
+                                 hold (memory, or the connection budget) */
+    uv_tcp_t reject;
+    uv_pipe_t reject_pipe;
+  };
   bool reject_busy;
   bool accept_stalled;        /* a connection waits in the listener */
 };
 
 struct berth_httpd_conn {
-  uv_tcp_t tcp;
+  union {                     /* a pipe on a Unix socket listener; only the
+                                 uv_stream_t calls are used on it */
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  };
   uv_timer_t timer;
   uv_shutdown_t shutdown_req;
   berth_httpd *srv;
@@ -60,6 +75,11 @@ struct berth_httpd_conn {
   bool in_process;            /* h1_process is on the stack */
   bool close_after_write;     /* last response queued: close when written */
   bool lingering;             /* write side shut, draining the peer */
+  bool counted;               /* holds one place in srv->opts.budget */
+  uint64_t head_deadline;     /* uv_now() ms by which the head in progress
+                                 (or the TLS handshake, HTTP/2 preface) must
+                                 be complete; 0 = none in progress */
+  bool h1_body;               /* HTTP/1.1: head done, body still coming */
   /* HTTP/1.1 */
   berth_h1_parser *parser;
   berth_http_req *cur;        /* in the handler, not answered */
@@ -85,6 +105,17 @@ int berth_server_conn_writev(berth_httpd_conn *c, uv_buf_t *bufs, unsigned n,
                              void *arg);
 /* Moves decrypted bytes into rbuf as far as they fit; true if any moved. */
 bool berth_server_tls_move_plain(berth_httpd_conn *c);
+/* Starts (start) or ends the deadline of a request head (header_timeout_ms)
+ * and rearms the connection's timer. */
+void berth_server_conn_head(berth_httpd_conn *c, bool start);
+/* The head deadline passed on an HTTP/1.1 connection: 408 and close. */
+void berth_server_h1_head_timeout(berth_httpd_conn *c);
+/* server_unix.c: binds h->socket_path (mode 0600, a stale socket
+ * replaced) on h->listener_pipe and listens; records the socket's identity
+ * for berth_server_unix_unlink, which removes it if it is still ours. */
+int berth_server_unix_listen(berth_httpd *h, uv_connection_cb on_connection,
+                             berth_errmsg *err);
+void berth_server_unix_unlink(berth_httpd *h);
 /* Starts or stops reading as the connection's state asks. */
 void berth_server_conn_update_reading(berth_httpd_conn *c);
 /* Parses and dispatches HTTP/1.1 requests from rbuf (server_h1.c). */

@@ -254,6 +254,19 @@ int berth_metrics_collect(berth_engine *e, berth_buf *out) {
     proc.rss_bytes = (double)rss;
   int rc = berth_metrics_render(out, mv, e->n_models, &proc);
   free(mv);
+  if (rc == BERTH_OK)
+    rc = family(out, "berth_connections_open", "gauge",
+                "Client connections open now, every listener together "
+                "(server.max_connections bounds them).");
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(out, "berth_connections_open %zu\n", e->conns.open);
+  if (rc == BERTH_OK)
+    rc = family(out, "berth_connections_refused_total", "counter",
+                "Connections closed at once because server.max_connections "
+                "were open.");
+  if (rc == BERTH_OK)
+    rc = berth_buf_printf(out, "berth_connections_refused_total %llu\n",
+                          (unsigned long long)e->conns.refused);
   for (size_t i = 0; i < e->n_collectors && rc == BERTH_OK; i++)
     rc = e->collectors[i].collect(e->collectors[i].ctx, out);
   return rc;

@@ -36,7 +36,8 @@ static void queue_push(berth_model *m, berth_job *j, bool front) {
   else
     TAILQ_INSERT_TAIL(q, j, link);
   m->q_len++;
-  m->q_rows += j->rows > 0 ? j->rows : 0;
+  if (j->rows > 0) /* checked at submit (check_rows): cannot overflow */
+    (void)berth_rows_add(&m->q_rows, j->rows);
   j->queued = true;
 }
 
@@ -183,6 +184,20 @@ static int read_rows(berth_model *m, berth_job *job, berth_errmsg *err) {
   return BERTH_OK;
 }
 
+/* The model's queued-row counter must never overflow, and a zero-row
+ * request is answered without the model (berth_sched_dispatch) only when
+ * its outputs' shapes are known: refused now otherwise. */
+static int check_rows(berth_model *m, berth_job *job, berth_errmsg *err) {
+  int64_t sum = m->q_rows;
+  if (job->rows > 0 && berth_rows_add(&sum, job->rows) != BERTH_OK)
+    return berth_errf(err, BERTH_E_OVERLOAD,
+                      "model '%s' has too many rows queued; retry later",
+                      m->cfg->name);
+  if (job->rows == 0)
+    return berth_signature_zero_rows(m, &job->req, NULL, err);
+  return BERTH_OK;
+}
+
 int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
   if (m->q_len >= m->cfg->max_queue_size)
     return berth_errf(err, BERTH_E_OVERLOAD,
@@ -196,6 +211,8 @@ int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
   int rc = read_parameters(m, job, err);
   if (rc == BERTH_OK)
     rc = read_rows(m, job, err);
+  if (rc == BERTH_OK)
+    rc = check_rows(m, job, err);
   if (rc != BERTH_OK)
     return rc;
   queue_push(m, job, false);
@@ -358,8 +375,12 @@ static berth_batch *batch_new(berth_model *m, size_t cap) {
 static void batch_add(berth_batch *b, berth_job *j) {
   queue_unlink(b->model, j);
   b->jobs[b->n_jobs++] = j;
-  if (j->rows >= 0)
-    b->rows = (b->rows < 0 ? 0 : b->rows) + j->rows;
+  if (j->rows >= 0) {
+    if (b->rows < 0)
+      b->rows = 0;
+    /* cannot fail: take_batch adds only rows that keep it <= max */
+    (void)berth_rows_add(&b->rows, j->rows);
+  }
 }
 
 /* Takes the next batch from the queue (at least one job). */
@@ -378,7 +399,7 @@ static berth_batch *take_batch(berth_model *m) {
       while (j != NULL && b->rows < max && b->n_jobs < cap &&
              scanned++ < SCAN_LIMIT) {
         berth_job *next = TAILQ_NEXT(j, link);
-        if (b->rows + j->rows <= max && compatible(first, j))
+        if (j->rows <= max - b->rows && compatible(first, j))
           batch_add(b, j);
         j = next;
       }
@@ -407,8 +428,29 @@ static berth_batch *take_batch(berth_model *m) {
   return b;
 }
 
+/* A request with 0 rows: answered from the signature, never by the model
+ * (its outputs' shapes were checked at submit). */
+static void answer_zero_rows(berth_model *m, berth_job *j) {
+  berth_infer_response resp = {0};
+  berth_errmsg err;
+  queue_unlink(m, j);
+  int rc = berth_signature_zero_rows(m, &j->req, &resp, &err);
+  if (rc == BERTH_OK) {
+    job_answer(j, BERTH_OK, "", &resp);
+    job_release(j);
+  } else {
+    job_finish(j, rc, err.msg);
+  }
+  berth_infer_response_clear(&resp);
+}
+
 void berth_sched_dispatch(berth_model *m) {
   while (m->q_len > 0) {
+    berth_job *first = queue_first(m);
+    if (first->rows == 0) {
+      answer_zero_rows(m, first);
+      continue;
+    }
     berth_worker *w = berth_supervisor_idle_worker(m);
     if (w == NULL || !berth_batcher_ready(m, uv_hrtime()))
       return;

@@ -82,6 +82,54 @@ static void test_numel(void **state) {
   assert_int_equal(berth_shape_numel(NULL, 2, &n), BERTH_E_INVALID);
 }
 
+static void test_extent(void **state) {
+  (void)state;
+  uint64_t n = 7;
+  int64_t absurd[2] = {INT64_MAX, 0};
+  assert_int_equal(berth_shape_extent(absurd, 2, UINT64_MAX, &n), BERTH_OK);
+  assert_true(n == (uint64_t)INT64_MAX);
+  n = 7;
+  assert_int_equal(berth_shape_extent(absurd, 2, 1u << 26, &n),
+                   BERTH_E_INVALID);
+  assert_int_equal(n, 7); /* untouched on failure */
+  int64_t wrap[3] = {INT64_MAX, INT64_MAX, 0}; /* product wraps uint64 */
+  assert_int_equal(berth_shape_extent(wrap, 3, UINT64_MAX, &n),
+                   BERTH_E_INVALID);
+  int64_t wrap2[4] = {1ll << 32, 0, 1ll << 32, 0}; /* exactly 2^64 */
+  assert_int_equal(berth_shape_extent(wrap2, 4, UINT64_MAX, &n),
+                   BERTH_E_INVALID);
+  int64_t rows0[2] = {0, 4};
+  assert_int_equal(berth_shape_extent(rows0, 2, 4, &n), BERTH_OK);
+  assert_int_equal(n, 4);
+  assert_int_equal(berth_shape_extent(rows0, 2, 3, &n), BERTH_E_INVALID);
+  int64_t neg[2] = {-1, 0};
+  assert_int_equal(berth_shape_extent(neg, 2, UINT64_MAX, &n),
+                   BERTH_E_INVALID);
+  assert_int_equal(berth_shape_extent(NULL, 0, 1, &n), BERTH_OK);
+  assert_int_equal(n, 1); /* a scalar */
+  assert_int_equal(berth_shape_extent(NULL, 1, 1, &n), BERTH_E_INVALID);
+  int64_t nine[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+  assert_int_equal(berth_shape_extent(nine, 9, 10, &n), BERTH_E_INVALID);
+}
+
+static void test_rows_add(void **state) {
+  (void)state;
+  int64_t acc = 0;
+  assert_int_equal(berth_rows_add(&acc, 5), BERTH_OK);
+  assert_int_equal(acc, 5);
+  assert_int_equal(berth_rows_add(&acc, 0), BERTH_OK);
+  assert_int_equal(acc, 5);
+  assert_int_equal(berth_rows_add(&acc, -1), BERTH_E_INVALID);
+  assert_int_equal(acc, 5);
+  assert_int_equal(berth_rows_add(&acc, INT64_MAX), BERTH_E_INVALID);
+  assert_int_equal(acc, 5); /* unchanged on overflow */
+  assert_int_equal(berth_rows_add(&acc, INT64_MAX - 5), BERTH_OK);
+  assert_true(acc == INT64_MAX);
+  assert_int_equal(berth_rows_add(&acc, 1), BERTH_E_INVALID);
+  acc = -3;
+  assert_int_equal(berth_rows_add(&acc, 1), BERTH_E_INVALID);
+}
+
 static berth_tensor make(berth_dtype dt, uint32_t ndim, const int64_t *shape,
                          uint8_t *data, size_t nbytes) {
   berth_tensor t = {.name = "t", .dtype = dt, .ndim = ndim, .data = data,
@@ -191,6 +239,8 @@ int main(void) {
       cmocka_unit_test(test_dtype_names),
       cmocka_unit_test(test_dtype_sizes),
       cmocka_unit_test(test_numel),
+      cmocka_unit_test(test_extent),
+      cmocka_unit_test(test_rows_add),
       cmocka_unit_test(test_check_fixed),
       cmocka_unit_test(test_check_bool),
       cmocka_unit_test(test_check_bytes),
