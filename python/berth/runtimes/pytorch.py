@@ -8,8 +8,11 @@ Platform ``pytorch_torchscript`` or ``pytorch_export``. Eager models (an
 Signature, first that applies:
 
 - inputs: the entry's declared ``inputs`` (matched to forward()'s arguments
-  in order); else a ``.pt2`` program's own input specs (forward()'s argument
-  names; dynamic dimensions are -1); else ``parameters.example_input`` (one
+  by name when they carry exactly those names, else in order); else a
+  ``.pt2`` program's own input specs (one per tensor of its inputs, named
+  by forward()'s argument or the tensor's dict key, see
+  :func:`~berth.runtimes.leaf_names`; the program gets them back in its
+  exported structure; dynamic dimensions are -1); else ``parameters.example_input`` (one
   ``{shape, datatype[, name]}`` or a list of them) named after forward()'s
   arguments, the first dimension variable. A TorchScript file records no
   input types, so it needs one of these.

@@ -7,8 +7,11 @@
   BYTES) and shapes (unknown dimensions are -1).
 - A Keras file (``.keras``, platform ``tensorflow_keras``) is loaded with
   ``keras.saving.load_model(compile=False)`` and called with
-  ``training=False``. Inputs are the model's input tensors (their names);
-  outputs are the keys of a dict output, else the names of the layers that
+  ``training=False`` on its inputs in the structure it was built with
+  (``model.input``: a tensor, a list, a dict, nested dicts). Inputs are its
+  input tensors, named by their dict key, else the ``keras.Input`` name
+  (:func:`~berth.runtimes.leaf_names`); outputs are the keys of a dict
+  output (innermost keys when nested), else the names of the layers that
   produce them.
 
 Threads: ``parameters.intra_op_threads`` (default: the worker's
