@@ -1,9 +1,13 @@
 """Naming the leaves of a model's nested input structure
 (``berth.runtimes.leaf_names``), the pure part of feeding dict-input Keras
-models and ``torch.export`` programs (issue 18)."""
+models and ``torch.export`` programs (issue 18); and MLflow models with
+several unnamed columns, fed by position."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from berth.errors import ModelLoadError
@@ -49,3 +53,53 @@ def test_repeated_framework_names_are_a_load_error() -> None:
 def test_paths_and_names_must_pair_up() -> None:
     with pytest.raises(ValueError):
         leaf_names([("x",)], [])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_mlflow_unnamed_columns_get_distinct_names_and_keep_their_positions(
+    tmp_path: Path,
+) -> None:
+    """Two unnamed columns were both reported as 'input'; they are now
+    input__0 and input__1, fed as the DataFrame's columns 0 and 1."""
+    pytest.importorskip("mlflow")
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    from berth.runtimes import get_runtime
+
+    folder = tmp_path / "difference"
+    (tmp_path / "difference_model.py").write_text(MLFLOW_DIFFERENCE)
+    signature = ModelSignature(inputs=Schema([ColSpec("double"), ColSpec("double")]))
+    mlflow.pyfunc.save_model(
+        str(folder),
+        python_model=str(tmp_path / "difference_model.py"),
+        signature=signature,
+        pip_requirements=[],
+    )
+    rt = get_runtime("mlflow")
+    rt.load({"name": "m", "version": "1", "runtime": "mlflow", "path": str(folder)})
+    assert [s.name for s in rt.inputs] == ["input__0", "input__1"]
+    first, second = np.array([1.0, 5.0, -2.0]), np.array([0.0, 1.0, 4.0])
+    got = rt.predict({"input__1": second, "input__0": first})["predictions"]
+    want = mlflow.pyfunc.load_model(str(folder)).predict(pd.DataFrame({0: first, 1: second}))
+    np.testing.assert_allclose(got, np.asarray(want), rtol=0, atol=0)
+    np.testing.assert_allclose(got, first - 2 * second, rtol=0, atol=0)
+
+
+MLFLOW_DIFFERENCE = """
+import numpy as np
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class Difference(PythonModel):
+    def predict(self, context, model_input, params=None):
+        return np.asarray(model_input.iloc[:, 0] - 2 * model_input.iloc[:, 1])
+
+
+mlflow.models.set_model(Difference())
+"""
