@@ -9,7 +9,9 @@ Signature, from the model's MLflow signature:
 - column-based inputs: one input per column, shape ``[-1]`` (boolean BOOL,
   integer INT32, long INT64, float FP32, double FP64, string and binary
   BYTES, datetime BYTES holding ISO 8601 text); the model gets a pandas
-  DataFrame with those columns, in the signature's order.
+  DataFrame with those columns, in the signature's order. Unnamed columns
+  are positional (the DataFrame's columns 0, 1...): one is ``input``,
+  several ``input__0``, ``input__1``...
 - outputs: the output schema's names (``predictions`` for an unnamed one);
   a model without an output schema reports none, and its results are named
   after a DataFrame's columns, a dict's keys, or ``predictions``.
