@@ -265,6 +265,281 @@ def keras_file(repo: Path) -> Case:
     )
 
 
+# ------------------------------------------- structured (dict) inputs
+
+#: Rows of every structured-input request.
+ROWS = 3
+
+
+def _rows(seed: int, **widths: int) -> Arrays:
+    rng = np.random.default_rng(seed)
+    return {k: rng.normal(size=(ROWS, w)).astype(np.float32) for k, w in widths.items()}
+
+
+def _keras_dict_model(keys: tuple[str, ...], widths: tuple[int, ...], seed: int) -> Any:
+    """A functional model on a flat dict of inputs, keys in ``keys`` order
+    (each ``keras.Input`` named after its key, as Keras asks), whose output
+    depends on which tensor goes where (a Dense on their concatenation)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = {k: keras.Input(shape=(w,), name=k) for k, w in zip(keys, widths, strict=True)}
+    joined = keras.layers.Concatenate()(list(inputs.values()))
+    return keras.Model(inputs, {"score": keras.layers.Dense(2, name="score")(joined)})
+
+
+def keras_dict_unsorted(repo: Path) -> Case:
+    """The issue's model: a dict of inputs whose keys are not in
+    alphabetical order (x, w), saved as a .keras file."""
+    import keras
+
+    model = _keras_dict_model(("x", "w"), (2, 3), seed=21)
+    path = _version_dir(repo, "keras_dict_unsorted") / "model.keras"
+    model.save(str(path))
+    feed = _rows(21, x=2, w=3)
+    out = keras.saving.load_model(str(path), compile=False)(feed, training=False)
+    return Case(
+        "keras_dict_unsorted",
+        "tensorflow_keras",
+        feed,
+        {"score": np.asarray(out["score"])},
+        {"w": ("FP32", [-1, 3]), "x": ("FP32", [-1, 2])},
+        {"score": ("FP32", [-1, 2])},
+    )
+
+
+def keras_dict_sorted(repo: Path) -> Case:
+    """A dict of inputs whose keys are in alphabetical order (a, b, c)."""
+    import keras
+
+    model = _keras_dict_model(("a", "b", "c"), (1, 2, 3), seed=22)
+    path = _version_dir(repo, "keras_dict_sorted") / "model.keras"
+    model.save(str(path))
+    feed = _rows(22, a=1, b=2, c=3)
+    out = keras.saving.load_model(str(path), compile=False)(feed, training=False)
+    return Case(
+        "keras_dict_sorted",
+        "tensorflow_keras",
+        feed,
+        {"score": np.asarray(out["score"])},
+        {"a": ("FP32", [-1, 1]), "b": ("FP32", [-1, 2]), "c": ("FP32", [-1, 3])},
+        {"score": ("FP32", [-1, 2])},
+    )
+
+
+def _keras_nested_model(nested_output: bool) -> Any:
+    """Nested dicts, keys out of order at both levels, keys holding '.' and
+    '/' (Keras forbids '/' in an Input's name: that one is named
+    differently and Keras warns); outputs rank and bias, in a nested dict
+    when ``nested_output`` (a SavedModel signature cannot return one)."""
+    import keras
+
+    keras.utils.set_random_seed(23)
+    score = keras.Input(shape=(2,), name="user.score")
+    age = keras.Input(shape=(1,), name="age")
+    price = keras.Input(shape=(3,), name="item_price")
+    rank = keras.layers.Dense(1, name="rank")(keras.layers.Concatenate()([score, age, price]))
+    bias = keras.layers.Dense(2, name="bias")(keras.layers.Concatenate()([price, age]))
+    outputs: dict[str, Any] = {"rank": rank, "bias": bias}
+    if nested_output:
+        outputs = {"heads": {"rank": rank}, "bias": bias}
+    inputs = {"user": {"user.score": score, "age": age}, "item/price": price}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "When providing `inputs` as a dict", UserWarning)
+        return keras.Model(inputs, outputs)
+
+
+def _nested_feed() -> tuple[Arrays, dict[str, Any]]:
+    """The request (flat, by Berth's names) and the same arrays nested."""
+    flat = _rows(23, **{"user.score": 2, "age": 1, "item/price": 3})
+    nested = {
+        "user": {"user.score": flat["user.score"], "age": flat["age"]},
+        "item/price": flat["item/price"],
+    }
+    return flat, nested
+
+
+def keras_nested(repo: Path) -> Case:
+    """Nested dict inputs and outputs in a .keras file: every leaf is named
+    by its innermost key."""
+    import keras
+
+    path = _version_dir(repo, "keras_nested") / "model.keras"
+    _keras_nested_model(nested_output=True).save(str(path))
+    flat, nested = _nested_feed()
+    out = keras.saving.load_model(str(path), compile=False)(nested, training=False)
+    return Case(
+        "keras_nested",
+        "tensorflow_keras",
+        flat,
+        {"rank": np.asarray(out["heads"]["rank"]), "bias": np.asarray(out["bias"])},
+        {
+            "user.score": ("FP32", [-1, 2]),
+            "age": ("FP32", [-1, 1]),
+            "item/price": ("FP32", [-1, 3]),
+        },
+        {"rank": ("FP32", [-1, 1]), "bias": ("FP32", [-1, 2])},
+    )
+
+
+def _signature_case(name: str, folder: Path, feed: Arrays, rtol: float = 1e-5) -> Case:
+    """A SavedModel case: the serving signature called here with keyword
+    tensors; expected metadata from the signature."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    _, kwargs = fn.structured_input_signature
+    out = fn(**{k: tf.constant(v) for k, v in feed.items()})
+    return Case(
+        name,
+        "tensorflow_savedmodel",
+        feed,
+        {k: v.numpy() for k, v in out.items()},
+        {k: ("FP32", [-1, int(s.shape[1])]) for k, s in kwargs.items()},
+        {k: ("FP32", [-1, int(s.shape[1])]) for k, s in fn.structured_outputs.items()},
+        rtol=rtol,
+    )
+
+
+def keras_export_nested(repo: Path) -> Case:
+    """The nested model exported with model.export(): a SavedModel whose
+    signature takes the Inputs by name ('user.score' sanitised to
+    'user_score' by TensorFlow). Its answer must equal the .keras model's
+    on the same arrays."""
+    import keras
+
+    model = _keras_nested_model(nested_output=False)
+    folder = _version_dir(repo, "keras_export_nested") / "model.savedmodel"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`user.score` is not a valid tf.function")
+        model.export(str(folder), verbose=False)
+    flat, nested = _nested_feed()
+    feed = {"user_score": flat["user.score"], "age": flat["age"], "item_price": flat["item/price"]}
+    case = _signature_case("keras_export_nested", folder, feed)
+    out = model(nested, training=False)
+    for key in ("rank", "bias"):
+        np.testing.assert_allclose(
+            case.expected[key], np.asarray(out[key]), rtol=1e-5, atol=1e-6, err_msg=key
+        )
+    assert case.input_specs == {
+        "user_score": ("FP32", [-1, 2]),
+        "age": ("FP32", [-1, 1]),
+        "item_price": ("FP32", [-1, 3]),
+    }, case.input_specs
+    return case
+
+
+def keras_tf_saved_dict(repo: Path) -> Case:
+    """The x, w model saved with tf.saved_model.save: TensorFlow names the
+    signature's inputs itself (inputs, inputs_1 in sorted-key order)."""
+    import tensorflow as tf
+
+    model = _keras_dict_model(("x", "w"), (2, 3), seed=24)
+    folder = _version_dir(repo, "keras_tf_saved_dict") / "model.savedmodel"
+    tf.saved_model.save(model, str(folder))
+    xw = _rows(24, x=2, w=3)
+    feed = {"inputs": xw["w"], "inputs_1": xw["x"]}
+    case = _signature_case("keras_tf_saved_dict", folder, feed)
+    np.testing.assert_allclose(
+        case.expected["score"], np.asarray(model(xw)["score"]), rtol=1e-5, atol=1e-6
+    )
+    return case
+
+
+def torch_export_dict(repo: Path) -> Case:
+    """A torch.export program taking a dict (keys out of order), a tensor
+    and a keyword-only tensor: inputs named by key and argument."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(5, 2)
+
+        def forward(
+            self, feats: dict[str, torch.Tensor], scale: torch.Tensor, *, shift: torch.Tensor
+        ) -> dict[str, torch.Tensor]:
+            joined = torch.cat([feats["x"], feats["w"]], dim=1)
+            return {"y": self.linear(joined) * scale - shift}
+
+    torch.manual_seed(25)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(
+        Net().eval(),
+        ({"x": torch.rand(2, 2), "w": torch.rand(2, 3)}, torch.rand(2, 1)),
+        {"shift": torch.rand(2, 2)},
+        dynamic_shapes={
+            "feats": {"x": {0: batch}, "w": {0: batch}},
+            "scale": {0: batch},
+            "shift": {0: batch},
+        },
+    )
+    path = _version_dir(repo, "torch_export_dict") / "model.pt2"
+    torch.export.save(program, str(path))
+    feed = _rows(25, x=2, w=3, scale=1, shift=2)
+    module = torch.export.load(str(path)).module()
+    t = {k: torch.from_numpy(v) for k, v in feed.items()}
+    with torch.no_grad():
+        out = module({"x": t["x"], "w": t["w"]}, t["scale"], shift=t["shift"])
+    return Case(
+        "torch_export_dict",
+        "pytorch_export",
+        feed,
+        {"y": out["y"].numpy()},
+        {
+            "x": ("FP32", [-1, 2]),
+            "w": ("FP32", [-1, 3]),
+            "scale": ("FP32", [-1, 1]),
+            "shift": ("FP32", [-1, 2]),
+        },
+        {"y": ("FP32", [-1, 2])},
+    )
+
+
+def torchscript_declared_by_name(repo: Path) -> Case:
+    """A TorchScript forward(x, w) whose berth.yaml declares w before x:
+    inputs named after forward()'s arguments are fed by name."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            return x - 2 * w
+
+    folder = _version_dir(
+        repo,
+        "torchscript_by_name",
+        """
+        inputs:
+          - {name: w, datatype: FP32, shape: [-1, 2]}
+          - {name: x, datatype: FP32, shape: [-1, 2]}
+        """,
+    )
+    path = folder / "model.pt"
+    torch.jit.script(Net()).save(str(path))
+    feed = _rows(26, x=2, w=2)
+    with torch.no_grad():
+        out = torch.jit.load(str(path))(torch.from_numpy(feed["x"]), torch.from_numpy(feed["w"]))
+    return Case(
+        "torchscript_by_name",
+        "pytorch_torchscript",
+        feed,
+        {"output__0": out.numpy()},
+        {"w": ("FP32", [-1, 2]), "x": ("FP32", [-1, 2])},
+        {"output__0": ("FP32", [-1, 2])},
+    )
+
+
+STRUCTURED_BUILDERS: tuple[Callable[[Path], Case], ...] = (
+    keras_dict_unsorted,
+    keras_dict_sorted,
+    keras_nested,
+    keras_export_nested,
+    keras_tf_saved_dict,
+    torch_export_dict,
+    torchscript_declared_by_name,
+)
+
+
 # ------------------------------------------------------------- transformers
 
 VOCAB = [

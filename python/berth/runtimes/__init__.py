@@ -35,7 +35,7 @@ from __future__ import annotations
 import abc
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -227,3 +227,30 @@ def to_str(array: np.ndarray, name: str) -> np.ndarray:
     except UnicodeDecodeError:
         raise InvalidInput(f"input {name!r} element {i} is not UTF-8 text") from None
     return out
+
+
+def leaf_names(paths: Sequence[Sequence[object]], fallbacks: Sequence[str]) -> list[str]:
+    """Input names for the leaves of a model's nested input structure.
+
+    ``paths[i]`` is the path to leaf *i* (dict keys or argument names as
+    ``str``, sequence positions as ``int``); ``fallbacks[i]`` is a name the
+    framework itself gives that leaf and keeps unique (a Keras ``Input``'s
+    name, a ``torch.export`` placeholder). A leaf takes the last key of its
+    path when that is a ``str`` (the key a caller passes in-process), else
+    its fallback; when two leaves would share a name, every leaf takes its
+    fallback, so that names stay unique (:class:`~berth.ModelLoadError` if
+    even those repeat).
+    """
+    if len(paths) != len(fallbacks):
+        raise ValueError(f"{len(paths)} paths but {len(fallbacks)} fallback names")
+    names = [
+        str(path[-1]) if path and isinstance(path[-1], str) else str(fallback)
+        for path, fallback in zip(paths, fallbacks, strict=True)
+    ]
+    if len(set(names)) == len(names):
+        return names
+    names = [str(f) for f in fallbacks]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ModelLoadError(f"the model's inputs share the names {', '.join(twice)}")
+    return names

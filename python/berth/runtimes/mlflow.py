@@ -9,7 +9,9 @@ Signature, from the model's MLflow signature:
 - column-based inputs: one input per column, shape ``[-1]`` (boolean BOOL,
   integer INT32, long INT64, float FP32, double FP64, string and binary
   BYTES, datetime BYTES holding ISO 8601 text); the model gets a pandas
-  DataFrame with those columns, in the signature's order.
+  DataFrame with those columns, in the signature's order. Unnamed columns
+  are positional (the DataFrame's columns 0, 1...): one is ``input``,
+  several ``input__0``, ``input__1``...
 - outputs: the output schema's names (``predictions`` for an unnamed one);
   a model without an output schema reports none, and its results are named
   after a DataFrame's columns, a dict's keys, or ``predictions``.
@@ -75,12 +77,17 @@ def _specs(schema: Any, default: str) -> tuple[list[TensorSpec], list[str], bool
     if schema is None:
         return [], [], False
     items = list(schema.inputs)
+    # Several unnamed specs (positional columns) are default__0, default__1...
+    names = [
+        s.name or (default if len(items) == 1 else f"{default}__{i}") for i, s in enumerate(items)
+    ]
     if schema.is_tensor_spec():
         specs = [
-            TensorSpec(s.name or default, _tensor_type(s), [int(d) for d in s.shape]) for s in items
+            TensorSpec(n, _tensor_type(s), [int(d) for d in s.shape])
+            for n, s in zip(names, items, strict=True)
         ]
         return specs, [s.name or "" for s in items], True
-    specs = [TensorSpec(c.name or default, _column_type(c), [-1]) for c in items]
+    specs = [TensorSpec(n, _column_type(c), [-1]) for n, c in zip(names, items, strict=True)]
     return specs, [c.name or "" for c in items], False
 
 
@@ -145,11 +152,12 @@ class MLflowRuntime(Runtime):
             if len(converted) == 1 and not self._names[0]:
                 return converted[0]
             return dict(zip(self._names, converted, strict=True))
-        columns = {}
-        for spec, name, col, array in zip(
-            self.inputs, self._names, schema.inputs, arrays, strict=True
+        columns: dict[Any, Any] = {}
+        for i, (spec, name, col, array) in enumerate(
+            zip(self.inputs, self._names, schema.inputs, arrays, strict=True)
         ):
-            columns[name or spec.name] = self._column(array, spec, getattr(col.type, "name", ""))
+            # Unnamed columns are positional: the DataFrame's columns 0, 1...
+            columns[name or i] = self._column(array, spec, getattr(col.type, "name", ""))
         lengths = {len(v) for v in columns.values()}
         if len(lengths) > 1:
             raise InvalidInput(f"every column must have the same number of rows, got {lengths}")

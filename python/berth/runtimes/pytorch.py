@@ -8,8 +8,11 @@ Platform ``pytorch_torchscript`` or ``pytorch_export``. Eager models (an
 Signature, first that applies:
 
 - inputs: the entry's declared ``inputs`` (matched to forward()'s arguments
-  in order); else a ``.pt2`` program's own input specs (forward()'s argument
-  names; dynamic dimensions are -1); else ``parameters.example_input`` (one
+  by name when they carry exactly those names, else in order); else a
+  ``.pt2`` program's own input specs (one per tensor of its inputs, named
+  by forward()'s argument or the tensor's dict key, see
+  :func:`~berth.runtimes.leaf_names`; the program gets them back in its
+  exported structure; dynamic dimensions are -1); else ``parameters.example_input`` (one
   ``{shape, datatype[, name]}`` or a list of them) named after forward()'s
   arguments, the first dimension variable. A TorchScript file records no
   input types, so it needs one of these.
@@ -33,10 +36,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._pytree import (
+    GetAttrKey,
+    MappingKey,
+    SequenceKey,
+    tree_flatten_with_path,
+    tree_unflatten,
+)
 
 from ..errors import ConfigError, InvalidInput, ModelLoadError
 from ..model import TensorSpec
-from . import Runtime, declared
+from . import Runtime, declared, leaf_names
 from ._torch import (
     choose_device,
     datatype_of,
@@ -134,7 +144,9 @@ class PyTorchRuntime(Runtime):
         module = load_torchscript(path, self.device)
         self.fn: Any = module
         arg_names = _torchscript_arg_names(module)
+        self._in_spec: Any = None
         self.inputs = self._input_specs(entry, arg_names, path, None)
+        self._order = _feed_order(self.inputs, arg_names)
         self.outputs = self._output_specs(entry, path, None)
 
     def _load_export(self, path: Path, entry: Mapping[str, Any]) -> None:
@@ -149,9 +161,10 @@ class PyTorchRuntime(Runtime):
         if self.device.type != "cpu":
             module = module.to(self.device)
         self.fn = module
-        program_inputs, program_outputs = _program_specs(program)
+        program_inputs, program_outputs, self._in_spec = _program_specs(program)
         arg_names = [s.name for s in program_inputs]
         self.inputs = self._input_specs(entry, arg_names, path, program_inputs)
+        self._order = _feed_order(self.inputs, arg_names)
         self.outputs = self._output_specs(entry, path, program_outputs)
 
     def _input_specs(
@@ -204,10 +217,13 @@ class PyTorchRuntime(Runtime):
             return self._declared_outputs
         if from_program is not None:
             return from_program
-        example = self._example or [s.to_dict() for s in self.inputs]
+        if self._example is not None:  # given in forward()'s order
+            example = self._example
+        else:
+            example = [self.inputs[i].to_dict() for i in self._order]
         try:
             with torch.inference_mode():
-                result = self.fn(*example_tensors(example, self.device))
+                result = self._call(example_tensors(example, self.device))
             named = name_outputs(result)
             return [
                 spec_of(name, value, batch=_has_batch(example))
@@ -224,6 +240,8 @@ class PyTorchRuntime(Runtime):
     # ------------------------------------------------------------ serving
 
     def _args(self, inputs: Mapping[str, np.ndarray]) -> list[torch.Tensor]:
+        """The input tensors in the order of the model's arguments (the
+        flattened leaves of a ``.pt2`` program's inputs)."""
         if len(self.inputs) == 1 and len(inputs) == 1:
             return [to_torch(next(iter(inputs.values())), self.inputs[0], self.device)]
         args = []
@@ -235,16 +253,35 @@ class PyTorchRuntime(Runtime):
                     f"{', '.join(s.name for s in self.inputs)}"
                 )
             args.append(to_torch(array, spec, self.device))
-        return args
+        return [args[i] for i in self._order]
+
+    def _call(self, tensors: list[torch.Tensor]) -> Any:
+        """Runs the model on tensors in argument order; a ``.pt2`` program
+        gets them in the structure it was exported with (dicts, lists and
+        keyword arguments rebuilt from its input tree spec)."""
+        if self._in_spec is None:
+            return self.fn(*tensors)
+        args, kwargs = tree_unflatten(tensors, self._in_spec)
+        return self.fn(*args, **kwargs)
 
     def predict(
         self, inputs: dict[str, np.ndarray], parameters: Mapping[str, Any] | None = None
     ) -> dict[str, np.ndarray]:
         args = self._args(inputs)
         with torch.inference_mode():
-            result = self.fn(*args)
+            result = self._call(args)
         named = name_outputs(result, self._declared_outputs)
         return {name: from_torch(value, name) for name, value in named.items()}
+
+
+def _feed_order(specs: Sequence[TensorSpec], arg_names: Sequence[str]) -> list[int]:
+    """For each argument of the model, the index of the input spec that
+    feeds it: by name when the specs are named exactly after the arguments
+    (in any order), else in order."""
+    names = [s.name for s in specs]
+    if len(names) == len(arg_names) and sorted(names) == sorted(arg_names):
+        return [names.index(a) for a in arg_names]
+    return list(range(len(specs)))
 
 
 def _has_batch(example: Sequence[Mapping[str, Any]]) -> bool:
@@ -256,19 +293,25 @@ def _fake_spec(name: str, value: Any) -> TensorSpec:
     return TensorSpec(name, datatype_of(value.dtype), shape)
 
 
-def _program_specs(program: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Input and output specs recorded in an exported program."""
+def _program_specs(program: Any) -> tuple[list[TensorSpec], list[TensorSpec], Any]:
+    """Input and output specs recorded in an exported program, and the tree
+    spec of its ``(args, kwargs)`` (``None`` when the program has none that
+    matches its inputs)."""
     signature = program.graph_signature
-    user_inputs = list(signature.user_inputs)
+    user_inputs = [str(n) for n in signature.user_inputs]
     nodes = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
     try:
         arg_names = list(program.module_call_graph[0].signature.forward_arg_names or [])
     except (AttributeError, IndexError):
         arg_names = []
-    if len(arg_names) != len(user_inputs):
-        arg_names = user_inputs
+    in_spec = getattr(program.call_spec, "in_spec", None)
+    if in_spec is not None and in_spec.num_leaves == len(user_inputs):
+        names = leaf_names(_input_paths(in_spec, arg_names), user_inputs)
+    else:
+        in_spec = None
+        names = arg_names if len(arg_names) == len(user_inputs) else user_inputs
     inputs = []
-    for name, node_name in zip(arg_names, user_inputs, strict=True):
+    for name, node_name in zip(names, user_inputs, strict=True):
         value = nodes[node_name].meta.get("val")
         if not isinstance(value, torch.Tensor):
             raise ModelLoadError(f"program input {name!r} is not a tensor; Berth feeds tensors")
@@ -285,4 +328,28 @@ def _program_specs(program: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
     outputs = [
         _fake_spec(n, v) for n, v in zip(names, values, strict=True) if isinstance(v, torch.Tensor)
     ]
-    return inputs, outputs
+    return inputs, outputs, in_spec
+
+
+def _input_paths(in_spec: Any, arg_names: Sequence[str]) -> list[tuple[object, ...]]:
+    """The path of every leaf of a program's ``(args, kwargs)`` tree, with
+    positional arguments named after forward()'s arguments and dict keys,
+    keyword names and attribute names as ``str``."""
+    tree = tree_unflatten(list(range(in_spec.num_leaves)), in_spec)
+    paths: list[tuple[object, ...]] = []
+    for keys, _ in tree_flatten_with_path(tree)[0]:
+        path: list[object] = []
+        for depth, key in enumerate(keys):
+            if depth == 0:  # 0: the positional arguments, 1: the keyword ones
+                continue
+            if isinstance(key, SequenceKey):
+                named = depth == 1 and key.idx < len(arg_names)
+                path.append(arg_names[key.idx] if named else key.idx)
+            elif isinstance(key, MappingKey):
+                path.append(key.key if isinstance(key.key, str) else str(key.key))
+            elif isinstance(key, GetAttrKey):
+                path.append(key.name)
+            else:
+                path.append(str(key))
+        paths.append(tuple(path))
+    return paths

@@ -7,8 +7,11 @@
   BYTES) and shapes (unknown dimensions are -1).
 - A Keras file (``.keras``, platform ``tensorflow_keras``) is loaded with
   ``keras.saving.load_model(compile=False)`` and called with
-  ``training=False``. Inputs are the model's input tensors (their names);
-  outputs are the keys of a dict output, else the names of the layers that
+  ``training=False`` on its inputs in the structure it was built with
+  (``model.input``: a tensor, a list, a dict, nested dicts). Inputs are its
+  input tensors, named by their dict key, else the ``keras.Input`` name
+  (:func:`~berth.runtimes.leaf_names`); outputs are the keys of a dict
+  output (innermost keys when nested), else the names of the layers that
   produce them.
 
 Threads: ``parameters.intra_op_threads`` (default: the worker's
@@ -30,7 +33,7 @@ import tensorflow as tf
 from ..errors import ConfigError, InvalidInput, InvalidOutput, ModelLoadError
 from ..model import TensorSpec
 from ..tensors import datatype_to_dtype
-from . import Runtime, default_threads, int_parameter, to_numeric
+from . import Runtime, default_threads, int_parameter, leaf_names, to_numeric
 from .detect import resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -176,19 +179,15 @@ class TensorFlowRuntime(Runtime):
                 f"{path}: keras.saving.load_model could not load it ({type(e).__name__}: {e})"
             ) from e
         self._keras = model
+        self._keras_struct, leaves, names = _keras_inputs(model)
         self.inputs = [
-            TensorSpec(t.name, _datatype(t.dtype, f"input {t.name!r}"), _shape(t.shape))
-            for t in model.inputs
+            TensorSpec(n, _datatype(t.dtype, f"input {n!r}"), _shape(t.shape))
+            for n, t in zip(names, leaves, strict=True)
         ]
-        struct = getattr(model, "_outputs_struct", None)
-        if isinstance(struct, Mapping):
-            pairs: Sequence[tuple[str, Any]] = [(str(k), v) for k, v in struct.items()]
-        else:
-            outputs = list(model.outputs)
-            pairs = list(zip(_keras_output_names(model, outputs), outputs, strict=True))
-        self._keras_output_names = [n for n, _ in pairs]
+        out_leaves, self._keras_output_names = _keras_outputs(model)
         self.outputs = [
-            TensorSpec(n, _datatype(t.dtype, f"output {n!r}"), _shape(t.shape)) for n, t in pairs
+            TensorSpec(n, _datatype(t.dtype, f"output {n!r}"), _shape(t.shape))
+            for n, t in zip(self._keras_output_names, out_leaves, strict=True)
         ]
 
     # ------------------------------------------------------------- serving
@@ -212,14 +211,71 @@ class TensorFlowRuntime(Runtime):
             if self._keras is None:
                 result = self._fn(**{s.name: t for s, t in zip(self.inputs, feed, strict=True)})
             else:
-                result = self._keras(feed[0] if len(feed) == 1 else feed, training=False)
+                result = self._keras(self._keras_arguments(feed), training=False)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
             raise InvalidInput(f"the model refused the inputs: {e}") from e
-        if isinstance(result, Mapping):
+        if self._keras is None:
+            if not isinstance(result, Mapping):  # checked at load; a safety net
+                raise InvalidOutput("the signature did not return named outputs")
             return {str(k): _to_numpy(v, str(k)) for k, v in result.items()}
-        values = list(result) if isinstance(result, (list, tuple)) else [result]
+        import keras
+
+        values = keras.tree.flatten(result)
         names = self._keras_output_names
+        if len(values) != len(names):
+            raise InvalidOutput(
+                f"the model returned {len(values)} tensors, not its {len(names)} outputs "
+                f"({', '.join(names)})"
+            )
         return {n: _to_numpy(v, n) for n, v in zip(names, values, strict=True)}
+
+    def _keras_arguments(self, feed: list[Any]) -> Any:
+        """The tensors in the structure the model was built with: a dict
+        (nested ones too) for a dict-input model, else a list, or the tensor
+        of a single-input model."""
+        if self._keras_struct is None:
+            return feed[0] if len(feed) == 1 else feed
+        import keras
+
+        return keras.tree.pack_sequence_as(self._keras_struct, feed)
+
+
+def _keras_inputs(model: Any) -> tuple[Any, list[Any], list[str]]:
+    """The input structure a Keras model is called with (``model.input``:
+    a tensor, a list, a dict, nested dicts; ``None`` when the model does not
+    say), its leaf tensors in Keras' flattening order, and their Berth names
+    (see :func:`~berth.runtimes.leaf_names`)."""
+    import keras
+
+    try:
+        struct = model.input
+    except (AttributeError, ValueError):
+        struct = None
+    if struct is None:
+        leaves = list(model.inputs)
+        return None, leaves, [str(t.name) for t in leaves]
+    flat = keras.tree.flatten_with_path(struct)
+    leaves = [t for _, t in flat]
+    if [id(t) for t in keras.tree.flatten(struct)] != [id(t) for t in leaves]:
+        raise ModelLoadError("Keras flattens this model's inputs in two different orders")
+    names = leaf_names([tuple(p) for p, _ in flat], [str(t.name) for t in leaves])
+    return struct, leaves, names
+
+
+def _keras_outputs(model: Any) -> tuple[list[Any], list[str]]:
+    """A Keras model's output tensors in flattening order and their names:
+    a dict output's keys (the innermost key for nested dicts), else the
+    names of the layers that produce them."""
+    import keras
+
+    struct = getattr(model, "_outputs_struct", None)
+    if struct is None:
+        outputs = list(model.outputs)
+        return outputs, _keras_output_names(model, outputs)
+    flat = keras.tree.flatten_with_path(struct)
+    leaves = [t for _, t in flat]
+    fallbacks = _keras_output_names(model, leaves)
+    return leaves, leaf_names([tuple(p) for p, _ in flat], fallbacks)
 
 
 def _keras_output_names(model: Any, outputs: list[Any]) -> list[str]:
