@@ -17,6 +17,14 @@
 
 static void finish_drain(berth_engine *e);
 
+/* Triton's names; docs/rest-api.md and docs/grpc.md say what each covers. */
+const char *const berth_server_extensions[] = {
+    "binary_tensor_data", "model_configuration", "statistics",
+    "model_repository",   "parameters",          "schedule_policy",
+};
+const size_t berth_server_n_extensions =
+    sizeof berth_server_extensions / sizeof berth_server_extensions[0];
+
 int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
                       berth_errmsg *err) {
   memset(e, 0, sizeof *e);
@@ -163,6 +171,7 @@ void berth_engine_begin_drain(berth_engine *e) {
     berth_httpd_stop_accepting(e->httpd);
   if (e->grpc_httpd != NULL)
     berth_httpd_stop_accepting(e->grpc_httpd);
+  berth_grpc_health_drain(e);
   uv_timer_start(&e->drain_timer, on_drain_timeout,
                  (uint64_t)(e->cfg.drain_timeout_s * 1000.0), 0);
   berth_engine_request_done(e);
@@ -197,6 +206,7 @@ static void httpd_closed(void *arg) {
   uv_close((uv_handle_t *)&e->sig_term, handle_closed);
   uv_close((uv_handle_t *)&e->sig_int, handle_closed);
   berth_ui_close(e);
+  berth_grpc_health_close(e);
   berth_sched_engine_close(e);
   berth_tracer_close(e->tracer); /* a last export, then its handles */
   berth_payload_log_close(e->payload_log);

@@ -204,9 +204,16 @@ struct berth_engine {
   struct berth_pipeline **pipelines; /* owned array of owned pipelines
                                      (pipeline.c), one per cfg.pipelines */
   size_t n_pipelines;
+  struct berth_grpc_health *grpc_health; /* owned (grpc_health.c): the open
+                                     gRPC health Watch calls; NULL until
+                                     the first */
 };
 
 /* engine.c */
+/* The protocol extensions the server serves, as its metadata lists them
+ * (REST GET /v2 and gRPC ServerMetadata): berth_server_n_extensions names. */
+extern const char *const berth_server_extensions[];
+extern const size_t berth_server_n_extensions;
 int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
                       berth_errmsg *err);
 int berth_engine_start(berth_engine *e, berth_errmsg *err);
@@ -233,6 +240,10 @@ berth_model *berth_model_find(berth_engine *e, const char *name,
 /* true if any version of name exists. */
 bool berth_model_name_exists(berth_engine *e, const char *name, size_t len);
 bool berth_model_ready(const berth_model *m);
+/* The server is ready (REST /v2/health/ready, gRPC ServerReady and the
+ * health service's ""): not draining, and every model version ready but
+ * those unloaded on purpose. */
+bool berth_server_ready(const berth_engine *e);
 /* Takes new inference requests: ready, or restarting after a crash (the
  * requests queue for the restarted worker). */
 bool berth_model_accepting(const berth_model *m);
