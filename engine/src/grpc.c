@@ -280,7 +280,14 @@ static void call_maybe_finish(grpc_call *c) {
     call_end(c, BERTH_GRPC_OK, "");
 }
 
-void berth_grpc_call_send(berth_grpc_call *c, berth_buf *out) { call_send(c, out); }
+bool berth_grpc_call_send(berth_grpc_call *c, berth_buf *out) {
+  c->busy++;
+  call_send(c, out);
+  bool open = !c->ended;
+  c->busy--;
+  call_maybe_free(c);
+  return open;
+}
 
 void berth_grpc_call_end(berth_grpc_call *c, berth_grpc_code code, const char *msg) {
   call_end(c, code, msg);

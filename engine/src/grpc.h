@@ -87,9 +87,11 @@ int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len,
 typedef struct berth_grpc_call berth_grpc_call;
 
 /* Sends one framed message on the call (out is emptied); nothing when the
- * call has ended. */
-void berth_grpc_call_send(berth_grpc_call *c, berth_buf *out);
-/* Ends the call with a status and message (trailers); idempotent. */
+ * call has ended. Returns whether the call is still open: when false, the
+ * call may be gone and c must not be used again. */
+bool berth_grpc_call_send(berth_grpc_call *c, berth_buf *out);
+/* Ends the call with a status and message (trailers); the call may be
+ * gone after this (c must not be used again). */
 void berth_grpc_call_end(berth_grpc_call *c, berth_grpc_code code, const char *msg);
 /* Bytes of answers the client has not read yet. */
 size_t berth_grpc_call_unread(const berth_grpc_call *c);

@@ -122,29 +122,31 @@ static void unlink_watch(berth_grpc_health *h, berth_grpc_watch *w) {
   w->prev = w->next = NULL;
 }
 
-/* Sends st on w's call; ends the call (and so frees w) when the client
- * leaves too much unread. w must not be used after this. */
-static void send_status(berth_grpc_watch *w, serving_status st) {
+/* Sends st on w's call, or ends the call when the client leaves too much
+ * unread. Returns false when the call ended: w and the call are gone. */
+static bool send_status(berth_grpc_watch *w, serving_status st) {
   berth_grpc_call *c = w->call;
   w->last = st;
   if (berth_grpc_call_unread(c) > WATCH_MAX_UNREAD) {
     berth_grpc_call_end(c, BERTH_GRPC_RESOURCE_EXHAUSTED, "the client leaves the "
                         "health statuses of this Watch unread");
-    return;
+    return false;
   }
   berth_buf out;
   berth_buf_init(&out, 64);
   berth_errmsg err;
+  bool open = true;
   if (append_status(st, &out, &err) == BERTH_OK)
-    berth_grpc_call_send(c, &out);
+    open = berth_grpc_call_send(c, &out);
   berth_buf_free(&out);
+  return open;
 }
 
 /* Ends w's call after a drain's last NOT_SERVING (w goes with the call). */
 static void end_drained(berth_grpc_watch *w) {
   berth_grpc_call *c = w->call;
-  send_status(w, NOT_SERVING);
-  berth_grpc_call_end(c, BERTH_GRPC_UNAVAILABLE, "the server is shutting down");
+  if (send_status(w, NOT_SERVING))
+    berth_grpc_call_end(c, BERTH_GRPC_UNAVAILABLE, "the server is shutting down");
 }
 
 static void on_poll(uv_timer_t *t) {
@@ -206,7 +208,8 @@ int berth_grpc_health_watch(berth_engine *e, berth_grpc_call *c, const uint8_t *
 void berth_grpc_health_unwatch(berth_engine *e, berth_grpc_watch *w) {
   if (w == NULL)
     return;
-  unlink_watch(e->grpc_health, w);
+  if (e->grpc_health != NULL)
+    unlink_watch(e->grpc_health, w);
   free(w);
 }
 
