@@ -650,8 +650,10 @@ static void refuse(berth_engine *e, berth_http_req *req, berth_grpc_code code,
     bool ours = pl > sl && memcmp(path, SERVICE_PREFIX, sl) == 0;
     berth_access_record r = {
         .protocol = "grpc",
-        .method = ours ? path + sl : path,
-        .method_len = ours ? pl - sl : pl,
+        /* as calls log it: the inference methods bare, others with
+         * their service */
+        .method = ours ? path + sl : pl > 0 && path[0] == '/' ? path + 1 : path,
+        .method_len = ours ? pl - sl : pl > 0 && path[0] == '/' ? pl - 1 : pl,
         .request_id = id,
         .status = (int)code,
         .latency_ms = (double)(uv_hrtime() - berth_http_received_ns(req)) / 1e6,

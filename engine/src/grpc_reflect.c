@@ -175,9 +175,24 @@ int berth_grpc_reflect_answer(const uint8_t *msg, size_t len, berth_buf *out,
     rc = berth_errf(err, BERTH_E_INVALID, "the ServerReflectionRequest's strings must "
                     "be UTF-8");
   if (rc == BERTH_OK) {
+    /* The echo carries the request's known fields only: protobuf-c keeps
+     * unknown ones (and fields of the wrong wire type) as they came, which
+     * need not make a valid message again. */
+    request echo = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
+    Grpc__Reflection__V1__ExtensionRequest ext = GRPC__REFLECTION__V1__EXTENSION_REQUEST__INIT;
+    echo.host = rq->host;
+    echo.message_request_case = rq->message_request_case;
+    echo.file_by_filename = (char *)(uintptr_t)request_text(rq); /* a string member */
+    if (rq->message_request_case == CASE(FILE_CONTAINING_EXTENSION)) {
+      ext.containing_type = (char *)(uintptr_t)request_text(rq);
+      ext.extension_number = rq->file_containing_extension != NULL
+                                 ? rq->file_containing_extension->extension_number
+                                 : 0;
+      echo.file_containing_extension = &ext;
+    }
     response r = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__INIT;
     r.valid_host = rq->host;
-    r.original_request = rq;
+    r.original_request = &echo;
     rc = answer(rq, &r, out, err);
   }
   protobuf_c_message_free_unpacked(&rq->base, NULL);
