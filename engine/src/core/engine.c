@@ -18,6 +18,14 @@ static void finish_drain(berth_engine *e);
 static void maybe_drained(berth_engine *e);
 static void workers_stopped(void *arg);
 
+/* Triton's names; docs/rest-api.md and docs/grpc.md say what each covers. */
+const char *const berth_server_extensions[] = {
+    "binary_tensor_data", "model_configuration", "statistics",
+    "model_repository",   "parameters",          "schedule_policy",
+};
+const size_t berth_server_n_extensions =
+    sizeof berth_server_extensions / sizeof berth_server_extensions[0];
+
 int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
                       const berth_module *const *modules, size_t n_modules,
                       berth_errmsg *err) {
@@ -153,6 +161,9 @@ void berth_engine_begin_drain(berth_engine *e) {
   e->draining = true;
   for (size_t i = 0; i < e->n_listeners; i++)
     berth_httpd_stop_accepting(e->listeners[i]);
+  for (size_t i = 0; i < e->n_modules; i++)
+    if (e->modules[i]->drain != NULL)
+      e->modules[i]->drain(e);
   uv_timer_start(&e->drain_timer, on_drain_timeout,
                  (uint64_t)(e->cfg.drain_timeout_s * 1000.0), 0);
   maybe_drained(e);

@@ -218,6 +218,9 @@ typedef struct berth_module {
   int (*init)(struct berth_engine *e, berth_errmsg *err);
   /* Open files, start listeners (berth_engine_add_listener). */
   int (*start)(struct berth_engine *e, berth_errmsg *err);
+  /* The drain began (SIGTERM): the listeners take no new connections;
+   * end what would hold the drain up (open streams that never finish). */
+  void (*drain)(struct berth_engine *e);
   /* No request is left and the listeners are closed: close own handles. */
   void (*close)(struct berth_engine *e);
   /* After the loop has stopped: free own state. Also after a failed init
@@ -271,9 +274,18 @@ struct berth_engine {
                                      are not worker-backed (pipelines'
                                      stand-ins), berth_engine_add_composite */
   size_t n_composites;
+  struct berth_grpc_health *grpc_health; /* owned (grpc_health.c): the open
+                                     gRPC health Watch calls; NULL until
+                                     the first */
 };
 
 /* engine.c */
+/* The protocol extensions the server serves, as its metadata lists them
+ * (REST GET /v2 and gRPC ServerMetadata): berth_server_n_extensions names. */
+extern const char *const berth_server_extensions[];
+extern const size_t berth_server_n_extensions;
+
+
 /* Takes cfg (it is emptied), makes the models and calls every module's
  * init (modules: borrowed, must outlive the engine). */
 int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
@@ -335,6 +347,10 @@ const char *berth_model_state_name(const berth_model *m, char *reason,
  * for the 503 a frontend answers (cap bytes, NUL-terminated). */
 void berth_model_not_ready_message(const berth_model *m, char *out,
                                    size_t cap);
+/* The server is ready (REST /v2/health/ready, gRPC ServerReady and the
+ * health service's ""): not draining, and every model version ready but
+ * those unloaded on purpose. */
+bool berth_server_ready(const berth_engine *e);
 /* Takes new inference requests: ready, or restarting after a crash (the
  * requests queue for the restarted worker). */
 bool berth_model_accepting(const berth_model *m);

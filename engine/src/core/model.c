@@ -248,6 +248,19 @@ const berth_model_ops berth_worker_model_ops = {.kind = "model",
                                                 .ready = worker_ready,
                                                 .state = worker_state};
 
+bool berth_server_ready(const berth_engine *e) {
+  if (e->draining)
+    return false;
+  for (size_t i = 0; i < e->n_models; i++) {
+    const berth_model *m = e->models[i];
+    bool unloaded = m->state == BERTH_MODEL_UNLOADING ||
+                    m->state == BERTH_MODEL_UNAVAILABLE;
+    if (!unloaded && !berth_model_ready(m)) /* unloaded on purpose: ignored */
+      return false;
+  }
+  return true;
+}
+
 bool berth_model_accepting(const berth_model *m) {
   if (m->engine->draining)
     return false;

@@ -30,6 +30,7 @@
 #include "trace.h"
 
 #define SERVICE_PREFIX "/inference.GRPCInferenceService/"
+#define HEALTH_PREFIX "/grpc.health.v1.Health/"
 #define GRPC_CT {"content-type", "application/grpc"}
 #define MAX_RESPONSE ((size_t)UINT32_MAX + BERTH_GRPC_PREFIX)
 /* A stream whose client leaves this much of its answers unread, or keeps
@@ -37,30 +38,47 @@
 #define STREAM_MAX_UNREAD ((size_t)64 << 20)
 #define STREAM_MAX_PENDING 4096
 
-typedef enum { KIND_UNARY, KIND_INFER, KIND_STREAM_INFER, KIND_LOAD, KIND_UNLOAD } method_kind;
+typedef enum {
+  KIND_UNARY, KIND_INFER, KIND_STREAM_INFER, KIND_LOAD, KIND_UNLOAD,
+  KIND_WATCH,     /* grpc_health.c: one request, answers until the end */
+  KIND_EACH,      /* one answer (fn) per request message, until half-close */
+} method_kind;
 
 typedef struct grpc_method {
-  const char *name;
+  const char *path;     /* the HTTP/2 :path */
+  const char *name;     /* in the access log */
   method_kind kind;
   berth_grpc_unary_fn fn;
+  bool health;          /* a health probe (server.health_open) */
 } grpc_method;
 
+#define OIP(m, kind, fn, health) {SERVICE_PREFIX m, m, kind, fn, health}
+#define REFLECT(v)                                                           \
+  {"/grpc.reflection." v ".ServerReflection/ServerReflectionInfo",           \
+   "grpc.reflection." v ".ServerReflection/ServerReflectionInfo", KIND_EACH, \
+   berth_grpc_reflect_info, false}
+
 static const grpc_method methods[] = {
-    {"ServerLive", KIND_UNARY, berth_grpc_server_live},
-    {"ServerReady", KIND_UNARY, berth_grpc_server_ready},
-    {"ModelReady", KIND_UNARY, berth_grpc_model_ready},
-    {"ServerMetadata", KIND_UNARY, berth_grpc_server_metadata},
-    {"ModelMetadata", KIND_UNARY, berth_grpc_model_metadata},
-    {"ModelInfer", KIND_INFER, NULL},
-    {"ModelStreamInfer", KIND_STREAM_INFER, NULL},
-    {"ModelConfig", KIND_UNARY, berth_grpc_model_config},
-    {"ModelStatistics", KIND_UNARY, berth_grpc_model_statistics},
-    {"RepositoryIndex", KIND_UNARY, berth_grpc_repository_index},
-    {"RepositoryModelLoad", KIND_LOAD, NULL},
-    {"RepositoryModelUnload", KIND_UNLOAD, NULL},
+    OIP("ServerLive", KIND_UNARY, berth_grpc_server_live, true),
+    OIP("ServerReady", KIND_UNARY, berth_grpc_server_ready, true),
+    OIP("ModelReady", KIND_UNARY, berth_grpc_model_ready, true),
+    OIP("ServerMetadata", KIND_UNARY, berth_grpc_server_metadata, false),
+    OIP("ModelMetadata", KIND_UNARY, berth_grpc_model_metadata, false),
+    OIP("ModelInfer", KIND_INFER, NULL, false),
+    OIP("ModelStreamInfer", KIND_STREAM_INFER, NULL, false),
+    OIP("ModelConfig", KIND_UNARY, berth_grpc_model_config, false),
+    OIP("ModelStatistics", KIND_UNARY, berth_grpc_model_statistics, false),
+    OIP("RepositoryIndex", KIND_UNARY, berth_grpc_repository_index, false),
+    OIP("RepositoryModelLoad", KIND_LOAD, NULL, false),
+    OIP("RepositoryModelUnload", KIND_UNLOAD, NULL, false),
+    {HEALTH_PREFIX "Check", "grpc.health.v1.Health/Check", KIND_UNARY,
+     berth_grpc_health_check, true},
+    {HEALTH_PREFIX "Watch", "grpc.health.v1.Health/Watch", KIND_WATCH, NULL, true},
+    REFLECT("v1"),
+    REFLECT("v1alpha"),
 };
 
-typedef struct grpc_call grpc_call;
+typedef struct berth_grpc_call grpc_call;
 
 /* One submitted inference request. */
 typedef struct grpc_job {
@@ -70,7 +88,7 @@ typedef struct grpc_job {
   struct grpc_job *prev, *next; /* the call's jobs not yet done */
 } grpc_job;
 
-struct grpc_call {
+struct berth_grpc_call {
   berth_engine *e;
   berth_http_req *req;        /* one reference, dropped in call_free */
   const grpc_method *method;
@@ -80,6 +98,7 @@ struct grpc_call {
   size_t messages;            /* request messages seen */
   size_t pending;             /* jobs (or a repository operation) not yet done */
   grpc_job *jobs;
+  berth_grpc_watch *watch;    /* KIND_WATCH: its state (grpc_health.c) */
   bool half_closed;           /* the client sent END_STREAM */
   bool begun;                 /* response head sent */
   bool ended;                 /* trailers sent, or the client is gone */
@@ -215,6 +234,8 @@ static void call_end(grpc_call *c, berth_grpc_code code, const char *msg) {
     t[n++] = (berth_http_header_kv){"grpc-message", text};
   berth_http_stream_end(c->req, t, n);
   access_log(c, code);
+  berth_grpc_health_unwatch(c->e, c->watch);
+  c->watch = NULL;
   call_cancel_jobs(c);
   call_maybe_free(c);
 }
@@ -248,8 +269,25 @@ static void call_send(grpc_call *c, berth_buf *out) {
 /* A streaming call whose client is done and whose answers are all written. */
 static void call_maybe_finish(grpc_call *c) {
   if (!c->ended && c->half_closed && c->pending == 0 &&
-      c->method->kind == KIND_STREAM_INFER)
+      (c->method->kind == KIND_STREAM_INFER || c->method->kind == KIND_EACH))
     call_end(c, BERTH_GRPC_OK, "");
+}
+
+bool berth_grpc_call_send(berth_grpc_call *c, berth_buf *out) {
+  c->busy++;
+  call_send(c, out);
+  bool open = !c->ended;
+  c->busy--;
+  call_maybe_free(c);
+  return open;
+}
+
+void berth_grpc_call_end(berth_grpc_call *c, berth_grpc_code code, const char *msg) {
+  call_end(c, code, msg);
+}
+
+size_t berth_grpc_call_unread(const berth_grpc_call *c) {
+  return berth_http_stream_queued(c->req);
 }
 
 static bool past_deadline(const grpc_call *c) {
@@ -452,7 +490,8 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
     return 1; /* stop feeding */
   c->messages++;
   c->bytes_in += len;
-  if (c->method->kind != KIND_STREAM_INFER && c->messages > 1) {
+  bool many = c->method->kind == KIND_STREAM_INFER || c->method->kind == KIND_EACH;
+  if (!many && c->messages > 1) {
     call_end(c, BERTH_GRPC_INTERNAL, "a unary method got a second request message");
     return 1;
   }
@@ -471,7 +510,19 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
     repo_message(c, msg, len);
     return 1;
   }
-  if (c->method->kind != KIND_UNARY) {
+  if (c->method->kind == KIND_WATCH) {
+    berth_errmsg err; /* c->watch is set before the first status is sent */
+    int rc = berth_grpc_health_watch(c->e, c, msg, len, &c->watch, &err);
+    if (rc != BERTH_OK)
+      call_fail(c, rc, err.msg);
+    return 1;
+  }
+  if (c->method->kind == KIND_EACH && berth_http_stream_queued(c->req) > STREAM_MAX_UNREAD) {
+    call_end(c, BERTH_GRPC_RESOURCE_EXHAUSTED, "the client leaves too many answers "
+             "unread on this stream");
+    return 1;
+  }
+  if (c->method->kind != KIND_UNARY && c->method->kind != KIND_EACH) {
     infer_message(c, msg, len);
     return c->ended ? 1 : 0;
   }
@@ -481,12 +532,13 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
   int rc = c->method->fn(c->e, msg, len, &out, &err);
   if (rc == BERTH_OK) {
     call_send(c, &out);
-    call_end(c, BERTH_GRPC_OK, "");
+    if (c->method->kind == KIND_UNARY)
+      call_end(c, BERTH_GRPC_OK, "");
   } else {
     call_fail(c, rc, err.msg);
   }
   berth_buf_free(&out);
-  return 1;
+  return c->ended ? 1 : 0;
 }
 
 static size_t grpc_on_body(berth_http_req *req, const char *data, size_t len, bool end,
@@ -508,7 +560,8 @@ static size_t grpc_on_body(berth_http_req *req, const char *data, size_t len, bo
     c->half_closed = true;
     if (!berth_grpc_reader_idle(&c->reader))
       call_end(c, BERTH_GRPC_INTERNAL, "the stream ended inside a message");
-    else if (c->messages == 0 && c->method->kind != KIND_STREAM_INFER)
+    else if (c->messages == 0 && c->method->kind != KIND_STREAM_INFER &&
+             c->method->kind != KIND_EACH)
       call_end(c, BERTH_GRPC_INTERNAL, "the call ended without a request message");
     else
       call_maybe_finish(c);
@@ -526,6 +579,8 @@ static void grpc_on_gone(berth_http_req *req, void *arg) {
   if (c->ended)
     return;
   c->ended = true;
+  berth_grpc_health_unwatch(c->e, c->watch);
+  c->watch = NULL;
   call_cancel_jobs(c);
   call_maybe_free(c);
 }
@@ -556,8 +611,10 @@ static void refuse(berth_engine *e, berth_http_req *req, berth_grpc_code code,
     bool ours = pl > sl && memcmp(path, SERVICE_PREFIX, sl) == 0;
     berth_access_record r = {
         .protocol = "grpc",
-        .method = ours ? path + sl : path,
-        .method_len = ours ? pl - sl : pl,
+        /* as calls log it: the inference methods bare, others with
+         * their service */
+        .method = ours ? path + sl : pl > 0 && path[0] == '/' ? path + 1 : path,
+        .method_len = ours ? pl - sl : pl > 0 && path[0] == '/' ? pl - 1 : pl,
         .request_id = id,
         .status = (int)code,
         .latency_ms = (double)(uv_hrtime() - berth_http_received_ns(req)) / 1e6,
@@ -600,25 +657,21 @@ static void grpc_handle(berth_http_req *req, void *arg) {
     return;
   }
   const grpc_method *m = NULL;
-  size_t sl = strlen(SERVICE_PREFIX);
-  if (pl > sl && memcmp(path, SERVICE_PREFIX, sl) == 0)
-    for (size_t i = 0; i < sizeof methods / sizeof methods[0] && m == NULL; i++)
-      if (strlen(methods[i].name) == pl - sl &&
-          memcmp(methods[i].name, path + sl, pl - sl) == 0)
-        m = &methods[i];
+  for (size_t i = 0; i < sizeof methods / sizeof methods[0] && m == NULL; i++)
+    if (strlen(methods[i].path) == pl && memcmp(methods[i].path, path, pl) == 0)
+      m = &methods[i];
   if (m == NULL) {
     char msg[400];
     snprintf(msg, sizeof msg, "unknown method %.*s: this server implements "
-             "inference.GRPCInferenceService", (int)(pl > 200 ? 200 : pl), path);
+             "inference.GRPCInferenceService, grpc.health.v1.Health and "
+             "grpc.reflection.v1(alpha).ServerReflection", (int)(pl > 200 ? 200 : pl), path);
     refuse(e, req, BERTH_GRPC_UNIMPLEMENTED, msg);
     return;
   }
   size_t hl = 0;
   const char *authz = berth_http_header(req, "authorization", &hl);
   bool admin = m->kind == KIND_LOAD || m->kind == KIND_UNLOAD;
-  bool health = m->fn == berth_grpc_server_live ||
-                m->fn == berth_grpc_server_ready || m->fn == berth_grpc_model_ready;
-  switch (berth_auth_check(&e->auth, authz, authz ? hl : 0, admin, health)) {
+  switch (berth_auth_check(&e->auth, authz, authz ? hl : 0, admin, m->health)) {
   case BERTH_AUTH_UNAUTHENTICATED:
     refuse(e, req, BERTH_GRPC_UNAUTHENTICATED, "missing or unknown bearer token; send "
            "metadata authorization: Bearer <token>");
@@ -690,11 +743,15 @@ int berth_grpc_start(berth_engine *e, berth_errmsg *err) {
   char port[16];
   snprintf(port, sizeof port, "%u", berth_httpd_port(h));
   berth_log_kv(BERTH_LOG_INFO,
-               e->tls_grpc ? "listening (gRPC: inference.GRPCInferenceService, TLS)"
-                           : "listening (gRPC: inference.GRPCInferenceService, h2c)",
+               e->tls_grpc ? "listening (gRPC: inference.GRPCInferenceService, health, "
+                             "reflection; TLS)"
+                           : "listening (gRPC: inference.GRPCInferenceService, health, "
+                             "reflection; h2c)",
                "host", e->cfg.host, "grpc_port", port, NULL);
   return BERTH_OK;
 }
 
 const berth_module berth_grpc_module = {.name = "grpc",
-                                        .start = berth_grpc_start};
+                                        .start = berth_grpc_start,
+                                        .drain = berth_grpc_health_drain,
+                                        .close = berth_grpc_health_close};

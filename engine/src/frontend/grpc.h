@@ -6,7 +6,9 @@
  * framing, deadlines (grpc-timeout, handed to the job), status codes, the
  * inference methods (ModelInfer, ModelStreamInfer); grpc_meta.c answers the
  * other methods (health, metadata, configuration, statistics, repository).
- * Messages are encoded and decoded by codec_grpc.c.
+ * Messages are encoded and decoded by codec_grpc.c. The same port serves
+ * gRPC's health service, grpc.health.v1.Health (grpc_health.c), and server
+ * reflection, grpc.reflection.v1(alpha).ServerReflection (grpc_reflect.c).
  *
  * Ownership: a call holds one reference to its HTTP request until it has
  * ended and every job it submitted is done; a job is freed when the
@@ -83,6 +85,49 @@ int berth_grpc_repository_index(berth_engine *e, const uint8_t *msg, size_t len,
 int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len, bool load,
                                 bool admin, berth_repo_done_cb done, void *arg,
                                 berth_errmsg *err);
+
+/* ---- calls, for the services outside grpc.c ---- */
+
+/* One call (one HTTP/2 stream); grpc.c owns it. */
+typedef struct berth_grpc_call berth_grpc_call;
+
+/* Sends one framed message on the call (out is emptied); nothing when the
+ * call has ended. Returns whether the call is still open: when false, the
+ * call may be gone and c must not be used again. */
+bool berth_grpc_call_send(berth_grpc_call *c, berth_buf *out);
+/* Ends the call with a status and message (trailers); the call may be
+ * gone after this (c must not be used again). */
+void berth_grpc_call_end(berth_grpc_call *c, berth_grpc_code code, const char *msg);
+/* Bytes of answers the client has not read yet. */
+size_t berth_grpc_call_unread(const berth_grpc_call *c);
+
+/* ---- grpc_health.c: grpc.health.v1.Health ---- */
+
+/* Check: the unary method. */
+int berth_grpc_health_check(berth_engine *e, const uint8_t *msg, size_t len,
+                            berth_buf *out, berth_errmsg *err);
+
+/* Watch: one open call, owned by the engine's health state while the call
+ * lasts. */
+typedef struct berth_grpc_watch berth_grpc_watch;
+/* Starts watching the service named in the request message msg: *out is
+ * set first, then the current status is sent on c (which may end the call:
+ * grpc.c then calls unwatch). Returns BERTH_E_PARSE or BERTH_E_INVALID for a
+ * bad request (nothing sent, *out NULL). */
+int berth_grpc_health_watch(berth_engine *e, berth_grpc_call *c, const uint8_t *msg,
+                            size_t len, berth_grpc_watch **out, berth_errmsg *err);
+/* The call ended (grpc.c): frees w. NULL does nothing. */
+void berth_grpc_health_unwatch(berth_engine *e, berth_grpc_watch *w);
+/* The server started draining: every Watch gets NOT_SERVING, then its
+ * call ends UNAVAILABLE (berth_engine_begin_drain). */
+void berth_grpc_health_drain(berth_engine *e);
+/* Ends the remaining Watch calls and closes the health state's timer; the
+ * state's memory goes when the timer is closed (engine shutdown). */
+void berth_grpc_health_close(berth_engine *e);
+
+/* ---- grpc_reflect.c: ServerReflectionInfo, one request message ---- */
+int berth_grpc_reflect_info(berth_engine *e, const uint8_t *msg, size_t len,
+                            berth_buf *out, berth_errmsg *err);
 
 /* Looks up a model by name and version (empty version: the newest);
  * BERTH_E_NOT_FOUND with a message when there is none. */

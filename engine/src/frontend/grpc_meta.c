@@ -67,10 +67,7 @@ int berth_grpc_server_ready(berth_engine *e, const uint8_t *msg, size_t len,
   UNPACK(Inference__ServerReadyRequest, inference__server_ready_request__descriptor, rq);
   FREE_MSG(rq);
   Inference__ServerReadyResponse r = INFERENCE__SERVER_READY_RESPONSE__INIT;
-  r.ready = !e->draining;
-  for (size_t i = 0; i < e->n_models; i++)
-    if (!berth_model_ready(e->models[i]))
-      r.ready = 0;
+  r.ready = berth_server_ready(e);
   return berth_grpc_append_message(&r.base, out, err);
 }
 
@@ -96,12 +93,11 @@ int berth_grpc_server_metadata(berth_engine *e, const uint8_t *msg, size_t len,
   UNPACK(Inference__ServerMetadataRequest, inference__server_metadata_request__descriptor,
          rq);
   FREE_MSG(rq);
-  static const char *const ext[] = {"model_configuration", "statistics"};
   Inference__ServerMetadataResponse r = INFERENCE__SERVER_METADATA_RESPONSE__INIT;
   r.name = str("berth");
   r.version = str(BERTH_VERSION);
-  r.n_extensions = sizeof ext / sizeof ext[0];
-  r.extensions = (char **)(uintptr_t)ext;
+  r.n_extensions = berth_server_n_extensions;
+  r.extensions = (char **)(uintptr_t)berth_server_extensions;
   return berth_grpc_append_message(&r.base, out, err);
 }
 

@@ -235,26 +235,13 @@ static json_t *specs_json(const berth_tensor_spec *s, size_t n) {
 }
 
 static void handle_server_metadata(berth_engine *e, berth_http_req *req) {
-  json_t *ext = json_pack("[s,s,s,s]", "binary_tensor_data",
-                          "model_configuration", "statistics",
-                          "model_repository");
+  json_t *ext = json_array();
+  for (size_t i = 0; i < berth_server_n_extensions; i++)
+    json_array_append_new(ext, json_string(berth_server_extensions[i]));
   berth_rest_respond_doc(e, req, 200,
                          json_pack("{s:s, s:s, s:o}", "name", "berth",
                                    "version", BERTH_VERSION, "extensions",
                                    ext));
-}
-
-static bool server_ready(berth_engine *e) {
-  if (e->draining)
-    return false;
-  for (size_t i = 0; i < e->n_models; i++) {
-    const berth_model *m = e->models[i];
-    bool unloaded = m->state == BERTH_MODEL_UNLOADING ||
-                    m->state == BERTH_MODEL_UNAVAILABLE;
-    if (!unloaded && !berth_model_ready(m)) /* unloaded on purpose: ignored */
-      return false;
-  }
-  return true;
 }
 
 static void handle_model_metadata(berth_engine *e, berth_http_req *req,
@@ -717,7 +704,7 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
         return;
       }
       if (berth_slice_is(seg[2], "ready")) {
-        bool ok = server_ready(e);
+        bool ok = berth_server_ready(e);
         berth_rest_respond_doc(e, req, ok ? 200 : 503,
                                json_pack("{s:b}", "ready", ok));
         return;

@@ -1,0 +1,2 @@
+*
+inference.ModelInferRequest	
