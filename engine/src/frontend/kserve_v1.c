@@ -222,65 +222,54 @@ static void list_models(berth_engine *e, berth_http_req *req) {
                          names ? json_pack("{s:o}", "models", names) : NULL);
 }
 
-void berth_rest_kserve_v1(berth_engine *e, berth_http_req *req, bool is_get,
-                          bool is_post, const berth_slice *seg, int nseg) {
+/* The model a /v1/models/{name} path names (routes, then models, then
+ * composites), or NULL after answering 404. infer: the route's target is
+ * drawn for an inference (and *routed set). */
+static berth_model *v1_model(berth_engine *e, berth_http_req *req,
+                             berth_slice name, bool infer,
+                             berth_route_stat **routed) {
   char msg[700];
-  const char *allow = "GET"; /* the list and a model's status */
-  if (nseg == 2) {
-    if (!is_get)
-      goto method;
-    list_models(e, req);
-    return;
-  }
-  if (nseg != 3) {
-    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint; "
-                             "see /v1/models/{name} and "
-                             "/v1/models/{name}:predict");
-    return;
-  }
-  berth_slice name = seg[2], verb = {NULL, 0};
-  const char *colon = memchr(name.p, ':', name.n);
-  if (colon != NULL) {
-    verb.p = colon + 1;
-    verb.n = name.n - (size_t)(colon + 1 - name.p);
-    name.n = (size_t)(colon - name.p);
-  }
-  berth_route_stat *routed = NULL;
-  berth_model *m = berth_slice_valid_name(name)
-                       ? berth_router_resolve(e, name.p, name.n,
-                                              verb.p != NULL ? req : NULL,
-                                              &routed)
-                       : NULL;
-  if (m == NULL && berth_slice_valid_name(name))
+  bool valid = berth_slice_valid_name(name);
+  berth_model *m = valid ? berth_router_resolve(e, name.p, name.n,
+                                                infer ? req : NULL, routed)
+                         : NULL;
+  if (m == NULL && valid)
     m = berth_model_find(e, name.p, name.n, NULL, 0);
-  if (m == NULL && berth_slice_valid_name(name)) /* a composite (a pipeline) */
+  if (m == NULL && valid) /* a composite (a pipeline) */
     m = berth_composite_find(e, name.p, name.n, NULL, 0);
   if (m == NULL || m->state == BERTH_MODEL_UNAVAILABLE) {
     snprintf(msg, sizeof msg, "unknown model '%.*s'%s",
              (int)(name.n > 200 ? 200 : name.n), name.p,
              m != NULL ? " (it was unloaded)" : "");
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
-    return;
+    return NULL;
   }
   berth_rest_note_model(req, m);
-  if (verb.p == NULL) {
-    if (!is_get)
-      goto method;
-    berth_rest_respond_doc(e, req, 200,
-                           json_pack("{s:s, s:b}", "name", m->cfg->name,
-                                     "ready", berth_model_ready(m)));
+  return m;
+}
+
+void berth_rest_v1_list(berth_engine *e, berth_http_req *req,
+                        const berth_rest_match *mt) {
+  (void)mt;
+  list_models(e, req);
+}
+
+void berth_rest_v1_status(berth_engine *e, berth_http_req *req,
+                          const berth_rest_match *mt) {
+  berth_route_stat *routed = NULL;
+  berth_model *m = v1_model(e, req, mt->model, false, &routed);
+  if (m == NULL)
     return;
-  }
-  if (!berth_slice_is(verb, "predict")) {
-    snprintf(msg, sizeof msg, "':%.*s' is not supported; KServe v1 here "
-             "offers ':predict'", (int)(verb.n > 40 ? 40 : verb.n), verb.p);
-    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
-    return;
-  }
-  allow = "POST"; /* :predict */
-  if (!is_post)
-    goto method;
-  if (!berth_rest_servable(e, req, m))
+  berth_rest_respond_doc(e, req, 200,
+                         json_pack("{s:s, s:b}", "name", m->cfg->name,
+                                   "ready", berth_model_ready(m)));
+}
+
+void berth_rest_v1_predict(berth_engine *e, berth_http_req *req,
+                           const berth_rest_match *mt) {
+  berth_route_stat *routed = NULL;
+  berth_model *m = v1_model(e, req, mt->model, true, &routed);
+  if (m == NULL || !berth_rest_servable(e, req, m))
     return;
   berth_infer_request r;
   berth_errmsg err;
@@ -294,7 +283,24 @@ void berth_rest_kserve_v1(berth_engine *e, berth_http_req *req, bool is_get,
     return;
   }
   berth_rest_submit(e, req, m, &r, BERTH_REST_KSERVE_V1, false, routed);
-  return;
-method:
-  berth_rest_respond_method(e, req, allow);
+}
+
+void berth_rest_v1_not_found(berth_engine *e, berth_http_req *req,
+                             berth_slice name_verb) {
+  const char *colon = memchr(name_verb.p, ':', name_verb.n);
+  if (colon == NULL) {
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint; "
+                             "see /v1/models/{name} and "
+                             "/v1/models/{name}:predict");
+    return;
+  }
+  berth_slice name = {name_verb.p, (size_t)(colon - name_verb.p)};
+  berth_slice verb = {colon + 1, name_verb.n - name.n - 1};
+  berth_route_stat *routed = NULL;
+  if (v1_model(e, req, name, false, &routed) == NULL)
+    return;
+  char msg[200];
+  snprintf(msg, sizeof msg, "':%.*s' is not supported; KServe v1 here "
+           "offers ':predict'", (int)(verb.n > 40 ? 40 : verb.n), verb.p);
+  berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
 }

@@ -1,8 +1,10 @@
 /* Berth engine: Open Inference Protocol v2 over REST — routes, metadata,
  * and the infer path (decode once, JSON or binary tensors; check against the
- * signature, queue, answer). Every failure is mapped to an HTTP status here,
- * once. Triton's configuration, statistics and repository routes live in
- * rest_triton.c, KServe v1 in kserve_v1.c; what they share is rest.h. */
+ * signature, queue, answer), health and metrics. The routes that lead
+ * here are rest_routes.c's table; Triton's configuration, statistics and
+ * repository handlers live in rest_triton.c, KServe v1 in kserve_v1.c, the
+ * traffic routes' in router_admin.c; what they share is rest.h and
+ * rest_common.c. */
 #include "rest.h"
 
 #include <stdio.h>
@@ -18,205 +20,6 @@
 #include "ui.h"
 #include "trace.h"
 #include "metrics.h"
-
-#define JSON_CT {"content-type", "application/json"}
-
-/* ---- answering -------------------------------------------------------- */
-
-int berth_rest_http_status(int status) {
-  switch (status) {
-  case BERTH_OK:
-    return 200;
-  case BERTH_E_INVALID:
-  case BERTH_E_PARSE:
-  case BERTH_E_UNSUPPORTED:
-  case BERTH_E_CONFIG:
-    return 400;
-  case BERTH_E_NOT_FOUND:
-    return 404;
-  case BERTH_E_UNAUTHENTICATED:
-    return 401;
-  case BERTH_E_FORBIDDEN:
-    return 403;
-  case BERTH_E_METHOD:
-    return 405;
-  case BERTH_E_TOO_LARGE:
-    return 413;
-  case BERTH_E_OVERLOAD:
-    return 429;
-  case BERTH_E_UNAVAILABLE:
-  case BERTH_E_SHUTDOWN:
-    return 503;
-  case BERTH_E_TIMEOUT:
-    return 504;
-  default:
-    return 500;
-  }
-}
-
-/* The request's id: the client's X-Request-ID, else the OIP request's
- * "id" (noted by handle_infer), else a fresh one made here. */
-const char *berth_rest_request_id(berth_http_req *req) {
-  const char *id = berth_http_req_note(req, BERTH_HTTP_NOTE_REQUEST_ID);
-  if (id == NULL) {
-    char fresh[BERTH_REQUEST_ID_MAX + 1];
-    berth_request_id_new(fresh);
-    berth_http_req_set_note(req, BERTH_HTTP_NOTE_REQUEST_ID, fresh,
-                            strlen(fresh));
-    id = berth_http_req_note(req, BERTH_HTTP_NOTE_REQUEST_ID);
-  }
-  return id;
-}
-
-static void access_log(berth_engine *e, berth_http_req *req, int http_status,
-                       size_t body_len) {
-  if (!e->cfg.access_log)
-    return;
-  int v = berth_http_version(req);
-  berth_access_record r = {
-      .protocol = v == 20 ? "http/2" : v == 10 ? "http/1.0" : "http/1.1",
-      .request_id = berth_rest_request_id(req),
-      .model = berth_http_req_note(req, BERTH_HTTP_NOTE_MODEL),
-      .version = berth_http_req_note(req, BERTH_HTTP_NOTE_VERSION),
-      .status = http_status,
-      .latency_ms = (double)(uv_hrtime() - berth_http_received_ns(req)) / 1e6,
-      .bytes_out = body_len,
-      .peer = berth_http_peer(req),
-  };
-  r.method = berth_http_method(req, &r.method_len);
-  r.path = berth_http_path(req, &r.path_len);
-  size_t in = 0;
-  berth_http_body(req, &in);
-  r.bytes_in = in;
-  berth_access_log(&r);
-}
-
-void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
-                             int http_status, const berth_http_header_kv *h,
-                             size_t n, char *body, size_t len) {
-  access_log(e, req, http_status, len);
-  /* every answer echoes the request id */
-  berth_http_header_kv all[8];
-  if (n < sizeof all / sizeof all[0]) {
-    memcpy(all, h, n * sizeof *h);
-    all[n].name = "x-request-id";
-    all[n].value = berth_rest_request_id(req);
-    berth_http_respond_take(req, http_status, all, n + 1, body, len);
-    return;
-  }
-  berth_http_respond_take(req, http_status, h, n, body, len);
-}
-
-void berth_rest_respond_json(berth_engine *e, berth_http_req *req,
-                             int http_status, berth_buf *body) {
-  berth_http_header_kv h[] = {JSON_CT};
-  size_t len = 0;
-  char *data = berth_buf_detach(body, &len);
-  berth_rest_respond_take(e, req, http_status, h, 1, data, len);
-}
-
-void berth_rest_respond_error(berth_engine *e, berth_http_req *req,
-                              int status, const char *msg) {
-  berth_buf b;
-  berth_buf_init(&b, 64 * 1024);
-  if (berth_json_encode_error(msg, &b) != BERTH_OK) {
-    berth_buf_free(&b);
-    berth_buf_append(&b, "{\"error\":\"internal error\"}", 26);
-  }
-  int hs = berth_rest_http_status(status);
-  if (status == BERTH_E_OVERLOAD || status == BERTH_E_METHOD ||
-      status == BERTH_E_UNAUTHENTICATED) {
-    berth_http_header_kv h[2] = {JSON_CT, {"retry-after", "1"}};
-    if (status == BERTH_E_UNAUTHENTICATED) {
-      h[1].name = "www-authenticate";
-      h[1].value = "Bearer realm=\"berth\"";
-    }
-    if (status == BERTH_E_METHOD) { /* berth_rest_respond_method names
-                                       the path's own methods */
-      h[1].name = "allow";
-      h[1].value = "GET, POST";
-    }
-    size_t len = 0;
-    char *data = berth_buf_detach(&b, &len);
-    berth_rest_respond_take(e, req, hs, h, 2, data, len);
-    return;
-  }
-  berth_rest_respond_json(e, req, hs, &b);
-}
-
-void berth_rest_respond_method(berth_engine *e, berth_http_req *req,
-                               const char *allow) {
-  size_t ml = 0;
-  const char *method = berth_http_method(req, &ml);
-  char msg[200];
-  snprintf(msg, sizeof msg, "method %.*s not allowed on this endpoint; it "
-           "takes %s", (int)(ml > 20 ? 20 : ml), method, allow);
-  berth_buf b;
-  berth_buf_init(&b, 64 * 1024);
-  if (berth_json_encode_error(msg, &b) != BERTH_OK) {
-    berth_buf_free(&b);
-    berth_buf_append(&b, "{\"error\":\"internal error\"}", 26);
-  }
-  berth_http_header_kv h[2] = {JSON_CT, {"allow", allow}};
-  size_t len = 0;
-  char *data = berth_buf_detach(&b, &len);
-  berth_rest_respond_take(e, req, 405, h, 2, data, len);
-}
-
-void berth_rest_respond_doc(berth_engine *e, berth_http_req *req,
-                            int http_status, json_t *doc) {
-  char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
-  json_decref(doc);
-  if (text == NULL) {
-    berth_rest_respond_error(e, req, BERTH_E_NOMEM, "out of memory");
-    return;
-  }
-  berth_http_header_kv h[] = {JSON_CT};
-  berth_rest_respond_take(e, req, http_status, h, 1, text, strlen(text));
-}
-
-/* ---- paths ------------------------------------------------------------ */
-
-bool berth_slice_is(berth_slice s, const char *lit) {
-  return s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0;
-}
-
-/* Splits "/a/b/c" into at most max segments; returns the count or -1 when
- * there are more (or empty segments). */
-static int split_path(const char *p, size_t n, berth_slice *seg, int max) {
-  int k = 0;
-  size_t i = 0;
-  if (n == 0 || p[0] != '/')
-    return -1;
-  i = 1;
-  while (i < n) {
-    size_t start = i;
-    while (i < n && p[i] != '/')
-      i++;
-    if (i == start || k == max)
-      return -1;
-    seg[k].p = p + start;
-    seg[k].n = i - start;
-    k++;
-    if (i < n)
-      i++; /* skip '/'; a trailing slash makes an empty segment next */
-    if (i == n && p[n - 1] == '/')
-      return -1;
-  }
-  return k;
-}
-
-bool berth_slice_valid_name(berth_slice s) {
-  if (s.n == 0 || s.n > 256)
-    return false;
-  for (size_t i = 0; i < s.n; i++) {
-    char c = s.p[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-          (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
-      return false;
-  }
-  return true;
-}
 
 /* ---- metadata ----------------------------------------------------------- */
 
@@ -234,7 +37,9 @@ static json_t *specs_json(const berth_tensor_spec *s, size_t n) {
   return arr;
 }
 
-static void handle_server_metadata(berth_engine *e, berth_http_req *req) {
+void berth_rest_server_metadata(berth_engine *e, berth_http_req *req,
+                                const berth_rest_match *mt) {
+  (void)mt;
   json_t *ext = json_array();
   for (size_t i = 0; i < berth_server_n_extensions; i++)
     json_array_append_new(ext, json_string(berth_server_extensions[i]));
@@ -244,8 +49,12 @@ static void handle_server_metadata(berth_engine *e, berth_http_req *req) {
                                    ext));
 }
 
-static void handle_model_metadata(berth_engine *e, berth_http_req *req,
-                                  berth_model *m) {
+void berth_rest_model_metadata(berth_engine *e, berth_http_req *req,
+                               const berth_rest_match *mt) {
+  struct berth_route_stat *routed;
+  berth_model *m = berth_rest_find_model(e, req, mt, false, false, &routed);
+  if (m == NULL)
+    return;
   json_t *versions = json_array();
   for (size_t i = 0; i < e->n_models; i++)
     if (strcmp(e->models[i]->cfg->name, m->cfg->name) == 0)
@@ -262,8 +71,12 @@ static void handle_model_metadata(berth_engine *e, berth_http_req *req,
 }
 
 
-static void handle_model_ready(berth_engine *e, berth_http_req *req,
-                               berth_model *m) {
+void berth_rest_model_ready(berth_engine *e, berth_http_req *req,
+                            const berth_rest_match *mt) {
+  struct berth_route_stat *routed;
+  berth_model *m = berth_rest_find_model(e, req, mt, false, false, &routed);
+  if (m == NULL)
+    return;
   if (!berth_model_ready(m)) {
     char msg[700];
     berth_model_not_ready_message(m, msg, sizeof msg);
@@ -276,21 +89,6 @@ static void handle_model_ready(berth_engine *e, berth_http_req *req,
 }
 
 /* ---- infer ------------------------------------------------------------ */
-
-void berth_rest_note_oip_id(berth_http_req *req, const char *id) {
-  char ok[BERTH_REQUEST_ID_MAX + 1];
-  if (id != NULL &&
-      berth_http_req_note(req, BERTH_HTTP_NOTE_REQUEST_ID) == NULL &&
-      berth_request_id_take(id, strlen(id), ok))
-    berth_http_req_set_note(req, BERTH_HTTP_NOTE_REQUEST_ID, ok, strlen(ok));
-}
-
-void berth_rest_note_model(berth_http_req *req, const berth_model *m) {
-  berth_http_req_set_note(req, BERTH_HTTP_NOTE_MODEL, m->cfg->name,
-                          strlen(m->cfg->name));
-  berth_http_req_set_note(req, BERTH_HTTP_NOTE_VERSION, m->cfg->version,
-                          strlen(m->cfg->version));
-}
 
 typedef struct rest_call {
   berth_job job;              /* first: the job pointer is the call pointer */
@@ -467,9 +265,11 @@ static int decode_body(berth_engine *e, berth_http_req *req,
   return berth_binary_decode_infer_request(body, blen, head_len, &lim, r, err);
 }
 
-static void handle_infer(berth_engine *e, berth_http_req *req,
-                         berth_model *m, berth_route_stat *routed) {
-  if (!berth_rest_servable(e, req, m))
+void berth_rest_infer(berth_engine *e, berth_http_req *req,
+                      const berth_rest_match *mt) {
+  struct berth_route_stat *routed;
+  berth_model *m = berth_rest_find_model(e, req, mt, true, false, &routed);
+  if (m == NULL || !berth_rest_servable(e, req, m))
     return;
   berth_infer_request r = {0};
   berth_errmsg err;
@@ -490,10 +290,33 @@ static void handle_infer(berth_engine *e, berth_http_req *req,
   berth_rest_submit(e, req, m, &r, BERTH_REST_OIP, binary_default, routed);
 }
 
-/* ---- metrics ------------------------------------------------------------ */
+/* ---- health and metrics ---------------------------------------------------- */
+
+void berth_rest_live(berth_engine *e, berth_http_req *req,
+                     const berth_rest_match *mt) {
+  (void)mt;
+  berth_rest_respond_doc(e, req, 200, json_pack("{s:b}", "live", 1));
+}
+
+void berth_rest_ready(berth_engine *e, berth_http_req *req,
+                      const berth_rest_match *mt) {
+  (void)mt;
+  bool ok = berth_server_ready(e);
+  berth_rest_respond_doc(e, req, ok ? 200 : 503,
+                         json_pack("{s:b}", "ready", ok));
+}
+
+/* KServe's v1 liveness probe (its clients GET the root). */
+void berth_rest_root(berth_engine *e, berth_http_req *req,
+                     const berth_rest_match *mt) {
+  (void)mt;
+  berth_rest_respond_doc(e, req, 200, json_pack("{s:s}", "status", "alive"));
+}
 
 /* GET /metrics: the Prometheus text exposition (docs/metrics.md). */
-static void handle_metrics(berth_engine *e, berth_http_req *req) {
+void berth_rest_metrics(berth_engine *e, berth_http_req *req,
+                        const berth_rest_match *mt) {
+  (void)mt;
   berth_buf out;
   berth_buf_init(&out, (size_t)64 << 20);
   if (berth_metrics_collect(e, &out) != BERTH_OK) {
@@ -506,232 +329,6 @@ static void handle_metrics(berth_engine *e, berth_http_req *req) {
   size_t len = 0;
   char *data = berth_buf_detach(&out, &len);
   berth_rest_respond_take(e, req, 200, h, 1, data, len);
-}
-
-/* ---- routing ------------------------------------------------------------ */
-
-static void route_model(berth_engine *e, berth_http_req *req, bool is_get,
-                        bool is_post, berth_slice *seg, int nseg) {
-  /* seg[0]="v2", seg[1]="models", seg[2]=name, ... */
-  berth_slice name = seg[2];
-  const char *ver = NULL;
-  size_t ver_len = 0;
-  int rest = 3;
-  char msg[700];
-  const char *allow = "GET";
-  if (nseg == 3 && berth_slice_is(name, "stats")) {
-    if (!is_get)
-      goto method;
-    berth_rest_model_stats(e, req, NULL, true);
-    return;
-  }
-  if (nseg >= 5 && berth_slice_is(seg[3], "versions")) {
-    ver = seg[4].p;
-    ver_len = seg[4].n;
-    rest = 5;
-    if (!berth_slice_valid_name(seg[4])) {
-      berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND,
-                               "invalid model version");
-      return;
-    }
-  }
-  berth_slice action = {NULL, 0};
-  if (nseg == rest + 1)
-    action = seg[rest];
-  else if (nseg != rest) {
-    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");
-    return;
-  }
-  /* a route (no version named): its target for inference, else its
-   * primary target */
-  berth_route_stat *routed = NULL;
-  bool infer = action.p != NULL && berth_slice_is(action, "infer");
-  bool valid = berth_slice_valid_name(name);
-  bool exists = valid && berth_model_name_exists(e, name.p, name.n);
-  berth_model *m = ver == NULL && valid
-                       ? berth_router_resolve(e, name.p, name.n,
-                                              infer ? req : NULL, &routed)
-                       : NULL;
-  /* a name no model has may be a pipeline's (pipeline.c), version "1" */
-  if (m == NULL && valid && !exists &&
-      (ver == NULL || (ver_len == 1 && ver[0] == '1')))
-    m = berth_composite_find(e, name.p, name.n, NULL, 0);
-  if (m == NULL && !exists) {
-    snprintf(msg, sizeof msg, "unknown model '%.*s'",
-             (int)(name.n > 200 ? 200 : name.n), name.p);
-    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
-    return;
-  }
-  if (m == NULL)
-    m = berth_model_find(e, name.p, name.n, ver, ver_len);
-  if (m == NULL) {
-    snprintf(msg, sizeof msg, "model '%.*s' has no version '%.*s'",
-             (int)name.n, name.p, (int)ver_len, ver);
-    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
-    return;
-  }
-  berth_rest_note_model(req, m);
-  bool stats = action.p != NULL && berth_slice_is(action, "stats");
-  if (m->state == BERTH_MODEL_UNAVAILABLE && !stats) {
-    snprintf(msg, sizeof msg, "model '%s' version '%s' is not loaded (%.300s); "
-             "POST /v2/repository/models/%s/load loads it", m->cfg->name,
-             m->cfg->version,
-             m->load_error[0] ? m->load_error : "it was unloaded",
-             m->cfg->name);
-    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
-    return;
-  }
-  bool post_action = action.p != NULL && berth_slice_is(action, "infer");
-  allow = post_action ? "POST" : "GET";
-  if (post_action ? !is_post : !is_get)
-    goto method;
-  if (action.p == NULL)
-    handle_model_metadata(e, req, m);
-  else if (berth_slice_is(action, "ready"))
-    handle_model_ready(e, req, m);
-  else if (post_action)
-    handle_infer(e, req, m, routed);
-  else if (berth_slice_is(action, "config"))
-    berth_rest_model_config(e, req, m);
-  else if (stats)
-    berth_rest_model_stats(e, req, m, ver == NULL);
-  else
-    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");
-  return;
-method:
-  berth_rest_respond_method(e, req, allow);
-}
-
-/* Checks the bearer token (tokens are configured); false: answered 401 or
- * 403. */
-static bool authorized(berth_engine *e, berth_http_req *req, bool admin,
-                       bool health) {
-  size_t hl = 0;
-  const char *authz = berth_http_header(req, "authorization", &hl);
-  switch (berth_auth_check(&e->auth, authz, authz ? hl : 0, admin, health)) {
-  case BERTH_AUTH_UNAUTHENTICATED:
-    berth_rest_respond_error(e, req, BERTH_E_UNAUTHENTICATED,
-                             "missing or unknown bearer token; send "
-                             "Authorization: Bearer <token>");
-    return false;
-  case BERTH_AUTH_FORBIDDEN:
-    berth_rest_respond_error(e, req, BERTH_E_FORBIDDEN,
-                             "this endpoint needs an admin token");
-    return false;
-  default:
-    return true;
-  }
-}
-
-void berth_rest_metrics_handle(berth_http_req *req, void *arg) {
-  berth_engine *e = arg;
-  size_t ml, pl;
-  const char *method = berth_http_method(req, &ml);
-  const char *path = berth_http_path(req, &pl);
-  if (berth_auth_enabled(&e->auth) && !authorized(e, req, false, false))
-    return;
-  if (!(pl == 8 && memcmp(path, "/metrics", 8) == 0)) {
-    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND,
-                             "this port serves only GET /metrics");
-    return;
-  }
-  if (!(ml == 3 && memcmp(method, "GET", 3) == 0)) {
-    berth_rest_respond_method(e, req, "GET");
-    return;
-  }
-  handle_metrics(e, req);
-}
-
-void berth_rest_handle(berth_http_req *req, void *arg) {
-  berth_engine *e = arg;
-  size_t ml, pl;
-  const char *method = berth_http_method(req, &ml);
-  const char *path = berth_http_path(req, &pl);
-  bool is_get = (ml == 3 && memcmp(method, "GET", 3) == 0);
-  bool is_post = (ml == 4 && memcmp(method, "POST", 4) == 0);
-  if (berth_ui_route(path, pl)) { /* the dashboard: its own token rule */
-    berth_ui_handle(e, req);
-    return;
-  }
-  berth_slice seg[8];
-  int nseg = split_path(path, pl, seg, 8);
-  size_t il = 0;
-  const char *rid = berth_http_header(req, "x-request-id", &il);
-  char given[BERTH_REQUEST_ID_MAX + 1];
-  if (berth_request_id_take(rid, il, given))
-    berth_http_req_set_note(req, BERTH_HTTP_NOTE_REQUEST_ID, given,
-                            strlen(given));
-  if (berth_auth_enabled(&e->auth)) {
-    bool health = nseg == 3 && berth_slice_is(seg[0], "v2") &&
-                  berth_slice_is(seg[1], "health");
-    bool admin = nseg == 5 && berth_slice_is(seg[0], "v2") &&
-                 berth_slice_is(seg[1], "repository") &&
-                 (berth_slice_is(seg[4], "load") ||
-                  berth_slice_is(seg[4], "unload"));
-    admin = admin || (!is_get && nseg >= 2 && berth_slice_is(seg[0], "v2") &&
-                      berth_slice_is(seg[1], "routes"));
-    if (!authorized(e, req, admin, health))
-      return;
-  }
-  if (nseg == 1 && berth_slice_is(seg[0], "metrics")) {
-    if (!is_get)
-      goto method;
-    handle_metrics(e, req);
-    return;
-  }
-  if (nseg == 0 && is_get) {
-    /* KServe's v1 liveness probe (its clients GET the root). */
-    berth_rest_respond_doc(e, req, 200, json_pack("{s:s}", "status", "alive"));
-    return;
-  }
-  if (nseg >= 2 && berth_slice_is(seg[0], "v1") &&
-      berth_slice_is(seg[1], "models")) {
-    berth_rest_kserve_v1(e, req, is_get, is_post, seg, nseg);
-    return;
-  }
-  if (nseg >= 1 && berth_slice_is(seg[0], "v2")) {
-    if (nseg == 1) {
-      if (!is_get)
-        goto method;
-      handle_server_metadata(e, req);
-      return;
-    }
-    if (nseg == 3 && berth_slice_is(seg[1], "health")) {
-      if (!is_get)
-        goto method;
-      if (berth_slice_is(seg[2], "live")) {
-        berth_rest_respond_doc(e, req, 200, json_pack("{s:b}", "live", 1));
-        return;
-      }
-      if (berth_slice_is(seg[2], "ready")) {
-        bool ok = berth_server_ready(e);
-        berth_rest_respond_doc(e, req, ok ? 200 : 503,
-                               json_pack("{s:b}", "ready", ok));
-        return;
-      }
-    }
-    if (nseg >= 3 && berth_slice_is(seg[1], "models")) {
-      route_model(e, req, is_get, is_post, seg, nseg);
-      return;
-    }
-    if (berth_slice_is(seg[1], "routes")) {
-      berth_rest_routes(e, req, is_get, is_post, seg, nseg);
-      return;
-    }
-    if (nseg >= 3 && berth_slice_is(seg[1], "repository")) {
-      berth_rest_repository(e, req, is_post, seg, nseg);
-      return;
-    }
-  }
-  {
-    char msg[400];
-    snprintf(msg, sizeof msg, "no endpoint at '%.*s'; see /v2 and "
-             "/v2/models/{name}", (int)(pl > 200 ? 200 : pl), path);
-    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
-  }
-  return;
-method: /* /metrics, /v2, /v2/health/...: read-only */
-  berth_rest_respond_method(e, req, "GET");
 }
 
 /* ---- the module ------------------------------------------------------------ */

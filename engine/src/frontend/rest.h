@@ -1,6 +1,7 @@
-/* Berth engine: what the REST modules share (internal to rest.c,
- * rest_triton.c and kserve_v1.c): answering, path segments, and the routes
- * each module serves.
+/* Berth engine: what the REST modules share (rest_common.c): answering,
+ * path segments, the model a path names; and the handlers that
+ * rest_routes.c's table leads to (rest.c, rest_triton.c, kserve_v1.c,
+ * router_admin.c).
  *
  * Every answer goes through these helpers, so a berth_status becomes an
  * HTTP status in one place (berth_rest_http_status) and the access log sees
@@ -22,6 +23,30 @@ typedef struct berth_slice {
 } berth_slice;
 
 bool berth_slice_is(berth_slice s, const char *lit);
+/* Splits "/a/b/c" into at most max segments; the count, or -1 when there
+ * are more (or empty segments, or no leading '/'). */
+int berth_rest_split_path(const char *p, size_t n, berth_slice *seg, int max);
+
+/* What a route's path captured (rest_routes.c); p is NULL for a capture the
+ * path has not. */
+typedef struct berth_rest_match {
+  berth_slice model;   /* {model} */
+  berth_slice version; /* {version} */
+  berth_slice name;    /* {name}: a traffic route's */
+} berth_rest_match;
+
+/* A route's handler: the method, path and token were checked. */
+typedef void (*berth_rest_handler)(berth_engine *e, berth_http_req *req,
+                                   const berth_rest_match *mt);
+
+/* The model version that mt's {model} and {version} name: a traffic route's
+ * target (drawn for an inference when infer, *routed then set), a composite
+ * (a pipeline), or the model version; an unloaded one only when
+ * unloaded_ok. NULL after answering 404 with the reason. */
+berth_model *berth_rest_find_model(berth_engine *e, berth_http_req *req,
+                                   const berth_rest_match *mt, bool infer,
+                                   bool unloaded_ok,
+                                   struct berth_route_stat **routed);
 /* [A-Za-z0-9_.-]{1,256}: a model name or version in a path. */
 bool berth_slice_valid_name(berth_slice s);
 
@@ -86,19 +111,56 @@ void berth_rest_model_config(berth_engine *e, berth_http_req *req,
  * of every model version. */
 void berth_rest_model_stats(berth_engine *e, berth_http_req *req,
                             berth_model *m, bool all_versions);
-/* POST /v2/repository/...: seg[0]="v2", seg[1]="repository". */
-void berth_rest_repository(berth_engine *e, berth_http_req *req, bool is_post,
-                           const berth_slice *seg, int nseg);
+/* ---- the route table's handlers (rest_routes.c lists their paths) ---- */
 
-/* router_admin.c: GET /v2/routes[/{name}], POST /v2/routes/{name};
- * seg[0]="v2", seg[1]="routes". */
-void berth_rest_routes(berth_engine *e, berth_http_req *req, bool is_get,
-                       bool is_post, const berth_slice *seg, int nseg);
-
-/* kserve_v1.c: GET /v1/models/{m} and POST /v1/models/{m}:predict;
- * seg[0]="v1", seg[1]="models". */
-void berth_rest_kserve_v1(berth_engine *e, berth_http_req *req, bool is_get,
-                          bool is_post, const berth_slice *seg, int nseg);
+/* rest.c */
+void berth_rest_root(berth_engine *e, berth_http_req *req,
+                     const berth_rest_match *mt);
+void berth_rest_metrics(berth_engine *e, berth_http_req *req,
+                        const berth_rest_match *mt);
+void berth_rest_live(berth_engine *e, berth_http_req *req,
+                     const berth_rest_match *mt);
+void berth_rest_ready(berth_engine *e, berth_http_req *req,
+                      const berth_rest_match *mt);
+void berth_rest_server_metadata(berth_engine *e, berth_http_req *req,
+                                const berth_rest_match *mt);
+void berth_rest_model_metadata(berth_engine *e, berth_http_req *req,
+                               const berth_rest_match *mt);
+void berth_rest_model_ready(berth_engine *e, berth_http_req *req,
+                            const berth_rest_match *mt);
+void berth_rest_infer(berth_engine *e, berth_http_req *req,
+                      const berth_rest_match *mt);
+/* rest_triton.c */
+void berth_rest_config(berth_engine *e, berth_http_req *req,
+                       const berth_rest_match *mt);
+void berth_rest_stats(berth_engine *e, berth_http_req *req,
+                      const berth_rest_match *mt);
+void berth_rest_all_stats(berth_engine *e, berth_http_req *req,
+                          const berth_rest_match *mt);
+void berth_rest_repository_index(berth_engine *e, berth_http_req *req,
+                                 const berth_rest_match *mt);
+void berth_rest_repository_load(berth_engine *e, berth_http_req *req,
+                                const berth_rest_match *mt);
+void berth_rest_repository_unload(berth_engine *e, berth_http_req *req,
+                                  const berth_rest_match *mt);
+/* router_admin.c */
+void berth_rest_routes_list(berth_engine *e, berth_http_req *req,
+                            const berth_rest_match *mt);
+void berth_rest_route_get(berth_engine *e, berth_http_req *req,
+                          const berth_rest_match *mt);
+void berth_rest_route_update(berth_engine *e, berth_http_req *req,
+                             const berth_rest_match *mt);
+/* kserve_v1.c */
+void berth_rest_v1_list(berth_engine *e, berth_http_req *req,
+                        const berth_rest_match *mt);
+void berth_rest_v1_status(berth_engine *e, berth_http_req *req,
+                          const berth_rest_match *mt);
+void berth_rest_v1_predict(berth_engine *e, berth_http_req *req,
+                           const berth_rest_match *mt);
+/* The 404 of a /v1/models/... path no route has; name_verb: its third
+ * segment ("name:verb"), or empty. */
+void berth_rest_v1_not_found(berth_engine *e, berth_http_req *req,
+                             berth_slice name_verb);
 /* Appends {"predictions": ...}: the first output (the requested one when
  * the request named one) as nested lists. */
 int berth_kserve_v1_encode(const berth_infer_request *r,

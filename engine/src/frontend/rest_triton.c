@@ -258,30 +258,30 @@ static void repository_change(berth_engine *e, berth_http_req *req,
                             repo_done, rr);
 }
 
-void berth_rest_repository(berth_engine *e, berth_http_req *req, bool is_post,
-                           const berth_slice *seg, int nseg) {
-  /* seg[0]="v2", seg[1]="repository" */
-  bool index = nseg == 3 && berth_slice_is(seg[2], "index");
-  bool change = nseg == 5 && berth_slice_is(seg[2], "models") &&
-                (berth_slice_is(seg[4], "load") ||
-                 berth_slice_is(seg[4], "unload"));
-  if (!index && !change) {
-    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint; "
-                             "see /v2/repository/index and "
-                             "/v2/repository/models/{name}/load|unload");
-    return;
-  }
-  if (!is_post) {
-    berth_rest_respond_method(e, req, "POST");
-    return;
-  }
-  /* Tokens were checked in berth_rest_handle (load/unload need admin). */
+void berth_rest_repository_index(berth_engine *e, berth_http_req *req,
+                                 const berth_rest_match *mt) {
+  (void)mt;
   berth_errmsg err;
-  if (change && berth_repo_mode_allows(&e->cfg, &err) != BERTH_OK) {
+  json_t *body = NULL;
+  int rc = body_object(req, &body, &err);
+  if (rc != BERTH_OK) {
+    berth_rest_respond_error(e, req, rc, err.msg);
+    return;
+  }
+  repository_index(e, req, body);
+  json_decref(body);
+}
+
+/* POST /v2/repository/models/{model}/load and unload; the route table
+ * asked for an admin token when tokens are configured. */
+static void repository_load_or_unload(berth_engine *e, berth_http_req *req,
+                                      const berth_rest_match *mt, bool load) {
+  berth_errmsg err;
+  if (berth_repo_mode_allows(&e->cfg, &err) != BERTH_OK) {
     berth_rest_respond_error(e, req, BERTH_E_FORBIDDEN, err.msg);
     return;
   }
-  if (change && !berth_slice_valid_name(seg[3])) {
+  if (!berth_slice_valid_name(mt->model)) {
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "invalid model name");
     return;
   }
@@ -291,9 +291,40 @@ void berth_rest_repository(berth_engine *e, berth_http_req *req, bool is_post,
     berth_rest_respond_error(e, req, rc, err.msg);
     return;
   }
-  if (index)
-    repository_index(e, req, body);
-  else
-    repository_change(e, req, seg[3], berth_slice_is(seg[4], "load"), body);
+  repository_change(e, req, mt->model, load, body);
   json_decref(body);
+}
+
+void berth_rest_repository_load(berth_engine *e, berth_http_req *req,
+                                const berth_rest_match *mt) {
+  repository_load_or_unload(e, req, mt, true);
+}
+
+void berth_rest_repository_unload(berth_engine *e, berth_http_req *req,
+                                  const berth_rest_match *mt) {
+  repository_load_or_unload(e, req, mt, false);
+}
+
+/* ---- handlers of the route table (rest_routes.c) ----------------------- */
+
+void berth_rest_config(berth_engine *e, berth_http_req *req,
+                       const berth_rest_match *mt) {
+  struct berth_route_stat *routed;
+  berth_model *m = berth_rest_find_model(e, req, mt, false, false, &routed);
+  if (m != NULL)
+    berth_rest_model_config(e, req, m);
+}
+
+void berth_rest_stats(berth_engine *e, berth_http_req *req,
+                      const berth_rest_match *mt) {
+  struct berth_route_stat *routed;
+  berth_model *m = berth_rest_find_model(e, req, mt, false, true, &routed);
+  if (m != NULL)
+    berth_rest_model_stats(e, req, m, mt->version.p == NULL);
+}
+
+void berth_rest_all_stats(berth_engine *e, berth_http_req *req,
+                          const berth_rest_match *mt) {
+  (void)mt;
+  berth_rest_model_stats(e, req, NULL, true);
 }

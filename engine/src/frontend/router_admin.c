@@ -133,44 +133,53 @@ int berth_router_update(berth_engine *e, const char *name, json_t *doc,
 
 /* ---- REST ------------------------------------------------------------------- */
 
-void berth_rest_routes(berth_engine *e, berth_http_req *req, bool is_get,
-                       bool is_post, const berth_slice *seg, int nseg) {
-  char msg[400];
-  if (nseg == 2) {
-    if (!is_get)
-      goto method;
-    json_t *list = berth_router_index(e);
-    berth_rest_respond_doc(e, req, 200,
-                           list != NULL ? json_pack("{s:o}", "routes", list)
-                                        : NULL);
-    return;
-  }
-  if (nseg != 3 || !berth_slice_valid_name(seg[2]) || seg[2].n > 128) {
+void berth_rest_routes_list(berth_engine *e, berth_http_req *req,
+                            const berth_rest_match *mt) {
+  (void)mt;
+  json_t *list = berth_router_index(e);
+  berth_rest_respond_doc(e, req, 200,
+                         list != NULL ? json_pack("{s:o}", "routes", list)
+                                      : NULL);
+}
+
+/* The route's name (129 bytes with the NUL), or false after a 404. */
+static bool route_name(berth_engine *e, berth_http_req *req,
+                       const berth_rest_match *mt, char name[130]) {
+  if (!berth_slice_valid_name(mt->name) || mt->name.n > 128) {
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND,
                              "no such endpoint; see /v2/routes and "
                              "/v2/routes/{name}");
+    return false;
+  }
+  snprintf(name, 130, "%.*s", (int)mt->name.n, mt->name.p);
+  return true;
+}
+
+void berth_rest_route_get(berth_engine *e, berth_http_req *req,
+                          const berth_rest_match *mt) {
+  char name[130], msg[400];
+  if (!route_name(e, req, mt, name))
+    return;
+  berth_route *rt = berth_router_find(e, mt->name.p, mt->name.n);
+  if (rt == NULL) {
+    snprintf(msg, sizeof msg, "no route '%s'; GET /v2/routes lists them",
+             name);
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return;
   }
-  char name[130];
-  snprintf(name, sizeof name, "%.*s", (int)seg[2].n, seg[2].p);
-  berth_route *rt = berth_router_find(e, seg[2].p, seg[2].n);
-  if (is_get) {
-    if (rt == NULL) {
-      snprintf(msg, sizeof msg, "no route '%s'; GET /v2/routes lists them",
-               name);
-      berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
-      return;
-    }
-    berth_rest_respond_doc(e, req, 200, berth_router_route_doc(rt));
+  berth_rest_respond_doc(e, req, 200, berth_router_route_doc(rt));
+}
+
+void berth_rest_route_update(berth_engine *e, berth_http_req *req,
+                             const berth_rest_match *mt) {
+  char name[130], msg[400];
+  if (!route_name(e, req, mt, name))
     return;
-  }
-  if (!is_post)
-    goto method;
   size_t blen = 0;
   const char *body = berth_http_body(req, &blen);
   json_error_t jerr;
-  json_t *doc = json_loadb(body != NULL ? body : "", blen, JSON_REJECT_DUPLICATES,
-                           &jerr);
+  json_t *doc = json_loadb(body != NULL ? body : "", blen,
+                           JSON_REJECT_DUPLICATES, &jerr);
   if (doc == NULL) {
     snprintf(msg, sizeof msg, "the body is not JSON: %.200s (line %d)",
              jerr.text, jerr.line);
@@ -184,10 +193,7 @@ void berth_rest_routes(berth_engine *e, berth_http_req *req, bool is_get,
     berth_rest_respond_error(e, req, rc, err.msg);
     return;
   }
-  rt = berth_router_find(e, seg[2].p, seg[2].n);
+  berth_route *rt = berth_router_find(e, mt->name.p, mt->name.n);
   berth_rest_respond_doc(e, req, 200,
                          rt != NULL ? berth_router_route_doc(rt) : NULL);
-  return;
-method: /* the list is read-only; a route is read and replaced */
-  berth_rest_respond_method(e, req, nseg == 2 ? "GET" : "GET, POST");
 }

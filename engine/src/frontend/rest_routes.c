@@ -1,0 +1,257 @@
+/* Berth engine: REST routing — one table of every path the REST port
+ * serves, with its method, the token it needs and its handler (the manner
+ * of gRPC's methods[] in grpc.c). A path that matches no route is 404; one
+ * that matches only with another method is 405 with an Allow header built
+ * from the table. The dashboard (/ui...) keeps its own token rule
+ * (ui.c). */
+#include "rest.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "ui.h"
+#include "access_log.h"
+
+/* Which token a route needs when tokens are configured (auth.h). */
+typedef enum rest_auth {
+  REST_AUTH_HEALTH = 0, /* none while server.health_open (the default) */
+  REST_AUTH_USER,       /* an inference token (or an admin one) */
+  REST_AUTH_ADMIN,      /* an admin token */
+} rest_auth;
+
+typedef struct rest_route {
+  const char *method; /* "GET" or "POST" */
+  /* Segments after the leading '/': literals, "{model}", "{version}",
+   * "{name}" (one segment each, without ':'), or "{model}:predict". */
+  const char *path;
+  rest_auth auth;
+  berth_rest_handler handle;
+} rest_route;
+
+static const rest_route routes[] = {
+    {"GET", "", REST_AUTH_USER, berth_rest_root},
+    {"GET", "metrics", REST_AUTH_USER, berth_rest_metrics},
+    {"GET", "v2", REST_AUTH_USER, berth_rest_server_metadata},
+    {"GET", "v2/health/live", REST_AUTH_HEALTH, berth_rest_live},
+    {"GET", "v2/health/ready", REST_AUTH_HEALTH, berth_rest_ready},
+    {"GET", "v2/models/stats", REST_AUTH_USER, berth_rest_all_stats},
+    {"GET", "v2/models/{model}", REST_AUTH_USER, berth_rest_model_metadata},
+    {"GET", "v2/models/{model}/versions/{version}", REST_AUTH_USER,
+     berth_rest_model_metadata},
+    {"GET", "v2/models/{model}/ready", REST_AUTH_USER, berth_rest_model_ready},
+    {"GET", "v2/models/{model}/versions/{version}/ready", REST_AUTH_USER,
+     berth_rest_model_ready},
+    {"POST", "v2/models/{model}/infer", REST_AUTH_USER, berth_rest_infer},
+    {"POST", "v2/models/{model}/versions/{version}/infer", REST_AUTH_USER,
+     berth_rest_infer},
+    {"GET", "v2/models/{model}/config", REST_AUTH_USER, berth_rest_config},
+    {"GET", "v2/models/{model}/versions/{version}/config", REST_AUTH_USER,
+     berth_rest_config},
+    {"GET", "v2/models/{model}/stats", REST_AUTH_USER, berth_rest_stats},
+    {"GET", "v2/models/{model}/versions/{version}/stats", REST_AUTH_USER,
+     berth_rest_stats},
+    {"POST", "v2/repository/index", REST_AUTH_USER,
+     berth_rest_repository_index},
+    {"POST", "v2/repository/models/{model}/load", REST_AUTH_ADMIN,
+     berth_rest_repository_load},
+    {"POST", "v2/repository/models/{model}/unload", REST_AUTH_ADMIN,
+     berth_rest_repository_unload},
+    {"GET", "v2/routes", REST_AUTH_USER, berth_rest_routes_list},
+    {"GET", "v2/routes/{name}", REST_AUTH_USER, berth_rest_route_get},
+    {"POST", "v2/routes/{name}", REST_AUTH_ADMIN, berth_rest_route_update},
+    {"GET", "v1/models", REST_AUTH_USER, berth_rest_v1_list},
+    {"GET", "v1/models/{model}", REST_AUTH_USER, berth_rest_v1_status},
+    {"POST", "v1/models/{model}:predict", REST_AUTH_USER,
+     berth_rest_v1_predict},
+};
+
+#define N_ROUTES (sizeof routes / sizeof routes[0])
+#define MAX_SEGMENTS 8
+
+/* Matches one pattern segment (pl bytes) against a path segment; fills the
+ * capture it names. */
+static bool match_segment(const char *pat, size_t pl, berth_slice seg,
+                          berth_rest_match *mt) {
+  if (pl == 0 || pat[0] != '{')
+    return seg.n == pl && memcmp(seg.p, pat, pl) == 0;
+  const char *close = memchr(pat, '}', pl);
+  if (close == NULL)
+    return false;
+  size_t name_len = (size_t)(close - pat) + 1;
+  const char *suffix = close + 1; /* ":predict" or "" */
+  size_t sl = pl - name_len;
+  if (seg.n <= sl || memcmp(seg.p + seg.n - sl, suffix, sl) != 0)
+    return false;
+  berth_slice v = {seg.p, seg.n - sl};
+  if (memchr(v.p, ':', v.n) != NULL)
+    return false; /* "x:verb" is no model name */
+  if (name_len == 7 && memcmp(pat, "{model}", 7) == 0)
+    mt->model = v;
+  else if (name_len == 9 && memcmp(pat, "{version}", 9) == 0)
+    mt->version = v;
+  else
+    mt->name = v;
+  return true;
+}
+
+/* Whether the path segments match route r's path (captures in *mt). */
+static bool match_path(const rest_route *r, const berth_slice *seg, int nseg,
+                       berth_rest_match *mt) {
+  memset(mt, 0, sizeof *mt);
+  const char *p = r->path;
+  int i = 0;
+  while (*p != '\0') {
+    const char *end = strchr(p, '/');
+    size_t pl = end != NULL ? (size_t)(end - p) : strlen(p);
+    if (i == nseg || !match_segment(p, pl, seg[i], mt))
+      return false;
+    i++;
+    p += pl + (end != NULL ? 1 : 0);
+  }
+  return i == nseg;
+}
+
+/* Checks the bearer token (tokens are configured); false: answered 401 or
+ * 403. */
+static bool authorized(berth_engine *e, berth_http_req *req, rest_auth auth) {
+  size_t hl = 0;
+  const char *authz = berth_http_header(req, "authorization", &hl);
+  switch (berth_auth_check(&e->auth, authz, authz ? hl : 0,
+                           auth == REST_AUTH_ADMIN,
+                           auth == REST_AUTH_HEALTH)) {
+  case BERTH_AUTH_UNAUTHENTICATED:
+    berth_rest_respond_error(e, req, BERTH_E_UNAUTHENTICATED,
+                             "missing or unknown bearer token; send "
+                             "Authorization: Bearer <token>");
+    return false;
+  case BERTH_AUTH_FORBIDDEN:
+    berth_rest_respond_error(e, req, BERTH_E_FORBIDDEN,
+                             "this endpoint needs an admin token");
+    return false;
+  default:
+    return true;
+  }
+}
+
+/* A path no route has: the most helpful 404 for where it points. */
+static void not_found(berth_engine *e, berth_http_req *req,
+                      const berth_slice *seg, int nseg, const char *path,
+                      size_t pl) {
+  char msg[400];
+  bool v2 = nseg >= 2 && berth_slice_is(seg[0], "v2");
+  if (v2 && nseg >= 3 && berth_slice_is(seg[1], "models")) {
+    berth_rest_match mt = {.model = seg[2]};
+    if (nseg >= 5 && berth_slice_is(seg[3], "versions"))
+      mt.version = seg[4];
+    struct berth_route_stat *routed;
+    if (berth_rest_find_model(e, req, &mt, false, true, &routed) != NULL)
+      berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint");
+    return;
+  }
+  if (v2 && berth_slice_is(seg[1], "repository")) {
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint; "
+                             "see /v2/repository/index and "
+                             "/v2/repository/models/{name}/load|unload");
+    return;
+  }
+  if (v2 && berth_slice_is(seg[1], "routes")) {
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND,
+                             "no such endpoint; see /v2/routes and "
+                             "/v2/routes/{name}");
+    return;
+  }
+  if (nseg >= 2 && berth_slice_is(seg[0], "v1") &&
+      berth_slice_is(seg[1], "models")) {
+    berth_slice last = nseg == 3 ? seg[2] : (berth_slice){"", 0};
+    berth_rest_v1_not_found(e, req, last);
+    return;
+  }
+  snprintf(msg, sizeof msg, "no endpoint at '%.*s'; see /v2 and "
+           "/v2/models/{name}", (int)(pl > 200 ? 200 : pl), path);
+  berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
+}
+
+/* The Allow value as a string that outlives the answer (the table's
+ * methods are GET and POST). */
+static const char *allow_static(const char *allow) {
+  if (strcmp(allow, "GET") == 0)
+    return "GET";
+  if (strcmp(allow, "POST") == 0)
+    return "POST";
+  return "GET, POST";
+}
+
+/* Notes the client's X-Request-ID as the request id (docs/logging.md). */
+static void note_request_id(berth_http_req *req) {
+  size_t il = 0;
+  const char *rid = berth_http_header(req, "x-request-id", &il);
+  char given[BERTH_REQUEST_ID_MAX + 1];
+  if (berth_request_id_take(rid, il, given))
+    berth_http_req_set_note(req, BERTH_HTTP_NOTE_REQUEST_ID, given,
+                            strlen(given));
+}
+
+void berth_rest_handle(berth_http_req *req, void *arg) {
+  berth_engine *e = arg;
+  size_t ml, pl;
+  const char *method = berth_http_method(req, &ml);
+  const char *path = berth_http_path(req, &pl);
+  if (berth_ui_route(path, pl)) { /* the dashboard: its own token rule */
+    berth_ui_handle(e, req);
+    return;
+  }
+  note_request_id(req);
+  berth_slice seg[MAX_SEGMENTS];
+  int nseg = berth_rest_split_path(path, pl, seg, MAX_SEGMENTS);
+  /* The route whose path and method match; else the methods of those whose
+   * path matches, and the strictest token among them. */
+  const rest_route *hit = NULL;
+  berth_rest_match mt, hit_mt;
+  rest_auth auth = REST_AUTH_USER;
+  char allow[32] = "";
+  bool path_known = false;
+  for (size_t i = 0; i < N_ROUTES && hit == NULL && nseg >= 0; i++) {
+    if (!match_path(&routes[i], seg, nseg, &mt))
+      continue;
+    if (strlen(routes[i].method) == ml &&
+        memcmp(routes[i].method, method, ml) == 0) {
+      hit = &routes[i];
+      hit_mt = mt;
+      auth = hit->auth;
+      break;
+    }
+    if (!path_known || routes[i].auth > auth)
+      auth = routes[i].auth;
+    path_known = true;
+    if (strstr(allow, routes[i].method) == NULL)
+      snprintf(allow + strlen(allow), sizeof allow - strlen(allow), "%s%s",
+               allow[0] ? ", " : "", routes[i].method);
+  }
+  if (berth_auth_enabled(&e->auth) && !authorized(e, req, auth))
+    return;
+  if (hit != NULL)
+    hit->handle(e, req, &hit_mt);
+  else if (path_known)
+    berth_rest_respond_method(e, req, allow_static(allow));
+  else
+    not_found(e, req, seg, nseg, path, pl);
+}
+
+void berth_rest_metrics_handle(berth_http_req *req, void *arg) {
+  berth_engine *e = arg;
+  size_t ml, pl;
+  const char *method = berth_http_method(req, &ml);
+  const char *path = berth_http_path(req, &pl);
+  if (berth_auth_enabled(&e->auth) && !authorized(e, req, REST_AUTH_USER))
+    return;
+  if (!(pl == 8 && memcmp(path, "/metrics", 8) == 0)) {
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND,
+                             "this port serves only GET /metrics");
+    return;
+  }
+  if (!(ml == 3 && memcmp(method, "GET", 3) == 0)) {
+    berth_rest_respond_method(e, req, "GET");
+    return;
+  }
+  berth_rest_metrics(e, req, NULL);
+}
