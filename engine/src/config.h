@@ -90,6 +90,14 @@ typedef struct berth_config {
   char *admin_tokens_file;       /* owned or NULL: admin tokens */
   char *admin_tokens_env;        /* owned or NULL */
   bool health_open;              /* health endpoints need no token */
+  char **allowed_hosts;          /* owned NULL-terminated list (may be
+                                    empty): Host names beyond IP addresses
+                                    and localhost; "*" any (http_guard.h) */
+  size_t n_allowed_hosts;
+  char **cors_origins;           /* owned NULL-terminated list (may be
+                                    empty): cross-site origins allowed;
+                                    "*" any (http_guard.h) */
+  size_t n_cors_origins;
   size_t max_body_bytes;         /* default 64 MiB */
   size_t max_head_bytes;         /* default 16 KiB */
   double drain_timeout_s;        /* SIGTERM drain bound, default 30 */

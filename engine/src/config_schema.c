@@ -73,6 +73,14 @@ static const berth_config_field berth_config_server_fields[] = {
      .slot = BERTH_CF_OFF(BERTH_CF_C, admin_tokens_env)},
     {.key = "health_open", .kind = BERTH_CF_BOOL, .def = "true",
      .slot = BERTH_CF_OFF(BERTH_CF_C, health_open)},
+    {.key = "allowed_hosts", .kind = BERTH_CF_ARGV, .def = "[]",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, allowed_hosts),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_C, n_allowed_hosts), .imin = 0,
+     .imax = 256},
+    {.key = "cors_origins", .kind = BERTH_CF_ARGV, .def = "[]",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, cors_origins),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_C, n_cors_origins), .imin = 0,
+     .imax = 256},
 };
 
 static const berth_config_field berth_config_log_fields[] = {

@@ -12,6 +12,7 @@
 #include "codec_binary.h"
 #include "access_log.h"
 #include "codec_json.h"
+#include "http_guard.h"
 #include "log.h"
 #include "router.h"
 #include "ui.h"
@@ -39,6 +40,8 @@ int berth_rest_http_status(int status) {
     return 405;
   case BERTH_E_TOO_LARGE:
     return 413;
+  case BERTH_E_MEDIA_TYPE:
+    return 415;
   case BERTH_E_OVERLOAD:
     return 429;
   case BERTH_E_UNAVAILABLE:
@@ -92,13 +95,17 @@ void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
                              int http_status, const berth_http_header_kv *h,
                              size_t n, char *body, size_t len) {
   access_log(e, req, http_status, len);
-  /* every answer echoes the request id */
-  berth_http_header_kv all[8];
-  if (n < sizeof all / sizeof all[0]) {
+  /* every answer echoes the request id; one to a listed cross-site origin
+   * carries the CORS headers (http_guard.h) */
+  berth_http_header_kv all[8 + BERTH_GUARD_CORS_HEADERS];
+  if (n < 8) {
     memcpy(all, h, n * sizeof *h);
     all[n].name = "x-request-id";
     all[n].value = berth_rest_request_id(req);
-    berth_http_respond_take(req, http_status, all, n + 1, body, len);
+    const char *cors = berth_http_req_note(req, BERTH_HTTP_NOTE_CORS_ORIGIN);
+    size_t k = cors != NULL ? berth_http_guard_cors_headers(cors, all + n + 1)
+                            : 0;
+    berth_http_respond_take(req, http_status, all, n + 1 + k, body, len);
     return;
   }
   berth_http_respond_take(req, http_status, h, n, body, len);
@@ -660,6 +667,8 @@ void berth_rest_metrics_handle(berth_http_req *req, void *arg) {
   size_t ml, pl;
   const char *method = berth_http_method(req, &ml);
   const char *path = berth_http_path(req, &pl);
+  if (!berth_http_guard_rest(e, req))
+    return;
   if (berth_auth_enabled(&e->auth) && !authorized(e, req, false, false))
     return;
   if (!(pl == 8 && memcmp(path, "/metrics", 8) == 0)) {
@@ -682,18 +691,21 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
   const char *path = berth_http_path(req, &pl);
   bool is_get = (ml == 3 && memcmp(method, "GET", 3) == 0);
   bool is_post = (ml == 4 && memcmp(method, "POST", 4) == 0);
-  if (berth_ui_route(path, pl)) { /* the dashboard: its own token rule */
-    berth_ui_handle(e, req);
-    return;
-  }
-  berth_slice seg[8];
-  int nseg = split_path(path, pl, seg, 8);
   size_t il = 0;
   const char *rid = berth_http_header(req, "x-request-id", &il);
   char given[BERTH_REQUEST_ID_MAX + 1];
   if (berth_request_id_take(rid, il, given))
     berth_http_req_set_note(req, BERTH_HTTP_NOTE_REQUEST_ID, given,
                             strlen(given));
+  /* Host, Origin, Content-Type: before anything else (http_guard.h) */
+  if (!berth_http_guard_rest(e, req))
+    return;
+  if (berth_ui_route(path, pl)) { /* the dashboard: its own token rule */
+    berth_ui_handle(e, req);
+    return;
+  }
+  berth_slice seg[8];
+  int nseg = split_path(path, pl, seg, 8);
   if (berth_auth_enabled(&e->auth)) {
     bool health = nseg == 3 && berth_slice_is(seg[0], "v2") &&
                   berth_slice_is(seg[1], "health");
