@@ -22,7 +22,6 @@ import json
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -58,6 +57,7 @@ def _control_flags() -> tuple[str, ...]:
     exist (issue 16, --model-control-mode); these tests need it on."""
     out = subprocess.run(
         [berth_executable(), "serve", "--help"],
+        check=False,
         capture_output=True,
         text=True,
         env=server_env(),
@@ -279,11 +279,14 @@ def test_preflight_from_a_foreign_origin_is_refused(default: BerthServer) -> Non
     assert resp.header("access-control-allow-origin") is None
 
 
-def test_configured_origin_gets_cors(configured: BerthServer, repo: tuple[Path, Marks, Marks]) -> None:
+def test_configured_origin_gets_cors(
+    configured: BerthServer, repo: tuple[Path, Marks, Marks]
+) -> None:
     origin = "https://app.example"
+    asked = "content-type, inference-header-content-length"
     pre = raw(configured.port, "OPTIONS", "/v2/models/slow/infer", None,
               {"Origin": origin, "Access-Control-Request-Method": "POST",
-               "Access-Control-Request-Headers": "content-type, inference-header-content-length"})  # fmt: skip
+               "Access-Control-Request-Headers": asked})  # fmt: skip
     assert pre.status == 204, pre.body[:300]
     assert pre.body == b""
     assert pre.header("access-control-allow-origin") == origin
@@ -327,6 +330,7 @@ def test_configured_origin_gets_cors(configured: BerthServer, repo: tuple[Path, 
 def test_rebinding_host_is_refused(default: BerthServer, repo: tuple[Path, Marks, Marks]) -> None:
     marks = repo[1]
     before = marks.count()
+    metrics_port = default.metrics_port  # type: ignore[attr-defined]
     for name in ["evil.example", f"evil.example:{default.port}", "localhost.evil.example",
                  f"127.0.0.1.nip.io:{default.port}"]:  # fmt: skip
         # the rebinding page's fetch: its own name in Host and in Origin
@@ -338,7 +342,7 @@ def test_rebinding_host_is_refused(default: BerthServer, repo: tuple[Path, Marks
                      "/metrics", "/v2/health/ready"]:  # fmt: skip
             method = "POST" if "repository" in path else "GET"
             assert_error(raw(default.port, method, path, None, {"Host": name}), 403, "Host")
-        metrics = raw(default.metrics_port, "GET", "/metrics", None, {"Host": name})  # type: ignore[attr-defined]
+        metrics = raw(metrics_port, "GET", "/metrics", None, {"Host": name})
         assert_error(metrics, 403, "--allowed-hosts")
     assert marks.count() == before
 
@@ -380,8 +384,9 @@ def test_star_allows_any_host(
     # Host is not the only defence: a foreign Origin and form types stay refused
     assert_error(raw(server.port, "GET", "/v2/models/slow", None,
                      {"Host": "evil.example", "Origin": EVIL + ":1"}), 403, "Origin")  # fmt: skip
-    assert_refused_415(raw(server.port, "POST", "/v2/models/slow/infer", x_body(),
-                           {"Host": "evil.example", "Content-Type": "text/plain"}), "text/plain")  # fmt: skip
+    form = raw(server.port, "POST", "/v2/models/slow/infer", x_body(),
+               {"Host": "evil.example", "Content-Type": "text/plain"})  # fmt: skip
+    assert_refused_415(form, "text/plain")
 
 
 # -------------------------------------------------------------- real clients

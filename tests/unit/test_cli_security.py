@@ -37,6 +37,7 @@ def run_berth(*argv: str, env: dict[str, str] | None = None) -> subprocess.Compl
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "berth.cli", *argv],
+        check=False,
         env=full_env,
         capture_output=True,
         text=True,
@@ -124,7 +125,8 @@ def test_tokens_silence_the_warning(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("secret\n")
     path = model_file(tmp_path)
-    assert exposure_warning(doc(path, "--host", "0.0.0.0", "--auth-tokens-file", str(tokens))) is None
+    with_file = doc(path, "--host", "0.0.0.0", "--auth-tokens-file", str(tokens))
+    assert exposure_warning(with_file) is None
     assert exposure_warning(doc(path, "--host", "0.0.0.0", "--auth-tokens-env", "TOK")) is None
 
 
