@@ -96,7 +96,8 @@ void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
                              size_t n, char *body, size_t len) {
   access_log(e, req, http_status, len);
   /* every answer echoes the request id; one to a listed cross-site origin
-   * carries the CORS headers (http_guard.h) */
+   * carries the CORS headers (http_guard.h), and with CORS origins
+   * configured every other answer says that it depends on Origin (caches) */
   berth_http_header_kv all[8 + BERTH_GUARD_CORS_HEADERS];
   if (n < 8) {
     memcpy(all, h, n * sizeof *h);
@@ -105,6 +106,8 @@ void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
     const char *cors = berth_http_req_note(req, BERTH_HTTP_NOTE_CORS_ORIGIN);
     size_t k = cors != NULL ? berth_http_guard_cors_headers(cors, all + n + 1)
                             : 0;
+    if (cors == NULL && e->cfg.n_cors_origins > 0)
+      all[n + 1 + k++] = (berth_http_header_kv){"vary", "Origin"};
     berth_http_respond_take(req, http_status, all, n + 1 + k, body, len);
     return;
   }

@@ -267,6 +267,7 @@ def test_own_origin_is_allowed(default: BerthServer) -> None:
                    {**headers, "Content-Type": "application/json"})  # fmt: skip
         assert resp.status == 200, resp.body[:300]
         assert resp.header("access-control-allow-origin") is None  # same origin: no CORS
+        assert resp.header("vary") is None  # no CORS origins configured
         state = raw(default.port, "GET", "/ui/api/state", None, headers)
         assert state.status == 200, state.body[:300]
 
@@ -308,6 +309,10 @@ def test_configured_origin_gets_cors(
     err = raw(configured.port, "GET", "/v2/models/nope", None, {"Origin": origin})
     assert_error(err, 404)
     assert err.header("access-control-allow-origin") == origin
+    # with CORS origins configured, answers without Origin say they vary by it
+    plain = raw(configured.port, "GET", "/v2/models/slow")
+    assert plain.status == 200 and plain.header("vary") == "Origin"
+    assert plain.header("access-control-allow-origin") is None
     # listed origins are compared as browsers send them
     assert raw(configured.port, "GET", "/v2/models/slow", None,
                {"Origin": "http://localhost:3000"}).status == 200  # fmt: skip
