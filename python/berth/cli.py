@@ -13,6 +13,7 @@ files, the ``--config`` file, environment variables, flags.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -35,7 +36,15 @@ from .runtimes.detect import (
     runtime_for_file,
 )
 
-__all__ = ["build_document", "discover_models", "document_for", "find_berthd", "main", "parse_args"]
+__all__ = [
+    "build_document",
+    "discover_models",
+    "document_for",
+    "exposure_warning",
+    "find_berthd",
+    "main",
+    "parse_args",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: Keys a berth.yaml next to a model may hold (a model entry's keys less
@@ -182,6 +191,38 @@ def _parse_fraction(value: str) -> float:
     if not 0.0 <= number <= 1.0:
         raise ValueError(f"expected a number from 0 to 1, got {value!r}")
     return number
+
+
+def _comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+_ORIGIN = re.compile(
+    r"^[A-Za-z][A-Za-z0-9+.-]*://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?$"
+)
+_HOST_NAME = re.compile(r"^(\*|(\*\.)?[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
+
+
+def _parse_origins(value: str) -> list[str]:
+    origins = _comma_list(value)
+    for origin in origins:
+        if origin not in ("*", "null") and not _ORIGIN.match(origin):
+            raise ValueError(
+                f"{origin!r} is not an origin: write scheme://host[:port] as a browser "
+                "sends it, without a path or a trailing slash (https://app.example), or *"
+            )
+    return origins
+
+
+def _parse_hosts(value: str) -> list[str]:
+    hosts = _comma_list(value)
+    for host in hosts:
+        if not _HOST_NAME.match(host):
+            raise ValueError(
+                f"{host!r} is not a host name: write a name (berth.example.com), "
+                "*.example.com for its subdomains, or * for any, without a scheme or path"
+            )
+    return hosts
 
 
 @dataclass(frozen=True)
@@ -387,6 +428,25 @@ _OPTIONS: tuple[_Option, ...] = (
         "none (default): no repository load/unload API; explicit: load and unload "
         "models of the served repositories through the API (docs/security.md)",
         "MODE",
+    ),
+    _Option(
+        "--allowed-hosts",
+        "BERTH_ALLOWED_HOSTS",
+        _parse_hosts,
+        "comma-separated names clients may address this server by (the Host header), "
+        "besides IP addresses and localhost: *.example.com for subdomains, * for any "
+        "(behind a Kubernetes Service or a proxy); other names get 403, which stops "
+        "DNS rebinding (default: none)",
+        "NAMES",
+    ),
+    _Option(
+        "--cors-origins",
+        "BERTH_CORS_ORIGINS",
+        _parse_origins,
+        "comma-separated web origins (https://app.example) whose pages may call this "
+        "server from a browser; CORS headers and preflights are answered for them, "
+        "other origins get 403; * allows any (default: none, only the dashboard's own)",
+        "ORIGINS",
     ),
     _Option(
         "--protect-health",
@@ -879,6 +939,8 @@ def build_document(
         ("tracing", "endpoint"): options.get("otlp_endpoint"),
         ("tracing", "sample_rate"): options.get("trace_sample_rate"),
         ("tracing", "service_name"): options.get("trace_service_name"),
+        ("server", "allowed_hosts"): options.get("allowed_hosts"),
+        ("server", "cors_origins"): options.get("cors_origins"),
         ("server", "health_open"): (
             None if options.get("protect_health") is None else not options["protect_health"]
         ),
@@ -976,6 +1038,43 @@ def _summary(doc: Mapping[str, Any]) -> str:
     return f"berth: serving {what} on {where}"
 
 
+def _loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(doc: Mapping[str, Any]) -> str | None:
+    """The warning ``berth serve`` prints when the server listens beyond this
+    machine without bearer tokens, or ``None``."""
+    server = doc.get("server", {})
+    host = str(server.get("host", DEFAULT_HOST))
+    tokens = any(
+        server.get(key)
+        for key in ("auth_tokens_file", "auth_tokens_env", "admin_tokens_file", "admin_tokens_env")
+    )
+    if _loopback(host) or tokens:
+        return None
+    port = server.get("http_port", DEFAULT_PORT) or "(a free port)"
+    grpc = server.get("grpc_port", DEFAULT_GRPC_PORT) or "(a free port)"
+    mode = server.get("model_control_mode")
+    loading = (
+        f"and load or unload models through the repository API (model control mode {mode})"
+        if mode and mode != "none"
+        else "and, if the repository API is enabled (--model-control-mode), load models"
+    )
+    where = "every address of this machine" if host in ("0.0.0.0", "::") else host
+    return (
+        f"berth: warning: listening on {where} (port {port}, gRPC {grpc}) without auth "
+        f"tokens: anyone who can reach these ports can run inference on every served model "
+        f"{loading}. Set tokens (--auth-tokens-file, --admin-tokens-file), TLS "
+        "(--tls-cert, --tls-key) and a firewall, or listen on 127.0.0.1; see docs/security.md"
+    )
+
+
 def document_for(
     ns: argparse.Namespace, env: Mapping[str, str], *, terminal: bool = False
 ) -> dict[str, Any]:
@@ -999,6 +1098,9 @@ def serve(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     os.environ["BERTH_LOG_FORMAT"] = str(log.get("format", "json"))
     fd = _config_fd(data)
     print(_summary(doc), file=sys.stderr)
+    warning = exposure_warning(doc)
+    if warning:
+        print(warning, file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(berthd, [berthd, "--config-fd", str(fd)])

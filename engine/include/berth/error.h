@@ -31,7 +31,8 @@
   X(METHOD, -15, "method not allowed")                                        \
   X(INTERNAL, -16, "internal error")                                          \
   X(UNAUTHENTICATED, -17, "missing or unknown credentials")                   \
-  X(FORBIDDEN, -18, "not allowed with these credentials")
+  X(FORBIDDEN, -18, "not allowed with these credentials")                  \
+  X(MEDIA_TYPE, -19, "unsupported media type")
 
 typedef enum {
 #define BERTH_STATUS_ENUM_(name, value, msg) BERTH_E_##name = value,

@@ -184,11 +184,11 @@ static int berth_config_argv(const berth_config_field *f, json_t *v,
   if (!json_is_array(v))
     return berth_config_bad(err, path, v, "expected a list of strings");
   size_t n = json_array_size(v);
-  size_t least = f->imin > 0 ? (size_t)f->imin : 0;
-  if (n < least || n > BERTH_CONFIG_ARGV_MAX)
+  size_t lo = f->imax > 0 ? (size_t)f->imin : 1;
+  size_t hi = f->imax > 0 ? (size_t)f->imax : BERTH_CONFIG_ARGV_MAX;
+  if (n < lo || n > hi)
     return berth_config_bad(err, path, NULL,
-                            "expected %zu..%d strings, got %zu", least,
-                            BERTH_CONFIG_ARGV_MAX, n);
+                            "expected %zu..%zu strings, got %zu", lo, hi, n);
   char ***argv = berth_config_at(base, f->slot);
   *argv = calloc(n + 1, sizeof **argv);
   if (*argv == NULL)
@@ -628,6 +628,13 @@ void berth_config_route_clear(berth_route_config *r) {
   memset(r, 0, sizeof *r);
 }
 
+static void berth_config_strings_free(char **list, size_t n) {
+  if (list != NULL)
+    for (size_t i = 0; i < n; i++)
+      free(list[i]);
+  free(list);
+}
+
 void berth_config_clear(berth_config *c) {
   if (c == NULL)
     return;
@@ -653,6 +660,8 @@ void berth_config_clear(berth_config *c) {
     for (size_t i = 0; i < c->n_repositories; i++)
       free(c->repositories[i]);
   free(c->repositories);
+  berth_config_strings_free(c->allowed_hosts, c->n_allowed_hosts);
+  berth_config_strings_free(c->cors_origins, c->n_cors_origins);
   for (size_t i = 0; i < c->n_models; i++)
     berth_config_model_clear(&c->models[i]);
   free(c->models);

@@ -102,6 +102,14 @@ typedef struct berth_config {
                                     a load may name files inside; [] by
                                     default (berth serve fills it) */
   size_t n_repositories;
+  char **allowed_hosts;          /* owned NULL-terminated list (may be
+                                    empty): Host names beyond IP addresses
+                                    and localhost; "*" any (http_guard.h) */
+  size_t n_allowed_hosts;
+  char **cors_origins;           /* owned NULL-terminated list (may be
+                                    empty): cross-site origins allowed;
+                                    "*" any (http_guard.h) */
+  size_t n_cors_origins;
   size_t max_body_bytes;         /* default 64 MiB */
   size_t max_head_bytes;         /* default 16 KiB */
   uint32_t header_timeout_ms;    /* a request head's deadline from its first

@@ -91,7 +91,16 @@ static const berth_config_field berth_config_server_fields[] = {
      .choices = berth_config_control_modes},
     {.key = "repositories", .kind = BERTH_CF_ARGV, .def = "[]",
      .slot = BERTH_CF_OFF(BERTH_CF_C, repositories),
-     .count_slot = BERTH_CF_OFF(BERTH_CF_C, n_repositories), .imin = 0},
+     .count_slot = BERTH_CF_OFF(BERTH_CF_C, n_repositories), .imin = 0,
+     .imax = 256},
+    {.key = "allowed_hosts", .kind = BERTH_CF_ARGV, .def = "[]",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, allowed_hosts),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_C, n_allowed_hosts), .imin = 0,
+     .imax = 256},
+    {.key = "cors_origins", .kind = BERTH_CF_ARGV, .def = "[]",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, cors_origins),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_C, n_cors_origins), .imin = 0,
+     .imax = 256},
 };
 
 static const berth_config_field berth_config_log_fields[] = {

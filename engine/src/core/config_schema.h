@@ -22,7 +22,8 @@ typedef enum berth_config_kind {
   BERTH_CF_UINT,       /* integer in imin..imax -> unsigned of `size` bytes */
   BERTH_CF_DOUBLE,     /* number in dmin..dmax -> double */
   BERTH_CF_BOOL,       /* -> bool */
-  BERTH_CF_ARGV,       /* non-empty list of strings -> char ** + count */
+  BERTH_CF_ARGV,       /* list of 1..256 strings (imin..imax when imax is
+                          set) -> NULL-terminated char ** + count */
   BERTH_CF_OBJECT,     /* any mapping, kept only in the normalised tree */
   BERTH_CF_DTYPE,      /* datatype name -> berth_dtype */
   BERTH_CF_SHAPE,      /* list of dims (-1 or >= 0) -> ndim + shape */

@@ -24,6 +24,7 @@
 #include "access_log.h"
 #include "codec_grpc.h"
 #include "front.h"
+#include "http_guard.h"
 #include "log.h"
 #include "router.h"
 #include "ui.h"
@@ -121,7 +122,8 @@ berth_grpc_code berth_grpc_code_for(int status) {
   case BERTH_E_INVALID:
   case BERTH_E_PARSE:
   case BERTH_E_CONFIG:
-  case BERTH_E_UNSUPPORTED: return BERTH_GRPC_INVALID_ARGUMENT;
+  case BERTH_E_UNSUPPORTED:
+  case BERTH_E_MEDIA_TYPE: return BERTH_GRPC_INVALID_ARGUMENT;
   case BERTH_E_NOT_FOUND: return BERTH_GRPC_NOT_FOUND;
   case BERTH_E_TOO_LARGE:
   case BERTH_E_OVERLOAD:
@@ -650,6 +652,13 @@ static void grpc_handle(berth_http_req *req, void *arg) {
         {"content-type", "application/json"}, {"allow", "POST"}};
     static const char body[] = "{\"error\": \"gRPC calls are POST requests\"}";
     berth_http_respond(req, 405, h, 2, body, sizeof body - 1);
+    return;
+  }
+  berth_http_guard g = berth_http_guard_of(e);
+  berth_guard_verdict v;
+  berth_http_guard_decide(&g, req, false, &v); /* :authority and Origin */
+  if (v.action == BERTH_GUARD_REFUSE) {
+    refuse(e, req, BERTH_GRPC_PERMISSION_DENIED, v.msg);
     return;
   }
   if (!header_is(req, "content-type", "application/grpc", true)) {

@@ -11,6 +11,7 @@
 
 #include "access_log.h"
 #include "codec_json.h"
+#include "http_guard.h"
 #include "log.h"
 #include "router.h"
 
@@ -37,6 +38,8 @@ int berth_rest_http_status(int status) {
     return 405;
   case BERTH_E_TOO_LARGE:
     return 413;
+  case BERTH_E_MEDIA_TYPE:
+    return 415;
   case BERTH_E_OVERLOAD:
     return 429;
   case BERTH_E_UNAVAILABLE:
@@ -90,13 +93,20 @@ void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
                              int http_status, const berth_http_header_kv *h,
                              size_t n, char *body, size_t len) {
   access_log(e, req, http_status, len);
-  /* every answer echoes the request id */
-  berth_http_header_kv all[8];
-  if (n < sizeof all / sizeof all[0]) {
+  /* every answer echoes the request id; one to a listed cross-site origin
+   * carries the CORS headers (http_guard.h), and with CORS origins
+   * configured every other answer says that it depends on Origin (caches) */
+  berth_http_header_kv all[8 + BERTH_GUARD_CORS_HEADERS];
+  if (n < 8) {
     memcpy(all, h, n * sizeof *h);
     all[n].name = "x-request-id";
     all[n].value = berth_rest_request_id(req);
-    berth_http_respond_take(req, http_status, all, n + 1, body, len);
+    const char *cors = berth_http_req_note(req, BERTH_HTTP_NOTE_CORS_ORIGIN);
+    size_t k = cors != NULL ? berth_http_guard_cors_headers(cors, all + n + 1)
+                            : 0;
+    if (cors == NULL && e->cfg.n_cors_origins > 0)
+      all[n + 1 + k++] = (berth_http_header_kv){"vary", "Origin"};
+    berth_http_respond_take(req, http_status, all, n + 1 + k, body, len);
     return;
   }
   berth_http_respond_take(req, http_status, h, n, body, len);

@@ -11,6 +11,7 @@
 
 #include "ui.h"
 #include "access_log.h"
+#include "http_guard.h"
 
 /* Which token a route needs when tokens are configured (auth.h). */
 typedef enum rest_auth {
@@ -196,11 +197,14 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
   size_t ml, pl;
   const char *method = berth_http_method(req, &ml);
   const char *path = berth_http_path(req, &pl);
+  note_request_id(req);
+  /* Host, Origin, Content-Type: before anything else (http_guard.h) */
+  if (!berth_http_guard_rest(e, req))
+    return;
   if (berth_ui_route(path, pl)) { /* the dashboard: its own token rule */
     berth_ui_handle(e, req);
     return;
   }
-  note_request_id(req);
   berth_slice seg[MAX_SEGMENTS];
   int nseg = berth_rest_split_path(path, pl, seg, MAX_SEGMENTS);
   /* The route whose path and method match; else the methods of those whose
@@ -242,6 +246,8 @@ void berth_rest_metrics_handle(berth_http_req *req, void *arg) {
   size_t ml, pl;
   const char *method = berth_http_method(req, &ml);
   const char *path = berth_http_path(req, &pl);
+  if (!berth_http_guard_rest(e, req))
+    return;
   if (berth_auth_enabled(&e->auth) && !authorized(e, req, REST_AUTH_USER))
     return;
   if (!(pl == 8 && memcmp(path, "/metrics", 8) == 0)) {

@@ -56,6 +56,10 @@ static void test_minimal_defaults(void **state) {
   assert_string_equal(c.worker_command[1], "-m");
   assert_string_equal(c.worker_command[2], "berth.worker");
   assert_null(c.worker_command[3]);
+  assert_int_equal(c.n_allowed_hosts, 0); /* IP addresses and localhost */
+  assert_null(c.allowed_hosts[0]);
+  assert_int_equal(c.n_cors_origins, 0); /* no cross-site origin */
+  assert_null(c.cors_origins[0]);
   assert_true(c.worker_load_timeout_s == 300.0);
   assert_true(c.restart_backoff_s == 0.1);
   assert_true(c.restart_backoff_max_s == 10.0);
@@ -477,6 +481,32 @@ static void test_routes(void **state) {
   json_decref(doc);
 }
 
+static void test_browser_lists(void **state) {
+  (void)state;
+  berth_config c;
+  berth_errmsg err = {{0}};
+  int rc = parse("server:\n  allowed_hosts: [berth.internal, '*']\n"
+                 "  cors_origins: ['https://app.example']\n"
+                 "models:\n  - name: iris\n    runtime: sklearn\n"
+                 "    path: /models/iris.joblib\n", &c, &err);
+  assert_int_equal(rc, BERTH_OK);
+  assert_int_equal(c.n_allowed_hosts, 2);
+  assert_string_equal(c.allowed_hosts[0], "berth.internal");
+  assert_string_equal(c.allowed_hosts[1], "*");
+  assert_null(c.allowed_hosts[2]);
+  assert_int_equal(c.n_cors_origins, 1);
+  assert_string_equal(c.cors_origins[0], "https://app.example");
+  berth_config_clear(&c);
+  rc = parse("server: {cors_origins: 'https://app.example'}\n"
+             "models: [{name: m, runtime: sklearn, path: /m}]\n", &c, &err);
+  assert_int_equal(rc, BERTH_E_CONFIG);
+  assert_non_null(strstr(err.msg, "server.cors_origins: expected a list"));
+  rc = parse("server: {allowed_hosts: ['']}\n"
+             "models: [{name: m, runtime: sklearn, path: /m}]\n", &c, &err);
+  assert_int_equal(rc, BERTH_E_CONFIG);
+  assert_non_null(strstr(err.msg, "server.allowed_hosts[0]"));
+}
+
 static void test_null_error_buffer(void **state) {
   (void)state;
   berth_config c;
@@ -708,6 +738,7 @@ int main(void) {
       cmocka_unit_test(test_full_json),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_routes),
+      cmocka_unit_test(test_browser_lists),
       cmocka_unit_test(test_null_error_buffer),
       cmocka_unit_test(test_all_datatypes),
       cmocka_unit_test(test_yaml_typing),
