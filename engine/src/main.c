@@ -17,15 +17,17 @@
 #include "payload_log.h"
 #include "pipeline.h"
 #include "rest.h"
+#include "router.h"
 #include "trace.h"
 #include "ui.h"
 
-/* The parts of the engine above core/, in the order they are set up and
+/* The parts of the engine that register with it (the traffic routes, then
+ * those above core/), in the order they are set up and
  * started (and closed and freed in reverse). Observers register in this
  * order, so a job's answer reaches metrics, then tracing, the payload log
  * and the dashboard; the frontends start listening last. */
 static const berth_module *const modules[] = {
-    &berth_pipeline_module, &berth_metrics_module, &berth_trace_module,
+    &berth_router_module, &berth_pipeline_module, &berth_metrics_module, &berth_trace_module,
     &berth_payload_log_module, &berth_ui_module, &berth_rest_module,
     &berth_grpc_module,
 };

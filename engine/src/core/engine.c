@@ -12,7 +12,6 @@
 
 #include "engine.h"
 #include "log.h"
-#include "router.h"
 
 static void finish_drain(berth_engine *e);
 static void maybe_drained(berth_engine *e);
@@ -48,10 +47,7 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
     if (rc != BERTH_OK)
       return rc;
   }
-  int rc = berth_router_init(e, err);
-  if (rc != BERTH_OK)
-    return rc;
-  rc = berth_repository_start(e, err);
+  int rc = berth_repository_start(e, err);
   if (rc != BERTH_OK)
     return rc;
   berth_supervisor_engine_init(e);
@@ -245,7 +241,6 @@ void berth_engine_free(berth_engine *e) {
   }
   free(e->models);
   free(e->composites);
-  berth_router_free(e);
   berth_repository_free(e);
   for (size_t i = e->n_modules; i-- > 0;)
     if (e->modules[i]->free != NULL)

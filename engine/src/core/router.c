@@ -507,3 +507,7 @@ int berth_router_metrics(berth_engine *e, berth_buf *out) {
     rc = route_family_render(e, out, (route_family)f);
   return rc;
 }
+
+const berth_module berth_router_module = {.name = "router",
+                                          .init = berth_router_init,
+                                          .free = berth_router_free};

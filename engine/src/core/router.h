@@ -41,6 +41,9 @@ typedef struct berth_route_stat berth_route_stat;
  * known model (version). BERTH_E_CONFIG naming the key path
  * ("routes[0].split[1].version: ..."). Call after the models exist. */
 int berth_router_init(berth_engine *e, berth_errmsg *err);
+/* The traffic routes' module (main.c's list, first): berth_router_init
+ * (and its /metrics collector) and berth_router_free. */
+extern const berth_module berth_router_module;
 void berth_router_free(berth_engine *e);
 
 /* The route called name (len bytes), or NULL. */

@@ -275,7 +275,7 @@ static void call_maybe_finish(grpc_call *c) {
     call_end(c, BERTH_GRPC_OK, "");
 }
 
-bool berth_grpc_call_send(berth_grpc_call *c, berth_buf *out) {
+static bool ops_send(berth_grpc_call *c, berth_buf *out) {
   c->busy++;
   call_send(c, out);
   bool open = !c->ended;
@@ -284,13 +284,18 @@ bool berth_grpc_call_send(berth_grpc_call *c, berth_buf *out) {
   return open;
 }
 
-void berth_grpc_call_end(berth_grpc_call *c, berth_grpc_code code, const char *msg) {
+static void ops_end(berth_grpc_call *c, berth_grpc_code code,
+                    const char *msg) {
   call_end(c, code, msg);
 }
 
-size_t berth_grpc_call_unread(const berth_grpc_call *c) {
+static size_t ops_unread(const berth_grpc_call *c) {
   return berth_http_stream_queued(c->req);
 }
+
+/* The call as a kept-open service sees it (grpc.h). */
+static const berth_grpc_call_ops call_ops = {
+    .send = ops_send, .end = ops_end, .unread = ops_unread};
 
 static bool past_deadline(const grpc_call *c) {
   return c->deadline_ns != 0 && uv_hrtime() >= c->deadline_ns;
@@ -514,7 +519,8 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
   }
   if (c->method->kind == KIND_WATCH) {
     berth_errmsg err; /* c->watch is set before the first status is sent */
-    int rc = berth_grpc_health_watch(c->e, c, msg, len, &c->watch, &err);
+    int rc = berth_grpc_health_watch(c->e, c, &call_ops, msg, len, &c->watch,
+                                     &err);
     if (rc != BERTH_OK)
       call_fail(c, rc, err.msg);
     return 1;

@@ -91,15 +91,20 @@ int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len,
 /* One call (one HTTP/2 stream); grpc.c owns it. */
 typedef struct berth_grpc_call berth_grpc_call;
 
-/* Sends one framed message on the call (out is emptied); nothing when the
- * call has ended. Returns whether the call is still open: when false, the
- * call may be gone and c must not be used again. */
-bool berth_grpc_call_send(berth_grpc_call *c, berth_buf *out);
-/* Ends the call with a status and message (trailers); the call may be
- * gone after this (c must not be used again). */
-void berth_grpc_call_end(berth_grpc_call *c, berth_grpc_code code, const char *msg);
-/* Bytes of answers the client has not read yet. */
-size_t berth_grpc_call_unread(const berth_grpc_call *c);
+/* What a service that keeps a call open (grpc_health.c's Watch) may do
+ * with it; grpc.c hands these over with the call, so the service needs no
+ * link to grpc.c (as a libuv handle's callbacks). */
+typedef struct berth_grpc_call_ops {
+  /* Sends one framed message on the call (out is emptied); nothing when
+   * the call has ended. Returns whether the call is still open: when
+   * false, the call may be gone and must not be used again. */
+  bool (*send)(berth_grpc_call *c, berth_buf *out);
+  /* Ends the call with a status and message (trailers); the call may be
+   * gone after this (it must not be used again). */
+  void (*end)(berth_grpc_call *c, berth_grpc_code code, const char *msg);
+  /* Bytes of answers the client has not read yet. */
+  size_t (*unread)(const berth_grpc_call *c);
+} berth_grpc_call_ops;
 
 /* ---- grpc_health.c: grpc.health.v1.Health ---- */
 
@@ -114,7 +119,8 @@ typedef struct berth_grpc_watch berth_grpc_watch;
  * set first, then the current status is sent on c (which may end the call:
  * grpc.c then calls unwatch). Returns BERTH_E_PARSE or BERTH_E_INVALID for a
  * bad request (nothing sent, *out NULL). */
-int berth_grpc_health_watch(berth_engine *e, berth_grpc_call *c, const uint8_t *msg,
+int berth_grpc_health_watch(berth_engine *e, berth_grpc_call *c,
+                            const berth_grpc_call_ops *ops, const uint8_t *msg,
                             size_t len, berth_grpc_watch **out, berth_errmsg *err);
 /* The call ended (grpc.c): frees w. NULL does nothing. */
 void berth_grpc_health_unwatch(berth_engine *e, berth_grpc_watch *w);

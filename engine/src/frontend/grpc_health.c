@@ -40,6 +40,7 @@ typedef struct berth_grpc_health berth_grpc_health;
 
 struct berth_grpc_watch {
   berth_grpc_call *call;
+  const berth_grpc_call_ops *ops; /* grpc.c's, for call */
   serving_status last;         /* sent last */
   struct berth_grpc_watch *prev, *next;
   char service[SERVICE_MAX + 1];
@@ -127,8 +128,8 @@ static void unlink_watch(berth_grpc_health *h, berth_grpc_watch *w) {
 static bool send_status(berth_grpc_watch *w, serving_status st) {
   berth_grpc_call *c = w->call;
   w->last = st;
-  if (berth_grpc_call_unread(c) > WATCH_MAX_UNREAD) {
-    berth_grpc_call_end(c, BERTH_GRPC_RESOURCE_EXHAUSTED, "the client leaves the "
+  if (w->ops->unread(c) > WATCH_MAX_UNREAD) {
+    w->ops->end(c, BERTH_GRPC_RESOURCE_EXHAUSTED, "the client leaves the "
                         "health statuses of this Watch unread");
     return false;
   }
@@ -137,7 +138,7 @@ static bool send_status(berth_grpc_watch *w, serving_status st) {
   berth_errmsg err;
   bool open = true;
   if (append_status(st, &out, &err) == BERTH_OK)
-    open = berth_grpc_call_send(c, &out);
+    open = w->ops->send(c, &out);
   berth_buf_free(&out);
   return open;
 }
@@ -146,7 +147,7 @@ static bool send_status(berth_grpc_watch *w, serving_status st) {
 static void end_drained(berth_grpc_watch *w) {
   berth_grpc_call *c = w->call;
   if (send_status(w, NOT_SERVING))
-    berth_grpc_call_end(c, BERTH_GRPC_UNAVAILABLE, "the server is shutting down");
+    w->ops->end(c, BERTH_GRPC_UNAVAILABLE, "the server is shutting down");
 }
 
 static void on_poll(uv_timer_t *t) {
@@ -175,7 +176,8 @@ static berth_grpc_health *health_of(berth_engine *e) {
   return e->grpc_health;
 }
 
-int berth_grpc_health_watch(berth_engine *e, berth_grpc_call *c, const uint8_t *msg,
+int berth_grpc_health_watch(berth_engine *e, berth_grpc_call *c,
+                            const berth_grpc_call_ops *ops, const uint8_t *msg,
                             size_t len, berth_grpc_watch **out, berth_errmsg *err) {
   *out = NULL;
   berth_grpc_watch *w = calloc(1, sizeof *w);
@@ -190,6 +192,7 @@ int berth_grpc_health_watch(berth_engine *e, berth_grpc_call *c, const uint8_t *
     return rc;
   }
   w->call = c;
+  w->ops = ops;
   w->next = h->watches;
   if (h->watches != NULL)
     h->watches->prev = w;

@@ -341,41 +341,14 @@ size_t berth_http_guard_cors_headers(const char *origin,
   return BERTH_GUARD_CORS_HEADERS;
 }
 
-static void answer_preflight(berth_engine *e, berth_http_req *req) {
-  size_t ol = 0;
-  const char *o = berth_http_header(req, "origin", &ol);
-  char origin[BERTH_HTTP_NOTE_MAX + 1];
-  size_t n = ol < BERTH_HTTP_NOTE_MAX ? ol : BERTH_HTTP_NOTE_MAX;
-  memcpy(origin, o, n);
-  origin[n] = '\0';
-  berth_http_header_kv h[] = {
-      {"access-control-allow-origin", origin},
-      {"access-control-allow-methods", "GET, HEAD, POST"},
-      {"access-control-allow-headers", REQUEST_HEADERS},
-      {"access-control-max-age", "600"},
-      {"vary", "Origin"},
-  };
-  berth_rest_respond_take(e, req, 204, h, sizeof h / sizeof h[0], NULL, 0);
-}
-
-bool berth_http_guard_rest(berth_engine *e, berth_http_req *req) {
-  berth_http_guard g = berth_http_guard_of(e);
-  berth_guard_verdict v;
-  berth_http_guard_decide(&g, req, true, &v);
-  switch (v.action) {
-  case BERTH_GUARD_REFUSE:
-    berth_rest_respond_error(e, req, v.status, v.msg);
-    return false;
-  case BERTH_GUARD_PREFLIGHT:
-    answer_preflight(e, req);
-    return false;
-  default:
-    break;
-  }
-  if (v.cors) {
-    size_t ol = 0;
-    const char *o = berth_http_header(req, "origin", &ol);
-    berth_http_req_set_note(req, BERTH_HTTP_NOTE_CORS_ORIGIN, o, ol);
-  }
-  return true;
+size_t berth_http_guard_preflight_headers(const char *origin,
+                                         berth_http_header_kv *h) {
+  h[0] = (berth_http_header_kv){"access-control-allow-origin", origin};
+  h[1] = (berth_http_header_kv){"access-control-allow-methods",
+                                "GET, HEAD, POST"};
+  h[2] = (berth_http_header_kv){"access-control-allow-headers",
+                                REQUEST_HEADERS};
+  h[3] = (berth_http_header_kv){"access-control-max-age", "600"};
+  h[4] = (berth_http_header_kv){"vary", "Origin"};
+  return BERTH_GUARD_PREFLIGHT_HEADERS;
 }

@@ -32,7 +32,7 @@
  *
  * The pure functions below take header values as pointer and length (not
  * NUL-terminated) and allocate nothing; berth_http_guard_decide reads one
- * request. The REST glue (berth_http_guard_rest) answers in the OIP error
+ * request. The REST glue (rest_routes.c) answers in the OIP error
  * shape; gRPC maps the verdict to PERMISSION_DENIED itself (grpc.c).
  *
  * Ownership: berth_http_guard borrows its lists (from the engine's config,
@@ -103,10 +103,11 @@ void berth_http_guard_decide(const berth_http_guard *g,
 /* The guard of the engine's config. */
 berth_http_guard berth_http_guard_of(const berth_engine *e);
 
-/* REST and metrics listeners: decides, and answers a refusal (OIP error
- * shape) or a preflight; for a listed origin notes it so that the answer
- * carries Access-Control-Allow-Origin (rest.c). false: answered, stop. */
-bool berth_http_guard_rest(berth_engine *e, berth_http_req *req);
+/* The headers of a preflight's 204 for an allowed origin (h: room for
+ * BERTH_GUARD_PREFLIGHT_HEADERS; origin borrowed, NUL-terminated). */
+#define BERTH_GUARD_PREFLIGHT_HEADERS 5
+size_t berth_http_guard_preflight_headers(const char *origin,
+                                         berth_http_header_kv *h);
 
 /* The headers every answer to a listed cross-site origin carries, for
  * berth_rest_respond_take: fills up to BERTH_GUARD_CORS_HEADERS entries of

@@ -14,6 +14,7 @@
 #include "codec_binary.h"
 #include "access_log.h"
 #include "codec_json.h"
+#include "codec_kserve_v1.h"
 #include "front.h"
 #include "log.h"
 #include "router.h"
@@ -331,73 +332,3 @@ void berth_rest_metrics(berth_engine *e, berth_http_req *req,
   berth_rest_respond_take(e, req, 200, h, 1, data, len);
 }
 
-/* ---- the module ------------------------------------------------------------ */
-
-/* Starts one listener with opt, hands it to the engine; *port_out gets its
- * port as text. */
-static int listen_on(berth_engine *e, const berth_httpd_options *opt,
-                     char port_out[16], berth_errmsg *err) {
-  berth_httpd *h = NULL;
-  int rc = berth_httpd_start(e->loop, opt, &h, err);
-  if (rc != BERTH_OK)
-    return rc;
-  rc = berth_engine_add_listener(e, h, err);
-  if (rc != BERTH_OK) {
-    berth_httpd_close(h, NULL, NULL);
-    return rc;
-  }
-  snprintf(port_out, 16, "%u", berth_httpd_port(h));
-  return BERTH_OK;
-}
-
-static int rest_start(berth_engine *e, berth_errmsg *err) {
-  berth_httpd_options opt = {
-      .host = e->cfg.host,
-      .port = e->cfg.http_port,
-      .max_body_bytes = e->cfg.max_body_bytes,
-      .max_head_bytes = e->cfg.max_head_bytes,
-      .max_headers = 100,
-      .idle_timeout_ms = 120000,
-      .header_timeout_ms = e->cfg.header_timeout_ms,
-      .budget = &e->conns,
-      .handler = berth_rest_handle,
-      .handler_data = e,
-      .tls = e->tls_rest,
-  };
-  char port[16], url[300];
-  int rc = listen_on(e, &opt, port, err);
-  if (rc != BERTH_OK)
-    return rc;
-  if (e->cfg.socket != NULL) {
-    berth_httpd_options so = opt;
-    so.socket_path = e->cfg.socket;
-    so.tls = NULL;
-    char unused[16];
-    rc = listen_on(e, &so, unused, err);
-    if (rc != BERTH_OK)
-      return rc;
-    berth_log_kv(BERTH_LOG_INFO,
-                 "listening (REST on a Unix socket: HTTP/1.1 and h2c)",
-                 "socket", e->cfg.socket, "mode", "0600", NULL);
-  }
-  bool v6 = strchr(e->cfg.host, ':') != NULL;
-  snprintf(url, sizeof url, "%s://%s%s%s:%s", e->tls_rest ? "https" : "http",
-           v6 ? "[" : "", e->cfg.host, v6 ? "]" : "", port);
-  berth_log_kv(BERTH_LOG_INFO,
-               e->tls_rest ? "listening (REST: HTTP/1.1 and HTTP/2 over TLS)"
-                           : "listening (REST: HTTP/1.1 and h2c)",
-               "url", url, "port", port, "version", BERTH_VERSION, "auth",
-               berth_auth_enabled(&e->auth) ? "bearer tokens" : "off", NULL);
-  if (e->cfg.metrics_port == 0)
-    return BERTH_OK;
-  opt.port = e->cfg.metrics_port;
-  opt.handler = berth_rest_metrics_handle;
-  opt.max_body_bytes = 64 * 1024; /* a scrape has no body */
-  rc = listen_on(e, &opt, port, err);
-  if (rc == BERTH_OK)
-    berth_log_kv(BERTH_LOG_INFO, "listening (metrics: GET /metrics)", "host",
-                 e->cfg.host, "metrics_port", port, NULL);
-  return rc;
-}
-
-const berth_module berth_rest_module = {.name = "rest", .start = rest_start};

@@ -161,11 +161,6 @@ void berth_rest_v1_predict(berth_engine *e, berth_http_req *req,
  * segment ("name:verb"), or empty. */
 void berth_rest_v1_not_found(berth_engine *e, berth_http_req *req,
                              berth_slice name_verb);
-/* Appends {"predictions": ...}: the first output (the requested one when
- * the request named one) as nested lists. */
-int berth_kserve_v1_encode(const berth_infer_request *r,
-                           const berth_infer_response *resp, berth_buf *out,
-                           berth_errmsg *err);
 
 /* The OIP REST handler given to the httpd. */
 void berth_rest_handle(berth_http_req *req, void *engine);

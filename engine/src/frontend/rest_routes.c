@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "log.h"
 #include "ui.h"
 #include "access_log.h"
 #include "http_guard.h"
@@ -182,6 +183,45 @@ static const char *allow_static(const char *allow) {
   return "GET, POST";
 }
 
+/* ---- the browser-facing checks ------------------------------------------ */
+
+static void answer_preflight(berth_engine *e, berth_http_req *req) {
+  size_t ol = 0;
+  const char *o = berth_http_header(req, "origin", &ol);
+  char origin[BERTH_HTTP_NOTE_MAX + 1];
+  size_t n = ol < BERTH_HTTP_NOTE_MAX ? ol : BERTH_HTTP_NOTE_MAX;
+  memcpy(origin, o, n);
+  origin[n] = '\0';
+  berth_http_header_kv h[BERTH_GUARD_PREFLIGHT_HEADERS];
+  size_t nh = berth_http_guard_preflight_headers(origin, h);
+  berth_rest_respond_take(e, req, 204, h, nh, NULL, 0);
+}
+
+/* The guard's REST glue (http_guard.h): false when it answered (403, 415,
+ * or a preflight's 204); a listed cross-site origin is noted for the CORS
+ * headers of the answer. */
+static bool guard_rest(berth_engine *e, berth_http_req *req) {
+  berth_http_guard g = berth_http_guard_of(e);
+  berth_guard_verdict v;
+  berth_http_guard_decide(&g, req, true, &v);
+  switch (v.action) {
+  case BERTH_GUARD_REFUSE:
+    berth_rest_respond_error(e, req, v.status, v.msg);
+    return false;
+  case BERTH_GUARD_PREFLIGHT:
+    answer_preflight(e, req);
+    return false;
+  default:
+    break;
+  }
+  if (v.cors) {
+    size_t ol = 0;
+    const char *o = berth_http_header(req, "origin", &ol);
+    berth_http_req_set_note(req, BERTH_HTTP_NOTE_CORS_ORIGIN, o, ol);
+  }
+  return true;
+}
+
 /* Notes the client's X-Request-ID as the request id (docs/logging.md). */
 static void note_request_id(berth_http_req *req) {
   size_t il = 0;
@@ -199,7 +239,7 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
   const char *path = berth_http_path(req, &pl);
   note_request_id(req);
   /* Host, Origin, Content-Type: before anything else (http_guard.h) */
-  if (!berth_http_guard_rest(e, req))
+  if (!guard_rest(e, req))
     return;
   if (berth_ui_route(path, pl)) { /* the dashboard: its own token rule */
     berth_ui_handle(e, req);
@@ -246,7 +286,7 @@ void berth_rest_metrics_handle(berth_http_req *req, void *arg) {
   size_t ml, pl;
   const char *method = berth_http_method(req, &ml);
   const char *path = berth_http_path(req, &pl);
-  if (!berth_http_guard_rest(e, req))
+  if (!guard_rest(e, req))
     return;
   if (berth_auth_enabled(&e->auth) && !authorized(e, req, REST_AUTH_USER))
     return;
@@ -261,3 +301,74 @@ void berth_rest_metrics_handle(berth_http_req *req, void *arg) {
   }
   berth_rest_metrics(e, req, NULL);
 }
+
+/* ---- the module ------------------------------------------------------------ */
+
+/* Starts one listener with opt, hands it to the engine; *port_out gets its
+ * port as text. */
+static int listen_on(berth_engine *e, const berth_httpd_options *opt,
+                     char port_out[16], berth_errmsg *err) {
+  berth_httpd *h = NULL;
+  int rc = berth_httpd_start(e->loop, opt, &h, err);
+  if (rc != BERTH_OK)
+    return rc;
+  rc = berth_engine_add_listener(e, h, err);
+  if (rc != BERTH_OK) {
+    berth_httpd_close(h, NULL, NULL);
+    return rc;
+  }
+  snprintf(port_out, 16, "%u", berth_httpd_port(h));
+  return BERTH_OK;
+}
+
+static int rest_start(berth_engine *e, berth_errmsg *err) {
+  berth_httpd_options opt = {
+      .host = e->cfg.host,
+      .port = e->cfg.http_port,
+      .max_body_bytes = e->cfg.max_body_bytes,
+      .max_head_bytes = e->cfg.max_head_bytes,
+      .max_headers = 100,
+      .idle_timeout_ms = 120000,
+      .header_timeout_ms = e->cfg.header_timeout_ms,
+      .budget = &e->conns,
+      .handler = berth_rest_handle,
+      .handler_data = e,
+      .tls = e->tls_rest,
+  };
+  char port[16], url[300];
+  int rc = listen_on(e, &opt, port, err);
+  if (rc != BERTH_OK)
+    return rc;
+  if (e->cfg.socket != NULL) {
+    berth_httpd_options so = opt;
+    so.socket_path = e->cfg.socket;
+    so.tls = NULL;
+    char unused[16];
+    rc = listen_on(e, &so, unused, err);
+    if (rc != BERTH_OK)
+      return rc;
+    berth_log_kv(BERTH_LOG_INFO,
+                 "listening (REST on a Unix socket: HTTP/1.1 and h2c)",
+                 "socket", e->cfg.socket, "mode", "0600", NULL);
+  }
+  bool v6 = strchr(e->cfg.host, ':') != NULL;
+  snprintf(url, sizeof url, "%s://%s%s%s:%s", e->tls_rest ? "https" : "http",
+           v6 ? "[" : "", e->cfg.host, v6 ? "]" : "", port);
+  berth_log_kv(BERTH_LOG_INFO,
+               e->tls_rest ? "listening (REST: HTTP/1.1 and HTTP/2 over TLS)"
+                           : "listening (REST: HTTP/1.1 and h2c)",
+               "url", url, "port", port, "version", BERTH_VERSION, "auth",
+               berth_auth_enabled(&e->auth) ? "bearer tokens" : "off", NULL);
+  if (e->cfg.metrics_port == 0)
+    return BERTH_OK;
+  opt.port = e->cfg.metrics_port;
+  opt.handler = berth_rest_metrics_handle;
+  opt.max_body_bytes = 64 * 1024; /* a scrape has no body */
+  rc = listen_on(e, &opt, port, err);
+  if (rc == BERTH_OK)
+    berth_log_kv(BERTH_LOG_INFO, "listening (metrics: GET /metrics)", "host",
+                 e->cfg.host, "metrics_port", port, NULL);
+  return rc;
+}
+
+const berth_module berth_rest_module = {.name = "rest", .start = rest_start};

@@ -192,12 +192,20 @@ static void refresh_signature(berth_pipeline *p) {
 
 static void refresh(berth_model *m) { refresh_signature(m->pipeline); }
 
+static bool ready(const berth_model *m) {
+  return berth_pipeline_ready(m->engine, m->pipeline->pc);
+}
+
+static const char *state(const berth_model *m, char *reason, size_t cap) {
+  return berth_pipeline_state(m->engine, m->pipeline->pc, reason, cap);
+}
+
 /* A pipeline is a composite model (engine.h): these are its operations. */
 static const berth_model_ops pipeline_ops = {.kind = "pipeline",
                                              .composite = true,
                                              .submit = berth_pipeline_submit,
-                                             .ready = berth_pipeline_ready,
-                                             .state = berth_pipeline_state,
+                                             .ready = ready,
+                                             .state = state,
                                              .refresh = refresh};
 
 int berth_pipelines_init(berth_engine *e, berth_errmsg *err) {

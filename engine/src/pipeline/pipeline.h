@@ -68,15 +68,17 @@ const berth_pipeline_config *berth_pipeline_config_of(const struct berth_model *
 struct berth_model *berth_pipe_step_model(struct berth_engine *e,
                                           const berth_pipe_step *s,
                                           size_t which);
-/* pipeline_state.c: ready: every model a step may call is ready. */
-bool berth_pipeline_ready(const struct berth_model *m);
+/* pipeline_state.c: ready: every model a step of pc may call is ready. */
+bool berth_pipeline_ready(struct berth_engine *e,
+                          const berth_pipeline_config *pc);
 /* pipeline_state.c: Triton's state of the pipeline for the repository
  * index: "READY" when it is ready, else "LOADING" (a step model is still loading) or
  * "UNAVAILABLE" (one failed to load or was unloaded, or the server is
  * shutting down); reason (cap bytes, "" when READY) names the step and its
  * model. Returns a static string. */
-const char *berth_pipeline_state(const struct berth_model *m, char *reason,
-                                 size_t cap);
+const char *berth_pipeline_state(struct berth_engine *e,
+                                 const berth_pipeline_config *pc,
+                                 char *reason, size_t cap);
 /* Runs job (whose model is a pipeline's stand-in). Same contract as
  * berth_sched_submit: on failure nothing is called and the caller keeps the
  * job; on BERTH_OK job->done and then job->release are called exactly once,

@@ -25,9 +25,7 @@ berth_model *berth_pipe_step_model(berth_engine *e, const berth_pipe_step *s,
                           version ? strlen(version) : 0);
 }
 
-bool berth_pipeline_ready(const berth_model *m) {
-  const berth_pipeline_config *pc = berth_pipeline_config_of(m);
-  berth_engine *e = m->engine;
+bool berth_pipeline_ready(berth_engine *e, const berth_pipeline_config *pc) {
   if (e->draining)
     return false;
   for (size_t i = 0; i < pc->n_steps; i++) {
@@ -63,10 +61,9 @@ static const char *step_model_state(const berth_model *sm, const char **why) {
   }
 }
 
-const char *berth_pipeline_state(const berth_model *m, char *reason,
-                                 size_t cap) {
-  const berth_pipeline_config *pc = berth_pipeline_config_of(m);
-  berth_engine *e = m->engine;
+const char *berth_pipeline_state(berth_engine *e,
+                                 const berth_pipeline_config *pc,
+                                 char *reason, size_t cap) {
   snprintf(reason, cap, "%s", "");
   if (e->draining) {
     snprintf(reason, cap, "the server is shutting down");
