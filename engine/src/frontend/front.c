@@ -50,13 +50,15 @@ int berth_front_submit(berth_engine *e, berth_job *job,
   berth_engine_request_end(e);
   berth_front_count_fail(job->model, job->protocol, job->received_ns, rc,
                          err->msg, true);
-  berth_trace_job_refused(job, rc);
+  if (job->trace != NULL)
+    berth_trace_job_refused(job, rc);
   return rc;
 }
 
 bool berth_front_cancel(berth_job *job) { return berth_sched_cancel(job); }
 
 void berth_front_job_end(berth_engine *e, berth_job *job) {
-  berth_trace_job_finish(job, BERTH_E_IO); /* left before an answer */
+  if (job->trace != NULL) /* tracing off: no call into obs/ at all */
+    berth_trace_job_finish(job, BERTH_E_IO); /* left before an answer */
   berth_engine_request_end(e);
 }

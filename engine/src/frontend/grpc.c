@@ -171,7 +171,8 @@ static void job_unlink(grpc_call *c, grpc_job *j) {
  * request stopped counting in flight when it was answered or cancelled). */
 static void job_release(berth_job *job) {
   grpc_job *j = (grpc_job *)job;
-  berth_trace_job_finish(&j->job, BERTH_E_IO); /* cancelled while queued */
+  if (j->job.trace != NULL) /* cancelled while queued */
+    berth_trace_job_finish(&j->job, BERTH_E_IO);
   berth_infer_request_clear(&j->job.req);
   free(j);
 }
