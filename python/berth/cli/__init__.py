@@ -21,7 +21,7 @@ from .. import __version__, route_cli
 from .. import build as build_cli
 from .. import deploy as deploy_cli
 from ..errors import BerthError, ConfigError
-from .discovery import MODEL_KEYS, discover_models, served_roots
+from .discovery import discover_models, served_roots
 from .document import build_document, document_for
 from .launch import exposure_warning, find_berthd, serve
 from .options import (
@@ -43,7 +43,6 @@ __all__ = [
     "DEFAULT_LOG_LEVEL",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_PORT",
-    "MODEL_KEYS",
     "build_document",
     "discover_models",
     "document_for",
@@ -105,8 +104,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``berth`` command; returns the exit status."""
-    ns = parse_args(argv)
     try:
+        ns = parse_args(argv)  # a bound check may ask berthd for its limits
         if ns.command == "serve":
             return serve(ns, os.environ)
         if ns.command == "route":

@@ -18,28 +18,9 @@ from ..runtimes.detect import (
     find_model_files,
     runtime_for_file,
 )
+from .limits import FOLDER_KEYS, model_keys
 from .options import _NAME
 
-#: Keys a berth.yaml next to a model may hold (a model entry's keys less
-#: name, version and path, which come from the folders).
-MODEL_KEYS = frozenset(
-    {
-        "runtime",
-        "platform",
-        "class",
-        "instances",
-        "max_batch_size",
-        "max_queue_delay_us",
-        "max_queue_size",
-        "preferred_batch_sizes",
-        "timeout_us",
-        "inputs",
-        "outputs",
-        "parameters",
-        "payload_log",
-    }
-)
-_FOLDER_KEYS = frozenset({"name", "version", "path"})
 _MODEL_YAML = "berth.yaml"
 
 
@@ -72,12 +53,13 @@ def _model_yaml(folder: Path) -> dict[str, Any]:
             f"{path}: looks like an app-level config (it has models/server); "
             "pass it with --config instead"
         )
+    allowed = model_keys() if doc else frozenset()
     for key in doc:
-        if key in _FOLDER_KEYS:
+        if key in FOLDER_KEYS:
             raise ConfigError(f"{path}: {key!r} comes from the folder names; remove it")
-        if key not in MODEL_KEYS:
+        if key not in allowed:
             raise ConfigError(
-                f"{path}: unknown key {key!r} (allowed: {', '.join(sorted(MODEL_KEYS))})"
+                f"{path}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})"
             )
     return doc
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..runtimes.detect import RUNTIMES
+from .limits import model_bounds, server_bounds
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -33,11 +34,6 @@ DEFAULT_GRPC_PORT = 8081
 DEFAULT_MAX_BODY_BYTES = 64 << 20
 DEFAULT_DRAIN_TIMEOUT_S = 30
 DEFAULT_LOG_LEVEL = "info"
-#: The engine's bounds on a model entry's batching keys (engine/src/core/config.c).
-_MAX_BATCH_ROWS = 1048576
-_MAX_QUEUE_DELAY_US = 60_000_000
-_MAX_QUEUE_SIZE = 1_000_000
-_MAX_TIMEOUT_US = 3_600_000_000
 
 
 # ------------------------------------------------------------------ options
@@ -57,21 +53,36 @@ def _parse_runtime(value: str) -> str:
 
 def _int_in(low: int, high: int | None) -> Callable[[str], int]:
     def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise ValueError(f"expected an integer, got {value!r}") from None
-        if number < low or (high is not None and number > high):
-            bound = f"{low}..{high}" if high is not None else f">= {low}"
-            raise ValueError(f"expected an integer {bound}, got {number}")
-        return number
+        return _checked_int(value, low, high)
 
     return parse
+
+
+def _engine_int(bounds: Callable[[str], tuple[int, int]], key: str) -> Callable[[str], int]:
+    """An integer within the engine's bounds on ``key`` (asked of berthd
+    when a value is given, not before)."""
+
+    def parse(value: str) -> int:
+        return _checked_int(value, *bounds(key))
+
+    return parse
+
+
+def _checked_int(value: str, low: int, high: int | None) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {value!r}") from None
+    if number < low or (high is not None and number > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"expected an integer {bound}, got {number}")
+    return number
 
 
 def _parse_batch_sizes(value: str) -> list[int]:
     """``4,8,16`` -> ``[4, 8, 16]``: positive sizes, each listed once."""
     sizes: list[int] = []
+    low, high = model_bounds("preferred_batch_sizes")
     for part in value.split(","):
         part = part.strip()
         try:
@@ -80,8 +91,8 @@ def _parse_batch_sizes(value: str) -> list[int]:
             raise ValueError(
                 f"expected comma-separated batch sizes like 4,8,16, got {value!r}"
             ) from None
-        if not 1 <= size <= _MAX_BATCH_ROWS:
-            raise ValueError(f"batch sizes must be 1..{_MAX_BATCH_ROWS}, got {size} in {value!r}")
+        if not low <= size <= high:
+            raise ValueError(f"batch sizes must be {low}..{high}, got {size} in {value!r}")
         if size in sizes:
             raise ValueError(f"batch size {size} is listed twice in {value!r}")
         sizes.append(size)
@@ -233,7 +244,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "--max-batch-size",
         "BERTH_MAX_BATCH_SIZE",
-        _int_in(0, _MAX_BATCH_ROWS),
+        _engine_int(model_bounds, "max_batch_size"),
         "most rows stacked into one model call, for every served model; 0 = never batch "
         "(default: berth.yaml, else the runtime's suggestion)",
         "N",
@@ -241,7 +252,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "--max-queue-delay-us",
         "BERTH_MAX_QUEUE_DELAY_US",
-        _int_in(0, _MAX_QUEUE_DELAY_US),
+        _engine_int(model_bounds, "max_queue_delay_us"),
         "longest a queued request waits for a batch to fill, in microseconds, for every "
         "served model; 0 = never wait (default: berth.yaml, else 1000)",
         "US",
@@ -257,7 +268,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "--max-queue-size",
         "BERTH_MAX_QUEUE_SIZE",
-        _int_in(1, _MAX_QUEUE_SIZE),
+        _engine_int(model_bounds, "max_queue_size"),
         "queued requests per model version beyond which new ones get 429, for every "
         "served model (default: berth.yaml, else 1024)",
         "N",
@@ -265,7 +276,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "--timeout-us",
         "BERTH_TIMEOUT_US",
-        _int_in(0, _MAX_TIMEOUT_US),
+        _engine_int(model_bounds, "timeout_us"),
         "default per-request timeout in microseconds, for every served model; 0 = none "
         "(default: berth.yaml, else 0)",
         "US",
@@ -280,7 +291,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "--header-timeout-ms",
         "BERTH_HEADER_TIMEOUT_MS",
-        _int_in(0, 3_600_000),
+        _engine_int(server_bounds, "header_timeout_ms"),
         "a request head (and a new connection's TLS handshake or HTTP/2 preface) must "
         "arrive within this many milliseconds of its first byte, else 408 and the "
         "connection closes; 0 = no deadline (default 10000)",
@@ -289,7 +300,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "--max-connections",
         "BERTH_MAX_CONNECTIONS",
-        _int_in(1, 1_000_000),
+        _engine_int(server_bounds, "max_connections"),
         "open client connections, all listeners together; beyond it new ones are closed "
         "at once (default 1024)",
         "N",
