@@ -37,10 +37,12 @@ static const berth_module *const modules[] = {
 static void usage(FILE *to) {
   fprintf(to,
           "usage: berthd --config FILE | --config-fd N\n"
-          "       berthd --version\n\n"
+          "       berthd --version\n"
+          "       berthd --print-limits\n\n"
           "Runs the Berth inference engine with the given configuration\n"
           "(YAML or JSON; schema in docs/configuration.md). Most users start\n"
-          "it through `berth serve`, which builds the configuration.\n");
+          "it through `berth serve`, which builds the configuration.\n"
+          "--print-limits prints the configuration's keys and bounds as JSON.\n");
 }
 
 static int read_all(int fd, berth_buf *out, berth_errmsg *err) {
@@ -98,7 +100,23 @@ static int load_config(int argc, char **argv, berth_config *cfg,
   return rc;
 }
 
+/* berthd --print-limits: the schema's keys and bounds, for `berth serve`. */
+static int print_limits(void) {
+  json_t *schema = berth_config_schema_json();
+  char *text = schema != NULL ? json_dumps(schema, JSON_INDENT(2)) : NULL;
+  json_decref(schema);
+  if (text == NULL) {
+    fprintf(stderr, "berthd: out of memory\n");
+    return 1;
+  }
+  int rc = puts(text) == EOF || fflush(stdout) != 0 ? 1 : 0;
+  free(text);
+  return rc;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--print-limits") == 0)
+    return print_limits();
   if (argc == 2 && strcmp(argv[1], "--version") == 0) {
     printf("berthd %s\n", BERTH_VERSION);
     return 0;

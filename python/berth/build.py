@@ -37,6 +37,7 @@ from typing import Any
 
 from . import __version__
 from .errors import BerthError, ConfigError
+from .frameworks import FRAMEWORKS, by_runtime
 
 __all__ = [
     "MANIFEST",
@@ -67,21 +68,9 @@ HTTP_PORT = 8080
 GRPC_PORT = 8081
 
 #: Runtime -> the distributions it imports (as in pyproject's extras).
-RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {
-    "sklearn": ("scikit-learn", "joblib"),
-    "xgboost": ("xgboost",),
-    "lightgbm": ("lightgbm",),
-    "onnx": ("onnxruntime",),
-    "pytorch": ("torch",),
-    "tensorflow": ("tensorflow|tensorflow-cpu",),
-    "transformers": ("torch", "transformers", "tokenizers", "safetensors"),
-    "mlflow": ("mlflow-skinny|mlflow", "pandas"),
-    "python": (),
-}
+RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {f.runtime: f.distributions for f in FRAMEWORKS}
 #: What Berth itself needs (pyproject's dependencies).
 CORE_PACKAGES = ("numpy", "PyYAML")
-#: Extra that installs each runtime's packages, for error messages.
-_EXTRA = {"pytorch": "torch"}
 
 #: Debian packages that build berthd from source, and the libraries it runs with.
 BUILD_DEBS = (
@@ -193,11 +182,12 @@ def lock_requirements(runtimes: list[str]) -> dict[str, dict[str, str]]:
         for options in packages:
             dist = _dist(options)
             if dist is None:
-                extra = _EXTRA.get(group, group)
+                known = by_runtime.get(group)
+                extra = f"berth[{known.extra}]" if known and known.extra else "berth"
                 raise ConfigError(
                     f"the {group} runtime needs {options.split('|')[0]}, which is not "
                     "installed here, so its version cannot be locked; install it "
-                    f"(pip install 'berth[{extra}]') and run berth build again"
+                    f"(pip install '{extra}') and run berth build again"
                 )
             roots.append(dist)
         locked[group] = _closure(roots)

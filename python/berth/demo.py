@@ -23,8 +23,10 @@ def train_iris(outdir: Path) -> Path:
         from sklearn.linear_model import LogisticRegression
     except ImportError:
         from .errors import MissingExtraError
+        from .frameworks import framework
 
-        raise MissingExtraError("scikit-learn", "sklearn") from None
+        sklearn = framework("sklearn")
+        raise MissingExtraError(sklearn.display, sklearn.extra or "") from None
 
     features, labels = load_iris(return_X_y=True)
     model = LogisticRegression(max_iter=1000).fit(features, labels)

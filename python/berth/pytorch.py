@@ -43,12 +43,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .errors import InvalidInput, MissingExtraError
+from .frameworks import framework
 from .model import Model, TensorSpec
 
 try:
     import torch
 except ImportError as e:  # pragma: no cover - exercised by the missing-extra tests
-    raise MissingExtraError("PyTorch", "torch", f"cannot import torch: {e}") from e
+    _fw = framework("pytorch")
+    raise MissingExtraError(_fw.display, _fw.extra or "", f"cannot import torch: {e}") from e
 
 from .runtimes import _torch
 from .runtimes.pytorch import example_specs, example_tensors, load_torchscript

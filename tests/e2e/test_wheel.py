@@ -327,7 +327,7 @@ def test_sdist_builds_from_source(tmp_path: Path) -> None:
         members = set(tf.getnames())
     top = sdist.name[: -len(".tar.gz")]
     for needed in ("pyproject.toml", "meson.build", "engine/src/main.c", "proto/grpc_service.proto",
-                   "python/berth/cli.py", "LICENSE"):
+                   "python/berth/cli/__init__.py", "LICENSE"):
         assert f"{top}/{needed}" in members, f"{needed} is missing from the sdist"
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -27,9 +27,7 @@
 #define BERTH_CONFIG_PATH_MAX 192
 #define BERTH_CONFIG_NAME_MAX 128
 #define BERTH_CONFIG_STRING_MAX 4096
-#define BERTH_CONFIG_ARGV_MAX 256
 #define BERTH_CONFIG_TENSORS_MAX 1024
-#define BERTH_CONFIG_MODELS_MAX 4096
 
 /* ---- messages --------------------------------------------------------- */
 

@@ -178,4 +178,13 @@ int berth_config_parse_route_entry(json_t *entry, const char *path,
                                    berth_errmsg *err);
 void berth_config_route_clear(berth_route_config *r);
 
+/* The schema's keys and bounds as a JSON object (what `berthd
+ * --print-limits` prints; docs/configuration.md): per key its "type", and
+ * where they apply "required", "default", "min"/"max" (numbers, or the
+ * elements of a list of sizes), "min_items"/"max_items" (lists), "choices"
+ * (enums, datatypes) and "keys" (the fields of a mapping or of a list's
+ * elements, in the same form). Returns a new reference, or NULL when out
+ * of memory. */
+json_t *berth_config_schema_json(void);
+
 #endif

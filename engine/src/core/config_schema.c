@@ -6,6 +6,8 @@
  */
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "config_schema.h"
 
 #define BERTH_CF_OFF(type, member) offsetof(type, member)
@@ -316,3 +318,125 @@ static const berth_config_field berth_config_root_fields[] = {
 };
 const berth_config_table berth_config_root =
     BERTH_CF_TABLE(berth_config_root_fields);
+
+/* ---- the schema as JSON (berthd --print-limits) ----------------------- */
+
+static const char *const berth_config_kind_names[] = {
+    [BERTH_CF_STRING] = "string",   [BERTH_CF_OPT_STRING] = "string",
+    [BERTH_CF_NAME] = "name",       [BERTH_CF_VERSION] = "version",
+    [BERTH_CF_ENUM] = "enum",       [BERTH_CF_UINT] = "integer",
+    [BERTH_CF_DOUBLE] = "number",   [BERTH_CF_BOOL] = "boolean",
+    [BERTH_CF_ARGV] = "list",       [BERTH_CF_OBJECT] = "mapping",
+    [BERTH_CF_DTYPE] = "datatype",  [BERTH_CF_SHAPE] = "shape",
+    [BERTH_CF_SIZES] = "list",      [BERTH_CF_TENSORS] = "list",
+    [BERTH_CF_SECTION] = "mapping", [BERTH_CF_MODELS] = "list",
+    [BERTH_CF_LIST] = "list",       [BERTH_CF_PIPELINES] = "list",
+};
+
+/* Sets key to value (a new reference, stolen) in obj; false when either
+ * failed (value NULL: out of memory). */
+static bool berth_schema_set(json_t *obj, const char *key, json_t *value) {
+  return value != NULL && json_object_set_new(obj, key, value) == 0;
+}
+
+static json_t *berth_schema_choices(const char *const *names, size_t n) {
+  json_t *list = json_array();
+  for (size_t i = 0; list != NULL && i < n; i++) {
+    if (names[i] == NULL)
+      continue;
+    if (json_array_append_new(list, json_string(names[i])) != 0) {
+      json_decref(list);
+      return NULL;
+    }
+  }
+  return list;
+}
+
+static json_t *berth_schema_table(const berth_config_table *t);
+
+/* The bounds of f, by its kind, into out. */
+static bool berth_schema_bounds(const berth_config_field *f, json_t *out) {
+  switch (f->kind) {
+  case BERTH_CF_UINT:
+  case BERTH_CF_SIZES:
+    return berth_schema_set(out, "min", json_integer(f->imin)) &&
+           berth_schema_set(out, "max", json_integer(f->imax));
+  case BERTH_CF_DOUBLE:
+    return berth_schema_set(out, "min", json_real(f->dmin)) &&
+           berth_schema_set(out, "max", json_real(f->dmax));
+  case BERTH_CF_ARGV: /* as berth_config_argv reads them */
+    return berth_schema_set(out, "min_items",
+                            json_integer(f->imax > 0 ? f->imin : 1)) &&
+           berth_schema_set(
+               out, "max_items",
+               json_integer(f->imax > 0 ? f->imax : BERTH_CONFIG_ARGV_MAX));
+  case BERTH_CF_LIST:
+    return berth_schema_set(out, "min_items", json_integer(f->imin)) &&
+           berth_schema_set(out, "max_items", json_integer(f->imax));
+  case BERTH_CF_MODELS:
+    return berth_schema_set(out, "min_items", json_integer(1)) &&
+           berth_schema_set(out, "max_items",
+                            json_integer(BERTH_CONFIG_MODELS_MAX));
+  case BERTH_CF_ENUM: {
+    size_t n = 0;
+    while (f->choices[n] != NULL)
+      n++;
+    return berth_schema_set(out, "choices",
+                            berth_schema_choices(f->choices, n));
+  }
+  case BERTH_CF_DTYPE:
+    return berth_schema_set(
+        out, "choices",
+        berth_schema_choices(berth_config_dtypes, BERTH_DT_COUNT));
+  default: return true;
+  }
+}
+
+/* The table a field's value (or its elements) is checked against. */
+static const berth_config_table *berth_schema_sub(const berth_config_field *f) {
+  if (f->kind == BERTH_CF_MODELS)
+    return &berth_config_model;
+  if (f->kind == BERTH_CF_TENSORS)
+    return &berth_config_tensor;
+  if (f->kind == BERTH_CF_SECTION || f->kind == BERTH_CF_LIST)
+    return f->sub;
+  return NULL;
+}
+
+static json_t *berth_schema_field(const berth_config_field *f) {
+  json_t *out = json_object();
+  if (out == NULL)
+    return NULL;
+  const berth_config_table *sub = berth_schema_sub(f);
+  bool ok = berth_schema_set(out, "type",
+                             json_string(berth_config_kind_names[f->kind]));
+  if (ok && f->required)
+    ok = berth_schema_set(out, "required", json_true());
+  if (ok && f->def != NULL)
+    ok = berth_schema_set(out, "default",
+                          json_loads(f->def, JSON_DECODE_ANY, NULL));
+  ok = ok && berth_schema_bounds(f, out);
+  if (ok && sub != NULL)
+    ok = berth_schema_set(out, "keys", berth_schema_table(sub));
+  if (!ok) {
+    json_decref(out);
+    return NULL;
+  }
+  return out;
+}
+
+static json_t *berth_schema_table(const berth_config_table *t) {
+  json_t *out = json_object();
+  for (size_t i = 0; out != NULL && i < t->n; i++) {
+    if (!berth_schema_set(out, t->fields[i].key,
+                          berth_schema_field(&t->fields[i]))) {
+      json_decref(out);
+      return NULL;
+    }
+  }
+  return out;
+}
+
+json_t *berth_config_schema_json(void) {
+  return berth_schema_table(&berth_config_root);
+}

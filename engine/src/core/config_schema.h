@@ -12,6 +12,10 @@
 #include "config.h"
 
 #define BERTH_CONFIG_NO_SLOT SIZE_MAX
+/* The most strings a BERTH_CF_ARGV list holds when its imax is 0. */
+#define BERTH_CONFIG_ARGV_MAX 256
+/* The most entries of the models list. */
+#define BERTH_CONFIG_MODELS_MAX 4096
 
 typedef enum berth_config_kind {
   BERTH_CF_STRING,     /* non-empty string -> char * */

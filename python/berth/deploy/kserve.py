@@ -15,21 +15,14 @@ from typing import Any
 
 from .. import __version__
 from ..build import GRPC_PORT, HTTP_PORT, IMAGE_UID
+from ..frameworks import FRAMEWORKS
 
 __all__ = ["MODEL_FORMATS", "RUNTIME_NAME", "cluster_serving_runtime", "inference_service"]
 
 RUNTIME_NAME = "berth"
 #: (KServe modelFormat name, major version) pairs Berth serves.
-MODEL_FORMATS: tuple[tuple[str, str], ...] = (
-    ("sklearn", "1"),
-    ("xgboost", "2"),
-    ("xgboost", "3"),
-    ("lightgbm", "4"),
-    ("onnx", "1"),
-    ("pytorch", "2"),
-    ("tensorflow", "2"),
-    ("mlflow", "2"),
-    ("mlflow", "3"),
+MODEL_FORMATS: tuple[tuple[str, str], ...] = tuple(
+    (f.runtime, version) for f in FRAMEWORKS for version in f.kserve_versions
 )
 
 

@@ -36,10 +36,10 @@ import abc
 import importlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError, InvalidInput, MissingExtraError, ModelLoadError
+from ..frameworks import by_runtime
 from .detect import RUNTIMES
 
 if TYPE_CHECKING:
@@ -89,68 +89,23 @@ class Runtime(abc.ABC):
         """Runs one batch. Raises :class:`~berth.InvalidInput` for bad content."""
 
 
-@dataclass(frozen=True)
-class _Registration:
-    module: str
-    cls: str
-    framework: str
-    extra: str | None
-    requires: tuple[str, ...]
-    #: Environment defaults set (unless already set) before the framework is
-    #: imported: they only take effect then.
-    env: tuple[tuple[str, str], ...] = ()
-
-
-#: Never reach a model hub from a worker: models are served from local files.
-_OFFLINE = (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"))
-#: Keras 3 picks its backend at import; TensorFlow's C++ logging is noisy.
-_TF_ENV = (("KERAS_BACKEND", "tensorflow"), ("TF_CPP_MIN_LOG_LEVEL", "2"))
-
-
-_REGISTRY: dict[str, _Registration] = {
-    "sklearn": _Registration(
-        "sklearn", "SklearnRuntime", "scikit-learn", "sklearn", ("sklearn", "joblib")
-    ),
-    "xgboost": _Registration("xgboost", "XGBoostRuntime", "XGBoost", "xgboost", ("xgboost",)),
-    "lightgbm": _Registration("lightgbm", "LightGBMRuntime", "LightGBM", "lightgbm", ("lightgbm",)),
-    "onnx": _Registration("onnx", "OnnxRuntime", "ONNX", "onnx", ("onnxruntime",)),
-    "pytorch": _Registration("pytorch", "PyTorchRuntime", "PyTorch", "torch", ("torch",)),
-    "tensorflow": _Registration(
-        "tensorflow", "TensorFlowRuntime", "TensorFlow", "tensorflow", ("tensorflow",), _TF_ENV
-    ),
-    "transformers": _Registration(
-        "transformers",
-        "TransformersRuntime",
-        "Hugging Face transformers",
-        "transformers",
-        ("torch", "tokenizers", "transformers"),
-        _OFFLINE,
-    ),
-    "mlflow": _Registration(
-        "mlflow", "MLflowRuntime", "MLflow", "mlflow", ("mlflow.pyfunc", "pandas"), _OFFLINE
-    ),
-    "python": _Registration("python", "PythonRuntime", "custom Python", None, ()),
-}
-assert tuple(_REGISTRY) == RUNTIMES
-
-
 def get_runtime(name: str) -> Runtime:
     """A new runtime object for a runtime name.
 
     Raises :class:`ConfigError` for an unknown name and
     :class:`MissingExtraError` when the framework is not installed.
     """
-    reg = _REGISTRY.get(name)
+    reg = by_runtime.get(name)
     if reg is None:
         raise ConfigError(f"unknown runtime {name!r}; expected one of {', '.join(RUNTIMES)}")
     for key, value in reg.env:
         os.environ.setdefault(key, value)
-    for module in reg.requires:
+    for module in reg.imports:
         try:
             importlib.import_module(module)
         except ImportError as e:
             assert reg.extra is not None
-            raise MissingExtraError(reg.framework, reg.extra, f"cannot import {module}: {e}") from e
+            raise MissingExtraError(reg.display, reg.extra, f"cannot import {module}: {e}") from e
         except OSError as e:  # e.g. a missing shared library such as libgomp
             raise ModelLoadError(f"importing {module} failed: {e}") from e
     mod = importlib.import_module(f"{__name__}.{reg.module}")

@@ -3,7 +3,8 @@
 Used by the ``berth`` command to build the engine document and by runtimes
 whose ``path`` is a folder.
 
-Most models are one file, recognised by its extension. Some frameworks save
+Most models are one file, recognised by its extension (the framework
+table, ``berth/frameworks.py``, lists them). Some frameworks save
 a folder (a *bundle*): a TensorFlow SavedModel (``saved_model.pb``), an MLflow
 model (``MLmodel``) and a Hugging Face model (``config.json`` with weights, or
 a sentence-transformers ``modules.json``). A bundle's files are its parts, not
@@ -16,6 +17,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError, ModelLoadError
+from ..frameworks import FRAMEWORKS
 
 __all__ = [
     "BUNDLE_FILES",
@@ -30,42 +32,17 @@ __all__ = [
 ]
 
 #: Runtime names the engine document accepts.
-RUNTIMES: tuple[str, ...] = (
-    "sklearn",
-    "xgboost",
-    "lightgbm",
-    "onnx",
-    "pytorch",
-    "tensorflow",
-    "transformers",
-    "mlflow",
-    "python",
-)
+RUNTIMES: tuple[str, ...] = tuple(f.runtime for f in FRAMEWORKS)
 
 #: File extension -> runtime. ``.json`` must hold an XGBoost model (a
 #: ``learner`` key) and ``.txt`` a LightGBM model to count.
-EXTENSIONS: dict[str, str] = {
-    ".joblib": "sklearn",
-    ".pkl": "sklearn",
-    ".onnx": "onnx",
-    ".json": "xgboost",
-    ".ubj": "xgboost",
-    ".txt": "lightgbm",
-    ".pt": "pytorch",
-    ".pt2": "pytorch",
-    ".keras": "tensorflow",
-    ".py": "python",
-}
+EXTENSIONS: dict[str, str] = {s: f.runtime for f in FRAMEWORKS for s in f.suffixes}
 
 #: Files that name a bundle: the runtime serves their folder.
-BUNDLE_FILES: dict[str, str] = {
-    "saved_model.pb": "tensorflow",
-    "saved_model.pbtxt": "tensorflow",
-    "MLmodel": "mlflow",
-}
+BUNDLE_FILES: dict[str, str] = {n: f.runtime for f in FRAMEWORKS for n in f.bundle_files}
 
 #: Runtimes whose model may be a folder.
-FOLDER_RUNTIMES = frozenset({"tensorflow", "transformers", "mlflow"})
+FOLDER_RUNTIMES = frozenset(f.runtime for f in FRAMEWORKS if f.folder)
 
 #: Sub-folders of a model folder that hold a SavedModel (Triton's layout:
 #: ``<model>/<version>/model.savedmodel/``).
