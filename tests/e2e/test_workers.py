@@ -152,6 +152,7 @@ def test_client_disconnecting_mid_request(crash_server: BerthServer, crash_repo:
     assert server.worker_pids().get("slow/1/0") == slow_pid
 
 
+@pytest.mark.smoke
 def test_worker_exiting_by_itself(crash_server: BerthServer) -> None:
     server = crash_server
     old = server.wait_worker("crash/1/0")
