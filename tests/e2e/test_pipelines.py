@@ -549,9 +549,8 @@ def test_sigterm_lets_an_accepted_pipeline_finish(berth_server: Callable[..., Be
         target=lambda: got.append(server.infer("drowsy", infer_body([_x([5.0])]), timeout=60))
     )
     caller.start()
-    import time
-
-    time.sleep(0.5)  # the nap step is running; grow starts after the signal
+    # the nap step is running (1.5 s); grow starts after the signal
+    server.wait_queue("drowsy.nap", inflight=1, queued=0)
     server.signal(signal.SIGTERM)
     caller.join(60)
     assert got and got[0].status == 200, got[0].body if got else "no answer"
