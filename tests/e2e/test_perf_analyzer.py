@@ -109,10 +109,12 @@ def check_run(server: BerthServer, protocol: str, *args: str) -> None:
     # the client's side: every request it sent was answered
     m = re.search(r"Client:\s*\n\s+Request count: (\d+)", out)
     assert m and int(m.group(1)) == REQUESTS, out
-    # the server-side breakdown comes from GET .../stats
+    # The server-side breakdown comes from GET .../stats. perf_analyzer reads
+    # them first after its load has started, so its own delta may miss the
+    # first requests; the exact count is checked below, read around the run.
     assert "Server:" in out, out
     m = re.search(r"Successful request count: (\d+)", out)
-    assert m and int(m.group(1)) == REQUESTS, out
+    assert m and 1 <= int(m.group(1)) <= REQUESTS, out
     assert re.search(r"Avg request latency: \d+ usec \(overhead", out), out
     # Berth's own counts agree: the statistics and the metrics, no errors
     assert ok1 - ok0 == REQUESTS

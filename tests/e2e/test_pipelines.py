@@ -425,8 +425,11 @@ def test_perf_analyzer_loads_a_pipeline(server: BerthServer, protocol: str,
     assert res.returncode == 0, out[-3000:]
     m = re.search(r"Client:\s*\n\s+Request count: (\d+)", out)
     assert m is not None and int(m.group(1)) == requests, out[-3000:]
+    # perf_analyzer's own server-side delta may miss the first requests (it
+    # reads the statistics first after its load started); the exact count is
+    # checked below on the statistics and metrics read around the run
     m = re.search(r"Successful request count: (\d+)", out)
-    assert m is not None and int(m.group(1)) == requests, out[-3000:]
+    assert m is not None and 1 <= int(m.group(1)) <= requests, out[-3000:]
     # the server side's breakdown: queued until the steps start, then the steps
     assert re.search(r"Avg request latency: \d+ usec .*queue \d+ usec .*compute infer "
                      r"[1-9]\d* usec", out), out[-3000:]
