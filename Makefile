@@ -23,7 +23,7 @@ DEB_PKGS := gcc pkg-config libuv1-dev libnghttp2-dev libjansson-dev \
 DEB_PKGS += libjs-chart.js chromium prometheus
 
 .PHONY: help deps venv build install wheel serve test test-c test-asan fuzz \
-        fuzz-replay test-py lint clean bench
+        fuzz-replay test-py test-fast lint clean bench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -129,6 +129,10 @@ $(KSERVE_VENV)/.stamp:
 test-py: install $(KSERVE_VENV)/.stamp $(VENV)/.wheel-tools-stamp ## end-to-end and unit tests with pytest
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" BERTH_KSERVE_PYTHON="$(CURDIR)/$(KSERVE_VENV)/bin/python" \
 	  $(VPY) -m pytest -q -p no:cacheprovider
+
+test-fast: build install ## quick check: C unit tests (plain build) and pytest -m "unit or smoke" (under a minute)
+	@$(MESON) test -C build/dev --print-errorlogs -q
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VPY) -m pytest -q -p no:cacheprovider -m "unit or smoke"
 
 bench: install ## benchmark Berth against its peers (bench/README.md; ~35 min)
 	@bash bench/run.sh $(BENCH_ARGS)

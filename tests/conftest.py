@@ -81,8 +81,34 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "slow: builds or compiles for a minute or more (deselect with -m 'not slow')"
+        "markers",
+        "slow: takes more than ~20 s on a 2-core machine, e.g. builds or compiles "
+        "(deselect with -m 'not slow')",
     )
+    config.addinivalue_line("markers", "unit: in tests/unit, no server (applied by folder)")
+    config.addinivalue_line("markers", "e2e: in tests/e2e, a real server over real sockets (applied by folder)")
+    config.addinivalue_line(
+        "markers",
+        "smoke: a few end-to-end tests that together cover REST JSON and binary tensors, "
+        "gRPC, metrics and a crashing worker (`make test-fast` runs them with the unit tests)",
+    )
+
+
+_FOLDER_MARKS = {"unit": pytest.mark.unit, "e2e": pytest.mark.e2e}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks every test `unit` or `e2e` by the folder it lives in, so that
+    `-m unit` and `-m e2e` select by folder without a mark in each file."""
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            folder = item.path.resolve().relative_to(tests_dir).parts[0]
+        except ValueError:
+            continue
+        mark = _FOLDER_MARKS.get(folder)
+        if mark is not None:
+            item.add_marker(mark)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -563,6 +563,33 @@ class BerthServer:
         assert isinstance(doc, dict)
         return doc
 
+    def gauges(self, model: str, version: str = "1") -> dict[str, float]:
+        """The model's berth_queue_depth (requests waiting, not yet on a
+        worker) and berth_inflight_requests (queued or running), from /metrics."""
+        text = self.get("/metrics").body.decode()
+        found: dict[str, float] = {}
+        for name in ("berth_queue_depth", "berth_inflight_requests"):
+            m = re.search(rf'^{name}\{{model="{re.escape(model)}",version="{re.escape(version)}"\}} (\S+)$',
+                          text, re.M)
+            if m:
+                found[name] = float(m.group(1))
+        return found
+
+    def wait_queue(self, model: str, *, inflight: int, queued: int, version: str = "1",
+                   timeout: float = 60.0) -> None:
+        """Waits until the model holds `inflight` requests of which `queued`
+        wait in its queue (so inflight - queued run on its workers). Tests use
+        this instead of a sleep to know that a request reached a worker or
+        that the requests they sent are queued."""
+        want = {"berth_queue_depth": float(queued), "berth_inflight_requests": float(inflight)}
+        wait_until(
+            lambda: self.gauges(model, version) == want,
+            timeout,
+            f"{model}: {inflight} in flight, {queued} queued",
+            interval=0.02,
+            on_timeout=lambda: f"last seen: {self.gauges(model, version)}\n{self.log_tail()}",
+        )
+
 
 class _PortTaken(Exception):
     pass

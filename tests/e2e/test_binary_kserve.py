@@ -129,6 +129,7 @@ def test_server_metadata_lists_the_extensions(server: BerthServer) -> None:
         assert name in ext
 
 
+@pytest.mark.smoke
 def test_tritonclient_default_binary_round_trip(
     triton: httpclient.InferenceServerClient, zoo: ModelZoo, iris_clf: Any
 ) -> None:

@@ -25,6 +25,9 @@ import framework_models as fm
 from berth_e2e import BerthServer, assert_error, tensor, wait_until
 
 pytestmark = [
+    # The module's fixtures build and load a model of every framework: about
+    # 130 s on 2 busy cores before the first test runs (-m "not slow" skips it).
+    pytest.mark.slow,
     # PyTorch 2.10+ marks TorchScript deprecated; Berth still serves it.
     pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),
     # Keras 3 on NumPy 2 (keras/src/backend/tensorflow/core.py).

@@ -38,6 +38,7 @@ from berth_e2e import (  # noqa: E402
     copy_into,
     fill,
     http_call,
+    wait_until,
 )
 
 SERVICE = "/inference.GRPCInferenceService/"
@@ -514,9 +515,16 @@ def test_deadline_is_enforced_by_the_server(server: BerthServer, tmp_path: Path)
     time.sleep(1.6)
 
 
-def test_queue_full_is_resource_exhausted(server: BerthServer) -> None:
-    """slow has max_queue_size 1 and one worker: of several calls at once,
-    some are refused with RESOURCE_EXHAUSTED."""
+def test_queue_full_is_resource_exhausted(server: BerthServer, repo: Path) -> None:
+    """slow has max_queue_size 1 and one worker: of several calls at once
+    while it runs one, some are refused with RESOURCE_EXHAUSTED."""
+    marks = repo.parent / "slow-marks.txt"
+
+    def started_3() -> int:
+        lines = marks.read_text().splitlines() if marks.exists() else []
+        return sum(1 for line in lines if line.endswith(" 3.0"))
+
+    before = started_3()
     body = infer_request("slow", [("x", "FP32", [1], np.array([3], np.float32).tobytes())])
     codes = []
     lock = threading.Lock()
@@ -534,7 +542,12 @@ def test_queue_full_is_resource_exhausted(server: BerthServer) -> None:
             codes.append(code)
 
     threads = [threading.Thread(target=one) for _ in range(4)]
-    for t in threads:
+    threads[0].start()
+    # the first call runs on the worker (its predict has started) before the
+    # others are sent, so they meet a busy worker and a queue of one
+    wait_until(lambda: started_3() > before, TIMEOUT, "the first call to reach the worker",
+               on_timeout=server.log_tail)
+    for t in threads[1:]:
         t.start()
     for t in threads:
         t.join(TIMEOUT)
@@ -581,9 +594,8 @@ def test_model_not_ready_is_unavailable(limited: BerthServer) -> None:
         return limited.get("/v2/models/broken/ready").status == 503 and "weights" in limited.get(
             "/v2/models/broken/ready").body.decode()
 
-    deadline = time.monotonic() + TIMEOUT
-    while not failed() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(failed, TIMEOUT, "broken's load error on /v2/models/broken/ready", interval=0.2,
+               on_timeout=limited.log_tail)
     ch = grpc.insecure_channel(limited.grpc_url)
     try:
         err = call_error(ch, "ModelInfer", infer_request("broken", [("x", "FP32", [1], b"\0" * 4)]))

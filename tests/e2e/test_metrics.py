@@ -94,6 +94,7 @@ def grpc_infer(client: Any, model: str, name: str, arr: np.ndarray) -> Any:
     return client.infer(model, [inp])
 
 
+@pytest.mark.smoke
 def test_counts_by_protocol_and_outcome(server: BerthServer) -> None:
     before = scrape(server)
     good = infer_body([tensor("input", "FP64", [1, 4], IRIS_ROW)])

@@ -152,7 +152,7 @@ def test_unload_finishes_queued_requests(server: BerthServer) -> None:
     threads = [threading.Thread(target=call) for _ in range(3)]
     for t in threads:
         t.start()
-    time.sleep(0.2)  # one running, two queued (one worker, 0.4 s each)
+    server.wait_queue("slow", inflight=3, queued=2)  # one running, two queued (one worker, 0.4 s each)
     started = time.monotonic()
     resp = unload(server, "slow")
     took = time.monotonic() - started
@@ -168,11 +168,11 @@ def test_requests_during_unload_get_503(server: BerthServer) -> None:
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}
     busy = threading.Thread(target=lambda: server.infer("slow", body))
     busy.start()
-    time.sleep(0.1)
+    server.wait_queue("slow", inflight=1, queued=0)  # on the worker
     done: list[Any] = []
     t = threading.Thread(target=lambda: done.append(unload(server, "slow")))
     t.start()
-    time.sleep(0.1)
+    wait_until(lambda: server.get("/v2/models/slow/ready").status != 200, 60, "slow to start unloading")
     assert_error(server.infer("slow", body), (503, 404), "unload")
     t.join(30)
     busy.join(30)

@@ -350,7 +350,7 @@ def test_batched_requests_show_the_batch_size(server: BerthServer, receiver: Rec
 
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(send, 0)
-        time.sleep(0.2)
+        server.wait_queue("batched", inflight=1, queued=0)  # on the worker
         rest = list(pool.map(send, [1, 2, 3]))
     answers = [first.result(), *rest]
     rows_seen = [int(a["rows"]["data"][0]) for a in answers]

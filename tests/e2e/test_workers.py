@@ -152,6 +152,7 @@ def test_client_disconnecting_mid_request(crash_server: BerthServer, crash_repo:
     assert server.worker_pids().get("slow/1/0") == slow_pid
 
 
+@pytest.mark.smoke
 def test_worker_exiting_by_itself(crash_server: BerthServer) -> None:
     server = crash_server
     old = server.wait_worker("crash/1/0")
@@ -209,7 +210,9 @@ def test_sigterm_drains_accepted_requests_and_exits_0(
         futures = [pool.submit(call, i) for i in range(n)]
         wait_until(lambda: all(e.is_set() for e in sent), 30, "every request to be sent")
         wait_until(lambda: marks_lines(marks), 30, "the first request to run", on_timeout=server.log_tail)
-        time.sleep(0.5)  # the engine has read the written requests long before this
+        # the engine has accepted all of them (queued or running)
+        wait_until(lambda: server.gauges("slow").get("berth_inflight_requests") == n, 60,
+                   f"{n} requests to be in flight", on_timeout=server.log_tail)
         server.signal(signal.SIGTERM)
         t_term = time.monotonic()
 
