@@ -140,7 +140,7 @@ def test_client_disconnecting_mid_request(crash_server: BerthServer, crash_repo:
     body = json.dumps(slow_body(7.0)).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(
-            b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
         )
         wait_until(lambda: len(marks_lines(marks)) > before, 30, "the request to start running")
