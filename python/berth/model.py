@@ -148,6 +148,14 @@ class Model:
     #: ``max_batch_size``; 0 (the default) means requests are never
     #: combined. Set it when ``predict`` handles any number of rows.
     max_batch_size: ClassVar[int] = 0
+    #: Decoupled: ``predict`` answers one request with zero or many
+    #: responses. A ``predict`` written as a generator (``yield`` a dict of
+    #: outputs per response) is decoupled without saying so; set it to
+    #: ``True`` for a ``predict`` that returns an iterator some other way.
+    #: Decoupled models run one request per call (never batched) and are
+    #: served by gRPC ``ModelStreamInfer`` and REST ``generate_stream``
+    #: (docs/decoupled.md); ``postprocess`` runs on each response.
+    decoupled: ClassVar[bool] = False
 
     context: ModelContext
 

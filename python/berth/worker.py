@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import struct
@@ -47,8 +48,8 @@ PROTOCOL_VERSION = 1
 CHANNEL_FD = 3
 
 HEADER = struct.Struct("<IHHQ")
-LOAD, READY, LOAD_FAILED, INFER, RESULT, ERROR, SHUTDOWN = range(1, 8)
-_ENGINE_TYPES = frozenset({LOAD, INFER, SHUTDOWN})
+LOAD, READY, LOAD_FAILED, INFER, RESULT, ERROR, SHUTDOWN, RESPONSE, CANCEL = range(1, 10)
+_ENGINE_TYPES = frozenset({LOAD, INFER, SHUTDOWN, CANCEL})
 _TYPE_NAMES = {
     1: "LOAD",
     2: "READY",
@@ -57,6 +58,8 @@ _TYPE_NAMES = {
     5: "RESULT",
     6: "ERROR",
     7: "SHUTDOWN",
+    8: "RESPONSE",
+    9: "CANCEL",
 }
 
 _SMALL_SEND = 1 << 16  # below this, join and send once; above, scatter-gather
@@ -96,6 +99,11 @@ class Channel:
         if length:
             self._recv_exact(memoryview(payload), eof_ok=False)
         return ftype, frame_id, payload
+
+    def pending(self) -> bool:
+        """Whether a frame (or end of file) is waiting, without blocking."""
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return bool(readable)
 
     def _recv_exact(self, view: memoryview, *, eof_ok: bool) -> bool:
         got, size = 0, len(view)
@@ -222,7 +230,69 @@ def _load(entry: Mapping[str, Any]) -> tuple[Runtime, dict[str, Any]]:
         "outputs": [s.to_dict() for s in outputs],
         "max_batch_size": runtime.suggested_max_batch_size(),
     }
+    if runtime.decoupled:
+        ready["decoupled"] = True
     return runtime, ready
+
+
+def _stream(channel: Channel, runtime: Runtime, frame_id: int, payload: bytearray,
+            state: _State) -> bool:
+    """Runs one request of a decoupled model: each response goes out as a
+    RESPONSE frame as soon as it is produced, then RESULT (no tensors) or
+    ERROR ends the request. Between responses a CANCEL for this request
+    (the client left) or SHUTDOWN stops the iteration. Returns False when
+    the engine closed the channel or asked for SHUTDOWN."""
+    from .tensors import decode_tensor_set, encode_tensor_set_parts
+
+    keep_serving = True
+    sent = 0
+    responses = None
+    try:
+        inputs, params = decode_tensor_set(payload)
+        responses = runtime.predict_stream(inputs, params)
+        for outputs in responses:
+            if not isinstance(outputs, Mapping):
+                raise InvalidOutput(
+                    f"predict yielded a {type(outputs).__name__}; yield dicts mapping "
+                    "output names to numpy arrays"
+                )
+            parts, total = encode_tensor_set_parts(outputs)
+            channel.send(RESPONSE, frame_id, parts, total)
+            sent += 1
+            parts = outputs = None  # type: ignore[assignment]
+            stop = False
+            while channel.pending():
+                frame = channel.recv()
+                if frame is None or frame[0] == SHUTDOWN:
+                    keep_serving, stop = False, True
+                    break
+                if frame[0] == CANCEL and frame[1] == frame_id:
+                    log.info("request %d cancelled after %d responses", frame_id, sent)
+                    stop = True
+                    break
+                if frame[0] != CANCEL:  # a CANCEL for a finished request: ignore
+                    raise ProtocolError(
+                        f"unexpected {_TYPE_NAMES[frame[0]]} frame during a decoupled request"
+                    )
+            if stop:
+                break
+    except InvalidInput as e:
+        message = str(e)[:_MAX_ERROR_CHARS] or "invalid input"
+        channel.send_json(ERROR, frame_id, {"error": message, "kind": "input"})
+        return keep_serving
+    except ProtocolError:
+        raise
+    except Exception as e:
+        log.exception("request %d failed after %d responses", frame_id, sent)
+        channel.send_json(ERROR, frame_id, {"error": _error_text(e), "kind": "model"})
+        return keep_serving
+    finally:
+        close = getattr(responses, "close", None)
+        if close is not None:
+            close()  # runs the generator's finally blocks now
+    parts, total = encode_tensor_set_parts({})
+    channel.send(RESULT, frame_id, parts, total)
+    return keep_serving
 
 
 def _serve(channel: Channel, runtime: Runtime, state: _State) -> int:
@@ -240,9 +310,20 @@ def _serve(channel: Channel, runtime: Runtime, state: _State) -> int:
         if ftype == SHUTDOWN:
             log.info("shutdown")
             return 0
+        if ftype == CANCEL:
+            continue  # the request it names is over already
         if ftype != INFER:
             raise ProtocolError(f"unexpected {_TYPE_NAMES[ftype]} frame while serving")
         state.busy = True
+        if runtime.decoupled:
+            try:
+                keep = _stream(channel, runtime, frame_id, payload, state)
+            finally:
+                state.busy = False
+            payload = None  # type: ignore[assignment]
+            if not keep or state.stop_requested:
+                return 0
+            continue
         started = time.perf_counter() if debug else 0.0
         try:
             inputs, params = decode_tensor_set(payload)

@@ -53,6 +53,9 @@ typedef struct berth_model_config {
                                to the payload log, 0..1, default 0 */
   json_t *entry;            /* owned reference: the whole validated model
                                entry, sent to the worker in LOAD */
+  bool decoupled;           /* decoupled: a request gets zero or many
+                               responses (docs/decoupled.md); also set
+                               when the worker reports it in READY */
   bool quiet_errors;        /* loaded from a request by a caller without an
                                admin token: a failed load answers a fixed
                                text, the worker's message goes to the log

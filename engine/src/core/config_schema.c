@@ -237,6 +237,8 @@ static const berth_config_field berth_config_model_fields[] = {
      .count_slot = BERTH_CF_OFF(BERTH_CF_M, n_outputs),
      .flag_slot = BERTH_CF_OFF(BERTH_CF_M, outputs_declared)},
     {.key = "parameters", .kind = BERTH_CF_OBJECT, .def = "{}", BERTH_CF_NONE},
+    {.key = "decoupled", .kind = BERTH_CF_BOOL, .def = "false",
+     .slot = BERTH_CF_OFF(BERTH_CF_M, decoupled)},
     {.key = "payload_log", .kind = BERTH_CF_SECTION, .def = "{}",
      BERTH_CF_NONE, .sub = &berth_config_payload},
 };

@@ -71,6 +71,14 @@ typedef void (*berth_job_done_cb)(berth_job *job, int status,
                                   const char *errmsg,
                                   berth_infer_response *resp);
 
+/* A decoupled model's response before the final answer (docs/decoupled.md):
+ * called zero or more times, always before done, never after it; resp's
+ * data borrows worker memory valid only during the call. done then comes
+ * once as for any job, with an empty response (no outputs) on success.
+ * NULL: the creator takes no partial responses (they are dropped). */
+typedef void (*berth_job_partial_cb)(berth_job *job,
+                                     berth_infer_response *resp);
+
 /* Called exactly once, after done, when the scheduler holds no more
  * reference to the job (at once, or when the batch it ran in finishes if
  * done came early because of a timeout). The creator frees the job here. */
@@ -97,6 +105,8 @@ struct berth_job {
                                  reads its headers) */
   unsigned priority;          /* BERTH_PRIORITY_* */
   berth_job_done_cb done;
+  berth_job_partial_cb partial; /* NULL unless the frontend streams a
+                                 decoupled model's responses */
   berth_job_release_cb release;
   void *user;                 /* the creator's context */
   struct berth_route_stat *route_stat; /* router.c: the route that chose
@@ -169,6 +179,9 @@ struct berth_model {
   berth_tensor_spec *outputs;
   size_t n_outputs;
   bool signature_known;           /* false: do not check inputs */
+  bool decoupled;                 /* config's decoupled, or the worker said
+                                     so in READY: one request per batch,
+                                     answered by RESPONSE frames */
   berth_model_state state;
   char load_error[512];
   /* scheduler */

@@ -43,6 +43,7 @@ static int apply_config(berth_model *m, const berth_model_config *cfg,
                         berth_errmsg *err) {
   m->cfg = cfg;
   m->max_batch_size = cfg->max_batch_size;
+  m->decoupled = cfg->decoupled;
   if (cfg->platform != NULL) {
     m->platform = strdup(cfg->platform);
     if (m->platform == NULL)
@@ -343,6 +344,9 @@ int berth_model_adopt_ready(berth_model *m, const char *text, size_t len,
     if (v >= 0 && v <= 1048576)
       m->max_batch_size = (uint32_t)v;
   }
+  /* A decoupled model (a generator predict) says so; the config may too. */
+  if (json_is_true(json_object_get(doc, "decoupled")))
+    m->decoupled = true;
   if (rc == BERTH_OK && !m->cfg->inputs_declared && m->inputs == NULL) {
     rc = parse_specs(json_object_get(doc, "inputs"), "inputs", &m->inputs,
                      &m->n_inputs, err);

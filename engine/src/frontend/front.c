@@ -37,6 +37,25 @@ int berth_front_submit(berth_engine *e, berth_job *job,
                        berth_route_stat *routed, const char *span_name,
                        const char *traceparent, size_t traceparent_len,
                        berth_errmsg *err) {
+  if (job->model->decoupled && job->partial == NULL) {
+    /* Triton's texts, then which call streams the responses. */
+    int rc = job->protocol == BERTH_PROTO_GRPC
+                 ? berth_errf(err, BERTH_E_UNSUPPORTED,
+                              "ModelInfer RPC doesn't support models with "
+                              "decoupled transaction policy: model '%s' may "
+                              "answer with many responses; use "
+                              "ModelStreamInfer",
+                              job->model->cfg->name)
+                 : berth_errf(err, BERTH_E_UNSUPPORTED,
+                              "HTTP end point doesn't support models with "
+                              "decoupled transaction policy: model '%s' may "
+                              "answer with many responses; use POST "
+                              "/v2/models/%s/generate_stream",
+                              job->model->cfg->name, job->model->cfg->name);
+    berth_front_count_fail(job->model, job->protocol, job->received_ns, rc,
+                           err->msg, true);
+    return rc;
+  }
   if (e->tracer != NULL)
     job->trace = berth_trace_begin(e->tracer, traceparent, traceparent_len,
                                    span_name,
@@ -55,7 +74,13 @@ int berth_front_submit(berth_engine *e, berth_job *job,
   return rc;
 }
 
-bool berth_front_cancel(berth_job *job) { return berth_sched_cancel(job); }
+bool berth_front_cancel(berth_job *job) {
+  if (berth_sched_cancel(job))
+    return true;
+  /* A running decoupled request: the worker stops at its next response. */
+  (void)berth_supervisor_cancel_job(job);
+  return false;
+}
 
 void berth_front_job_end(berth_engine *e, berth_job *job) {
   if (job->trace != NULL) /* tracing off: no call into obs/ at all */

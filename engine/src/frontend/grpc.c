@@ -321,6 +321,62 @@ static void infer_failed(grpc_call *c, int status, const char *msg) {
 
 /* ---- inference ------------------------------------------------------------ */
 
+/* The request asked for Triton's final-response flag
+ * (triton_enable_empty_final_response, docs/grpc.md). */
+static bool wants_final_flag(const berth_job *job) {
+  return json_is_true(
+      json_object_get(job->req.parameters, "triton_enable_empty_final_response"));
+}
+
+/* Writes one response on the stream, with triton_final_response when the
+ * request asked for it. empty: the final response of a decoupled model
+ * (no outputs at all, whatever the request named). */
+static void stream_answer(grpc_call *c, berth_job *job,
+                          berth_infer_response *resp, bool final, bool empty) {
+  berth_model *m = job->model;
+  berth_infer_request req = job->req; /* shallow: id and outputs */
+  if (empty) {
+    req.outputs = NULL;
+    req.n_outputs = 0;
+  }
+  berth_infer_response r = *resp;
+  json_t *params = NULL;
+  if (wants_final_flag(job)) {
+    params = resp->parameters != NULL ? json_deep_copy(resp->parameters) : json_object();
+    if (params == NULL ||
+        json_object_set_new(params, "triton_final_response", json_boolean(final)) != 0) {
+      json_decref(params);
+      infer_failed(c, BERTH_E_NOMEM, "out of memory");
+      return;
+    }
+    r.parameters = params;
+  }
+  berth_grpc_answer a = {m->cfg->name, m->cfg->version, &req, &r, true};
+  berth_buf out;
+  berth_buf_init(&out, MAX_RESPONSE);
+  berth_errmsg err;
+  int rc = berth_grpc_encode_infer_response(&a, &out, &err);
+  if (rc != BERTH_OK)
+    infer_failed(c, rc == BERTH_E_INVALID || rc == BERTH_E_TOO_LARGE ? rc : BERTH_E_MODEL,
+                 err.msg);
+  else
+    call_send(c, &out);
+  berth_buf_free(&out);
+  json_decref(params);
+}
+
+/* One response of a decoupled model, before the final answer. */
+static void job_partial(berth_job *job, berth_infer_response *resp) {
+  grpc_job *j = (grpc_job *)job;
+  grpc_call *c = j->call;
+  if (c == NULL || c->ended)
+    return;
+  c->busy++;
+  stream_answer(c, job, resp, false, false);
+  c->busy--;
+  call_maybe_free(c);
+}
+
 static void job_done(berth_job *job, int status, const char *errmsg,
                      berth_infer_response *resp) {
   grpc_job *j = (grpc_job *)job;
@@ -335,6 +391,13 @@ static void job_done(berth_job *job, int status, const char *errmsg,
   if (!c->ended) {
     if (status != BERTH_OK) {
       infer_failed(c, status, errmsg);
+    } else if (job->model->decoupled && c->method->kind == KIND_STREAM_INFER) {
+      /* Every response went out already: only the empty final one, when
+       * the client asked for it (Triton's enable_empty_final_response). */
+      if (wants_final_flag(job))
+        stream_answer(c, job, resp, true, true);
+    } else if (c->method->kind == KIND_STREAM_INFER && wants_final_flag(job)) {
+      stream_answer(c, job, resp, true, false);
     } else {
       berth_model *m = job->model;
       berth_grpc_answer a = {m->cfg->name, m->cfg->version, &job->req, resp,
@@ -417,6 +480,8 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
     rc = berth_signature_check(m, &j->job.req, &err);
   if (rc == BERTH_OK) {
     j->job.done = job_done;
+    if (c->method->kind == KIND_STREAM_INFER)
+      j->job.partial = job_partial;
     j->job.release = job_release;
     j->job.user = c;
     j->job.received_ns = now;

@@ -244,6 +244,7 @@ int berth_grpc_model_config(berth_engine *e, const uint8_t *msg, size_t len,
   cfg.n_instance_group = 1;
   cfg.instance_group = groups;
   Inference__ModelTransactionPolicy policy = INFERENCE__MODEL_TRANSACTION_POLICY__INIT;
+  policy.decoupled = m->decoupled;
   cfg.model_transaction_policy = &policy;
   Inference__ModelDynamicBatching db = INFERENCE__MODEL_DYNAMIC_BATCHING__INIT;
   if (batched) {

@@ -67,7 +67,8 @@ void berth_rest_model_config(berth_engine *e, berth_http_req *req,
       config_tensors(m->inputs, m->n_inputs, mbs > 0), "output",
       config_tensors(m->outputs, m->n_outputs, mbs > 0), "instance_group",
       "name", c->name, "count", (json_int_t)(m->instances ? m->instances : 1),
-      "kind", "KIND_CPU", "model_transaction_policy", "decoupled", 0);
+      "kind", "KIND_CPU", "model_transaction_policy", "decoupled",
+      (int)m->decoupled);
   if (doc != NULL && mbs > 0) {
     json_t *pref = json_array();
     for (uint32_t i = 0; pref != NULL && i < c->n_preferred_batch_sizes; i++)

@@ -386,7 +386,9 @@ static void batch_add(berth_batch *b, berth_job *j) {
 /* Takes the next batch from the queue (at least one job). */
 static berth_batch *take_batch(berth_model *m) {
   berth_job *first = queue_first(m);
-  size_t cap = first->rows > 0 && m->max_batch_size > 0 ? SCAN_LIMIT : 1;
+  /* A decoupled model's responses belong to one request: never batched. */
+  size_t cap = first->rows > 0 && m->max_batch_size > 0 && !m->decoupled
+                   ? SCAN_LIMIT : 1;
   berth_batch *b = batch_new(m, cap);
   if (b == NULL)
     return NULL;

@@ -239,6 +239,52 @@ static void on_answer(berth_worker *w, const berth_wp_header *h,
   berth_sched_dispatch(m);
 }
 
+/* One response of a decoupled model's request: handed to the job's partial
+ * callback while the job is unanswered and its creator takes them; dropped
+ * otherwise (the client left, the deadline passed). Returns false when the
+ * worker broke the protocol. */
+static bool on_response(berth_worker *w, const uint8_t *payload, size_t len) {
+  berth_batch *b = w->batch;
+  berth_model *m = w->model;
+  if (!m->decoupled || b->n_jobs != 1)
+    return false; /* only decoupled models answer in RESPONSE frames */
+  berth_tensor *outs = NULL;
+  size_t n = 0;
+  const char *params = NULL;
+  size_t plen = 0;
+  berth_errmsg err;
+  if (berth_wp_tensors_decode(payload, len, &outs, &n, &params, &plen,
+                              &err) != BERTH_OK)
+    return false;
+  berth_job *j = b->jobs[0];
+  if (j->partial != NULL && !j->answered) {
+    berth_infer_response resp = {.outputs = outs, .n_outputs = n,
+                                 .parameters = NULL};
+    if (plen > 2) {
+      json_error_t jerr;
+      resp.parameters = json_loadb(params, plen, 0, &jerr);
+    }
+    j->partial(j, &resp);
+    json_decref(resp.parameters);
+  }
+  berth_tensors_free(outs, n);
+  return true;
+}
+
+bool berth_supervisor_cancel_job(berth_job *job) {
+  berth_model *m = job->model;
+  if (m == NULL || !m->decoupled || !job->running)
+    return false;
+  for (size_t i = 0; i < m->n_workers; i++) {
+    berth_worker *w = m->workers[i];
+    if (w->state == W_BUSY && w->batch != NULL && w->batch->n_jobs == 1 &&
+        w->batch->jobs[0] == job && w->proc != NULL)
+      return send_frame(w->proc, BERTH_WP_CANCEL, w->batch->id, NULL, 0) ==
+             BERTH_OK;
+  }
+  return false;
+}
+
 /* Returns false if the worker broke the protocol (it is then killed). */
 static bool handle_frame(worker_proc *p, const berth_wp_header *h,
                          const uint8_t *payload) {
@@ -262,6 +308,10 @@ static bool handle_frame(worker_proc *p, const berth_wp_header *h,
       return false;
     on_answer(w, h, payload, h->length);
     return true;
+  case BERTH_WP_RESPONSE:
+    if (w->state != W_BUSY || w->batch == NULL || w->batch->id != h->id)
+      return false;
+    return on_response(w, payload, h->length);
   default:
     return false;
   }

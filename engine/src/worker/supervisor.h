@@ -45,6 +45,11 @@ berth_worker *berth_supervisor_idle_worker(berth_model *m);
 /* Sends a batch to an idle worker, which takes ownership of it. On failure
  * the batch's jobs are failed and the worker is restarted. */
 void berth_worker_run(berth_worker *w, berth_batch *b);
+/* Asks the worker running job, a decoupled model's request, to stop
+ * (CANCEL frame): it stops at the model's next response and ends the
+ * request as usual, so job's callbacks still come. false when job is not
+ * a running decoupled request (nothing sent). */
+bool berth_supervisor_cancel_job(struct berth_job *job);
 /* Sends SHUTDOWN to every worker, escalates to SIGKILL after timeout_ms,
  * and calls stopped(arg) once, when every worker process is gone (possibly
  * before this returns). */

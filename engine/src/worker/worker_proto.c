@@ -65,7 +65,7 @@ int berth_wp_header_decode(const uint8_t in[BERTH_WP_HEADER_SIZE],
       .flags = get_u16(in + 6),
       .id = get_u64(in + 8),
   };
-  if (d.type < BERTH_WP_LOAD || d.type > BERTH_WP_SHUTDOWN)
+  if (d.type < BERTH_WP_LOAD || d.type > BERTH_WP_CANCEL)
     return berth_errf(err, BERTH_E_PARSE, "worker frame has unknown type %u",
                       d.type);
   if (d.flags != 0)

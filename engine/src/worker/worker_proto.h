@@ -23,6 +23,11 @@ typedef enum {
   BERTH_WP_RESULT = 5,      /* worker -> engine: tensor set */
   BERTH_WP_ERROR = 6,       /* worker -> engine: JSON {"error","kind"} */
   BERTH_WP_SHUTDOWN = 7,    /* engine -> worker: empty */
+  BERTH_WP_RESPONSE = 8,    /* worker -> engine: tensor set, one response
+                               of a decoupled model (id: the batch's);
+                               RESULT (no tensors) or ERROR ends them */
+  BERTH_WP_CANCEL = 9,      /* engine -> worker: empty; stop the decoupled
+                               request id (its client left) */
 } berth_wp_type;
 
 typedef struct berth_wp_header {

@@ -76,6 +76,7 @@ static void test_minimal_defaults(void **state) {
   assert_true(m->payload_log_rate == 0.0);
   assert_false(m->inputs_declared);
   assert_false(m->outputs_declared);
+  assert_false(m->decoupled);
   assert_null(m->inputs);
   assert_int_equal(m->n_inputs, 0);
 
@@ -87,7 +88,7 @@ static void test_minimal_defaults(void **state) {
              "\"class\":null,\"max_queue_delay_us\":1000,"
              "\"preferred_batch_sizes\":[],\"timeout_us\":0,"
              "\"max_queue_size\":1024,\"parameters\":{},"
-             "\"payload_log\":{\"rate\":0}}");
+             "\"decoupled\":false,\"payload_log\":{\"rate\":0}}");
   free(entry);
   berth_config_clear(&c);
   assert_true(all_zero(&c, sizeof c));

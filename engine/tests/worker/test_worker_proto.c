@@ -30,7 +30,7 @@ static void test_header_round_trip(void **state) {
   assert_true(d.id == h.id);
   assert_int_equal(berth_wp_header_decode(b, 0x01020303, &d, &err),
                    BERTH_E_TOO_LARGE);
-  for (uint16_t t = BERTH_WP_LOAD; t <= BERTH_WP_SHUTDOWN; t++) {
+  for (uint16_t t = BERTH_WP_LOAD; t <= BERTH_WP_CANCEL; t++) {
     h.type = t;
     berth_wp_header_encode(b, &h);
     assert_int_equal(berth_wp_header_decode(b, UINT32_MAX, &d, &err), BERTH_OK);
@@ -46,7 +46,7 @@ static void test_header_rejects(void **state) {
   berth_wp_header_encode(b, &h);
   assert_int_equal(berth_wp_header_decode(b, 100, &d, &err), BERTH_E_PARSE);
   assert_int_equal(d.length, 77); /* untouched on failure */
-  h.type = 8;
+  h.type = BERTH_WP_CANCEL + 1; /* the first unknown type */
   berth_wp_header_encode(b, &h);
   assert_int_equal(berth_wp_header_decode(b, 100, &d, &err), BERTH_E_PARSE);
   h.type = 0xFFFF;

@@ -35,7 +35,7 @@ from __future__ import annotations
 import abc
 import importlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError, InvalidInput, MissingExtraError, ModelLoadError
@@ -57,6 +57,9 @@ class Runtime(abc.ABC):
     name: ClassVar[str] = ""
     #: Platform string reported in model metadata (``"sklearn_sklearn"``).
     platform: str = ""
+    #: The model answers a request with zero or many responses: the worker
+    #: calls :meth:`predict_stream` instead of :meth:`predict`.
+    decoupled: bool = False
 
     def __init__(self) -> None:
         self.inputs: list[TensorSpec] = []
@@ -87,6 +90,13 @@ class Runtime(abc.ABC):
         self, inputs: dict[str, np.ndarray], parameters: Mapping[str, Any] | None = None
     ) -> dict[str, np.ndarray]:
         """Runs one batch. Raises :class:`~berth.InvalidInput` for bad content."""
+
+    def predict_stream(
+        self, inputs: dict[str, np.ndarray], parameters: Mapping[str, Any] | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """A decoupled model's responses to one request (default: the one
+        answer of :meth:`predict`)."""
+        yield self.predict(inputs, parameters)
 
 
 def get_runtime(name: str) -> Runtime:

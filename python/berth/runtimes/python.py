@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -165,6 +165,13 @@ class PythonRuntime(Runtime):
             raise ConfigError(f"{cls.__name__}.platform: expected a non-empty string")
         self.platform = cls.platform
         self.batch_hint = int(getattr(cls, "max_batch_size", 0) or 0)
+        self.decoupled = (
+            bool(getattr(cls, "decoupled", False))
+            or inspect.isgeneratorfunction(cls.predict)
+            or bool(entry.get("decoupled"))
+        )
+        if self.decoupled:
+            self.batch_hint = 0  # one request per call
 
         model = cls()
         model.context = ModelContext(
@@ -198,6 +205,25 @@ class PythonRuntime(Runtime):
         outputs = call(inputs, parameters=params) if run else call(inputs)
         call = model.postprocess
         return call(outputs, parameters=params) if post else call(outputs)  # type: ignore[no-any-return]
+
+    def predict_stream(
+        self, inputs: dict[str, np.ndarray], parameters: Mapping[str, Any] | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """A decoupled model's responses: ``predict`` returns an iterator
+        (a generator) of output dicts, each postprocessed; a plain dict is
+        one response."""
+        model = self.model
+        pre, run, post = self.pass_parameters
+        params = dict(parameters or {})
+        call: Any = model.preprocess
+        inputs = call(inputs, parameters=params) if pre else call(inputs)
+        call = model.predict
+        results = call(inputs, parameters=params) if run else call(inputs)
+        if isinstance(results, Mapping):
+            results = iter([results])
+        finish = model.postprocess
+        for outputs in results:
+            yield finish(outputs, parameters=params) if post else finish(outputs)
 
     def suggested_max_batch_size(self) -> int:
         """Custom models batch only when their class says so

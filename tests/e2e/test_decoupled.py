@@ -1,0 +1,194 @@
+"""Decoupled models (docs/decoupled.md): a generator ``predict`` answers one
+request with zero or many responses, streamed over gRPC ModelStreamInfer
+with tritonclient (Triton's final-response flag), refused on unary
+ModelInfer and REST infer; a client that leaves mid-stream stops the model
+(counted in a file the model appends to, never timed)."""
+
+from __future__ import annotations
+
+import queue
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+grpcclient = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from berth_e2e import BerthServer, add_python_model, fill, http_call  # noqa: E402
+
+TIMEOUT = 60.0
+
+COUNTER_SOURCE = '''
+import time
+
+import numpy as np
+import berth
+
+
+class Counter(berth.Model):
+    """Yields n responses {"i": [k]}; raises after FAIL_AFTER of them when
+    FAIL_AFTER >= 0. Appends each k to MARKS before yielding it."""
+
+    inputs = [berth.TensorSpec("n", "INT32", [1])]
+    outputs = [berth.TensorSpec("i", "INT32", [1])]
+
+    def predict(self, inputs):
+        n = int(inputs["n"][0])
+        for k in range(n):
+            if k == @FAIL_AFTER@:
+                raise RuntimeError(f"gave up after {k} responses")
+            with open(@MARKS@, "a") as f:
+                f.write(f"{k}\\n")
+            yield {"i": np.array([k], dtype=np.int32)}
+            time.sleep(@DELAY@)
+'''
+
+PLAIN_SOURCE = '''
+import numpy as np
+import berth
+
+
+class Plain(berth.Model):
+    inputs = [berth.TensorSpec("n", "INT32", [1])]
+    outputs = [berth.TensorSpec("i", "INT32", [1])]
+
+    def predict(self, inputs):
+        return {"i": inputs["n"] * 2}
+'''
+
+
+@pytest.fixture(scope="module")
+def marks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("decoupled-marks")
+
+
+@pytest.fixture(scope="module")
+def server(module_server: Any, tmp_path_factory: pytest.TempPathFactory, marks: Path) -> BerthServer:
+    root = tmp_path_factory.mktemp("decoupled-repo")
+    one = "instances: 1\n"
+    add_python_model(root, "counter", fill(COUNTER_SOURCE, MARKS=str(marks / "counter"),
+                                           FAIL_AFTER=-1, DELAY=0.0), "Counter", yaml_extra=one)
+    add_python_model(root, "failer", fill(COUNTER_SOURCE, MARKS=str(marks / "failer"),
+                                          FAIL_AFTER=2, DELAY=0.0), "Counter",
+                     yaml_extra=one)
+    add_python_model(root, "slowcount", fill(COUNTER_SOURCE, MARKS=str(marks / "slow"),
+                                             FAIL_AFTER=-1, DELAY=0.02), "Counter",
+                     yaml_extra=one)
+    add_python_model(root, "plain", PLAIN_SOURCE, "Plain")
+    return module_server(str(root))
+
+
+def n_input(n: int) -> Any:
+    inp = grpcclient.InferInput("n", [1], "INT32")
+    inp.set_data_from_numpy(np.array([n], dtype=np.int32))
+    return inp
+
+
+def stream(server: BerthServer, model: str, n: int, *, final: bool = True) -> list[tuple[Any, Any]]:
+    """Streams one request; returns (result, error) pairs up to the final
+    flag (final=True) or until nothing comes for a while (final=False)."""
+    got: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client = grpcclient.InferenceServerClient(url=server.grpc_url)
+    try:
+        client.start_stream(callback=lambda result, error: got.put((result, error)))
+        client.async_stream_infer(model, [n_input(n)], request_id="r1",
+                                  enable_empty_final_response=final)
+        out = []
+        while True:
+            result, error = got.get(timeout=TIMEOUT if final else 3.0)
+            out.append((result, error))
+            if error is not None:
+                if not final:
+                    break
+                continue
+            params = result.get_response().parameters
+            if final and params["triton_final_response"].bool_param:
+                break
+        return out
+    except queue.Empty:
+        return out
+    finally:
+        client.stop_stream()
+        client.close()
+
+
+def test_streams_n_responses_in_order_then_final(server: BerthServer) -> None:
+    got = stream(server, "counter", 5)
+    assert all(e is None for _, e in got), [e for _, e in got]
+    *responses, last = got
+    assert [int(r.as_numpy("i")[0]) for r, _ in responses] == [0, 1, 2, 3, 4]
+    for r, _ in responses:
+        assert r.get_response().parameters["triton_final_response"].bool_param is False
+        assert r.get_response().id == "r1"
+    final = last[0].get_response()
+    assert final.parameters["triton_final_response"].bool_param is True
+    assert len(final.outputs) == 0 and final.model_name == "counter"
+
+
+def test_zero_responses_gives_only_the_final(server: BerthServer) -> None:
+    got = stream(server, "counter", 0)
+    assert len(got) == 1
+    assert got[0][1] is None
+    assert got[0][0].get_response().parameters["triton_final_response"].bool_param is True
+
+
+def test_without_final_flag_no_extra_message(server: BerthServer) -> None:
+    got = stream(server, "counter", 3, final=False)
+    assert [int(r.as_numpy("i")[0]) for r, _ in got] == [0, 1, 2]
+    assert all("triton_final_response" not in r.get_response().parameters for r, _ in got)
+
+
+def test_error_after_two_responses_then_server_keeps_serving(server: BerthServer) -> None:
+    got = stream(server, "failer", 5, final=False)
+    assert [int(r.as_numpy("i")[0]) for r, e in got if e is None] == [0, 1]
+    errors = [e for _, e in got if e is not None]
+    assert len(errors) == 1 and "gave up after 2 responses" in str(errors[0])
+    assert [int(r.as_numpy("i")[0]) for r, _ in stream(server, "counter", 2)[:-1]] == [0, 1]
+
+
+def test_unary_infer_on_decoupled_model_refused(server: BerthServer) -> None:
+    client = grpcclient.InferenceServerClient(url=server.grpc_url)
+    try:
+        with pytest.raises(InferenceServerException) as exc:
+            client.infer("counter", [n_input(2)])
+        assert "doesn't support models with decoupled transaction policy" in str(exc.value)
+        assert int(client.infer("plain", [n_input(4)]).as_numpy("i")[0]) == 8
+    finally:
+        client.close()
+    body = {"inputs": [{"name": "n", "datatype": "INT32", "shape": [1], "data": [2]}]}
+    resp = http_call(server.port, "POST", "/v2/models/counter/infer", body)
+    assert resp.status == 400, resp.body
+    assert "decoupled transaction policy" in resp.json()["error"]
+
+
+def test_model_config_says_decoupled(server: BerthServer) -> None:
+    client = grpcclient.InferenceServerClient(url=server.grpc_url)
+    try:
+        cfg = client.get_model_config("counter", as_json=True)["config"]
+        assert cfg["model_transaction_policy"]["decoupled"] is True
+        plain = client.get_model_config("plain", as_json=True)["config"]
+        assert plain.get("model_transaction_policy", {}).get("decoupled", False) is False
+    finally:
+        client.close()
+    doc = http_call(server.port, "GET", "/v2/models/counter/config").json()
+    assert doc["model_transaction_policy"] == {"decoupled": True}
+
+
+def test_client_leaving_mid_stream_stops_the_model(server: BerthServer, marks: Path) -> None:
+    n = 100000
+    got: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client = grpcclient.InferenceServerClient(url=server.grpc_url)
+    client.start_stream(callback=lambda result, error: got.put((result, error)))
+    client.async_stream_infer("slowcount", [n_input(n)])
+    for _ in range(3):
+        result, error = got.get(timeout=TIMEOUT)
+        assert error is None
+    client.stop_stream(cancel_requests=True)
+    client.close()
+    # One worker: this request runs only once the cancelled one has ended.
+    after = stream(server, "slowcount", 1)
+    assert int(after[0][0].as_numpy("i")[0]) == 0
+    count = len((marks / "slow").read_text().splitlines())
+    assert 3 <= count < 1000, count
