@@ -43,19 +43,14 @@
 
 static void stream_free(h2_stream *st) {
   berth_h2_session *s = st->s;
-  if (st->prev != NULL)
-    st->prev->next = st->next;
-  else
-    s->streams = st->next;
-  if (st->next != NULL)
-    st->next->prev = st->prev;
+  LIST_REMOVE(st, link);
   s->buffered -= st->body.len + st->held;
   berth_buf_free(&st->fields);
   berth_buf_free(&st->body);
   free(st->resp_body);
-  while (st->q_head != NULL) {
-    h2_chunk *c = st->q_head;
-    st->q_head = c->next;
+  while (!STAILQ_EMPTY(&st->queue)) {
+    h2_chunk *c = STAILQ_FIRST(&st->queue);
+    STAILQ_REMOVE_HEAD(&st->queue, link);
     free(c->data);
     free(c);
   }
@@ -99,8 +94,8 @@ ssize_t berth_h2_read_stream(nghttp2_session *ng, int32_t stream_id,
   (void)user_data;
   h2_stream *st = source->ptr;
   size_t n = 0;
-  while (n < length && st->q_head != NULL) {
-    h2_chunk *c = st->q_head;
+  while (n < length && !STAILQ_EMPTY(&st->queue)) {
+    h2_chunk *c = STAILQ_FIRST(&st->queue);
     size_t take = c->len - c->off;
     if (take > length - n)
       take = length - n;
@@ -109,14 +104,12 @@ ssize_t berth_h2_read_stream(nghttp2_session *ng, int32_t stream_id,
     n += take;
     st->q_bytes -= take;
     if (c->off == c->len) {
-      st->q_head = c->next;
-      if (st->q_head == NULL)
-        st->q_tail = NULL;
+      STAILQ_REMOVE_HEAD(&st->queue, link);
       free(c->data);
       free(c);
     }
   }
-  if (st->q_head == NULL && st->resp_ending) {
+  if (STAILQ_EMPTY(&st->queue) && st->resp_ending) {
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     if (st->n_trailers > 0) {
       *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
@@ -345,10 +338,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
   st->streaming = s->opts->on_body != NULL;
   berth_buf_init(&st->fields, s->opts->max_head_bytes);
   berth_buf_init(&st->body, s->opts->max_body_bytes);
-  st->next = s->streams;
-  if (s->streams != NULL)
-    s->streams->prev = st;
-  s->streams = st;
+  STAILQ_INIT(&st->queue);
+  LIST_INSERT_HEAD(&s->streams, st, link);
   if (nghttp2_session_set_stream_user_data(ng, st->id, st) != 0) {
     stream_free(st);
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -572,6 +563,7 @@ berth_h2_session *berth_h2_session_new(berth_httpd_conn *c, berth_errmsg *err) {
     berth_errf(err, BERTH_E_NOMEM, "http2: out of memory");
     return NULL;
   }
+  LIST_INIT(&s->streams);
   s->conn = c;
   s->opts = berth_httpd_conn_options(c);
   s->budget = s->opts->max_body_bytes > SIZE_MAX / H2_BODY_BUDGET_BODIES
@@ -641,7 +633,8 @@ void berth_h2_session_goaway(berth_h2_session *s) {
 bool berth_h2_session_idle(const berth_h2_session *s) {
   if (s == NULL)
     return true;
-  for (const h2_stream *st = s->streams; st != NULL; st = st->next)
+  const h2_stream *st;
+  LIST_FOREACH(st, &s->streams, link)
     if (st->req != NULL ||
         (st->answered && nghttp2_session_get_stream_local_close(s->ng, st->id) == 0))
       return false; /* in the handler, or an answer still being sent */
@@ -652,7 +645,8 @@ void berth_h2_session_detach(berth_h2_session *s) {
   if (s->detached)
     return;
   s->detached = true;
-  for (h2_stream *st = s->streams; st != NULL; st = st->next) {
+  h2_stream *st;
+  LIST_FOREACH(st, &s->streams, link) {
     if (st->req != NULL) {
       berth_http_req *r = st->req;
       st->req = NULL;
@@ -667,7 +661,7 @@ void berth_h2_session_free(berth_h2_session *s) {
   berth_h2_session_detach(s);
   s->freeing = true;
   nghttp2_session_del(s->ng);
-  while (s->streams != NULL)
-    stream_free(s->streams);
+  while (!LIST_EMPTY(&s->streams))
+    stream_free(LIST_FIRST(&s->streams));
   free(s);
 }

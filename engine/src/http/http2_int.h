@@ -11,18 +11,20 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include <sys/queue.h>
+
 #include "http2.h"
 
 /* One queued piece of a streamed answer. */
 typedef struct h2_chunk {
-  struct h2_chunk *next;
+  STAILQ_ENTRY(h2_chunk) link; /* the stream's queue */
   char *data;           /* owned */
   size_t len, off;
 } h2_chunk;
 
 typedef struct h2_stream {
   berth_h2_session *s;
-  struct h2_stream *prev, *next;
+  LIST_ENTRY(h2_stream) link; /* the session's streams */
   int32_t id;
   berth_buf fields;     /* "name\0value\0"..., max = max_head_bytes */
   size_t n_fields;      /* regular (non-pseudo) fields */
@@ -44,7 +46,7 @@ typedef struct h2_stream {
   bool resp_begun;
   bool resp_ending;     /* end asked: trailers after the queue */
   bool resp_deferred;   /* the data provider waits for more */
-  h2_chunk *q_head, *q_tail;
+  STAILQ_HEAD(h2_chunk_queue, h2_chunk) queue; /* owned chunks */
   size_t q_bytes;       /* queued and not yet taken by nghttp2 */
   nghttp2_nv *trailers; /* owned block (names and values inside) */
   size_t n_trailers;
@@ -54,7 +56,7 @@ struct berth_h2_session {
   berth_httpd_conn *conn;
   const berth_httpd_options *opts;
   nghttp2_session *ng;
-  h2_stream *streams;
+  LIST_HEAD(h2_stream_list, h2_stream) streams; /* owned */
   bool writing;    /* a socket write is in flight */
   bool in_recv;    /* inside nghttp2_session_mem_recv: no mem_send now */
   bool detached;   /* the connection is closing */

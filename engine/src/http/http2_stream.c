@@ -73,13 +73,9 @@ int berth_http_stream_send(berth_http_req *r, char *data, size_t len) {
     free(data);
     return rc != BERTH_OK ? rc : len == 0 ? BERTH_OK : BERTH_E_NOMEM;
   }
-  *c = (h2_chunk){NULL, data, len, 0};
+  *c = (h2_chunk){.data = data, .len = len, .off = 0};
   st->q_bytes += len;
-  if (st->q_tail != NULL)
-    st->q_tail->next = c;
-  else
-    st->q_head = c;
-  st->q_tail = c;
+  STAILQ_INSERT_TAIL(&st->queue, c, link);
   berth_h2_stream_resume(st);
   berth_h2_flush(st->s);
   return BERTH_OK;

@@ -90,12 +90,7 @@ const char *berth_server_date(berth_httpd *h) {
 
 static void conn_free(berth_httpd_conn *c) {
   berth_httpd *h = c->srv;
-  if (c->prev != NULL)
-    c->prev->next = c->next;
-  else
-    h->conns = c->next;
-  if (c->next != NULL)
-    c->next->prev = c->prev;
+  LIST_REMOVE(c, link);
   if (c->h2 != NULL)
     berth_h2_session_free(c->h2);
   berth_h1_parser_free(c->parser);
@@ -617,10 +612,7 @@ static void on_connection(uv_stream_t *server, int status) {
   c->tcp.data = c;
   c->timer.data = c;
   c->handles = 2;
-  c->next = h->conns;
-  if (h->conns != NULL)
-    h->conns->prev = c;
-  h->conns = c;
+  LIST_INSERT_HEAD(&h->conns, c, link);
   h->n_conns++;
   h->open_handles++;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
@@ -765,7 +757,8 @@ void berth_httpd_stop_accepting(berth_httpd *h) {
     return;
   h->draining = true;
   close_listener(h);
-  for (berth_httpd_conn *c = h->conns; c != NULL; c = c->next)
+  berth_httpd_conn *c;
+  LIST_FOREACH(c, &h->conns, link)
     if (!c->closing && c->h2 != NULL)
       berth_h2_session_goaway(c->h2);
 }
@@ -778,7 +771,8 @@ void berth_httpd_close(berth_httpd *h, void (*on_closed)(void *), void *arg) {
   h->on_closed = on_closed;
   h->on_closed_arg = arg;
   close_listener(h);
-  for (berth_httpd_conn *c = h->conns; c != NULL; c = c->next)
+  berth_httpd_conn *c;
+  LIST_FOREACH(c, &h->conns, link)
     berth_httpd_conn_close(c);
   srv_maybe_finish(h);
 }

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <time.h>
 
+#include <sys/queue.h>
+
 #include "buf.h"
 #include "http1.h"
 #include "http2.h"
@@ -38,7 +40,8 @@ struct berth_httpd {
   bool listener_open;
   bool draining;
   bool closing;
-  berth_httpd_conn *conns;    /* every connection not yet freed */
+  LIST_HEAD(berth_httpd_conn_list, berth_httpd_conn) conns; /* every
+                                 connection not yet freed */
   size_t n_conns;             /* connections not closing */
   size_t open_handles;        /* listener + connections not yet freed */
   void (*on_closed)(void *);
@@ -63,7 +66,7 @@ struct berth_httpd_conn {
   uv_timer_t timer;
   uv_shutdown_t shutdown_req;
   berth_httpd *srv;
-  berth_httpd_conn *prev, *next;
+  LIST_ENTRY(berth_httpd_conn) link; /* the server's connections */
   int proto;
   int handles;                /* open uv handles: tcp, timer */
   char peer[64];

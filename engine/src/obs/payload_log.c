@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,7 +21,7 @@
 #include "numtext.h"
 
 typedef struct pl_record {
-  struct pl_record *next;
+  STAILQ_ENTRY(pl_record) link; /* waiting or writing */
   berth_model *model;  /* counted on completion; models live as long as the
                           engine */
   bool failed;         /* set by the thread job */
@@ -43,8 +44,8 @@ struct berth_payload_log {
   unsigned backups;
   uint64_t queue_bytes;      /* bound on queued + in-flight record bytes */
   uint64_t held;             /* bytes of waiting and in-flight records */
-  pl_record *head, *tail;    /* waiting (loop thread) */
-  pl_record *writing;        /* the thread job's batch */
+  STAILQ_HEAD(pl_queue, pl_record) waiting; /* owned (loop thread) */
+  struct pl_queue writing;   /* owned: the thread job's batch */
   bool busy;                 /* a thread job is queued or running */
   uv_work_t work;
   uv_timer_t timer;          /* BATCH_DELAY_MS after the first waiting
@@ -117,7 +118,8 @@ static void fail(berth_payload_log *pl, pl_record *r, const char *what) {
 
 static void write_batch(uv_work_t *w) {
   berth_payload_log *pl = w->data;
-  for (pl_record *r = pl->writing; r != NULL; r = r->next) {
+  pl_record *r;
+  STAILQ_FOREACH(r, &pl->writing, link) {
     if (pl->fd >= 0 && pl->size > 0 && pl->size + r->len > pl->max_bytes) {
       close(pl->fd);
       pl->fd = -1;
@@ -160,10 +162,9 @@ static void batch_done(uv_work_t *w, int status) {
   berth_payload_log *pl = w->data;
   pl->busy = false;
   bool failed = false;
-  pl_record *r = pl->writing;
-  pl->writing = NULL;
-  while (r != NULL) {
-    pl_record *next = r->next;
+  while (!STAILQ_EMPTY(&pl->writing)) {
+    pl_record *r = STAILQ_FIRST(&pl->writing);
+    STAILQ_REMOVE_HEAD(&pl->writing, link);
     if (status != 0)
       r->failed = true;
     if (r->failed) {
@@ -174,7 +175,6 @@ static void batch_done(uv_work_t *w, int status) {
     }
     pl->held -= r->len;
     free(r);
-    r = next;
   }
   if (failed && !pl->error_logged) {
     /* once until a batch succeeds again: a full disk must not flood */
@@ -187,19 +187,18 @@ static void batch_done(uv_work_t *w, int status) {
   }
   pl->error = 0;
   pl->error_what = NULL;
-  if (pl->head != NULL)
+  if (!STAILQ_EMPTY(&pl->waiting))
     kick(pl);
 }
 
 static void start_batch(berth_payload_log *pl) {
-  if (pl->busy || pl->head == NULL)
+  if (pl->busy || STAILQ_EMPTY(&pl->waiting))
     return;
   if (pl->timer_armed) {
     uv_timer_stop(&pl->timer);
     pl->timer_armed = false;
   }
-  pl->writing = pl->head;
-  pl->head = pl->tail = NULL;
+  STAILQ_CONCAT(&pl->writing, &pl->waiting); /* writing was empty */
   pl->work.data = pl;
   if (uv_queue_work(pl->loop, &pl->work, write_batch, batch_done) != 0) {
     pl->busy = true; /* batch_done frees and counts them as dropped */
@@ -235,6 +234,10 @@ int berth_payload_log_open(uv_loop_t *loop, const berth_config *cfg,
   if (cfg->payload_log_path == NULL)
     return BERTH_OK;
   berth_payload_log *pl = calloc(1, sizeof *pl);
+  if (pl != NULL) {
+    STAILQ_INIT(&pl->waiting);
+    STAILQ_INIT(&pl->writing);
+  }
   char *path = strdup(cfg->payload_log_path);
   if (pl == NULL || path == NULL) {
     free(pl);
@@ -273,13 +276,12 @@ void berth_payload_log_close(berth_payload_log *pl) {
 void berth_payload_log_free(berth_payload_log *pl) {
   if (pl == NULL)
     return;
-  pl_record *lists[2] = {pl->head, pl->writing};
-  for (int i = 0; i < 2; i++)
-    while (lists[i] != NULL) {
-      pl_record *next = lists[i]->next;
-      free(lists[i]);
-      lists[i] = next;
-    }
+  STAILQ_CONCAT(&pl->writing, &pl->waiting);
+  while (!STAILQ_EMPTY(&pl->writing)) {
+    pl_record *r = STAILQ_FIRST(&pl->writing);
+    STAILQ_REMOVE_HEAD(&pl->writing, link);
+    free(r);
+  }
   if (pl->fd >= 0)
     close(pl->fd);
   free(pl->path);
@@ -459,16 +461,11 @@ void berth_payload_log_answer(berth_payload_log *pl, const berth_job *job,
   }
   size_t total = 0;
   pl_record *r = (pl_record *)berth_buf_detach(&b, &total);
-  r->next = NULL;
   r->model = m;
   r->failed = false;
   r->len = total - REC_HDR;
   pl->held += r->len;
-  if (pl->tail != NULL)
-    pl->tail->next = r;
-  else
-    pl->head = r;
-  pl->tail = r;
+  STAILQ_INSERT_TAIL(&pl->waiting, r, link);
   kick(pl);
 }
 
