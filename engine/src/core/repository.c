@@ -348,7 +348,7 @@ static void step_load(struct berth_repository *r, repo_op *op) {
     settle_all(&op->load_waits, BERTH_OK, "");
     op_remove(r, op);
   } else if (m->state == BERTH_MODEL_FAILED) {
-    snprintf(msg, sizeof msg, "model '%s' version '%s' failed to load: %s",
+    snprintf(msg, sizeof msg, "failed to load '%s' version %s: %s",
              m->cfg->name, m->cfg->version, m->load_error);
     settle_all(&op->load_waits, BERTH_E_MODEL, msg);
     /* No retries for a version loaded through the API: it is unloaded and
@@ -539,10 +539,11 @@ static void repo_unload(berth_engine *e, const char *name,
     call_fail(c, BERTH_E_INVALID, pipeline_refusal(name, "unload", &err));
   } else if (found == 0) {
     if (version != NULL && berth_model_name_exists(e, name, strlen(name)))
-      snprintf(msg, sizeof msg, "model '%.128s' has no version '%.128s'",
-               name, version);
+      snprintf(msg, sizeof msg, "Request for unknown model: '%.128s' version "
+               "%.128s is not found", name, version);
     else
-      snprintf(msg, sizeof msg, "unknown model '%.128s'", name);
+      snprintf(msg, sizeof msg, "Request for unknown model: '%.128s' is not "
+               "found", name);
     call_fail(c, BERTH_E_NOT_FOUND, msg);
   }
   ensure_tick(r);
@@ -748,12 +749,19 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
       rc = load_one(r, e->models[i], NULL, c, &err);
     }
     if (found == 0)
-      rc = berth_errf(&err, BERTH_E_NOT_FOUND, "unknown model '%.128s'; to "
-                      "add a model, give its entry in parameters.config",
+      rc = berth_errf(&err, BERTH_E_NOT_FOUND, "failed to load '%.128s': "
+                      "Request for unknown model: '%.128s' is not found; to "
+                      "add a model, give its entry in parameters.config", name,
                       name);
   }
-  if (rc != BERTH_OK)
+  if (rc == BERTH_E_CONFIG || rc == BERTH_E_INVALID) {
+    /* Triton's clients look for "failed to load" in a refused load */
+    char msg[BERTH_ERRMSG_SIZE + 160];
+    snprintf(msg, sizeof msg, "failed to load '%.128s': %s", name, err.msg);
+    call_fail(c, rc, msg);
+  } else if (rc != BERTH_OK) {
     call_fail(c, rc, err.msg);
+  }
   ensure_tick(r);
   call_settle(c, BERTH_OK, "");
 }

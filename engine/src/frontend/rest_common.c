@@ -267,7 +267,8 @@ berth_model *berth_rest_find_model(berth_engine *e, berth_http_req *req,
   if (m == NULL && valid && !exists)
     m = berth_composite_find(e, name.p, name.n, ver, ver_len);
   if (m == NULL && !exists) {
-    snprintf(msg, sizeof msg, "unknown model '%.*s'",
+    snprintf(msg, sizeof msg, "Request for unknown model: '%.*s' is not found "
+             "(GET /v2/models lists the models served)",
              (int)(name.n > 200 ? 200 : name.n), name.p);
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return NULL;
@@ -275,7 +276,8 @@ berth_model *berth_rest_find_model(berth_engine *e, berth_http_req *req,
   if (m == NULL)
     m = berth_model_find(e, name.p, name.n, ver, ver_len);
   if (m == NULL) {
-    snprintf(msg, sizeof msg, "model '%.*s' has no version '%.*s'",
+    snprintf(msg, sizeof msg, "Request for unknown model: '%.*s' version %.*s "
+             "is not found (POST /v2/repository/index lists the versions)",
              (int)name.n, name.p, (int)ver_len, ver);
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return NULL;
