@@ -449,6 +449,14 @@ _OPTIONS: tuple[_Option, ...] = (
         "ORIGINS",
     ),
     _Option(
+        "--exit-on-error",
+        "BERTH_EXIT_ON_ERROR",
+        _parse_bool,
+        "exit (status 1) when a model fails to load at start, as Triton does (default "
+        "true); --no-exit-on-error or --exit-on-error=false keeps serving the other "
+        "models with the failed one UNAVAILABLE",
+    ),
+    _Option(
         "--protect-health",
         "BERTH_PROTECT_HEALTH",
         _parse_bool,
@@ -515,7 +523,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     for option in _OPTIONS:
         help_text = f"{option.help} [env {option.env}]"
-        if option.parse is _parse_bool:
+        if option.flag == "--exit-on-error":  # Triton's spelling takes a value too
+            serve.add_argument(
+                option.flag, nargs="?", const=True, type=_argparse_type(option),
+                default=None, metavar="BOOL", help=help_text,
+            )
+            serve.add_argument(
+                "--no-exit-on-error", dest="exit_on_error", action="store_const", const=False,
+                help="same as --exit-on-error=false",
+            )
+        elif option.parse is _parse_bool:
             serve.add_argument(
                 option.flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
@@ -941,6 +958,7 @@ def build_document(
         ("tracing", "service_name"): options.get("trace_service_name"),
         ("server", "allowed_hosts"): options.get("allowed_hosts"),
         ("server", "cors_origins"): options.get("cors_origins"),
+        ("server", "exit_on_error"): options.get("exit_on_error"),
         ("server", "health_open"): (
             None if options.get("protect_health") is None else not options["protect_health"]
         ),

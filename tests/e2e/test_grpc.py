@@ -574,7 +574,9 @@ def limited(module_server: Any, zoo: ModelZoo, tmp_path_factory: pytest.TempPath
     add_python_model(root / "models", "broken", BROKEN_LOAD_SOURCE, "Broken")
     config = root / "app.yaml"
     config.write_text("server:\n  grpc_max_message_bytes: 4096\n")
-    return module_server(str(root / "models"), "--config", str(config), wait_for=["params"])
+    # --no-exit-on-error: broken fails to load at start, and the server stays up
+    return module_server(str(root / "models"), "--config", str(config), "--no-exit-on-error",
+                         wait_for=["params"])
 
 
 def test_message_over_the_limit_is_resource_exhausted(limited: BerthServer) -> None:

@@ -271,6 +271,7 @@ static void start_load(struct berth_repository *r, repo_op *op) {
   char msg[BERTH_ERRMSG_SIZE + 128];
   int rc = BERTH_OK;
   op->reload = false;
+  m->at_start = false; /* a load through the API: its failure is answered */
   if (op->next_cfg != NULL) {
     const berth_model_config *old = m->cfg;
     rc = cfg_adopt(r, op->next_cfg);
