@@ -31,6 +31,7 @@
 #include "engine.h"
 #include "log.h"
 #include "repo_access.h"
+#include "repo_override.h"
 #include "repo_replace.h"
 
 #define TICK_MS 20
@@ -711,6 +712,40 @@ static int parse_config(json_t *config, const char *name,
   return rc;
 }
 
+/* A config override (repo_override.h): config, parsed (a new reference in
+ * *parsed), merged over the entry of the version it names, else of the
+ * newest version of name, into *merged (a new reference). *merged stays
+ * NULL when config is not an override (a whole entry). */
+static int override_entry(berth_engine *e, const char *name, json_t *config,
+                          json_t **parsed, json_t **merged, berth_errmsg *err) {
+  *merged = NULL;
+  *parsed = json_is_string(config)
+                ? berth_yaml_load(json_string_value(config),
+                                  json_string_length(config), err)
+                : json_incref(config);
+  if (*parsed == NULL) {
+    char why[BERTH_ERRMSG_SIZE];
+    snprintf(why, sizeof why, "%s", err->msg);
+    return berth_errf(err, BERTH_E_CONFIG, "parameters.config: %s", why);
+  }
+  if (!berth_repo_is_override(*parsed))
+    return BERTH_OK;
+  const char *ver = json_string_value(json_object_get(*parsed, "version"));
+  berth_model *base = NULL;
+  for (size_t i = 0; i < e->n_models; i++)
+    if (strcmp(e->models[i]->cfg->name, name) == 0 &&
+        (ver == NULL || strcmp(e->models[i]->cfg->version, ver) == 0))
+      base = e->models[i];
+  if (base == NULL)
+    return berth_errf(err, BERTH_E_NOT_FOUND, "Request for unknown model: "
+                      "'%.128s'%s%.64s is not found; a config override "
+                      "changes a model the server serves (a new model needs "
+                      "its whole entry, with path and runtime)", name,
+                      ver ? " version " : "", ver ? ver : "");
+  return berth_repo_override_entry(base->cfg->entry, *parsed, name, merged,
+                                   err);
+}
+
 static void repo_load(berth_engine *e, const char *name, json_t *config,
                       bool trusted, berth_repo_done_cb done, void *arg) {
   berth_errmsg err;
@@ -726,7 +761,16 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
     call_settle(c, BERTH_OK, "");
     return;
   }
+  json_t *parsed = NULL, *merged = NULL;
   if (config != NULL) {
+    rc = override_entry(e, name, config, &parsed, &merged, &err);
+    if (merged != NULL) {
+      /* files, runtime and class are the operator's: no token rule */
+      config = merged;
+      trusted = true;
+    }
+  }
+  if (rc == BERTH_OK && config != NULL) {
     berth_model_config *cfg = NULL;
     rc = parse_config(config, name, &cfg, &err);
     if (rc == BERTH_OK && (rc = berth_repo_check_entry(&r->roots, cfg, trusted, &err)) != 0) {
@@ -741,7 +785,7 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
       rc = add_version(r, cfg, c, &err);
     else if (rc == BERTH_OK)
       rc = load_one(r, m, cfg, c, &err);
-  } else {
+  } else if (rc == BERTH_OK) {
     size_t found = 0;
     for (size_t i = 0; rc == BERTH_OK && i < e->n_models; i++) {
       if (strcmp(e->models[i]->cfg->name, name) != 0)
@@ -750,12 +794,14 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
       rc = load_one(r, e->models[i], NULL, c, &err);
     }
     if (found == 0)
-      rc = berth_errf(&err, BERTH_E_NOT_FOUND, "failed to load '%.128s': "
-                      "Request for unknown model: '%.128s' is not found; to "
-                      "add a model, give its entry in parameters.config", name,
+      rc = berth_errf(&err, BERTH_E_NOT_FOUND, "Request for unknown model: "
+                      "'%.128s' is not found; to add a model, give its entry "
+                      "in parameters.config",
                       name);
   }
-  if (rc == BERTH_E_CONFIG || rc == BERTH_E_INVALID) {
+  json_decref(parsed);
+  json_decref(merged);
+  if (rc == BERTH_E_CONFIG || rc == BERTH_E_INVALID || rc == BERTH_E_NOT_FOUND) {
     /* Triton's clients look for "failed to load" in a refused load */
     char msg[BERTH_ERRMSG_SIZE + 160];
     snprintf(msg, sizeof msg, "failed to load '%.128s': %s", name, err.msg);
