@@ -154,3 +154,50 @@ def test_bad_compressed_bodies(server: BerthServer, tmp_path: Path) -> None:
     resp = post(server, good, {"Content-Encoding": "gzip", "Origin": "https://evil.example"})
     assert_error(resp, 403)
     assert post(server, good, {"Content-Encoding": "gzip"}).status == 200
+
+
+# ------------------------------------------------------------------ gRPC
+
+GAUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.mark.parametrize("alg", [None, "gzip", "deflate"])
+def test_grpc_message_compression(server: BerthServer, alg: str | None) -> None:
+    """tritonclient's compression_algorithm: the channel sends grpc-encoding
+    and compressed-flagged messages; the server inflates them."""
+    import tritonclient.grpc as grpcclient
+
+    wait_ready(server)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        x = np.arange(5000, dtype=np.float32)
+        inp = grpcclient.InferInput("x", [5000], "FP32")
+        inp.set_data_from_numpy(x)
+        result = client.infer("doubler", [inp], headers=dict(GAUTH), compression_algorithm=alg)
+        np.testing.assert_array_equal(result.as_numpy("y"), x * 2)
+    finally:
+        client.close()
+
+
+def test_grpc_compressed_bomb_is_resource_exhausted(server: BerthServer) -> None:
+    """A compressed message that inflates past grpc_max_message_bytes (here
+    max_body_bytes, 1 MiB) is refused; the server serves on."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    wait_ready(server)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        zeros = np.zeros(LIMIT * 2, dtype=np.float32)  # 8 MiB: a few KB compressed
+        inp = grpcclient.InferInput("x", [zeros.size], "FP32")
+        inp.set_data_from_numpy(zeros)
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("doubler", [inp], headers=dict(GAUTH), compression_algorithm="gzip")
+        assert "RESOURCE_EXHAUSTED" in str(info.value.status())
+        assert "grpc_max_message_bytes" in info.value.message()
+        small = grpcclient.InferInput("x", [2], "FP32")
+        small.set_data_from_numpy(np.array([1, 2], dtype=np.float32))
+        out = client.infer("doubler", [small], headers=dict(GAUTH), compression_algorithm="gzip")
+        np.testing.assert_array_equal(out.as_numpy("y"), [2, 4])
+    finally:
+        client.close()
