@@ -9,8 +9,8 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import time
 import subprocess
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-
 from berth_e2e import BerthServer, add_python_model, assert_error, http_call
 
-DOUBLER_SOURCE = '''
+DOUBLER_SOURCE = """
 import berth
 
 
@@ -31,7 +30,7 @@ class Doubler(berth.Model):
 
     def predict(self, inputs):
         return {"y": inputs["x"] * 2}
-'''
+"""
 
 LIMIT = 1 << 20  # server.max_body_bytes for these tests
 TOKEN = "zip-token"
@@ -40,23 +39,46 @@ TOKEN = "zip-token"
 @pytest.fixture(scope="module")
 def server(module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> BerthServer:
     root = tmp_path_factory.mktemp("compress")
-    add_python_model(root / "repo", "doubler", DOUBLER_SOURCE, "Doubler", yaml_extra="instances: 1\n")
-    return module_server(str(root / "repo"), "--max-body-bytes", str(LIMIT),
-                         "--auth-tokens-env", "BERTH_ZIP_TOKENS",
-                         env={"BERTH_ZIP_TOKENS": TOKEN}, wait_for="listening")
+    add_python_model(
+        root / "repo", "doubler", DOUBLER_SOURCE, "Doubler", yaml_extra="instances: 1\n"
+    )
+    return module_server(
+        str(root / "repo"),
+        "--max-body-bytes",
+        str(LIMIT),
+        "--auth-tokens-env",
+        "BERTH_ZIP_TOKENS",
+        env={"BERTH_ZIP_TOKENS": TOKEN},
+        wait_for="listening",
+    )
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def body(n: int = 3) -> bytes:
-    return json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [n],
-                                   "data": [float(i) for i in range(n)]}]}).encode()
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [n],
+                    "data": [float(i) for i in range(n)],
+                }
+            ]
+        }
+    ).encode()
 
 
 def post(server: BerthServer, data: bytes, headers: dict[str, str]) -> Any:
-    return http_call(server.port, "POST", "/v2/models/doubler/infer", data,
-                     {"Content-Type": "application/json", **AUTH, **headers})
+    return http_call(
+        server.port,
+        "POST",
+        "/v2/models/doubler/infer",
+        data,
+        {"Content-Type": "application/json", **AUTH, **headers},
+    )
 
 
 def wait_ready(server: BerthServer) -> None:
@@ -72,8 +94,9 @@ def wait_ready(server: BerthServer) -> None:
 
 @pytest.mark.parametrize("req_alg", [None, "gzip", "deflate"])
 @pytest.mark.parametrize("resp_alg", [None, "gzip", "deflate"])
-def test_tritonclient_compression(server: BerthServer, req_alg: str | None,
-                                  resp_alg: str | None) -> None:
+def test_tritonclient_compression(
+    server: BerthServer, req_alg: str | None, resp_alg: str | None
+) -> None:
     wait_ready(server)
     client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
     try:
@@ -83,9 +106,14 @@ def test_tritonclient_compression(server: BerthServer, req_alg: str | None,
             inp.set_data_from_numpy(x, binary_data=binary)
             out = httpclient.InferRequestedOutput("y", binary_data=binary)
             # a copy: tritonclient adds its compression headers to the dict it is given
-            result = client.infer("doubler", [inp], outputs=[out], headers=dict(AUTH),
-                                   request_compression_algorithm=req_alg,
-                                   response_compression_algorithm=resp_alg)
+            result = client.infer(
+                "doubler",
+                [inp],
+                outputs=[out],
+                headers=dict(AUTH),
+                request_compression_algorithm=req_alg,
+                response_compression_algorithm=resp_alg,
+            )
             np.testing.assert_array_equal(result.as_numpy("y"), x * 2)
     finally:
         client.close()
@@ -98,7 +126,11 @@ def test_raw_answers_carry_content_encoding(server: BerthServer) -> None:
         assert resp.status == 200
         assert resp.header("content-encoding") == alg
         assert "Accept-Encoding" in (resp.header("vary") or "")
-        assert json.loads(decompress(resp.body))["outputs"][0]["data"] == [0.0, 2.0, 4.0]
+        assert json.loads(decompress(resp.body))["outputs"][0]["data"] == [
+            0.0,
+            2.0,
+            4.0,
+        ]
     # no Accept-Encoding, or only what Berth does not speak: plain
     for accept in (None, "br", "gzip;q=0"):
         resp = post(server, body(), {"Accept-Encoding": accept} if accept else {})
@@ -116,10 +148,27 @@ def test_curl_compressed(server: BerthServer) -> None:
         pytest.skip("curl is not installed")
     wait_ready(server)
     raw = subprocess.run(
-        [curl, "-sS", "--compressed", "-D", "-", "-H", f"Authorization: Bearer {TOKEN}",
-         "-H", "Content-Type: application/json", "-H", "Content-Encoding: gzip",
-         "--data-binary", "@-", f"http://127.0.0.1:{server.port}/v2/models/doubler/infer"],
-        input=gzip.compress(body()), capture_output=True, timeout=60, check=True)
+        [
+            curl,
+            "-sS",
+            "--compressed",
+            "-D",
+            "-",
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Content-Encoding: gzip",
+            "--data-binary",
+            "@-",
+            f"http://127.0.0.1:{server.port}/v2/models/doubler/infer",
+        ],
+        input=gzip.compress(body()),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     head, _, payload = raw.stdout.partition(b"\r\n\r\n")
     assert b"content-encoding: " in head.lower()
     assert json.loads(payload)["outputs"][0]["data"] == [0.0, 2.0, 4.0]
@@ -129,29 +178,49 @@ def test_zip_bomb_is_413_and_the_server_keeps_serving(server: BerthServer) -> No
     wait_ready(server)
     bomb = gzip.compress(b" " * (LIMIT * 8), compresslevel=9)  # 8 MiB of blanks
     assert len(bomb) < 40_000
-    for alg, data in (("gzip", bomb), ("deflate", zlib.compress(b" " * (LIMIT * 8), 9))):
-        msg = assert_error(post(server, data, {"Content-Encoding": alg}), 413, "max_body_bytes")
+    for alg, data in (
+        ("gzip", bomb),
+        ("deflate", zlib.compress(b" " * (LIMIT * 8), 9)),
+    ):
+        msg = assert_error(
+            post(server, data, {"Content-Encoding": alg}), 413, "max_body_bytes"
+        )
         assert str(LIMIT) in msg
     # just under the limit inflates and is then judged as JSON (here: valid)
     padded = body()[:-1] + b" " * (LIMIT - len(body()) - 10) + b"}"
     assert len(padded) <= LIMIT
-    assert post(server, gzip.compress(padded), {"Content-Encoding": "gzip"}).status == 200
+    assert (
+        post(server, gzip.compress(padded), {"Content-Encoding": "gzip"}).status == 200
+    )
     assert post(server, body(), {}).status == 200
 
 
 def test_bad_compressed_bodies(server: BerthServer, tmp_path: Path) -> None:
     wait_ready(server)
     good = gzip.compress(body())
-    assert_error(post(server, good[:-8], {"Content-Encoding": "gzip"}), 400, "truncated")
-    assert_error(post(server, b"not gzip at all", {"Content-Encoding": "gzip"}), 400, "corrupt")
-    assert_error(post(server, good + b"xx", {"Content-Encoding": "gzip"}), 400, "follow")
+    assert_error(
+        post(server, good[:-8], {"Content-Encoding": "gzip"}), 400, "truncated"
+    )
+    assert_error(
+        post(server, b"not gzip at all", {"Content-Encoding": "gzip"}), 400, "corrupt"
+    )
+    assert_error(
+        post(server, good + b"xx", {"Content-Encoding": "gzip"}), 400, "follow"
+    )
     assert_error(post(server, good, {"Content-Encoding": "br"}), 415, "'br'")
     assert_error(post(server, good, {"Content-Encoding": "gzip, gzip"}), 415)
     # no token: refused before anything is inflated
-    resp = http_call(server.port, "POST", "/v2/models/doubler/infer", good,
-                     {"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    resp = http_call(
+        server.port,
+        "POST",
+        "/v2/models/doubler/infer",
+        good,
+        {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
     assert_error(resp, 401)
-    resp = post(server, good, {"Content-Encoding": "gzip", "Origin": "https://evil.example"})
+    resp = post(
+        server, good, {"Content-Encoding": "gzip", "Origin": "https://evil.example"}
+    )
     assert_error(resp, 403)
     assert post(server, good, {"Content-Encoding": "gzip"}).status == 200
 
@@ -173,7 +242,9 @@ def test_grpc_message_compression(server: BerthServer, alg: str | None) -> None:
         x = np.arange(5000, dtype=np.float32)
         inp = grpcclient.InferInput("x", [5000], "FP32")
         inp.set_data_from_numpy(x)
-        result = client.infer("doubler", [inp], headers=dict(GAUTH), compression_algorithm=alg)
+        result = client.infer(
+            "doubler", [inp], headers=dict(GAUTH), compression_algorithm=alg
+        )
         np.testing.assert_array_equal(result.as_numpy("y"), x * 2)
     finally:
         client.close()
@@ -192,12 +263,16 @@ def test_grpc_compressed_bomb_is_resource_exhausted(server: BerthServer) -> None
         inp = grpcclient.InferInput("x", [zeros.size], "FP32")
         inp.set_data_from_numpy(zeros)
         with pytest.raises(InferenceServerException) as info:
-            client.infer("doubler", [inp], headers=dict(GAUTH), compression_algorithm="gzip")
+            client.infer(
+                "doubler", [inp], headers=dict(GAUTH), compression_algorithm="gzip"
+            )
         assert "RESOURCE_EXHAUSTED" in str(info.value.status())
         assert "grpc_max_message_bytes" in info.value.message()
         small = grpcclient.InferInput("x", [2], "FP32")
         small.set_data_from_numpy(np.array([1, 2], dtype=np.float32))
-        out = client.infer("doubler", [small], headers=dict(GAUTH), compression_algorithm="gzip")
+        out = client.infer(
+            "doubler", [small], headers=dict(GAUTH), compression_algorithm="gzip"
+        )
         np.testing.assert_array_equal(out.as_numpy("y"), [2, 4])
     finally:
         client.close()

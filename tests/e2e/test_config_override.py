@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
-
 from berth_e2e import BerthServer, add_python_model, assert_error, http_call
+from tritonclient.utils import InferenceServerException
 
 ADMIN = "ov-admin-token"
 USER = "ov-user-token"
@@ -27,7 +26,7 @@ ADM = {"Authorization": f"Bearer {ADMIN}"}  # the repository API needs an admin 
 GAUTH = {"authorization": f"Bearer {USER}"}  # gRPC metadata keys are lower case
 GADM = {"authorization": f"Bearer {ADMIN}"}
 
-ADDER_SOURCE = '''
+ADDER_SOURCE = """
 import berth
 
 
@@ -37,7 +36,7 @@ class Adder(berth.Model):
 
     def predict(self, inputs):
         return {"y": inputs["x"] + 1}
-'''
+"""
 
 
 @pytest.fixture
@@ -49,10 +48,18 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
-def start(berth_server: Callable[..., BerthServer], repo: Path, *flags: str) -> BerthServer:
-    return berth_server(str(repo), "--admin-tokens-file", str(repo.parent / "admin"),
-                        "--auth-tokens-file", str(repo.parent / "users"), *flags,
-                        wait_for="listening")
+def start(
+    berth_server: Callable[..., BerthServer], repo: Path, *flags: str
+) -> BerthServer:
+    return berth_server(
+        str(repo),
+        "--admin-tokens-file",
+        str(repo.parent / "admin"),
+        "--auth-tokens-file",
+        str(repo.parent / "users"),
+        *flags,
+        wait_for="listening",
+    )
 
 
 def wait_ready(server: BerthServer) -> None:
@@ -72,16 +79,27 @@ def config_of(server: BerthServer) -> dict[str, Any]:
 
 
 def infer_ok(server: BerthServer) -> None:
-    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP64", "shape": [2],
-                                   "data": [1.0, 2.0]}]}).encode()
-    resp = http_call(server.port, "POST", "/v2/models/adder/infer", body,
-                     {**AUTH, "Content-Type": "application/json"})
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "datatype": "FP64", "shape": [2], "data": [1.0, 2.0]}
+            ]
+        }
+    ).encode()
+    resp = http_call(
+        server.port,
+        "POST",
+        "/v2/models/adder/infer",
+        body,
+        {**AUTH, "Content-Type": "application/json"},
+    )
     assert resp.status == 200, resp.body[:300]
     assert resp.json()["outputs"][0]["data"] == [2.0, 3.0]
 
 
-def test_override_over_http_and_grpc_takes_effect(berth_server: Callable[..., BerthServer],
-                                                  repo: Path) -> None:
+def test_override_over_http_and_grpc_takes_effect(
+    berth_server: Callable[..., BerthServer], repo: Path
+) -> None:
     server = start(berth_server, repo, "--model-control-mode", "explicit")
     wait_ready(server)
     assert config_of(server)["max_batch_size"] != 16
@@ -89,13 +107,24 @@ def test_override_over_http_and_grpc_takes_effect(berth_server: Callable[..., Be
     grpc = grpcclient.InferenceServerClient(server.grpc_url)
     try:
         # Triton's example: numbers as strings, the rest of the config kept
-        http.load_model("adder", config=json.dumps({"max_batch_size": "16"}), headers=ADM)
+        http.load_model(
+            "adder", config=json.dumps({"max_batch_size": "16"}), headers=ADM
+        )
         assert http.is_model_ready("adder", headers=AUTH)
         assert config_of(server)["max_batch_size"] == 16
         infer_ok(server)
-        grpc.load_model("adder", config=json.dumps(
-            {"name": "adder", "max_batch_size": 8, "instance_group": [{"count": "2"}],
-             "dynamic_batching": {"max_queue_delay_microseconds": "200"}}), headers=GADM)
+        grpc.load_model(
+            "adder",
+            config=json.dumps(
+                {
+                    "name": "adder",
+                    "max_batch_size": 8,
+                    "instance_group": [{"count": "2"}],
+                    "dynamic_batching": {"max_queue_delay_microseconds": "200"},
+                }
+            ),
+            headers=GADM,
+        )
         assert grpc.is_model_ready("adder", headers=GAUTH)
         cfg = grpc.get_model_config("adder", headers=GAUTH, as_json=True)["config"]
         assert int(cfg["max_batch_size"]) == 8
@@ -108,18 +137,26 @@ def test_override_over_http_and_grpc_takes_effect(berth_server: Callable[..., Be
 
 
 def test_bad_override_is_400_failed_to_load_and_the_model_keeps_serving(
-        berth_server: Callable[..., BerthServer], repo: Path) -> None:
+    berth_server: Callable[..., BerthServer], repo: Path
+) -> None:
     server = start(berth_server, repo, "--model-control-mode", "explicit")
     wait_ready(server)
     before = config_of(server)
-    for bad in ({"max_batch_size": "sixteen"}, {"max_batch_size": "1.5"},
-                {"input": [{"name": "x", "data_type": "TYPE_FP64", "dims": ["-1"]}]},
-                {"name": "other", "max_batch_size": 4},
-                {"instance_group": [{"count": 0}]},
-                {"dynamic_batching": {"priority_levels": "2"}}):
-        resp = http_call(server.port, "POST", "/v2/repository/models/adder/load",
-                         json.dumps({"parameters": {"config": json.dumps(bad)}}).encode(),
-                         {**ADM, "Content-Type": "application/json"})
+    for bad in (
+        {"max_batch_size": "sixteen"},
+        {"max_batch_size": "1.5"},
+        {"input": [{"name": "x", "data_type": "TYPE_FP64", "dims": ["-1"]}]},
+        {"name": "other", "max_batch_size": 4},
+        {"instance_group": [{"count": 0}]},
+        {"dynamic_batching": {"priority_levels": "2"}},
+    ):
+        resp = http_call(
+            server.port,
+            "POST",
+            "/v2/repository/models/adder/load",
+            json.dumps({"parameters": {"config": json.dumps(bad)}}).encode(),
+            {**ADM, "Content-Type": "application/json"},
+        )
         assert_error(resp, 400, "failed to load 'adder'", "parameters.config")
     http = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
     grpc = grpcclient.InferenceServerClient(server.grpc_url)
@@ -142,36 +179,67 @@ def test_bad_override_is_400_failed_to_load_and_the_model_keeps_serving(
     infer_ok(server)
 
 
-def test_override_keeps_the_security_rules(berth_server: Callable[..., BerthServer],
-                                           repo: Path, tmp_path: Path) -> None:
+def test_override_keeps_the_security_rules(
+    berth_server: Callable[..., BerthServer], repo: Path, tmp_path: Path
+) -> None:
     # mode none (the default): refused like any load
     server = start(berth_server, repo)
     wait_ready(server)
     body = json.dumps({"parameters": {"config": '{"max_batch_size":"4"}'}}).encode()
     headers = {"Content-Type": "application/json"}
-    resp = http_call(server.port, "POST", "/v2/repository/models/adder/load", body,
-                     {**headers, "Authorization": f"Bearer {ADMIN}"})
+    resp = http_call(
+        server.port,
+        "POST",
+        "/v2/repository/models/adder/load",
+        body,
+        {**headers, "Authorization": f"Bearer {ADMIN}"},
+    )
     assert_error(resp, 403, "--model-control-mode explicit")
     server.close()
     server = start(berth_server, repo, "--model-control-mode", "explicit")
     wait_ready(server)
     url = "/v2/repository/models/adder/load"
     assert_error(http_call(server.port, "POST", url, body, headers), 401)
-    assert_error(http_call(server.port, "POST", url, body,
-                           {**headers, "Authorization": "Bearer wrong"}), 401)
-    assert_error(http_call(server.port, "POST", url, body, {**headers, **AUTH}), 403, "admin")
+    assert_error(
+        http_call(
+            server.port, "POST", url, body, {**headers, "Authorization": "Bearer wrong"}
+        ),
+        401,
+    )
+    assert_error(
+        http_call(server.port, "POST", url, body, {**headers, **AUTH}), 403, "admin"
+    )
     # naming a file makes it a whole entry: the path and code rules apply
     evil = tmp_path / "evil.py"
     evil.write_text("raise SystemExit('must not run')\n")
-    for cfg in ({"max_batch_size": 4, "path": str(evil)},
-                {"name": "adder", "max_batch_size": 4, "runtime": "python", "class": "Evil",
-                 "path": str(evil)}):
-        resp = http_call(server.port, "POST", url,
-                         json.dumps({"parameters": {"config": json.dumps(cfg)}}).encode(),
-                         {**headers, **ADM})
+    for cfg in (
+        {"max_batch_size": 4, "path": str(evil)},
+        {
+            "name": "adder",
+            "max_batch_size": 4,
+            "runtime": "python",
+            "class": "Evil",
+            "path": str(evil),
+        },
+    ):
+        resp = http_call(
+            server.port,
+            "POST",
+            url,
+            json.dumps({"parameters": {"config": json.dumps(cfg)}}).encode(),
+            {**headers, **ADM},
+        )
         assert resp.status in (400, 403), resp.body[:300]
     assert config_of(server)["max_batch_size"] != 4
     # a foreign Origin is refused before anything is read
-    assert_error(http_call(server.port, "POST", url, body,
-                           {**headers, **ADM, "Origin": "https://evil.example"}), 403)
+    assert_error(
+        http_call(
+            server.port,
+            "POST",
+            url,
+            body,
+            {**headers, **ADM, "Origin": "https://evil.example"},
+        ),
+        403,
+    )
     infer_ok(server)

@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from berth_e2e import (
     BerthServer,
     assert_error,
@@ -31,15 +30,32 @@ def broken_joblib(tmp_path: Path) -> Path:
     return path
 
 
-def run_to_exit(args: list[str], tmp_path: Path, env: dict[str, str] | None = None
-                ) -> subprocess.CompletedProcess[str]:
+def run_to_exit(
+    args: list[str], tmp_path: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Runs berth serve ARGS on free 127.0.0.1 ports until it exits; kills
     its process group if it does not within EXIT_TIMEOUT_S."""
-    cmd = [berth_executable(), "serve", *args, "--host", "127.0.0.1", "--port",
-           str(free_port()), "--grpc-port", str(free_port())]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=server_env(env),
-                            cwd=str(tmp_path), start_new_session=True)
+    cmd = [
+        berth_executable(),
+        "serve",
+        *args,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+        "--grpc-port",
+        str(free_port()),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=server_env(env),
+        cwd=str(tmp_path),
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=EXIT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -66,8 +82,11 @@ def test_the_config_key_keeps_exit_on(tmp_path: Path) -> None:
     true, behave as the default."""
     app = tmp_path / "app.yaml"
     app.write_text("server:\n  exit_on_error: true\n")
-    done = run_to_exit([str(broken_joblib(tmp_path)), "--config", str(app)], tmp_path,
-                       env={"BERTH_EXIT_ON_ERROR": "true"})
+    done = run_to_exit(
+        [str(broken_joblib(tmp_path)), "--config", str(app)],
+        tmp_path,
+        env={"BERTH_EXIT_ON_ERROR": "true"},
+    )
     assert done.returncode != 0 and "failed to load at start" in done.stderr
 
 
@@ -80,22 +99,33 @@ def test_the_config_key_keeps_exit_on(tmp_path: Path) -> None:
     ids=["no-flag", "flag-false", "env", "config-key"],
 )  # fmt: skip
 def test_off_keeps_serving_with_the_model_unavailable(
-    berth_server, tmp_path: Path, flags: list[str], env: dict[str, str] | None,
+    berth_server,
+    tmp_path: Path,
+    flags: list[str],
+    env: dict[str, str] | None,
     yaml: str | None,
 ) -> None:
     model = broken_joblib(tmp_path)
     if yaml is not None:
         (tmp_path / "app.yaml").write_text(yaml)
         flags = [*flags, "--config", str(tmp_path / "app.yaml")]
-    server: BerthServer = berth_server(str(model), *flags, env=env, wait_for="listening")
+    server: BerthServer = berth_server(
+        str(model), *flags, env=env, wait_for="listening"
+    )
 
     def unavailable() -> bool:
         index = server.post("/v2/repository/index", {}).json()
-        return any(m["name"] == "broken" and m["state"] == "UNAVAILABLE" and m.get("reason")
-                   for m in index)
+        return any(
+            m["name"] == "broken" and m["state"] == "UNAVAILABLE" and m.get("reason")
+            for m in index
+        )
 
-    wait_until(unavailable, 60, "broken to be UNAVAILABLE with its reason",
-               on_timeout=server.log_tail)
+    wait_until(
+        unavailable,
+        60,
+        "broken to be UNAVAILABLE with its reason",
+        on_timeout=server.log_tail,
+    )
     assert server.running()
     assert_error(server.get("/v2/models/broken/ready"), 503)
     assert server.get("/v2/health/live").status == 200

@@ -1,6 +1,9 @@
 /* Berth engine: a load's config override (repo_override.h). */
 #include "repo_override.h"
 
+#include "config.h"
+#include "engine.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -176,4 +179,35 @@ int berth_repo_override_entry(const json_t *base, const json_t *override,
   }
   *out = merged;
   return BERTH_OK;
+}
+
+int berth_repo_override_for(berth_engine *e, const char *name, json_t *config,
+                            json_t **parsed, json_t **merged,
+                            berth_errmsg *err) {
+  *merged = NULL;
+  *parsed = json_is_string(config)
+                ? berth_yaml_load(json_string_value(config),
+                                  json_string_length(config), err)
+                : json_incref(config);
+  if (*parsed == NULL) {
+    char why[BERTH_ERRMSG_SIZE];
+    snprintf(why, sizeof why, "%s", err->msg);
+    return berth_errf(err, BERTH_E_CONFIG, "parameters.config: %s", why);
+  }
+  if (!berth_repo_is_override(*parsed))
+    return BERTH_OK;
+  const char *ver = json_string_value(json_object_get(*parsed, "version"));
+  berth_model *base = NULL;
+  for (size_t i = 0; i < e->n_models; i++)
+    if (strcmp(e->models[i]->cfg->name, name) == 0 &&
+        (ver == NULL || strcmp(e->models[i]->cfg->version, ver) == 0))
+      base = e->models[i];
+  if (base == NULL)
+    return berth_errf(err, BERTH_E_NOT_FOUND, "Request for unknown model: "
+                      "'%.128s'%s%.64s is not found; a config override "
+                      "changes a model the server serves (a new model needs "
+                      "its whole entry, with path and runtime)", name,
+                      ver ? " version " : "", ver ? ver : "");
+  return berth_repo_override_entry(base->cfg->entry, *parsed, name, merged,
+                                   err);
 }

@@ -3,7 +3,7 @@
  * without a path (protobuf JSON, where numbers may be strings:
  * {"max_batch_size":"16"}) changes the settings of a model the server
  * already serves; its files, runtime and class stay the operator's.
- * Pure: JSON in, JSON out.
+ * berth_repo_override_entry is pure: JSON in, JSON out.
  */
 #ifndef BERTH_REPO_OVERRIDE_H
 #define BERTH_REPO_OVERRIDE_H
@@ -34,5 +34,17 @@ bool berth_repo_is_override(const json_t *config);
 int berth_repo_override_entry(const json_t *base, const json_t *override,
                               const char *name, json_t **out,
                               berth_errmsg *err);
+
+/* For repository.c's load: config (a JSON object, or JSON/YAML text) parsed
+ * into *parsed (a new reference; the caller drops it), and when it is an
+ * override, merged over the entry of the version it names, else of the last
+ * listed version of name, into *merged (a new reference); *merged stays
+ * NULL for a whole entry. BERTH_E_NOT_FOUND for an override of a model the
+ * engine does not know, BERTH_E_CONFIG for text that does not parse or a
+ * bad override. */
+struct berth_engine;
+int berth_repo_override_for(struct berth_engine *e, const char *name,
+                            json_t *config, json_t **parsed, json_t **merged,
+                            berth_errmsg *err);
 
 #endif

@@ -712,40 +712,6 @@ static int parse_config(json_t *config, const char *name,
   return rc;
 }
 
-/* A config override (repo_override.h): config, parsed (a new reference in
- * *parsed), merged over the entry of the version it names, else of the
- * newest version of name, into *merged (a new reference). *merged stays
- * NULL when config is not an override (a whole entry). */
-static int override_entry(berth_engine *e, const char *name, json_t *config,
-                          json_t **parsed, json_t **merged, berth_errmsg *err) {
-  *merged = NULL;
-  *parsed = json_is_string(config)
-                ? berth_yaml_load(json_string_value(config),
-                                  json_string_length(config), err)
-                : json_incref(config);
-  if (*parsed == NULL) {
-    char why[BERTH_ERRMSG_SIZE];
-    snprintf(why, sizeof why, "%s", err->msg);
-    return berth_errf(err, BERTH_E_CONFIG, "parameters.config: %s", why);
-  }
-  if (!berth_repo_is_override(*parsed))
-    return BERTH_OK;
-  const char *ver = json_string_value(json_object_get(*parsed, "version"));
-  berth_model *base = NULL;
-  for (size_t i = 0; i < e->n_models; i++)
-    if (strcmp(e->models[i]->cfg->name, name) == 0 &&
-        (ver == NULL || strcmp(e->models[i]->cfg->version, ver) == 0))
-      base = e->models[i];
-  if (base == NULL)
-    return berth_errf(err, BERTH_E_NOT_FOUND, "Request for unknown model: "
-                      "'%.128s'%s%.64s is not found; a config override "
-                      "changes a model the server serves (a new model needs "
-                      "its whole entry, with path and runtime)", name,
-                      ver ? " version " : "", ver ? ver : "");
-  return berth_repo_override_entry(base->cfg->entry, *parsed, name, merged,
-                                   err);
-}
-
 static void repo_load(berth_engine *e, const char *name, json_t *config,
                       bool trusted, berth_repo_done_cb done, void *arg) {
   berth_errmsg err;
@@ -763,7 +729,7 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
   }
   json_t *parsed = NULL, *merged = NULL;
   if (config != NULL) {
-    rc = override_entry(e, name, config, &parsed, &merged, &err);
+    rc = berth_repo_override_for(e, name, config, &parsed, &merged, &err);
     if (merged != NULL) {
       /* files, runtime and class are the operator's: no token rule */
       config = merged;
