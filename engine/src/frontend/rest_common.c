@@ -297,7 +297,7 @@ berth_model *berth_rest_find_model(berth_engine *e, berth_http_req *req,
     m = berth_composite_find(e, name.p, name.n, ver, ver_len);
   if (m == NULL && !exists) {
     snprintf(msg, sizeof msg, "Request for unknown model: '%.*s' is not found "
-             "(GET /v2/models lists the models served)",
+             "(POST /v2/repository/index lists the models served)",
              (int)(name.n > 200 ? 200 : name.n), name.p);
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return NULL;
