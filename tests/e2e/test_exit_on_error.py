@@ -74,6 +74,9 @@ def test_broken_model_at_start_exits_non_zero_with_the_error(tmp_path: Path) -> 
     assert done.returncode != 0, done.stderr[-3000:]
     assert "failed to load at start" in done.stderr, done.stderr[-3000:]
     assert "broken" in done.stderr  # the model's name
+    # the model's own error, on the exit line itself
+    exit_line = next(line for line in done.stderr.splitlines() if "failed to load at start" in line)
+    assert "broken.joblib" in exit_line and "joblib could not load it" in exit_line, exit_line
     assert "exit_on_error" in done.stderr  # what to change to keep it up
 
 
