@@ -112,6 +112,10 @@ static void check_reader(const uint8_t *data, size_t size) {
   berth_grpc_reader a, b;
   berth_grpc_reader_init(&a, 4096);
   berth_grpc_reader_init(&b, 4096);
+  /* the call's grpc-encoding, from the last byte: compressed messages are
+   * inflated (to at most the limit) */
+  berth_encoding enc = size > 0 ? (berth_encoding)(data[size - 1] % 3) : BERTH_ENC_IDENTITY;
+  a.encoding = b.encoding = enc;
   tally ta = {0, 0}, tb = {0, 0};
   berth_errmsg err;
   int ra = berth_grpc_reader_feed(&a, data, size, count, &ta, &err);

@@ -161,7 +161,9 @@ def test_good_request_to_the_text_model(server: BerthServer) -> None:
 )
 def test_unknown_model_is_404(server: BerthServer, method: str, path: str, body: bytes | None) -> None:
     resp = http_call(server.port, method, path, body, {"Content-Type": "application/json"})
-    assert_error(resp, 404, "ghost")
+    # Triton's wording, which Triton's own client examples look for
+    msg = assert_error(resp, 404, "ghost")
+    assert msg.startswith("Request for unknown model: 'ghost' is not found"), msg
     still_serving(server)
 
 

@@ -259,7 +259,9 @@ def test_missing_framework_fails_the_load_naming_the_extra(
     hide.mkdir()
     (hide / "sitecustomize.py").write_text(HIDE_TORCH)
     pythonpath = os.pathsep.join(p for p in (str(hide), os.environ.get("PYTHONPATH")) if p)
-    srv = berth_server(str(repo), env={"PYTHONPATH": pythonpath}, wait_for="listening")
+    # --no-exit-on-error: a failed load at start would otherwise stop the server
+    srv = berth_server(str(repo), "--no-exit-on-error", env={"PYTHONPATH": pythonpath},
+                       wait_for="listening")
 
     seen: list[str] = []
 

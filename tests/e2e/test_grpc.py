@@ -137,7 +137,8 @@ def test_model_metadata(server: BerthServer, client: Any) -> None:
     with pytest.raises(InferenceServerException) as info:
         client.get_model_metadata("no-such-model")
     assert "NOT_FOUND" in str(info.value.status())
-    assert "no-such-model" in info.value.message()
+    # Triton's wording: its examples check the message starts with it
+    assert info.value.message().startswith("Request for unknown model: 'no-such-model' is not found")
 
 
 def test_model_config(server: BerthServer, client: Any) -> None:
@@ -204,6 +205,7 @@ def test_repository_load_and_unload(berth_server: Any, repo: Path) -> None:
         with pytest.raises(InferenceServerException) as info:
             c.load_model("ghost", headers=h)
         assert "NOT_FOUND" in str(info.value.status())
+        assert "failed to load 'ghost'" in info.value.message()
         with pytest.raises(InferenceServerException) as info:
             c.load_model("params", files={"file:1/model.py": b"x"}, headers=h)
         assert "INVALID_ARGUMENT" in str(info.value.status())
@@ -437,10 +439,24 @@ def test_stream_raw_half_close_waits_for_answers(channel: Any) -> None:
 def test_unknown_model_is_not_found(channel: Any) -> None:
     err = call_error(channel, "ModelInfer", infer_request("ghost", [("x", "FP64", [1], b"\0" * 8)]))
     assert err.code() == grpc.StatusCode.NOT_FOUND
-    assert "ghost" in err.details()
+    assert err.details().startswith("Request for unknown model: 'ghost' is not found"), err.details()
     err = call_error(channel, "ModelInfer",
                      infer_request("params", [("x", "FP64", [1], b"\0" * 8)], model_version="9"))
     assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert err.details().startswith("Request for unknown model: 'params' version 9 is not found"), \
+        err.details()
+
+
+def test_typed_contents_with_raw_contents_use_tritons_words(channel: Any) -> None:
+    """Typed contents beside raw_input_contents are refused with the text
+    Triton's grpc_explicit_*_content_client examples look for."""
+    r = pb.ModelInferRequest(model_name="params")
+    r.inputs.add(name="x", datatype="FP64", shape=[1]).contents.fp64_contents.extend([1.0])
+    r.raw_input_contents.append(b"\0" * 8)
+    err = call_error(channel, "ModelInfer", r.SerializeToString())
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("contents field must not be specified when using raw_input_contents "
+            "for 'x' for model 'params'") in err.details(), err.details()
 
 
 def test_bad_shape_and_datatype_are_invalid_argument(channel: Any) -> None:
@@ -571,7 +587,9 @@ def limited(module_server: Any, zoo: ModelZoo, tmp_path_factory: pytest.TempPath
     add_python_model(root / "models", "broken", BROKEN_LOAD_SOURCE, "Broken")
     config = root / "app.yaml"
     config.write_text("server:\n  grpc_max_message_bytes: 4096\n")
-    return module_server(str(root / "models"), "--config", str(config), wait_for=["params"])
+    # --no-exit-on-error: broken fails to load at start, and the server stays up
+    return module_server(str(root / "models"), "--config", str(config), "--no-exit-on-error",
+                         wait_for=["params"])
 
 
 def test_message_over_the_limit_is_resource_exhausted(limited: BerthServer) -> None:

@@ -108,7 +108,8 @@ def server(module_server: Any, zoo: ModelZoo,
     root = tmp_path_factory.mktemp("health-repo")
     copy_into(zoo.sklearn_classifier(), root / "iris" / "1", "model.joblib")
     add_python_model(root, "broken", BROKEN_LOAD_SOURCE, "Broken")
-    server = module_server(str(root), "--auth-tokens-env", "BERTH_TEST_TOKENS",
+    # --no-exit-on-error: broken fails to load at start, and the server stays up
+    server = module_server(str(root), "--no-exit-on-error", "--auth-tokens-env", "BERTH_TEST_TOKENS",
                            env={"BERTH_TEST_TOKENS": TOKEN}, wait_for=[])
     wait_serving(server, "iris")
     return server

@@ -107,7 +107,8 @@ def app(tmp_path: Path) -> Path:
 def server(berth_server: Callable[..., BerthServer], app: Path) -> BerthServer:
     # explicit: the tests use the repository load/unload API (off by default)
     server = berth_server([], "--config", str(app / "berth.yaml"), "--instances", "1",
-                          "--model-control-mode", "explicit", wait_for="listening")
+                          "--model-control-mode", "explicit", "--no-exit-on-error",
+                          wait_for="listening")
     wait_until(lambda: server.get("/v2/models/double/ready").status == 200, 60,
                "model double to be ready", on_timeout=server.log_tail)
     wait_until(lambda: _index(server)["broken"]["state"] == "UNAVAILABLE", 60,

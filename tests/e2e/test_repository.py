@@ -289,9 +289,10 @@ def test_load_that_fails_reports_the_error(server: BerthServer, tmp_path: Path) 
 
 
 def test_repository_errors(server: BerthServer) -> None:
-    assert_error(load(server, "nope"), 404, "nope", "parameters.config")
-    assert_error(unload(server, "nope"), 404, "nope")
-    assert_error(unload(server, "adder", version="7"), 404, "version")
+    assert_error(load(server, "nope"), 404, "failed to load 'nope'", "parameters.config")
+    assert_error(unload(server, "nope"), 404, "Request for unknown model: 'nope' is not found")
+    assert_error(unload(server, "adder", version="7"), 404,
+                 "Request for unknown model: 'adder' version 7 is not found")
     assert_error(http_call(server.port, "GET", "/v2/repository/index",
                            headers={"Authorization": f"Bearer {ADMIN}"}), 405)
     assert_error(server.post("/v2/repository/models/adder/reload", None), 404)

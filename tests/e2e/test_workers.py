@@ -293,7 +293,8 @@ def load_repo(zoo: ModelZoo, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def load_server(module_server: Any, load_repo: Path) -> BerthServer:
-    return module_server(str(load_repo), wait_for=["iris"])
+    # --no-exit-on-error: broken and dies fail to load at start; the server stays up
+    return module_server(str(load_repo), "--no-exit-on-error", wait_for=["iris"])
 
 
 def test_model_that_fails_to_load_is_503_with_the_error(load_server: BerthServer) -> None:

@@ -663,3 +663,20 @@ def test_served_roots_of_a_config_file(tmp_path: Path) -> None:
     # the PATH folder whole; a model from the config file by its own path
     # (resolved to its model file); one inside a root adds nothing
     assert d["server"]["repositories"] == [str(served.parent), str(extra)]
+
+
+def test_exit_on_error_flag_forms_and_env(tmp_path: Path) -> None:
+    """--exit-on-error is on by default (the engine's default: the document
+    leaves it out); Triton's --exit-on-error=false, --exit-on-error false,
+    --no-exit-on-error and BERTH_EXIT_ON_ERROR turn it off."""
+    path = str(touch(tmp_path / "m.onnx"))
+    assert "exit_on_error" not in doc(path)["server"]
+    for flags in (["--no-exit-on-error"], ["--exit-on-error=false"], ["--exit-on-error", "false"],
+                  ["--exit-on-error", "0"]):
+        assert doc(path, *flags)["server"]["exit_on_error"] is False, flags
+    assert doc(path, "--exit-on-error")["server"]["exit_on_error"] is True
+    assert doc(path, env={"BERTH_EXIT_ON_ERROR": "false"})["server"]["exit_on_error"] is False
+    d = doc(path, "--exit-on-error=true", env={"BERTH_EXIT_ON_ERROR": "false"})
+    assert d["server"]["exit_on_error"] is True  # the flag beats the environment
+    with pytest.raises(ConfigError, match="^BERTH_EXIT_ON_ERROR: "):
+        doc(path, env={"BERTH_EXIT_ON_ERROR": "maybe"})

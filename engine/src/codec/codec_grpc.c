@@ -423,9 +423,10 @@ static int decode_request(Inference__ModelInferRequest *m, const berth_grpc_limi
   for (size_t i = 0; i < m->n_inputs; i++) {
     Inference__ModelInferRequest__InferInputTensor *in = m->inputs[i];
     if (raw && in->contents != NULL && contents_count(in->contents) > 0)
-      return berth_errf(err, BERTH_E_INVALID, "input '" QN "' has typed contents, but "
-                        "the request uses raw_input_contents; use one form for all "
-                        "inputs", in->name);
+      return berth_errf(err, BERTH_E_INVALID, "contents field must not be specified "
+                        "when using raw_input_contents for '" QN "' for model '" QN
+                        "' (send every input in one form: all raw or all typed)",
+                        in->name, m->model_name != NULL ? m->model_name : "");
     rc = decode_input(in, i, raw ? &m->raw_input_contents[i] : NULL, lim->max_tensor_bytes,
                       &out->inputs[i], err);
     if (rc != BERTH_OK)

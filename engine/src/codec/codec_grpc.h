@@ -24,6 +24,7 @@
 
 #include "berth/error.h"
 #include "buf.h"
+#include "compress.h"
 #include "infer.h"
 
 /* ---- framing: 1 byte compressed flag, 4 bytes big-endian length ---- */
@@ -39,6 +40,10 @@ typedef struct berth_grpc_reader {
   size_t head_len;       /* prefix bytes seen of the current message */
   size_t want;           /* its length, once head_len == BERTH_GRPC_PREFIX */
   berth_buf body;        /* its bytes so far, when it spans several feeds */
+  berth_encoding encoding; /* the call's grpc-encoding (identity unless set
+                              after init): messages flagged compressed are
+                              inflated with it, to at most max_message */
+  bool compressed;       /* the current message's flag */
 } berth_grpc_reader;
 
 /* Called once per complete message; msg is valid during the call only.
@@ -47,8 +52,10 @@ typedef int (*berth_grpc_message_cb)(void *arg, const uint8_t *msg, size_t len);
 
 void berth_grpc_reader_init(berth_grpc_reader *r, size_t max_message);
 /* Feeds len bytes. Returns BERTH_OK, the callback's non-zero status, or:
- * BERTH_E_TOO_LARGE (a message longer than max_message), BERTH_E_UNSUPPORTED
- * (a compressed message: Berth negotiates no compression), BERTH_E_NOMEM;
+ * BERTH_E_TOO_LARGE (a message longer than max_message, compressed or once
+ * inflated), BERTH_E_UNSUPPORTED (a compressed message on a call whose
+ * grpc-encoding is identity), BERTH_E_PARSE (a corrupt compressed message),
+ * BERTH_E_NOMEM;
  * err says which. After an error the reader must not be fed again. */
 int berth_grpc_reader_feed(berth_grpc_reader *r, const uint8_t *data, size_t len,
                            berth_grpc_message_cb cb, void *arg, berth_errmsg *err);

@@ -31,11 +31,33 @@ void berth_grpc_reader_free(berth_grpc_reader *r) { berth_buf_free(&r->body); }
 
 static void reader_next(berth_grpc_reader *r) {
   r->head_len = 0;
+  r->compressed = false;
   r->want = 0;
   if (r->body.cap > MAX_KEEP_BUFFER)
     berth_buf_free(&r->body);
   else
     berth_buf_reset(&r->body);
+}
+
+/* Hands one whole message to cb, inflated first when it was flagged
+ * compressed. */
+static int deliver(berth_grpc_reader *r, bool compressed, const uint8_t *msg,
+                   size_t n, berth_grpc_message_cb cb, void *arg,
+                   berth_errmsg *err) {
+  if (!compressed)
+    return cb(arg, msg, n);
+  char *plain = NULL;
+  size_t pn = 0;
+  int rc = berth_inflate(r->encoding, msg, n, r->max_message, &plain, &pn, err);
+  if (rc == BERTH_E_TOO_LARGE)
+    return berth_errf(err, rc, "a compressed message inflates past the limit "
+                      "of %zu bytes (grpc_max_message_bytes)", r->max_message);
+  if (rc != BERTH_OK)
+    return rc;
+  static const uint8_t empty[1] = {0};
+  rc = cb(arg, plain != NULL ? (const uint8_t *)plain : empty, pn);
+  free(plain);
+  return rc;
 }
 
 int berth_grpc_reader_feed(berth_grpc_reader *r, const uint8_t *data, size_t len,
@@ -52,11 +74,12 @@ int berth_grpc_reader_feed(berth_grpc_reader *r, const uint8_t *data, size_t len
       len -= take;
       if (r->head_len < BERTH_GRPC_PREFIX)
         break;
-      if (r->head[0] == 1)
+      if (r->head[0] == 1 && r->encoding == BERTH_ENC_IDENTITY)
         return berth_errf(err, BERTH_E_UNSUPPORTED,
-                          "a compressed message arrived, but this server "
-                          "negotiates no compression (grpc-encoding identity)");
-      if (r->head[0] != 0)
+                          "a compressed message arrived on a call whose "
+                          "grpc-encoding is identity");
+      r->compressed = r->head[0] == 1;
+      if (r->head[0] > 1)
         return berth_errf(err, BERTH_E_PARSE,
                           "bad gRPC message prefix: compressed flag %u", r->head[0]);
       r->want = (size_t)r->head[1] << 24 | (size_t)r->head[2] << 16 |
@@ -70,16 +93,17 @@ int berth_grpc_reader_feed(berth_grpc_reader *r, const uint8_t *data, size_t len
       /* an empty message: deliver it now */
     }
     int rc;
+    bool compressed = r->compressed;
     if (r->want == 0) {
       reader_next(r);
-      rc = cb(arg, empty, 0);
+      rc = deliver(r, compressed, empty, 0, cb, arg, err);
     } else if (r->body.len == 0 && len >= r->want) {
       size_t n = r->want; /* whole message in this piece: no copy */
       const uint8_t *msg = data;
       data += n;
       len -= n;
       reader_next(r);
-      rc = cb(arg, msg, n);
+      rc = deliver(r, compressed, msg, n, cb, arg, err);
     } else {
       if (r->body.len == 0 && berth_buf_reserve(&r->body, r->want) == NULL)
         return berth_errf(err, BERTH_E_NOMEM, "out of memory for a %zu-byte message",
@@ -98,7 +122,7 @@ int berth_grpc_reader_feed(berth_grpc_reader *r, const uint8_t *data, size_t len
       berth_buf_init(&r->body, r->max_message);
       size_t n = r->want;
       reader_next(r);
-      rc = cb(arg, (const uint8_t *)whole.data, n);
+      rc = deliver(r, compressed, (const uint8_t *)whole.data, n, cb, arg, err);
       berth_buf_free(&whole);
     }
     if (rc != 0)

@@ -97,6 +97,8 @@ typedef struct berth_config {
   char *admin_tokens_file;       /* owned or NULL: admin tokens */
   char *admin_tokens_env;        /* owned or NULL */
   bool health_open;              /* health endpoints need no token */
+  bool exit_on_error;            /* default true: a model that fails to load
+                                    at start stops the server (exit 1) */
   char *model_control_mode;      /* owned: none (default: no repository
                                     load/unload) or explicit
                                     (docs/security.md) */

@@ -88,6 +88,8 @@ static const berth_config_field berth_config_server_fields[] = {
      .slot = BERTH_CF_OFF(BERTH_CF_C, admin_tokens_env)},
     {.key = "health_open", .kind = BERTH_CF_BOOL, .def = "true",
      .slot = BERTH_CF_OFF(BERTH_CF_C, health_open)},
+    {.key = "exit_on_error", .kind = BERTH_CF_BOOL, .def = "true",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, exit_on_error)},
     {.key = "model_control_mode", .kind = BERTH_CF_ENUM, .def = "\"none\"",
      .slot = BERTH_CF_OFF(BERTH_CF_C, model_control_mode),
      .choices = berth_config_control_modes},

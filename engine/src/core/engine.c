@@ -132,6 +132,8 @@ int berth_engine_start(berth_engine *e, berth_errmsg *err) {
   for (size_t i = 0; i < e->n_modules && rc == BERTH_OK; i++)
     if (e->modules[i]->start != NULL)
       rc = e->modules[i]->start(e, err);
+  for (size_t i = 0; i < e->n_models; i++)
+    e->models[i]->at_start = true;
   for (size_t i = 0; i < e->n_models && rc == BERTH_OK; i++)
     rc = berth_supervisor_start(e->models[i], err);
   if (rc != BERTH_OK)
@@ -139,6 +141,19 @@ int berth_engine_start(berth_engine *e, berth_errmsg *err) {
   uv_signal_start(&e->sig_term, on_signal, SIGTERM);
   uv_signal_start(&e->sig_int, on_signal, SIGINT);
   return BERTH_OK;
+}
+
+void berth_engine_model_failed(berth_model *m) {
+  berth_engine *e = m->engine;
+  if (!e->cfg.exit_on_error || !m->at_start || m->has_served || e->draining)
+    return;
+  berth_log_kv(BERTH_LOG_ERROR,
+               "a model failed to load at start: exiting (server.exit_on_error; "
+               "--no-exit-on-error keeps the server up with the model "
+               "UNAVAILABLE)", "model", m->cfg->name, "version",
+               m->cfg->version, "error", m->load_error, NULL);
+  e->exit_code = 1;
+  berth_engine_begin_drain(e);
 }
 
 static void on_drain_timeout(uv_timer_t *t) {

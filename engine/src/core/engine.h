@@ -198,6 +198,10 @@ struct berth_model {
   berth_worker **workers;         /* owned array of owned slots */
   size_t n_workers;
   size_t n_ready;                 /* workers that said READY and live */
+  bool at_start;                  /* configured at start and not since
+                                     loaded through the repository API:
+                                     its failure to load stops the server
+                                     under server.exit_on_error */
   bool has_served;                /* a worker has been ready once: while a
                                      crashed worker restarts, requests wait
                                      in the queue instead of getting 503 */
@@ -317,6 +321,12 @@ int berth_engine_add_collector(berth_engine *e, berth_collect_cb collect,
 int berth_engine_add_listener(berth_engine *e, berth_httpd *h,
                               berth_errmsg *err);
 int berth_engine_start(berth_engine *e, berth_errmsg *err);
+
+/* The supervisor's word that m failed to load (m->state is FAILED, m's
+ * load_error says why). A model configured at start that never served,
+ * under server.exit_on_error, stops the server: exit code 1, the error
+ * logged. Otherwise nothing. */
+void berth_engine_model_failed(berth_model *m);
 /* Stop intake and drain (SIGTERM). Idempotent. */
 void berth_engine_begin_drain(berth_engine *e);
 /* A frontend accepted an inference request (it counts in the drain). */

@@ -31,6 +31,7 @@
 #include "engine.h"
 #include "log.h"
 #include "repo_access.h"
+#include "repo_override.h"
 #include "repo_replace.h"
 
 #define TICK_MS 20
@@ -271,6 +272,7 @@ static void start_load(struct berth_repository *r, repo_op *op) {
   char msg[BERTH_ERRMSG_SIZE + 128];
   int rc = BERTH_OK;
   op->reload = false;
+  m->at_start = false; /* a load through the API: its failure is answered */
   if (op->next_cfg != NULL) {
     const berth_model_config *old = m->cfg;
     rc = cfg_adopt(r, op->next_cfg);
@@ -348,7 +350,7 @@ static void step_load(struct berth_repository *r, repo_op *op) {
     settle_all(&op->load_waits, BERTH_OK, "");
     op_remove(r, op);
   } else if (m->state == BERTH_MODEL_FAILED) {
-    snprintf(msg, sizeof msg, "model '%s' version '%s' failed to load: %s",
+    snprintf(msg, sizeof msg, "failed to load '%s' version %s: %s",
              m->cfg->name, m->cfg->version, m->load_error);
     settle_all(&op->load_waits, BERTH_E_MODEL, msg);
     /* No retries for a version loaded through the API: it is unloaded and
@@ -539,10 +541,11 @@ static void repo_unload(berth_engine *e, const char *name,
     call_fail(c, BERTH_E_INVALID, pipeline_refusal(name, "unload", &err));
   } else if (found == 0) {
     if (version != NULL && berth_model_name_exists(e, name, strlen(name)))
-      snprintf(msg, sizeof msg, "model '%.128s' has no version '%.128s'",
-               name, version);
+      snprintf(msg, sizeof msg, "Request for unknown model: '%.128s' version "
+               "%.128s is not found", name, version);
     else
-      snprintf(msg, sizeof msg, "unknown model '%.128s'", name);
+      snprintf(msg, sizeof msg, "Request for unknown model: '%.128s' is not "
+               "found", name);
     call_fail(c, BERTH_E_NOT_FOUND, msg);
   }
   ensure_tick(r);
@@ -724,7 +727,16 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
     call_settle(c, BERTH_OK, "");
     return;
   }
+  json_t *parsed = NULL, *merged = NULL;
   if (config != NULL) {
+    rc = berth_repo_override_for(e, name, config, &parsed, &merged, &err);
+    if (merged != NULL) {
+      /* files, runtime and class are the operator's: no token rule */
+      config = merged;
+      trusted = true;
+    }
+  }
+  if (rc == BERTH_OK && config != NULL) {
     berth_model_config *cfg = NULL;
     rc = parse_config(config, name, &cfg, &err);
     if (rc == BERTH_OK && (rc = berth_repo_check_entry(&r->roots, cfg, trusted, &err)) != 0) {
@@ -739,7 +751,7 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
       rc = add_version(r, cfg, c, &err);
     else if (rc == BERTH_OK)
       rc = load_one(r, m, cfg, c, &err);
-  } else {
+  } else if (rc == BERTH_OK) {
     size_t found = 0;
     for (size_t i = 0; rc == BERTH_OK && i < e->n_models; i++) {
       if (strcmp(e->models[i]->cfg->name, name) != 0)
@@ -748,12 +760,21 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
       rc = load_one(r, e->models[i], NULL, c, &err);
     }
     if (found == 0)
-      rc = berth_errf(&err, BERTH_E_NOT_FOUND, "unknown model '%.128s'; to "
-                      "add a model, give its entry in parameters.config",
+      rc = berth_errf(&err, BERTH_E_NOT_FOUND, "Request for unknown model: "
+                      "'%.128s' is not found; to add a model, give its entry "
+                      "in parameters.config",
                       name);
   }
-  if (rc != BERTH_OK)
+  json_decref(parsed);
+  json_decref(merged);
+  if (rc == BERTH_E_CONFIG || rc == BERTH_E_INVALID || rc == BERTH_E_NOT_FOUND) {
+    /* Triton's clients look for "failed to load" in a refused load */
+    char msg[BERTH_ERRMSG_SIZE + 160];
+    snprintf(msg, sizeof msg, "failed to load '%.128s': %s", name, err.msg);
+    call_fail(c, rc, msg);
+  } else if (rc != BERTH_OK) {
     call_fail(c, rc, err.msg);
+  }
   ensure_tick(r);
   call_settle(c, BERTH_OK, "");
 }

@@ -257,7 +257,7 @@ static void call_send(grpc_call *c, berth_buf *out) {
   }
   c->bytes_out += len;
   if (!c->begun) {
-    berth_http_header_kv h[] = {GRPC_CT, {"grpc-accept-encoding", "identity"},
+    berth_http_header_kv h[] = {GRPC_CT, {"grpc-accept-encoding", "identity,deflate,gzip"},
                                 {"x-request-id", call_request_id(c)}};
     if (berth_http_stream_begin(c->req, 200, h, 3) != BERTH_OK) {
       free(data);
@@ -700,7 +700,7 @@ static void refuse(berth_engine *e, berth_http_req *req, berth_grpc_code code,
   snprintf(status, sizeof status, "%d", (int)code);
   berth_grpc_percent_encode(msg, text, sizeof text);
   berth_http_header_kv t[] = {GRPC_CT, {"grpc-status", status}, {"grpc-message", text},
-                              {"grpc-accept-encoding", "identity"}, {"x-request-id", id}};
+                              {"grpc-accept-encoding", "identity,deflate,gzip"}, {"x-request-id", id}};
   berth_http_stream_end(req, t, 5);
 }
 
@@ -764,9 +764,11 @@ static void grpc_handle(berth_http_req *req, void *arg) {
     break;
   }
   const char *enc = berth_http_header(req, "grpc-encoding", &hl);
-  if (enc != NULL && !(hl == 8 && memcmp(enc, "identity", 8) == 0)) {
-    refuse(e, req, BERTH_GRPC_UNIMPLEMENTED, "message compression is not supported; send "
-           "grpc-encoding identity");
+  berth_encoding encoding = BERTH_ENC_IDENTITY;
+  berth_errmsg why;
+  if (enc != NULL && berth_encoding_parse(enc, hl, &encoding, &why) != BERTH_OK) {
+    refuse(e, req, BERTH_GRPC_UNIMPLEMENTED, "grpc-encoding not supported; send gzip, "
+           "deflate or identity");
     return;
   }
   uint64_t timeout = 0;
@@ -792,6 +794,7 @@ static void grpc_handle(berth_http_req *req, void *arg) {
   size_t max = e->cfg.grpc_max_message_bytes ? e->cfg.grpc_max_message_bytes
                                              : e->cfg.max_body_bytes;
   berth_grpc_reader_init(&c->reader, max > UINT32_MAX ? UINT32_MAX : max);
+  c->reader.encoding = encoding;
   berth_http_req_ref(req);
   berth_http_req_set_user(req, c);
   berth_http_req_on_gone(req, grpc_on_gone, c);

@@ -42,11 +42,13 @@ int berth_grpc_find_model(berth_engine *e, const char *name, const char *version
       (*out = berth_composite_find(e, name, nl, NULL, 0)) != NULL)
     return BERTH_OK;
   if (!berth_model_name_exists(e, name, nl))
-    return berth_errf(err, BERTH_E_NOT_FOUND, "unknown model '" QN "'", name);
+    return berth_errf(err, BERTH_E_NOT_FOUND, "Request for unknown model: '" QN "' is "
+                      "not found (RepositoryIndex lists the models)", name);
   *out = berth_model_find(e, name, nl, any ? NULL : version, any ? 0 : strlen(version));
   if (*out == NULL)
-    return berth_errf(err, BERTH_E_NOT_FOUND, "model '" QN "' has no version '" QN "'",
-                      name, version);
+    return berth_errf(err, BERTH_E_NOT_FOUND, "Request for unknown model: '" QN "' "
+                      "version " QN " is not found (RepositoryIndex lists the "
+                      "versions)", name, version);
   return BERTH_OK;
 }
 

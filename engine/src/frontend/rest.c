@@ -251,11 +251,7 @@ static int decode_body(berth_engine *e, berth_http_req *req,
   berth_json_limits lim = {.max_inputs = 256,
                            .max_tensor_bytes = e->cfg.max_body_bytes * 4,
                            .max_depth = 64};
-  const char *enc = berth_http_header(req, "content-encoding", &hlen);
-  if (enc != NULL && !(hlen == 8 && memcmp(enc, "identity", 8) == 0))
-    return berth_errf(err, BERTH_E_UNSUPPORTED, "Content-Encoding '%.*s' is "
-                      "not supported; send the body uncompressed",
-                      (int)(hlen > 40 ? 40 : hlen), enc);
+  /* a gzip or deflate body was inflated by the router (rest_routes.c) */
   const char *h = berth_http_header(req, "inference-header-content-length",
                                     &hlen);
   if (h == NULL)

@@ -11,6 +11,7 @@
 
 #include "access_log.h"
 #include "codec_json.h"
+#include "compress.h"
 #include "http_guard.h"
 #include "log.h"
 #include "router.h"
@@ -89,14 +90,37 @@ static void access_log(berth_engine *e, berth_http_req *req, int http_status,
   berth_access_log(&r);
 }
 
+/* The body compressed as Accept-Encoding asks (gzip, else deflate), or
+ * left as it is (nothing asked, empty, or compression failed: the plain
+ * answer is still right). Returns the coding used. */
+static berth_encoding compress_answer(berth_http_req *req, char **body,
+                                      size_t *len) {
+  size_t al = 0;
+  const char *accept = berth_http_header(req, "accept-encoding", &al);
+  berth_encoding enc = berth_encoding_accept(accept, al);
+  if (enc == BERTH_ENC_IDENTITY || *len == 0)
+    return BERTH_ENC_IDENTITY;
+  char *z = NULL;
+  size_t zl = 0;
+  berth_errmsg err;
+  if (berth_deflate(enc, (const uint8_t *)*body, *len, &z, &zl, &err) != BERTH_OK)
+    return BERTH_ENC_IDENTITY;
+  free(*body);
+  *body = z;
+  *len = zl;
+  return enc;
+}
+
 void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
                              int http_status, const berth_http_header_kv *h,
                              size_t n, char *body, size_t len) {
   access_log(e, req, http_status, len);
+  berth_encoding enc = n < 8 ? compress_answer(req, &body, &len)
+                             : BERTH_ENC_IDENTITY;
   /* every answer echoes the request id; one to a listed cross-site origin
    * carries the CORS headers (http_guard.h), and with CORS origins
    * configured every other answer says that it depends on Origin (caches) */
-  berth_http_header_kv all[8 + BERTH_GUARD_CORS_HEADERS];
+  berth_http_header_kv all[10 + BERTH_GUARD_CORS_HEADERS];
   if (n < 8) {
     memcpy(all, h, n * sizeof *h);
     all[n].name = "x-request-id";
@@ -106,6 +130,11 @@ void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
                             : 0;
     if (cors == NULL && e->cfg.n_cors_origins > 0)
       all[n + 1 + k++] = (berth_http_header_kv){"vary", "Origin"};
+    if (enc != BERTH_ENC_IDENTITY) {
+      all[n + 1 + k++] = (berth_http_header_kv){"content-encoding",
+                                                berth_encoding_name(enc)};
+      all[n + 1 + k++] = (berth_http_header_kv){"vary", "Accept-Encoding"};
+    }
     berth_http_respond_take(req, http_status, all, n + 1 + k, body, len);
     return;
   }
@@ -267,7 +296,8 @@ berth_model *berth_rest_find_model(berth_engine *e, berth_http_req *req,
   if (m == NULL && valid && !exists)
     m = berth_composite_find(e, name.p, name.n, ver, ver_len);
   if (m == NULL && !exists) {
-    snprintf(msg, sizeof msg, "unknown model '%.*s'",
+    snprintf(msg, sizeof msg, "Request for unknown model: '%.*s' is not found "
+             "(POST /v2/repository/index lists the models served)",
              (int)(name.n > 200 ? 200 : name.n), name.p);
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return NULL;
@@ -275,7 +305,8 @@ berth_model *berth_rest_find_model(berth_engine *e, berth_http_req *req,
   if (m == NULL)
     m = berth_model_find(e, name.p, name.n, ver, ver_len);
   if (m == NULL) {
-    snprintf(msg, sizeof msg, "model '%.*s' has no version '%.*s'",
+    snprintf(msg, sizeof msg, "Request for unknown model: '%.*s' version %.*s "
+             "is not found (POST /v2/repository/index lists the versions)",
              (int)name.n, name.p, (int)ver_len, ver);
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return NULL;

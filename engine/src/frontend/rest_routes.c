@@ -13,6 +13,7 @@
 #include "ui.h"
 #include "access_log.h"
 #include "http_guard.h"
+#include "compress.h"
 
 /* Which token a route needs when tokens are configured (auth.h). */
 typedef enum rest_auth {
@@ -232,6 +233,34 @@ static void note_request_id(berth_http_req *req) {
                             strlen(given));
 }
 
+/* A gzip or deflate body (Content-Encoding) becomes the plain one, at most
+ * server.max_body_bytes of it (413 beyond: a zip bomb stops there); false
+ * after answering (413, 400 for a corrupt stream, 415 for another coding).
+ * Only after the token check: strangers never make the server inflate. */
+static bool inflate_body(berth_engine *e, berth_http_req *req) {
+  size_t hl = 0, n = 0;
+  const char *h = berth_http_header(req, "content-encoding", &hl);
+  if (h == NULL)
+    return true;
+  berth_encoding enc;
+  berth_errmsg err;
+  char *plain = NULL;
+  size_t plain_len = 0;
+  const char *body = berth_http_body(req, &n);
+  int rc = berth_encoding_parse(h, hl, &enc, &err);
+  if (rc == BERTH_OK && enc != BERTH_ENC_IDENTITY && n > 0)
+    rc = berth_inflate(enc, (const uint8_t *)body, n, e->cfg.max_body_bytes,
+                       &plain, &plain_len, &err);
+  else if (rc == BERTH_OK)
+    return true;
+  if (rc != BERTH_OK) {
+    berth_rest_respond_error(e, req, rc, err.msg);
+    return false;
+  }
+  berth_http_req_replace_body(req, plain, plain_len);
+  return true;
+}
+
 void berth_rest_handle(berth_http_req *req, void *arg) {
   berth_engine *e = arg;
   size_t ml, pl;
@@ -272,6 +301,8 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
                allow[0] ? ", " : "", routes[i].method);
   }
   if (berth_auth_enabled(&e->auth) && !authorized(e, req, auth))
+    return;
+  if (hit != NULL && !inflate_body(e, req))
     return;
   if (hit != NULL)
     hit->handle(e, req, &hit_mt);

@@ -116,6 +116,10 @@ const char *berth_http_query(const berth_http_req *r, size_t *len);
 const char *berth_http_header(const berth_http_req *r, const char *name,
                               size_t *len);
 const char *berth_http_body(const berth_http_req *r, size_t *len);
+/* Replaces the body (a decompressed one): takes body (malloc'd, or NULL
+ * when len is 0) and frees the old one. Handlers that kept pointers into
+ * the old body must not call it. */
+void berth_http_req_replace_body(berth_http_req *r, char *body, size_t len);
 /* 11 for HTTP/1.1, 10 for HTTP/1.0, 20 for HTTP/2. */
 int berth_http_version(const berth_http_req *r);
 /* Peer address as text ("127.0.0.1:53412"), NUL-terminated. */

@@ -226,6 +226,14 @@ const char *berth_http_body(const berth_http_req *r, size_t *len) {
   return r->body != NULL ? r->body : "";
 }
 
+void berth_http_req_replace_body(berth_http_req *r, char *body, size_t len) {
+  free(r->body);
+  r->body = len > 0 ? body : NULL;
+  if (len == 0)
+    free(body);
+  r->body_len = len;
+}
+
 int berth_http_version(const berth_http_req *r) { return r->version; }
 
 const char *berth_http_peer(const berth_http_req *r) { return r->peer; }

@@ -199,6 +199,8 @@ static void on_load_failed(berth_worker *w, const uint8_t *payload,
                "restart berth", "model", m->cfg->name, "version",
                m->cfg->version, "worker", wname(w, id, sizeof id), "error",
                full, NULL);
+  if (m->state == BERTH_MODEL_FAILED)
+    berth_engine_model_failed(m);
 }
 
 static void on_answer(berth_worker *w, const berth_wp_header *h,
@@ -395,12 +397,13 @@ static void on_timer(uv_timer_t *t) {
     berth_log_kv(BERTH_LOG_ERROR, "model load timed out; killing the worker",
                  "worker", wname(w, id, sizeof id), NULL);
     w->state = W_FAILED;
+    proc_kill(w->proc, SIGKILL);
     if (w->model->n_ready == 0) {
       w->model->state = BERTH_MODEL_FAILED;
       berth_sched_fail_queued(w->model, BERTH_E_UNAVAILABLE,
                               w->model->load_error);
+      berth_engine_model_failed(w->model);
     }
-    proc_kill(w->proc, SIGKILL);
   }
 }
 
@@ -480,6 +483,11 @@ static void proc_lost(worker_proc *p) {
              w->restarts + 1, w->restarts ? "s" : "");
     m->state = BERTH_MODEL_FAILED;
     berth_sched_fail_queued(m, BERTH_E_UNAVAILABLE, m->load_error);
+    berth_engine_model_failed(m);
+    if (e->draining) {
+      w->state = W_EMPTY; /* exit_on_error: stopping, no restart */
+      return;
+    }
   }
   if (m->n_ready == 0 && m->state == BERTH_MODEL_READY)
     m->state = BERTH_MODEL_LOADING;

@@ -134,6 +134,68 @@ static void test_reader_errors(void **state) {
   assert_int_equal(g.n, 0);
 }
 
+/* A call with grpc-encoding gzip: a message flagged compressed is inflated
+ * (in whatever pieces it arrives), one not flagged passes as it is, and the
+ * inflated size is bounded by the message limit. */
+static void test_reader_compressed(void **state) {
+  (void)state;
+  char *z;
+  size_t zn;
+  berth_errmsg err;
+  assert_int_equal(berth_deflate(BERTH_ENC_GZIP, (const uint8_t *)"hello", 5, &z, &zn, &err),
+                   BERTH_OK);
+  uint8_t wire[128];
+  size_t w = 0;
+  wire[w++] = 1;
+  wire[w++] = 0; wire[w++] = 0; wire[w++] = (uint8_t)(zn >> 8); wire[w++] = (uint8_t)zn;
+  memcpy(wire + w, z, zn);
+  w += zn;
+  const uint8_t plain[] = {0, 0, 0, 0, 2, 'o', 'k'};
+  memcpy(wire + w, plain, sizeof plain);
+  w += sizeof plain;
+  for (size_t step = 1; step <= w; step += 7) {
+    berth_grpc_reader r;
+    berth_grpc_reader_init(&r, 100);
+    r.encoding = BERTH_ENC_GZIP;
+    got g = {0};
+    for (size_t off = 0; off < w; off += step) {
+      size_t n = w - off < step ? w - off : step;
+      assert_int_equal(berth_grpc_reader_feed(&r, wire + off, n, on_msg, &g, &err), BERTH_OK);
+    }
+    assert_int_equal(g.n, 2);
+    assert_int_equal(g.lens[0], 5);
+    assert_memory_equal(g.data[0], "hello", 5);
+    assert_int_equal(g.lens[1], 2);
+    berth_grpc_reader_free(&r);
+  }
+  /* inflating past the limit, and a corrupt message */
+  berth_grpc_reader r;
+  got g = {0};
+  char *bz;
+  size_t bzn;
+  char big[4096];
+  memset(big, 'a', sizeof big);
+  assert_int_equal(berth_deflate(BERTH_ENC_GZIP, (const uint8_t *)big, sizeof big, &bz, &bzn, &err),
+                   BERTH_OK);
+  berth_grpc_reader_init(&r, 1000); /* bzn < 1000 < 4096 */
+  r.encoding = BERTH_ENC_GZIP;
+  assert_true(bzn < 1000);
+  uint8_t head[5] = {1, 0, 0, (uint8_t)(bzn >> 8), (uint8_t)bzn};
+  assert_int_equal(berth_grpc_reader_feed(&r, head, 5, on_msg, &g, &err), BERTH_OK);
+  assert_int_equal(berth_grpc_reader_feed(&r, (const uint8_t *)bz, bzn, on_msg, &g, &err),
+                   BERTH_E_TOO_LARGE);
+  assert_non_null(strstr(err.msg, "grpc_max_message_bytes"));
+  berth_grpc_reader_free(&r);
+  berth_grpc_reader_init(&r, 100);
+  r.encoding = BERTH_ENC_DEFLATE;
+  const uint8_t junk[] = {1, 0, 0, 0, 3, 'x', 'y', 'z'};
+  assert_int_equal(berth_grpc_reader_feed(&r, junk, sizeof junk, on_msg, &g, &err), BERTH_E_PARSE);
+  berth_grpc_reader_free(&r);
+  assert_int_equal(g.n, 0);
+  free(z);
+  free(bz);
+}
+
 /* ---- decoding: raw contents ---------------------------------------- */
 
 static void test_decode_raw(void **state) {
@@ -665,6 +727,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reader_pieces),
       cmocka_unit_test(test_reader_errors),
+      cmocka_unit_test(test_reader_compressed),
       cmocka_unit_test(test_decode_raw),
       cmocka_unit_test(test_decode_typed),
       cmocka_unit_test(test_decode_errors),

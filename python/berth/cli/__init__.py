@@ -76,7 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     for option in _OPTIONS:
         help_text = f"{option.help} [env {option.env}]"
-        if option.parse is _parse_bool:
+        if option.flag == "--exit-on-error":  # Triton's spelling takes a value too
+            serve.add_argument(
+                option.flag, nargs="?", const=True, type=_argparse_type(option),
+                default=None, metavar="BOOL", help=help_text,
+            )
+            serve.add_argument(
+                "--no-exit-on-error", dest="exit_on_error", action="store_const", const=False,
+                help="same as --exit-on-error=false",
+            )
+        elif option.parse is _parse_bool:
             serve.add_argument(
                 option.flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )

@@ -175,6 +175,7 @@ def build_document(
         ("tracing", "service_name"): options.get("trace_service_name"),
         ("server", "allowed_hosts"): options.get("allowed_hosts"),
         ("server", "cors_origins"): options.get("cors_origins"),
+        ("server", "exit_on_error"): options.get("exit_on_error"),
         ("server", "health_open"): (
             None if options.get("protect_health") is None else not options["protect_health"]
         ),

@@ -408,6 +408,14 @@ _OPTIONS: tuple[_Option, ...] = (
         "ORIGINS",
     ),
     _Option(
+        "--exit-on-error",
+        "BERTH_EXIT_ON_ERROR",
+        _parse_bool,
+        "exit (status 1) when a model fails to load at start, as Triton does (default "
+        "true); --no-exit-on-error or --exit-on-error=false keeps serving the other "
+        "models with the failed one UNAVAILABLE",
+    ),
+    _Option(
         "--protect-health",
         "BERTH_PROTECT_HEALTH",
         _parse_bool,
