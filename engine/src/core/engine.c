@@ -15,6 +15,7 @@
 
 static void finish_drain(berth_engine *e);
 static void maybe_drained(berth_engine *e);
+static void on_load_failed(void *ctx, berth_model *m);
 static void workers_stopped(void *arg);
 
 /* Triton's names; docs/rest-api.md and docs/grpc.md say what each covers. */
@@ -56,6 +57,9 @@ int berth_engine_init(berth_engine *e, uv_loop_t *loop, berth_config *cfg,
   uv_signal_init(loop, &e->sig_int);
   e->drain_timer.data = e;
   e->sig_term.data = e->sig_int.data = e;
+  berth_observer self = {.ctx = e, .load_failed = on_load_failed};
+  if (rc == BERTH_OK)
+    rc = berth_engine_observe(e, &self, err);
   for (size_t i = 0; i < e->n_modules && rc == BERTH_OK; i++)
     if (e->modules[i]->init != NULL)
       rc = e->modules[i]->init(e, err);
@@ -143,8 +147,10 @@ int berth_engine_start(berth_engine *e, berth_errmsg *err) {
   return BERTH_OK;
 }
 
-void berth_engine_model_failed(berth_model *m) {
-  berth_engine *e = m->engine;
+/* The engine's own observer (registered at init): a model that failed to
+ * load at start stops the server under server.exit_on_error. */
+static void on_load_failed(void *ctx, berth_model *m) {
+  berth_engine *e = ctx;
   if (!e->cfg.exit_on_error || !m->at_start || m->has_served || e->draining)
     return;
   berth_log_kv(BERTH_LOG_ERROR,

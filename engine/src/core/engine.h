@@ -322,11 +322,6 @@ int berth_engine_add_listener(berth_engine *e, berth_httpd *h,
                               berth_errmsg *err);
 int berth_engine_start(berth_engine *e, berth_errmsg *err);
 
-/* The supervisor's word that m failed to load (m->state is FAILED, m's
- * load_error says why). A model configured at start that never served,
- * under server.exit_on_error, stops the server: exit code 1, the error
- * logged. Otherwise nothing. */
-void berth_engine_model_failed(berth_model *m);
 /* Stop intake and drain (SIGTERM). Idempotent. */
 void berth_engine_begin_drain(berth_engine *e);
 /* A frontend accepted an inference request (it counts in the drain). */

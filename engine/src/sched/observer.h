@@ -50,6 +50,8 @@ typedef struct berth_observer {
   void (*worker_ready)(void *ctx, struct berth_model *m, double load_s);
   /* A worker of m died while serving and is being restarted. */
   void (*worker_restarted)(void *ctx, struct berth_model *m);
+  /* m failed to load (m->state is FAILED, m->load_error says why). */
+  void (*load_failed)(void *ctx, struct berth_model *m);
 } berth_observer;
 
 #define BERTH_MAX_OBSERVERS 8

@@ -200,7 +200,7 @@ static void on_load_failed(berth_worker *w, const uint8_t *payload,
                m->cfg->version, "worker", wname(w, id, sizeof id), "error",
                full, NULL);
   if (m->state == BERTH_MODEL_FAILED)
-    berth_engine_model_failed(m);
+    BERTH_OBSERVE(&m->engine->observers, load_failed, m);
 }
 
 static void on_answer(berth_worker *w, const berth_wp_header *h,
@@ -402,7 +402,7 @@ static void on_timer(uv_timer_t *t) {
       w->model->state = BERTH_MODEL_FAILED;
       berth_sched_fail_queued(w->model, BERTH_E_UNAVAILABLE,
                               w->model->load_error);
-      berth_engine_model_failed(w->model);
+      BERTH_OBSERVE(&w->model->engine->observers, load_failed, w->model);
     }
   }
 }
@@ -483,7 +483,7 @@ static void proc_lost(worker_proc *p) {
              w->restarts + 1, w->restarts ? "s" : "");
     m->state = BERTH_MODEL_FAILED;
     berth_sched_fail_queued(m, BERTH_E_UNAVAILABLE, m->load_error);
-    berth_engine_model_failed(m);
+    BERTH_OBSERVE(&m->engine->observers, load_failed, m);
     if (e->draining) {
       w->state = W_EMPTY; /* exit_on_error: stopping, no restart */
       return;
