@@ -49,8 +49,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Libraries a manylinux wheel may take from the system (glibc's own);
-#: everything else berthd needs must come from berth.libs/.
+#: Libraries a manylinux wheel may take from the system: glibc's own, and
+#: zlib, which every manylinux policy lists as present (auditwheel leaves it
+#: out of the wheel); everything else berthd needs must come from
+#: berth.libs/.
 SYSTEM_LIBS = (
     "linux-vdso.so",
     "ld-linux",
@@ -61,6 +63,7 @@ SYSTEM_LIBS = (
     "librt.so",
     "libresolv.so",
     "libutil.so",
+    "libz.so.1",
 )
 
 #: A one-line summary per Debian package whose files the wheel carries; the

@@ -47,9 +47,10 @@ import pytest
 
 from berth_e2e import ROOT, BerthServer, ModelZoo, copy_into, outputs_by_name, tensor
 
-#: What a manylinux wheel may take from the system: glibc's libraries.
+#: What a manylinux wheel may take from the system: glibc's libraries, and
+#: zlib, which every manylinux policy lists as present.
 SYSTEM_LIBS = ("linux-vdso.so", "ld-linux", "libc.so", "libm.so", "libpthread.so", "libdl.so",
-               "librt.so", "libresolv.so", "libutil.so")
+               "librt.so", "libresolv.so", "libutil.so", "libz.so.1")
 #: The libraries berthd links, by their name's start (auditwheel adds a hash).
 BUNDLED = ("libuv", "libnghttp2", "libjansson", "libyaml", "libprotobuf-c", "libssl", "libcrypto")
 #: The wheel's extra whose packages the fresh environment borrows from .venv.
