@@ -84,6 +84,7 @@ static void test_register_and_acquire(void **state) {
   assert_int_equal(berth_shm_acquire(r, "a", 0, 1, &g, &p, &err),
                    BERTH_E_INVALID);
   assert_int_equal(berth_shm_unregister(r, "a", &err), BERTH_E_NOT_FOUND);
+  berth_shm_release(g); /* the first acquire's; failed ones took none */
   berth_shm_registry_free(r);
 }
 
