@@ -520,4 +520,4 @@ def test_server_metadata_lists_what_is_served(server: BerthServer, authed: Any) 
     finally:
         client.close()
     doc = json.dumps(rest)
-    assert "classification" not in doc and "shared_memory" not in doc
+    assert "classification" not in doc and "cuda_shared_memory" not in doc
