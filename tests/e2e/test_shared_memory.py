@@ -85,7 +85,10 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_shm_inference(client: Any, mod: Any, regions: dict[str, Any]) -> None:
-    """Triton's simple shm example, unchanged in substance."""
+    """Triton's simple shm example, unchanged in substance: it starts by
+    clearing both kinds of regions."""
+    client.unregister_system_shared_memory()
+    client.unregister_cuda_shared_memory()
     a, b = data()
     shm.set_shared_memory_region(regions["in"], [a])
     shm.set_shared_memory_region(regions["in"], [b], offset=NBYTES)
@@ -309,16 +312,21 @@ def test_unlinked_region_stays_mapped_until_unregister(server: BerthServer) -> N
 
 
 def test_cuda_shared_memory_says_no_gpu(server: BerthServer) -> None:
-    status, doc = get(server, "/v2/cudasharedmemory/status")
-    assert status == 400 and "without a GPU" in doc["error"]
+    """As Triton built without GPUs: no CUDA region exists, unregistering
+    succeeds, registering is refused saying why."""
+    assert get(server, "/v2/cudasharedmemory/status") == (200, [])
+    assert post(server, "/v2/cudasharedmemory/unregister", {})[0] == 200
     status, doc = post(server, "/v2/cudasharedmemory/region/c/register",
                        {"raw_handle": {"b64": ""}, "device_id": 0, "byte_size": 8})
-    assert status == 400 and "without a GPU" in doc["error"]
+    assert status == 400 and "GPUs not supported" in doc["error"]
     client = grpcclient.InferenceServerClient(server.grpc_url)
     try:
+        assert len(client.get_cuda_shared_memory_status().regions) == 0
+        client.unregister_cuda_shared_memory()
         with pytest.raises(InferenceServerException) as info:
-            client.get_cuda_shared_memory_status()
-        assert "UNIMPLEMENTED" in str(info.value.status()) and "without a GPU" in str(info.value)
+            client.register_cuda_shared_memory("c", b"\0" * 64, 0, 8)
+        assert "INVALID_ARGUMENT" in str(info.value.status())
+        assert "GPUs not supported" in str(info.value)
     finally:
         client.close()
 

@@ -11,8 +11,12 @@
 #include "httpd.h"
 #include "shm_registry.h"
 
-#define NO_GPU "CUDA shared memory is not supported: Berth runs without a " \
-  "GPU; use system shared memory (/v2/systemsharedmemory)"
+/* CUDA shared memory, as Triton built without GPU support answers it: no
+ * region is ever registered (status: none; unregister: done), and a
+ * register is refused. */
+#define NO_GPU "failed to register CUDA shared memory region: GPUs not " \
+  "supported (Berth runs without a GPU); use system shared memory " \
+  "(/v2/systemsharedmemory)"
 
 /* ---- the module: the registry's life ------------------------------------ */
 
@@ -273,8 +277,20 @@ void berth_rest_shm_unregister(berth_engine *e, berth_http_req *req,
   berth_rest_respond_doc(e, req, 200, json_object());
 }
 
-void berth_rest_cuda_shm(berth_engine *e, berth_http_req *req,
-                         const berth_rest_match *mt) {
+void berth_rest_cuda_shm_status(berth_engine *e, berth_http_req *req,
+                                const berth_rest_match *mt) {
+  (void)mt;
+  berth_rest_respond_doc(e, req, 200, json_array());
+}
+
+void berth_rest_cuda_shm_unregister(berth_engine *e, berth_http_req *req,
+                                    const berth_rest_match *mt) {
+  (void)mt;
+  berth_rest_respond_doc(e, req, 200, json_object());
+}
+
+void berth_rest_cuda_shm_register(berth_engine *e, berth_http_req *req,
+                                  const berth_rest_match *mt) {
   (void)mt;
   berth_rest_respond_error(e, req, BERTH_E_UNSUPPORTED, NO_GPU);
 }
@@ -368,8 +384,19 @@ int berth_grpc_shm_unregister(berth_engine *e, const uint8_t *msg, size_t len,
   return berth_grpc_append_message(&r.base, out, err);
 }
 
-int berth_grpc_cuda_shm(berth_engine *e, const uint8_t *msg, size_t len,
-                        berth_buf *out, berth_errmsg *err) {
+/* CudaSharedMemoryStatus (no region) and CudaSharedMemoryUnregister: both
+ * answers are empty messages, whose encoding is that of any empty message. */
+int berth_grpc_cuda_shm_none(berth_engine *e, const uint8_t *msg, size_t len,
+                             berth_buf *out, berth_errmsg *err) {
+  (void)e, (void)msg, (void)len;
+  Inference__SystemSharedMemoryUnregisterResponse r =
+      INFERENCE__SYSTEM_SHARED_MEMORY_UNREGISTER_RESPONSE__INIT;
+  return berth_grpc_append_message(&r.base, out, err);
+}
+
+int berth_grpc_cuda_shm_register(berth_engine *e, const uint8_t *msg,
+                                 size_t len, berth_buf *out,
+                                 berth_errmsg *err) {
   (void)e, (void)msg, (void)len, (void)out;
-  return berth_errf(err, BERTH_E_METHOD, NO_GPU);
+  return berth_errf(err, BERTH_E_UNSUPPORTED, NO_GPU);
 }

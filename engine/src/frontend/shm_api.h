@@ -41,8 +41,14 @@ void berth_rest_shm_register(berth_engine *e, berth_http_req *req,
                              const berth_rest_match *mt);
 void berth_rest_shm_unregister(berth_engine *e, berth_http_req *req,
                                const berth_rest_match *mt);
-void berth_rest_cuda_shm(berth_engine *e, berth_http_req *req,
-                         const berth_rest_match *mt);
+/* CUDA shared memory as Triton without GPUs: status lists no region,
+ * unregister succeeds, register is refused (400 / INVALID_ARGUMENT). */
+void berth_rest_cuda_shm_status(berth_engine *e, berth_http_req *req,
+                                const berth_rest_match *mt);
+void berth_rest_cuda_shm_unregister(berth_engine *e, berth_http_req *req,
+                                    const berth_rest_match *mt);
+void berth_rest_cuda_shm_register(berth_engine *e, berth_http_req *req,
+                                  const berth_rest_match *mt);
 
 /* gRPC unary methods (grpc.c's table; berth_grpc_unary_fn). */
 int berth_grpc_shm_status(berth_engine *e, const uint8_t *msg, size_t len,
@@ -51,7 +57,10 @@ int berth_grpc_shm_register(berth_engine *e, const uint8_t *msg, size_t len,
                             berth_buf *out, berth_errmsg *err);
 int berth_grpc_shm_unregister(berth_engine *e, const uint8_t *msg, size_t len,
                               berth_buf *out, berth_errmsg *err);
-int berth_grpc_cuda_shm(berth_engine *e, const uint8_t *msg, size_t len,
-                        berth_buf *out, berth_errmsg *err);
+int berth_grpc_cuda_shm_none(berth_engine *e, const uint8_t *msg, size_t len,
+                             berth_buf *out, berth_errmsg *err);
+int berth_grpc_cuda_shm_register(berth_engine *e, const uint8_t *msg,
+                                 size_t len, berth_buf *out,
+                                 berth_errmsg *err);
 
 #endif
