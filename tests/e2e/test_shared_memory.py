@@ -44,6 +44,27 @@ class Add(berth.Model):
         return {"OUTPUT0": a + b, "OUTPUT1": a - b}
 '''
 
+STRING_SOURCE = '''
+import numpy as np
+import berth
+
+
+class StrAdd(berth.Model):
+    """Triton's simple_string: BYTES numbers in, their sum and difference
+    out as BYTES."""
+
+    inputs = [berth.TensorSpec("INPUT0", "BYTES", [-1, 16]),
+              berth.TensorSpec("INPUT1", "BYTES", [-1, 16])]
+    outputs = [berth.TensorSpec("OUTPUT0", "BYTES", [-1, 16]),
+               berth.TensorSpec("OUTPUT1", "BYTES", [-1, 16])]
+
+    def predict(self, inputs, parameters=None):
+        a = inputs["INPUT0"].astype(np.int64)
+        b = inputs["INPUT1"].astype(np.int64)
+        return {"OUTPUT0": (a + b).astype(str).astype(object),
+                "OUTPUT1": (a - b).astype(str).astype(object)}
+'''
+
 NBYTES = 64  # 16 INT32
 ADMIN = "shm-admin-token"
 USER = "shm-user-token"
@@ -53,9 +74,10 @@ USER = "shm-user-token"
 def server(module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> BerthServer:
     root = tmp_path_factory.mktemp("shm-repo")
     add_python_model(root, "add", ADD_SOURCE, "Add")
+    add_python_model(root, "strings", STRING_SOURCE, "StrAdd")
     config = root.parent / "shm.yaml"
     config.write_text("server:\n  shm_max_regions: 6\n  shm_max_bytes: 4096\n")
-    return module_server(str(root), "--config", str(config), wait_for=["add"])
+    return module_server(str(root), "--config", str(config), wait_for=["add", "strings"])
 
 
 @pytest.fixture
@@ -172,6 +194,54 @@ def test_mixed_http_input_in_shm_output_in_json(server: BerthServer, regions: di
     finally:
         client.unregister_system_shared_memory()
         client.close()
+
+
+@pytest.mark.parametrize("mod", [httpclient, grpcclient], ids=["http", "grpc"])
+def test_bytes_in_shared_memory(server: BerthServer, mod: Any) -> None:
+    """Triton's simple_*_shm_string_client: serialized BYTES tensors in and
+    out of regions."""
+    from tritonclient import utils
+
+    a = np.array([str(i) for i in range(16)], dtype=object).reshape(1, 16)
+    b = np.array(["1"] * 16, dtype=object).reshape(1, 16)
+    sa, sb = utils.serialize_byte_tensor(a), utils.serialize_byte_tensor(b)
+    want0 = utils.serialize_byte_tensor((a.astype(np.int64) + 1).astype(str).astype(object))
+    want1 = utils.serialize_byte_tensor((a.astype(np.int64) - 1).astype(str).astype(object))
+    na, nb = utils.serialized_byte_size(sa), utils.serialized_byte_size(sb)
+    n0, n1 = utils.serialized_byte_size(want0), utils.serialized_byte_size(want1)
+    tag = f"{os.getpid()}-{os.urandom(4).hex()}"
+    url = server.triton_url if mod is httpclient else server.grpc_url
+    client = mod.InferenceServerClient(url)
+    handles = []
+    try:
+        hin = shm.create_shared_memory_region("sin", f"/berth-sin-{tag}", na + nb)
+        handles.append(hin)
+        hout = shm.create_shared_memory_region("sout", f"/berth-sout-{tag}", n0 + n1)
+        handles.append(hout)
+        shm.set_shared_memory_region(hin, [sa])
+        shm.set_shared_memory_region(hin, [sb], offset=na)
+        client.register_system_shared_memory("sin", f"/berth-sin-{tag}", na + nb)
+        client.register_system_shared_memory("sout", f"/berth-sout-{tag}", n0 + n1)
+        i0 = mod.InferInput("INPUT0", [1, 16], "BYTES")
+        i0.set_shared_memory("sin", na)
+        i1 = mod.InferInput("INPUT1", [1, 16], "BYTES")
+        i1.set_shared_memory("sin", nb, offset=na)
+        o0 = mod.InferRequestedOutput("OUTPUT0")
+        o0.set_shared_memory("sout", n0)
+        o1 = mod.InferRequestedOutput("OUTPUT1")
+        o1.set_shared_memory("sout", n1, offset=n0)
+        client.infer("strings", [i0, i1], outputs=[o0, o1])
+        got0 = shm.get_contents_as_numpy(hout, np.object_, [1, 16])
+        assert [x.decode() if isinstance(x, bytes) else x for x in got0.ravel()] == \
+            [str(i + 1) for i in range(16)]
+        got1 = shm.get_contents_as_numpy(hout, np.object_, [1, 16], offset=n0)
+        assert [x.decode() if isinstance(x, bytes) else x for x in got1.ravel()] == \
+            [str(i - 1) for i in range(16)]
+    finally:
+        client.unregister_system_shared_memory()
+        client.close()
+        for h in handles:
+            shm.destroy_shared_memory_region(h)
 
 
 # ---------------------------------------------------------------- bad input
