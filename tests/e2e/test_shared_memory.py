@@ -22,9 +22,8 @@ import pytest
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
 shm = pytest.importorskip("tritonclient.utils.shared_memory")
-from tritonclient.utils import InferenceServerException  # noqa: E402
-
-from berth_e2e import BerthServer, add_python_model  # noqa: E402
+from berth_e2e import BerthServer, add_python_model
+from tritonclient.utils import InferenceServerException
 
 ADD_SOURCE = '''
 import numpy as np
@@ -325,7 +324,8 @@ def test_inference_with_bad_regions(server: BerthServer, regions: dict[str, Any]
     client.register_system_shared_memory("in", key(regions, "in"), 2 * NBYTES)
     try:
         for mod, c in ((httpclient, client), (grpcclient, gclient)):
-            def infer(name0: str, size0: int, off0: int = 0, out: tuple[str, int] | None = None) -> str:
+            def infer(name0: str, size0: int, off0: int = 0, out: tuple[str, int] | None = None,
+                      mod: Any = mod, c: Any = c) -> str:
                 i0 = mod.InferInput("INPUT0", [1, 16], "INT32")
                 i0.set_shared_memory(name0, size0, offset=off0)
                 i1 = mod.InferInput("INPUT1", [1, 16], "INT32")
