@@ -20,6 +20,7 @@
 #include "router.h"
 #include "trace.h"
 #include "ui.h"
+#include "shm_api.h"
 
 /* The parts of the engine that register with it (the traffic routes, then
  * those above core/), in the order they are set up and
@@ -28,7 +29,7 @@
  * and the dashboard; the frontends start listening last. */
 static const berth_module *const modules[] = {
     &berth_router_module, &berth_pipeline_module, &berth_metrics_module, &berth_trace_module,
-    &berth_payload_log_module, &berth_ui_module, &berth_rest_module,
+    &berth_payload_log_module, &berth_ui_module, &berth_shm_module, &berth_rest_module,
     &berth_grpc_module,
 };
 

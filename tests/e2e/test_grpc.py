@@ -483,7 +483,7 @@ def test_malformed_protobuf_is_invalid_argument(channel: Any) -> None:
 
 
 def test_unknown_method_is_unimplemented(channel: Any) -> None:
-    for method in ("NoSuchMethod", "SystemSharedMemoryStatus"):
+    for method in ("NoSuchMethod", "TraceSetting"):
         err = call_error(channel, method, b"")
         assert err.code() == grpc.StatusCode.UNIMPLEMENTED
     err = channel.unary_unary("/other.Service/ModelInfer")

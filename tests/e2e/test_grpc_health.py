@@ -51,7 +51,7 @@ REFLECTION_V1ALPHA = "/grpc.reflection.v1alpha.ServerReflection/ServerReflection
 SERVICES = ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection", "inference.GRPCInferenceService"]
 EXTENSIONS = {"binary_tensor_data", "model_configuration", "statistics", "model_repository",
-              "parameters", "schedule_policy"}
+              "parameters", "schedule_policy", "system_shared_memory"}
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 # load() waits until the file named GATE exists: the model is loading (not
@@ -521,4 +521,4 @@ def test_server_metadata_lists_what_is_served(server: BerthServer, authed: Any) 
     finally:
         client.close()
     doc = json.dumps(rest)
-    assert "classification" not in doc and "shared_memory" not in doc
+    assert "classification" not in doc and "cuda_shared_memory" not in doc

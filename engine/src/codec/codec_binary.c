@@ -412,6 +412,10 @@ static int plan_outputs(const berth_infer_request *req, bool dflt,
     if (t->name == NULL)
       return berth_errf(err, BERTH_E_INTERNAL, "output %zu has no name", i);
     bool bin = all ? dflt : output_is_binary(&req->outputs[i], dflt);
+    if (!all && berth_output_in_shm(req, t->name)) {
+      p->json[p->n_json++] = req->outputs[i]; /* metadata only */
+      continue;
+    }
     if (!bin) {
       p->json[p->n_json++].name = t->name;
       continue;

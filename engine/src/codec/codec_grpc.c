@@ -272,9 +272,8 @@ static int fill_typed(berth_tensor *t, const Inference__InferTensorContents *c,
 
 /* One input: name, datatype, shape, then its data from raw (when not NULL)
  * or from its typed contents. */
-static int decode_input(Inference__ModelInferRequest__InferInputTensor *in, size_t idx,
-                        ProtobufCBinaryData *raw, size_t max_bytes, berth_tensor *t,
-                        berth_errmsg *err) {
+static int decode_head(Inference__ModelInferRequest__InferInputTensor *in, size_t idx,
+                       berth_tensor *t, berth_errmsg *err) {
   int rc = check_name(in->name, "inputs", idx, err);
   if (rc != BERTH_OK)
     return rc;
@@ -295,6 +294,15 @@ static int decode_input(Inference__ModelInferRequest__InferInputTensor *in, size
     t->shape[i] = in->shape[i];
   }
   t->ndim = (uint32_t)in->n_shape;
+  return BERTH_OK;
+}
+
+static int decode_input(Inference__ModelInferRequest__InferInputTensor *in, size_t idx,
+                        ProtobufCBinaryData *raw, size_t max_bytes, berth_tensor *t,
+                        berth_errmsg *err) {
+  int rc = decode_head(in, idx, t, err);
+  if (rc != BERTH_OK)
+    return rc;
   uint64_t numel;
   if (berth_shape_numel(t->shape, t->ndim, &numel) != BERTH_OK || numel > SIZE_MAX / 16)
     return berth_errf(err, BERTH_E_TOO_LARGE, "input '" QN "': shape has too many "
@@ -384,6 +392,34 @@ static int decode_outputs(Inference__ModelInferRequest *m, size_t max_outputs,
   return BERTH_OK;
 }
 
+/* The inputs that name a shared-memory region (their parameters), into
+ * out->input_shm (left NULL when none does); *n_shm counts them. */
+static int decode_shm_refs(Inference__ModelInferRequest *m, berth_infer_request *out,
+                           size_t *n_shm, berth_errmsg *err) {
+  for (size_t i = 0; i < m->n_inputs; i++) {
+    Inference__ModelInferRequest__InferInputTensor *in = m->inputs[i];
+    json_t *params = NULL;
+    int rc = BERTH_OK;
+    PARAMS_TO_JSON(in->n_parameters, in->parameters, "input", &params, err, rc);
+    if (rc == BERTH_OK && json_object_get(params, "shared_memory_region") != NULL) {
+      if (out->input_shm == NULL)
+        out->input_shm = calloc(m->n_inputs, sizeof *out->input_shm);
+      if (out->input_shm == NULL) {
+        rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
+      } else {
+        char what[300];
+        snprintf(what, sizeof what, "input '%.256s'", in->name);
+        rc = berth_shm_params(params, what, &out->input_shm[i], err);
+        *n_shm += 1;
+      }
+    }
+    json_decref(params);
+    if (rc != BERTH_OK)
+      return rc;
+  }
+  return BERTH_OK;
+}
+
 static int decode_request(Inference__ModelInferRequest *m, const berth_grpc_limits *lim,
                           berth_grpc_target *target, berth_infer_request *out,
                           berth_errmsg *err) {
@@ -409,26 +445,37 @@ static int decode_request(Inference__ModelInferRequest *m, const berth_grpc_limi
   if (m->n_inputs > lim->max_inputs)
     return berth_errf(err, BERTH_E_TOO_LARGE, "request has %zu inputs; the limit is %zu",
                       m->n_inputs, lim->max_inputs);
-  bool raw = m->n_raw_input_contents > 0;
-  if (raw && m->n_raw_input_contents != m->n_inputs)
-    return berth_errf(err, BERTH_E_INVALID, "raw_input_contents has %zu entries for %zu "
-                      "inputs; it needs one per input, in order", m->n_raw_input_contents,
-                      m->n_inputs);
   if (m->n_inputs > 0) {
     out->inputs = calloc(m->n_inputs, sizeof *out->inputs);
     if (out->inputs == NULL)
       return berth_errf(err, BERTH_E_NOMEM, "out of memory");
     out->n_inputs = m->n_inputs;
   }
-  for (size_t i = 0; i < m->n_inputs; i++) {
+  size_t n_shm = 0;
+  rc = decode_shm_refs(m, out, &n_shm, err);
+  if (rc != BERTH_OK)
+    return rc;
+  bool raw = m->n_raw_input_contents > 0;
+  if (raw && m->n_raw_input_contents != m->n_inputs - n_shm)
+    return berth_errf(err, BERTH_E_INVALID, "raw_input_contents has %zu entries for %zu "
+                      "inputs; it needs one per input not in shared memory, in order",
+                      m->n_raw_input_contents, m->n_inputs - n_shm);
+  for (size_t i = 0, r = 0; i < m->n_inputs; i++) {
     Inference__ModelInferRequest__InferInputTensor *in = m->inputs[i];
-    if (raw && in->contents != NULL && contents_count(in->contents) > 0)
-      return berth_errf(err, BERTH_E_INVALID, "contents field must not be specified "
-                        "when using raw_input_contents for '" QN "' for model '" QN
-                        "' (send every input in one form: all raw or all typed)",
-                        in->name, m->model_name != NULL ? m->model_name : "");
-    rc = decode_input(in, i, raw ? &m->raw_input_contents[i] : NULL, lim->max_tensor_bytes,
-                      &out->inputs[i], err);
+    if (out->input_shm != NULL && out->input_shm[i].region != NULL) {
+      if (in->contents != NULL && contents_count(in->contents) > 0)
+        return berth_errf(err, BERTH_E_INVALID, "input '" QN "' names a shared memory "
+                          "region and has contents; send one of them", in->name);
+      rc = decode_head(in, i, &out->inputs[i], err);
+    } else {
+      if (raw && in->contents != NULL && contents_count(in->contents) > 0)
+        return berth_errf(err, BERTH_E_INVALID, "contents field must not be specified "
+                          "when using raw_input_contents for '" QN "' for model '" QN
+                          "' (send every input in one form: all raw or all typed)",
+                          in->name, m->model_name != NULL ? m->model_name : "");
+      rc = decode_input(in, i, raw ? &m->raw_input_contents[r++] : NULL,
+                        lim->max_tensor_bytes, &out->inputs[i], err);
+    }
     if (rc != BERTH_OK)
       return rc;
     for (size_t k = 0; k < i; k++)
@@ -621,8 +668,11 @@ int berth_grpc_encode_infer_response(const berth_grpc_answer *a, berth_buf *out,
       ot[k].n_shape = t->ndim;
       ot[k].shape = (int64_t *)(uintptr_t)t->shape;
       otp[k] = &ot[k];
-      raw[k].len = t->nbytes;
-      raw[k].data = t->data;
+      /* an output written into a shared-memory region: metadata, and an
+       * empty raw entry that keeps the others at their indexes */
+      bool shm = a->req != NULL && berth_output_in_shm(a->req, t->name);
+      raw[k].len = shm ? 0 : t->nbytes;
+      raw[k].data = shm ? NULL : t->data;
     }
     m.n_outputs = n_sel;
     m.outputs = otp;

@@ -400,6 +400,20 @@ static int decode_type(json_t *in, size_t idx, berth_tensor *t,
   return BERTH_OK;
 }
 
+/* An input whose bytes are in a shared-memory region: recorded in
+ * req->input_shm; the frontend maps the bytes in (the tensor has none). */
+static int decode_shm_input(json_t *params, size_t idx,
+                            berth_infer_request *req, berth_errmsg *err) {
+  if (req->input_shm == NULL) {
+    req->input_shm = calloc(req->n_inputs, sizeof *req->input_shm);
+    if (req->input_shm == NULL)
+      return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  }
+  char what[300];
+  snprintf(what, sizeof what, "input '%.256s'", req->inputs[idx].name);
+  return berth_shm_params(params, what, &req->input_shm[idx], err);
+}
+
 static int decode_input(json_t *in, size_t idx, const berth_json_limits *lim,
                         bool big_ints, berth_infer_request *req,
                         berth_errmsg *err) {
@@ -420,6 +434,14 @@ static int decode_input(json_t *in, size_t idx, const berth_json_limits *lim,
   if (rc != BERTH_OK)
     return rc;
   json_t *data = json_object_get(in, "data");
+  json_t *params = json_object_get(in, "parameters");
+  if (json_object_get(params, "shared_memory_region") != NULL) {
+    if (data != NULL)
+      return berth_errf(err, BERTH_E_INVALID, "input '" QN "' names a shared "
+                        "memory region and has data; send one of them",
+                        t->name);
+    return decode_shm_input(params, idx, req, err);
+  }
   if (!json_is_array(data))
     return berth_errf(err, BERTH_E_INVALID, "inputs[%zu].data must be an array",
                       idx);

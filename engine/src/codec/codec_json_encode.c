@@ -179,8 +179,10 @@ static int write_bytes(berth_buf *out, const berth_tensor *t,
   return BERTH_OK;
 }
 
-static int write_output(berth_buf *out, const berth_tensor *t,
-                        berth_errmsg *err) {
+/* shm: the output went into a shared-memory region; only its metadata
+ * is written (no "data"), as Triton does. */
+static int write_output_as(berth_buf *out, const berth_tensor *t, bool shm,
+                           berth_errmsg *err) {
   int rc = berth_buf_append(out, "{\"name\":", 8);
   if (rc == BERTH_OK)
     rc = berth_json_append_string(out, t->name, strlen(t->name));
@@ -195,6 +197,8 @@ static int write_output(berth_buf *out, const berth_tensor *t,
     k += berth_num_i64(tmp + k, t->shape[d]);
     rc = berth_buf_append(out, tmp, k);
   }
+  if (shm)
+    return rc == BERTH_OK ? berth_buf_append(out, "]}", 2) : rc;
   if (rc == BERTH_OK)
     rc = berth_buf_append(out, "],\"data\":[", 10);
   if (rc == BERTH_OK)
@@ -203,6 +207,11 @@ static int write_output(berth_buf *out, const berth_tensor *t,
   if (rc == BERTH_OK)
     rc = berth_buf_append(out, "]}", 2);
   return rc;
+}
+
+static int write_output(berth_buf *out, const berth_tensor *t,
+                        berth_errmsg *err) {
+  return write_output_as(out, t, false, err);
 }
 
 int berth_json_append_tensor(berth_buf *out, const berth_tensor *t,
@@ -332,7 +341,9 @@ int berth_json_encode_infer_response(const char *model_name,
     if (i > 0)
       rc = berth_buf_append(out, ",", 1);
     if (rc == BERTH_OK)
-      rc = write_output(out, sel[i], err);
+      rc = write_output_as(out, sel[i],
+                           req != NULL && berth_output_in_shm(req, sel[i]->name),
+                           err);
   }
   if (rc == BERTH_OK)
     rc = berth_buf_append(out, "]}", 2);

@@ -116,6 +116,9 @@ typedef struct berth_config {
                                     "*" any (http_guard.h) */
   size_t n_cors_origins;
   size_t max_body_bytes;         /* default 64 MiB */
+  size_t shm_max_regions;        /* registered shared-memory regions,
+                                    default 64; 0 = none may be registered */
+  uint64_t shm_max_bytes;        /* their windows together, default 1 GiB */
   size_t max_head_bytes;         /* default 16 KiB */
   uint32_t header_timeout_ms;    /* a request head's deadline from its first
                                     byte, default 10000; 0 = none */

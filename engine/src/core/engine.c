@@ -22,6 +22,7 @@ static void workers_stopped(void *arg);
 const char *const berth_server_extensions[] = {
     "binary_tensor_data", "model_configuration", "statistics",
     "model_repository",   "parameters",          "schedule_policy",
+    "system_shared_memory",
 };
 const size_t berth_server_n_extensions =
     sizeof berth_server_extensions / sizeof berth_server_extensions[0];

@@ -291,6 +291,9 @@ struct berth_engine {
                                      are not worker-backed (pipelines'
                                      stand-ins), berth_engine_add_composite */
   size_t n_composites;
+  struct berth_shm_registry *shm;  /* owned (shm_registry.c): registered
+                                     shared-memory regions; made by
+                                     berth_shm_module */
   struct berth_grpc_health *grpc_health; /* owned (grpc_health.c): the open
                                      gRPC health Watch calls; NULL until
                                      the first */

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "router.h"
 #include "ui.h"
+#include "shm_api.h"
 #include "trace.h"
 
 #define SERVICE_PREFIX "/inference.GRPCInferenceService/"
@@ -51,13 +52,15 @@ typedef struct grpc_method {
   method_kind kind;
   berth_grpc_unary_fn fn;
   bool health;          /* a health probe (server.health_open) */
+  bool admin;           /* needs an admin token (tokens configured) */
 } grpc_method;
 
-#define OIP(m, kind, fn, health) {SERVICE_PREFIX m, m, kind, fn, health}
+#define OIP(m, kind, fn, health) {SERVICE_PREFIX m, m, kind, fn, health, false}
+#define OIP_ADMIN(m, fn) {SERVICE_PREFIX m, m, KIND_UNARY, fn, false, true}
 #define REFLECT(v)                                                           \
   {"/grpc.reflection." v ".ServerReflection/ServerReflectionInfo",           \
    "grpc.reflection." v ".ServerReflection/ServerReflectionInfo", KIND_EACH, \
-   berth_grpc_reflect_info, false}
+   berth_grpc_reflect_info, false, false}
 
 static const grpc_method methods[] = {
     OIP("ServerLive", KIND_UNARY, berth_grpc_server_live, true),
@@ -72,9 +75,15 @@ static const grpc_method methods[] = {
     OIP("RepositoryIndex", KIND_UNARY, berth_grpc_repository_index, false),
     OIP("RepositoryModelLoad", KIND_LOAD, NULL, false),
     OIP("RepositoryModelUnload", KIND_UNLOAD, NULL, false),
+    OIP("SystemSharedMemoryStatus", KIND_UNARY, berth_grpc_shm_status, false),
+    OIP_ADMIN("SystemSharedMemoryRegister", berth_grpc_shm_register),
+    OIP_ADMIN("SystemSharedMemoryUnregister", berth_grpc_shm_unregister),
+    OIP("CudaSharedMemoryStatus", KIND_UNARY, berth_grpc_cuda_shm_none, false),
+    OIP_ADMIN("CudaSharedMemoryRegister", berth_grpc_cuda_shm_register),
+    OIP_ADMIN("CudaSharedMemoryUnregister", berth_grpc_cuda_shm_none),
     {HEALTH_PREFIX "Check", "grpc.health.v1.Health/Check", KIND_UNARY,
-     berth_grpc_health_check, true},
-    {HEALTH_PREFIX "Watch", "grpc.health.v1.Health/Watch", KIND_WATCH, NULL, true},
+     berth_grpc_health_check, true, false},
+    {HEALTH_PREFIX "Watch", "grpc.health.v1.Health/Watch", KIND_WATCH, NULL, true, false},
     REFLECT("v1"),
     REFLECT("v1alpha"),
 };
@@ -405,7 +414,9 @@ static void job_done(berth_job *job, int status, const char *errmsg,
       berth_buf out;
       berth_buf_init(&out, MAX_RESPONSE);
       berth_errmsg err;
-      int rc = berth_grpc_encode_infer_response(&a, &out, &err);
+      int rc = berth_shm_write_outputs(e, &job->req, resp, &err);
+      if (rc == BERTH_OK)
+        rc = berth_grpc_encode_infer_response(&a, &out, &err);
       if (rc != BERTH_OK)
         infer_failed(c, rc == BERTH_E_INVALID || rc == BERTH_E_TOO_LARGE ? rc : BERTH_E_MODEL,
                      err.msg);
@@ -476,6 +487,8 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
     if (rc != BERTH_OK)
       m = NULL; /* counted (metrics only, as over REST) */
   }
+  if (rc == BERTH_OK)
+    rc = berth_shm_resolve(c->e, &j->job.req, &err);
   if (rc == BERTH_OK)
     rc = berth_signature_check(m, &j->job.req, &err);
   if (rc == BERTH_OK) {
@@ -751,7 +764,7 @@ static void grpc_handle(berth_http_req *req, void *arg) {
   }
   size_t hl = 0;
   const char *authz = berth_http_header(req, "authorization", &hl);
-  bool admin = m->kind == KIND_LOAD || m->kind == KIND_UNLOAD;
+  bool admin = m->kind == KIND_LOAD || m->kind == KIND_UNLOAD || m->admin;
   switch (berth_auth_check(&e->auth, authz, authz ? hl : 0, admin, m->health)) {
   case BERTH_AUTH_UNAUTHENTICATED:
     refuse(e, req, BERTH_GRPC_UNAUTHENTICATED, "missing or unknown bearer token; send "

@@ -16,6 +16,7 @@
 #include "codec_json.h"
 #include "codec_kserve_v1.h"
 #include "front.h"
+#include "shm_api.h"
 #include "log.h"
 #include "router.h"
 #include "ui.h"
@@ -133,14 +134,15 @@ static void call_answer(rest_call *c, berth_infer_response *resp) {
   size_t head_len = 0;
   bool binary = c->fmt == BERTH_REST_OIP &&
                 berth_binary_wanted(&c->job.req, c->binary_default);
-  int rc;
-  if (c->fmt == BERTH_REST_KSERVE_V1)
+  /* outputs asked for in shared memory go there first */
+  int rc = berth_shm_write_outputs(e, &c->job.req, resp, &err);
+  if (rc == BERTH_OK && c->fmt == BERTH_REST_KSERVE_V1)
     rc = berth_kserve_v1_encode(&c->job.req, resp, &out, &err);
-  else if (binary)
+  else if (rc == BERTH_OK && binary)
     rc = berth_binary_encode_infer_response(m->cfg->name, m->cfg->version,
                                             &c->job.req, c->binary_default,
                                             resp, &out, &head_len, &err);
-  else
+  else if (rc == BERTH_OK)
     rc = berth_json_encode_infer_response(m->cfg->name, m->cfg->version,
                                           &c->job.req, resp, &out, &err);
   if (rc != BERTH_OK) {
@@ -276,6 +278,8 @@ void berth_rest_infer(berth_engine *e, berth_http_req *req,
     berth_rest_note_oip_id(req, r.id);
   if (rc == BERTH_OK)
     rc = berth_binary_output_prefs(&r, &binary_default, &err);
+  if (rc == BERTH_OK)
+    rc = berth_shm_resolve(e, &r, &err);
   if (rc == BERTH_OK)
     rc = berth_signature_check(m, &r, &err);
   if (rc != BERTH_OK) {

@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "ui.h"
+#include "shm_api.h"
 #include "access_log.h"
 #include "http_guard.h"
 #include "compress.h"
@@ -62,6 +63,26 @@ static const rest_route routes[] = {
     {"GET", "v2/routes", REST_AUTH_USER, berth_rest_routes_list},
     {"GET", "v2/routes/{name}", REST_AUTH_USER, berth_rest_route_get},
     {"POST", "v2/routes/{name}", REST_AUTH_ADMIN, berth_rest_route_update},
+    {"GET", "v2/systemsharedmemory/status", REST_AUTH_USER,
+     berth_rest_shm_status},
+    {"GET", "v2/systemsharedmemory/region/{name}/status", REST_AUTH_USER,
+     berth_rest_shm_status},
+    {"POST", "v2/systemsharedmemory/region/{name}/register", REST_AUTH_ADMIN,
+     berth_rest_shm_register},
+    {"POST", "v2/systemsharedmemory/region/{name}/unregister",
+     REST_AUTH_ADMIN, berth_rest_shm_unregister},
+    {"POST", "v2/systemsharedmemory/unregister", REST_AUTH_ADMIN,
+     berth_rest_shm_unregister},
+    {"GET", "v2/cudasharedmemory/status", REST_AUTH_USER,
+     berth_rest_cuda_shm_status},
+    {"GET", "v2/cudasharedmemory/region/{name}/status", REST_AUTH_USER,
+     berth_rest_cuda_shm_status},
+    {"POST", "v2/cudasharedmemory/region/{name}/register", REST_AUTH_ADMIN,
+     berth_rest_cuda_shm_register},
+    {"POST", "v2/cudasharedmemory/region/{name}/unregister", REST_AUTH_ADMIN,
+     berth_rest_cuda_shm_unregister},
+    {"POST", "v2/cudasharedmemory/unregister", REST_AUTH_ADMIN,
+     berth_rest_cuda_shm_unregister},
     {"GET", "v1/models", REST_AUTH_USER, berth_rest_v1_list},
     {"GET", "v1/models/{model}", REST_AUTH_USER, berth_rest_v1_status},
     {"POST", "v1/models/{model}:predict", REST_AUTH_USER,

@@ -723,12 +723,77 @@ static void test_percent_and_timeout(void **state) {
   assert_false(berth_grpc_parse_timeout("1-S", 3, &ns));
 }
 
+/* Inputs naming a shared-memory region: no contents, no raw entry (the
+ * raw entries are those of the other inputs, in order); the region is
+ * recorded for the frontend. */
+static void test_shared_memory_inputs(void **state) {
+  (void)state;
+  typedef Inference__ModelInferRequest__InferInputTensor__ParametersEntry PE;
+  Inference__InferParameter pr = INFERENCE__INFER_PARAMETER__INIT, ps = pr, po = pr;
+  pr.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
+  pr.string_param = "in";
+  ps.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
+  ps.int64_param = 8;
+  po.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
+  po.int64_param = 4;
+  PE e[3];
+  PE *ep[3];
+  const char *keys[3] = {"shared_memory_region", "shared_memory_byte_size",
+                         "shared_memory_offset"};
+  Inference__InferParameter *vals[3] = {&pr, &ps, &po};
+  for (int i = 0; i < 3; i++) {
+    inference__model_infer_request__infer_input_tensor__parameters_entry__init(&e[i]);
+    e[i].key = (char *)keys[i];
+    e[i].value = vals[i];
+    ep[i] = &e[i];
+  }
+  int64_t s2[] = {2};
+  In a = input("a", "INT32", s2, 1), b = input("b", "INT32", s2, 1);
+  a.n_parameters = 3;
+  a.parameters = ep;
+  In *ins[] = {&a, &b};
+  Req r = request(ins, 2);
+  int32_t v[2] = {5, 6};
+  ProtobufCBinaryData raw[2] = {{sizeof v, (uint8_t *)v}, {sizeof v, (uint8_t *)v}};
+  r.n_raw_input_contents = 1;
+  r.raw_input_contents = raw;
+  berth_grpc_target t;
+  berth_infer_request out;
+  berth_errmsg err;
+  assert_int_equal(decode_req(&r, NULL, &t, &out, &err), BERTH_OK);
+  assert_non_null(out.input_shm);
+  assert_string_equal(out.input_shm[0].region, "in");
+  assert_int_equal(out.input_shm[0].byte_size, 8);
+  assert_int_equal(out.input_shm[0].offset, 4);
+  assert_null(out.input_shm[1].region);
+  assert_null(out.inputs[0].data);
+  assert_int_equal(out.inputs[1].nbytes, 8);
+  assert_memory_equal(out.inputs[1].data, v, 8);
+  berth_infer_request_clear(&out);
+  berth_grpc_target_clear(&t);
+  /* one raw entry per input, shared-memory ones included: refused */
+  r.n_raw_input_contents = 2;
+  assert_int_equal(decode_req(&r, NULL, &t, &out, &err), BERTH_E_INVALID);
+  assert_non_null(strstr(err.msg, "not in shared memory"));
+  berth_infer_request_clear(&out);
+  berth_grpc_target_clear(&t);
+  /* a byte size that is not a number */
+  ps.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
+  ps.string_param = "8";
+  r.n_raw_input_contents = 1;
+  assert_int_equal(decode_req(&r, NULL, &t, &out, &err), BERTH_E_INVALID);
+  assert_non_null(strstr(err.msg, "shared_memory_byte_size"));
+  berth_infer_request_clear(&out);
+  berth_grpc_target_clear(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reader_pieces),
       cmocka_unit_test(test_reader_errors),
       cmocka_unit_test(test_reader_compressed),
       cmocka_unit_test(test_decode_raw),
+      cmocka_unit_test(test_shared_memory_inputs),
       cmocka_unit_test(test_decode_typed),
       cmocka_unit_test(test_decode_errors),
       cmocka_unit_test(test_parameters_and_outputs),

@@ -1009,9 +1009,52 @@ static void test_fast_decoder(void **state) {
   declined("");
 }
 
+/* An input naming a shared-memory region carries no data: the decoder
+ * records the region (the frontend maps the bytes in); bad parameters and
+ * a region with data are refused. */
+static void test_shared_memory_inputs(void **state) {
+  (void)state;
+  berth_infer_request r = {0};
+  berth_errmsg err;
+  assert_int_equal(
+      dec("{\"inputs\":[{\"name\":\"a\",\"datatype\":\"INT32\",\"shape\":[2],"
+          "\"parameters\":{\"shared_memory_region\":\"in\","
+          "\"shared_memory_byte_size\":8,\"shared_memory_offset\":16}},"
+          "{\"name\":\"b\",\"datatype\":\"INT32\",\"shape\":[1],"
+          "\"data\":[1]}]}",
+          &r, &err),
+      BERTH_OK);
+  assert_non_null(r.input_shm);
+  assert_string_equal(r.input_shm[0].region, "in");
+  assert_int_equal(r.input_shm[0].offset, 16);
+  assert_int_equal(r.input_shm[0].byte_size, 8);
+  assert_null(r.input_shm[1].region);
+  assert_null(r.inputs[0].data);
+  berth_infer_request_clear(&r);
+  const char *bad[] = {
+      "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"INT32\",\"shape\":[1],"
+      "\"data\":[1],\"parameters\":{\"shared_memory_region\":\"in\","
+      "\"shared_memory_byte_size\":4}}]}",
+      "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"INT32\",\"shape\":[1],"
+      "\"parameters\":{\"shared_memory_region\":\"in\"}}]}",
+      "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"INT32\",\"shape\":[1],"
+      "\"parameters\":{\"shared_memory_region\":\"in\","
+      "\"shared_memory_byte_size\":-4}}]}",
+      "{\"inputs\":[{\"name\":\"a\",\"datatype\":\"INT32\",\"shape\":[1],"
+      "\"parameters\":{\"shared_memory_region\":5,"
+      "\"shared_memory_byte_size\":4}}]}",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal(dec(bad[i], &r, &err), BERTH_E_INVALID);
+    assert_non_null(strstr(err.msg, "input 'a'"));
+    berth_infer_request_clear(&r);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bool),
+      cmocka_unit_test(test_shared_memory_inputs),
       cmocka_unit_test(test_fast_decoder),
       cmocka_unit_test(test_fast_decoder_numbers),
       cmocka_unit_test(test_unsigned),
