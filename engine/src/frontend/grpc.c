@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "access_log.h"
 #include "codec_grpc.h"
@@ -95,7 +96,7 @@ typedef struct grpc_job {
   berth_job job;              /* first: the job pointer is this pointer */
   grpc_call *call;            /* NULL once done (the call no longer waits) */
   char request_id[BERTH_REQUEST_ID_MAX + 1]; /* docs/logging.md */
-  struct grpc_job *prev, *next; /* the call's jobs not yet done */
+  LIST_ENTRY(grpc_job) link;    /* the call's jobs not yet done */
 } grpc_job;
 
 struct berth_grpc_call {
@@ -107,7 +108,8 @@ struct berth_grpc_call {
   uint64_t deadline_ns;       /* uv_hrtime(), 0 = none */
   size_t messages;            /* request messages seen */
   size_t pending;             /* jobs (or a repository operation) not yet done */
-  grpc_job *jobs;
+  LIST_HEAD(grpc_job_list, grpc_job) jobs; /* borrowed jobs (each is freed
+                                by job_release) */
   berth_grpc_watch *watch;    /* KIND_WATCH: its state (grpc_health.c) */
   bool half_closed;           /* the client sent END_STREAM */
   bool begun;                 /* response head sent */
@@ -165,13 +167,7 @@ static void call_maybe_free(grpc_call *c) {
 }
 
 static void job_unlink(grpc_call *c, grpc_job *j) {
-  if (j->prev != NULL)
-    j->prev->next = j->next;
-  else
-    c->jobs = j->next;
-  if (j->next != NULL)
-    j->next->prev = j->prev;
-  j->prev = j->next = NULL;
+  LIST_REMOVE(j, link);
   j->call = NULL;
   c->pending--;
 }
@@ -189,9 +185,9 @@ static void job_release(berth_job *job) {
 /* Takes back the call's queued jobs (running ones finish on their own and
  * find the call ended). */
 static void call_cancel_jobs(grpc_call *c) {
-  grpc_job *j = c->jobs;
+  grpc_job *j = LIST_FIRST(&c->jobs);
   while (j != NULL) {
-    grpc_job *next = j->next;
+    grpc_job *next = LIST_NEXT(j, link);
     if (berth_front_cancel(&j->job)) {
       job_unlink(c, j);
       berth_front_job_end(c->e, &j->job);
@@ -504,10 +500,7 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
     j->job.http = c->req;
     /* linked first: a submit may complete the job before it returns */
     j->call = c;
-    j->next = c->jobs;
-    if (c->jobs != NULL)
-      c->jobs->prev = j;
-    c->jobs = j;
+    LIST_INSERT_HEAD(&c->jobs, j, link);
     c->pending++;
     size_t tl = 0;
     const char *tp = berth_http_header(c->req, "traceparent", &tl);

@@ -20,6 +20,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "codec_grpc.h"
 #include "grpc.h"
@@ -42,14 +43,15 @@ struct berth_grpc_watch {
   berth_grpc_call *call;
   const berth_grpc_call_ops *ops; /* grpc.c's, for call */
   serving_status last;         /* sent last */
-  struct berth_grpc_watch *prev, *next;
+  LIST_ENTRY(berth_grpc_watch) link; /* the open watches */
   char service[SERVICE_MAX + 1];
 };
 
 struct berth_grpc_health {
   uv_timer_t timer;            /* runs while watches is not empty */
   berth_engine *e;
-  berth_grpc_watch *watches;   /* the open Watch calls */
+  LIST_HEAD(watch_list, berth_grpc_watch) watches; /* the open Watch
+                                                      calls */
 };
 
 /* ---- statuses ------------------------------------------------------------- */
@@ -114,13 +116,7 @@ int berth_grpc_health_check(berth_engine *e, const uint8_t *msg, size_t len,
 /* ---- Watch ---------------------------------------------------------------- */
 
 static void unlink_watch(berth_grpc_health *h, berth_grpc_watch *w) {
-  if (w->prev != NULL)
-    w->prev->next = w->next;
-  else
-    h->watches = w->next;
-  if (w->next != NULL)
-    w->next->prev = w->prev;
-  w->prev = w->next = NULL;
+  LIST_REMOVE(w, link);
 }
 
 /* Sends st on w's call, or ends the call when the client leaves too much
@@ -153,13 +149,14 @@ static void end_drained(berth_grpc_watch *w) {
 static void on_poll(uv_timer_t *t) {
   berth_grpc_health *h = t->data;
   berth_engine *e = h->e;
-  for (berth_grpc_watch *w = h->watches, *next; w != NULL; w = next) {
-    next = w->next;
+  for (berth_grpc_watch *w = LIST_FIRST(&h->watches), *next; w != NULL;
+       w = next) {
+    next = LIST_NEXT(w, link);
     serving_status st = service_status(e, w->service);
     if (st != w->last)
       send_status(w, st);
   }
-  if (h->watches == NULL)
+  if (LIST_EMPTY(&h->watches))
     uv_timer_stop(&h->timer);
 }
 
@@ -193,10 +190,7 @@ int berth_grpc_health_watch(berth_engine *e, berth_grpc_call *c,
   }
   w->call = c;
   w->ops = ops;
-  w->next = h->watches;
-  if (h->watches != NULL)
-    h->watches->prev = w;
-  h->watches = w;
+  LIST_INSERT_HEAD(&h->watches, w, link);
   *out = w;
   if (e->draining) {
     end_drained(w);
@@ -220,8 +214,9 @@ void berth_grpc_health_drain(berth_engine *e) {
   berth_grpc_health *h = e->grpc_health;
   if (h == NULL)
     return;
-  for (berth_grpc_watch *w = h->watches, *next; w != NULL; w = next) {
-    next = w->next;
+  for (berth_grpc_watch *w = LIST_FIRST(&h->watches), *next; w != NULL;
+       w = next) {
+    next = LIST_NEXT(w, link);
     end_drained(w);
   }
 }
