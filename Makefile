@@ -14,7 +14,7 @@ MESON       := $(CURDIR)/$(VENV)/bin/meson
 NINJA       := $(CURDIR)/$(VENV)/bin/ninja
 
 # Debian packages the engine and its tests need.
-DEB_PKGS := gcc pkg-config libuv1-dev libnghttp2-dev libjansson-dev \
+DEB_PKGS := gcc pkg-config clang-format cppcheck libuv1-dev libnghttp2-dev libjansson-dev \
             libyaml-dev libcmocka-dev libprotobuf-c-dev protobuf-c-compiler \
             libssl-dev openssl clang libclang-rt-14-dev curl \
             libb64-0d zlib1g-dev
@@ -96,8 +96,21 @@ serve: install ## serve a demo scikit-learn model on $(HOST):$(PORT)
 
 test: lint test-c test-asan fuzz test-py ## run every test: lint, C units (plain and sanitized), fuzzing, pytest
 
-lint: ## check the engine's layering rule (docs/architecture.md)
+# The C files clang-format checks (.clang-format) and cppcheck reads.
+C_FILES = $(shell find engine/src engine/tests engine/fuzz -name '*.[ch]' | sort)
+CPPCHECK_ARGS := --quiet --std=c11 --enable=warning,portability,performance \
+  --inline-suppr --error-exitcode=1 -D_GNU_SOURCE -DBERTH_VERSION='"lint"' \
+  -I engine/include $(addprefix -I ,$(wildcard engine/src/*/)) \
+  --include=/usr/include/$(shell gcc -dumpmachine)/sys/queue.h \
+  --suppress=missingIncludeSystem --suppressions-list=engine/tools/cppcheck.supp
+
+lint: deps venv ## layering rule, C format (clang-format), cppcheck, ruff
 	@$(PYTHON) engine/tools/check_layers.py
+	@clang-format --dry-run --Werror $(C_FILES) || \
+	  { echo ">> C format: run 'clang-format -i' on the files above (.clang-format)"; exit 1; }
+	@cppcheck $(CPPCHECK_ARGS) engine/src
+	@$(VENV)/bin/ruff check --quiet python tests bench engine/tools engine/ui engine/reflect packaging
+	@echo ">> lint: layering, clang-format, cppcheck and ruff are clean"
 
 test-c: build ## engine unit tests and fuzz-corpus replay (plain build)
 	@$(MESON) test -C build/dev --print-errorlogs -q
