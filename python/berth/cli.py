@@ -64,6 +64,7 @@ MODEL_KEYS = frozenset(
         "outputs",
         "parameters",
         "payload_log",
+        "sequence_batching",
     }
 )
 #: Options (dests) that set the model entry key of the same name in every

@@ -8,6 +8,7 @@
 
 #include "engine.h"
 #include "log.h"
+#include "sequence.h"
 
 static void specs_free(berth_tensor_spec *s, size_t n) {
   if (s == NULL)
@@ -88,6 +89,10 @@ int berth_model_reconfigure(berth_model *m, const berth_model_config *cfg,
 }
 
 void berth_model_free(berth_model *m) {
+  if (m->seqs != NULL) {
+    berth_seq_table_free(m->seqs);
+    free(m->seqs);
+  }
   free(m->platform);
   specs_free(m->inputs, m->n_inputs);
   specs_free(m->outputs, m->n_outputs);

@@ -24,6 +24,7 @@
 
 #include "engine.h"
 #include "log.h"
+#include "sequence.h"
 
 #define SCAN_LIMIT 128 /* queued requests the batcher looks at per batch */
 
@@ -103,6 +104,10 @@ void berth_job_release_now(berth_job *j) {
 }
 
 static void job_release(berth_job *j) {
+  if (j->seq != NULL) {
+    berth_seq_job_done(j->model->seqs, j->seq, j->seq_end, uv_hrtime());
+    j->seq = NULL;
+  }
   if (j->deadline_ns != 0 && j->model->engine->sched.deadline_jobs > 0)
     j->model->engine->sched.deadline_jobs--;
   berth_job_release_now(j);
@@ -116,6 +121,123 @@ static void job_finish(berth_job *j, int status, const char *msg) {
 /* ---- submit ------------------------------------------------------------- */
 
 static void on_deadline_sweep(uv_timer_t *t);
+
+/* ---- sequences (sequence.h; docs/batching.md) ----------------------- */
+
+static void on_seq_sweep(uv_timer_t *t);
+
+static int seq_table(berth_model *m, berth_errmsg *err) {
+  if (m->seqs != NULL)
+    return BERTH_OK;
+  json_t *sb = json_object_get(m->cfg->entry, "sequence_batching");
+  const char *st = json_string_value(json_object_get(sb, "strategy"));
+  berth_seq_strategy how = st != NULL && strcmp(st, "oldest") == 0
+                               ? BERTH_SEQ_OLDEST
+                               : BERTH_SEQ_DIRECT;
+  berth_seq_table *t = calloc(1, sizeof *t);
+  if (t == NULL ||
+      berth_seq_table_init(t, m->n_workers, m->max_batch_size,
+                           m->cfg->seq_max_sequences,
+                           m->cfg->seq_idle_us * 1000u, how) != BERTH_OK) {
+    free(t);
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  }
+  m->seqs = t;
+  return BERTH_OK;
+}
+
+/* Reads sequence_id, sequence_start and sequence_end: refused for a model
+ * without sequence_batching, required by one with it; admits the request
+ * into its sequence and takes the keys out of the parameters (so that
+ * requests of different sequences can share a batch). */
+static int read_sequence(berth_model *m, berth_job *job, berth_errmsg *err) {
+  berth_seq_req r;
+  const char *name = m->cfg->name;
+  int rc = berth_seq_parse(job->req.parameters, name, &r, err);
+  if (rc != BERTH_OK)
+    return rc;
+  bool enabled = json_object_get(m->cfg->entry, "sequence_batching") != NULL;
+  if (!enabled)
+    return r.has ? berth_errf(err, BERTH_E_INVALID,
+                              "model '%s' has no sequence_batching: it does "
+                              "not take sequence_id, sequence_start or "
+                              "sequence_end; send the request without them, "
+                              "or give the model a sequence_batching block",
+                              name)
+                 : BERTH_OK;
+  if (!r.has)
+    return berth_errf(err, BERTH_E_INVALID,
+                      "model '%s' uses sequence_batching: every request needs "
+                      "parameter 'sequence_id' (an integer > 0 or a non-empty "
+                      "string)", name);
+  rc = seq_table(m, err);
+  if (rc == BERTH_OK)
+    rc = berth_seq_admit(m->seqs, &r, job->enqueued_ns, name, &job->seq, err);
+  if (rc != BERTH_OK)
+    return rc;
+  job->seq_start = r.start;
+  job->seq_end = r.end;
+  job->priority = BERTH_PRIORITY_NORMAL; /* one queue keeps their order */
+  berth_seq_strip(job->req.parameters);
+  if (json_object_size(job->req.parameters) == 0) {
+    json_decref(job->req.parameters);
+    job->req.parameters = NULL;
+  }
+  uv_timer_t *sweep = &m->engine->sched.seq_timer;
+  if (m->seqs->idle_ns > 0 && !uv_is_active((uv_handle_t *)sweep))
+    uv_timer_start(sweep, on_seq_sweep, 10, 10);
+  return BERTH_OK;
+}
+
+static void on_seq_sweep(uv_timer_t *t) {
+  berth_engine *e = t->data;
+  uint64_t now = uv_hrtime();
+  size_t live = 0;
+  for (size_t i = 0; i < e->n_models; i++) {
+    berth_seq_table *st = e->models[i]->seqs;
+    if (st == NULL)
+      continue;
+    size_t n = berth_seq_expire(st, now);
+    if (n > 0)
+      berth_logf(BERTH_LOG_INFO, "model '%s': %zu idle sequence(s) expired",
+                e->models[i]->cfg->name, n);
+    live += st->live;
+  }
+  if (live == 0)
+    uv_timer_stop(t);
+}
+
+/* The worker parameters of a sequence batch: the first job's, with
+ * "berth_sequences" (one entry per job, in row order) and
+ * "berth_sequence_drop" (ids that expired on this instance). */
+static int seq_batch_params(berth_batch *b, size_t inst) {
+  const json_t *own = b->jobs[0]->req.parameters;
+  json_t *p = own ? json_deep_copy(own) : json_object();
+  json_t *list = json_array();
+  int rc = p && list ? BERTH_OK : BERTH_E_NOMEM;
+  for (size_t i = 0; rc == BERTH_OK && i < b->n_jobs; i++) {
+    const berth_job *j = b->jobs[i];
+    json_t *one = json_pack("{s:O,s:b,s:b,s:I}", "id", j->seq->id, "start",
+                            j->seq_start, "end", j->seq_end, "rows",
+                            (json_int_t)(j->rows < 0 ? 1 : j->rows));
+    if (one == NULL || json_array_append_new(list, one) != 0)
+      rc = BERTH_E_NOMEM;
+  }
+  if (rc == BERTH_OK && json_object_set(p, "berth_sequences", list) != 0)
+    rc = BERTH_E_NOMEM;
+  json_decref(list);
+  json_t *drops = berth_seq_take_drops(b->model->seqs, inst);
+  if (rc == BERTH_OK && drops != NULL &&
+      json_object_set(p, "berth_sequence_drop", drops) != 0)
+    rc = BERTH_E_NOMEM;
+  json_decref(drops);
+  if (rc != BERTH_OK) {
+    json_decref(p);
+    return rc;
+  }
+  b->params = p;
+  return BERTH_OK;
+}
 
 /* Reads the request's "priority" and "timeout" parameters. */
 static int read_parameters(berth_model *m, berth_job *job, berth_errmsg *err) {
@@ -213,6 +335,8 @@ int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
     rc = read_rows(m, job, err);
   if (rc == BERTH_OK)
     rc = check_rows(m, job, err);
+  if (rc == BERTH_OK)
+    rc = read_sequence(m, job, err);
   if (rc != BERTH_OK)
     return rc;
   queue_push(m, job, false);
@@ -232,6 +356,10 @@ bool berth_sched_cancel(berth_job *job) {
   if (!job->queued)
     return false;
   queue_unlink(job->model, job);
+  if (job->seq != NULL) {
+    berth_seq_job_cancelled(job->model->seqs, job->seq);
+    job->seq = NULL;
+  }
   if (job->model->inflight > 0)
     job->model->inflight--; /* never answered: the client left */
   if (job->deadline_ns != 0 && job->model->engine->sched.deadline_jobs > 0)
@@ -374,6 +502,8 @@ static berth_batch *batch_new(berth_model *m, size_t cap) {
 
 static void batch_add(berth_batch *b, berth_job *j) {
   queue_unlink(b->model, j);
+  if (j->seq != NULL)
+    berth_seq_running(j->seq);
   b->jobs[b->n_jobs++] = j;
   if (j->rows >= 0) {
     if (b->rows < 0)
@@ -383,9 +513,25 @@ static void batch_add(berth_batch *b, berth_job *j) {
   }
 }
 
-/* Takes the next batch from the queue (at least one job). */
-static berth_batch *take_batch(berth_model *m) {
-  berth_job *first = queue_first(m);
+static bool eligible(const berth_model *m, const berth_job *j, size_t inst) {
+  return m->seqs == NULL || j->seq == NULL || berth_seq_eligible(j->seq, inst);
+}
+
+/* The oldest queued job that instance inst may run now, or NULL. */
+static berth_job *seq_first(berth_model *m, size_t inst) {
+  for (unsigned p = 0; p < BERTH_PRIORITY_LEVELS; p++) {
+    berth_job *j;
+    TAILQ_FOREACH(j, &m->queue[p], link)
+    if (eligible(m, j, inst))
+      return j;
+  }
+  return NULL;
+}
+
+/* Takes the next batch from the queue, starting with first, for worker
+ * instance inst (sequence models: only its sequences, one request each). */
+static berth_batch *take_batch(berth_model *m, berth_job *first,
+                               size_t inst) {
   size_t cap = first->rows > 0 && m->max_batch_size > 0 ? SCAN_LIMIT : 1;
   berth_batch *b = batch_new(m, cap);
   if (b == NULL)
@@ -399,7 +545,8 @@ static berth_batch *take_batch(berth_model *m) {
       while (j != NULL && b->rows < max && b->n_jobs < cap &&
              scanned++ < SCAN_LIMIT) {
         berth_job *next = TAILQ_NEXT(j, link);
-        if (j->rows <= max - b->rows && compatible(first, j))
+        if (j->rows <= max - b->rows && eligible(m, j, inst) &&
+            compatible(first, j))
           batch_add(b, j);
         j = next;
       }
@@ -409,6 +556,8 @@ static berth_batch *take_batch(berth_model *m) {
     while (target > 0 && b->rows > target && b->n_jobs > 1) {
       berth_job *j = b->jobs[--b->n_jobs];
       b->rows -= j->rows;
+      if (j->seq != NULL)
+        j->seq->busy = false;
       queue_push(m, j, true);
     }
   }
@@ -421,7 +570,8 @@ static berth_batch *take_batch(berth_model *m) {
   }
   b->formed_ns = now;
   b->id = ++m->engine->next_batch_id;
-  if (b->n_jobs > 1 && concat_inputs(b) != BERTH_OK) {
+  if ((b->n_jobs > 1 && concat_inputs(b) != BERTH_OK) ||
+      (m->seqs != NULL && seq_batch_params(b, inst) != BERTH_OK)) {
     berth_batch_fail(b, BERTH_E_NOMEM, "out of memory while forming a batch");
     return NULL;
   }
@@ -444,7 +594,33 @@ static void answer_zero_rows(berth_model *m, berth_job *j) {
   berth_infer_response_clear(&resp);
 }
 
+static void send_batch(berth_model *m, berth_worker *w, berth_batch *b) {
+  LIST_INSERT_HEAD(&m->running, b, link);
+  b->listed = true;
+  m->stats.execution_count++;
+  BERTH_OBSERVE(&m->engine->observers, batch_sent, b);
+  berth_worker_run(w, b);
+}
+
+/* A sequence model: each idle instance takes the oldest requests of the
+ * sequences pinned to it whose previous request is done. */
+static void dispatch_sequences(berth_model *m) {
+  if (!berth_batcher_ready(m, uv_hrtime()))
+    return;
+  for (size_t i = 0; i < m->n_workers && m->q_len > 0; i++) {
+    berth_worker *w = berth_supervisor_idle_worker_at(m, i);
+    berth_job *first = w != NULL ? seq_first(m, i) : NULL;
+    berth_batch *b = first != NULL ? take_batch(m, first, i) : NULL;
+    if (b != NULL)
+      send_batch(m, w, b);
+  }
+}
+
 void berth_sched_dispatch(berth_model *m) {
+  if (m->seqs != NULL) {
+    dispatch_sequences(m);
+    return;
+  }
   while (m->q_len > 0) {
     berth_job *first = queue_first(m);
     if (first->rows == 0) {
@@ -454,14 +630,10 @@ void berth_sched_dispatch(berth_model *m) {
     berth_worker *w = berth_supervisor_idle_worker(m);
     if (w == NULL || !berth_batcher_ready(m, uv_hrtime()))
       return;
-    berth_batch *b = take_batch(m);
+    berth_batch *b = take_batch(m, first, 0);
     if (b == NULL)
       continue; /* its jobs were failed */
-    LIST_INSERT_HEAD(&m->running, b, link);
-    b->listed = true;
-    m->stats.execution_count++;
-    BERTH_OBSERVE(&m->engine->observers, batch_sent, b);
-    berth_worker_run(w, b);
+    send_batch(m, w, b);
   }
 }
 
@@ -473,6 +645,7 @@ void berth_batch_free(berth_batch *b) {
   if (b->listed)
     LIST_REMOVE(b, link);
   berth_tensors_free(b->inputs, b->n_inputs);
+  json_decref(b->params);
   free(b->jobs);
   free(b);
 }
@@ -616,8 +789,11 @@ void berth_sched_close(berth_model *m) { berth_batcher_close(m); }
 void berth_sched_engine_init(berth_engine *e) {
   uv_timer_init(e->loop, &e->sched.deadline_timer);
   e->sched.deadline_timer.data = e;
+  uv_timer_init(e->loop, &e->sched.seq_timer);
+  e->sched.seq_timer.data = e;
 }
 
 void berth_sched_engine_close(berth_engine *e) {
   uv_close((uv_handle_t *)&e->sched.deadline_timer, timer_closed);
+  uv_close((uv_handle_t *)&e->sched.seq_timer, timer_closed);
 }

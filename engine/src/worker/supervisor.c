@@ -657,6 +657,11 @@ berth_worker *berth_supervisor_idle_worker(berth_model *m) {
   return NULL;
 }
 
+berth_worker *berth_supervisor_idle_worker_at(berth_model *m, size_t i) {
+  return i < m->n_workers && m->workers[i]->state == W_IDLE ? m->workers[i]
+                                                            : NULL;
+}
+
 void berth_worker_run(berth_worker *w, berth_batch *b) {
   berth_model *m = w->model;
   /* A batch of several jobs carries its concatenated inputs; a batch of
@@ -666,8 +671,9 @@ void berth_worker_run(berth_worker *w, berth_batch *b) {
   size_t n_ins = b->inputs ? b->n_inputs : r->n_inputs;
   char *params = NULL;
   size_t plen = 0;
-  if (r->parameters != NULL) {
-    params = json_dumps(r->parameters, JSON_COMPACT);
+  const json_t *sent = b->params != NULL ? b->params : r->parameters;
+  if (sent != NULL) {
+    params = json_dumps(sent, JSON_COMPACT);
     plen = params ? strlen(params) : 0;
   }
   size_t size = 0;
