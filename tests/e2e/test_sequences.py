@@ -12,6 +12,8 @@ with a bounded loop.
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,7 @@ def server(module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Bert
     add_model(repo, "acc_idle", ACC,
               "max_batch_size: 4\ninstances: 1\nsequence_batching:\n"
               "  strategy: oldest\n  max_sequence_idle_microseconds: 200000\n")
+    add_model(repo, "acc_crash", ACC, seq_yaml("oldest", 1))
     add_model(repo, "plain", PLAIN, "max_batch_size: 0\ninstances: 1\n")
     return module_server(str(repo))
 
@@ -266,4 +269,19 @@ def test_idle_sequence_expires_in_engine_and_worker(server: BerthServer) -> None
     with pytest.raises(InferenceServerException) as e:
         step(client, module, "acc_idle", sid, 1)
     assert "not live" in str(e.value) and e.value.status() == "400"
+    client.close()
+
+
+def test_a_dead_worker_ends_its_sequences(server: BerthServer) -> None:
+    client, module = clients(server, "http")
+    sid = new_id()
+    assert step(client, module, "acc_crash", sid, 2, start=True)["sum"] == 2
+    pid = server.wait_worker("acc_crash/1/0")
+    os.kill(pid, signal.SIGKILL)
+    server.wait_worker("acc_crash/1/0", not_pid=pid)
+    # the state died with the worker: the sequence is not silently restarted
+    with pytest.raises(InferenceServerException) as e:
+        step(client, module, "acc_crash", sid, 3)
+    assert "not live" in str(e.value) and e.value.status() == "400"
+    assert step(client, module, "acc_crash", sid, 3, start=True)["sum"] == 3
     client.close()

@@ -367,6 +367,30 @@ bool berth_sched_cancel(berth_job *job) {
   return true;
 }
 
+void berth_sched_worker_lost(berth_model *m, berth_worker *w) {
+  size_t inst = 0;
+  while (inst < m->n_workers && m->workers[inst] != w)
+    inst++;
+  if (m->seqs == NULL || berth_seq_lose_instance(m->seqs, inst) == 0)
+    return;
+  char msg[300];
+  snprintf(msg, sizeof msg,
+           "the worker of model '%s' that held this sequence's state "
+           "exited; start the sequence again (sequence_start true)",
+           m->cfg->name);
+  for (unsigned p = 0; p < BERTH_PRIORITY_LEVELS; p++) {
+    berth_job *j = TAILQ_FIRST(&m->queue[p]);
+    while (j != NULL) {
+      berth_job *next = TAILQ_NEXT(j, link);
+      if (j->seq != NULL && j->seq->lost) {
+        queue_unlink(m, j);
+        job_finish(j, BERTH_E_WORKER_DIED, msg);
+      }
+      j = next;
+    }
+  }
+}
+
 void berth_sched_fail_queued(berth_model *m, int status, const char *msg) {
   berth_job *j;
   while ((j = queue_first(m)) != NULL) {

@@ -45,6 +45,9 @@ void berth_sched_init(berth_model *m);
 void berth_sched_close(berth_model *m);
 void berth_sched_engine_init(berth_engine *e);
 void berth_sched_engine_close(berth_engine *e);
+/* Worker w of m exited: the sequences pinned to it lost their state; they
+ * end, and their queued requests fail (sequence batching only). */
+void berth_sched_worker_lost(berth_model *m, berth_worker *w);
 /* Fails every queued job of m with status and msg. */
 void berth_sched_fail_queued(berth_model *m, int status, const char *msg);
 /* Completes every job of a batch with an error and frees the batch. */

@@ -234,6 +234,26 @@ size_t berth_seq_expire(berth_seq_table *t, uint64_t now) {
   return n;
 }
 
+size_t berth_seq_lose_instance(berth_seq_table *t, size_t instance) {
+  size_t n = 0;
+  if (instance >= t->instances)
+    return 0;
+  json_decref(t->drops[instance]);
+  t->drops[instance] = NULL;
+  berth_seq *s = t->head;
+  while (s != NULL) {
+    berth_seq *next = s->next;
+    if (s->live && s->instance == instance) {
+      s->lost = true;
+      retire(t, s);
+      maybe_free(t, s);
+      n++;
+    }
+    s = next;
+  }
+  return n;
+}
+
 json_t *berth_seq_take_drops(berth_seq_table *t, size_t instance) {
   if (instance >= t->instances)
     return NULL;

@@ -30,6 +30,7 @@ typedef struct berth_seq {
   size_t jobs;          /* queued or running jobs that reference it */
   bool busy;            /* one of its requests is running */
   bool live;            /* findable by id (not ended nor expired) */
+  bool lost;            /* its instance's worker exited: state gone */
   struct berth_seq *next; /* the table's list */
 } berth_seq;
 
@@ -88,6 +89,10 @@ void berth_seq_job_cancelled(berth_seq_table *t, berth_seq *s);
 /* Expires live sequences idle (no job) for longer than idle_ns; each id
  * is added to its instance's drop list. Returns how many expired. */
 size_t berth_seq_expire(berth_seq_table *t, uint64_t now);
+/* The worker of instance exited: its live sequences are retired and
+ * marked lost (their queued requests are to be failed); its drop list is
+ * cleared. Returns how many were live. */
+size_t berth_seq_lose_instance(berth_seq_table *t, size_t instance);
 /* Takes instance's drop list (owned by the caller; NULL when empty). */
 json_t *berth_seq_take_drops(berth_seq_table *t, size_t instance);
 

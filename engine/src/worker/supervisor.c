@@ -411,6 +411,7 @@ static void proc_lost(worker_proc *p) {
     w->batch = NULL;
     berth_batch_fail(b, BERTH_E_WORKER_DIED, msg);
   }
+  berth_sched_worker_lost(m, w);
   bool stopping = e->stopping || e->draining || was == W_STOPPING;
   berth_restart_plan plan = restart_plan(w, stopping, was == W_FAILED);
   if (stopping) {
