@@ -10,8 +10,9 @@ the sequence expired (``max_sequence_idle_microseconds``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -20,12 +20,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from berth_e2e import BerthServer, assert_error, tensor, wait_until
 
 tritonclient_http = pytest.importorskip("tritonclient.http")
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException  # noqa: E402
+from tritonclient.utils import InferenceServerException
 
 ACC = '''
 import gc, weakref
