@@ -105,7 +105,7 @@ void berth_job_release_now(berth_job *j) {
 
 static void job_release(berth_job *j) {
   if (j->seq != NULL) {
-    berth_seq_job_done(j->model->seqs, j->seq, j->seq_end, uv_hrtime());
+    berth_seq_job_done(j->seq, uv_hrtime());
     j->seq = NULL;
   }
   if (j->deadline_ns != 0 && j->model->engine->sched.deadline_jobs > 0)
@@ -357,7 +357,7 @@ bool berth_sched_cancel(berth_job *job) {
     return false;
   queue_unlink(job->model, job);
   if (job->seq != NULL) {
-    berth_seq_job_cancelled(job->model->seqs, job->seq);
+    berth_seq_job_cancelled(job->seq);
     job->seq = NULL;
   }
   if (job->model->inflight > 0)
@@ -367,12 +367,8 @@ bool berth_sched_cancel(berth_job *job) {
   return true;
 }
 
-void berth_sched_worker_lost(berth_model *m, berth_worker *w) {
-  size_t inst = 0;
-  while (inst < m->n_workers && m->workers[inst] != w)
-    inst++;
-  if (m->seqs == NULL || berth_seq_lose_instance(m->seqs, inst) == 0)
-    return;
+/* Fails the queued requests of sequences whose state was lost. */
+static void fail_lost(berth_model *m) {
   char msg[300];
   snprintf(msg, sizeof msg,
            "the worker of model '%s' that held this sequence's state "
@@ -389,6 +385,25 @@ void berth_sched_worker_lost(berth_model *m, berth_worker *w) {
       j = next;
     }
   }
+}
+
+void berth_sched_worker_lost(berth_model *m, berth_worker *w) {
+  size_t inst = 0;
+  while (inst < m->n_workers && m->workers[inst] != w)
+    inst++;
+  if (m->seqs != NULL && berth_seq_lose_instance(m->seqs, inst) > 0)
+    fail_lost(m);
+}
+
+void berth_sched_sequences_reset(berth_model *m) {
+  berth_seq_table *t = m->seqs;
+  if (t == NULL)
+    return;
+  m->seqs = NULL; /* the next sequence request makes a new table */
+  for (size_t i = 0; i < t->instances; i++)
+    (void)berth_seq_lose_instance(t, i);
+  fail_lost(m);
+  berth_seq_table_orphan(t);
 }
 
 void berth_sched_fail_queued(berth_model *m, int status, const char *msg) {

@@ -125,6 +125,10 @@ static void maybe_free(berth_seq_table *t, berth_seq *s) {
     }
   json_decref(s->id);
   free(s);
+  if (t->orphan && t->head == NULL) {
+    berth_seq_table_free(t);
+    free(t);
+  }
 }
 
 static int create(berth_seq_table *t, const berth_seq_req *r, uint64_t now,
@@ -149,6 +153,7 @@ static int create(berth_seq_table *t, const berth_seq_req *r, uint64_t now,
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   }
   s->instance = inst;
+  s->table = t;
   s->live = true;
   s->last_ns = now;
   s->next = t->head;
@@ -192,9 +197,8 @@ bool berth_seq_eligible(const berth_seq *s, size_t instance) {
 
 void berth_seq_running(berth_seq *s) { s->busy = true; }
 
-void berth_seq_job_done(berth_seq_table *t, berth_seq *s, bool end,
-                        uint64_t now) {
-  (void)end; /* retired at admit already */
+void berth_seq_job_done(berth_seq *s, uint64_t now) {
+  berth_seq_table *t = s->table;
   s->busy = false;
   s->last_ns = now;
   if (s->jobs > 0)
@@ -202,7 +206,8 @@ void berth_seq_job_done(berth_seq_table *t, berth_seq *s, bool end,
   maybe_free(t, s);
 }
 
-void berth_seq_job_cancelled(berth_seq_table *t, berth_seq *s) {
+void berth_seq_job_cancelled(berth_seq *s) {
+  berth_seq_table *t = s->table;
   if (s->jobs > 0)
     s->jobs--;
   maybe_free(t, s);
@@ -252,6 +257,17 @@ size_t berth_seq_lose_instance(berth_seq_table *t, size_t instance) {
     s = next;
   }
   return n;
+}
+
+void berth_seq_table_orphan(berth_seq_table *t) {
+  for (size_t i = 0; i < t->instances; i++)
+    (void)berth_seq_lose_instance(t, i);
+  if (t->head == NULL) {
+    berth_seq_table_free(t);
+    free(t);
+    return;
+  }
+  t->orphan = true;
 }
 
 json_t *berth_seq_take_drops(berth_seq_table *t, size_t instance) {

@@ -7,7 +7,9 @@
  * Ownership: the table owns its entries; a job borrows its entry (one
  * reference, counted in `jobs`) from admit until berth_seq_job_done or
  * berth_seq_job_cancelled. An entry that ended or expired leaves the
- * lookup at once and is freed when its last job is done. */
+ * lookup at once and is freed when its last job is done. An orphaned
+ * table (berth_seq_table_orphan: its model got new workers) frees itself
+ * with its last entry. */
 #ifndef BERTH_SEQUENCE_H
 #define BERTH_SEQUENCE_H
 
@@ -32,6 +34,7 @@ typedef struct berth_seq {
   bool live;            /* findable by id (not ended nor expired) */
   bool lost;            /* its instance's worker exited: state gone */
   struct berth_seq *next; /* the table's list */
+  struct berth_seq_table *table; /* borrowed: the table that owns it */
 } berth_seq;
 
 typedef struct berth_seq_table {
@@ -45,6 +48,8 @@ typedef struct berth_seq_table {
   size_t *per_instance;     /* owned: live sequences on each instance */
   json_t **drops;           /* owned: per instance, a JSON array of ids
                                that expired, for its next batch, or NULL */
+  bool orphan;              /* heap table that frees itself (and its
+                               struct) when its last entry goes */
 } berth_seq_table;
 
 /* What a request says about its sequence (its OIP parameters). */
@@ -82,10 +87,14 @@ bool berth_seq_eligible(const berth_seq *s, size_t instance);
 void berth_seq_running(berth_seq *s);
 /* A job of s is done (answered, failed or timed out); end: it carried
  * sequence_end, so the sequence ends. Drops the job's reference. */
-void berth_seq_job_done(berth_seq_table *t, berth_seq *s, bool end,
-                        uint64_t now);
+void berth_seq_job_done(berth_seq *s, uint64_t now);
 /* A queued job of s was taken back before running. */
-void berth_seq_job_cancelled(berth_seq_table *t, berth_seq *s);
+void berth_seq_job_cancelled(berth_seq *s);
+/* Every live sequence is lost (see berth_seq_lose_instance). t was
+ * allocated with malloc: it is freed now when no job references an entry,
+ * else with the last berth_seq_job_done / _cancelled. Not to be used
+ * after this call. */
+void berth_seq_table_orphan(berth_seq_table *t);
 /* Expires live sequences idle (no job) for longer than idle_ns; each id
  * is added to its instance's drop list. Returns how many expired. */
 size_t berth_seq_expire(berth_seq_table *t, uint64_t now);

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include <cmocka.h>
 
@@ -90,9 +91,9 @@ static void unknown_without_start_and_bounds(void **state) {
   assert_int_equal(admit(&t, 1, false, false, 0, &again), BERTH_OK);
   assert_ptr_equal(again, a);
   assert_int_equal(a->jobs, 2);
-  berth_seq_job_done(&t, a, false, 0);
-  berth_seq_job_done(&t, a, false, 0);
-  berth_seq_job_cancelled(&t, b);
+  berth_seq_job_done(a, 0);
+  berth_seq_job_done(a, 0);
+  berth_seq_job_cancelled(b);
   berth_seq_table_free(&t);
 }
 
@@ -111,10 +112,10 @@ static void direct_bounds_slots_per_instance(void **state) {
   assert_int_equal(t.live, 1);
   assert_int_equal(admit(&t, 3, true, false, 0, &c), BERTH_OK);
   assert_int_equal(admit(&t, 1, false, false, 0, &a_end), BERTH_E_INVALID);
-  berth_seq_job_done(&t, a, false, 0);
-  berth_seq_job_done(&t, a, true, 0); /* freed here (ASan checks) */
-  berth_seq_job_done(&t, b, false, 0);
-  berth_seq_job_done(&t, c, false, 0);
+  berth_seq_job_done(a, 0);
+  berth_seq_job_done(a, 0); /* freed here (ASan checks) */
+  berth_seq_job_done(b, 0);
+  berth_seq_job_done(c, 0);
   berth_seq_table_free(&t);
 }
 
@@ -129,7 +130,7 @@ static void one_running_request_per_sequence(void **state) {
   assert_false(berth_seq_eligible(a, 1 - a->instance)); /* pinned */
   berth_seq_running(a);
   assert_false(berth_seq_eligible(a, a->instance));
-  berth_seq_job_done(&t, a, false, 0);
+  berth_seq_job_done(a, 0);
   assert_true(berth_seq_eligible(a, a->instance));
   berth_seq_table_free(&t);
 }
@@ -143,7 +144,7 @@ static void idle_sequences_expire_into_drop_lists(void **state) {
   berth_seq *a, *b;
   assert_int_equal(admit(&t, 1, true, false, 0, &a), BERTH_OK);
   assert_int_equal(admit(&t, 2, true, false, 0, &b), BERTH_OK);
-  berth_seq_job_done(&t, a, false, 10 * MS);
+  berth_seq_job_done(a, 10 * MS);
   /* b still has a queued job: never expires under it */
   assert_int_equal(berth_seq_expire(&t, 50 * MS), 0);
   assert_int_equal(berth_seq_expire(&t, 200 * MS), 1);
@@ -156,8 +157,30 @@ static void idle_sequences_expire_into_drop_lists(void **state) {
   assert_null(berth_seq_take_drops(&t, 0));
   /* the expired id is unknown now */
   assert_int_equal(admit(&t, 1, false, false, 300 * MS, &a), BERTH_E_INVALID);
-  berth_seq_job_done(&t, b, false, 300 * MS);
+  berth_seq_job_done(b, 300 * MS);
   berth_seq_table_free(&t);
+}
+
+static void an_orphan_table_goes_with_its_last_job(void **state) {
+  (void)state;
+  berth_seq_table *t = calloc(1, sizeof *t);
+  assert_non_null(t);
+  assert_int_equal(berth_seq_table_init(t, 2, 4, 10, 0, BERTH_SEQ_OLDEST),
+                   BERTH_OK);
+  berth_seq *a, *b;
+  assert_int_equal(admit(t, 1, true, false, 0, &a), BERTH_OK);
+  assert_int_equal(admit(t, 2, true, false, 0, &b), BERTH_OK);
+  berth_seq_running(a);
+  berth_seq_table_orphan(t); /* both lost; the jobs still hold them */
+  assert_true(a->lost && !a->live && b->lost);
+  berth_seq_job_cancelled(b);
+  berth_seq_job_done(a, 0); /* frees a, then the table (ASan checks) */
+  /* an orphan without jobs goes at once */
+  t = calloc(1, sizeof *t);
+  assert_non_null(t);
+  assert_int_equal(berth_seq_table_init(t, 1, 1, 1, 0, BERTH_SEQ_DIRECT),
+                   BERTH_OK);
+  berth_seq_table_orphan(t);
 }
 
 int main(void) {
@@ -168,6 +191,7 @@ int main(void) {
       cmocka_unit_test(direct_bounds_slots_per_instance),
       cmocka_unit_test(one_running_request_per_sequence),
       cmocka_unit_test(idle_sequences_expire_into_drop_lists),
+      cmocka_unit_test(an_orphan_table_goes_with_its_last_job),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
