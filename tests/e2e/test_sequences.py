@@ -119,9 +119,10 @@ def x_input(module: Any, value: int) -> Any:
 
 
 def step(client: Any, module: Any, model: str, sid: int | str, value: int,
-         start: bool = False, end: bool = False) -> dict[str, int]:
+         start: bool = False, end: bool = False, token: str | None = None) -> dict[str, int]:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     res = client.infer(model, [x_input(module, value)], sequence_id=sid,
-                       sequence_start=start, sequence_end=end)
+                       sequence_start=start, sequence_end=end, headers=headers)
     return {k: int(res.as_numpy(k)[0, 0]) for k in ("sum", "instance", "live", "started")}
 
 
@@ -283,4 +284,48 @@ def test_a_dead_worker_ends_its_sequences(server: BerthServer) -> None:
         step(client, module, "acc_crash", sid, 3)
     assert "not live" in str(e.value) and e.value.status() == "400"
     assert step(client, module, "acc_crash", sid, 3, start=True)["sum"] == 3
+    client.close()
+
+
+ADMIN = "seq-admin"
+
+
+def test_unload_and_replace_end_sequences(berth_server: Any, tmp_path: Path) -> None:
+    repo = tmp_path / "reload-repo"
+    add_model(repo, "acc", ACC, seq_yaml("oldest", 1, "  max_sequences: 1\n"))
+    tokens = tmp_path / "admin-tokens"
+    tokens.write_text(ADMIN + "\n")
+    server = berth_server(str(repo), "--model-control-mode", "explicit",
+                          "--admin-tokens-file", str(tokens))
+    server.token = ADMIN
+    client, module = clients(server, "http")
+    sid = new_id()
+    assert step(client, module, "acc", sid, 2, start=True, token=ADMIN)["sum"] == 2
+    with pytest.raises(InferenceServerException) as e:
+        step(client, module, "acc", new_id(), 1, start=True, token=ADMIN)
+    assert e.value.status() == "429"
+
+    # unload and load: the workers, and the state in them, are new
+    assert server.post("/v2/repository/models/acc/unload", None).status == 200
+    assert server.post("/v2/repository/models/acc/load", None).status == 200
+    with pytest.raises(InferenceServerException) as e:
+        step(client, module, "acc", sid, 3, token=ADMIN)
+    assert "not live" in str(e.value) and e.value.status() == "400"
+
+    # a load with a new config replaces the serving workers: the same
+    sid = new_id()
+    assert step(client, module, "acc", sid, 2, start=True, token=ADMIN)["sum"] == 2
+    entry = {"name": "acc", "version": "1", "runtime": "python",
+             "path": str(repo / "acc" / "1" / "model.py"), "max_batch_size": 4, "instances": 1,
+             "sequence_batching": {"strategy": "oldest", "max_sequences": 2}}
+    resp = server.post("/v2/repository/models/acc/load", {"parameters": {"config": entry}}, timeout=120)
+    assert resp.status == 200, resp.body[:500]
+    with pytest.raises(InferenceServerException) as e:
+        step(client, module, "acc", sid, 3, token=ADMIN)
+    assert "not live" in str(e.value) and e.value.status() == "400"
+    # and the new config's bound applies: two live sequences now
+    a, b = new_id(), new_id()
+    assert step(client, module, "acc", a, 1, start=True, token=ADMIN)["sum"] == 1
+    assert step(client, module, "acc", b, 4, start=True, token=ADMIN)["sum"] == 4
+    assert step(client, module, "acc", a, 1, end=True, token=ADMIN)["sum"] == 2
     client.close()
