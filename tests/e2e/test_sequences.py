@@ -232,6 +232,19 @@ def test_control_inputs_reach_the_model(server: BerthServer) -> None:
     client.close()
 
 
+def test_model_config_shows_sequence_batching(server: BerthServer) -> None:
+    client = tritonclient_http.InferenceServerClient(server.triton_url)
+    cfg = client.get_model_config("acc_control")
+    sb = cfg["sequence_batching"]
+    assert sb["max_sequence_idle_microseconds"] == 60000000
+    assert "oldest" in sb and "dynamic_batching" not in cfg
+    kinds = {c["name"]: c["control"][0]["kind"] for c in sb["control_input"]}
+    assert kinds == {"START": "CONTROL_SEQUENCE_START", "CORRID": "CONTROL_SEQUENCE_CORRID"}
+    assert "direct" in client.get_model_config("acc_direct")["sequence_batching"]
+    assert "sequence_batching" not in client.get_model_config("plain")
+    client.close()
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_live_sequences_are_bounded(server: BerthServer, protocol: str) -> None:
     client, module = clients(server, protocol)
