@@ -342,3 +342,38 @@ def test_unload_and_replace_end_sequences(berth_server: Any, tmp_path: Path) -> 
     assert step(client, module, "acc", b, 4, start=True, token=ADMIN)["sum"] == 4
     assert step(client, module, "acc", a, 1, end=True, token=ADMIN)["sum"] == 2
     client.close()
+
+
+def test_grpc_sequence_parameters_of_the_wrong_type(server: BerthServer) -> None:
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc
+
+    def request(**params: Any) -> Any:
+        req = pb.ModelInferRequest(model_name="acc_oldest")
+        inp = req.inputs.add()
+        inp.name, inp.datatype = "x", "INT64"
+        inp.shape.extend([1, 1])
+        req.raw_input_contents.append(np.array([[1]], dtype=np.int64).tobytes())
+        for key, (kind, value) in params.items():
+            setattr(req.parameters[key], kind, value)
+        return req
+
+    bad = [
+        {"sequence_id": ("double_param", 1.5), "sequence_start": ("bool_param", True)},
+        {"sequence_id": ("bool_param", True), "sequence_start": ("bool_param", True)},
+        {"sequence_id": ("int64_param", 5), "sequence_start": ("string_param", "true")},
+        {"sequence_id": ("int64_param", -5), "sequence_start": ("bool_param", True)},
+    ]
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for params in bad:
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(request(**params))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "sequence_" in info.value.details()
+        # a uint64 id works like an int64 one
+        sid = new_id()
+        ok = stub.ModelInfer(request(sequence_id=("uint64_param", sid), sequence_start=("bool_param", True),
+                                     sequence_end=("bool_param", True)))
+        assert np.frombuffer(ok.raw_output_contents[0], dtype=np.int64).tolist() == [1]
