@@ -126,53 +126,23 @@ static void on_deadline_sweep(uv_timer_t *t);
 
 static void on_seq_sweep(uv_timer_t *t);
 
-static int seq_table(berth_model *m, berth_errmsg *err) {
-  if (m->seqs != NULL)
-    return BERTH_OK;
-  json_t *sb = json_object_get(m->cfg->entry, "sequence_batching");
-  const char *st = json_string_value(json_object_get(sb, "strategy"));
-  berth_seq_strategy how = st != NULL && strcmp(st, "oldest") == 0
-                               ? BERTH_SEQ_OLDEST
-                               : BERTH_SEQ_DIRECT;
-  berth_seq_table *t = calloc(1, sizeof *t);
-  if (t == NULL ||
-      berth_seq_table_init(t, m->n_workers, m->max_batch_size,
-                           m->cfg->seq_max_sequences,
-                           m->cfg->seq_idle_us * 1000u, how) != BERTH_OK) {
-    free(t);
-    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
-  }
-  m->seqs = t;
-  return BERTH_OK;
-}
-
-/* Reads sequence_id, sequence_start and sequence_end: refused for a model
- * without sequence_batching, required by one with it; admits the request
- * into its sequence and takes the keys out of the parameters (so that
- * requests of different sequences can share a batch). */
+/* Reads sequence_id, sequence_start and sequence_end (sequence.h), admits
+ * the request into its sequence and takes the keys out of the parameters
+ * (so that requests of different sequences can share a batch). */
 static int read_sequence(berth_model *m, berth_job *job, berth_errmsg *err) {
   berth_seq_req r;
-  const char *name = m->cfg->name;
-  int rc = berth_seq_parse(job->req.parameters, name, &r, err);
-  if (rc != BERTH_OK)
+  json_t *sb = json_object_get(m->cfg->entry, "sequence_batching");
+  int rc = berth_seq_parse(job->req.parameters, m->cfg->name, sb != NULL, &r,
+                           err);
+  if (rc != BERTH_OK || sb == NULL)
     return rc;
-  bool enabled = json_object_get(m->cfg->entry, "sequence_batching") != NULL;
-  if (!enabled)
-    return r.has ? berth_errf(err, BERTH_E_INVALID,
-                              "model '%s' has no sequence_batching: it does "
-                              "not take sequence_id, sequence_start or "
-                              "sequence_end; send the request without them, "
-                              "or give the model a sequence_batching block",
-                              name)
-                 : BERTH_OK;
-  if (!r.has)
-    return berth_errf(err, BERTH_E_INVALID,
-                      "model '%s' uses sequence_batching: every request needs "
-                      "parameter 'sequence_id' (an integer > 0 or a non-empty "
-                      "string)", name);
-  rc = seq_table(m, err);
-  if (rc == BERTH_OK)
-    rc = berth_seq_admit(m->seqs, &r, job->enqueued_ns, name, &job->seq, err);
+  if (m->seqs == NULL)
+    m->seqs = berth_seq_table_new(sb, m->n_workers, m->max_batch_size,
+                                  m->cfg->seq_max_sequences,
+                                  m->cfg->seq_idle_us * 1000u);
+  rc = m->seqs != NULL ? berth_seq_admit(m->seqs, &r, job->enqueued_ns,
+                                         m->cfg->name, &job->seq, err)
+                       : berth_errf(err, BERTH_E_NOMEM, "out of memory");
   if (rc != BERTH_OK)
     return rc;
   job->seq_start = r.start;
@@ -211,32 +181,18 @@ static void on_seq_sweep(uv_timer_t *t) {
  * "berth_sequences" (one entry per job, in row order) and
  * "berth_sequence_drop" (ids that expired on this instance). */
 static int seq_batch_params(berth_batch *b, size_t inst) {
-  const json_t *own = b->jobs[0]->req.parameters;
-  json_t *p = own ? json_deep_copy(own) : json_object();
   json_t *list = json_array();
-  int rc = p && list ? BERTH_OK : BERTH_E_NOMEM;
-  for (size_t i = 0; rc == BERTH_OK && i < b->n_jobs; i++) {
+  for (size_t i = 0; list != NULL && i < b->n_jobs; i++) {
     const berth_job *j = b->jobs[i];
-    json_t *one = json_pack("{s:O,s:b,s:b,s:I}", "id", j->seq->id, "start",
-                            j->seq_start, "end", j->seq_end, "rows",
-                            (json_int_t)(j->rows < 0 ? 1 : j->rows));
-    if (one == NULL || json_array_append_new(list, one) != 0)
-      rc = BERTH_E_NOMEM;
+    if (json_array_append_new(list, berth_seq_batch_entry(
+                                        j->seq, j->seq_start, j->seq_end,
+                                        j->rows)) != 0) {
+      json_decref(list);
+      list = NULL;
+    }
   }
-  if (rc == BERTH_OK && json_object_set(p, "berth_sequences", list) != 0)
-    rc = BERTH_E_NOMEM;
-  json_decref(list);
-  json_t *drops = berth_seq_take_drops(b->model->seqs, inst);
-  if (rc == BERTH_OK && drops != NULL &&
-      json_object_set(p, "berth_sequence_drop", drops) != 0)
-    rc = BERTH_E_NOMEM;
-  json_decref(drops);
-  if (rc != BERTH_OK) {
-    json_decref(p);
-    return rc;
-  }
-  b->params = p;
-  return BERTH_OK;
+  return berth_seq_batch_params(b->model->seqs, inst,
+                                b->jobs[0]->req.parameters, list, &b->params);
 }
 
 /* Reads the request's "priority" and "timeout" parameters. */

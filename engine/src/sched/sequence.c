@@ -22,6 +22,22 @@ int berth_seq_table_init(berth_seq_table *t, size_t instances, size_t slots,
   return BERTH_OK;
 }
 
+berth_seq_table *berth_seq_table_new(const json_t *sb, size_t instances,
+                                     size_t slots, size_t max_live,
+                                     uint64_t idle_ns) {
+  const char *st = json_string_value(json_object_get(sb, "strategy"));
+  berth_seq_strategy how = st != NULL && strcmp(st, "oldest") == 0
+                               ? BERTH_SEQ_OLDEST
+                               : BERTH_SEQ_DIRECT;
+  berth_seq_table *t = calloc(1, sizeof *t);
+  if (t != NULL && berth_seq_table_init(t, instances, slots, max_live,
+                                        idle_ns, how) != BERTH_OK) {
+    free(t);
+    t = NULL;
+  }
+  return t;
+}
+
 void berth_seq_table_free(berth_seq_table *t) {
   berth_seq *s = t->head;
   while (s != NULL) {
@@ -51,11 +67,26 @@ static int read_flag(const json_t *params, const char *key, bool *out,
   return BERTH_OK;
 }
 
-int berth_seq_parse(const json_t *params, const char *model,
+/* The sequence parameters' fit with the model. */
+static int check_enabled(const berth_seq_req *r, const char *model,
+                         bool enabled, berth_errmsg *err) {
+  if (!enabled && r->has)
+    return berth_errf(err, BERTH_E_INVALID,
+                      "model '%s' has no sequence_batching: it does not take "
+                      "sequence_id, sequence_start or sequence_end; send the "
+                      "request without them, or give the model a "
+                      "sequence_batching block", model);
+  if (enabled && !r->has)
+    return berth_errf(err, BERTH_E_INVALID,
+                      "model '%s' uses sequence_batching: every request needs "
+                      "parameter 'sequence_id' (an integer > 0 or a non-empty "
+                      "string)", model);
+  return BERTH_OK;
+}
+
+int berth_seq_parse(const json_t *params, const char *model, bool enabled,
                     berth_seq_req *r, berth_errmsg *err) {
   memset(r, 0, sizeof *r);
-  if (params == NULL)
-    return BERTH_OK;
   json_t *id = json_object_get(params, "sequence_id");
   if (id != NULL && !(json_is_integer(id) && json_integer_value(id) >= 0) &&
       !(json_is_string(id) && json_string_length(id) <= 256))
@@ -76,7 +107,13 @@ int berth_seq_parse(const json_t *params, const char *model,
     return berth_errf(err, BERTH_E_INVALID,
                       "parameters 'sequence_start' and 'sequence_end' need a "
                       "'sequence_id' (model '%s')", model);
-  return BERTH_OK;
+  return check_enabled(r, model, enabled, err);
+}
+
+json_t *berth_seq_batch_entry(const berth_seq *s, bool start, bool end,
+                              int64_t rows) {
+  return json_pack("{s:O,s:b,s:b,s:I}", "id", s->id, "start", start, "end",
+                   end, "rows", (json_int_t)rows);
 }
 
 void berth_seq_strip(json_t *params) {
@@ -268,6 +305,28 @@ void berth_seq_table_orphan(berth_seq_table *t) {
     return;
   }
   t->orphan = true;
+}
+
+int berth_seq_batch_params(berth_seq_table *t, size_t instance,
+                           const json_t *own, json_t *list, json_t **out) {
+  json_t *p = own != NULL ? json_deep_copy(own) : json_object();
+  int rc = p != NULL && list != NULL &&
+                   json_object_set_new(p, "berth_sequences", list) == 0
+               ? BERTH_OK
+               : BERTH_E_NOMEM;
+  if (rc != BERTH_OK && p == NULL)
+    json_decref(list); /* set_new took it otherwise */
+  json_t *drops = berth_seq_take_drops(t, instance);
+  if (rc == BERTH_OK && drops != NULL &&
+      json_object_set(p, "berth_sequence_drop", drops) != 0)
+    rc = BERTH_E_NOMEM;
+  json_decref(drops);
+  if (rc != BERTH_OK) {
+    json_decref(p);
+    return rc;
+  }
+  *out = p;
+  return BERTH_OK;
 }
 
 json_t *berth_seq_take_drops(berth_seq_table *t, size_t instance) {

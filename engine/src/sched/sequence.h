@@ -64,14 +64,25 @@ typedef struct berth_seq_req {
 int berth_seq_table_init(berth_seq_table *t, size_t instances, size_t slots,
                          size_t max_live, uint64_t idle_ns,
                          berth_seq_strategy s);
+/* A heap table for a model entry's sequence_batching block sb (its
+ * strategy; direct when absent), or NULL when out of memory. */
+berth_seq_table *berth_seq_table_new(const json_t *sb, size_t instances,
+                                     size_t slots, size_t max_live,
+                                     uint64_t idle_ns);
 /* Frees every entry (jobs must be gone) and the arrays. */
 void berth_seq_table_free(berth_seq_table *t);
 
 /* Reads sequence_id, sequence_start and sequence_end from params (a JSON
- * object or NULL) into r. model names the model in messages.
- * BERTH_E_INVALID for a wrong type, or a start/end without an id. */
-int berth_seq_parse(const json_t *params, const char *model,
+ * object or NULL) into r. model names the model in messages; enabled: it
+ * has sequence_batching. BERTH_E_INVALID for a wrong type, a start/end
+ * without an id, an id to a model without sequence batching, or none to
+ * one with it. */
+int berth_seq_parse(const json_t *params, const char *model, bool enabled,
                     berth_seq_req *r, berth_errmsg *err);
+/* The worker protocol's entry of one request of s in a batch
+ * (docs/worker-protocol.md), or NULL when out of memory. */
+json_t *berth_seq_batch_entry(const berth_seq *s, bool start, bool end,
+                              int64_t rows);
 /* Deletes the three keys from params (which may then be empty). */
 void berth_seq_strip(json_t *params);
 
@@ -102,6 +113,12 @@ size_t berth_seq_expire(berth_seq_table *t, uint64_t now);
  * marked lost (their queued requests are to be failed); its drop list is
  * cleared. Returns how many were live. */
 size_t berth_seq_lose_instance(berth_seq_table *t, size_t instance);
+/* The parameters of a batch for instance: a copy of own (or {}), with
+ * "berth_sequences": list (stolen; NULL means out of memory) and
+ * "berth_sequence_drop": the instance's drop list, taken. *out is new.
+ * BERTH_E_NOMEM. */
+int berth_seq_batch_params(berth_seq_table *t, size_t instance,
+                           const json_t *own, json_t *list, json_t **out);
 /* Takes instance's drop list (owned by the caller; NULL when empty). */
 json_t *berth_seq_take_drops(berth_seq_table *t, size_t instance);
 

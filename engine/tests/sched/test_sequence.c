@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -24,23 +25,32 @@ static void parses_ids_and_flags(void **state) {
   berth_errmsg err;
   berth_seq_req r;
   json_t *p = params("{\"sequence_id\": 7, \"sequence_start\": true}");
-  assert_int_equal(berth_seq_parse(p, "m", &r, &err), BERTH_OK);
+  assert_int_equal(berth_seq_parse(p, "m", true, &r, &err), BERTH_OK);
   assert_true(r.has && r.start && !r.end);
   assert_int_equal(json_integer_value(r.id), 7);
   json_decref(p);
   p = params("{\"sequence_id\": \"abc\", \"sequence_end\": true, \"k\": 1}");
-  assert_int_equal(berth_seq_parse(p, "m", &r, &err), BERTH_OK);
+  assert_int_equal(berth_seq_parse(p, "m", true, &r, &err), BERTH_OK);
   assert_true(r.has && !r.start && r.end);
   berth_seq_strip(p);
   assert_int_equal(json_object_size(p), 1); /* "k" stays */
   json_decref(p);
   /* 0 and "" mean no sequence, as in Triton */
   p = params("{\"sequence_id\": 0}");
-  assert_int_equal(berth_seq_parse(p, "m", &r, &err), BERTH_OK);
+  assert_int_equal(berth_seq_parse(p, "m", false, &r, &err), BERTH_OK);
   assert_false(r.has);
+  /* a sequence model needs an id */
+  assert_int_equal(berth_seq_parse(p, "m", true, &r, &err), BERTH_E_INVALID);
+  assert_non_null(strstr(err.msg, "needs parameter 'sequence_id'"));
   json_decref(p);
-  assert_int_equal(berth_seq_parse(NULL, "m", &r, &err), BERTH_OK);
+  assert_int_equal(berth_seq_parse(NULL, "m", false, &r, &err), BERTH_OK);
   assert_false(r.has);
+  /* a model without sequence batching refuses one, naming itself */
+  p = params("{\"sequence_id\": 3}");
+  assert_int_equal(berth_seq_parse(p, "plain", false, &r, &err),
+                   BERTH_E_INVALID);
+  assert_non_null(strstr(err.msg, "model 'plain' has no sequence_batching"));
+  json_decref(p);
 }
 
 static void refuses_bad_parameters(void **state) {
@@ -58,7 +68,8 @@ static void refuses_bad_parameters(void **state) {
     berth_errmsg err;
     berth_seq_req r;
     json_t *p = params(bad[i]);
-    assert_int_equal(berth_seq_parse(p, "m", &r, &err), BERTH_E_INVALID);
+    assert_int_equal(berth_seq_parse(p, "m", true, &r, &err),
+                     BERTH_E_INVALID);
     json_decref(p);
   }
 }
@@ -161,6 +172,42 @@ static void idle_sequences_expire_into_drop_lists(void **state) {
   berth_seq_table_free(&t);
 }
 
+static void batch_parameters_carry_entries_and_drops(void **state) {
+  (void)state;
+  berth_seq_table t;
+  assert_int_equal(berth_seq_table_init(&t, 1, 4, 10, MS, BERTH_SEQ_OLDEST),
+                   BERTH_OK);
+  berth_seq *a, *b;
+  assert_int_equal(admit(&t, 1, true, false, 0, &a), BERTH_OK);
+  berth_seq_job_done(a, 0);
+  assert_int_equal(berth_seq_expire(&t, 10 * MS), 1);
+  assert_int_equal(admit(&t, 2, true, true, 10 * MS, &b), BERTH_OK);
+  json_t *list = json_array();
+  json_array_append_new(list, berth_seq_batch_entry(b, true, true, -1));
+  json_t *own = params("{\"k\": 1}");
+  json_t *out = NULL;
+  assert_int_equal(berth_seq_batch_params(&t, 0, own, list, &out), BERTH_OK);
+  char *text = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
+  assert_string_equal(text,
+                      "{\"berth_sequence_drop\":[1],\"berth_sequences\":[{"
+                      "\"end\":true,\"id\":2,\"rows\":-1,\"start\":true}],"
+                      "\"k\":1}");
+  free(text);
+  json_decref(out);
+  /* the drop list went with that batch; own is untouched */
+  assert_int_equal(berth_seq_batch_params(&t, 0, NULL, json_array(), &out),
+                   BERTH_OK);
+  assert_null(json_object_get(out, "berth_sequence_drop"));
+  assert_int_equal(json_object_size(own), 1);
+  json_decref(out);
+  json_decref(own);
+  /* out of memory building the list */
+  assert_int_equal(berth_seq_batch_params(&t, 0, NULL, NULL, &out),
+                   BERTH_E_NOMEM);
+  berth_seq_job_done(b, 10 * MS);
+  berth_seq_table_free(&t);
+}
+
 static void an_orphan_table_goes_with_its_last_job(void **state) {
   (void)state;
   berth_seq_table *t = calloc(1, sizeof *t);
@@ -191,6 +238,7 @@ int main(void) {
       cmocka_unit_test(direct_bounds_slots_per_instance),
       cmocka_unit_test(one_running_request_per_sequence),
       cmocka_unit_test(idle_sequences_expire_into_drop_lists),
+      cmocka_unit_test(batch_parameters_carry_entries_and_drops),
       cmocka_unit_test(an_orphan_table_goes_with_its_last_job),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
