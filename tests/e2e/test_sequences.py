@@ -101,6 +101,10 @@ def server(module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Bert
               "max_batch_size: 4\ninstances: 1\nsequence_batching:\n"
               "  strategy: oldest\n  max_sequence_idle_microseconds: 200000\n")
     add_model(repo, "acc_crash", ACC, seq_yaml("oldest", 1))
+    # not batching, direct: one slot per instance, two instances
+    add_model(repo, "acc_single", ACC,
+              "max_batch_size: 0\ninstances: 2\nsequence_batching:\n"
+              "  control_inputs: {start: START}\n")
     add_model(repo, "plain", PLAIN, "max_batch_size: 0\ninstances: 1\n")
     return module_server(str(repo))
 
@@ -377,3 +381,21 @@ def test_grpc_sequence_parameters_of_the_wrong_type(server: BerthServer) -> None
         ok = stub.ModelInfer(request(sequence_id=("uint64_param", sid), sequence_start=("bool_param", True),
                                      sequence_end=("bool_param", True)))
         assert np.frombuffer(ok.raw_output_contents[0], dtype=np.int64).tolist() == [1]
+
+
+def test_direct_without_batching_has_one_slot_per_instance(server: BerthServer) -> None:
+    client, module = clients(server, "grpc")
+    a, b, c = new_id(), new_id(), new_id()
+    first = step(client, module, "acc_single", a, 1, start=True)
+    second = step(client, module, "acc_single", b, 2, start=True)
+    assert (first["started"], second["started"]) == (1, 1)  # START, shape [1]
+    assert first["instance"] != second["instance"]  # one sequence per instance
+    with pytest.raises(InferenceServerException) as e:
+        step(client, module, "acc_single", c, 1, start=True)
+    assert "slot" in str(e.value) and "RESOURCE_EXHAUSTED" in str(e.value.status())
+    assert step(client, module, "acc_single", a, 5, end=True)["sum"] == 6
+    third = step(client, module, "acc_single", c, 7, start=True)
+    assert third["sum"] == 7 and third["instance"] == first["instance"]
+    assert step(client, module, "acc_single", b, 1, end=True)["started"] == 0
+    step(client, module, "acc_single", c, 0, end=True)
+    client.close()
