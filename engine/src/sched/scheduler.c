@@ -154,8 +154,10 @@ static int read_sequence(berth_model *m, berth_job *job, berth_errmsg *err) {
     job->req.parameters = NULL;
   }
   uv_timer_t *sweep = &m->engine->sched.seq_timer;
+  uint64_t every_ms = m->seqs->idle_ns / 10000000u; /* a tenth, 1..100 ms */
+  every_ms = every_ms < 1 ? 1 : every_ms > 100 ? 100 : every_ms;
   if (m->seqs->idle_ns > 0 && !uv_is_active((uv_handle_t *)sweep))
-    uv_timer_start(sweep, on_seq_sweep, 10, 10);
+    uv_timer_start(sweep, on_seq_sweep, every_ms, every_ms);
   return BERTH_OK;
 }
 
