@@ -45,6 +45,7 @@ __all__ = [
     "ModelLoadError",
     "Pipeline",
     "ProtocolError",
+    "Sequence",
     "Step",
     "Switch",
     "TensorSpec",
@@ -55,6 +56,11 @@ _LAZY = frozenset({"Model", "ModelContext", "TensorSpec"})
 
 
 def __getattr__(name: str) -> Any:
+    if name == "Sequence":
+        from .sequences import Sequence
+
+        globals()[name] = Sequence
+        return Sequence
     if name in _LAZY:
         from . import model
 
@@ -65,4 +71,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _LAZY)
+    return sorted(set(globals()) | _LAZY | {"Sequence"})

@@ -131,7 +131,10 @@ class Model:
     is accepted. ``load()`` may also set them on the instance (from the
     artefacts it loaded). If ``preprocess``, ``predict`` or ``postprocess``
     takes an argument named ``parameters``, it receives the request's
-    parameters dict.
+    parameters dict. A model served with ``sequence_batching`` whose
+    ``predict`` takes ``sequences`` receives one :class:`berth.Sequence`
+    per request of the batch, each with a per-sequence ``state`` dict
+    (docs/sequences.md).
 
     Pre- and post-processing: the declared ``inputs``/``outputs`` are what
     clients send and receive; ``preprocess`` turns them into what

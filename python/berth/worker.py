@@ -295,8 +295,12 @@ def _stream(channel: Channel, runtime: Runtime, frame_id: int, payload: bytearra
     return keep_serving
 
 
-def _serve(channel: Channel, runtime: Runtime, state: _State) -> int:
+def _serve(channel: Channel, runtime: Runtime, state: _State,
+           entry: Mapping[str, Any] | None = None) -> int:
+    from .sequences import SequenceStore
     from .tensors import decode_tensor_set, encode_tensor_set_parts
+
+    sequences = SequenceStore(entry or {})
 
     debug = log.isEnabledFor(logging.DEBUG)
     predict = runtime.predict
@@ -327,7 +331,15 @@ def _serve(channel: Channel, runtime: Runtime, state: _State) -> int:
         started = time.perf_counter() if debug else 0.0
         try:
             inputs, params = decode_tensor_set(payload)
-            outputs = predict(inputs, params)
+            seqs = None
+            if params and ("berth_sequences" in params or "berth_sequence_drop" in params):
+                params = dict(params)
+                seqs = sequences.take(inputs, params)
+            runtime.sequences = seqs
+            try:
+                outputs = predict(inputs, params)
+            finally:
+                sequences.finish(seqs)
             if not isinstance(outputs, Mapping):
                 raise InvalidOutput(
                     f"predict returned a {type(outputs).__name__}; return a dict mapping "
@@ -402,7 +414,7 @@ def main() -> int:
             ready["platform"],
             time.monotonic() - started,
         )
-        return _serve(channel, runtime, state)
+        return _serve(channel, runtime, state, entry)
     except ProtocolError as e:
         log.error("worker protocol error: %s", e)
         return 1

@@ -49,6 +49,9 @@ typedef struct berth_model_config {
   berth_tensor_spec *outputs;  /* owned array or NULL */
   size_t n_outputs;
   bool outputs_declared;
+  uint64_t seq_idle_us;     /* sequence_batching.max_sequence_idle_microseconds
+                               (only when the entry has sequence_batching) */
+  uint32_t seq_max_sequences; /* sequence_batching.max_sequences */
   double payload_log_rate;  /* payload_log.rate: share of requests written
                                to the payload log, 0..1, default 0 */
   json_t *entry;            /* owned reference: the whole validated model

@@ -202,6 +202,36 @@ static const berth_config_field berth_config_tensor_fields[] = {
 };
 #undef BERTH_CF_T
 
+/* sequence_batching (docs/batching.md): the engine reads the idle timeout
+ * and the bound; strategy and control_inputs are read from the entry. */
+static const char *const berth_config_seq_strategies[] = {"direct", "oldest",
+                                                          NULL};
+static const berth_config_field berth_config_seq_control_fields[] = {
+    {.key = "start", .kind = BERTH_CF_OPT_STRING, .def = "null", BERTH_CF_NONE},
+    {.key = "end", .kind = BERTH_CF_OPT_STRING, .def = "null", BERTH_CF_NONE},
+    {.key = "ready", .kind = BERTH_CF_OPT_STRING, .def = "null", BERTH_CF_NONE},
+    {.key = "corrid", .kind = BERTH_CF_OPT_STRING, .def = "null",
+     BERTH_CF_NONE},
+};
+static const berth_config_table berth_config_seq_control =
+    BERTH_CF_TABLE(berth_config_seq_control_fields);
+static const berth_config_field berth_config_seq_fields[] = {
+    {.key = "max_sequence_idle_microseconds", .kind = BERTH_CF_UINT,
+     .def = "1000000", .slot = BERTH_CF_OFF(berth_model_config, seq_idle_us),
+     .size = BERTH_CF_SIZE(berth_model_config, seq_idle_us), .imin = 0,
+     .imax = INT64_C(86400000000)},
+    {.key = "max_sequences", .kind = BERTH_CF_UINT, .def = "1024",
+     .slot = BERTH_CF_OFF(berth_model_config, seq_max_sequences),
+     .size = BERTH_CF_SIZE(berth_model_config, seq_max_sequences), .imin = 1,
+     .imax = 1000000},
+    {.key = "strategy", .kind = BERTH_CF_ENUM, .def = "\"direct\"",
+     BERTH_CF_NONE, .choices = berth_config_seq_strategies},
+    {.key = "control_inputs", .kind = BERTH_CF_SECTION, .def = "{}",
+     BERTH_CF_NONE, .sub = &berth_config_seq_control},
+};
+static const berth_config_table berth_config_seq =
+    BERTH_CF_TABLE(berth_config_seq_fields);
+
 #define BERTH_CF_M berth_model_config
 static const berth_config_field berth_config_model_fields[] = {
     {.key = "name", .kind = BERTH_CF_NAME, .required = true,
@@ -251,6 +281,8 @@ static const berth_config_field berth_config_model_fields[] = {
      .slot = BERTH_CF_OFF(BERTH_CF_M, decoupled)},
     {.key = "payload_log", .kind = BERTH_CF_SECTION, .def = "{}",
      BERTH_CF_NONE, .sub = &berth_config_payload},
+    {.key = "sequence_batching", .kind = BERTH_CF_SECTION, .def = NULL,
+     BERTH_CF_NONE, .sub = &berth_config_seq},
 };
 #undef BERTH_CF_M
 

@@ -121,6 +121,9 @@ struct berth_job {
   bool queued;                /* linked into model's queue */
   bool running;               /* part of a batch on a worker */
   bool answered;              /* done has been called */
+  struct berth_seq *seq;      /* borrowed (sequence.h) or NULL: the live
+                                 sequence it belongs to */
+  bool seq_start, seq_end;    /* its sequence_start / sequence_end */
 };
 
 /* Jobs sent to one worker as one INFER frame. */
@@ -138,6 +141,9 @@ struct berth_batch {
   berth_model *model;
   LIST_ENTRY(berth_batch) link; /* the model's running batches */
   bool listed;                /* linked into model->running */
+  json_t *params;             /* owned or NULL: the parameters sent to the
+                                 worker instead of jobs[0]'s (a sequence
+                                 batch's "sequences" list) */
 };
 
 typedef enum {
@@ -211,6 +217,9 @@ struct berth_model {
   berth_model_metrics metrics;    /* Prometheus (metrics.c) */
   struct berth_pipeline *pipeline; /* non-NULL: this is a pipeline's
                                       stand-in (pipeline.c's own link) */
+  struct berth_seq_table *seqs;   /* owned or NULL: live sequences (made
+                                     at the first sequence request of a
+                                     model with sequence_batching) */
 };
 
 /* Appends a part of the /metrics exposition (Prometheus text) to out;

@@ -8,6 +8,7 @@
 
 #include "engine.h"
 #include "log.h"
+#include "sequence.h"
 
 static void specs_free(berth_tensor_spec *s, size_t n) {
   if (s == NULL)
@@ -77,6 +78,7 @@ int berth_model_init(berth_model *m, berth_engine *e,
 
 int berth_model_reconfigure(berth_model *m, const berth_model_config *cfg,
                             berth_errmsg *err) {
+  berth_sched_sequences_reset(m);
   free(m->platform);
   specs_free(m->inputs, m->n_inputs);
   specs_free(m->outputs, m->n_outputs);
@@ -89,6 +91,8 @@ int berth_model_reconfigure(berth_model *m, const berth_model_config *cfg,
 }
 
 void berth_model_free(berth_model *m) {
+  if (m->seqs != NULL) /* its jobs are gone or never come back */
+    berth_seq_table_orphan(m->seqs);
   free(m->platform);
   specs_free(m->inputs, m->n_inputs);
   specs_free(m->outputs, m->n_outputs);

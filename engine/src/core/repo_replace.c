@@ -94,6 +94,7 @@ static void trade(berth_model *a, berth_model *b) {
 
 static void switch_over(berth_replace *x) {
   berth_model *m = x->m;
+  berth_sched_sequences_reset(m); /* their state is in the old workers */
   trade(m, &x->cand);
   x->spare = x->cand.cfg; /* the old config, freed once its workers exit */
   m->state = BERTH_MODEL_READY;

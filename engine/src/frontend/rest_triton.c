@@ -56,6 +56,60 @@ static json_t *config_tensors(const berth_tensor_spec *s, size_t n,
   return arr;
 }
 
+/* Triton's sequence_batching of a model that has one (docs/batching.md),
+ * or NULL: the idle timeout, the strategy (oldest: max_sequences as its
+ * max_candidate_sequences) and the control inputs the worker fills. */
+static json_t *sequence_config(const berth_model *m) {
+  const berth_model_config *c = m->cfg;
+  json_t *sb = json_object_get(c->entry, "sequence_batching");
+  if (sb == NULL)
+    return NULL;
+  const char *st = json_string_value(json_object_get(sb, "strategy"));
+  bool oldest = st != NULL && strcmp(st, "oldest") == 0;
+  json_t *doc = json_pack("{s:I}", "max_sequence_idle_microseconds",
+                          (json_int_t)c->seq_idle_us);
+  json_t *how = oldest ? json_pack("{s:I, s:I, s:[]}",
+                                   "max_candidate_sequences",
+                                   (json_int_t)c->seq_max_sequences,
+                                   "max_queue_delay_microseconds",
+                                   (json_int_t)c->max_queue_delay_us,
+                                   "preferred_batch_size")
+                       : json_object();
+  json_t *controls = json_array();
+  if (doc == NULL || how == NULL || controls == NULL ||
+      json_object_set_new(doc, oldest ? "oldest" : "direct", how) != 0 ||
+      json_object_set(doc, "control_input", controls) != 0) {
+    json_decref(how);
+    json_decref(controls);
+    json_decref(doc);
+    return NULL;
+  }
+  static const char *const keys[] = {"start", "end", "ready", "corrid"};
+  static const char *const kinds[] = {
+      "CONTROL_SEQUENCE_START", "CONTROL_SEQUENCE_END",
+      "CONTROL_SEQUENCE_READY", "CONTROL_SEQUENCE_CORRID"};
+  json_t *ci = json_object_get(sb, "control_inputs");
+  for (size_t i = 0; i < 4; i++) {
+    const char *name = json_string_value(json_object_get(ci, keys[i]));
+    if (name == NULL)
+      continue;
+    json_t *ctl = i < 3 ? json_pack("{s:s, s:[i,i]}", "kind", kinds[i],
+                                    "int32_false_true", 0, 1)
+                        : json_pack("{s:s, s:s}", "kind", kinds[i],
+                                    "data_type", "TYPE_UINT64");
+    json_t *one = ctl ? json_pack("{s:s, s:[o]}", "name", name, "control",
+                                  ctl)
+                      : NULL;
+    if (one == NULL || json_array_append_new(controls, one) != 0) {
+      json_decref(controls);
+      json_decref(doc);
+      return NULL;
+    }
+  }
+  json_decref(controls);
+  return doc;
+}
+
 void berth_rest_model_config(berth_engine *e, berth_http_req *req,
                              berth_model *m) {
   const berth_model_config *c = m->cfg;
@@ -69,7 +123,12 @@ void berth_rest_model_config(berth_engine *e, berth_http_req *req,
       "name", c->name, "count", (json_int_t)(m->instances ? m->instances : 1),
       "kind", "KIND_CPU", "model_transaction_policy", "decoupled",
       (int)m->decoupled);
-  if (doc != NULL && mbs > 0) {
+  json_t *seq = doc != NULL ? sequence_config(m) : NULL;
+  if (seq != NULL && json_object_set_new(doc, "sequence_batching", seq) != 0) {
+    json_decref(doc);
+    doc = NULL;
+  }
+  if (doc != NULL && mbs > 0 && seq == NULL) {
     json_t *pref = json_array();
     for (uint32_t i = 0; pref != NULL && i < c->n_preferred_batch_sizes; i++)
       json_array_append_new(pref, json_integer(c->preferred_batch_sizes[i]));

@@ -24,6 +24,7 @@
 
 #include "engine.h"
 #include "log.h"
+#include "sequence.h"
 
 #define SCAN_LIMIT 128 /* queued requests the batcher looks at per batch */
 
@@ -103,6 +104,10 @@ void berth_job_release_now(berth_job *j) {
 }
 
 static void job_release(berth_job *j) {
+  if (j->seq != NULL) {
+    berth_seq_job_done(j->seq, uv_hrtime());
+    j->seq = NULL;
+  }
   if (j->deadline_ns != 0 && j->model->engine->sched.deadline_jobs > 0)
     j->model->engine->sched.deadline_jobs--;
   berth_job_release_now(j);
@@ -116,6 +121,81 @@ static void job_finish(berth_job *j, int status, const char *msg) {
 /* ---- submit ------------------------------------------------------------- */
 
 static void on_deadline_sweep(uv_timer_t *t);
+
+/* ---- sequences (sequence.h; docs/batching.md) ----------------------- */
+
+static void on_seq_sweep(uv_timer_t *t);
+
+/* Reads sequence_id, sequence_start and sequence_end (sequence.h), admits
+ * the request into its sequence and takes the keys out of the parameters
+ * (so that requests of different sequences can share a batch). */
+static int read_sequence(berth_model *m, berth_job *job, berth_errmsg *err) {
+  berth_seq_req r;
+  json_t *sb = json_object_get(m->cfg->entry, "sequence_batching");
+  int rc = berth_seq_parse(job->req.parameters, m->cfg->name, sb != NULL, &r,
+                           err);
+  if (rc != BERTH_OK || sb == NULL)
+    return rc;
+  if (m->seqs == NULL)
+    m->seqs = berth_seq_table_new(sb, m->n_workers, m->max_batch_size,
+                                  m->cfg->seq_max_sequences,
+                                  m->cfg->seq_idle_us * 1000u);
+  rc = m->seqs != NULL ? berth_seq_admit(m->seqs, &r, job->enqueued_ns,
+                                         m->cfg->name, &job->seq, err)
+                       : berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  if (rc != BERTH_OK)
+    return rc;
+  job->seq_start = r.start;
+  job->seq_end = r.end;
+  job->priority = BERTH_PRIORITY_NORMAL; /* one queue keeps their order */
+  berth_seq_strip(job->req.parameters);
+  if (json_object_size(job->req.parameters) == 0) {
+    json_decref(job->req.parameters);
+    job->req.parameters = NULL;
+  }
+  uv_timer_t *sweep = &m->engine->sched.seq_timer;
+  uint64_t every_ms = m->seqs->idle_ns / 10000000u; /* a tenth, 1..100 ms */
+  every_ms = every_ms < 1 ? 1 : every_ms > 100 ? 100 : every_ms;
+  if (m->seqs->idle_ns > 0 && !uv_is_active((uv_handle_t *)sweep))
+    uv_timer_start(sweep, on_seq_sweep, every_ms, every_ms);
+  return BERTH_OK;
+}
+
+static void on_seq_sweep(uv_timer_t *t) {
+  berth_engine *e = t->data;
+  uint64_t now = uv_hrtime();
+  size_t live = 0;
+  for (size_t i = 0; i < e->n_models; i++) {
+    berth_seq_table *st = e->models[i]->seqs;
+    if (st == NULL)
+      continue;
+    size_t n = berth_seq_expire(st, now);
+    if (n > 0)
+      berth_logf(BERTH_LOG_INFO, "model '%s': %zu idle sequence(s) expired",
+                e->models[i]->cfg->name, n);
+    live += st->live;
+  }
+  if (live == 0)
+    uv_timer_stop(t);
+}
+
+/* The worker parameters of a sequence batch: the first job's, with
+ * "berth_sequences" (one entry per job, in row order) and
+ * "berth_sequence_drop" (ids that expired on this instance). */
+static int seq_batch_params(berth_batch *b, size_t inst) {
+  json_t *list = json_array();
+  for (size_t i = 0; list != NULL && i < b->n_jobs; i++) {
+    const berth_job *j = b->jobs[i];
+    if (json_array_append_new(list, berth_seq_batch_entry(
+                                        j->seq, j->seq_start, j->seq_end,
+                                        j->rows)) != 0) {
+      json_decref(list);
+      list = NULL;
+    }
+  }
+  return berth_seq_batch_params(b->model->seqs, inst,
+                                b->jobs[0]->req.parameters, list, &b->params);
+}
 
 /* Reads the request's "priority" and "timeout" parameters. */
 static int read_parameters(berth_model *m, berth_job *job, berth_errmsg *err) {
@@ -213,6 +293,8 @@ int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
     rc = read_rows(m, job, err);
   if (rc == BERTH_OK)
     rc = check_rows(m, job, err);
+  if (rc == BERTH_OK)
+    rc = read_sequence(m, job, err);
   if (rc != BERTH_OK)
     return rc;
   queue_push(m, job, false);
@@ -232,11 +314,54 @@ bool berth_sched_cancel(berth_job *job) {
   if (!job->queued)
     return false;
   queue_unlink(job->model, job);
+  if (job->seq != NULL) {
+    berth_seq_job_cancelled(job->seq);
+    job->seq = NULL;
+  }
   if (job->model->inflight > 0)
     job->model->inflight--; /* never answered: the client left */
   if (job->deadline_ns != 0 && job->model->engine->sched.deadline_jobs > 0)
     job->model->engine->sched.deadline_jobs--;
   return true;
+}
+
+/* Fails the queued requests of sequences whose state was lost. */
+static void fail_lost(berth_model *m) {
+  char msg[300];
+  snprintf(msg, sizeof msg,
+           "the worker of model '%s' that held this sequence's state "
+           "exited; start the sequence again (sequence_start true)",
+           m->cfg->name);
+  for (unsigned p = 0; p < BERTH_PRIORITY_LEVELS; p++) {
+    berth_job *j = TAILQ_FIRST(&m->queue[p]);
+    while (j != NULL) {
+      berth_job *next = TAILQ_NEXT(j, link);
+      if (j->seq != NULL && j->seq->lost) {
+        queue_unlink(m, j);
+        job_finish(j, BERTH_E_WORKER_DIED, msg);
+      }
+      j = next;
+    }
+  }
+}
+
+void berth_sched_worker_lost(berth_model *m, berth_worker *w) {
+  size_t inst = 0;
+  while (inst < m->n_workers && m->workers[inst] != w)
+    inst++;
+  if (m->seqs != NULL && berth_seq_lose_instance(m->seqs, inst) > 0)
+    fail_lost(m);
+}
+
+void berth_sched_sequences_reset(berth_model *m) {
+  berth_seq_table *t = m->seqs;
+  if (t == NULL)
+    return;
+  m->seqs = NULL; /* the next sequence request makes a new table */
+  for (size_t i = 0; i < t->instances; i++)
+    (void)berth_seq_lose_instance(t, i);
+  fail_lost(m);
+  berth_seq_table_orphan(t);
 }
 
 void berth_sched_fail_queued(berth_model *m, int status, const char *msg) {
@@ -374,6 +499,8 @@ static berth_batch *batch_new(berth_model *m, size_t cap) {
 
 static void batch_add(berth_batch *b, berth_job *j) {
   queue_unlink(b->model, j);
+  if (j->seq != NULL)
+    berth_seq_running(j->seq);
   b->jobs[b->n_jobs++] = j;
   if (j->rows >= 0) {
     if (b->rows < 0)
@@ -383,9 +510,25 @@ static void batch_add(berth_batch *b, berth_job *j) {
   }
 }
 
-/* Takes the next batch from the queue (at least one job). */
-static berth_batch *take_batch(berth_model *m) {
-  berth_job *first = queue_first(m);
+static bool eligible(const berth_model *m, const berth_job *j, size_t inst) {
+  return m->seqs == NULL || j->seq == NULL || berth_seq_eligible(j->seq, inst);
+}
+
+/* The oldest queued job that instance inst may run now, or NULL. */
+static berth_job *seq_first(berth_model *m, size_t inst) {
+  for (unsigned p = 0; p < BERTH_PRIORITY_LEVELS; p++) {
+    berth_job *j;
+    TAILQ_FOREACH(j, &m->queue[p], link)
+    if (eligible(m, j, inst))
+      return j;
+  }
+  return NULL;
+}
+
+/* Takes the next batch from the queue, starting with first, for worker
+ * instance inst (sequence models: only its sequences, one request each). */
+static berth_batch *take_batch(berth_model *m, berth_job *first,
+                               size_t inst) {
   /* A decoupled model's responses belong to one request: never batched. */
   size_t cap = first->rows > 0 && m->max_batch_size > 0 && !m->decoupled
                    ? SCAN_LIMIT : 1;
@@ -401,7 +544,8 @@ static berth_batch *take_batch(berth_model *m) {
       while (j != NULL && b->rows < max && b->n_jobs < cap &&
              scanned++ < SCAN_LIMIT) {
         berth_job *next = TAILQ_NEXT(j, link);
-        if (j->rows <= max - b->rows && compatible(first, j))
+        if (j->rows <= max - b->rows && eligible(m, j, inst) &&
+            compatible(first, j))
           batch_add(b, j);
         j = next;
       }
@@ -411,6 +555,8 @@ static berth_batch *take_batch(berth_model *m) {
     while (target > 0 && b->rows > target && b->n_jobs > 1) {
       berth_job *j = b->jobs[--b->n_jobs];
       b->rows -= j->rows;
+      if (j->seq != NULL)
+        j->seq->busy = false;
       queue_push(m, j, true);
     }
   }
@@ -423,7 +569,8 @@ static berth_batch *take_batch(berth_model *m) {
   }
   b->formed_ns = now;
   b->id = ++m->engine->next_batch_id;
-  if (b->n_jobs > 1 && concat_inputs(b) != BERTH_OK) {
+  if ((b->n_jobs > 1 && concat_inputs(b) != BERTH_OK) ||
+      (m->seqs != NULL && seq_batch_params(b, inst) != BERTH_OK)) {
     berth_batch_fail(b, BERTH_E_NOMEM, "out of memory while forming a batch");
     return NULL;
   }
@@ -446,7 +593,33 @@ static void answer_zero_rows(berth_model *m, berth_job *j) {
   berth_infer_response_clear(&resp);
 }
 
+static void send_batch(berth_model *m, berth_worker *w, berth_batch *b) {
+  LIST_INSERT_HEAD(&m->running, b, link);
+  b->listed = true;
+  m->stats.execution_count++;
+  BERTH_OBSERVE(&m->engine->observers, batch_sent, b);
+  berth_worker_run(w, b);
+}
+
+/* A sequence model: each idle instance takes the oldest requests of the
+ * sequences pinned to it whose previous request is done. */
+static void dispatch_sequences(berth_model *m) {
+  if (!berth_batcher_ready(m, uv_hrtime()))
+    return;
+  for (size_t i = 0; i < m->n_workers && m->q_len > 0; i++) {
+    berth_worker *w = berth_supervisor_idle_worker_at(m, i);
+    berth_job *first = w != NULL ? seq_first(m, i) : NULL;
+    berth_batch *b = first != NULL ? take_batch(m, first, i) : NULL;
+    if (b != NULL)
+      send_batch(m, w, b);
+  }
+}
+
 void berth_sched_dispatch(berth_model *m) {
+  if (m->seqs != NULL) {
+    dispatch_sequences(m);
+    return;
+  }
   while (m->q_len > 0) {
     berth_job *first = queue_first(m);
     if (first->rows == 0) {
@@ -456,14 +629,10 @@ void berth_sched_dispatch(berth_model *m) {
     berth_worker *w = berth_supervisor_idle_worker(m);
     if (w == NULL || !berth_batcher_ready(m, uv_hrtime()))
       return;
-    berth_batch *b = take_batch(m);
+    berth_batch *b = take_batch(m, first, 0);
     if (b == NULL)
       continue; /* its jobs were failed */
-    LIST_INSERT_HEAD(&m->running, b, link);
-    b->listed = true;
-    m->stats.execution_count++;
-    BERTH_OBSERVE(&m->engine->observers, batch_sent, b);
-    berth_worker_run(w, b);
+    send_batch(m, w, b);
   }
 }
 
@@ -475,6 +644,7 @@ void berth_batch_free(berth_batch *b) {
   if (b->listed)
     LIST_REMOVE(b, link);
   berth_tensors_free(b->inputs, b->n_inputs);
+  json_decref(b->params);
   free(b->jobs);
   free(b);
 }
@@ -618,8 +788,11 @@ void berth_sched_close(berth_model *m) { berth_batcher_close(m); }
 void berth_sched_engine_init(berth_engine *e) {
   uv_timer_init(e->loop, &e->sched.deadline_timer);
   e->sched.deadline_timer.data = e;
+  uv_timer_init(e->loop, &e->sched.seq_timer);
+  e->sched.seq_timer.data = e;
 }
 
 void berth_sched_engine_close(berth_engine *e) {
   uv_close((uv_handle_t *)&e->sched.deadline_timer, timer_closed);
+  uv_close((uv_handle_t *)&e->sched.seq_timer, timer_closed);
 }

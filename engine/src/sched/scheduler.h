@@ -29,6 +29,7 @@ typedef struct berth_worker berth_worker;
 typedef struct berth_sched_state {
   size_t deadline_jobs;           /* queued or running jobs with a deadline */
   uv_timer_t deadline_timer;      /* sweeps expired jobs while any exist */
+  uv_timer_t seq_timer;           /* expires idle sequences while any live */
 } berth_sched_state;
 
 /* Queues a job (BERTH_E_OVERLOAD when the queue is full) and dispatches. */
@@ -44,6 +45,13 @@ void berth_sched_init(berth_model *m);
 void berth_sched_close(berth_model *m);
 void berth_sched_engine_init(berth_engine *e);
 void berth_sched_engine_close(berth_engine *e);
+/* Worker w of m exited: the sequences pinned to it lost their state; they
+ * end, and their queued requests fail (sequence batching only). */
+void berth_sched_worker_lost(berth_model *m, berth_worker *w);
+/* m gets new workers (a replaced or reloaded config): every sequence
+ * ends as in berth_sched_worker_lost, and the next one is counted against
+ * the new config. */
+void berth_sched_sequences_reset(berth_model *m);
 /* Fails every queued job of m with status and msg. */
 void berth_sched_fail_queued(berth_model *m, int status, const char *msg);
 /* Completes every job of a batch with an error and frees the batch. */

@@ -464,6 +464,7 @@ static void proc_lost(worker_proc *p) {
     w->batch = NULL;
     berth_batch_fail(b, BERTH_E_WORKER_DIED, msg);
   }
+  berth_sched_worker_lost(m, w);
   bool stopping = e->stopping || e->draining || was == W_STOPPING;
   berth_restart_plan plan = restart_plan(w, stopping, was == W_FAILED);
   if (stopping) {
@@ -715,6 +716,11 @@ berth_worker *berth_supervisor_idle_worker(berth_model *m) {
   return NULL;
 }
 
+berth_worker *berth_supervisor_idle_worker_at(berth_model *m, size_t i) {
+  return i < m->n_workers && m->workers[i]->state == W_IDLE ? m->workers[i]
+                                                            : NULL;
+}
+
 void berth_worker_run(berth_worker *w, berth_batch *b) {
   berth_model *m = w->model;
   /* A batch of several jobs carries its concatenated inputs; a batch of
@@ -724,8 +730,9 @@ void berth_worker_run(berth_worker *w, berth_batch *b) {
   size_t n_ins = b->inputs ? b->n_inputs : r->n_inputs;
   char *params = NULL;
   size_t plen = 0;
-  if (r->parameters != NULL) {
-    params = json_dumps(r->parameters, JSON_COMPACT);
+  const json_t *sent = b->params != NULL ? b->params : r->parameters;
+  if (sent != NULL) {
+    params = json_dumps(sent, JSON_COMPACT);
     plen = params ? strlen(params) : 0;
   }
   size_t size = 0;

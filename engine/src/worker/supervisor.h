@@ -42,6 +42,8 @@ double berth_supervisor_rss(const berth_model *m);
 int berth_supervisor_start(berth_model *m, berth_errmsg *err);
 /* An idle, ready worker of m, or NULL. */
 berth_worker *berth_supervisor_idle_worker(berth_model *m);
+/* m's worker instance i when it is idle and ready, else NULL. */
+berth_worker *berth_supervisor_idle_worker_at(berth_model *m, size_t i);
 /* Sends a batch to an idle worker, which takes ownership of it. On failure
  * the batch's jobs are failed and the worker is restarted. */
 void berth_worker_run(berth_worker *w, berth_batch *b);

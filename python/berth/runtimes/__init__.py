@@ -64,6 +64,9 @@ class Runtime(abc.ABC):
     def __init__(self) -> None:
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
+        #: The current batch's sequences (berth.sequences.Sequence, one per
+        #: request) for a model with sequence_batching, else None.
+        self.sequences: list[Any] | None = None
 
     @abc.abstractmethod
     def load(self, entry: Mapping[str, Any]) -> None:

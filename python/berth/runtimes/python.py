@@ -192,6 +192,10 @@ class PythonRuntime(Runtime):
             _takes_parameters(model.predict),
             _takes_parameters(model.postprocess),
         )
+        try:
+            self.pass_sequences = "sequences" in inspect.signature(model.predict).parameters
+        except (TypeError, ValueError):
+            self.pass_sequences = False
 
     def predict(
         self, inputs: dict[str, np.ndarray], parameters: Mapping[str, Any] | None = None
@@ -202,7 +206,10 @@ class PythonRuntime(Runtime):
         call: Any = model.preprocess
         inputs = call(inputs, parameters=params) if pre else call(inputs)
         call = model.predict
-        outputs = call(inputs, parameters=params) if run else call(inputs)
+        kw: dict[str, Any] = {"parameters": params} if run else {}
+        if self.pass_sequences:
+            kw["sequences"] = self.sequences
+        outputs = call(inputs, **kw)
         call = model.postprocess
         return call(outputs, parameters=params) if post else call(outputs)  # type: ignore[no-any-return]
 
