@@ -49,9 +49,9 @@ static void check_round_trip(const berth_infer_request *req) {
       head > out.len)
     __builtin_trap();
   json_t *doc = json_loadb(out.data, head, JSON_ALLOW_NUL, NULL);
-  json_t *again = doc ? json_pack("{s:O}", "inputs",
-                                  json_object_get(doc, "outputs"))
-                      : NULL;
+  json_t *again =
+      doc ? json_pack("{s:O}", "inputs", json_object_get(doc, "outputs"))
+          : NULL;
   char *text = again ? json_dumps(again, JSON_COMPACT) : NULL;
   if (text == NULL)
     __builtin_trap();
@@ -106,8 +106,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memcpy(body, data + 2, body_len);
   berth_infer_request req;
   berth_errmsg err;
-  if (berth_binary_decode_infer_request(body, body_len, head_len, &limits,
-                                        &req, &err) == BERTH_OK) {
+  if (berth_binary_decode_infer_request(body, body_len, head_len, &limits, &req,
+                                        &err) == BERTH_OK) {
     for (size_t i = 0; i < req.n_inputs; i++) {
       const berth_tensor *t = &req.inputs[i];
       if (berth_tensor_check(t, &err) != BERTH_OK)

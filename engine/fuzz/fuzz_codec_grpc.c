@@ -21,13 +21,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const berth_grpc_limits limits = {16, 1 << 16, 1 << 20};
 
-static bool same_tensors(const berth_infer_request *a, const berth_infer_request *b) {
+static bool same_tensors(const berth_infer_request *a,
+                         const berth_infer_request *b) {
   if (a->n_inputs != b->n_inputs)
     return false;
   for (size_t i = 0; i < a->n_inputs; i++) {
     const berth_tensor *x = &a->inputs[i], *y = &b->inputs[i];
-    if (strcmp(x->name, y->name) != 0 || x->dtype != y->dtype || x->ndim != y->ndim ||
-        x->nbytes != y->nbytes ||
+    if (strcmp(x->name, y->name) != 0 || x->dtype != y->dtype ||
+        x->ndim != y->ndim || x->nbytes != y->nbytes ||
         memcmp(x->shape, y->shape, x->ndim * sizeof x->shape[0]) != 0 ||
         (x->nbytes > 0 && memcmp(x->data, y->data, x->nbytes) != 0))
       return false;
@@ -45,10 +46,11 @@ static void check_round_trip(const berth_infer_request *req) {
   berth_buf out;
   berth_buf_init(&out, 1 << 22);
   berth_errmsg err;
-  if (berth_grpc_encode_infer_response(&a, &out, &err) != BERTH_OK || out.len < 5)
+  if (berth_grpc_encode_infer_response(&a, &out, &err) != BERTH_OK ||
+      out.len < 5)
     __builtin_trap();
-  Inference__ModelInferResponse *m =
-      inference__model_infer_response__unpack(NULL, out.len - 5, (uint8_t *)out.data + 5);
+  Inference__ModelInferResponse *m = inference__model_infer_response__unpack(
+      NULL, out.len - 5, (uint8_t *)out.data + 5);
   if (m == NULL || m->n_outputs != req->n_inputs ||
       m->n_raw_output_contents != req->n_inputs)
     __builtin_trap();
@@ -79,7 +81,8 @@ static void check_round_trip(const berth_infer_request *req) {
   berth_grpc_target t;
   berth_infer_request again;
   if (req->n_inputs > 0) {
-    if (berth_grpc_decode_infer_request(buf, len, &limits, &t, &again, &err) != BERTH_OK ||
+    if (berth_grpc_decode_infer_request(buf, len, &limits, &t, &again, &err) !=
+            BERTH_OK ||
         !same_tensors(req, &again))
       __builtin_trap();
     berth_infer_request_clear(&again);
@@ -114,7 +117,8 @@ static void check_reader(const uint8_t *data, size_t size) {
   berth_grpc_reader_init(&b, 4096);
   /* the call's grpc-encoding, from the last byte: compressed messages are
    * inflated (to at most the limit) */
-  berth_encoding enc = size > 0 ? (berth_encoding)(data[size - 1] % 3) : BERTH_ENC_IDENTITY;
+  berth_encoding enc =
+      size > 0 ? (berth_encoding)(data[size - 1] % 3) : BERTH_ENC_IDENTITY;
   a.encoding = b.encoding = enc;
   tally ta = {0, 0}, tb = {0, 0};
   berth_errmsg err;
@@ -125,7 +129,8 @@ static void check_reader(const uint8_t *data, size_t size) {
     rb = berth_grpc_reader_feed(&b, data + off, n, count, &tb, &err);
   }
   if (ra != rb || ta.n != tb.n || ta.sum != tb.sum ||
-      (ra == BERTH_OK && berth_grpc_reader_held(&a) != berth_grpc_reader_held(&b)))
+      (ra == BERTH_OK &&
+       berth_grpc_reader_held(&a) != berth_grpc_reader_held(&b)))
     __builtin_trap();
   berth_grpc_reader_free(&a);
   berth_grpc_reader_free(&b);

@@ -40,7 +40,8 @@ static void check_string(const uint8_t *data, size_t size) {
 
 /* Re-reads an encoded response's outputs as request inputs; they must
  * decode to the bytes of the original tensors. */
-static void check_round_trip(const berth_buf *b, const berth_infer_request *req) {
+static void check_round_trip(const berth_buf *b,
+                             const berth_infer_request *req) {
   json_t *doc = json_loadb(b->data, b->len, JSON_ALLOW_NUL, NULL);
   if (doc == NULL)
     __builtin_trap();

@@ -29,8 +29,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       abort();
     char *z = NULL, *back = NULL;
     size_t zn = 0, bn = 0;
-    if (berth_deflate(enc, (const uint8_t *)out, n, &z, &zn, &err) == BERTH_OK &&
-        berth_inflate(enc, (const uint8_t *)z, zn, limit, &back, &bn, &err) == BERTH_OK &&
+    if (berth_deflate(enc, (const uint8_t *)out, n, &z, &zn, &err) ==
+            BERTH_OK &&
+        berth_inflate(enc, (const uint8_t *)z, zn, limit, &back, &bn, &err) ==
+            BERTH_OK &&
         (bn != n || (n > 0 && memcmp(back, out, n) != 0)))
       abort();
     free(z);

@@ -22,8 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   berth_config c;
   if (berth_config_parse((const char *)data, size, &c, &err) == BERTH_OK) {
-    size_t total = strlen(c.host) + strlen(c.log_level) +
-                   strlen(c.log_format);
+    size_t total = strlen(c.host) + strlen(c.log_level) + strlen(c.log_format);
     for (size_t i = 0; i < c.worker_argc; i++)
       total += strlen(c.worker_command[i]);
     for (size_t i = 0; i < c.n_models; i++) {

@@ -15,12 +15,14 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check_files(const Grpc__Reflection__V1__FileDescriptorResponse *fd) {
+static void
+check_files(const Grpc__Reflection__V1__FileDescriptorResponse *fd) {
   if (fd == NULL || fd->n_file_descriptor_proto == 0)
     __builtin_trap();
   const ProtobufCBinaryData *first = &fd->file_descriptor_proto[0];
   size_t k = 0;
-  while (k < berth_reflect_n_files && berth_reflect_files[k].data != first->data &&
+  while (k < berth_reflect_n_files &&
+         berth_reflect_files[k].data != first->data &&
          !(berth_reflect_files[k].len == first->len &&
            memcmp(berth_reflect_files[k].data, first->data, first->len) == 0))
     k++;
@@ -45,7 +47,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     __builtin_trap();
   Grpc__Reflection__V1__ServerReflectionResponse *m =
       grpc__reflection__v1__server_reflection_response__unpack(
-          NULL, out.len - BERTH_GRPC_PREFIX, (const uint8_t *)out.data + BERTH_GRPC_PREFIX);
+          NULL, out.len - BERTH_GRPC_PREFIX,
+          (const uint8_t *)out.data + BERTH_GRPC_PREFIX);
   if (m == NULL || m->original_request == NULL)
     __builtin_trap();
   switch (m->message_response_case) {

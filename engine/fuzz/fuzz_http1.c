@@ -23,8 +23,9 @@ static uint64_t mix(uint64_t h, const void *p, size_t n) {
 
 static uint64_t digest(const berth_h1_request *r, const berth_h1_limits *lim) {
   uint64_t h = 1469598103934665603ull;
-  if (r->method_len == 0 || r->target_len == 0 || r->n_headers > lim->max_headers ||
-      r->body_len > lim->max_body_bytes || (r->version_minor != 0 && r->version_minor != 1))
+  if (r->method_len == 0 || r->target_len == 0 ||
+      r->n_headers > lim->max_headers || r->body_len > lim->max_body_bytes ||
+      (r->version_minor != 0 && r->version_minor != 1))
     __builtin_trap();
   h = mix(h, r->method, r->method_len);
   h = mix(h, r->target, r->target_len);
@@ -61,7 +62,8 @@ static uint64_t run(const uint8_t *data, size_t size, size_t step,
     size_t used = 0;
     int status = 0;
     berth_errmsg err;
-    int rc = berth_h1_parse(p, (const char *)data + off, n, &used, &status, &err);
+    int rc =
+        berth_h1_parse(p, (const char *)data + off, n, &used, &status, &err);
     if (used > n)
       __builtin_trap();
     off += used;
@@ -115,10 +117,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   bool take = (ctl & 8) != 0;
   berth_h1_limits lim;
   if (ctl & 0x10) {
-    lim = (berth_h1_limits){.max_head_bytes = 64, .max_headers = 3, .max_body_bytes = 16};
+    lim = (berth_h1_limits){
+        .max_head_bytes = 64, .max_headers = 3, .max_body_bytes = 16};
   } else {
-    lim = (berth_h1_limits){.max_head_bytes = 4096, .max_headers = 32,
-                            .max_body_bytes = 4096};
+    lim = (berth_h1_limits){
+        .max_head_bytes = 4096, .max_headers = 32, .max_body_bytes = 4096};
   }
   uint64_t a = run(data, size, step, &lim, take);
   uint64_t b = run(data, size, 0, &lim, !take);

@@ -23,10 +23,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char *some[] = {"berth.internal", "*.example.com", "https://app.example",
                   "null", NULL};
   berth_http_guard g0 = {.allowed_hosts = none, .cors_origins = none};
-  berth_http_guard g1 = {.allowed_hosts = any, .n_allowed_hosts = 1,
-                         .cors_origins = any, .n_cors_origins = 1};
-  berth_http_guard g2 = {.allowed_hosts = some, .n_allowed_hosts = 4,
-                         .cors_origins = some, .n_cors_origins = 4};
+  berth_http_guard g1 = {.allowed_hosts = any,
+                         .n_allowed_hosts = 1,
+                         .cors_origins = any,
+                         .n_cors_origins = 1};
+  berth_http_guard g2 = {.allowed_hosts = some,
+                         .n_allowed_hosts = 4,
+                         .cors_origins = some,
+                         .n_cors_origins = 4};
   bool h0 = berth_guard_host_ok(&g0, a, an);
   bool h1 = berth_guard_host_ok(&g1, a, an);
   bool h2 = berth_guard_host_ok(&g2, a, an);

@@ -16,8 +16,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 typedef struct {
-  const char *text;   /* the input after the two control bytes */
-  size_t len, pos;    /* where the reference splitting is */
+  const char *text; /* the input after the two control bytes */
+  size_t len, pos;  /* where the reference splitting is */
   size_t limit;
 } expect_ctx;
 
@@ -43,7 +43,8 @@ static void check_line(void *arg, const char *line, size_t len, bool cut) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 2)
     return 0;
-  expect_ctx x = {.text = (const char *)data + 2, .len = size - 2,
+  expect_ctx x = {.text = (const char *)data + 2,
+                  .len = size - 2,
                   .limit = (size_t)(data[0] % 64) + 1};
   size_t piece = (size_t)data[1] % 17 + 1;
   berth_line_splitter sp;

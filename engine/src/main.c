@@ -28,22 +28,23 @@
  * order, so a job's answer reaches metrics, then tracing, the payload log
  * and the dashboard; the frontends start listening last. */
 static const berth_module *const modules[] = {
-    &berth_router_module, &berth_pipeline_module, &berth_metrics_module, &berth_trace_module,
-    &berth_payload_log_module, &berth_ui_module, &berth_shm_module, &berth_rest_module,
-    &berth_grpc_module,
+    &berth_router_module, &berth_pipeline_module,    &berth_metrics_module,
+    &berth_trace_module,  &berth_payload_log_module, &berth_ui_module,
+    &berth_shm_module,    &berth_rest_module,        &berth_grpc_module,
 };
 
 #define MAX_CONFIG_BYTES (16u << 20)
 
 static void usage(FILE *to) {
-  fprintf(to,
-          "usage: berthd --config FILE | --config-fd N\n"
-          "       berthd --version\n"
-          "       berthd --print-limits\n\n"
-          "Runs the Berth inference engine with the given configuration\n"
-          "(YAML or JSON; schema in docs/configuration.md). Most users start\n"
-          "it through `berth serve`, which builds the configuration.\n"
-          "--print-limits prints the configuration's keys and bounds as JSON.\n");
+  fprintf(
+      to,
+      "usage: berthd --config FILE | --config-fd N\n"
+      "       berthd --version\n"
+      "       berthd --print-limits\n\n"
+      "Runs the Berth inference engine with the given configuration\n"
+      "(YAML or JSON; schema in docs/configuration.md). Most users start\n"
+      "it through `berth serve`, which builds the configuration.\n"
+      "--print-limits prints the configuration's keys and bounds as JSON.\n");
 }
 
 static int read_all(int fd, berth_buf *out, berth_errmsg *err) {
@@ -122,7 +123,8 @@ int main(int argc, char **argv) {
     printf("berthd %s\n", BERTH_VERSION);
     return 0;
   }
-  if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+  if (argc == 2 &&
+      (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
     usage(stdout);
     return 0;
   }

@@ -31,19 +31,24 @@ int berth_binary_parse_head_length(const char *v, size_t vlen, size_t body_len,
                                    size_t *head_len, berth_errmsg *err) {
   size_t n = 0;
   if (vlen == 0 || vlen > 19)
-    return berth_errf(err, BERTH_E_INVALID, "Inference-Header-Content-Length "
+    return berth_errf(err, BERTH_E_INVALID,
+                      "Inference-Header-Content-Length "
                       "must be the JSON head's length in bytes (a decimal "
                       "number)");
   for (size_t i = 0; i < vlen; i++) {
     if (v[i] < '0' || v[i] > '9')
-      return berth_errf(err, BERTH_E_INVALID, "Inference-Header-Content-Length "
+      return berth_errf(err, BERTH_E_INVALID,
+                        "Inference-Header-Content-Length "
                         "must be the JSON head's length in bytes (a decimal "
-                        "number), got '%.*s'", (int)(vlen > 40 ? 40 : vlen), v);
+                        "number), got '%.*s'",
+                        (int)(vlen > 40 ? 40 : vlen), v);
     n = n * 10 + (size_t)(v[i] - '0');
   }
   if (n > body_len)
-    return berth_errf(err, BERTH_E_INVALID, "Inference-Header-Content-Length "
-                      "is %zu but the body has only %zu bytes", n, body_len);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "Inference-Header-Content-Length "
+                      "is %zu but the body has only %zu bytes",
+                      n, body_len);
   *head_len = n;
   return BERTH_OK;
 }
@@ -51,8 +56,7 @@ int berth_binary_parse_head_length(const char *v, size_t vlen, size_t body_len,
 /* ---- decoding --------------------------------------------------------- */
 
 /* Rejects nesting deeper than max before jansson builds anything. */
-static int check_depth(const char *s, size_t n, size_t max,
-                       berth_errmsg *err) {
+static int check_depth(const char *s, size_t n, size_t max, berth_errmsg *err) {
   size_t depth = 0;
   bool in_string = false;
   for (size_t i = 0; i < n; i++) {
@@ -68,8 +72,10 @@ static int check_depth(const char *s, size_t n, size_t max,
       in_string = true;
     } else if (c == '[' || c == '{') {
       if (++depth > max)
-        return berth_errf(err, BERTH_E_INVALID, "JSON head nesting is deeper "
-                          "than %zu levels (byte %zu)", max, i);
+        return berth_errf(err, BERTH_E_INVALID,
+                          "JSON head nesting is deeper "
+                          "than %zu levels (byte %zu)",
+                          max, i);
     } else if ((c == ']' || c == '}') && depth > 0) {
       depth--;
     }
@@ -90,9 +96,10 @@ static int take_name(json_t *in, size_t idx, berth_tensor *t,
   size_t len = json_string_length(v);
   if (!json_is_string(v) || len == 0 || len > NAME_MAX_BYTES ||
       memchr(json_string_value(v), '\0', len) != NULL)
-    return berth_errf(err, BERTH_E_INVALID, "inputs[%zu].name must be a "
-                      "non-empty string of at most %d bytes without NUL", idx,
-                      NAME_MAX_BYTES);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "inputs[%zu].name must be a "
+                      "non-empty string of at most %d bytes without NUL",
+                      idx, NAME_MAX_BYTES);
   t->name = malloc(len + 1);
   if (t->name == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
@@ -100,31 +107,37 @@ static int take_name(json_t *in, size_t idx, berth_tensor *t,
   return BERTH_OK;
 }
 
-static int take_shape_and_type(json_t *in, berth_tensor *t,
-                               berth_errmsg *err) {
+static int take_shape_and_type(json_t *in, berth_tensor *t, berth_errmsg *err) {
   json_t *shape = json_object_get(in, "shape");
   size_t nd = json_array_size(shape);
   if (!json_is_array(shape) || nd > BERTH_MAX_DIMS)
-    return berth_errf(err, BERTH_E_INVALID, "input '" QN "': shape must be an "
-                      "array of at most %d non-negative integers", t->name,
-                      BERTH_MAX_DIMS);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "input '" QN "': shape must be an "
+                      "array of at most %d non-negative integers",
+                      t->name, BERTH_MAX_DIMS);
   for (size_t i = 0; i < nd; i++) {
     json_t *d = json_array_get(shape, i);
     if (!json_is_integer(d) || json_integer_value(d) < 0)
-      return berth_errf(err, BERTH_E_INVALID, "input '" QN "': shape must be "
-                        "an array of non-negative integers", t->name);
+      return berth_errf(err, BERTH_E_INVALID,
+                        "input '" QN "': shape must be "
+                        "an array of non-negative integers",
+                        t->name);
     t->shape[i] = json_integer_value(d);
   }
   t->ndim = (uint32_t)nd;
   json_t *dt = json_object_get(in, "datatype");
   if (!json_is_string(dt))
-    return berth_errf(err, BERTH_E_INVALID, "input '" QN "': datatype must be "
-                      "a string", t->name);
-  t->dtype = berth_dtype_from_name(json_string_value(dt),
-                                   json_string_length(dt));
+    return berth_errf(err, BERTH_E_INVALID,
+                      "input '" QN "': datatype must be "
+                      "a string",
+                      t->name);
+  t->dtype =
+      berth_dtype_from_name(json_string_value(dt), json_string_length(dt));
   if (t->dtype == BERTH_DT_INVALID)
-    return berth_errf(err, BERTH_E_INVALID, "input '" QN "': unknown datatype "
-                      "'%.40s'", t->name, json_string_value(dt));
+    return berth_errf(err, BERTH_E_INVALID,
+                      "input '" QN "': unknown datatype "
+                      "'%.40s'",
+                      t->name, json_string_value(dt));
   return BERTH_OK;
 }
 
@@ -145,35 +158,45 @@ static int decode_binary_input(json_t *in, size_t idx, bin_cursor *c,
   if (rc != BERTH_OK)
     return rc;
   if (json_object_get(in, "data") != NULL)
-    return berth_errf(err, BERTH_E_INVALID, "input '" QN "' has both data and "
-                      "parameters.binary_data_size; send one of them", t->name);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "input '" QN "' has both data and "
+                      "parameters.binary_data_size; send one of them",
+                      t->name);
   json_t *sz = binary_size_of(in);
   if (!json_is_integer(sz) || json_integer_value(sz) < 0)
-    return berth_errf(err, BERTH_E_INVALID, "input '" QN "': "
+    return berth_errf(err, BERTH_E_INVALID,
+                      "input '" QN "': "
                       "parameters.binary_data_size must be a non-negative "
-                      "integer", t->name);
+                      "integer",
+                      t->name);
   uint64_t size = (uint64_t)json_integer_value(sz);
   if (size > c->max_tensor_bytes)
-    return berth_errf(err, BERTH_E_TOO_LARGE, "input '" QN "': %llu binary "
-                      "bytes exceed the limit of %zu", t->name,
-                      (unsigned long long)size, c->max_tensor_bytes);
+    return berth_errf(err, BERTH_E_TOO_LARGE,
+                      "input '" QN "': %llu binary "
+                      "bytes exceed the limit of %zu",
+                      t->name, (unsigned long long)size, c->max_tensor_bytes);
   if (size > c->len - c->off)
-    return berth_errf(err, BERTH_E_INVALID, "input '" QN "': binary_data_size "
+    return berth_errf(err, BERTH_E_INVALID,
+                      "input '" QN "': binary_data_size "
                       "is %llu bytes, but only %zu bytes of binary data are "
-                      "left after the previous inputs", t->name,
-                      (unsigned long long)size, c->len - c->off);
+                      "left after the previous inputs",
+                      t->name, (unsigned long long)size, c->len - c->off);
   uint64_t numel;
   if (berth_shape_numel(t->shape, t->ndim, &numel) != BERTH_OK)
-    return berth_errf(err, BERTH_E_INVALID, "input '" QN "': shape has too "
-                      "many elements", t->name);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "input '" QN "': shape has too "
+                      "many elements",
+                      t->name);
   size_t es = berth_dtype_size(t->dtype);
   if (es != 0 && (numel > UINT64_MAX / es || numel * es != size))
-    return berth_errf(err, BERTH_E_INVALID, "input '" QN "': binary_data_size "
-                      "is %llu bytes, but %llu %s elements (its shape) take "
-                      "%llu bytes", t->name, (unsigned long long)size,
-                      (unsigned long long)numel, berth_dtype_name(t->dtype),
-                      numel > UINT64_MAX / es ? 0ull
-                                              : (unsigned long long)(numel * es));
+    return berth_errf(
+        err, BERTH_E_INVALID,
+        "input '" QN "': binary_data_size "
+        "is %llu bytes, but %llu %s elements (its shape) take "
+        "%llu bytes",
+        t->name, (unsigned long long)size, (unsigned long long)numel,
+        berth_dtype_name(t->dtype),
+        numel > UINT64_MAX / es ? 0ull : (unsigned long long)(numel * es));
   t->data = (uint8_t *)(uintptr_t)(c->data + c->off);
   t->nbytes = (size_t)size;
   t->data_borrowed = true;
@@ -235,7 +258,8 @@ int berth_binary_decode_infer_request(const char *body, size_t len,
       lim.max_depth = limits->max_depth;
   }
   if (body == NULL || head_len == 0 || head_len > len)
-    return berth_errf(err, BERTH_E_PARSE, "the request has no JSON head "
+    return berth_errf(err, BERTH_E_PARSE,
+                      "the request has no JSON head "
                       "(Inference-Header-Content-Length is 0 or too large)");
   int rc = check_depth(body, head_len, lim.max_depth, err);
   if (rc != BERTH_OK)
@@ -244,9 +268,11 @@ int berth_binary_decode_infer_request(const char *body, size_t len,
   json_t *root = json_loadb(body, head_len,
                             JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
   if (root == NULL)
-    return berth_errf(err, BERTH_E_PARSE, "the JSON head (the first %zu bytes, "
+    return berth_errf(err, BERTH_E_PARSE,
+                      "the JSON head (the first %zu bytes, "
                       "per Inference-Header-Content-Length) is not valid "
-                      "JSON: %s (byte %d)", head_len, jerr.text, jerr.position);
+                      "JSON: %s (byte %d)",
+                      head_len, jerr.text, jerr.position);
   if (!json_is_object(root)) {
     json_decref(root);
     return berth_errf(err, BERTH_E_INVALID, "the JSON head must be an object");
@@ -261,8 +287,10 @@ int berth_binary_decode_infer_request(const char *body, size_t len,
   char *text = NULL;
   if (n > lim.max_inputs) {
     n = 0;
-    rc = berth_errf(err, BERTH_E_TOO_LARGE, "request has %zu inputs; the "
-                    "limit is %zu", json_array_size(inputs), lim.max_inputs);
+    rc = berth_errf(err, BERTH_E_TOO_LARGE,
+                    "request has %zu inputs; the "
+                    "limit is %zu",
+                    json_array_size(inputs), lim.max_inputs);
     goto done;
   }
   if (n > 0) {
@@ -284,10 +312,11 @@ int berth_binary_decode_infer_request(const char *body, size_t len,
       goto done;
   }
   if (cur.off != cur.len) {
-    rc = berth_errf(err, BERTH_E_INVALID, "the body holds %zu bytes of binary "
+    rc = berth_errf(err, BERTH_E_INVALID,
+                    "the body holds %zu bytes of binary "
                     "data after the JSON head, but the inputs' "
-                    "parameters.binary_data_size add up to %zu", cur.len,
-                    cur.off);
+                    "parameters.binary_data_size add up to %zu",
+                    cur.len, cur.off);
     goto done;
   }
   if (n_bin == 0) {
@@ -329,7 +358,8 @@ int berth_binary_output_prefs(berth_infer_request *req, bool *binary_default,
   json_t *v = json_object_get(req->parameters, "binary_data_output");
   if (v != NULL) {
     if (!json_is_boolean(v))
-      return berth_errf(err, BERTH_E_INVALID, "parameters.binary_data_output "
+      return berth_errf(err, BERTH_E_INVALID,
+                        "parameters.binary_data_output "
                         "must be true or false");
     *binary_default = json_is_true(v);
     json_object_del(req->parameters, "binary_data_output");
@@ -342,13 +372,16 @@ int berth_binary_output_prefs(berth_infer_request *req, bool *binary_default,
     const berth_output_request *o = &req->outputs[i];
     json_t *b = json_object_get(o->parameters, "binary_data");
     if (b != NULL && !json_is_boolean(b))
-      return berth_errf(err, BERTH_E_INVALID, "output '" QN "': "
+      return berth_errf(err, BERTH_E_INVALID,
+                        "output '" QN "': "
                         "parameters.binary_data must be true or false",
                         o->name);
     if (json_object_get(o->parameters, "classification") != NULL)
-      return berth_errf(err, BERTH_E_UNSUPPORTED, "output '" QN "': the "
+      return berth_errf(err, BERTH_E_UNSUPPORTED,
+                        "output '" QN "': the "
                         "classification extension is not supported; request "
-                        "the output itself", o->name);
+                        "the output itself",
+                        o->name);
   }
   return BERTH_OK;
 }
@@ -407,8 +440,10 @@ static int plan_outputs(const berth_infer_request *req, bool dflt,
     const berth_tensor *t =
         all ? &resp->outputs[i] : find_output(resp, req->outputs[i].name);
     if (t == NULL)
-      return berth_errf(err, BERTH_E_INVALID, "requested output '" QN "' is "
-                        "not an output of this model", req->outputs[i].name);
+      return berth_errf(err, BERTH_E_INVALID,
+                        "requested output '" QN "' is "
+                        "not an output of this model",
+                        req->outputs[i].name);
     if (t->name == NULL)
       return berth_errf(err, BERTH_E_INTERNAL, "output %zu has no name", i);
     bool bin = all ? dflt : output_is_binary(&req->outputs[i], dflt);
@@ -457,16 +492,15 @@ static int write_head(const char *model_name, const char *model_version,
 
 /* The JSON outputs as the JSON encoder writes them, comma-separated. */
 static int write_json_outputs(const out_plan *p,
-                              const berth_infer_response *resp,
-                              berth_buf *out, berth_errmsg *err) {
+                              const berth_infer_response *resp, berth_buf *out,
+                              berth_errmsg *err) {
   static const char prefix[] = "{\"outputs\":[";
   berth_infer_request sub = {.outputs = p->json, .n_outputs = p->n_json};
   berth_infer_response bare = *resp;
   bare.parameters = NULL;
   berth_buf tmp;
   berth_buf_init(&tmp, out->max);
-  int rc = berth_json_encode_infer_response(NULL, NULL, &sub, &bare, &tmp,
-                                            err);
+  int rc = berth_json_encode_infer_response(NULL, NULL, &sub, &bare, &tmp, err);
   if (rc == BERTH_OK) {
     size_t pl = sizeof prefix - 1;
     if (tmp.len < pl + 2 || memcmp(tmp.data, prefix, pl) != 0 ||
@@ -527,8 +561,8 @@ int berth_binary_encode_infer_response(const char *model_name,
   if (rc == BERTH_OK) {
     dst = berth_buf_reserve(out, p.bin_bytes);
     if (dst == NULL)
-      rc = p.bin_bytes > out->max - out->len ? BERTH_E_TOO_LARGE
-                                             : BERTH_E_NOMEM;
+      rc =
+          p.bin_bytes > out->max - out->len ? BERTH_E_TOO_LARGE : BERTH_E_NOMEM;
   }
   if (rc == BERTH_OK) {
     size_t off = 0;

@@ -35,15 +35,15 @@
  * pieces they arrive. A message is handed over as soon as it is complete;
  * only an incomplete one is buffered (at most max_message bytes). */
 typedef struct berth_grpc_reader {
-  size_t max_message;    /* a longer message is BERTH_E_TOO_LARGE */
+  size_t max_message; /* a longer message is BERTH_E_TOO_LARGE */
   uint8_t head[BERTH_GRPC_PREFIX];
-  size_t head_len;       /* prefix bytes seen of the current message */
-  size_t want;           /* its length, once head_len == BERTH_GRPC_PREFIX */
-  berth_buf body;        /* its bytes so far, when it spans several feeds */
+  size_t head_len;         /* prefix bytes seen of the current message */
+  size_t want;             /* its length, once head_len == BERTH_GRPC_PREFIX */
+  berth_buf body;          /* its bytes so far, when it spans several feeds */
   berth_encoding encoding; /* the call's grpc-encoding (identity unless set
                               after init): messages flagged compressed are
                               inflated with it, to at most max_message */
-  bool compressed;       /* the current message's flag */
+  bool compressed;         /* the current message's flag */
 } berth_grpc_reader;
 
 /* Called once per complete message; msg is valid during the call only.
@@ -57,8 +57,9 @@ void berth_grpc_reader_init(berth_grpc_reader *r, size_t max_message);
  * grpc-encoding is identity), BERTH_E_PARSE (a corrupt compressed message),
  * BERTH_E_NOMEM;
  * err says which. After an error the reader must not be fed again. */
-int berth_grpc_reader_feed(berth_grpc_reader *r, const uint8_t *data, size_t len,
-                           berth_grpc_message_cb cb, void *arg, berth_errmsg *err);
+int berth_grpc_reader_feed(berth_grpc_reader *r, const uint8_t *data,
+                           size_t len, berth_grpc_message_cb cb, void *arg,
+                           berth_errmsg *err);
 /* Bytes of an incomplete message held right now. */
 size_t berth_grpc_reader_held(const berth_grpc_reader *r);
 /* True between messages (nothing of a next one seen). */
@@ -87,8 +88,8 @@ ProtobufCMessage *berth_grpc_unpack(const ProtobufCMessageDescriptor *desc,
  * 8 times the message plus 1 MiB. */
 typedef struct berth_grpc_limits {
   size_t max_inputs;
-  size_t max_tensor_bytes;   /* decoded bytes per tensor */
-  size_t max_decode_bytes;   /* what unpacking the message may allocate */
+  size_t max_tensor_bytes; /* decoded bytes per tensor */
+  size_t max_decode_bytes; /* what unpacking the message may allocate */
 } berth_grpc_limits;
 
 /* Where a request goes: owned strings, version NULL when the request left
@@ -114,16 +115,17 @@ void berth_grpc_target_clear(berth_grpc_target *t);
 int berth_grpc_decode_infer_request(const uint8_t *msg, size_t len,
                                     const berth_grpc_limits *limits,
                                     berth_grpc_target *target,
-                                    berth_infer_request *out, berth_errmsg *err);
+                                    berth_infer_request *out,
+                                    berth_errmsg *err);
 
 /* ---- berth_infer_response -> ModelInferResponse ---- */
 
 typedef struct berth_grpc_answer {
   const char *model_name;
   const char *model_version;
-  const berth_infer_request *req;   /* id and the requested outputs */
+  const berth_infer_request *req; /* id and the requested outputs */
   const berth_infer_response *resp;
-  bool stream;   /* wrap it in a ModelStreamInferResponse */
+  bool stream; /* wrap it in a ModelStreamInferResponse */
 } berth_grpc_answer;
 
 /* Appends one framed message (prefix and bytes): the model's outputs with

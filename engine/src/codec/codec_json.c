@@ -29,15 +29,15 @@
 
 /* Conversion state for one input's `data`. */
 typedef struct fill_ctx {
-  const char *name;   /* input name, for messages */
+  const char *name; /* input name, for messages */
   berth_dtype dt;
-  size_t esize;       /* bytes per element; 0 for BYTES */
-  uint8_t *out;       /* numel * esize bytes (BYTES: the second pass) */
-  size_t out_len;     /* BYTES: bytes written so far */
-  uint64_t numel;     /* elements the shape asks for */
-  uint64_t count;     /* leaves seen so far */
-  size_t max_bytes;   /* BYTES: limit on the encoded size */
-  bool big_ints;      /* the body was re-read with big integers quoted */
+  size_t esize;     /* bytes per element; 0 for BYTES */
+  uint8_t *out;     /* numel * esize bytes (BYTES: the second pass) */
+  size_t out_len;   /* BYTES: bytes written so far */
+  uint64_t numel;   /* elements the shape asks for */
+  uint64_t count;   /* leaves seen so far */
+  size_t max_bytes; /* BYTES: limit on the encoded size */
+  bool big_ints;    /* the body was re-read with big integers quoted */
   berth_errmsg *err;
 } fill_ctx;
 
@@ -50,16 +50,22 @@ typedef struct int_range {
 
 static int_range range_of(berth_dtype dt) {
   switch (dt) {
-  case BERTH_DT_UINT8: return (int_range){0, UINT8_MAX, 0, 0x1p8};
-  case BERTH_DT_UINT16: return (int_range){0, UINT16_MAX, 0, 0x1p16};
-  case BERTH_DT_UINT32: return (int_range){0, UINT32_MAX, 0, 0x1p32};
-  case BERTH_DT_UINT64: return (int_range){0, UINT64_MAX, 0, 0x1p64};
-  case BERTH_DT_INT8: return (int_range){INT8_MIN, INT8_MAX, -0x1p7, 0x1p7};
+  case BERTH_DT_UINT8:
+    return (int_range){0, UINT8_MAX, 0, 0x1p8};
+  case BERTH_DT_UINT16:
+    return (int_range){0, UINT16_MAX, 0, 0x1p16};
+  case BERTH_DT_UINT32:
+    return (int_range){0, UINT32_MAX, 0, 0x1p32};
+  case BERTH_DT_UINT64:
+    return (int_range){0, UINT64_MAX, 0, 0x1p64};
+  case BERTH_DT_INT8:
+    return (int_range){INT8_MIN, INT8_MAX, -0x1p7, 0x1p7};
   case BERTH_DT_INT16:
     return (int_range){INT16_MIN, INT16_MAX, -0x1p15, 0x1p15};
   case BERTH_DT_INT32:
     return (int_range){INT32_MIN, INT32_MAX, -0x1p31, 0x1p31};
-  default: return (int_range){INT64_MIN, INT64_MAX, -0x1p63, 0x1p63};
+  default:
+    return (int_range){INT64_MIN, INT64_MAX, -0x1p63, 0x1p63};
   }
 }
 
@@ -69,9 +75,8 @@ static void put_le(uint8_t *dst, uint64_t v, size_t n) {
 }
 
 static int elem_error(fill_ctx *f, const char *what) {
-  return berth_errf(f->err, BERTH_E_INVALID,
-                    "input '" QN "': element %llu %s", f->name,
-                    (unsigned long long)f->count, what);
+  return berth_errf(f->err, BERTH_E_INVALID, "input '" QN "': element %llu %s",
+                    f->name, (unsigned long long)f->count, what);
 }
 
 /* Shortest text of a double, for messages. */
@@ -115,7 +120,8 @@ static const char *big_literal(const fill_ctx *f, json_t *v) {
 static int big_range_error(fill_ctx *f, const char *digits) {
   return berth_errf(f->err, BERTH_E_INVALID,
                     "input '" QN "': element %llu (%.40s) is out of range for "
-                    "%s", f->name, (unsigned long long)f->count, digits,
+                    "%s",
+                    f->name, (unsigned long long)f->count, digits,
                     berth_dtype_name(f->dt));
 }
 
@@ -288,17 +294,20 @@ static void shape_text(const berth_tensor *t, char *dst, size_t cap) {
 static int count_error(fill_ctx *f, const berth_tensor *t) {
   char shape[BERTH_MAX_DIMS * 21 + 3];
   shape_text(t, shape, sizeof shape);
-  return berth_errf(f->err, BERTH_E_INVALID,
-                    "input '" QN "': shape %s needs %llu elements, data has %llu",
-                    f->name, shape, (unsigned long long)f->numel,
-                    (unsigned long long)f->count);
+  return berth_errf(
+      f->err, BERTH_E_INVALID,
+      "input '" QN "': shape %s needs %llu elements, data has %llu", f->name,
+      shape, (unsigned long long)f->numel, (unsigned long long)f->count);
 }
 
 /* Converts `data` into t->data / t->nbytes (t's dtype and shape are set). */
 static int decode_data(json_t *data, berth_tensor *t, size_t max_bytes,
                        bool big_ints, berth_errmsg *err) {
-  fill_ctx f = {.name = t->name, .dt = t->dtype, .err = err,
-                .esize = berth_dtype_size(t->dtype), .max_bytes = max_bytes,
+  fill_ctx f = {.name = t->name,
+                .dt = t->dtype,
+                .err = err,
+                .esize = berth_dtype_size(t->dtype),
+                .max_bytes = max_bytes,
                 .big_ints = big_ints};
   if (berth_shape_numel(t->shape, t->ndim, &f.numel) != BERTH_OK)
     return berth_errf(err, BERTH_E_TOO_LARGE,
@@ -320,8 +329,10 @@ static int decode_data(json_t *data, berth_tensor *t, size_t max_bytes,
   }
   if (f.numel > max_bytes / f.esize)
     return berth_errf(err, BERTH_E_TOO_LARGE,
-                      "input '" QN "': %llu %s elements exceed the limit of %zu "
-                      "bytes", t->name, (unsigned long long)f.numel,
+                      "input '" QN
+                      "': %llu %s elements exceed the limit of %zu "
+                      "bytes",
+                      t->name, (unsigned long long)f.numel,
                       berth_dtype_name(t->dtype), max_bytes);
   t->nbytes = (size_t)f.numel * f.esize;
   t->data = malloc(t->nbytes ? t->nbytes : 1);
@@ -339,13 +350,17 @@ static int decode_data(json_t *data, berth_tensor *t, size_t max_bytes,
 static int dup_name(json_t *v, const char *what, size_t idx, char **out,
                     berth_errmsg *err) {
   if (!json_is_string(v) || json_string_length(v) == 0)
-    return berth_errf(err, BERTH_E_INVALID, "%s[%zu].name must be a non-empty "
-                      "string", what, idx);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "%s[%zu].name must be a non-empty "
+                      "string",
+                      what, idx);
   size_t len = json_string_length(v);
   const char *s = json_string_value(v);
   if (len > NAME_MAX_BYTES)
-    return berth_errf(err, BERTH_E_INVALID, "%s[%zu].name is longer than %d "
-                      "bytes", what, idx, NAME_MAX_BYTES);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "%s[%zu].name is longer than %d "
+                      "bytes",
+                      what, idx, NAME_MAX_BYTES);
   if (memchr(s, '\0', len) != NULL)
     return berth_errf(err, BERTH_E_INVALID, "%s[%zu].name contains NUL", what,
                       idx);
@@ -359,18 +374,23 @@ static int dup_name(json_t *v, const char *what, size_t idx, char **out,
 static int decode_shape(json_t *v, size_t idx, berth_tensor *t,
                         berth_errmsg *err) {
   if (!json_is_array(v))
-    return berth_errf(err, BERTH_E_INVALID, "inputs[%zu].shape must be an array "
-                      "of non-negative integers", idx);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "inputs[%zu].shape must be an array "
+                      "of non-negative integers",
+                      idx);
   size_t n = json_array_size(v);
   if (n > BERTH_MAX_DIMS)
-    return berth_errf(err, BERTH_E_INVALID, "inputs[%zu].shape has %zu "
-                      "dimensions; at most %d are allowed", idx, n,
-                      BERTH_MAX_DIMS);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "inputs[%zu].shape has %zu "
+                      "dimensions; at most %d are allowed",
+                      idx, n, BERTH_MAX_DIMS);
   for (size_t i = 0; i < n; i++) {
     json_t *d = json_array_get(v, i);
     if (!json_is_integer(d) || json_integer_value(d) < 0)
-      return berth_errf(err, BERTH_E_INVALID, "inputs[%zu].shape must be an "
-                        "array of non-negative integers", idx);
+      return berth_errf(err, BERTH_E_INVALID,
+                        "inputs[%zu].shape must be an "
+                        "array of non-negative integers",
+                        idx);
     t->shape[i] = json_integer_value(d);
   }
   t->ndim = (uint32_t)n;
@@ -383,20 +403,28 @@ static int decode_type(json_t *in, size_t idx, berth_tensor *t,
                        berth_errmsg *err) {
   json_t *v = json_object_get(in, "datatype");
   if (!json_is_string(v))
-    return berth_errf(err, BERTH_E_INVALID, "inputs[%zu].datatype must be a "
-                      "string", idx);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "inputs[%zu].datatype must be a "
+                      "string",
+                      idx);
   t->dtype = berth_dtype_from_name(json_string_value(v), json_string_length(v));
   if (t->dtype == BERTH_DT_INVALID)
-    return berth_errf(err, BERTH_E_INVALID, "input '" QN "': unknown datatype "
-                      "'%.40s'", t->name, json_string_value(v));
+    return berth_errf(err, BERTH_E_INVALID,
+                      "input '" QN "': unknown datatype "
+                      "'%.40s'",
+                      t->name, json_string_value(v));
   json_t *params = json_object_get(in, "parameters");
   if (params != NULL && !json_is_object(params))
-    return berth_errf(err, BERTH_E_INVALID, "inputs[%zu].parameters must be an "
-                      "object", idx);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "inputs[%zu].parameters must be an "
+                      "object",
+                      idx);
   if (json_object_get(params, "binary_data_size") != NULL)
-    return berth_errf(err, BERTH_E_UNSUPPORTED, "input '" QN "': binary tensor "
+    return berth_errf(err, BERTH_E_UNSUPPORTED,
+                      "input '" QN "': binary tensor "
                       "data (parameters.binary_data_size) is not supported "
-                      "here; send the data in JSON", t->name);
+                      "here; send the data in JSON",
+                      t->name);
   return BERTH_OK;
 }
 
@@ -426,8 +454,10 @@ static int decode_input(json_t *in, size_t idx, const berth_json_limits *lim,
     return rc;
   for (size_t i = 0; i < idx; i++)
     if (strcmp(req->inputs[i].name, t->name) == 0)
-      return berth_errf(err, BERTH_E_INVALID, "input '" QN "' appears twice "
-                        "(inputs[%zu] and inputs[%zu])", t->name, i, idx);
+      return berth_errf(err, BERTH_E_INVALID,
+                        "input '" QN "' appears twice "
+                        "(inputs[%zu] and inputs[%zu])",
+                        t->name, i, idx);
   rc = decode_shape(json_object_get(in, "shape"), idx, t, err);
   if (rc == BERTH_OK)
     rc = decode_type(in, idx, t, err);
@@ -437,7 +467,8 @@ static int decode_input(json_t *in, size_t idx, const berth_json_limits *lim,
   json_t *params = json_object_get(in, "parameters");
   if (json_object_get(params, "shared_memory_region") != NULL) {
     if (data != NULL)
-      return berth_errf(err, BERTH_E_INVALID, "input '" QN "' names a shared "
+      return berth_errf(err, BERTH_E_INVALID,
+                        "input '" QN "' names a shared "
                         "memory region and has data; send one of them",
                         t->name);
     return decode_shm_input(params, idx, req, err);
@@ -456,8 +487,10 @@ static int decode_inputs(json_t *root, const berth_json_limits *lim,
     return berth_errf(err, BERTH_E_INVALID, "inputs must be an array");
   size_t n = json_array_size(inputs);
   if (n > lim->max_inputs)
-    return berth_errf(err, BERTH_E_TOO_LARGE, "request has %zu inputs; the "
-                      "limit is %zu", n, lim->max_inputs);
+    return berth_errf(err, BERTH_E_TOO_LARGE,
+                      "request has %zu inputs; the "
+                      "limit is %zu",
+                      n, lim->max_inputs);
   if (n == 0)
     return BERTH_OK;
   req->inputs = calloc(n, sizeof *req->inputs);
@@ -482,8 +515,10 @@ static int decode_outputs(json_t *root, const berth_json_limits *lim,
     return berth_errf(err, BERTH_E_INVALID, "outputs must be an array");
   size_t n = json_array_size(outs);
   if (n > lim->max_inputs)
-    return berth_errf(err, BERTH_E_TOO_LARGE, "request names %zu outputs; the "
-                      "limit is %zu", n, lim->max_inputs);
+    return berth_errf(err, BERTH_E_TOO_LARGE,
+                      "request names %zu outputs; the "
+                      "limit is %zu",
+                      n, lim->max_inputs);
   if (n == 0)
     return BERTH_OK;
   req->outputs = calloc(n, sizeof *req->outputs);
@@ -501,12 +536,16 @@ static int decode_outputs(json_t *root, const berth_json_limits *lim,
       return rc;
     for (size_t j = 0; j < i; j++)
       if (strcmp(req->outputs[j].name, r->name) == 0)
-        return berth_errf(err, BERTH_E_INVALID, "output '" QN "' is requested "
-                          "twice", r->name);
+        return berth_errf(err, BERTH_E_INVALID,
+                          "output '" QN "' is requested "
+                          "twice",
+                          r->name);
     json_t *p = json_object_get(o, "parameters");
     if (p != NULL && !json_is_object(p))
-      return berth_errf(err, BERTH_E_INVALID, "outputs[%zu].parameters must be "
-                        "an object", i);
+      return berth_errf(err, BERTH_E_INVALID,
+                        "outputs[%zu].parameters must be "
+                        "an object",
+                        i);
     r->parameters = json_incref(p);
   }
   return BERTH_OK;
@@ -540,8 +579,7 @@ static int decode_root(json_t *root, const berth_json_limits *lim,
 }
 
 /* Rejects nesting deeper than max before jansson builds anything. */
-static int check_depth(const char *s, size_t n, size_t max,
-                       berth_errmsg *err) {
+static int check_depth(const char *s, size_t n, size_t max, berth_errmsg *err) {
   size_t depth = 0;
   for (size_t i = 0; i < n; i++) {
     switch (s[i]) {
@@ -553,8 +591,10 @@ static int check_depth(const char *s, size_t n, size_t max,
     case '[':
     case '{':
       if (++depth > max)
-        return berth_errf(err, BERTH_E_INVALID, "JSON nesting is deeper than "
-                          "%zu levels (byte %zu)", max, i);
+        return berth_errf(err, BERTH_E_INVALID,
+                          "JSON nesting is deeper than "
+                          "%zu levels (byte %zu)",
+                          max, i);
       break;
     case ']':
     case '}':
@@ -680,9 +720,10 @@ int berth_json_decode_full(const char *body, size_t len,
     berth_buf_free(&quoted);
   }
   if (root == NULL)
-    return berth_errf(err, BERTH_E_PARSE, "request is not valid JSON: %s "
-                      "(line %d, column %d, byte %d)", jerr.text, jerr.line,
-                      jerr.column, jerr.position);
+    return berth_errf(err, BERTH_E_PARSE,
+                      "request is not valid JSON: %s "
+                      "(line %d, column %d, byte %d)",
+                      jerr.text, jerr.line, jerr.column, jerr.position);
   berth_infer_request req = {0};
   rc = decode_root(root, &lim, big_ints, &req, err);
   json_decref(root);

@@ -22,9 +22,9 @@
  * the defaults (64 inputs, 256 MiB, depth 64). max_inputs also bounds the
  * request's "outputs" list. */
 typedef struct berth_json_limits {
-  size_t max_inputs;      /* inputs per request (e.g. 64) */
-  size_t max_tensor_bytes;/* decoded bytes per tensor */
-  size_t max_depth;       /* JSON nesting (e.g. 64) */
+  size_t max_inputs;       /* inputs per request (e.g. 64) */
+  size_t max_tensor_bytes; /* decoded bytes per tensor */
+  size_t max_depth;        /* JSON nesting (e.g. 64) */
 } berth_json_limits;
 
 /* Decodes an OIP infer request body (body need not be NUL-terminated).
@@ -76,6 +76,5 @@ int berth_json_append_tensor(berth_buf *out, const berth_tensor *t,
 
 /* Appends {"error":"<msg>"} with msg JSON-escaped. */
 int berth_json_encode_error(const char *msg, berth_buf *out);
-
 
 #endif

@@ -108,20 +108,34 @@ static size_t w_fp64(char *d, const uint8_t *s) {
 
 static elem_writer writer_for(berth_dtype dt) {
   switch (dt) {
-  case BERTH_DT_BOOL: return w_bool;
-  case BERTH_DT_UINT8: return w_u8;
-  case BERTH_DT_UINT16: return w_u16;
-  case BERTH_DT_UINT32: return w_u32;
-  case BERTH_DT_UINT64: return w_u64;
-  case BERTH_DT_INT8: return w_i8;
-  case BERTH_DT_INT16: return w_i16;
-  case BERTH_DT_INT32: return w_i32;
-  case BERTH_DT_INT64: return w_i64;
-  case BERTH_DT_FP16: return w_fp16;
-  case BERTH_DT_BF16: return w_bf16;
-  case BERTH_DT_FP32: return w_fp32;
-  case BERTH_DT_FP64: return w_fp64;
-  default: return NULL;
+  case BERTH_DT_BOOL:
+    return w_bool;
+  case BERTH_DT_UINT8:
+    return w_u8;
+  case BERTH_DT_UINT16:
+    return w_u16;
+  case BERTH_DT_UINT32:
+    return w_u32;
+  case BERTH_DT_UINT64:
+    return w_u64;
+  case BERTH_DT_INT8:
+    return w_i8;
+  case BERTH_DT_INT16:
+    return w_i16;
+  case BERTH_DT_INT32:
+    return w_i32;
+  case BERTH_DT_INT64:
+    return w_i64;
+  case BERTH_DT_FP16:
+    return w_fp16;
+  case BERTH_DT_BF16:
+    return w_bf16;
+  case BERTH_DT_FP32:
+    return w_fp32;
+  case BERTH_DT_FP64:
+    return w_fp64;
+  default:
+    return NULL;
   }
 }
 
@@ -247,8 +261,10 @@ static int select_outputs(const berth_infer_request *req,
       const char *want = req->outputs[i].name;
       v[i] = want != NULL ? find_output(resp, want) : NULL;
       if (v[i] == NULL)
-        rc = berth_errf(err, BERTH_E_INVALID, "requested output '" QN "' is "
-                        "not an output of this model", want ? want : "");
+        rc = berth_errf(err, BERTH_E_INVALID,
+                        "requested output '" QN "' is "
+                        "not an output of this model",
+                        want ? want : "");
     }
     if (rc == BERTH_OK && v[i]->name == NULL)
       rc = berth_errf(err, BERTH_E_INTERNAL, "output %zu has no name", i);
@@ -270,15 +286,17 @@ static int write_json_value(berth_buf *out, const json_t *v,
   const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
   size_t need = json_dumpb(v, NULL, 0, flags);
   if (need == 0)
-    return berth_errf(err, BERTH_E_INTERNAL, "response parameters cannot be "
+    return berth_errf(err, BERTH_E_INTERNAL,
+                      "response parameters cannot be "
                       "written as JSON");
   char *p = berth_buf_reserve(out, need);
   if (p == NULL)
-    return berth_errf(err, out->len + need > out->max ? BERTH_E_TOO_LARGE
-                                                      : BERTH_E_NOMEM,
-                      "response too large");
+    return berth_errf(
+        err, out->len + need > out->max ? BERTH_E_TOO_LARGE : BERTH_E_NOMEM,
+        "response too large");
   if (json_dumpb(v, p, need, flags) != need)
-    return berth_errf(err, BERTH_E_INTERNAL, "response parameters changed "
+    return berth_errf(err, BERTH_E_INTERNAL,
+                      "response parameters changed "
                       "while being written");
   berth_buf_commit(out, need);
   return BERTH_OK;
@@ -341,9 +359,9 @@ int berth_json_encode_infer_response(const char *model_name,
     if (i > 0)
       rc = berth_buf_append(out, ",", 1);
     if (rc == BERTH_OK)
-      rc = write_output_as(out, sel[i],
-                           req != NULL && berth_output_in_shm(req, sel[i]->name),
-                           err);
+      rc = write_output_as(
+          out, sel[i], req != NULL && berth_output_in_shm(req, sel[i]->name),
+          err);
   }
   if (rc == BERTH_OK)
     rc = berth_buf_append(out, "]}", 2);

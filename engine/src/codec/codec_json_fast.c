@@ -35,8 +35,8 @@ typedef struct fast_input {
   span datatype;
   int64_t shape[BERTH_MAX_DIMS];
   uint32_t ndim;
-  size_t data_at;   /* offset of data's '[' */
-  unsigned seen;    /* bit per key: name 1, shape 2, datatype 4, data 8 */
+  size_t data_at; /* offset of data's '[' */
+  unsigned seen;  /* bit per key: name 1, shape 2, datatype 4, data 8 */
 } fast_input;
 
 typedef struct cursor {
@@ -274,14 +274,22 @@ static void put_le(uint8_t *dst, uint64_t v, size_t n) {
 
 static bool int_in_range(berth_dtype dt, int64_t x) {
   switch (dt) {
-  case BERTH_DT_UINT8: return x >= 0 && x <= UINT8_MAX;
-  case BERTH_DT_UINT16: return x >= 0 && x <= UINT16_MAX;
-  case BERTH_DT_UINT32: return x >= 0 && x <= UINT32_MAX;
-  case BERTH_DT_UINT64: return x >= 0;
-  case BERTH_DT_INT8: return x >= INT8_MIN && x <= INT8_MAX;
-  case BERTH_DT_INT16: return x >= INT16_MIN && x <= INT16_MAX;
-  case BERTH_DT_INT32: return x >= INT32_MIN && x <= INT32_MAX;
-  default: return true; /* INT64 */
+  case BERTH_DT_UINT8:
+    return x >= 0 && x <= UINT8_MAX;
+  case BERTH_DT_UINT16:
+    return x >= 0 && x <= UINT16_MAX;
+  case BERTH_DT_UINT32:
+    return x >= 0 && x <= UINT32_MAX;
+  case BERTH_DT_UINT64:
+    return x >= 0;
+  case BERTH_DT_INT8:
+    return x >= INT8_MIN && x <= INT8_MAX;
+  case BERTH_DT_INT16:
+    return x >= INT16_MIN && x <= INT16_MAX;
+  case BERTH_DT_INT32:
+    return x >= INT32_MIN && x <= INT32_MAX;
+  default:
+    return true; /* INT64 */
   }
 }
 
@@ -403,8 +411,8 @@ static int build(cursor *c, fast_input *ins, size_t n, size_t max_bytes,
           memcmp(ins[j].name.p, in->name.p, in->name.n) == 0)
         return BERTH_E_UNSUPPORTED; /* a duplicate: an error, in full */
     berth_dtype dt = berth_dtype_from_name(in->datatype.p, in->datatype.n);
-    if (dt == BERTH_DT_INVALID || dt == BERTH_DT_BYTES ||
-        dt == BERTH_DT_BOOL || dt == BERTH_DT_FP16 || dt == BERTH_DT_BF16)
+    if (dt == BERTH_DT_INVALID || dt == BERTH_DT_BYTES || dt == BERTH_DT_BOOL ||
+        dt == BERTH_DT_FP16 || dt == BERTH_DT_BF16)
       return BERTH_E_UNSUPPORTED;
     fill f = {.dt = dt, .esize = berth_dtype_size(dt)};
     if (berth_shape_numel(in->shape, in->ndim, &f.numel) != BERTH_OK ||
@@ -421,7 +429,10 @@ static int build(cursor *c, fast_input *ins, size_t n, size_t max_bytes,
     memcpy(t->shape, in->shape, sizeof in->shape);
     t->nbytes = (size_t)f.numel * f.esize;
     f.out = t->data;
-    cursor d = {.s = c->s, .n = c->n, .i = in->data_at, .depth = 0,
+    cursor d = {.s = c->s,
+                .n = c->n,
+                .i = in->data_at,
+                .depth = 0,
                 .max_depth = BERTH_MAX_DIMS};
     if (!data_array(&d, &f, 1) || f.count != f.numel)
       return BERTH_E_UNSUPPORTED;
@@ -446,8 +457,8 @@ int berth_json_decode_fast(const char *body, size_t len,
   const berth_json_limits *lim = &l;
   if (body == NULL)
     return BERTH_E_UNSUPPORTED;
-  cursor c = {.s = body, .n = len, .i = 0, .depth = 1,
-              .max_depth = lim->max_depth};
+  cursor c = {
+      .s = body, .n = len, .i = 0, .depth = 1, .max_depth = lim->max_depth};
   fast_input ins[FAST_MAX_INPUTS];
   size_t n_ins = 0;
   span id = {NULL, 0};

@@ -61,8 +61,8 @@ int berth_kserve_v1_encode(const berth_infer_request *r,
   bare.parameters = NULL;
   berth_buf flat;
   berth_buf_init(&flat, out->max);
-  int rc = berth_json_encode_infer_response(NULL, NULL, &sub, &bare, &flat,
-                                            err);
+  int rc =
+      berth_json_encode_infer_response(NULL, NULL, &sub, &bare, &flat, err);
   const char *data = rc == BERTH_OK ? strstr(flat.data, "\"data\":[") : NULL;
   if (rc == BERTH_OK && data == NULL)
     rc = berth_errf(err, BERTH_E_INTERNAL, "unexpected JSON output layout");
@@ -81,4 +81,3 @@ int berth_kserve_v1_encode(const berth_infer_request *r,
   berth_buf_free(&flat);
   return rc;
 }
-

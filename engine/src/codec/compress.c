@@ -18,15 +18,21 @@ int berth_encoding_parse(const char *v, size_t len, berth_encoding *out,
   }
   while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
     len--;
-  static const struct { const char *name; berth_encoding enc; } known[] = {
-      {"identity", BERTH_ENC_IDENTITY}, {"gzip", BERTH_ENC_GZIP},
-      {"x-gzip", BERTH_ENC_GZIP}, {"deflate", BERTH_ENC_DEFLATE}};
+  static const struct {
+    const char *name;
+    berth_encoding enc;
+  } known[] = {{"identity", BERTH_ENC_IDENTITY},
+               {"gzip", BERTH_ENC_GZIP},
+               {"x-gzip", BERTH_ENC_GZIP},
+               {"deflate", BERTH_ENC_DEFLATE}};
   for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-    if (strlen(known[i].name) == len && strncasecmp(v, known[i].name, len) == 0) {
+    if (strlen(known[i].name) == len &&
+        strncasecmp(v, known[i].name, len) == 0) {
       *out = known[i].enc;
       return BERTH_OK;
     }
-  return berth_errf(err, BERTH_E_MEDIA_TYPE, "Content-Encoding '%.*s' is not "
+  return berth_errf(err, BERTH_E_MEDIA_TYPE,
+                    "Content-Encoding '%.*s' is not "
                     "supported; send the body as gzip, deflate or identity",
                     (int)(len > 40 ? 40 : len), v);
 }
@@ -66,12 +72,15 @@ berth_encoding berth_encoding_accept(const char *v, size_t len) {
       deflate = true;
     i++;
   }
-  return gzip ? BERTH_ENC_GZIP : deflate ? BERTH_ENC_DEFLATE : BERTH_ENC_IDENTITY;
+  return gzip      ? BERTH_ENC_GZIP
+         : deflate ? BERTH_ENC_DEFLATE
+                   : BERTH_ENC_IDENTITY;
 }
 
 const char *berth_encoding_name(berth_encoding enc) {
-  return enc == BERTH_ENC_GZIP ? "gzip" : enc == BERTH_ENC_DEFLATE ? "deflate"
-                                                                   : "identity";
+  return enc == BERTH_ENC_GZIP      ? "gzip"
+         : enc == BERTH_ENC_DEFLATE ? "deflate"
+                                    : "identity";
 }
 
 /* One inflate pass with zlib's window bits wbits. */
@@ -85,7 +94,8 @@ static int inflate_with(int wbits, const uint8_t *in, size_t n, size_t max_out,
   if (cap > max_out)
     cap = max_out > 0 ? max_out : 1;
   char *buf = malloc(cap);
-  int rc = buf == NULL ? berth_errf(err, BERTH_E_NOMEM, "out of memory") : BERTH_OK;
+  int rc =
+      buf == NULL ? berth_errf(err, BERTH_E_NOMEM, "out of memory") : BERTH_OK;
   z.next_in = (Bytef *)(uintptr_t)in;
   int zr = Z_OK;
   size_t left = n;
@@ -113,8 +123,10 @@ static int inflate_with(int wbits, const uint8_t *in, size_t n, size_t max_out,
     zr = inflate(&z, Z_NO_FLUSH);
     size_t made = before - z.avail_out;
     if (probing && made > 0)
-      rc = berth_errf(err, BERTH_E_TOO_LARGE, "the body inflates past "
-                      "server.max_body_bytes (%zu bytes)", max_out);
+      rc = berth_errf(err, BERTH_E_TOO_LARGE,
+                      "the body inflates past "
+                      "server.max_body_bytes (%zu bytes)",
+                      max_out);
     else if (!probing)
       len += made;
     if (rc != BERTH_OK)
@@ -150,7 +162,8 @@ int berth_inflate(berth_encoding enc, const uint8_t *in, size_t n,
   if (enc == BERTH_ENC_GZIP)
     return inflate_with(16 + MAX_WBITS, in, n, max_out, out, out_len, err);
   /* deflate: the zlib format; without its two-byte header, a raw stream */
-  bool zlib_head = n >= 2 && (in[0] & 0x0f) == 8 && ((in[0] << 8) | in[1]) % 31 == 0;
+  bool zlib_head =
+      n >= 2 && (in[0] & 0x0f) == 8 && ((in[0] << 8) | in[1]) % 31 == 0;
   return inflate_with(zlib_head ? MAX_WBITS : -MAX_WBITS, in, n, max_out, out,
                       out_len, err);
 }
@@ -164,9 +177,8 @@ int berth_deflate(berth_encoding enc, const uint8_t *in, size_t n, char **out,
   z_stream z;
   memset(&z, 0, sizeof z);
   int wbits = enc == BERTH_ENC_GZIP ? 16 + MAX_WBITS : MAX_WBITS;
-  if (n > UINT32_MAX / 2 ||
-      deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, wbits, 8,
-                   Z_DEFAULT_STRATEGY) != Z_OK)
+  if (n > UINT32_MAX / 2 || deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED,
+                                         wbits, 8, Z_DEFAULT_STRATEGY) != Z_OK)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   size_t cap = deflateBound(&z, (uLong)n) + 32;
   char *buf = malloc(cap);

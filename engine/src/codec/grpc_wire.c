@@ -12,7 +12,6 @@
 
 /* ---- UTF-8 ---------------------------------------------------------- */
 
-
 /* ---- framing -------------------------------------------------------- */
 
 void berth_grpc_reader_init(berth_grpc_reader *r, size_t max_message) {
@@ -25,7 +24,9 @@ size_t berth_grpc_reader_held(const berth_grpc_reader *r) {
   return r->head_len + r->body.len;
 }
 
-bool berth_grpc_reader_idle(const berth_grpc_reader *r) { return r->head_len == 0; }
+bool berth_grpc_reader_idle(const berth_grpc_reader *r) {
+  return r->head_len == 0;
+}
 
 void berth_grpc_reader_free(berth_grpc_reader *r) { berth_buf_free(&r->body); }
 
@@ -50,8 +51,10 @@ static int deliver(berth_grpc_reader *r, bool compressed, const uint8_t *msg,
   size_t pn = 0;
   int rc = berth_inflate(r->encoding, msg, n, r->max_message, &plain, &pn, err);
   if (rc == BERTH_E_TOO_LARGE)
-    return berth_errf(err, rc, "a compressed message inflates past the limit "
-                      "of %zu bytes (grpc_max_message_bytes)", r->max_message);
+    return berth_errf(err, rc,
+                      "a compressed message inflates past the limit "
+                      "of %zu bytes (grpc_max_message_bytes)",
+                      r->max_message);
   if (rc != BERTH_OK)
     return rc;
   static const uint8_t empty[1] = {0};
@@ -60,8 +63,9 @@ static int deliver(berth_grpc_reader *r, bool compressed, const uint8_t *msg,
   return rc;
 }
 
-int berth_grpc_reader_feed(berth_grpc_reader *r, const uint8_t *data, size_t len,
-                           berth_grpc_message_cb cb, void *arg, berth_errmsg *err) {
+int berth_grpc_reader_feed(berth_grpc_reader *r, const uint8_t *data,
+                           size_t len, berth_grpc_message_cb cb, void *arg,
+                           berth_errmsg *err) {
   static const uint8_t empty[1] = {0};
   while (len > 0) {
     if (r->head_len < BERTH_GRPC_PREFIX) {
@@ -81,13 +85,16 @@ int berth_grpc_reader_feed(berth_grpc_reader *r, const uint8_t *data, size_t len
       r->compressed = r->head[0] == 1;
       if (r->head[0] > 1)
         return berth_errf(err, BERTH_E_PARSE,
-                          "bad gRPC message prefix: compressed flag %u", r->head[0]);
+                          "bad gRPC message prefix: compressed flag %u",
+                          r->head[0]);
       r->want = (size_t)r->head[1] << 24 | (size_t)r->head[2] << 16 |
                 (size_t)r->head[3] << 8 | (size_t)r->head[4];
       if (r->want > r->max_message)
-        return berth_errf(err, BERTH_E_TOO_LARGE,
-                          "message of %zu bytes is larger than the limit of %zu "
-                          "bytes (grpc_max_message_bytes)", r->want, r->max_message);
+        return berth_errf(
+            err, BERTH_E_TOO_LARGE,
+            "message of %zu bytes is larger than the limit of %zu "
+            "bytes (grpc_max_message_bytes)",
+            r->want, r->max_message);
       if (r->want > 0)
         continue;
       /* an empty message: deliver it now */
@@ -106,8 +113,8 @@ int berth_grpc_reader_feed(berth_grpc_reader *r, const uint8_t *data, size_t len
       rc = deliver(r, compressed, msg, n, cb, arg, err);
     } else {
       if (r->body.len == 0 && berth_buf_reserve(&r->body, r->want) == NULL)
-        return berth_errf(err, BERTH_E_NOMEM, "out of memory for a %zu-byte message",
-                          r->want);
+        return berth_errf(err, BERTH_E_NOMEM,
+                          "out of memory for a %zu-byte message", r->want);
       size_t take = r->want - r->body.len;
       if (take > len)
         take = len;
@@ -205,13 +212,26 @@ bool berth_grpc_parse_timeout(const char *v, size_t len, uint64_t *ns) {
   }
   uint64_t unit;
   switch (v[len - 1]) {
-  case 'H': unit = UINT64_C(3600000000000); break;
-  case 'M': unit = UINT64_C(60000000000); break;
-  case 'S': unit = UINT64_C(1000000000); break;
-  case 'm': unit = UINT64_C(1000000); break;
-  case 'u': unit = UINT64_C(1000); break;
-  case 'n': unit = 1; break;
-  default: return false;
+  case 'H':
+    unit = UINT64_C(3600000000000);
+    break;
+  case 'M':
+    unit = UINT64_C(60000000000);
+    break;
+  case 'S':
+    unit = UINT64_C(1000000000);
+    break;
+  case 'm':
+    unit = UINT64_C(1000000);
+    break;
+  case 'u':
+    unit = UINT64_C(1000);
+    break;
+  case 'n':
+    unit = 1;
+    break;
+  default:
+    return false;
   }
   *ns = n > UINT64_MAX / unit ? UINT64_MAX : n * unit;
   return true;

@@ -6,10 +6,10 @@
 #include <stddef.h>
 
 typedef struct berth_buf {
-  char *data;     /* owned (free()); NULL until the first append */
-  size_t len;     /* bytes in use; data[len] is always '\0' when data != NULL */
-  size_t cap;     /* bytes allocated */
-  size_t max;     /* an append that would make len exceed max fails */
+  char *data; /* owned (free()); NULL until the first append */
+  size_t len; /* bytes in use; data[len] is always '\0' when data != NULL */
+  size_t cap; /* bytes allocated */
+  size_t max; /* an append that would make len exceed max fails */
 } berth_buf;
 
 void berth_buf_init(berth_buf *b, size_t max);

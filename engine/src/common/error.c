@@ -5,8 +5,8 @@
 
 const char *berth_status_name(int status) {
   switch (status) {
-#define BERTH_STATUS_NAME_(name, value, msg)                                  \
-  case value:                                                                 \
+#define BERTH_STATUS_NAME_(name, value, msg)                                   \
+  case value:                                                                  \
     return #name;
     BERTH_STATUS_MAP(BERTH_STATUS_NAME_)
 #undef BERTH_STATUS_NAME_
@@ -17,8 +17,8 @@ const char *berth_status_name(int status) {
 
 const char *berth_status_message(int status) {
   switch (status) {
-#define BERTH_STATUS_MSG_(name, value, msg)                                   \
-  case value:                                                                 \
+#define BERTH_STATUS_MSG_(name, value, msg)                                    \
+  case value:                                                                  \
     return msg;
     BERTH_STATUS_MAP(BERTH_STATUS_MSG_)
 #undef BERTH_STATUS_MSG_

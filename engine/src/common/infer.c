@@ -46,14 +46,16 @@ static int shm_uint(const json_t *params, const char *key, const char *what,
     return BERTH_OK;
   }
   if (!json_is_integer(v) || json_integer_value(v) < 0)
-    return berth_errf(err, BERTH_E_INVALID, "%s: parameters.%s must be a "
-                      "non-negative integer", what, key);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "%s: parameters.%s must be a "
+                      "non-negative integer",
+                      what, key);
   *out = (uint64_t)json_integer_value(v);
   return BERTH_OK;
 }
 
-int berth_shm_params(const json_t *params, const char *what,
-                     berth_shm_ref *ref, berth_errmsg *err) {
+int berth_shm_params(const json_t *params, const char *what, berth_shm_ref *ref,
+                     berth_errmsg *err) {
   memset(ref, 0, sizeof *ref);
   json_t *name = json_is_object(params)
                      ? json_object_get(params, "shared_memory_region")
@@ -61,8 +63,10 @@ int berth_shm_params(const json_t *params, const char *what,
   if (name == NULL)
     return BERTH_OK;
   if (!json_is_string(name) || json_string_length(name) == 0)
-    return berth_errf(err, BERTH_E_INVALID, "%s: parameters."
-                      "shared_memory_region must be a region's name", what);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "%s: parameters."
+                      "shared_memory_region must be a region's name",
+                      what);
   bool has_off = false, has_size = false;
   int rc = shm_uint(params, "shared_memory_offset", what, &ref->offset,
                     &has_off, err);
@@ -72,9 +76,11 @@ int berth_shm_params(const json_t *params, const char *what,
   if (rc != BERTH_OK)
     return rc;
   if (!has_size)
-    return berth_errf(err, BERTH_E_INVALID, "%s: parameters."
+    return berth_errf(err, BERTH_E_INVALID,
+                      "%s: parameters."
                       "shared_memory_byte_size is required with "
-                      "shared_memory_region", what);
+                      "shared_memory_region",
+                      what);
   ref->region = strdup(json_string_value(name));
   if (ref->region == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");

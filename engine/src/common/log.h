@@ -53,22 +53,24 @@ typedef enum {
 typedef struct berth_log_field {
   const char *key;
   berth_log_field_kind kind;
-  const char *s;   /* BERTH_LF_STR */
+  const char *s; /* BERTH_LF_STR */
   size_t len;
-  int64_t i;       /* BERTH_LF_INT, BERTH_LF_BOOL */
-  double d;        /* BERTH_LF_NUM (written with 3 decimals) */
+  int64_t i; /* BERTH_LF_INT, BERTH_LF_BOOL */
+  double d;  /* BERTH_LF_NUM (written with 3 decimals) */
 } berth_log_field;
 
-#define BERTH_LOG_STR(k, v)                                                   \
-  ((berth_log_field){.key = (k), .kind = BERTH_LF_STR, .s = (v),              \
+#define BERTH_LOG_STR(k, v)                                                    \
+  ((berth_log_field){.key = (k),                                               \
+                     .kind = BERTH_LF_STR,                                     \
+                     .s = (v),                                                 \
                      .len = (v) != NULL ? strlen(v) : 0})
-#define BERTH_LOG_STRN(k, v, n)                                               \
+#define BERTH_LOG_STRN(k, v, n)                                                \
   ((berth_log_field){.key = (k), .kind = BERTH_LF_STR, .s = (v), .len = (n)})
-#define BERTH_LOG_INT(k, v)                                                   \
+#define BERTH_LOG_INT(k, v)                                                    \
   ((berth_log_field){.key = (k), .kind = BERTH_LF_INT, .i = (int64_t)(v)})
-#define BERTH_LOG_NUM(k, v)                                                   \
+#define BERTH_LOG_NUM(k, v)                                                    \
   ((berth_log_field){.key = (k), .kind = BERTH_LF_NUM, .d = (double)(v)})
-#define BERTH_LOG_BOOL(k, v)                                                  \
+#define BERTH_LOG_BOOL(k, v)                                                   \
   ((berth_log_field){.key = (k), .kind = BERTH_LF_BOOL, .i = (v) ? 1 : 0})
 
 /* One line with msg (msg_len bytes, need not be NUL-terminated) and n

@@ -96,31 +96,33 @@ int berth_rows_add(int64_t *acc, int64_t rows) {
 }
 
 /* Walks the u32 length prefixes of a BYTES tensor's data. */
-static int check_bytes(const berth_tensor *t, uint64_t numel,
-                       berth_errmsg *err, const char *name) {
+static int check_bytes(const berth_tensor *t, uint64_t numel, berth_errmsg *err,
+                       const char *name) {
   uint64_t count = 0;
   size_t off = 0;
   while (off < t->nbytes) {
     if (t->nbytes - off < 4)
       return berth_errf(err, BERTH_E_INVALID,
                         "tensor '%.100s': BYTES element %llu has a truncated "
-                        "length prefix", name, (unsigned long long)count);
+                        "length prefix",
+                        name, (unsigned long long)count);
     const uint8_t *p = t->data + off;
-    uint32_t len = (uint32_t)p[0] | (uint32_t)p[1] << 8 |
-                   (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    uint32_t len = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                   (uint32_t)p[3] << 24;
     off += 4;
     if (len > t->nbytes - off)
       return berth_errf(err, BERTH_E_INVALID,
                         "tensor '%.100s': BYTES element %llu claims %u bytes "
-                        "but only %zu remain", name, (unsigned long long)count,
-                        len, t->nbytes - off);
+                        "but only %zu remain",
+                        name, (unsigned long long)count, len, t->nbytes - off);
     off += len;
     count++;
   }
   if (count != numel)
     return berth_errf(err, BERTH_E_INVALID,
                       "tensor '%.100s': shape needs %llu BYTES elements, data "
-                      "holds %llu", name, (unsigned long long)numel,
+                      "holds %llu",
+                      name, (unsigned long long)numel,
                       (unsigned long long)count);
   return BERTH_OK;
 }
@@ -128,17 +130,19 @@ static int check_bytes(const berth_tensor *t, uint64_t numel,
 int berth_tensor_check(const berth_tensor *t, berth_errmsg *err) {
   const char *name = t->name != NULL ? t->name : "?";
   if (!dtype_valid(t->dtype))
-    return berth_errf(err, BERTH_E_INVALID, "tensor '%.100s': invalid datatype %d",
-                      name, (int)t->dtype);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "tensor '%.100s': invalid datatype %d", name,
+                      (int)t->dtype);
   if (t->ndim > BERTH_MAX_DIMS)
     return berth_errf(err, BERTH_E_INVALID,
-                      "tensor '%.100s': %u dimensions, at most %d allowed", name,
-                      t->ndim, BERTH_MAX_DIMS);
+                      "tensor '%.100s': %u dimensions, at most %d allowed",
+                      name, t->ndim, BERTH_MAX_DIMS);
   uint64_t numel;
   if (berth_shape_numel(t->shape, t->ndim, &numel) != BERTH_OK)
     return berth_errf(err, BERTH_E_INVALID,
                       "tensor '%.100s': shape has a negative dimension or too "
-                      "many elements", name);
+                      "many elements",
+                      name);
   if (t->nbytes > 0 && t->data == NULL)
     return berth_errf(err, BERTH_E_INVALID, "tensor '%.100s': no data", name);
   if (t->dtype == BERTH_DT_BYTES)
@@ -147,7 +151,8 @@ int berth_tensor_check(const berth_tensor *t, berth_errmsg *err) {
   if (numel > UINT64_MAX / size || numel * size != (uint64_t)t->nbytes)
     return berth_errf(err, BERTH_E_INVALID,
                       "tensor '%.100s': shape needs %llu %s elements, data "
-                      "holds %zu bytes", name, (unsigned long long)numel,
+                      "holds %zu bytes",
+                      name, (unsigned long long)numel,
                       berth_dtype_name(t->dtype), t->nbytes);
   if (t->dtype == BERTH_DT_BOOL) {
     for (size_t i = 0; i < t->nbytes; i++)

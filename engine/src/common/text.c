@@ -48,13 +48,27 @@ static int append_escape(berth_buf *out, uint8_t c) {
   char e[6] = {'\\', 0, 0, 0, 0, 0};
   size_t n = 2;
   switch (c) {
-  case '"': e[1] = '"'; break;
-  case '\\': e[1] = '\\'; break;
-  case '\n': e[1] = 'n'; break;
-  case '\r': e[1] = 'r'; break;
-  case '\t': e[1] = 't'; break;
-  case '\b': e[1] = 'b'; break;
-  case '\f': e[1] = 'f'; break;
+  case '"':
+    e[1] = '"';
+    break;
+  case '\\':
+    e[1] = '\\';
+    break;
+  case '\n':
+    e[1] = 'n';
+    break;
+  case '\r':
+    e[1] = 'r';
+    break;
+  case '\t':
+    e[1] = 't';
+    break;
+  case '\b':
+    e[1] = 'b';
+    break;
+  case '\f':
+    e[1] = 'f';
+    break;
   default:
     memcpy(e + 1, "u00", 3);
     e[4] = "0123456789abcdef"[c >> 4];
@@ -72,9 +86,9 @@ int berth_json_append_string(berth_buf *out, const char *s, size_t len) {
   while (rc == BERTH_OK && i < len) {
     size_t j = i;
     while (j < len) { /* plain ASCII and well-formed multi-byte text */
-      size_t k = plain_byte(p[j])  ? 1
-                 : p[j] >= 0x80 ? berth_utf8_seq(p + j, len - j)
-                                : 0;
+      size_t k = plain_byte(p[j]) ? 1
+                 : p[j] >= 0x80   ? berth_utf8_seq(p + j, len - j)
+                                  : 0;
       if (k == 0)
         break;
       j += k;
@@ -95,4 +109,3 @@ int berth_json_append_string(berth_buf *out, const char *s, size_t len) {
     berth_buf_truncate(out, start);
   return rc;
 }
-

@@ -177,8 +177,8 @@ static int berth_config_section(const berth_config_table *t, json_t *obj,
                                 void *base, const char *path, json_t **norm,
                                 berth_errmsg *err);
 
-static int berth_config_argv(const berth_config_field *f, json_t *v,
-                             void *base, const char *path, berth_errmsg *err) {
+static int berth_config_argv(const berth_config_field *f, json_t *v, void *base,
+                             const char *path, berth_errmsg *err) {
   if (!json_is_array(v))
     return berth_config_bad(err, path, v, "expected a list of strings");
   size_t n = json_array_size(v);
@@ -213,9 +213,8 @@ static int berth_config_shape(const berth_config_field *f, json_t *v,
     return berth_config_bad(err, path, v, "expected a list of dimensions");
   size_t n = json_array_size(v);
   if (n > BERTH_MAX_DIMS)
-    return berth_config_bad(err, path, NULL,
-                            "at most %d dimensions, got %zu", BERTH_MAX_DIMS,
-                            n);
+    return berth_config_bad(err, path, NULL, "at most %d dimensions, got %zu",
+                            BERTH_MAX_DIMS, n);
   int64_t *shape = berth_config_at(base, f->slot);
   json_t *out = json_array();
   if (out == NULL)
@@ -261,8 +260,7 @@ static int berth_config_sizes(const berth_config_field *f, json_t *v,
       char item[BERTH_CONFIG_PATH_MAX];
       berth_config_index(item, path, i);
       json_decref(out);
-      return berth_config_bad(err, item, d,
-                              "expected an integer in %lld..%lld",
+      return berth_config_bad(err, item, d, "expected an integer in %lld..%lld",
                               (long long)f->imin, (long long)f->imax);
     }
     sizes[i] = (uint32_t)x;
@@ -329,8 +327,8 @@ static int berth_config_tensors(const berth_config_field *f, json_t *v,
 /* A list of mappings, each checked against f->sub into an element of a
  * fresh array that base owns from the start (a failure frees it with the
  * rest of base). */
-static int berth_config_list(const berth_config_field *f, json_t *v,
-                             void *base, const char *path, json_t **norm,
+static int berth_config_list(const berth_config_field *f, json_t *v, void *base,
+                             const char *path, json_t **norm,
                              berth_errmsg *err) {
   if (!json_is_array(v))
     return berth_config_bad(err, path, v, "expected a list of mappings");
@@ -371,8 +369,8 @@ static int berth_config_list(const berth_config_field *f, json_t *v,
   return BERTH_OK;
 }
 
-static int berth_config_models(json_t *v, berth_config *cfg,
-                               const char *path, berth_errmsg *err) {
+static int berth_config_models(json_t *v, berth_config *cfg, const char *path,
+                               berth_errmsg *err) {
   if (!json_is_array(v))
     return berth_config_bad(err, path, v, "expected a list of models");
   size_t n = json_array_size(v);
@@ -389,8 +387,8 @@ static int berth_config_models(json_t *v, berth_config *cfg,
     char item[BERTH_CONFIG_PATH_MAX];
     berth_config_index(item, path, i);
     berth_model_config *m = &cfg->models[i];
-    int rc = berth_config_section(&berth_config_model, json_array_get(v, i),
-                                  m, item, &m->entry, err);
+    int rc = berth_config_section(&berth_config_model, json_array_get(v, i), m,
+                                  item, &m->entry, err);
     if (rc != BERTH_OK)
       return rc;
     for (size_t j = 0; j < i; j++)
@@ -409,8 +407,8 @@ static int berth_config_models(json_t *v, berth_config *cfg,
 /* Checks v against f, stores it under base and sets *norm to the
  * normalised value (a new reference). */
 static int berth_config_field_value(const berth_config_field *f, json_t *v,
-                                    void *base, const char *path,
-                                    json_t **norm, berth_errmsg *err) {
+                                    void *base, const char *path, json_t **norm,
+                                    berth_errmsg *err) {
   int rc = BERTH_OK;
   int64_t i64;
   char buf[32];
@@ -427,8 +425,7 @@ static int berth_config_field_value(const berth_config_field *f, json_t *v,
     break;
   case BERTH_CF_VERSION:
     if (json_is_integer(v) && json_integer_value(v) >= 0) {
-      snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT,
-               json_integer_value(v));
+      snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
       *norm = json_string(buf);
       if (*norm == NULL)
         return berth_config_nomem(err, path);
@@ -679,8 +676,7 @@ int berth_config_parse(const char *text, size_t len, berth_config *out,
   if (root == NULL)
     return BERTH_E_CONFIG;
   json_t *norm = NULL;
-  int rc = berth_config_section(&berth_config_root, root, out, "", &norm,
-                                err);
+  int rc = berth_config_section(&berth_config_root, root, out, "", &norm, err);
   json_decref(root);
   json_decref(norm);
   if (rc == BERTH_OK && out->restart_backoff_max_s < out->restart_backoff_s)
@@ -714,8 +710,7 @@ int berth_config_parse(const char *text, size_t len, berth_config *out,
 }
 
 int berth_config_parse_model_entry(json_t *entry, const char *path,
-                                   berth_model_config *out,
-                                   berth_errmsg *err) {
+                                   berth_model_config *out, berth_errmsg *err) {
   if (out == NULL)
     return berth_errf(err, BERTH_E_CONFIG, "no model config to fill");
   memset(out, 0, sizeof *out);
@@ -744,16 +739,15 @@ int berth_config_parse_model_entry(json_t *entry, const char *path,
 }
 
 int berth_config_parse_route_entry(json_t *entry, const char *path,
-                                   berth_route_config *out,
-                                   berth_errmsg *err) {
+                                   berth_route_config *out, berth_errmsg *err) {
   if (out == NULL)
     return berth_errf(err, BERTH_E_CONFIG, "no route config to fill");
   memset(out, 0, sizeof *out);
   char where[BERTH_CONFIG_PATH_MAX];
   snprintf(where, sizeof where, "%.120s", path != NULL ? path : "");
   json_t *norm = NULL;
-  int rc = berth_config_section(&berth_config_route, entry, out, where,
-                                &norm, err);
+  int rc =
+      berth_config_section(&berth_config_route, entry, out, where, &norm, err);
   json_decref(norm);
   if (rc != BERTH_OK) {
     berth_config_route_clear(out);

@@ -21,45 +21,45 @@
 
 /* A declared input or output; shape dims are >= 0 or -1 (variable). */
 typedef struct berth_tensor_spec {
-  char *name;          /* owned */
+  char *name; /* owned */
   berth_dtype dtype;
   uint32_t ndim;
   int64_t shape[BERTH_MAX_DIMS];
 } berth_tensor_spec;
 
 typedef struct berth_model_config {
-  char *name;               /* owned; [A-Za-z0-9_.-]+ */
-  char *version;            /* owned; [A-Za-z0-9_.-]+, default "1" */
-  char *runtime;            /* owned; e.g. "sklearn", passed to the worker */
-  char *platform;           /* owned or NULL (the worker then reports it) */
-  uint32_t instances;       /* worker processes; 0 when absent from the
+  char *name;              /* owned; [A-Za-z0-9_.-]+ */
+  char *version;           /* owned; [A-Za-z0-9_.-]+, default "1" */
+  char *runtime;           /* owned; e.g. "sklearn", passed to the worker */
+  char *platform;          /* owned or NULL (the worker then reports it) */
+  uint32_t instances;      /* worker processes; 0 when absent from the
                                entry: the engine picks (cores / 4, >= 1) */
-  uint32_t max_batch_size;  /* 0 = never batched; absent from the entry =
+  uint32_t max_batch_size; /* 0 = never batched; absent from the entry =
                                let the worker suggest (READY) */
   uint32_t preferred_batch_sizes[BERTH_MAX_PREFERRED]; /* ascending not
                                required; the batcher sends as soon as a
                                batch reaches one of them */
   uint32_t n_preferred_batch_sizes;
-  uint64_t timeout_us;      /* default per-request timeout, 0 = none */
+  uint64_t timeout_us;         /* default per-request timeout, 0 = none */
   uint64_t max_queue_delay_us; /* batcher's wait bound, default 1000 */
-  uint32_t max_queue_size;  /* queued requests, default 1024 */
+  uint32_t max_queue_size;     /* queued requests, default 1024 */
   berth_tensor_spec *inputs;   /* owned array or NULL */
   size_t n_inputs;
-  bool inputs_declared;     /* true when the config listed inputs */
-  berth_tensor_spec *outputs;  /* owned array or NULL */
+  bool inputs_declared;       /* true when the config listed inputs */
+  berth_tensor_spec *outputs; /* owned array or NULL */
   size_t n_outputs;
   bool outputs_declared;
-  uint64_t seq_idle_us;     /* sequence_batching.max_sequence_idle_microseconds
+  uint64_t seq_idle_us; /* sequence_batching.max_sequence_idle_microseconds
                                (only when the entry has sequence_batching) */
   uint32_t seq_max_sequences; /* sequence_batching.max_sequences */
-  double payload_log_rate;  /* payload_log.rate: share of requests written
+  double payload_log_rate;    /* payload_log.rate: share of requests written
                                to the payload log, 0..1, default 0 */
-  json_t *entry;            /* owned reference: the whole validated model
+  json_t *entry;              /* owned reference: the whole validated model
                                entry, sent to the worker in LOAD */
-  bool decoupled;           /* decoupled: a request gets zero or many
+  bool decoupled;             /* decoupled: a request gets zero or many
                                responses (docs/decoupled.md); also set
                                when the worker reports it in READY */
-  bool quiet_errors;        /* loaded from a request by a caller without an
+  bool quiet_errors;          /* loaded from a request by a caller without an
                                admin token: a failed load answers a fixed
                                text, the worker's message goes to the log
                                only (it may quote the file) */
@@ -67,11 +67,11 @@ typedef struct berth_model_config {
 
 /* One target of a route (routes[].split[] or routes[].shadow). */
 typedef struct berth_route_target_config {
-  char *model;              /* owned; a model name */
-  char *version;            /* owned, or NULL: the model's newest ready
+  char *model;   /* owned; a model name */
+  char *version; /* owned, or NULL: the model's newest ready
                                version when a request is routed */
-  double weight;            /* split: share of requests, >= 0 */
-  double rate;              /* shadow: fraction of requests copied, 0..1 */
+  double weight; /* split: share of requests, >= 0 */
+  double rate;   /* shadow: fraction of requests copied, 0..1 */
 } berth_route_target_config;
 
 /* A served name whose requests are split across model versions, with an
@@ -110,49 +110,49 @@ typedef struct berth_config {
                                     a load may name files inside; [] by
                                     default (berth serve fills it) */
   size_t n_repositories;
-  char **allowed_hosts;          /* owned NULL-terminated list (may be
+  char **allowed_hosts; /* owned NULL-terminated list (may be
                                     empty): Host names beyond IP addresses
                                     and localhost; "*" any (http_guard.h) */
   size_t n_allowed_hosts;
-  char **cors_origins;           /* owned NULL-terminated list (may be
+  char **cors_origins; /* owned NULL-terminated list (may be
                                     empty): cross-site origins allowed;
                                     "*" any (http_guard.h) */
   size_t n_cors_origins;
-  size_t max_body_bytes;         /* default 64 MiB */
-  size_t shm_max_regions;        /* registered shared-memory regions,
+  size_t max_body_bytes;            /* default 64 MiB */
+  size_t shm_max_regions;           /* registered shared-memory regions,
                                     default 64; 0 = none may be registered */
-  uint64_t shm_max_bytes;        /* their windows together, default 1 GiB */
-  size_t max_head_bytes;         /* default 16 KiB */
-  uint32_t header_timeout_ms;    /* a request head's deadline from its first
+  uint64_t shm_max_bytes;           /* their windows together, default 1 GiB */
+  size_t max_head_bytes;            /* default 16 KiB */
+  uint32_t header_timeout_ms;       /* a request head's deadline from its first
                                     byte, default 10000; 0 = none */
-  uint32_t max_connections;      /* open client connections, all listeners
+  uint32_t max_connections;         /* open client connections, all listeners
                                     together, default 1024 */
-  char *socket;                  /* owned or NULL: also serve REST on this
+  char *socket;                     /* owned or NULL: also serve REST on this
                                     Unix socket (mode 0600) */
-  double drain_timeout_s;        /* SIGTERM drain bound, default 30 */
-  char *log_level;               /* owned: debug|info|warning|error */
-  char *log_format;              /* owned: json|text */
-  bool access_log;               /* default false */
-  char *payload_log_path;        /* owned or NULL: the payload log file */
+  double drain_timeout_s;           /* SIGTERM drain bound, default 30 */
+  char *log_level;                  /* owned: debug|info|warning|error */
+  char *log_format;                 /* owned: json|text */
+  bool access_log;                  /* default false */
+  char *payload_log_path;           /* owned or NULL: the payload log file */
   uint64_t payload_log_max_bytes;   /* rotate beyond, default 100 MiB */
   uint32_t payload_log_backups;     /* rotated files kept, default 5 */
   uint64_t payload_log_queue_bytes; /* records waiting, default 16 MiB */
-  char **worker_command;         /* owned NULL-terminated argv */
+  char **worker_command;            /* owned NULL-terminated argv */
   size_t worker_argc;
-  double worker_load_timeout_s;  /* LOAD -> READY bound, default 300 */
-  double restart_backoff_s;      /* first restart delay, default 0.1 */
-  double restart_backoff_max_s;  /* cap, default 10 */
+  double worker_load_timeout_s; /* LOAD -> READY bound, default 300 */
+  double restart_backoff_s;     /* first restart delay, default 0.1 */
+  double restart_backoff_max_s; /* cap, default 10 */
   /* tracing: (docs/tracing.md) */
-  char *trace_endpoint;          /* owned or NULL = tracing off: OTLP/HTTP
+  char *trace_endpoint;             /* owned or NULL = tracing off: OTLP/HTTP
                                     URL, http://host[:port][/path] */
-  char *trace_service_name;      /* owned, default "berth" */
-  double trace_sample_rate;      /* new traces kept, 0..1, default 1 */
-  uint32_t trace_max_queue_size; /* requests waiting for export, 2048 */
+  char *trace_service_name;         /* owned, default "berth" */
+  double trace_sample_rate;         /* new traces kept, 0..1, default 1 */
+  uint32_t trace_max_queue_size;    /* requests waiting for export, 2048 */
   uint32_t trace_flush_interval_ms; /* export period, default 1000 */
   uint32_t trace_export_timeout_ms; /* one POST's bound, default 10000 */
-  berth_model_config *models;    /* owned array */
+  berth_model_config *models;       /* owned array */
   size_t n_models;
-  berth_route_config *routes;    /* owned array (router.c), may be NULL */
+  berth_route_config *routes; /* owned array (router.c), may be NULL */
   size_t n_routes;
   struct berth_pipeline_config *pipelines; /* owned array (pipeline_config.h) */
   size_t n_pipelines;
@@ -176,8 +176,7 @@ json_t *berth_yaml_load(const char *text, size_t len, berth_errmsg *err);
  * clears *out with berth_config_model_clear. For models loaded at run time
  * (repository.c). */
 int berth_config_parse_model_entry(json_t *entry, const char *path,
-                                   berth_model_config *out,
-                                   berth_errmsg *err);
+                                   berth_model_config *out, berth_errmsg *err);
 void berth_config_model_clear(berth_model_config *m);
 
 /* Parses one routes[] entry (a JSON object) with the checks of a whole
@@ -185,8 +184,7 @@ void berth_config_model_clear(berth_model_config *m);
  * routes changed at run time (router_admin.c). The caller clears *out with
  * berth_config_route_clear. */
 int berth_config_parse_route_entry(json_t *entry, const char *path,
-                                   berth_route_config *out,
-                                   berth_errmsg *err);
+                                   berth_route_config *out, berth_errmsg *err);
 void berth_config_route_clear(berth_route_config *r);
 
 /* The schema's keys and bounds as a JSON object (what `berthd

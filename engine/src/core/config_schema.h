@@ -46,16 +46,16 @@ typedef struct berth_config_field {
   const char *key;
   berth_config_kind kind;
   bool required;
-  const char *def;     /* default as JSON text; NULL: stays absent */
-  size_t slot;         /* offset of the value, or BERTH_CONFIG_NO_SLOT */
-  size_t size;         /* BERTH_CF_UINT: width of the slot; LIST: of an
+  const char *def;            /* default as JSON text; NULL: stays absent */
+  size_t slot;                /* offset of the value, or BERTH_CONFIG_NO_SLOT */
+  size_t size;                /* BERTH_CF_UINT: width of the slot; LIST: of an
                           element */
-  size_t count_slot;   /* ARGV, TENSORS: element count; SHAPE: ndim */
-  size_t flag_slot;    /* TENSORS: the "declared" flag */
-  int64_t imin, imax;  /* BERTH_CF_UINT */
-  double dmin, dmax;   /* BERTH_CF_DOUBLE */
-  const char *const *choices;     /* BERTH_CF_ENUM, NULL-terminated */
-  const berth_config_table *sub;  /* BERTH_CF_SECTION, BERTH_CF_LIST; a
+  size_t count_slot;          /* ARGV, TENSORS: element count; SHAPE: ndim */
+  size_t flag_slot;           /* TENSORS: the "declared" flag */
+  int64_t imin, imax;         /* BERTH_CF_UINT */
+  double dmin, dmax;          /* BERTH_CF_DOUBLE */
+  const char *const *choices; /* BERTH_CF_ENUM, NULL-terminated */
+  const berth_config_table *sub; /* BERTH_CF_SECTION, BERTH_CF_LIST; a
                                      SECTION with a slot fills the struct
                                      there, else base itself */
 } berth_config_field;

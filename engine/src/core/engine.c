@@ -20,8 +20,8 @@ static void workers_stopped(void *arg);
 
 /* Triton's names; docs/rest-api.md and docs/grpc.md say what each covers. */
 const char *const berth_server_extensions[] = {
-    "binary_tensor_data", "model_configuration", "statistics",
-    "model_repository",   "parameters",          "schedule_policy",
+    "binary_tensor_data",   "model_configuration", "statistics",
+    "model_repository",     "parameters",          "schedule_policy",
     "system_shared_memory",
 };
 const size_t berth_server_n_extensions =
@@ -118,8 +118,8 @@ static int setup_security(berth_engine *e, berth_errmsg *err) {
     int rc = berth_tls_ctx_new(c->tls_cert, c->tls_key, true, false,
                                &e->tls_rest, err);
     if (rc == BERTH_OK)
-      rc = berth_tls_ctx_new(c->tls_cert, c->tls_key, true, true,
-                             &e->tls_grpc, err);
+      rc = berth_tls_ctx_new(c->tls_cert, c->tls_key, true, true, &e->tls_grpc,
+                             err);
     if (rc != BERTH_OK)
       return rc;
   }
@@ -154,11 +154,13 @@ static void on_load_failed(void *ctx, berth_model *m) {
   berth_engine *e = ctx;
   if (!e->cfg.exit_on_error || !m->at_start || m->has_served || e->draining)
     return;
-  berth_log_kv(BERTH_LOG_ERROR,
-               "a model failed to load at start: exiting (server.exit_on_error; "
-               "--no-exit-on-error keeps the server up with the model "
-               "UNAVAILABLE)", "model", m->cfg->name, "version",
-               m->cfg->version, "error", m->load_error, NULL);
+  berth_log_kv(
+      BERTH_LOG_ERROR,
+      "a model failed to load at start: exiting (server.exit_on_error; "
+      "--no-exit-on-error keeps the server up with the model "
+      "UNAVAILABLE)",
+      "model", m->cfg->name, "version", m->cfg->version, "error", m->load_error,
+      NULL);
   e->exit_code = 1;
   berth_engine_begin_drain(e);
 }
@@ -169,7 +171,8 @@ static void on_drain_timeout(uv_timer_t *t) {
   snprintf(n, sizeof n, "%zu", e->inflight);
   berth_log_kv(BERTH_LOG_WARNING,
                "drain_timeout_s passed with requests still in flight; "
-               "stopping anyway", "inflight", n, NULL);
+               "stopping anyway",
+               "inflight", n, NULL);
   finish_drain(e);
 }
 

@@ -47,8 +47,8 @@ typedef struct berth_worker berth_worker;
  * repository go through berth_model_submit / _ready / _state and never
  * branch on the kind. */
 typedef struct berth_model_ops {
-  const char *kind;            /* "model", "pipeline": for messages */
-  bool composite;              /* not in engine->models, no worker, one
+  const char *kind; /* "model", "pipeline": for messages */
+  bool composite;   /* not in engine->models, no worker, one
                                   version "1", not loadable */
   /* Takes a job as berth_sched_submit does (same contract). */
   int (*submit)(berth_model *m, berth_job *job, berth_errmsg *err);
@@ -90,69 +90,69 @@ typedef void (*berth_job_release_cb)(berth_job *job);
 
 struct berth_job {
   TAILQ_ENTRY(berth_job) link; /* its priority level's queue (scheduler.c) */
-  berth_model *model;         /* target model version */
-  berth_infer_request req;    /* owned: decoded and validated request */
-  uint64_t received_ns;       /* when the frontend had the whole request */
-  uint64_t enqueued_ns;       /* uv_hrtime() when queued */
-  uint64_t deadline_ns;       /* uv_hrtime() deadline, 0 = none (set by
+  berth_model *model;          /* target model version */
+  berth_infer_request req;     /* owned: decoded and validated request */
+  uint64_t received_ns;        /* when the frontend had the whole request */
+  uint64_t enqueued_ns;        /* uv_hrtime() when queued */
+  uint64_t deadline_ns;        /* uv_hrtime() deadline, 0 = none (set by
                                  berth_sched_submit from the request's
                                  "timeout" parameter or the model's
                                  timeout_us, unless the frontend set one) */
-  int64_t rows;               /* batch rows (first dim), -1 if unbatched */
-  berth_protocol protocol;    /* the frontend (metrics label); REST = 0 */
-  berth_http_req *http;       /* borrowed or NULL: the frontend's request,
+  int64_t rows;                /* batch rows (first dim), -1 if unbatched */
+  berth_protocol protocol;     /* the frontend (metrics label); REST = 0 */
+  berth_http_req *http;        /* borrowed or NULL: the frontend's request,
                                  alive until release (a pipeline's switch
                                  reads its headers) */
-  unsigned priority;          /* BERTH_PRIORITY_* */
+  unsigned priority;           /* BERTH_PRIORITY_* */
   berth_job_done_cb done;
   berth_job_partial_cb partial; /* NULL unless the frontend streams a
                                  decoupled model's responses */
   berth_job_release_cb release;
-  void *user;                 /* the creator's context */
+  void *user;                          /* the creator's context */
   struct berth_route_stat *route_stat; /* router.c: the route that chose
                                  model counts the answer, or NULL */
-  berth_job_done_cb route_done; /* router.c: the creator's done while the
+  berth_job_done_cb route_done;        /* router.c: the creator's done while the
                                  router's wraps it */
   struct berth_trace_ctx *trace; /* owned or NULL (tracing off, not sampled):
                                  set by the frontend, freed by
                                  berth_trace_job_finish (trace.h) */
-  const char *request_id;     /* borrowed, NUL-terminated or NULL: the
+  const char *request_id;        /* borrowed, NUL-terminated or NULL: the
                                  frontend's request id (payload log) */
-  bool queued;                /* linked into model's queue */
-  bool running;               /* part of a batch on a worker */
-  bool answered;              /* done has been called */
-  struct berth_seq *seq;      /* borrowed (sequence.h) or NULL: the live
+  bool queued;                   /* linked into model's queue */
+  bool running;                  /* part of a batch on a worker */
+  bool answered;                 /* done has been called */
+  struct berth_seq *seq;         /* borrowed (sequence.h) or NULL: the live
                                  sequence it belongs to */
-  bool seq_start, seq_end;    /* its sequence_start / sequence_end */
+  bool seq_start, seq_end;       /* its sequence_start / sequence_end */
 };
 
 /* Jobs sent to one worker as one INFER frame. */
 struct berth_batch {
-  uint64_t id;                /* frame id, unique per engine */
-  berth_job **jobs;           /* owned array of borrowed job pointers */
+  uint64_t id;      /* frame id, unique per engine */
+  berth_job **jobs; /* owned array of borrowed job pointers */
   size_t n_jobs;
-  int64_t rows;               /* total batch rows, -1 when unbatched */
-  berth_tensor *inputs;       /* owned when n_jobs > 1: the concatenated
+  int64_t rows;         /* total batch rows, -1 when unbatched */
+  berth_tensor *inputs; /* owned when n_jobs > 1: the concatenated
                                  inputs; NULL: use jobs[0]->req.inputs */
   size_t n_inputs;
-  uint64_t formed_ns;         /* taken from the queue */
-  uint64_t sent_ns;           /* frame written */
-  uint64_t answered_ns;       /* worker's answer received */
+  uint64_t formed_ns;   /* taken from the queue */
+  uint64_t sent_ns;     /* frame written */
+  uint64_t answered_ns; /* worker's answer received */
   berth_model *model;
   LIST_ENTRY(berth_batch) link; /* the model's running batches */
-  bool listed;                /* linked into model->running */
-  json_t *params;             /* owned or NULL: the parameters sent to the
+  bool listed;                  /* linked into model->running */
+  json_t *params;               /* owned or NULL: the parameters sent to the
                                  worker instead of jobs[0]'s (a sequence
                                  batch's "sequences" list) */
 };
 
 typedef enum {
-  BERTH_MODEL_LOADING = 0,    /* no worker has reported READY yet */
-  BERTH_MODEL_READY,          /* at least one worker is ready */
-  BERTH_MODEL_FAILED,         /* the model failed to load; see load_error */
-  BERTH_MODEL_UNLOADING,      /* being unloaded (repository.c): finishing its
+  BERTH_MODEL_LOADING = 0, /* no worker has reported READY yet */
+  BERTH_MODEL_READY,       /* at least one worker is ready */
+  BERTH_MODEL_FAILED,      /* the model failed to load; see load_error */
+  BERTH_MODEL_UNLOADING,   /* being unloaded (repository.c): finishing its
                                  queued requests, then its workers stop */
-  BERTH_MODEL_UNAVAILABLE,    /* unloaded: no workers; a load restarts it */
+  BERTH_MODEL_UNAVAILABLE, /* unloaded: no workers; a load restarts it */
 } berth_model_state;
 
 /* A count and a total duration, as Triton's statistics report them. */
@@ -164,12 +164,12 @@ typedef struct berth_duration_stat {
 /* Cumulative per-model-version statistics, kept by the scheduler and the
  * REST/gRPC frontends (Triton's statistics extension reads them). */
 typedef struct berth_model_stats {
-  uint64_t last_inference_ms;     /* wall clock (ms since epoch) */
-  uint64_t inference_count;       /* requests answered successfully */
-  uint64_t execution_count;       /* batches run */
-  berth_duration_stat success;    /* request received -> answered, ok */
-  berth_duration_stat fail;       /* request received -> answered, failed */
-  berth_duration_stat queue;      /* queued -> sent to a worker */
+  uint64_t last_inference_ms;         /* wall clock (ms since epoch) */
+  uint64_t inference_count;           /* requests answered successfully */
+  uint64_t execution_count;           /* batches run */
+  berth_duration_stat success;        /* request received -> answered, ok */
+  berth_duration_stat fail;           /* request received -> answered, failed */
+  berth_duration_stat queue;          /* queued -> sent to a worker */
   berth_duration_stat compute_input;  /* batch formed -> frame written */
   berth_duration_stat compute_infer;  /* frame written -> answer received */
   berth_duration_stat compute_output; /* answer received -> encoded */
@@ -177,47 +177,47 @@ typedef struct berth_model_stats {
 
 struct berth_model {
   berth_engine *engine;
-  const berth_model_ops *ops;     /* what it is (never NULL) */
-  const berth_model_config *cfg;  /* borrowed from engine->cfg */
-  char *platform;                 /* owned: effective platform name */
-  berth_tensor_spec *inputs;      /* owned: effective signature */
+  const berth_model_ops *ops;    /* what it is (never NULL) */
+  const berth_model_config *cfg; /* borrowed from engine->cfg */
+  char *platform;                /* owned: effective platform name */
+  berth_tensor_spec *inputs;     /* owned: effective signature */
   size_t n_inputs;
   berth_tensor_spec *outputs;
   size_t n_outputs;
-  bool signature_known;           /* false: do not check inputs */
-  bool decoupled;                 /* config's decoupled, or the worker said
+  bool signature_known; /* false: do not check inputs */
+  bool decoupled;       /* config's decoupled, or the worker said
                                      so in READY: one request per batch,
                                      answered by RESPONSE frames */
   berth_model_state state;
   char load_error[512];
   /* scheduler */
-  uint32_t max_batch_size;        /* effective (config, else READY hint) */
-  uint32_t instances;             /* effective worker count */
+  uint32_t max_batch_size; /* effective (config, else READY hint) */
+  uint32_t instances;      /* effective worker count */
   TAILQ_HEAD(berth_job_queue, berth_job) queue[BERTH_PRIORITY_LEVELS];
-  size_t q_len;                   /* both levels */
-  int64_t q_rows;                 /* batch rows queued, both levels */
-  berth_batcher batcher;          /* when to send (batcher.h); closed by
+  size_t q_len;          /* both levels */
+  int64_t q_rows;        /* batch rows queued, both levels */
+  berth_batcher batcher; /* when to send (batcher.h); closed by
                                      berth_sched_close before the model's
                                      memory may go */
   LIST_HEAD(berth_batch_list, berth_batch) running; /* batches on workers */
   /* supervisor */
-  berth_worker **workers;         /* owned array of owned slots */
+  berth_worker **workers; /* owned array of owned slots */
   size_t n_workers;
-  size_t n_ready;                 /* workers that said READY and live */
-  bool at_start;                  /* configured at start and not since
+  size_t n_ready;    /* workers that said READY and live */
+  bool at_start;     /* configured at start and not since
                                      loaded through the repository API:
                                      its failure to load stops the server
                                      under server.exit_on_error */
-  bool has_served;                /* a worker has been ready once: while a
+  bool has_served;   /* a worker has been ready once: while a
                                      crashed worker restarts, requests wait
                                      in the queue instead of getting 503 */
-  uint64_t inflight;              /* submitted, not yet answered (the
+  uint64_t inflight; /* submitted, not yet answered (the
                                      batcher's load signal; a gauge) */
   berth_model_stats stats;
-  berth_model_metrics metrics;    /* Prometheus (metrics.c) */
+  berth_model_metrics metrics;     /* Prometheus (metrics.c) */
   struct berth_pipeline *pipeline; /* non-NULL: this is a pipeline's
                                       stand-in (pipeline.c's own link) */
-  struct berth_seq_table *seqs;   /* owned or NULL: live sequences (made
+  struct berth_seq_table *seqs;    /* owned or NULL: live sequences (made
                                      at the first sequence request of a
                                      model with sequence_batching) */
 };
@@ -228,7 +228,7 @@ typedef int (*berth_collect_cb)(void *ctx, berth_buf *out);
 
 typedef struct berth_collector {
   berth_collect_cb collect;
-  void *ctx;                      /* borrowed */
+  void *ctx; /* borrowed */
 } berth_collector;
 
 #define BERTH_MAX_COLLECTORS 8
@@ -260,47 +260,47 @@ struct berth_engine {
   uv_loop_t *loop;
   const berth_module *const *modules; /* borrowed array (main.c) */
   size_t n_modules;
-  berth_observers observers;      /* registered hooks (observer.h) */
+  berth_observers observers; /* registered hooks (observer.h) */
   berth_collector collectors[BERTH_MAX_COLLECTORS]; /* /metrics parts */
   size_t n_collectors;
   berth_httpd *listeners[BERTH_MAX_LISTENERS]; /* owned: every listening
                                      server, closed in reverse order */
   size_t n_listeners;
-  berth_config cfg;               /* owned */
-  berth_model **models;           /* owned array of n_models owned models
+  berth_config cfg;     /* owned */
+  berth_model **models; /* owned array of n_models owned models
                                      (pointers: a model never moves, jobs
                                      and workers point to it) */
   size_t n_models;
-  berth_tls_ctx *tls_rest;        /* owned or NULL: TLS for REST */
-  berth_tls_ctx *tls_grpc;        /* owned or NULL: TLS for gRPC (h2 only) */
-  berth_auth auth;                /* tokens; disabled when none */
-  berth_httpd_conn_budget conns;  /* server.max_connections, shared by every
+  berth_tls_ctx *tls_rest;       /* owned or NULL: TLS for REST */
+  berth_tls_ctx *tls_grpc;       /* owned or NULL: TLS for gRPC (h2 only) */
+  berth_auth auth;               /* tokens; disabled when none */
+  berth_httpd_conn_budget conns; /* server.max_connections, shared by every
                                      listener (httpd.h) */
-  bool draining;                  /* SIGTERM seen: refuse new work */
-  bool stopping;                  /* drain over: workers being stopped */
-  berth_sched_state sched;        /* the scheduler's (scheduler.h) */
-  berth_supervisor_state sup;     /* the supervisor's (supervisor.h) */
-  bool closing;                   /* workers gone: handles being closed */
-  size_t inflight;                /* accepted requests not yet answered */
+  bool draining;                 /* SIGTERM seen: refuse new work */
+  bool stopping;                 /* drain over: workers being stopped */
+  berth_sched_state sched;       /* the scheduler's (scheduler.h) */
+  berth_supervisor_state sup;    /* the supervisor's (supervisor.h) */
+  bool closing;                  /* workers gone: handles being closed */
+  size_t inflight;               /* accepted requests not yet answered */
   uint64_t next_batch_id;
   uv_signal_t sig_term, sig_int;
   uv_timer_t drain_timer;
   int exit_code;
   struct berth_payload_log *payload_log; /* owned or NULL (payload_log.h) */
-  struct berth_repository *repo;  /* owned (repository.c); NULL until the
+  struct berth_repository *repo;         /* owned (repository.c); NULL until the
                                      repository API is first used */
-  struct berth_router *router;    /* owned (router.c): traffic routes */
-  struct berth_tracer *tracer;    /* owned or NULL: tracing off (trace.h) */
-  struct berth_ui *ui;            /* owned (ui.c): the dashboard's samples
+  struct berth_router *router;           /* owned (router.c): traffic routes */
+  struct berth_tracer *tracer;       /* owned or NULL: tracing off (trace.h) */
+  struct berth_ui *ui;               /* owned (ui.c): the dashboard's samples
                                      and recent errors */
   struct berth_pipeline **pipelines; /* owned array of owned pipelines
                                      (pipeline.c), one per cfg.pipelines */
   size_t n_pipelines;
-  berth_model **composites;       /* owned array of borrowed models that
+  berth_model **composites; /* owned array of borrowed models that
                                      are not worker-backed (pipelines'
                                      stand-ins), berth_engine_add_composite */
   size_t n_composites;
-  struct berth_shm_registry *shm;  /* owned (shm_registry.c): registered
+  struct berth_shm_registry *shm;        /* owned (shm_registry.c): registered
                                      shared-memory regions; made by
                                      berth_shm_module */
   struct berth_grpc_health *grpc_health; /* owned (grpc_health.c): the open
@@ -313,7 +313,6 @@ struct berth_engine {
  * (REST GET /v2 and gRPC ServerMetadata): berth_server_n_extensions names. */
 extern const char *const berth_server_extensions[];
 extern const size_t berth_server_n_extensions;
-
 
 /* Takes cfg (it is emptied), makes the models and calls every module's
  * init (modules: borrowed, must outlive the engine). */
@@ -372,11 +371,10 @@ int berth_model_submit(berth_model *m, berth_job *job, berth_errmsg *err);
 bool berth_model_ready(const berth_model *m);
 /* m->ops->state: the repository index's state name. */
 const char *berth_model_state_name(const berth_model *m, char *reason,
-                              size_t cap);
+                                   size_t cap);
 /* "model 'x' version 'v' is not ready: why" (or "pipeline 'x' ..."),
  * for the 503 a frontend answers (cap bytes, NUL-terminated). */
-void berth_model_not_ready_message(const berth_model *m, char *out,
-                                   size_t cap);
+void berth_model_not_ready_message(const berth_model *m, char *out, size_t cap);
 /* The server is ready (REST /v2/health/ready, gRPC ServerReady and the
  * health service's ""): not draining, and every model version ready but
  * those unloaded on purpose. */
@@ -443,9 +441,8 @@ json_t *berth_repository_index(berth_engine *e, bool ready_only);
  * version concerned is READY, else the first failure (BERTH_E_CONFIG,
  * BERTH_E_FORBIDDEN, BERTH_E_NOT_FOUND, BERTH_E_MODEL with the load error,
  * BERTH_E_SHUTDOWN). */
-void berth_repository_load(berth_engine *e, const char *name,
-                           json_t *config, bool trusted,
-                           berth_repo_done_cb done, void *arg);
+void berth_repository_load(berth_engine *e, const char *name, json_t *config,
+                           bool trusted, berth_repo_done_cb done, void *arg);
 /* Unloads model name (only that version when version is not NULL): new
  * requests are refused at once (503), queued and running ones finish
  * (bounded by server.drain_timeout_s), then its workers get SHUTDOWN (TERM,

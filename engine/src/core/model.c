@@ -159,7 +159,7 @@ int berth_model_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
 }
 
 const char *berth_model_state_name(const berth_model *m, char *reason,
-                              size_t cap) {
+                                   size_t cap) {
   return m->ops->state(m, reason, cap);
 }
 
@@ -173,8 +173,8 @@ void berth_model_not_ready_message(const berth_model *m, char *out,
     return;
   }
   const char *w = m->engine->draining ? "the server is shutting down"
-                  : m->state == BERTH_MODEL_FAILED ? m->load_error
-                  : m->state == BERTH_MODEL_UNLOADING ? "it is being unloaded"
+                  : m->state == BERTH_MODEL_FAILED      ? m->load_error
+                  : m->state == BERTH_MODEL_UNLOADING   ? "it is being unloaded"
                   : m->state == BERTH_MODEL_UNAVAILABLE ? "it was unloaded"
                   : m->n_ready == 0 ? "its worker is still loading it"
                                     : "unavailable";
@@ -293,14 +293,15 @@ static int parse_specs(json_t *arr, const char *what, berth_tensor_spec **out,
     const char *name = json_string_value(json_object_get(it, "name"));
     const char *dt = json_string_value(json_object_get(it, "datatype"));
     json_t *shape = json_object_get(it, "shape");
-    berth_dtype d = dt ? berth_dtype_from_name(dt, strlen(dt)) : BERTH_DT_INVALID;
+    berth_dtype d =
+        dt ? berth_dtype_from_name(dt, strlen(dt)) : BERTH_DT_INVALID;
     if (name == NULL || *name == '\0' || d == BERTH_DT_INVALID ||
         !json_is_array(shape) || json_array_size(shape) > BERTH_MAX_DIMS) {
       specs_free(s, i);
       return berth_errf(err, BERTH_E_PARSE,
                         "READY: %s[%zu] needs a name, a known datatype and a "
-                        "shape of at most %d dimensions", what, i,
-                        BERTH_MAX_DIMS);
+                        "shape of at most %d dimensions",
+                        what, i, BERTH_MAX_DIMS);
     }
     s[i].name = strdup(name);
     if (s[i].name == NULL) {
@@ -315,7 +316,8 @@ static int parse_specs(json_t *arr, const char *what, berth_tensor_spec **out,
       if (dim < -1) {
         specs_free(s, i + 1);
         return berth_errf(err, BERTH_E_PARSE,
-                          "READY: %s[%zu].shape holds a bad dimension", what, i);
+                          "READY: %s[%zu].shape holds a bad dimension", what,
+                          i);
       }
       s[i].shape[k] = dim;
     }

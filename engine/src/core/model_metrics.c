@@ -35,10 +35,9 @@ uint64_t berth_histogram_cumulative(const berth_histogram *h, size_t i) {
 
 /* ---- counting -------------------------------------------------------------- */
 
-static const double duration_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                         0.025,  0.05,  0.1,    0.25,  0.5,
-                                         1,      2.5,   5,      10,    30,
-                                         60};
+static const double duration_bounds[] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25,   0.5,   1,      2.5,   5,    10,    30,   60};
 static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
@@ -89,15 +88,16 @@ void berth_metrics_request(berth_model_metrics *mm, berth_protocol proto,
   berth_histogram_observe(&mm->request_duration, seconds < 0 ? 0 : seconds);
 }
 
-
 /* ---- exposition text ------------------------------------------------------ */
 
 int berth_metrics_escape(berth_buf *out, const char *s) {
   const char *run = s;
   int rc = BERTH_OK;
   for (; *s != '\0' && rc == BERTH_OK; s++) {
-    const char *esc = *s == '\\' ? "\\\\" : *s == '"' ? "\\\"" :
-                      *s == '\n' ? "\\n" : NULL;
+    const char *esc = *s == '\\'   ? "\\\\"
+                      : *s == '"'  ? "\\\""
+                      : *s == '\n' ? "\\n"
+                                   : NULL;
     if (esc == NULL)
       continue;
     rc = berth_buf_append(out, run, (size_t)(s - run));

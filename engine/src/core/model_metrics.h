@@ -57,21 +57,20 @@ berth_outcome berth_metrics_outcome(int status);
 /* What the engine counts for one model version. */
 typedef struct berth_model_metrics {
   uint64_t requests[BERTH_PROTO_COUNT][BERTH_OUTCOME_COUNT];
-  berth_histogram request_duration;  /* s: received -> answered */
-  berth_histogram queue_duration;    /* s: queued -> taken into a batch */
-  berth_histogram compute_duration;  /* s: frame sent -> answer received */
-  berth_histogram batch_size;        /* rows per batch */
+  berth_histogram request_duration; /* s: received -> answered */
+  berth_histogram queue_duration;   /* s: queued -> taken into a batch */
+  berth_histogram compute_duration; /* s: frame sent -> answer received */
+  berth_histogram batch_size;       /* rows per batch */
   uint64_t worker_restarts;
-  double load_seconds;               /* last worker start -> READY; <0: none */
-  uint64_t payload_written;          /* payload log records written */
-  uint64_t payload_dropped;          /* sampled, not written (payload_log.h) */
+  double load_seconds;      /* last worker start -> READY; <0: none */
+  uint64_t payload_written; /* payload log records written */
+  uint64_t payload_dropped; /* sampled, not written (payload_log.h) */
 } berth_model_metrics;
 
 void berth_model_metrics_init(berth_model_metrics *mm);
 /* One answered request: its outcome and its duration in seconds. */
 void berth_metrics_request(berth_model_metrics *mm, berth_protocol proto,
                            int status, double seconds);
-
 
 /* Appends s as a Prometheus label value: \\ " and newline escaped (for
  * every collector of /metrics). */

@@ -96,9 +96,8 @@ static int opt_string(json_t *obj, const char *key, const char *path,
   return BERTH_OK;
 }
 
-static const berth_model_config *find_model(const berth_config *cfg,
-                                            const char *name,
-                                            const char *version) {
+static const berth_model_config *
+find_model(const berth_config *cfg, const char *name, const char *version) {
   for (size_t i = 0; i < cfg->n_models; i++)
     if (strcmp(cfg->models[i].name, name) == 0 &&
         (version == NULL || strcmp(cfg->models[i].version, version) == 0))
@@ -167,8 +166,10 @@ static int parse_specs(json_t *v, const char *path, berth_pipeline_config *p,
                        berth_errmsg *err) {
   if (!json_is_array(v) || json_array_size(v) == 0 ||
       json_array_size(v) > BERTH_PIPE_MAX_WIRES)
-    return bad(err, path, "expected a non-empty list of {name, datatype, "
-               "shape} (at most %d)", BERTH_PIPE_MAX_WIRES);
+    return bad(err, path,
+               "expected a non-empty list of {name, datatype, "
+               "shape} (at most %d)",
+               BERTH_PIPE_MAX_WIRES);
   size_t n = json_array_size(v);
   p->inputs = calloc(n, sizeof *p->inputs);
   if (p->inputs == NULL)
@@ -190,8 +191,8 @@ static int parse_specs(json_t *v, const char *path, berth_pipeline_config *p,
       child(kp, ip, "name");
       return bad(err, kp, "required, a non-empty string");
     }
-    berth_dtype d = dt ? berth_dtype_from_name(dt, strlen(dt))
-                       : BERTH_DT_INVALID;
+    berth_dtype d =
+        dt ? berth_dtype_from_name(dt, strlen(dt)) : BERTH_DT_INVALID;
     if (d == BERTH_DT_INVALID) {
       child(kp, ip, "datatype");
       return bad(err, kp, "required, a datatype name (FP32, INT64, BYTES...)");
@@ -237,26 +238,30 @@ static const berth_tensor_spec *input_spec(const berth_pipeline_config *p,
 
 /* A reference: "$name" (a request input) or "step.tensor". */
 static int parse_ref(const berth_pipeline_config *p, json_t *v,
-                     const char *path, berth_pipe_wire *w,
-                     berth_errmsg *err) {
+                     const char *path, berth_pipe_wire *w, berth_errmsg *err) {
   const char *s = json_string_value(v);
   if (s == NULL || s[0] == '\0' || strlen(s) > 300)
-    return bad(err, path, "expected a reference: \"$input\" (a request "
+    return bad(err, path,
+               "expected a reference: \"$input\" (a request "
                "input) or \"step.output\"");
   if (s[0] == '$') {
     if (s[1] == '\0')
       return bad(err, path, "\"$\" needs an input name after it");
     if (p->inputs_declared && input_spec(p, s + 1) == NULL)
-      return bad(err, path, "the pipeline has no input \"%s\" (its inputs "
-                 "are declared)", s + 1);
+      return bad(err, path,
+                 "the pipeline has no input \"%s\" (its inputs "
+                 "are declared)",
+                 s + 1);
     w->step = -1;
     w->tensor = strdup(s + 1);
     return w->tensor != NULL ? BERTH_OK : nomem(err, path);
   }
   const char *dot = strchr(s, '.');
   if (dot == NULL || dot[1] == '\0')
-    return bad(err, path, "\"%s\" is not a reference: write \"$input\" for a "
-               "request input or \"step.output\" for a step's output", s);
+    return bad(err, path,
+               "\"%s\" is not a reference: write \"$input\" for a "
+               "request input or \"step.output\" for a step's output",
+               s);
   int k = step_index(p, s, (size_t)(dot - s));
   if (k < 0)
     return bad(err, path, "unknown step \"%.*s\"", (int)(dot - s), s);
@@ -271,7 +276,8 @@ static int parse_wires(const berth_pipeline_config *p, json_t *v,
                        berth_errmsg *err) {
   if (!json_is_object(v) || json_object_size(v) == 0 ||
       json_object_size(v) > BERTH_PIPE_MAX_WIRES)
-    return bad(err, path, "expected a mapping of name: reference "
+    return bad(err, path,
+               "expected a mapping of name: reference "
                "(\"$input\" or \"step.output\"), at most %d",
                BERTH_PIPE_MAX_WIRES);
   size_t n = json_object_size(v);
@@ -303,8 +309,10 @@ static int model_ref(const berth_config *cfg, json_t *v, const char *path,
   if (s == NULL || !name_ok(s, true))
     return bad(err, path, "expected a model name");
   if (find_model(cfg, s, NULL) == NULL)
-    return bad(err, path, "unknown model \"%s\" (pipelines call models of "
-               "the same document)", s);
+    return bad(err, path,
+               "unknown model \"%s\" (pipelines call models of "
+               "the same document)",
+               s);
   *out = strdup(s);
   return *out != NULL ? BERTH_OK : nomem(err, path);
 }
@@ -313,12 +321,11 @@ static bool scalar_ok(json_t *v) {
   return json_is_string(v) || json_is_number(v) || json_is_boolean(v);
 }
 
-static int parse_switch(const berth_config *cfg,
-                        const berth_pipeline_config *p, json_t *v,
-                        const char *path, berth_pipe_switch **out,
+static int parse_switch(const berth_config *cfg, const berth_pipeline_config *p,
+                        json_t *v, const char *path, berth_pipe_switch **out,
                         berth_errmsg *err) {
-  static const char *const keys[] = {"input", "header", "parameter", "cases",
-                                     "default", NULL};
+  static const char *const keys[] = {"input", "header",  "parameter",
+                                     "cases", "default", NULL};
   int rc = keys_ok(v, keys, path, err);
   if (rc != BERTH_OK)
     return rc;
@@ -334,15 +341,18 @@ static int parse_switch(const berth_config *cfg,
     if (json_object_get(v, ons[k]) == NULL)
       continue;
     if (found >= 0)
-      return bad(err, path, "give one of input, header or parameter, not "
-                 "both %s and %s", ons[found], ons[k]);
+      return bad(err, path,
+                 "give one of input, header or parameter, not "
+                 "both %s and %s",
+                 ons[found], ons[k]);
     found = k;
     rc = opt_string(v, ons[k], path, &name, err);
     if (rc != BERTH_OK)
       return rc;
   }
   if (found < 0)
-    return bad(err, path, "say what the switch reads: input: NAME, header: "
+    return bad(err, path,
+               "say what the switch reads: input: NAME, header: "
                "NAME or parameter: NAME");
   s->on = (berth_pipe_on)found;
   child(kp, path, ons[found]);
@@ -360,13 +370,15 @@ static int parse_switch(const berth_config *cfg,
   child(kp, path, "cases");
   if (!json_is_array(cases) || json_array_size(cases) == 0 ||
       json_array_size(cases) > BERTH_PIPE_MAX_CASES)
-    return bad(err, kp, "required: a non-empty list of {equals|in|lt|gt: "
-               "value, model: name} (at most %d)", BERTH_PIPE_MAX_CASES);
+    return bad(err, kp,
+               "required: a non-empty list of {equals|in|lt|gt: "
+               "value, model: name} (at most %d)",
+               BERTH_PIPE_MAX_CASES);
   s->cases = calloc(json_array_size(cases), sizeof *s->cases);
   if (s->cases == NULL)
     return nomem(err, kp);
-  static const char *const ckeys[] = {"equals", "in", "lt", "gt", "model",
-                                      NULL};
+  static const char *const ckeys[] = {"equals", "in",    "lt",
+                                      "gt",     "model", NULL};
   static const char *const ops[] = {"equals", "in", "lt", "gt"};
   for (size_t i = 0; i < json_array_size(cases); i++) {
     char cp[PATH_MAX_LEN], vp[PATH_MAX_LEN];
@@ -380,8 +392,10 @@ static int parse_switch(const berth_config *cfg,
     for (int k = 0; k < 4; k++)
       if (json_object_get(c, ops[k]) != NULL) {
         if (test >= 0)
-          return bad(err, cp, "give one test (equals, in, lt or gt), not "
-                     "both %s and %s", ops[test], ops[k]);
+          return bad(err, cp,
+                     "give one test (equals, in, lt or gt), not "
+                     "both %s and %s",
+                     ops[test], ops[k]);
         test = k;
       }
     if (test < 0)
@@ -454,8 +468,10 @@ static int find_cycle(const berth_pipeline_config *p, size_t i,
                  p->steps[stack[j]].name);
       snprintf(loop + strlen(loop), sizeof loop - strlen(loop), "%s",
                p->steps[d].name);
-      return bad(err, path, "the steps form a cycle (%s); a step can only "
-                 "read outputs of steps that do not read its own", loop);
+      return bad(err, path,
+                 "the steps form a cycle (%s); a step can only "
+                 "read outputs of steps that do not read its own",
+                 loop);
     }
     if (mark[d] == 0) {
       int rc = find_cycle(p, d, mark, stack, depth + 1, path, err);
@@ -470,9 +486,8 @@ static int find_cycle(const berth_pipeline_config *p, size_t i,
 /* The declared output spec `tensor` of step s's model(s); NULL when some
  * model does not declare its outputs; *missing when one declares them and
  * lacks it. */
-static const berth_tensor_spec *model_output(const berth_model_config *m,
-                                             const char *tensor,
-                                             bool *missing) {
+static const berth_tensor_spec *
+model_output(const berth_model_config *m, const char *tensor, bool *missing) {
   *missing = false;
   if (m == NULL || !m->outputs_declared)
     return NULL;
@@ -484,8 +499,7 @@ static const berth_tensor_spec *model_output(const berth_model_config *m,
 }
 
 static const berth_tensor_spec *model_input(const berth_model_config *m,
-                                            const char *tensor,
-                                            bool *missing) {
+                                            const char *tensor, bool *missing) {
   *missing = false;
   if (m == NULL || !m->inputs_declared)
     return NULL;
@@ -551,8 +565,7 @@ static int agree(const berth_tensor_spec *src, const berth_tensor_spec *dst,
 /* Checks a wire's source exists in every declared signature and that its
  * datatype and shape agree with what reads it (dst: the spec of the reader,
  * or NULL). */
-static int check_source(const berth_config *cfg,
-                        const berth_pipeline_config *p,
+static int check_source(const berth_config *cfg, const berth_pipeline_config *p,
                         const berth_pipe_wire *w, const berth_tensor_spec *dst,
                         const char *path, berth_errmsg *err) {
   if (w->step < 0) {
@@ -592,8 +605,8 @@ static int check_types(const berth_config *cfg, const berth_pipeline_config *p,
       child(wp, sp, s->inputs[k].name);
       for (size_t m = 0; m < n; m++) {
         bool missing;
-        const berth_tensor_spec *dst = model_input(ms[m], s->inputs[k].name,
-                                                   &missing);
+        const berth_tensor_spec *dst =
+            model_input(ms[m], s->inputs[k].name, &missing);
         if (missing)
           return bad(err, wp, "model %s has no input \"%s\"", ms[m]->name,
                      s->inputs[k].name);
@@ -616,7 +629,8 @@ static int parse_step_body(const berth_config *cfg, berth_pipeline_config *p,
   json_t *model = json_object_get(it, "model");
   json_t *sw = json_object_get(it, "switch");
   if ((model == NULL) == (sw == NULL))
-    return bad(err, sp, "give the step either a model or a switch (a "
+    return bad(err, sp,
+               "give the step either a model or a switch (a "
                "python step is turned into a model by the berth command)");
   const char *version;
   int rc = opt_string(it, "version", sp, &version, err);
@@ -637,7 +651,8 @@ static int parse_step_body(const berth_config *cfg, berth_pipeline_config *p,
   } else {
     child(kp, sp, "switch");
     if (version != NULL)
-      return bad(err, kp, "a switch step picks models by name; give no "
+      return bad(err, kp,
+                 "a switch step picks models by name; give no "
                  "version");
     rc = parse_switch(cfg, p, sw, kp, &s->sw, err);
   }
@@ -669,9 +684,8 @@ static int parse_step_body(const berth_config *cfg, berth_pipeline_config *p,
   return rc;
 }
 
-static int parse_pipeline(const berth_config *cfg, json_t *v,
-                          const char *path, berth_pipeline_config *p,
-                          berth_errmsg *err) {
+static int parse_pipeline(const berth_config *cfg, json_t *v, const char *path,
+                          berth_pipeline_config *p, berth_errmsg *err) {
   static const char *const keys[] = {"name", "inputs", "steps", "outputs",
                                      NULL};
   int rc = keys_ok(v, keys, path, err);
@@ -685,8 +699,10 @@ static int parse_pipeline(const berth_config *cfg, json_t *v,
     return bad(err, kp, "required: 1..%d characters of [A-Za-z0-9_.-]",
                CF_NAME_MAX);
   if (find_model(cfg, name, NULL) != NULL)
-    return bad(err, kp, "\"%s\" is also a model's name; a pipeline is "
-               "called like a model, so the names must differ", name);
+    return bad(err, kp,
+               "\"%s\" is also a model's name; a pipeline is "
+               "called like a model, so the names must differ",
+               name);
   p->name = strdup(name);
   if (p->name == NULL)
     return nomem(err, kp);
@@ -708,8 +724,8 @@ static int parse_pipeline(const berth_config *cfg, json_t *v,
   if (p->steps == NULL)
     return nomem(err, kp);
   p->n_steps = n;
-  static const char *const skeys[] = {"name", "model", "version", "inputs",
-                                      "switch", NULL};
+  static const char *const skeys[] = {"name",   "model",  "version",
+                                      "inputs", "switch", NULL};
   /* names first: a step may read a later step's output (it then runs
    * after it) */
   for (size_t i = 0; i < n; i++) {
@@ -722,8 +738,10 @@ static int parse_pipeline(const berth_config *cfg, json_t *v,
     const char *sn = json_string_value(json_object_get(it, "name"));
     child(np, sp, "name");
     if (sn == NULL || !name_ok(sn, false))
-      return bad(err, np, "required: 1..%d characters of [A-Za-z0-9_-] (no "
-                 "dots: references are written step.output)", CF_NAME_MAX);
+      return bad(err, np,
+                 "required: 1..%d characters of [A-Za-z0-9_-] (no "
+                 "dots: references are written step.output)",
+                 CF_NAME_MAX);
     if (step_index(p, sn, strlen(sn)) >= 0)
       return bad(err, np, "duplicate step name \"%s\"", sn);
     p->steps[i].name = strdup(sn);
@@ -761,8 +779,8 @@ static int parse_pipeline(const berth_config *cfg, json_t *v,
   return rc;
 }
 
-int berth_pipeline_config_parse(json_t *v, berth_config *cfg,
-                                const char *path, berth_errmsg *err) {
+int berth_pipeline_config_parse(json_t *v, berth_config *cfg, const char *path,
+                                berth_errmsg *err) {
   if (!json_is_array(v))
     return bad(err, path, "expected a list of pipelines");
   size_t n = json_array_size(v);
@@ -786,8 +804,8 @@ int berth_pipeline_config_parse(json_t *v, berth_config *cfg,
       if (strcmp(cfg->pipelines[j].name, p->name) == 0) {
         char np[PATH_MAX_LEN];
         child(np, ip, "name");
-        return bad(err, np, "duplicate pipeline \"%s\" (also %s[%zu])",
-                   p->name, path, j);
+        return bad(err, np, "duplicate pipeline \"%s\" (also %s[%zu])", p->name,
+                   path, j);
       }
   }
   return BERTH_OK;

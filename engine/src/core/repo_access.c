@@ -14,11 +14,11 @@
 #define FLAG "--model-control-mode explicit"
 
 int berth_repo_mode_allows(const berth_config *cfg, berth_errmsg *err) {
-  const char *mode = cfg->model_control_mode ? cfg->model_control_mode
-                                             : "none";
+  const char *mode = cfg->model_control_mode ? cfg->model_control_mode : "none";
   if (strcmp(mode, "explicit") == 0)
     return BERTH_OK;
-  return berth_errf(err, BERTH_E_FORBIDDEN, "the repository load/unload API "
+  return berth_errf(err, BERTH_E_FORBIDDEN,
+                    "the repository load/unload API "
                     "is off (model control mode 'none', the default); start "
                     "berth with " FLAG " (server.model_control_mode: "
                     "explicit) to load and unload models of its "
@@ -89,16 +89,20 @@ int berth_repo_roots_init(berth_repo_roots *r, char *const *paths, size_t n,
   char norm[PATH_MAX];
   for (size_t i = 0; i < n; i++) {
     if (!normalise(paths[i], norm))
-      return berth_errf(err, BERTH_E_CONFIG, "server.repositories[%zu]: "
+      return berth_errf(err, BERTH_E_CONFIG,
+                        "server.repositories[%zu]: "
                         "expected an absolute path without '..', got "
-                        "\"%.200s\"", i, paths[i]);
+                        "\"%.200s\"",
+                        i, paths[i]);
     r->given[i] = strdup(norm);
     r->real[i] = realpath(norm, NULL);
     if (r->given[i] == NULL)
       return berth_errf(err, BERTH_E_NOMEM, "out of memory");
     if (r->real[i] == NULL)
-      return berth_errf(err, BERTH_E_CONFIG, "server.repositories[%zu]: "
-                        "\"%.200s\": %s", i, norm, strerror(errno));
+      return berth_errf(err, BERTH_E_CONFIG,
+                        "server.repositories[%zu]: "
+                        "\"%.200s\": %s",
+                        i, norm, strerror(errno));
   }
   return BERTH_OK;
 }
@@ -109,21 +113,27 @@ int berth_repo_path_check(const berth_repo_roots *r, const char *where,
   char norm[PATH_MAX];
   *resolved = NULL;
   if (!normalise(path, norm))
-    return berth_errf(err, BERTH_E_FORBIDDEN, "%s: \"%.200s\" is refused: a "
+    return berth_errf(err, BERTH_E_FORBIDDEN,
+                      "%s: \"%.200s\" is refused: a "
                       "path in a load must be absolute, without '..' "
-                      "segments, and inside a served repository", where, path);
+                      "segments, and inside a served repository",
+                      where, path);
   bool lexical = false;
   for (size_t i = 0; i < r->n && !lexical; i++)
     lexical = inside(r->given[i], norm) || inside(r->real[i], norm);
   if (!lexical)
-    return berth_errf(err, BERTH_E_FORBIDDEN, "%s: \"%.200s\" is not inside "
+    return berth_errf(err, BERTH_E_FORBIDDEN,
+                      "%s: \"%.200s\" is not inside "
                       "a served repository; a load may name only files of "
                       "the repositories berth serves (server.repositories: "
-                      "%zu configured)", where, path, r->n);
+                      "%zu configured)",
+                      where, path, r->n);
   char *real = realpath(norm, NULL);
   if (real == NULL)
-    return berth_errf(err, BERTH_E_CONFIG, "%s: \"%.200s\" does not exist in "
-                      "the served repository", where, path);
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "%s: \"%.200s\" does not exist in "
+                      "the served repository",
+                      where, path);
   for (size_t i = 0; i < r->n; i++) {
     if (inside(r->real[i], real)) {
       *resolved = real;
@@ -131,9 +141,11 @@ int berth_repo_path_check(const berth_repo_roots *r, const char *where,
     }
   }
   free(real);
-  return berth_errf(err, BERTH_E_FORBIDDEN, "%s: \"%.200s\" leads out of the "
+  return berth_errf(err, BERTH_E_FORBIDDEN,
+                    "%s: \"%.200s\" leads out of the "
                     "served repositories (a symbolic link); a load may name "
-                    "only files inside them", where, path);
+                    "only files inside them",
+                    where, path);
 }
 
 bool berth_runtime_runs_code(const char *runtime) {
@@ -160,10 +172,12 @@ int berth_repo_check_entry(const berth_repo_roots *roots,
   json_t *s = json_string(real);
   free(real);
   if (s == NULL || json_object_set_new(cfg->entry, "path", s) != 0)
-    return berth_errf(err, BERTH_E_CONFIG, "parameters.config.path: the "
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "parameters.config.path: the "
                       "resolved path is not UTF-8");
   if (!trusted && berth_runtime_runs_code(cfg->runtime))
-    return berth_errf(err, BERTH_E_FORBIDDEN, "parameters.config.runtime: "
+    return berth_errf(err, BERTH_E_FORBIDDEN,
+                      "parameters.config.runtime: "
                       "'%.64s' runs code from the model files (pickles, .py "
                       "files); loading such an entry from a request needs "
                       "an admin token: start berth with --admin-tokens-file "

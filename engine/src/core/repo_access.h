@@ -14,8 +14,8 @@
 /* The served repositories: each a folder (anything under it may be named)
  * or one model file (only that file). */
 typedef struct berth_repo_roots {
-  char **given;   /* owned: each root as configured, normalised */
-  char **real;    /* owned: its realpath */
+  char **given; /* owned: each root as configured, normalised */
+  char **real;  /* owned: its realpath */
   size_t n;
 } berth_repo_roots;
 
@@ -39,8 +39,7 @@ int berth_repo_mode_allows(const berth_config *cfg, berth_errmsg *err);
  * (malloc'd, the caller frees it). BERTH_E_FORBIDDEN outside,
  * BERTH_E_CONFIG for a path that does not exist inside. */
 int berth_repo_path_check(const berth_repo_roots *r, const char *where,
-                          const char *path, char **resolved,
-                          berth_errmsg *err);
+                          const char *path, char **resolved, berth_errmsg *err);
 
 /* true unless the runtime reads data only (onnx, xgboost, lightgbm): its
  * model files are code (pickles, .py files, MLflow pyfuncs, TensorFlow

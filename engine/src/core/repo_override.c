@@ -12,8 +12,7 @@
 #define KEY "parameters.config."
 
 bool berth_repo_is_override(const json_t *config) {
-  static const char *const chooses[] = {"path", "runtime", "class",
-                                        "platform"};
+  static const char *const chooses[] = {"path", "runtime", "class", "platform"};
   if (!json_is_object(config))
     return false;
   for (size_t i = 0; i < sizeof chooses / sizeof chooses[0]; i++)
@@ -45,8 +44,10 @@ static int set_int(json_t *out, const char *key, const json_t *v,
                    const char *what, berth_errmsg *err) {
   json_t *n = as_integer(v);
   if (n == NULL)
-    return berth_errf(err, BERTH_E_CONFIG, KEY "%s: expected an integer "
-                      "(a number, or a string of digits)", what);
+    return berth_errf(err, BERTH_E_CONFIG,
+                      KEY "%s: expected an integer "
+                          "(a number, or a string of digits)",
+                      what);
   if (json_object_set_new(out, key, n) != 0)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   return BERTH_OK;
@@ -55,8 +56,10 @@ static int set_int(json_t *out, const char *key, const json_t *v,
 static int set_int_list(json_t *out, const char *key, const json_t *v,
                         const char *what, berth_errmsg *err) {
   if (!json_is_array(v))
-    return berth_errf(err, BERTH_E_CONFIG, KEY "%s: expected a list of "
-                      "integers", what);
+    return berth_errf(err, BERTH_E_CONFIG,
+                      KEY "%s: expected a list of "
+                          "integers",
+                      what);
   json_t *list = json_array();
   if (list == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
@@ -66,8 +69,10 @@ static int set_int_list(json_t *out, const char *key, const json_t *v,
     json_t *n = as_integer(x);
     if (n == NULL || json_array_append_new(list, n) != 0) {
       json_decref(list);
-      return berth_errf(err, BERTH_E_CONFIG, KEY "%s[%zu]: expected an "
-                        "integer", what, i);
+      return berth_errf(err, BERTH_E_CONFIG,
+                        KEY "%s[%zu]: expected an "
+                            "integer",
+                        what, i);
     }
   }
   if (json_object_set_new(out, key, list) != 0)
@@ -78,19 +83,22 @@ static int set_int_list(json_t *out, const char *key, const json_t *v,
 static int take_instance_group(json_t *out, const json_t *v,
                                berth_errmsg *err) {
   if (!json_is_array(v) || json_array_size(v) == 0)
-    return berth_errf(err, BERTH_E_CONFIG, KEY "instance_group: expected a "
-                      "non-empty list of groups ({\"count\": N})");
+    return berth_errf(err, BERTH_E_CONFIG,
+                      KEY "instance_group: expected a "
+                          "non-empty list of groups ({\"count\": N})");
   json_int_t total = 0;
   size_t i;
   const json_t *g;
   json_array_foreach(v, i, g) {
-    json_t *n = json_is_object(g) ? as_integer(json_object_get(g, "count"))
-                                  : NULL;
+    json_t *n =
+        json_is_object(g) ? as_integer(json_object_get(g, "count")) : NULL;
     json_int_t c = n != NULL ? json_integer_value(n) : -1;
     json_decref(n);
     if (c < 1 || c > 1024)
-      return berth_errf(err, BERTH_E_CONFIG, KEY "instance_group[%zu].count: "
-                        "expected an integer from 1 to 1024", i);
+      return berth_errf(err, BERTH_E_CONFIG,
+                        KEY "instance_group[%zu].count: "
+                            "expected an integer from 1 to 1024",
+                        i);
     total += c;
   }
   json_t *t = json_integer(total);
@@ -102,8 +110,9 @@ static int take_instance_group(json_t *out, const json_t *v,
 static int take_dynamic_batching(json_t *out, const json_t *v,
                                  berth_errmsg *err) {
   if (!json_is_object(v))
-    return berth_errf(err, BERTH_E_CONFIG, KEY "dynamic_batching: expected "
-                      "an object");
+    return berth_errf(err, BERTH_E_CONFIG,
+                      KEY "dynamic_batching: expected "
+                          "an object");
   const char *k;
   json_t *x;
   int rc = BERTH_OK;
@@ -115,9 +124,11 @@ static int take_dynamic_batching(json_t *out, const json_t *v,
       rc = set_int_list(out, "preferred_batch_sizes", x,
                         "dynamic_batching.preferred_batch_size", err);
     else
-      rc = berth_errf(err, BERTH_E_CONFIG, KEY "dynamic_batching.%.64s: not "
-                      "supported (max_queue_delay_microseconds and "
-                      "preferred_batch_size are)", k);
+      rc = berth_errf(err, BERTH_E_CONFIG,
+                      KEY "dynamic_batching.%.64s: not "
+                          "supported (max_queue_delay_microseconds and "
+                          "preferred_batch_size are)",
+                      k);
     if (rc != BERTH_OK)
       return rc;
   }
@@ -141,8 +152,10 @@ static int take(json_t *out, const char *k, const json_t *v, const char *name,
     return take_dynamic_batching(out, v, err);
   if (strcmp(k, "name") == 0) {
     if (!json_is_string(v) || strcmp(json_string_value(v), name) != 0)
-      return berth_errf(err, BERTH_E_CONFIG, KEY "name: not the model in the "
-                        "path (\"%.128s\")", name);
+      return berth_errf(err, BERTH_E_CONFIG,
+                        KEY "name: not the model in the "
+                            "path (\"%.128s\")",
+                        name);
     return BERTH_OK;
   }
   if (strcmp(k, "version") == 0 || strcmp(k, "parameters") == 0) {
@@ -150,12 +163,15 @@ static int take(json_t *out, const char *k, const json_t *v, const char *name,
       return berth_errf(err, BERTH_E_NOMEM, "out of memory");
     return BERTH_OK;
   }
-  return berth_errf(err, BERTH_E_CONFIG, KEY "%.64s: not something a config "
+  return berth_errf(err, BERTH_E_CONFIG,
+                    KEY
+                    "%.64s: not something a config "
                     "override may change (it may change max_batch_size, "
                     "instance_group, dynamic_batching, instances, "
                     "max_queue_delay_us, preferred_batch_sizes, timeout_us, "
                     "max_queue_size, parameters; the model's files decide "
-                    "its inputs and outputs)", k);
+                    "its inputs and outputs)",
+                    k);
 }
 
 int berth_repo_override_entry(const json_t *base, const json_t *override,
@@ -163,14 +179,15 @@ int berth_repo_override_entry(const json_t *base, const json_t *override,
                               berth_errmsg *err) {
   *out = NULL;
   if (!json_is_object(base) || !json_is_object(override))
-    return berth_errf(err, BERTH_E_CONFIG, "parameters.config: expected an "
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "parameters.config: expected an "
                       "object");
   json_t *merged = json_deep_copy(base);
   if (merged == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   const char *k;
   json_t *v;
-  json_object_foreach((json_t *)override, k, v) {
+  json_object_foreach((json_t *) override, k, v) {
     int rc = take(merged, k, v, name, err);
     if (rc != BERTH_OK) {
       json_decref(merged);
@@ -203,11 +220,12 @@ int berth_repo_override_for(berth_engine *e, const char *name, json_t *config,
         (ver == NULL || strcmp(e->models[i]->cfg->version, ver) == 0))
       base = e->models[i];
   if (base == NULL)
-    return berth_errf(err, BERTH_E_NOT_FOUND, "Request for unknown model: "
+    return berth_errf(err, BERTH_E_NOT_FOUND,
+                      "Request for unknown model: "
                       "'%.128s'%s%.64s is not found; a config override "
                       "changes a model the server serves (a new model needs "
-                      "its whole entry, with path and runtime)", name,
-                      ver ? " version " : "", ver ? ver : "");
+                      "its whole entry, with path and runtime)",
+                      name, ver ? " version " : "", ver ? ver : "");
   return berth_repo_override_entry(base->cfg->entry, *parsed, name, merged,
                                    err);
 }

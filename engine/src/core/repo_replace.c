@@ -21,15 +21,15 @@
 #define KILL_AFTER_NS (5ull * 1000000000ull)
 
 struct berth_replace {
-  berth_model *m;               /* the serving version (engine->models) */
-  berth_model cand;             /* the candidate, then the old workers */
+  berth_model *m;   /* the serving version (engine->models) */
+  berth_model cand; /* the candidate, then the old workers */
   berth_replace_phase phase;
-  uint64_t since_ns;            /* when the phase began */
+  uint64_t since_ns; /* when the phase began */
   bool killed;
   const berth_model_config *spare; /* the config no longer in use once
                                       done: the old one after a switch, the
                                       candidate's after a failure */
-  unsigned closed_ticks;        /* CLOSED: ticks since the handles closed */
+  unsigned closed_ticks;           /* CLOSED: ticks since the handles closed */
 };
 
 berth_replace *berth_replace_start(berth_model *m,
@@ -151,10 +151,11 @@ berth_replace_phase berth_replace_step(berth_replace *x, char *msg,
   switch (x->phase) {
   case BERTH_REPLACE_LOADING:
     if (c->load_error[0] != '\0' || c->state == BERTH_MODEL_FAILED) {
-      snprintf(msg, cap, "model '%s' version '%s' failed to load the new "
-               "config, and the previous one keeps serving: %s", c->cfg->name,
-               c->cfg->version, c->load_error[0] != '\0' ? c->load_error
-                                                         : "no worker ready");
+      snprintf(msg, cap,
+               "model '%s' version '%s' failed to load the new "
+               "config, and the previous one keeps serving: %s",
+               c->cfg->name, c->cfg->version,
+               c->load_error[0] != '\0' ? c->load_error : "no worker ready");
       berth_replace_abort(x);
       return BERTH_REPLACE_FAILING;
     }

@@ -37,8 +37,7 @@ berth_replace *berth_replace_start(berth_model *m,
  * ready (the switch happens here); LOADING -> FAILING when one failed to
  * load, with msg (cap bytes) set to the answer for the caller ("... failed
  * to load: ...; the previous version keeps serving"). */
-berth_replace_phase berth_replace_step(berth_replace *x, char *msg,
-                                       size_t cap);
+berth_replace_phase berth_replace_step(berth_replace *x, char *msg, size_t cap);
 /* Stops the new workers of a replace still LOADING (an unload came, or the
  * server drains): phase FAILING. Nothing for the other phases. */
 void berth_replace_abort(berth_replace *x);

@@ -41,8 +41,8 @@
 typedef struct repo_call {
   berth_repo_done_cb done;
   void *arg;
-  size_t pending;               /* versions not settled, +1 while set up */
-  int status;                   /* first failure, else BERTH_OK */
+  size_t pending; /* versions not settled, +1 while set up */
+  int status;     /* first failure, else BERTH_OK */
   char msg[BERTH_ERRMSG_SIZE];
 } repo_call;
 
@@ -71,13 +71,13 @@ struct berth_repository {
   uv_timer_t tick;
   bool tick_open, tick_closing;
   repo_op *ops;
-  berth_model_config **cfgs;    /* owned configs of versions set at run
+  berth_model_config **cfgs; /* owned configs of versions set at run
                                    time (each malloc'd) */
   size_t n_cfgs, cap_cfgs;
-  berth_replace **done_reps;    /* owned: replaces answered (switched or
+  berth_replace **done_reps; /* owned: replaces answered (switched or
                                    failed) whose old workers still stop */
   size_t n_done_reps, cap_done_reps;
-  berth_repo_roots roots;       /* server.repositories, resolved */
+  berth_repo_roots roots; /* server.repositories, resolved */
 };
 
 /* ---- callers ------------------------------------------------------------ */
@@ -292,8 +292,10 @@ static void start_load(struct berth_repository *r, repo_op *op) {
   if (rc != BERTH_OK) {
     snprintf(m->load_error, sizeof m->load_error, "%s", err.msg);
     m->state = BERTH_MODEL_FAILED;
-    snprintf(msg, sizeof msg, "model '%s' version '%s' could not be started: "
-             "%s", m->cfg->name, m->cfg->version, err.msg);
+    snprintf(msg, sizeof msg,
+             "model '%s' version '%s' could not be started: "
+             "%s",
+             m->cfg->name, m->cfg->version, err.msg);
     settle_all(&op->load_waits, rc, msg);
     op_remove(r, op);
     return;
@@ -511,16 +513,17 @@ static int unload_one(struct berth_repository *r, berth_model *m,
 /* The message refusing to `what` under the name of a pipeline, in err. */
 static const char *pipeline_refusal(const char *name, const char *what,
                                     berth_errmsg *err) {
-  berth_errf(err, BERTH_E_INVALID, "'%.128s' is a pipeline of the "
+  berth_errf(err, BERTH_E_INVALID,
+             "'%.128s' is a pipeline of the "
              "configuration: the repository cannot %s under its name (a "
              "pipeline is ready when its step models are; load or unload "
-             "those)", name, what);
+             "those)",
+             name, what);
   return err->msg;
 }
 
-static void repo_unload(berth_engine *e, const char *name,
-                        const char *version, berth_repo_done_cb done,
-                        void *arg) {
+static void repo_unload(berth_engine *e, const char *name, const char *version,
+                        berth_repo_done_cb done, void *arg) {
   char msg[400];
   repo_call *c = new_call(e, done, arg);
   if (c == NULL)
@@ -536,16 +539,21 @@ static void repo_unload(berth_engine *e, const char *name,
     if (unload_one(r, m, c) != BERTH_OK)
       call_fail(c, BERTH_E_NOMEM, "out of memory");
   }
-  if (found == 0 && berth_composite_find(e, name, strlen(name), NULL, 0) != NULL) {
+  if (found == 0 &&
+      berth_composite_find(e, name, strlen(name), NULL, 0) != NULL) {
     berth_errmsg err;
     call_fail(c, BERTH_E_INVALID, pipeline_refusal(name, "unload", &err));
   } else if (found == 0) {
     if (version != NULL && berth_model_name_exists(e, name, strlen(name)))
-      snprintf(msg, sizeof msg, "Request for unknown model: '%.128s' version "
-               "%.128s is not found", name, version);
+      snprintf(msg, sizeof msg,
+               "Request for unknown model: '%.128s' version "
+               "%.128s is not found",
+               name, version);
     else
-      snprintf(msg, sizeof msg, "Request for unknown model: '%.128s' is not "
-               "found", name);
+      snprintf(msg, sizeof msg,
+               "Request for unknown model: '%.128s' is not "
+               "found",
+               name);
     call_fail(c, BERTH_E_NOT_FOUND, msg);
   }
   ensure_tick(r);
@@ -600,8 +608,7 @@ static int start_replace(struct berth_repository *r, berth_model *m,
 /* Loads a known version again (config NULL: with its own; a config for a
  * serving version replaces it without downtime). */
 static int load_one(struct berth_repository *r, berth_model *m,
-                    berth_model_config *cfg, repo_call *c,
-                    berth_errmsg *err) {
+                    berth_model_config *cfg, repo_call *c, berth_errmsg *err) {
   repo_op *op = op_find(r, m);
   bool fresh = op == NULL;
   if (op != NULL && op->phase == OP_REPLACE) {
@@ -610,10 +617,11 @@ static int load_one(struct berth_repository *r, berth_model *m,
                  ? BERTH_OK
                  : berth_errf(err, BERTH_E_NOMEM, "out of memory");
     cfg_destroy(cfg);
-    return berth_errf(err, BERTH_E_UNAVAILABLE, "model '%.128s' version "
+    return berth_errf(err, BERTH_E_UNAVAILABLE,
+                      "model '%.128s' version "
                       "'%.128s' is being replaced by another load; load it "
-                      "again once that one has answered", m->cfg->name,
-                      m->cfg->version);
+                      "again once that one has answered",
+                      m->cfg->name, m->cfg->version);
   }
   if (fresh) {
     bool serving = m->state == BERTH_MODEL_READY && m->n_ready > 0;
@@ -697,12 +705,13 @@ static int parse_config(json_t *config, const char *name,
   *out = calloc(1, sizeof **out);
   if (*out == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
-  int rc = berth_config_parse_model_entry(config, "parameters.config", *out,
-                                          err);
+  int rc =
+      berth_config_parse_model_entry(config, "parameters.config", *out, err);
   if (rc == BERTH_OK && strcmp((*out)->name, name) != 0) {
-    rc = berth_errf(err, BERTH_E_CONFIG, "parameters.config.name: \"%.128s\" "
-                    "is not the model in the path (\"%.128s\")", (*out)->name,
-                    name);
+    rc = berth_errf(err, BERTH_E_CONFIG,
+                    "parameters.config.name: \"%.128s\" "
+                    "is not the model in the path (\"%.128s\")",
+                    (*out)->name, name);
     berth_config_model_clear(*out);
   }
   if (rc != BERTH_OK) {
@@ -739,7 +748,8 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
   if (rc == BERTH_OK && config != NULL) {
     berth_model_config *cfg = NULL;
     rc = parse_config(config, name, &cfg, &err);
-    if (rc == BERTH_OK && (rc = berth_repo_check_entry(&r->roots, cfg, trusted, &err)) != 0) {
+    if (rc == BERTH_OK &&
+        (rc = berth_repo_check_entry(&r->roots, cfg, trusted, &err)) != 0) {
       cfg_destroy(cfg);
       cfg = NULL;
     }
@@ -760,14 +770,16 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
       rc = load_one(r, e->models[i], NULL, c, &err);
     }
     if (found == 0)
-      rc = berth_errf(&err, BERTH_E_NOT_FOUND, "Request for unknown model: "
+      rc = berth_errf(&err, BERTH_E_NOT_FOUND,
+                      "Request for unknown model: "
                       "'%.128s' is not found; to add a model, give its entry "
                       "in parameters.config",
                       name);
   }
   json_decref(parsed);
   json_decref(merged);
-  if (rc == BERTH_E_CONFIG || rc == BERTH_E_INVALID || rc == BERTH_E_NOT_FOUND) {
+  if (rc == BERTH_E_CONFIG || rc == BERTH_E_INVALID ||
+      rc == BERTH_E_NOT_FOUND) {
     /* Triton's clients look for "failed to load" in a refused load */
     char msg[BERTH_ERRMSG_SIZE + 160];
     snprintf(msg, sizeof msg, "failed to load '%.128s': %s", name, err.msg);
@@ -779,9 +791,8 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
   call_settle(c, BERTH_OK, "");
 }
 
-void berth_repository_load(berth_engine *e, const char *name,
-                           json_t *config, bool trusted,
-                           berth_repo_done_cb done, void *arg) {
+void berth_repository_load(berth_engine *e, const char *name, json_t *config,
+                           bool trusted, berth_repo_done_cb done, void *arg) {
   berth_errmsg err;
   if (berth_repo_mode_allows(&e->cfg, &err) != BERTH_OK) {
     done(arg, BERTH_E_FORBIDDEN, err.msg);
@@ -803,8 +814,7 @@ int berth_repository_start(berth_engine *e, berth_errmsg *err) {
   char n[32];
   snprintf(n, sizeof n, "%zu", r->roots.n);
   berth_log_kv(BERTH_LOG_INFO, "model control", "mode",
-               e->cfg.model_control_mode ? e->cfg.model_control_mode
-                                         : "none",
+               e->cfg.model_control_mode ? e->cfg.model_control_mode : "none",
                "repositories", n, NULL);
   return BERTH_OK;
 }

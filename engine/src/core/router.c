@@ -39,8 +39,8 @@ static uint64_t rng_next(berth_router *r) {
 static double unit(uint64_t x) { return (double)(x >> 11) * 0x1.0p-53; }
 
 static void rng_seed(berth_router *r) {
-  uint64_t seed = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^
-                  (uint64_t)(uintptr_t)r;
+  uint64_t seed =
+      uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)r;
   for (int i = 0; i < 4; i++)
     r->rng[i] = splitmix64(&seed);
 }
@@ -80,8 +80,8 @@ int berth_router_check(berth_engine *e, const berth_route_config *cfg,
   }
   if (!(total > 0))
     return berth_errf(err, BERTH_E_CONFIG,
-                      "%s%ssplit: the weights must add up to more than 0",
-                      path, path[0] != '\0' ? "." : "");
+                      "%s%ssplit: the weights must add up to more than 0", path,
+                      path[0] != '\0' ? "." : "");
   if (cfg->shadow.model != NULL) {
     snprintf(item, sizeof item, "%.190s%sshadow", path,
              path[0] != '\0' ? "." : "");
@@ -146,8 +146,8 @@ int berth_router_init(berth_engine *e, berth_errmsg *err) {
     snprintf(path, sizeof path, "routes[%zu]", i);
     const char *name = c->routes[i].name;
     if (berth_router_find(e, name, strlen(name)) != NULL)
-      return berth_errf(err, BERTH_E_CONFIG,
-                        "%s.name: duplicate route \"%s\"", path, name);
+      return berth_errf(err, BERTH_E_CONFIG, "%s.name: duplicate route \"%s\"",
+                        path, name);
     double *cum = NULL;
     int rc = berth_router_check(e, &c->routes[i], path, &cum, err);
     if (rc == BERTH_OK)
@@ -183,8 +183,7 @@ void berth_router_free(berth_engine *e) {
 
 /* ---- choosing ---------------------------------------------------------------- */
 
-berth_route *berth_router_find(berth_engine *e, const char *name,
-                               size_t len) {
+berth_route *berth_router_find(berth_engine *e, const char *name, size_t len) {
   berth_router *r = e->router;
   if (r == NULL)
     return NULL;
@@ -244,8 +243,8 @@ size_t berth_router_pick(berth_route *rt, const char *key, size_t key_len) {
   return split_index(rt, u);
 }
 
-berth_model *berth_router_resolve(berth_engine *e, const char *name,
-                                  size_t len, const berth_http_req *infer_req,
+berth_model *berth_router_resolve(berth_engine *e, const char *name, size_t len,
+                                  const berth_http_req *infer_req,
                                   berth_route_stat **stat) {
   *stat = NULL;
   berth_route *rt = berth_router_find(e, name, len);
@@ -267,8 +266,8 @@ berth_model *berth_router_resolve(berth_engine *e, const char *name,
 /* ---- shadow copies ----------------------------------------------------------- */
 
 typedef struct shadow_job {
-  berth_job job;                /* first: the job pointer is this pointer */
-  berth_route_stat *stat;       /* the shadow version's counters */
+  berth_job job;          /* first: the job pointer is this pointer */
+  berth_route_stat *stat; /* the shadow version's counters */
 } shadow_job;
 
 static int copy_tensor(berth_tensor *dst, const berth_tensor *src) {
@@ -338,11 +337,11 @@ static void shadow_record(shadow_job *s, int status, const char *errmsg) {
     char ms[32];
     snprintf(ms, sizeof ms, "%.3f",
              (double)(uv_hrtime() - s->job.received_ns) / 1e6);
-    berth_log_kv(BERTH_LOG_DEBUG, "shadow answer", "route",
-                 st->route->cfg.name, "model", st->model->cfg->name,
-                 "version", st->model->cfg->version, "id",
-                 s->job.req.id != NULL ? s->job.req.id : "", "ms", ms,
-                 "error", status == BERTH_OK ? "" : errmsg, NULL);
+    berth_log_kv(BERTH_LOG_DEBUG, "shadow answer", "route", st->route->cfg.name,
+                 "model", st->model->cfg->name, "version",
+                 st->model->cfg->version, "id",
+                 s->job.req.id != NULL ? s->job.req.id : "", "ms", ms, "error",
+                 status == BERTH_OK ? "" : errmsg, NULL);
   }
 }
 
@@ -417,8 +416,8 @@ static void routed_done(berth_job *job, int status, const char *errmsg,
   done(job, status, errmsg, resp);
 }
 
-int berth_router_submit(berth_model *m, berth_job *job,
-                        berth_route_stat *stat, berth_errmsg *err) {
+int berth_router_submit(berth_model *m, berth_job *job, berth_route_stat *stat,
+                        berth_errmsg *err) {
   if (stat == NULL)
     return berth_model_submit(m, job, err);
   shadow_job *s = shadow_prepare(stat->route, job);
@@ -443,8 +442,8 @@ int berth_router_submit(berth_model *m, berth_job *job,
 /* ---- metrics ----------------------------------------------------------------- */
 
 static const char *const outcome_label[BERTH_OUTCOME_COUNT] = {
-    "success", "client_error", "server_error", "timeout", "overload",
-    "unavailable"};
+    "success", "client_error", "server_error",
+    "timeout", "overload",     "unavailable"};
 
 /* name{route="..",model="..",version=".."<extra>} value\n */
 static int route_sample(berth_buf *out, const char *name,
@@ -508,6 +507,5 @@ int berth_router_metrics(berth_engine *e, berth_buf *out) {
   return rc;
 }
 
-const berth_module berth_router_module = {.name = "router",
-                                          .init = berth_router_init,
-                                          .free = berth_router_free};
+const berth_module berth_router_module = {
+    .name = "router", .init = berth_router_init, .free = berth_router_free};

@@ -56,8 +56,8 @@ berth_route *berth_router_find(berth_engine *e, const char *name, size_t len);
  * primary target (its first split entry), for metadata, readiness and
  * configuration, and *stat is NULL. Returns NULL when name is no route or
  * its target cannot be resolved now. */
-berth_model *berth_router_resolve(berth_engine *e, const char *name,
-                                  size_t len, const berth_http_req *infer_req,
+berth_model *berth_router_resolve(berth_engine *e, const char *name, size_t len,
+                                  const berth_http_req *infer_req,
                                   berth_route_stat **stat);
 
 /* berth_sched_submit for frontends: with stat NULL exactly that; else the
@@ -65,8 +65,8 @@ berth_model *berth_router_resolve(berth_engine *e, const char *name,
  * route has a shadow, a copy of job->req is sent to it. On failure nothing
  * was queued, no callback ran, and the caller answers as after a failed
  * berth_sched_submit (the failure is already counted for the route). */
-int berth_router_submit(berth_model *m, berth_job *job,
-                        berth_route_stat *stat, berth_errmsg *err);
+int berth_router_submit(berth_model *m, berth_job *job, berth_route_stat *stat,
+                        berth_errmsg *err);
 
 /* Appends berth_route_requests_total, berth_shadow_requests_total and
  * berth_shadow_dropped_total (docs/metrics.md). */

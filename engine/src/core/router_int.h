@@ -12,26 +12,26 @@
 #define BERTH_ROUTES_MAX 4096
 
 struct berth_route_stat {
-  berth_route_stat *next;       /* the route's list */
-  berth_route *route;           /* the route counted */
-  berth_model *model;           /* the version that answered */
+  berth_route_stat *next;                 /* the route's list */
+  berth_route *route;                     /* the route counted */
+  berth_model *model;                     /* the version that answered */
   uint64_t requests[BERTH_OUTCOME_COUNT]; /* routed here, by outcome */
   uint64_t shadow[BERTH_OUTCOME_COUNT];   /* shadow copies, by outcome */
-  uint64_t shadow_dropped;      /* shadow copies not sent */
+  uint64_t shadow_dropped;                /* shadow copies not sent */
 };
 
 struct berth_route {
   berth_engine *engine;
-  berth_route_config cfg;       /* owned: the current definition */
-  double *cum;                  /* owned: cumulative split weights */
-  double total;                 /* cum[n_split - 1], > 0 */
-  berth_route_stat *stats;      /* owned list, never shrinks */
+  berth_route_config cfg;  /* owned: the current definition */
+  double *cum;             /* owned: cumulative split weights */
+  double total;            /* cum[n_split - 1], > 0 */
+  berth_route_stat *stats; /* owned list, never shrinks */
 };
 
 struct berth_router {
-  berth_route **routes;         /* owned array of owned routes */
+  berth_route **routes; /* owned array of owned routes */
   size_t n_routes, cap;
-  uint64_t rng[4];              /* xoshiro256** state */
+  uint64_t rng[4]; /* xoshiro256** state */
 };
 
 /* Checks cfg against the engine's models and computes the cumulative

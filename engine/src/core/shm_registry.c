@@ -89,24 +89,34 @@ uint64_t berth_shm_total_bytes(const berth_shm_registry *r) { return r->total; }
 static int check_new(const berth_shm_registry *r, const char *name,
                      const char *key, uint64_t byte_size, berth_errmsg *err) {
   if (name == NULL || name[0] == '\0' || strlen(name) > 256)
-    return berth_errf(err, BERTH_E_INVALID, "a shared memory region needs a "
+    return berth_errf(err, BERTH_E_INVALID,
+                      "a shared memory region needs a "
                       "name of 1 to 256 bytes");
   if (!berth_shm_key_valid(key))
-    return berth_errf(err, BERTH_E_INVALID, "shared memory key '%.64s' is not "
+    return berth_errf(err, BERTH_E_INVALID,
+                      "shared memory key '%.64s' is not "
                       "a POSIX shared memory name: '/' then letters, digits, "
-                      "'.', '_' or '-' (no further '/')", key ? key : "");
+                      "'.', '_' or '-' (no further '/')",
+                      key ? key : "");
   if (find_index(r, name) >= 0)
-    return berth_errf(err, BERTH_E_INVALID, "shared memory region '%.256s' "
-                      "already in manager; unregister it first", name);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "shared memory region '%.256s' "
+                      "already in manager; unregister it first",
+                      name);
   if (byte_size == 0)
-    return berth_errf(err, BERTH_E_INVALID, "shared memory region '%.256s': "
-                      "byte_size must be positive", name);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "shared memory region '%.256s': "
+                      "byte_size must be positive",
+                      name);
   if (r->n >= r->max_regions)
-    return berth_errf(err, BERTH_E_TOO_LARGE, "%zu shared memory regions are "
+    return berth_errf(err, BERTH_E_TOO_LARGE,
+                      "%zu shared memory regions are "
                       "registered, the limit (server.shm_max_regions); "
-                      "unregister one first", r->n);
+                      "unregister one first",
+                      r->n);
   if (byte_size > r->max_bytes - r->total)
-    return berth_errf(err, BERTH_E_TOO_LARGE, "registering %llu more bytes of "
+    return berth_errf(err, BERTH_E_TOO_LARGE,
+                      "registering %llu more bytes of "
                       "shared memory would pass the limit of %llu bytes "
                       "(server.shm_max_bytes); %llu are registered",
                       (unsigned long long)byte_size,
@@ -125,9 +135,11 @@ static int map_window(int fd, const char *name, uint64_t offset,
                       name, strerror(errno));
   uint64_t size = st.st_size < 0 ? 0 : (uint64_t)st.st_size;
   if (offset > size || byte_size > size - offset)
-    return berth_errf(err, BERTH_E_INVALID, "shared memory region '%.256s': "
+    return berth_errf(err, BERTH_E_INVALID,
+                      "shared memory region '%.256s': "
                       "offset %llu + byte_size %llu is beyond the object's "
-                      "%llu bytes", name, (unsigned long long)offset,
+                      "%llu bytes",
+                      name, (unsigned long long)offset,
                       (unsigned long long)byte_size, (unsigned long long)size);
   long page = sysconf(_SC_PAGESIZE);
   uint64_t pg = page > 0 ? (uint64_t)page : 4096;
@@ -138,8 +150,10 @@ static int map_window(int fd, const char *name, uint64_t offset,
   void *p = mmap(NULL, g->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
                  (off_t)start);
   if (p == MAP_FAILED)
-    return berth_errf(err, BERTH_E_IO, "shared memory region '%.256s': mmap: "
-                      "%s", name, strerror(errno));
+    return berth_errf(err, BERTH_E_IO,
+                      "shared memory region '%.256s': mmap: "
+                      "%s",
+                      name, strerror(errno));
   g->map = p;
   g->base = (uint8_t *)p + slack;
   return BERTH_OK;
@@ -151,17 +165,18 @@ static int open_key(const char *name, const char *key, berth_errmsg *err) {
     return fd;
   int e = errno;
   if (e == ENOENT)
-    return berth_errf(err, BERTH_E_INVALID, "Unable to open shared memory "
+    return berth_errf(err, BERTH_E_INVALID,
+                      "Unable to open shared memory "
                       "region '%.256s': no shared memory object '%.64s'",
                       name, key);
   return berth_errf(err, e == EACCES ? BERTH_E_FORBIDDEN : BERTH_E_IO,
                     "Unable to open shared memory region '%.256s' (key "
-                    "'%.64s'): %s", name, key, strerror(e));
+                    "'%.64s'): %s",
+                    name, key, strerror(e));
 }
 
-int berth_shm_register(berth_shm_registry *r, const char *name,
-                       const char *key, uint64_t offset, uint64_t byte_size,
-                       berth_errmsg *err) {
+int berth_shm_register(berth_shm_registry *r, const char *name, const char *key,
+                       uint64_t offset, uint64_t byte_size, berth_errmsg *err) {
   int rc = check_new(r, name, key, byte_size, err);
   if (rc != BERTH_OK)
     return rc;
@@ -219,25 +234,29 @@ int berth_shm_unregister(berth_shm_registry *r, const char *name,
   }
   ssize_t i = find_index(r, name);
   if (i < 0)
-    return berth_errf(err, BERTH_E_NOT_FOUND, "no shared memory region "
-                      "'%.256s' is registered", name);
+    return berth_errf(err, BERTH_E_NOT_FOUND,
+                      "no shared memory region "
+                      "'%.256s' is registered",
+                      name);
   drop_at(r, (size_t)i);
   return BERTH_OK;
 }
 
-int berth_shm_acquire(berth_shm_registry *r, const char *name,
-                      uint64_t offset, uint64_t len, berth_shm_region **region,
-                      uint8_t **out, berth_errmsg *err) {
+int berth_shm_acquire(berth_shm_registry *r, const char *name, uint64_t offset,
+                      uint64_t len, berth_shm_region **region, uint8_t **out,
+                      berth_errmsg *err) {
   ssize_t i = find_index(r, name);
   if (i < 0)
-    return berth_errf(err, BERTH_E_INVALID, "Unable to find shared memory "
-                      "region: '%.256s'", name);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "Unable to find shared memory "
+                      "region: '%.256s'",
+                      name);
   berth_shm_region *g = r->regions[i];
   if (offset > g->byte_size || len > g->byte_size - offset)
-    return berth_errf(err, BERTH_E_INVALID, "shared memory region '%.256s': "
+    return berth_errf(err, BERTH_E_INVALID,
+                      "shared memory region '%.256s': "
                       "offset %llu + byte size %llu is beyond its %llu bytes",
-                      name, (unsigned long long)offset,
-                      (unsigned long long)len,
+                      name, (unsigned long long)offset, (unsigned long long)len,
                       (unsigned long long)g->byte_size);
   g->refs++;
   *region = g;

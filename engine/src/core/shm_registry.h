@@ -23,12 +23,12 @@ typedef struct berth_shm_registry berth_shm_registry;
 
 /* One mapped region. Owned by the registry and by each holder. */
 typedef struct berth_shm_region {
-  char *name;          /* owned: the client's name for it */
-  char *key;           /* owned: the shm object's name ("/x") */
-  uint64_t offset;     /* into the object */
-  uint64_t byte_size;  /* the window's length */
-  uint8_t *base;       /* the window's first byte (mapping + page slack) */
-  void *map;           /* the mapping (munmap) */
+  char *name;         /* owned: the client's name for it */
+  char *key;          /* owned: the shm object's name ("/x") */
+  uint64_t offset;    /* into the object */
+  uint64_t byte_size; /* the window's length */
+  uint8_t *base;      /* the window's first byte (mapping + page slack) */
+  void *map;          /* the mapping (munmap) */
   size_t map_len;
   unsigned refs;
 } berth_shm_region;
@@ -49,9 +49,8 @@ bool berth_shm_key_valid(const char *key);
  * BERTH_E_INVALID: bad name/key/size, no such shm object, or name
  * already registered; BERTH_E_TOO_LARGE: a limit;
  * BERTH_E_IO, BERTH_E_FORBIDDEN: the system refused. */
-int berth_shm_register(berth_shm_registry *r, const char *name,
-                       const char *key, uint64_t offset, uint64_t byte_size,
-                       berth_errmsg *err);
+int berth_shm_register(berth_shm_registry *r, const char *name, const char *key,
+                       uint64_t offset, uint64_t byte_size, berth_errmsg *err);
 /* Unregisters name (NULL: every region). BERTH_E_NOT_FOUND for an unknown
  * name (Triton answers an unknown name with success; the frontend
  * decides). */
@@ -70,9 +69,9 @@ uint64_t berth_shm_total_bytes(const berth_shm_registry *r);
 /* Takes a reference on the region called name and points *out at
  * [offset, offset + len) of it (overflow-safe bounds check).
  * BERTH_E_NOT_FOUND: no such region; BERTH_E_INVALID: out of its range. */
-int berth_shm_acquire(berth_shm_registry *r, const char *name,
-                      uint64_t offset, uint64_t len, berth_shm_region **region,
-                      uint8_t **out, berth_errmsg *err);
+int berth_shm_acquire(berth_shm_registry *r, const char *name, uint64_t offset,
+                      uint64_t len, berth_shm_region **region, uint8_t **out,
+                      berth_errmsg *err);
 /* Drops a reference from berth_shm_acquire. */
 void berth_shm_release(berth_shm_region *region);
 

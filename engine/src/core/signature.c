@@ -51,7 +51,8 @@ static int check_input(const berth_model *m, const berth_tensor *t,
     format_shape(want, sizeof want, spec->shape, spec->ndim);
     return berth_errf(err, BERTH_E_INVALID,
                       "input '%s' has shape %s, but model '%s' expects %s "
-                      "(-1 = any size)", t->name, got, m->cfg->name, want);
+                      "(-1 = any size)",
+                      t->name, got, m->cfg->name, want);
   }
   return BERTH_OK;
 }
@@ -77,7 +78,8 @@ static int check_extent(const berth_model *m, const berth_tensor *t,
     if (t->shape[i] < 0)
       return berth_errf(err, BERTH_E_INVALID,
                         "input '%s': dimension %u is %lld; dimensions must be "
-                        "0 or more", t->name, i, (long long)t->shape[i]);
+                        "0 or more",
+                        t->name, i, (long long)t->shape[i]);
   if (berth_shape_numel(t->shape, t->ndim, &numel) == BERTH_OK && numel > 0)
     return BERTH_OK;
   uint64_t max = berth_signature_max_extent(&m->engine->cfg);
@@ -120,7 +122,8 @@ int berth_signature_check(const berth_model *m, const berth_infer_request *r,
       if (!found)
         return berth_errf(err, BERTH_E_INVALID,
                           "missing input '%s' (%s, shape of %u dimensions) "
-                          "for model '%s'", m->inputs[i].name,
+                          "for model '%s'",
+                          m->inputs[i].name,
                           berth_dtype_name(m->inputs[i].dtype),
                           m->inputs[i].ndim, m->cfg->name);
     }
@@ -172,7 +175,8 @@ int berth_signature_zero_rows(const berth_model *m,
     return berth_errf(err, BERTH_E_INVALID,
                       "a request with 0 rows cannot be answered: model '%s' "
                       "declares no outputs, so their shapes are unknown; send "
-                      "at least one row", m->cfg->name);
+                      "at least one row",
+                      m->cfg->name);
   size_t n = r->n_outputs > 0 ? r->n_outputs : m->n_outputs;
   if (out != NULL) {
     memset(out, 0, sizeof *out);
@@ -183,9 +187,9 @@ int berth_signature_zero_rows(const berth_model *m,
   }
   for (size_t i = 0; i < n; i++) {
     const berth_tensor_spec *s =
-        r->n_outputs > 0 ? find_spec(m->outputs, m->n_outputs,
-                                     r->outputs[i].name)
-                         : &m->outputs[i];
+        r->n_outputs > 0
+            ? find_spec(m->outputs, m->n_outputs, r->outputs[i].name)
+            : &m->outputs[i];
     if (s == NULL)
       return berth_errf(err, BERTH_E_INVALID, "unknown output '%s'",
                         r->outputs[i].name);

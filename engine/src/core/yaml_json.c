@@ -38,8 +38,8 @@ berth_yaml_fail(berth_yaml_reader *r, const char *fmt, ...) {
     return NULL;
   size_t line = r->event.start_mark.line + 1;
   size_t col = r->event.start_mark.column + 1;
-  int n = snprintf(r->err->msg, sizeof r->err->msg, "line %zu, column %zu: ",
-                   line, col);
+  int n = snprintf(r->err->msg, sizeof r->err->msg,
+                   "line %zu, column %zu: ", line, col);
   if (n < 0 || (size_t)n >= sizeof r->err->msg)
     return NULL;
   va_list ap;
@@ -57,8 +57,8 @@ static void berth_yaml_parser_error(berth_yaml_reader *r) {
     berth_errf(r->err, BERTH_E_NOMEM, "out of memory reading YAML");
     return;
   case YAML_READER_ERROR:
-    berth_errf(r->err, BERTH_E_CONFIG, "byte offset %zu: %s",
-               p->problem_offset, problem);
+    berth_errf(r->err, BERTH_E_CONFIG, "byte offset %zu: %s", p->problem_offset,
+               problem);
     return;
   default:
     break;
@@ -125,8 +125,8 @@ static bool berth_yaml_accumulate(const char *s, size_t n, int base,
   uint64_t v = 0;
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
-    unsigned d = c <= '9' ? (unsigned)(c - '0')
-                          : (unsigned)((c | 0x20) - 'a' + 10);
+    unsigned d =
+        c <= '9' ? (unsigned)(c - '0') : (unsigned)((c | 0x20) - 'a' + 10);
     if (v > (limit - d) / (uint64_t)base)
       return false;
     v = v * (uint64_t)base + d;
@@ -176,8 +176,7 @@ static json_t *berth_yaml_string(berth_yaml_reader *r, const char *s,
   return v;
 }
 
-static json_t *berth_yaml_plain(berth_yaml_reader *r, const char *s,
-                                size_t n) {
+static json_t *berth_yaml_plain(berth_yaml_reader *r, const char *s, size_t n) {
   static const char *const nulls[] = {"", "~", "null", "Null", "NULL", NULL};
   static const char *const trues[] = {"true", "True", "TRUE", NULL};
   static const char *const falses[] = {"false", "False", "FALSE", NULL};
@@ -210,11 +209,11 @@ static json_t *berth_yaml_plain(berth_yaml_reader *r, const char *s,
     uint64_t mag;
     uint64_t limit = neg ? (uint64_t)INT64_MAX + 1u : (uint64_t)INT64_MAX;
     if (!berth_yaml_accumulate(s + skip, n - skip, base, limit, &mag))
-      return berth_yaml_fail(r, "integer %.*s is out of range", (int)(n > 40 ? 40 : n), s);
-    json_int_t v = neg ? (mag == (uint64_t)INT64_MAX + 1u
-                              ? INT64_MIN
-                              : -(json_int_t)mag)
-                       : (json_int_t)mag;
+      return berth_yaml_fail(r, "integer %.*s is out of range",
+                             (int)(n > 40 ? 40 : n), s);
+    json_int_t v =
+        neg ? (mag == (uint64_t)INT64_MAX + 1u ? INT64_MIN : -(json_int_t)mag)
+            : (json_int_t)mag;
     return berth_yaml_new(r, json_integer(v));
   }
 
@@ -222,8 +221,10 @@ static json_t *berth_yaml_plain(berth_yaml_reader *r, const char *s,
       (n > 1 && (s[0] == '-' || s[0] == '+') &&
        berth_yaml_any_of(s + 1, n - 1, infs)) ||
       berth_yaml_any_of(s, n, infs))
-    return berth_yaml_fail(r, "%.*s cannot be represented (JSON numbers are "
-                              "finite)", (int)n, s);
+    return berth_yaml_fail(r,
+                           "%.*s cannot be represented (JSON numbers are "
+                           "finite)",
+                           (int)n, s);
 
   if (berth_yaml_is_float(s, n)) {
     char *copy = malloc(n + 1);

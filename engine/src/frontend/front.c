@@ -21,8 +21,9 @@ int berth_front_check_servable(berth_model *m, berth_protocol protocol,
                                uint64_t received_ns, char *msg, size_t cap) {
   int status = BERTH_OK;
   if (m->engine->draining) {
-    snprintf(msg, cap, "%s", "the server is shutting down and takes no new "
-                             "requests");
+    snprintf(msg, cap, "%s",
+             "the server is shutting down and takes no new "
+             "requests");
     status = BERTH_E_SHUTDOWN;
   } else if (!berth_model_accepting(m)) {
     berth_model_not_ready_message(m, msg, cap);
@@ -57,11 +58,9 @@ int berth_front_submit(berth_engine *e, berth_job *job,
     return rc;
   }
   if (e->tracer != NULL)
-    job->trace = berth_trace_begin(e->tracer, traceparent, traceparent_len,
-                                   span_name,
-                                   job->protocol == BERTH_PROTO_GRPC ? "grpc"
-                                                                     : "rest",
-                                   job->received_ns);
+    job->trace = berth_trace_begin(
+        e->tracer, traceparent, traceparent_len, span_name,
+        job->protocol == BERTH_PROTO_GRPC ? "grpc" : "rest", job->received_ns);
   berth_engine_request_begin(e);
   int rc = berth_router_submit(job->model, job, routed, err);
   if (rc == BERTH_OK)

@@ -34,7 +34,8 @@
 
 #define SERVICE_PREFIX "/inference.GRPCInferenceService/"
 #define HEALTH_PREFIX "/grpc.health.v1.Health/"
-#define GRPC_CT {"content-type", "application/grpc"}
+#define GRPC_CT                                                                \
+  { "content-type", "application/grpc" }
 #define MAX_RESPONSE ((size_t)UINT32_MAX + BERTH_GRPC_PREFIX)
 /* A stream whose client leaves this much of its answers unread, or keeps
  * this many requests unanswered, is refused more work. */
@@ -42,26 +43,34 @@
 #define STREAM_MAX_PENDING 4096
 
 typedef enum {
-  KIND_UNARY, KIND_INFER, KIND_STREAM_INFER, KIND_LOAD, KIND_UNLOAD,
-  KIND_WATCH,     /* grpc_health.c: one request, answers until the end */
-  KIND_EACH,      /* one answer (fn) per request message, until half-close */
+  KIND_UNARY,
+  KIND_INFER,
+  KIND_STREAM_INFER,
+  KIND_LOAD,
+  KIND_UNLOAD,
+  KIND_WATCH, /* grpc_health.c: one request, answers until the end */
+  KIND_EACH,  /* one answer (fn) per request message, until half-close */
 } method_kind;
 
 typedef struct grpc_method {
-  const char *path;     /* the HTTP/2 :path */
-  const char *name;     /* in the access log */
+  const char *path; /* the HTTP/2 :path */
+  const char *name; /* in the access log */
   method_kind kind;
   berth_grpc_unary_fn fn;
-  bool health;          /* a health probe (server.health_open) */
-  bool admin;           /* needs an admin token (tokens configured) */
+  bool health; /* a health probe (server.health_open) */
+  bool admin;  /* needs an admin token (tokens configured) */
 } grpc_method;
 
-#define OIP(m, kind, fn, health) {SERVICE_PREFIX m, m, kind, fn, health, false}
-#define OIP_ADMIN(m, fn) {SERVICE_PREFIX m, m, KIND_UNARY, fn, false, true}
-#define REFLECT(v)                                                           \
-  {"/grpc.reflection." v ".ServerReflection/ServerReflectionInfo",           \
-   "grpc.reflection." v ".ServerReflection/ServerReflectionInfo", KIND_EACH, \
-   berth_grpc_reflect_info, false, false}
+#define OIP(m, kind, fn, health)                                               \
+  { SERVICE_PREFIX m, m, kind, fn, health, false }
+#define OIP_ADMIN(m, fn)                                                       \
+  { SERVICE_PREFIX m, m, KIND_UNARY, fn, false, true }
+#define REFLECT(v)                                                             \
+  {                                                                            \
+    "/grpc.reflection." v ".ServerReflection/ServerReflectionInfo",            \
+        "grpc.reflection." v ".ServerReflection/ServerReflectionInfo",         \
+        KIND_EACH, berth_grpc_reflect_info, false, false                       \
+  }
 
 static const grpc_method methods[] = {
     OIP("ServerLive", KIND_UNARY, berth_grpc_server_live, true),
@@ -84,7 +93,8 @@ static const grpc_method methods[] = {
     OIP_ADMIN("CudaSharedMemoryUnregister", berth_grpc_cuda_shm_none),
     {HEALTH_PREFIX "Check", "grpc.health.v1.Health/Check", KIND_UNARY,
      berth_grpc_health_check, true, false},
-    {HEALTH_PREFIX "Watch", "grpc.health.v1.Health/Watch", KIND_WATCH, NULL, true, false},
+    {HEALTH_PREFIX "Watch", "grpc.health.v1.Health/Watch", KIND_WATCH, NULL,
+     true, false},
     REFLECT("v1"),
     REFLECT("v1alpha"),
 };
@@ -93,28 +103,29 @@ typedef struct berth_grpc_call grpc_call;
 
 /* One submitted inference request. */
 typedef struct grpc_job {
-  berth_job job;              /* first: the job pointer is this pointer */
-  grpc_call *call;            /* NULL once done (the call no longer waits) */
+  berth_job job;   /* first: the job pointer is this pointer */
+  grpc_call *call; /* NULL once done (the call no longer waits) */
   char request_id[BERTH_REQUEST_ID_MAX + 1]; /* docs/logging.md */
-  LIST_ENTRY(grpc_job) link;    /* the call's jobs not yet done */
+  LIST_ENTRY(grpc_job) link;                 /* the call's jobs not yet done */
 } grpc_job;
 
 struct berth_grpc_call {
   berth_engine *e;
-  berth_http_req *req;        /* one reference, dropped in call_free */
+  berth_http_req *req; /* one reference, dropped in call_free */
   const grpc_method *method;
   berth_grpc_reader reader;
   uint64_t started_ns;
-  uint64_t deadline_ns;       /* uv_hrtime(), 0 = none */
-  size_t messages;            /* request messages seen */
-  size_t pending;             /* jobs (or a repository operation) not yet done */
-  LIST_HEAD(grpc_job_list, grpc_job) jobs; /* borrowed jobs (each is freed
+  uint64_t deadline_ns; /* uv_hrtime(), 0 = none */
+  size_t messages;      /* request messages seen */
+  size_t pending;       /* jobs (or a repository operation) not yet done */
+  LIST_HEAD(grpc_job_list, grpc_job)
+  jobs;                    /* borrowed jobs (each is freed
                                 by job_release) */
-  berth_grpc_watch *watch;    /* KIND_WATCH: its state (grpc_health.c) */
-  bool half_closed;           /* the client sent END_STREAM */
-  bool begun;                 /* response head sent */
-  bool ended;                 /* trailers sent, or the client is gone */
-  int busy;                   /* grpc_on_body or job_done on the stack */
+  berth_grpc_watch *watch; /* KIND_WATCH: its state (grpc_health.c) */
+  bool half_closed;        /* the client sent END_STREAM */
+  bool begun;              /* response head sent */
+  bool ended;              /* trailers sent, or the client is gone */
+  int busy;                /* grpc_on_body or job_done on the stack */
   /* access log: the call's request id (x-request-id metadata, else the
    * ModelInfer request's id, else a fresh one; "" until known), the model
    * version named last, message bytes each way */
@@ -129,25 +140,35 @@ struct berth_grpc_call {
 
 berth_grpc_code berth_grpc_code_for(int status) {
   switch (status) {
-  case BERTH_OK: return BERTH_GRPC_OK;
+  case BERTH_OK:
+    return BERTH_GRPC_OK;
   case BERTH_E_INVALID:
   case BERTH_E_PARSE:
   case BERTH_E_CONFIG:
   case BERTH_E_UNSUPPORTED:
-  case BERTH_E_MEDIA_TYPE: return BERTH_GRPC_INVALID_ARGUMENT;
-  case BERTH_E_NOT_FOUND: return BERTH_GRPC_NOT_FOUND;
+  case BERTH_E_MEDIA_TYPE:
+    return BERTH_GRPC_INVALID_ARGUMENT;
+  case BERTH_E_NOT_FOUND:
+    return BERTH_GRPC_NOT_FOUND;
   case BERTH_E_TOO_LARGE:
   case BERTH_E_OVERLOAD:
-  case BERTH_E_NOMEM: return BERTH_GRPC_RESOURCE_EXHAUSTED;
+  case BERTH_E_NOMEM:
+    return BERTH_GRPC_RESOURCE_EXHAUSTED;
   case BERTH_E_UNAVAILABLE:
-  case BERTH_E_SHUTDOWN: return BERTH_GRPC_UNAVAILABLE;
-  case BERTH_E_TIMEOUT: return BERTH_GRPC_DEADLINE_EXCEEDED;
-  case BERTH_E_METHOD: return BERTH_GRPC_UNIMPLEMENTED;
-  case BERTH_E_UNAUTHENTICATED: return BERTH_GRPC_UNAUTHENTICATED;
-  case BERTH_E_FORBIDDEN: return BERTH_GRPC_PERMISSION_DENIED;
+  case BERTH_E_SHUTDOWN:
+    return BERTH_GRPC_UNAVAILABLE;
+  case BERTH_E_TIMEOUT:
+    return BERTH_GRPC_DEADLINE_EXCEEDED;
+  case BERTH_E_METHOD:
+    return BERTH_GRPC_UNIMPLEMENTED;
+  case BERTH_E_UNAUTHENTICATED:
+    return BERTH_GRPC_UNAUTHENTICATED;
+  case BERTH_E_FORBIDDEN:
+    return BERTH_GRPC_PERMISSION_DENIED;
   case BERTH_E_MODEL:
   case BERTH_E_WORKER_DIED:
-  default: return BERTH_GRPC_INTERNAL;
+  default:
+    return BERTH_GRPC_INTERNAL;
   }
 }
 
@@ -262,8 +283,10 @@ static void call_send(grpc_call *c, berth_buf *out) {
   }
   c->bytes_out += len;
   if (!c->begun) {
-    berth_http_header_kv h[] = {GRPC_CT, {"grpc-accept-encoding", "identity,deflate,gzip"},
-                                {"x-request-id", call_request_id(c)}};
+    berth_http_header_kv h[] = {
+        GRPC_CT,
+        {"grpc-accept-encoding", "identity,deflate,gzip"},
+        {"x-request-id", call_request_id(c)}};
     if (berth_http_stream_begin(c->req, 200, h, 3) != BERTH_OK) {
       free(data);
       call_fail(c, BERTH_E_IO, "could not start the answer");
@@ -290,8 +313,7 @@ static bool ops_send(berth_grpc_call *c, berth_buf *out) {
   return open;
 }
 
-static void ops_end(berth_grpc_call *c, berth_grpc_code code,
-                    const char *msg) {
+static void ops_end(berth_grpc_call *c, berth_grpc_code code, const char *msg) {
   call_end(c, code, msg);
 }
 
@@ -329,8 +351,8 @@ static void infer_failed(grpc_call *c, int status, const char *msg) {
 /* The request asked for Triton's final-response flag
  * (triton_enable_empty_final_response, docs/grpc.md). */
 static bool wants_final_flag(const berth_job *job) {
-  return json_is_true(
-      json_object_get(job->req.parameters, "triton_enable_empty_final_response"));
+  return json_is_true(json_object_get(job->req.parameters,
+                                      "triton_enable_empty_final_response"));
 }
 
 /* Writes one response on the stream, with triton_final_response when the
@@ -347,9 +369,10 @@ static void stream_answer(grpc_call *c, berth_job *job,
   berth_infer_response r = *resp;
   json_t *params = NULL;
   if (wants_final_flag(job)) {
-    params = resp->parameters != NULL ? json_deep_copy(resp->parameters) : json_object();
-    if (params == NULL ||
-        json_object_set_new(params, "triton_final_response", json_boolean(final)) != 0) {
+    params = resp->parameters != NULL ? json_deep_copy(resp->parameters)
+                                      : json_object();
+    if (params == NULL || json_object_set_new(params, "triton_final_response",
+                                              json_boolean(final)) != 0) {
       json_decref(params);
       infer_failed(c, BERTH_E_NOMEM, "out of memory");
       return;
@@ -362,8 +385,10 @@ static void stream_answer(grpc_call *c, berth_job *job,
   berth_errmsg err;
   int rc = berth_grpc_encode_infer_response(&a, &out, &err);
   if (rc != BERTH_OK)
-    infer_failed(c, rc == BERTH_E_INVALID || rc == BERTH_E_TOO_LARGE ? rc : BERTH_E_MODEL,
-                 err.msg);
+    infer_failed(
+        c,
+        rc == BERTH_E_INVALID || rc == BERTH_E_TOO_LARGE ? rc : BERTH_E_MODEL,
+        err.msg);
   else
     call_send(c, &out);
   berth_buf_free(&out);
@@ -414,7 +439,10 @@ static void job_done(berth_job *job, int status, const char *errmsg,
       if (rc == BERTH_OK)
         rc = berth_grpc_encode_infer_response(&a, &out, &err);
       if (rc != BERTH_OK)
-        infer_failed(c, rc == BERTH_E_INVALID || rc == BERTH_E_TOO_LARGE ? rc : BERTH_E_MODEL,
+        infer_failed(c,
+                     rc == BERTH_E_INVALID || rc == BERTH_E_TOO_LARGE
+                         ? rc
+                         : BERTH_E_MODEL,
                      err.msg);
       else
         call_send(c, &out);
@@ -429,7 +457,6 @@ static void job_done(berth_job *job, int status, const char *errmsg,
   berth_engine_request_end(e); /* answered: the trace ends at release */
 }
 
-
 /* One ModelInferRequest: decode, find and check the model, queue. */
 static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
   berth_engine *e = c->e;
@@ -439,7 +466,8 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
     return;
   }
   if (e->draining) {
-    infer_failed(c, BERTH_E_SHUTDOWN, "the server is shutting down and takes no new "
+    infer_failed(c, BERTH_E_SHUTDOWN,
+                 "the server is shutting down and takes no new "
                  "requests");
     return;
   }
@@ -448,21 +476,24 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
     infer_failed(c, BERTH_E_NOMEM, "out of memory");
     return;
   }
-  size_t max_tensor = e->cfg.max_body_bytes > SIZE_MAX / 4 ? SIZE_MAX
-                                                           : e->cfg.max_body_bytes * 4;
+  size_t max_tensor = e->cfg.max_body_bytes > SIZE_MAX / 4
+                          ? SIZE_MAX
+                          : e->cfg.max_body_bytes * 4;
   berth_grpc_limits lim = {.max_inputs = 256, .max_tensor_bytes = max_tensor};
   berth_grpc_target target;
   berth_errmsg err;
   berth_model *m = NULL;
   bool submitted_failed = false;
   berth_route_stat *routed = NULL;
-  int rc = berth_grpc_decode_infer_request(msg, len, &lim, &target, &j->job.req, &err);
+  int rc = berth_grpc_decode_infer_request(msg, len, &lim, &target, &j->job.req,
+                                           &err);
   if (rc == BERTH_OK && target.model_name != NULL &&
       (target.model_version == NULL || target.model_version[0] == '\0'))
-    m = berth_router_resolve(e, target.model_name, strlen(target.model_name), c->req,
-                             &routed);
+    m = berth_router_resolve(e, target.model_name, strlen(target.model_name),
+                             c->req, &routed);
   if (rc == BERTH_OK && m == NULL)
-    rc = berth_grpc_find_model(e, target.model_name, target.model_version, &m, &err);
+    rc = berth_grpc_find_model(e, target.model_name, target.model_version, &m,
+                               &err);
   berth_grpc_target_clear(&target);
   if (rc == BERTH_OK) {
     snprintf(c->model, sizeof c->model, "%s", m->cfg->name);
@@ -504,11 +535,12 @@ static void infer_message(grpc_call *c, const uint8_t *msg, size_t len) {
     c->pending++;
     size_t tl = 0;
     const char *tp = berth_http_header(c->req, "traceparent", &tl);
-    rc = berth_front_submit(e, &j->job, routed,
-                            c->method->kind == KIND_STREAM_INFER
-                                ? "inference.GRPCInferenceService/ModelStreamInfer"
-                                : "inference.GRPCInferenceService/ModelInfer",
-                            tp, tl, &err);
+    rc = berth_front_submit(
+        e, &j->job, routed,
+        c->method->kind == KIND_STREAM_INFER
+            ? "inference.GRPCInferenceService/ModelStreamInfer"
+            : "inference.GRPCInferenceService/ModelInfer",
+        tp, tl, &err);
     if (rc != BERTH_OK) { /* not queued, no callback ran, counted, traced */
       job_unlink(c, j);
       m = NULL;
@@ -536,7 +568,8 @@ static void repo_done(void *arg, int status, const char *msg) {
   if (status == BERTH_OK) {
     berth_buf out;
     berth_buf_init(&out, 64);
-    if (berth_grpc_append_prefix(&out, 0) == BERTH_OK) /* both answers are empty */
+    if (berth_grpc_append_prefix(&out, 0) ==
+        BERTH_OK) /* both answers are empty */
       call_send(c, &out);
     berth_buf_free(&out);
     call_end(c, BERTH_GRPC_OK, "");
@@ -553,8 +586,8 @@ static void repo_message(grpc_call *c, const uint8_t *msg, size_t len) {
   size_t hl = 0;
   const char *authz = berth_http_header(c->req, "authorization", &hl);
   bool admin = berth_auth_is_admin(&c->e->auth, authz, authz ? hl : 0);
-  int rc = berth_grpc_repository_start(c->e, msg, len, c->method->kind == KIND_LOAD,
-                                       admin, repo_done, c, &err);
+  int rc = berth_grpc_repository_start(
+      c->e, msg, len, c->method->kind == KIND_LOAD, admin, repo_done, c, &err);
   if (rc != BERTH_OK) {
     c->pending--;
     call_fail(c, rc, err.msg);
@@ -569,19 +602,23 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
     return 1; /* stop feeding */
   c->messages++;
   c->bytes_in += len;
-  bool many = c->method->kind == KIND_STREAM_INFER || c->method->kind == KIND_EACH;
+  bool many =
+      c->method->kind == KIND_STREAM_INFER || c->method->kind == KIND_EACH;
   if (!many && c->messages > 1) {
-    call_end(c, BERTH_GRPC_INTERNAL, "a unary method got a second request message");
+    call_end(c, BERTH_GRPC_INTERNAL,
+             "a unary method got a second request message");
     return 1;
   }
   if (c->method->kind == KIND_STREAM_INFER) {
     if (berth_http_stream_queued(c->req) > STREAM_MAX_UNREAD) {
-      call_end(c, BERTH_GRPC_RESOURCE_EXHAUSTED, "the client leaves too many answers "
+      call_end(c, BERTH_GRPC_RESOURCE_EXHAUSTED,
+               "the client leaves too many answers "
                "unread on this stream");
       return 1;
     }
     if (c->pending >= STREAM_MAX_PENDING) {
-      infer_failed(c, BERTH_E_OVERLOAD, "too many requests in flight on this stream");
+      infer_failed(c, BERTH_E_OVERLOAD,
+                   "too many requests in flight on this stream");
       return 0;
     }
   }
@@ -591,14 +628,16 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
   }
   if (c->method->kind == KIND_WATCH) {
     berth_errmsg err; /* c->watch is set before the first status is sent */
-    int rc = berth_grpc_health_watch(c->e, c, &call_ops, msg, len, &c->watch,
-                                     &err);
+    int rc =
+        berth_grpc_health_watch(c->e, c, &call_ops, msg, len, &c->watch, &err);
     if (rc != BERTH_OK)
       call_fail(c, rc, err.msg);
     return 1;
   }
-  if (c->method->kind == KIND_EACH && berth_http_stream_queued(c->req) > STREAM_MAX_UNREAD) {
-    call_end(c, BERTH_GRPC_RESOURCE_EXHAUSTED, "the client leaves too many answers "
+  if (c->method->kind == KIND_EACH &&
+      berth_http_stream_queued(c->req) > STREAM_MAX_UNREAD) {
+    call_end(c, BERTH_GRPC_RESOURCE_EXHAUSTED,
+             "the client leaves too many answers "
              "unread on this stream");
     return 1;
   }
@@ -621,20 +660,21 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
   return c->ended ? 1 : 0;
 }
 
-static size_t grpc_on_body(berth_http_req *req, const char *data, size_t len, bool end,
-                           void *arg) {
+static size_t grpc_on_body(berth_http_req *req, const char *data, size_t len,
+                           bool end, void *arg) {
   (void)arg;
   grpc_call *c = berth_http_req_user(req);
   if (c == NULL || c->ended)
     return 0;
   c->busy++;
   berth_errmsg err;
-  int rc = berth_grpc_reader_feed(&c->reader, (const uint8_t *)data, len, on_message, c,
-                                  &err);
+  int rc = berth_grpc_reader_feed(&c->reader, (const uint8_t *)data, len,
+                                  on_message, c, &err);
   if (rc < 0 && !c->ended)
-    call_end(c, rc == BERTH_E_UNSUPPORTED ? BERTH_GRPC_UNIMPLEMENTED
-                : rc == BERTH_E_PARSE     ? BERTH_GRPC_INTERNAL
-                                          : berth_grpc_code_for(rc),
+    call_end(c,
+             rc == BERTH_E_UNSUPPORTED ? BERTH_GRPC_UNIMPLEMENTED
+             : rc == BERTH_E_PARSE     ? BERTH_GRPC_INTERNAL
+                                       : berth_grpc_code_for(rc),
              err.msg);
   if (end && !c->ended) {
     c->half_closed = true;
@@ -642,7 +682,8 @@ static size_t grpc_on_body(berth_http_req *req, const char *data, size_t len, bo
       call_end(c, BERTH_GRPC_INTERNAL, "the stream ended inside a message");
     else if (c->messages == 0 && c->method->kind != KIND_STREAM_INFER &&
              c->method->kind != KIND_EACH)
-      call_end(c, BERTH_GRPC_INTERNAL, "the call ended without a request message");
+      call_end(c, BERTH_GRPC_INTERNAL,
+               "the call ended without a request message");
     else
       call_maybe_finish(c);
   }
@@ -693,8 +734,12 @@ static void refuse(berth_engine *e, berth_http_req *req, berth_grpc_code code,
         .protocol = "grpc",
         /* as calls log it: the inference methods bare, others with
          * their service */
-        .method = ours ? path + sl : pl > 0 && path[0] == '/' ? path + 1 : path,
-        .method_len = ours ? pl - sl : pl > 0 && path[0] == '/' ? pl - 1 : pl,
+        .method = ours                       ? path + sl
+                  : pl > 0 && path[0] == '/' ? path + 1
+                                             : path,
+        .method_len = ours                       ? pl - sl
+                      : pl > 0 && path[0] == '/' ? pl - 1
+                                                 : pl,
         .request_id = id,
         .status = (int)code,
         .latency_ms = (double)(uv_hrtime() - berth_http_received_ns(req)) / 1e6,
@@ -705,13 +750,17 @@ static void refuse(berth_engine *e, berth_http_req *req, berth_grpc_code code,
   char status[8], text[1024];
   snprintf(status, sizeof status, "%d", (int)code);
   berth_grpc_percent_encode(msg, text, sizeof text);
-  berth_http_header_kv t[] = {GRPC_CT, {"grpc-status", status}, {"grpc-message", text},
-                              {"grpc-accept-encoding", "identity,deflate,gzip"}, {"x-request-id", id}};
+  berth_http_header_kv t[] = {GRPC_CT,
+                              {"grpc-status", status},
+                              {"grpc-message", text},
+                              {"grpc-accept-encoding", "identity,deflate,gzip"},
+                              {"x-request-id", id}};
   berth_http_stream_end(req, t, 5);
 }
 
 static void http_error(berth_http_req *req, int status, const char *json) {
-  static const berth_http_header_kv h[] = {{"content-type", "application/json"}};
+  static const berth_http_header_kv h[] = {
+      {"content-type", "application/json"}};
   berth_http_respond(req, status, h, 1, json, strlen(json));
 }
 
@@ -721,8 +770,9 @@ static void grpc_handle(berth_http_req *req, void *arg) {
   const char *method = berth_http_method(req, &ml);
   const char *path = berth_http_path(req, &pl);
   if (berth_http_version(req) != 20) {
-    http_error(req, 505, "{\"error\": \"this is the gRPC port: gRPC needs HTTP/2 "
-                         "(REST is on the HTTP port)\"}");
+    http_error(req, 505,
+               "{\"error\": \"this is the gRPC port: gRPC needs HTTP/2 "
+               "(REST is on the HTTP port)\"}");
     return;
   }
   if (!(ml == 4 && memcmp(method, "POST", 4) == 0)) {
@@ -740,7 +790,8 @@ static void grpc_handle(berth_http_req *req, void *arg) {
     return;
   }
   if (!header_is(req, "content-type", "application/grpc", true)) {
-    http_error(req, 415, "{\"error\": \"gRPC needs content-type application/grpc\"}");
+    http_error(req, 415,
+               "{\"error\": \"gRPC needs content-type application/grpc\"}");
     return;
   }
   const grpc_method *m = NULL;
@@ -749,9 +800,11 @@ static void grpc_handle(berth_http_req *req, void *arg) {
       m = &methods[i];
   if (m == NULL) {
     char msg[400];
-    snprintf(msg, sizeof msg, "unknown method %.*s: this server implements "
+    snprintf(msg, sizeof msg,
+             "unknown method %.*s: this server implements "
              "inference.GRPCInferenceService, grpc.health.v1.Health and "
-             "grpc.reflection.v1(alpha).ServerReflection", (int)(pl > 200 ? 200 : pl), path);
+             "grpc.reflection.v1(alpha).ServerReflection",
+             (int)(pl > 200 ? 200 : pl), path);
     refuse(e, req, BERTH_GRPC_UNIMPLEMENTED, msg);
     return;
   }
@@ -760,11 +813,13 @@ static void grpc_handle(berth_http_req *req, void *arg) {
   bool admin = m->kind == KIND_LOAD || m->kind == KIND_UNLOAD || m->admin;
   switch (berth_auth_check(&e->auth, authz, authz ? hl : 0, admin, m->health)) {
   case BERTH_AUTH_UNAUTHENTICATED:
-    refuse(e, req, BERTH_GRPC_UNAUTHENTICATED, "missing or unknown bearer token; send "
+    refuse(e, req, BERTH_GRPC_UNAUTHENTICATED,
+           "missing or unknown bearer token; send "
            "metadata authorization: Bearer <token>");
     return;
   case BERTH_AUTH_FORBIDDEN:
-    refuse(e, req, BERTH_GRPC_PERMISSION_DENIED, "this method needs an admin token");
+    refuse(e, req, BERTH_GRPC_PERMISSION_DENIED,
+           "this method needs an admin token");
     return;
   default:
     break;
@@ -772,15 +827,18 @@ static void grpc_handle(berth_http_req *req, void *arg) {
   const char *enc = berth_http_header(req, "grpc-encoding", &hl);
   berth_encoding encoding = BERTH_ENC_IDENTITY;
   berth_errmsg why;
-  if (enc != NULL && berth_encoding_parse(enc, hl, &encoding, &why) != BERTH_OK) {
-    refuse(e, req, BERTH_GRPC_UNIMPLEMENTED, "grpc-encoding not supported; send gzip, "
+  if (enc != NULL &&
+      berth_encoding_parse(enc, hl, &encoding, &why) != BERTH_OK) {
+    refuse(e, req, BERTH_GRPC_UNIMPLEMENTED,
+           "grpc-encoding not supported; send gzip, "
            "deflate or identity");
     return;
   }
   uint64_t timeout = 0;
   const char *to = berth_http_header(req, "grpc-timeout", &hl);
   if (to != NULL && !berth_grpc_parse_timeout(to, hl, &timeout)) {
-    refuse(e, req, BERTH_GRPC_INVALID_ARGUMENT, "malformed grpc-timeout header");
+    refuse(e, req, BERTH_GRPC_INVALID_ARGUMENT,
+           "malformed grpc-timeout header");
     return;
   }
   grpc_call *c = calloc(1, sizeof *c);
@@ -795,8 +853,9 @@ static void grpc_handle(berth_http_req *req, void *arg) {
   const char *rid = berth_http_header(req, "x-request-id", &hl);
   c->id_from_metadata = berth_request_id_take(rid, hl, c->request_id);
   if (to != NULL)
-    c->deadline_ns = timeout > UINT64_MAX - c->started_ns ? UINT64_MAX
-                                                          : c->started_ns + timeout;
+    c->deadline_ns = timeout > UINT64_MAX - c->started_ns
+                         ? UINT64_MAX
+                         : c->started_ns + timeout;
   size_t max = e->cfg.grpc_max_message_bytes ? e->cfg.grpc_max_message_bytes
                                              : e->cfg.max_body_bytes;
   berth_grpc_reader_init(&c->reader, max > UINT32_MAX ? UINT32_MAX : max);
@@ -833,10 +892,11 @@ int berth_grpc_start(berth_engine *e, berth_errmsg *err) {
   char port[16];
   snprintf(port, sizeof port, "%u", berth_httpd_port(h));
   berth_log_kv(BERTH_LOG_INFO,
-               e->tls_grpc ? "listening (gRPC: inference.GRPCInferenceService, health, "
-                             "reflection; TLS)"
-                           : "listening (gRPC: inference.GRPCInferenceService, health, "
-                             "reflection; h2c)",
+               e->tls_grpc
+                   ? "listening (gRPC: inference.GRPCInferenceService, health, "
+                     "reflection; TLS)"
+                   : "listening (gRPC: inference.GRPCInferenceService, health, "
+                     "reflection; h2c)",
                "host", e->cfg.host, "grpc_port", port, NULL);
   return BERTH_OK;
 }

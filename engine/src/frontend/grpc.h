@@ -54,8 +54,9 @@ extern const berth_module berth_grpc_module;
  * response message to out, or returns a berth_status with err saying why
  * (BERTH_E_PARSE for a malformed message, BERTH_E_NOT_FOUND for an unknown
  * model, BERTH_E_METHOD for what Berth does not do). */
-typedef int (*berth_grpc_unary_fn)(berth_engine *e, const uint8_t *msg, size_t len,
-                                   berth_buf *out, berth_errmsg *err);
+typedef int (*berth_grpc_unary_fn)(berth_engine *e, const uint8_t *msg,
+                                   size_t len, berth_buf *out,
+                                   berth_errmsg *err);
 
 int berth_grpc_server_live(berth_engine *e, const uint8_t *msg, size_t len,
                            berth_buf *out, berth_errmsg *err);
@@ -82,9 +83,9 @@ int berth_grpc_repository_index(berth_engine *e, const uint8_t *msg, size_t len,
  * refused; PERMISSION_DENIED (BERTH_E_FORBIDDEN) unless the model control
  * mode is explicit. admin: the caller sent an admin token (entries whose
  * runtime runs code need one, repository.c). */
-int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len, bool load,
-                                bool admin, berth_repo_done_cb done, void *arg,
-                                berth_errmsg *err);
+int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len,
+                                bool load, bool admin, berth_repo_done_cb done,
+                                void *arg, berth_errmsg *err);
 
 /* ---- calls, for the services outside grpc.c ---- */
 
@@ -121,7 +122,8 @@ typedef struct berth_grpc_watch berth_grpc_watch;
  * bad request (nothing sent, *out NULL). */
 int berth_grpc_health_watch(berth_engine *e, berth_grpc_call *c,
                             const berth_grpc_call_ops *ops, const uint8_t *msg,
-                            size_t len, berth_grpc_watch **out, berth_errmsg *err);
+                            size_t len, berth_grpc_watch **out,
+                            berth_errmsg *err);
 /* The call ended (grpc.c): frees w. NULL does nothing. */
 void berth_grpc_health_unwatch(berth_engine *e, berth_grpc_watch *w);
 /* The server started draining: every Watch gets NOT_SERVING, then its
@@ -137,7 +139,8 @@ int berth_grpc_reflect_info(berth_engine *e, const uint8_t *msg, size_t len,
 
 /* Looks up a model by name and version (empty version: the newest);
  * BERTH_E_NOT_FOUND with a message when there is none. */
-int berth_grpc_find_model(berth_engine *e, const char *name, const char *version,
-                          berth_model **out, berth_errmsg *err);
+int berth_grpc_find_model(berth_engine *e, const char *name,
+                          const char *version, berth_model **out,
+                          berth_errmsg *err);
 
 #endif

@@ -27,13 +27,14 @@
 #include "health.pb-c.h"
 
 #define POLL_MS 200
-#define SERVICE_MAX 600      /* longer names are no model's */
+#define SERVICE_MAX 600 /* longer names are no model's */
 #define WATCH_MAX_UNREAD ((size_t)64 * 1024)
 #define INFERENCE_SERVICE "inference.GRPCInferenceService"
 
 typedef Grpc__Health__V1__HealthCheckResponse__ServingStatus serving_status;
 #define SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
-#define NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+#define NOT_SERVING                                                            \
+  GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
 #define SERVICE_UNKNOWN                                                        \
   GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN
 
@@ -41,16 +42,17 @@ typedef struct berth_grpc_health berth_grpc_health;
 
 struct berth_grpc_watch {
   berth_grpc_call *call;
-  const berth_grpc_call_ops *ops; /* grpc.c's, for call */
-  serving_status last;         /* sent last */
+  const berth_grpc_call_ops *ops;    /* grpc.c's, for call */
+  serving_status last;               /* sent last */
   LIST_ENTRY(berth_grpc_watch) link; /* the open watches */
   char service[SERVICE_MAX + 1];
 };
 
 struct berth_grpc_health {
-  uv_timer_t timer;            /* runs while watches is not empty */
+  uv_timer_t timer; /* runs while watches is not empty */
   berth_engine *e;
-  LIST_HEAD(watch_list, berth_grpc_watch) watches; /* the open Watch
+  LIST_HEAD(watch_list, berth_grpc_watch)
+  watches; /* the open Watch
                                                       calls */
 };
 
@@ -75,12 +77,14 @@ static serving_status service_status(berth_engine *e, const char *s) {
 
 /* Unpacks a HealthCheckRequest; its service name (NUL-terminated) into
  * out, "" when absent. */
-static int take_service(const uint8_t *msg, size_t len, char out[SERVICE_MAX + 1],
-                        berth_errmsg *err) {
-  Grpc__Health__V1__HealthCheckRequest *rq = (Grpc__Health__V1__HealthCheckRequest *)
-      berth_grpc_unpack(&grpc__health__v1__health_check_request__descriptor, msg, len);
+static int take_service(const uint8_t *msg, size_t len,
+                        char out[SERVICE_MAX + 1], berth_errmsg *err) {
+  Grpc__Health__V1__HealthCheckRequest *rq =
+      (Grpc__Health__V1__HealthCheckRequest *)berth_grpc_unpack(
+          &grpc__health__v1__health_check_request__descriptor, msg, len);
   if (rq == NULL)
-    return berth_errf(err, BERTH_E_PARSE, "the message is not a valid "
+    return berth_errf(err, BERTH_E_PARSE,
+                      "the message is not a valid "
                       "grpc.health.v1.HealthCheckRequest");
   const char *s = rq->service != NULL ? rq->service : "";
   size_t sl = strlen(s);
@@ -88,13 +92,14 @@ static int take_service(const uint8_t *msg, size_t len, char out[SERVICE_MAX + 1
     memcpy(out, s, sl + 1);
   protobuf_c_message_free_unpacked(&rq->base, NULL);
   if (sl > SERVICE_MAX)
-    return berth_errf(err, BERTH_E_INVALID, "the service name is longer than %d bytes",
-                      SERVICE_MAX);
+    return berth_errf(err, BERTH_E_INVALID,
+                      "the service name is longer than %d bytes", SERVICE_MAX);
   return BERTH_OK;
 }
 
 static int append_status(serving_status st, berth_buf *out, berth_errmsg *err) {
-  Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+  Grpc__Health__V1__HealthCheckResponse r =
+      GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
   r.status = st;
   return berth_grpc_append_message(&r.base, out, err);
 }
@@ -107,9 +112,11 @@ int berth_grpc_health_check(berth_engine *e, const uint8_t *msg, size_t len,
     return rc;
   serving_status st = service_status(e, service);
   if (st == SERVICE_UNKNOWN)
-    return berth_errf(err, BERTH_E_NOT_FOUND, "unknown service '%.200s': health names "
-                      "are \"\" (the server), %s, a model's name or NAME/VERSION",
-                      service, INFERENCE_SERVICE);
+    return berth_errf(
+        err, BERTH_E_NOT_FOUND,
+        "unknown service '%.200s': health names "
+        "are \"\" (the server), %s, a model's name or NAME/VERSION",
+        service, INFERENCE_SERVICE);
   return append_status(st, out, err);
 }
 
@@ -125,8 +132,9 @@ static bool send_status(berth_grpc_watch *w, serving_status st) {
   berth_grpc_call *c = w->call;
   w->last = st;
   if (w->ops->unread(c) > WATCH_MAX_UNREAD) {
-    w->ops->end(c, BERTH_GRPC_RESOURCE_EXHAUSTED, "the client leaves the "
-                        "health statuses of this Watch unread");
+    w->ops->end(c, BERTH_GRPC_RESOURCE_EXHAUSTED,
+                "the client leaves the "
+                "health statuses of this Watch unread");
     return false;
   }
   berth_buf out;
@@ -175,7 +183,8 @@ static berth_grpc_health *health_of(berth_engine *e) {
 
 int berth_grpc_health_watch(berth_engine *e, berth_grpc_call *c,
                             const berth_grpc_call_ops *ops, const uint8_t *msg,
-                            size_t len, berth_grpc_watch **out, berth_errmsg *err) {
+                            size_t len, berth_grpc_watch **out,
+                            berth_errmsg *err) {
   *out = NULL;
   berth_grpc_watch *w = calloc(1, sizeof *w);
   if (w == NULL)

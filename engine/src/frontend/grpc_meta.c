@@ -16,18 +16,21 @@
 #define QN "%.100s"
 
 /* Unpacks the request into `var` of `type`, or returns BERTH_E_PARSE. */
-#define UNPACK(type, desc, var)                                                  \
-  type *var = (type *)berth_grpc_unpack(&(desc), msg, len);                      \
-  if (var == NULL)                                                               \
-    return berth_errf(err, BERTH_E_PARSE, "the message is not a valid %s",       \
+#define UNPACK(type, desc, var)                                                \
+  type *var = (type *)berth_grpc_unpack(&(desc), msg, len);                    \
+  if (var == NULL)                                                             \
+    return berth_errf(err, BERTH_E_PARSE, "the message is not a valid %s",     \
                       (desc).name);
 
 #define FREE_MSG(var) protobuf_c_message_free_unpacked(&(var)->base, NULL)
 
-static char *str(const char *s) { return (char *)(uintptr_t)(s != NULL ? s : ""); }
+static char *str(const char *s) {
+  return (char *)(uintptr_t)(s != NULL ? s : "");
+}
 
-int berth_grpc_find_model(berth_engine *e, const char *name, const char *version,
-                          berth_model **out, berth_errmsg *err) {
+int berth_grpc_find_model(berth_engine *e, const char *name,
+                          const char *version, berth_model **out,
+                          berth_errmsg *err) {
   *out = NULL;
   if (name == NULL || name[0] == '\0')
     return berth_errf(err, BERTH_E_INVALID, "the model name must not be empty");
@@ -42,13 +45,18 @@ int berth_grpc_find_model(berth_engine *e, const char *name, const char *version
       (*out = berth_composite_find(e, name, nl, NULL, 0)) != NULL)
     return BERTH_OK;
   if (!berth_model_name_exists(e, name, nl))
-    return berth_errf(err, BERTH_E_NOT_FOUND, "Request for unknown model: '" QN "' is "
-                      "not found (RepositoryIndex lists the models)", name);
-  *out = berth_model_find(e, name, nl, any ? NULL : version, any ? 0 : strlen(version));
+    return berth_errf(err, BERTH_E_NOT_FOUND,
+                      "Request for unknown model: '" QN "' is "
+                      "not found (RepositoryIndex lists the models)",
+                      name);
+  *out = berth_model_find(e, name, nl, any ? NULL : version,
+                          any ? 0 : strlen(version));
   if (*out == NULL)
-    return berth_errf(err, BERTH_E_NOT_FOUND, "Request for unknown model: '" QN "' "
+    return berth_errf(err, BERTH_E_NOT_FOUND,
+                      "Request for unknown model: '" QN "' "
                       "version " QN " is not found (RepositoryIndex lists the "
-                      "versions)", name, version);
+                      "versions)",
+                      name, version);
   return BERTH_OK;
 }
 
@@ -57,7 +65,8 @@ int berth_grpc_find_model(berth_engine *e, const char *name, const char *version
 int berth_grpc_server_live(berth_engine *e, const uint8_t *msg, size_t len,
                            berth_buf *out, berth_errmsg *err) {
   (void)e;
-  UNPACK(Inference__ServerLiveRequest, inference__server_live_request__descriptor, rq);
+  UNPACK(Inference__ServerLiveRequest,
+         inference__server_live_request__descriptor, rq);
   FREE_MSG(rq);
   Inference__ServerLiveResponse r = INFERENCE__SERVER_LIVE_RESPONSE__INIT;
   r.live = 1;
@@ -66,7 +75,8 @@ int berth_grpc_server_live(berth_engine *e, const uint8_t *msg, size_t len,
 
 int berth_grpc_server_ready(berth_engine *e, const uint8_t *msg, size_t len,
                             berth_buf *out, berth_errmsg *err) {
-  UNPACK(Inference__ServerReadyRequest, inference__server_ready_request__descriptor, rq);
+  UNPACK(Inference__ServerReadyRequest,
+         inference__server_ready_request__descriptor, rq);
   FREE_MSG(rq);
   Inference__ServerReadyResponse r = INFERENCE__SERVER_READY_RESPONSE__INIT;
   r.ready = berth_server_ready(e);
@@ -76,7 +86,8 @@ int berth_grpc_server_ready(berth_engine *e, const uint8_t *msg, size_t len,
 /* An unknown model is not ready (no error), as Triton answers. */
 int berth_grpc_model_ready(berth_engine *e, const uint8_t *msg, size_t len,
                            berth_buf *out, berth_errmsg *err) {
-  UNPACK(Inference__ModelReadyRequest, inference__model_ready_request__descriptor, rq);
+  UNPACK(Inference__ModelReadyRequest,
+         inference__model_ready_request__descriptor, rq);
   berth_model *m = NULL;
   int rc = berth_grpc_find_model(e, rq->name, rq->version, &m, err);
   FREE_MSG(rq);
@@ -92,10 +103,11 @@ int berth_grpc_model_ready(berth_engine *e, const uint8_t *msg, size_t len,
 int berth_grpc_server_metadata(berth_engine *e, const uint8_t *msg, size_t len,
                                berth_buf *out, berth_errmsg *err) {
   (void)e;
-  UNPACK(Inference__ServerMetadataRequest, inference__server_metadata_request__descriptor,
-         rq);
+  UNPACK(Inference__ServerMetadataRequest,
+         inference__server_metadata_request__descriptor, rq);
   FREE_MSG(rq);
-  Inference__ServerMetadataResponse r = INFERENCE__SERVER_METADATA_RESPONSE__INIT;
+  Inference__ServerMetadataResponse r =
+      INFERENCE__SERVER_METADATA_RESPONSE__INIT;
   r.name = str("berth");
   r.version = str(BERTH_VERSION);
   r.n_extensions = berth_server_n_extensions;
@@ -134,8 +146,8 @@ static void tensor_metas_free(tensor_meta **p, size_t n) {
 
 int berth_grpc_model_metadata(berth_engine *e, const uint8_t *msg, size_t len,
                               berth_buf *out, berth_errmsg *err) {
-  UNPACK(Inference__ModelMetadataRequest, inference__model_metadata_request__descriptor,
-         rq);
+  UNPACK(Inference__ModelMetadataRequest,
+         inference__model_metadata_request__descriptor, rq);
   berth_model *m = NULL;
   int rc = berth_grpc_find_model(e, rq->name, rq->version, &m, err);
   FREE_MSG(rq);
@@ -147,7 +159,8 @@ int berth_grpc_model_metadata(berth_engine *e, const uint8_t *msg, size_t len,
   if (versions == NULL || in == NULL || outs == NULL) {
     rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
   } else {
-    Inference__ModelMetadataResponse r = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
+    Inference__ModelMetadataResponse r =
+        INFERENCE__MODEL_METADATA_RESPONSE__INIT;
     r.name = m->cfg->name;
     for (size_t i = 0; i < e->n_models; i++)
       if (strcmp(e->models[i]->cfg->name, m->cfg->name) == 0)
@@ -172,7 +185,8 @@ int berth_grpc_model_metadata(berth_engine *e, const uint8_t *msg, size_t len,
 
 /* The tensors' dims, without the batch dimension when the model batches,
  * as Triton writes them: one block of int64 for all. */
-static int64_t *config_dims(const berth_tensor_spec *s, size_t n, bool batched) {
+static int64_t *config_dims(const berth_tensor_spec *s, size_t n,
+                            bool batched) {
   size_t total = 0;
   for (size_t i = 0; i < n; i++)
     total += s[i].ndim;
@@ -188,7 +202,8 @@ static int64_t *config_dims(const berth_tensor_spec *s, size_t n, bool batched) 
 
 int berth_grpc_model_config(berth_engine *e, const uint8_t *msg, size_t len,
                             berth_buf *out, berth_errmsg *err) {
-  UNPACK(Inference__ModelConfigRequest, inference__model_config_request__descriptor, rq);
+  UNPACK(Inference__ModelConfigRequest,
+         inference__model_config_request__descriptor, rq);
   berth_model *m = NULL;
   int rc = berth_grpc_find_model(e, rq->name, rq->version, &m, err);
   FREE_MSG(rq);
@@ -218,8 +233,10 @@ int berth_grpc_model_config(berth_engine *e, const uint8_t *msg, size_t len,
   for (size_t i = 0; i < ni; i++) {
     inference__model_input__init(&in[i]);
     in[i].name = m->inputs[i].name;
-    in[i].data_type = (Inference__DataType)m->inputs[i].dtype; /* same numbering */
-    in[i].n_dims = m->inputs[i].ndim - (batched && m->inputs[i].ndim > 0 ? 1 : 0);
+    in[i].data_type =
+        (Inference__DataType)m->inputs[i].dtype; /* same numbering */
+    in[i].n_dims =
+        m->inputs[i].ndim - (batched && m->inputs[i].ndim > 0 ? 1 : 0);
     in[i].dims = d;
     d += in[i].n_dims;
     inp[i] = &in[i];
@@ -229,7 +246,8 @@ int berth_grpc_model_config(berth_engine *e, const uint8_t *msg, size_t len,
     inference__model_output__init(&o[i]);
     o[i].name = m->outputs[i].name;
     o[i].data_type = (Inference__DataType)m->outputs[i].dtype;
-    o[i].n_dims = m->outputs[i].ndim - (batched && m->outputs[i].ndim > 0 ? 1 : 0);
+    o[i].n_dims =
+        m->outputs[i].ndim - (batched && m->outputs[i].ndim > 0 ? 1 : 0);
     o[i].dims = d;
     d += o[i].n_dims;
     op[i] = &o[i];
@@ -245,7 +263,8 @@ int berth_grpc_model_config(berth_engine *e, const uint8_t *msg, size_t len,
   group.kind = INFERENCE__MODEL_INSTANCE_GROUP__KIND__KIND_CPU;
   cfg.n_instance_group = 1;
   cfg.instance_group = groups;
-  Inference__ModelTransactionPolicy policy = INFERENCE__MODEL_TRANSACTION_POLICY__INIT;
+  Inference__ModelTransactionPolicy policy =
+      INFERENCE__MODEL_TRANSACTION_POLICY__INIT;
   policy.decoupled = m->decoupled;
   cfg.model_transaction_policy = &policy;
   Inference__ModelDynamicBatching db = INFERENCE__MODEL_DYNAMIC_BATCHING__INIT;
@@ -255,7 +274,8 @@ int berth_grpc_model_config(berth_engine *e, const uint8_t *msg, size_t len,
     db.n_preferred_batch_size = c->n_preferred_batch_sizes;
     db.preferred_batch_size = pref;
     db.max_queue_delay_microseconds = c->max_queue_delay_us;
-    cfg.scheduling_choice_case = INFERENCE__MODEL_CONFIG__SCHEDULING_CHOICE_DYNAMIC_BATCHING;
+    cfg.scheduling_choice_case =
+        INFERENCE__MODEL_CONFIG__SCHEDULING_CHOICE_DYNAMIC_BATCHING;
     cfg.dynamic_batching = &db;
   }
   Inference__ModelConfigResponse r = INFERENCE__MODEL_CONFIG_RESPONSE__INIT;
@@ -284,9 +304,9 @@ static void fill_stats(stats_block *b, const berth_model *m) {
   const berth_model_stats *st = &m->stats;
   inference__model_statistics__init(&b->s);
   inference__infer_statistics__init(&b->inf);
-  const berth_duration_stat *src[6] = {&st->success, &st->fail, &st->queue,
-                                       &st->compute_input, &st->compute_infer,
-                                       &st->compute_output};
+  const berth_duration_stat *src[6] = {&st->success,       &st->fail,
+                                       &st->queue,         &st->compute_input,
+                                       &st->compute_infer, &st->compute_output};
   for (size_t i = 0; i < 8; i++) {
     inference__statistic_duration__init(&b->d[i]);
     if (i < 6) {
@@ -313,8 +333,8 @@ static void fill_stats(stats_block *b, const berth_model *m) {
 /* An empty name: every model; an empty version: every version of name. */
 int berth_grpc_model_statistics(berth_engine *e, const uint8_t *msg, size_t len,
                                 berth_buf *out, berth_errmsg *err) {
-  UNPACK(Inference__ModelStatisticsRequest, inference__model_statistics_request__descriptor,
-         rq);
+  UNPACK(Inference__ModelStatisticsRequest,
+         inference__model_statistics_request__descriptor, rq);
   int rc = BERTH_OK;
   berth_model *one = NULL;
   bool all = rq->name[0] == '\0', any_version = rq->version[0] == '\0';
@@ -322,11 +342,13 @@ int berth_grpc_model_statistics(berth_engine *e, const uint8_t *msg, size_t len,
     rc = berth_grpc_find_model(e, rq->name, rq->version, &one, err);
   size_t cap = e->n_models + e->n_composites + 1;
   stats_block *b = rc == BERTH_OK ? calloc(cap, sizeof *b) : NULL;
-  Inference__ModelStatistics **p = rc == BERTH_OK ? calloc(cap, sizeof *p) : NULL;
+  Inference__ModelStatistics **p =
+      rc == BERTH_OK ? calloc(cap, sizeof *p) : NULL;
   if (rc == BERTH_OK && (b == NULL || p == NULL))
     rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
   if (rc == BERTH_OK) {
-    Inference__ModelStatisticsResponse r = INFERENCE__MODEL_STATISTICS_RESPONSE__INIT;
+    Inference__ModelStatisticsResponse r =
+        INFERENCE__MODEL_STATISTICS_RESPONSE__INIT;
     for (size_t i = 0; i < e->n_models; i++) {
       berth_model *m = e->models[i];
       bool want = all || m == one ||
@@ -358,11 +380,12 @@ int berth_grpc_model_statistics(berth_engine *e, const uint8_t *msg, size_t len,
 
 int berth_grpc_repository_index(berth_engine *e, const uint8_t *msg, size_t len,
                                 berth_buf *out, berth_errmsg *err) {
-  UNPACK(Inference__RepositoryIndexRequest, inference__repository_index_request__descriptor,
-         rq);
+  UNPACK(Inference__RepositoryIndexRequest,
+         inference__repository_index_request__descriptor, rq);
   bool only_ready = rq->ready;
   FREE_MSG(rq);
-  json_t *all = berth_repository_index(e, only_ready); /* repository.c, as REST */
+  json_t *all =
+      berth_repository_index(e, only_ready); /* repository.c, as REST */
   size_t n = json_array_size(all);
   Inference__RepositoryIndexResponse__ModelIndex *x = calloc(n + 1, sizeof *x);
   Inference__RepositoryIndexResponse__ModelIndex **p = calloc(n + 1, sizeof *p);
@@ -370,7 +393,8 @@ int berth_grpc_repository_index(berth_engine *e, const uint8_t *msg, size_t len,
   if (all == NULL || x == NULL || p == NULL) {
     rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
   } else {
-    Inference__RepositoryIndexResponse r = INFERENCE__REPOSITORY_INDEX_RESPONSE__INIT;
+    Inference__RepositoryIndexResponse r =
+        INFERENCE__REPOSITORY_INDEX_RESPONSE__INIT;
     for (size_t i = 0; i < n; i++) {
       json_t *v = json_array_get(all, i);
       inference__repository_index_response__model_index__init(&x[i]);
@@ -400,22 +424,29 @@ static bool param_text(const repo_param *v, char *out, size_t cap) {
       INFERENCE__MODEL_REPOSITORY_PARAMETER__PARAMETER_CHOICE_STRING_PARAM)
     return snprintf(out, cap, "%s", v->string_param) < (int)cap;
   if (v->parameter_choice_case ==
-      INFERENCE__MODEL_REPOSITORY_PARAMETER__PARAMETER_CHOICE_INT64_PARAM &&
+          INFERENCE__MODEL_REPOSITORY_PARAMETER__PARAMETER_CHOICE_INT64_PARAM &&
       v->int64_param >= 0)
     return snprintf(out, cap, "%lld", (long long)v->int64_param) < (int)cap;
   return false;
 }
 
 /* Every generated entry type is {base, key, value}. */
-#define FIND_PARAM(rq, want, found)                                                for (size_t k_ = 0; k_ < (rq)->n_parameters; k_++)                                 if (strcmp((rq)->parameters[k_]->key, want) == 0)                                  found = (rq)->parameters[k_]->value;
+#define FIND_PARAM(rq, want, found)                                            \
+  for (size_t k_ = 0; k_ < (rq)->n_parameters; k_++)                           \
+    if (strcmp((rq)->parameters[k_]->key, want) == 0)                          \
+      found = (rq)->parameters[k_]->value;
 
-#define REFUSE_FILES(rq)                                                           for (size_t k_ = 0; k_ < (rq)->n_parameters; k_++)                                 if (strncmp((rq)->parameters[k_]->key, "file:", 5) == 0)                           rc = berth_errf(err, BERTH_E_UNSUPPORTED, "parameters \"file:...\" (model " \
-                      "files in the request) are not supported; give the "       \
+#define REFUSE_FILES(rq)                                                       \
+  for (size_t k_ = 0; k_ < (rq)->n_parameters; k_++)                           \
+    if (strncmp((rq)->parameters[k_]->key, "file:", 5) == 0)                   \
+      rc = berth_errf(err, BERTH_E_UNSUPPORTED,                                \
+                      "parameters \"file:...\" (model "                        \
+                      "files in the request) are not supported; give the "     \
                       "model's path in the \"config\" parameter");
 
-int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len, bool load,
-                                bool admin, berth_repo_done_cb done, void *arg,
-                                berth_errmsg *err) {
+int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len,
+                                bool load, bool admin, berth_repo_done_cb done,
+                                void *arg, berth_errmsg *err) {
   int rc = berth_repo_mode_allows(&e->cfg, err);
   if (rc != BERTH_OK)
     return rc;
@@ -433,7 +464,8 @@ int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len,
           INFERENCE__MODEL_REPOSITORY_PARAMETER__PARAMETER_CHOICE_STRING_PARAM)
         config = json_string(cfg->string_param);
       if (config == NULL)
-        rc = berth_errf(err, BERTH_E_CONFIG, "parameters.config: expected a model "
+        rc = berth_errf(err, BERTH_E_CONFIG,
+                        "parameters.config: expected a model "
                         "entry as JSON or YAML text (UTF-8)");
     }
     snprintf(name, sizeof name, "%.255s", rq->model_name);
@@ -444,9 +476,11 @@ int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len,
     const repo_param *ver = NULL;
     FIND_PARAM(rq, "version", ver);
     if (ver != NULL) {
-      with_version = param_text(ver, version, sizeof version) && version[0] != '\0';
+      with_version =
+          param_text(ver, version, sizeof version) && version[0] != '\0';
       if (!with_version)
-        rc = berth_errf(err, BERTH_E_INVALID, "parameters.version must be a model "
+        rc = berth_errf(err, BERTH_E_INVALID,
+                        "parameters.version must be a model "
                         "version");
     }
     snprintf(name, sizeof name, "%.255s", rq->model_name);

@@ -21,16 +21,19 @@
 typedef Grpc__Reflection__V1__ServerReflectionRequest request;
 typedef Grpc__Reflection__V1__ServerReflectionResponse response;
 
-#define CASE(x) GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_##x
+#define CASE(x)                                                                \
+  GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_##x
 /* The char array text, formatted. */
 #define FMT(text, ...) (snprintf(text, sizeof text, __VA_ARGS__), text)
-#define ANSWER(x) GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_##x
+#define ANSWER(x)                                                              \
+  GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_##x
 
 static int compare_symbol(const void *key, const void *elem) {
   return strcmp(key, ((const berth_reflect_symbol *)elem)->name);
 }
 
-const berth_reflect_symbol *berth_reflect_find_symbol(const char *name, size_t len) {
+const berth_reflect_symbol *berth_reflect_find_symbol(const char *name,
+                                                      size_t len) {
   if (len > 0 && name[0] == '.') { /* ".pkg.Type", as descriptors write it */
     name++;
     len--;
@@ -58,20 +61,26 @@ static bool utf8_ok(const char *s) {
 /* The request's strings must be UTF-8 (proto3 strings). */
 static const char *request_text(const request *rq) {
   switch (rq->message_request_case) {
-  case CASE(FILE_BY_FILENAME): return rq->file_by_filename;
-  case CASE(FILE_CONTAINING_SYMBOL): return rq->file_containing_symbol;
-  case CASE(ALL_EXTENSION_NUMBERS_OF_TYPE): return rq->all_extension_numbers_of_type;
-  case CASE(LIST_SERVICES): return rq->list_services;
+  case CASE(FILE_BY_FILENAME):
+    return rq->file_by_filename;
+  case CASE(FILE_CONTAINING_SYMBOL):
+    return rq->file_containing_symbol;
+  case CASE(ALL_EXTENSION_NUMBERS_OF_TYPE):
+    return rq->all_extension_numbers_of_type;
+  case CASE(LIST_SERVICES):
+    return rq->list_services;
   case CASE(FILE_CONTAINING_EXTENSION):
     return rq->file_containing_extension != NULL
                ? rq->file_containing_extension->containing_type
                : "";
-  default: return "";
+  default:
+    return "";
   }
 }
 
 /* An error_response: NOT_FOUND, saying text (kept until packed). */
-static void not_found(response *r, Grpc__Reflection__V1__ErrorResponse *e, char *text) {
+static void not_found(response *r, Grpc__Reflection__V1__ErrorResponse *e,
+                      char *text) {
   e->error_code = BERTH_GRPC_NOT_FOUND;
   e->error_message = text;
   r->message_response_case = ANSWER(ERROR_RESPONSE);
@@ -79,7 +88,8 @@ static void not_found(response *r, Grpc__Reflection__V1__ErrorResponse *e, char 
 }
 
 /* The file (index k) first, then the files it imports. */
-static void files_answer(response *r, Grpc__Reflection__V1__FileDescriptorResponse *fd,
+static void files_answer(response *r,
+                         Grpc__Reflection__V1__FileDescriptorResponse *fd,
                          ProtobufCBinaryData *bin, size_t k) {
   const berth_reflect_file *f = &berth_reflect_files[k];
   bin[0] = (ProtobufCBinaryData){f->len, (uint8_t *)(uintptr_t)f->data};
@@ -110,8 +120,10 @@ static int list_and_append(response *r, berth_buf *out, berth_errmsg *err) {
   return berth_grpc_append_message(&r->base, out, err);
 }
 
-static int answer(const request *rq, response *r, berth_buf *out, berth_errmsg *err) {
-  Grpc__Reflection__V1__ErrorResponse e = GRPC__REFLECTION__V1__ERROR_RESPONSE__INIT;
+static int answer(const request *rq, response *r, berth_buf *out,
+                  berth_errmsg *err) {
+  Grpc__Reflection__V1__ErrorResponse e =
+      GRPC__REFLECTION__V1__ERROR_RESPONSE__INIT;
   Grpc__Reflection__V1__FileDescriptorResponse fd =
       GRPC__REFLECTION__V1__FILE_DESCRIPTOR_RESPONSE__INIT;
   Grpc__Reflection__V1__ExtensionNumberResponse ext =
@@ -125,7 +137,8 @@ static int answer(const request *rq, response *r, berth_buf *out, berth_errmsg *
     return list_and_append(r, out, err);
   case CASE(FILE_BY_FILENAME): {
     size_t k = 0;
-    while (k < berth_reflect_n_files && strcmp(berth_reflect_files[k].name, name) != 0)
+    while (k < berth_reflect_n_files &&
+           strcmp(berth_reflect_files[k].name, name) != 0)
       k++;
     if (k == berth_reflect_n_files)
       not_found(r, &e, FMT(text, "unknown file '%.200s'", name));
@@ -141,8 +154,11 @@ static int answer(const request *rq, response *r, berth_buf *out, berth_errmsg *
       files_answer(r, &fd, bin, sym->file);
     break;
   case CASE(FILE_CONTAINING_EXTENSION):
-    not_found(r, &e, FMT(text, "no extension of '%.200s': Berth's services declare "
-                         "no extensions", name));
+    not_found(r, &e,
+              FMT(text,
+                  "no extension of '%.200s': Berth's services declare "
+                  "no extensions",
+                  name));
     break;
   case CASE(ALL_EXTENSION_NUMBERS_OF_TYPE):
     sym = berth_reflect_find_symbol(name, strlen(name));
@@ -155,7 +171,8 @@ static int answer(const request *rq, response *r, berth_buf *out, berth_errmsg *
     }
     break;
   default:
-    return berth_errf(err, BERTH_E_INVALID, "the ServerReflectionRequest asks nothing: "
+    return berth_errf(err, BERTH_E_INVALID,
+                      "the ServerReflectionRequest asks nothing: "
                       "set one of list_services, file_by_filename, "
                       "file_containing_symbol, file_containing_extension, "
                       "all_extension_numbers_of_type");
@@ -168,26 +185,31 @@ int berth_grpc_reflect_answer(const uint8_t *msg, size_t len, berth_buf *out,
   request *rq = (request *)berth_grpc_unpack(
       &grpc__reflection__v1__server_reflection_request__descriptor, msg, len);
   if (rq == NULL)
-    return berth_errf(err, BERTH_E_PARSE, "the message is not a valid "
+    return berth_errf(err, BERTH_E_PARSE,
+                      "the message is not a valid "
                       "ServerReflectionRequest");
   int rc = BERTH_OK;
   if (!utf8_ok(rq->host) || !utf8_ok(request_text(rq)))
-    rc = berth_errf(err, BERTH_E_INVALID, "the ServerReflectionRequest's strings must "
+    rc = berth_errf(err, BERTH_E_INVALID,
+                    "the ServerReflectionRequest's strings must "
                     "be UTF-8");
   if (rc == BERTH_OK) {
     /* The echo carries the request's known fields only: protobuf-c keeps
      * unknown ones (and fields of the wrong wire type) as they came, which
      * need not make a valid message again. */
     request echo = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
-    Grpc__Reflection__V1__ExtensionRequest ext = GRPC__REFLECTION__V1__EXTENSION_REQUEST__INIT;
+    Grpc__Reflection__V1__ExtensionRequest ext =
+        GRPC__REFLECTION__V1__EXTENSION_REQUEST__INIT;
     echo.host = rq->host;
     echo.message_request_case = rq->message_request_case;
-    echo.file_by_filename = (char *)(uintptr_t)request_text(rq); /* a string member */
+    echo.file_by_filename =
+        (char *)(uintptr_t)request_text(rq); /* a string member */
     if (rq->message_request_case == CASE(FILE_CONTAINING_EXTENSION)) {
       ext.containing_type = (char *)(uintptr_t)request_text(rq);
-      ext.extension_number = rq->file_containing_extension != NULL
-                                 ? rq->file_containing_extension->extension_number
-                                 : 0;
+      ext.extension_number =
+          rq->file_containing_extension != NULL
+              ? rq->file_containing_extension->extension_number
+              : 0;
       echo.file_containing_extension = &ext;
     }
     response r = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__INIT;

@@ -21,10 +21,10 @@
 
 /* One .proto file: its serialized FileDescriptorProto. */
 typedef struct berth_reflect_file {
-  const char *name;                  /* as imported, e.g. "health.proto" */
-  const uint8_t *data;               /* static */
+  const char *name;    /* as imported, e.g. "health.proto" */
+  const uint8_t *data; /* static */
   size_t len;
-  size_t n_deps;                     /* files it imports, transitively */
+  size_t n_deps;                       /* files it imports, transitively */
   size_t deps[BERTH_REFLECT_MAX_DEPS]; /* indices into berth_reflect_files */
 } berth_reflect_file;
 
@@ -34,7 +34,7 @@ typedef struct berth_reflect_file {
  * 's' service, 'r' method. */
 typedef struct berth_reflect_symbol {
   const char *name;
-  size_t file;                       /* index into berth_reflect_files */
+  size_t file; /* index into berth_reflect_files */
   char kind;
 } berth_reflect_symbol;
 
@@ -47,7 +47,8 @@ extern const char *const berth_reflect_services[]; /* every service served */
 extern const size_t berth_reflect_n_services;
 
 /* The symbol named name (len bytes), or NULL. */
-const berth_reflect_symbol *berth_reflect_find_symbol(const char *name, size_t len);
+const berth_reflect_symbol *berth_reflect_find_symbol(const char *name,
+                                                      size_t len);
 
 /* Answers one ServerReflectionRequest (msg, len bytes; the message of
  * either package: they are the same on the wire) by appending one framed

@@ -76,8 +76,8 @@ bool berth_guard_content_type_ok(const char *v, size_t len) {
 typedef struct authority {
   const char *host; /* without brackets, without a trailing dot */
   size_t host_len;
-  long port;        /* -1: none given */
-  bool bracketed;   /* an IPv6 literal */
+  long port;      /* -1: none given */
+  bool bracketed; /* an IPv6 literal */
 } authority;
 
 static bool host_char(char c, bool bracketed) {
@@ -192,8 +192,7 @@ typedef struct origin_parts {
 static bool parse_origin(const char *p, size_t n, origin_parts *o) {
   trim(&p, &n);
   size_t i = 0;
-  while (i < n && (is_alnum(p[i]) || p[i] == '+' || p[i] == '-' ||
-                   p[i] == '.'))
+  while (i < n && (is_alnum(p[i]) || p[i] == '+' || p[i] == '-' || p[i] == '.'))
     i++;
   if (i == 0 || n - i < 3 || memcmp(p + i, "://", 3) != 0)
     return false;
@@ -201,9 +200,7 @@ static bool parse_origin(const char *p, size_t n, origin_parts *o) {
   o->scheme_len = i;
   if (!parse_authority(p + i + 3, n - i - 3, &o->auth))
     return false;
-  o->default_port = ci_is(p, i, "http")    ? 80
-                    : ci_is(p, i, "https") ? 443
-                                           : -1;
+  o->default_port = ci_is(p, i, "http") ? 80 : ci_is(p, i, "https") ? 443 : -1;
   o->port = o->auth.port >= 0 ? o->auth.port : o->default_port;
   return true;
 }
@@ -214,7 +211,8 @@ static bool same_authority(const authority *a, const authority *b) {
 }
 
 static bool origin_entry_matches(const char *entry, const char *raw,
-                                 size_t raw_len, const origin_parts *o, bool parsed) {
+                                 size_t raw_len, const origin_parts *o,
+                                 bool parsed) {
   size_t n = strlen(entry);
   trim(&entry, &n);
   if (n == 1 && entry[0] == '*')
@@ -282,18 +280,22 @@ void berth_http_guard_decide(const berth_http_guard *g,
   v->status = BERTH_E_FORBIDDEN;
   if (!berth_guard_host_ok(g, host, hl)) {
     shown(text, sizeof text, host, hl);
-    snprintf(v->msg, sizeof v->msg, "Host '%s' is not allowed: this server "
+    snprintf(v->msg, sizeof v->msg,
+             "Host '%s' is not allowed: this server "
              "answers requests addressed to an IP address, localhost, or a "
              "name listed with --allowed-hosts (server.allowed_hosts); this "
-             "stops DNS rebinding", text);
+             "stops DNS rebinding",
+             text);
     return;
   }
   berth_guard_origin kind = berth_guard_origin_check(g, orig, ol, host, hl);
   if (kind == BERTH_GUARD_ORIGIN_FOREIGN) {
     shown(text, sizeof text, orig, ol);
-    snprintf(v->msg, sizeof v->msg, "Origin '%s' is not allowed: web pages "
+    snprintf(v->msg, sizeof v->msg,
+             "Origin '%s' is not allowed: web pages "
              "of other sites may not call this server; allow that site with "
-             "--cors-origins (server.cors_origins)", text);
+             "--cors-origins (server.cors_origins)",
+             text);
     return;
   }
   v->cors = kind == BERTH_GUARD_ORIGIN_LISTED;
@@ -313,10 +315,12 @@ void berth_http_guard_decide(const berth_http_guard *g,
   shown(text, sizeof text, ct, cl);
   v->action = BERTH_GUARD_REFUSE;
   v->status = BERTH_E_MEDIA_TYPE;
-  snprintf(v->msg, sizeof v->msg, "Content-Type '%s' is not accepted: send "
-           BERTH_GUARD_CONTENT_TYPES " (binary tensors), or no Content-Type "
+  snprintf(v->msg, sizeof v->msg,
+           "Content-Type '%s' is not accepted: send " BERTH_GUARD_CONTENT_TYPES
+           " (binary tensors), or no Content-Type "
            "(with curl add -H 'Content-Type: application/json': curl -d "
-           "sends a form type)", text);
+           "sends a form type)",
+           text);
 }
 
 /* ---- the REST and metrics listeners ----------------------------------------- */
@@ -329,8 +333,8 @@ berth_http_guard berth_http_guard_of(const berth_engine *e) {
 }
 
 #define EXPOSED "inference-header-content-length, x-request-id, traceparent"
-#define REQUEST_HEADERS                                                      \
-  "authorization, content-type, inference-header-content-length, "          \
+#define REQUEST_HEADERS                                                        \
+  "authorization, content-type, inference-header-content-length, "             \
   "x-request-id, traceparent, tracestate"
 
 size_t berth_http_guard_cors_headers(const char *origin,
@@ -342,12 +346,12 @@ size_t berth_http_guard_cors_headers(const char *origin,
 }
 
 size_t berth_http_guard_preflight_headers(const char *origin,
-                                         berth_http_header_kv *h) {
+                                          berth_http_header_kv *h) {
   h[0] = (berth_http_header_kv){"access-control-allow-origin", origin};
-  h[1] = (berth_http_header_kv){"access-control-allow-methods",
-                                "GET, HEAD, POST"};
-  h[2] = (berth_http_header_kv){"access-control-allow-headers",
-                                REQUEST_HEADERS};
+  h[1] =
+      (berth_http_header_kv){"access-control-allow-methods", "GET, HEAD, POST"};
+  h[2] =
+      (berth_http_header_kv){"access-control-allow-headers", REQUEST_HEADERS};
   h[3] = (berth_http_header_kv){"access-control-max-age", "600"};
   h[4] = (berth_http_header_kv){"vary", "Origin"};
   return BERTH_GUARD_PREFLIGHT_HEADERS;

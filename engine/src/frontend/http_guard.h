@@ -51,13 +51,12 @@ typedef struct berth_engine berth_engine;
 typedef struct berth_http_guard {
   char *const *allowed_hosts; /* borrowed; n_allowed_hosts names */
   size_t n_allowed_hosts;
-  char *const *cors_origins;  /* borrowed; n_cors_origins origins */
+  char *const *cors_origins; /* borrowed; n_cors_origins origins */
   size_t n_cors_origins;
 } berth_http_guard;
 
 /* The allowed body types, as the 415 answer names them. */
-#define BERTH_GUARD_CONTENT_TYPES                                             \
-  "application/json or application/octet-stream"
+#define BERTH_GUARD_CONTENT_TYPES "application/json or application/octet-stream"
 
 /* true when a Content-Type value (v, len bytes; v NULL = no header) is
  * allowed on a request that changes or computes something. */
@@ -82,16 +81,16 @@ berth_guard_origin berth_guard_origin_check(const berth_http_guard *g,
                                             const char *host, size_t hlen);
 
 typedef enum berth_guard_action {
-  BERTH_GUARD_PASS = 0,    /* go on; cors tells whether to add CORS headers */
-  BERTH_GUARD_PREFLIGHT,   /* answer 204 with the preflight headers */
-  BERTH_GUARD_REFUSE,      /* answer status (FORBIDDEN or MEDIA_TYPE), msg */
+  BERTH_GUARD_PASS = 0,  /* go on; cors tells whether to add CORS headers */
+  BERTH_GUARD_PREFLIGHT, /* answer 204 with the preflight headers */
+  BERTH_GUARD_REFUSE,    /* answer status (FORBIDDEN or MEDIA_TYPE), msg */
 } berth_guard_action;
 
 typedef struct berth_guard_verdict {
   berth_guard_action action;
-  int status;     /* REFUSE: BERTH_E_FORBIDDEN or BERTH_E_MEDIA_TYPE */
-  bool cors;      /* the Origin is a listed cross-site one: echo it */
-  char msg[400];  /* REFUSE: what was refused and the flag that allows it */
+  int status;    /* REFUSE: BERTH_E_FORBIDDEN or BERTH_E_MEDIA_TYPE */
+  bool cors;     /* the Origin is a listed cross-site one: echo it */
+  char msg[400]; /* REFUSE: what was refused and the flag that allows it */
 } berth_guard_verdict;
 
 /* Decides on one request: Host, then Origin, then preflight, then (when
@@ -107,7 +106,7 @@ berth_http_guard berth_http_guard_of(const berth_engine *e);
  * BERTH_GUARD_PREFLIGHT_HEADERS; origin borrowed, NUL-terminated). */
 #define BERTH_GUARD_PREFLIGHT_HEADERS 5
 size_t berth_http_guard_preflight_headers(const char *origin,
-                                         berth_http_header_kv *h);
+                                          berth_http_header_kv *h);
 
 /* The headers every answer to a listed cross-site origin carries, for
  * berth_rest_respond_take: fills up to BERTH_GUARD_CORS_HEADERS entries of

@@ -29,8 +29,10 @@ static int nested_shape(json_t *v, int64_t *shape, uint32_t *ndim,
   uint32_t nd = 0;
   while (json_is_array(v)) {
     if (nd == BERTH_MAX_DIMS)
-      return berth_errf(err, BERTH_E_INVALID, "instances are nested more than "
-                        "%d levels deep", BERTH_MAX_DIMS);
+      return berth_errf(err, BERTH_E_INVALID,
+                        "instances are nested more than "
+                        "%d levels deep",
+                        BERTH_MAX_DIMS);
     shape[nd++] = (int64_t)json_array_size(v);
     v = json_array_get(v, 0);
   }
@@ -63,23 +65,29 @@ static int decode_v1(berth_engine *e, berth_http_req *req, berth_model *m,
       off += (size_t)snprintf(names + off, sizeof names - off, "%s'%s'",
                               i ? ", " : "", m->inputs[i].name);
     if (!m->signature_known)
-      return berth_errf(err, BERTH_E_UNSUPPORTED, "model '%s' does not "
+      return berth_errf(err, BERTH_E_UNSUPPORTED,
+                        "model '%s' does not "
                         "declare its inputs, so KServe v1 instances cannot be "
                         "mapped to them; declare inputs in its berth.yaml or "
-                        "use /v2/models/%s/infer", m->cfg->name, m->cfg->name);
-    return berth_errf(err, BERTH_E_UNSUPPORTED, "model '%s' takes %zu inputs "
+                        "use /v2/models/%s/infer",
+                        m->cfg->name, m->cfg->name);
+    return berth_errf(err, BERTH_E_UNSUPPORTED,
+                      "model '%s' takes %zu inputs "
                       "(%s); KServe v1 :predict can only feed a model with a "
                       "single input: use /v2/models/%s/infer, which names each "
-                      "input", m->cfg->name, m->n_inputs, names, m->cfg->name);
+                      "input",
+                      m->cfg->name, m->n_inputs, names, m->cfg->name);
   }
   size_t blen = 0;
   const char *body = berth_http_body(req, &blen);
   json_error_t jerr;
-  json_t *doc = json_loadb(body ? body : "", blen, JSON_REJECT_DUPLICATES,
-                           &jerr);
+  json_t *doc =
+      json_loadb(body ? body : "", blen, JSON_REJECT_DUPLICATES, &jerr);
   if (doc == NULL)
-    return berth_errf(err, BERTH_E_PARSE, "request is not valid JSON: %s "
-                      "(byte %d)", jerr.text, jerr.position);
+    return berth_errf(err, BERTH_E_PARSE,
+                      "request is not valid JSON: %s "
+                      "(byte %d)",
+                      jerr.text, jerr.position);
   json_t *inst = json_object_get(doc, "instances");
   if (inst == NULL)
     inst = json_object_get(doc, "inputs");
@@ -87,12 +95,14 @@ static int decode_v1(berth_engine *e, berth_http_req *req, berth_model *m,
   uint32_t ndim = 0;
   int rc = BERTH_OK;
   if (!json_is_array(inst))
-    rc = berth_errf(err, BERTH_E_INVALID, "the body must be {\"instances\": "
+    rc = berth_errf(err, BERTH_E_INVALID,
+                    "the body must be {\"instances\": "
                     "[...]} (or {\"inputs\": [...]}), a list of instances");
   if (rc == BERTH_OK)
     rc = nested_shape(inst, shape, &ndim, err);
   if (rc == BERTH_OK && !rectangular(inst, shape, ndim, 0))
-    rc = berth_errf(err, BERTH_E_INVALID, "instances must be a rectangular "
+    rc = berth_errf(err, BERTH_E_INVALID,
+                    "instances must be a rectangular "
                     "nested list (every row of the same length, values at "
                     "the same depth)");
   char *text = NULL;
@@ -186,8 +196,8 @@ void berth_rest_v1_status(berth_engine *e, berth_http_req *req,
   if (m == NULL)
     return;
   berth_rest_respond_doc(e, req, 200,
-                         json_pack("{s:s, s:b}", "name", m->cfg->name,
-                                   "ready", berth_model_ready(m)));
+                         json_pack("{s:s, s:b}", "name", m->cfg->name, "ready",
+                                   berth_model_ready(m)));
 }
 
 void berth_rest_v1_predict(berth_engine *e, berth_http_req *req,
@@ -214,7 +224,8 @@ void berth_rest_v1_not_found(berth_engine *e, berth_http_req *req,
                              berth_slice name_verb) {
   const char *colon = memchr(name_verb.p, ':', name_verb.n);
   if (colon == NULL) {
-    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint; "
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND,
+                             "no such endpoint; "
                              "see /v1/models/{name} and "
                              "/v1/models/{name}:predict");
     return;
@@ -225,7 +236,9 @@ void berth_rest_v1_not_found(berth_engine *e, berth_http_req *req,
   if (v1_model(e, req, name, false, &routed) == NULL)
     return;
   char msg[200];
-  snprintf(msg, sizeof msg, "':%.*s' is not supported; KServe v1 here "
-           "offers ':predict'", (int)(verb.n > 40 ? 40 : verb.n), verb.p);
+  snprintf(msg, sizeof msg,
+           "':%.*s' is not supported; KServe v1 here "
+           "offers ':predict'",
+           (int)(verb.n > 40 ? 40 : verb.n), verb.p);
   berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
 }

@@ -31,10 +31,9 @@ static json_t *specs_json(const berth_tensor_spec *s, size_t n) {
     json_t *shape = json_array();
     for (uint32_t k = 0; k < s[i].ndim; k++)
       json_array_append_new(shape, json_integer(s[i].shape[k]));
-    json_array_append_new(arr,
-                          json_pack("{s:s, s:s, s:o}", "name", s[i].name,
-                                    "datatype", berth_dtype_name(s[i].dtype),
-                                    "shape", shape));
+    json_array_append_new(
+        arr, json_pack("{s:s, s:s, s:o}", "name", s[i].name, "datatype",
+                       berth_dtype_name(s[i].dtype), "shape", shape));
   }
   return arr;
 }
@@ -60,18 +59,16 @@ void berth_rest_model_metadata(berth_engine *e, berth_http_req *req,
   json_t *versions = json_array();
   for (size_t i = 0; i < e->n_models; i++)
     if (strcmp(e->models[i]->cfg->name, m->cfg->name) == 0)
-      json_array_append_new(versions,
-                            json_string(e->models[i]->cfg->version));
+      json_array_append_new(versions, json_string(e->models[i]->cfg->version));
   if (m->ops->composite) /* not in e->models */
     json_array_append_new(versions, json_string(m->cfg->version));
   berth_rest_respond_doc(
       e, req, 200,
       json_pack("{s:s, s:o, s:s, s:o, s:o}", "name", m->cfg->name, "versions",
-                versions, "platform", m->platform ? m->platform : "",
-                "inputs", specs_json(m->inputs, m->n_inputs), "outputs",
+                versions, "platform", m->platform ? m->platform : "", "inputs",
+                specs_json(m->inputs, m->n_inputs), "outputs",
                 specs_json(m->outputs, m->n_outputs)));
 }
-
 
 void berth_rest_model_ready(berth_engine *e, berth_http_req *req,
                             const berth_rest_match *mt) {
@@ -93,12 +90,12 @@ void berth_rest_model_ready(berth_engine *e, berth_http_req *req,
 /* ---- infer ------------------------------------------------------------ */
 
 typedef struct rest_call {
-  berth_job job;              /* first: the job pointer is the call pointer */
-  berth_http_req *req;        /* one reference held; binary inputs borrow
+  berth_job job;       /* first: the job pointer is the call pointer */
+  berth_http_req *req; /* one reference held; binary inputs borrow
                                  from its body */
   berth_engine *engine;
   berth_rest_format fmt;
-  bool binary_default;        /* binary_data_output */
+  bool binary_default; /* binary_data_output */
 } rest_call;
 
 void berth_rest_count_fail(berth_model *m, berth_http_req *req, int status,
@@ -150,8 +147,7 @@ static void call_answer(rest_call *c, berth_infer_response *resp) {
     /* the client's choices (an unknown output, text that JSON cannot
      * carry) are 400; anything else is the model's answer's fault */
     bool client = rc == BERTH_E_INVALID || rc == BERTH_E_UNSUPPORTED;
-    berth_rest_respond_error(e, c->req, client ? rc : BERTH_E_MODEL,
-                             err.msg);
+    berth_rest_respond_error(e, c->req, client ? rc : BERTH_E_MODEL, err.msg);
     return;
   }
   char hl[24], tp[BERTH_TRACEPARENT_LEN + 1];
@@ -190,12 +186,10 @@ static void call_gone(berth_http_req *req, void *arg) {
   /* running: the worker's answer will find the request gone */
 }
 
-bool berth_rest_servable(berth_engine *e, berth_http_req *req,
-                         berth_model *m) {
+bool berth_rest_servable(berth_engine *e, berth_http_req *req, berth_model *m) {
   char msg[700];
-  int status = berth_front_check_servable(m, BERTH_PROTO_REST,
-                                          berth_http_received_ns(req), msg,
-                                          sizeof msg);
+  int status = berth_front_check_servable(
+      m, BERTH_PROTO_REST, berth_http_received_ns(req), msg, sizeof msg);
   if (status != BERTH_OK)
     berth_rest_respond_error(e, req, status, msg);
   return status == BERTH_OK;
@@ -228,11 +222,11 @@ void berth_rest_submit(berth_engine *e, berth_http_req *req, berth_model *m,
   size_t tl = 0;
   const char *tp = berth_http_header(req, "traceparent", &tl);
   berth_errmsg err;
-  int rc = berth_front_submit(
-      e, &c->job, routed,
-      fmt == BERTH_REST_KSERVE_V1 ? "POST /v1/models/{model_name}:predict"
+  int rc = berth_front_submit(e, &c->job, routed,
+                              fmt == BERTH_REST_KSERVE_V1
+                                  ? "POST /v1/models/{model_name}:predict"
                                   : "POST /v2/models/{model_name}/infer",
-      tp, tl, &err);
+                              tp, tl, &err);
   if (rc != BERTH_OK) { /* counted and traced; never in flight */
     berth_rest_respond_error(e, req, rc, err.msg);
     call_free(c);
@@ -254,8 +248,8 @@ static int decode_body(berth_engine *e, berth_http_req *req,
                            .max_tensor_bytes = e->cfg.max_body_bytes * 4,
                            .max_depth = 64};
   /* a gzip or deflate body was inflated by the router (rest_routes.c) */
-  const char *h = berth_http_header(req, "inference-header-content-length",
-                                    &hlen);
+  const char *h =
+      berth_http_header(req, "inference-header-content-length", &hlen);
   if (h == NULL)
     return berth_json_decode_infer_request(body, blen, &lim, r, err);
   int rc = berth_binary_parse_head_length(h, hlen, blen, &head_len, err);
@@ -331,4 +325,3 @@ void berth_rest_metrics(berth_engine *e, berth_http_req *req,
   char *data = berth_buf_detach(&out, &len);
   berth_rest_respond_take(e, req, 200, h, 1, data, len);
 }
-

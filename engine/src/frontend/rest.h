@@ -71,8 +71,8 @@ void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
                              int http_status, const berth_http_header_kv *h,
                              size_t n, char *body, size_t len);
 /* Answers {"error": msg} with the HTTP status of a berth_status. */
-void berth_rest_respond_error(berth_engine *e, berth_http_req *req,
-                              int status, const char *msg);
+void berth_rest_respond_error(berth_engine *e, berth_http_req *req, int status,
+                              const char *msg);
 /* Answers 405 {"error": ...} with an Allow header naming the methods the
  * path accepts (allow: a static string such as "GET" or "GET, POST"). */
 void berth_rest_respond_method(berth_engine *e, berth_http_req *req,
@@ -87,8 +87,8 @@ bool berth_rest_servable(berth_engine *e, berth_http_req *req, berth_model *m);
 
 /* How an inference answer is written. */
 typedef enum berth_rest_format {
-  BERTH_REST_OIP = 0,      /* OIP v2 JSON, binary outputs when asked */
-  BERTH_REST_KSERVE_V1,    /* {"predictions": [...]} */
+  BERTH_REST_OIP = 0,   /* OIP v2 JSON, binary outputs when asked */
+  BERTH_REST_KSERVE_V1, /* {"predictions": [...]} */
 } berth_rest_format;
 
 /* Queues r (taken over; *r is zeroed) for m and answers req when the model

@@ -16,7 +16,8 @@
 #include "log.h"
 #include "router.h"
 
-#define JSON_CT {"content-type", "application/json"}
+#define JSON_CT                                                                \
+  { "content-type", "application/json" }
 
 /* ---- answering -------------------------------------------------------- */
 
@@ -73,7 +74,9 @@ static void access_log(berth_engine *e, berth_http_req *req, int http_status,
     return;
   int v = berth_http_version(req);
   berth_access_record r = {
-      .protocol = v == 20 ? "http/2" : v == 10 ? "http/1.0" : "http/1.1",
+      .protocol = v == 20   ? "http/2"
+                  : v == 10 ? "http/1.0"
+                            : "http/1.1",
       .request_id = berth_rest_request_id(req),
       .model = berth_http_req_note(req, BERTH_HTTP_NOTE_MODEL),
       .version = berth_http_req_note(req, BERTH_HTTP_NOTE_VERSION),
@@ -103,7 +106,8 @@ static berth_encoding compress_answer(berth_http_req *req, char **body,
   char *z = NULL;
   size_t zl = 0;
   berth_errmsg err;
-  if (berth_deflate(enc, (const uint8_t *)*body, *len, &z, &zl, &err) != BERTH_OK)
+  if (berth_deflate(enc, (const uint8_t *)*body, *len, &z, &zl, &err) !=
+      BERTH_OK)
     return BERTH_ENC_IDENTITY;
   free(*body);
   *body = z;
@@ -115,8 +119,8 @@ void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
                              int http_status, const berth_http_header_kv *h,
                              size_t n, char *body, size_t len) {
   access_log(e, req, http_status, len);
-  berth_encoding enc = n < 8 ? compress_answer(req, &body, &len)
-                             : BERTH_ENC_IDENTITY;
+  berth_encoding enc =
+      n < 8 ? compress_answer(req, &body, &len) : BERTH_ENC_IDENTITY;
   /* every answer echoes the request id; one to a listed cross-site origin
    * carries the CORS headers (http_guard.h), and with CORS origins
    * configured every other answer says that it depends on Origin (caches) */
@@ -126,13 +130,13 @@ void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
     all[n].name = "x-request-id";
     all[n].value = berth_rest_request_id(req);
     const char *cors = berth_http_req_note(req, BERTH_HTTP_NOTE_CORS_ORIGIN);
-    size_t k = cors != NULL ? berth_http_guard_cors_headers(cors, all + n + 1)
-                            : 0;
+    size_t k =
+        cors != NULL ? berth_http_guard_cors_headers(cors, all + n + 1) : 0;
     if (cors == NULL && e->cfg.n_cors_origins > 0)
       all[n + 1 + k++] = (berth_http_header_kv){"vary", "Origin"};
     if (enc != BERTH_ENC_IDENTITY) {
-      all[n + 1 + k++] = (berth_http_header_kv){"content-encoding",
-                                                berth_encoding_name(enc)};
+      all[n + 1 + k++] =
+          (berth_http_header_kv){"content-encoding", berth_encoding_name(enc)};
       all[n + 1 + k++] = (berth_http_header_kv){"vary", "Accept-Encoding"};
     }
     berth_http_respond_take(req, http_status, all, n + 1 + k, body, len);
@@ -149,8 +153,8 @@ void berth_rest_respond_json(berth_engine *e, berth_http_req *req,
   berth_rest_respond_take(e, req, http_status, h, 1, data, len);
 }
 
-void berth_rest_respond_error(berth_engine *e, berth_http_req *req,
-                              int status, const char *msg) {
+void berth_rest_respond_error(berth_engine *e, berth_http_req *req, int status,
+                              const char *msg) {
   berth_buf b;
   berth_buf_init(&b, 64 * 1024);
   if (berth_json_encode_error(msg, &b) != BERTH_OK) {
@@ -183,8 +187,10 @@ void berth_rest_respond_method(berth_engine *e, berth_http_req *req,
   size_t ml = 0;
   const char *method = berth_http_method(req, &ml);
   char msg[200];
-  snprintf(msg, sizeof msg, "method %.*s not allowed on this endpoint; it "
-           "takes %s", (int)(ml > 20 ? 20 : ml), method, allow);
+  snprintf(msg, sizeof msg,
+           "method %.*s not allowed on this endpoint; it "
+           "takes %s",
+           (int)(ml > 20 ? 20 : ml), method, allow);
   berth_buf b;
   berth_buf_init(&b, 64 * 1024);
   if (berth_json_encode_error(msg, &b) != BERTH_OK) {
@@ -267,7 +273,6 @@ void berth_rest_note_model(berth_http_req *req, const berth_model *m) {
                           strlen(m->cfg->version));
 }
 
-
 /* ---- the model a path names ------------------------------------------------ */
 
 berth_model *berth_rest_find_model(berth_engine *e, berth_http_req *req,
@@ -288,15 +293,16 @@ berth_model *berth_rest_find_model(berth_engine *e, berth_http_req *req,
    * primary target */
   bool valid = berth_slice_valid_name(name);
   bool exists = valid && berth_model_name_exists(e, name.p, name.n);
-  berth_model *m = ver == NULL && valid
-                       ? berth_router_resolve(e, name.p, name.n,
-                                              infer ? req : NULL, routed)
-                       : NULL;
+  berth_model *m =
+      ver == NULL && valid
+          ? berth_router_resolve(e, name.p, name.n, infer ? req : NULL, routed)
+          : NULL;
   /* a name no model has may be a composite's (a pipeline), version "1" */
   if (m == NULL && valid && !exists)
     m = berth_composite_find(e, name.p, name.n, ver, ver_len);
   if (m == NULL && !exists) {
-    snprintf(msg, sizeof msg, "Request for unknown model: '%.*s' is not found "
+    snprintf(msg, sizeof msg,
+             "Request for unknown model: '%.*s' is not found "
              "(POST /v2/repository/index lists the models served)",
              (int)(name.n > 200 ? 200 : name.n), name.p);
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
@@ -305,7 +311,8 @@ berth_model *berth_rest_find_model(berth_engine *e, berth_http_req *req,
   if (m == NULL)
     m = berth_model_find(e, name.p, name.n, ver, ver_len);
   if (m == NULL) {
-    snprintf(msg, sizeof msg, "Request for unknown model: '%.*s' version %.*s "
+    snprintf(msg, sizeof msg,
+             "Request for unknown model: '%.*s' version %.*s "
              "is not found (POST /v2/repository/index lists the versions)",
              (int)name.n, name.p, (int)ver_len, ver);
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
@@ -313,9 +320,10 @@ berth_model *berth_rest_find_model(berth_engine *e, berth_http_req *req,
   }
   berth_rest_note_model(req, m);
   if (m->state == BERTH_MODEL_UNAVAILABLE && !unloaded_ok) {
-    snprintf(msg, sizeof msg, "model '%s' version '%s' is not loaded (%.300s); "
-             "POST /v2/repository/models/%s/load loads it", m->cfg->name,
-             m->cfg->version,
+    snprintf(msg, sizeof msg,
+             "model '%s' version '%s' is not loaded (%.300s); "
+             "POST /v2/repository/models/%s/load loads it",
+             m->cfg->name, m->cfg->version,
              m->load_error[0] ? m->load_error : "it was unloaded",
              m->cfg->name);
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);

@@ -69,8 +69,8 @@ static const rest_route routes[] = {
      berth_rest_shm_status},
     {"POST", "v2/systemsharedmemory/region/{name}/register", REST_AUTH_ADMIN,
      berth_rest_shm_register},
-    {"POST", "v2/systemsharedmemory/region/{name}/unregister",
-     REST_AUTH_ADMIN, berth_rest_shm_unregister},
+    {"POST", "v2/systemsharedmemory/region/{name}/unregister", REST_AUTH_ADMIN,
+     berth_rest_shm_unregister},
     {"POST", "v2/systemsharedmemory/unregister", REST_AUTH_ADMIN,
      berth_rest_shm_unregister},
     {"GET", "v2/cudasharedmemory/status", REST_AUTH_USER,
@@ -141,8 +141,7 @@ static bool authorized(berth_engine *e, berth_http_req *req, rest_auth auth) {
   size_t hl = 0;
   const char *authz = berth_http_header(req, "authorization", &hl);
   switch (berth_auth_check(&e->auth, authz, authz ? hl : 0,
-                           auth == REST_AUTH_ADMIN,
-                           auth == REST_AUTH_HEALTH)) {
+                           auth == REST_AUTH_ADMIN, auth == REST_AUTH_HEALTH)) {
   case BERTH_AUTH_UNAUTHENTICATED:
     berth_rest_respond_error(e, req, BERTH_E_UNAUTHENTICATED,
                              "missing or unknown bearer token; send "
@@ -173,7 +172,8 @@ static void not_found(berth_engine *e, berth_http_req *req,
     return;
   }
   if (v2 && berth_slice_is(seg[1], "repository")) {
-    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, "no such endpoint; "
+    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND,
+                             "no such endpoint; "
                              "see /v2/repository/index and "
                              "/v2/repository/models/{name}/load|unload");
     return;
@@ -190,8 +190,10 @@ static void not_found(berth_engine *e, berth_http_req *req,
     berth_rest_v1_not_found(e, req, last);
     return;
   }
-  snprintf(msg, sizeof msg, "no endpoint at '%.*s'; see /v2 and "
-           "/v2/models/{name}", (int)(pl > 200 ? 200 : pl), path);
+  snprintf(msg, sizeof msg,
+           "no endpoint at '%.*s'; see /v2 and "
+           "/v2/models/{name}",
+           (int)(pl > 200 ? 200 : pl), path);
   berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
 }
 

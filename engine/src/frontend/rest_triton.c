@@ -18,21 +18,36 @@
 /* Triton's model-config type name of a datatype. */
 static const char *config_type(berth_dtype dt) {
   switch (dt) {
-  case BERTH_DT_BOOL: return "TYPE_BOOL";
-  case BERTH_DT_UINT8: return "TYPE_UINT8";
-  case BERTH_DT_UINT16: return "TYPE_UINT16";
-  case BERTH_DT_UINT32: return "TYPE_UINT32";
-  case BERTH_DT_UINT64: return "TYPE_UINT64";
-  case BERTH_DT_INT8: return "TYPE_INT8";
-  case BERTH_DT_INT16: return "TYPE_INT16";
-  case BERTH_DT_INT32: return "TYPE_INT32";
-  case BERTH_DT_INT64: return "TYPE_INT64";
-  case BERTH_DT_FP16: return "TYPE_FP16";
-  case BERTH_DT_FP32: return "TYPE_FP32";
-  case BERTH_DT_FP64: return "TYPE_FP64";
-  case BERTH_DT_BYTES: return "TYPE_STRING";
-  case BERTH_DT_BF16: return "TYPE_BF16";
-  default: return "TYPE_INVALID";
+  case BERTH_DT_BOOL:
+    return "TYPE_BOOL";
+  case BERTH_DT_UINT8:
+    return "TYPE_UINT8";
+  case BERTH_DT_UINT16:
+    return "TYPE_UINT16";
+  case BERTH_DT_UINT32:
+    return "TYPE_UINT32";
+  case BERTH_DT_UINT64:
+    return "TYPE_UINT64";
+  case BERTH_DT_INT8:
+    return "TYPE_INT8";
+  case BERTH_DT_INT16:
+    return "TYPE_INT16";
+  case BERTH_DT_INT32:
+    return "TYPE_INT32";
+  case BERTH_DT_INT64:
+    return "TYPE_INT64";
+  case BERTH_DT_FP16:
+    return "TYPE_FP16";
+  case BERTH_DT_FP32:
+    return "TYPE_FP32";
+  case BERTH_DT_FP64:
+    return "TYPE_FP64";
+  case BERTH_DT_BYTES:
+    return "TYPE_STRING";
+  case BERTH_DT_BF16:
+    return "TYPE_BF16";
+  default:
+    return "TYPE_INVALID";
   }
 }
 
@@ -45,10 +60,9 @@ static json_t *config_tensors(const berth_tensor_spec *s, size_t n,
     json_t *dims = json_array();
     for (uint32_t k = batched ? 1 : 0; dims != NULL && k < s[i].ndim; k++)
       json_array_append_new(dims, json_integer(s[i].shape[k]));
-    if (json_array_append_new(arr, json_pack("{s:s, s:s, s:o}", "name",
-                                             s[i].name, "data_type",
-                                             config_type(s[i].dtype), "dims",
-                                             dims)) != 0) {
+    if (json_array_append_new(
+            arr, json_pack("{s:s, s:s, s:o}", "name", s[i].name, "data_type",
+                           config_type(s[i].dtype), "dims", dims)) != 0) {
       json_decref(arr);
       return NULL;
     }
@@ -68,13 +82,13 @@ static json_t *sequence_config(const berth_model *m) {
   bool oldest = st != NULL && strcmp(st, "oldest") == 0;
   json_t *doc = json_pack("{s:I}", "max_sequence_idle_microseconds",
                           (json_int_t)c->seq_idle_us);
-  json_t *how = oldest ? json_pack("{s:I, s:I, s:[]}",
-                                   "max_candidate_sequences",
-                                   (json_int_t)c->seq_max_sequences,
-                                   "max_queue_delay_microseconds",
-                                   (json_int_t)c->max_queue_delay_us,
-                                   "preferred_batch_size")
-                       : json_object();
+  json_t *how =
+      oldest
+          ? json_pack("{s:I, s:I, s:[]}", "max_candidate_sequences",
+                      (json_int_t)c->seq_max_sequences,
+                      "max_queue_delay_microseconds",
+                      (json_int_t)c->max_queue_delay_us, "preferred_batch_size")
+          : json_object();
   json_t *controls = json_array();
   if (doc == NULL || how == NULL || controls == NULL ||
       json_object_set_new(doc, oldest ? "oldest" : "direct", how) != 0 ||
@@ -95,11 +109,10 @@ static json_t *sequence_config(const berth_model *m) {
       continue;
     json_t *ctl = i < 3 ? json_pack("{s:s, s:[i,i]}", "kind", kinds[i],
                                     "int32_false_true", 0, 1)
-                        : json_pack("{s:s, s:s}", "kind", kinds[i],
-                                    "data_type", "TYPE_UINT64");
-    json_t *one = ctl ? json_pack("{s:s, s:[o]}", "name", name, "control",
-                                  ctl)
-                      : NULL;
+                        : json_pack("{s:s, s:s}", "kind", kinds[i], "data_type",
+                                    "TYPE_UINT64");
+    json_t *one =
+        ctl ? json_pack("{s:s, s:[o]}", "name", name, "control", ctl) : NULL;
     if (one == NULL || json_array_append_new(controls, one) != 0) {
       json_decref(controls);
       json_decref(doc);
@@ -115,9 +128,9 @@ void berth_rest_model_config(berth_engine *e, berth_http_req *req,
   const berth_model_config *c = m->cfg;
   uint32_t mbs = m->max_batch_size; /* effective: config or runtime hint */
   json_t *doc = json_pack(
-      "{s:s, s:s, s:s, s:I, s:o, s:o, s:[{s:s, s:I, s:s}], s:{s:b}}",
-      "name", c->name, "platform", m->platform ? m->platform : "",
-      "backend", c->runtime, "max_batch_size", (json_int_t)mbs, "input",
+      "{s:s, s:s, s:s, s:I, s:o, s:o, s:[{s:s, s:I, s:s}], s:{s:b}}", "name",
+      c->name, "platform", m->platform ? m->platform : "", "backend",
+      c->runtime, "max_batch_size", (json_int_t)mbs, "input",
       config_tensors(m->inputs, m->n_inputs, mbs > 0), "output",
       config_tensors(m->outputs, m->n_outputs, mbs > 0), "instance_group",
       "name", c->name, "count", (json_int_t)(m->instances ? m->instances : 1),
@@ -197,7 +210,7 @@ void berth_rest_model_stats(berth_engine *e, berth_http_req *req,
  * repository calls back. */
 typedef struct repo_req {
   berth_engine *e;
-  berth_http_req *req;        /* one reference held */
+  berth_http_req *req; /* one reference held */
   char name[260];
 } repo_req;
 
@@ -214,10 +227,10 @@ static void repo_done(void *arg, int status, const char *msg) {
         json_array_append(mine, v);
     }
     json_decref(all);
-    berth_rest_respond_doc(rr->e, rr->req, 200,
-                           mine ? json_pack("{s:s, s:o}", "name", rr->name,
-                                            "versions", mine)
-                                : NULL);
+    berth_rest_respond_doc(
+        rr->e, rr->req, 200,
+        mine ? json_pack("{s:s, s:o}", "name", rr->name, "versions", mine)
+             : NULL);
   }
   berth_http_req_unref(rr->req);
   free(rr);
@@ -233,8 +246,10 @@ static int body_object(berth_http_req *req, json_t **out, berth_errmsg *err) {
   json_error_t jerr;
   *out = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
   if (*out == NULL)
-    return berth_errf(err, BERTH_E_PARSE, "request is not valid JSON: %s "
-                      "(byte %d)", jerr.text, jerr.position);
+    return berth_errf(err, BERTH_E_PARSE,
+                      "request is not valid JSON: %s "
+                      "(byte %d)",
+                      jerr.text, jerr.position);
   if (!json_is_object(*out)) {
     json_decref(*out);
     *out = NULL;

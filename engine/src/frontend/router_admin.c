@@ -16,8 +16,8 @@
 /* ---- documents ------------------------------------------------------------- */
 
 /* {"model", "version" (only when pinned), <extra>: value} */
-static json_t *target_doc(const berth_route_target_config *t,
-                          const char *extra, double value) {
+static json_t *target_doc(const berth_route_target_config *t, const char *extra,
+                          double value) {
   json_t *o = json_pack("{s:s, s:f}", "model", t->model, extra, value);
   if (o != NULL && t->version != NULL &&
       json_object_set_new(o, "version", json_string(t->version)) != 0) {
@@ -41,8 +41,8 @@ json_t *berth_router_route_doc(const berth_route *rt) {
   json_t *shadow = c->shadow.model != NULL
                        ? target_doc(&c->shadow, "rate", c->shadow.rate)
                        : json_null();
-  json_t *sticky = c->sticky_header != NULL ? json_string(c->sticky_header)
-                                            : json_null();
+  json_t *sticky =
+      c->sticky_header != NULL ? json_string(c->sticky_header) : json_null();
   return json_pack("{s:s, s:o, s:o*, s:o*}", "name", c->name, "split", split,
                    "sticky_header", sticky, "shadow", shadow);
 }
@@ -78,7 +78,8 @@ static json_t *merged_doc(berth_route *rt, const char *name, json_t *doc,
         strcmp(json_string_value(given_name), name) == 0)) {
     berth_errf(err, BERTH_E_CONFIG,
                "name: must be the route's name from the URL (\"%s\") or left "
-               "out", name);
+               "out",
+               name);
     return NULL;
   }
   json_t *m = rt != NULL ? berth_router_route_doc(rt) : json_object();
@@ -137,9 +138,8 @@ void berth_rest_routes_list(berth_engine *e, berth_http_req *req,
                             const berth_rest_match *mt) {
   (void)mt;
   json_t *list = berth_router_index(e);
-  berth_rest_respond_doc(e, req, 200,
-                         list != NULL ? json_pack("{s:o}", "routes", list)
-                                      : NULL);
+  berth_rest_respond_doc(
+      e, req, 200, list != NULL ? json_pack("{s:o}", "routes", list) : NULL);
 }
 
 /* The route's name (129 bytes with the NUL), or false after a 404. */
@@ -162,8 +162,7 @@ void berth_rest_route_get(berth_engine *e, berth_http_req *req,
     return;
   berth_route *rt = berth_router_find(e, mt->name.p, mt->name.n);
   if (rt == NULL) {
-    snprintf(msg, sizeof msg, "no route '%s'; GET /v2/routes lists them",
-             name);
+    snprintf(msg, sizeof msg, "no route '%s'; GET /v2/routes lists them", name);
     berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
     return;
   }
@@ -178,8 +177,8 @@ void berth_rest_route_update(berth_engine *e, berth_http_req *req,
   size_t blen = 0;
   const char *body = berth_http_body(req, &blen);
   json_error_t jerr;
-  json_t *doc = json_loadb(body != NULL ? body : "", blen,
-                           JSON_REJECT_DUPLICATES, &jerr);
+  json_t *doc =
+      json_loadb(body != NULL ? body : "", blen, JSON_REJECT_DUPLICATES, &jerr);
   if (doc == NULL) {
     snprintf(msg, sizeof msg, "the body is not JSON: %.200s (line %d)",
              jerr.text, jerr.line);

@@ -14,15 +14,15 @@
 /* CUDA shared memory, as Triton built without GPU support answers it: no
  * region is ever registered (status: none; unregister: done), and a
  * register is refused. */
-#define NO_GPU "failed to register CUDA shared memory region: GPUs not " \
-  "supported (Berth runs without a GPU); use system shared memory " \
+#define NO_GPU                                                                 \
+  "failed to register CUDA shared memory region: GPUs not "                    \
+  "supported (Berth runs without a GPU); use system shared memory "            \
   "(/v2/systemsharedmemory)"
 
 /* ---- the module: the registry's life ------------------------------------ */
 
 static int shm_init(berth_engine *e, berth_errmsg *err) {
-  e->shm = berth_shm_registry_new(e->cfg.shm_max_regions,
-                                  e->cfg.shm_max_bytes);
+  e->shm = berth_shm_registry_new(e->cfg.shm_max_regions, e->cfg.shm_max_bytes);
   if (e->shm == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   return BERTH_OK;
@@ -75,7 +75,8 @@ static int resolve_input(berth_engine *e, berth_infer_request *r, size_t i,
   }
   t->nbytes = (size_t)ref->byte_size;
   if (berth_tensor_check(t, err) != BERTH_OK)
-    return berth_errf(err, BERTH_E_INVALID, "input '%.256s': %llu bytes of "
+    return berth_errf(err, BERTH_E_INVALID,
+                      "input '%.256s': %llu bytes of "
                       "shared memory do not match its shape and datatype",
                       t->name, (unsigned long long)ref->byte_size);
   return BERTH_OK;
@@ -95,13 +96,16 @@ static int check_outputs(berth_engine *e, const berth_infer_request *r,
       continue;
     const berth_shm_region *g = berth_shm_find(e->shm, ref.region);
     if (g == NULL)
-      rc = berth_errf(err, BERTH_E_INVALID, "Unable to find shared memory "
-                      "region: '%.256s' (%s)", ref.region, what);
+      rc = berth_errf(err, BERTH_E_INVALID,
+                      "Unable to find shared memory "
+                      "region: '%.256s' (%s)",
+                      ref.region, what);
     else if (ref.offset > g->byte_size ||
              ref.byte_size > g->byte_size - ref.offset)
-      rc = berth_errf(err, BERTH_E_INVALID, "%s: offset %llu + byte size "
-                      "%llu is beyond region '%.256s' (%llu bytes)", what,
-                      (unsigned long long)ref.offset,
+      rc = berth_errf(err, BERTH_E_INVALID,
+                      "%s: offset %llu + byte size "
+                      "%llu is beyond region '%.256s' (%llu bytes)",
+                      what, (unsigned long long)ref.offset,
                       (unsigned long long)ref.byte_size, ref.region,
                       (unsigned long long)g->byte_size);
     free(ref.region);
@@ -152,13 +156,14 @@ int berth_shm_write_outputs(berth_engine *e, const berth_infer_request *req,
     if (t == NULL)
       rc = BERTH_OK; /* the encoder reports the unknown output */
     else if (t->nbytes > ref.byte_size)
-      rc = berth_errf(err, BERTH_E_INVALID, "shared memory size specified "
+      rc = berth_errf(err, BERTH_E_INVALID,
+                      "shared memory size specified "
                       "with the request for output '%.256s' (%llu bytes) "
                       "should be at least %zu bytes to hold the results",
                       t->name, (unsigned long long)ref.byte_size, t->nbytes);
     else
-      rc = berth_shm_acquire(e->shm, ref.region, ref.offset, t->nbytes, &g,
-                             &p, err);
+      rc = berth_shm_acquire(e->shm, ref.region, ref.offset, t->nbytes, &g, &p,
+                             err);
     if (rc == BERTH_OK && g != NULL) {
       if (t->nbytes > 0)
         memcpy(p, t->data, t->nbytes);
@@ -183,7 +188,8 @@ static json_t *region_doc(const berth_shm_region *g) {
 static bool region_name(berth_engine *e, berth_http_req *req,
                         const berth_rest_match *mt, char out[260]) {
   if (!berth_slice_valid_name(mt->name)) {
-    berth_rest_respond_error(e, req, BERTH_E_INVALID, "a region name is 1 to "
+    berth_rest_respond_error(e, req, BERTH_E_INVALID,
+                             "a region name is 1 to "
                              "256 of A-Z a-z 0-9 _ . -");
     return false;
   }
@@ -205,8 +211,10 @@ void berth_rest_shm_status(berth_engine *e, berth_http_req *req,
     if (g == NULL) {
       json_decref(all);
       char msg[400];
-      snprintf(msg, sizeof msg, "Unable to find system shared memory region: "
-               "'%s'", name);
+      snprintf(msg, sizeof msg,
+               "Unable to find system shared memory region: "
+               "'%s'",
+               name);
       berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
       return;
     }
@@ -238,22 +246,25 @@ void berth_rest_shm_register(berth_engine *e, berth_http_req *req,
   size_t blen = 0;
   const char *body = berth_http_body(req, &blen);
   json_error_t jerr;
-  json_t *doc = json_loadb(body != NULL ? body : "", blen,
-                           JSON_REJECT_DUPLICATES, &jerr);
+  json_t *doc =
+      json_loadb(body != NULL ? body : "", blen, JSON_REJECT_DUPLICATES, &jerr);
   uint64_t off = 0, size = 0;
   json_t *key = json_object_get(doc, "key");
   berth_errmsg err;
   int rc = BERTH_OK;
   if (!json_is_object(doc))
-    rc = berth_errf(&err, BERTH_E_PARSE, "the body must be a JSON object "
+    rc = berth_errf(&err, BERTH_E_PARSE,
+                    "the body must be a JSON object "
                     "{\"key\", \"offset\", \"byte_size\"}");
   else if (!json_is_string(key))
-    rc = berth_errf(&err, BERTH_E_INVALID, "key must be a string: the POSIX "
+    rc = berth_errf(&err, BERTH_E_INVALID,
+                    "key must be a string: the POSIX "
                     "shared memory name, such as \"/input0\"");
   else if (!body_uint(doc, "offset", &off) ||
            !body_uint(doc, "byte_size", &size) ||
            json_object_get(doc, "byte_size") == NULL)
-    rc = berth_errf(&err, BERTH_E_INVALID, "offset and byte_size must be "
+    rc = berth_errf(&err, BERTH_E_INVALID,
+                    "offset and byte_size must be "
                     "non-negative integers (byte_size is required)");
   else
     rc = berth_shm_register(e->shm, name, json_string_value(key), off, size,
@@ -297,10 +308,10 @@ void berth_rest_cuda_shm_register(berth_engine *e, berth_http_req *req,
 
 /* ---- gRPC ---------------------------------------------------------------- */
 
-#define UNPACK(type, desc, var)                                               \
-  type *var = (type *)berth_grpc_unpack(&(desc), msg, len);                   \
-  if (var == NULL)                                                            \
-    return berth_errf(err, BERTH_E_PARSE, "the message is not a valid %s",    \
+#define UNPACK(type, desc, var)                                                \
+  type *var = (type *)berth_grpc_unpack(&(desc), msg, len);                    \
+  if (var == NULL)                                                             \
+    return berth_errf(err, BERTH_E_PARSE, "the message is not a valid %s",     \
                       (desc).name);
 #define FREE_MSG(var) protobuf_c_message_free_unpacked(&(var)->base, NULL)
 
@@ -321,8 +332,10 @@ static int status_answer(berth_engine *e, const char *only, berth_buf *out,
     const berth_shm_region *g = berth_shm_at(e->shm, i);
     if (only != NULL && strcmp(only, g->name) != 0)
       continue;
-    inference__system_shared_memory_status_response__region_status__init(&st[k]);
-    inference__system_shared_memory_status_response__regions_entry__init(&en[k]);
+    inference__system_shared_memory_status_response__region_status__init(
+        &st[k]);
+    inference__system_shared_memory_status_response__regions_entry__init(
+        &en[k]);
     st[k].name = g->name;
     st[k].key = g->key;
     st[k].offset = g->offset;
@@ -333,8 +346,10 @@ static int status_answer(berth_engine *e, const char *only, berth_buf *out,
     k++;
   }
   if (rc == BERTH_OK && only != NULL && k == 0)
-    rc = berth_errf(err, BERTH_E_NOT_FOUND, "Unable to find system shared "
-                    "memory region: '%.256s'", only);
+    rc = berth_errf(err, BERTH_E_NOT_FOUND,
+                    "Unable to find system shared "
+                    "memory region: '%.256s'",
+                    only);
   if (rc == BERTH_OK) {
     Inference__SystemSharedMemoryStatusResponse r =
         INFERENCE__SYSTEM_SHARED_MEMORY_STATUS_RESPONSE__INIT;

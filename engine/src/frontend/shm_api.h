@@ -60,7 +60,6 @@ int berth_grpc_shm_unregister(berth_engine *e, const uint8_t *msg, size_t len,
 int berth_grpc_cuda_shm_none(berth_engine *e, const uint8_t *msg, size_t len,
                              berth_buf *out, berth_errmsg *err);
 int berth_grpc_cuda_shm_register(berth_engine *e, const uint8_t *msg,
-                                 size_t len, berth_buf *out,
-                                 berth_errmsg *err);
+                                 size_t len, berth_buf *out, berth_errmsg *err);
 
 #endif

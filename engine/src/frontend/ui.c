@@ -20,18 +20,18 @@
 #define MAX_TOKEN 4096
 
 typedef struct ui_track {
-  const berth_model *model;   /* borrowed: the model this history is of */
-  berth_ui_history *h;        /* owned; NULL when it could not be made */
+  const berth_model *model; /* borrowed: the model this history is of */
+  berth_ui_history *h;      /* owned; NULL when it could not be made */
 } ui_track;
 
 struct berth_ui {
   berth_engine *engine;
   uv_timer_t timer;
-  bool timer_live;            /* initialized and not yet closed */
-  uint64_t started_ms;        /* wall clock */
-  uint64_t last_tick_ns;      /* uv_hrtime of the last sample, 0: none */
+  bool timer_live;       /* initialized and not yet closed */
+  uint64_t started_ms;   /* wall clock */
+  uint64_t last_tick_ns; /* uv_hrtime of the last sample, 0: none */
   berth_ui_timeline timeline;
-  ui_track *tracks;           /* owned; tracks[i] follows engine->models[i] */
+  ui_track *tracks; /* owned; tracks[i] follows engine->models[i] */
   size_t n_tracks;
   berth_ui_errors errors;
 };
@@ -197,8 +197,8 @@ static json_t *series_json(const berth_ui *ui, const berth_ui_history *h) {
     json_t *arr = json_array();
     for (size_t i = 0; arr != NULL && i < ui->timeline.n; i++) {
       size_t slot = berth_ui_timeline_slot(&ui->timeline, i);
-      if (json_array_append_new(arr, number_or_null(
-                                         h ? h->v[s][slot] : NAN)) != 0) {
+      if (json_array_append_new(arr, number_or_null(h ? h->v[s][slot] : NAN)) !=
+          0) {
         json_decref(arr);
         arr = NULL;
       }
@@ -227,19 +227,16 @@ static json_t *model_json(const berth_ui *ui, const berth_model *m,
     reason = m->load_error[0] ? m->load_error : "unloaded";
   char why[sizeof m->load_error];
   berth_ui_copy_text(why, sizeof why, reason);
-  return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I,"
-                   " s:I, s:I, s:o}",
-                   "name", m->cfg->name, "version", m->cfg->version, "state",
-                   state_name(m), "reason", why, "platform",
-                   m->platform ? m->platform : "", "instances",
-                   (json_int_t)m->instances, "workers_ready",
-                   (json_int_t)m->n_ready, "max_batch_size",
-                   (json_int_t)m->max_batch_size, "queue_depth",
-                   (json_int_t)m->q_len, "inflight", (json_int_t)m->inflight,
-                   "requests", (json_int_t)total, "errors",
-                   (json_int_t)(total - ok), "worker_restarts",
-                   (json_int_t)mm->worker_restarts, "series",
-                   series_json(ui, h));
+  return json_pack(
+      "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I,"
+      " s:I, s:I, s:o}",
+      "name", m->cfg->name, "version", m->cfg->version, "state", state_name(m),
+      "reason", why, "platform", m->platform ? m->platform : "", "instances",
+      (json_int_t)m->instances, "workers_ready", (json_int_t)m->n_ready,
+      "max_batch_size", (json_int_t)m->max_batch_size, "queue_depth",
+      (json_int_t)m->q_len, "inflight", (json_int_t)m->inflight, "requests",
+      (json_int_t)total, "errors", (json_int_t)(total - ok), "worker_restarts",
+      (json_int_t)mm->worker_restarts, "series", series_json(ui, h));
 }
 
 static json_t *errors_json(const berth_ui *ui) {
@@ -290,11 +287,11 @@ static json_t *state_doc(berth_engine *e) {
       "{s:s, s:s, s:I, s:I, s:b, s:b, s:i, s:i, s:I}", "name", "berth",
       "version", BERTH_VERSION, "now_ms", (json_int_t)now, "uptime_s",
       (json_int_t)((now - ui->started_ms) / 1000u), "draining", e->draining,
-      "auth", berth_auth_enabled(&e->auth), "sample_interval_s",
-      TICK_MS / 1000, "latency_window_s", BERTH_UI_LATENCY_WINDOW,
-      "errors_total", (json_int_t)ui->errors.total);
-  return json_pack("{s:o, s:o, s:o, s:o}", "server", server, "times_ms",
-                   times, "models", models, "errors", errors_json(ui));
+      "auth", berth_auth_enabled(&e->auth), "sample_interval_s", TICK_MS / 1000,
+      "latency_window_s", BERTH_UI_LATENCY_WINDOW, "errors_total",
+      (json_int_t)ui->errors.total);
+  return json_pack("{s:o, s:o, s:o, s:o}", "server", server, "times_ms", times,
+                   "models", models, "errors", errors_json(ui));
 }
 
 /* ---- answering -------------------------------------------------------------- */
@@ -312,7 +309,8 @@ static void respond_error(berth_engine *e, berth_http_req *req, int status,
   size_t n = 2;
   if (status == BERTH_E_UNAUTHENTICATED)
     h[n++] = (berth_http_header_kv){
-        "www-authenticate", "Basic realm=\"Berth dashboard\", charset=\"UTF-8\""};
+        "www-authenticate",
+        "Basic realm=\"Berth dashboard\", charset=\"UTF-8\""};
   else if (status == BERTH_E_METHOD)
     h[n++] = (berth_http_header_kv){"allow", "GET, HEAD"};
   size_t len = 0;
@@ -353,12 +351,10 @@ static void respond_asset(berth_engine *e, berth_http_req *req,
       "default-src 'none'; script-src 'self'; style-src 'self'; "
       "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
       "form-action 'none'; frame-ancestors 'none'";
-  berth_http_header_kv h[] = {{"content-type", a->content_type},
-                              {"etag", a->etag},
-                              {"cache-control", "no-cache"},
-                              {"x-content-type-options", "nosniff"},
-                              {"referrer-policy", "no-referrer"},
-                              {"content-security-policy", csp}};
+  berth_http_header_kv h[] = {
+      {"content-type", a->content_type},  {"etag", a->etag},
+      {"cache-control", "no-cache"},      {"x-content-type-options", "nosniff"},
+      {"referrer-policy", "no-referrer"}, {"content-security-policy", csp}};
   size_t n = sizeof h / sizeof h[0];
   size_t il = 0;
   const char *inm = berth_http_header(req, "if-none-match", &il);
@@ -393,8 +389,8 @@ static int b64_value(unsigned char c) {
 
 /* Strict standard base64 (padding required); false on anything else or
  * when the result would not fit in cap bytes. */
-static bool b64_decode(const char *s, size_t n, unsigned char *out,
-                       size_t cap, size_t *out_len) {
+static bool b64_decode(const char *s, size_t n, unsigned char *out, size_t cap,
+                       size_t *out_len) {
   if (n == 0 || n % 4 != 0)
     return false;
   size_t pad = s[n - 1] == '=' ? (s[n - 2] == '=' ? 2 : 1) : 0;
@@ -519,8 +515,10 @@ void berth_ui_handle(berth_engine *e, berth_http_req *req) {
       return;
     }
   char msg[300];
-  snprintf(msg, sizeof msg, "no dashboard file at '%.*s'; the dashboard is "
-           "at /ui", (int)(pl > 200 ? 200 : pl), path);
+  snprintf(msg, sizeof msg,
+           "no dashboard file at '%.*s'; the dashboard is "
+           "at /ui",
+           (int)(pl > 200 ? 200 : pl), path);
   respond_error(e, req, BERTH_E_NOT_FOUND, msg);
 }
 

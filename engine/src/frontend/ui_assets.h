@@ -10,11 +10,11 @@
 #include <stddef.h>
 
 typedef struct berth_ui_asset {
-  const char *path;            /* the URL path, e.g. "/ui/app.js" */
+  const char *path; /* the URL path, e.g. "/ui/app.js" */
   const char *content_type;
-  const unsigned char *data;   /* static */
+  const unsigned char *data; /* static */
   size_t len;
-  const char *etag;            /* quoted, from the content's SHA-256 */
+  const char *etag; /* quoted, from the content's SHA-256 */
 } berth_ui_asset;
 
 extern const berth_ui_asset berth_ui_assets[];

@@ -17,15 +17,15 @@ static int add_token(char ***list, size_t *n, const char *p, size_t len,
     p++;
     len--;
   }
-  while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t' ||
-                     p[len - 1] == '\r'))
+  while (len > 0 &&
+         (p[len - 1] == ' ' || p[len - 1] == '\t' || p[len - 1] == '\r'))
     len--;
   if (len == 0 || p[0] == '#')
     return BERTH_OK;
   if (len > MAX_TOKEN_LEN || *n >= MAX_TOKENS)
     return berth_errf(err, BERTH_E_CONFIG,
-                      "%s: tokens are limited to %d of at most %d bytes",
-                      where, MAX_TOKENS, MAX_TOKEN_LEN);
+                      "%s: tokens are limited to %d of at most %d bytes", where,
+                      MAX_TOKENS, MAX_TOKEN_LEN);
   char **grown = realloc(*list, (*n + 1) * sizeof *grown);
   if (grown == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
@@ -78,14 +78,15 @@ static int load_env(const char *name, char ***list, size_t *n,
   if (v == NULL || *v == '\0')
     return berth_errf(err, BERTH_E_CONFIG,
                       "environment variable %s (named as a token source) is "
-                      "not set", name);
+                      "not set",
+                      name);
   char where[160];
   snprintf(where, sizeof where, "environment variable %s", name);
   return split_into(list, n, v, strlen(v), ',', where, err);
 }
 
-static int load_set(const char *file, const char *env, char ***list,
-                    size_t *n, const char *what, berth_errmsg *err) {
+static int load_set(const char *file, const char *env, char ***list, size_t *n,
+                    const char *what, berth_errmsg *err) {
   int rc = BERTH_OK;
   if (file != NULL)
     rc = load_file(file, list, n, err);

@@ -16,16 +16,16 @@
 #include "berth/error.h"
 
 typedef struct berth_auth {
-  char **tokens;        /* owned */
+  char **tokens; /* owned */
   size_t n_tokens;
-  char **admin_tokens;  /* owned */
+  char **admin_tokens; /* owned */
   size_t n_admin;
-  bool health_open;     /* health endpoints need no token */
+  bool health_open; /* health endpoints need no token */
 } berth_auth;
 
 typedef struct berth_auth_sources {
-  const char *tokens_file;       /* each may be NULL */
-  const char *tokens_env;        /* the variable's NAME */
+  const char *tokens_file; /* each may be NULL */
+  const char *tokens_env;  /* the variable's NAME */
   const char *admin_tokens_file;
   const char *admin_tokens_env;
   bool health_open;

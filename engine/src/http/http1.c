@@ -19,46 +19,47 @@
 #include "buf.h"
 
 enum {
-  H1_HEAD,            /* collecting the head */
-  H1_BODY,            /* Content-Length body */
-  H1_CHUNK_SIZE,      /* hex digits of a chunk-size line */
-  H1_CHUNK_BWS,       /* whitespace after the size, before ';' */
-  H1_CHUNK_EXT,       /* a chunk extension, skipped */
-  H1_CHUNK_SIZE_LF,   /* CR seen, LF must follow */
+  H1_HEAD,          /* collecting the head */
+  H1_BODY,          /* Content-Length body */
+  H1_CHUNK_SIZE,    /* hex digits of a chunk-size line */
+  H1_CHUNK_BWS,     /* whitespace after the size, before ';' */
+  H1_CHUNK_EXT,     /* a chunk extension, skipped */
+  H1_CHUNK_SIZE_LF, /* CR seen, LF must follow */
   H1_CHUNK_DATA,
-  H1_CHUNK_DATA_CR,   /* CRLF after chunk data */
+  H1_CHUNK_DATA_CR, /* CRLF after chunk data */
   H1_CHUNK_DATA_LF,
-  H1_TRAILER,         /* trailer lines until the empty line, skipped */
+  H1_TRAILER, /* trailer lines until the empty line, skipped */
   H1_DONE,
   H1_ERROR,
 };
 
 #define H1_MAX_LEADING_EMPTY_LINES 8
-#define H1_MAX_CHUNK_LINE 4096          /* chunk-size line with extensions */
-#define H1_BODY_PREALLOC (1u << 20)     /* reserve at most this from Content-Length */
-#define H1_BODY_KEEP (64u << 10)        /* body memory kept between requests */
+#define H1_MAX_CHUNK_LINE 4096 /* chunk-size line with extensions */
+#define H1_BODY_PREALLOC                                                       \
+  (1u << 20)                     /* reserve at most this from Content-Length */
+#define H1_BODY_KEEP (64u << 10) /* body memory kept between requests */
 
 struct berth_h1_parser {
   berth_h1_limits lim;
   int state;
   /* head */
-  berth_buf head;            /* max = lim.max_head_bytes */
-  size_t line_len;           /* bytes of the current line so far, LF excluded */
-  bool line_cr;              /* the current line's last byte is CR */
-  size_t n_lines;            /* complete non-empty lines */
-  size_t n_leading;          /* empty lines skipped before the request line */
-  berth_h1_header *hdrs;     /* grows up to lim.max_headers entries */
+  berth_buf head;        /* max = lim.max_head_bytes */
+  size_t line_len;       /* bytes of the current line so far, LF excluded */
+  bool line_cr;          /* the current line's last byte is CR */
+  size_t n_lines;        /* complete non-empty lines */
+  size_t n_leading;      /* empty lines skipped before the request line */
+  berth_h1_header *hdrs; /* grows up to lim.max_headers entries */
   size_t hdrs_cap;
   /* body */
-  berth_buf body;            /* max = lim.max_body_bytes */
-  uint64_t remaining;        /* Content-Length left, or the current chunk's */
-  bool chunk_digits;         /* a hex digit was seen on this chunk-size line */
-  size_t chunk_line;         /* bytes of the current chunk-size line */
+  berth_buf body;     /* max = lim.max_body_bytes */
+  uint64_t remaining; /* Content-Length left, or the current chunk's */
+  bool chunk_digits;  /* a hex digit was seen on this chunk-size line */
+  size_t chunk_line;  /* bytes of the current chunk-size line */
   size_t trailer_bytes;
   bool body_taken;
   /* result */
   berth_h1_request req;
-  int err_status;            /* sticky error */
+  int err_status; /* sticky error */
   int err_code;
   char err_msg[160];
 };
@@ -66,7 +67,8 @@ struct berth_h1_parser {
 /* ---- character classes (RFC 9110) ---- */
 
 static bool is_tchar(unsigned char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+      (c >= 'A' && c <= 'Z'))
     return true;
   return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
@@ -94,8 +96,8 @@ static bool span_eq(const char *s, size_t n, const char *lit) {
 }
 
 /* Records the sticky error and returns it. */
-static int h1_fail(berth_h1_parser *p, int code, int http_status, const char *msg,
-                   int *out_status, berth_errmsg *err) {
+static int h1_fail(berth_h1_parser *p, int code, int http_status,
+                   const char *msg, int *out_status, berth_errmsg *err) {
   p->state = H1_ERROR;
   p->err_code = code;
   p->err_status = http_status;
@@ -189,20 +191,22 @@ static int add_header(berth_h1_parser *p, const berth_h1_header *h) {
 }
 
 /* Parses "METHOD SP target SP HTTP/1.x" (line without its line end). */
-static int parse_request_line(berth_h1_parser *p, const char *s, size_t n, int *st,
-                              berth_errmsg *err) {
+static int parse_request_line(berth_h1_parser *p, const char *s, size_t n,
+                              int *st, berth_errmsg *err) {
   size_t i = 0;
   while (i < n && is_tchar((unsigned char)s[i]))
     i++;
   if (i == 0 || i == n || s[i] != ' ')
-    return h1_fail(p, BERTH_E_PARSE, 400, "malformed request line (method)", st, err);
+    return h1_fail(p, BERTH_E_PARSE, 400, "malformed request line (method)", st,
+                   err);
   p->req.method = s;
   p->req.method_len = i;
   size_t t = ++i;
   while (i < n && (unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7f)
     i++;
   if (i == t || i == n || s[i] != ' ')
-    return h1_fail(p, BERTH_E_PARSE, 400, "malformed request line (target)", st, err);
+    return h1_fail(p, BERTH_E_PARSE, 400, "malformed request line (target)", st,
+                   err);
   p->req.target = s + t;
   p->req.target_len = i - t;
   i++;
@@ -210,34 +214,39 @@ static int parse_request_line(berth_h1_parser *p, const char *s, size_t n, int *
   size_t vn = n - i;
   if (vn != 8 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' ||
       v[6] != '.' || v[7] < '0' || v[7] > '9')
-    return h1_fail(p, BERTH_E_PARSE, 400, "malformed request line (version)", st, err);
+    return h1_fail(p, BERTH_E_PARSE, 400, "malformed request line (version)",
+                   st, err);
   if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
-    return h1_fail(p, BERTH_E_UNSUPPORTED, 505, "HTTP version not supported", st, err);
+    return h1_fail(p, BERTH_E_UNSUPPORTED, 505, "HTTP version not supported",
+                   st, err);
   p->req.version_minor = v[7] - '0';
   bool star = p->req.target_len == 1 && s[t] == '*';
   if (s[t] != '/' && !(star && span_eq(s, p->req.method_len, "OPTIONS")))
     return h1_fail(p, BERTH_E_PARSE, 400,
-                   "request target must be an absolute path (origin-form)", st, err);
+                   "request target must be an absolute path (origin-form)", st,
+                   err);
   return BERTH_OK;
 }
 
-static int parse_field_line(berth_h1_parser *p, const char *s, size_t n, int *st,
-                            berth_errmsg *err) {
+static int parse_field_line(berth_h1_parser *p, const char *s, size_t n,
+                            int *st, berth_errmsg *err) {
   if (is_ows((unsigned char)s[0]))
-    return h1_fail(p, BERTH_E_PARSE, 400, "obsolete line folding in header", st, err);
+    return h1_fail(p, BERTH_E_PARSE, 400, "obsolete line folding in header", st,
+                   err);
   size_t i = 0;
   while (i < n && is_tchar((unsigned char)s[i]))
     i++;
   if (i < n && is_ows((unsigned char)s[i]))
-    return h1_fail(p, BERTH_E_PARSE, 400, "whitespace before colon in header", st, err);
+    return h1_fail(p, BERTH_E_PARSE, 400, "whitespace before colon in header",
+                   st, err);
   if (i == 0 || i == n || s[i] != ':')
     return h1_fail(p, BERTH_E_PARSE, 400, "malformed header name", st, err);
   berth_h1_header h = {.name = s, .name_len = i};
   i++;
   for (size_t k = i; k < n; k++)
     if (!is_field_byte((unsigned char)s[k]))
-      return h1_fail(p, BERTH_E_PARSE, 400, "control character in header value", st,
-                     err);
+      return h1_fail(p, BERTH_E_PARSE, 400, "control character in header value",
+                     st, err);
   while (i < n && is_ows((unsigned char)s[i]))
     i++;
   size_t end = n;
@@ -246,7 +255,8 @@ static int parse_field_line(berth_h1_parser *p, const char *s, size_t n, int *st
   h.value = s + i;
   h.value_len = end - i;
   if (p->req.n_headers >= p->lim.max_headers)
-    return h1_fail(p, BERTH_E_TOO_LARGE, 431, "too many header fields", st, err);
+    return h1_fail(p, BERTH_E_TOO_LARGE, 431, "too many header fields", st,
+                   err);
   if (add_header(p, &h) != BERTH_OK)
     return h1_fail(p, BERTH_E_NOMEM, 503, "out of memory", st, err);
   return BERTH_OK;
@@ -375,10 +385,11 @@ static int parse_head(berth_h1_parser *p, int *st, berth_errmsg *err) {
       if (cl.conflict == 0 && !cl.seen)
         cl.conflict = 1; /* only commas */
       if (cl.conflict == 1)
-        return h1_fail(p, BERTH_E_PARSE, 400, "malformed Content-Length", st, err);
-      if (cl.conflict == 2)
-        return h1_fail(p, BERTH_E_PARSE, 400, "conflicting Content-Length values", st,
+        return h1_fail(p, BERTH_E_PARSE, 400, "malformed Content-Length", st,
                        err);
+      if (cl.conflict == 2)
+        return h1_fail(p, BERTH_E_PARSE, 400,
+                       "conflicting Content-Length values", st, err);
     } else if (span_eq(h->name, h->name_len, "transfer-encoding")) {
       has_te = true;
       for_each_element(h->value, h->value_len, te_element, &te);
@@ -387,7 +398,8 @@ static int parse_head(berth_h1_parser *p, int *st, berth_errmsg *err) {
     } else if (span_eq(h->name, h->name_len, "host")) {
       hosts++;
     } else if (span_eq(h->name, h->name_len, "expect")) {
-      if (p->req.version_minor == 1 && span_eq(h->value, h->value_len, "100-continue"))
+      if (p->req.version_minor == 1 &&
+          span_eq(h->value, h->value_len, "100-continue"))
         p->req.expect_continue = true;
     }
   }
@@ -396,16 +408,18 @@ static int parse_head(berth_h1_parser *p, int *st, berth_errmsg *err) {
   if (hosts == 0 && p->req.version_minor == 1)
     return h1_fail(p, BERTH_E_PARSE, 400, "missing Host header", st, err);
   if (has_te && p->req.version_minor == 0)
-    return h1_fail(p, BERTH_E_PARSE, 400, "Transfer-Encoding in an HTTP/1.0 request", st,
-                   err);
+    return h1_fail(p, BERTH_E_PARSE, 400,
+                   "Transfer-Encoding in an HTTP/1.0 request", st, err);
   if (has_te && cl.seen)
     return h1_fail(p, BERTH_E_PARSE, 400,
-                   "both Content-Length and Transfer-Encoding present", st, err);
+                   "both Content-Length and Transfer-Encoding present", st,
+                   err);
   if (has_te && te.n == 0)
     return h1_fail(p, BERTH_E_PARSE, 400, "empty Transfer-Encoding", st, err);
   if (has_te && !te.chunked_only)
     return h1_fail(p, BERTH_E_UNSUPPORTED, 501,
-                   "unsupported Transfer-Encoding (only chunked is accepted)", st, err);
+                   "unsupported Transfer-Encoding (only chunked is accepted)",
+                   st, err);
   if (p->req.version_minor == 1)
     p->req.keep_alive = !conn.close;
   else
@@ -421,9 +435,11 @@ static int parse_head(berth_h1_parser *p, int *st, berth_errmsg *err) {
     return BERTH_H1_HEAD_DONE;
   }
   if (cl.seen && (cl.overflow || cl.value > p->lim.max_body_bytes))
-    return h1_fail(p, BERTH_E_TOO_LARGE, 413, "request body too large", st, err);
+    return h1_fail(p, BERTH_E_TOO_LARGE, 413, "request body too large", st,
+                   err);
   if (cl.seen && cl.value > 0) {
-    size_t pre = cl.value < H1_BODY_PREALLOC ? (size_t)cl.value : H1_BODY_PREALLOC;
+    size_t pre =
+        cl.value < H1_BODY_PREALLOC ? (size_t)cl.value : H1_BODY_PREALLOC;
     if (berth_buf_reserve(&p->body, pre) == NULL)
       return h1_fail(p, BERTH_E_NOMEM, 503, "out of memory", st, err);
     p->state = H1_BODY;
@@ -435,8 +451,8 @@ static int parse_head(berth_h1_parser *p, int *st, berth_errmsg *err) {
 }
 
 /* Collects head bytes up to and including the empty line. */
-static int feed_head(berth_h1_parser *p, const char *data, size_t len, size_t *used,
-                     int *st, berth_errmsg *err) {
+static int feed_head(berth_h1_parser *p, const char *data, size_t len,
+                     size_t *used, int *st, berth_errmsg *err) {
   size_t i = 0, start = 0;
   bool end = false;
   for (; i < len; i++) {
@@ -452,14 +468,15 @@ static int feed_head(berth_h1_parser *p, const char *data, size_t len, size_t *u
     if (!empty) {
       /* request line + max_headers field lines */
       if (++p->n_lines > p->lim.max_headers + 1)
-        return h1_fail(p, BERTH_E_TOO_LARGE, 431, "too many header fields", st, err);
+        return h1_fail(p, BERTH_E_TOO_LARGE, 431, "too many header fields", st,
+                       err);
       continue;
     }
     if (p->n_lines == 0) {
       /* empty lines before the request line are ignored (RFC 9112 2.2) */
       if (++p->n_leading > H1_MAX_LEADING_EMPTY_LINES)
-        return h1_fail(p, BERTH_E_PARSE, 400, "too many empty lines before request",
-                       st, err);
+        return h1_fail(p, BERTH_E_PARSE, 400,
+                       "too many empty lines before request", st, err);
       berth_buf_reset(&p->head);
       start = i + 1;
       continue;
@@ -470,7 +487,8 @@ static int feed_head(berth_h1_parser *p, const char *data, size_t len, size_t *u
   }
   int rc = berth_buf_append(&p->head, data + start, i - start);
   if (rc == BERTH_E_TOO_LARGE)
-    return h1_fail(p, BERTH_E_TOO_LARGE, 431, "request head too large", st, err);
+    return h1_fail(p, BERTH_E_TOO_LARGE, 431, "request head too large", st,
+                   err);
   if (rc != BERTH_OK)
     return h1_fail(p, BERTH_E_NOMEM, 503, "out of memory", st, err);
   *used = i;
@@ -485,7 +503,8 @@ static int append_body(berth_h1_parser *p, const char *data, size_t n, int *st,
                        berth_errmsg *err) {
   int rc = berth_buf_append(&p->body, data, n);
   if (rc == BERTH_E_TOO_LARGE)
-    return h1_fail(p, BERTH_E_TOO_LARGE, 413, "request body too large", st, err);
+    return h1_fail(p, BERTH_E_TOO_LARGE, 413, "request body too large", st,
+                   err);
   if (rc != BERTH_OK)
     return h1_fail(p, BERTH_E_NOMEM, 503, "out of memory", st, err);
   return BERTH_OK;
@@ -503,8 +522,8 @@ static void chunk_size_done(berth_h1_parser *p) {
 }
 
 /* Runs the body state machine over data; stops at the end of the request. */
-static int feed_body(berth_h1_parser *p, const char *data, size_t len, size_t *used,
-                     int *st, berth_errmsg *err) {
+static int feed_body(berth_h1_parser *p, const char *data, size_t len,
+                     size_t *used, int *st, berth_errmsg *err) {
   size_t i = 0;
   while (i < len && p->state != H1_DONE) {
     unsigned char c = (unsigned char)data[i];
@@ -524,15 +543,18 @@ static int feed_body(berth_h1_parser *p, const char *data, size_t len, size_t *u
     }
     case H1_CHUNK_SIZE: {
       if (++p->chunk_line > H1_MAX_CHUNK_LINE)
-        return h1_fail(p, BERTH_E_PARSE, 400, "chunk-size line too long", st, err);
+        return h1_fail(p, BERTH_E_PARSE, 400, "chunk-size line too long", st,
+                       err);
       int v = hex_value(c);
       if (v >= 0) {
         if (p->remaining > (UINT64_MAX >> 4))
-          return h1_fail(p, BERTH_E_TOO_LARGE, 413, "request body too large", st, err);
+          return h1_fail(p, BERTH_E_TOO_LARGE, 413, "request body too large",
+                         st, err);
         p->remaining = p->remaining * 16 + (unsigned)v;
         p->chunk_digits = true;
         if (p->remaining > p->lim.max_body_bytes - p->body.len)
-          return h1_fail(p, BERTH_E_TOO_LARGE, 413, "request body too large", st, err);
+          return h1_fail(p, BERTH_E_TOO_LARGE, 413, "request body too large",
+                         st, err);
       } else if (!p->chunk_digits) {
         return h1_fail(p, BERTH_E_PARSE, 400, "malformed chunk size", st, err);
       } else if (c == ';') {
@@ -551,7 +573,8 @@ static int feed_body(berth_h1_parser *p, const char *data, size_t len, size_t *u
     case H1_CHUNK_BWS:
     case H1_CHUNK_EXT:
       if (++p->chunk_line > H1_MAX_CHUNK_LINE)
-        return h1_fail(p, BERTH_E_PARSE, 400, "chunk-size line too long", st, err);
+        return h1_fail(p, BERTH_E_PARSE, 400, "chunk-size line too long", st,
+                       err);
       if (c == '\r') {
         p->state = H1_CHUNK_SIZE_LF;
       } else if (c == '\n') {
@@ -559,12 +582,14 @@ static int feed_body(berth_h1_parser *p, const char *data, size_t len, size_t *u
       } else if (p->state == H1_CHUNK_BWS && c == ';') {
         p->state = H1_CHUNK_EXT;
       } else if (p->state == H1_CHUNK_BWS ? !is_ows(c) : !is_field_byte(c)) {
-        return h1_fail(p, BERTH_E_PARSE, 400, "malformed chunk extension", st, err);
+        return h1_fail(p, BERTH_E_PARSE, 400, "malformed chunk extension", st,
+                       err);
       }
       break;
     case H1_CHUNK_SIZE_LF:
       if (c != '\n')
-        return h1_fail(p, BERTH_E_PARSE, 400, "bare CR in chunk-size line", st, err);
+        return h1_fail(p, BERTH_E_PARSE, 400, "bare CR in chunk-size line", st,
+                       err);
       chunk_size_done(p);
       break;
     case H1_CHUNK_DATA_CR:
@@ -576,7 +601,8 @@ static int feed_body(berth_h1_parser *p, const char *data, size_t len, size_t *u
       __attribute__((fallthrough));
     case H1_CHUNK_DATA_LF:
       if (c != '\n')
-        return h1_fail(p, BERTH_E_PARSE, 400, "missing CRLF after chunk data", st, err);
+        return h1_fail(p, BERTH_E_PARSE, 400, "missing CRLF after chunk data",
+                       st, err);
       p->state = H1_CHUNK_SIZE;
       p->remaining = 0;
       p->chunk_digits = false;
@@ -584,7 +610,8 @@ static int feed_body(berth_h1_parser *p, const char *data, size_t len, size_t *u
       break;
     case H1_TRAILER:
       if (++p->trailer_bytes > p->lim.max_head_bytes)
-        return h1_fail(p, BERTH_E_TOO_LARGE, 431, "trailer section too large", st, err);
+        return h1_fail(p, BERTH_E_TOO_LARGE, 431, "trailer section too large",
+                       st, err);
       if (c == '\n') {
         if (p->line_len == 0 || (p->line_len == 1 && p->line_cr))
           p->state = H1_DONE;
@@ -593,17 +620,19 @@ static int feed_body(berth_h1_parser *p, const char *data, size_t len, size_t *u
       } else if (p->line_cr) {
         return h1_fail(p, BERTH_E_PARSE, 400, "bare CR in trailer", st, err);
       } else if (p->line_len == 0 && is_ows(c)) {
-        return h1_fail(p, BERTH_E_PARSE, 400, "obsolete line folding in trailer", st,
-                       err);
+        return h1_fail(p, BERTH_E_PARSE, 400,
+                       "obsolete line folding in trailer", st, err);
       } else if (c != '\r' && !is_field_byte(c)) {
-        return h1_fail(p, BERTH_E_PARSE, 400, "control character in trailer", st, err);
+        return h1_fail(p, BERTH_E_PARSE, 400, "control character in trailer",
+                       st, err);
       } else {
         p->line_len++;
         p->line_cr = c == '\r';
       }
       break;
     default:
-      return h1_fail(p, BERTH_E_INTERNAL, 500, "parser in a bad state", st, err);
+      return h1_fail(p, BERTH_E_INTERNAL, 500, "parser in a bad state", st,
+                     err);
     }
     i++;
   }
@@ -613,8 +642,8 @@ static int feed_body(berth_h1_parser *p, const char *data, size_t len, size_t *u
   return BERTH_H1_DONE;
 }
 
-int berth_h1_parse(berth_h1_parser *p, const char *data, size_t len, size_t *consumed,
-                   int *http_status, berth_errmsg *err) {
+int berth_h1_parse(berth_h1_parser *p, const char *data, size_t len,
+                   size_t *consumed, int *http_status, berth_errmsg *err) {
   *consumed = 0;
   if (p->state == H1_ERROR) {
     if (http_status != NULL)
@@ -654,45 +683,84 @@ const berth_h1_header *berth_h1_find_header(const berth_h1_request *r,
 
 const char *berth_http_reason(int status) {
   switch (status) {
-  case 100: return "Continue";
-  case 101: return "Switching Protocols";
-  case 200: return "OK";
-  case 201: return "Created";
-  case 202: return "Accepted";
-  case 204: return "No Content";
-  case 206: return "Partial Content";
-  case 301: return "Moved Permanently";
-  case 302: return "Found";
-  case 303: return "See Other";
-  case 304: return "Not Modified";
-  case 307: return "Temporary Redirect";
-  case 308: return "Permanent Redirect";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 406: return "Not Acceptable";
-  case 408: return "Request Timeout";
-  case 409: return "Conflict";
-  case 410: return "Gone";
-  case 411: return "Length Required";
-  case 412: return "Precondition Failed";
-  case 413: return "Content Too Large";
-  case 414: return "URI Too Long";
-  case 415: return "Unsupported Media Type";
-  case 417: return "Expectation Failed";
-  case 422: return "Unprocessable Content";
-  case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 499: return "Client Closed Request";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 502: return "Bad Gateway";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  case 505: return "HTTP Version Not Supported";
-  default: return "Unknown";
+  case 100:
+    return "Continue";
+  case 101:
+    return "Switching Protocols";
+  case 200:
+    return "OK";
+  case 201:
+    return "Created";
+  case 202:
+    return "Accepted";
+  case 204:
+    return "No Content";
+  case 206:
+    return "Partial Content";
+  case 301:
+    return "Moved Permanently";
+  case 302:
+    return "Found";
+  case 303:
+    return "See Other";
+  case 304:
+    return "Not Modified";
+  case 307:
+    return "Temporary Redirect";
+  case 308:
+    return "Permanent Redirect";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 406:
+    return "Not Acceptable";
+  case 408:
+    return "Request Timeout";
+  case 409:
+    return "Conflict";
+  case 410:
+    return "Gone";
+  case 411:
+    return "Length Required";
+  case 412:
+    return "Precondition Failed";
+  case 413:
+    return "Content Too Large";
+  case 414:
+    return "URI Too Long";
+  case 415:
+    return "Unsupported Media Type";
+  case 417:
+    return "Expectation Failed";
+  case 422:
+    return "Unprocessable Content";
+  case 429:
+    return "Too Many Requests";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 499:
+    return "Client Closed Request";
+  case 500:
+    return "Internal Server Error";
+  case 501:
+    return "Not Implemented";
+  case 502:
+    return "Bad Gateway";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  case 505:
+    return "HTTP Version Not Supported";
+  default:
+    return "Unknown";
   }
 }
 

@@ -24,36 +24,40 @@
 #include "berth/error.h"
 
 typedef struct berth_h1_limits {
-  size_t max_head_bytes;  /* request line + headers, e.g. 16 KiB -> 431 */
-  size_t max_headers;     /* header fields, e.g. 100 -> 431 */
-  size_t max_body_bytes;  /* decoded body -> 413 */
+  size_t max_head_bytes; /* request line + headers, e.g. 16 KiB -> 431 */
+  size_t max_headers;    /* header fields, e.g. 100 -> 431 */
+  size_t max_body_bytes; /* decoded body -> 413 */
 } berth_h1_limits;
 
 typedef struct berth_h1_header {
-  const char *name;       /* points into the parser's buffer; not NUL-terminated */
+  const char *name; /* points into the parser's buffer; not NUL-terminated */
   size_t name_len;
-  const char *value;      /* leading/trailing whitespace trimmed */
+  const char *value; /* leading/trailing whitespace trimmed */
   size_t value_len;
 } berth_h1_header;
 
 /* A parsed request. Every pointer points into the parser and stays valid
  * until berth_h1_parser_next or berth_h1_parser_free. */
 typedef struct berth_h1_request {
-  const char *method; size_t method_len;
-  const char *target; size_t target_len;   /* origin-form: path[?query] */
-  int version_minor;                        /* 0 or 1 */
-  berth_h1_header *headers; size_t n_headers;
-  const char *body; size_t body_len;        /* de-chunked */
+  const char *method;
+  size_t method_len;
+  const char *target;
+  size_t target_len; /* origin-form: path[?query] */
+  int version_minor; /* 0 or 1 */
+  berth_h1_header *headers;
+  size_t n_headers;
+  const char *body;
+  size_t body_len;      /* de-chunked */
   bool keep_alive;      /* from version and Connection header */
   bool expect_continue; /* Expect: 100-continue was sent */
 } berth_h1_request;
 
 typedef enum {
-  BERTH_H1_NEED_MORE = 0,  /* feed more bytes */
-  BERTH_H1_HEAD_DONE = 1,  /* head parsed, body still coming (returned once
+  BERTH_H1_NEED_MORE = 0, /* feed more bytes */
+  BERTH_H1_HEAD_DONE = 1, /* head parsed, body still coming (returned once
                               per request, only when a body is expected;
                               the caller may answer 100 Continue now) */
-  BERTH_H1_DONE = 2,       /* a whole request is in parser->req */
+  BERTH_H1_DONE = 2,      /* a whole request is in parser->req */
 } berth_h1_event;
 
 typedef struct berth_h1_parser berth_h1_parser; /* opaque */

@@ -63,8 +63,8 @@ static h2_stream *get_stream(berth_h2_session *s, int32_t id) {
 }
 
 /* Data provider over the response body. */
-static ssize_t h2_read_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf,
-                            size_t length, uint32_t *data_flags,
+static ssize_t h2_read_body(nghttp2_session *ng, int32_t stream_id,
+                            uint8_t *buf, size_t length, uint32_t *data_flags,
                             nghttp2_data_source *source, void *user_data) {
   (void)ng;
   (void)stream_id;
@@ -113,7 +113,8 @@ ssize_t berth_h2_read_stream(nghttp2_session *ng, int32_t stream_id,
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     if (st->n_trailers > 0) {
       *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-      int rv = nghttp2_submit_trailer(ng, stream_id, st->trailers, st->n_trailers);
+      int rv =
+          nghttp2_submit_trailer(ng, stream_id, st->trailers, st->n_trailers);
       free(st->trailers); /* nghttp2 copied them */
       st->trailers = NULL;
       st->n_trailers = 0;
@@ -132,9 +133,9 @@ ssize_t berth_h2_read_stream(nghttp2_session *ng, int32_t stream_id,
 /* Connection-specific fields are forbidden in HTTP/2; the transport writes
  * content-length and date itself. */
 static bool is_skipped_field(const char *name) {
-  static const char *const skip[] = {"connection", "keep-alive", "proxy-connection",
-                                     "transfer-encoding", "upgrade", "te",
-                                     "content-length", "date"};
+  static const char *const skip[] = {
+      "connection", "keep-alive", "proxy-connection", "transfer-encoding",
+      "upgrade",    "te",         "content-length",   "date"};
   for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
     if (strcasecmp(name, skip[i]) == 0)
       return true;
@@ -147,9 +148,8 @@ static bool is_skipped_field(const char *name) {
  * dropped), content-length when length is not NULL, date when with_date. */
 int berth_h2_build_nva(berth_h2_session *s, int status,
                        const berth_http_header_kv *headers, size_t n,
-                       const char *length, bool with_date,
-                       char status_text[8], nghttp2_nv **nva_out,
-                       char **mem_out, size_t *k_out) {
+                       const char *length, bool with_date, char status_text[8],
+                       nghttp2_nv **nva_out, char **mem_out, size_t *k_out) {
   size_t names = 0;
   for (size_t i = 0; i < n; i++)
     if (headers[i].name != NULL)
@@ -176,18 +176,20 @@ int berth_h2_build_nva(berth_h2_session *s, int status,
       continue;
     size_t nl = strlen(name);
     for (size_t j = 0; j < nl; j++)
-      p[j] = (name[j] >= 'A' && name[j] <= 'Z') ? (char)(name[j] - 'A' + 'a') : name[j];
-    nva[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)(uintptr_t)value, nl, strlen(value),
-                            NGHTTP2_NV_FLAG_NONE};
+      p[j] = (name[j] >= 'A' && name[j] <= 'Z') ? (char)(name[j] - 'A' + 'a')
+                                                : name[j];
+    nva[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)(uintptr_t)value, nl,
+                            strlen(value), NGHTTP2_NV_FLAG_NONE};
     p += nl + 1;
   }
   if (length != NULL)
-    nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)(uintptr_t)length, 14,
-                            strlen(length), NGHTTP2_NV_FLAG_NONE};
+    nva[k++] =
+        (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)(uintptr_t)length,
+                     14, strlen(length), NGHTTP2_NV_FLAG_NONE};
   if (with_date) {
     const char *date = berth_httpd_conn_date(s->conn);
-    nva[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)(uintptr_t)date, 4, strlen(date),
-                            NGHTTP2_NV_FLAG_NONE};
+    nva[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)(uintptr_t)date, 4,
+                            strlen(date), NGHTTP2_NV_FLAG_NONE};
   }
   *nva_out = nva;
   *mem_out = lower;
@@ -196,8 +198,9 @@ int berth_h2_build_nva(berth_h2_session *s, int status,
 }
 
 /* Submits a response on st; takes body. */
-static void h2_submit(h2_stream *st, int status, const berth_http_header_kv *headers,
-                      size_t n, char *body, size_t body_len) {
+static void h2_submit(h2_stream *st, int status,
+                      const berth_http_header_kv *headers, size_t n, char *body,
+                      size_t body_len) {
   berth_h2_session *s = st->s;
   st->answered = true;
   if (status < 200 || status > 599)
@@ -218,23 +221,29 @@ static void h2_submit(h2_stream *st, int status, const berth_http_header_kv *hea
   nghttp2_nv *nva;
   char *mem;
   size_t k;
-  if (berth_h2_build_nva(s, status, headers, n, status != 204 && status != 304 ? length_text : NULL,
-                true, status_text, &nva, &mem, &k) != BERTH_OK) {
-    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+  if (berth_h2_build_nva(s, status, headers, n,
+                         status != 204 && status != 304 ? length_text : NULL,
+                         true, status_text, &nva, &mem, &k) != BERTH_OK) {
+    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id,
+                              NGHTTP2_INTERNAL_ERROR);
     return;
   }
   nghttp2_data_provider prd = {.source.ptr = st, .read_callback = h2_read_body};
-  int rv = nghttp2_submit_response(s->ng, st->id, nva, k, body_len > 0 ? &prd : NULL);
+  int rv = nghttp2_submit_response(s->ng, st->id, nva, k,
+                                   body_len > 0 ? &prd : NULL);
   free(nva);
   free(mem);
   if (rv != 0)
-    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id,
+                              NGHTTP2_INTERNAL_ERROR);
 }
 
 static void h2_submit_error(h2_stream *st, int status, const char *msg) {
-  static const berth_http_header_kv json[1] = {{"content-type", "application/json"}};
+  static const berth_http_header_kv json[1] = {
+      {"content-type", "application/json"}};
   char text[160];
-  int len = snprintf(text, sizeof text, "{\"error\": \"%s\"}", msg); /* msg is ours */
+  int len =
+      snprintf(text, sizeof text, "{\"error\": \"%s\"}", msg); /* msg is ours */
   char *body = len > 0 ? malloc((size_t)len) : NULL;
   if (body != NULL)
     memcpy(body, text, (size_t)len);
@@ -250,8 +259,9 @@ void berth_h2_stream_resume(h2_stream *st) {
   }
 }
 
-static void h2_respond(berth_http_req *r, int status, const berth_http_header_kv *headers,
-                       size_t n, char *body, size_t body_len) {
+static void h2_respond(berth_http_req *r, int status,
+                       const berth_http_header_kv *headers, size_t n,
+                       char *body, size_t body_len) {
   h2_stream *st = r->link;
   berth_h2_session *s = st->s;
   st->req = NULL;
@@ -275,8 +285,10 @@ static void h2_dispatch(h2_stream *st) {
     h2_submit_error(st, 503, "out of memory");
     return;
   }
-  berth_httpd_req_init in = {.version = 20, .peer = berth_httpd_conn_peer(s->conn),
-                             .respond = h2_respond, .link = st};
+  berth_httpd_req_init in = {.version = 20,
+                             .peer = berth_httpd_conn_peer(s->conn),
+                             .respond = h2_respond,
+                             .link = st};
   size_t nf = 0;
   const char *authority = NULL;
   size_t authority_len = 0;
@@ -328,7 +340,8 @@ static void h2_dispatch(h2_stream *st) {
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
                             void *user_data) {
   berth_h2_session *s = user_data;
-  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+  if (frame->hd.type != NGHTTP2_HEADERS ||
+      frame->headers.cat != NGHTTP2_HCAT_REQUEST)
     return 0;
   h2_stream *st = calloc(1, sizeof *st);
   if (st == NULL)
@@ -347,18 +360,20 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
   return 0;
 }
 
-static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
-                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-                     void *user_data) {
+static int on_header(nghttp2_session *ng, const nghttp2_frame *frame,
+                     const uint8_t *name, size_t namelen, const uint8_t *value,
+                     size_t valuelen, uint8_t flags, void *user_data) {
   (void)flags;
   berth_h2_session *s = user_data;
-  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+  if (frame->hd.type != NGHTTP2_HEADERS ||
+      frame->headers.cat != NGHTTP2_HCAT_REQUEST)
     return 0; /* request trailers are ignored */
   h2_stream *st = get_stream(s, frame->hd.stream_id);
   if (st == NULL || st->err_status != 0)
     return 0;
   /* nghttp2's HTTP messaging checks already refused NUL, CR and LF */
-  if (memchr(name, '\0', namelen) != NULL || memchr(value, '\0', valuelen) != NULL) {
+  if (memchr(name, '\0', namelen) != NULL ||
+      memchr(value, '\0', valuelen) != NULL) {
     st->err_status = 400;
     return 0;
   }
@@ -379,9 +394,12 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
   }
   if (namelen == 7 && memcmp(name, ":method", 7) == 0)
     st->head_req = valuelen == 4 && memcmp(value, "HEAD", 4) == 0;
-  if (namelen == 14 && memcmp(name, "content-length", 14) == 0 && !st->streaming) {
+  if (namelen == 14 && memcmp(name, "content-length", 14) == 0 &&
+      !st->streaming) {
     uint64_t v = 0;
-    for (size_t i = 0; i < valuelen && v <= s->opts->max_body_bytes && v < UINT64_MAX / 10; i++)
+    for (size_t i = 0;
+         i < valuelen && v <= s->opts->max_body_bytes && v < UINT64_MAX / 10;
+         i++)
       if (value[i] >= '0' && value[i] <= '9')
         v = v * 10 + (uint64_t)(value[i] - '0');
     if (v > s->opts->max_body_bytes)
@@ -393,26 +411,33 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 
 static const char *status_message(int status) {
   switch (status) {
-  case 413: return "request body too large";
-  case 431: return "request header fields too large";
-  case 400: return "malformed request";
-  default: return "out of memory";
+  case 413:
+    return "request body too large";
+  case 431:
+    return "request header fields too large";
+  case 400:
+    return "malformed request";
+  default:
+    return "out of memory";
   }
 }
 
 /* Hands streamed body bytes to the handler and keeps the connection's
  * upload budget: a stream whose handler holds more than the budget allows
  * is reset. */
-static void deliver_body(h2_stream *st, const char *data, size_t len, bool end) {
+static void deliver_body(h2_stream *st, const char *data, size_t len,
+                         bool end) {
   berth_h2_session *s = st->s;
-  size_t held = s->opts->on_body(st->req, data, len, end, s->opts->handler_data);
+  size_t held =
+      s->opts->on_body(st->req, data, len, end, s->opts->handler_data);
   if (st->req == NULL) /* answered meanwhile: nothing is held any more */
     held = 0;
   s->buffered = s->buffered - st->held + held;
   st->held = held;
   if (s->buffered > s->budget && !st->reset) {
     st->reset = true;
-    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_ENHANCE_YOUR_CALM);
+    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id,
+                              NGHTTP2_ENHANCE_YOUR_CALM);
   }
 }
 
@@ -424,15 +449,17 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
     return 0;
   h2_stream *st = get_stream(s, frame->hd.stream_id);
   if (st != NULL && st->streaming) {
-    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
-        !st->dispatched && !st->answered) {
+    if (frame->hd.type == NGHTTP2_HEADERS &&
+        frame->headers.cat == NGHTTP2_HCAT_REQUEST && !st->dispatched &&
+        !st->answered) {
       if (st->err_status != 0) {
         h2_submit_error(st, st->err_status, status_message(st->err_status));
         return 0;
       }
       h2_dispatch(st);
     }
-    if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && st->req != NULL && !st->body_ended) {
+    if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && st->req != NULL &&
+        !st->body_ended) {
       st->body_ended = true;
       deliver_body(st, NULL, 0, true);
     }
@@ -449,15 +476,16 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
   return 0;
 }
 
-static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream_id,
-                              const uint8_t *data, size_t len, void *user_data) {
+static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags,
+                              int32_t stream_id, const uint8_t *data,
+                              size_t len, void *user_data) {
   (void)flags;
   berth_h2_session *s = user_data;
   h2_stream *st = get_stream(s, stream_id);
   if (st == NULL)
     return 0;
-  if (st->streaming && st->req != NULL && !st->body_ended && st->err_status == 0 &&
-      !st->reset) {
+  if (st->streaming && st->req != NULL && !st->body_ended &&
+      st->err_status == 0 && !st->reset) {
     deliver_body(st, (const char *)data, len, false);
     return 0;
   }
@@ -470,27 +498,30 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream
     if (st->discarded > H2_STREAM_WINDOW && !st->reset &&
         nghttp2_session_get_stream_local_close(ng, stream_id) == 1) {
       st->reset = true;
-      nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_NO_ERROR);
+      nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, stream_id,
+                                NGHTTP2_NO_ERROR);
     }
     return 0;
   }
   if (st->answered || st->dispatched)
     return 0;
-  int rc = len > s->budget - s->buffered ? BERTH_E_OVERLOAD
-                                          : berth_buf_append(&st->body, data, len);
+  int rc = len > s->budget - s->buffered
+               ? BERTH_E_OVERLOAD
+               : berth_buf_append(&st->body, data, len);
   if (rc == BERTH_OK) {
     s->buffered += len;
     return 0;
   }
   st->err_status = rc == BERTH_E_TOO_LARGE ? 413 : 503;
   h2_submit_error(st, st->err_status,
-                  rc == BERTH_E_OVERLOAD ? "too many uploads at once on this connection"
-                                         : status_message(st->err_status));
+                  rc == BERTH_E_OVERLOAD
+                      ? "too many uploads at once on this connection"
+                      : status_message(st->err_status));
   return 0;
 }
 
-static int on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code,
-                           void *user_data) {
+static int on_stream_close(nghttp2_session *ng, int32_t stream_id,
+                           uint32_t error_code, void *user_data) {
   (void)error_code;
   berth_h2_session *s = user_data;
   if (s->freeing)
@@ -577,10 +608,12 @@ berth_h2_session *berth_h2_session_new(berth_httpd_conn *c, berth_errmsg *err) {
     berth_errf(err, BERTH_E_NOMEM, "http2: out of memory");
     return NULL;
   }
-  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs,
+                                                          on_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs,
+                                                            on_data_chunk_recv);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
   int rv = nghttp2_session_server_new(&s->ng, cbs, s);
   nghttp2_session_callbacks_del(cbs);
@@ -593,9 +626,11 @@ berth_h2_session *berth_h2_session_new(berth_httpd_conn *c, berth_errmsg *err) {
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
-      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, list > UINT32_MAX ? UINT32_MAX : (uint32_t)list},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+       list > UINT32_MAX ? UINT32_MAX : (uint32_t)list},
   };
-  rv = nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+  rv = nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv,
+                               sizeof iv / sizeof iv[0]);
   if (rv == 0)
     rv = nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0,
                                                H2_CONN_WINDOW);
@@ -625,8 +660,8 @@ void berth_h2_session_goaway(berth_h2_session *s) {
     return;
   s->goaway_sent = true;
   nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
-                        nghttp2_session_get_last_proc_stream_id(s->ng), NGHTTP2_NO_ERROR,
-                        NULL, 0);
+                        nghttp2_session_get_last_proc_stream_id(s->ng),
+                        NGHTTP2_NO_ERROR, NULL, 0);
   berth_h2_flush(s);
 }
 
@@ -635,9 +670,10 @@ bool berth_h2_session_idle(const berth_h2_session *s) {
     return true;
   const h2_stream *st;
   LIST_FOREACH(st, &s->streams, link)
-    if (st->req != NULL ||
-        (st->answered && nghttp2_session_get_stream_local_close(s->ng, st->id) == 0))
-      return false; /* in the handler, or an answer still being sent */
+  if (st->req != NULL ||
+      (st->answered &&
+       nghttp2_session_get_stream_local_close(s->ng, st->id) == 0))
+    return false; /* in the handler, or an answer still being sent */
   return true;
 }
 

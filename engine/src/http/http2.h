@@ -33,16 +33,21 @@ typedef void (*berth_httpd_respond_fn)(berth_http_req *r, int status,
                                        size_t n, char *body, size_t body_len);
 
 struct berth_http_req {
-  int refs;                    /* the transport's one + the handler's */
+  int refs; /* the transport's one + the handler's */
   bool answered;
   bool gone;
-  int version;                 /* 10, 11 or 20 */
-  char *mem;                   /* one block: fields, method, path, query, names, values */
-  const char *method; size_t method_len;
-  const char *path; size_t path_len;
-  const char *query; size_t query_len;  /* query NULL when absent */
-  berth_h1_header *fields; size_t n_fields;  /* inside mem; names lower-case */
-  char *body; size_t body_len; /* owned; NULL when empty */
+  int version; /* 10, 11 or 20 */
+  char *mem;   /* one block: fields, method, path, query, names, values */
+  const char *method;
+  size_t method_len;
+  const char *path;
+  size_t path_len;
+  const char *query;
+  size_t query_len; /* query NULL when absent */
+  berth_h1_header *fields;
+  size_t n_fields; /* inside mem; names lower-case */
+  char *body;
+  size_t body_len; /* owned; NULL when empty */
   char peer[64];
   uint64_t received_ns;
   void (*on_gone)(berth_http_req *, void *);
@@ -52,15 +57,19 @@ struct berth_http_req {
   char notes[BERTH_HTTP_NOTE_COUNT][BERTH_HTTP_NOTE_MAX + 1];
   /* transport link, cleared once answered or gone */
   berth_httpd_respond_fn respond;
-  void *link;                  /* HTTP/1.1 connection or HTTP/2 stream */
+  void *link; /* HTTP/1.1 connection or HTTP/2 stream */
 };
 
 typedef struct berth_httpd_req_init {
   int version;
-  const char *method; size_t method_len;
-  const char *target; size_t target_len;  /* path[?query] */
-  const berth_h1_header *fields; size_t n_fields;  /* copied */
-  char *body; size_t body_len;  /* taken, even on failure */
+  const char *method;
+  size_t method_len;
+  const char *target;
+  size_t target_len; /* path[?query] */
+  const berth_h1_header *fields;
+  size_t n_fields; /* copied */
+  char *body;
+  size_t body_len; /* taken, even on failure */
   const char *peer;
   berth_httpd_respond_fn respond;
   void *link;

@@ -18,7 +18,7 @@
 /* One queued piece of a streamed answer. */
 typedef struct h2_chunk {
   STAILQ_ENTRY(h2_chunk) link; /* the stream's queue */
-  char *data;           /* owned */
+  char *data;                  /* owned */
   size_t len, off;
 } h2_chunk;
 
@@ -26,26 +26,26 @@ typedef struct h2_stream {
   berth_h2_session *s;
   LIST_ENTRY(h2_stream) link; /* the session's streams */
   int32_t id;
-  berth_buf fields;     /* "name\0value\0"..., max = max_head_bytes */
-  size_t n_fields;      /* regular (non-pseudo) fields */
-  berth_buf body;       /* max = max_body_bytes */
-  int err_status;       /* 413/431/503 decided before the handler */
-  bool head_req;        /* :method HEAD */
-  bool dispatched;      /* given to the handler */
-  bool answered;        /* a response is submitted */
-  bool reset;           /* we sent RST_STREAM */
-  size_t discarded;     /* DATA bytes dropped after an early answer */
-  berth_http_req *req;  /* in the handler, not answered */
-  char *resp_body;      /* owned; sent by h2_read_body */
+  berth_buf fields;    /* "name\0value\0"..., max = max_head_bytes */
+  size_t n_fields;     /* regular (non-pseudo) fields */
+  berth_buf body;      /* max = max_body_bytes */
+  int err_status;      /* 413/431/503 decided before the handler */
+  bool head_req;       /* :method HEAD */
+  bool dispatched;     /* given to the handler */
+  bool answered;       /* a response is submitted */
+  bool reset;          /* we sent RST_STREAM */
+  size_t discarded;    /* DATA bytes dropped after an early answer */
+  berth_http_req *req; /* in the handler, not answered */
+  char *resp_body;     /* owned; sent by h2_read_body */
   size_t resp_len, resp_off;
   /* streamed request (opts->on_body) */
   bool streaming;
-  bool body_ended;      /* on_body(end) delivered */
-  size_t held;          /* what the handler said it buffers */
+  bool body_ended; /* on_body(end) delivered */
+  size_t held;     /* what the handler said it buffers */
   /* streamed answer (berth_http_stream_*) */
   bool resp_begun;
-  bool resp_ending;     /* end asked: trailers after the queue */
-  bool resp_deferred;   /* the data provider waits for more */
+  bool resp_ending;   /* end asked: trailers after the queue */
+  bool resp_deferred; /* the data provider waits for more */
   STAILQ_HEAD(h2_chunk_queue, h2_chunk) queue; /* owned chunks */
   size_t q_bytes;       /* queued and not yet taken by nghttp2 */
   nghttp2_nv *trailers; /* owned block (names and values inside) */
@@ -57,13 +57,13 @@ struct berth_h2_session {
   const berth_httpd_options *opts;
   nghttp2_session *ng;
   LIST_HEAD(h2_stream_list, h2_stream) streams; /* owned */
-  bool writing;    /* a socket write is in flight */
-  bool in_recv;    /* inside nghttp2_session_mem_recv: no mem_send now */
-  bool detached;   /* the connection is closing */
+  bool writing;  /* a socket write is in flight */
+  bool in_recv;  /* inside nghttp2_session_mem_recv: no mem_send now */
+  bool detached; /* the connection is closing */
   bool freeing;
   bool goaway_sent;
-  size_t buffered;      /* request body bytes held by undispatched streams */
-  size_t budget;        /* ... at most this (503 beyond) */
+  size_t buffered; /* request body bytes held by undispatched streams */
+  size_t budget;   /* ... at most this (503 beyond) */
 };
 
 /* Data provider of a streamed answer: the queued chunks, then EOF and the
@@ -78,9 +78,8 @@ ssize_t berth_h2_read_stream(nghttp2_session *ng, int32_t stream_id,
  * status: 0 (none, for trailers) or 200..599. */
 int berth_h2_build_nva(berth_h2_session *s, int status,
                        const berth_http_header_kv *headers, size_t n,
-                       const char *length, bool with_date,
-                       char status_text[8], nghttp2_nv **nva_out,
-                       char **mem_out, size_t *k_out);
+                       const char *length, bool with_date, char status_text[8],
+                       nghttp2_nv **nva_out, char **mem_out, size_t *k_out);
 /* Lets a deferred data provider run again. */
 void berth_h2_stream_resume(h2_stream *st);
 /* Moves what nghttp2 has to send into one socket write; closes the

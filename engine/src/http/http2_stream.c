@@ -50,9 +50,11 @@ int berth_http_stream_begin(berth_http_req *r, int status,
   size_t k;
   if (status < 200 || status > 599)
     status = 500;
-  if (berth_h2_build_nva(s, status, headers, n, NULL, true, status_text, &nva, &mem, &k) != BERTH_OK)
+  if (berth_h2_build_nva(s, status, headers, n, NULL, true, status_text, &nva,
+                         &mem, &k) != BERTH_OK)
     return BERTH_E_NOMEM;
-  nghttp2_data_provider prd = {.source.ptr = st, .read_callback = berth_h2_read_stream};
+  nghttp2_data_provider prd = {.source.ptr = st,
+                               .read_callback = berth_h2_read_stream};
   int rv = nghttp2_submit_response(s->ng, st->id, nva, k, &prd);
   free(nva);
   free(mem);
@@ -89,12 +91,14 @@ size_t berth_http_stream_queued(const berth_http_req *r) {
 }
 
 /* Copies trailers into one owned block of nghttp2_nv and strings. */
-static int copy_trailers(h2_stream *st, const berth_http_header_kv *t, size_t n) {
+static int copy_trailers(h2_stream *st, const berth_http_header_kv *t,
+                         size_t n) {
   char status_text[8];
   nghttp2_nv *nva;
   char *mem;
   size_t k;
-  if (berth_h2_build_nva(st->s, 0, t, n, NULL, false, status_text, &nva, &mem, &k) != BERTH_OK)
+  if (berth_h2_build_nva(st->s, 0, t, n, NULL, false, status_text, &nva, &mem,
+                         &k) != BERTH_OK)
     return BERTH_E_NOMEM;
   size_t strings = 0;
   for (size_t i = 0; i < k; i++)
@@ -123,8 +127,8 @@ static int copy_trailers(h2_stream *st, const berth_http_header_kv *t, size_t n)
   return BERTH_OK;
 }
 
-int berth_http_stream_end(berth_http_req *r, const berth_http_header_kv *trailers,
-                          size_t n) {
+int berth_http_stream_end(berth_http_req *r,
+                          const berth_http_header_kv *trailers, size_t n) {
   int rc;
   h2_stream *st = stream_of(r, &rc);
   if (st == NULL)
@@ -135,7 +139,8 @@ int berth_http_stream_end(berth_http_req *r, const berth_http_header_kv *trailer
     nghttp2_nv *nva;
     char *mem;
     size_t k;
-    rc = berth_h2_build_nva(s, 200, trailers, n, NULL, false, status_text, &nva, &mem, &k);
+    rc = berth_h2_build_nva(s, 200, trailers, n, NULL, false, status_text, &nva,
+                            &mem, &k);
     if (rc == BERTH_OK) {
       if (nghttp2_submit_response(s->ng, st->id, nva, k, NULL) != 0)
         rc = BERTH_E_IO;
@@ -146,7 +151,8 @@ int berth_http_stream_end(berth_http_req *r, const berth_http_header_kv *trailer
     rc = copy_trailers(st, trailers, n);
   }
   if (rc != BERTH_OK)
-    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id,
+                              NGHTTP2_INTERNAL_ERROR);
   st->answered = true;
   st->resp_ending = true;
   st->req = NULL;

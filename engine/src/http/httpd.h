@@ -29,7 +29,7 @@ typedef struct berth_http_req berth_http_req;
 typedef struct berth_httpd berth_httpd;
 
 typedef struct berth_http_header_kv {
-  const char *name;   /* lower-case for HTTP/2 compatibility */
+  const char *name; /* lower-case for HTTP/2 compatibility */
   const char *value;
 } berth_http_header_kv;
 
@@ -48,19 +48,19 @@ typedef size_t (*berth_http_body_cb)(berth_http_req *req, const char *data,
  * Beyond max, a new connection is accepted and closed at once: the client
  * sees the connection end before any answer, and retries. */
 typedef struct berth_httpd_conn_budget {
-  size_t max;                /* open connections at most; 0 = no cap */
-  size_t open;               /* open now (kept by the transport) */
-  uint64_t refused;          /* closed at once because of max */
-  bool refusing;             /* in a burst of refusals (logged once) */
+  size_t max;       /* open connections at most; 0 = no cap */
+  size_t open;      /* open now (kept by the transport) */
+  uint64_t refused; /* closed at once because of max */
+  bool refusing;    /* in a burst of refusals (logged once) */
 } berth_httpd_conn_budget;
 
 typedef struct berth_httpd_options {
-  const char *host;          /* numeric IPv4 or IPv6 address */
-  uint16_t port;             /* 0 = pick a free port (see berth_httpd_port) */
-  size_t max_body_bytes;     /* 413 beyond */
-  size_t max_head_bytes;     /* 431 beyond */
-  size_t max_headers;        /* 431 beyond */
-  uint32_t idle_timeout_ms;  /* close idle keep-alive connections, 0 = never */
+  const char *host;         /* numeric IPv4 or IPv6 address */
+  uint16_t port;            /* 0 = pick a free port (see berth_httpd_port) */
+  size_t max_body_bytes;    /* 413 beyond */
+  size_t max_head_bytes;    /* 431 beyond */
+  size_t max_headers;       /* 431 beyond */
+  uint32_t idle_timeout_ms; /* close idle keep-alive connections, 0 = never */
   /* A request head must be complete this long after its first byte
    * (counted once, not restarted by each byte), and so must the TLS
    * handshake and the HTTP/2 preface of a new connection: else HTTP/1.1
@@ -151,8 +151,8 @@ void berth_http_respond_take(berth_http_req *r, int status,
 int berth_http_stream_begin(berth_http_req *r, int status,
                             const berth_http_header_kv *headers, size_t n);
 int berth_http_stream_send(berth_http_req *r, char *data, size_t len);
-int berth_http_stream_end(berth_http_req *r, const berth_http_header_kv *trailers,
-                          size_t n);
+int berth_http_stream_end(berth_http_req *r,
+                          const berth_http_header_kv *trailers, size_t n);
 /* Body bytes queued by berth_http_stream_send that the peer has not taken
  * yet (flow control): what a slow reader makes the server hold. */
 size_t berth_http_stream_queued(const berth_http_req *r);
@@ -163,8 +163,8 @@ void berth_http_req_unref(berth_http_req *r);
 bool berth_http_req_is_gone(const berth_http_req *r);
 /* Optional: called once if the request becomes gone before it is answered
  * (e.g. the client disconnected), so a handler can cancel queued work. */
-void berth_http_req_on_gone(berth_http_req *r, void (*cb)(berth_http_req *, void *),
-                            void *arg);
+void berth_http_req_on_gone(berth_http_req *r,
+                            void (*cb)(berth_http_req *, void *), void *arg);
 
 /* Short strings a handler attaches to a request for its access log line
  * and its answer's headers (the request id, the model version it named).

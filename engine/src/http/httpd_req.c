@@ -128,8 +128,8 @@ void berth_http_req_unref(berth_http_req *r) {
 
 bool berth_http_req_is_gone(const berth_http_req *r) { return r->gone; }
 
-void berth_http_req_on_gone(berth_http_req *r, void (*cb)(berth_http_req *, void *),
-                            void *arg) {
+void berth_http_req_on_gone(berth_http_req *r,
+                            void (*cb)(berth_http_req *, void *), void *arg) {
   r->on_gone = cb;
   r->on_gone_arg = arg;
 }
@@ -149,15 +149,16 @@ void berth_http_req_set_note(berth_http_req *r, berth_http_note which,
   r->notes[which][len] = '\0';
 }
 
-const char *berth_http_req_note(const berth_http_req *r, berth_http_note which) {
+const char *berth_http_req_note(const berth_http_req *r,
+                                berth_http_note which) {
   if ((unsigned)which >= BERTH_HTTP_NOTE_COUNT || r->notes[which][0] == '\0')
     return NULL;
   return r->notes[which];
 }
 
 void berth_http_respond_take(berth_http_req *r, int status,
-                             const berth_http_header_kv *headers, size_t n, char *body,
-                             size_t body_len) {
+                             const berth_http_header_kv *headers, size_t n,
+                             char *body, size_t body_len) {
   if (r->answered || r->gone || r->respond == NULL) {
     free(body);
     return;
@@ -170,8 +171,9 @@ void berth_http_respond_take(berth_http_req *r, int status,
   r->respond(r, status, headers, n, body, body_len);
 }
 
-void berth_http_respond(berth_http_req *r, int status, const berth_http_header_kv *headers,
-                        size_t n, const char *body, size_t body_len) {
+void berth_http_respond(berth_http_req *r, int status,
+                        const berth_http_header_kv *headers, size_t n,
+                        const char *body, size_t body_len) {
   if (r->answered || r->gone || r->respond == NULL)
     return;
   char *copy = NULL;
@@ -205,7 +207,8 @@ const char *berth_http_query(const berth_http_req *r, size_t *len) {
   return r->query;
 }
 
-const char *berth_http_header(const berth_http_req *r, const char *name, size_t *len) {
+const char *berth_http_header(const berth_http_req *r, const char *name,
+                              size_t *len) {
   size_t nl = strlen(name);
   for (size_t i = 0; i < r->n_fields; i++) {
     const berth_h1_header *f = &r->fields[i];
@@ -238,4 +241,6 @@ int berth_http_version(const berth_http_req *r) { return r->version; }
 
 const char *berth_http_peer(const berth_http_req *r) { return r->peer; }
 
-uint64_t berth_http_received_ns(const berth_http_req *r) { return r->received_ns; }
+uint64_t berth_http_received_ns(const berth_http_req *r) {
+  return r->received_ns;
+}

@@ -41,7 +41,6 @@ typedef struct conn_write {
   void *arg;
 } conn_write;
 
-
 /* ---- server bookkeeping ---- */
 
 static void srv_maybe_finish(berth_httpd *h) {
@@ -70,7 +69,8 @@ static void close_listener(berth_httpd *h) {
 }
 
 const char *berth_server_date(berth_httpd *h) {
-  static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed",
+                                  "Thu", "Fri", "Sat"};
   static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
   time_t now = time(NULL);
@@ -79,8 +79,8 @@ const char *berth_server_date(berth_httpd *h) {
     if (gmtime_r(&now, &tm) != NULL && tm.tm_wday >= 0 && tm.tm_wday < 7 &&
         tm.tm_mon >= 0 && tm.tm_mon < 12)
       snprintf(h->date, sizeof h->date, "%s, %02d %s %04d %02d:%02d:%02d GMT",
-               days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
-               tm.tm_hour, tm.tm_min, tm.tm_sec);
+               days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
+               tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
     h->date_sec = now;
   }
   return h->date;
@@ -392,7 +392,8 @@ void berth_server_conn_update_reading(berth_httpd_conn *c) {
     want = true;
   else
     want = !c->close_after_write && rbuf_has_room(c) &&
-           uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_HIGH_WATER;
+           uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <
+               WRITE_HIGH_WATER;
   if (want == c->reading)
     return;
   if (want) {
@@ -428,8 +429,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     /* EOF or error. A request still in the handler is gone: its client
      * left. A response being written to a client that only half-closed
      * still gets a chance to finish. */
-    if (nread == UV_EOF && c->proto == PROTO_H1 && c->cur == NULL && c->writes > 0 &&
-        !c->lingering) {
+    if (nread == UV_EOF && c->proto == PROTO_H1 && c->cur == NULL &&
+        c->writes > 0 && !c->lingering) {
       c->close_after_write = true;
       berth_server_conn_update_reading(c);
       return;
@@ -520,11 +521,13 @@ static void format_peer(berth_httpd_conn *c) {
   if (ss.ss_family == AF_INET) {
     const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
     uv_ip4_name(a, ip, sizeof ip);
-    snprintf(c->peer, sizeof c->peer, "%s:%u", ip, (unsigned)ntohs(a->sin_port));
+    snprintf(c->peer, sizeof c->peer, "%s:%u", ip,
+             (unsigned)ntohs(a->sin_port));
   } else if (ss.ss_family == AF_INET6) {
     const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
     uv_ip6_name(a, ip, sizeof ip);
-    snprintf(c->peer, sizeof c->peer, "[%s]:%u", ip, (unsigned)ntohs(a->sin6_port));
+    snprintf(c->peer, sizeof c->peer, "[%s]:%u", ip,
+             (unsigned)ntohs(a->sin6_port));
   }
 }
 
@@ -693,7 +696,8 @@ int berth_httpd_start(uv_loop_t *loop, const berth_httpd_options *opts,
   if (opts != NULL && opts->handler != NULL && opts->socket_path != NULL)
     return start_unix(loop, opts, out, err);
   if (opts == NULL || opts->handler == NULL || opts->host == NULL)
-    return berth_errf(err, BERTH_E_CONFIG, "http server: host and handler are required");
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "http server: host and handler are required");
   union {
     struct sockaddr sa;
     struct sockaddr_in v4;
@@ -702,11 +706,11 @@ int berth_httpd_start(uv_loop_t *loop, const berth_httpd_options *opts,
   bool v6 = false;
   if (uv_ip4_addr(opts->host, opts->port, &addr.v4) != 0) {
     if (uv_ip6_addr(opts->host, opts->port, &addr.v6) != 0)
-      return berth_errf(err, BERTH_E_CONFIG, "%s: not a numeric IPv4 or IPv6 address",
-                        opts->host);
+      return berth_errf(err, BERTH_E_CONFIG,
+                        "%s: not a numeric IPv4 or IPv6 address", opts->host);
     v6 = true;
   }
-  if (strlen(opts->host) >= sizeof ((berth_httpd *)0)->host)
+  if (strlen(opts->host) >= sizeof((berth_httpd *)0)->host)
     return berth_errf(err, BERTH_E_CONFIG, "%s: address too long", opts->host);
   berth_httpd *h = calloc(1, sizeof *h);
   if (h == NULL)
@@ -739,7 +743,8 @@ int berth_httpd_start(uv_loop_t *loop, const berth_httpd_options *opts,
     struct sockaddr_in6 v6;
   } bound;
   int blen = (int)sizeof bound;
-  if (uv_tcp_getsockname(&h->listener, (struct sockaddr *)&bound.ss, &blen) == 0)
+  if (uv_tcp_getsockname(&h->listener, (struct sockaddr *)&bound.ss, &blen) ==
+      0)
     h->port = ntohs(bound.ss.ss_family == AF_INET6 ? bound.v6.sin6_port
                                                    : bound.v4.sin_port);
   h->listener_open = true;
@@ -759,8 +764,8 @@ void berth_httpd_stop_accepting(berth_httpd *h) {
   close_listener(h);
   berth_httpd_conn *c;
   LIST_FOREACH(c, &h->conns, link)
-    if (!c->closing && c->h2 != NULL)
-      berth_h2_session_goaway(c->h2);
+  if (!c->closing && c->h2 != NULL)
+    berth_h2_session_goaway(c->h2);
 }
 
 void berth_httpd_close(berth_httpd *h, void (*on_closed)(void *), void *arg) {
@@ -773,7 +778,7 @@ void berth_httpd_close(berth_httpd *h, void (*on_closed)(void *), void *arg) {
   close_listener(h);
   berth_httpd_conn *c;
   LIST_FOREACH(c, &h->conns, link)
-    berth_httpd_conn_close(c);
+  berth_httpd_conn_close(c);
   srv_maybe_finish(h);
 }
 
@@ -785,6 +790,10 @@ const berth_httpd_options *berth_httpd_conn_options(const berth_httpd_conn *c) {
 
 const char *berth_httpd_conn_peer(const berth_httpd_conn *c) { return c->peer; }
 
-bool berth_httpd_conn_draining(const berth_httpd_conn *c) { return c->srv->draining; }
+bool berth_httpd_conn_draining(const berth_httpd_conn *c) {
+  return c->srv->draining;
+}
 
-const char *berth_httpd_conn_date(berth_httpd_conn *c) { return berth_server_date(c->srv); }
+const char *berth_httpd_conn_date(berth_httpd_conn *c) {
+  return berth_server_date(c->srv);
+}

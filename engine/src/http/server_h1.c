@@ -23,8 +23,9 @@
 
 /* Headers the transport writes itself, and hop-by-hop ones. */
 static bool is_transport_header(const char *name) {
-  static const char *const skip[] = {"content-length", "connection", "date",
-                                     "transfer-encoding", "keep-alive", "upgrade"};
+  static const char *const skip[] = {"content-length", "connection",
+                                     "date",           "transfer-encoding",
+                                     "keep-alive",     "upgrade"};
   for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
     if (strcasecmp(name, skip[i]) == 0)
       return true;
@@ -37,14 +38,16 @@ static int buf_puts(berth_buf *b, const char *s) {
 
 /* Formats a response head; NULL on failure. */
 static char *h1_format_head(berth_httpd_conn *c, int status,
-                            const berth_http_header_kv *headers, size_t n, size_t body_len,
-                            bool keep, size_t *len) {
+                            const berth_http_header_kv *headers, size_t n,
+                            size_t body_len, bool keep, size_t *len) {
   berth_buf b;
   berth_buf_init(&b, MAX_RESPONSE_HEAD);
-  int rc = berth_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, berth_http_reason(status));
+  int rc = berth_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status,
+                            berth_http_reason(status));
   for (size_t i = 0; i < n && rc == BERTH_OK; i++) {
     const berth_http_header_kv *kv = &headers[i];
-    if (kv->name == NULL || kv->value == NULL || !berth_http_is_token(kv->name) ||
+    if (kv->name == NULL || kv->value == NULL ||
+        !berth_http_is_token(kv->name) ||
         !berth_http_is_field_value(kv->value) || is_transport_header(kv->name))
       continue; /* never let a handler break the framing */
     rc = buf_puts(&b, kv->name);
@@ -74,8 +77,9 @@ static char *h1_format_head(berth_httpd_conn *c, int status,
 
 /* Queues a response to the current request; takes body. keep=false closes
  * the connection after it. */
-static void h1_send(berth_httpd_conn *c, int status, const berth_http_header_kv *headers,
-                    size_t n, char *body, size_t body_len, bool keep) {
+static void h1_send(berth_httpd_conn *c, int status,
+                    const berth_http_header_kv *headers, size_t n, char *body,
+                    size_t body_len, bool keep) {
   size_t head_len = 0;
   char *head = h1_format_head(c, status, headers, n, body_len, keep, &head_len);
   if (head == NULL) {
@@ -102,7 +106,8 @@ static void h1_send(berth_httpd_conn *c, int status, const berth_http_header_kv 
   bufs[0].len = head_len; /* size_t on Unix; uv_buf_init would cut at 4 GiB */
   bufs[1].base = body;
   bufs[1].len = body_len;
-  berth_server_conn_writev(c, bufs, body_len > 0 ? 2 : 1, head, body, NULL, NULL);
+  berth_server_conn_writev(c, bufs, body_len > 0 ? 2 : 1, head, body, NULL,
+                           NULL);
 }
 
 /* {"error": "<msg>"} with JSON escaping; NULL on allocation failure. */
@@ -129,7 +134,8 @@ static char *json_error(const char *msg, size_t *len) {
 }
 
 static void h1_send_error(berth_httpd_conn *c, int status, const char *msg) {
-  static const berth_http_header_kv json[1] = {{"Content-Type", "application/json"}};
+  static const berth_http_header_kv json[1] = {
+      {"Content-Type", "application/json"}};
   size_t len = 0;
   char *body = json_error(msg, &len);
   c->cur_head = false;
@@ -138,16 +144,18 @@ static void h1_send_error(berth_httpd_conn *c, int status, const char *msg) {
 }
 
 void berth_server_h1_head_timeout(berth_httpd_conn *c) {
-  h1_send_error(c, 408, "the request head was not complete within "
-                        "server.header_timeout_ms of its first byte");
+  h1_send_error(c, 408,
+                "the request head was not complete within "
+                "server.header_timeout_ms of its first byte");
   if (c->writes == 0 && !c->closing)
     berth_server_conn_linger(c);
   else
     berth_server_conn_update_reading(c);
 }
 
-static void h1_respond(berth_http_req *r, int status, const berth_http_header_kv *headers,
-                       size_t n, char *body, size_t body_len) {
+static void h1_respond(berth_http_req *r, int status,
+                       const berth_http_header_kv *headers, size_t n,
+                       char *body, size_t body_len) {
   berth_httpd_conn *c = r->link;
   c->cur = NULL;
   bool keep = c->cur_keep_alive && !c->srv->draining;
@@ -161,12 +169,16 @@ static void h1_respond(berth_http_req *r, int status, const berth_http_header_kv
 
 static void h1_dispatch(berth_httpd_conn *c) {
   const berth_h1_request *q = berth_h1_parser_request(c->parser);
-  berth_httpd_req_init in = {
-      .version = q->version_minor == 1 ? 11 : 10,
-      .method = q->method, .method_len = q->method_len,
-      .target = q->target, .target_len = q->target_len,
-      .fields = q->headers, .n_fields = q->n_headers,
-      .peer = c->peer, .respond = h1_respond, .link = c};
+  berth_httpd_req_init in = {.version = q->version_minor == 1 ? 11 : 10,
+                             .method = q->method,
+                             .method_len = q->method_len,
+                             .target = q->target,
+                             .target_len = q->target_len,
+                             .fields = q->headers,
+                             .n_fields = q->n_headers,
+                             .peer = c->peer,
+                             .respond = h1_respond,
+                             .link = c};
   c->cur_keep_alive = q->keep_alive;
   c->cur_head = q->method_len == 4 && memcmp(q->method, "HEAD", 4) == 0;
   c->cur_version = in.version;
@@ -196,15 +208,17 @@ void berth_server_h1_process(berth_httpd_conn *c) {
   static char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
   if (c->tls != NULL)
     berth_server_tls_move_plain(c);
-  while (!c->closing && c->cur == NULL && !c->close_after_write && c->roff < c->rlen &&
-         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_HIGH_WATER) {
+  while (!c->closing && c->cur == NULL && !c->close_after_write &&
+         c->roff < c->rlen &&
+         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <
+             WRITE_HIGH_WATER) {
     size_t used = 0;
     int status = 400;
     berth_errmsg err;
     if (!c->h1_body) /* a head starts (or goes on): its deadline runs */
       berth_server_conn_head(c, true);
-    int rc = berth_h1_parse(c->parser, c->rbuf + c->roff, c->rlen - c->roff, &used,
-                            &status, &err);
+    int rc = berth_h1_parse(c->parser, c->rbuf + c->roff, c->rlen - c->roff,
+                            &used, &status, &err);
     c->roff += used;
     if (rc < 0) {
       berth_server_conn_head(c, false);

@@ -24,41 +24,42 @@ enum { PROTO_DETECT, PROTO_H1, PROTO_H2 };
 
 struct berth_httpd {
   uv_loop_t *loop;
-  union {                     /* the kind opts.socket_path asks for */
+  union { /* the kind opts.socket_path asks for */
     uv_tcp_t listener;
     uv_pipe_t listener_pipe;
   };
-  bool is_unix;               /* a Unix socket listener */
-  char *socket_path;          /* owned copy when is_unix */
+  bool is_unix;                    /* a Unix socket listener */
+  char *socket_path;               /* owned copy when is_unix */
   uint64_t socket_dev, socket_ino; /* the socket we created (removed at
                                       close only if it is still ours) */
-  berth_httpd_options opts;   /* defaults applied; host points to host[] */
+  berth_httpd_options opts;        /* defaults applied; host points to host[] */
   berth_h1_limits limits;
   char host[64];
-  char addr[96];              /* "host:port" for messages */
+  char addr[96]; /* "host:port" for messages */
   uint16_t port;
   bool listener_open;
   bool draining;
   bool closing;
-  LIST_HEAD(berth_httpd_conn_list, berth_httpd_conn) conns; /* every
+  LIST_HEAD(berth_httpd_conn_list, berth_httpd_conn)
+  conns;               /* every
                                  connection not yet freed */
-  size_t n_conns;             /* connections not closing */
-  size_t open_handles;        /* listener + connections not yet freed */
+  size_t n_conns;      /* connections not closing */
+  size_t open_handles; /* listener + connections not yet freed */
   void (*on_closed)(void *);
   void *on_closed_arg;
   time_t date_sec;
   char date[40];
-  union {                     /* accepts and closes a connection we cannot
+  union { /* accepts and closes a connection we cannot
                                  hold (memory, or the connection budget) */
     uv_tcp_t reject;
     uv_pipe_t reject_pipe;
   };
   bool reject_busy;
-  bool accept_stalled;        /* a connection waits in the listener */
+  bool accept_stalled; /* a connection waits in the listener */
 };
 
 struct berth_httpd_conn {
-  union {                     /* a pipe on a Unix socket listener; only the
+  union { /* a pipe on a Unix socket listener; only the
                                  uv_stream_t calls are used on it */
     uv_tcp_t tcp;
     uv_pipe_t pipe;
@@ -68,33 +69,33 @@ struct berth_httpd_conn {
   berth_httpd *srv;
   LIST_ENTRY(berth_httpd_conn) link; /* the server's connections */
   int proto;
-  int handles;                /* open uv handles: tcp, timer */
+  int handles; /* open uv handles: tcp, timer */
   char peer[64];
-  char *rbuf;                 /* RBUF_SIZE bytes; [roff, rlen) not parsed yet */
+  char *rbuf; /* RBUF_SIZE bytes; [roff, rlen) not parsed yet */
   size_t rlen, roff;
-  unsigned writes;            /* in flight */
+  unsigned writes; /* in flight */
   bool reading;
-  bool closing;               /* uv_close started */
-  bool in_process;            /* h1_process is on the stack */
-  bool close_after_write;     /* last response queued: close when written */
-  bool lingering;             /* write side shut, draining the peer */
-  bool counted;               /* holds one place in srv->opts.budget */
-  uint64_t head_deadline;     /* uv_now() ms by which the head in progress
+  bool closing;           /* uv_close started */
+  bool in_process;        /* h1_process is on the stack */
+  bool close_after_write; /* last response queued: close when written */
+  bool lingering;         /* write side shut, draining the peer */
+  bool counted;           /* holds one place in srv->opts.budget */
+  uint64_t head_deadline; /* uv_now() ms by which the head in progress
                                  (or the TLS handshake, HTTP/2 preface) must
                                  be complete; 0 = none in progress */
-  bool h1_body;               /* HTTP/1.1: head done, body still coming */
+  bool h1_body;           /* HTTP/1.1: head done, body still coming */
   /* HTTP/1.1 */
   berth_h1_parser *parser;
-  berth_http_req *cur;        /* in the handler, not answered */
+  berth_http_req *cur; /* in the handler, not answered */
   bool cur_keep_alive;
-  bool cur_head;              /* HEAD: the answer has no body */
-  int cur_version;            /* 10 or 11 */
+  bool cur_head;   /* HEAD: the answer has no body */
+  int cur_version; /* 10 or 11 */
   /* HTTP/2 */
   berth_h2_session *h2;
   /* TLS (NULL on cleartext listeners) */
   berth_tls_conn *tls;
-  char *cbuf;                 /* ciphertext read buffer, RBUF_SIZE bytes */
-  berth_buf tls_plain;        /* decrypted bytes not yet moved into rbuf */
+  char *cbuf;          /* ciphertext read buffer, RBUF_SIZE bytes */
+  berth_buf tls_plain; /* decrypted bytes not yet moved into rbuf */
   size_t tls_plain_off;
 };
 

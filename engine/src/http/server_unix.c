@@ -26,8 +26,10 @@ static int unix_path_free(const char *path, berth_errmsg *err) {
                            : berth_errf(err, BERTH_E_CONFIG, "socket %s: %s",
                                         path, strerror(errno));
   if (!S_ISSOCK(st.st_mode))
-    return berth_errf(err, BERTH_E_CONFIG, "socket %s: the path exists and is "
-                      "not a socket; not replacing it", path);
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "socket %s: the path exists and is "
+                      "not a socket; not replacing it",
+                      path);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return berth_errf(err, BERTH_E_IO, "socket %s: %s", path, strerror(errno));
@@ -36,11 +38,15 @@ static int unix_path_free(const char *path, berth_errmsg *err) {
   int live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
   close(fd);
   if (live)
-    return berth_errf(err, BERTH_E_IO, "socket %s: another process listens "
-                      "on it", path);
+    return berth_errf(err, BERTH_E_IO,
+                      "socket %s: another process listens "
+                      "on it",
+                      path);
   if (unlink(path) != 0)
-    return berth_errf(err, BERTH_E_IO, "socket %s: cannot remove the stale "
-                      "socket: %s", path, strerror(errno));
+    return berth_errf(err, BERTH_E_IO,
+                      "socket %s: cannot remove the stale "
+                      "socket: %s",
+                      path, strerror(errno));
   return BERTH_OK;
 }
 
@@ -49,10 +55,11 @@ static int unix_path_free(const char *path, berth_errmsg *err) {
 int berth_server_unix_listen(berth_httpd *h, uv_connection_cb on_connection,
                              berth_errmsg *err) {
   const char *path = h->socket_path;
-  if (strlen(path) >= sizeof ((struct sockaddr_un *)0)->sun_path)
-    return berth_errf(err, BERTH_E_CONFIG, "socket %s: path longer than %zu "
-                      "bytes", path,
-                      sizeof ((struct sockaddr_un *)0)->sun_path - 1);
+  if (strlen(path) >= sizeof((struct sockaddr_un *)0)->sun_path)
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "socket %s: path longer than %zu "
+                      "bytes",
+                      path, sizeof((struct sockaddr_un *)0)->sun_path - 1);
   int rc = unix_path_free(path, err);
   if (rc != BERTH_OK)
     return rc;
@@ -85,4 +92,3 @@ void berth_server_unix_unlink(berth_httpd *h) {
       (uint64_t)st.st_ino == h->socket_ino)
     unlink(h->socket_path);
 }
-

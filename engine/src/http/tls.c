@@ -54,9 +54,8 @@ static int select_alpn(SSL *ssl, const unsigned char **out,
   return SSL_TLSEXT_ERR_OK;
 }
 
-int berth_tls_ctx_new(const char *cert_path, const char *key_path,
-                      bool alpn_h2, bool h2_only, berth_tls_ctx **out,
-                      berth_errmsg *err) {
+int berth_tls_ctx_new(const char *cert_path, const char *key_path, bool alpn_h2,
+                      bool h2_only, berth_tls_ctx **out, berth_errmsg *err) {
   char why[256];
   *out = NULL;
   berth_tls_ctx *ctx = calloc(1, sizeof *ctx);
@@ -75,8 +74,8 @@ int berth_tls_ctx_new(const char *cert_path, const char *key_path,
   if (SSL_CTX_use_certificate_chain_file(ctx->ssl, cert_path) != 1) {
     openssl_reason(why, sizeof why);
     berth_tls_ctx_free(ctx);
-    return berth_errf(err, BERTH_E_CONFIG,
-                      "cannot use TLS certificate %s: %s", cert_path, why);
+    return berth_errf(err, BERTH_E_CONFIG, "cannot use TLS certificate %s: %s",
+                      cert_path, why);
   }
   if (SSL_CTX_use_PrivateKey_file(ctx->ssl, key_path, SSL_FILETYPE_PEM) != 1) {
     openssl_reason(why, sizeof why);
@@ -141,13 +140,12 @@ static int drain_wbio(berth_tls_conn *c, berth_buf *cipher_out) {
 }
 
 int berth_tls_feed(berth_tls_conn *c, const char *data, size_t len,
-                   berth_buf *plain, berth_buf *cipher_out,
-                   berth_errmsg *err) {
+                   berth_buf *plain, berth_buf *cipher_out, berth_errmsg *err) {
   char why[256];
   size_t off = 0;
   while (off < len) {
-    int w = BIO_write(c->rbio, data + off, (int)(len - off > 1 << 30 ? 1 << 30
-                                                                     : len - off));
+    int w = BIO_write(c->rbio, data + off,
+                      (int)(len - off > 1 << 30 ? 1 << 30 : len - off));
     if (w <= 0)
       return berth_errf(err, BERTH_E_NOMEM, "TLS: cannot buffer input");
     off += (size_t)w;

@@ -22,9 +22,8 @@ typedef struct berth_tls_conn berth_tls_conn; /* one per connection */
 /* Loads a PEM certificate chain and private key. ALPN offers "h2" and
  * "http/1.1" when alpn_h2, only "http/1.1" otherwise, only "h2" when
  * h2_only (gRPC). BERTH_E_CONFIG naming the file and OpenSSL's reason. */
-int berth_tls_ctx_new(const char *cert_path, const char *key_path,
-                      bool alpn_h2, bool h2_only, berth_tls_ctx **out,
-                      berth_errmsg *err);
+int berth_tls_ctx_new(const char *cert_path, const char *key_path, bool alpn_h2,
+                      bool h2_only, berth_tls_ctx **out, berth_errmsg *err);
 void berth_tls_ctx_free(berth_tls_ctx *ctx);
 
 /* A server-side connection state. NULL on allocation failure. The ctx must

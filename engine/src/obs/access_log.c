@@ -29,8 +29,8 @@ static bool g_seeded;
 static uint64_t next64(void) {
   if (!g_seeded) {
     if (uv_random(NULL, NULL, &g_state, sizeof g_state, 0, NULL) != 0)
-      g_state = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^
-                (uint64_t)getpid();
+      g_state =
+          (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
     g_seeded = true;
   }
   uint64_t z = (g_state += 0x9e3779b97f4a7c15ull);

@@ -21,19 +21,19 @@ bool berth_request_id_take(const char *s, size_t len,
 void berth_request_id_new(char out[BERTH_REQUEST_ID_MAX + 1]);
 
 typedef struct berth_access_record {
-  const char *protocol;      /* "http/1.1", "http/1.0", "http/2", "grpc" */
-  const char *method;        /* HTTP method, or the gRPC method name */
+  const char *protocol; /* "http/1.1", "http/1.0", "http/2", "grpc" */
+  const char *method;   /* HTTP method, or the gRPC method name */
   size_t method_len;
-  const char *path;          /* HTTP path without the query; gRPC: NULL */
+  const char *path; /* HTTP path without the query; gRPC: NULL */
   size_t path_len;
-  const char *request_id;    /* NUL-terminated or NULL */
-  const char *model;         /* NUL-terminated or NULL (none named) */
-  const char *version;       /* NUL-terminated or NULL */
-  int status;                /* HTTP status, or the grpc-status code */
-  double latency_ms;         /* received -> answered */
-  uint64_t bytes_in;         /* request body / gRPC message bytes */
-  uint64_t bytes_out;        /* response body / gRPC message bytes */
-  const char *peer;          /* "address:port" or NULL */
+  const char *request_id; /* NUL-terminated or NULL */
+  const char *model;      /* NUL-terminated or NULL (none named) */
+  const char *version;    /* NUL-terminated or NULL */
+  int status;             /* HTTP status, or the grpc-status code */
+  double latency_ms;      /* received -> answered */
+  uint64_t bytes_in;      /* request body / gRPC message bytes */
+  uint64_t bytes_out;     /* response body / gRPC message bytes */
+  const char *peer;       /* "address:port" or NULL */
 } berth_access_record;
 
 /* Writes the record as one "access" line at level info. The caller checks

@@ -20,9 +20,8 @@
 
 static const char *const proto_names[BERTH_PROTO_COUNT] = {"rest", "grpc"};
 static const char *const outcome_names[BERTH_OUTCOME_COUNT] = {
-    "success", "client_error", "server_error", "timeout", "overload",
-    "unavailable"};
-
+    "success", "client_error", "server_error",
+    "timeout", "overload",     "unavailable"};
 
 /* A float as Prometheus reads it: integers without a fraction. */
 static int put_value(berth_buf *out, double v) {
@@ -37,8 +36,8 @@ static int put_value(berth_buf *out, double v) {
 
 static int family(berth_buf *out, const char *name, const char *type,
                   const char *help) {
-  return berth_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help,
-                          name, type);
+  return berth_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
+                          type);
 }
 
 /* name{model="..",version=".."<extra>} (no value) */
@@ -56,8 +55,8 @@ static int series(berth_buf *out, const char *name, const char *suffix,
   return rc;
 }
 
-static int sample(berth_buf *out, const char *name, const berth_metrics_model *mv,
-                  const char *extra, double v) {
+static int sample(berth_buf *out, const char *name,
+                  const berth_metrics_model *mv, const char *extra, double v) {
   int rc = series(out, name, "", mv, extra);
   if (rc == BERTH_OK)
     rc = put_value(out, v);
@@ -77,8 +76,8 @@ static int histogram(berth_buf *out, const char *name,
       snprintf(le, sizeof le, ",le=\"+Inf\"");
     rc = series(out, name, "_bucket", mv, le);
     if (rc == BERTH_OK)
-      rc = berth_buf_printf(out, "%llu\n",
-                            (unsigned long long)berth_histogram_cumulative(h, i));
+      rc = berth_buf_printf(
+          out, "%llu\n", (unsigned long long)berth_histogram_cumulative(h, i));
   }
   if (rc == BERTH_OK)
     rc = series(out, name, "_sum", mv, "");
@@ -98,10 +97,14 @@ typedef enum { HIST_REQUEST, HIST_QUEUE, HIST_COMPUTE, HIST_BATCH } hist_kind;
 static const berth_histogram *hist_of(const berth_model_metrics *m,
                                       hist_kind k) {
   switch (k) {
-  case HIST_REQUEST: return &m->request_duration;
-  case HIST_QUEUE: return &m->queue_duration;
-  case HIST_COMPUTE: return &m->compute_duration;
-  default: return &m->batch_size;
+  case HIST_REQUEST:
+    return &m->request_duration;
+  case HIST_QUEUE:
+    return &m->queue_duration;
+  case HIST_COMPUTE:
+    return &m->compute_duration;
+  default:
+    return &m->batch_size;
   }
 }
 
@@ -122,8 +125,14 @@ static const struct {
 };
 
 typedef enum {
-  G_QUEUE, G_INFLIGHT, G_WORKERS, G_RESTARTS, G_LOAD, G_WRSS,
-  G_PAYLOAD_WRITTEN, G_PAYLOAD_DROPPED
+  G_QUEUE,
+  G_INFLIGHT,
+  G_WORKERS,
+  G_RESTARTS,
+  G_LOAD,
+  G_WRSS,
+  G_PAYLOAD_WRITTEN,
+  G_PAYLOAD_DROPPED
 } gkind;
 
 static const struct {
@@ -154,14 +163,30 @@ static const struct {
 /* false: this model has no such sample (unknown value). */
 static bool scalar_of(const berth_metrics_model *mv, gkind k, double *v) {
   switch (k) {
-  case G_QUEUE: *v = (double)mv->queue_depth; return true;
-  case G_INFLIGHT: *v = (double)mv->inflight; return true;
-  case G_WORKERS: *v = (double)mv->workers_ready; return true;
-  case G_RESTARTS: *v = (double)mv->m->worker_restarts; return true;
-  case G_LOAD: *v = mv->m->load_seconds; return *v >= 0;
-  case G_PAYLOAD_WRITTEN: *v = (double)mv->m->payload_written; return true;
-  case G_PAYLOAD_DROPPED: *v = (double)mv->m->payload_dropped; return true;
-  default: *v = mv->workers_rss_bytes; return *v >= 0;
+  case G_QUEUE:
+    *v = (double)mv->queue_depth;
+    return true;
+  case G_INFLIGHT:
+    *v = (double)mv->inflight;
+    return true;
+  case G_WORKERS:
+    *v = (double)mv->workers_ready;
+    return true;
+  case G_RESTARTS:
+    *v = (double)mv->m->worker_restarts;
+    return true;
+  case G_LOAD:
+    *v = mv->m->load_seconds;
+    return *v >= 0;
+  case G_PAYLOAD_WRITTEN:
+    *v = (double)mv->m->payload_written;
+    return true;
+  case G_PAYLOAD_DROPPED:
+    *v = (double)mv->m->payload_dropped;
+    return true;
+  default:
+    *v = mv->workers_rss_bytes;
+    return *v >= 0;
   }
 }
 
@@ -241,14 +266,13 @@ int berth_metrics_collect(berth_engine *e, berth_buf *out) {
     mv[i].workers_ready = m->n_ready;
     mv[i].workers_rss_bytes = berth_supervisor_rss(m);
   }
-  berth_metrics_process proc = {.cpu_seconds = -1, .rss_bytes = -1,
-                                .version = BERTH_VERSION};
+  berth_metrics_process proc = {
+      .cpu_seconds = -1, .rss_bytes = -1, .version = BERTH_VERSION};
   uv_rusage_t ru;
   if (uv_getrusage(&ru) == 0)
-    proc.cpu_seconds = (double)ru.ru_utime.tv_sec +
-                       (double)ru.ru_utime.tv_usec / 1e6 +
-                       (double)ru.ru_stime.tv_sec +
-                       (double)ru.ru_stime.tv_usec / 1e6;
+    proc.cpu_seconds =
+        (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+        (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
   size_t rss = 0;
   if (uv_resident_set_memory(&rss) == 0)
     proc.rss_bytes = (double)rss;
@@ -285,8 +309,7 @@ static void on_dispatched(void *ctx, berth_job *j, uint64_t now_ns,
 static void on_batch_sent(void *ctx, berth_batch *b) {
   (void)ctx;
   berth_histogram_observe(&b->model->metrics.batch_size,
-                          (double)(b->rows > 0 ? b->rows
-                                               : (int64_t)b->n_jobs));
+                          (double)(b->rows > 0 ? b->rows : (int64_t)b->n_jobs));
 }
 
 static void on_batch_ended(void *ctx, berth_batch *b, uint64_t now_ns,

@@ -22,15 +22,15 @@ typedef struct berth_metrics_model {
   const char *version;
   const berth_model_metrics *m;
   uint64_t queue_depth;
-  uint64_t inflight;                /* submitted, not yet answered */
+  uint64_t inflight; /* submitted, not yet answered */
   uint64_t workers_ready;
-  double workers_rss_bytes;         /* < 0: unknown, not rendered */
+  double workers_rss_bytes; /* < 0: unknown, not rendered */
 } berth_metrics_model;
 
 typedef struct berth_metrics_process {
-  double cpu_seconds;               /* < 0: unknown */
-  double rss_bytes;                 /* < 0: unknown */
-  const char *version;              /* berth_build_info */
+  double cpu_seconds;  /* < 0: unknown */
+  double rss_bytes;    /* < 0: unknown */
+  const char *version; /* berth_build_info */
 } berth_metrics_process;
 
 /* Appends the exposition of every metric: per-model families first, then

@@ -189,13 +189,12 @@ done:
   return rc;
 }
 
-
 /* ---- the HTTP client ------------------------------------------------------ */
 
 #define HOST_MAX 256
 #define PATH_MAX_ 1024
-#define HEAD_MAX 2048       /* the request head we write */
-#define STATUS_KEEP 1024    /* answer bytes kept to read the status line */
+#define HEAD_MAX 2048    /* the request head we write */
+#define STATUS_KEEP 1024 /* answer bytes kept to read the status line */
 
 typedef struct xfer xfer;
 
@@ -205,9 +204,9 @@ struct berth_otlp_client {
   char path[PATH_MAX_];
   uint16_t port;
   uint32_t timeout_ms;
-  uv_timer_t timer;           /* the exchange's deadline */
-  xfer *cur;                  /* the exchange in flight, or NULL */
-  size_t live;                /* exchanges not yet freed, + 1 for timer */
+  uv_timer_t timer; /* the exchange's deadline */
+  xfer *cur;        /* the exchange in flight, or NULL */
+  size_t live;      /* exchanges not yet freed, + 1 for timer */
   bool closing;
   void (*on_closed)(void *);
   void *closed_arg;
@@ -219,14 +218,14 @@ struct xfer {
   uv_connect_t conn;
   uv_write_t wr;
   uv_tcp_t tcp;
-  bool resolving;             /* gai outstanding */
-  bool tcp_open;              /* tcp initialised, not yet closed */
-  bool finished;              /* done has been called */
+  bool resolving; /* gai outstanding */
+  bool tcp_open;  /* tcp initialised, not yet closed */
+  bool finished;  /* done has been called */
   uint8_t *body;
   size_t body_len;
   char head[HEAD_MAX];
   size_t head_len;
-  char got[STATUS_KEEP];      /* the first bytes of the answer */
+  char got[STATUS_KEEP]; /* the first bytes of the answer */
   size_t got_len;
   berth_otlp_done_cb done;
   void *arg;
@@ -482,8 +481,7 @@ static void xfer_start(xfer *x) {
   hints.ai_socktype = SOCK_STREAM;
   x->gai.data = x;
   x->resolving = true;
-  int rc = uv_getaddrinfo(c->loop, &x->gai, on_resolved, c->host, port,
-                          &hints);
+  int rc = uv_getaddrinfo(c->loop, &x->gai, on_resolved, c->host, port, &hints);
   if (rc < 0) {
     x->resolving = false;
     xfer_fail(x, "resolving", rc);
@@ -498,15 +496,14 @@ static void on_start(uv_timer_t *t) {
   xfer_start(c->cur);
 }
 
-int berth_otlp_client_new(uv_loop_t *loop, const char *url,
-                          uint32_t timeout_ms, berth_otlp_client **out,
-                          berth_errmsg *err) {
+int berth_otlp_client_new(uv_loop_t *loop, const char *url, uint32_t timeout_ms,
+                          berth_otlp_client **out, berth_errmsg *err) {
   *out = NULL;
   berth_otlp_client *c = calloc(1, sizeof *c);
   if (c == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
-  int rc = berth_http_parse_url(url, c->host, sizeof c->host, &c->port,
-                                c->path, sizeof c->path, err);
+  int rc = berth_http_parse_url(url, c->host, sizeof c->host, &c->port, c->path,
+                                sizeof c->path, err);
   if (rc != BERTH_OK) {
     free(c);
     return rc;

@@ -22,20 +22,20 @@
  * nanoseconds since the Unix epoch. */
 typedef struct berth_trace_record {
   uint8_t trace_id[16];
-  uint8_t span_id[8];         /* the SERVER span */
-  uint8_t parent_id[8];       /* the caller's span when has_parent */
-  uint8_t queue_id[8];        /* the queue span when queued */
-  uint8_t worker_id[8];       /* the worker span when sent */
+  uint8_t span_id[8];   /* the SERVER span */
+  uint8_t parent_id[8]; /* the caller's span when has_parent */
+  uint8_t queue_id[8];  /* the queue span when queued */
+  uint8_t worker_id[8]; /* the worker span when sent */
   bool has_parent, queued, sent;
-  uint8_t flags;              /* W3C flags (sampled) */
-  const char *name;           /* SERVER span name (a literal) */
-  const char *protocol;       /* "rest" | "grpc" (a literal) */
-  int status;                 /* berth_status of the answer */
+  uint8_t flags;        /* W3C flags (sampled) */
+  const char *name;     /* SERVER span name (a literal) */
+  const char *protocol; /* "rest" | "grpc" (a literal) */
+  int status;           /* berth_status of the answer */
   uint64_t start_ns, end_ns;
   uint64_t queue_start_ns, queue_end_ns;
   uint64_t worker_start_ns, worker_end_ns;
-  int64_t batch_size;         /* 0 when never batched */
-  char *model;                /* owned, with the record (one allocation) */
+  int64_t batch_size; /* 0 when never batched */
+  char *model;        /* owned, with the record (one allocation) */
   char *version;
 } berth_trace_record;
 
@@ -62,9 +62,8 @@ typedef void (*berth_otlp_done_cb)(void *arg, bool ok, const char *msg);
 int berth_otlp_http_answer(const char *s, size_t n, bool *complete);
 
 /* Creates the client for url (checked as above). */
-int berth_otlp_client_new(uv_loop_t *loop, const char *url,
-                          uint32_t timeout_ms, berth_otlp_client **out,
-                          berth_errmsg *err);
+int berth_otlp_client_new(uv_loop_t *loop, const char *url, uint32_t timeout_ms,
+                          berth_otlp_client **out, berth_errmsg *err);
 /* Whether a POST is in flight. */
 bool berth_otlp_busy(const berth_otlp_client *c);
 /* POSTs body (malloc'd; taken in every case). done(arg, ...) is called

@@ -22,11 +22,11 @@
 
 typedef struct pl_record {
   STAILQ_ENTRY(pl_record) link; /* waiting or writing */
-  berth_model *model;  /* counted on completion; models live as long as the
+  berth_model *model; /* counted on completion; models live as long as the
                           engine */
-  bool failed;         /* set by the thread job */
+  bool failed;        /* set by the thread job */
   size_t len;
-  char data[];         /* one JSON line, '\n' included */
+  char data[]; /* one JSON line, '\n' included */
 } pl_record;
 
 #define REC_HDR offsetof(pl_record, data)
@@ -39,26 +39,26 @@ typedef struct pl_record {
 
 struct berth_payload_log {
   uv_loop_t *loop;
-  char *path;                /* owned */
+  char *path; /* owned */
   uint64_t max_bytes;
   unsigned backups;
-  uint64_t queue_bytes;      /* bound on queued + in-flight record bytes */
-  uint64_t held;             /* bytes of waiting and in-flight records */
+  uint64_t queue_bytes; /* bound on queued + in-flight record bytes */
+  uint64_t held;        /* bytes of waiting and in-flight records */
   STAILQ_HEAD(pl_queue, pl_record) waiting; /* owned (loop thread) */
-  struct pl_queue writing;   /* owned: the thread job's batch */
-  bool busy;                 /* a thread job is queued or running */
+  struct pl_queue writing;                  /* owned: the thread job's batch */
+  bool busy; /* a thread job is queued or running */
   uv_work_t work;
-  uv_timer_t timer;          /* BATCH_DELAY_MS after the first waiting
+  uv_timer_t timer; /* BATCH_DELAY_MS after the first waiting
                                 record; closed by berth_payload_log_close */
   bool timer_armed;
-  bool closed;               /* no more timer: batches start at once */
-  uint64_t rng;              /* sampling (loop thread) */
+  bool closed;  /* no more timer: batches start at once */
+  uint64_t rng; /* sampling (loop thread) */
   /* thread job state */
-  int fd;                    /* -1: (re)open before the next write */
-  uint64_t size;             /* bytes in the current file */
-  int error;                 /* errno of the batch's first failure */
-  const char *error_what;    /* static text: what failed */
-  bool error_logged;         /* a failure was logged since the last success */
+  int fd;                 /* -1: (re)open before the next write */
+  uint64_t size;          /* bytes in the current file */
+  int error;              /* errno of the batch's first failure */
+  const char *error_what; /* static text: what failed */
+  bool error_logged;      /* a failure was logged since the last success */
 };
 
 /* ---- rotation and writing (thread job) ---------------------------------- */
@@ -95,16 +95,15 @@ out:
 static int open_sink(const char *path, uint64_t *size) {
   /* O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of hanging;
    * writes then block as usual, in the thread pool. */
-  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK,
-                0644);
+  int fd =
+      open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0644);
   if (fd < 0)
     return -1;
   int fl = fcntl(fd, F_GETFL);
   if (fl >= 0)
     fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
   struct stat st;
-  *size = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size
-                                                      : 0;
+  *size = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
   return fd;
 }
 
@@ -254,8 +253,10 @@ int berth_payload_log_open(uv_loop_t *loop, const berth_config *cfg,
     int e = errno;
     free(path);
     free(pl);
-    return berth_errf(err, BERTH_E_IO, "log.payload_log_path: cannot open "
-                      "%.300s: %s", cfg->payload_log_path, strerror(e));
+    return berth_errf(err, BERTH_E_IO,
+                      "log.payload_log_path: cannot open "
+                      "%.300s: %s",
+                      cfg->payload_log_path, strerror(e));
   }
   if (uv_random(NULL, NULL, &pl->rng, sizeof pl->rng, 0, NULL) != 0)
     pl->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
@@ -328,8 +329,10 @@ static int tensor_base64(berth_buf *b, const berth_tensor *t) {
   if (rc == BERTH_OK)
     rc = berth_json_append_string(b, t->name, strlen(t->name));
   if (rc == BERTH_OK)
-    rc = berth_buf_append(b, ",\"datatype\":\"BYTES\",\"encoding\":\"base64\","
-                          "\"shape\":[", 49);
+    rc = berth_buf_append(b,
+                          ",\"datatype\":\"BYTES\",\"encoding\":\"base64\","
+                          "\"shape\":[",
+                          49);
   for (uint32_t d = 0; d < t->ndim && rc == BERTH_OK; d++)
     rc = berth_buf_printf(b, "%s%" PRId64, d > 0 ? "," : "", t->shape[d]);
   if (rc == BERTH_OK)
@@ -386,15 +389,17 @@ static int encode(berth_buf *b, const berth_job *j, int status,
   const berth_model *m = j->model;
   uint64_t now = uv_hrtime();
   char st[32];
-  snprintf(st, sizeof st, "%s", status == BERTH_OK ? "ok"
-                                                   : berth_status_name(status));
+  snprintf(st, sizeof st, "%s",
+           status == BERTH_OK ? "ok" : berth_status_name(status));
   for (char *c = st; *c; c++)
     *c = (char)tolower((unsigned char)*c);
   char received[48], answered[48];
   wall_text(j->received_ns, now, received, sizeof received);
   wall_text(now, now, answered, sizeof answered);
-  int rc = berth_buf_printf(b, "{\"received\":\"%s\",\"answered\":\"%s\","
-                            "\"request_id\":", received, answered);
+  int rc = berth_buf_printf(b,
+                            "{\"received\":\"%s\",\"answered\":\"%s\","
+                            "\"request_id\":",
+                            received, answered);
   const char *rid = j->request_id;
   if (rc == BERTH_OK)
     rc = rid != NULL ? berth_json_append_string(b, rid, strlen(rid))
@@ -489,7 +494,9 @@ static int pl_start(berth_engine *e, berth_errmsg *err) {
   return berth_payload_log_open(e->loop, &e->cfg, &e->payload_log, err);
 }
 
-static void pl_close(berth_engine *e) { berth_payload_log_close(e->payload_log); }
+static void pl_close(berth_engine *e) {
+  berth_payload_log_close(e->payload_log);
+}
 
 static void pl_free(berth_engine *e) {
   berth_payload_log_free(e->payload_log);

@@ -52,14 +52,13 @@ int berth_traceparent_parse(const char *s, size_t len, berth_traceparent *out) {
   while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
     len--;
   uint8_t version;
-  if (len < BERTH_TRACEPARENT_LEN || !unhex(s, &version, 1) ||
-      version == 0xff)
+  if (len < BERTH_TRACEPARENT_LEN || !unhex(s, &version, 1) || version == 0xff)
     return BERTH_E_INVALID;
   /* version 00 is exactly 55 characters; a later version may add fields
    * after a '-' (and is read as 00) */
-  if (version == 0 ? len != BERTH_TRACEPARENT_LEN
-                   : len > BERTH_TRACEPARENT_LEN &&
-                         s[BERTH_TRACEPARENT_LEN] != '-')
+  if (version == 0
+          ? len != BERTH_TRACEPARENT_LEN
+          : len > BERTH_TRACEPARENT_LEN && s[BERTH_TRACEPARENT_LEN] != '-')
     return BERTH_E_INVALID;
   berth_traceparent tp;
   if (s[2] != '-' || s[35] != '-' || s[52] != '-' ||
@@ -92,41 +91,41 @@ void berth_traceparent_format(const berth_traceparent *tp,
 
 /* ---- the tracer ------------------------------------------------------------ */
 
-#define POST_MAX_RECORDS 512      /* requests per export */
+#define POST_MAX_RECORDS 512 /* requests per export */
 #define FAIL_LOG_EVERY_NS (60ull * 1000000000ull)
 
 struct berth_tracer {
   uv_loop_t *loop;
-  berth_otlp_client *client;      /* owned; NULL once closed */
-  char *service;                  /* owned: service.name */
+  berth_otlp_client *client; /* owned; NULL once closed */
+  char *service;             /* owned: service.name */
   double sample_rate;
   uint32_t flush_ms;
-  berth_trace_record **ring;      /* owned records, cap slots */
+  berth_trace_record **ring; /* owned records, cap slots */
   size_t cap, head, count;
-  size_t in_post_spans;           /* spans of the POST in flight */
+  size_t in_post_spans; /* spans of the POST in flight */
   uv_timer_t flush_timer;
   bool closing;
   berth_trace_counters counters;
-  uint8_t rnd[256];               /* random bytes not yet used */
+  uint8_t rnd[256]; /* random bytes not yet used */
   size_t rnd_used;
-  int64_t wall_offset_ns;         /* wall clock - uv_hrtime(), renewed
+  int64_t wall_offset_ns;    /* wall clock - uv_hrtime(), renewed
                                      every flush tick (clock steps) */
-  uint64_t last_fail_log_ns;      /* 0: never */
+  uint64_t last_fail_log_ns; /* 0: never */
   uint64_t fails_since_log;
 };
 
 struct berth_trace_ctx {
   berth_tracer *tracer;
-  berth_traceparent self;         /* trace id, SERVER span id, flags */
+  berth_traceparent self; /* trace id, SERVER span id, flags */
   uint8_t parent_id[8];
   bool has_parent;
   const char *name, *protocol;
-  uint64_t received_ns;           /* monotonic (uv_hrtime) below */
+  uint64_t received_ns; /* monotonic (uv_hrtime) below */
   uint64_t queue_end_ns, sent_ns, answered_ns, end_ns;
   int64_t batch_size;
   int status;
   bool ended;
-  bool refused;                   /* never queued: no queue span */
+  bool refused; /* never queued: no queue span */
 };
 
 /* Bytes from the kernel's CSPRNG, drawn 256 at a time. */
@@ -192,12 +191,12 @@ int berth_tracer_create(uv_loop_t *loop, const berth_config *cfg,
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   t->loop = loop;
   t->sample_rate = cfg->trace_sample_rate;
-  t->flush_ms = cfg->trace_flush_interval_ms ? cfg->trace_flush_interval_ms
-                                             : 1000;
+  t->flush_ms =
+      cfg->trace_flush_interval_ms ? cfg->trace_flush_interval_ms : 1000;
   t->cap = cfg->trace_max_queue_size ? cfg->trace_max_queue_size : 2048;
   t->rnd_used = sizeof t->rnd;
-  t->service = strdup(cfg->trace_service_name ? cfg->trace_service_name
-                                              : "berth");
+  t->service =
+      strdup(cfg->trace_service_name ? cfg->trace_service_name : "berth");
   t->ring = calloc(t->cap, sizeof *t->ring);
   if (t->service == NULL || t->ring == NULL) {
     free(t->service);
@@ -206,9 +205,9 @@ int berth_tracer_create(uv_loop_t *loop, const berth_config *cfg,
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   }
   berth_errmsg why;
-  int rc = berth_otlp_client_new(loop, cfg->trace_endpoint,
-                                 cfg->trace_export_timeout_ms, &t->client,
-                                 &why);
+  int rc =
+      berth_otlp_client_new(loop, cfg->trace_endpoint,
+                            cfg->trace_export_timeout_ms, &t->client, &why);
   if (rc != BERTH_OK) {
     free(t->service);
     free(t->ring);
@@ -243,14 +242,15 @@ static void on_posted(void *arg, bool ok, const char *msg) {
     t->counters.spans_dropped += spans;
     uint64_t now = uv_hrtime();
     t->fails_since_log++;
-    if (t->last_fail_log_ns == 0 || now - t->last_fail_log_ns >=
-                                        FAIL_LOG_EVERY_NS) {
+    if (t->last_fail_log_ns == 0 ||
+        now - t->last_fail_log_ns >= FAIL_LOG_EVERY_NS) {
       char n[32];
       snprintf(n, sizeof n, "%llu", (unsigned long long)t->fails_since_log);
-      berth_log_kv(BERTH_LOG_WARNING, "could not export spans (OTLP); they "
+      berth_log_kv(BERTH_LOG_WARNING,
+                   "could not export spans (OTLP); they "
                    "are dropped and counted in "
-                   "berth_trace_spans_dropped_total", "error", msg,
-                   "failed_exports", n, NULL);
+                   "berth_trace_spans_dropped_total",
+                   "error", msg, "failed_exports", n, NULL);
       t->last_fail_log_ns = now;
       t->fails_since_log = 0;
     }
@@ -453,8 +453,7 @@ void berth_trace_job_finish(berth_job *job, int status) {
     r->queued = true;
     new_id(t, r->queue_id, 8);
     r->queue_start_ns = wall_of(t, job->enqueued_ns);
-    r->queue_end_ns = wall_of(t, c->queue_end_ns ? c->queue_end_ns
-                                                 : c->end_ns);
+    r->queue_end_ns = wall_of(t, c->queue_end_ns ? c->queue_end_ns : c->end_ns);
   }
   if (sent) {
     r->sent = true;
@@ -509,13 +508,15 @@ static void on_released(void *ctx, berth_job *j) {
 
 static int collect(void *ctx, berth_buf *out) {
   berth_trace_counters tc = berth_tracer_counters(ctx); /* 0s when off */
-  int rc = berth_buf_printf(out, "# HELP berth_trace_spans_exported_total "
+  int rc = berth_buf_printf(out,
+                            "# HELP berth_trace_spans_exported_total "
                             "Spans the OTLP receiver accepted.\n"
                             "# TYPE berth_trace_spans_exported_total counter\n"
                             "berth_trace_spans_exported_total %llu\n",
                             (unsigned long long)tc.spans_exported);
   if (rc == BERTH_OK)
-    rc = berth_buf_printf(out, "# HELP berth_trace_spans_dropped_total Spans "
+    rc = berth_buf_printf(out,
+                          "# HELP berth_trace_spans_dropped_total Spans "
                           "never delivered: the export buffer was full, or "
                           "the export failed.\n"
                           "# TYPE berth_trace_spans_dropped_total counter\n"

@@ -38,8 +38,8 @@ struct berth_batch;
 
 typedef struct berth_traceparent {
   uint8_t trace_id[16];
-  uint8_t span_id[8];         /* the parent (caller's) span */
-  uint8_t flags;              /* bit 0: sampled */
+  uint8_t span_id[8]; /* the parent (caller's) span */
+  uint8_t flags;      /* bit 0: sampled */
 } berth_traceparent;
 
 /* Parses a traceparent header value (len bytes, not NUL-terminated; spaces
@@ -60,8 +60,8 @@ typedef struct berth_trace_ctx berth_trace_ctx;
 
 /* Counters for /metrics (metrics.c). */
 typedef struct berth_trace_counters {
-  uint64_t spans_exported;    /* accepted by the receiver (2xx) */
-  uint64_t spans_dropped;     /* buffer full, or the export failed */
+  uint64_t spans_exported; /* accepted by the receiver (2xx) */
+  uint64_t spans_dropped;  /* buffer full, or the export failed */
 } berth_trace_counters;
 
 /* Creates the tracer from cfg's tracing section; *out stays NULL when

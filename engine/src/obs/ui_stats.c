@@ -84,8 +84,7 @@ void berth_ui_history_record(berth_ui_history *h, size_t slot,
     const berth_ui_reading *oldest =
         &h->past[h->past_n < BERTH_UI_LATENCY_WINDOW ? 0 : h->past_next];
     h->v[BERTH_UI_RATE][slot] = per_second(r->requests, prev->requests, dt_s);
-    h->v[BERTH_UI_ERROR_RATE][slot] =
-        per_second(r->errors, prev->errors, dt_s);
+    h->v[BERTH_UI_ERROR_RATE][slot] = per_second(r->errors, prev->errors, dt_s);
     if (r->batches > prev->batches && r->batch_rows >= prev->batch_rows)
       h->v[BERTH_UI_BATCH][slot] =
           (float)((r->batch_rows - prev->batch_rows) /
@@ -176,10 +175,9 @@ const berth_ui_error *berth_ui_errors_get(const berth_ui_errors *r, size_t i) {
   return &r->e[(r->next + BERTH_UI_MAX_ERRORS - 1 - i) % BERTH_UI_MAX_ERRORS];
 }
 
-void berth_ui_errors_add(berth_ui_errors *r, uint64_t now_ms,
-                         const char *model, const char *version,
-                         berth_protocol protocol, int status,
-                         const char *message) {
+void berth_ui_errors_add(berth_ui_errors *r, uint64_t now_ms, const char *model,
+                         const char *version, berth_protocol protocol,
+                         int status, const char *message) {
   berth_ui_error probe;
   berth_ui_copy_text(probe.model, sizeof probe.model, model);
   berth_ui_copy_text(probe.version, sizeof probe.version, version);

@@ -44,32 +44,32 @@ typedef enum berth_ui_series {
   BERTH_UI_ERROR_RATE, /* of which not a success, per second */
   BERTH_UI_P50_MS,     /* request latency quantiles, ms */
   BERTH_UI_P99_MS,
-  BERTH_UI_BATCH,      /* mean rows per batch sent to a worker */
-  BERTH_UI_QUEUE,      /* requests waiting in the queue at the sample */
+  BERTH_UI_BATCH, /* mean rows per batch sent to a worker */
+  BERTH_UI_QUEUE, /* requests waiting in the queue at the sample */
   BERTH_UI_SERIES
 } berth_ui_series;
 
 /* The cumulative counters of one model version at one moment. */
 typedef struct berth_ui_reading {
-  uint64_t requests;          /* answered, every outcome */
-  uint64_t errors;            /* answered, not a success */
-  const double *bounds;       /* the latency histogram's bucket bounds */
-  size_t n_bounds;            /* <= BERTH_HIST_MAX_BOUNDS */
+  uint64_t requests;    /* answered, every outcome */
+  uint64_t errors;      /* answered, not a success */
+  const double *bounds; /* the latency histogram's bucket bounds */
+  size_t n_bounds;      /* <= BERTH_HIST_MAX_BOUNDS */
   uint64_t latency[BERTH_HIST_MAX_BOUNDS + 1]; /* per bucket, not
                                                   cumulative; last: +Inf */
-  uint64_t batches;           /* batches sent to workers */
-  double batch_rows;          /* rows in them */
-  uint64_t queue_depth;       /* now */
+  uint64_t batches;                            /* batches sent to workers */
+  double batch_rows;                           /* rows in them */
+  uint64_t queue_depth;                        /* now */
 } berth_ui_reading;
 
 /* The samples of one model version. */
 typedef struct berth_ui_history {
-  float v[BERTH_UI_SERIES][BERTH_UI_SAMPLES]; /* by timeline slot; NaN: no
+  float v[BERTH_UI_SERIES][BERTH_UI_SAMPLES];     /* by timeline slot; NaN: no
                                                  value (no traffic, or the
                                                  version did not exist) */
   berth_ui_reading past[BERTH_UI_LATENCY_WINDOW]; /* the last readings */
-  size_t past_next;           /* where the next reading goes */
-  size_t past_n;              /* readings held */
+  size_t past_next; /* where the next reading goes */
+  size_t past_n;    /* readings held */
 } berth_ui_history;
 
 /* Every value NaN, no reading held. */
@@ -93,30 +93,29 @@ double berth_ui_quantile(const double *bounds, size_t n_bounds,
 /* ---- recent errors ---------------------------------------------------- */
 
 typedef struct berth_ui_error {
-  uint64_t first_ms, last_ms;  /* wall clock, ms since the epoch */
-  uint64_t count;              /* identical errors in a row, merged */
-  int status;                  /* berth_status */
+  uint64_t first_ms, last_ms; /* wall clock, ms since the epoch */
+  uint64_t count;             /* identical errors in a row, merged */
+  int status;                 /* berth_status */
   berth_protocol protocol;
-  char model[128];             /* truncated, valid UTF-8 */
+  char model[128]; /* truncated, valid UTF-8 */
   char version[64];
   char message[BERTH_UI_ERROR_TEXT];
 } berth_ui_error;
 
 typedef struct berth_ui_errors {
   berth_ui_error e[BERTH_UI_MAX_ERRORS]; /* ring */
-  size_t next;                 /* where the next one goes */
-  size_t n;                    /* held */
-  uint64_t total;              /* noted since start, merged ones included */
+  size_t next;                           /* where the next one goes */
+  size_t n;                              /* held */
+  uint64_t total; /* noted since start, merged ones included */
 } berth_ui_errors;
 
 /* Notes an error. When the newest one held has the same model, version,
  * protocol, status and message it is counted there instead of taking a
  * slot, so a burst of one failure cannot push out the others. Text is
  * copied with berth_ui_copy_text. */
-void berth_ui_errors_add(berth_ui_errors *r, uint64_t now_ms,
-                         const char *model, const char *version,
-                         berth_protocol protocol, int status,
-                         const char *message);
+void berth_ui_errors_add(berth_ui_errors *r, uint64_t now_ms, const char *model,
+                         const char *version, berth_protocol protocol,
+                         int status, const char *message);
 /* The i-th newest error held (0: the newest), or NULL when i >= r->n. */
 const berth_ui_error *berth_ui_errors_get(const berth_ui_errors *r, size_t i);
 

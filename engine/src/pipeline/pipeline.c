@@ -25,10 +25,10 @@
 #include "engine.h"
 
 struct berth_pipeline {
-  berth_model model;            /* the stand-in: name, signature, stats */
-  berth_model_config cfg;       /* its config (name, version "1", entry) */
+  berth_model model;               /* the stand-in: name, signature, stats */
+  berth_model_config cfg;          /* its config (name, version "1", entry) */
   const berth_pipeline_config *pc; /* borrowed from engine->cfg */
-  bool sig_done;                /* the signature is derived completely */
+  bool sig_done;                   /* the signature is derived completely */
 };
 
 typedef enum { ST_WAITING = 0, ST_RUNNING, ST_DONE } step_state;
@@ -36,7 +36,7 @@ typedef enum { ST_WAITING = 0, ST_RUNNING, ST_DONE } step_state;
 typedef struct pipe_run pipe_run;
 
 typedef struct pipe_step_job {
-  berth_job job;                /* first: the job pointer is this pointer */
+  berth_job job; /* first: the job pointer is this pointer */
   pipe_run *run;
   size_t step;
 } pipe_step_job;
@@ -44,18 +44,18 @@ typedef struct pipe_step_job {
 struct pipe_run {
   berth_pipeline *p;
   berth_engine *e;
-  berth_job *outer;             /* the request; released in run_finish */
-  uint64_t deadline_ns;         /* the outer request's, 0 = none */
-  uint64_t started_ns;          /* its steps began (statistics) */
-  uv_timer_t start;             /* starts the run on the next loop turn;
+  berth_job *outer;     /* the request; released in run_finish */
+  uint64_t deadline_ns; /* the outer request's, 0 = none */
+  uint64_t started_ns;  /* its steps began (statistics) */
+  uv_timer_t start;     /* starts the run on the next loop turn;
                                    closing it frees the run */
   const char *model[BERTH_PIPE_MAX_STEPS];   /* chosen per step (borrowed) */
   const char *version[BERTH_PIPE_MAX_STEPS]; /* NULL = newest ready */
   unsigned char state[BERTH_PIPE_MAX_STEPS];
-  berth_tensor *outs[BERTH_PIPE_MAX_STEPS];  /* owned copies */
+  berth_tensor *outs[BERTH_PIPE_MAX_STEPS]; /* owned copies */
   size_t n_outs[BERTH_PIPE_MAX_STEPS];
   pipe_step_job *live[BERTH_PIPE_MAX_STEPS]; /* submitted, not released */
-  size_t pending;               /* step jobs not yet released */
+  size_t pending;                            /* step jobs not yet released */
   size_t n_done;
   bool answered, failed, advancing, again, finished;
 };
@@ -222,10 +222,10 @@ int berth_pipelines_init(berth_engine *e, berth_errmsg *err) {
     e->pipelines[i] = p;
     e->n_pipelines = i + 1;
     p->pc = &e->cfg.pipelines[i];
-    p->cfg.name = p->pc->name;            /* borrowed: never cleared */
-    p->cfg.version = (char *)(uintptr_t)"1";
-    p->cfg.runtime = (char *)(uintptr_t)"pipeline";
-    p->cfg.platform = (char *)(uintptr_t)"pipeline";
+    p->cfg.name = p->pc->name; /* borrowed: never cleared */
+    p->cfg.version = (char *)(uintptr_t) "1";
+    p->cfg.runtime = (char *)(uintptr_t) "pipeline";
+    p->cfg.platform = (char *)(uintptr_t) "pipeline";
     p->cfg.max_queue_size = 1024;
     p->cfg.entry = p->pc->entry;
     berth_model *m = &p->model;
@@ -307,7 +307,8 @@ static void outer_answer(pipe_run *r, int status, const char *msg,
       pm->stats.compute_input.count++;
       pm->stats.compute_infer.count++;
       pm->stats.compute_output.count++;
-      pm->stats.compute_infer.ns += now > r->started_ns ? now - r->started_ns : 0;
+      pm->stats.compute_infer.ns +=
+          now > r->started_ns ? now - r->started_ns : 0;
     }
   } else {
     pm->stats.fail.count++;
@@ -388,18 +389,20 @@ static void run_succeed(pipe_run *r) {
   for (size_t k = 0; k < pc->n_outputs; k++) {
     const berth_pipe_wire *w = &pc->outputs[k];
     const berth_tensor *t =
-        w->step < 0 ? find_tensor(r->outer->req.inputs, r->outer->req.n_inputs,
-                                  w->tensor)
-                    : find_tensor(r->outs[w->step], r->n_outs[w->step],
-                                  w->tensor);
+        w->step < 0
+            ? find_tensor(r->outer->req.inputs, r->outer->req.n_inputs,
+                          w->tensor)
+            : find_tensor(r->outs[w->step], r->n_outs[w->step], w->tensor);
     if (t == NULL) {
       free(outs);
       char msg[600];
-      snprintf(msg, sizeof msg, "gave no tensor \"%s\" for the pipeline "
-               "output \"%s\"", w->tensor, w->name);
+      snprintf(msg, sizeof msg,
+               "gave no tensor \"%s\" for the pipeline "
+               "output \"%s\"",
+               w->tensor, w->name);
       size_t s = w->step < 0 ? pc->n_steps - 1 : (size_t)w->step;
-      run_fail(r, w->step < 0 ? BERTH_E_INVALID : BERTH_E_MODEL, s,
-               r->model[s], msg);
+      run_fail(r, w->step < 0 ? BERTH_E_INVALID : BERTH_E_MODEL, s, r->model[s],
+               msg);
       return;
     }
     outs[k] = *t;
@@ -481,7 +484,7 @@ static int step_inputs(pipe_run *r, size_t i, const berth_model *m,
                        size_t cap) {
   const berth_pipe_step *s = &r->p->pc->steps[i];
   const berth_infer_request *outer = &r->outer->req;
-  size_t n = s->wired ? s->n_inputs
+  size_t n = s->wired      ? s->n_inputs
              : s->from < 0 ? outer->n_inputs
                            : r->n_outs[s->from];
   berth_tensor *ins = calloc(n ? n : 1, sizeof *ins);
@@ -499,21 +502,25 @@ static int step_inputs(pipe_run *r, size_t i, const berth_model *m,
         continue;
     } else {
       const berth_pipe_wire *w = &s->inputs[k];
-      t = w->step < 0 ? find_tensor(outer->inputs, outer->n_inputs, w->tensor)
-                      : find_tensor(r->outs[w->step], r->n_outs[w->step],
-                                    w->tensor);
+      t = w->step < 0
+              ? find_tensor(outer->inputs, outer->n_inputs, w->tensor)
+              : find_tensor(r->outs[w->step], r->n_outs[w->step], w->tensor);
       name = w->name;
       if (t == NULL && w->step < 0) {
         *status = BERTH_E_INVALID;
-        snprintf(msg, cap, "the request has no input \"%s\" (the step reads "
-                 "it as \"%s\")", w->tensor, w->name);
+        snprintf(msg, cap,
+                 "the request has no input \"%s\" (the step reads "
+                 "it as \"%s\")",
+                 w->tensor, w->name);
         return *status;
       }
       if (t == NULL) {
         *status = BERTH_E_MODEL;
-        snprintf(msg, cap, "step \"%s\" (model %s) gave no output \"%s\" "
-                 "for input \"%s\"", r->p->pc->steps[w->step].name,
-                 r->model[w->step], w->tensor, w->name);
+        snprintf(msg, cap,
+                 "step \"%s\" (model %s) gave no output \"%s\" "
+                 "for input \"%s\"",
+                 r->p->pc->steps[w->step].name, r->model[w->step], w->tensor,
+                 w->name);
         return *status;
       }
     }
@@ -537,7 +544,7 @@ static void not_ready(const berth_model *m, const char *name, char *out,
     snprintf(out, cap, "model '%s' is not loaded", name);
     return;
   }
-  const char *why = m->state == BERTH_MODEL_FAILED ? m->load_error
+  const char *why = m->state == BERTH_MODEL_FAILED      ? m->load_error
                     : m->state == BERTH_MODEL_UNLOADING ? "it is being unloaded"
                     : m->state == BERTH_MODEL_UNAVAILABLE ? "it was unloaded"
                     : m->engine->draining ? "the server is shutting down"
@@ -559,12 +566,13 @@ static void start_step(pipe_run *r, size_t i) {
   char msg[BERTH_ERRMSG_SIZE];
   r->state[i] = ST_RUNNING;
   if (r->deadline_ns != 0 && uv_hrtime() >= r->deadline_ns) {
-    run_fail(r, BERTH_E_TIMEOUT, i, mname, "the request timed out before "
+    run_fail(r, BERTH_E_TIMEOUT, i, mname,
+             "the request timed out before "
              "this step started (its timeout parameter or deadline)");
     return;
   }
-  berth_model *m = berth_model_find(e, mname, strlen(mname), ver,
-                                    ver ? strlen(ver) : 0);
+  berth_model *m =
+      berth_model_find(e, mname, strlen(mname), ver, ver ? strlen(ver) : 0);
   if (m == NULL || !step_model_usable(m)) {
     not_ready(m, mname, msg, sizeof msg);
     run_fail(r, BERTH_E_UNAVAILABLE, i, mname, msg);
@@ -735,8 +743,8 @@ int berth_pipeline_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
 /* ---- metrics ------------------------------------------------------------------ */
 
 static const char *const outcomes[BERTH_OUTCOME_COUNT] = {
-    "success", "client_error", "server_error", "timeout", "overload",
-    "unavailable"};
+    "success", "client_error", "server_error",
+    "timeout", "overload",     "unavailable"};
 
 static int label(berth_buf *out, const char *family, const char *pipeline) {
   int rc = berth_buf_printf(out, "%s{pipeline=\"", family);
@@ -775,8 +783,9 @@ int berth_pipeline_metrics_render(berth_engine *e, berth_buf *out) {
     for (size_t b = 0; rc == BERTH_OK && b <= h->n_bounds; b++) {
       rc = label(out, fam, p->pc->name);
       if (rc == BERTH_OK && b < h->n_bounds)
-        rc = berth_buf_printf(out, "\",le=\"%g\"} %llu\n", h->bounds[b],
-                              (unsigned long long)berth_histogram_cumulative(h, b));
+        rc = berth_buf_printf(
+            out, "\",le=\"%g\"} %llu\n", h->bounds[b],
+            (unsigned long long)berth_histogram_cumulative(h, b));
       else if (rc == BERTH_OK)
         rc = berth_buf_printf(out, "\",le=\"+Inf\"} %llu\n",
                               (unsigned long long)h->count);

@@ -60,7 +60,8 @@ struct berth_model *berth_pipeline_find(struct berth_engine *e,
 /* The stand-in model of engine->pipelines[i] (i < n_pipelines). */
 struct berth_model *berth_pipeline_model_at(struct berth_engine *e, size_t i);
 /* The validated config of pipeline stand-in m (borrowed). */
-const berth_pipeline_config *berth_pipeline_config_of(const struct berth_model *m);
+const berth_pipeline_config *
+berth_pipeline_config_of(const struct berth_model *m);
 /* pipeline_state.c: the engine model that step s calls as its which-th
  * choice: 0 for a model step; for a switch, case `which`, then (which ==
  * n_cases) the default; NULL past them or when no such model is served.
@@ -77,8 +78,8 @@ bool berth_pipeline_ready(struct berth_engine *e,
  * shutting down); reason (cap bytes, "" when READY) names the step and its
  * model. Returns a static string. */
 const char *berth_pipeline_state(struct berth_engine *e,
-                                 const berth_pipeline_config *pc,
-                                 char *reason, size_t cap);
+                                 const berth_pipeline_config *pc, char *reason,
+                                 size_t cap);
 /* Runs job (whose model is a pipeline's stand-in). Same contract as
  * berth_sched_submit: on failure nothing is called and the caller keeps the
  * job; on BERTH_OK job->done and then job->release are called exactly once,

@@ -62,8 +62,8 @@ static const char *step_model_state(const berth_model *sm, const char **why) {
 }
 
 const char *berth_pipeline_state(berth_engine *e,
-                                 const berth_pipeline_config *pc,
-                                 char *reason, size_t cap) {
+                                 const berth_pipeline_config *pc, char *reason,
+                                 size_t cap) {
   snprintf(reason, cap, "%s", "");
   if (e->draining) {
     snprintf(reason, cap, "the server is shutting down");
@@ -86,7 +86,7 @@ const char *berth_pipeline_state(berth_engine *e,
        * one still loading */
       if (strcmp(state, "READY") == 0 ||
           (strcmp(state, "LOADING") == 0 && strcmp(st, "UNAVAILABLE") == 0)) {
-        const char *mname = s->model != NULL ? s->model
+        const char *mname = s->model != NULL     ? s->model
                             : k < s->sw->n_cases ? s->sw->cases[k].model
                                                  : s->sw->dflt;
         snprintf(reason, cap, "step \"%.100s\" (model %.100s%s%.40s): %.250s",

@@ -76,7 +76,8 @@ static bool case_matches(const subject *s, const berth_pipe_case *c) {
 }
 
 /* The first element of a tensor as a subject. */
-static int tensor_subject(const berth_tensor *t, subject *s, berth_errmsg *err) {
+static int tensor_subject(const berth_tensor *t, subject *s,
+                          berth_errmsg *err) {
   uint64_t numel = 0;
   berth_shape_numel(t->shape, t->ndim, &numel);
   if (numel == 0)
@@ -95,12 +96,12 @@ static int tensor_subject(const berth_tensor *t, subject *s, berth_errmsg *err) 
     s->len = len;
     return BERTH_OK;
   }
-#define NUM(dt, type)                                                        \
-  case dt: {                                                                 \
-    type v;                                                                  \
-    memcpy(&v, d, sizeof v);                                                 \
-    s->num = (double)v;                                                      \
-    return BERTH_OK;                                                         \
+#define NUM(dt, type)                                                          \
+  case dt: {                                                                   \
+    type v;                                                                    \
+    memcpy(&v, d, sizeof v);                                                   \
+    s->num = (double)v;                                                        \
+    return BERTH_OK;                                                           \
   }
     NUM(BERTH_DT_BOOL, uint8_t)
     NUM(BERTH_DT_UINT8, uint8_t)
@@ -115,8 +116,10 @@ static int tensor_subject(const berth_tensor *t, subject *s, berth_errmsg *err) 
     NUM(BERTH_DT_FP64, double)
 #undef NUM
   default:
-    return berth_errf(err, BERTH_E_UNSUPPORTED, "a switch cannot read input "
-                      "'%s' of type %s", t->name, berth_dtype_name(t->dtype));
+    return berth_errf(err, BERTH_E_UNSUPPORTED,
+                      "a switch cannot read input "
+                      "'%s' of type %s",
+                      t->name, berth_dtype_name(t->dtype));
   }
 }
 
@@ -132,9 +135,10 @@ int berth_pipe_switch_choose(const berth_pipe_step *st,
   if (sw->on == BERTH_PIPE_ON_INPUT) {
     const berth_tensor *t = find_tensor(req->inputs, req->n_inputs, sw->name);
     if (t == NULL)
-      return berth_errf(err, BERTH_E_INVALID, "step \"%s\": its switch reads "
-                        "input \"%s\", which the request lacks", st->name,
-                        sw->name);
+      return berth_errf(err, BERTH_E_INVALID,
+                        "step \"%s\": its switch reads "
+                        "input \"%s\", which the request lacks",
+                        st->name, sw->name);
     int rc = tensor_subject(t, &s, err);
     if (rc != BERTH_OK) {
       char why[BERTH_ERRMSG_SIZE];
@@ -151,16 +155,16 @@ int berth_pipe_switch_choose(const berth_pipe_step *st,
       s.len = len;
     }
   } else {
-    json_t *v = req->parameters ? json_object_get(req->parameters, sw->name)
-                                : NULL;
+    json_t *v =
+        req->parameters ? json_object_get(req->parameters, sw->name) : NULL;
     if (json_is_string(v)) {
       s.present = true;
       s.str = json_string_value(v);
       s.len = json_string_length(v);
     } else if (json_is_number(v) || json_is_boolean(v)) {
       s.present = s.is_num = true;
-      s.num = json_is_boolean(v) ? (json_is_true(v) ? 1 : 0)
-                                 : json_number_value(v);
+      s.num =
+          json_is_boolean(v) ? (json_is_true(v) ? 1 : 0) : json_number_value(v);
     }
   }
   for (size_t c = 0; c < sw->n_cases; c++)
@@ -172,7 +176,8 @@ int berth_pipe_switch_choose(const berth_pipe_step *st,
     *model = sw->dflt;
     return BERTH_OK;
   }
-  return berth_errf(err, BERTH_E_INVALID, "step \"%s\": no case of its switch "
-                    "matches %s \"%s\"%s and it has no default", st->name,
-                    what, sw->name, s.present ? "" : " (absent)");
+  return berth_errf(err, BERTH_E_INVALID,
+                    "step \"%s\": no case of its switch "
+                    "matches %s \"%s\"%s and it has no default",
+                    st->name, what, sw->name, s.present ? "" : " (absent)");
 }

@@ -13,9 +13,8 @@ berth_batch_plan berth_batch_plan_decide(const berth_batch_plan_in *in) {
     return send_now(seen);
   uint64_t waited = in->now_ns - in->oldest_ns;
   if (waited >= in->delay_ns) /* fewer came than expected: expect fewer */
-    return send_now(in->in_server < seen ? (in->in_server > 0 ? in->in_server
-                                                               : 1)
-                                         : seen);
+    return send_now(
+        in->in_server < seen ? (in->in_server > 0 ? in->in_server : 1) : seen);
   if (in->q_len == 1)
     return send_now(seen); /* a lone request never waits for an idle worker */
   if (in->in_server >= seen)

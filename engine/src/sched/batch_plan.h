@@ -26,10 +26,10 @@ typedef struct berth_batch_plan_in {
 } berth_batch_plan_in;
 
 typedef struct berth_batch_plan {
-  bool send;                /* true: send a batch now */
-  uint64_t wake_at_ns;      /* !send: ask again at this time at the latest
+  bool send;           /* true: send a batch now */
+  uint64_t wake_at_ns; /* !send: ask again at this time at the latest
                                (an arrival before it asks too) */
-  uint64_t seen;            /* the expected concurrency from now on */
+  uint64_t seen;       /* the expected concurrency from now on */
 } berth_batch_plan;
 
 /* The rules, in order: a model that does not batch, or has no delay, sends;

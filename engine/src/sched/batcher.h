@@ -35,19 +35,19 @@
 struct berth_model;
 
 typedef struct berth_batcher {
-  uv_check_t check;        /* end of the loop iteration: dispatch */
-  uv_poll_t wake;          /* watches wake_fd (initialised if wake_polled) */
-  uv_timer_t wake_timer;   /* fallback when !use_fd */
-  int wake_fd;             /* owned timerfd, or -1 */
-  bool wake_polled;        /* wake was initialised (closed at close) */
-  bool use_fd;             /* wake_fd is being watched: arm it */
-  bool check_active;       /* a dispatch is due at the end of this iteration */
-  bool wake_armed;         /* a wake-up is set and has not fired */
-  uint64_t wake_at_ns;     /* when (uv_hrtime clock), if armed */
-  uint64_t seen;           /* concurrency seen: the most requests in the
+  uv_check_t check;         /* end of the loop iteration: dispatch */
+  uv_poll_t wake;           /* watches wake_fd (initialised if wake_polled) */
+  uv_timer_t wake_timer;    /* fallback when !use_fd */
+  int wake_fd;              /* owned timerfd, or -1 */
+  bool wake_polled;         /* wake was initialised (closed at close) */
+  bool use_fd;              /* wake_fd is being watched: arm it */
+  bool check_active;        /* a dispatch is due at the end of this iteration */
+  bool wake_armed;          /* a wake-up is set and has not fired */
+  uint64_t wake_at_ns;      /* when (uv_hrtime clock), if armed */
+  uint64_t seen;            /* concurrency seen: the most requests in the
                               server at once, lowered when a wait runs out */
   uint64_t last_arrival_ns; /* uv_hrtime() of the latest request queued */
-  uint64_t service_ns;     /* moving average of a batch's time on a worker
+  uint64_t service_ns;      /* moving average of a batch's time on a worker
                               (frame sent to answer); 0 until one ran */
 } berth_batcher;
 

@@ -40,9 +40,8 @@ typedef struct berth_observer {
   /* A job is answered, just before its creator's done callback: status,
    * msg (never NULL) and resp (NULL on failure) as done gets them, took_ns
    * from received to now. */
-  void (*answered)(void *ctx, struct berth_job *j, int status,
-                   const char *msg, const berth_infer_response *resp,
-                   uint64_t took_ns);
+  void (*answered)(void *ctx, struct berth_job *j, int status, const char *msg,
+                   const berth_infer_response *resp, uint64_t took_ns);
   /* A job is no longer referenced, just before its creator's release
    * callback frees it. */
   void (*released)(void *ctx, struct berth_job *j);
@@ -64,12 +63,12 @@ typedef struct berth_observers {
 
 /* Calls hook `hook` of every observer in os that has one, with the
  * observer's ctx first and the remaining arguments after it. */
-#define BERTH_OBSERVE(os, hook, ...)                                          \
-  do {                                                                        \
-    const berth_observers *os_ = (os);                                        \
-    for (size_t oi_ = 0; oi_ < os_->n; oi_++)                                 \
-      if (os_->list[oi_].hook != NULL)                                        \
-        os_->list[oi_].hook(os_->list[oi_].ctx, __VA_ARGS__);                 \
+#define BERTH_OBSERVE(os, hook, ...)                                           \
+  do {                                                                         \
+    const berth_observers *os_ = (os);                                         \
+    for (size_t oi_ = 0; oi_ < os_->n; oi_++)                                  \
+      if (os_->list[oi_].hook != NULL)                                         \
+        os_->list[oi_].hook(os_->list[oi_].ctx, __VA_ARGS__);                  \
   } while (0)
 
 #endif

@@ -91,8 +91,7 @@ void berth_job_deliver(berth_job *j, int status, const char *msg,
   berth_model *m = j->model;
   if (m->inflight > 0)
     m->inflight--;
-  BERTH_OBSERVE(&m->engine->observers, answered, j, status, msg, resp,
-                took_ns);
+  BERTH_OBSERVE(&m->engine->observers, answered, j, status, msg, resp, took_ns);
   j->done(j, status, msg, resp);
 }
 
@@ -132,8 +131,8 @@ static void on_seq_sweep(uv_timer_t *t);
 static int read_sequence(berth_model *m, berth_job *job, berth_errmsg *err) {
   berth_seq_req r;
   json_t *sb = json_object_get(m->cfg->entry, "sequence_batching");
-  int rc = berth_seq_parse(job->req.parameters, m->cfg->name, sb != NULL, &r,
-                           err);
+  int rc =
+      berth_seq_parse(job->req.parameters, m->cfg->name, sb != NULL, &r, err);
   if (rc != BERTH_OK || sb == NULL)
     return rc;
   if (m->seqs == NULL)
@@ -172,7 +171,7 @@ static void on_seq_sweep(uv_timer_t *t) {
     size_t n = berth_seq_expire(st, now);
     if (n > 0)
       berth_logf(BERTH_LOG_INFO, "model '%s': %zu idle sequence(s) expired",
-                e->models[i]->cfg->name, n);
+                 e->models[i]->cfg->name, n);
     live += st->live;
   }
   if (live == 0)
@@ -186,9 +185,9 @@ static int seq_batch_params(berth_batch *b, size_t inst) {
   json_t *list = json_array();
   for (size_t i = 0; list != NULL && i < b->n_jobs; i++) {
     const berth_job *j = b->jobs[i];
-    if (json_array_append_new(list, berth_seq_batch_entry(
-                                        j->seq, j->seq_start, j->seq_end,
-                                        j->rows)) != 0) {
+    if (json_array_append_new(list, berth_seq_batch_entry(j->seq, j->seq_start,
+                                                          j->seq_end,
+                                                          j->rows)) != 0) {
       json_decref(list);
       list = NULL;
     }
@@ -237,15 +236,17 @@ static int read_rows(berth_model *m, berth_job *job, berth_errmsg *err) {
   for (size_t i = 0; i < r->n_inputs; i++) {
     const berth_tensor *t = &r->inputs[i];
     if (t->ndim == 0)
-      return berth_errf(err, BERTH_E_INVALID,
-                        "input '%s' has no batch dimension, but model '%s' "
-                        "batches (max_batch_size %u): give it shape [rows, ...]",
-                        t->name, m->cfg->name, m->max_batch_size);
+      return berth_errf(
+          err, BERTH_E_INVALID,
+          "input '%s' has no batch dimension, but model '%s' "
+          "batches (max_batch_size %u): give it shape [rows, ...]",
+          t->name, m->cfg->name, m->max_batch_size);
     if (i > 0 && t->shape[0] != r->inputs[0].shape[0])
       return berth_errf(err, BERTH_E_INVALID,
                         "inputs '%s' and '%s' have %lld and %lld rows; the "
                         "first (batch) dimension must be the same for every "
-                        "input", r->inputs[0].name, t->name,
+                        "input",
+                        r->inputs[0].name, t->name,
                         (long long)r->inputs[0].shape[0],
                         (long long)t->shape[0]);
   }
@@ -258,8 +259,9 @@ static int read_rows(berth_model *m, berth_job *job, berth_errmsg *err) {
     return berth_errf(err, BERTH_E_INVALID,
                       "input '%s' has %lld rows (its first dimension), but "
                       "model '%s' takes at most %u per request "
-                      "(max_batch_size)", r->inputs[0].name, (long long)rows,
-                      m->cfg->name, m->max_batch_size);
+                      "(max_batch_size)",
+                      r->inputs[0].name, (long long)rows, m->cfg->name,
+                      m->max_batch_size);
   job->rows = rows;
   return BERTH_OK;
 }
@@ -282,7 +284,8 @@ int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
   if (m->q_len >= m->cfg->max_queue_size)
     return berth_errf(err, BERTH_E_OVERLOAD,
                       "model '%s' has %zu requests queued (max_queue_size); "
-                      "retry later", m->cfg->name, m->q_len);
+                      "retry later",
+                      m->cfg->name, m->q_len);
   job->model = m;
   job->enqueued_ns = uv_hrtime();
   if (job->received_ns == 0)
@@ -395,7 +398,8 @@ static void sweep_model(berth_model *m, uint64_t now) {
       if (j->deadline_ns != 0 && now >= j->deadline_ns && !j->answered)
         job_answer(j, BERTH_E_TIMEOUT,
                    "the request timed out while the model ran it; its result "
-                   "will be dropped", NULL);
+                   "will be dropped",
+                   NULL);
     }
   }
 }
@@ -527,11 +531,11 @@ static berth_job *seq_first(berth_model *m, size_t inst) {
 
 /* Takes the next batch from the queue, starting with first, for worker
  * instance inst (sequence models: only its sequences, one request each). */
-static berth_batch *take_batch(berth_model *m, berth_job *first,
-                               size_t inst) {
+static berth_batch *take_batch(berth_model *m, berth_job *first, size_t inst) {
   /* A decoupled model's responses belong to one request: never batched. */
   size_t cap = first->rows > 0 && m->max_batch_size > 0 && !m->decoupled
-                   ? SCAN_LIMIT : 1;
+                   ? SCAN_LIMIT
+                   : 1;
   berth_batch *b = batch_new(m, cap);
   if (b == NULL)
     return NULL;
@@ -733,8 +737,8 @@ static void split_outputs(berth_batch *b, berth_tensor *outs, size_t n,
       mine[o].data = t->data + start;
       mine[o].nbytes = end - start;
     }
-    berth_infer_response resp = {.outputs = mine, .n_outputs = n,
-                                 .parameters = shared->parameters};
+    berth_infer_response resp = {
+        .outputs = mine, .n_outputs = n, .parameters = shared->parameters};
     row += j->rows; /* before release: it frees the job */
     j->running = false;
     job_answer(j, BERTH_OK, "", &resp);
@@ -753,8 +757,8 @@ void berth_batch_complete(berth_batch *b, berth_tensor *outs, size_t n,
   add_stat(&m->stats.compute_input, b->sent_ns - b->formed_ns);
   add_stat(&m->stats.compute_infer, t0 - b->sent_ns);
   berth_batcher_served(m, t0 - b->sent_ns);
-  berth_infer_response resp = {.outputs = outs, .n_outputs = n,
-                               .parameters = NULL};
+  berth_infer_response resp = {
+      .outputs = outs, .n_outputs = n, .parameters = NULL};
   if (params_len > 2) {
     json_error_t jerr;
     resp.parameters = json_loadb(params, params_len, 0, &jerr);

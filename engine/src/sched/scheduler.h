@@ -27,9 +27,9 @@ typedef struct berth_worker berth_worker;
 
 /* The scheduler's engine-wide state; scheduler.c alone writes it. */
 typedef struct berth_sched_state {
-  size_t deadline_jobs;           /* queued or running jobs with a deadline */
-  uv_timer_t deadline_timer;      /* sweeps expired jobs while any exist */
-  uv_timer_t seq_timer;           /* expires idle sequences while any live */
+  size_t deadline_jobs;      /* queued or running jobs with a deadline */
+  uv_timer_t deadline_timer; /* sweeps expired jobs while any exist */
+  uv_timer_t seq_timer;      /* expires idle sequences while any live */
 } berth_sched_state;
 
 /* Queues a job (BERTH_E_OVERLOAD when the queue is full) and dispatches. */

@@ -30,8 +30,8 @@ berth_seq_table *berth_seq_table_new(const json_t *sb, size_t instances,
                                ? BERTH_SEQ_OLDEST
                                : BERTH_SEQ_DIRECT;
   berth_seq_table *t = calloc(1, sizeof *t);
-  if (t != NULL && berth_seq_table_init(t, instances, slots, max_live,
-                                        idle_ns, how) != BERTH_OK) {
+  if (t != NULL && berth_seq_table_init(t, instances, slots, max_live, idle_ns,
+                                        how) != BERTH_OK) {
     free(t);
     t = NULL;
   }
@@ -75,12 +75,14 @@ static int check_enabled(const berth_seq_req *r, const char *model,
                       "model '%s' has no sequence_batching: it does not take "
                       "sequence_id, sequence_start or sequence_end; send the "
                       "request without them, or give the model a "
-                      "sequence_batching block", model);
+                      "sequence_batching block",
+                      model);
   if (enabled && !r->has)
     return berth_errf(err, BERTH_E_INVALID,
                       "model '%s' uses sequence_batching: every request needs "
                       "parameter 'sequence_id' (an integer > 0 or a non-empty "
-                      "string)", model);
+                      "string)",
+                      model);
   return BERTH_OK;
 }
 
@@ -92,7 +94,8 @@ int berth_seq_parse(const json_t *params, const char *model, bool enabled,
       !(json_is_string(id) && json_string_length(id) <= 256))
     return berth_errf(err, BERTH_E_INVALID,
                       "parameter 'sequence_id' must be an integer >= 0 or a "
-                      "string of at most 256 bytes (model '%s')", model);
+                      "string of at most 256 bytes (model '%s')",
+                      model);
   int rc = read_flag(params, "sequence_start", &r->start, err);
   if (rc == BERTH_OK)
     rc = read_flag(params, "sequence_end", &r->end, err);
@@ -106,14 +109,15 @@ int berth_seq_parse(const json_t *params, const char *model, bool enabled,
   if (!r->has && (r->start || r->end))
     return berth_errf(err, BERTH_E_INVALID,
                       "parameters 'sequence_start' and 'sequence_end' need a "
-                      "'sequence_id' (model '%s')", model);
+                      "'sequence_id' (model '%s')",
+                      model);
   return check_enabled(r, model, enabled, err);
 }
 
 json_t *berth_seq_batch_entry(const berth_seq *s, bool start, bool end,
                               int64_t rows) {
-  return json_pack("{s:O,s:b,s:b,s:I}", "id", s->id, "start", start, "end",
-                   end, "rows", (json_int_t)rows);
+  return json_pack("{s:O,s:b,s:b,s:I}", "id", s->id, "start", start, "end", end,
+                   "rows", (json_int_t)rows);
 }
 
 void berth_seq_strip(json_t *params) {
@@ -174,13 +178,15 @@ static int create(berth_seq_table *t, const berth_seq_req *r, uint64_t now,
     return berth_errf(err, BERTH_E_OVERLOAD,
                       "model '%s' has %zu live sequences "
                       "(sequence_batching.max_sequences); end one or retry "
-                      "later", model, t->live);
+                      "later",
+                      model, t->live);
   size_t inst = pick_instance(t);
   if (inst == SIZE_MAX)
     return berth_errf(err, BERTH_E_OVERLOAD,
                       "model '%s' has no free sequence slot (direct strategy: "
                       "%zu per instance, max_batch_size); end a sequence or "
-                      "retry later", model, t->slots);
+                      "retry later",
+                      model, t->slots);
   berth_seq *s = calloc(1, sizeof *s);
   if (s == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");

@@ -26,36 +26,36 @@ typedef enum {
 } berth_seq_strategy;
 
 typedef struct berth_seq {
-  json_t *id;           /* owned: the client's integer or string id */
-  size_t instance;      /* the worker instance it is pinned to */
-  uint64_t last_ns;     /* last request admitted or finished */
-  size_t jobs;          /* queued or running jobs that reference it */
-  bool busy;            /* one of its requests is running */
-  bool live;            /* findable by id (not ended nor expired) */
-  bool lost;            /* its instance's worker exited: state gone */
-  struct berth_seq *next; /* the table's list */
+  json_t *id;                    /* owned: the client's integer or string id */
+  size_t instance;               /* the worker instance it is pinned to */
+  uint64_t last_ns;              /* last request admitted or finished */
+  size_t jobs;                   /* queued or running jobs that reference it */
+  bool busy;                     /* one of its requests is running */
+  bool live;                     /* findable by id (not ended nor expired) */
+  bool lost;                     /* its instance's worker exited: state gone */
+  struct berth_seq *next;        /* the table's list */
   struct berth_seq_table *table; /* borrowed: the table that owns it */
 } berth_seq;
 
 typedef struct berth_seq_table {
-  berth_seq *head;          /* owned list, live and retired entries */
-  size_t live;              /* entries with live set */
-  size_t max_live;          /* bound on live sequences (429 beyond) */
-  uint64_t idle_ns;         /* expiry of an idle sequence; 0 = never */
+  berth_seq *head;  /* owned list, live and retired entries */
+  size_t live;      /* entries with live set */
+  size_t max_live;  /* bound on live sequences (429 beyond) */
+  uint64_t idle_ns; /* expiry of an idle sequence; 0 = never */
   berth_seq_strategy strategy;
-  size_t instances;         /* worker instances (>= 1) */
-  size_t slots;             /* direct: live sequences per instance */
-  size_t *per_instance;     /* owned: live sequences on each instance */
-  json_t **drops;           /* owned: per instance, a JSON array of ids
+  size_t instances;     /* worker instances (>= 1) */
+  size_t slots;         /* direct: live sequences per instance */
+  size_t *per_instance; /* owned: live sequences on each instance */
+  json_t **drops;       /* owned: per instance, a JSON array of ids
                                that expired, for its next batch, or NULL */
-  bool orphan;              /* heap table that frees itself (and its
+  bool orphan;          /* heap table that frees itself (and its
                                struct) when its last entry goes */
 } berth_seq_table;
 
 /* What a request says about its sequence (its OIP parameters). */
 typedef struct berth_seq_req {
-  bool has;       /* sequence_id given (and not 0 or "") */
-  json_t *id;     /* borrowed from the parameters: integer or string */
+  bool has;   /* sequence_id given (and not 0 or "") */
+  json_t *id; /* borrowed from the parameters: integer or string */
   bool start, end;
 } berth_seq_req;
 

@@ -2,8 +2,8 @@
 #include "restart_policy.h"
 
 berth_restart_plan berth_restart_decide(const berth_restart_in *in) {
-  berth_restart_plan p = {.restart = false, .delay_s = 0,
-                          .next_backoff_s = in->backoff_s};
+  berth_restart_plan p = {
+      .restart = false, .delay_s = 0, .next_backoff_s = in->backoff_s};
   if (in->stopping || in->failed_load)
     return p;
   double backoff = in->backoff_s;

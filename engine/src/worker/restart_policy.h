@@ -26,7 +26,7 @@ typedef struct berth_restart_in {
 } berth_restart_in;
 
 typedef struct berth_restart_plan {
-  bool restart;         /* spawn it again after delay_s */
+  bool restart; /* spawn it again after delay_s */
   double delay_s;
   double next_backoff_s; /* the worker's backoff after this restart */
 } berth_restart_plan;

@@ -22,12 +22,12 @@
 extern char **environ;
 
 typedef enum {
-  W_EMPTY = 0,   /* no process: waiting to restart, or never started */
-  W_LOADING,     /* process started, LOAD sent, waiting for READY */
-  W_IDLE,        /* ready, no batch */
-  W_BUSY,        /* ready, running w->batch */
-  W_STOPPING,    /* SHUTDOWN sent */
-  W_FAILED,      /* model failed to load: not restarted */
+  W_EMPTY = 0, /* no process: waiting to restart, or never started */
+  W_LOADING,   /* process started, LOAD sent, waiting for READY */
+  W_IDLE,      /* ready, no batch */
+  W_BUSY,      /* ready, running w->batch */
+  W_STOPPING,  /* SHUTDOWN sent */
+  W_FAILED,    /* model failed to load: not restarted */
 } worker_state;
 
 typedef struct worker_proc worker_proc;
@@ -36,19 +36,19 @@ struct berth_worker {
   berth_model *model;
   unsigned index;
   worker_state state;
-  worker_proc *proc;       /* current incarnation or NULL */
-  berth_batch *batch;      /* owned while W_BUSY */
-  uv_timer_t timer;        /* restart backoff or load timeout */
+  worker_proc *proc;  /* current incarnation or NULL */
+  berth_batch *batch; /* owned while W_BUSY */
+  uv_timer_t timer;   /* restart backoff or load timeout */
   double backoff_s;
-  uint64_t ready_ns;       /* when the current incarnation became ready */
-  uint64_t spawned_ns;     /* when the current incarnation was started */
-  bool counted_ready;      /* counted in model->n_ready */
+  uint64_t ready_ns;   /* when the current incarnation became ready */
+  uint64_t spawned_ns; /* when the current incarnation was started */
+  bool counted_ready;  /* counted in model->n_ready */
   unsigned restarts;
 };
 
 struct worker_proc {
   berth_engine *engine;
-  berth_worker *w;         /* NULL once the slot moved on */
+  berth_worker *w; /* NULL once the slot moved on */
   uv_process_t process;
   uv_pipe_t pipe;
   int open_handles;
@@ -56,7 +56,7 @@ struct worker_proc {
   bool pipe_closing;
   int64_t exit_status;
   int term_signal;
-  berth_buf rx;            /* bytes received, at most one frame + slack */
+  berth_buf rx; /* bytes received, at most one frame + slack */
   uint32_t max_frame;
   berth_worker_output out[2]; /* the worker's stdout and stderr, forwarded
                                  to the log (worker_output.h) */
@@ -109,7 +109,8 @@ static void proc_kill(worker_proc *p, int sig) {
 static void write_done(uv_write_t *req, int status) {
   frame_write *fw = (frame_write *)req;
   free(fw);
-  (void)status; /* a failed write means the worker is dying: exit_cb handles it */
+  (void)
+      status; /* a failed write means the worker is dying: exit_cb handles it */
 }
 
 /* Sends one frame; the payload is copied. */
@@ -120,8 +121,8 @@ static int send_frame(worker_proc *p, uint16_t type, uint64_t id,
   frame_write *fw = malloc(sizeof *fw + BERTH_WP_HEADER_SIZE + len);
   if (fw == NULL)
     return BERTH_E_NOMEM;
-  berth_wp_header h = {.length = (uint32_t)len, .type = type, .flags = 0,
-                       .id = id};
+  berth_wp_header h = {
+      .length = (uint32_t)len, .type = type, .flags = 0, .id = id};
   berth_wp_header_encode(fw->data, &h);
   if (len > 0)
     memcpy(fw->data + BERTH_WP_HEADER_SIZE, payload, len);
@@ -141,7 +142,8 @@ static void on_ready(berth_worker *w, const uint8_t *payload, size_t len) {
   char id[300];
   berth_model *m = w->model;
   berth_errmsg err;
-  if (berth_model_adopt_ready(m, (const char *)payload, len, &err) != BERTH_OK) {
+  if (berth_model_adopt_ready(m, (const char *)payload, len, &err) !=
+      BERTH_OK) {
     berth_log_kv(BERTH_LOG_ERROR, "worker sent a bad READY; restarting it",
                  "worker", wname(w, id, sizeof id), "error", err.msg, NULL);
     proc_kill(w->proc, SIGKILL);
@@ -196,9 +198,9 @@ static void on_load_failed(berth_worker *w, const uint8_t *payload,
   }
   berth_log_kv(BERTH_LOG_ERROR,
                "model failed to load; fix the model or its berth.yaml and "
-               "restart berth", "model", m->cfg->name, "version",
-               m->cfg->version, "worker", wname(w, id, sizeof id), "error",
-               full, NULL);
+               "restart berth",
+               "model", m->cfg->name, "version", m->cfg->version, "worker",
+               wname(w, id, sizeof id), "error", full, NULL);
   if (m->state == BERTH_MODEL_FAILED)
     BERTH_OBSERVE(&m->engine->observers, load_failed, m);
 }
@@ -255,13 +257,13 @@ static bool on_response(berth_worker *w, const uint8_t *payload, size_t len) {
   const char *params = NULL;
   size_t plen = 0;
   berth_errmsg err;
-  if (berth_wp_tensors_decode(payload, len, &outs, &n, &params, &plen,
-                              &err) != BERTH_OK)
+  if (berth_wp_tensors_decode(payload, len, &outs, &n, &params, &plen, &err) !=
+      BERTH_OK)
     return false;
   berth_job *j = b->jobs[0];
   if (j->partial != NULL && !j->answered) {
-    berth_infer_response resp = {.outputs = outs, .n_outputs = n,
-                                 .parameters = NULL};
+    berth_infer_response resp = {
+        .outputs = outs, .n_outputs = n, .parameters = NULL};
     if (plen > 2) {
       json_error_t jerr;
       resp.parameters = json_loadb(params, plen, 0, &jerr);
@@ -416,8 +418,8 @@ static berth_restart_plan restart_plan(const berth_worker *w, bool stopping,
       .stopping = stopping,
       .failed_load = failed_load,
       .backoff_s = w->backoff_s,
-      .served_ns = w->ready_ns != 0 && now > w->ready_ns ? now - w->ready_ns
-                                                          : 0,
+      .served_ns =
+          w->ready_ns != 0 && now > w->ready_ns ? now - w->ready_ns : 0,
       .backoff_min_s = cfg->restart_backoff_s,
       .backoff_max_s = cfg->restart_backoff_max_s,
   };
@@ -459,7 +461,8 @@ static void proc_lost(worker_proc *p) {
     char msg[512];
     snprintf(msg, sizeof msg,
              "model '%s' worker exited (%s) while running this request; "
-             "it is being restarted", m->cfg->name, how);
+             "it is being restarted",
+             m->cfg->name, how);
     berth_batch *b = w->batch;
     w->batch = NULL;
     berth_batch_fail(b, BERTH_E_WORKER_DIED, msg);
@@ -480,8 +483,8 @@ static void proc_lost(worker_proc *p) {
     /* Keep the reason where the ready endpoint shows it. */
     snprintf(m->load_error, sizeof m->load_error,
              "its worker exited (%s) while loading the model, %u time%s so "
-             "far; retrying with backoff (check the worker log)", how,
-             w->restarts + 1, w->restarts ? "s" : "");
+             "far; retrying with backoff (check the worker log)",
+             how, w->restarts + 1, w->restarts ? "s" : "");
     m->state = BERTH_MODEL_FAILED;
     berth_sched_fail_queued(m, BERTH_E_UNAVAILABLE, m->load_error);
     BERTH_OBSERVE(&m->engine->observers, load_failed, m);
@@ -589,16 +592,15 @@ static void worker_spawn(berth_worker *w) {
   }
   size_t limit = e->cfg.max_body_bytes * 2 + (1u << 20);
   p->max_frame = limit > UINT32_MAX ? UINT32_MAX : (uint32_t)limit;
-  berth_buf_init(&p->rx, (size_t)p->max_frame + BERTH_WP_HEADER_SIZE +
-                             128 * 1024);
+  berth_buf_init(&p->rx,
+                 (size_t)p->max_frame + BERTH_WP_HEADER_SIZE + 128 * 1024);
   p->w = w;
   p->engine = e;
   uv_pipe_init(e->loop, &p->pipe, 0);
   p->pipe.data = p;
   p->process.data = p;
-  bool out_ok =
-      berth_worker_output_init(&p->out[0], e->loop, "stdout", proc_release,
-                               p) == BERTH_OK;
+  bool out_ok = berth_worker_output_init(&p->out[0], e->loop, "stdout",
+                                         proc_release, p) == BERTH_OK;
   if (berth_worker_output_init(&p->out[1], e->loop, "stderr", proc_release,
                                p) != BERTH_OK)
     out_ok = false;
@@ -643,8 +645,7 @@ static void worker_spawn(berth_worker *w) {
   p->open_handles = 4;
   for (int k = 0; k < 2; k++)
     berth_worker_output_start(&p->out[k], w->model->cfg->name,
-                              w->model->cfg->version, w->index,
-                              p->process.pid);
+                              w->model->cfg->version, w->index, p->process.pid);
   w->proc = p;
   w->state = W_LOADING;
   w->ready_ns = 0;

@@ -26,9 +26,9 @@ typedef struct berth_worker berth_worker;
 
 /* The supervisor's engine-wide state; supervisor.c alone writes it. */
 typedef struct berth_supervisor_state {
-  size_t live_procs;              /* worker processes not yet reaped/freed */
-  uv_timer_t stop_timer;          /* stop_all's escalation to SIGKILL */
-  void (*stopped)(void *arg);     /* stop_all's callback, called once */
+  size_t live_procs;          /* worker processes not yet reaped/freed */
+  uv_timer_t stop_timer;      /* stop_all's escalation to SIGKILL */
+  void (*stopped)(void *arg); /* stop_all's callback, called once */
   void *stopped_arg;
 } berth_supervisor_state;
 

@@ -94,7 +94,7 @@ static void log_line(void *arg, const char *line, size_t len, bool cut) {
       msg_len = json_string_length(m);
       json_t *lv = json_object_get(doc, "level");
       int l = json_is_string(lv) ? berth_log_level_parse(json_string_value(lv),
-                                                          json_string_length(lv))
+                                                         json_string_length(lv))
                                  : -1;
       if (l >= 0)
         level = (berth_log_level)l;
@@ -191,8 +191,7 @@ void berth_worker_output_close(berth_worker_output *o) {
         if (n <= 0)
           break;
         total += (size_t)n;
-        berth_line_splitter_feed(&o->lines, g_read_buf, (size_t)n, log_line,
-                                 o);
+        berth_line_splitter_feed(&o->lines, g_read_buf, (size_t)n, log_line, o);
       }
     }
     berth_line_splitter_flush(&o->lines, log_line, o);

@@ -26,10 +26,10 @@ typedef void (*berth_line_cb)(void *arg, const char *line, size_t len,
                               bool cut);
 
 typedef struct berth_line_splitter {
-  char *buf;          /* owned, max_line bytes */
-  size_t len;         /* bytes of the current line held */
+  char *buf;  /* owned, max_line bytes */
+  size_t len; /* bytes of the current line held */
   size_t max_line;
-  bool skipping;      /* the current line was emitted cut: drop to '\n' */
+  bool skipping; /* the current line was emitted cut: drop to '\n' */
 } berth_line_splitter;
 
 /* BERTH_E_NOMEM or BERTH_OK. */
@@ -44,11 +44,11 @@ void berth_line_splitter_free(berth_line_splitter *s);
 
 /* One forwarded stream of one worker incarnation. */
 typedef struct berth_worker_output {
-  uv_pipe_t pipe;            /* pipe.data = this */
+  uv_pipe_t pipe; /* pipe.data = this */
   berth_line_splitter lines;
-  const char *stream;        /* "stdout" or "stderr" (static) */
-  const char *model;         /* borrowed: outlives the incarnation */
-  const char *version;       /* borrowed */
+  const char *stream;  /* "stdout" or "stderr" (static) */
+  const char *model;   /* borrowed: outlives the incarnation */
+  const char *version; /* borrowed */
   unsigned instance;
   int pid;
   bool reading;
@@ -67,8 +67,7 @@ int berth_worker_output_init(berth_worker_output *o, uv_loop_t *loop,
                              void *owner);
 /* Starts forwarding, once the process runs (identity for the lines). */
 void berth_worker_output_start(berth_worker_output *o, const char *model,
-                               const char *version, unsigned instance,
-                               int pid);
+                               const char *version, unsigned instance, int pid);
 /* The process has exited (or never started): reads what it left in the
  * pipe (bounded), logs the unfinished line, and closes the handle.
  * Idempotent. */

@@ -146,8 +146,8 @@ static uint8_t *encode_tensor(const berth_tensor *t, uint8_t *p) {
 }
 
 int berth_wp_tensors_encode(const berth_tensor *ts, size_t n,
-                            const char *params, size_t params_len,
-                            uint8_t *buf, size_t cap, size_t *written) {
+                            const char *params, size_t params_len, uint8_t *buf,
+                            size_t cap, size_t *written) {
   size_t need;
   int rc = berth_wp_tensors_size(ts, n, params_len, &need);
   if (rc != BERTH_OK)
@@ -182,8 +182,7 @@ typedef struct wp_reader {
 static size_t rd_left(const wp_reader *r) { return r->len - r->off; }
 
 /* Skips pad8(n) bytes, which must exist and be zero. */
-static int rd_pad(wp_reader *r, size_t n, berth_errmsg *err,
-                  const char *what) {
+static int rd_pad(wp_reader *r, size_t n, berth_errmsg *err, const char *what) {
   size_t p = pad8(n);
   if (p > rd_left(r))
     return berth_errf(err, BERTH_E_PARSE,
@@ -248,8 +247,9 @@ static int decode_head(wp_reader *r, size_t idx, berth_tensor *t,
     return berth_errf(err, BERTH_E_PARSE, "tensor %zu: unknown datatype %u",
                       idx, dtype);
   if (ndim > BERTH_MAX_DIMS)
-    return berth_errf(err, BERTH_E_PARSE, "tensor %zu: %u dimensions, at most %d",
-                      idx, ndim, BERTH_MAX_DIMS);
+    return berth_errf(err, BERTH_E_PARSE,
+                      "tensor %zu: %u dimensions, at most %d", idx, ndim,
+                      BERTH_MAX_DIMS);
   if (name_len == 0)
     return berth_errf(err, BERTH_E_PARSE, "tensor %zu: empty name", idx);
   if (get_u32(p + 4) != 0)
@@ -291,9 +291,10 @@ static int decode_tensor(wp_reader *r, size_t idx, berth_tensor *t,
   if (rc != BERTH_OK)
     return rc;
   if (data_len > rd_left(r))
-    return berth_errf(err, BERTH_E_PARSE,
-                      "tensor '%.100s': data_len %llu exceeds the %zu bytes left",
-                      t->name, (unsigned long long)data_len, rd_left(r));
+    return berth_errf(
+        err, BERTH_E_PARSE,
+        "tensor '%.100s': data_len %llu exceeds the %zu bytes left", t->name,
+        (unsigned long long)data_len, rd_left(r));
   t->data = (uint8_t *)(uintptr_t)(r->buf + r->off);
   t->nbytes = (size_t)data_len;
   t->data_borrowed = true;
@@ -329,9 +330,8 @@ static int check_unique(const berth_tensor *ts, size_t n, berth_errmsg *err) {
   return rc;
 }
 
-int berth_wp_tensors_decode(const uint8_t *buf, size_t len,
-                            berth_tensor **out, size_t *n,
-                            const char **params, size_t *params_len,
+int berth_wp_tensors_decode(const uint8_t *buf, size_t len, berth_tensor **out,
+                            size_t *n, const char **params, size_t *params_len,
                             berth_errmsg *err) {
   *out = NULL;
   *n = 0;

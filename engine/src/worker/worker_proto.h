@@ -31,10 +31,10 @@ typedef enum {
 } berth_wp_type;
 
 typedef struct berth_wp_header {
-  uint32_t length;  /* payload bytes after the header */
-  uint16_t type;    /* berth_wp_type */
-  uint16_t flags;   /* 0 in version 1 */
-  uint64_t id;      /* INFER: batch id, echoed by RESULT/ERROR; else 0 */
+  uint32_t length; /* payload bytes after the header */
+  uint16_t type;   /* berth_wp_type */
+  uint16_t flags;  /* 0 in version 1 */
+  uint64_t id;     /* INFER: batch id, echoed by RESULT/ERROR; else 0 */
 } berth_wp_header;
 
 void berth_wp_header_encode(uint8_t out[BERTH_WP_HEADER_SIZE],
@@ -51,16 +51,15 @@ int berth_wp_tensors_size(const berth_tensor *ts, size_t n, size_t params_len,
                           size_t *out);
 /* Writes the payload into buf (cap bytes, at least berth_wp_tensors_size). */
 int berth_wp_tensors_encode(const berth_tensor *ts, size_t n,
-                            const char *params, size_t params_len,
-                            uint8_t *buf, size_t cap, size_t *written);
+                            const char *params, size_t params_len, uint8_t *buf,
+                            size_t cap, size_t *written);
 /* Decodes a payload of len bytes. On success *out is a malloc'd array of *n
  * tensors whose names are owned and whose data BORROWS from buf (buf must
  * outlive them, free with berth_tensors_free); *params and *params_len point into
  * buf. Every tensor passes berth_tensor_check. BERTH_E_PARSE on any
  * inconsistency, with a message. */
-int berth_wp_tensors_decode(const uint8_t *buf, size_t len,
-                            berth_tensor **out, size_t *n,
-                            const char **params, size_t *params_len,
+int berth_wp_tensors_decode(const uint8_t *buf, size_t len, berth_tensor **out,
+                            size_t *n, const char **params, size_t *params_len,
                             berth_errmsg *err);
 
 #endif

@@ -73,9 +73,9 @@ static void test_head_length(void **state) {
                    BERTH_E_INVALID);
   assert_int_equal(berth_binary_parse_head_length("1 ", 2, 100, &n, &err),
                    BERTH_E_INVALID);
-  assert_int_equal(berth_binary_parse_head_length("99999999999999999999", 20,
-                                                  100, &n, &err),
-                   BERTH_E_INVALID);
+  assert_int_equal(
+      berth_binary_parse_head_length("99999999999999999999", 20, 100, &n, &err),
+      BERTH_E_INVALID);
 }
 
 /* ---- decoding ----------------------------------------------------------- */
@@ -84,8 +84,9 @@ static void test_fp32_borrowed(void **state) {
   (void)state;
   float v[4] = {1.5f, -2.0f, 0.25f, 1e30f};
   body b;
-  make(&b, "{\"id\":\"r1\",\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\","
-           "\"shape\":[2,2],\"parameters\":{\"binary_data_size\":16}}]}",
+  make(&b,
+       "{\"id\":\"r1\",\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\","
+       "\"shape\":[2,2],\"parameters\":{\"binary_data_size\":16}}]}",
        v, sizeof v);
   berth_infer_request r;
   berth_errmsg err;
@@ -114,14 +115,15 @@ static void test_mixed_inputs_keep_order(void **state) {
   memcpy(bin, a, 24);
   memcpy(bin + 24, c, 2);
   body b;
-  make(&b, "{\"inputs\":["
-           "{\"name\":\"a\",\"datatype\":\"INT64\",\"shape\":[3],"
-           "\"parameters\":{\"binary_data_size\":24}},"
-           "{\"name\":\"j\",\"datatype\":\"FP64\",\"shape\":[2],"
-           "\"data\":[0.1,2]},"
-           "{\"name\":\"c\",\"datatype\":\"UINT8\",\"shape\":[1,2],"
-           "\"parameters\":{\"binary_data_size\":2,\"other\":1}}],"
-           "\"outputs\":[{\"name\":\"y\"}],\"parameters\":{\"k\":1}}",
+  make(&b,
+       "{\"inputs\":["
+       "{\"name\":\"a\",\"datatype\":\"INT64\",\"shape\":[3],"
+       "\"parameters\":{\"binary_data_size\":24}},"
+       "{\"name\":\"j\",\"datatype\":\"FP64\",\"shape\":[2],"
+       "\"data\":[0.1,2]},"
+       "{\"name\":\"c\",\"datatype\":\"UINT8\",\"shape\":[1,2],"
+       "\"parameters\":{\"binary_data_size\":2,\"other\":1}}],"
+       "\"outputs\":[{\"name\":\"y\"}],\"parameters\":{\"k\":1}}",
        bin, sizeof bin);
   berth_infer_request r;
   berth_errmsg err;
@@ -144,13 +146,14 @@ static void test_mixed_inputs_keep_order(void **state) {
 
 static void test_bytes_and_bool(void **state) {
   (void)state;
-  uint8_t bin[] = {2, 0, 0, 0, 'h', 'i', 0, 0, 0, 0, 3, 0, 0, 0, 0xff, 0, 'z',
-                   1, 0};
+  uint8_t bin[] = {2, 0, 0, 0, 'h',  'i', 0,   0, 0, 0,
+                   3, 0, 0, 0, 0xff, 0,   'z', 1, 0};
   body b;
-  make(&b, "{\"inputs\":[{\"name\":\"s\",\"datatype\":\"BYTES\",\"shape\":[3],"
-           "\"parameters\":{\"binary_data_size\":17}},"
-           "{\"name\":\"f\",\"datatype\":\"BOOL\",\"shape\":[2],"
-           "\"parameters\":{\"binary_data_size\":2}}]}",
+  make(&b,
+       "{\"inputs\":[{\"name\":\"s\",\"datatype\":\"BYTES\",\"shape\":[3],"
+       "\"parameters\":{\"binary_data_size\":17}},"
+       "{\"name\":\"f\",\"datatype\":\"BOOL\",\"shape\":[2],"
+       "\"parameters\":{\"binary_data_size\":2}}]}",
        bin, sizeof bin);
   berth_infer_request r;
   berth_errmsg err;
@@ -188,9 +191,10 @@ static void test_decode_errors(void **state) {
   expect_err("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP33\",\"shape\":[2],"
              "\"parameters\":{\"binary_data_size\":8}}]}",
              z, 8, BERTH_E_INVALID, "unknown datatype");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[-2],"
-             "\"parameters\":{\"binary_data_size\":8}}]}",
-             z, 8, BERTH_E_INVALID, "shape");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[-2],"
+      "\"parameters\":{\"binary_data_size\":8}}]}",
+      z, 8, BERTH_E_INVALID, "shape");
   expect_err("{\"inputs\":[{\"name\":\"\",\"datatype\":\"FP32\",\"shape\":[2],"
              "\"parameters\":{\"binary_data_size\":8}}]}",
              z, 8, BERTH_E_INVALID, "inputs[0].name");
@@ -201,13 +205,15 @@ static void test_decode_errors(void **state) {
              z, 8, BERTH_E_TOO_LARGE, "limit");
   /* BYTES prefixes and BOOL values */
   uint8_t bad_bytes[6] = {9, 0, 0, 0, 'a', 'b'};
-  expect_err("{\"inputs\":[{\"name\":\"s\",\"datatype\":\"BYTES\",\"shape\":[1],"
-             "\"parameters\":{\"binary_data_size\":6}}]}",
-             bad_bytes, 6, BERTH_E_INVALID, "claims 9 bytes");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"s\",\"datatype\":\"BYTES\",\"shape\":[1],"
+      "\"parameters\":{\"binary_data_size\":6}}]}",
+      bad_bytes, 6, BERTH_E_INVALID, "claims 9 bytes");
   uint8_t two_elems[10] = {1, 0, 0, 0, 'a', 1, 0, 0, 0, 'b'};
-  expect_err("{\"inputs\":[{\"name\":\"s\",\"datatype\":\"BYTES\",\"shape\":[3],"
-             "\"parameters\":{\"binary_data_size\":10}}]}",
-             two_elems, 10, BERTH_E_INVALID, "holds 2");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"s\",\"datatype\":\"BYTES\",\"shape\":[3],"
+      "\"parameters\":{\"binary_data_size\":10}}]}",
+      two_elems, 10, BERTH_E_INVALID, "holds 2");
   uint8_t bools[2] = {1, 2};
   expect_err("{\"inputs\":[{\"name\":\"f\",\"datatype\":\"BOOL\",\"shape\":[2],"
              "\"parameters\":{\"binary_data_size\":2}}]}",
@@ -247,9 +253,8 @@ static void test_too_many_inputs(void **state) {
   const char *head = "{\"inputs\":[{},{},{}]}";
   berth_infer_request r;
   berth_errmsg err;
-  assert_int_equal(berth_binary_decode_infer_request(head, strlen(head),
-                                                     strlen(head), &small, &r,
-                                                     &err),
+  assert_int_equal(berth_binary_decode_infer_request(
+                       head, strlen(head), strlen(head), &small, &r, &err),
                    BERTH_E_TOO_LARGE);
 }
 
@@ -295,14 +300,12 @@ static void test_output_prefs(void **state) {
   berth_infer_request_clear(&r);
 
   decode_json("{\"inputs\":[],\"parameters\":{\"binary_data_output\":1}}", &r);
-  assert_int_equal(berth_binary_output_prefs(&r, &dflt, &err),
-                   BERTH_E_INVALID);
+  assert_int_equal(berth_binary_output_prefs(&r, &dflt, &err), BERTH_E_INVALID);
   berth_infer_request_clear(&r);
   decode_json("{\"inputs\":[],\"outputs\":[{\"name\":\"a\",\"parameters\":"
               "{\"binary_data\":\"yes\"}}]}",
               &r);
-  assert_int_equal(berth_binary_output_prefs(&r, &dflt, &err),
-                   BERTH_E_INVALID);
+  assert_int_equal(berth_binary_output_prefs(&r, &dflt, &err), BERTH_E_INVALID);
   assert_non_null(strstr(err.msg, "output 'a'"));
   berth_infer_request_clear(&r);
   decode_json("{\"inputs\":[],\"outputs\":[{\"name\":\"a\",\"parameters\":"
@@ -322,14 +325,26 @@ static uint8_t n_data[2] = {5, 6};
 
 static void response(berth_tensor outs[3], berth_infer_response *resp) {
   memset(outs, 0, 3 * sizeof *outs);
-  outs[0] = (berth_tensor){.name = "y", .dtype = BERTH_DT_FP32, .ndim = 2,
-                           .shape = {1, 2}, .data = y_data, .nbytes = 8,
+  outs[0] = (berth_tensor){.name = "y",
+                           .dtype = BERTH_DT_FP32,
+                           .ndim = 2,
+                           .shape = {1, 2},
+                           .data = y_data,
+                           .nbytes = 8,
                            .data_borrowed = true};
-  outs[1] = (berth_tensor){.name = "s", .dtype = BERTH_DT_BYTES, .ndim = 1,
-                           .shape = {1}, .data = s_data, .nbytes = 7,
+  outs[1] = (berth_tensor){.name = "s",
+                           .dtype = BERTH_DT_BYTES,
+                           .ndim = 1,
+                           .shape = {1},
+                           .data = s_data,
+                           .nbytes = 7,
                            .data_borrowed = true};
-  outs[2] = (berth_tensor){.name = "n", .dtype = BERTH_DT_UINT8, .ndim = 1,
-                           .shape = {2}, .data = n_data, .nbytes = 2,
+  outs[2] = (berth_tensor){.name = "n",
+                           .dtype = BERTH_DT_UINT8,
+                           .ndim = 1,
+                           .shape = {2},
+                           .data = n_data,
+                           .nbytes = 2,
                            .data_borrowed = true};
   *resp = (berth_infer_response){.outputs = outs, .n_outputs = 3};
 }
@@ -344,9 +359,8 @@ static void test_encode_all_binary(void **state) {
   berth_buf_init(&out, 1 << 20);
   size_t head = 0;
   berth_errmsg err;
-  assert_int_equal(berth_binary_encode_infer_response("m", "1", &r, true,
-                                                      &resp, &out, &head,
-                                                      &err),
+  assert_int_equal(berth_binary_encode_infer_response("m", "1", &r, true, &resp,
+                                                      &out, &head, &err),
                    BERTH_OK);
   assert_int_equal(out.len, head + 8 + 7 + 2);
   json_t *doc = json_loadb(out.data, head, 0, NULL);
@@ -390,14 +404,14 @@ static void test_encode_mixed(void **state) {
   size_t head = 0;
   berth_errmsg err;
   assert_int_equal(berth_binary_encode_infer_response("m", "1", &r, false,
-                                                      &resp, &out, &head,
-                                                      &err),
+                                                      &resp, &out, &head, &err),
                    BERTH_OK);
   assert_int_equal(out.len, 2 + head + 7);
   json_t *doc = json_loadb(out.data + 2, head, 0, NULL);
   assert_non_null(doc);
   assert_int_equal(json_integer_value(json_object_get(
-                       json_object_get(doc, "parameters"), "p")), 3);
+                       json_object_get(doc, "parameters"), "p")),
+                   3);
   json_t *o = json_object_get(doc, "outputs");
   assert_int_equal(json_array_size(o), 3);
   /* JSON outputs first, in the requested order, then the binary one */
@@ -428,9 +442,8 @@ static void test_encode_errors_leave_buffer(void **state) {
   berth_buf_init(&out, 1 << 20);
   berth_buf_append(&out, "keep", 4);
   decode_json("{\"inputs\":[],\"outputs\":[{\"name\":\"nope\"}]}", &r);
-  assert_int_equal(berth_binary_encode_infer_response("m", "1", &r, true,
-                                                      &resp, &out, &head,
-                                                      &err),
+  assert_int_equal(berth_binary_encode_infer_response("m", "1", &r, true, &resp,
+                                                      &out, &head, &err),
                    BERTH_E_INVALID);
   assert_non_null(strstr(err.msg, "nope"));
   assert_int_equal(out.len, 4);
@@ -441,8 +454,7 @@ static void test_encode_errors_leave_buffer(void **state) {
               "\"parameters\":{\"binary_data\":true}}]}",
               &r);
   assert_int_equal(berth_binary_encode_infer_response("m", "1", &r, false,
-                                                      &resp, &out, &head,
-                                                      &err),
+                                                      &resp, &out, &head, &err),
                    BERTH_E_UNSUPPORTED);
   assert_int_equal(out.len, 4);
   berth_infer_request_clear(&r);
@@ -451,15 +463,13 @@ static void test_encode_errors_leave_buffer(void **state) {
   berth_buf big;
   berth_buf_init(&big, 1 << 20);
   assert_int_equal(berth_binary_encode_infer_response("m", "1", &all, true,
-                                                      &resp, &big, &head,
-                                                      &err),
+                                                      &resp, &big, &head, &err),
                    BERTH_OK);
   for (size_t max = 0; max < big.len; max++) {
     berth_buf small;
     berth_buf_init(&small, max);
-    assert_int_equal(berth_binary_encode_infer_response("m", "1", &all, true,
-                                                        &resp, &small, &head,
-                                                        &err),
+    assert_int_equal(berth_binary_encode_infer_response(
+                         "m", "1", &all, true, &resp, &small, &head, &err),
                      BERTH_E_TOO_LARGE);
     assert_int_equal(small.len, 0);
     berth_buf_free(&small);
@@ -468,8 +478,7 @@ static void test_encode_errors_leave_buffer(void **state) {
   /* a broken output tensor */
   outs[2].nbytes = 3;
   assert_int_equal(berth_binary_encode_infer_response("m", "1", &all, true,
-                                                      &resp, &out, &head,
-                                                      &err),
+                                                      &resp, &out, &head, &err),
                    BERTH_E_INTERNAL);
   assert_int_equal(out.len, 4);
   berth_buf_free(&out);
@@ -482,10 +491,11 @@ static void test_round_trip(void **state) {
   memcpy(bin, y_data, 8);
   memcpy(bin + 8, (uint8_t[]){5, 0, 0, 0, 'h', 'e', 'l', 'l', 'o'}, 9);
   body b;
-  make(&b, "{\"inputs\":[{\"name\":\"y\",\"datatype\":\"FP32\",\"shape\":[1,2],"
-           "\"parameters\":{\"binary_data_size\":8}},{\"name\":\"s\","
-           "\"datatype\":\"BYTES\",\"shape\":[1],\"parameters\":"
-           "{\"binary_data_size\":9}}]}",
+  make(&b,
+       "{\"inputs\":[{\"name\":\"y\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+       "\"parameters\":{\"binary_data_size\":8}},{\"name\":\"s\","
+       "\"datatype\":\"BYTES\",\"shape\":[1],\"parameters\":"
+       "{\"binary_data_size\":9}}]}",
        bin, sizeof bin);
   berth_infer_request r;
   berth_errmsg err;
@@ -496,8 +506,7 @@ static void test_round_trip(void **state) {
   berth_buf_init(&out, 1 << 20);
   size_t head = 0;
   assert_int_equal(berth_binary_encode_infer_response(NULL, NULL, &all, true,
-                                                      &resp, &out, &head,
-                                                      &err),
+                                                      &resp, &out, &head, &err),
                    BERTH_OK);
   assert_int_equal(out.len - head, sizeof bin);
   assert_memory_equal(out.data + head, bin, sizeof bin);

@@ -28,8 +28,9 @@ static uint8_t *pack(const Req *r, size_t *len) {
   return b;
 }
 
-static int decode_req(const Req *r, const berth_grpc_limits *lim, berth_grpc_target *t,
-                      berth_infer_request *out, berth_errmsg *err) {
+static int decode_req(const Req *r, const berth_grpc_limits *lim,
+                      berth_grpc_target *t, berth_infer_request *out,
+                      berth_errmsg *err) {
   size_t len;
   uint8_t *b = pack(r, &len);
   err->msg[0] = '\0';
@@ -76,8 +77,8 @@ static int on_msg(void *arg, const uint8_t *msg, size_t len) {
 
 static void test_reader_pieces(void **state) {
   (void)state;
-  const uint8_t wire[] = {0, 0, 0, 0, 3, 'a', 'b', 'c', 0, 0, 0, 0, 0,
-                          0, 0, 0, 0, 2, 'x', 'y'};
+  const uint8_t wire[] = {0, 0, 0, 0, 3, 'a', 'b', 'c', 0,   0,
+                          0, 0, 0, 0, 0, 0,   0,   2,   'x', 'y'};
   for (size_t step = 1; step <= sizeof wire; step++) {
     berth_grpc_reader r;
     berth_grpc_reader_init(&r, 100);
@@ -85,8 +86,9 @@ static void test_reader_pieces(void **state) {
     berth_errmsg err;
     for (size_t off = 0; off < sizeof wire; off += step) {
       size_t n = sizeof wire - off < step ? sizeof wire - off : step;
-      assert_int_equal(berth_grpc_reader_feed(&r, wire + off, n, on_msg, &g, &err),
-                       BERTH_OK);
+      assert_int_equal(
+          berth_grpc_reader_feed(&r, wire + off, n, on_msg, &g, &err),
+          BERTH_OK);
       if (off + n < sizeof wire && off + n > 5 && off + n < 8)
         assert_int_equal(berth_grpc_reader_held(&r), off + n);
     }
@@ -109,7 +111,8 @@ static void test_reader_errors(void **state) {
   berth_grpc_reader r;
   berth_grpc_reader_init(&r, 4);
   const uint8_t big[] = {0, 0, 0, 0, 5};
-  assert_int_equal(berth_grpc_reader_feed(&r, big, 5, on_msg, &g, &err), BERTH_E_TOO_LARGE);
+  assert_int_equal(berth_grpc_reader_feed(&r, big, 5, on_msg, &g, &err),
+                   BERTH_E_TOO_LARGE);
   assert_non_null(strstr(err.msg, "limit"));
   berth_grpc_reader_free(&r);
 
@@ -121,14 +124,16 @@ static void test_reader_errors(void **state) {
 
   berth_grpc_reader_init(&r, 4);
   const uint8_t bad[] = {9, 0, 0, 0, 1, 'a'};
-  assert_int_equal(berth_grpc_reader_feed(&r, bad, 6, on_msg, &g, &err), BERTH_E_PARSE);
+  assert_int_equal(berth_grpc_reader_feed(&r, bad, 6, on_msg, &g, &err),
+                   BERTH_E_PARSE);
   berth_grpc_reader_free(&r);
 
   /* the callback's status stops the feed */
   berth_grpc_reader_init(&r, 4);
   got s = {.stop_after = 1};
   const uint8_t two[] = {0, 0, 0, 0, 1, 'a', 0, 0, 0, 0, 1, 'b'};
-  assert_int_equal(berth_grpc_reader_feed(&r, two, sizeof two, on_msg, &s, &err), 7);
+  assert_int_equal(
+      berth_grpc_reader_feed(&r, two, sizeof two, on_msg, &s, &err), 7);
   assert_int_equal(s.n, 1);
   berth_grpc_reader_free(&r);
   assert_int_equal(g.n, 0);
@@ -142,12 +147,16 @@ static void test_reader_compressed(void **state) {
   char *z;
   size_t zn;
   berth_errmsg err;
-  assert_int_equal(berth_deflate(BERTH_ENC_GZIP, (const uint8_t *)"hello", 5, &z, &zn, &err),
-                   BERTH_OK);
+  assert_int_equal(
+      berth_deflate(BERTH_ENC_GZIP, (const uint8_t *)"hello", 5, &z, &zn, &err),
+      BERTH_OK);
   uint8_t wire[128];
   size_t w = 0;
   wire[w++] = 1;
-  wire[w++] = 0; wire[w++] = 0; wire[w++] = (uint8_t)(zn >> 8); wire[w++] = (uint8_t)zn;
+  wire[w++] = 0;
+  wire[w++] = 0;
+  wire[w++] = (uint8_t)(zn >> 8);
+  wire[w++] = (uint8_t)zn;
   memcpy(wire + w, z, zn);
   w += zn;
   const uint8_t plain[] = {0, 0, 0, 0, 2, 'o', 'k'};
@@ -160,7 +169,9 @@ static void test_reader_compressed(void **state) {
     got g = {0};
     for (size_t off = 0; off < w; off += step) {
       size_t n = w - off < step ? w - off : step;
-      assert_int_equal(berth_grpc_reader_feed(&r, wire + off, n, on_msg, &g, &err), BERTH_OK);
+      assert_int_equal(
+          berth_grpc_reader_feed(&r, wire + off, n, on_msg, &g, &err),
+          BERTH_OK);
     }
     assert_int_equal(g.n, 2);
     assert_int_equal(g.lens[0], 5);
@@ -175,21 +186,26 @@ static void test_reader_compressed(void **state) {
   size_t bzn;
   char big[4096];
   memset(big, 'a', sizeof big);
-  assert_int_equal(berth_deflate(BERTH_ENC_GZIP, (const uint8_t *)big, sizeof big, &bz, &bzn, &err),
+  assert_int_equal(berth_deflate(BERTH_ENC_GZIP, (const uint8_t *)big,
+                                 sizeof big, &bz, &bzn, &err),
                    BERTH_OK);
   berth_grpc_reader_init(&r, 1000); /* bzn < 1000 < 4096 */
   r.encoding = BERTH_ENC_GZIP;
   assert_true(bzn < 1000);
   uint8_t head[5] = {1, 0, 0, (uint8_t)(bzn >> 8), (uint8_t)bzn};
-  assert_int_equal(berth_grpc_reader_feed(&r, head, 5, on_msg, &g, &err), BERTH_OK);
-  assert_int_equal(berth_grpc_reader_feed(&r, (const uint8_t *)bz, bzn, on_msg, &g, &err),
-                   BERTH_E_TOO_LARGE);
+  assert_int_equal(berth_grpc_reader_feed(&r, head, 5, on_msg, &g, &err),
+                   BERTH_OK);
+  assert_int_equal(
+      berth_grpc_reader_feed(&r, (const uint8_t *)bz, bzn, on_msg, &g, &err),
+      BERTH_E_TOO_LARGE);
   assert_non_null(strstr(err.msg, "grpc_max_message_bytes"));
   berth_grpc_reader_free(&r);
   berth_grpc_reader_init(&r, 100);
   r.encoding = BERTH_ENC_DEFLATE;
   const uint8_t junk[] = {1, 0, 0, 0, 3, 'x', 'y', 'z'};
-  assert_int_equal(berth_grpc_reader_feed(&r, junk, sizeof junk, on_msg, &g, &err), BERTH_E_PARSE);
+  assert_int_equal(
+      berth_grpc_reader_feed(&r, junk, sizeof junk, on_msg, &g, &err),
+      BERTH_E_PARSE);
   berth_grpc_reader_free(&r);
   assert_int_equal(g.n, 0);
   free(z);
@@ -208,7 +224,8 @@ static void test_decode_raw(void **state) {
   r.id = "req-1";
   float f[4] = {1.5f, -2.0f, 0.25f, 8.0f};
   uint8_t bytes[] = {2, 0, 0, 0, 'h', 'i', 0, 0, 0, 0};
-  ProtobufCBinaryData raw[2] = {{sizeof f, (uint8_t *)f}, {sizeof bytes, bytes}};
+  ProtobufCBinaryData raw[2] = {{sizeof f, (uint8_t *)f},
+                                {sizeof bytes, bytes}};
   r.n_raw_input_contents = 2;
   r.raw_input_contents = raw;
   berth_grpc_target t;
@@ -441,12 +458,14 @@ static void test_decode_typed(void **state) {
   assert_non_null(strstr(err.msg, "no data"));
 
   in.datatype = "BYTES";
-  ProtobufCBinaryData bs[3] = {{2, (uint8_t *)"hi"}, {0, NULL}, {3, (uint8_t *)"\xe2\x9c\x93"}};
+  ProtobufCBinaryData bs[3] = {
+      {2, (uint8_t *)"hi"}, {0, NULL}, {3, (uint8_t *)"\xe2\x9c\x93"}};
   c.n_bytes_contents = 3;
   c.bytes_contents = bs;
   out = typed_ok(&in);
   assert_int_equal(out.inputs[0].nbytes, 4 + 2 + 4 + 4 + 3);
-  assert_memory_equal(out.inputs[0].data, "\2\0\0\0hi\0\0\0\0\3\0\0\0\xe2\x9c\x93", 17);
+  assert_memory_equal(out.inputs[0].data,
+                      "\2\0\0\0hi\0\0\0\0\3\0\0\0\xe2\x9c\x93", 17);
   berth_infer_request_clear(&out);
   c.n_bytes_contents = 0;
 
@@ -470,15 +489,17 @@ static void test_decode_errors(void **state) {
   berth_errmsg err;
   /* not protobuf: a field with wire type 7 */
   const uint8_t junk[] = {0x0f, 0x01, 0x02};
-  assert_int_equal(berth_grpc_decode_infer_request(junk, sizeof junk, NULL, &t, &out, &err),
-                   BERTH_E_PARSE);
+  assert_int_equal(
+      berth_grpc_decode_infer_request(junk, sizeof junk, NULL, &t, &out, &err),
+      BERTH_E_PARSE);
   /* truncated length-delimited field */
   const uint8_t cut[] = {0x0a, 0x05, 'm'};
-  assert_int_equal(berth_grpc_decode_infer_request(cut, sizeof cut, NULL, &t, &out, &err),
-                   BERTH_E_PARSE);
+  assert_int_equal(
+      berth_grpc_decode_infer_request(cut, sizeof cut, NULL, &t, &out, &err),
+      BERTH_E_PARSE);
   /* the empty message has no model */
-  assert_int_equal(berth_grpc_decode_infer_request((const uint8_t *)"", 0, NULL, &t, &out,
-                                                   &err),
+  assert_int_equal(berth_grpc_decode_infer_request((const uint8_t *)"", 0, NULL,
+                                                   &t, &out, &err),
                    BERTH_E_INVALID);
   assert_non_null(strstr(err.msg, "model_name"));
 
@@ -528,7 +549,8 @@ static void test_decode_errors(void **state) {
     many_in[4 + 2 * i] = 0;
   }
   berth_grpc_limits tight = {.max_inputs = 100000, .max_decode_bytes = 4096};
-  assert_int_equal(berth_grpc_decode_infer_request(many_in, n * 2 + 3, &tight, &t, &out, &err),
+  assert_int_equal(berth_grpc_decode_infer_request(many_in, n * 2 + 3, &tight,
+                                                   &t, &out, &err),
                    BERTH_E_TOO_LARGE);
   assert_non_null(strstr(err.msg, "memory"));
   free(many_in);
@@ -538,17 +560,22 @@ static void test_decode_errors(void **state) {
 
 static void test_parameters_and_outputs(void **state) {
   (void)state;
-  Inference__InferParameter pb = INFERENCE__INFER_PARAMETER__INIT, pi = pb, ps = pb,
-                            pd = pb, pu = pb, pn = pb;
-  pb.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_BOOL_PARAM;
+  Inference__InferParameter pb = INFERENCE__INFER_PARAMETER__INIT, pi = pb,
+                            ps = pb, pd = pb, pu = pb, pn = pb;
+  pb.parameter_choice_case =
+      INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_BOOL_PARAM;
   pb.bool_param = 1;
-  pi.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
+  pi.parameter_choice_case =
+      INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
   pi.int64_param = -7;
-  ps.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
+  ps.parameter_choice_case =
+      INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
   ps.string_param = "blue";
-  pd.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_DOUBLE_PARAM;
+  pd.parameter_choice_case =
+      INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_DOUBLE_PARAM;
   pd.double_param = 0.5;
-  pu.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_UINT64_PARAM;
+  pu.parameter_choice_case =
+      INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_UINT64_PARAM;
   pu.uint64_param = UINT64_MAX;
   typedef Inference__ModelInferRequest__ParametersEntry E;
   E e[6] = {INFERENCE__MODEL_INFER_REQUEST__PARAMETERS_ENTRY__INIT};
@@ -562,7 +589,8 @@ static void test_parameters_and_outputs(void **state) {
     ep[i] = &e[i];
   }
   typedef Inference__ModelInferRequest__InferRequestedOutputTensor O;
-  O o1 = INFERENCE__MODEL_INFER_REQUEST__INFER_REQUESTED_OUTPUT_TENSOR__INIT, o2 = o1;
+  O o1 = INFERENCE__MODEL_INFER_REQUEST__INFER_REQUESTED_OUTPUT_TENSOR__INIT,
+    o2 = o1;
   o1.name = "second";
   o2.name = "first";
   O *os[] = {&o1, &o2};
@@ -576,8 +604,10 @@ static void test_parameters_and_outputs(void **state) {
   berth_errmsg err;
   assert_int_equal(decode_req(&r, NULL, &t, &out, &err), BERTH_OK);
   assert_true(json_is_true(json_object_get(out.parameters, "b")));
-  assert_int_equal(json_integer_value(json_object_get(out.parameters, "i")), -7);
-  assert_string_equal(json_string_value(json_object_get(out.parameters, "s")), "blue");
+  assert_int_equal(json_integer_value(json_object_get(out.parameters, "i")),
+                   -7);
+  assert_string_equal(json_string_value(json_object_get(out.parameters, "s")),
+                      "blue");
   assert_true(json_real_value(json_object_get(out.parameters, "d")) == 0.5);
   assert_true(json_is_real(json_object_get(out.parameters, "u")));
   assert_true(json_is_null(json_object_get(out.parameters, "n")));
@@ -602,13 +632,24 @@ static void test_encode_response(void **state) {
   (void)state;
   float y[2] = {1.0f, 2.0f};
   uint8_t txt[] = {1, 0, 0, 0, 'z'};
-  berth_tensor outs[2] = {
-      {.name = "y", .dtype = BERTH_DT_FP32, .ndim = 1, .shape = {2}, .data = (uint8_t *)y,
-       .nbytes = 8, .data_borrowed = true},
-      {.name = "label", .dtype = BERTH_DT_BYTES, .ndim = 1, .shape = {1}, .data = txt,
-       .nbytes = 5, .data_borrowed = true}};
-  berth_infer_response resp = {outs, 2, json_pack("{s:i, s:s, s:b, s:f, s:[i]}", "n", 3, "s",
-                                                  "x", "b", 1, "f", 0.25, "list", 1)};
+  berth_tensor outs[2] = {{.name = "y",
+                           .dtype = BERTH_DT_FP32,
+                           .ndim = 1,
+                           .shape = {2},
+                           .data = (uint8_t *)y,
+                           .nbytes = 8,
+                           .data_borrowed = true},
+                          {.name = "label",
+                           .dtype = BERTH_DT_BYTES,
+                           .ndim = 1,
+                           .shape = {1},
+                           .data = txt,
+                           .nbytes = 5,
+                           .data_borrowed = true}};
+  berth_infer_response resp = {outs, 2,
+                               json_pack("{s:i, s:s, s:b, s:f, s:[i]}", "n", 3,
+                                         "s", "x", "b", 1, "f", 0.25, "list",
+                                         1)};
   berth_output_request want[1] = {{"label", NULL}};
   berth_infer_request req = {.id = "abc", .outputs = want, .n_outputs = 1};
   berth_grpc_answer a = {"m", "2", &req, &resp, false};
@@ -617,11 +658,12 @@ static void test_encode_response(void **state) {
   berth_errmsg err;
   assert_int_equal(berth_grpc_encode_infer_response(&a, &out, &err), BERTH_OK);
   assert_int_equal(out.data[0], 0);
-  size_t len = (size_t)(uint8_t)out.data[1] << 24 | (size_t)(uint8_t)out.data[2] << 16 |
+  size_t len = (size_t)(uint8_t)out.data[1] << 24 |
+               (size_t)(uint8_t)out.data[2] << 16 |
                (size_t)(uint8_t)out.data[3] << 8 | (uint8_t)out.data[4];
   assert_int_equal(len + 5, out.len);
-  Inference__ModelInferResponse *m =
-      inference__model_infer_response__unpack(NULL, len, (uint8_t *)out.data + 5);
+  Inference__ModelInferResponse *m = inference__model_infer_response__unpack(
+      NULL, len, (uint8_t *)out.data + 5);
   assert_non_null(m);
   assert_string_equal(m->model_name, "m");
   assert_string_equal(m->model_version, "2");
@@ -669,19 +711,22 @@ static void test_encode_response(void **state) {
   berth_buf_reset(&out);
   want[0].name = "nope";
   req.n_outputs = 1;
-  assert_int_equal(berth_grpc_encode_infer_response(&a, &out, &err), BERTH_E_INVALID);
+  assert_int_equal(berth_grpc_encode_infer_response(&a, &out, &err),
+                   BERTH_E_INVALID);
   assert_non_null(strstr(err.msg, "nope"));
 
   /* the buffer's limit */
   berth_buf small;
   berth_buf_init(&small, 16);
   req.n_outputs = 0;
-  assert_int_equal(berth_grpc_encode_infer_response(&a, &small, &err), BERTH_E_TOO_LARGE);
+  assert_int_equal(berth_grpc_encode_infer_response(&a, &small, &err),
+                   BERTH_E_TOO_LARGE);
   berth_buf_free(&small);
 
   /* an error on a stream, its message made valid UTF-8 */
   berth_buf_reset(&out);
-  assert_int_equal(berth_grpc_encode_stream_error("bad \xc3 input", &out), BERTH_OK);
+  assert_int_equal(berth_grpc_encode_stream_error("bad \xc3 input", &out),
+                   BERTH_OK);
   s = inference__model_stream_infer_response__unpack(NULL, out.len - 5,
                                                      (uint8_t *)out.data + 5);
   assert_non_null(s);
@@ -729,12 +774,16 @@ static void test_percent_and_timeout(void **state) {
 static void test_shared_memory_inputs(void **state) {
   (void)state;
   typedef Inference__ModelInferRequest__InferInputTensor__ParametersEntry PE;
-  Inference__InferParameter pr = INFERENCE__INFER_PARAMETER__INIT, ps = pr, po = pr;
-  pr.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
+  Inference__InferParameter pr = INFERENCE__INFER_PARAMETER__INIT, ps = pr,
+                            po = pr;
+  pr.parameter_choice_case =
+      INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
   pr.string_param = "in";
-  ps.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
+  ps.parameter_choice_case =
+      INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
   ps.int64_param = 8;
-  po.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
+  po.parameter_choice_case =
+      INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
   po.int64_param = 4;
   PE e[3];
   PE *ep[3];
@@ -742,7 +791,8 @@ static void test_shared_memory_inputs(void **state) {
                          "shared_memory_offset"};
   Inference__InferParameter *vals[3] = {&pr, &ps, &po};
   for (int i = 0; i < 3; i++) {
-    inference__model_infer_request__infer_input_tensor__parameters_entry__init(&e[i]);
+    inference__model_infer_request__infer_input_tensor__parameters_entry__init(
+        &e[i]);
     e[i].key = (char *)keys[i];
     e[i].value = vals[i];
     ep[i] = &e[i];
@@ -754,7 +804,8 @@ static void test_shared_memory_inputs(void **state) {
   In *ins[] = {&a, &b};
   Req r = request(ins, 2);
   int32_t v[2] = {5, 6};
-  ProtobufCBinaryData raw[2] = {{sizeof v, (uint8_t *)v}, {sizeof v, (uint8_t *)v}};
+  ProtobufCBinaryData raw[2] = {{sizeof v, (uint8_t *)v},
+                                {sizeof v, (uint8_t *)v}};
   r.n_raw_input_contents = 1;
   r.raw_input_contents = raw;
   berth_grpc_target t;
@@ -778,7 +829,8 @@ static void test_shared_memory_inputs(void **state) {
   berth_infer_request_clear(&out);
   berth_grpc_target_clear(&t);
   /* a byte size that is not a number */
-  ps.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
+  ps.parameter_choice_case =
+      INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
   ps.string_param = "8";
   r.n_raw_input_contents = 1;
   assert_int_equal(decode_req(&r, NULL, &t, &out, &err), BERTH_E_INVALID);

@@ -58,8 +58,8 @@ static void expect_err(const char *json, int status, const char *want) {
 }
 
 /* Encodes the request's own inputs as the model's outputs. */
-static char *encode_echo(const berth_infer_request *req, berth_buf *b,
-                         int *rc, berth_errmsg *err) {
+static char *encode_echo(const berth_infer_request *req, berth_buf *b, int *rc,
+                         berth_errmsg *err) {
   berth_infer_response resp = {.outputs = req->inputs,
                                .n_outputs = req->n_inputs};
   berth_buf_init(b, 1 << 24);
@@ -138,19 +138,24 @@ static void test_unsigned(void **state) {
   const uint64_t u64[] = {0, INT64_MAX, 10000000000000000000ULL, 5};
   round_trip("UINT64", "[0,9223372036854775807,1e19,5.0]", u64, 32,
              "0,9223372036854775807,10000000000000000000,5");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"UINT8\","
-             "\"data\":[1,256]}]}",
-             BERTH_E_INVALID, "input 'x': element 1 (256) is out of range for "
-                              "UINT8");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT32\","
-             "\"data\":[-1]}]}",
-             BERTH_E_INVALID, "out of range for UINT32");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT64\","
-             "\"data\":[1.8446744073709552e19]}]}",
-             BERTH_E_INVALID, "out of range for UINT64");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT16\","
-             "\"data\":[65536.0]}]}",
-             BERTH_E_INVALID, "out of range");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"UINT8\","
+      "\"data\":[1,256]}]}",
+      BERTH_E_INVALID,
+      "input 'x': element 1 (256) is out of range for "
+      "UINT8");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT32\","
+      "\"data\":[-1]}]}",
+      BERTH_E_INVALID, "out of range for UINT32");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT64\","
+      "\"data\":[1.8446744073709552e19]}]}",
+      BERTH_E_INVALID, "out of range for UINT64");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT16\","
+      "\"data\":[65536.0]}]}",
+      BERTH_E_INVALID, "out of range");
 }
 
 static void test_signed(void **state) {
@@ -163,31 +168,39 @@ static void test_signed(void **state) {
   round_trip("INT32", "[-2147483648,2147483647,-3.0]", i32, 12,
              "-2147483648,2147483647,-3");
   const int64_t i64[] = {INT64_MIN, INT64_MAX, 0, -4611686018427387904LL};
-  round_trip("INT64",
-             "[-9223372036854775808,9223372036854775807,-0.0,-4.611686018427387904e18]",
-             i64, 32, "-9223372036854775808,9223372036854775807,0,"
-                      "-4611686018427387904");
+  round_trip(
+      "INT64",
+      "[-9223372036854775808,9223372036854775807,-0.0,-4.611686018427387904e18]",
+      i64, 32,
+      "-9223372036854775808,9223372036854775807,0,"
+      "-4611686018427387904");
   expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT8\","
              "\"data\":[-129]}]}",
              BERTH_E_INVALID, "element 0 (-129) is out of range for INT8");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[3],\"datatype\":\"INT32\","
-             "\"data\":[1,2,2.5]}]}",
-             BERTH_E_INVALID, "input 'x': element 2 (2.5) is not an integer");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT64\","
-             "\"data\":[9.3e18]}]}",
-             BERTH_E_INVALID, "out of range for INT64");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT64\","
-             "\"data\":[9.223372036854775808e18]}]}",
-             BERTH_E_INVALID, "out of range for INT64");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"INT16\","
-             "\"data\":[1,\"2\"]}]}",
-             BERTH_E_INVALID, "element 1 must be an integer");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"INT16\","
-             "\"data\":[1,null]}]}",
-             BERTH_E_INVALID, "element 1 must be an integer");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT16\","
-             "\"data\":[true]}]}",
-             BERTH_E_INVALID, "element 0 must be an integer");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[3],\"datatype\":\"INT32\","
+      "\"data\":[1,2,2.5]}]}",
+      BERTH_E_INVALID, "input 'x': element 2 (2.5) is not an integer");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT64\","
+      "\"data\":[9.3e18]}]}",
+      BERTH_E_INVALID, "out of range for INT64");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT64\","
+      "\"data\":[9.223372036854775808e18]}]}",
+      BERTH_E_INVALID, "out of range for INT64");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"INT16\","
+      "\"data\":[1,\"2\"]}]}",
+      BERTH_E_INVALID, "element 1 must be an integer");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"INT16\","
+      "\"data\":[1,null]}]}",
+      BERTH_E_INVALID, "element 1 must be an integer");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT16\","
+      "\"data\":[true]}]}",
+      BERTH_E_INVALID, "element 0 must be an integer");
   /* Integers past int64 (which jansson cannot hold) still reach UINT64
    * exactly, and are out of range everywhere else. */
   {
@@ -197,8 +210,9 @@ static void test_signed(void **state) {
                        "99999999999999999999\"}}";
     berth_infer_request r;
     berth_errmsg err;
-    assert_int_equal(berth_json_decode_infer_request(body, strlen(body), NULL,
-                                                     &r, &err), BERTH_OK);
+    assert_int_equal(
+        berth_json_decode_infer_request(body, strlen(body), NULL, &r, &err),
+        BERTH_OK);
     uint64_t got[3];
     memcpy(got, r.inputs[0].data, sizeof got);
     assert_true(got[0] == UINT64_MAX);
@@ -209,30 +223,37 @@ static void test_signed(void **state) {
                         "1e99 99999999999999999999");
     berth_infer_request_clear(&r);
   }
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT64\","
-             "\"data\":[9223372036854775808]}]}",
-             BERTH_E_INVALID, "element 0 (9223372036854775808) is out of range for INT64");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT64\","
-             "\"data\":[-9223372036854775809]}]}",
-             BERTH_E_INVALID, "out of range for UINT64");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT64\","
-             "\"data\":[18446744073709551616]}]}",
-             BERTH_E_INVALID, "out of range for UINT64");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT64\","
+      "\"data\":[9223372036854775808]}]}",
+      BERTH_E_INVALID,
+      "element 0 (9223372036854775808) is out of range for INT64");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT64\","
+      "\"data\":[-9223372036854775809]}]}",
+      BERTH_E_INVALID, "out of range for UINT64");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT64\","
+      "\"data\":[18446744073709551616]}]}",
+      BERTH_E_INVALID, "out of range for UINT64");
   /* strings stay strings, with or without a big integer elsewhere */
   expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\","
              "\"data\":[\"\\u0000abc\"]}],\"parameters\":{\"n\":"
              "99999999999999999999}}",
              BERTH_E_INVALID, "element 0 must be a number");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT64\","
-             "\"data\":[\"\\u000042\"]}]}",
-             BERTH_E_INVALID, "element 0 must be an integer");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"BYTES\","
-             "\"data\":[99999999999999999999]}]}",
-             BERTH_E_INVALID, "element 0 must be a string");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT64\","
+      "\"data\":[\"\\u000042\"]}]}",
+      BERTH_E_INVALID, "element 0 must be an integer");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"BYTES\","
+      "\"data\":[99999999999999999999]}]}",
+      BERTH_E_INVALID, "element 0 must be a string");
   /* an integer past the largest double is out of range, not infinity */
   {
     char body[512];
-    int n = snprintf(body, sizeof body, "{\"inputs\":[{\"name\":\"x\",\"shape\":"
+    int n = snprintf(body, sizeof body,
+                     "{\"inputs\":[{\"name\":\"x\",\"shape\":"
                      "[1],\"datatype\":\"FP64\",\"data\":[1");
     memset(body + n, '0', 320);
     strcpy(body + n + 320, "]}]}");
@@ -289,8 +310,10 @@ static void test_bf16(void **state) {
 
 static void test_fp32(void **state) {
   (void)state;
-  const float f[] = {0.1f, 3.4028234663852886e38f, 1e-45f, 16777216.0f,
-                     -0.0f, 0.7310586f, 1e21f, 1e-7f};
+  const float f[] = {0.1f,   3.4028234663852886e38f,
+                     1e-45f, 16777216.0f,
+                     -0.0f,  0.7310586f,
+                     1e21f,  1e-7f};
   round_trip("FP32",
              "[0.1,3.4028235e38,1.4e-45,16777217,-0.0,0.7310586,1e21,1e-7]", f,
              32,
@@ -307,8 +330,8 @@ static void test_fp32(void **state) {
 static void test_fp64(void **state) {
   (void)state;
   const double d[] = {0.1, 1e308, 5e-324, -0.0, 3, 2.0 / 3, 1e21, 123.456};
-  round_trip("FP64", "[0.1,1e308,5e-324,-0.0,3,0.6666666666666666,1e21,123.456]",
-             d, 64,
+  round_trip("FP64",
+             "[0.1,1e308,5e-324,-0.0,3,0.6666666666666666,1e21,123.456]", d, 64,
              "0.1,1e+308,5e-324,-0.0,3.0,0.6666666666666666,1e+21,123.456");
   const double big[] = {9007199254740993.0, 1e-300};
   round_trip("FP64", "[9007199254740993,1e-300]", big, 16,
@@ -317,9 +340,9 @@ static void test_fp64(void **state) {
 
 static void test_bytes(void **state) {
   (void)state;
-  const uint8_t b[] = {5, 0, 0, 0, 'h', 'e', 'l', 'l', 'o', 0, 0, 0, 0,
-                       3, 0, 0, 0, 'a', 0, 'b', 4, 0, 0, 0, 0xF0, 0x9F,
-                       0x98, 0x80};
+  const uint8_t b[] = {5, 0, 0, 0, 'h',  'e',  'l',  'l', 'o', 0,
+                       0, 0, 0, 3, 0,    0,    0,    'a', 0,   'b',
+                       4, 0, 0, 0, 0xF0, 0x9F, 0x98, 0x80};
   round_trip("BYTES", "[\"hello\",\"\",\"a\\u0000b\",\"\\ud83d\\ude00\"]", b,
              sizeof b, "\"hello\",\"\",\"a\\u0000b\",\"\xF0\x9F\x98\x80\"");
   round_trip("BYTES", "[]", "", 0, "");
@@ -332,15 +355,18 @@ static void test_bytes(void **state) {
   assert_int_equal(t->nbytes, sizeof nested);
   assert_memory_equal(t->data, nested, sizeof nested);
   berth_infer_request_clear(&r);
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"BYTES\","
-             "\"data\":[[[[[[[[[\"a\"]]]]]]]]]}]}",
-             BERTH_E_INVALID, "nested more than 8 levels");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"BYTES\","
-             "\"data\":[\"a\",3]}]}",
-             BERTH_E_INVALID, "element 1 must be a string");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[3],\"datatype\":\"BYTES\","
-             "\"data\":[\"a\",\"b\"]}]}",
-             BERTH_E_INVALID, "shape [3] needs 3 elements, data has 2");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"BYTES\","
+      "\"data\":[[[[[[[[[\"a\"]]]]]]]]]}]}",
+      BERTH_E_INVALID, "nested more than 8 levels");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"BYTES\","
+      "\"data\":[\"a\",3]}]}",
+      BERTH_E_INVALID, "element 1 must be a string");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[3],\"datatype\":\"BYTES\","
+      "\"data\":[\"a\",\"b\"]}]}",
+      BERTH_E_INVALID, "shape [3] needs 3 elements, data has 2");
 }
 
 static void test_nested(void **state) {
@@ -364,18 +390,22 @@ static void test_nested(void **state) {
   assert_int_equal(t->ndim, 0);
   assert_int_equal(t->nbytes, 8);
   berth_infer_request_clear(&r);
-  t = dec_one("{\"inputs\":[{\"name\":\"e\",\"shape\":[0,3],\"datatype\":\"FP32\","
-              "\"data\":[]}]}",
-              &r);
+  t = dec_one(
+      "{\"inputs\":[{\"name\":\"e\",\"shape\":[0,3],\"datatype\":\"FP32\","
+      "\"data\":[]}]}",
+      &r);
   assert_int_equal(t->nbytes, 0);
   berth_infer_request_clear(&r);
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[2,3],\"datatype\":\"FP32\","
-             "\"data\":[[1,2,3],[4,5]]}]}",
-             BERTH_E_INVALID, "input 'x': shape [2,3] needs 6 elements, data "
-                              "has 5");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[2,3],\"datatype\":\"FP32\","
-             "\"data\":[1,2,3,4,5,6,7]}]}",
-             BERTH_E_INVALID, "needs 6 elements, data has 7");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[2,3],\"datatype\":\"FP32\","
+      "\"data\":[[1,2,3],[4,5]]}]}",
+      BERTH_E_INVALID,
+      "input 'x': shape [2,3] needs 6 elements, data "
+      "has 5");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[2,3],\"datatype\":\"FP32\","
+      "\"data\":[1,2,3,4,5,6,7]}]}",
+      BERTH_E_INVALID, "needs 6 elements, data has 7");
   expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\","
              "\"data\":[[[[[[[[[1]]]]]]]]]}]}",
              BERTH_E_INVALID, "nested more than 8 levels");
@@ -421,7 +451,8 @@ static void test_structure_errors(void **state) {
   expect_err("{}", BERTH_E_INVALID, "inputs must be an array");
   expect_err("{\"inputs\":{}}", BERTH_E_INVALID, "inputs must be an array");
   expect_err("{\"inputs\":[], \"inputs\":[]}", BERTH_E_PARSE, "duplicate");
-  expect_err("{\"inputs\":[1]}", BERTH_E_INVALID, "inputs[0] must be an object");
+  expect_err("{\"inputs\":[1]}", BERTH_E_INVALID,
+             "inputs[0] must be an object");
   expect_err("{\"inputs\":[{\"shape\":[1]}]}", BERTH_E_INVALID,
              "inputs[0].name must be a non-empty string");
   expect_err("{\"inputs\":[{\"name\":\"\"}]}", BERTH_E_INVALID,
@@ -458,15 +489,17 @@ static void test_structure_errors(void **state) {
   expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":5,"
              "\"data\":[1]}]}",
              BERTH_E_INVALID, "inputs[0].datatype must be a string");
-  expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT8\"}]}",
-             BERTH_E_INVALID, "inputs[0].data must be an array");
+  expect_err(
+      "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT8\"}]}",
+      BERTH_E_INVALID, "inputs[0].data must be an array");
   expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT8\","
              "\"data\":1}]}",
              BERTH_E_INVALID, "inputs[0].data must be an array");
   expect_err("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT8\","
              "\"parameters\":[],\"data\":[1]}]}",
              BERTH_E_INVALID, "inputs[0].parameters must be an object");
-  expect_err("{\"id\":5,\"inputs\":[]}", BERTH_E_INVALID, "id must be a string");
+  expect_err("{\"id\":5,\"inputs\":[]}", BERTH_E_INVALID,
+             "id must be a string");
   expect_err("{\"id\":\"a\\u0000\",\"inputs\":[]}", BERTH_E_INVALID,
              "id contains NUL");
   berth_infer_request r;
@@ -497,47 +530,53 @@ static void test_binary_extension_refused(void **state) {
 static void test_limits(void **state) {
   (void)state;
   berth_json_limits l = {2, 16, 6};
-  expect_err_lim("{\"inputs\":[{\"name\":\"a\",\"shape\":[1],\"datatype\":\"INT8\","
-                 "\"data\":[1]},{\"name\":\"b\",\"shape\":[1],\"datatype\":"
-                 "\"INT8\",\"data\":[1]},{\"name\":\"c\",\"shape\":[1],"
-                 "\"datatype\":\"INT8\",\"data\":[1]}]}",
-                 &l, BERTH_E_TOO_LARGE, "3 inputs; the limit is 2");
-  expect_err_lim("{\"inputs\":[],\"outputs\":[{\"name\":\"a\"},{\"name\":\"b\"},"
-                 "{\"name\":\"c\"}]}",
-                 &l, BERTH_E_TOO_LARGE, "3 outputs");
-  expect_err_lim("{\"inputs\":[{\"name\":\"a\",\"shape\":[5],\"datatype\":\"FP32\","
-                 "\"data\":[1,2,3,4,5]}]}",
-                 &l, BERTH_E_TOO_LARGE, "limit of 16 bytes");
+  expect_err_lim(
+      "{\"inputs\":[{\"name\":\"a\",\"shape\":[1],\"datatype\":\"INT8\","
+      "\"data\":[1]},{\"name\":\"b\",\"shape\":[1],\"datatype\":"
+      "\"INT8\",\"data\":[1]},{\"name\":\"c\",\"shape\":[1],"
+      "\"datatype\":\"INT8\",\"data\":[1]}]}",
+      &l, BERTH_E_TOO_LARGE, "3 inputs; the limit is 2");
+  expect_err_lim(
+      "{\"inputs\":[],\"outputs\":[{\"name\":\"a\"},{\"name\":\"b\"},"
+      "{\"name\":\"c\"}]}",
+      &l, BERTH_E_TOO_LARGE, "3 outputs");
+  expect_err_lim(
+      "{\"inputs\":[{\"name\":\"a\",\"shape\":[5],\"datatype\":\"FP32\","
+      "\"data\":[1,2,3,4,5]}]}",
+      &l, BERTH_E_TOO_LARGE, "limit of 16 bytes");
   /* a shape that claims too much is refused before any allocation */
   expect_err_lim("{\"inputs\":[{\"name\":\"a\",\"shape\":[1000000000000],"
                  "\"datatype\":\"FP64\",\"data\":[1]}]}",
                  &l, BERTH_E_TOO_LARGE, "a");
-  expect_err_lim("{\"inputs\":[{\"name\":\"a\",\"shape\":[4611686018427387904,8],"
-                 "\"datatype\":\"FP64\",\"data\":[1]}]}",
-                 &l, BERTH_E_TOO_LARGE, "too many elements");
-  expect_err_lim("{\"inputs\":[{\"name\":\"a\",\"shape\":[2],\"datatype\":\"BYTES\","
-                 "\"data\":[\"12345678\",\"1234\"]}]}",
-                 &l, BERTH_E_TOO_LARGE, "limit of 16 bytes");
+  expect_err_lim(
+      "{\"inputs\":[{\"name\":\"a\",\"shape\":[4611686018427387904,8],"
+      "\"datatype\":\"FP64\",\"data\":[1]}]}",
+      &l, BERTH_E_TOO_LARGE, "too many elements");
+  expect_err_lim(
+      "{\"inputs\":[{\"name\":\"a\",\"shape\":[2],\"datatype\":\"BYTES\","
+      "\"data\":[\"12345678\",\"1234\"]}]}",
+      &l, BERTH_E_TOO_LARGE, "limit of 16 bytes");
   berth_infer_request r;
   berth_errmsg err;
-  assert_int_equal(dec_lim("{\"inputs\":[{\"name\":\"a\",\"shape\":[2],"
-                           "\"datatype\":\"BYTES\",\"data\":[\"1234\",\"1234\"]}]}",
-                           &l, &r, &err),
-                   BERTH_OK); /* exactly 16 bytes */
+  assert_int_equal(
+      dec_lim("{\"inputs\":[{\"name\":\"a\",\"shape\":[2],"
+              "\"datatype\":\"BYTES\",\"data\":[\"1234\",\"1234\"]}]}",
+              &l, &r, &err),
+      BERTH_OK); /* exactly 16 bytes */
   berth_infer_request_clear(&r);
   expect_err_lim("{\"inputs\":[],\"parameters\":{\"a\":{\"b\":{\"c\":{\"d\":"
                  "{\"e\":{\"f\":{}}}}}}}}",
                  &l, BERTH_E_INVALID, "deeper than 6");
   /* brackets inside strings do not count */
-  assert_int_equal(dec_lim("{\"inputs\":[],\"id\":\"[[[[[[[[[[\\\"{{{{{{{\"}",
-                           &l, &r, &err),
-                   BERTH_OK);
+  assert_int_equal(
+      dec_lim("{\"inputs\":[],\"id\":\"[[[[[[[[[[\\\"{{{{{{{\"}", &l, &r, &err),
+      BERTH_OK);
   assert_string_equal(r.id, "[[[[[[[[[[\"{{{{{{{");
   berth_infer_request_clear(&r);
   /* NULL limits and zero fields mean defaults */
-  assert_int_equal(berth_json_decode_infer_request("{\"inputs\":[]}", 13, NULL,
-                                                   &r, &err),
-                   BERTH_OK);
+  assert_int_equal(
+      berth_json_decode_infer_request("{\"inputs\":[]}", 13, NULL, &r, &err),
+      BERTH_OK);
   berth_json_limits zero = {0, 0, 0};
   assert_int_equal(dec_lim("{\"inputs\":[]}", &zero, &r, &err), BERTH_OK);
   char deep[300];
@@ -556,7 +595,8 @@ static void test_long_name(void **state) {
   strcpy(json, "{\"inputs\":[{\"name\":\"");
   size_t off = strlen(json);
   memset(json + off, 'n', n);
-  strcpy(json + off + n, "\",\"shape\":[1],\"datatype\":\"INT8\",\"data\":[1]}]}");
+  strcpy(json + off + n,
+         "\",\"shape\":[1],\"datatype\":\"INT8\",\"data\":[1]}]}");
   expect_err(json, BERTH_E_INVALID, "longer than 65535 bytes");
   memmove(json + off + n - 1, json + off + n, strlen(json + off + n) + 1);
   berth_infer_request r;
@@ -570,9 +610,13 @@ static void test_long_name(void **state) {
 /* ---- encoder ---- */
 
 static berth_tensor fp32_tensor(const char *name, float *v, int n) {
-  berth_tensor t = {.name = (char *)name, .dtype = BERTH_DT_FP32, .ndim = 1,
-                    .shape = {n}, .data = (uint8_t *)v,
-                    .nbytes = (size_t)n * 4, .data_borrowed = true};
+  berth_tensor t = {.name = (char *)name,
+                    .dtype = BERTH_DT_FP32,
+                    .ndim = 1,
+                    .shape = {n},
+                    .data = (uint8_t *)v,
+                    .nbytes = (size_t)n * 4,
+                    .data_borrowed = true};
   return t;
 }
 
@@ -580,15 +624,16 @@ static void test_encode_response(void **state) {
   (void)state;
   float a[2] = {1.5f, -2.0f}, b[1] = {0.25f};
   berth_tensor outs[2] = {fp32_tensor("a", a, 2), fp32_tensor("b", b, 1)};
-  berth_infer_response resp = {.outputs = outs, .n_outputs = 2,
+  berth_infer_response resp = {.outputs = outs,
+                               .n_outputs = 2,
                                .parameters = json_pack("{s:i}", "k", 3)};
   berth_infer_request req = {.id = "r1"};
   berth_buf buf;
   berth_buf_init(&buf, 1 << 20);
   berth_errmsg err;
-  assert_int_equal(berth_json_encode_infer_response("mdl", "2", &req, &resp,
-                                                    &buf, &err),
-                   BERTH_OK);
+  assert_int_equal(
+      berth_json_encode_infer_response("mdl", "2", &req, &resp, &buf, &err),
+      BERTH_OK);
   assert_string_equal(
       buf.data,
       "{\"model_name\":\"mdl\",\"model_version\":\"2\",\"id\":\"r1\","
@@ -601,37 +646,38 @@ static void test_encode_response(void **state) {
   json_decref(resp.parameters);
   resp.parameters = NULL;
   berth_buf_reset(&buf);
-  assert_int_equal(berth_json_encode_infer_response("mdl", NULL, &req, &resp,
-                                                    &buf, &err),
-                   BERTH_OK);
-  assert_string_equal(buf.data, "{\"model_name\":\"mdl\",\"outputs\":[{\"name\":"
-                                "\"b\",\"datatype\":\"FP32\",\"shape\":[1],"
-                                "\"data\":[0.25]}]}");
+  assert_int_equal(
+      berth_json_encode_infer_response("mdl", NULL, &req, &resp, &buf, &err),
+      BERTH_OK);
+  assert_string_equal(buf.data,
+                      "{\"model_name\":\"mdl\",\"outputs\":[{\"name\":"
+                      "\"b\",\"datatype\":\"FP32\",\"shape\":[1],"
+                      "\"data\":[0.25]}]}");
   /* a requested output the model lacks: error, buffer unchanged */
   berth_buf_reset(&buf);
   berth_buf_append(&buf, "prefix", 6);
   berth_output_request missing[2] = {{.name = "a"}, {.name = "z"}};
   req.outputs = missing;
   req.n_outputs = 2;
-  assert_int_equal(berth_json_encode_infer_response("mdl", "1", &req, &resp,
-                                                    &buf, &err),
-                   BERTH_E_INVALID);
+  assert_int_equal(
+      berth_json_encode_infer_response("mdl", "1", &req, &resp, &buf, &err),
+      BERTH_E_INVALID);
   assert_string_equal(err.msg,
                       "requested output 'z' is not an output of this model");
   assert_string_equal(buf.data, "prefix");
   /* NULL request: every output, model order */
   berth_buf_reset(&buf);
-  assert_int_equal(berth_json_encode_infer_response("m", "1", NULL, &resp,
-                                                    &buf, &err),
-                   BERTH_OK);
+  assert_int_equal(
+      berth_json_encode_infer_response("m", "1", NULL, &resp, &buf, &err),
+      BERTH_OK);
   assert_non_null(strstr(buf.data, "\"name\":\"a\""));
   assert_true(strstr(buf.data, "\"a\"") < strstr(buf.data, "\"b\""));
   /* inconsistent tensor: internal error */
   outs[1].nbytes = 3;
   berth_buf_reset(&buf);
-  assert_int_equal(berth_json_encode_infer_response("m", "1", NULL, &resp,
-                                                    &buf, &err),
-                   BERTH_E_INTERNAL);
+  assert_int_equal(
+      berth_json_encode_infer_response("m", "1", NULL, &resp, &buf, &err),
+      BERTH_E_INTERNAL);
   assert_int_equal(buf.len, 0);
   berth_buf_free(&buf);
 }
@@ -644,20 +690,32 @@ static void test_encode_special_floats(void **state) {
   double d[3] = {NAN, -INFINITY, 1.0 / 3};
   berth_tensor outs[4] = {
       fp32_tensor("f", f, 4),
-      {.name = "h", .dtype = BERTH_DT_FP16, .ndim = 1, .shape = {4},
-       .data = (uint8_t *)h, .nbytes = 8},
-      {.name = "bf", .dtype = BERTH_DT_BF16, .ndim = 1, .shape = {3},
-       .data = (uint8_t *)bf, .nbytes = 6},
-      {.name = "d", .dtype = BERTH_DT_FP64, .ndim = 1, .shape = {3},
-       .data = (uint8_t *)d, .nbytes = 24},
+      {.name = "h",
+       .dtype = BERTH_DT_FP16,
+       .ndim = 1,
+       .shape = {4},
+       .data = (uint8_t *)h,
+       .nbytes = 8},
+      {.name = "bf",
+       .dtype = BERTH_DT_BF16,
+       .ndim = 1,
+       .shape = {3},
+       .data = (uint8_t *)bf,
+       .nbytes = 6},
+      {.name = "d",
+       .dtype = BERTH_DT_FP64,
+       .ndim = 1,
+       .shape = {3},
+       .data = (uint8_t *)d,
+       .nbytes = 24},
   };
   berth_infer_response resp = {.outputs = outs, .n_outputs = 4};
   berth_buf buf;
   berth_buf_init(&buf, 1 << 20);
   berth_errmsg err;
-  assert_int_equal(berth_json_encode_infer_response("m", "1", NULL, &resp,
-                                                    &buf, &err),
-                   BERTH_OK);
+  assert_int_equal(
+      berth_json_encode_infer_response("m", "1", NULL, &resp, &buf, &err),
+      BERTH_OK);
   assert_non_null(strstr(buf.data, "\"data\":[NaN,Infinity,-Infinity,1e-40]"));
   assert_non_null(strstr(buf.data, "\"data\":[NaN,Infinity,-Infinity,0.3333]"));
   assert_non_null(strstr(buf.data, "\"data\":[NaN,-Infinity,0.334]"));
@@ -670,23 +728,27 @@ static void test_encode_bytes_utf8(void **state) {
   (void)state;
   uint8_t good[] = {3, 0, 0, 0, 'a', '"', '\n', 2, 0, 0, 0, 0xC3, 0xA9};
   uint8_t bad[] = {2, 0, 0, 0, 0xC3, 0x28};
-  berth_tensor t = {.name = "y", .dtype = BERTH_DT_BYTES, .ndim = 1,
-                    .shape = {2}, .data = good, .nbytes = sizeof good};
+  berth_tensor t = {.name = "y",
+                    .dtype = BERTH_DT_BYTES,
+                    .ndim = 1,
+                    .shape = {2},
+                    .data = good,
+                    .nbytes = sizeof good};
   berth_infer_response resp = {.outputs = &t, .n_outputs = 1};
   berth_buf buf;
   berth_buf_init(&buf, 1 << 20);
   berth_errmsg err;
-  assert_int_equal(berth_json_encode_infer_response("m", "1", NULL, &resp,
-                                                    &buf, &err),
-                   BERTH_OK);
+  assert_int_equal(
+      berth_json_encode_infer_response("m", "1", NULL, &resp, &buf, &err),
+      BERTH_OK);
   assert_non_null(strstr(buf.data, "\"data\":[\"a\\\"\\n\",\"\xC3\xA9\"]"));
   t.data = bad;
   t.nbytes = sizeof bad;
   t.shape[0] = 1;
   berth_buf_reset(&buf);
-  assert_int_equal(berth_json_encode_infer_response("m", "1", NULL, &resp,
-                                                    &buf, &err),
-                   BERTH_E_UNSUPPORTED);
+  assert_int_equal(
+      berth_json_encode_infer_response("m", "1", NULL, &resp, &buf, &err),
+      BERTH_E_UNSUPPORTED);
   assert_non_null(strstr(err.msg, "output 'y' holds non-UTF-8 bytes"));
   assert_int_equal(buf.len, 0);
   berth_buf_free(&buf);
@@ -698,19 +760,27 @@ static void test_encode_integers_and_bool(void **state) {
   int16_t i[3] = {-32768, 0, 7};
   uint8_t b[2] = {0, 1};
   berth_tensor outs[3] = {
-      {.name = "u", .dtype = BERTH_DT_UINT64, .ndim = 1, .shape = {2},
-       .data = (uint8_t *)u, .nbytes = 16},
-      {.name = "i", .dtype = BERTH_DT_INT16, .ndim = 2, .shape = {1, 3},
-       .data = (uint8_t *)i, .nbytes = 6},
+      {.name = "u",
+       .dtype = BERTH_DT_UINT64,
+       .ndim = 1,
+       .shape = {2},
+       .data = (uint8_t *)u,
+       .nbytes = 16},
+      {.name = "i",
+       .dtype = BERTH_DT_INT16,
+       .ndim = 2,
+       .shape = {1, 3},
+       .data = (uint8_t *)i,
+       .nbytes = 6},
       {.name = "b", .dtype = BERTH_DT_BOOL, .ndim = 0, .data = b, .nbytes = 1},
   };
   berth_infer_response resp = {.outputs = outs, .n_outputs = 3};
   berth_buf buf;
   berth_buf_init(&buf, 1 << 20);
   berth_errmsg err;
-  assert_int_equal(berth_json_encode_infer_response("m", "1", NULL, &resp,
-                                                    &buf, &err),
-                   BERTH_OK);
+  assert_int_equal(
+      berth_json_encode_infer_response("m", "1", NULL, &resp, &buf, &err),
+      BERTH_OK);
   assert_non_null(strstr(buf.data, "\"data\":[18446744073709551615,0]"));
   assert_non_null(strstr(buf.data, "\"shape\":[1,3],\"data\":[-32768,0,7]"));
   assert_non_null(strstr(buf.data, "\"shape\":[],\"data\":[false]"));
@@ -730,23 +800,23 @@ static void test_encode_buffer_limit(void **state) {
   berth_buf buf;
   berth_buf_init(&buf, 1 << 24);
   berth_errmsg err;
-  assert_int_equal(berth_json_encode_infer_response("m", "1", NULL, &resp,
-                                                    &buf, &err),
-                   BERTH_OK);
+  assert_int_equal(
+      berth_json_encode_infer_response("m", "1", NULL, &resp, &buf, &err),
+      BERTH_OK);
   size_t need = buf.len;
   char *want = strdup(buf.data);
   assert_non_null(want);
   berth_buf_free(&buf);
   berth_buf_init(&buf, need);
-  assert_int_equal(berth_json_encode_infer_response("m", "1", NULL, &resp,
-                                                    &buf, &err),
-                   BERTH_OK);
+  assert_int_equal(
+      berth_json_encode_infer_response("m", "1", NULL, &resp, &buf, &err),
+      BERTH_OK);
   assert_string_equal(buf.data, want);
   berth_buf_free(&buf);
   berth_buf_init(&buf, need - 1);
-  assert_int_equal(berth_json_encode_infer_response("m", "1", NULL, &resp,
-                                                    &buf, &err),
-                   BERTH_E_TOO_LARGE);
+  assert_int_equal(
+      berth_json_encode_infer_response("m", "1", NULL, &resp, &buf, &err),
+      BERTH_E_TOO_LARGE);
   assert_int_equal(buf.len, 0);
   berth_buf_free(&buf);
   free(want);
@@ -778,10 +848,11 @@ static void test_append_string(void **state) {
                        "\xf4\x90\x80\x80|\xf4\x8f\xbf\xbf|\xef\xbf\xbf";
   assert_int_equal(berth_json_append_string(&b, edges, sizeof edges - 1),
                    BERTH_OK);
-  assert_string_equal(b.data, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xe0\xa0\x80|"
-                              "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
-                              "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
-                              "\xf4\x8f\xbf\xbf|\xef\xbf\xbf\"");
+  assert_string_equal(b.data,
+                      "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xe0\xa0\x80|"
+                      "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
+                      "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
+                      "\xf4\x8f\xbf\xbf|\xef\xbf\xbf\"");
   berth_buf_reset(&b);
   assert_int_equal(berth_json_encode_error(NULL, &b), BERTH_OK);
   assert_string_equal(b.data, "{\"error\":\"\"}");
@@ -793,7 +864,8 @@ static void test_append_string(void **state) {
   assert_string_equal(b.data, "{\"error\":\"bad \\\"x\\\"\\n\"}");
   berth_buf_free(&b);
   berth_buf_init(&b, 5);
-  assert_int_equal(berth_json_append_string(&b, "abcdef", 6), BERTH_E_TOO_LARGE);
+  assert_int_equal(berth_json_append_string(&b, "abcdef", 6),
+                   BERTH_E_TOO_LARGE);
   assert_int_equal(b.len, 0);
   assert_int_equal(berth_json_encode_error("abcdef", &b), BERTH_E_TOO_LARGE);
   assert_int_equal(b.len, 0);
@@ -855,16 +927,20 @@ static void test_random_round_trip(void **state) {
     }
     char name[8];
     snprintf(name, sizeof name, "t%zu", k);
-    ts[k] = (berth_tensor){.name = strdup(name), .dtype = dts[k], .ndim = 2,
-                           .shape = {N / 4, 4}, .data = d, .nbytes = N * es};
+    ts[k] = (berth_tensor){.name = strdup(name),
+                           .dtype = dts[k],
+                           .ndim = 2,
+                           .shape = {N / 4, 4},
+                           .data = d,
+                           .nbytes = N * es};
   }
   berth_infer_response resp = {.outputs = ts, .n_outputs = NT};
   berth_buf buf;
   berth_buf_init(&buf, 1 << 26);
   berth_errmsg err;
-  assert_int_equal(berth_json_encode_infer_response("m", "1", NULL, &resp,
-                                                    &buf, &err),
-                   BERTH_OK);
+  assert_int_equal(
+      berth_json_encode_infer_response("m", "1", NULL, &resp, &buf, &err),
+      BERTH_OK);
   /* the response's "outputs" are valid request "inputs" */
   json_error_t jerr;
   json_t *doc = json_loadb(buf.data, buf.len, 0, &jerr);
@@ -938,7 +1014,8 @@ static void test_fast_decoder_numbers(void **state) {
   for (int round = 0; round < 10; round++) {
     size_t n = (size_t)snprintf(body, sizeof body,
                                 "{\"inputs\":[{\"name\":\"x\",\"shape\":[%d],"
-                                "\"datatype\":\"FP64\",\"data\":[", N);
+                                "\"datatype\":\"FP64\",\"data\":[",
+                                N);
     for (int i = 0; i < N; i++) {
       seed = seed * 6364136223846793005u + 1442695040888963407u;
       double x;
@@ -970,9 +1047,10 @@ static void test_fast_decoder(void **state) {
                "\"data\":[1e-320,123456789012345678]} ] }\n");
   same_request("{\"inputs\":[{\"name\":\"u\",\"shape\":[3],\"datatype\":"
                "\"UINT32\",\"data\":[0,4294967295,[7]]}]}");
-  same_request("{\"inputs\":[{\"name\":\"f\",\"shape\":[9],\"datatype\":"
-               "\"FP64\",\"data\":[-0.3905502259731293,0.1,9007199254740993,"
-               "1.7976931348623157e308,4.9e-324,-0.0,0.000123e-3,1e22,1e23]}]}");
+  same_request(
+      "{\"inputs\":[{\"name\":\"f\",\"shape\":[9],\"datatype\":"
+      "\"FP64\",\"data\":[-0.3905502259731293,0.1,9007199254740993,"
+      "1.7976931348623157e308,4.9e-324,-0.0,0.000123e-3,1e22,1e23]}]}");
   same_request("{\"inputs\":[{\"name\":\"e\",\"shape\":[0],\"datatype\":"
                "\"INT64\",\"data\":[]}]}");
   /* what the full decoder refuses or the fast one leaves to it */

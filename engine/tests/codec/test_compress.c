@@ -22,24 +22,33 @@ static void test_round_trips(void **state) {
     char *z, *back;
     size_t zn, bn;
     berth_errmsg err;
-    assert_int_equal(berth_deflate(encs[i], (const uint8_t *)DOC, strlen(DOC), &z, &zn, &err), BERTH_OK);
-    assert_int_equal(berth_inflate(encs[i], (const uint8_t *)z, zn, 1 << 20, &back, &bn, &err), BERTH_OK);
+    assert_int_equal(berth_deflate(encs[i], (const uint8_t *)DOC, strlen(DOC),
+                                   &z, &zn, &err),
+                     BERTH_OK);
+    assert_int_equal(berth_inflate(encs[i], (const uint8_t *)z, zn, 1 << 20,
+                                   &back, &bn, &err),
+                     BERTH_OK);
     assert_int_equal(bn, strlen(DOC));
     assert_memory_equal(back, DOC, bn);
     /* the limit is inclusive: exactly the size inflates */
     free(back);
-    assert_int_equal(berth_inflate(encs[i], (const uint8_t *)z, zn, bn, &back, &bn, &err), BERTH_OK);
+    assert_int_equal(
+        berth_inflate(encs[i], (const uint8_t *)z, zn, bn, &back, &bn, &err),
+        BERTH_OK);
     free(back);
-    assert_int_equal(berth_inflate(encs[i], (const uint8_t *)z, zn, bn - 1, &back, &bn, &err),
+    assert_int_equal(berth_inflate(encs[i], (const uint8_t *)z, zn, bn - 1,
+                                   &back, &bn, &err),
                      BERTH_E_TOO_LARGE);
     assert_null(back);
     /* truncated, and bytes after the stream */
-    assert_int_equal(berth_inflate(encs[i], (const uint8_t *)z, zn - 3, 1 << 20, &back, &bn, &err),
+    assert_int_equal(berth_inflate(encs[i], (const uint8_t *)z, zn - 3, 1 << 20,
+                                   &back, &bn, &err),
                      BERTH_E_PARSE);
     char *more = malloc(zn + 2);
     memcpy(more, z, zn);
     memcpy(more + zn, "xx", 2);
-    assert_int_equal(berth_inflate(encs[i], (const uint8_t *)more, zn + 2, 1 << 20, &back, &bn, &err),
+    assert_int_equal(berth_inflate(encs[i], (const uint8_t *)more, zn + 2,
+                                   1 << 20, &back, &bn, &err),
                      BERTH_E_PARSE);
     free(more);
     free(z);
@@ -54,10 +63,13 @@ static void test_zip_bomb_stops_at_the_limit(void **state) {
   char *z, *out;
   size_t zn, on;
   berth_errmsg err;
-  assert_int_equal(berth_deflate(BERTH_ENC_GZIP, (const uint8_t *)zeros, big, &z, &zn, &err), BERTH_OK);
+  assert_int_equal(
+      berth_deflate(BERTH_ENC_GZIP, (const uint8_t *)zeros, big, &z, &zn, &err),
+      BERTH_OK);
   free(zeros);
   assert_true(zn < 200000);
-  assert_int_equal(berth_inflate(BERTH_ENC_GZIP, (const uint8_t *)z, zn, 1 << 20, &out, &on, &err),
+  assert_int_equal(berth_inflate(BERTH_ENC_GZIP, (const uint8_t *)z, zn,
+                                 1 << 20, &out, &on, &err),
                    BERTH_E_TOO_LARGE);
   assert_null(out);
   assert_non_null(strstr(err.msg, "max_body_bytes"));
@@ -70,11 +82,15 @@ static void test_garbage_is_a_parse_error(void **state) {
   size_t on;
   berth_errmsg err;
   const char junk[] = "this is not compressed";
-  assert_int_equal(berth_inflate(BERTH_ENC_GZIP, (const uint8_t *)junk, sizeof junk, 1024, &out, &on, &err),
+  assert_int_equal(berth_inflate(BERTH_ENC_GZIP, (const uint8_t *)junk,
+                                 sizeof junk, 1024, &out, &on, &err),
                    BERTH_E_PARSE);
-  assert_int_equal(berth_inflate(BERTH_ENC_DEFLATE, (const uint8_t *)junk, sizeof junk, 1024, &out, &on, &err),
+  assert_int_equal(berth_inflate(BERTH_ENC_DEFLATE, (const uint8_t *)junk,
+                                 sizeof junk, 1024, &out, &on, &err),
                    BERTH_E_PARSE);
-  assert_int_equal(berth_inflate(BERTH_ENC_GZIP, NULL, 0, 1024, &out, &on, &err), BERTH_E_PARSE);
+  assert_int_equal(
+      berth_inflate(BERTH_ENC_GZIP, NULL, 0, 1024, &out, &on, &err),
+      BERTH_E_PARSE);
 }
 
 static void test_headers(void **state) {
@@ -89,7 +105,8 @@ static void test_headers(void **state) {
   assert_int_equal(e, BERTH_ENC_IDENTITY);
   assert_int_equal(berth_encoding_parse("br", 2, &e, &err), BERTH_E_MEDIA_TYPE);
   assert_non_null(strstr(err.msg, "'br'"));
-  assert_int_equal(berth_encoding_parse("gzip, gzip", 10, &e, &err), BERTH_E_MEDIA_TYPE);
+  assert_int_equal(berth_encoding_parse("gzip, gzip", 10, &e, &err),
+                   BERTH_E_MEDIA_TYPE);
   const char *a = "deflate, gzip;q=0.8";
   assert_int_equal(berth_encoding_accept(a, strlen(a)), BERTH_ENC_GZIP);
   a = "gzip;q=0, deflate";

@@ -91,7 +91,7 @@ static void test_extent(void **state) {
   n = 7;
   assert_int_equal(berth_shape_extent(absurd, 2, 1u << 26, &n),
                    BERTH_E_INVALID);
-  assert_int_equal(n, 7); /* untouched on failure */
+  assert_int_equal(n, 7);                      /* untouched on failure */
   int64_t wrap[3] = {INT64_MAX, INT64_MAX, 0}; /* product wraps uint64 */
   assert_int_equal(berth_shape_extent(wrap, 3, UINT64_MAX, &n),
                    BERTH_E_INVALID);
@@ -103,8 +103,7 @@ static void test_extent(void **state) {
   assert_int_equal(n, 4);
   assert_int_equal(berth_shape_extent(rows0, 2, 3, &n), BERTH_E_INVALID);
   int64_t neg[2] = {-1, 0};
-  assert_int_equal(berth_shape_extent(neg, 2, UINT64_MAX, &n),
-                   BERTH_E_INVALID);
+  assert_int_equal(berth_shape_extent(neg, 2, UINT64_MAX, &n), BERTH_E_INVALID);
   assert_int_equal(berth_shape_extent(NULL, 0, 1, &n), BERTH_OK);
   assert_int_equal(n, 1); /* a scalar */
   assert_int_equal(berth_shape_extent(NULL, 1, 1, &n), BERTH_E_INVALID);
@@ -132,8 +131,12 @@ static void test_rows_add(void **state) {
 
 static berth_tensor make(berth_dtype dt, uint32_t ndim, const int64_t *shape,
                          uint8_t *data, size_t nbytes) {
-  berth_tensor t = {.name = "t", .dtype = dt, .ndim = ndim, .data = data,
-                    .nbytes = nbytes, .data_borrowed = true};
+  berth_tensor t = {.name = "t",
+                    .dtype = dt,
+                    .ndim = ndim,
+                    .data = data,
+                    .nbytes = nbytes,
+                    .data_borrowed = true};
   for (uint32_t i = 0; i < ndim; i++)
     t.shape[i] = shape[i];
   return t;
@@ -236,14 +239,10 @@ static void test_clear_and_free(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_dtype_names),
-      cmocka_unit_test(test_dtype_sizes),
-      cmocka_unit_test(test_numel),
-      cmocka_unit_test(test_extent),
-      cmocka_unit_test(test_rows_add),
-      cmocka_unit_test(test_check_fixed),
-      cmocka_unit_test(test_check_bool),
-      cmocka_unit_test(test_check_bytes),
+      cmocka_unit_test(test_dtype_names),    cmocka_unit_test(test_dtype_sizes),
+      cmocka_unit_test(test_numel),          cmocka_unit_test(test_extent),
+      cmocka_unit_test(test_rows_add),       cmocka_unit_test(test_check_fixed),
+      cmocka_unit_test(test_check_bool),     cmocka_unit_test(test_check_bytes),
       cmocka_unit_test(test_clear_and_free),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -69,7 +69,7 @@ static void test_minimal_defaults(void **state) {
   assert_string_equal(m->version, "1");
   assert_string_equal(m->runtime, "sklearn");
   assert_null(m->platform);
-  assert_int_equal(m->instances, 0); /* absent: the engine picks */
+  assert_int_equal(m->instances, 0);      /* absent: the engine picks */
   assert_int_equal(m->max_batch_size, 0); /* absent: the worker suggests */
   assert_int_equal(m->max_queue_delay_us, 1000);
   assert_int_equal(m->max_queue_size, 1024);
@@ -203,9 +203,9 @@ static void check_full(const char *text) {
   assert_int_equal(m->n_outputs, 0);
   assert_string_equal(json_string_value(json_object_get(m->entry, "version")),
                       "2");
-  assert_int_equal(json_integer_value(json_object_get(m->entry,
-                                                      "max_queue_delay_us")),
-                   1000);
+  assert_int_equal(
+      json_integer_value(json_object_get(m->entry, "max_queue_delay_us")),
+      1000);
   json_t *params = json_object_get(m->entry, "parameters");
   assert_int_equal(json_integer_value(json_object_get(params, "threads")), 2);
   assert_int_equal(json_array_size(json_object_get(params, "opts")), 2);
@@ -235,8 +235,7 @@ static void test_full_json(void **state) {
 }
 
 /* Wraps one model entry's extra keys into a valid document. */
-#define MODEL(extra)                                                          \
-  "models:\n  - {name: m, runtime: r, path: p" extra "}\n"
+#define MODEL(extra) "models:\n  - {name: m, runtime: r, path: p" extra "}\n"
 
 typedef struct error_case {
   const char *text;
@@ -435,13 +434,13 @@ static void test_routes(void **state) {
   berth_config c;
   berth_errmsg err = {{0}};
   int rc = parse(MODEL("") "routes:\n"
-                 "  - name: fraud\n"
-                 "    split:\n"
-                 "      - {model: m, version: 1, weight: 95}\n"
-                 "      - {model: m, version: '2', weight: 5.5}\n"
-                 "    sticky_header: X-User\n"
-                 "    shadow: {model: m, version: 3}\n"
-                 "  - {name: ab, split: [{model: m, weight: 0}]}\n",
+                           "  - name: fraud\n"
+                           "    split:\n"
+                           "      - {model: m, version: 1, weight: 95}\n"
+                           "      - {model: m, version: '2', weight: 5.5}\n"
+                           "    sticky_header: X-User\n"
+                           "    shadow: {model: m, version: 3}\n"
+                           "  - {name: ab, split: [{model: m, weight: 0}]}\n",
                  &c, &err);
   assert_int_equal(rc, BERTH_OK);
   assert_int_equal(c.n_routes, 2);
@@ -465,8 +464,8 @@ static void test_routes(void **state) {
 
   /* one entry, as the admin API parses it */
   json_t *doc = json_pack("{s:s, s:[{s:s, s:i}], s:{s:s, s:f}}", "name", "x",
-                          "split", "model", "m", "weight", 1, "shadow",
-                          "model", "m", "rate", 0.25);
+                          "split", "model", "m", "weight", 1, "shadow", "model",
+                          "m", "rate", 0.25);
   berth_route_config one;
   assert_int_equal(berth_config_parse_route_entry(doc, "", &one, &err),
                    BERTH_OK);
@@ -489,7 +488,8 @@ static void test_browser_lists(void **state) {
   int rc = parse("server:\n  allowed_hosts: [berth.internal, '*']\n"
                  "  cors_origins: ['https://app.example']\n"
                  "models:\n  - name: iris\n    runtime: sklearn\n"
-                 "    path: /models/iris.joblib\n", &c, &err);
+                 "    path: /models/iris.joblib\n",
+                 &c, &err);
   assert_int_equal(rc, BERTH_OK);
   assert_int_equal(c.n_allowed_hosts, 2);
   assert_string_equal(c.allowed_hosts[0], "berth.internal");
@@ -499,11 +499,13 @@ static void test_browser_lists(void **state) {
   assert_string_equal(c.cors_origins[0], "https://app.example");
   berth_config_clear(&c);
   rc = parse("server: {cors_origins: 'https://app.example'}\n"
-             "models: [{name: m, runtime: sklearn, path: /m}]\n", &c, &err);
+             "models: [{name: m, runtime: sklearn, path: /m}]\n",
+             &c, &err);
   assert_int_equal(rc, BERTH_E_CONFIG);
   assert_non_null(strstr(err.msg, "server.cors_origins: expected a list"));
   rc = parse("server: {allowed_hosts: ['']}\n"
-             "models: [{name: m, runtime: sklearn, path: /m}]\n", &c, &err);
+             "models: [{name: m, runtime: sklearn, path: /m}]\n",
+             &c, &err);
   assert_int_equal(rc, BERTH_E_CONFIG);
   assert_non_null(strstr(err.msg, "server.allowed_hosts[0]"));
 }
@@ -520,13 +522,13 @@ static void test_null_error_buffer(void **state) {
 static void test_all_datatypes(void **state) {
   (void)state;
   static const char *const names[] = {
-      "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
-      "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES", "BF16"};
+      "BOOL",  "UINT8", "UINT16", "UINT32", "UINT64", "INT8",  "INT16",
+      "INT32", "INT64", "FP16",   "FP32",   "FP64",   "BYTES", "BF16"};
   static const berth_dtype want[] = {
-      BERTH_DT_BOOL,  BERTH_DT_UINT8, BERTH_DT_UINT16, BERTH_DT_UINT32,
-      BERTH_DT_UINT64, BERTH_DT_INT8, BERTH_DT_INT16,  BERTH_DT_INT32,
-      BERTH_DT_INT64, BERTH_DT_FP16,  BERTH_DT_FP32,   BERTH_DT_FP64,
-      BERTH_DT_BYTES, BERTH_DT_BF16};
+      BERTH_DT_BOOL,   BERTH_DT_UINT8, BERTH_DT_UINT16, BERTH_DT_UINT32,
+      BERTH_DT_UINT64, BERTH_DT_INT8,  BERTH_DT_INT16,  BERTH_DT_INT32,
+      BERTH_DT_INT64,  BERTH_DT_FP16,  BERTH_DT_FP32,   BERTH_DT_FP64,
+      BERTH_DT_BYTES,  BERTH_DT_BF16};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     char text[256];
     snprintf(text, sizeof text,
@@ -548,28 +550,48 @@ typedef struct typing_case {
 } typing_case;
 
 static const typing_case typing_cases[] = {
-    {"", "null"},          {"~", "null"},
-    {"null", "null"},      {"Null", "null"},
-    {"NULL", "null"},      {"nULL", "\"nULL\""},
-    {"true", "true"},      {"True", "true"},
-    {"TRUE", "true"},      {"false", "false"},
-    {"False", "false"},    {"FALSE", "false"},
-    {"yes", "\"yes\""},    {"on", "\"on\""},
-    {"0", "0"},            {"-17", "-17"},
-    {"+17", "17"},         {"007", "7"},
-    {"0o17", "15"},        {"0x1F", "31"},
-    {"0xff", "255"},       {"0x", "\"0x\""},
-    {"0o8", "\"0o8\""},    {"-0x1", "\"-0x1\""},
+    {"", "null"},
+    {"~", "null"},
+    {"null", "null"},
+    {"Null", "null"},
+    {"NULL", "null"},
+    {"nULL", "\"nULL\""},
+    {"true", "true"},
+    {"True", "true"},
+    {"TRUE", "true"},
+    {"false", "false"},
+    {"False", "false"},
+    {"FALSE", "false"},
+    {"yes", "\"yes\""},
+    {"on", "\"on\""},
+    {"0", "0"},
+    {"-17", "-17"},
+    {"+17", "17"},
+    {"007", "7"},
+    {"0o17", "15"},
+    {"0x1F", "31"},
+    {"0xff", "255"},
+    {"0x", "\"0x\""},
+    {"0o8", "\"0o8\""},
+    {"-0x1", "\"-0x1\""},
     {"9223372036854775807", "9223372036854775807"},
     {"-9223372036854775808", "-9223372036854775808"},
-    {"1.5", "1.5"},        {"-2.5e3", "-2500.0"},
-    {".5", "0.5"},         {"1.", "1.0"},
-    {"1e2", "100.0"},      {"1E+2", "100.0"},
-    {"1e", "\"1e\""},      {".", "\".\""},
-    {"1.2.3", "\"1.2.3\""}, {"'12'", "\"12\""},
-    {"\"true\"", "\"true\""}, {"'null'", "\"null\""},
-    {"!!str 12", "\"12\""}, {"! 12", "\"12\""},
-    {"|\n  12\n", "\"12\\n\""}, {">-\n  a\n  b\n", "\"a b\""},
+    {"1.5", "1.5"},
+    {"-2.5e3", "-2500.0"},
+    {".5", "0.5"},
+    {"1.", "1.0"},
+    {"1e2", "100.0"},
+    {"1E+2", "100.0"},
+    {"1e", "\"1e\""},
+    {".", "\".\""},
+    {"1.2.3", "\"1.2.3\""},
+    {"'12'", "\"12\""},
+    {"\"true\"", "\"true\""},
+    {"'null'", "\"null\""},
+    {"!!str 12", "\"12\""},
+    {"! 12", "\"12\""},
+    {"|\n  12\n", "\"12\\n\""},
+    {">-\n  a\n  b\n", "\"a b\""},
     {"hello world", "\"hello world\""},
     {"[1, a, {b: c}]", "[1, \"a\", {\"b\": \"c\"}]"},
     {"\"\\u00e9\"", "\"\\u00e9\""},

@@ -16,14 +16,14 @@
 
 /* Three models: tok (declared BYTES text -> INT64 ids), clf (declared ids ->
  * FP32 scores), free (no signature). */
-#define MODELS                                                               \
-  "models:\n"                                                                \
-  "  - {name: tok, runtime: python, path: /t.py,\n"                          \
-  "     inputs: [{name: text, datatype: BYTES, shape: [-1]}],\n"             \
-  "     outputs: [{name: ids, datatype: INT64, shape: [-1, 8]}]}\n"          \
-  "  - {name: clf, runtime: sklearn, path: /c.joblib,\n"                     \
-  "     inputs: [{name: ids, datatype: INT64, shape: [-1, 8]}],\n"           \
-  "     outputs: [{name: scores, datatype: FP32, shape: [-1, 2]}]}\n"        \
+#define MODELS                                                                 \
+  "models:\n"                                                                  \
+  "  - {name: tok, runtime: python, path: /t.py,\n"                            \
+  "     inputs: [{name: text, datatype: BYTES, shape: [-1]}],\n"               \
+  "     outputs: [{name: ids, datatype: INT64, shape: [-1, 8]}]}\n"            \
+  "  - {name: clf, runtime: sklearn, path: /c.joblib,\n"                       \
+  "     inputs: [{name: ids, datatype: INT64, shape: [-1, 8]}],\n"             \
+  "     outputs: [{name: scores, datatype: FP32, shape: [-1, 2]}]}\n"          \
   "  - {name: free, runtime: python, path: /f.py}\n"
 
 static int parse(const char *pipelines, berth_config *c, berth_errmsg *err) {
@@ -104,48 +104,58 @@ static void test_errors(void **state) {
   (void)state;
   expect_error("  - name: p\n    steps: [{name: a, model: nope}]\n",
                "pipelines[0].steps[0].model: unknown model \"nope\"");
-  expect_error("  - name: p\n    steps: [{name: a, model: free, inputs: {x: b.y}}]\n",
-               "pipelines[0].steps[0].inputs.x: unknown step \"b\"");
-  expect_error("  - name: p\n    steps: [{name: a, model: free, inputs: {x: nodot}}]\n",
-               "pipelines[0].steps[0].inputs.x: \"nodot\" is not a reference");
+  expect_error(
+      "  - name: p\n    steps: [{name: a, model: free, inputs: {x: b.y}}]\n",
+      "pipelines[0].steps[0].inputs.x: unknown step \"b\"");
+  expect_error(
+      "  - name: p\n    steps: [{name: a, model: free, inputs: {x: nodot}}]\n",
+      "pipelines[0].steps[0].inputs.x: \"nodot\" is not a reference");
   expect_error("  - name: p\n"
                "    steps:\n"
                "      - {name: a, model: free, inputs: {x: b.y}}\n"
                "      - {name: b, model: free, inputs: {x: a.y}}\n",
                "pipelines[0].steps: the steps form a cycle (a -> b -> a)");
-  expect_error("  - name: p\n    steps: [{name: a, model: free, inputs: {x: a.y}}]\n",
-               "pipelines[0].steps[0].inputs.x: a step cannot read its own output");
-  expect_error("  - name: p\n    steps: [{name: a, model: free}, {name: a, model: tok}]\n",
-               "pipelines[0].steps[1].name: duplicate step name \"a\"");
+  expect_error(
+      "  - name: p\n    steps: [{name: a, model: free, inputs: {x: a.y}}]\n",
+      "pipelines[0].steps[0].inputs.x: a step cannot read its own output");
+  expect_error(
+      "  - name: p\n    steps: [{name: a, model: free}, {name: a, model: tok}]\n",
+      "pipelines[0].steps[1].name: duplicate step name \"a\"");
   expect_error("  - name: p\n    steps: [{name: a.b, model: free}]\n",
                "pipelines[0].steps[0].name: required");
   expect_error("  - name: tok\n    steps: [{name: a, model: free}]\n",
                "pipelines[0].name: \"tok\" is also a model's name");
   expect_error("  - name: p\n    steps: [{name: a, model: free, bogus: 1}]\n",
                "pipelines[0].steps[0].bogus: unknown key");
-  expect_error("  - name: p\n    steps: [{name: a}]\n",
-               "pipelines[0].steps[0]: give the step either a model or a switch");
+  expect_error(
+      "  - name: p\n    steps: [{name: a}]\n",
+      "pipelines[0].steps[0]: give the step either a model or a switch");
   expect_error("  - name: p\n    steps: []\n",
                "pipelines[0].steps: required: a non-empty list");
   /* declared signatures: unknown outputs and datatype mismatches */
-  expect_error("  - name: p\n    steps: [{name: a, model: tok},\n"
-               "            {name: b, model: clf, inputs: {ids: a.idz}}]\n",
-               "pipelines[0].steps[1].inputs.ids: step \"a\" (model tok) has no "
-               "output \"idz\"");
-  expect_error("  - name: p\n    steps: [{name: a, model: clf},\n"
-               "            {name: b, model: clf, inputs: {ids: a.scores}}]\n",
-               "output \"scores\" of step \"a\" is FP32 but what reads it takes "
-               "INT64");
-  expect_error("  - name: p\n    inputs: [{name: text, datatype: BYTES, shape: [-1, 2]}]\n"
-               "    steps: [{name: a, model: tok, inputs: {text: $text}}]\n",
-               "pipelines[0].steps[0].inputs.text: input \"text\" has shape "
-               "[-1, 2] but what reads it takes [-1]");
-  expect_error("  - name: p\n    steps: [{name: a, model: tok, inputs: {txt: $text}}]\n",
-               "pipelines[0].steps[0].inputs.txt: model tok has no input \"txt\"");
-  expect_error("  - name: p\n    inputs: [{name: text, datatype: BYTES, shape: [-1]}]\n"
-               "    steps: [{name: a, model: tok, inputs: {text: $other}}]\n",
-               "pipelines[0].steps[0].inputs.text: the pipeline has no input "
-               "\"other\"");
+  expect_error(
+      "  - name: p\n    steps: [{name: a, model: tok},\n"
+      "            {name: b, model: clf, inputs: {ids: a.idz}}]\n",
+      "pipelines[0].steps[1].inputs.ids: step \"a\" (model tok) has no "
+      "output \"idz\"");
+  expect_error(
+      "  - name: p\n    steps: [{name: a, model: clf},\n"
+      "            {name: b, model: clf, inputs: {ids: a.scores}}]\n",
+      "output \"scores\" of step \"a\" is FP32 but what reads it takes "
+      "INT64");
+  expect_error(
+      "  - name: p\n    inputs: [{name: text, datatype: BYTES, shape: [-1, 2]}]\n"
+      "    steps: [{name: a, model: tok, inputs: {text: $text}}]\n",
+      "pipelines[0].steps[0].inputs.text: input \"text\" has shape "
+      "[-1, 2] but what reads it takes [-1]");
+  expect_error(
+      "  - name: p\n    steps: [{name: a, model: tok, inputs: {txt: $text}}]\n",
+      "pipelines[0].steps[0].inputs.txt: model tok has no input \"txt\"");
+  expect_error(
+      "  - name: p\n    inputs: [{name: text, datatype: BYTES, shape: [-1]}]\n"
+      "    steps: [{name: a, model: tok, inputs: {text: $other}}]\n",
+      "pipelines[0].steps[0].inputs.text: the pipeline has no input "
+      "\"other\"");
   expect_error("  - name: p\n    steps: [{name: a, model: tok}]\n"
                "    outputs: {o: a.nope}\n",
                "pipelines[0].outputs.o: step \"a\" (model tok) has no output "
@@ -154,10 +164,11 @@ static void test_errors(void **state) {
   expect_error("  - name: p\n    steps: [{name: a, switch: {body: x, "
                "cases: [{equals: 1, model: free}]}}]\n",
                "pipelines[0].steps[0].switch.body: unknown key");
-  expect_error("  - name: p\n    steps: [{name: a, switch: {header: x, input: y, "
-               "cases: [{equals: 1, model: free}]}}]\n",
-               "pipelines[0].steps[0].switch: give one of input, header or "
-               "parameter");
+  expect_error(
+      "  - name: p\n    steps: [{name: a, switch: {header: x, input: y, "
+      "cases: [{equals: 1, model: free}]}}]\n",
+      "pipelines[0].steps[0].switch: give one of input, header or "
+      "parameter");
   expect_error("  - name: p\n    steps: [{name: a, switch: {header: x, "
                "cases: [{equals: 1, lt: 2, model: free}]}}]\n",
                "pipelines[0].steps[0].switch.cases[0]: give one test");

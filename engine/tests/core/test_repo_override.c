@@ -12,9 +12,10 @@
 
 #include "repo_override.h"
 
-#define BASE "{\"name\":\"m\",\"version\":\"1\",\"runtime\":\"python\"," \
-             "\"path\":\"/r/m/1/model.py\",\"class\":\"M\",\"instances\":1," \
-             "\"max_batch_size\":0}"
+#define BASE                                                                   \
+  "{\"name\":\"m\",\"version\":\"1\",\"runtime\":\"python\","                  \
+  "\"path\":\"/r/m/1/model.py\",\"class\":\"M\",\"instances\":1,"              \
+  "\"max_batch_size\":0}"
 
 static json_t *js(const char *text) {
   json_error_t e;
@@ -34,8 +35,12 @@ static int merge(const char *over, json_t **out, berth_errmsg *err) {
 static void test_is_override(void **state) {
   (void)state;
   const char *yes[] = {"{}", "{\"max_batch_size\":\"16\"}", "{\"name\":\"m\"}"};
-  const char *no[] = {"{\"path\":\"/x\"}", "{\"runtime\":\"onnx\"}",
-                      "{\"class\":\"C\"}", "{\"platform\":\"p\"}", "[1]", "\"s\""};
+  const char *no[] = {"{\"path\":\"/x\"}",
+                      "{\"runtime\":\"onnx\"}",
+                      "{\"class\":\"C\"}",
+                      "{\"platform\":\"p\"}",
+                      "[1]",
+                      "\"s\""};
   for (size_t i = 0; i < 3; i++) {
     json_t *v = js(yes[i]);
     assert_true(berth_repo_is_override(v));
@@ -52,27 +57,34 @@ static void test_tritons_keys_merge(void **state) {
   (void)state;
   json_t *out;
   berth_errmsg err;
-  assert_int_equal(merge("{\"name\":\"m\",\"max_batch_size\":\"16\","
-                         "\"instance_group\":[{\"count\":\"2\",\"kind\":\"KIND_CPU\"},"
-                         "{\"count\":1}],\"dynamic_batching\":{"
-                         "\"max_queue_delay_microseconds\":\"500\","
-                         "\"preferred_batch_size\":[\"4\",8]}}", &out, &err),
-                   BERTH_OK);
-  assert_int_equal(json_integer_value(json_object_get(out, "max_batch_size")), 16);
+  assert_int_equal(
+      merge("{\"name\":\"m\",\"max_batch_size\":\"16\","
+            "\"instance_group\":[{\"count\":\"2\",\"kind\":\"KIND_CPU\"},"
+            "{\"count\":1}],\"dynamic_batching\":{"
+            "\"max_queue_delay_microseconds\":\"500\","
+            "\"preferred_batch_size\":[\"4\",8]}}",
+            &out, &err),
+      BERTH_OK);
+  assert_int_equal(json_integer_value(json_object_get(out, "max_batch_size")),
+                   16);
   assert_int_equal(json_integer_value(json_object_get(out, "instances")), 3);
-  assert_int_equal(json_integer_value(json_object_get(out, "max_queue_delay_us")), 500);
+  assert_int_equal(
+      json_integer_value(json_object_get(out, "max_queue_delay_us")), 500);
   json_t *p = json_object_get(out, "preferred_batch_sizes");
   assert_int_equal(json_array_size(p), 2);
   assert_int_equal(json_integer_value(json_array_get(p, 0)), 4);
   /* the files and code stay the model's */
-  assert_string_equal(json_string_value(json_object_get(out, "path")), "/r/m/1/model.py");
+  assert_string_equal(json_string_value(json_object_get(out, "path")),
+                      "/r/m/1/model.py");
   assert_string_equal(json_string_value(json_object_get(out, "class")), "M");
   json_decref(out);
 }
 
 static void test_bad_overrides_name_the_key(void **state) {
   (void)state;
-  struct { const char *over, *word; } cases[] = {
+  struct {
+    const char *over, *word;
+  } cases[] = {
       {"{\"max_batch_size\":\"sixteen\"}", "parameters.config.max_batch_size"},
       {"{\"max_batch_size\":\"1.5\"}", "max_batch_size"},
       {"{\"max_batch_size\":\"99999999999999999999\"}", "max_batch_size"},
@@ -80,8 +92,10 @@ static void test_bad_overrides_name_the_key(void **state) {
       {"{\"input\":[]}", "parameters.config.input"},
       {"{\"instance_group\":[{\"count\":0}]}", "instance_group[0].count"},
       {"{\"instance_group\":[]}", "instance_group"},
-      {"{\"dynamic_batching\":{\"priority_levels\":2}}", "dynamic_batching.priority_levels"},
-      {"{\"dynamic_batching\":{\"preferred_batch_size\":[\"x\"]}}", "preferred_batch_size[0]"},
+      {"{\"dynamic_batching\":{\"priority_levels\":2}}",
+       "dynamic_batching.priority_levels"},
+      {"{\"dynamic_batching\":{\"preferred_batch_size\":[\"x\"]}}",
+       "preferred_batch_size[0]"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     json_t *out = (json_t *)1;

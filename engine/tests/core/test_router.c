@@ -16,10 +16,10 @@
 
 #include "router_int.h"
 
-#define MODELS                                                                \
-  "models:\n"                                                                 \
-  "  - {name: fraud, version: 1, runtime: r, path: p}\n"                      \
-  "  - {name: fraud, version: 2, runtime: r, path: p}\n"                      \
+#define MODELS                                                                 \
+  "models:\n"                                                                  \
+  "  - {name: fraud, version: 1, runtime: r, path: p}\n"                       \
+  "  - {name: fraud, version: 2, runtime: r, path: p}\n"                       \
   "  - {name: other, runtime: r, path: p}\n"
 
 typedef struct fixture {
@@ -204,12 +204,16 @@ static void test_updates(void **state) {
   free(text);
   json_decref(doc);
   /* refused changes name the key and change nothing */
-  assert_int_equal(update(&f, "live", "{\"split\": [{\"model\": \"x\", "
-                                      "\"weight\": 1}]}", &err),
+  assert_int_equal(update(&f, "live",
+                          "{\"split\": [{\"model\": \"x\", "
+                          "\"weight\": 1}]}",
+                          &err),
                    BERTH_E_CONFIG);
   assert_string_equal(err.msg, "split[0].model: no model named \"x\"");
-  assert_int_equal(update(&f, "live", "{\"shadow\": {\"model\": \"other\", "
-                                      "\"rate\": -1}}", &err),
+  assert_int_equal(update(&f, "live",
+                          "{\"shadow\": {\"model\": \"other\", "
+                          "\"rate\": -1}}",
+                          &err),
                    BERTH_E_CONFIG);
   assert_string_equal(err.msg,
                       "shadow.rate: expected a number in 0..1, got -1");
@@ -218,8 +222,9 @@ static void test_updates(void **state) {
   assert_int_equal(update(&f, "live", "[]", &err), BERTH_E_CONFIG);
   assert_int_equal(rt->cfg.n_split, 2);
   /* null removes */
-  assert_int_equal(update(&f, "live", "{\"sticky_header\": null, "
-                                      "\"shadow\": {\"model\": \"other\"}}",
+  assert_int_equal(update(&f, "live",
+                          "{\"sticky_header\": null, "
+                          "\"shadow\": {\"model\": \"other\"}}",
                           &err),
                    BERTH_OK);
   assert_null(rt->cfg.sticky_header);
@@ -230,8 +235,10 @@ static void test_updates(void **state) {
   /* a new route needs a split */
   assert_int_equal(update(&f, "fresh", "{}", &err), BERTH_E_CONFIG);
   assert_string_equal(err.msg, "split: required");
-  assert_int_equal(update(&f, "fresh", "{\"split\": [{\"model\": \"other\", "
-                                       "\"weight\": 1}]}", &err),
+  assert_int_equal(update(&f, "fresh",
+                          "{\"split\": [{\"model\": \"other\", "
+                          "\"weight\": 1}]}",
+                          &err),
                    BERTH_OK);
   json_t *all = berth_router_index(&f.e);
   assert_int_equal(json_array_size(all), 2);

@@ -66,8 +66,8 @@ static void test_register_and_acquire(void **state) {
   p[0] = 42;
   assert_int_equal(berth_shm_acquire(r, "a", 10, 91, &g, &p, &err),
                    BERTH_E_INVALID);
-  assert_int_equal(
-      berth_shm_acquire(r, "a", UINT64_MAX, 2, &g, &p, &err), BERTH_E_INVALID);
+  assert_int_equal(berth_shm_acquire(r, "a", UINT64_MAX, 2, &g, &p, &err),
+                   BERTH_E_INVALID);
   assert_int_equal(berth_shm_acquire(r, "b", 0, 1, &g, &p, &err),
                    BERTH_E_INVALID);
   /* the byte landed in the object at offset 5010 */
@@ -114,9 +114,9 @@ static void test_bounds_and_limits(void **state) {
                    BERTH_E_TOO_LARGE); /* the byte limit comes first */
   assert_int_equal(berth_shm_register(r, "x", key, 0, 0, &err),
                    BERTH_E_INVALID);
-  assert_int_equal(berth_shm_register(r, "x", "/berth-no-such-object-here", 0,
-                                      1, &err),
-                   BERTH_E_INVALID);
+  assert_int_equal(
+      berth_shm_register(r, "x", "/berth-no-such-object-here", 0, 1, &err),
+      BERTH_E_INVALID);
   assert_non_null(strstr(err.msg, "no shared memory object"));
   assert_int_equal(berth_shm_register(r, "x", "/../etc/passwd", 0, 1, &err),
                    BERTH_E_INVALID);

@@ -28,10 +28,10 @@ static void setup(fixture *f) {
   f->mc.name = "m";
   f->m.engine = &f->e;
   f->m.cfg = &f->mc;
-  f->out[0] = (berth_tensor_spec){.name = "y", .dtype = BERTH_DT_FP32,
-                                  .ndim = 2, .shape = {-1, 3}};
-  f->out[1] = (berth_tensor_spec){.name = "z", .dtype = BERTH_DT_INT64,
-                                  .ndim = 1, .shape = {-1}};
+  f->out[0] = (berth_tensor_spec){
+      .name = "y", .dtype = BERTH_DT_FP32, .ndim = 2, .shape = {-1, 3}};
+  f->out[1] = (berth_tensor_spec){
+      .name = "z", .dtype = BERTH_DT_INT64, .ndim = 1, .shape = {-1}};
   f->m.outputs = f->out;
   f->m.n_outputs = 2;
   f->in = (berth_tensor){.name = "x", .dtype = BERTH_DT_FP32, .ndim = 2};
@@ -39,8 +39,7 @@ static void setup(fixture *f) {
   f->r.n_inputs = 1;
 }
 
-static int check_shape(fixture *f, int64_t d0, int64_t d1,
-                       berth_errmsg *err) {
+static int check_shape(fixture *f, int64_t d0, int64_t d1, berth_errmsg *err) {
   f->in.shape[0] = d0;
   f->in.shape[1] = d1;
   return berth_signature_check(&f->m, &f->r, err);
@@ -79,8 +78,7 @@ static void test_zero_rows_answer(void **state) {
   setup(&f);
   berth_errmsg err = {{0}};
   berth_infer_response resp;
-  assert_int_equal(berth_signature_zero_rows(&f.m, &f.r, NULL, &err),
-                   BERTH_OK);
+  assert_int_equal(berth_signature_zero_rows(&f.m, &f.r, NULL, &err), BERTH_OK);
   assert_int_equal(berth_signature_zero_rows(&f.m, &f.r, &resp, &err),
                    BERTH_OK);
   assert_int_equal(resp.n_outputs, 2);
@@ -117,7 +115,7 @@ static void test_zero_rows_refused(void **state) {
   assert_int_equal(berth_signature_zero_rows(&f.m, &f.r, &resp, &err),
                    BERTH_E_INVALID);
   berth_infer_response_clear(&resp); /* whatever was built is freed */
-  f.m.n_outputs = 0; /* no declared outputs */
+  f.m.n_outputs = 0;                 /* no declared outputs */
   assert_int_equal(berth_signature_zero_rows(&f.m, &f.r, NULL, &err),
                    BERTH_E_INVALID);
   assert_non_null(strstr(err.msg, "declares no outputs"));

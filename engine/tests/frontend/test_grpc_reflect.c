@@ -22,7 +22,8 @@ typedef Grpc__Reflection__V1__ServerReflectionResponse Resp;
 /* Answers r; the unpacked response (NULL when the answer is an error, rc
  * then in *rc). */
 static Resp *ask(const Req *r, int *rc) {
-  size_t len = grpc__reflection__v1__server_reflection_request__get_packed_size(r);
+  size_t len =
+      grpc__reflection__v1__server_reflection_request__get_packed_size(r);
   uint8_t *b = malloc(len + 1);
   assert_non_null(b);
   grpc__reflection__v1__server_reflection_request__pack(r, b);
@@ -36,10 +37,12 @@ static Resp *ask(const Req *r, int *rc) {
   if (*rc == BERTH_OK) {
     assert_true(out.len > BERTH_GRPC_PREFIX);
     const uint8_t *p = (const uint8_t *)out.data;
-    size_t n = ((size_t)p[1] << 24) | ((size_t)p[2] << 16) | ((size_t)p[3] << 8) | p[4];
+    size_t n = ((size_t)p[1] << 24) | ((size_t)p[2] << 16) |
+               ((size_t)p[3] << 8) | p[4];
     assert_int_equal(p[0], 0);
     assert_int_equal(n, out.len - BERTH_GRPC_PREFIX);
-    m = grpc__reflection__v1__server_reflection_response__unpack(NULL, n, p + 5);
+    m = grpc__reflection__v1__server_reflection_response__unpack(NULL, n,
+                                                                 p + 5);
     assert_non_null(m);
   } else {
     assert_true(err.msg[0] != '\0');
@@ -63,13 +66,17 @@ static size_t file_index(const char *name) {
 static void test_tables(void **state) {
   (void)state;
   assert_int_equal(berth_reflect_n_files, 5);
-  const berth_reflect_file *g = &berth_reflect_files[file_index("grpc_service.proto")];
+  const berth_reflect_file *g =
+      &berth_reflect_files[file_index("grpc_service.proto")];
   assert_int_equal(g->n_deps, 1);
-  assert_string_equal(berth_reflect_files[g->deps[0]].name, "model_config.proto");
+  assert_string_equal(berth_reflect_files[g->deps[0]].name,
+                      "model_config.proto");
   for (size_t i = 1; i < berth_reflect_n_symbols; i++)
-    assert_true(strcmp(berth_reflect_symbols[i - 1].name, berth_reflect_symbols[i].name) < 0);
+    assert_true(strcmp(berth_reflect_symbols[i - 1].name,
+                       berth_reflect_symbols[i].name) < 0);
   assert_int_equal(berth_reflect_n_services, 4);
-  const char *want[] = {"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+  const char *want[] = {"grpc.health.v1.Health",
+                        "grpc.reflection.v1.ServerReflection",
                         "grpc.reflection.v1alpha.ServerReflection",
                         "inference.GRPCInferenceService"};
   for (size_t i = 0; i < 4; i++)
@@ -81,17 +88,20 @@ static void test_tables(void **state) {
       {"inference.GRPCInferenceService", "grpc_service.proto", 's'},
       {"inference.GRPCInferenceService.ModelInfer", "grpc_service.proto", 'r'},
       {".inference.ModelInferRequest", "grpc_service.proto", 'm'},
-      {"inference.ModelInferRequest.InferInputTensor", "grpc_service.proto", 'm'},
-      {"inference.ModelInferRequest.raw_input_contents", "grpc_service.proto", 'f'},
+      {"inference.ModelInferRequest.InferInputTensor", "grpc_service.proto",
+       'm'},
+      {"inference.ModelInferRequest.raw_input_contents", "grpc_service.proto",
+       'f'},
       {"inference.ModelConfig", "model_config.proto", 'm'},
       {"grpc.health.v1.HealthCheckResponse.ServingStatus", "health.proto", 'e'},
-      {"grpc.health.v1.HealthCheckResponse.SERVICE_UNKNOWN", "health.proto", 'v'},
+      {"grpc.health.v1.HealthCheckResponse.SERVICE_UNKNOWN", "health.proto",
+       'v'},
       {"grpc.reflection.v1alpha.ServerReflection.ServerReflectionInfo",
        "reflection_v1alpha.proto", 'r'},
   };
   for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
-    const berth_reflect_symbol *s = berth_reflect_find_symbol(syms[i].name,
-                                                              strlen(syms[i].name));
+    const berth_reflect_symbol *s =
+        berth_reflect_find_symbol(syms[i].name, strlen(syms[i].name));
     assert_non_null(s);
     assert_string_equal(berth_reflect_files[s->file].name, syms[i].file);
     assert_int_equal(s->kind, syms[i].kind);
@@ -106,7 +116,8 @@ static void test_list_services(void **state) {
   (void)state;
   Req r = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
   r.host = "localhost:8081";
-  r.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES;
+  r.message_request_case =
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES;
   r.list_services = "*";
   int rc;
   Resp *m = ask(&r, &rc);
@@ -114,8 +125,9 @@ static void test_list_services(void **state) {
   assert_string_equal(m->valid_host, "localhost:8081");
   assert_non_null(m->original_request);
   assert_string_equal(m->original_request->list_services, "*");
-  assert_int_equal(m->message_response_case,
-                   GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE);
+  assert_int_equal(
+      m->message_response_case,
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE);
   assert_int_equal(m->list_services_response->n_service, 4);
   assert_string_equal(m->list_services_response->service[3]->name,
                       "inference.GRPCInferenceService");
@@ -124,9 +136,11 @@ static void test_list_services(void **state) {
 
 /* The file's descriptor first, then its imports'. */
 static void check_files(Resp *m, const char *first, size_t n) {
-  assert_int_equal(m->message_response_case,
-                   GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE);
-  Grpc__Reflection__V1__FileDescriptorResponse *fd = m->file_descriptor_response;
+  assert_int_equal(
+      m->message_response_case,
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE);
+  Grpc__Reflection__V1__FileDescriptorResponse *fd =
+      m->file_descriptor_response;
   assert_int_equal(fd->n_file_descriptor_proto, n);
   const berth_reflect_file *f = &berth_reflect_files[file_index(first)];
   assert_int_equal(fd->file_descriptor_proto[0].len, f->len);
@@ -137,12 +151,14 @@ static void test_files(void **state) {
   (void)state;
   Req r = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
   int rc;
-  r.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME;
+  r.message_request_case =
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME;
   r.file_by_filename = "grpc_service.proto";
   Resp *m = ask(&r, &rc);
   check_files(m, "grpc_service.proto", 2);
   free_resp(m);
-  r.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
+  r.message_request_case =
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
   r.file_containing_symbol = "grpc.health.v1.Health.Watch";
   m = ask(&r, &rc);
   check_files(m, "health.proto", 1);
@@ -157,8 +173,9 @@ static void check_not_found(Req *r, const char *words) {
   int rc;
   Resp *m = ask(r, &rc);
   assert_int_equal(rc, BERTH_OK);
-  assert_int_equal(m->message_response_case,
-                   GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE);
+  assert_int_equal(
+      m->message_response_case,
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE);
   assert_int_equal(m->error_response->error_code, BERTH_GRPC_NOT_FOUND);
   assert_non_null(strstr(m->error_response->error_message, words));
   free_resp(m);
@@ -167,26 +184,33 @@ static void check_not_found(Req *r, const char *words) {
 static void test_not_found(void **state) {
   (void)state;
   Req r = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
-  r.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME;
+  r.message_request_case =
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME;
   r.file_by_filename = "../../etc/passwd";
   check_not_found(&r, "unknown file '../../etc/passwd'");
-  r.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
+  r.message_request_case =
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
   r.file_containing_symbol = "inference.Nope";
   check_not_found(&r, "unknown symbol");
-  Grpc__Reflection__V1__ExtensionRequest x = GRPC__REFLECTION__V1__EXTENSION_REQUEST__INIT;
+  Grpc__Reflection__V1__ExtensionRequest x =
+      GRPC__REFLECTION__V1__EXTENSION_REQUEST__INIT;
   x.containing_type = "inference.ModelInferRequest";
   x.extension_number = 100;
-  r.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION;
+  r.message_request_case =
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION;
   r.file_containing_extension = &x;
   check_not_found(&r, "no extensions");
-  r.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE;
-  r.all_extension_numbers_of_type = "inference.GRPCInferenceService"; /* a service */
+  r.message_request_case =
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE;
+  r.all_extension_numbers_of_type =
+      "inference.GRPCInferenceService"; /* a service */
   check_not_found(&r, "unknown message type");
   r.all_extension_numbers_of_type = "inference.ModelInferRequest";
   int rc;
   Resp *m = ask(&r, &rc);
-  assert_int_equal(m->message_response_case,
-                   GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ALL_EXTENSION_NUMBERS_RESPONSE);
+  assert_int_equal(
+      m->message_response_case,
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ALL_EXTENSION_NUMBERS_RESPONSE);
   assert_string_equal(m->all_extension_numbers_response->base_type_name,
                       "inference.ModelInferRequest");
   assert_int_equal(m->all_extension_numbers_response->n_extension_number, 0);
@@ -199,13 +223,15 @@ static void test_bad_requests(void **state) {
   berth_buf_init(&out, 1 << 20);
   berth_errmsg err;
   const uint8_t junk[] = {0xff, 0xff, 0xff, 0x07, 0x01};
-  assert_int_equal(berth_grpc_reflect_answer(junk, sizeof junk, &out, &err), BERTH_E_PARSE);
+  assert_int_equal(berth_grpc_reflect_answer(junk, sizeof junk, &out, &err),
+                   BERTH_E_PARSE);
   assert_int_equal(out.len, 0);
   Req r = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
   int rc;
   assert_null(ask(&r, &rc)); /* asks nothing */
   assert_int_equal(rc, BERTH_E_INVALID);
-  r.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
+  r.message_request_case =
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
   r.file_containing_symbol = "inference.\xff\xfe";
   assert_null(ask(&r, &rc));
   assert_int_equal(rc, BERTH_E_INVALID);
@@ -218,8 +244,8 @@ static void test_bad_requests(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_tables),      cmocka_unit_test(test_list_services),
-      cmocka_unit_test(test_files),       cmocka_unit_test(test_not_found),
+      cmocka_unit_test(test_tables),       cmocka_unit_test(test_list_services),
+      cmocka_unit_test(test_files),        cmocka_unit_test(test_not_found),
       cmocka_unit_test(test_bad_requests),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -71,10 +71,10 @@ static void hosts_by_default(void **state) {
   assert_false(host(&g, "localhost.evil.example"));
   assert_false(host(&g, "evillocalhost"));
   assert_false(host(&g, "127.0.0.1.evil.example"));
-  assert_false(host(&g, "2130706433"));  /* not a dotted quad */
+  assert_false(host(&g, "2130706433")); /* not a dotted quad */
   assert_false(host(&g, "0x7f.1"));
   /* malformed */
-  assert_false(host(&g, "::1"));          /* IPv6 without brackets */
+  assert_false(host(&g, "::1")); /* IPv6 without brackets */
   assert_false(host(&g, "[::1"));
   assert_false(host(&g, "[::1]x"));
   assert_false(host(&g, "[evil.example]"));
@@ -90,8 +90,8 @@ static void hosts_by_default(void **state) {
 
 static void hosts_configured(void **state) {
   (void)state;
-  char *names[] = {"berth.internal", "*.svc.cluster.local", "Models.Example:9000",
-                   NULL};
+  char *names[] = {"berth.internal", "*.svc.cluster.local",
+                   "Models.Example:9000", NULL};
   berth_http_guard g = {.allowed_hosts = names, .n_allowed_hosts = 3};
   assert_true(host(&g, "berth.internal"));
   assert_true(host(&g, "BERTH.internal:8080"));
@@ -159,8 +159,7 @@ static void origins_by_default(void **state) {
 
 static void origins_configured(void **state) {
   (void)state;
-  char *list[] = {"https://app.example", "http://localhost:3000", "null",
-                  NULL};
+  char *list[] = {"https://app.example", "http://localhost:3000", "null", NULL};
   berth_http_guard g = {.cors_origins = list, .n_cors_origins = 3};
   const char *h = "127.0.0.1:8080";
   assert_int_equal(origin(&g, "https://app.example", h),
@@ -199,9 +198,12 @@ static void cors_headers(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(content_types),    cmocka_unit_test(hosts_by_default),
-      cmocka_unit_test(hosts_configured), cmocka_unit_test(origins_by_default),
-      cmocka_unit_test(origins_configured), cmocka_unit_test(cors_headers),
+      cmocka_unit_test(content_types),
+      cmocka_unit_test(hosts_by_default),
+      cmocka_unit_test(hosts_configured),
+      cmocka_unit_test(origins_by_default),
+      cmocka_unit_test(origins_configured),
+      cmocka_unit_test(cors_headers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

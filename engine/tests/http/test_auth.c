@@ -23,7 +23,7 @@ static char *write_tmp(const char *text) {
 
 static size_t len_of(const char *h) { return h != NULL ? strlen(h) : 0; }
 
-#define CHECK(a, h, admin, health)                                          \
+#define CHECK(a, h, admin, health)                                             \
   berth_auth_check((a), (h), len_of(h), (admin), (health))
 
 static void off_without_tokens(void **state) {

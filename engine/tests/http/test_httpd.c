@@ -63,11 +63,12 @@ static void echo(berth_http_req *r, const char *prefix) {
   char *out = malloc(cap);
   if (out == NULL)
     return;
-  int n = snprintf(out, cap, "%s%.*s %.*s %.*s", prefix, (int)ml, m, (int)pl, p, (int)bl,
-                   b);
+  int n = snprintf(out, cap, "%s%.*s %.*s %.*s", prefix, (int)ml, m, (int)pl, p,
+                   (int)bl, b);
   char version[8], query[64];
   snprintf(version, sizeof version, "%d", berth_http_version(r));
-  snprintf(query, sizeof query, "%.*s", q != NULL ? (int)ql : 1, q != NULL ? q : "-");
+  snprintf(query, sizeof query, "%.*s", q != NULL ? (int)ql : 1,
+           q != NULL ? q : "-");
   berth_http_header_kv h[] = {{"content-type", "text/plain"},
                               {"x-version", version},
                               {"x-query", query},
@@ -161,12 +162,12 @@ static void client_fail(int line, const char *fmt, ...) {
   va_end(ap);
 }
 
-#define CHECK(cond, ...)                                                      \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
-      client_fail(__LINE__, __VA_ARGS__);                                     \
-      return -1;                                                              \
-    }                                                                         \
+#define CHECK(cond, ...)                                                       \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      client_fail(__LINE__, __VA_ARGS__);                                      \
+      return -1;                                                               \
+    }                                                                          \
   } while (0)
 
 typedef struct {
@@ -211,7 +212,9 @@ static int send_all(conn *c, const char *s, size_t n) {
   return 0;
 }
 
-static int send_str(conn *c, const char *s) { return send_all(c, s, strlen(s)); }
+static int send_str(conn *c, const char *s) {
+  return send_all(c, s, strlen(s));
+}
 
 static int fill(conn *c) {
   CHECK(c->len < sizeof c->buf, "client buffer full");
@@ -231,7 +234,8 @@ static int read_response(conn *c, response *r) {
   CHECK(head_len < sizeof r->head, "head too long");
   memcpy(r->head, c->buf, head_len);
   r->head[head_len] = '\0';
-  CHECK(sscanf(r->head, "HTTP/1.1 %d ", &r->status) == 1, "bad status line: %s", r->head);
+  CHECK(sscanf(r->head, "HTTP/1.1 %d ", &r->status) == 1, "bad status line: %s",
+        r->head);
   size_t cl = 0;
   const char *h = strcasestr(r->head, "\r\nContent-Length: ");
   if (h != NULL)
@@ -252,7 +256,8 @@ static int expect_eof(conn *c) {
   CHECK(c->len == 0, "unexpected bytes before EOF");
   char b[256];
   ssize_t k = recv(c->fd, b, sizeof b, 0);
-  CHECK(k == 0, "expected EOF, got %zd (%s)", k, k < 0 ? strerror(errno) : "data");
+  CHECK(k == 0, "expected EOF, got %zd (%s)", k,
+        k < 0 ? strerror(errno) : "data");
   close(c->fd);
   c->fd = -1;
   return 0;
@@ -263,7 +268,8 @@ static int get_ok(conn *c, const char *req, const char *want_body) {
   if (send_str(c, req) != 0 || read_response(c, &r) != 0)
     return -1;
   CHECK(r.status == 200, "status %d for %s", r.status, req);
-  CHECK(strcmp(r.body, want_body) == 0, "body '%s', want '%s'", r.body, want_body);
+  CHECK(strcmp(r.body, want_body) == 0, "body '%s', want '%s'", r.body,
+        want_body);
   return 0;
 }
 
@@ -274,12 +280,15 @@ static int test_h1_keepalive_pipelining(void) {
   CHECK(send_str(&c, "GET /a?x=1 HTTP/1.1\r\nHost: t\r\n\r\n") == 0, "send");
   if (read_response(&c, &r) != 0)
     return -1;
-  CHECK(r.status == 200 && strcmp(r.body, "GET /a ") == 0, "got %d '%s'", r.status, r.body);
-  CHECK(strstr(r.head, "\r\ncontent-type: text/plain\r\n") != NULL, "head: %s", r.head);
+  CHECK(r.status == 200 && strcmp(r.body, "GET /a ") == 0, "got %d '%s'",
+        r.status, r.body);
+  CHECK(strstr(r.head, "\r\ncontent-type: text/plain\r\n") != NULL, "head: %s",
+        r.head);
   CHECK(strstr(r.head, "\r\nx-version: 11\r\n") != NULL, "head: %s", r.head);
   CHECK(strstr(r.head, "\r\nx-query: x=1\r\n") != NULL, "head: %s", r.head);
   CHECK(strstr(r.head, "injected") == NULL, "header injection: %s", r.head);
-  CHECK(strstr(r.head, "9999") == NULL, "handler Content-Length kept: %s", r.head);
+  CHECK(strstr(r.head, "9999") == NULL, "handler Content-Length kept: %s",
+        r.head);
   CHECK(strstr(r.head, "\r\nDate: ") != NULL, "no Date: %s", r.head);
   CHECK(strstr(r.head, "Connection") == NULL, "head: %s", r.head);
   /* keep-alive: the same connection again, with a body */
@@ -287,16 +296,19 @@ static int test_h1_keepalive_pipelining(void) {
              "POST /b xyz") != 0)
     return -1;
   /* pipelining, one asynchronous in the middle: answers stay in order */
-  CHECK(send_str(&c, "GET /p1 HTTP/1.1\r\nHost: t\r\n\r\n"
-                     "POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
-                     "POST /p3 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     "2\r\nhi\r\n0\r\n\r\n") == 0, "send");
+  CHECK(send_str(
+            &c,
+            "GET /p1 HTTP/1.1\r\nHost: t\r\n\r\n"
+            "POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+            "POST /p3 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "2\r\nhi\r\n0\r\n\r\n") == 0,
+        "send");
   const char *want[] = {"GET /p1 ", "slow:POST /slow abc", "POST /p3 hi"};
   for (int i = 0; i < 3; i++) {
     if (read_response(&c, &r) != 0)
       return -1;
-    CHECK(r.status == 200 && strcmp(r.body, want[i]) == 0, "pipelined %d: %d '%s'", i,
-          r.status, r.body);
+    CHECK(r.status == 200 && strcmp(r.body, want[i]) == 0,
+          "pipelined %d: %d '%s'", i, r.status, r.body);
   }
   /* HEAD: the length of what GET would send, no body */
   CHECK(send_str(&c, "HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n") == 0, "send");
@@ -304,29 +316,35 @@ static int test_h1_keepalive_pipelining(void) {
   while ((end = memmem(c.buf, c.len, "\r\n\r\n", 4)) == NULL)
     if (fill(&c) != 0)
       return -1;
-  CHECK(strstr(c.buf, "Content-Length: 8\r\n") != NULL, "HEAD: %.*s", (int)c.len, c.buf);
+  CHECK(strstr(c.buf, "Content-Length: 8\r\n") != NULL, "HEAD: %.*s",
+        (int)c.len, c.buf);
   size_t hl = (size_t)(end + 4 - c.buf);
   memmove(c.buf, c.buf + hl, c.len - hl);
   c.len -= hl;
   /* Connection: close is honoured */
-  CHECK(send_str(&c, "GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n") == 0,
+  CHECK(send_str(
+            &c, "GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n") ==
+            0,
         "send");
   if (read_response(&c, &r) != 0)
     return -1;
-  CHECK(strstr(r.head, "\r\nConnection: close\r\n") != NULL, "head: %s", r.head);
+  CHECK(strstr(r.head, "\r\nConnection: close\r\n") != NULL, "head: %s",
+        r.head);
   return expect_eof(&c);
 }
 
 static int test_h1_http10(void) {
   conn c;
   CHECK(client_connect(&c) == 0, "connect");
-  if (get_ok(&c, "GET /k HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "GET /k ") != 0)
+  if (get_ok(&c, "GET /k HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+             "GET /k ") != 0)
     return -1;
   response r;
   CHECK(send_str(&c, "GET /old HTTP/1.0\r\n\r\n") == 0, "send");
   if (read_response(&c, &r) != 0)
     return -1;
-  CHECK(r.status == 200 && strstr(r.head, "Connection: close") != NULL, "head: %s", r.head);
+  CHECK(r.status == 200 && strstr(r.head, "Connection: close") != NULL,
+        "head: %s", r.head);
   return expect_eof(&c);
 }
 
@@ -337,17 +355,21 @@ static int expect_error(const char *req, int status) {
   if (send_str(&c, req) != 0 || read_response(&c, &r) != 0)
     return -1;
   CHECK(r.status == status, "want %d, got %d for %.40s", status, r.status, req);
-  CHECK(strstr(r.head, "Content-Type: application/json") != NULL, "head: %s", r.head);
+  CHECK(strstr(r.head, "Content-Type: application/json") != NULL, "head: %s",
+        r.head);
   CHECK(strstr(r.head, "Connection: close") != NULL, "head: %s", r.head);
   CHECK(strncmp(r.body, "{\"error\": \"", 11) == 0, "body: %s", r.body);
   return expect_eof(&c);
 }
 
 static int test_h1_errors(void) {
-  if (expect_error("POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n", 413))
+  if (expect_error(
+          "POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n", 413))
     return -1;
-  if (expect_error("POST /big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                   "500\r\n", 413))
+  if (expect_error(
+          "POST /big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "500\r\n",
+          413))
     return -1;
   char many[4096] = "GET / HTTP/1.1\r\nHost: t\r\n";
   for (int i = 0; i < 30; i++)
@@ -357,7 +379,8 @@ static int test_h1_errors(void) {
     return -1;
   if (expect_error("GARBAGE\r\n\r\n", 400))
     return -1;
-  if (expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501))
+  if (expect_error(
+          "GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501))
     return -1;
   /* 413 while the client keeps sending its body: the answer still arrives */
   conn c;
@@ -365,7 +388,9 @@ static int test_h1_errors(void) {
   char body[1500];
   memset(body, 'b', sizeof body);
   response r;
-  if (send_str(&c, "POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 1500\r\n\r\n") ||
+  if (send_str(
+          &c,
+          "POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 1500\r\n\r\n") ||
       send_all(&c, body, sizeof body) || read_response(&c, &r))
     return -1;
   CHECK(r.status == 413, "status %d", r.status);
@@ -377,14 +402,16 @@ static int test_h1_expect(void) {
   conn c;
   CHECK(client_connect(&c) == 0, "connect");
   CHECK(send_str(&c, "POST /e HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
-                     "Content-Length: 5\r\n\r\n") == 0, "send");
+                     "Content-Length: 5\r\n\r\n") == 0,
+        "send");
   response r;
   if (read_response(&c, &r) != 0)
     return -1;
   CHECK(r.status == 100, "want 100 Continue, got %d", r.status);
   if (send_str(&c, "hello") != 0 || read_response(&c, &r) != 0)
     return -1;
-  CHECK(r.status == 200 && strcmp(r.body, "POST /e hello") == 0, "got '%s'", r.body);
+  CHECK(r.status == 200 && strcmp(r.body, "POST /e hello") == 0, "got '%s'",
+        r.body);
   close(c.fd);
   return 0;
 }
@@ -432,8 +459,8 @@ static h2_req *h2_find(h2_client *hc, int32_t id) {
   return NULL;
 }
 
-static ssize_t h2c_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags,
-                        void *ud) {
+static ssize_t h2c_send(nghttp2_session *s, const uint8_t *data, size_t len,
+                        int flags, void *ud) {
   (void)s;
   (void)flags;
   h2_client *hc = ud;
@@ -444,8 +471,9 @@ static ssize_t h2c_send(nghttp2_session *s, const uint8_t *data, size_t len, int
   return (ssize_t)len;
 }
 
-static int h2c_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
-                      size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *ud) {
+static int h2c_header(nghttp2_session *s, const nghttp2_frame *f,
+                      const uint8_t *name, size_t nl, const uint8_t *value,
+                      size_t vl, uint8_t flags, void *ud) {
   (void)s;
   (void)flags;
   h2_req *r = h2_find(ud, f->hd.stream_id);
@@ -455,8 +483,8 @@ static int h2c_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t 
   return 0;
 }
 
-static int h2c_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
-                    size_t len, void *ud) {
+static int h2c_data(nghttp2_session *s, uint8_t flags, int32_t id,
+                    const uint8_t *data, size_t len, void *ud) {
   (void)s;
   (void)flags;
   h2_req *r = h2_find(ud, id);
@@ -480,8 +508,9 @@ static int h2c_close(nghttp2_session *s, int32_t id, uint32_t err, void *ud) {
   return 0;
 }
 
-static ssize_t h2c_upload(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
-                          uint32_t *flags, nghttp2_data_source *src, void *ud) {
+static ssize_t h2c_upload(nghttp2_session *s, int32_t id, uint8_t *buf,
+                          size_t len, uint32_t *flags, nghttp2_data_source *src,
+                          void *ud) {
   (void)s;
   (void)id;
   (void)ud;
@@ -497,19 +526,22 @@ static ssize_t h2c_upload(nghttp2_session *s, int32_t id, uint8_t *buf, size_t l
 }
 
 static h2_req *h2_submit(nghttp2_session *s, h2_client *hc, const char *method,
-                         const char *path, const char *upload, size_t upload_len) {
+                         const char *path, const char *upload,
+                         size_t upload_len) {
   h2_req *r = &hc->reqs[hc->n];
   memset(r, 0, sizeof *r);
   r->upload = upload;
   r->upload_len = upload_len;
   nghttp2_nv nva[] = {
-      {(uint8_t *)":method", (uint8_t *)(uintptr_t)method, 7, strlen(method), 0},
+      {(uint8_t *)":method", (uint8_t *)(uintptr_t)method, 7, strlen(method),
+       0},
       {(uint8_t *)":path", (uint8_t *)(uintptr_t)path, 5, strlen(path), 0},
       {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
       {(uint8_t *)":authority", (uint8_t *)"t", 10, 1, 0},
   };
   nghttp2_data_provider prd = {.source.ptr = r, .read_callback = h2c_upload};
-  r->id = nghttp2_submit_request(s, NULL, nva, 4, upload != NULL ? &prd : NULL, r);
+  r->id =
+      nghttp2_submit_request(s, NULL, nva, 4, upload != NULL ? &prd : NULL, r);
   if (r->id < 0)
     return NULL;
   hc->n++;
@@ -566,7 +598,8 @@ static int test_h2(void) {
   }
   slow->body[slow->body_len] = '\0';
   fast->body[fast->body_len] = '\0';
-  if (slow->status != 200 || strcmp(slow->body, "slow:POST /slow h2body") != 0) {
+  if (slow->status != 200 ||
+      strcmp(slow->body, "slow:POST /slow h2body") != 0) {
     CHECK(0, "h2 slow: %d '%s'", slow->status, slow->body);
   }
   if (fast->status != 200 || strcmp(fast->body, "GET /fast ") != 0) {
@@ -580,7 +613,8 @@ static int test_h2(void) {
   }
   for (int i = 3; i < hc.n; i++) {
     hc.reqs[i].body[hc.reqs[i].body_len] = '\0';
-    if (hc.reqs[i].status != 200 || strcmp(hc.reqs[i].body, "GET /many ") != 0) {
+    if (hc.reqs[i].status != 200 ||
+        strcmp(hc.reqs[i].body, "GET /many ") != 0) {
       CHECK(0, "h2 stream %d: %d", hc.reqs[i].id, hc.reqs[i].status);
     }
   }
@@ -602,7 +636,8 @@ static int h2_read_until_eof(conn *c, bool *goaway) {
   for (;;) {
     while (c->len >= 9) {
       size_t flen = ((size_t)(unsigned char)c->buf[0] << 16) |
-                    ((size_t)(unsigned char)c->buf[1] << 8) | (unsigned char)c->buf[2];
+                    ((size_t)(unsigned char)c->buf[1] << 8) |
+                    (unsigned char)c->buf[2];
       if (c->len < 9 + flen)
         break;
       if (c->buf[3] == 0x07)
@@ -629,7 +664,8 @@ static int test_stop_accepting(void) {
     return -1;
   conn c;
   CHECK(client_connect(&c) == 0, "connect");
-  if (get_ok(&c, "GET /before HTTP/1.1\r\nHost: t\r\n\r\n", "GET /before ") != 0)
+  if (get_ok(&c, "GET /before HTTP/1.1\r\nHost: t\r\n\r\n", "GET /before ") !=
+      0)
     return -1;
   if (send_cmd(CMD_STOP_ACCEPTING) != 0)
     return -1;
@@ -639,7 +675,8 @@ static int test_stop_accepting(void) {
   CHECK(send_str(&c, "GET /after HTTP/1.1\r\nHost: t\r\n\r\n") == 0, "send");
   if (read_response(&c, &r) != 0)
     return -1;
-  CHECK(r.status == 200 && strstr(r.head, "Connection: close") != NULL, "head %s", r.head);
+  CHECK(r.status == 200 && strstr(r.head, "Connection: close") != NULL,
+        "head %s", r.head);
   if (expect_eof(&c) != 0)
     return -1;
   conn d;
@@ -676,9 +713,13 @@ static void *client_main(void *arg) {
 static void test_transport(void **state) {
   (void)state;
   assert_int_equal(uv_loop_init(&loop), 0);
-  berth_httpd_options o = {.host = "127.0.0.1", .port = 0, .max_body_bytes = MAX_BODY,
-                           .max_head_bytes = 4096, .max_headers = 20,
-                           .idle_timeout_ms = 5000, .handler = handler};
+  berth_httpd_options o = {.host = "127.0.0.1",
+                           .port = 0,
+                           .max_body_bytes = MAX_BODY,
+                           .max_head_bytes = 4096,
+                           .max_headers = 20,
+                           .idle_timeout_ms = 5000,
+                           .handler = handler};
   berth_errmsg err = {{0}};
   assert_int_equal(berth_httpd_start(&loop, &o, &srv, &err), BERTH_OK);
   port = berth_httpd_port(srv);
@@ -690,7 +731,8 @@ static void test_transport(void **state) {
   assert_int_equal(berth_httpd_start(&loop, &o, &dup, &err), BERTH_E_IO);
   assert_null(dup);
   char want[64];
-  snprintf(want, sizeof want, "127.0.0.1:%u: address already in use", (unsigned)port);
+  snprintf(want, sizeof want, "127.0.0.1:%u: address already in use",
+           (unsigned)port);
   assert_string_equal(err.msg, want);
   o.host = "localhost";
   assert_int_equal(berth_httpd_start(&loop, &o, &dup, &err), BERTH_E_CONFIG);

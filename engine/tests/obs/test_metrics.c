@@ -84,36 +84,51 @@ static void rendering(void **state) {
   berth_metrics_request(&mm, BERTH_PROTO_GRPC, BERTH_E_MODEL, 2);
   berth_histogram_observe(&mm.batch_size, 3);
   mm.worker_restarts = 2;
-  berth_metrics_model mv = {.model = "m\"x", .version = "1", .m = &mm,
-                            .queue_depth = 4, .inflight = 1, .workers_ready = 2,
+  berth_metrics_model mv = {.model = "m\"x",
+                            .version = "1",
+                            .m = &mm,
+                            .queue_depth = 4,
+                            .inflight = 1,
+                            .workers_ready = 2,
                             .workers_rss_bytes = -1};
-  berth_metrics_process proc = {.cpu_seconds = 1.5, .rss_bytes = 4096,
-                                .version = "9.9"};
+  berth_metrics_process proc = {
+      .cpu_seconds = 1.5, .rss_bytes = 4096, .version = "9.9"};
   berth_buf b;
   berth_buf_init(&b, 1 << 20);
   assert_int_equal(berth_metrics_render(&b, &mv, 1, &proc), BERTH_OK);
   const char *t = b.data;
   assert_non_null(strstr(t, "# TYPE berth_requests_total counter\n"));
-  assert_non_null(strstr(t, "berth_requests_total{model=\"m\\\"x\",version=\"1\","
-                            "protocol=\"rest\",outcome=\"success\"} 2\n"));
+  assert_non_null(strstr(t,
+                         "berth_requests_total{model=\"m\\\"x\",version=\"1\","
+                         "protocol=\"rest\",outcome=\"success\"} 2\n"));
   assert_non_null(strstr(t, "protocol=\"grpc\",outcome=\"server_error\"} 1\n"));
   assert_non_null(strstr(t, "protocol=\"grpc\",outcome=\"timeout\"} 0\n"));
-  assert_non_null(strstr(t, "# TYPE berth_request_duration_seconds histogram\n"));
-  assert_non_null(strstr(t, "berth_request_duration_seconds_bucket{model=\"m\\\"x\","
-                            "version=\"1\",le=\"0.0025\"} 1\n"));
-  assert_non_null(strstr(t, "berth_request_duration_seconds_bucket{model=\"m\\\"x\","
-                            "version=\"1\",le=\"+Inf\"} 3\n"));
-  assert_non_null(strstr(t, "berth_request_duration_seconds_sum{model=\"m\\\"x\","
-                            "version=\"1\"} 2.006\n"));
-  assert_non_null(strstr(t, "berth_request_duration_seconds_count{model=\"m\\\"x\","
-                            "version=\"1\"} 3\n"));
-  assert_non_null(strstr(t, "berth_batch_size_bucket{model=\"m\\\"x\",version=\"1\","
-                            "le=\"2\"} 0\n"));
-  assert_non_null(strstr(t, "berth_batch_size_bucket{model=\"m\\\"x\",version=\"1\","
-                            "le=\"4\"} 1\n"));
-  assert_non_null(strstr(t, "berth_queue_depth{model=\"m\\\"x\",version=\"1\"} 4\n"));
-  assert_non_null(strstr(t, "berth_inflight_requests{model=\"m\\\"x\",version=\"1\"} 1\n"));
-  assert_non_null(strstr(t, "berth_workers{model=\"m\\\"x\",version=\"1\"} 2\n"));
+  assert_non_null(
+      strstr(t, "# TYPE berth_request_duration_seconds histogram\n"));
+  assert_non_null(
+      strstr(t, "berth_request_duration_seconds_bucket{model=\"m\\\"x\","
+                "version=\"1\",le=\"0.0025\"} 1\n"));
+  assert_non_null(
+      strstr(t, "berth_request_duration_seconds_bucket{model=\"m\\\"x\","
+                "version=\"1\",le=\"+Inf\"} 3\n"));
+  assert_non_null(strstr(t,
+                         "berth_request_duration_seconds_sum{model=\"m\\\"x\","
+                         "version=\"1\"} 2.006\n"));
+  assert_non_null(
+      strstr(t, "berth_request_duration_seconds_count{model=\"m\\\"x\","
+                "version=\"1\"} 3\n"));
+  assert_non_null(
+      strstr(t, "berth_batch_size_bucket{model=\"m\\\"x\",version=\"1\","
+                "le=\"2\"} 0\n"));
+  assert_non_null(
+      strstr(t, "berth_batch_size_bucket{model=\"m\\\"x\",version=\"1\","
+                "le=\"4\"} 1\n"));
+  assert_non_null(
+      strstr(t, "berth_queue_depth{model=\"m\\\"x\",version=\"1\"} 4\n"));
+  assert_non_null(
+      strstr(t, "berth_inflight_requests{model=\"m\\\"x\",version=\"1\"} 1\n"));
+  assert_non_null(
+      strstr(t, "berth_workers{model=\"m\\\"x\",version=\"1\"} 2\n"));
   assert_non_null(strstr(t, "# TYPE berth_worker_restarts_total counter\n"));
   assert_non_null(strstr(t, "berth_worker_restarts_total{model=\"m\\\"x\","
                             "version=\"1\"} 2\n"));
@@ -134,10 +149,10 @@ static void rendering_respects_buffer_max(void **state) {
   (void)state;
   berth_model_metrics mm;
   berth_model_metrics_init(&mm);
-  berth_metrics_model mv = {.model = "m", .version = "1", .m = &mm,
-                            .workers_rss_bytes = -1};
-  berth_metrics_process proc = {.cpu_seconds = -1, .rss_bytes = -1,
-                                .version = "1"};
+  berth_metrics_model mv = {
+      .model = "m", .version = "1", .m = &mm, .workers_rss_bytes = -1};
+  berth_metrics_process proc = {
+      .cpu_seconds = -1, .rss_bytes = -1, .version = "1"};
   berth_buf b;
   berth_buf_init(&b, 100);
   assert_int_equal(berth_metrics_render(&b, &mv, 1, &proc), BERTH_E_TOO_LARGE);

@@ -55,14 +55,14 @@ static void traceparent_invalid(void **state) {
   static const char *const bad[] = {
       "",
       "00",
-      "00-" TID "-" SID "-0",                        /* short */
-      "00-" TID "-" SID "-01-",                      /* 00: exactly 55 */
+      "00-" TID "-" SID "-0",   /* short */
+      "00-" TID "-" SID "-01-", /* 00: exactly 55 */
       "00-" TID "-" SID "-01-x",
       "00-4BF92F3577B34DA6A3CE929D0E0E4736-" SID "-01", /* upper case */
       "00-" TID "-00F067AA0BA902B7-01",
       "00-" TID "-" SID "-0A",
       "0A-" TID "-" SID "-01",
-      "ff-" TID "-" SID "-01",                       /* forbidden */
+      "ff-" TID "-" SID "-01", /* forbidden */
       "00-00000000000000000000000000000000-" SID "-01",
       "00-" TID "-0000000000000000-01",
       "00_" TID "-" SID "-01",
@@ -70,7 +70,7 @@ static void traceparent_invalid(void **state) {
       "00-" TID "-" SID "_01",
       "00-" TID "x" SID "-01x",
       "00-4bf92f3577b34da6a3ce929d0e0e473g-" SID "-01",
-      "01-" TID "-" SID "-01x",                      /* later: '-' after */
+      "01-" TID "-" SID "-01x", /* later: '-' after */
       "00 " TID "-" SID "-01",
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -94,9 +94,10 @@ static void url_parsing(void **state) {
   char host[256], path[1024];
   uint16_t port;
   berth_errmsg err;
-  assert_int_equal(berth_http_parse_url("http://127.0.0.1:4318/v1/traces",
-                                        host, sizeof host, &port, path,
-                                        sizeof path, &err), BERTH_OK);
+  assert_int_equal(berth_http_parse_url("http://127.0.0.1:4318/v1/traces", host,
+                                        sizeof host, &port, path, sizeof path,
+                                        &err),
+                   BERTH_OK);
   assert_string_equal(host, "127.0.0.1");
   assert_int_equal(port, 4318);
   assert_string_equal(path, "/v1/traces");
@@ -106,19 +107,20 @@ static void url_parsing(void **state) {
   assert_string_equal(host, "collector");
   assert_int_equal(port, 80);
   assert_string_equal(path, "/v1/traces"); /* the OTLP default path */
-  assert_int_equal(berth_http_parse_url("http://[::1]:4318/", host,
-                                        sizeof host, &port, path, sizeof path,
-                                        &err), BERTH_OK);
+  assert_int_equal(berth_http_parse_url("http://[::1]:4318/", host, sizeof host,
+                                        &port, path, sizeof path, &err),
+                   BERTH_OK);
   assert_string_equal(host, "::1");
   assert_string_equal(path, "/v1/traces");
   assert_int_equal(berth_http_parse_url("http://h:1/custom/otlp", host,
                                         sizeof host, &port, path, sizeof path,
-                                        &err), BERTH_OK);
+                                        &err),
+                   BERTH_OK);
   assert_string_equal(path, "/custom/otlp");
   static const char *const bad[] = {
-      "https://h:4318", "h:4318",        "http://",       "http://:4318",
-      "http://h:0",     "http://h:65536", "http://h:x",    "http://h:4318x",
-      "http://[::1",    "http://u@h:1",   "http://h/a b",  "grpc://h:4317",
+      "https://h:4318", "h:4318",         "http://",      "http://:4318",
+      "http://h:0",     "http://h:65536", "http://h:x",   "http://h:4318x",
+      "http://[::1",    "http://u@h:1",   "http://h/a b", "grpc://h:4317",
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     if (berth_http_parse_url(bad[i], host, sizeof host, &port, path,
@@ -272,7 +274,8 @@ static void http_answer(void **state) {
   const char *c = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n";
   assert_int_equal(berth_otlp_http_answer(c, strlen(c), &done), 200);
   assert_false(done); /* no length: wait for the end of the connection */
-  const char *d = "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n";
+  const char *d =
+      "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n";
   assert_int_equal(berth_otlp_http_answer(d, strlen(d), &done), 200);
   assert_false(done);
   assert_int_equal(berth_otlp_http_answer("HTTP/1.1 20", 11, &done), -1);
@@ -310,7 +313,8 @@ static void peer_closed(uv_handle_t *h) { (void)h; }
 static void on_peer_alloc(uv_handle_t *h, size_t s, uv_buf_t *buf) {
   peer *p = h->data;
   (void)s;
-  *buf = uv_buf_init(p->got + p->got_len, (unsigned)(sizeof p->got - p->got_len));
+  *buf =
+      uv_buf_init(p->got + p->got_len, (unsigned)(sizeof p->got - p->got_len));
 }
 
 static void on_peer_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -334,8 +338,9 @@ static void on_peer_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
                            "\r\nxx";
   static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
                              "Connection: close\r\n\r\n";
-  uv_buf_t b = p->mode == ANSWER_503 ? uv_buf_init((char *)busy, sizeof busy - 1)
-                                     : uv_buf_init((char *)ok, sizeof ok - 1);
+  uv_buf_t b = p->mode == ANSWER_503
+                   ? uv_buf_init((char *)busy, sizeof busy - 1)
+                   : uv_buf_init((char *)ok, sizeof ok - 1);
   uv_try_write(s, &b, 1);
   if (p->mode == ANSWER_503)
     uv_close((uv_handle_t *)s, peer_closed);
@@ -373,7 +378,8 @@ static void post_once(answer_mode mode, bool *ok, char *msg) {
   f.listener.data = &f;
   struct sockaddr_in addr;
   uv_ip4_addr("127.0.0.1", 0, &addr);
-  assert_int_equal(uv_tcp_bind(&f.listener, (const struct sockaddr *)&addr, 0), 0);
+  assert_int_equal(uv_tcp_bind(&f.listener, (const struct sockaddr *)&addr, 0),
+                   0);
   assert_int_equal(uv_listen((uv_stream_t *)&f.listener, 8, on_connection), 0);
   struct sockaddr_storage ss;
   int sl = sizeof ss;
@@ -383,7 +389,8 @@ static void post_once(answer_mode mode, bool *ok, char *msg) {
            (unsigned)ntohs(((struct sockaddr_in *)&ss)->sin_port));
   berth_otlp_client *c = NULL;
   berth_errmsg err;
-  assert_int_equal(berth_otlp_client_new(&f.loop, url, 300, &c, &err), BERTH_OK);
+  assert_int_equal(berth_otlp_client_new(&f.loop, url, 300, &c, &err),
+                   BERTH_OK);
   uint8_t *body = malloc(5);
   memcpy(body, "hello", 5);
   assert_int_equal(berth_otlp_post(c, body, 5, on_posted, &f), BERTH_OK);
@@ -480,8 +487,9 @@ static void close_with_post_pending(void **state) {
   uv_loop_init(&loop);
   berth_otlp_client *c = NULL;
   berth_errmsg err;
-  assert_int_equal(berth_otlp_client_new(&loop, "http://127.0.0.1:9", 1000,
-                                         &c, &err), BERTH_OK);
+  assert_int_equal(
+      berth_otlp_client_new(&loop, "http://127.0.0.1:9", 1000, &c, &err),
+      BERTH_OK);
   fixture f;
   memset(&f, 0, sizeof f);
   assert_int_equal(berth_otlp_post(c, malloc(3), 3, on_posted, &f), BERTH_OK);

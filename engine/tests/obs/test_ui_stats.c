@@ -218,13 +218,13 @@ static void basic_credentials(void **state) {
   assert_true(basic("Basic YTpiOmM=", out, sizeof out));
   assert_string_equal(out, "b:c");
   assert_false(basic("Bearer dXNlcjpzM2NyZXQ=", out, sizeof out));
-  assert_false(basic("Basic dXNlcnBhc3M=", out, sizeof out)); /* no ':' */
+  assert_false(basic("Basic dXNlcnBhc3M=", out, sizeof out));    /* no ':' */
   assert_false(basic("Basic dXNlcjpzM2NyZXQ", out, sizeof out)); /* length */
   assert_false(basic("Basic dXNl*jpzM2NyZXQ=", out, sizeof out));
   assert_false(basic("Basic =XNlcjpzM2NyZXQ=", out, sizeof out));
   assert_false(basic("Basic ====", out, sizeof out));
   assert_false(basic("Basic ", out, sizeof out));
-  assert_false(basic("Basic dXNlcjpzM2NyZXQ=", out, 6)); /* no room for NUL */
+  assert_false(basic("Basic dXNlcjpzM2NyZXQ=", out, 6));  /* no room for NUL */
   assert_false(basic("Basic dTo6AA==", out, sizeof out)); /* "u::\0" */
   char *huge = malloc(20000);
   assert_non_null(huge);

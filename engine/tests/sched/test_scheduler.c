@@ -14,8 +14,8 @@
 
 #include "engine.h"
 
-#define CONFIG                                                                \
-  "models:\n"                                                                 \
+#define CONFIG                                                                 \
+  "models:\n"                                                                  \
   "  - {name: m, runtime: r, path: p, max_batch_size: 4,"                      \
   " max_queue_size: 3}\n"
 

@@ -68,8 +68,7 @@ static void refuses_bad_parameters(void **state) {
     berth_errmsg err;
     berth_seq_req r;
     json_t *p = params(bad[i]);
-    assert_int_equal(berth_seq_parse(p, "m", true, &r, &err),
-                     BERTH_E_INVALID);
+    assert_int_equal(berth_seq_parse(p, "m", true, &r, &err), BERTH_E_INVALID);
     json_decref(p);
   }
 }
@@ -150,8 +149,7 @@ static void idle_sequences_expire_into_drop_lists(void **state) {
   (void)state;
   berth_seq_table t;
   assert_int_equal(
-      berth_seq_table_init(&t, 1, 4, 10, 100 * MS, BERTH_SEQ_OLDEST),
-      BERTH_OK);
+      berth_seq_table_init(&t, 1, 4, 10, 100 * MS, BERTH_SEQ_OLDEST), BERTH_OK);
   berth_seq *a, *b;
   assert_int_equal(admit(&t, 1, true, false, 0, &a), BERTH_OK);
   assert_int_equal(admit(&t, 2, true, false, 0, &b), BERTH_OK);

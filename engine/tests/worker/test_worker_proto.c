@@ -14,11 +14,13 @@
 
 static void test_header_round_trip(void **state) {
   (void)state;
-  berth_wp_header h = {.length = 0x01020304, .type = BERTH_WP_RESULT,
-                       .flags = 0, .id = 0x1122334455667788ULL};
+  berth_wp_header h = {.length = 0x01020304,
+                       .type = BERTH_WP_RESULT,
+                       .flags = 0,
+                       .id = 0x1122334455667788ULL};
   uint8_t b[BERTH_WP_HEADER_SIZE];
   berth_wp_header_encode(b, &h);
-  const uint8_t want[16] = {4, 3, 2, 1, 5, 0, 0, 0,
+  const uint8_t want[16] = {4,    3,    2,    1,    5,    0,    0,    0,
                             0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11};
   assert_memory_equal(b, want, 16);
   berth_wp_header d;
@@ -46,7 +48,7 @@ static void test_header_rejects(void **state) {
   berth_wp_header_encode(b, &h);
   assert_int_equal(berth_wp_header_decode(b, 100, &d, &err), BERTH_E_PARSE);
   assert_int_equal(d.length, 77); /* untouched on failure */
-  h.type = BERTH_WP_CANCEL + 1; /* the first unknown type */
+  h.type = BERTH_WP_CANCEL + 1;   /* the first unknown type */
   berth_wp_header_encode(b, &h);
   assert_int_equal(berth_wp_header_decode(b, 100, &d, &err), BERTH_E_PARSE);
   h.type = 0xFFFF;
@@ -74,19 +76,30 @@ static void fixture_init(fixture *fx) {
   fx->i = -42;
   const uint8_t b[10] = {2, 0, 0, 0, 'h', 'i', 0, 0, 0, 0};
   memcpy(fx->bytes, b, sizeof b);
-  fx->ts[0] = (berth_tensor){.name = "input_0", .dtype = BERTH_DT_FP32,
-                             .ndim = 2, .shape = {2, 3},
-                             .data = (uint8_t *)fx->f, .nbytes = 24,
+  fx->ts[0] = (berth_tensor){.name = "input_0",
+                             .dtype = BERTH_DT_FP32,
+                             .ndim = 2,
+                             .shape = {2, 3},
+                             .data = (uint8_t *)fx->f,
+                             .nbytes = 24,
                              .data_borrowed = true};
-  fx->ts[1] = (berth_tensor){.name = "scalar", .dtype = BERTH_DT_INT64,
-                             .ndim = 0, .data = (uint8_t *)&fx->i,
-                             .nbytes = 8, .data_borrowed = true};
-  fx->ts[2] = (berth_tensor){.name = "empty", .dtype = BERTH_DT_UINT8,
-                             .ndim = 3, .shape = {4, 0, 7},
+  fx->ts[1] = (berth_tensor){.name = "scalar",
+                             .dtype = BERTH_DT_INT64,
+                             .ndim = 0,
+                             .data = (uint8_t *)&fx->i,
+                             .nbytes = 8,
                              .data_borrowed = true};
-  fx->ts[3] = (berth_tensor){.name = "t\xc3\xa9xt", .dtype = BERTH_DT_BYTES,
-                             .ndim = 1, .shape = {2},
-                             .data = fx->bytes, .nbytes = 10,
+  fx->ts[2] = (berth_tensor){.name = "empty",
+                             .dtype = BERTH_DT_UINT8,
+                             .ndim = 3,
+                             .shape = {4, 0, 7},
+                             .data_borrowed = true};
+  fx->ts[3] = (berth_tensor){.name = "t\xc3\xa9xt",
+                             .dtype = BERTH_DT_BYTES,
+                             .ndim = 1,
+                             .shape = {2},
+                             .data = fx->bytes,
+                             .nbytes = 10,
                              .data_borrowed = true};
 }
 
@@ -97,9 +110,9 @@ static uint8_t *encode_n(const berth_tensor *ts, size_t n, const char *params,
   uint8_t *buf = malloc(*len);
   assert_non_null(buf);
   size_t written = 0;
-  assert_int_equal(berth_wp_tensors_encode(ts, n, params, plen, buf, *len,
-                                           &written),
-                   BERTH_OK);
+  assert_int_equal(
+      berth_wp_tensors_encode(ts, n, params, plen, buf, *len, &written),
+      BERTH_OK);
   assert_int_equal(written, *len);
   return buf;
 }
@@ -179,9 +192,9 @@ static void test_encode_rejects(void **state) {
   uint8_t buf[512];
   size_t w;
   assert_int_equal(berth_wp_tensors_size(fx.ts, 4, 0, &size), BERTH_OK);
-  assert_int_equal(berth_wp_tensors_encode(fx.ts, 4, NULL, 0, buf, size - 1,
-                                           &w),
-                   BERTH_E_INVALID);
+  assert_int_equal(
+      berth_wp_tensors_encode(fx.ts, 4, NULL, 0, buf, size - 1, &w),
+      BERTH_E_INVALID);
   berth_tensor t = fx.ts[0];
   t.name = "";
   assert_int_not_equal(berth_wp_tensors_size(&t, 1, 0, &size), BERTH_OK);
@@ -201,8 +214,7 @@ static void test_encode_rejects(void **state) {
   assert_int_not_equal(berth_wp_tensors_size(&t, 1, 0, &size), BERTH_OK);
   t = fx.ts[0];
   t.nbytes = 20; /* disagrees with the shape */
-  assert_int_equal(berth_wp_tensors_encode(&t, 1, NULL, 0, buf, sizeof buf,
-                                           &w),
+  assert_int_equal(berth_wp_tensors_encode(&t, 1, NULL, 0, buf, sizeof buf, &w),
                    BERTH_E_INVALID);
   t = fx.ts[0];
   t.nbytes = SIZE_MAX - 3;
@@ -217,8 +229,12 @@ static void test_encode_rejects(void **state) {
  *  48 data  56 end */
 static uint8_t *one_tensor(size_t *len) {
   static float f[2] = {1.0f, 2.0f};
-  berth_tensor t = {.name = "x", .dtype = BERTH_DT_FP32, .ndim = 1,
-                    .shape = {2}, .data = (uint8_t *)f, .nbytes = 8,
+  berth_tensor t = {.name = "x",
+                    .dtype = BERTH_DT_FP32,
+                    .ndim = 1,
+                    .shape = {2},
+                    .data = (uint8_t *)f,
+                    .nbytes = 8,
                     .data_borrowed = true};
   uint8_t *buf = encode(&t, 1, "{}", len);
   assert_int_equal(*len, 56);
@@ -259,11 +275,11 @@ static void test_malformed(void **state) {
   berth_errmsg err;
   assert_int_equal(decode(good, len, &ts, &n, &err), BERTH_OK);
   berth_tensors_free(ts, n);
-#define MUTATE(stmt, why)                                                     \
-  do {                                                                        \
-    memcpy(b, good, len);                                                     \
-    stmt;                                                                     \
-    expect_reject(b, len, why);                                               \
+#define MUTATE(stmt, why)                                                      \
+  do {                                                                         \
+    memcpy(b, good, len);                                                      \
+    stmt;                                                                      \
+    expect_reject(b, len, why);                                                \
   } while (0)
   MUTATE(put32(b, 2), "more tensors than present");
   MUTATE(put32(b, 0), "fewer tensors than present");
@@ -319,8 +335,12 @@ static void test_malformed_data(void **state) {
   berth_errmsg err;
   /* BOOL of 3 elements: padding after data, values 0/1 only */
   uint8_t bv[3] = {1, 0, 1};
-  berth_tensor bt = {.name = "b", .dtype = BERTH_DT_BOOL, .ndim = 1,
-                     .shape = {3}, .data = bv, .nbytes = 3,
+  berth_tensor bt = {.name = "b",
+                     .dtype = BERTH_DT_BOOL,
+                     .ndim = 1,
+                     .shape = {3},
+                     .data = bv,
+                     .nbytes = 3,
                      .data_borrowed = true};
   size_t len;
   uint8_t *buf = encode(&bt, 1, NULL, &len);
@@ -334,8 +354,12 @@ static void test_malformed_data(void **state) {
   free(buf);
   /* BYTES whose prefixes do not match the shape or the length */
   uint8_t sd[9] = {1, 0, 0, 0, 'a', 0, 0, 0, 0};
-  berth_tensor st = {.name = "s", .dtype = BERTH_DT_BYTES, .ndim = 1,
-                     .shape = {2}, .data = sd, .nbytes = 9,
+  berth_tensor st = {.name = "s",
+                     .dtype = BERTH_DT_BYTES,
+                     .ndim = 1,
+                     .shape = {2},
+                     .data = sd,
+                     .nbytes = 9,
                      .data_borrowed = true};
   buf = encode(&st, 1, NULL, &len);
   assert_int_equal(decode(buf, len, &ts, &n, &err), BERTH_OK);
