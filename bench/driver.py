@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import statistics
@@ -437,9 +436,8 @@ def sweep(srv: Server, url: str, body_file: Path, wl: dict, reps: int, seconds: 
 
 def expected_outputs(cases: list[str]) -> dict[str, list[float]]:
     sys.path.insert(0, str(HERE / "models"))
-    import numpy as np
-
     import common
+    import numpy as np
 
     want = {}
     texts = json.loads((WORK / "texts.json").read_text())
@@ -534,7 +532,7 @@ def main() -> int:
         if name == "berth":
             entry["build"] = berth_build()
         if not (VENVS / name / ".bench-stamp").exists():
-            entry["error"] = "not installed (see bench/work/logs/install-%s.log)" % name
+            entry["error"] = f"not installed (see bench/work/logs/install-{name}.log)"
             say(f"{name}: {entry['error']}")
             continue
         for w in wls:

@@ -13,7 +13,6 @@ import platform
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent

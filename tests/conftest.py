@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
 import berth_e2e  # noqa: E402
 from berth_e2e import BerthServer, ModelZoo, free_port, start_server  # noqa: E402,F401
 
-
 # ----------------------------------------------------------------- fixtures
 
 

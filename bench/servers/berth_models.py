@@ -7,8 +7,6 @@ config with max_batch_size, max_queue_delay_us and instances).
 import os
 import sys
 
-import numpy as np
-
 import berth
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models"))

@@ -10,10 +10,9 @@ import argparse
 import inspect
 import os
 
-import numpy as np
-
 import common
 import litserve as ls
+import numpy as np
 
 KIND = os.environ["BENCH_MODEL"]
 KEY = {"identity": ("x", "y"), "tabular": ("x", "proba"), "embed": ("text", "embedding")}

@@ -1,11 +1,10 @@
 """The MLServer runtime class (imported by MLServer's worker processes)."""
 
+import common
 import numpy as np
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec, StringCodec
 from mlserver.types import InferenceRequest, InferenceResponse
-
-import common
 
 OUT = {"identity": "y", "tabular": "proba", "embed": "embedding"}
 

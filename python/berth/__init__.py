@@ -24,7 +24,6 @@ from .errors import (
     ModelLoadError,
     ProtocolError,
 )
-
 from .pipeline import Case, Pipeline, Step, Switch
 
 if TYPE_CHECKING:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import ssl
 import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import textwrap
 import time
@@ -305,7 +305,7 @@ class BerthServer:
     def start(self) -> BerthServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         last_error = ""
-        for attempt in range(3):
+        for _attempt in range(3):
             self.port = free_port()
             # Every server gets its own gRPC port too (the default, 8081,
             # would clash between servers running at once).
@@ -1093,7 +1093,6 @@ class ModelZoo:
 
         def build(path: Path) -> Any:
             import numpy as np
-            import onnx
             from onnx import TensorProto, helper, numpy_helper
 
             rng = np.random.default_rng(3)

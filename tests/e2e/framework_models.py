@@ -406,7 +406,6 @@ def keras_export_nested(repo: Path) -> Case:
     signature takes the Inputs by name ('user.score' sanitised to
     'user_score' by TensorFlow). Its answer must equal the .keras model's
     on the same arrays."""
-    import keras
 
     model = _keras_nested_model(nested_output=False)
     folder = _version_dir(repo, "keras_export_nested") / "model.savedmodel"

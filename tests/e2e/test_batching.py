@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from berth_e2e import BerthServer, assert_error, outputs_by_name, tensor, wait_until
 
 ECHO = '''

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-
 from berth_e2e import (
     ALL_DATATYPES,
     ALL_TYPES_SOURCE,

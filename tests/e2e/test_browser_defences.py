@@ -27,8 +27,6 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
-
 from berth_e2e import (
     SLOW_SOURCE,
     BerthServer,
@@ -42,6 +40,7 @@ from berth_e2e import (
     server_env,
     wait_until,
 )
+from tritonclient.utils import InferenceServerException
 
 FORM_TYPES = [
     "text/plain",

@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from berth_e2e import BerthServer
-
 from berth.build import build_bundle, read_manifest
+from berth_e2e import BerthServer
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import base64
 import html
+import http.client
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import threading
-import http.client
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
 from berth_e2e import (
     RAISER_SOURCE,
     ROOT,

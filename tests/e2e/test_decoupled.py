@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException  # noqa: E402
-
 from berth_e2e import BerthServer, add_python_model, fill, http_call  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
 
 TIMEOUT = 60.0
 

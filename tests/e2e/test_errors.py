@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from berth_e2e import (
     CHECKED_SOURCE,
     RAISER_SOURCE,

@@ -16,13 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import framework_models as fm
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
-
-import framework_models as fm
 from berth_e2e import BerthServer, assert_error, tensor, wait_until
+from tritonclient.utils import InferenceServerException
 
 pytestmark = [
     # The module's fixtures build and load a model of every framework: about

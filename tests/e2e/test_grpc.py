@@ -22,9 +22,6 @@ import pytest
 
 grpc = pytest.importorskip("grpc", reason="grpcio is in the test extra (tritonclient[grpc])")
 grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.grpc import service_pb2 as pb  # noqa: E402
-from tritonclient.utils import InferenceServerException  # noqa: E402
-
 from berth_e2e import (  # noqa: E402
     ALL_DATATYPES,
     ALL_TYPES_SOURCE,
@@ -40,6 +37,8 @@ from berth_e2e import (  # noqa: E402
     http_call,
     wait_until,
 )
+from tritonclient.grpc import service_pb2 as pb  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
 
 SERVICE = "/inference.GRPCInferenceService/"
 TIMEOUT = 60.0

@@ -18,7 +18,6 @@ from typing import Any
 import joblib
 import numpy as np
 import pytest
-
 from berth_e2e import BerthServer
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from berth_e2e import (
     BerthServer,
     ModelZoo,

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
-
 from berth_e2e import (
     BerthServer,
     add_python_model,
@@ -21,6 +21,7 @@ from berth_e2e import (
     tensor,
     wait_until,
 )
+from tritonclient.utils import InferenceServerException
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 
@@ -211,7 +212,7 @@ def test_grpc_access_record_uses_the_request_id(server: BerthServer) -> None:
             request_id="ignored",
             headers={"x-request-id": "grpc-meta-1"},
         )
-        with pytest.raises(Exception):
+        with pytest.raises(InferenceServerException):
             c.infer("nope", [_grpc_input(5.0)], request_id="grpc-missing")
     finally:
         c.close()

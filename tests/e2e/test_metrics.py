@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from berth_e2e import (
     RAISER_SOURCE,
     BerthServer,

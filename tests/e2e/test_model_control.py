@@ -20,8 +20,6 @@ from typing import Any
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
-
 from berth_e2e import (
     BROKEN_LOAD_SOURCE,
     BerthServer,
@@ -33,6 +31,7 @@ from berth_e2e import (
     wait_until,
     write_python_model,
 )
+from tritonclient.utils import InferenceServerException
 
 ADMIN = "mc-admin-token"
 USER = "mc-user-token"

@@ -9,12 +9,12 @@ import http.client
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
-
 from berth_e2e import BerthServer, add_python_model, infer_body, tensor, wait_until
 
 grpcclient = pytest.importorskip("tritonclient.grpc")

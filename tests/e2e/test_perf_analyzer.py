@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import perf_analyzer_bin
+import pytest
 from berth_e2e import BerthServer, add_python_model, berth_executable, free_port
 
 DOUBLER_SOURCE = '''

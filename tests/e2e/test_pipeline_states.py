@@ -17,8 +17,6 @@ import pytest
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException  # noqa: E402
-
 from berth_e2e import (  # noqa: E402
     BROKEN_LOAD_SOURCE,
     BerthServer,
@@ -29,6 +27,7 @@ from berth_e2e import (  # noqa: E402
     tensor,
     wait_until,
 )
+from tritonclient.utils import InferenceServerException  # noqa: E402
 
 OPS_SOURCE = '''
 import os

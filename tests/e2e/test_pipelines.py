@@ -24,8 +24,6 @@ import pytest
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException  # noqa: E402
-
 from berth_e2e import (  # noqa: E402
     ROOT,
     BerthServer,
@@ -36,6 +34,7 @@ from berth_e2e import (  # noqa: E402
     server_env,
     tensor,
 )
+from tritonclient.utils import InferenceServerException  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "text-pipeline"
 

@@ -18,8 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from berth_e2e import BerthServer, add_python_model, free_port, http_call, infer_body, tensor, wait_until
+from berth_e2e import (
+    BerthServer,
+    add_python_model,
+    free_port,
+    http_call,
+    infer_body,
+    tensor,
+    wait_until,
+)
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import tritonclient.http as httpclient
-
 from berth_e2e import (
     BROKEN_LOAD_SOURCE,
     SLOW_SOURCE,

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 import yaml
-
 from berth_e2e import (
     BerthServer,
     ModelZoo,

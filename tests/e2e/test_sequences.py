@@ -24,7 +24,7 @@ from berth_e2e import BerthServer, assert_error, tensor, wait_until
 
 tritonclient_http = pytest.importorskip("tritonclient.http")
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException  # noqa: E402
 
 ACC = '''
 import gc, weakref

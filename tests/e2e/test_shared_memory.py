@@ -22,8 +22,8 @@ import pytest
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
 shm = pytest.importorskip("tritonclient.utils.shared_memory")
-from berth_e2e import BerthServer, add_python_model
-from tritonclient.utils import InferenceServerException
+from berth_e2e import BerthServer, add_python_model  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
 
 ADD_SOURCE = '''
 import numpy as np

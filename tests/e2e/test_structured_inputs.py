@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import framework_models as fm
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-
-import framework_models as fm
 from berth_e2e import BerthServer, assert_error, tensor
 from test_frameworks import _check, _infer
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from berth_e2e import BerthServer
 
 USER_TOKEN = "user-token-123"

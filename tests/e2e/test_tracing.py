@@ -14,16 +14,14 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.trace.v1 import trace_pb2
-
 from berth_e2e import (
     BerthServer,
     berth_executable,
@@ -33,6 +31,8 @@ from berth_e2e import (
     tensor,
     wait_until,
 )
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 ECHO = '''
 import time

@@ -40,11 +40,11 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from berth_e2e import ROOT, BerthServer, ModelZoo, copy_into, outputs_by_name, tensor
 
 #: What a manylinux wheel may take from the system: glibc's libraries, and

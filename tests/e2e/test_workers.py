@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from berth_e2e import (
     BROKEN_LOAD_SOURCE,
     CRASH_SOURCE,

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import berth
+import pytest
 from berth.cli import document_for, parse_args
 from berth.errors import ConfigError
 

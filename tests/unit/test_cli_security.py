@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import berth
+import pytest
 from berth.cli import document_for, exposure_warning, parse_args
 from berth.errors import ConfigError
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from berth.cli import document_for, parse_args
 from berth.errors import ConfigError
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from berth.build import build_bundle, containerfile, parse_tag, read_manifest, verify_bundle
 from berth.deploy import dump, kserve, kubernetes
 from berth.errors import ConfigError

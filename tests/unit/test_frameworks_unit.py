@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from berth.cli import document_for, parse_args
 from berth.decode import images, json_values, texts
 from berth.errors import ConfigError, InvalidInput, MissingExtraError, ModelLoadError

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from berth.errors import ModelLoadError
 from berth.runtimes import leaf_names
 
@@ -66,10 +65,9 @@ def test_mlflow_unnamed_columns_get_distinct_names_and_keep_their_positions(
     pytest.importorskip("mlflow")
     import mlflow.pyfunc
     import pandas as pd
+    from berth.runtimes import get_runtime
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
-
-    from berth.runtimes import get_runtime
 
     folder = tmp_path / "difference"
     (tmp_path / "difference_model.py").write_text(MLFLOW_DIFFERENCE)

@@ -7,9 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import berth
+import pytest
 from berth.cli import document_for, parse_args
 from berth.errors import ConfigError
 from berth.pipeline import expand_python_steps

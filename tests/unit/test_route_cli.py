@@ -4,7 +4,6 @@ server in tests/e2e/test_traffic.py)."""
 from __future__ import annotations
 
 import pytest
-
 from berth.errors import ConfigError
 from berth.route_cli import parse_shadow, parse_target
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from berth.errors import ConfigError, InvalidInput, MissingExtraError, ModelLoadError
 from berth.runtimes import Runtime, get_runtime
 from berth.tensors import decode_tensor_set, encode_tensor_set

@@ -7,7 +7,6 @@ import struct
 
 import numpy as np
 import pytest
-
 from berth.errors import InvalidOutput, ProtocolError
 from berth.tensors import (
     DATATYPES,

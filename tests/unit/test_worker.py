@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import berth
 import numpy as np
 import pytest
-
-import berth
 from berth.tensors import decode_tensor_set, encode_tensor_set
 
 HEADER = struct.Struct("<IHHQ")

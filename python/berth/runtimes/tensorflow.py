@@ -23,7 +23,7 @@ and GPUs visible, instance *i* sees only GPU ``i % GPUs`` (memory growth on);
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
