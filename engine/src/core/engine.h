@@ -415,8 +415,9 @@ int berth_signature_zero_rows(const berth_model *m,
  * entry; a version is never forgotten, only unloaded (its berth_model stays,
  * so jobs and workers may point to it; a version added at run time has a
  * config owned by the repository). Every call runs on the loop thread.
- * Admin tokens (a later issue) are checked by the frontends before calling
- * these. */
+ * The token a call needs is checked by the frontends before calling these
+ * (the REST route table, gRPC's method table); the model control mode and
+ * the path and code rules are checked here (repo_access.h). */
 typedef void (*berth_repo_done_cb)(void *arg, int status, const char *msg);
 /* [{"name", "version", "state", "reason"}] of every model version; state is
  * READY, LOADING, UNLOADING or UNAVAILABLE (failed to load, or unloaded:
