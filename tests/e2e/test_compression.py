@@ -142,6 +142,33 @@ def test_raw_answers_carry_content_encoding(server: BerthServer) -> None:
     assert resp.status == 200, resp.body[:300]
 
 
+def test_only_inference_answers_are_compressed(server: BerthServer) -> None:
+    """Metadata, statistics, health and the repository index stay plain even
+    when the client accepts gzip, as Triton does: tritonclient's asyncio
+    client switches aiohttp's own decompression off and inflates inference
+    answers alone (an example of Triton's failed on gzipped statistics)."""
+    wait_ready(server)
+    accept = {"Accept-Encoding": "gzip, deflate", **AUTH}
+    for method, path in (
+        ("GET", "/v2"),
+        ("GET", "/v2/health/ready"),
+        ("GET", "/v2/models/doubler"),
+        ("GET", "/v2/models/doubler/config"),
+        ("GET", "/v2/models/doubler/stats"),
+        ("POST", "/v2/repository/index"),
+    ):
+        resp = http_call(server.port, method, path, b"{}" if method == "POST" else None,
+                         {**accept, "Content-Type": "application/json"}
+                         if method == "POST" else accept)
+        assert resp.status == 200, (path, resp.body[:200])
+        assert resp.header("content-encoding") is None, path
+        assert isinstance(resp.json(), (dict, list)), path
+    # an inference's error stays plain too; its success is compressed
+    bad = post(server, b'{"inputs": []}', {"Accept-Encoding": "gzip"})
+    assert bad.status == 400 and bad.header("content-encoding") is None
+    assert "error" in bad.json()
+
+
 def test_curl_compressed(server: BerthServer) -> None:
     curl = shutil.which("curl")
     if curl is None:

@@ -458,6 +458,33 @@ def test_typed_contents_with_raw_contents_use_tritons_words(channel: Any) -> Non
             "for 'x' for model 'params'") in err.details(), err.details()
 
 
+def test_typed_contents_are_named_before_the_raw_count(channel: Any) -> None:
+    """Two inputs with typed contents and one raw entry (what Triton's
+    grpc_explicit_int_content_client sends): the typed contents are the
+    error named, as Triton names it, not the count of raw entries."""
+    r = pb.ModelInferRequest(model_name="params")
+    r.inputs.add(name="x", datatype="FP64", shape=[1]).contents.fp64_contents.extend([1.0])
+    r.inputs.add(name="z", datatype="FP64", shape=[1]).contents.fp64_contents.extend([2.0])
+    r.raw_input_contents.append(b"\0" * 8)
+    err = call_error(channel, "ModelInfer", r.SerializeToString())
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith(
+        "contents field must not be specified when using raw_input_contents for 'x'"
+    ), err.details()
+
+
+def test_classification_is_refused_as_over_rest(channel: Any) -> None:
+    """An output asking for classification (class_count) is refused, as
+    over REST, instead of answered with the plain tensor."""
+    r = pb.ModelInferRequest(model_name="params")
+    r.inputs.add(name="x", datatype="FP64", shape=[1])
+    r.raw_input_contents.append(b"\0" * 8)
+    r.outputs.add(name="y").parameters["classification"].int64_param = 3
+    err = call_error(channel, "ModelInfer", r.SerializeToString())
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "classification extension is not supported" in err.details(), err.details()
+
+
 def test_bad_shape_and_datatype_are_invalid_argument(channel: Any) -> None:
     cases = [
         (infer_request("params", [("x", "FP64", [2, 2], b"\0" * 32)]), "shape"),

@@ -463,6 +463,11 @@ static int decode_outputs(Inference__ModelInferRequest *m, size_t max_outputs,
                    &out->outputs[i].parameters, err, rc);
     if (rc != BERTH_OK)
       return rc;
+    if (json_object_get(out->outputs[i].parameters, "classification") != NULL)
+      return berth_errf(err, BERTH_E_UNSUPPORTED,
+                        "output '" QN "': the classification extension is "
+                        "not supported; request the output itself",
+                        o->name);
   }
   return BERTH_OK;
 }
@@ -536,6 +541,19 @@ static int decode_request(Inference__ModelInferRequest *m,
   if (rc != BERTH_OK)
     return rc;
   bool raw = m->n_raw_input_contents > 0;
+  /* Triton's order: an input with typed contents beside raw contents is
+   * the error named first, before the count of raw entries */
+  for (size_t i = 0; raw && i < m->n_inputs; i++) {
+    Inference__ModelInferRequest__InferInputTensor *in = m->inputs[i];
+    bool in_shm = out->input_shm != NULL && out->input_shm[i].region != NULL;
+    if (!in_shm && in->contents != NULL && contents_count(in->contents) > 0)
+      return berth_errf(
+          err, BERTH_E_INVALID,
+          "contents field must not be specified "
+          "when using raw_input_contents for '" QN "' for model '" QN
+          "' (send every input in one form: all raw or all typed)",
+          in->name, m->model_name != NULL ? m->model_name : "");
+  }
   if (raw && m->n_raw_input_contents != m->n_inputs - n_shm)
     return berth_errf(
         err, BERTH_E_INVALID,

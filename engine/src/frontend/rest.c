@@ -165,6 +165,8 @@ static void call_answer(rest_call *c, berth_infer_response *resp) {
   }
   size_t len = 0;
   char *data = berth_buf_detach(&out, &len);
+  /* an inference's answer (and only that) may be compressed */
+  berth_http_req_set_note(c->req, BERTH_HTTP_NOTE_COMPRESSIBLE, "1", 1);
   berth_rest_respond_take(e, c->req, 200, h, n, data, len);
 }
 

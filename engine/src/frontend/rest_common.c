@@ -94,10 +94,14 @@ static void access_log(berth_engine *e, berth_http_req *req, int http_status,
 }
 
 /* The body compressed as Accept-Encoding asks (gzip, else deflate), or
- * left as it is (nothing asked, empty, or compression failed: the plain
- * answer is still right). Returns the coding used. */
+ * left as it is (not an inference answer, nothing asked, empty, or
+ * compression failed: the plain answer is still right). Only inference
+ * answers are compressed, as Triton does: tritonclient's clients inflate
+ * those alone. Returns the coding used. */
 static berth_encoding compress_answer(berth_http_req *req, char **body,
                                       size_t *len) {
+  if (berth_http_req_note(req, BERTH_HTTP_NOTE_COMPRESSIBLE) == NULL)
+    return BERTH_ENC_IDENTITY;
   size_t al = 0;
   const char *accept = berth_http_header(req, "accept-encoding", &al);
   berth_encoding enc = berth_encoding_accept(accept, al);

@@ -176,7 +176,10 @@ typedef enum berth_http_note {
   BERTH_HTTP_NOTE_REQUEST_ID = 0,
   BERTH_HTTP_NOTE_MODEL,
   BERTH_HTTP_NOTE_VERSION,
-  BERTH_HTTP_NOTE_CORS_ORIGIN, /* a listed cross-site Origin (http_guard.h) */
+  BERTH_HTTP_NOTE_CORS_ORIGIN,  /* a listed cross-site Origin (http_guard.h) */
+  BERTH_HTTP_NOTE_COMPRESSIBLE, /* set: the answer may be compressed as
+                                   Accept-Encoding asks (inference answers
+                                   only, as Triton does) */
   BERTH_HTTP_NOTE_COUNT
 } berth_http_note;
 void berth_http_req_set_note(berth_http_req *r, berth_http_note which,
