@@ -180,6 +180,16 @@ def test_unknown_version_is_404(server: BerthServer, method: str, path: str, bod
     still_serving(server)
 
 
+def test_a_version_that_is_no_number_gets_tritons_text(server: BerthServer) -> None:
+    resp = http_call(server.port, "POST", "/v2/models/iris/versions/wrong_specification/infer",
+                     GOOD_IRIS, {"Content-Type": "application/json"})
+    msg = assert_error(resp, 400, "wrong_specification")
+    assert msg.startswith(
+        "failed to get model version from specified version string 'wrong_specification'"
+    ), msg
+    still_serving(server)
+
+
 @pytest.mark.parametrize("path", ["/v2/nothing-here", "/v3/models/iris", "/v2/models/iris/explain", "/v2/"])
 def test_unknown_endpoint_is_404(server: BerthServer, path: str) -> None:
     assert_error(server.get(path), 404)

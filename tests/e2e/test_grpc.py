@@ -444,6 +444,13 @@ def test_unknown_model_is_not_found(channel: Any) -> None:
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert err.details().startswith("Request for unknown model: 'params' version 9 is not found"), \
         err.details()
+    # a version string that is no number, as Triton's explicit-content examples send
+    err = call_error(channel, "ModelInfer",
+                     infer_request("params", [("x", "FP64", [1], b"\0" * 8)],
+                                   model_version="wrong_specification"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("failed to get model version from specified version string "
+            "'wrong_specification'") in err.details(), err.details()
 
 
 def test_typed_contents_with_raw_contents_use_tritons_words(channel: Any) -> None:

@@ -51,6 +51,12 @@ int berth_grpc_find_model(berth_engine *e, const char *name,
                       name);
   *out = berth_model_find(e, name, nl, any ? NULL : version,
                           any ? 0 : strlen(version));
+  if (*out == NULL && strspn(version, "0123456789") != strlen(version))
+    return berth_errf(err, BERTH_E_INVALID,
+                      "failed to get model version from specified version "
+                      "string '" QN "' (model '" QN "' has no version of "
+                      "that name; RepositoryIndex lists the versions)",
+                      version, name);
   if (*out == NULL)
     return berth_errf(err, BERTH_E_NOT_FOUND,
                       "Request for unknown model: '" QN "' "

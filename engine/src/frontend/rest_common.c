@@ -315,11 +315,22 @@ berth_model *berth_rest_find_model(berth_engine *e, berth_http_req *req,
   if (m == NULL)
     m = berth_model_find(e, name.p, name.n, ver, ver_len);
   if (m == NULL) {
-    snprintf(msg, sizeof msg,
-             "Request for unknown model: '%.*s' version %.*s "
-             "is not found (POST /v2/repository/index lists the versions)",
-             (int)name.n, name.p, (int)ver_len, ver);
-    berth_rest_respond_error(e, req, BERTH_E_NOT_FOUND, msg);
+    bool numeric = true;
+    for (size_t i = 0; i < ver_len; i++)
+      numeric = numeric && ver[i] >= '0' && ver[i] <= '9';
+    if (!numeric) /* Triton's text for a version that is no number */
+      snprintf(msg, sizeof msg,
+               "failed to get model version from specified version string "
+               "'%.*s' (model '%.*s' has no version of that name; POST "
+               "/v2/repository/index lists the versions)",
+               (int)ver_len, ver, (int)name.n, name.p);
+    else
+      snprintf(msg, sizeof msg,
+               "Request for unknown model: '%.*s' version %.*s "
+               "is not found (POST /v2/repository/index lists the versions)",
+               (int)name.n, name.p, (int)ver_len, ver);
+    berth_rest_respond_error(
+        e, req, numeric ? BERTH_E_NOT_FOUND : BERTH_E_INVALID, msg);
     return NULL;
   }
   berth_rest_note_model(req, m);
