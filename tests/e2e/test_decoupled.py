@@ -357,3 +357,20 @@ def test_generate_needs_a_token_when_tokens_are_set(berth_server: Any, server: B
     resp = http_call(tokened.port, "POST", "/v2/models/plain/generate", {"n": 1},
                      {"Authorization": "Bearer gen-token-1"})
     assert resp.status == 200 and resp.json()["i"] == 2
+
+
+def test_generate_stream_over_http2(server: BerthServer) -> None:
+    import shutil
+    import subprocess
+
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    out = subprocess.run(
+        [curl, "-sS", "--http2-prior-knowledge", "-X", "POST", "-H", "Content-Type: application/json",
+         "-d", json.dumps({"n": 4}), "-w", "\n%{http_version} %{http_code}",
+         f"http://127.0.0.1:{server.port}/v2/models/counter/generate_stream"],
+        capture_output=True, timeout=TIMEOUT, check=True).stdout.decode()
+    body, _, meta = out.rpartition("\n")
+    assert meta == "2 200", out
+    assert [e["i"] for e in sse_events(body.encode())] == [0, 1, 2, 3]

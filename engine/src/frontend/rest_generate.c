@@ -155,6 +155,11 @@ static json_t *answer_doc(gen_call *c, berth_infer_response *resp,
     return NULL;
   json_t *doc = json_pack("{s:s, s:s}", "model_name", m->cfg->name,
                           "model_version", m->cfg->version);
+  if (doc == NULL) {
+    json_decref(oip);
+    berth_errf(err, BERTH_E_NOMEM, "out of memory");
+    return NULL;
+  }
   size_t i;
   json_t *t;
   json_array_foreach(json_object_get(oip, "outputs"), i, t) {
