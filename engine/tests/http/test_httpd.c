@@ -167,6 +167,16 @@ static void handler(berth_http_req *r, void *data) {
     start_stream(r, false);
     return;
   }
+  if (pl == 14 && memcmp(p, "/streamrespond", 14) == 0) {
+    /* after a streamed head, an ordinary answer is the last chunk */
+    berth_http_header_kv h[] = {{"content-type", "text/event-stream"}};
+    berth_http_req_ref(r);
+    assert_int_equal(berth_http_stream_begin(r, 200, h, 1), BERTH_OK);
+    berth_http_respond(r, 500, NULL, 0, "done", 4);
+    assert_int_equal(berth_http_stream_end(r, NULL, 0), BERTH_E_IO);
+    berth_http_req_unref(r);
+    return;
+  }
   if (pl == 11 && memcmp(p, "/streamhang", 11) == 0) {
     start_stream(r, true);
     return;
@@ -545,6 +555,13 @@ static int test_h1_stream(void) {
   CHECK(send_str(&c, "GET /stream HTTP/1.0\r\n\r\n") == 0, "send");
   if (read_streamed(&c, false, "c0c1c2") != 0 || expect_eof(&c) != 0)
     return -1;
+  CHECK(client_connect(&c) == 0, "connect");
+  CHECK(send_str(&c, "GET /streamrespond HTTP/1.1\r\nHost: t\r\n\r\n") == 0,
+        "send");
+  if (read_streamed(&c, true, "4\r\ndone\r\n0\r\n\r\n") != 0 ||
+      get_ok(&c, "GET /b HTTP/1.1\r\nHost: t\r\n\r\n", "GET /b ") != 0)
+    return -1;
+  close(c.fd);
   /* a client leaving mid-stream: the handler learns it */
   CHECK(client_connect(&c) == 0, "connect");
   CHECK(send_str(&c, "GET /streamhang HTTP/1.1\r\nHost: t\r\n\r\n") == 0,
