@@ -249,6 +249,38 @@ def test_model_config_shows_sequence_batching(server: BerthServer) -> None:
     client.close()
 
 
+def test_grpc_model_config_shows_sequence_batching(server: BerthServer) -> None:
+    client = tritonclient_grpc.InferenceServerClient(server.grpc_url)
+    try:
+        cfg = client.get_model_config("acc_control").config
+        assert cfg.HasField("sequence_batching") and not cfg.HasField("dynamic_batching")
+        sb = cfg.sequence_batching
+        assert sb.max_sequence_idle_microseconds == 60000000
+        assert sb.WhichOneof("strategy_choice") == "oldest"
+        kind = tritonclient_grpc.model_config_pb2.ModelSequenceBatching.Control.Kind
+        got = {c.name: (c.control[0].kind, list(c.control[0].int32_false_true), c.control[0].data_type)
+               for c in sb.control_input}
+        assert got == {
+            "START": (kind.Value("CONTROL_SEQUENCE_START"), [0, 1], 0),
+            "CORRID": (kind.Value("CONTROL_SEQUENCE_CORRID"), [],
+                       tritonclient_grpc.model_config_pb2.TYPE_UINT64),
+        }
+        direct = client.get_model_config("acc_direct").config
+        assert direct.sequence_batching.WhichOneof("strategy_choice") == "direct"
+        # the same document as REST's, through protobuf's JSON mapping
+        as_json = client.get_model_config("acc_control", as_json=True)["config"]
+        rest = tritonclient_http.InferenceServerClient(server.triton_url)
+        try:
+            rest_sb = rest.get_model_config("acc_control")["sequence_batching"]
+        finally:
+            rest.close()
+        assert {c["name"] for c in as_json["sequence_batching"]["control_input"]} == \
+            {c["name"] for c in rest_sb["control_input"]}
+        assert not client.get_model_config("plain").config.HasField("sequence_batching")
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_live_sequences_are_bounded(server: BerthServer, protocol: str) -> None:
     client, module = clients(server, protocol)

@@ -206,6 +206,78 @@ static int64_t *config_dims(const berth_tensor_spec *s, size_t n,
   return d;
 }
 
+/* A model's sequence_batching (docs/sequences.md) as Triton's message, with
+ * what REST's configuration reports (rest_triton.c): the idle timeout, the
+ * strategy and the control inputs the worker fills. All of it lives in
+ * one block on the caller's stack. */
+typedef struct seq_block {
+  Inference__ModelSequenceBatching sb;
+  Inference__ModelSequenceBatching__StrategyDirect direct;
+  Inference__ModelSequenceBatching__StrategyOldest oldest;
+  Inference__ModelSequenceBatching__ControlInput ci[4];
+  Inference__ModelSequenceBatching__ControlInput *cip[4];
+  Inference__ModelSequenceBatching__Control ctl[4];
+  Inference__ModelSequenceBatching__Control *ctlp[4];
+  int32_t false_true[2];
+} seq_block;
+
+/* Fills b; false when the model has no sequence batching. The names
+ * borrow from c. */
+static bool sequence_config(const berth_model_config *c, seq_block *b) {
+  json_t *sb = json_object_get(c->entry, "sequence_batching");
+  if (sb == NULL)
+    return false;
+  inference__model_sequence_batching__init(&b->sb);
+  b->sb.max_sequence_idle_microseconds = c->seq_idle_us;
+  const char *st = json_string_value(json_object_get(sb, "strategy"));
+  if (st != NULL && strcmp(st, "oldest") == 0) {
+    inference__model_sequence_batching__strategy_oldest__init(&b->oldest);
+    b->oldest.max_candidate_sequences = (int32_t)c->seq_max_sequences;
+    b->oldest.max_queue_delay_microseconds = c->max_queue_delay_us;
+    b->sb.strategy_choice_case =
+        INFERENCE__MODEL_SEQUENCE_BATCHING__STRATEGY_CHOICE_OLDEST;
+    b->sb.oldest = &b->oldest;
+  } else {
+    inference__model_sequence_batching__strategy_direct__init(&b->direct);
+    b->sb.strategy_choice_case =
+        INFERENCE__MODEL_SEQUENCE_BATCHING__STRATEGY_CHOICE_DIRECT;
+    b->sb.direct = &b->direct;
+  }
+  static const char *const keys[] = {"start", "end", "ready", "corrid"};
+  static const Inference__ModelSequenceBatching__Control__Kind kinds[] = {
+      INFERENCE__MODEL_SEQUENCE_BATCHING__CONTROL__KIND__CONTROL_SEQUENCE_START,
+      INFERENCE__MODEL_SEQUENCE_BATCHING__CONTROL__KIND__CONTROL_SEQUENCE_END,
+      INFERENCE__MODEL_SEQUENCE_BATCHING__CONTROL__KIND__CONTROL_SEQUENCE_READY,
+      INFERENCE__MODEL_SEQUENCE_BATCHING__CONTROL__KIND__CONTROL_SEQUENCE_CORRID};
+  b->false_true[0] = 0;
+  b->false_true[1] = 1;
+  json_t *ci = json_object_get(sb, "control_inputs");
+  size_t k = 0;
+  for (size_t i = 0; i < 4; i++) {
+    const char *name = json_string_value(json_object_get(ci, keys[i]));
+    if (name == NULL)
+      continue;
+    inference__model_sequence_batching__control__init(&b->ctl[k]);
+    b->ctl[k].kind = kinds[i];
+    if (i < 3) { /* a flag: 0 false, 1 true */
+      b->ctl[k].n_int32_false_true = 2;
+      b->ctl[k].int32_false_true = b->false_true;
+    } else {
+      b->ctl[k].data_type = INFERENCE__DATA_TYPE__TYPE_UINT64;
+    }
+    b->ctlp[k] = &b->ctl[k];
+    inference__model_sequence_batching__control_input__init(&b->ci[k]);
+    b->ci[k].name = (char *)name;
+    b->ci[k].n_control = 1;
+    b->ci[k].control = &b->ctlp[k];
+    b->cip[k] = &b->ci[k];
+    k++;
+  }
+  b->sb.n_control_input = k;
+  b->sb.control_input = b->cip;
+  return true;
+}
+
 int berth_grpc_model_config(berth_engine *e, const uint8_t *msg, size_t len,
                             berth_buf *out, berth_errmsg *err) {
   UNPACK(Inference__ModelConfigRequest,
@@ -274,7 +346,12 @@ int berth_grpc_model_config(berth_engine *e, const uint8_t *msg, size_t len,
   policy.decoupled = m->decoupled;
   cfg.model_transaction_policy = &policy;
   Inference__ModelDynamicBatching db = INFERENCE__MODEL_DYNAMIC_BATCHING__INIT;
-  if (batched) {
+  seq_block seq;
+  if (sequence_config(c, &seq)) {
+    cfg.scheduling_choice_case =
+        INFERENCE__MODEL_CONFIG__SCHEDULING_CHOICE_SEQUENCE_BATCHING;
+    cfg.sequence_batching = &seq.sb;
+  } else if (batched) {
     for (size_t i = 0; i < c->n_preferred_batch_sizes; i++)
       pref[i] = (int32_t)c->preferred_batch_sizes[i];
     db.n_preferred_batch_size = c->n_preferred_batch_sizes;

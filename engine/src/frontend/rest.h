@@ -70,6 +70,11 @@ void berth_rest_respond_json(berth_engine *e, berth_http_req *req,
 void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
                              int http_status, const berth_http_header_kv *h,
                              size_t n, char *body, size_t len);
+/* Starts a streamed answer (httpd.h) with content_type and the headers
+ * every answer carries (request id, CORS); logs it. BERTH_OK or the
+ * transport's status. */
+int berth_rest_stream_begin(berth_engine *e, berth_http_req *req,
+                            int http_status, const char *content_type);
 /* Answers {"error": msg} with the HTTP status of a berth_status. */
 void berth_rest_respond_error(berth_engine *e, berth_http_req *req, int status,
                               const char *msg);
@@ -112,6 +117,12 @@ void berth_rest_model_config(berth_engine *e, berth_http_req *req,
 void berth_rest_model_stats(berth_engine *e, berth_http_req *req,
                             berth_model *m, bool all_versions);
 /* ---- the route table's handlers (rest_routes.c lists their paths) ---- */
+
+/* rest_generate.c: the OIP generate extension */
+void berth_rest_generate(berth_engine *e, berth_http_req *req,
+                         const berth_rest_match *mt);
+void berth_rest_generate_stream(berth_engine *e, berth_http_req *req,
+                                const berth_rest_match *mt);
 
 /* rest.c */
 void berth_rest_root(berth_engine *e, berth_http_req *req,

@@ -149,6 +149,20 @@ void berth_rest_respond_take(berth_engine *e, berth_http_req *req,
   berth_http_respond_take(req, http_status, h, n, body, len);
 }
 
+int berth_rest_stream_begin(berth_engine *e, berth_http_req *req,
+                            int http_status, const char *content_type) {
+  access_log(e, req, http_status, 0);
+  berth_http_header_kv all[4 + BERTH_GUARD_CORS_HEADERS];
+  all[0] = (berth_http_header_kv){"content-type", content_type};
+  all[1] = (berth_http_header_kv){"cache-control", "no-cache"};
+  all[2] = (berth_http_header_kv){"x-request-id", berth_rest_request_id(req)};
+  const char *cors = berth_http_req_note(req, BERTH_HTTP_NOTE_CORS_ORIGIN);
+  size_t k = cors != NULL ? berth_http_guard_cors_headers(cors, all + 3) : 0;
+  if (cors == NULL && e->cfg.n_cors_origins > 0)
+    all[3 + k++] = (berth_http_header_kv){"vary", "Origin"};
+  return berth_http_stream_begin(req, http_status, all, 3 + k);
+}
+
 void berth_rest_respond_json(berth_engine *e, berth_http_req *req,
                              int http_status, berth_buf *body) {
   berth_http_header_kv h[] = {JSON_CT};

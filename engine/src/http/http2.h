@@ -32,6 +32,16 @@ typedef void (*berth_httpd_respond_fn)(berth_http_req *r, int status,
                                        const berth_http_header_kv *headers,
                                        size_t n, char *body, size_t body_len);
 
+/* HTTP/1.1 streamed answers (server_h1.c), reached through the
+ * berth_http_stream_* calls of httpd.h for requests of version 10/11:
+ * chunked transfer coding on HTTP/1.1, a body delimited by the
+ * connection's close on HTTP/1.0. Same contracts as httpd.h. */
+int berth_h1_stream_begin(berth_http_req *r, int status,
+                          const berth_http_header_kv *headers, size_t n);
+int berth_h1_stream_send(berth_http_req *r, char *data, size_t len);
+int berth_h1_stream_end(berth_http_req *r);
+size_t berth_h1_stream_queued(const berth_http_req *r);
+
 struct berth_http_req {
   int refs; /* the transport's one + the handler's */
   bool answered;

@@ -139,8 +139,11 @@ void berth_http_respond_take(berth_http_req *r, int status,
                              const berth_http_header_kv *headers, size_t n,
                              char *body, size_t body_len);
 
-/* Streamed answers (HTTP/2 only: BERTH_E_UNSUPPORTED otherwise; BERTH_E_IO
- * when the request is gone or already answered).
+/* Streamed answers (BERTH_E_IO when the request is gone or already
+ * answered). HTTP/2: DATA frames and trailers. HTTP/1.1: chunked transfer
+ * coding, trailers dropped; the connection then serves its next request (or
+ * closes if the request or the drain asked so). HTTP/1.0: no
+ * Content-Length, the connection's close ends the body.
  * begin sends the response head and keeps the stream open; send queues
  * body bytes (takes data, malloc'd, in every case; after begin only); end
  * finishes the answer: the trailers (none is fine) follow every queued
@@ -154,7 +157,8 @@ int berth_http_stream_send(berth_http_req *r, char *data, size_t len);
 int berth_http_stream_end(berth_http_req *r,
                           const berth_http_header_kv *trailers, size_t n);
 /* Body bytes queued by berth_http_stream_send that the peer has not taken
- * yet (flow control): what a slow reader makes the server hold. */
+ * yet (flow control; on HTTP/1.1 the socket's write queue): what a slow
+ * reader makes the server hold. */
 size_t berth_http_stream_queued(const berth_http_req *r);
 
 void berth_http_req_ref(berth_http_req *r);

@@ -36,7 +36,11 @@ static int buf_puts(berth_buf *b, const char *s) {
   return berth_buf_append(b, s, strlen(s));
 }
 
-/* Formats a response head; NULL on failure. */
+/* body_len for a streamed answer's head (no Content-Length). */
+#define H1_STREAMED SIZE_MAX
+
+/* Formats a response head; NULL on failure. body_len H1_STREAMED: a
+ * streamed answer, chunked on HTTP/1.1, delimited by the close on 1.0. */
 static char *h1_format_head(berth_httpd_conn *c, int status,
                             const berth_http_header_kv *headers, size_t n,
                             size_t body_len, bool keep, size_t *len) {
@@ -58,7 +62,10 @@ static char *h1_format_head(berth_httpd_conn *c, int status,
     if (rc == BERTH_OK)
       rc = berth_buf_append(&b, "\r\n", 2);
   }
-  if (rc == BERTH_OK && status != 204 && status != 304)
+  if (rc == BERTH_OK && body_len == H1_STREAMED && c->cur_version == 11)
+    rc = buf_puts(&b, "Transfer-Encoding: chunked\r\n");
+  else if (rc == BERTH_OK && body_len != H1_STREAMED && status != 204 &&
+           status != 304)
     rc = berth_buf_printf(&b, "Content-Length: %zu\r\n", body_len);
   if (rc == BERTH_OK)
     rc = berth_buf_printf(&b, "Date: %s\r\n", berth_server_date(c->srv));
@@ -153,10 +160,21 @@ void berth_server_h1_head_timeout(berth_httpd_conn *c) {
     berth_server_conn_update_reading(c);
 }
 
+static void h1_stream_finish(berth_httpd_conn *c, berth_http_req *r);
+
 static void h1_respond(berth_http_req *r, int status,
                        const berth_http_header_kv *headers, size_t n,
                        char *body, size_t body_len) {
   berth_httpd_conn *c = r->link;
+  if (c->cur_stream) { /* after a streamed head: the body is the last chunk */
+    (void)status;
+    (void)headers;
+    (void)n;
+    r->answered = false; /* berth_h1_stream_send checks it */
+    berth_h1_stream_send(r, body, body_len);
+    h1_stream_finish(c, r);
+    return;
+  }
   c->cur = NULL;
   bool keep = c->cur_keep_alive && !c->srv->draining;
   if (status < 200 || status > 599)
@@ -165,6 +183,127 @@ static void h1_respond(berth_http_req *r, int status,
   berth_httpd_req_release(r);
   if (!c->in_process)
     berth_server_h1_process(c);
+}
+
+/* ---- streamed answers (http2.h: berth_h1_stream_*) ---- */
+
+/* The connection of a request that may still stream, or NULL (*rc set). */
+static berth_httpd_conn *h1_stream_conn(const berth_http_req *r, int *rc) {
+  *rc = BERTH_OK;
+  if (r->answered || r->gone || r->link == NULL) {
+    *rc = BERTH_E_IO;
+    return NULL;
+  }
+  berth_httpd_conn *c = r->link;
+  if (c->closing || c->cur != r) {
+    *rc = BERTH_E_IO;
+    return NULL;
+  }
+  return c;
+}
+
+int berth_h1_stream_begin(berth_http_req *r, int status,
+                          const berth_http_header_kv *headers, size_t n) {
+  int rc;
+  berth_httpd_conn *c = h1_stream_conn(r, &rc);
+  if (c == NULL)
+    return rc;
+  if (c->cur_stream)
+    return BERTH_E_INVALID;
+  if (status < 200 || status > 599 || status == 204 || status == 304)
+    status = 500;
+  /* HTTP/1.0 has no chunks: the close ends the body. */
+  bool keep = c->cur_keep_alive && c->cur_version == 11;
+  size_t head_len = 0;
+  char *head =
+      h1_format_head(c, status, headers, n, H1_STREAMED, keep, &head_len);
+  if (head == NULL)
+    return BERTH_E_NOMEM;
+  c->cur_stream = true;
+  c->cur_keep_alive = keep;
+  uv_buf_t b;
+  b.base = head;
+  b.len = head_len;
+  return berth_server_conn_writev(c, &b, 1, head, NULL, NULL, NULL);
+}
+
+int berth_h1_stream_send(berth_http_req *r, char *data, size_t len) {
+  int rc;
+  berth_httpd_conn *c = h1_stream_conn(r, &rc);
+  if (c != NULL && !c->cur_stream)
+    rc = BERTH_E_INVALID;
+  if (rc != BERTH_OK || len == 0 || c->cur_head) {
+    free(data);
+    return rc;
+  }
+  if (c->cur_version != 11) { /* HTTP/1.0: the bytes as they are */
+    uv_buf_t b;
+    b.base = data;
+    b.len = len;
+    return berth_server_conn_writev(c, &b, 1, data, NULL, NULL, NULL);
+  }
+  char *size = malloc(24);
+  if (size == NULL) {
+    free(data);
+    berth_httpd_conn_close(c);
+    return BERTH_E_NOMEM;
+  }
+  static char crlf[] = "\r\n";
+  int k = snprintf(size, 24, "%zx\r\n", len);
+  uv_buf_t bufs[3];
+  bufs[0].base = size;
+  bufs[0].len = (size_t)k;
+  bufs[1].base = data;
+  bufs[1].len = len;
+  bufs[2].base = crlf;
+  bufs[2].len = 2;
+  return berth_server_conn_writev(c, bufs, 3, size, data, NULL, NULL);
+}
+
+/* The last chunk: the request is answered; the connection goes on with
+ * the next request, or closes once everything is written. */
+static void h1_stream_finish(berth_httpd_conn *c, berth_http_req *r) {
+  static char last[] = "0\r\n\r\n";
+  if (c->cur_version == 11 && !c->cur_head) {
+    uv_buf_t b = uv_buf_init(last, sizeof last - 1);
+    berth_server_conn_writev(c, &b, 1, NULL, NULL, NULL, NULL);
+  }
+  if (c->closing) { /* the write failed: the request is gone already */
+    return;
+  }
+  bool keep = c->cur_keep_alive && !c->srv->draining;
+  c->cur = NULL;
+  c->cur_stream = false;
+  r->answered = true;
+  if (!keep)
+    c->close_after_write = true;
+  berth_httpd_req_release(r);
+  if (c->close_after_write && c->writes == 0)
+    berth_server_conn_linger(c);
+  else if (!c->in_process)
+    berth_server_h1_process(c);
+}
+
+int berth_h1_stream_end(berth_http_req *r) {
+  int rc;
+  berth_httpd_conn *c = h1_stream_conn(r, &rc);
+  if (c == NULL)
+    return rc;
+  if (!c->cur_stream) { /* no head yet: an empty 200 answer */
+    static const berth_http_header_kv none[1] = {{NULL, NULL}};
+    berth_http_respond_take(r, 200, none, 0, NULL, 0);
+    return BERTH_OK;
+  }
+  h1_stream_finish(c, r);
+  return BERTH_OK;
+}
+
+size_t berth_h1_stream_queued(const berth_http_req *r) {
+  int rc;
+  berth_httpd_conn *c = h1_stream_conn(r, &rc);
+  if (c == NULL)
+    return 0;
+  return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
 }
 
 static void h1_dispatch(berth_httpd_conn *c) {
@@ -182,6 +321,7 @@ static void h1_dispatch(berth_httpd_conn *c) {
   c->cur_keep_alive = q->keep_alive;
   c->cur_head = q->method_len == 4 && memcmp(q->method, "HEAD", 4) == 0;
   c->cur_version = in.version;
+  c->cur_stream = false;
   in.body = berth_h1_parser_take_body(c->parser, &in.body_len);
   berth_http_req *r = berth_httpd_req_new(&in);
   berth_h1_parser_next(c->parser);

@@ -90,6 +90,7 @@ struct berth_httpd_conn {
   bool cur_keep_alive;
   bool cur_head;   /* HEAD: the answer has no body */
   int cur_version; /* 10 or 11 */
+  bool cur_stream; /* a streamed answer's head is sent (berth_h1_stream_*) */
   /* HTTP/2 */
   berth_h2_session *h2;
   /* TLS (NULL on cleartext listeners) */

@@ -44,6 +44,7 @@ static atomic_int aborted;
 static atomic_int hang_seen;
 static atomic_int gone_count;
 static atomic_int closed_cb;
+static atomic_int stream_gone;
 static char client_error[512];
 
 /* ---- server side (loop thread) ---- */
@@ -93,6 +94,61 @@ static void on_hang_gone(berth_http_req *r, void *arg) {
   berth_http_req_unref(r);
 }
 
+/* /stream: three chunks "c0".."c2", one per loop turn, then the end;
+ * /streamhang: one chunk, then waits for the client to leave. */
+typedef struct {
+  uv_timer_t timer;
+  berth_http_req *req;
+  int i;
+  bool hang;
+} streamer;
+
+static void on_stream_gone(berth_http_req *r, void *arg) {
+  (void)r;
+  (void)arg;
+  atomic_fetch_add(&stream_gone, 1);
+}
+
+static void on_stream_tick(uv_timer_t *t) {
+  streamer *s = t->data;
+  bool over = berth_http_req_is_gone(s->req);
+  if (!over && (!s->hang || s->i == 0)) {
+    char *chunk = malloc(3);
+    assert_non_null(chunk);
+    memcpy(chunk, "c", 1);
+    chunk[1] = (char)('0' + s->i++);
+    assert_int_equal(berth_http_stream_send(s->req, chunk, 2), BERTH_OK);
+    assert_true(berth_http_stream_queued(s->req) < 1024);
+  }
+  if (!over && !s->hang && s->i == 3) {
+    assert_int_equal(berth_http_stream_end(s->req, NULL, 0), BERTH_OK);
+    assert_int_equal(berth_http_stream_send(s->req, malloc(1), 1), BERTH_E_IO);
+    over = true;
+  }
+  if (over) {
+    berth_http_req_unref(s->req);
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, on_deferred_closed);
+  }
+}
+
+static void start_stream(berth_http_req *r, bool hang) {
+  streamer *s = calloc(1, sizeof *s);
+  assert_non_null(s);
+  berth_http_req_ref(r);
+  s->req = r;
+  s->hang = hang;
+  s->timer.data = s;
+  if (hang)
+    berth_http_req_on_gone(r, on_stream_gone, NULL);
+  berth_http_header_kv h[] = {{"content-type", "text/event-stream"},
+                              {"Content-Length", "5"}};
+  assert_int_equal(berth_http_stream_send(r, malloc(1), 1), BERTH_E_INVALID);
+  assert_int_equal(berth_http_stream_begin(r, 200, h, 2), BERTH_OK);
+  uv_timer_init(&loop, &s->timer);
+  uv_timer_start(&s->timer, on_stream_tick, 5, 5);
+}
+
 static void handler(berth_http_req *r, void *data) {
   (void)data;
   size_t pl;
@@ -105,6 +161,24 @@ static void handler(berth_http_req *r, void *data) {
     d->timer.data = d;
     uv_timer_init(&loop, &d->timer);
     uv_timer_start(&d->timer, on_deferred, 40, 0);
+    return;
+  }
+  if (pl == 7 && memcmp(p, "/stream", 7) == 0) {
+    start_stream(r, false);
+    return;
+  }
+  if (pl == 14 && memcmp(p, "/streamrespond", 14) == 0) {
+    /* after a streamed head, an ordinary answer is the last chunk */
+    berth_http_header_kv h[] = {{"content-type", "text/event-stream"}};
+    berth_http_req_ref(r);
+    assert_int_equal(berth_http_stream_begin(r, 200, h, 1), BERTH_OK);
+    berth_http_respond(r, 500, NULL, 0, "done", 4);
+    assert_int_equal(berth_http_stream_end(r, NULL, 0), BERTH_E_IO);
+    berth_http_req_unref(r);
+    return;
+  }
+  if (pl == 11 && memcmp(p, "/streamhang", 11) == 0) {
+    start_stream(r, true);
     return;
   }
   if (pl == 5 && memcmp(p, "/hang", 5) == 0) {
@@ -430,6 +504,77 @@ static int test_h1_gone(void) {
   return 0;
 }
 
+/* Reads until want (the whole streamed body) has arrived after the head;
+ * checks the head for chunked framing (chunked) or none (HTTP/1.0). */
+static int read_streamed(conn *c, bool chunked, const char *want) {
+  char *end;
+  while ((end = memmem(c->buf, c->len, "\r\n\r\n", 4)) == NULL)
+    if (fill(c) != 0)
+      return -1;
+  size_t head_len = (size_t)(end - c->buf) + 4;
+  char head[1024];
+  CHECK(head_len < sizeof head, "head too long");
+  memcpy(head, c->buf, head_len);
+  head[head_len] = '\0';
+  CHECK(strstr(head, " 200 ") != NULL, "status: %s", head);
+  CHECK(strcasestr(head, "content-length") == NULL, "length on a stream: %s",
+        head);
+  CHECK(strcasestr(head, "content-type: text/event-stream") != NULL,
+        "no content type: %s", head);
+  CHECK((strstr(head, "Transfer-Encoding: chunked\r\n") != NULL) == chunked,
+        "framing: %s", head);
+  size_t wl = strlen(want);
+  while (c->len < head_len + wl)
+    if (fill(c) != 0)
+      return -1;
+  CHECK(memcmp(c->buf + head_len, want, wl) == 0, "body '%.*s', want '%s'",
+        (int)(c->len - head_len), c->buf + head_len, want);
+  memmove(c->buf, c->buf + head_len + wl, c->len - head_len - wl);
+  c->len -= head_len + wl;
+  return 0;
+}
+
+static int test_h1_stream(void) {
+  static const char chunks[] = "2\r\nc0\r\n2\r\nc1\r\n2\r\nc2\r\n0\r\n\r\n";
+  conn c;
+  CHECK(client_connect(&c) == 0, "connect");
+  /* kept alive after the last chunk: the next request is answered */
+  CHECK(send_str(&c, "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n") == 0, "send");
+  if (read_streamed(&c, true, chunks) != 0)
+    return -1;
+  if (get_ok(&c, "GET /a HTTP/1.1\r\nHost: t\r\n\r\n", "GET /a ") != 0)
+    return -1;
+  /* Connection: close: the connection ends after the last chunk */
+  CHECK(send_str(&c, "GET /stream HTTP/1.1\r\nHost: t\r\n"
+                     "Connection: close\r\n\r\n") == 0,
+        "send");
+  if (read_streamed(&c, true, chunks) != 0 || expect_eof(&c) != 0)
+    return -1;
+  /* HTTP/1.0: the bytes as they are, the close ends them */
+  CHECK(client_connect(&c) == 0, "connect");
+  CHECK(send_str(&c, "GET /stream HTTP/1.0\r\n\r\n") == 0, "send");
+  if (read_streamed(&c, false, "c0c1c2") != 0 || expect_eof(&c) != 0)
+    return -1;
+  CHECK(client_connect(&c) == 0, "connect");
+  CHECK(send_str(&c, "GET /streamrespond HTTP/1.1\r\nHost: t\r\n\r\n") == 0,
+        "send");
+  if (read_streamed(&c, true, "4\r\ndone\r\n0\r\n\r\n") != 0 ||
+      get_ok(&c, "GET /b HTTP/1.1\r\nHost: t\r\n\r\n", "GET /b ") != 0)
+    return -1;
+  close(c.fd);
+  /* a client leaving mid-stream: the handler learns it */
+  CHECK(client_connect(&c) == 0, "connect");
+  CHECK(send_str(&c, "GET /streamhang HTTP/1.1\r\nHost: t\r\n\r\n") == 0,
+        "send");
+  if (read_streamed(&c, true, "2\r\nc0\r\n") != 0)
+    return -1;
+  close(c.fd);
+  for (int i = 0; i < 300 && atomic_load(&stream_gone) == 0; i++)
+    usleep(10000);
+  CHECK(atomic_load(&stream_gone) == 1, "on_gone not called mid-stream");
+  return 0;
+}
+
 /* ---- HTTP/2 client ---- */
 
 #define H2_STREAMS 40
@@ -701,6 +846,8 @@ static void *client_main(void *arg) {
     rc = test_h2();
   if (rc == 0)
     rc = test_h1_gone();
+  if (rc == 0)
+    rc = test_h1_stream();
   if (rc == 0)
     rc = test_stop_accepting();
   if (!atomic_load(&aborted)) {
