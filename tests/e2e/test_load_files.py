@@ -146,6 +146,17 @@ def test_files_need_an_admin_token(berth_server: Callable[..., BerthServer],
         g.load_model("m", config=onnx_config("m"), files=files)
     assert "PERMISSION_DENIED" in str(info.value.status()) and "--admin-tokens-file" in str(info.value)
     assert folders(setup) == []  # nothing was written
+    # Triton's model-control example: a bad path gets Triton's words from
+    # anyone (paths are checked before the token; nothing is written)
+    long_path = {"file:" + "A" * 256: b"a"}
+    with pytest.raises(InferenceServerException) as info:
+        g.load_model("m", config="{}", files=long_path)
+    assert "failed to poll from model repository" in str(info.value)
+    assert "INVALID_ARGUMENT" in str(info.value.status())
+    with pytest.raises(InferenceServerException) as info:
+        h.load_model("m", config="{}", files=long_path)
+    assert "failed to load" in str(info.value) and info.value.status() == "400"
+    assert g.is_server_live() and folders(setup) == []
     h.close()
     g.close()
     server.close()

@@ -30,37 +30,46 @@ int berth_repo_files_forbidden(berth_errmsg *err) {
  * longer than BERTH_REPO_FILE_NAME_MAX. */
 static int check_rel(const char *rel, berth_errmsg *err) {
   if (rel[0] == '\0')
-    return berth_errf(err, BERTH_E_CONFIG, "\"file:\": the path is empty");
-  if (rel[0] == '/')
     return berth_errf(err, BERTH_E_CONFIG,
-                      "\"file:%.200s\": the path must be relative to the "
-                      "model's folder",
-                      rel);
+                      "invalid file path \"file:\": the path is empty");
+  if (rel[0] == '/')
+    return berth_errf(
+        err, BERTH_E_CONFIG,
+        "invalid file path \"file:%.200s\": the path must be relative to the "
+        "model's folder",
+        rel);
   const char *p = rel;
   while (*p != '\0') {
     const char *slash = strchr(p, '/');
     size_t n = slash ? (size_t)(slash - p) : strlen(p);
     if (n == 0 || (n == 1 && p[0] == '.') ||
         (n == 2 && p[0] == '.' && p[1] == '.'))
-      return berth_errf(err, BERTH_E_CONFIG,
-                        "\"file:%.200s\": empty, \".\" and \"..\" path "
-                        "components are not allowed",
-                        rel);
+      return berth_errf(
+          err, BERTH_E_CONFIG,
+          "invalid file path \"file:%.200s\": empty, \".\" and \"..\" path "
+          "components are not allowed",
+          rel);
     if (n > BERTH_REPO_FILE_NAME_MAX)
-      return berth_errf(err, BERTH_E_CONFIG,
-                        "\"file:%.64s...\": a path component is longer than "
-                        "%d bytes",
-                        rel, BERTH_REPO_FILE_NAME_MAX);
+      return berth_errf(
+          err, BERTH_E_CONFIG,
+          "invalid file path \"file:%.64s...\": a path component is longer than "
+          "%d bytes",
+          rel, BERTH_REPO_FILE_NAME_MAX);
     if (slash == NULL)
       break;
     p = slash + 1;
     if (*p == '\0')
-      return berth_errf(err, BERTH_E_CONFIG,
-                        "\"file:%.200s\": the path names a folder, not a "
-                        "file",
-                        rel);
+      return berth_errf(
+          err, BERTH_E_CONFIG,
+          "invalid file path \"file:%.200s\": the path names a folder, not a "
+          "file",
+          rel);
   }
   return BERTH_OK;
+}
+
+int berth_repo_files_check_key(const char *key, berth_errmsg *err) {
+  return check_rel(key + 5, err);
 }
 
 int berth_repo_files_add(berth_repo_files *f, const char *key, const void *data,

@@ -38,6 +38,10 @@ bool berth_repo_is_file_key(const char *key);
  * naming --admin-tokens-file), in err. */
 int berth_repo_files_forbidden(berth_errmsg *err);
 
+/* The path rule of berth_repo_files_add alone (nothing is copied): checked
+ * before the token, so that a bad path gets the same answer from anyone. */
+int berth_repo_files_check_key(const char *key, berth_errmsg *err);
+
 /* Adds the file of key ("file:1/model.onnx") with a copy of data. The path
  * must be relative, without "." or ".." components, empty components or
  * components over BERTH_REPO_FILE_NAME_MAX bytes, and not given twice:

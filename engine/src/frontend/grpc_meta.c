@@ -450,13 +450,17 @@ static int request_files(berth_engine *e,
                          bool admin, berth_repo_files *files,
                          berth_errmsg *err) {
   int rc = BERTH_OK;
+  bool refused = false;
   for (size_t k = 0; rc == BERTH_OK && k < rq->n_parameters; k++) {
     const char *key = rq->parameters[k]->key;
     const repo_param *v = rq->parameters[k]->value;
     if (!berth_repo_is_file_key(key))
       continue;
+    rc = berth_repo_files_check_key(key, err);
+    if (rc != BERTH_OK)
+      break;
     if (!admin)
-      rc = berth_repo_files_forbidden(err);
+      refused = true; /* after every path is checked; nothing copied */
     else if (
         v == NULL ||
         v->parameter_choice_case !=
@@ -469,6 +473,8 @@ static int request_files(berth_engine *e,
       rc = berth_repo_files_add(files, key, v->bytes_param.data,
                                 v->bytes_param.len, e->cfg.max_body_bytes, err);
   }
+  if (rc == BERTH_OK && refused)
+    rc = berth_repo_files_forbidden(err);
   if (rc == BERTH_E_CONFIG) {
     berth_errmsg inner = *err;
     berth_errf(err, rc,

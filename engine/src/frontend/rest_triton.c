@@ -287,11 +287,15 @@ static bool request_files(berth_engine *e, berth_http_req *req,
   json_t *v;
   berth_errmsg err;
   int rc = BERTH_OK;
+  bool refused = false;
   json_object_foreach(params, key, v) {
     if (!berth_repo_is_file_key(key))
       continue;
+    rc = berth_repo_files_check_key(key, &err);
+    if (rc != BERTH_OK)
+      break;
     if (!admin)
-      rc = berth_repo_files_forbidden(&err);
+      refused = true; /* after every path is checked; nothing decoded */
     else if (!json_is_string(v))
       rc = berth_errf(&err, BERTH_E_CONFIG,
                       "parameters \"%.200s\": expected the file's contents "
@@ -304,6 +308,8 @@ static bool request_files(berth_engine *e, berth_http_req *req,
     if (rc != BERTH_OK)
       break;
   }
+  if (rc == BERTH_OK && refused)
+    rc = berth_repo_files_forbidden(&err);
   if (rc == BERTH_OK)
     return true;
   berth_repo_files_clear(files);
