@@ -604,6 +604,7 @@ void berth_config_model_clear(berth_model_config *m) {
     free(m->outputs[i].name);
   free(m->outputs);
   json_decref(m->entry);
+  free(m->files_dir);
   memset(m, 0, sizeof *m);
 }
 

@@ -63,6 +63,10 @@ typedef struct berth_model_config {
                                admin token: a failed load answers a fixed
                                text, the worker's message goes to the log
                                only (it may quote the file) */
+  char *files_dir;            /* owned or NULL: the private folder holding
+                               the files of the load request that gave this
+                               config (repo_files.h); the repository removes
+                               the folder, clear frees the string */
 } berth_model_config;
 
 /* One target of a route (routes[].split[] or routes[].shadow). */

@@ -444,6 +444,17 @@ json_t *berth_repository_index(berth_engine *e, bool ready_only);
  * BERTH_E_SHUTDOWN). */
 void berth_repository_load(berth_engine *e, const char *name, json_t *config,
                            bool trusted, berth_repo_done_cb done, void *arg);
+/* As berth_repository_load with model files from the request (Triton's
+ * "file:" parameters; borrowed, may be NULL): refused (BERTH_E_FORBIDDEN)
+ * unless trusted; config must be a whole entry without a path; the files
+ * are written into a private folder (repo_files.h) that the entry's path
+ * names, removed when the version is unloaded or its config replaced, and
+ * at server stop. */
+struct berth_repo_files;
+void berth_repository_load_files(berth_engine *e, const char *name,
+                                 json_t *config, bool trusted,
+                                 const struct berth_repo_files *files,
+                                 berth_repo_done_cb done, void *arg);
 /* Unloads model name (only that version when version is not NULL): new
  * requests are refused at once (503), queued and running ones finish
  * (bounded by server.drain_timeout_s), then its workers get SHUTDOWN (TERM,

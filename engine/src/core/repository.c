@@ -31,6 +31,7 @@
 #include "engine.h"
 #include "log.h"
 #include "repo_access.h"
+#include "repo_files.h"
 #include "repo_override.h"
 #include "repo_replace.h"
 
@@ -122,6 +123,7 @@ static void settle_all(repo_wait **list, int status, const char *msg) {
 static void cfg_destroy(berth_model_config *c) {
   if (c == NULL)
     return;
+  berth_repo_files_remove(c->files_dir); /* files from its load request */
   berth_config_model_clear(c);
   free(c);
 }
@@ -338,6 +340,13 @@ static void step_stop(struct berth_repository *r, repo_op *op, uint64_t now) {
   m->n_ready = 0;
   m->state = BERTH_MODEL_UNAVAILABLE;
   log_model("model unloaded", m);
+  for (size_t i = 0; !op->reload && i < r->n_cfgs; i++) {
+    if (r->cfgs[i] == m->cfg && r->cfgs[i]->files_dir != NULL) {
+      berth_repo_files_remove(r->cfgs[i]->files_dir); /* load them again */
+      free(r->cfgs[i]->files_dir);
+      r->cfgs[i]->files_dir = NULL;
+    }
+  }
   settle_all(&op->unload_waits, BERTH_OK, "");
   if (op->reload)
     start_load(r, op);
@@ -721,8 +730,43 @@ static int parse_config(json_t *config, const char *name,
   return rc;
 }
 
+/* A load with files (Triton's "file:" parameters): for an admin only, with
+ * a whole entry in config; the files are written into a private folder
+ * (*dir) and *parsed is the entry pointing there. */
+static int files_entry(struct berth_repository *r, const char *name,
+                       json_t *config, bool trusted,
+                       const berth_repo_files *files, json_t **parsed,
+                       char **dir, berth_errmsg *err) {
+  json_t *merged = NULL, *entry = NULL;
+  if (!trusted)
+    return berth_repo_files_forbidden(err);
+  if (config == NULL)
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "parameters.config is required with file: parameters "
+                      "(a whole model entry: runtime, ...)");
+  int rc = berth_repo_override_for(r->e, name, config, parsed, &merged, err);
+  if (rc == BERTH_OK && merged != NULL)
+    rc = berth_errf(err, BERTH_E_CONFIG,
+                    "parameters.config: expected a whole model entry "
+                    "(runtime, ...) with file: parameters, not an override");
+  json_decref(merged);
+  if (rc == BERTH_OK)
+    rc = berth_repo_files_write(files, r->roots.real, r->roots.n, dir, err);
+  if (rc == BERTH_OK)
+    rc = berth_repo_files_entry(*parsed, *dir, &entry, err);
+  json_decref(*parsed);
+  *parsed = entry;
+  if (rc != BERTH_OK && *dir != NULL) {
+    berth_repo_files_remove(*dir);
+    free(*dir);
+    *dir = NULL;
+  }
+  return rc;
+}
+
 static void repo_load(berth_engine *e, const char *name, json_t *config,
-                      bool trusted, berth_repo_done_cb done, void *arg) {
+                      bool trusted, const berth_repo_files *files,
+                      berth_repo_done_cb done, void *arg) {
   berth_errmsg err;
   repo_call *c = new_call(e, done, arg);
   if (c == NULL)
@@ -737,7 +781,11 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
     return;
   }
   json_t *parsed = NULL, *merged = NULL;
-  if (config != NULL) {
+  char *fdir = NULL;
+  if (files != NULL && files->n > 0) {
+    rc = files_entry(r, name, config, trusted, files, &parsed, &fdir, &err);
+    config = parsed;
+  } else if (config != NULL) {
     rc = berth_repo_override_for(e, name, config, &parsed, &merged, &err);
     if (merged != NULL) {
       /* files, runtime and class are the operator's: no token rule */
@@ -748,8 +796,11 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
   if (rc == BERTH_OK && config != NULL) {
     berth_model_config *cfg = NULL;
     rc = parse_config(config, name, &cfg, &err);
-    if (rc == BERTH_OK &&
-        (rc = berth_repo_check_entry(&r->roots, cfg, trusted, &err)) != 0) {
+    if (rc == BERTH_OK && fdir != NULL) {
+      cfg->files_dir = fdir; /* the server wrote it: no path rule */
+      fdir = NULL;
+    } else if (rc == BERTH_OK && (rc = berth_repo_check_entry(
+                                      &r->roots, cfg, trusted, &err)) != 0) {
       cfg_destroy(cfg);
       cfg = NULL;
     }
@@ -778,6 +829,8 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
   }
   json_decref(parsed);
   json_decref(merged);
+  berth_repo_files_remove(fdir); /* written, then refused */
+  free(fdir);
   if (rc == BERTH_E_CONFIG || rc == BERTH_E_INVALID ||
       rc == BERTH_E_NOT_FOUND) {
     /* Triton's clients look for "failed to load" in a refused load */
@@ -793,12 +846,19 @@ static void repo_load(berth_engine *e, const char *name, json_t *config,
 
 void berth_repository_load(berth_engine *e, const char *name, json_t *config,
                            bool trusted, berth_repo_done_cb done, void *arg) {
+  berth_repository_load_files(e, name, config, trusted, NULL, done, arg);
+}
+
+void berth_repository_load_files(berth_engine *e, const char *name,
+                                 json_t *config, bool trusted,
+                                 const berth_repo_files *files,
+                                 berth_repo_done_cb done, void *arg) {
   berth_errmsg err;
   if (berth_repo_mode_allows(&e->cfg, &err) != BERTH_OK) {
     done(arg, BERTH_E_FORBIDDEN, err.msg);
     return;
   }
-  repo_load(e, name, config, trusted, done, arg);
+  repo_load(e, name, config, trusted, files, done, arg);
 }
 
 /* ---- start ------------------------------------------------------------------ */

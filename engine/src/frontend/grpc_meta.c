@@ -10,6 +10,7 @@
 #include "codec_grpc.h"
 #include "grpc.h"
 #include "repo_access.h"
+#include "repo_files.h"
 #include "grpc_service.pb-c.h"
 #include "router.h"
 
@@ -519,13 +520,47 @@ static bool param_text(const repo_param *v, char *out, size_t cap) {
     if (strcmp((rq)->parameters[k_]->key, want) == 0)                          \
       found = (rq)->parameters[k_]->value;
 
-#define REFUSE_FILES(rq)                                                       \
-  for (size_t k_ = 0; k_ < (rq)->n_parameters; k_++)                           \
-    if (strncmp((rq)->parameters[k_]->key, "file:", 5) == 0)                   \
-      rc = berth_errf(err, BERTH_E_UNSUPPORTED,                                \
-                      "parameters \"file:...\" (model "                        \
-                      "files in the request) are not supported; give the "     \
-                      "model's path in the \"config\" parameter");
+/* The "file:<path>" parameters of a load (bytes) into files; without an
+ * admin token nothing is copied. A bad path gets Triton's words. */
+static int request_files(berth_engine *e,
+                         const Inference__RepositoryModelLoadRequest *rq,
+                         bool admin, berth_repo_files *files,
+                         berth_errmsg *err) {
+  int rc = BERTH_OK;
+  bool refused = false;
+  for (size_t k = 0; rc == BERTH_OK && k < rq->n_parameters; k++) {
+    const char *key = rq->parameters[k]->key;
+    const repo_param *v = rq->parameters[k]->value;
+    if (!berth_repo_is_file_key(key))
+      continue;
+    rc = berth_repo_files_check_key(key, err);
+    if (rc != BERTH_OK)
+      break;
+    if (!admin)
+      refused = true; /* after every path is checked; nothing copied */
+    else if (
+        v == NULL ||
+        v->parameter_choice_case !=
+            INFERENCE__MODEL_REPOSITORY_PARAMETER__PARAMETER_CHOICE_BYTES_PARAM)
+      rc = berth_errf(err, BERTH_E_CONFIG,
+                      "parameters \"%.200s\": expected the file's contents "
+                      "as bytes_param",
+                      key);
+    else
+      rc = berth_repo_files_add(files, key, v->bytes_param.data,
+                                v->bytes_param.len, e->cfg.max_body_bytes, err);
+  }
+  if (rc == BERTH_OK && refused)
+    rc = berth_repo_files_forbidden(err);
+  if (rc == BERTH_E_CONFIG) {
+    berth_errmsg inner = *err;
+    berth_errf(err, rc,
+               "failed to load '%.200s': failed to poll from model "
+               "repository: %s",
+               rq->model_name, inner.msg);
+  }
+  return rc;
+}
 
 int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len,
                                 bool load, bool admin, berth_repo_done_cb done,
@@ -536,12 +571,13 @@ int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len,
   char name[260], version[260];
   json_t *config = NULL;
   bool with_version = false;
+  berth_repo_files files = {0};
   if (load) {
     UNPACK(Inference__RepositoryModelLoadRequest,
            inference__repository_model_load_request__descriptor, rq);
     const repo_param *cfg = NULL;
     FIND_PARAM(rq, "config", cfg);
-    REFUSE_FILES(rq);
+    rc = request_files(e, rq, admin, &files, err);
     if (rc == BERTH_OK && cfg != NULL) {
       if (cfg->parameter_choice_case ==
           INFERENCE__MODEL_REPOSITORY_PARAMETER__PARAMETER_CHOICE_STRING_PARAM)
@@ -573,12 +609,14 @@ int berth_grpc_repository_start(berth_engine *e, const uint8_t *msg, size_t len,
     rc = berth_errf(err, BERTH_E_INVALID, "model_name must not be empty");
   if (rc != BERTH_OK) {
     json_decref(config);
+    berth_repo_files_clear(&files);
     return rc;
   }
   if (load)
-    berth_repository_load(e, name, config, admin, done, arg);
+    berth_repository_load_files(e, name, config, admin, &files, done, arg);
   else
     berth_repository_unload(e, name, with_version ? version : NULL, done, arg);
   json_decref(config);
+  berth_repo_files_clear(&files);
   return BERTH_OK;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "repo_access.h"
+#include "repo_files.h"
 #include "rest.h"
 
 /* ---- configuration ---------------------------------------------------- */
@@ -276,24 +277,66 @@ static void repository_index(berth_engine *e, berth_http_req *req,
                          berth_repository_index(e, json_is_true(ready)));
 }
 
+/* The "file:<path>" parameters of a load (base64 text) into files; false
+ * when the request was answered (no admin token: nothing is decoded or
+ * written; a bad path, bad base64, too many bytes). */
+static bool request_files(berth_engine *e, berth_http_req *req,
+                          berth_slice name, json_t *params, bool admin,
+                          berth_repo_files *files) {
+  const char *key;
+  json_t *v;
+  berth_errmsg err;
+  int rc = BERTH_OK;
+  bool refused = false;
+  json_object_foreach(params, key, v) {
+    if (!berth_repo_is_file_key(key))
+      continue;
+    rc = berth_repo_files_check_key(key, &err);
+    if (rc != BERTH_OK)
+      break;
+    if (!admin)
+      refused = true; /* after every path is checked; nothing decoded */
+    else if (!json_is_string(v))
+      rc = berth_errf(&err, BERTH_E_CONFIG,
+                      "parameters \"%.200s\": expected the file's contents "
+                      "as base64 text",
+                      key);
+    else
+      rc = berth_repo_files_add_base64(files, key, json_string_value(v),
+                                       json_string_length(v),
+                                       e->cfg.max_body_bytes, &err);
+    if (rc != BERTH_OK)
+      break;
+  }
+  if (rc == BERTH_OK && refused)
+    rc = berth_repo_files_forbidden(&err);
+  if (rc == BERTH_OK)
+    return true;
+  berth_repo_files_clear(files);
+  if (rc == BERTH_E_CONFIG) {
+    /* Triton's words for a model folder it cannot read */
+    char msg[BERTH_ERRMSG_SIZE + 200];
+    snprintf(msg, sizeof msg,
+             "failed to load '%.*s': failed to poll from model "
+             "repository: %s",
+             (int)name.n, name.p, err.msg);
+    berth_rest_respond_error(e, req, rc, msg);
+  } else {
+    berth_rest_respond_error(e, req, rc, err.msg);
+  }
+  return false;
+}
+
 /* Starts a load or an unload of the model named by seg. */
 static void repository_change(berth_engine *e, berth_http_req *req,
                               berth_slice name, bool load, json_t *body) {
   json_t *params = json_object_get(body, "parameters");
   json_t *config = json_object_get(params, "config");
   json_t *version = json_object_get(params, "version");
-  const char *key;
-  json_t *v;
   char ver[260];
-  json_object_foreach(params, key, v) {
-    if (strncmp(key, "file:", 5) == 0) {
-      berth_rest_respond_error(e, req, BERTH_E_UNSUPPORTED,
-                               "parameters \"file:...\" (model files in the "
-                               "request) are not supported; give the model's "
-                               "path in parameters.config");
-      return;
-    }
-  }
+  size_t hl = 0;
+  const char *authz = berth_http_header(req, "authorization", &hl);
+  bool admin = berth_auth_is_admin(&e->auth, authz, authz ? hl : 0);
   if (load && config != NULL && !json_is_object(config) &&
       !json_is_string(config)) {
     berth_rest_respond_error(e, req, BERTH_E_CONFIG,
@@ -301,6 +344,9 @@ static void repository_change(berth_engine *e, berth_http_req *req,
                              "JSON object, or JSON/YAML text)");
     return;
   }
+  berth_repo_files files = {0};
+  if (load && !request_files(e, req, name, params, admin, &files))
+    return;
   if (!load && json_is_integer(version) && json_integer_value(version) >= 0) {
     snprintf(ver, sizeof ver, "%" JSON_INTEGER_FORMAT,
              json_integer_value(version));
@@ -316,6 +362,7 @@ static void repository_change(berth_engine *e, berth_http_req *req,
   }
   repo_req *rr = calloc(1, sizeof *rr);
   if (rr == NULL) {
+    berth_repo_files_clear(&files);
     berth_rest_respond_error(e, req, BERTH_E_NOMEM, "out of memory");
     return;
   }
@@ -323,14 +370,14 @@ static void repository_change(berth_engine *e, berth_http_req *req,
   rr->req = req;
   snprintf(rr->name, sizeof rr->name, "%.*s", (int)name.n, name.p);
   berth_http_req_ref(req);
-  size_t hl = 0;
-  const char *authz = berth_http_header(req, "authorization", &hl);
-  bool admin = berth_auth_is_admin(&e->auth, authz, authz ? hl : 0);
-  if (load)
-    berth_repository_load(e, rr->name, config, admin, repo_done, rr);
-  else
+  if (load) {
+    berth_repository_load_files(e, rr->name, config, admin, &files, repo_done,
+                                rr);
+    berth_repo_files_clear(&files); /* written (or refused) by now */
+  } else {
     berth_repository_unload(e, rr->name, version != NULL ? ver : NULL,
                             repo_done, rr);
+  }
 }
 
 void berth_rest_repository_index(berth_engine *e, berth_http_req *req,
