@@ -69,13 +69,19 @@ static int check_rel(const char *rel, berth_errmsg *err) {
 }
 
 int berth_repo_files_check_key(const char *key, berth_errmsg *err) {
+  if (!berth_repo_is_file_key(key)) /* the callers check; stay safe anyway */
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "\"%.40s\" is not a \"file:<path>\" parameter",
+                      key != NULL ? key : "");
   return check_rel(key + 5, err);
 }
 
 int berth_repo_files_add(berth_repo_files *f, const char *key, const void *data,
                          size_t len, size_t max_total, berth_errmsg *err) {
+  int rc = berth_repo_files_check_key(key, err);
+  if (rc != BERTH_OK)
+    return rc;
   const char *rel = key + 5;
-  int rc = check_rel(rel, err);
   if (rc != BERTH_OK)
     return rc;
   for (size_t i = 0; i < f->n; i++)
