@@ -2,9 +2,11 @@
 # A/B smoke of two Berth installs on the benchmark's W1 (identity, 16 floats)
 # and W2 (the tabular MLP) models: each install serves the same models with
 # the same settings in turn, pinned to core 0, while wrk (core 1) sends the
-# same JSON requests over keep-alive connections. Prints requests/s and p99
-# per install, workload and concurrency, for a quick "did the change move
-# anything?" check; bench/run.sh is the real benchmark.
+# same JSON requests over keep-alive connections. Prints requests/s, p99 and
+# berthd's CPU time per request (utime + stime from /proc: unlike
+# requests/s, not inflated when a busy host steals the CPU) per install,
+# workload and concurrency, for a quick "did the change move anything?"
+# check; bench/run.sh is the real benchmark.
 #
 #   bash bench/smoke_ab.sh OLD_BERTH NEW_BERTH [SECONDS]
 #
@@ -44,17 +46,21 @@ for label in old new; do
   for _ in $(seq 600); do
     curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break; sleep 0.2
   done
+  berthd=$(pgrep -f "berthd --config-fd" -P $pid || echo $pid) # berth execs berthd
   for w in w1 w2; do
     for c in 1 16; do
+      t0=$(awk '{print $14 + $15}' /proc/$berthd/stat)
       BENCH_BODY="$work/$w.json" BENCH_OUT="$work/out.json" taskset -c 1 \
         wrk -t1 -c$c -d${secs}s -s "$here/wrk.lua" "http://127.0.0.1:$port/v2/models/$w/infer" >/dev/null
-      python3 - "$label" "$w" "$c" "$work/out.json" <<'PY'
+      t1=$(awk '{print $14 + $15}' /proc/$berthd/stat)
+      python3 - "$label" "$w" "$c" "$work/out.json" "$t0" "$t1" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-label, w, c, path = sys.argv[1:]
+label, w, c, path, t0, t1, tick = sys.argv[1:]
 d = json.load(open(path))
 errors = d["err_status"] + d["err_connect"] + d["err_read"] + d["err_write"] + d["err_timeout"]
+cpu_us = (float(t1) - float(t0)) / int(tick) * 1e6 / max(d["requests"], 1)
 print(f"{label:4} {w} c={c:>2}: {d['requests'] / (d['duration_us'] / 1e6):9.0f} req/s  "
-      f"p99 {d['p99_us'] / 1000:6.2f} ms  errors {errors}")
+      f"p99 {d['p99_us'] / 1000:6.2f} ms  berthd {cpu_us:5.1f} us CPU/request  errors {errors}")
 PY
     done
   done
