@@ -46,12 +46,14 @@ class TensorSpec:
     ``datatype`` is a protocol name: BOOL, UINT8, UINT16, UINT32, UINT64,
     INT8, INT16, INT32, INT64, FP16, FP32, FP64, BYTES or BF16 (case does not
     matter). ``-1`` in ``shape`` marks a variable dimension (usually the
-    batch).
+    batch). ``optional=True`` marks an input a request may leave out
+    (Triton's ``optional: true``): the engine then does not require it.
     """
 
     name: str
     datatype: str
     shape: Sequence[int]
+    optional: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -80,13 +82,21 @@ class TensorSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as the JSON object the protocols use."""
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        d = {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        if self.optional:
+            d["optional"] = True
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
-        """Builds a spec from ``{"name", "datatype", "shape"}``."""
+        """Builds a spec from ``{"name", "datatype", "shape"[, "optional"]}``."""
         try:
-            return cls(data["name"], data["datatype"], data.get("shape", [-1]))
+            return cls(
+                data["name"],
+                data["datatype"],
+                data.get("shape", [-1]),
+                data.get("optional", False) is True,
+            )
         except (KeyError, TypeError, AttributeError):
             raise ConfigError(
                 f"tensor spec {data!r}: expected a mapping with name, datatype and shape"

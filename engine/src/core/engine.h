@@ -84,6 +84,10 @@ typedef void (*berth_job_partial_cb)(berth_job *job,
  * done came early because of a timeout). The creator frees the job here. */
 typedef void (*berth_job_release_cb)(berth_job *job);
 
+/* Choices (OpenAI's n) whose generated tokens a job counts one by one;
+ * those of higher indices count when they finish (obs/metrics.c). */
+#define BERTH_JOB_TOKEN_CHOICES 16
+
 #define BERTH_PRIORITY_HIGH 0
 #define BERTH_PRIORITY_NORMAL 1
 #define BERTH_PRIORITY_LEVELS 2
@@ -124,6 +128,15 @@ struct berth_job {
   struct berth_seq *seq;         /* borrowed (sequence.h) or NULL: the live
                                  sequence it belongs to */
   bool seq_start, seq_end;       /* its sequence_start / sequence_end */
+  /* A decoupled model's responses: worker/supervisor.c counts them and
+   * sets first_response_ns before the observers' responded hook and
+   * last_response_ns after it (so the hook reads the previous one);
+   * obs/metrics.c's observer keeps the tokens (the responses'
+   * completion_tokens, per choice index below BERTH_JOB_TOKEN_CHOICES). */
+  uint32_t n_responses;
+  uint64_t first_response_ns, last_response_ns;
+  uint64_t gen_tokens;
+  uint32_t gen_tokens_seen[BERTH_JOB_TOKEN_CHOICES];
 };
 
 /* Jobs sent to one worker as one INFER frame. */

@@ -39,6 +39,10 @@ static const double duration_bounds[] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
     0.25,   0.5,   1,      2.5,   5,    10,    30,   60};
 static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+/* between two tokens: finer at the low end */
+static const double token_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01,
+                                      0.02,   0.05,  0.1,   0.2,   0.5,
+                                      1,      2.5,   5,     10};
 
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -51,6 +55,10 @@ void berth_model_metrics_init(berth_model_metrics *mm) {
   berth_histogram_init(&mm->compute_duration, duration_bounds,
                        COUNT_OF(duration_bounds));
   berth_histogram_init(&mm->batch_size, batch_bounds, COUNT_OF(batch_bounds));
+  berth_histogram_init(&mm->first_response, duration_bounds,
+                       COUNT_OF(duration_bounds));
+  berth_histogram_init(&mm->between_responses, token_bounds,
+                       COUNT_OF(token_bounds));
   mm->load_seconds = -1;
 }
 

@@ -61,6 +61,12 @@ typedef struct berth_model_metrics {
   berth_histogram queue_duration;   /* s: queued -> taken into a batch */
   berth_histogram compute_duration; /* s: frame sent -> answer received */
   berth_histogram batch_size;       /* rows per batch */
+  /* decoupled (generative) models: received -> first response, and the
+   * time between two responses of one request; tokens from the responses'
+   * completion_tokens outputs (docs/metrics.md) */
+  berth_histogram first_response;
+  berth_histogram between_responses;
+  uint64_t generated_tokens;
   uint64_t worker_restarts;
   double load_seconds;      /* last worker start -> READY; <0: none */
   uint64_t payload_written; /* payload log records written */

@@ -2,6 +2,11 @@
  *
  *   GET  /v1/models                 {"models": [names]}
  *   GET  /v1/models/{m}             {"name": m, "ready": bool}
+ *
+ * The two GETs also carry OpenAI's model list and model object in the same
+ * document ("object", "data"; "id", "object", "created", "owned_by"), so
+ * that OpenAI's clients read them too (docs/openai.md). The rest of the
+ * OpenAI routes are openai.c's.
  *   POST /v1/models/{m}:predict     {"instances": [...]} -> {"predictions": [...]}
  *
  * v1 has no versions: a model is served by its newest ready version. The
@@ -15,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "codec_json.h"
 #include "codec_kserve_v1.h"
@@ -143,18 +149,36 @@ static int decode_v1(berth_engine *e, berth_http_req *req, berth_model *m,
 
 /* ---- routes ------------------------------------------------------------- */
 
+/* OpenAI's model object for name (GET /v1/models[/{id}] also answers
+ * OpenAI's clients: docs/openai.md). created: the Unix time of the
+ * process's first model listing, the same for every model afterwards. */
+static json_t *openai_model(const char *name) {
+  static time_t created = 0;
+  if (created == 0)
+    created = time(NULL);
+  return json_pack("{s:s, s:s, s:I, s:s}", "id", name, "object", "model",
+                   "created", (json_int_t)created, "owned_by", "berth");
+}
+
+/* {"models": [names]} for KServe v1 and, in the same document,
+ * {"object": "list", "data": [model objects]} for OpenAI. */
 static void list_models(berth_engine *e, berth_http_req *req) {
-  json_t *names = json_array();
-  for (size_t i = 0; names != NULL && i < e->n_models; i++) {
+  json_t *names = json_array(), *data = json_array();
+  for (size_t i = 0; names != NULL && data != NULL && i < e->n_models; i++) {
     const char *n = e->models[i]->cfg->name;
     bool seen = false;
     for (size_t k = 0; k < i && !seen; k++)
       seen = strcmp(e->models[k]->cfg->name, n) == 0;
-    if (!seen)
+    if (!seen) {
       json_array_append_new(names, json_string(n));
+      json_array_append_new(data, openai_model(n));
+    }
   }
   berth_rest_respond_doc(e, req, 200,
-                         names ? json_pack("{s:o}", "models", names) : NULL);
+                         names != NULL && data != NULL
+                             ? json_pack("{s:o, s:s, s:o}", "models", names,
+                                         "object", "list", "data", data)
+                             : NULL);
 }
 
 /* The model a /v1/models/{name} path names (routes, then models, then
@@ -195,9 +219,12 @@ void berth_rest_v1_status(berth_engine *e, berth_http_req *req,
   berth_model *m = v1_model(e, req, mt->model, false, &routed);
   if (m == NULL)
     return;
-  berth_rest_respond_doc(e, req, 200,
-                         json_pack("{s:s, s:b}", "name", m->cfg->name, "ready",
-                                   berth_model_ready(m)));
+  json_t *doc = openai_model(m->cfg->name);
+  if (doc != NULL) {
+    json_object_set_new(doc, "name", json_string(m->cfg->name));
+    json_object_set_new(doc, "ready", json_boolean(berth_model_ready(m)));
+  }
+  berth_rest_respond_doc(e, req, 200, doc);
 }
 
 void berth_rest_v1_predict(berth_engine *e, berth_http_req *req,

@@ -173,6 +173,14 @@ void berth_rest_v1_predict(berth_engine *e, berth_http_req *req,
 void berth_rest_v1_not_found(berth_engine *e, berth_http_req *req,
                              berth_slice name_verb);
 
+/* openai.c: the OpenAI-compatible routes (docs/openai.md) */
+void berth_rest_openai_chat(berth_engine *e, berth_http_req *req,
+                            const berth_rest_match *mt);
+void berth_rest_openai_completions(berth_engine *e, berth_http_req *req,
+                                   const berth_rest_match *mt);
+void berth_rest_openai_embeddings(berth_engine *e, berth_http_req *req,
+                                  const berth_rest_match *mt);
+
 /* The OIP REST handler given to the httpd. */
 void berth_rest_handle(berth_http_req *req, void *engine);
 /* The handler of server.metrics_port: GET /metrics only, with the

@@ -14,6 +14,7 @@
 #include "compress.h"
 #include "http_guard.h"
 #include "log.h"
+#include "openai.h"
 #include "router.h"
 
 #define JSON_CT                                                                \
@@ -173,6 +174,12 @@ void berth_rest_respond_json(berth_engine *e, berth_http_req *req,
 
 void berth_rest_respond_error(berth_engine *e, berth_http_req *req, int status,
                               const char *msg) {
+  size_t pl = 0;
+  const char *path = berth_http_path(req, &pl);
+  if (status != BERTH_E_METHOD && berth_openai_path(path, pl)) {
+    berth_openai_respond_error(e, req, status, msg, NULL, NULL);
+    return;
+  }
   berth_buf b;
   berth_buf_init(&b, 64 * 1024);
   if (berth_json_encode_error(msg, &b) != BERTH_OK) {

@@ -16,21 +16,13 @@
 #include <string.h>
 
 #include "codec_json.h"
-#include "front.h"
 #include "log.h"
-
-/* Answers a stream's client has left unread past this: the stream ends. */
-#define GEN_MAX_UNREAD ((size_t)64 << 20)
+#include "rest_stream.h"
 
 typedef struct gen_call {
-  berth_job job; /* first: the job pointer is the call pointer */
-  berth_http_req *req;
-  berth_engine *engine;
-  bool stream;   /* generate_stream */
-  bool begun;    /* the event stream's head is sent */
-  bool ended;    /* answered (or the client left): later responses drop */
-  json_t *first; /* generate on a decoupled model: its one response */
-  size_t n_resp;
+  berth_rest_call base; /* first */
+  bool stream;          /* generate_stream */
+  json_t *first;        /* generate on a decoupled model: its one response */
 } gen_call;
 
 /* ---- request: flat JSON -> OIP inference request ---- */
@@ -139,11 +131,11 @@ static json_t *oip_doc(const berth_model *m, const json_t *body,
 /* The generate object of one response; NULL with err set. */
 static json_t *answer_doc(gen_call *c, berth_infer_response *resp,
                           berth_errmsg *err) {
-  berth_model *m = c->job.model;
+  berth_model *m = c->base.job.model;
   berth_buf out;
   berth_buf_init(&out, (size_t)1 << 31);
   int rc = berth_json_encode_infer_response(m->cfg->name, m->cfg->version,
-                                            &c->job.req, resp, &out, err);
+                                            &c->base.job.req, resp, &out, err);
   json_t *oip = NULL;
   if (rc == BERTH_OK) {
     oip = json_loadb(out.data, out.len, 0, NULL);
@@ -174,62 +166,29 @@ static json_t *answer_doc(gen_call *c, berth_infer_response *resp,
   return doc;
 }
 
-/* Sends one event (doc taken); false when the stream cannot go on. */
-static bool send_event(gen_call *c, json_t *doc) {
-  char *text = json_dumps(doc, JSON_COMPACT);
-  json_decref(doc);
-  if (text == NULL)
-    return false;
-  size_t n = strlen(text);
-  char *ev = malloc(n + 8);
-  if (ev == NULL) {
-    free(text);
-    return false;
-  }
-  memcpy(ev, "data: ", 6);
-  memcpy(ev + 6, text, n);
-  memcpy(ev + 6 + n, "\n\n", 2);
-  free(text);
-  if (!c->begun) {
-    if (berth_rest_stream_begin(c->engine, c->req, 200,
-                                "text/event-stream; "
-                                "charset=utf-8") != BERTH_OK) {
-      free(ev);
-      return false;
-    }
-    c->begun = true;
-  }
-  return berth_http_stream_send(c->req, ev, n + 8) == BERTH_OK;
-}
-
 /* Ends the call's answer: an error (as JSON, or as an event once the
  * stream is open), or the end of the stream. */
 static void finish_answer(gen_call *c, int status, const char *msg) {
-  if (c->ended)
+  berth_rest_call *b = &c->base;
+  if (b->ended)
     return;
-  c->ended = true;
-  if (status != BERTH_OK && !c->begun) {
-    berth_rest_respond_error(c->engine, c->req, status, msg);
+  if (status != BERTH_OK && !b->begun) {
+    b->ended = true;
+    berth_rest_respond_error(b->engine, b->req, status, msg);
     return;
   }
   if (status != BERTH_OK)
-    send_event(c, json_pack("{s:s}", "error", msg));
-  if (!c->begun)
-    berth_rest_stream_begin(c->engine, c->req, 200,
-                            "text/event-stream; charset=utf-8");
-  berth_http_stream_end(c->req, NULL, 0);
+    (void)berth_rest_call_event_json(b, json_pack("{s:s}", "error", msg));
+  berth_rest_call_end_stream(b);
 }
 
-static void gen_partial(berth_job *job, berth_infer_response *resp) {
-  gen_call *c = (gen_call *)job;
-  if (c->ended || berth_http_req_is_gone(c->req))
-    return;
-  c->n_resp++;
+static void gen_partial(berth_rest_call *b, berth_infer_response *resp) {
+  gen_call *c = (gen_call *)b;
   berth_errmsg err;
   json_t *doc = answer_doc(c, resp, &err);
   if (doc == NULL) {
     finish_answer(c, BERTH_E_MODEL, err.msg);
-    (void)berth_front_cancel(&c->job); /* running: stops at its next one */
+    berth_rest_call_stop(b);
     return;
   }
   if (!c->stream) {
@@ -241,35 +200,33 @@ static void gen_partial(berth_job *job, berth_infer_response *resp) {
     berth_errf(&err, BERTH_E_INVALID,
                "model '%s' answered with more than one response: generate "
                "answers one; use POST /v2/models/%s/generate_stream",
-               job->model->cfg->name, job->model->cfg->name);
+               b->job.model->cfg->name, b->job.model->cfg->name);
     finish_answer(c, BERTH_E_INVALID, err.msg);
-    (void)berth_front_cancel(&c->job);
+    berth_rest_call_stop(b);
     return;
   }
-  if (!send_event(c, doc)) {
-    c->ended = true;
-    (void)berth_front_cancel(&c->job);
+  if (!berth_rest_call_event_json(b, doc)) {
+    berth_rest_call_stop(b);
     return;
   }
-  if (berth_http_stream_queued(c->req) > GEN_MAX_UNREAD) {
+  if (berth_rest_call_lagging(b)) {
     finish_answer(c, BERTH_E_OVERLOAD,
                   "the client leaves too many answers unread on this stream");
-    (void)berth_front_cancel(&c->job);
+    berth_rest_call_stop(b);
   }
 }
 
-static void gen_done(berth_job *job, int status, const char *errmsg,
+static void gen_done(berth_rest_call *b, int status, const char *errmsg,
                      berth_infer_response *resp) {
-  gen_call *c = (gen_call *)job;
-  if (c->ended)
-    return;
+  gen_call *c = (gen_call *)b;
   if (status != BERTH_OK) {
     finish_answer(c, status, errmsg);
     return;
   }
   berth_errmsg err;
   json_t *doc = NULL;
-  if (!job->model->decoupled) {
+  berth_model *m = b->job.model;
+  if (!m->decoupled) {
     doc = answer_doc(c, resp, &err);
     if (doc == NULL) {
       finish_answer(c, BERTH_E_MODEL, err.msg);
@@ -282,45 +239,31 @@ static void gen_done(berth_job *job, int status, const char *errmsg,
       berth_errf(&err, BERTH_E_INVALID,
                  "model '%s' answered with no response: generate answers "
                  "one; use POST /v2/models/%s/generate_stream",
-                 job->model->cfg->name, job->model->cfg->name);
+                 m->cfg->name, m->cfg->name);
       finish_answer(c, BERTH_E_INVALID, err.msg);
       return;
     }
   }
   if (!c->stream) {
-    c->ended = true;
-    berth_rest_respond_doc(c->engine, c->req, 200, doc);
+    b->ended = true;
+    berth_rest_respond_doc(b->engine, b->req, 200, doc);
     return;
   }
-  if (doc != NULL && !send_event(c, doc)) {
-    c->ended = true;
+  if (doc != NULL && !berth_rest_call_event_json(b, doc)) {
+    b->ended = true;
     return;
   }
   finish_answer(c, BERTH_OK, NULL);
 }
 
-static void gen_free(gen_call *c) {
-  berth_http_req_on_gone(c->req, NULL, NULL);
-  berth_infer_request_clear(&c->job.req);
+static void gen_destroy(berth_rest_call *b) {
+  gen_call *c = (gen_call *)b;
   json_decref(c->first);
-  berth_http_req_unref(c->req);
   free(c);
 }
 
-static void gen_release(berth_job *job) {
-  gen_call *c = (gen_call *)job;
-  berth_front_job_end(c->engine, &c->job);
-  gen_free(c);
-}
-
-static void gen_gone(berth_http_req *req, void *arg) {
-  (void)req;
-  gen_call *c = arg;
-  c->ended = true;
-  if (berth_front_cancel(&c->job))
-    gen_release(&c->job); /* never reached a worker */
-  /* running: a decoupled model stops at its next response */
-}
+static const berth_rest_call_ops gen_ops = {
+    .partial = gen_partial, .done = gen_done, .destroy = gen_destroy};
 
 /* Decodes the body into r; BERTH_OK or an error with err set. */
 static int decode(berth_engine *e, berth_http_req *req, berth_model *m,
@@ -369,33 +312,15 @@ static void generate(berth_engine *e, berth_http_req *req,
     return;
   }
   berth_rest_note_oip_id(req, r.id);
-  c->job.req = r;
-  c->req = req;
-  c->engine = e;
+  c->base.job.req = r;
   c->stream = stream;
-  c->job.done = gen_done;
-  c->job.partial = gen_partial;
-  c->job.release = gen_release;
-  c->job.received_ns = berth_http_received_ns(req);
-  c->job.user = c;
-  c->job.model = m;
-  c->job.protocol = BERTH_PROTO_REST;
-  c->job.request_id = berth_rest_request_id(req);
-  c->job.http = req;
-  berth_http_req_ref(req);
-  size_t tl = 0;
-  const char *tp = berth_http_header(req, "traceparent", &tl);
-  rc =
-      berth_front_submit(e, &c->job, routed,
-                         stream ? "POST /v2/models/{model_name}/generate_stream"
-                                : "POST /v2/models/{model_name}/generate",
-                         tp, tl, &err);
-  if (rc != BERTH_OK) {
+  rc = berth_rest_call_submit(
+      e, req, &c->base, &gen_ops, m, routed,
+      stream ? "POST /v2/models/{model_name}/generate_stream"
+             : "POST /v2/models/{model_name}/generate",
+      &err);
+  if (rc != BERTH_OK)
     berth_rest_respond_error(e, req, rc, err.msg);
-    gen_free(c);
-    return;
-  }
-  berth_http_req_on_gone(req, gen_gone, c);
 }
 
 void berth_rest_generate(berth_engine *e, berth_http_req *req,

@@ -93,7 +93,11 @@ static const rest_route routes[] = {
     {"GET", "v1/models", REST_AUTH_USER, berth_rest_v1_list},
     {"GET", "v1/models/{model}", REST_AUTH_USER, berth_rest_v1_status},
     {"POST", "v1/models/{model}:predict", REST_AUTH_USER,
-     berth_rest_v1_predict},
+     berth_rest_v1_predict}, /* OpenAI-compatible (openai.c; GET v1/models[/{model}] above serve
+       both: kserve_v1.c) */
+    {"POST", "v1/chat/completions", REST_AUTH_USER, berth_rest_openai_chat},
+    {"POST", "v1/completions", REST_AUTH_USER, berth_rest_openai_completions},
+    {"POST", "v1/embeddings", REST_AUTH_USER, berth_rest_openai_embeddings},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])

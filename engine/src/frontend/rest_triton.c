@@ -61,9 +61,11 @@ static json_t *config_tensors(const berth_tensor_spec *s, size_t n,
     json_t *dims = json_array();
     for (uint32_t k = batched ? 1 : 0; dims != NULL && k < s[i].ndim; k++)
       json_array_append_new(dims, json_integer(s[i].shape[k]));
-    if (json_array_append_new(
-            arr, json_pack("{s:s, s:s, s:o}", "name", s[i].name, "data_type",
-                           config_type(s[i].dtype), "dims", dims)) != 0) {
+    json_t *t = json_pack("{s:s, s:s, s:o}", "name", s[i].name, "data_type",
+                          config_type(s[i].dtype), "dims", dims);
+    if (t != NULL && s[i].optional)
+      json_object_set_new(t, "optional", json_true());
+    if (json_array_append_new(arr, t) != 0) {
       json_decref(arr);
       return NULL;
     }

@@ -92,7 +92,14 @@ static int histogram(berth_buf *out, const char *name,
   return rc;
 }
 
-typedef enum { HIST_REQUEST, HIST_QUEUE, HIST_COMPUTE, HIST_BATCH } hist_kind;
+typedef enum {
+  HIST_REQUEST,
+  HIST_QUEUE,
+  HIST_COMPUTE,
+  HIST_BATCH,
+  HIST_FIRST, /* decoupled models only */
+  HIST_BETWEEN
+} hist_kind;
 
 static const berth_histogram *hist_of(const berth_model_metrics *m,
                                       hist_kind k) {
@@ -103,6 +110,10 @@ static const berth_histogram *hist_of(const berth_model_metrics *m,
     return &m->queue_duration;
   case HIST_COMPUTE:
     return &m->compute_duration;
+  case HIST_FIRST:
+    return &m->first_response;
+  case HIST_BETWEEN:
+    return &m->between_responses;
   default:
     return &m->batch_size;
   }
@@ -122,6 +133,12 @@ static const struct {
     {"berth_batch_size", HIST_BATCH,
      "Rows per batch sent to a worker (requests for a model that does not "
      "batch)."},
+    {"berth_time_to_first_token_seconds", HIST_FIRST,
+     "Decoupled (generative) models: time from a request received to its "
+     "first response (token)."},
+    {"berth_inter_token_latency_seconds", HIST_BETWEEN,
+     "Decoupled (generative) models: time between two consecutive "
+     "responses (tokens) of one request."},
 };
 
 typedef enum {
@@ -132,7 +149,8 @@ typedef enum {
   G_LOAD,
   G_WRSS,
   G_PAYLOAD_WRITTEN,
-  G_PAYLOAD_DROPPED
+  G_PAYLOAD_DROPPED,
+  G_TOKENS /* decoupled models only */
 } gkind;
 
 static const struct {
@@ -158,6 +176,9 @@ static const struct {
     {"berth_payload_records_dropped_total", "counter", G_PAYLOAD_DROPPED,
      "Sampled requests not written to the payload log (its queue was full, "
      "the record was too large, or the write failed)."},
+    {"berth_generated_tokens_total", "counter", G_TOKENS,
+     "Decoupled (generative) models: tokens generated, from the responses' "
+     "completion_tokens outputs (its rate is tokens per second)."},
 };
 
 /* false: this model has no such sample (unknown value). */
@@ -184,6 +205,9 @@ static bool scalar_of(const berth_metrics_model *mv, gkind k, double *v) {
   case G_PAYLOAD_DROPPED:
     *v = (double)mv->m->payload_dropped;
     return true;
+  case G_TOKENS:
+    *v = (double)mv->m->generated_tokens;
+    return mv->decoupled;
   default:
     *v = mv->workers_rss_bytes;
     return *v >= 0;
@@ -206,8 +230,9 @@ int berth_metrics_render(berth_buf *out, const berth_metrics_model *models,
   for (size_t h = 0; h < COUNT_OF(histograms) && rc == BERTH_OK; h++) {
     rc = family(out, histograms[h].name, "histogram", histograms[h].help);
     for (size_t i = 0; i < n && rc == BERTH_OK; i++)
-      rc = histogram(out, histograms[h].name, &models[i],
-                     hist_of(models[i].m, histograms[h].kind));
+      if (models[i].decoupled || histograms[h].kind < HIST_FIRST)
+        rc = histogram(out, histograms[h].name, &models[i],
+                       hist_of(models[i].m, histograms[h].kind));
   }
   for (size_t s = 0; s < COUNT_OF(scalars) && rc == BERTH_OK; s++) {
     rc = family(out, scalars[s].name, scalars[s].type, scalars[s].help);
@@ -265,6 +290,7 @@ int berth_metrics_collect(berth_engine *e, berth_buf *out) {
     mv[i].inflight = m->inflight;
     mv[i].workers_ready = m->n_ready;
     mv[i].workers_rss_bytes = berth_supervisor_rss(m);
+    mv[i].decoupled = m->decoupled;
   }
   berth_metrics_process proc = {
       .cpu_seconds = -1, .rss_bytes = -1, .version = BERTH_VERSION};
@@ -329,6 +355,61 @@ static void on_answered(void *ctx, berth_job *j, int status, const char *msg,
                         (double)took_ns / 1e9);
 }
 
+/* An INT32 [1] output of resp by name; false when there is none. */
+static bool int_output(const berth_infer_response *resp, const char *name,
+                       int32_t *out) {
+  for (size_t i = 0; i < resp->n_outputs; i++) {
+    const berth_tensor *t = &resp->outputs[i];
+    if (strcmp(t->name, name) == 0 && t->dtype == BERTH_DT_INT32 &&
+        t->nbytes >= 4) {
+      memcpy(out, t->data, 4); /* little-endian, as the host */
+      return true;
+    }
+  }
+  return false;
+}
+
+/* The tokens a response adds: its choice's completion_tokens (a running
+ * count) less what that choice had reported; a choice past the job's
+ * table counts on its last response (a finish_reason output that is not
+ * empty). */
+static uint64_t new_tokens(berth_job *j, const berth_infer_response *resp) {
+  int32_t total = 0, index = 0;
+  if (!int_output(resp, "completion_tokens", &total) || total < 0)
+    return 0;
+  (void)int_output(resp, "index", &index);
+  if (index >= 0 && index < BERTH_JOB_TOKEN_CHOICES) {
+    uint32_t seen = j->gen_tokens_seen[index];
+    if ((uint32_t)total <= seen)
+      return 0;
+    j->gen_tokens_seen[index] = (uint32_t)total;
+    return (uint64_t)total - seen;
+  }
+  for (size_t i = 0; i < resp->n_outputs; i++) {
+    const berth_tensor *t = &resp->outputs[i];
+    if (strcmp(t->name, "finish_reason") == 0 && t->dtype == BERTH_DT_BYTES &&
+        t->nbytes > 4)
+      return (uint64_t)total;
+  }
+  return 0;
+}
+
+static void on_responded(void *ctx, berth_job *j,
+                         const berth_infer_response *resp, uint64_t now_ns) {
+  (void)ctx;
+  berth_model_metrics *mm = &j->model->metrics;
+  if (j->n_responses == 1)
+    berth_histogram_observe(
+        &mm->first_response,
+        now_ns > j->received_ns ? (double)(now_ns - j->received_ns) / 1e9 : 0);
+  else if (j->last_response_ns != 0 && now_ns >= j->last_response_ns)
+    berth_histogram_observe(&mm->between_responses,
+                            (double)(now_ns - j->last_response_ns) / 1e9);
+  uint64_t add = new_tokens(j, resp);
+  j->gen_tokens += add;
+  mm->generated_tokens += add;
+}
+
 static void on_worker_ready(void *ctx, berth_model *m, double load_s) {
   (void)ctx;
   m->metrics.load_seconds = load_s;
@@ -344,6 +425,7 @@ static int metrics_init(berth_engine *e, berth_errmsg *err) {
                       .batch_sent = on_batch_sent,
                       .batch_ended = on_batch_ended,
                       .answered = on_answered,
+                      .responded = on_responded,
                       .worker_ready = on_worker_ready,
                       .worker_restarted = on_worker_restarted};
   return berth_engine_observe(e, &o, err);

@@ -8,6 +8,7 @@
 #ifndef BERTH_METRICS_H
 #define BERTH_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +26,7 @@ typedef struct berth_metrics_model {
   uint64_t inflight; /* submitted, not yet answered */
   uint64_t workers_ready;
   double workers_rss_bytes; /* < 0: unknown, not rendered */
+  bool decoupled;           /* the generative series are rendered for it */
 } berth_metrics_model;
 
 typedef struct berth_metrics_process {

@@ -15,7 +15,7 @@
 
 /* ---- encoding ------------------------------------------------------------ */
 
-#define MAX_ATTRS 6
+#define MAX_ATTRS 9
 
 size_t berth_trace_record_spans(const berth_trace_record *r) {
   return 1 + (r->queued ? 1 : 0) + (r->sent ? 1 : 0);
@@ -111,6 +111,12 @@ int berth_otlp_encode(const berth_trace_record *const *recs, size_t n,
       attr_str(&p, "rpc.system", "grpc");
     else
       attr_str(&p, "http.request.method", "POST");
+    if (r->responses > 0) {
+      attr_int(&p, "berth.responses", (int64_t)r->responses);
+      attr_int(&p, "berth.time_to_first_response_us",
+               (int64_t)r->first_response_us);
+      attr_int(&p, "berth.generated_tokens", (int64_t)r->gen_tokens);
+    }
     s->n_attributes = (size_t)(&p.kvp[p.used] - s->attributes);
     if (r->status != BERTH_OK) {
       berth__otlp__status__init(&status[i]);

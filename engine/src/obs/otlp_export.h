@@ -35,7 +35,14 @@ typedef struct berth_trace_record {
   uint64_t queue_start_ns, queue_end_ns;
   uint64_t worker_start_ns, worker_end_ns;
   int64_t batch_size; /* 0 when never batched */
-  char *model;        /* owned, with the record (one allocation) */
+  /* a decoupled model's responses (0: none), the microseconds from
+   * received to the first one, the tokens they reported (the SERVER span's
+   * berth.responses, berth.time_to_first_response_us,
+   * berth.generated_tokens) */
+  uint32_t responses;
+  uint64_t first_response_us;
+  uint64_t gen_tokens;
+  char *model; /* owned, with the record (one allocation) */
   char *version;
 } berth_trace_record;
 

@@ -447,6 +447,10 @@ void berth_trace_job_finish(berth_job *job, int status) {
   r->protocol = c->protocol;
   r->status = c->status;
   r->batch_size = c->batch_size;
+  r->responses = job->n_responses;
+  r->gen_tokens = job->gen_tokens;
+  if (job->n_responses > 0 && job->first_response_ns >= c->received_ns)
+    r->first_response_us = (job->first_response_ns - c->received_ns) / 1000;
   r->start_ns = wall_of(t, c->received_ns);
   r->end_ns = wall_of(t, c->end_ns);
   if (queued) {

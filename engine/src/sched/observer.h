@@ -42,6 +42,11 @@ typedef struct berth_observer {
    * from received to now. */
   void (*answered)(void *ctx, struct berth_job *j, int status, const char *msg,
                    const berth_infer_response *resp, uint64_t took_ns);
+  /* A decoupled model's job got one response at now_ns (before its
+   * creator's partial callback): j->n_responses counts it already,
+   * j->last_response_ns is still the previous one's time. */
+  void (*responded)(void *ctx, struct berth_job *j,
+                    const berth_infer_response *resp, uint64_t now_ns);
   /* A job is no longer referenced, just before its creator's release
    * callback frees it. */
   void (*released)(void *ctx, struct berth_job *j);

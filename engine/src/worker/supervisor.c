@@ -261,6 +261,14 @@ static bool on_response(berth_worker *w, const uint8_t *payload, size_t len) {
       BERTH_OK)
     return false;
   berth_job *j = b->jobs[0];
+  if (!j->answered) { /* time to first response, tokens (observer.h) */
+    uint64_t now = uv_hrtime();
+    if (j->n_responses++ == 0)
+      j->first_response_ns = now;
+    berth_infer_response seen = {.outputs = outs, .n_outputs = n};
+    BERTH_OBSERVE(&m->engine->observers, responded, j, &seen, now);
+    j->last_response_ns = now;
+  }
   if (j->partial != NULL && !j->answered) {
     berth_infer_response resp = {
         .outputs = outs, .n_outputs = n, .parameters = NULL};
