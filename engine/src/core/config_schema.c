@@ -318,9 +318,8 @@ static const berth_config_field berth_config_tensor_fields[] = {
      .required = true,
      .slot = BERTH_CF_OFF(BERTH_CF_T, shape),
      .count_slot = BERTH_CF_OFF(BERTH_CF_T, ndim)},
-    {.key = "optional",
+    {.key = "optional", /* absent: false (the struct is zeroed) */
      .kind = BERTH_CF_BOOL,
-     .def = "false",
      .slot = BERTH_CF_OFF(BERTH_CF_T, optional)},
 };
 #undef BERTH_CF_T

@@ -121,8 +121,50 @@ static void test_zero_rows_refused(void **state) {
   assert_non_null(strstr(err.msg, "declares no outputs"));
 }
 
+/* An input marked optional may be left out; a required one may not; an
+ * optional one that is sent is checked like any other. */
+static void test_optional_inputs(void **state) {
+  (void)state;
+  fixture f;
+  setup(&f);
+  berth_errmsg err = {{0}};
+  berth_tensor_spec ins[2] = {
+      {.name = "x", .dtype = BERTH_DT_FP32, .ndim = 2, .shape = {-1, 4}},
+      {.name = "seed",
+       .dtype = BERTH_DT_INT64,
+       .ndim = 1,
+       .shape = {1},
+       .optional = true},
+  };
+  f.m.inputs = ins;
+  f.m.n_inputs = 2;
+  f.m.signature_known = true;
+  assert_int_equal(check_shape(&f, 2, 4, &err), BERTH_OK); /* seed left out */
+  ins[0].optional = false;
+  ins[1].optional = false;
+  assert_int_equal(check_shape(&f, 2, 4, &err), BERTH_E_INVALID);
+  assert_non_null(strstr(err.msg, "missing input 'seed'"));
+  ins[1].optional = true;
+  berth_tensor two[2] = {
+      f.in, {.name = "seed", .dtype = BERTH_DT_FP32, .ndim = 1, .shape = {1}}};
+  two[0].shape[0] = 2;
+  two[0].shape[1] = 4;
+  f.r.inputs = two;
+  f.r.n_inputs = 2;
+  assert_int_equal(berth_signature_check(&f.m, &f.r, &err), BERTH_E_INVALID);
+  assert_non_null(strstr(err.msg, "'seed' has datatype FP32"));
+  two[1].dtype = BERTH_DT_INT64;
+  assert_int_equal(berth_signature_check(&f.m, &f.r, &err), BERTH_OK);
+  /* the required one stays required */
+  f.r.inputs = &two[1];
+  f.r.n_inputs = 1;
+  assert_int_equal(berth_signature_check(&f.m, &f.r, &err), BERTH_E_INVALID);
+  assert_non_null(strstr(err.msg, "missing input 'x'"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_optional_inputs),
       cmocka_unit_test(test_extent_bound),
       cmocka_unit_test(test_zero_rows_answer),
       cmocka_unit_test(test_zero_rows_refused),

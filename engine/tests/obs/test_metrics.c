@@ -125,6 +125,9 @@ static void rendering(void **state) {
                 "le=\"4\"} 1\n"));
   assert_non_null(
       strstr(t, "berth_queue_depth{model=\"m\\\"x\",version=\"1\"} 4\n"));
+  /* not decoupled: no generative series */
+  assert_null(strstr(t, "berth_generated_tokens_total{"));
+  assert_null(strstr(t, "berth_time_to_first_token_seconds_bucket{"));
   assert_non_null(
       strstr(t, "berth_inflight_requests{model=\"m\\\"x\",version=\"1\"} 1\n"));
   assert_non_null(
@@ -142,6 +145,38 @@ static void rendering(void **state) {
   assert_int_equal(t[b.len - 1], '\n');
   assert_true(strstr(t, "# HELP berth_workers ") <
               strstr(t, "# TYPE berth_workers gauge"));
+  berth_buf_free(&b);
+}
+
+/* A decoupled model gets the time-to-first-token and inter-token
+ * histograms and the generated-token counter. */
+static void rendering_generative(void **state) {
+  (void)state;
+  berth_model_metrics mm;
+  berth_model_metrics_init(&mm);
+  berth_histogram_observe(&mm.first_response, 0.03);
+  berth_histogram_observe(&mm.between_responses, 0.004);
+  berth_histogram_observe(&mm.between_responses, 0.004);
+  mm.generated_tokens = 42;
+  berth_metrics_model mv = {.model = "lm",
+                            .version = "1",
+                            .m = &mm,
+                            .workers_rss_bytes = -1,
+                            .decoupled = true};
+  berth_metrics_process proc = {.cpu_seconds = -1, .rss_bytes = -1};
+  berth_buf b;
+  berth_buf_init(&b, 1 << 20);
+  assert_int_equal(berth_metrics_render(&b, &mv, 1, &proc), BERTH_OK);
+  const char *t = b.data;
+  assert_non_null(strstr(t, "# TYPE berth_generated_tokens_total counter\n"));
+  assert_non_null(strstr(
+      t, "berth_generated_tokens_total{model=\"lm\",version=\"1\"} 42\n"));
+  assert_non_null(strstr(t, "berth_time_to_first_token_seconds_count{model="
+                            "\"lm\",version=\"1\"} 1\n"));
+  assert_non_null(strstr(t, "berth_inter_token_latency_seconds_bucket{model="
+                            "\"lm\",version=\"1\",le=\"0.005\"} 2\n"));
+  assert_non_null(strstr(t, "berth_inter_token_latency_seconds_count{model="
+                            "\"lm\",version=\"1\"} 2\n"));
   berth_buf_free(&b);
 }
 
@@ -166,6 +201,7 @@ int main(void) {
       cmocka_unit_test(outcomes),
       cmocka_unit_test(escaping),
       cmocka_unit_test(rendering),
+      cmocka_unit_test(rendering_generative),
       cmocka_unit_test(rendering_respects_buffer_max),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
