@@ -335,6 +335,16 @@ def test_stream_over_http2_with_curl(server: BerthServer) -> None:
     assert "".join(deltas) == expected(PROMPT)[0]
 
 
+def test_optional_inputs_in_the_model_config(server: BerthServer) -> None:
+    r = http_call(server.port, "GET", "/v2/models/fakelm/config", headers=auth())
+    inputs = {i["name"]: i for i in json.loads(r.body)["input"]}
+    assert inputs["seed"]["optional"] is True and inputs["stop"]["optional"] is True
+    # a required input is still required: 'double' takes x
+    r = http_call(server.port, "POST", "/v2/models/double/infer", {"inputs": []},
+                  headers=auth())
+    assert r.status == 400 and "missing input 'x'" in json.loads(r.body)["error"]
+
+
 def test_oip_generate_on_the_same_model(server: BerthServer) -> None:
     r = http_call(server.port, "POST", "/v2/models/fakelm/generate_stream",
                   {"text_input": PROMPT, "max_tokens": 2}, headers=auth())
@@ -483,7 +493,8 @@ def test_oversized_body_is_413(server: BerthServer) -> None:
 
 def test_method_not_allowed(server: BerthServer) -> None:
     r = http_call(server.port, "GET", "/v1/chat/completions", headers=auth())
-    assert r.status == 405
+    assert_openai_error(r.status, r.body, 405)
+    assert r.headers["allow"] == "POST"
 
 
 # ------------------------------------------------------------------ cancellation

@@ -53,6 +53,23 @@ class Echo(berth.Model):
         return {"y": x.copy(), "rows": np.full(n, n, dtype=np.int64)}
 '''
 
+GEN = '''
+import numpy as np
+import berth
+
+class Gen(berth.Model):
+    # three responses, reporting tokens as a generative model does
+    # (docs/openai.md)
+    inputs = [berth.TensorSpec("text_input", "BYTES", [1])]
+    outputs = [berth.TensorSpec("text_output", "BYTES", [1]),
+               berth.TensorSpec("completion_tokens", "INT32", [1])]
+
+    def predict(self, inputs):
+        for k in range(3):
+            yield {"text_output": np.array([b" t"], dtype=object),
+                   "completion_tokens": np.array([k + 1], dtype=np.int32)}
+'''
+
 SERVER = trace_pb2.Span.SpanKind.SPAN_KIND_SERVER
 INTERNAL = trace_pb2.Span.SpanKind.SPAN_KIND_INTERNAL
 
@@ -171,6 +188,10 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         d.mkdir(parents=True)
         (d / "model.py").write_text(ECHO)
         (repo / name / "berth.yaml").write_text(yaml)
+    d = repo / "gen" / "1"
+    d.mkdir(parents=True)
+    (d / "model.py").write_text(GEN)
+    (repo / "gen" / "berth.yaml").write_text("instances: 1\n")
     return repo
 
 
@@ -335,6 +356,21 @@ def test_kserve_v1_predict_is_traced(server: BerthServer, receiver: Receiver) ->
     server_span, _, _ = tree(receiver.trace(trace_id, 3))
     assert server_span.name == "POST /v1/models/{model_name}:predict"
     assert server_span.parent_span_id == parent
+
+
+def test_generative_request_counts_responses_and_tokens(
+    server: BerthServer, receiver: Receiver
+) -> None:
+    trace_id, parent = secrets.token_bytes(16), secrets.token_bytes(8)
+    resp = server.post("/v2/models/gen/generate_stream", {"text_input": "hi"},
+                       headers={"traceparent": traceparent(trace_id, parent)})
+    assert resp.status == 200, resp.body
+    server_span, _, _ = tree(receiver.trace(trace_id, 3))
+    assert server_span.name == "POST /v2/models/{model_name}/generate_stream"
+    a = attrs(server_span)
+    assert a["berth.responses"] == 3 and a["berth.generated_tokens"] == 3
+    took_us = (server_span.end_time_unix_nano - server_span.start_time_unix_nano) // 1000
+    assert 0 <= a["berth.time_to_first_response_us"] <= took_us
 
 
 def test_batched_requests_show_the_batch_size(server: BerthServer, receiver: Receiver) -> None:

@@ -218,7 +218,12 @@ void berth_rest_respond_method(berth_engine *e, berth_http_req *req,
            (int)(ml > 20 ? 20 : ml), method, allow);
   berth_buf b;
   berth_buf_init(&b, 64 * 1024);
-  if (berth_json_encode_error(msg, &b) != BERTH_OK) {
+  size_t pl = 0;
+  const char *path = berth_http_path(req, &pl);
+  int rc = berth_openai_path(path, pl)
+               ? berth_openai_error_json(&b, BERTH_E_METHOD, msg, NULL, NULL)
+               : berth_json_encode_error(msg, &b);
+  if (rc != BERTH_OK) {
     berth_buf_free(&b);
     berth_buf_append(&b, "{\"error\":\"internal error\"}", 26);
   }

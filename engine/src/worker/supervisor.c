@@ -243,6 +243,20 @@ static void on_answer(berth_worker *w, const berth_wp_header *h,
   berth_sched_dispatch(m);
 }
 
+/* Counts one response of j's (unless j is answered already) and shows it to
+ * the observers' responded hook (observer.h): time to first response,
+ * tokens. */
+static void note_response(berth_job *j, berth_tensor *outs, size_t n) {
+  if (j->answered)
+    return;
+  uint64_t now = uv_hrtime();
+  if (j->n_responses++ == 0)
+    j->first_response_ns = now;
+  berth_infer_response seen = {.outputs = outs, .n_outputs = n};
+  BERTH_OBSERVE(&j->model->engine->observers, responded, j, &seen, now);
+  j->last_response_ns = now;
+}
+
 /* One response of a decoupled model's request: handed to the job's partial
  * callback while the job is unanswered and its creator takes them; dropped
  * otherwise (the client left, the deadline passed). Returns false when the
@@ -261,14 +275,7 @@ static bool on_response(berth_worker *w, const uint8_t *payload, size_t len) {
       BERTH_OK)
     return false;
   berth_job *j = b->jobs[0];
-  if (!j->answered) { /* time to first response, tokens (observer.h) */
-    uint64_t now = uv_hrtime();
-    if (j->n_responses++ == 0)
-      j->first_response_ns = now;
-    berth_infer_response seen = {.outputs = outs, .n_outputs = n};
-    BERTH_OBSERVE(&m->engine->observers, responded, j, &seen, now);
-    j->last_response_ns = now;
-  }
+  note_response(j, outs, n);
   if (j->partial != NULL && !j->answered) {
     berth_infer_response resp = {
         .outputs = outs, .n_outputs = n, .parameters = NULL};
