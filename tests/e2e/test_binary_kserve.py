@@ -372,7 +372,13 @@ def test_config_and_stats_errors(server: BerthServer) -> None:
 def test_v1_model_status(server: BerthServer) -> None:
     resp = server.get("/v1/models/iris")
     assert resp.status == 200
-    assert resp.json() == {"name": "iris", "ready": True}
+    doc = resp.json()
+    # KServe v1's keys, and OpenAI's model object in the same document
+    # (docs/openai.md)
+    created = doc.pop("created")
+    assert isinstance(created, int) and created > 0
+    assert doc == {"name": "iris", "ready": True, "id": "iris", "object": "model",
+                   "owned_by": "berth"}
     assert "iris" in server.get("/v1/models").json()["models"]
     assert_error(server.get("/v1/models/nope"), 404, "nope")
 

@@ -202,7 +202,8 @@ def test_kserve_v1_predict_on_a_pipeline(server: BerthServer) -> None:
     resp = server.post("/v1/models/sentiment:predict", {"instances": ["a great, happy day"]})
     assert resp.status == 200, resp.body
     assert resp.json() == {"predictions": ["positive"]}
-    assert server.get("/v1/models/sentiment").json() == {"name": "sentiment", "ready": True}
+    doc = server.get("/v1/models/sentiment").json()
+    assert (doc["name"], doc["ready"], doc["id"]) == ("sentiment", True, "sentiment")
 
 
 def test_default_wiring_passes_what_the_next_model_takes(server: BerthServer) -> None:
