@@ -46,13 +46,13 @@ class TensorSpec:
     ``datatype`` is a protocol name: BOOL, UINT8, UINT16, UINT32, UINT64,
     INT8, INT16, INT32, INT64, FP16, FP32, FP64, BYTES or BF16 (case does not
     matter). ``-1`` in ``shape`` marks a variable dimension (usually the
-    batch). ``optional=True`` marks an input a request may leave out
-    (Triton's ``optional: true``): the engine then does not require it.
+    batch).
     """
 
     name: str
     datatype: str
     shape: Sequence[int]
+    #: An input a request may leave out (Triton's ``optional: true``).
     optional: bool = False
 
     def __post_init__(self) -> None:
@@ -82,20 +82,24 @@ class TensorSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as the JSON object the protocols use."""
-        d = {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "datatype": self.datatype,
+            "shape": list(self.shape),
+        }
         if self.optional:
-            d["optional"] = True
-        return d
+            doc["optional"] = True
+        return doc
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
-        """Builds a spec from ``{"name", "datatype", "shape"[, "optional"]}``."""
+        """Builds a spec from ``{"name", "datatype", "shape"}``."""
         try:
             return cls(
                 data["name"],
                 data["datatype"],
                 data.get("shape", [-1]),
-                data.get("optional", False) is True,
+                optional=data.get("optional") is True,
             )
         except (KeyError, TypeError, AttributeError):
             raise ConfigError(
