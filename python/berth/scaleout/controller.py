@@ -207,13 +207,13 @@ class Controller:
             self._event("replaced", f"replica {entry.name} of an older version never served")
             self._forget(entry)
         old = [e for e in old if e.state == "ready"]
-        if not any(e.state == "starting" for e in new) and len(new) < self.target:
-            self._start_replica()
         ready = [e for e in new if e.state == "ready"] + old
         while old and len(ready) > self.target:
             victim = old.pop(0)
             ready.remove(victim)
             self._drain(victim, f"rolling update to version {self.generation}")
+        if not any(e.state == "starting" for e in new) and len(new) < self.target:
+            self._start_replica()
 
     def _drain(self, entry: _Entry, why: str) -> None:
         """Out of the gateway's set first; berthd gets SIGTERM after the push
