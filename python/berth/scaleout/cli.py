@@ -190,9 +190,8 @@ def format_status(status: Mapping[str, Any]) -> str:
         node = nodes.get(node_id, {})
         alive = "alive" if node.get("alive") else ("dead" if node else "")
         replicas = by_node.get(node_id, [])
-        lines.append(
-            f"node {node_id} {node.get('address', '')} {alive}: {len(replicas)} replica(s)".rstrip()
-        )
+        head = " ".join(part for part in ("node", node_id, node.get("address"), alive) if part)
+        lines.append(f"{head}: {len(replicas)} replica(s)")
         for r in sorted(replicas, key=lambda r: r["name"]):
             health = "healthy" if r.get("ready") else ("unknown" if "ready" not in r else "UNHEALTHY")
             lines.append(

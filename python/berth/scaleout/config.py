@@ -297,9 +297,7 @@ def replica_document(
     return out
 
 
-def desired_replicas(
-    scaling: Autoscaling, ongoing: float, current: int
-) -> int:
+def desired_replicas(scaling: Autoscaling, ongoing: float) -> int:
     """Replicas that ``ongoing`` requests (in flight and queued, all replicas
     together) ask for: ceil(ongoing / target), within min..max. With no load
     the count stays at min_replicas (at least 1 while requests are ongoing)."""
@@ -319,7 +317,7 @@ class ScaleDecider:
     _down_since: float | None = None
 
     def decide(self, ongoing: float, current: int, now: float) -> int:
-        wanted = desired_replicas(self.scaling, ongoing, current)
+        wanted = desired_replicas(self.scaling, ongoing)
         if wanted > current:
             self._down_since = None
             if self._up_since is None:
