@@ -41,24 +41,26 @@ import time
 import berth
 
 SCALE = @SCALE@
+DELAY = @DELAY@
 
 
 class Affine(berth.Model):
-    """y = SCALE * x after a short sleep (so that requests are in flight)."""
+    """y = SCALE * x after DELAY seconds (so that requests are in flight)."""
 
     inputs = [berth.TensorSpec("x", "FP32", [-1])]
     outputs = [berth.TensorSpec("y", "FP32", [-1])]
 
     def predict(self, inputs):
-        time.sleep(0.005)
+        time.sleep(DELAY)
         return {"y": inputs["x"] * SCALE}
 '''
 
 
-def write_affine_repo(root: Path, scale: float) -> Path:
+def write_affine_repo(root: Path, scale: float, delay: float = 0.005) -> Path:
     model = root / "affine"
     (model / "1").mkdir(parents=True, exist_ok=True)
-    (model / "1" / "model.py").write_text(AFFINE_SOURCE.replace("@SCALE@", repr(scale)))
+    source = AFFINE_SOURCE.replace("@SCALE@", repr(scale)).replace("@DELAY@", repr(delay))
+    (model / "1" / "model.py").write_text(source)
     (model / "berth.yaml").write_text("runtime: python\nclass: Affine\nmax_batch_size: 0\n")
     return root
 

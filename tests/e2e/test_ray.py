@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,6 +259,64 @@ def test_every_socket_is_on_loopback(main_app: RayApp) -> None:
     assert bad == [], bad[:10]
     listening = [s for s in sockets if s["proto"].startswith("tcp") and s["state"] == "0A"]
     assert listening and all(is_loopback(s["local"][0]) for s in listening)
+
+
+def test_a_dead_berthd_is_replaced(main_app: RayApp) -> None:
+    """berthd killed behind its actor's back (SIGKILL): the controller sees
+    it at its next check and starts a replacement; the actor goes too."""
+    victim = _replicas(main_app)[0]
+    actor = ray.get_actor(f"berth-replica-{victim['name']}", namespace=NAMESPACE)
+    info = ray.get(actor.info.remote(), timeout=60)
+    os.kill(info["berthd_pid"], signal.SIGKILL)
+
+    def replaced() -> bool:
+        now = _replicas(main_app)
+        return len(now) == 2 and victim["name"] not in {r["name"] for r in now}
+
+    wait_until(replaced, APP_READY_TIMEOUT_S, "a replacement for the killed berthd",
+               interval=0.5)
+    wait_until(lambda: not proc_alive(info["actor_pid"]), 60, "the old actor to end")
+    events = ray.get(_controller(main_app).status.remote(), timeout=60)["events"]
+    assert any(e["kind"] == "exited" and e.get("replica") == victim["name"] for e in events)
+    for r in _replicas(main_app):
+        assert infer(r["url"], [4.0]) == [8.0]
+
+
+def test_autoscaling_follows_the_load(cluster: Any, tmp_path: Path, gateway: bool) -> None:
+    """Replicas from an autoscaling block: one at rest, the maximum (2)
+    under six clients of a 50 ms model, one again when the load ends."""
+    repo = write_affine_repo(tmp_path / "repo", 2.0, delay=0.05)
+    config = tmp_path / "berth.yaml"
+    config.write_text(
+        "ray:\n  name: auto\n"
+        "  autoscaling: {min_replicas: 1, max_replicas: 2, target_ongoing_requests: 2,\n"
+        "                upscale_delay_s: 0, downscale_delay_s: 2}\n"
+        "  resources: {num_cpus: 0.25}\n  health_interval_s: 0.5\n  drain_timeout_s: 10\n"
+        f"  gateway: {{enabled: {'true' if gateway else 'false'}, port: 0, grpc_port: 0}}\n"
+    )
+    app = RayApp(cluster.address, tmp_path, [str(repo), "--config", str(config)], name="auto")
+    try:
+        app.start()
+        assert len(_replicas(app)) == 1
+        load = Load(_targets(app, gateway), clients=6)
+        load.start()
+        try:
+            wait_until(lambda: len(_replicas(app)) == 2, APP_READY_TIMEOUT_S,
+                       "a second replica under load", interval=0.5)
+            both = load.sent
+            wait_until(lambda: load.sent >= both + 100, 120, "traffic on two replicas",
+                       interval=0.1)
+        finally:
+            load.stop()
+        assert load.failures == [], load.failures[:10]
+        wait_until(lambda: len(_replicas(app)) == 1, 120, "back to one replica at rest",
+                   interval=0.5)
+        status = app.status()
+        assert status["autoscaling"] and status["target_replicas"] == 1
+        scales = [e["message"] for e in status["events"] if e["kind"] == "scale"]
+        assert scales[0].startswith("1 -> 2") and scales[-1].startswith("2 -> 1"), scales
+    finally:
+        app.stop()
 
 
 def test_rolling_update_under_load(main_app: RayApp, gateway: bool,

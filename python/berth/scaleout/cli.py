@@ -77,71 +77,91 @@ def _driver_node_affinity(ray: Any) -> Any:
     return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
-def _wait_settled(ray: Any, controller: Any, timeout_s: float, what: str) -> None:
+def _wait_settled(
+    ray: Any, controller: Any, timeout_s: float, what: str, stop: threading.Event | None = None
+) -> bool:
+    """Waits until the controller says the wanted replicas serve; False when
+    ``stop`` was set first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if ray.get(controller.settled.remote(), timeout=30):
-            return
-        time.sleep(0.25)
+            return True
+        if stop is not None and stop.wait(0.25):
+            return False
+        if stop is None:
+            time.sleep(0.25)
     status = ray.get(controller.status.remote(), timeout=30)
     events = "; ".join(e["message"] for e in status["events"][-5:])
     raise BerthError(f"{what} did not finish within {timeout_s:.0f}s (last events: {events})")
+
+
+def _refuse_duplicate(ray: Any, settings: RaySettings) -> None:
+    try:
+        ray.get_actor(settings.controller_name, namespace=settings.namespace)
+    except ValueError:
+        return
+    raise ConfigError(
+        f"app {settings.name!r} is already served on this Ray cluster (actor "
+        f"{settings.controller_name} in namespace {settings.namespace}); stop it or "
+        "give this one another ray.name"
+    )
+
+
+def _start_gateway(doc: Mapping[str, Any], settings: RaySettings) -> Any:
+    """The gateway berthd on this machine, or None when disabled."""
+    from .gateway import TOKEN_ENV, GatewayProcess, gateway_document, new_token
+    from .replica import free_port
+
+    if not settings.gateway_enabled:
+        return None
+    server = doc.get("server", {})
+    host = settings.gateway_host or str(server.get("host", "127.0.0.1"))
+    port = settings.gateway_port
+    if port is None:
+        port = int(server.get("http_port", 8080))
+    grpc = settings.gateway_grpc_port
+    if grpc is None:
+        grpc = int(server.get("grpc_port", 8081))
+    port = port or free_port(host)
+    grpc = grpc or free_port(host)
+    token = os.environ.get(TOKEN_ENV) or new_token()
+    gateway = GatewayProcess(gateway_document(doc, host, port, grpc), token)
+    gateway.start()
+    return gateway
 
 
 def serve_on_ray(doc: Mapping[str, Any], settings: RaySettings, address: str | None) -> int:
     """Runs the app on a Ray cluster until SIGTERM or SIGINT: a controller
     actor owned by this process, its replicas, and the gateway here."""
     from .controller import controller_actor_class
-    from .gateway import TOKEN_ENV, GatewayProcess, gateway_document, new_token
-    from .replica import free_port
 
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     address = _address(address, settings)
     ray = connect(address, settings.namespace)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # over Ray's own handlers
+        signal.signal(sig, lambda *_: stop.set())
     gateway = None
     try:
-        try:
-            ray.get_actor(settings.controller_name, namespace=settings.namespace)
-        except ValueError:
-            pass
-        else:
-            raise ConfigError(
-                f"app {settings.name!r} is already served on this Ray cluster (actor "
-                f"{settings.controller_name} in namespace {settings.namespace}); stop it or "
-                "give this one another ray.name"
-            )
-        server = doc.get("server", {})
-        if settings.gateway_enabled:
-            host = settings.gateway_host or str(server.get("host", "127.0.0.1"))
-            port = settings.gateway_port
-            if port is None:
-                port = int(server.get("http_port", 8080)) or free_port(host)
-            grpc = settings.gateway_grpc_port
-            if grpc is None:
-                grpc = int(server.get("grpc_port", 8081)) or free_port(host)
-            token = os.environ.get(TOKEN_ENV) or new_token()
-            gateway = GatewayProcess(gateway_document(doc, host, port, grpc), token)
-            gateway.start()
-            gateway_url, gateway_token = gateway.url, token
-        else:
-            gateway_url = gateway_token = None
+        _refuse_duplicate(ray, settings)
+        gateway = _start_gateway(doc, settings)
+        url, token = (gateway.url, gateway.token) if gateway else (None, None)
         controller = controller_actor_class().options(
             name=settings.controller_name,
             namespace=settings.namespace,
             scheduling_strategy=_driver_node_affinity(ray),
-        ).remote(doc, settings, gateway_url, gateway_token)
-        _wait_settled(ray, controller, settings.ready_timeout_s, "starting the replicas")
-        where = f"; gateway at {gateway_url}" if gateway_url else "; no gateway (ray.gateway.enabled is false)"
-        print(
-            f"berth: serving on Ray at {address}: {settings.initial_replicas()} replica(s) of "
-            f"app {settings.name!r}{where}",
-            file=sys.stderr,
-            flush=True,
-        )
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        ).remote(doc, settings, url, token)
+        if _wait_settled(ray, controller, settings.ready_timeout_s, "starting the replicas", stop):
+            where = f"; gateway at {url}" if url else "; no gateway (ray.gateway.enabled is false)"
+            print(
+                f"berth: serving on Ray at {address}: {settings.initial_replicas()} replica(s) "
+                f"of app {settings.name!r}{where}",
+                file=sys.stderr,
+                flush=True,
+            )
         while not stop.wait(1.0):
-            if gateway is not None and gateway.proc is not None and gateway.proc.poll() is not None:
+            if gateway is not None and not gateway.running():
                 print(f"berth: the gateway exited: {gateway.log_tail()}", file=sys.stderr)
                 break
         ray.get(controller.shutdown.remote(), timeout=settings.drain_timeout_s + 60)

@@ -162,7 +162,11 @@ class Controller:
                 continue
             entry.stats = stats
             entry.failures = 0 if stats.get("ready") else entry.failures + 1
-            if entry.failures >= FAILS_BEFORE_REPLACE:
+            if stats.get("alive") is False:
+                self._event("exited", f"replica {entry.name}'s berthd exited; replacing it",
+                            replica=entry.name)
+                self._forget(entry)
+            elif entry.failures >= FAILS_BEFORE_REPLACE:
                 self._event("unhealthy", f"replica {entry.name} failed {entry.failures} "
                             "health checks; replacing it", replica=entry.name)
                 self._forget(entry)

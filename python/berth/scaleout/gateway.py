@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from ..cli.launch import _config_fd, _to_json, find_berthd
 from ..errors import BerthError
+from .replica import _SPAWNER, _pdeathsig_preexec
 
 #: The variable through which the gateway gets the admin token the
 #: controller uses (generated per run unless the user set it).
@@ -116,14 +117,18 @@ class GatewayProcess:
         fd = _config_fd(_to_json(self.doc))
         fd_log, self.log_path = tempfile.mkstemp(prefix="berth-gateway-", suffix=".log")
         try:
-            self.proc = subprocess.Popen(
+            # Dies with this process, even when it is killed (PR_SET_PDEATHSIG
+            # from the spawner thread, as for replicas).
+            self.proc = _SPAWNER.submit(
+                subprocess.Popen,
                 [find_berthd(os.environ), "--config-fd", str(fd)],
                 stdin=subprocess.DEVNULL,
                 stdout=fd_log,
                 stderr=subprocess.STDOUT,
                 pass_fds=(fd,),
                 env=env,
-            )
+                preexec_fn=_pdeathsig_preexec(),
+            ).result()
         finally:
             os.close(fd)
             os.close(fd_log)
@@ -139,6 +144,9 @@ class GatewayProcess:
             except GatewayError:
                 time.sleep(0.1)
         raise GatewayError(f"the gateway did not answer within {timeout_s:.0f}s")
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
