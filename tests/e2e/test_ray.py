@@ -410,3 +410,34 @@ def test_bad_ray_block_is_refused_before_connecting(tmp_path: Path) -> None:
         )
         assert done.returncode == 2, (text, done.stderr)
         assert words in done.stderr and "Traceback" not in done.stderr, (text, done.stderr)
+
+
+def test_a_model_that_fails_to_load_is_reported(cluster: Any, tmp_path: Path) -> None:
+    """Replicas whose model cannot load never serve: berth serve --ray gives
+    up after ray.ready_timeout_s with the replicas' own error, exits
+    non-zero, and leaves no controller behind."""
+    repo = tmp_path / "repo"
+    model = repo / "broken" / "1"
+    model.mkdir(parents=True)
+    (model / "model.py").write_text(
+        "import berth\n\n\nclass Broken(berth.Model):\n"
+        "    def load(self):\n        raise RuntimeError('weights are missing: w.bin')\n\n"
+        "    def predict(self, inputs):\n        return inputs\n"
+    )
+    (repo / "broken" / "berth.yaml").write_text("runtime: python\nclass: Broken\n")
+    config = tmp_path / "berth.yaml"
+    config.write_text(
+        "ray:\n  name: broken\n  replicas: 1\n  resources: {num_cpus: 0.25}\n"
+        "  gateway: {enabled: false}\n  ready_timeout_s: 20\n  health_interval_s: 0.5\n"
+    )
+    done = subprocess.run(
+        [berth_executable(), "serve", str(repo), "--config", str(config), "--ray",
+         cluster.address],
+        capture_output=True, text=True, timeout=300, env=server_env(),
+    )
+    assert done.returncode == 1, done.stderr
+    assert "starting the replicas did not finish within 20s" in done.stderr
+    assert "weights are missing: w.bin" in done.stderr
+    assert "Traceback" not in done.stderr
+    with pytest.raises(ValueError):
+        ray.get_actor("berth-controller-broken", namespace=NAMESPACE)

@@ -189,3 +189,18 @@ def test_cli_flags() -> None:
     assert ns.json and ns.namespace == "prod"
     with pytest.raises(SystemExit):
         parse_args(["ray", "scale"])  # --replicas is required
+
+
+def test_log_errors_keeps_the_messages_not_the_tracebacks() -> None:
+    from berth.scaleout.replica import log_errors
+
+    log = "\n".join([
+        '{"level":"info","msg":"loading model"}',
+        '{"level":"error","msg":"loading m.py failed","exc":"Traceback (most recent call last)"}',
+        '{"level":"error","msg":"model failed to load","error":"RuntimeError: no w.bin"}',
+        '{"level":"error","msg":"model failed to load","error":"RuntimeError: no w.bin"}',
+        "not json",
+    ])
+    assert log_errors(log) == "loading m.py failed; model failed to load (RuntimeError: no w.bin)"
+    assert "Traceback" not in log_errors(log)
+    assert log_errors("berthd: cannot bind 127.0.0.1:80\n") == "berthd: cannot bind 127.0.0.1:80"

@@ -135,8 +135,11 @@ class Controller:
                 continue
             try:
                 entry.info = self._ray.get(entry.ready_ref)
-            except Exception as e:  # noqa: BLE001 - a replica that failed to start
-                self._event("failed", f"replica {entry.name} failed to start: {e}",
+                error = entry.info.get("error")
+            except Exception as e:  # noqa: BLE001 - its actor died while starting
+                error = f"{type(e).__name__}: {str(e)[:500]}"
+            if error:
+                self._event("failed", f"replica {entry.name} failed to start: {error}",
                             replica=entry.name)
                 self._forget(entry)
                 continue

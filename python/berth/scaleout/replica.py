@@ -98,6 +98,26 @@ def parse_load(metrics_text: str) -> dict[str, float]:
     }
 
 
+def log_errors(text: str, keep: int = 2) -> str:
+    """The last errors of a berthd log, one line each (JSON logs: the
+    message and its ``error`` field, without tracebacks), or the log's end."""
+    found: list[str] = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("level") in ("error", "fatal"):
+            message = str(record.get("msg", ""))
+            if record.get("error"):
+                message += f" ({record['error']})"
+            if message not in found:
+                found.append(message)
+    if found:
+        return "; ".join(found[-keep:])
+    return text.strip()[-800:]
+
+
 @dataclass
 class ReplicaProcess:
     """berthd serving ``doc`` on ``host`` and free ports."""
@@ -129,7 +149,7 @@ class ReplicaProcess:
             self.kill()
             if state == "timeout":
                 break
-        raise ReplicaError(f"berthd did not become ready on {self.host}: {last[-2000:]}")
+        raise ReplicaError(f"berthd did not become ready on {self.host}: {log_errors(last)}")
 
     def _spawn(self) -> None:
         self.http_port = free_port(self.host)
@@ -260,8 +280,12 @@ class Replica:
         self.host = host or ray.util.get_node_ip_address()
         self.process = ReplicaProcess(doc, host=self.host)
         self._lock = threading.Lock()
+        self.error: str | None = None
         atexit.register(self.process.kill)
-        self.process.start(ready_timeout_s=ready_timeout_s)
+        try:
+            self.process.start(ready_timeout_s=ready_timeout_s)
+        except (ReplicaError, BerthError, OSError) as e:
+            self.error = str(e)  # info() reports it; the controller ends this actor
 
     def info(self) -> dict[str, Any]:
         proc = self.process.proc
@@ -274,6 +298,7 @@ class Replica:
             "grpc_port": self.process.grpc_port,
             "berthd_pid": proc.pid if proc else None,
             "actor_pid": os.getpid(),
+            "error": self.error,
         }
 
     def stats(self) -> dict[str, Any]:
