@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -328,8 +329,11 @@ def test_rolling_update_under_load(main_app: RayApp, gateway: bool,
         wait_until(lambda: load.ok >= 50, 120, "traffic before the update", interval=0.1)
         repo = write_affine_repo(tmp_path / "v2", 3.0)
         config = main_app.workdir / "berth.yaml"
+        update_at, sent_before = time.monotonic(), load.sent
         done = main_app.berth("ray", "update", str(repo), "--config", str(config), "--wait",
                               "--timeout", str(APP_READY_TIMEOUT_S * 2), timeout=900)
+        print(f"\nrolling update of 2 replicas: {time.monotonic() - update_at:.1f} s, "
+              f"{load.sent - sent_before} requests during it, {len(load.failures)} failed")
         assert done.returncode == 0, done.stderr + main_app.log()
         sent_at_end = load.sent
         wait_until(lambda: load.sent >= sent_at_end + 100, 120, "traffic after the update",
@@ -363,6 +367,7 @@ def test_node_loss_under_load(cluster: Any, main_app: RayApp, gateway: bool) -> 
     load.start()
     try:
         wait_until(lambda: load.ok >= 50, 120, "traffic before the loss", interval=0.1)
+        lost_at, sent_before = time.monotonic(), load.sent
         cluster.remove_node(victim)
         after_loss = load.sent
         wait_until(lambda: load.sent >= after_loss + 200, 300, "traffic after the loss",
@@ -373,11 +378,16 @@ def test_node_loss_under_load(cluster: Any, main_app: RayApp, gateway: bool) -> 
             return len(now) == 2 and all(r["node_id"] != victim.node_id for r in now)
 
         wait_until(replaced, APP_READY_TIMEOUT_S, "a replacement replica", interval=0.5)
+        replaced_after = time.monotonic() - lost_at
         settled = load.sent
         wait_until(lambda: load.sent >= settled + 100, 120, "traffic on the new set",
                    interval=0.1)
     finally:
         load.stop()
+    # Measured, not asserted (shown with pytest -s):
+    print(f"\nnode loss: {len(load.failures)} failed of {load.sent - sent_before} requests "
+          f"sent after the loss began; replacement serving {replaced_after:.1f} s after it; "
+          f"failures: {load.failures}")
     assert len(load.failures) <= clients, load.failures
     assert load.ok >= load.sent - clients
     now = _replicas(main_app)
