@@ -451,3 +451,20 @@ def test_a_model_that_fails_to_load_is_reported(cluster: Any, tmp_path: Path) ->
     assert "Traceback" not in done.stderr
     with pytest.raises(ValueError):
         ray.get_actor("berth-controller-broken", namespace=NAMESPACE)
+
+
+def test_an_unreachable_cluster_is_a_clear_error(tmp_path: Path) -> None:
+    from berth_e2e import free_port
+
+    repo = write_affine_repo(tmp_path / "repo", 2.0)
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    for args in (["serve", str(repo), "--ray", address], ["status", "--ray", address],
+                 ["ray", "scale", "--replicas", "2", "--ray", address]):
+        done = subprocess.run([berth_executable(), *args], capture_output=True, text=True,
+                              timeout=120, env=server_env())
+        assert done.returncode == 1, (args, done.stderr)
+        assert f"cannot reach the Ray cluster at {address}" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    done = subprocess.run([berth_executable(), "status", "--ray", "no-port"],
+                          capture_output=True, text=True, timeout=120, env=server_env())
+    assert done.returncode == 2 and "expected HOST:PORT" in done.stderr, done.stderr

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -52,8 +53,28 @@ def _address(flag: str | None, settings: RaySettings) -> str:
     return flag or os.environ.get("BERTH_RAY_ADDRESS") or settings.address
 
 
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A TCP connection to a HOST:PORT address, so that a wrong address is an
+    error at once (Ray's own client retries for minutes). ``auto`` and
+    ``ray://`` addresses are left to Ray."""
+    if address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"Ray address {address!r}: expected HOST:PORT (or auto)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise BerthError(
+            f"cannot reach the Ray cluster at {address}: {e.strerror or e}. Start one with "
+            "`ray start --head --node-ip-address=127.0.0.1` (docs/ray.md) or pass its address "
+            "with --ray HOST:PORT"
+        ) from None
+
+
 def connect(address: str, namespace: str) -> Any:
     ray = require_ray()
+    check_reachable(address)
     try:
         ray.init(
             address=address,
