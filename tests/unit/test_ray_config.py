@@ -204,3 +204,34 @@ def test_log_errors_keeps_the_messages_not_the_tracebacks() -> None:
     assert log_errors(log) == "loading m.py failed; model failed to load (RuntimeError: no w.bin)"
     assert "Traceback" not in log_errors(log)
     assert log_errors("berthd: cannot bind 127.0.0.1:80\n") == "berthd: cannot bind 127.0.0.1:80"
+
+
+def test_gateway_document_and_its_admin_token(tmp_path) -> None:
+    from berth.scaleout.gateway import TOKEN_ENV, GatewayError, admin_token, gateway_document
+
+    app = {
+        "server": {"host": "0.0.0.0", "http_port": 8080, "repositories": ["/m"],
+                   "model_control_mode": "explicit", "auth_tokens_env": "TOKENS",
+                   "max_body_bytes": 1000},
+        "log": {"level": "debug"},
+        "models": [{"name": "m"}],
+    }
+    doc = gateway_document(app, "127.0.0.1", 9000, 9001)
+    assert doc["models"] == [] and doc["gateway"] == {"replicas": [], "allow_remote": False}
+    assert doc["server"] == {"host": "127.0.0.1", "http_port": 9000, "grpc_port": 9001,
+                             "auth_tokens_env": "TOKENS", "max_body_bytes": 1000,
+                             "admin_tokens_env": TOKEN_ENV}
+    assert doc["log"] == {"level": "debug"}
+    assert admin_token(app, {}) is None
+    assert gateway_document(app, "127.0.0.1", 1, 2, allow_remote=True)["gateway"]["allow_remote"]
+
+    own = {"server": {"admin_tokens_env": "ADMIN"}}
+    assert admin_token(own, {"ADMIN": " a1 , a2"}) == "a1"
+    assert gateway_document(own, "127.0.0.1", 1, 2)["server"]["admin_tokens_env"] == "ADMIN"
+    tokens = tmp_path / "admin.txt"
+    tokens.write_text("# admins\n\nf1\nf2\n")
+    assert admin_token({"server": {"admin_tokens_file": str(tokens)}}, {}) == "f1"
+    with pytest.raises(GatewayError, match="empty"):
+        admin_token(own, {"ADMIN": ""})
+    with pytest.raises(GatewayError, match="admin_tokens_file"):
+        admin_token({"server": {"admin_tokens_file": str(tmp_path / "none")}}, {})

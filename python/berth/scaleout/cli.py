@@ -116,6 +116,17 @@ def _wait_settled(
     raise BerthError(f"{what} did not finish within {timeout_s:.0f}s (last events: {events})")
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _refuse_duplicate(ray: Any, settings: RaySettings) -> None:
     try:
         ray.get_actor(settings.controller_name, namespace=settings.namespace)
@@ -128,9 +139,11 @@ def _refuse_duplicate(ray: Any, settings: RaySettings) -> None:
     )
 
 
-def _start_gateway(doc: Mapping[str, Any], settings: RaySettings) -> Any:
-    """The gateway berthd on this machine, or None when disabled."""
-    from .gateway import TOKEN_ENV, GatewayProcess, gateway_document, new_token
+def _start_gateway(doc: Mapping[str, Any], settings: RaySettings, node_ip: str) -> Any:
+    """The gateway berthd on this machine, or None when disabled. Replicas
+    beyond loopback are allowed when this node's Ray address is not
+    loopback (a real cluster)."""
+    from .gateway import TOKEN_ENV, GatewayProcess, admin_token, gateway_document, new_token
     from .replica import free_port
 
     if not settings.gateway_enabled:
@@ -145,8 +158,9 @@ def _start_gateway(doc: Mapping[str, Any], settings: RaySettings) -> Any:
         grpc = int(server.get("grpc_port", 8081))
     port = port or free_port(host)
     grpc = grpc or free_port(host)
-    token = os.environ.get(TOKEN_ENV) or new_token()
-    gateway = GatewayProcess(gateway_document(doc, host, port, grpc), token)
+    token = admin_token(doc, os.environ) or os.environ.get(TOKEN_ENV) or new_token()
+    remote = not _is_loopback(settings.replica_host or node_ip)
+    gateway = GatewayProcess(gateway_document(doc, host, port, grpc, remote), token)
     gateway.start()
     return gateway
 
@@ -166,7 +180,7 @@ def serve_on_ray(doc: Mapping[str, Any], settings: RaySettings, address: str | N
     gateway = None
     try:
         _refuse_duplicate(ray, settings)
-        gateway = _start_gateway(doc, settings)
+        gateway = _start_gateway(doc, settings, ray.util.get_node_ip_address())
         url, token = (gateway.url, gateway.token) if gateway else (None, None)
         controller = controller_actor_class().options(
             name=settings.controller_name,

@@ -77,6 +77,7 @@ class Controller:
         self._decider = ScaleDecider(settings.autoscaling) if settings.autoscaling else None
         self._gateway = GatewayClient(gateway_url, gateway_token) if gateway_url else None
         self._pushed: list[tuple[str, str]] | None = None
+        self._gateway_states: dict[str, str] = {}  # replica name -> the gateway's state
         self._entries: dict[str, _Entry] = {}
         self._names = itertools.count(1)
         self._events: list[dict[str, Any]] = []
@@ -214,7 +215,7 @@ class Controller:
             self._event("replaced", f"replica {entry.name} of an older version never served")
             self._forget(entry)
         old = [e for e in old if e.state == "ready"]
-        ready = [e for e in new if e.state == "ready"] + old
+        ready = [e for e in new if self._serving(e)] + old
         while old and len(ready) > self.target:
             victim = old.pop(0)
             ready.remove(victim)
@@ -228,6 +229,13 @@ class Controller:
         entry.state, entry.since = "draining", time.time()
         self._event("drain", f"draining replica {entry.name}: {why}", replica=entry.name)
 
+    def _serving(self, entry: _Entry) -> bool:
+        """Ready, and (with a gateway) taking traffic there: a new replica is
+        probed by the gateway before it gets requests."""
+        if entry.state != "ready":
+            return False
+        return self._gateway is None or self._gateway_states.get(entry.name) == "healthy"
+
     def _push(self) -> None:
         ready = sorted(
             (e.name, str(e.info.get("url"))) for e in self._entries.values() if e.state == "ready"
@@ -239,6 +247,13 @@ class Controller:
             except GatewayError as e:
                 self._event("gateway", f"could not update the gateway: {e}")
                 return  # drains wait: the gateway may still send to them
+        if self._gateway is not None:
+            try:
+                self._gateway_states = {
+                    str(r.get("name")): str(r.get("state")) for r in self._gateway.get()
+                }
+            except GatewayError as e:
+                self._event("gateway", f"could not read the gateway's replicas: {e}")
         elif self._gateway is None:
             self._pushed = ready
         for entry in self._entries.values():
@@ -268,7 +283,10 @@ class Controller:
         """The app, its replicas (state, node, load, health) and the cluster's
         nodes, for ``berth status``."""
         with self._lock:
-            replicas = [e.public() for e in self._entries.values()]
+            replicas = [
+                {**e.public(), "gateway_state": self._gateway_states.get(e.name)}
+                for e in self._entries.values()
+            ]
             events = list(self._events)
             target, generation = self.target, self.generation
         nodes = [

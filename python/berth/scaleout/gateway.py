@@ -75,12 +75,36 @@ class GatewayClient:
         return list(doc or [])
 
 
+def admin_token(app_doc: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+    """One of the app's own admin tokens (the gateway then takes those), or
+    None when it has none."""
+    server = app_doc.get("server") or {}
+    if server.get("admin_tokens_env"):
+        tokens = [t.strip() for t in env.get(server["admin_tokens_env"], "").split(",")]
+    elif server.get("admin_tokens_file"):
+        try:
+            with open(server["admin_tokens_file"], encoding="utf-8") as f:
+                tokens = [line.strip() for line in f]
+        except OSError as e:
+            raise GatewayError(f"cannot read server.admin_tokens_file: {e}") from None
+    else:
+        return None
+    tokens = [t for t in tokens if t and not t.startswith("#")]
+    if not tokens:
+        raise GatewayError("the app's admin token list is empty: the controller needs one "
+                           "to tell the gateway its replicas")
+    return tokens[0]
+
+
 def gateway_document(
-    app_doc: Mapping[str, Any], host: str, http_port: int, grpc_port: int
+    app_doc: Mapping[str, Any], host: str, http_port: int, grpc_port: int,
+    allow_remote: bool = False,
 ) -> dict[str, Any]:
     """The gateway's document: the app's server settings that concern the
     front door (address, tokens, TLS, limits), no models, an empty replica
-    set that the controller fills, and the controller's admin token."""
+    set that the controller fills, and the controller's admin token (the
+    app's own admin tokens when it has some). ``allow_remote``: replicas on
+    other machines (the gateway then requires the admin token it has)."""
     server = dict(app_doc.get("server") or {})
     for key in ("repositories", "model_control_mode", "socket", "metrics_port"):
         server.pop(key, None)
@@ -90,7 +114,8 @@ def gateway_document(
     doc: dict[str, Any] = {
         "server": server,
         "log": dict(app_doc.get("log") or {}),
-        "gateway": {"replicas": []},
+        "gateway": {"replicas": [], "allow_remote": allow_remote},
+        "models": [],
     }
     return doc
 
