@@ -320,6 +320,43 @@ def test_autoscaling_follows_the_load(cluster: Any, tmp_path: Path, gateway: boo
         app.stop()
 
 
+def test_killing_berth_serve_takes_the_app_with_it(cluster: Any, tmp_path: Path,
+                                                  gateway: bool) -> None:
+    """The controller is owned by the berth serve --ray process: SIGKILL it
+    (no drain, no cleanup of its own) and Ray ends the controller and its
+    replicas, whose berthd processes die with their actors."""
+    repo = write_affine_repo(tmp_path / "repo", 2.0)
+    config = tmp_path / "berth.yaml"
+    config.write_text(
+        "ray:\n  name: owned\n  replicas: 1\n  resources: {num_cpus: 0.25}\n"
+        "  health_interval_s: 0.5\n"
+        f"  gateway: {{enabled: {'true' if gateway else 'false'}, port: 0, grpc_port: 0}}\n"
+    )
+    app = RayApp(cluster.address, tmp_path, [str(repo), "--config", str(config)], name="owned")
+    try:
+        app.start()
+        replica = _replicas(app)[0]
+        actor = ray.get_actor(f"berth-replica-{replica['name']}", namespace=NAMESPACE)
+        berthd = ray.get(actor.info.remote(), timeout=60)["berthd_pid"]
+        ours = [p for p in descendants(app.proc.pid) if "berthd" in process_name(p)]
+        assert len(ours) == (1 if gateway else 0)  # the gateway, if any
+        os.kill(app.proc.pid, signal.SIGKILL)
+        app.proc.wait(timeout=30)
+        wait_until(lambda: not proc_alive(berthd), 120, "the replica's berthd to end")
+        wait_until(lambda: not any(proc_alive(p) for p in ours), 60, "the gateway to end")
+
+        def controller_gone() -> bool:
+            try:
+                ray.get_actor("berth-controller-owned", namespace=NAMESPACE)
+            except ValueError:
+                return True
+            return False
+
+        wait_until(controller_gone, 120, "the controller to end")
+    finally:
+        app.stop()
+
+
 def test_rolling_update_under_load(main_app: RayApp, gateway: bool,
                                    tmp_path: Path) -> None:
     old = {r["name"] for r in _replicas(main_app)}
