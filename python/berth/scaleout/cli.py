@@ -195,12 +195,22 @@ def serve_on_ray(doc: Mapping[str, Any], settings: RaySettings, address: str | N
                 file=sys.stderr,
                 flush=True,
             )
+        status = 0
         while not stop.wait(1.0):
             if gateway is not None and not gateway.running():
                 print(f"berth: the gateway exited: {gateway.log_tail()}", file=sys.stderr)
+                status = 1
                 break
-        ray.get(controller.shutdown.remote(), timeout=settings.drain_timeout_s + 60)
-        return 0
+        # The front door first (it finishes what it forwarded), then the
+        # replicas, each finishing what it accepted.
+        if gateway is not None:
+            gateway.stop(settings.drain_timeout_s + 10)
+        try:
+            ray.get(controller.shutdown.remote(), timeout=settings.drain_timeout_s + 60)
+        except ray.exceptions.RayError as e:
+            print(f"berth: warning: the replicas did not stop cleanly ({type(e).__name__}); "
+                  "Ray ends them with this process", file=sys.stderr)
+        return status
     finally:
         if gateway is not None:
             gateway.stop()

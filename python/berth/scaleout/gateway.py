@@ -8,6 +8,7 @@ the replicas over HTTP/2; the controller only tells the gateway the set.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -182,6 +183,9 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.proc.returncode == 0:  # a clean stop: its log holds nothing to look at
+            with contextlib.suppress(OSError):
+                os.unlink(self.log_path)
 
     def log_tail(self, limit: int = 3000) -> str:
         try:

@@ -234,6 +234,9 @@ class ReplicaProcess:
             except subprocess.TimeoutExpired:
                 pass
         self.kill()
+        if self.proc.returncode == 0:  # a clean stop: its log holds nothing to look at
+            with contextlib.suppress(OSError):
+                os.unlink(self.log_path)
         return self.proc.returncode
 
     def kill(self) -> None:
