@@ -81,7 +81,8 @@ def _apply_app_config(doc: dict[str, Any], config_file: str) -> dict[str, Any]:
         raise ConfigError(
             f"{config_path}: expected a mapping (server, log, workers, models, pipelines)"
         )
-    app = {k: v for k, v in app.items() if k != "deploy"}  # berth deploy's (docs/deploy.md)
+    # berth deploy's (docs/deploy.md) and berth serve --ray's (docs/ray.md)
+    app = {k: v for k, v in app.items() if k not in ("deploy", "ray")}
     models = doc["models"]
     if "models" in app:
         models = _app_models(app["models"], models, config_path)

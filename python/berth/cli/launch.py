@@ -147,6 +147,12 @@ def serve(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     if ns.print_config:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
         return 0
+    if getattr(ns, "ray", None) is not None:  # on a Ray cluster (docs/ray.md)
+        from ..scaleout.cli import serve_on_ray, settings_from_config
+        from .options import _resolve
+
+        config = _resolve(ns, env)[0].get("config")
+        return serve_on_ray(doc, settings_from_config(config), ns.ray or None)
     berthd = find_berthd(env)
     log = doc.get("log", {})
     # Workers inherit the engine's environment: tell them how to log.
