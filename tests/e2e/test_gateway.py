@@ -184,6 +184,13 @@ def test_clients_through_the_gateway(three: list[BerthServer], gateway: Callable
             np.testing.assert_array_equal(result.as_numpy("y"), x * 2)
         with pytest.raises(Exception, match="(?i)unknown model|not found"):
             client.infer("nosuch", [inp])
+    # a replica's REST port answers gRPC too (what the gateway relies on)
+    direct = grpcclient.InferenceServerClient(f"127.0.0.1:{three[0].port}")
+    inp = grpcclient.InferInput("x", [3], "FP32")
+    inp.set_data_from_numpy(x)
+    np.testing.assert_array_equal(direct.infer("double", [inp]).as_numpy("y"), x * 2)
+    # and its REST answers over HTTP/1.1 are unchanged
+    assert http_call(three[0].port, "POST", PATH, body([1.0])).json()["outputs"][0]["data"] == [2.0]
     # gRPC bidirectional streaming passes through as bytes
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{gw.grpc_port}")
     got: list[Any] = []

@@ -318,7 +318,8 @@ static void rest_handle(berth_http_req *req, void *arg) {
       return;
     bool ready = path_is(path, pl, "/v2/health/live") ||
                  (!e->draining && berth_gw_healthy_count(&g->set) > 0);
-    berth_rest_respond_take(e, req, ready ? 200 : 503, NULL, 0, NULL, 0);
+    static const berth_http_header_kv none[1] = {{"", ""}};
+    berth_rest_respond_take(e, req, ready ? 200 : 503, none, 0, NULL, 0);
     return;
   }
   if (path_is(path, pl, "/v2/gateway/replicas")) {
