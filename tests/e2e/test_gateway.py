@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from berth_e2e import (
     BerthServer,
+    add_python_model,
     assert_error,
     children_of,
     free_port,
@@ -247,6 +248,48 @@ def test_2000_requests_spread_over_replicas(three: list[BerthServer],
     listed = replicas_of(gw)
     assert sum(listed[n]["requests"] for n in ("r0", "r1", "r2")) == 2000
     assert all(listed[n]["in_flight"] == 0 for n in ("r0", "r1", "r2"))
+
+
+COUNTER_SOURCE = '''
+import time
+import numpy as np
+import berth
+
+
+class Counter(berth.Model):
+    """Yields n responses {"i": [k]}, 20 ms apart."""
+    inputs = [berth.TensorSpec("n", "INT32", [1])]
+    outputs = [berth.TensorSpec("i", "INT32", [1])]
+
+    def predict(self, inputs):
+        for k in range(int(inputs["n"][0])):
+            yield {"i": np.array([k], dtype=np.int32)}
+            time.sleep(0.02)
+'''
+
+
+def test_generate_stream_through_the_gateway(berth_server: Callable[..., BerthServer],
+                                             gateway: Callable[..., BerthServer],
+                                             tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    add_python_model(repo, "counter", COUNTER_SOURCE, "Counter", yaml_extra="instances: 1\n")
+    replica = berth_server(str(repo), label="counter")
+    gw = gateway([replica])
+    wait_healthy(gw, ["r0"])
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=60)
+    try:
+        for n in (5, 2):  # the same connection serves the next request
+            conn.request("POST", "/v2/models/counter/generate_stream", json.dumps({"n": n}),
+                         {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.status == 200
+            assert (resp.getheader("content-type") or "").startswith("text/event-stream")
+            assert resp.getheader("content-length") is None  # streamed through, not collected
+            text = resp.read().decode()
+            events = [json.loads(b[len("data: "):]) for b in text.split("\n\n") if b]
+            assert [e["i"] for e in events] == list(range(n))
+    finally:
+        conn.close()
 
 
 # ------------------------------------------------------------------ failures
