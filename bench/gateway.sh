@@ -54,11 +54,13 @@ run_wrk() {
 }
 
 REPLICA_PORTS=()
+REPLICA_PIDS=()
 for i in 1 2 3; do
   p=$(free_port); g=$(free_port)
   $BERTH serve "$WORK/double.py" --host 127.0.0.1 --port "$p" --grpc-port "$g" \
     --instances 1 >"$WORK/replica$i.log" 2>&1 &
   PIDS+=($!)
+  REPLICA_PIDS+=($!)
   REPLICA_PORTS+=("$p")
 done
 for p in "${REPLICA_PORTS[@]}"; do wait_ready "$p"; done
@@ -76,23 +78,32 @@ start_gateway() { # N replicas -> sets GW_PORT
 stop_gateway() { kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true; }
 
 URL=/v2/models/double/infer
-echo "| what | connections | requests/s | p50 | p99 | errors |"
-echo "| --- | --- | --- | --- | --- | --- |"
-row() { # label conns result
-  read -r req rps p50 p99 err <<<"$3"
-  printf "| %s | %s | %.0f | %.2f ms | %.2f ms | %s |\n" "$1" "$2" "$rps" \
-    "$(echo "$p50/1000" | bc -l)" "$(echo "$p99/1000" | bc -l)" "$err"
+# CPU time (user + system, clock ticks) of one process so far
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+echo "| what | connections | requests/s | p50 | p99 | errors | berthd CPU per request (measured process) |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+row() { # label conns url pid: runs wrk, prints a row with pid's CPU per request
+  local t0 t1 out
+  t0=$(ticks "$4")
+  out=$(run_wrk "$3" "$2")
+  t1=$(ticks "$4")
+  read -r req rps p50 p99 err <<<"$out"
+  printf "| %s | %s | %.0f | %.2f ms | %.2f ms | %s | %.0f us |\n" "$1" "$2" "$rps" \
+    "$(echo "$p50/1000" | bc -l)" "$(echo "$p99/1000" | bc -l)" "$err" \
+    "$(echo "($t1-$t0)*1000000/$HZ/$req" | bc -l)"
 }
 start_gateway 1
 run_wrk "http://127.0.0.1:${REPLICA_PORTS[0]}$URL" 1 >/dev/null # warm-up
-row "replica directly" 1 "$(run_wrk "http://127.0.0.1:${REPLICA_PORTS[0]}$URL" 1)"
-row "gateway, 1 replica" 1 "$(run_wrk "http://127.0.0.1:$GW_PORT$URL" 1)"
-row "replica directly" "$CONNS" "$(run_wrk "http://127.0.0.1:${REPLICA_PORTS[0]}$URL" "$CONNS")"
-row "gateway, 1 replica" "$CONNS" "$(run_wrk "http://127.0.0.1:$GW_PORT$URL" "$CONNS")"
+R0="http://127.0.0.1:${REPLICA_PORTS[0]}$URL"
+row "replica directly" 1 "$R0" "${REPLICA_PIDS[0]}"
+row "gateway, 1 replica" 1 "http://127.0.0.1:$GW_PORT$URL" "$GW_PID"
+row "replica directly" "$CONNS" "$R0" "${REPLICA_PIDS[0]}"
+row "gateway, 1 replica" "$CONNS" "http://127.0.0.1:$GW_PORT$URL" "$GW_PID"
 stop_gateway
 for n in 2 3; do
   start_gateway "$n"
   run_wrk "http://127.0.0.1:$GW_PORT$URL" "$CONNS" >/dev/null # warm-up
-  row "gateway, $n replicas" "$CONNS" "$(run_wrk "http://127.0.0.1:$GW_PORT$URL" "$CONNS")"
+  row "gateway, $n replicas" "$CONNS" "http://127.0.0.1:$GW_PORT$URL" "$GW_PID"
   stop_gateway
 done
