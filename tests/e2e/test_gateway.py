@@ -326,6 +326,28 @@ def test_replica_killed_under_load(berth_server: Callable[..., BerthServer], mod
     assert http_call(gw.port, "GET", "/v2/health/ready").status == 200
 
 
+def test_hung_replica_is_ejected_and_comes_back(berth_server: Callable[..., BerthServer],
+                                                model: str,
+                                                gateway: Callable[..., BerthServer]) -> None:
+    a = berth_server(model, "--instances", "1", label="hung")
+    b = berth_server(model, "--instances", "1", label="well")
+    gw = gateway([a, b], "--health-interval-ms", "200", "--eject-for-ms", "300")
+    wait_healthy(gw, ["r0", "r1"])
+    os.kill(a.pid, signal.SIGSTOP)  # accepts nothing, answers nothing
+    try:
+        wait_until(lambda: replicas_of(gw)["r0"]["state"] == "ejected", timeout=60,
+                   what="the stopped replica ejected by its health checks")
+        before_b = inference_count(b)
+        results = load(gw.port, 100, 4)
+        assert [s for s, _ in results].count(200) == 100, results[:3]
+        assert inference_count(b) - before_b == 100
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    wait_until(lambda: replicas_of(gw)["r0"]["state"] == "healthy", timeout=60,
+               what="the resumed replica healthy again")
+    assert replicas_of(gw)["r0"]["ejections"] >= 1
+
+
 def test_no_healthy_replica(gateway: Callable[..., BerthServer]) -> None:
     import tritonclient.grpc as grpcclient
 

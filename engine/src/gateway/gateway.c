@@ -110,8 +110,13 @@ static const berth_gw_stream_cbs probe_cbs = {probe_head, probe_data,
                                               probe_close};
 
 static void probe(gw_transport *t) {
-  if (t->probe != NULL)
-    return; /* the last one is still out: it answers first */
+  if (t->probe != NULL) {
+    /* the last check is still out after a whole interval: a replica that
+     * accepts and never answers fails its checks too */
+    berth_gw_ustream_cancel(t->probe);
+    t->probe = NULL;
+    health_result(t, false);
+  }
   char authority[80];
   bool v6 = strchr(t->r->host, ':') != NULL;
   snprintf(authority, sizeof authority, v6 ? "[%s]:%u" : "%s:%u", t->r->host,
@@ -225,7 +230,8 @@ static void admin_replace(berth_gateway *g, berth_http_req *req) {
   drained_reap(g);
   for (size_t i = 0; i < g->set.n_active; i++) {
     gw_transport *t = g->set.active[i]->transport;
-    if (t != NULL && g->set.active[i]->state == BERTH_GW_PROBING)
+    if (t != NULL && t->probe == NULL &&
+        g->set.active[i]->state == BERTH_GW_PROBING)
       probe(t); /* at once, not at the next tick */
   }
   admin_list(g, req);
