@@ -491,6 +491,14 @@ def test_allow_remote_needs_an_admin_token(tmp_path: Path) -> None:
         gw.start()
 
 
+def test_non_loopback_replica_refused_at_start(tmp_path: Path) -> None:
+    gw = BerthServer(target=[], workdir=tmp_path, command="gateway", label="gateway",
+                     extra_args=["--replica", "http://192.0.2.1:8080"], wait_for="listening",
+                     ready_timeout=20)
+    with pytest.raises(pytest.fail.Exception, match="loopback"):
+        gw.start()
+
+
 # ------------------------------------------------------------------ sockets
 
 
