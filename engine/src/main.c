@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "config.h"
 #include "engine.h"
+#include "gateway.h"
 #include "grpc.h"
 #include "log.h"
 #include "metrics.h"
@@ -31,6 +32,13 @@ static const berth_module *const modules[] = {
     &berth_router_module, &berth_pipeline_module,    &berth_metrics_module,
     &berth_trace_module,  &berth_payload_log_module, &berth_ui_module,
     &berth_shm_module,    &berth_rest_module,        &berth_grpc_module,
+};
+
+/* Gateway mode (config gateway:, docs/gateway.md): no models, no model
+ * frontends; the gateway owns the REST and gRPC ports and forwards. */
+static const berth_module *const gateway_modules[] = {
+    &berth_metrics_module,
+    &berth_gateway_module,
 };
 
 #define MAX_CONFIG_BYTES (16u << 20)
@@ -146,8 +154,13 @@ int main(int argc, char **argv) {
     berth_config_clear(&cfg);
     return 1;
   }
-  int rc = berth_engine_init(e, loop, &cfg, modules,
-                             sizeof modules / sizeof modules[0], &err);
+  bool gateway = berth_config_gateway_on(&cfg);
+  int rc = gateway
+               ? berth_engine_init(
+                     e, loop, &cfg, gateway_modules,
+                     sizeof gateway_modules / sizeof gateway_modules[0], &err)
+               : berth_engine_init(e, loop, &cfg, modules,
+                                   sizeof modules / sizeof modules[0], &err);
   if (rc == BERTH_OK)
     rc = berth_engine_start(e, &err);
   if (rc != BERTH_OK) {

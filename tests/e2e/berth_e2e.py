@@ -294,6 +294,7 @@ class BerthServer:
     ca_file: str | None = None  # trusted certificate when scheme is https
     token: str | None = None  # sent as a bearer token by get() and post()
     berth: str | None = None  # the `berth` command; None: berth_executable()
+    command: str = "serve"  # the subcommand ("gateway": docs/gateway.md)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
     started_at: float = 0.0
@@ -318,7 +319,7 @@ class BerthServer:
             self.log_path = self.workdir / f"{self.label}-{self.port}.log"
             cmd = [
                 self.berth or berth_executable(),
-                "serve",
+                self.command,
                 *self.target,
                 "--host",
                 "127.0.0.1",

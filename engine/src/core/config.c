@@ -374,6 +374,8 @@ static int berth_config_models(json_t *v, berth_config *cfg, const char *path,
   if (!json_is_array(v))
     return berth_config_bad(err, path, v, "expected a list of models");
   size_t n = json_array_size(v);
+  if (n == 0 && berth_config_gateway_on(cfg))
+    return BERTH_OK; /* a gateway serves no models itself */
   if (n == 0)
     return berth_config_bad(err, path, NULL, "must list at least one model");
   if (n > BERTH_CONFIG_MODELS_MAX)
@@ -665,6 +667,11 @@ void berth_config_clear(berth_config *c) {
     berth_config_route_clear(&c->routes[i]);
   free(c->routes);
   berth_pipeline_configs_free(c->pipelines, c->n_pipelines);
+  for (size_t i = 0; i < c->gateway.n_replicas; i++) {
+    free(c->gateway.replicas[i].name);
+    free(c->gateway.replicas[i].url);
+  }
+  free(c->gateway.replicas);
   memset(c, 0, sizeof *c);
 }
 

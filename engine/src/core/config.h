@@ -90,6 +90,27 @@ typedef struct berth_route_config {
   berth_route_target_config shadow; /* shadow.model NULL: no shadow */
 } berth_route_config;
 
+/* gateway: (docs/gateway.md): berthd forwards every request to replicas
+ * instead of serving models. Present when health_interval_ms != 0 (its
+ * minimum is 1): berth_config_gateway_on. */
+typedef struct berth_gateway_replica_config {
+  char *name; /* owned; [A-Za-z0-9_.-]+ */
+  char *url;  /* owned; http://ADDRESS:PORT (checked by gateway/) */
+} berth_gateway_replica_config;
+
+typedef struct berth_gateway_config {
+  berth_gateway_replica_config *replicas; /* owned array, may be empty */
+  size_t n_replicas;
+  uint32_t health_interval_ms;      /* default 1000; 0 = no gateway: section */
+  uint32_t eject_after_failures;    /* consecutive failures, default 3 */
+  uint32_t eject_for_ms;            /* default 5000 */
+  uint32_t retries;                 /* other replicas tried, default 1 */
+  uint32_t connections_per_replica; /* h2c connections, default 2 */
+  bool allow_remote; /* replicas beyond loopback, default false */
+} berth_gateway_config;
+
+#define berth_config_gateway_on(c) ((c)->gateway.health_interval_ms != 0)
+
 typedef struct berth_config {
   char *host;                    /* owned, default "127.0.0.1" */
   uint16_t http_port;            /* default 8080; 0 = pick a free port */
@@ -161,6 +182,7 @@ typedef struct berth_config {
   size_t n_routes;
   struct berth_pipeline_config *pipelines; /* owned array (pipeline_config.h) */
   size_t n_pipelines;
+  berth_gateway_config gateway; /* gateway mode (docs/gateway.md) */
 } berth_config;
 
 /* Parses and validates text (YAML or JSON, len bytes). On success fills

@@ -539,6 +539,53 @@ static const berth_config_field berth_config_route_fields[] = {
 const berth_config_table berth_config_route =
     BERTH_CF_TABLE(berth_config_route_fields);
 
+/* ---- gateway: (docs/gateway.md) --------------------------------------- */
+#define BERTH_CF_GR berth_gateway_replica_config
+static const berth_config_field berth_config_gw_replica_fields[] = {
+    {.key = "name",
+     .kind = BERTH_CF_NAME,
+     .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_GR, name)},
+    {.key = "url",
+     .kind = BERTH_CF_STRING,
+     .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_GR, url)},
+};
+#undef BERTH_CF_GR
+static const berth_config_table berth_config_gw_replica =
+    BERTH_CF_TABLE(berth_config_gw_replica_fields);
+#define BERTH_CF_G berth_gateway_config
+#define BERTH_CF_GW_UINT(k, d, lo, hi)                                         \
+  {                                                                            \
+    .key = #k, .kind = BERTH_CF_UINT, .def = d,                                \
+    .slot = BERTH_CF_OFF(BERTH_CF_G, k), .size = BERTH_CF_SIZE(BERTH_CF_G, k), \
+    .imin = lo, .imax = hi                                                     \
+  }
+static const berth_config_field berth_config_gateway_fields[] = {
+    {.key = "replicas",
+     .kind = BERTH_CF_LIST,
+     .def = "[]",
+     .slot = BERTH_CF_OFF(BERTH_CF_G, replicas),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_G, n_replicas),
+     .size = sizeof(berth_gateway_replica_config),
+     .imin = 0,
+     .imax = 256,
+     .sub = &berth_config_gw_replica},
+    BERTH_CF_GW_UINT(health_interval_ms, "1000", 1, 3600000),
+    BERTH_CF_GW_UINT(eject_after_failures, "3", 1, 1000),
+    BERTH_CF_GW_UINT(eject_for_ms, "5000", 1, 3600000),
+    BERTH_CF_GW_UINT(retries, "1", 0, 8),
+    BERTH_CF_GW_UINT(connections_per_replica, "2", 1, 64),
+    {.key = "allow_remote",
+     .kind = BERTH_CF_BOOL,
+     .def = "false",
+     .slot = BERTH_CF_OFF(BERTH_CF_G, allow_remote)},
+};
+#undef BERTH_CF_GW_UINT
+#undef BERTH_CF_G
+static const berth_config_table berth_config_gateway =
+    BERTH_CF_TABLE(berth_config_gateway_fields);
+
 static const berth_config_field berth_config_root_fields[] = {
     {.key = "server",
      .kind = BERTH_CF_SECTION,
@@ -560,6 +607,12 @@ static const berth_config_field berth_config_root_fields[] = {
      .def = "{}",
      BERTH_CF_NONE,
      .sub = &berth_config_tracing},
+    /* before models: a gateway serves none (models: []) */
+    {.key = "gateway",
+     .kind = BERTH_CF_SECTION,
+     .def = NULL,
+     .slot = offsetof(berth_config, gateway),
+     .sub = &berth_config_gateway},
     {.key = "models", .kind = BERTH_CF_MODELS, .required = true, BERTH_CF_NONE},
     {.key = "routes",
      .kind = BERTH_CF_LIST,

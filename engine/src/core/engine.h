@@ -319,6 +319,8 @@ struct berth_engine {
   struct berth_grpc_health *grpc_health; /* owned (grpc_health.c): the open
                                      gRPC health Watch calls; NULL until
                                      the first */
+  struct berth_gateway *gateway; /* owned (gateway/gateway.c) or NULL: gateway
+                                     mode (docs/gateway.md) */
 };
 
 /* engine.c */

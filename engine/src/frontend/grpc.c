@@ -660,8 +660,8 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
   return c->ended ? 1 : 0;
 }
 
-static size_t grpc_on_body(berth_http_req *req, const char *data, size_t len,
-                           bool end, void *arg) {
+size_t berth_grpc_on_body(berth_http_req *req, const char *data, size_t len,
+                          bool end, void *arg) {
   (void)arg;
   grpc_call *c = berth_http_req_user(req);
   if (c == NULL || c->ended)
@@ -764,7 +764,7 @@ static void http_error(berth_http_req *req, int status, const char *json) {
   berth_http_respond(req, status, h, 1, json, strlen(json));
 }
 
-static void grpc_handle(berth_http_req *req, void *arg) {
+void berth_grpc_handle(berth_http_req *req, void *arg) {
   berth_engine *e = arg;
   size_t ml = 0, pl = 0;
   const char *method = berth_http_method(req, &ml);
@@ -875,9 +875,9 @@ int berth_grpc_start(berth_engine *e, berth_errmsg *err) {
       .idle_timeout_ms = 300000,
       .header_timeout_ms = e->cfg.header_timeout_ms,
       .budget = &e->conns,
-      .handler = grpc_handle,
+      .handler = berth_grpc_handle,
       .handler_data = e,
-      .on_body = grpc_on_body,
+      .on_body = berth_grpc_on_body,
       .tls = e->tls_grpc,
   };
   berth_httpd *h = NULL;

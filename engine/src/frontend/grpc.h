@@ -18,6 +18,7 @@
 #ifndef BERTH_GRPC_H
 #define BERTH_GRPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,13 @@ typedef enum berth_grpc_code {
 
 /* The gRPC status for a berth_status (rest.c has the HTTP one). */
 berth_grpc_code berth_grpc_code_for(int status);
+
+/* The gRPC listener's handler and body callback (arg: the engine); the
+ * REST listener hands them its HTTP/2 requests of type application/grpc,
+ * so that one port answers both (docs/gateway.md). */
+void berth_grpc_handle(berth_http_req *req, void *arg);
+size_t berth_grpc_on_body(berth_http_req *req, const char *data, size_t len,
+                          bool end, void *arg);
 
 /* Starts the listener on cfg.host:cfg.grpc_port into e->grpc_httpd. */
 int berth_grpc_start(berth_engine *e, berth_errmsg *err);

@@ -6,6 +6,8 @@
  * (ui.c). */
 #include "rest.h"
 
+#include "grpc.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -300,6 +302,13 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
   size_t ml, pl;
   const char *method = berth_http_method(req, &ml);
   const char *path = berth_http_path(req, &pl);
+  size_t tl = 0;
+  const char *type = berth_http_header(req, "content-type", &tl);
+  if (berth_http_version(req) == 20 && type != NULL && tl >= 16 &&
+      memcmp(type, "application/grpc", 16) == 0) {
+    berth_grpc_handle(req, e); /* gRPC on the REST port (gateways) */
+    return;
+  }
   note_request_id(req);
   /* Host, Origin, Content-Type: before anything else (http_guard.h) */
   if (!guard_rest(e, req))
@@ -398,6 +407,8 @@ static int rest_start(berth_engine *e, berth_errmsg *err) {
       .budget = &e->conns,
       .handler = berth_rest_handle,
       .handler_data = e,
+      .on_body = berth_grpc_on_body, /* gRPC requests only */
+      .stream_grpc_only = true,
       .tls = e->tls_rest,
   };
   char port[16], url[300];
@@ -428,6 +439,7 @@ static int rest_start(berth_engine *e, berth_errmsg *err) {
     return BERTH_OK;
   opt.port = e->cfg.metrics_port;
   opt.handler = berth_rest_metrics_handle;
+  opt.on_body = NULL;
   opt.max_body_bytes = 64 * 1024; /* a scrape has no body */
   rc = listen_on(e, &opt, port, err);
   if (rc == BERTH_OK)

@@ -348,7 +348,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM */
   st->s = s;
   st->id = frame->hd.stream_id;
-  st->streaming = s->opts->on_body != NULL;
+  st->streaming = s->opts->on_body != NULL && !s->opts->stream_grpc_only;
   berth_buf_init(&st->fields, s->opts->max_head_bytes);
   berth_buf_init(&st->body, s->opts->max_body_bytes);
   STAILQ_INIT(&st->queue);
@@ -394,6 +394,10 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame,
   }
   if (namelen == 7 && memcmp(name, ":method", 7) == 0)
     st->head_req = valuelen == 4 && memcmp(value, "HEAD", 4) == 0;
+  if (namelen == 12 && memcmp(name, "content-type", 12) == 0 &&
+      s->opts->on_body != NULL && s->opts->stream_grpc_only)
+    st->streaming =
+        valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0;
   if (namelen == 14 && memcmp(name, "content-length", 14) == 0 &&
       !st->streaming) {
     uint64_t v = 0;

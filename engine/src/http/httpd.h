@@ -83,6 +83,11 @@ typedef struct berth_httpd_options {
    * is reset. on_body is not called once the request is answered or gone.
    * HTTP/1.1 requests still reach the handler whole. */
   berth_http_body_cb on_body;
+  /* With on_body: only HTTP/2 requests whose content-type starts with
+   * application/grpc are streamed; the others reach the handler whole (a
+   * REST port that also answers gRPC, for a gateway's one URL per
+   * replica: docs/gateway.md). */
+  bool stream_grpc_only;
   /* Optional: speak TLS on this listener (tls.h); owned by the caller and
    * kept until berth_httpd_close has finished. */
   struct berth_tls_ctx *tls;
@@ -116,6 +121,14 @@ const char *berth_http_query(const berth_http_req *r, size_t *len);
 const char *berth_http_header(const berth_http_req *r, const char *name,
                               size_t *len);
 const char *berth_http_body(const berth_http_req *r, size_t *len);
+/* The request's header fields in arrival order (HTTP/2: regular fields,
+ * :authority as "host"), for a proxy that forwards them: the count, and
+ * field i's name and value (not NUL-terminated; HTTP/1.1 names keep the
+ * client's case). */
+size_t berth_http_header_count(const berth_http_req *r);
+void berth_http_header_at(const berth_http_req *r, size_t i, const char **name,
+                          size_t *name_len, const char **value,
+                          size_t *value_len);
 /* Replaces the body (a decompressed one): takes body (malloc'd, or NULL
  * when len is 0) and frees the old one. Handlers that kept pointers into
  * the old body must not call it. */

@@ -223,6 +223,18 @@ const char *berth_http_header(const berth_http_req *r, const char *name,
   return NULL;
 }
 
+size_t berth_http_header_count(const berth_http_req *r) { return r->n_fields; }
+
+void berth_http_header_at(const berth_http_req *r, size_t i, const char **name,
+                          size_t *name_len, const char **value,
+                          size_t *value_len) {
+  const berth_h1_header *f = &r->fields[i];
+  *name = f->name;
+  *name_len = f->name_len;
+  *value = f->value;
+  *value_len = f->value_len;
+}
+
 const char *berth_http_body(const berth_http_req *r, size_t *len) {
   if (len != NULL)
     *len = r->body_len;

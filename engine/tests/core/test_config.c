@@ -248,6 +248,14 @@ static const error_case error_cases[] = {
     {"hello", "(top level): expected a mapping, got \"hello\""},
     {"server: {}\n", "models: required"},
     {"models: []\n", "models: must list at least one model"},
+    /* gateway: (docs/gateway.md) */
+    {"gateway: {retries: 9}\nmodels: []\n",
+     "gateway.retries: expected an integer in 0..8, got 9"},
+    {"gateway: {replicas: [{name: a}]}\nmodels: []\n",
+     "gateway.replicas[0].url: required"},
+    {"gateway: {foo: 1}\nmodels: []\n", "gateway.foo: unknown key"},
+    {"gateway: {health_interval_ms: 0}\nmodels: []\n",
+     "gateway.health_interval_ms: expected an integer in 1..3600000, got 0"},
     {"models: {}\n", "models: expected a list of models, got a mapping"},
     {"models: [3]\n", "models[0]: expected a mapping, got 3"},
     {"servers: {}\nmodels: []\n", "servers: unknown key"},
@@ -427,6 +435,34 @@ static void test_errors(void **state) {
                error_cases[i].msg);
     assert_true(all_zero(&c, sizeof c));
   }
+}
+
+/* gateway: turns the empty models list into a gateway's document. */
+static void test_gateway(void **state) {
+  (void)state;
+  static const char text[] =
+      "gateway:\n  replicas:\n    - {name: a, url: 'http://127.0.0.1:9001'}\n"
+      "  eject_for_ms: 250\nmodels: []\n";
+  berth_config c;
+  berth_errmsg err;
+  assert_int_equal(berth_config_parse(text, strlen(text), &c, &err), BERTH_OK);
+  assert_true(berth_config_gateway_on(&c));
+  assert_int_equal(c.n_models, 0);
+  assert_int_equal(c.gateway.n_replicas, 1);
+  assert_string_equal(c.gateway.replicas[0].name, "a");
+  assert_string_equal(c.gateway.replicas[0].url, "http://127.0.0.1:9001");
+  assert_int_equal(c.gateway.health_interval_ms, 1000);
+  assert_int_equal(c.gateway.eject_after_failures, 3);
+  assert_int_equal(c.gateway.eject_for_ms, 250);
+  assert_int_equal(c.gateway.retries, 1);
+  assert_int_equal(c.gateway.connections_per_replica, 2);
+  assert_false(c.gateway.allow_remote);
+  berth_config_clear(&c);
+  static const char plain[] = MODEL("");
+  assert_int_equal(berth_config_parse(plain, strlen(plain), &c, &err),
+                   BERTH_OK);
+  assert_false(berth_config_gateway_on(&c));
+  berth_config_clear(&c);
 }
 
 static void test_routes(void **state) {
@@ -764,6 +800,7 @@ int main(void) {
       cmocka_unit_test(test_browser_lists),
       cmocka_unit_test(test_null_error_buffer),
       cmocka_unit_test(test_all_datatypes),
+      cmocka_unit_test(test_gateway),
       cmocka_unit_test(test_yaml_typing),
       cmocka_unit_test(test_yaml_json_input),
       cmocka_unit_test(test_yaml_errors),

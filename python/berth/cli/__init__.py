@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .. import __version__, route_cli
+from .. import __version__, gateway_cli, route_cli
 from .. import build as build_cli
 from .. import deploy as deploy_cli
 from ..errors import BerthError, ConfigError
@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     route_cli.add_parser(commands)
     build_cli.add_parser(commands)
     deploy_cli.add_parser(commands)
+    gateway_cli.add_parser(commands)
     return parser
 
 
@@ -182,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return build_cli.run(ns, os.environ)
         if ns.command == "deploy":
             return deploy_cli.run(ns, os.environ)
+        if ns.command == "gateway":
+            return gateway_cli.run(ns, os.environ)
         raise ConfigError(f"unknown command {ns.command!r}")  # argparse refuses it first
     except BerthError as e:
         print(f"berth: error: {e}", file=sys.stderr)
