@@ -665,6 +665,7 @@ void berth_config_clear(berth_config *c) {
     berth_config_route_clear(&c->routes[i]);
   free(c->routes);
   berth_pipeline_configs_free(c->pipelines, c->n_pipelines);
+  free(c->native_onnxruntime);
   memset(c, 0, sizeof *c);
 }
 

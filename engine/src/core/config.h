@@ -160,6 +160,9 @@ typedef struct berth_config {
   size_t n_routes;
   struct berth_pipeline_config *pipelines; /* owned array (pipeline_config.h) */
   size_t n_pipelines;
+  char *native_onnxruntime; /* owned or NULL: native.onnxruntime, the path
+                               of ONNX Runtime's shared library
+                               (docs/native.md) */
 } berth_config;
 
 /* Parses and validates text (YAML or JSON, len bytes). On success fills

@@ -290,7 +290,7 @@ static void start_load(struct berth_repository *r, repo_op *op) {
   m->state = BERTH_MODEL_LOADING;
   m->load_error[0] = '\0';
   if (rc == BERTH_OK)
-    rc = berth_supervisor_start(m, &err);
+    rc = berth_model_start(m, &err);
   if (rc != BERTH_OK) {
     snprintf(m->load_error, sizeof m->load_error, "%s", err.msg);
     m->state = BERTH_MODEL_FAILED;
@@ -337,6 +337,8 @@ static void step_stop(struct berth_repository *r, repo_op *op, uint64_t now) {
   berth_sched_fail_queued(m, BERTH_E_UNAVAILABLE,
                           "the model was unloaded before this request ran");
   berth_supervisor_free(m);
+  if (m->ops->stop != NULL)
+    m->ops->stop(m);
   m->n_ready = 0;
   m->state = BERTH_MODEL_UNAVAILABLE;
   log_model("model unloaded", m);
