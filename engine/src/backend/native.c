@@ -52,7 +52,7 @@ typedef struct run_req {
 static void native_free(berth_native *nat) {
   if (nat == NULL)
     return;
-  if (nat->handle != NULL)
+  if (nat->handle != NULL && nat->ops != NULL)
     nat->ops->unload(nat->handle);
   berth_backend_sig_clear(&nat->sig);
   free(nat);
@@ -71,6 +71,8 @@ static void maybe_free(berth_native *nat) {
 
 static void load_work(uv_work_t *req) {
   berth_native *nat = req->data;
+  if (nat->load_rc != BERTH_OK) /* refused before loading (native_start) */
+    return;
   const berth_model_config *cfg = nat->m->cfg;
   json_t *path = json_object_get(cfg->entry, "path");
   berth_backend_opts o = {.library = nat->m->engine->cfg.native_onnxruntime,
@@ -172,23 +174,25 @@ static int check_entry(const berth_model *m, berth_errmsg *err) {
 
 static void native_stop(berth_model *m);
 
+/* Starts loading m on the pool. A model the backend cannot serve fails
+ * there too, as a load failure (the model is UNAVAILABLE with the reason;
+ * under exit_on_error the server stops), not as a failed server start. */
 static int native_start(berth_model *m, berth_errmsg *err) {
-  const berth_backend_ops *ops = berth_backend_for(m->cfg->runtime);
-  if (ops == NULL)
-    return berth_errf(err, BERTH_E_CONFIG,
-                      "model '%s': backend: native serves runtime onnx only "
-                      "(this one is '%s'); use backend: python",
-                      m->cfg->name, m->cfg->runtime);
-  int rc = check_entry(m, err);
-  if (rc != BERTH_OK)
-    return rc;
   if (m->native != NULL) /* a failed load's: let it go */
     native_stop(m);
   berth_native *nat = calloc(1, sizeof *nat);
   if (nat == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   nat->m = m;
-  nat->ops = ops;
+  nat->ops = berth_backend_for(m->cfg->runtime);
+  if (nat->ops == NULL)
+    nat->load_rc = berth_errf(&nat->load_err, BERTH_E_CONFIG,
+                              "model '%s': backend: native serves runtime "
+                              "onnx only (this one is '%s'); use backend: "
+                              "python",
+                              m->cfg->name, m->cfg->runtime);
+  else
+    nat->load_rc = check_entry(m, &nat->load_err);
   nat->slots = m->cfg->instances > 0 ? m->cfg->instances : 1;
   nat->loading = true;
   nat->load_req.data = nat;
@@ -301,17 +305,7 @@ static int native_init(berth_engine *e, berth_errmsg *err) {
   return BERTH_OK;
 }
 
-/* After the loop stopped: nothing is on the pool any more. */
-static void native_module_free(berth_engine *e) {
-  for (size_t i = 0; i < e->n_models; i++) {
-    berth_model *m = e->models[i];
-    if (m->native != NULL) {
-      m->native->running = 0;
-      m->native->loading = false;
-      native_stop(m);
-    }
-  }
-}
-
-const berth_module berth_native_module = {
-    .name = "native", .init = native_init, .free = native_module_free};
+/* A model's native state goes with the model (berth_model_free calls
+ * ops->stop): the module itself owns nothing. */
+const berth_module berth_native_module = {.name = "native",
+                                          .init = native_init};

@@ -91,6 +91,8 @@ int berth_model_reconfigure(berth_model *m, const berth_model_config *cfg,
 }
 
 void berth_model_free(berth_model *m) {
+  if (m->ops != NULL && m->ops->stop != NULL) /* a native backend's model */
+    m->ops->stop(m);
   if (m->seqs != NULL) /* its jobs are gone or never come back */
     berth_seq_table_orphan(m->seqs);
   free(m->platform);

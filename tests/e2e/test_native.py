@@ -1,0 +1,332 @@
+"""backend: native (docs/native.md): ONNX models run in berthd through ONNX
+Runtime's C API give the same answers as the Python worker path, through a
+real Triton client, one model of each kind served both ways by one server;
+batches of several requests are split back exactly; a bad model file, a
+missing library and a wrong input get clear errors; the usual guards hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from berth_e2e import BerthServer, ModelZoo, assert_error, berth_executable, free_port, wait_until
+
+from berth.cli.launch import find_berthd
+from berth.cli.native import find_library
+
+Arrays = dict[str, np.ndarray]
+
+pytestmark = pytest.mark.skipif(
+    find_library("onnxruntime") is None, reason="the onnxruntime wheel is not installed"
+)
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable[[ModelZoo, Path], Path]
+    inputs: Callable[[int], Arrays]  # rows -> request inputs
+    rtol: float = 1e-6
+
+
+def _mlp(zoo: ModelZoo, folder: Path) -> Path:
+    """A scikit-learn MLP regressor exported with skl2onnx (FP32 in and out)."""
+    from skl2onnx import to_onnx
+    from sklearn.neural_network import MLPRegressor
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(200, 16)).astype(np.float32)
+    y = x @ rng.normal(size=(16, 2))
+    with warnings.catch_warnings():  # a few iterations suffice: outputs are compared, not fit
+        warnings.simplefilter("ignore")
+        model = MLPRegressor(hidden_layer_sizes=(32, 32), max_iter=50, random_state=0).fit(x, y)
+    path = folder / "mlp.onnx"
+    path.write_bytes(to_onnx(model, x[:1], target_opset=15).SerializeToString())
+    return path
+
+
+def _classifier(zoo: ModelZoo, folder: Path) -> Path:
+    """Logistic regression on iris exported with skl2onnx: its probabilities
+    are a sequence of maps (ZipMap), which both paths leave out."""
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = zoo.iris
+    model = LogisticRegression(max_iter=500).fit(x, y)
+    path = folder / "iris.onnx"
+    path.write_bytes(to_onnx(model, x[:1].astype(np.float32), target_opset=15).SerializeToString())
+    return path
+
+
+def _rows(seed: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=shape).astype(dtype)
+
+
+CASES = [
+    Case("linear", lambda z, f: z.onnx_linear(), lambda n: {"x": _rows(n, (n, 4), np.float32)}),
+    Case(
+        "ids",
+        lambda z, f: z.onnx_int64(),
+        lambda n: {"ids": np.arange(2 * n, dtype=np.int64).reshape(n, 2) * (3_000_000_000 - n)},
+    ),
+    Case(
+        "words",
+        lambda z, f: z.onnx_string(),
+        lambda n: {
+            "words": np.array([f"w{i}-caf\u00e9".encode() if i % 3 else b"" for i in range(n)], dtype=object),
+            "score": _rows(n, (n,), np.float32),
+        },
+    ),
+    Case("mlp", _mlp, lambda n: {"X": _rows(n + 1, (n, 16), np.float32)}),
+    Case("iris", _classifier, lambda n: {"X": _rows(n + 2, (n, 4), np.float32)}),
+]
+
+
+@pytest.fixture(scope="module")
+def models(zoo: ModelZoo, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("native-models")
+    return {c.name: c.build(zoo, folder) for c in CASES}
+
+
+@pytest.fixture(scope="module")
+def both(models: dict[str, Path], module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> BerthServer:
+    """One server with every case twice: <name>_py (a Python worker) and
+    <name>_nat (backend: native)."""
+    entries = []
+    for c in CASES:
+        base = {"path": str(models[c.name]), "runtime": "onnx", "instances": 1}
+        entries.append({**base, "name": f"{c.name}_py"})
+        entries.append({**base, "name": f"{c.name}_nat", "backend": "native", "instances": 2})
+    app = tmp_path_factory.mktemp("native-app") / "app.yaml"
+    app.write_text(json.dumps({"models": entries}))
+    names = [e["name"] for e in entries]
+    return module_server(["--config", str(app)], wait_for=names)
+
+
+def _infer(client: httpclient.InferenceServerClient, model: str, inputs: Arrays) -> Arrays:
+    meta = client.get_model_metadata(model)
+    wanted = {i["name"]: i["datatype"] for i in meta["inputs"]}
+    req = []
+    for name, arr in inputs.items():
+        inp = httpclient.InferInput(name, list(arr.shape), wanted[name])
+        inp.set_data_from_numpy(arr, binary_data=True)
+        req.append(inp)
+    result = client.infer(model, req)
+    return {o["name"]: result.as_numpy(o["name"]) for o in result.get_response()["outputs"]}
+
+
+def _assert_same(got: Arrays, want: Arrays, rtol: float, what: str) -> None:
+    assert set(got) == set(want), (what, set(got), set(want))
+    for name, w in want.items():
+        g = got[name]
+        assert g.shape == w.shape, (what, name, g.shape, w.shape)
+        if w.dtype == object or w.dtype.kind in "iub":
+            assert g.tolist() == w.tolist(), (what, name)
+        else:
+            assert g.dtype == w.dtype, (what, name, g.dtype, w.dtype)
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-6, err_msg=f"{what}: {name}")
+
+
+@pytest.fixture(scope="module")
+def client(both: BerthServer) -> Iterator[httpclient.InferenceServerClient]:
+    c = httpclient.InferenceServerClient(url=both.triton_url, network_timeout=60.0, concurrency=8)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_metadata_matches_the_python_path(client: httpclient.InferenceServerClient, case: Case) -> None:
+    py = client.get_model_metadata(f"{case.name}_py")
+    nat = client.get_model_metadata(f"{case.name}_nat")
+    for key in ("platform", "inputs", "outputs"):
+        assert nat[key] == py[key], (case.name, key, nat[key], py[key])
+    assert nat["platform"] == "onnx_onnxv1"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_outputs_equal_the_python_path_and_onnxruntime(
+    client: httpclient.InferenceServerClient, models: dict[str, Path], case: Case
+) -> None:
+    import onnxruntime as ort
+
+    inputs = case.inputs(5)
+    nat = _infer(client, f"{case.name}_nat", inputs)
+    py = _infer(client, f"{case.name}_py", inputs)
+    _assert_same(nat, py, case.rtol, f"{case.name}: native vs python")
+
+    sess = ort.InferenceSession(str(models[case.name]), providers=["CPUExecutionProvider"])
+    feed = {
+        k: (np.array([b.decode() for b in v], dtype=object) if v.dtype == object else v)
+        for k, v in inputs.items()
+    }
+    names = [o.name for o in sess.get_outputs() if o.type.startswith("tensor(")]
+    ref = dict(zip(names, sess.run(names, feed), strict=True))
+    ref = {k: (np.array([s.encode() for s in v], dtype=object) if v.dtype == object else v) for k, v in ref.items()}
+    _assert_same(nat, ref, case.rtol, f"{case.name}: native vs in-process onnxruntime")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_concurrent_requests_are_split_back_exactly(
+    client: httpclient.InferenceServerClient, case: Case
+) -> None:
+    """Requests of 1..12 rows sent at once (so that the batcher stacks some
+    of them): each gets its own rows, as the Python path answers them."""
+    sizes = list(range(1, 13))
+    wanted = {i["name"]: i["datatype"] for i in client.get_model_metadata(f"{case.name}_nat")["inputs"]}
+    pending = []
+    for n in sizes:
+        inputs = case.inputs(n)
+        req = []
+        for name, arr in inputs.items():
+            inp = httpclient.InferInput(name, list(arr.shape), wanted[name])
+            inp.set_data_from_numpy(arr, binary_data=True)
+            req.append(inp)
+        pending.append((n, inputs, client.async_infer(f"{case.name}_nat", req)))
+    for n, inputs, handle in pending:
+        result = handle.get_result()
+        got = {o["name"]: result.as_numpy(o["name"]) for o in result.get_response()["outputs"]}
+        want = _infer(client, f"{case.name}_py", inputs)
+        _assert_same(got, want, case.rtol, f"{case.name}: {n} rows")
+
+
+def test_statistics_count_native_batches(both: BerthServer, client: httpclient.InferenceServerClient) -> None:
+    before = both.get("/v2/models/linear_nat/stats").json()["model_stats"][0]
+    _infer(client, "linear_nat", CASES[0].inputs(3))
+    after = both.get("/v2/models/linear_nat/stats").json()["model_stats"][0]
+    assert after["inference_count"] == before["inference_count"] + 1
+    assert after["execution_count"] == before["execution_count"] + 1
+
+
+def test_wrong_datatype_and_shape_are_input_errors(both: BerthServer) -> None:
+    body = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    assert_error(both.post("/v2/models/linear_nat/infer", body), 400, "FP64", "FP32")
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+    assert_error(both.post("/v2/models/linear_nat/infer", body), 400, "shape")
+    body = {"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    assert_error(both.post("/v2/models/linear_nat/infer", body), 400, "x")
+    # the model still answers
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    assert both.post("/v2/models/linear_nat/infer", body).status == 200
+
+
+def test_foreign_origin_and_host_are_refused(both: BerthServer) -> None:
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    resp = both.post("/v2/models/linear_nat/infer", body, headers={"Origin": "http://evil.example"})
+    assert_error(resp, 403)
+    resp = both.post("/v2/models/linear_nat/infer", body, headers={"Host": "evil.example"})
+    assert resp.status in (400, 403, 421), resp.status
+
+
+# ------------------------------------------------------------- failures
+
+
+def _unavailable_reason(server: BerthServer, name: str) -> str:
+    found: dict[str, str] = {}
+
+    def failed() -> bool:
+        for m in server.post("/v2/repository/index", {}).json():
+            if m["name"] == name and m["state"] == "UNAVAILABLE" and m.get("reason"):
+                found["reason"] = m["reason"]
+                return True
+        return False
+
+    wait_until(failed, 60, f"{name} to be UNAVAILABLE", on_timeout=server.log_tail)
+    return found["reason"]
+
+
+def _serve_one(berth_server: Any, tmp_path: Path, entry: dict[str, Any], native: Any = None) -> BerthServer:
+    doc: dict[str, Any] = {"models": [entry]}
+    if native is not None:
+        doc["native"] = native
+    app = tmp_path / "app.yaml"
+    app.write_text(json.dumps(doc))
+    return berth_server(["--config", str(app)], "--no-exit-on-error", wait_for="listening")
+
+
+def test_bad_model_file_is_a_clear_load_error(berth_server: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not an onnx graph\n" * 8)
+    server = _serve_one(
+        berth_server, tmp_path, {"name": "bad", "path": str(bad), "runtime": "onnx", "backend": "native"}
+    )
+    reason = _unavailable_reason(server, "bad")
+    assert "bad.onnx" in reason and "ONNX Runtime could not load it" in reason, reason
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    assert_error(server.post("/v2/models/bad/infer", body), 503, "not ready")
+    assert server.get("/v2/health/live").status == 200
+
+
+def test_wrong_library_path_is_a_clear_error(berth_server: Any, zoo: ModelZoo, tmp_path: Path) -> None:
+    entry = {"name": "lin", "path": str(zoo.onnx_linear()), "runtime": "onnx", "backend": "native"}
+    server = _serve_one(
+        berth_server, tmp_path, entry, native={"onnxruntime": "/nonexistent/libonnxruntime.so"}
+    )
+    reason = _unavailable_reason(server, "lin")
+    assert "cannot open" in reason and "/nonexistent/libonnxruntime.so" in reason, reason
+    assert "backend: python" in reason, reason  # the other way out
+
+
+def test_no_library_is_a_clear_error_at_start(zoo: ModelZoo, tmp_path: Path) -> None:
+    """berthd alone, given a config without native.onnxruntime (what the CLI
+    sends when the onnxruntime wheel is not installed): the model's load
+    error says what to install, and the server stops (exit_on_error)."""
+    doc = {
+        "server": {"host": "127.0.0.1", "http_port": free_port(), "grpc_port": free_port()},
+        "models": [{"name": "lin", "path": str(zoo.onnx_linear()), "runtime": "onnx", "backend": "native"}],
+    }
+    config = tmp_path / "engine.json"
+    config.write_text(json.dumps(doc))
+    done = subprocess.run(
+        [find_berthd(os.environ), "--config", str(config)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    assert done.returncode != 0, done.stderr[-2000:]
+    assert "pip install onnxruntime" in done.stderr and "native.onnxruntime" in done.stderr, done.stderr[-2000:]
+
+
+def test_native_for_a_runtime_without_a_backend_is_refused(
+    berth_server: Any, zoo: ModelZoo, tmp_path: Path
+) -> None:
+    entry = {"name": "iris", "path": str(zoo.sklearn_classifier("iris.joblib")), "runtime": "sklearn",
+             "backend": "native"}  # fmt: skip
+    server = _serve_one(berth_server, tmp_path, entry)
+    reason = _unavailable_reason(server, "iris")
+    assert "runtime onnx only" in reason and "backend: python" in reason, reason
+
+
+def test_backend_flag_and_its_bad_value(berth_server: Any, zoo: ModelZoo) -> None:
+    server = berth_server(str(zoo.onnx_linear()), "--backend", "native")
+    assert '"backend":"onnxruntime"' in server.log_text()  # it ran natively
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    assert server.post("/v2/models/linear/infer", body).status == 200
+    done = subprocess.run(
+        [berth_executable(), "serve", str(zoo.onnx_linear()), "--backend", "fast"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode != 0 and "python, native" in done.stderr, done.stderr[-2000:]
+
+
+def test_token_is_required_on_a_native_model(berth_server: Any, zoo: ModelZoo) -> None:
+    server = berth_server(
+        str(zoo.onnx_linear()), "--backend", "native", "--auth-tokens-env", "BERTH_TEST_TOKENS",
+        env={"BERTH_TEST_TOKENS": "s3cret-token"},
+    )  # fmt: skip
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    assert_error(server.post("/v2/models/linear/infer", body), 401)
+    server.token = "wrong-token"
+    assert_error(server.post("/v2/models/linear/infer", body), 401)
+    server.token = "s3cret-token"
+    assert server.post("/v2/models/linear/infer", body).status == 200
