@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from berth_e2e import BerthServer, ModelZoo, assert_error, berth_executable, free_port, wait_until
-
 from berth.cli.launch import find_berthd
 from berth.cli.native import find_library
+from berth_e2e import BerthServer, ModelZoo, assert_error, berth_executable, free_port, wait_until
 
 Arrays = dict[str, np.ndarray]
 
