@@ -455,9 +455,9 @@ static const berth_config_field berth_config_model_fields[] = {
      BERTH_CF_NONE,
      .sub = &berth_config_seq},
     /* native backends (docs/native.md): read by backend/native.c */
-    {.key = "backend",
+    {.key = "backend", /* absent: python */
      .kind = BERTH_CF_ENUM,
-     .def = "\"python\"",
+     .def = NULL,
      BERTH_CF_NONE,
      .choices = berth_config_backends},
 };
