@@ -329,3 +329,43 @@ def test_token_is_required_on_a_native_model(berth_server: Any, zoo: ModelZoo) -
     assert_error(server.post("/v2/models/linear/infer", body), 401)
     server.token = "s3cret-token"
     assert server.post("/v2/models/linear/infer", body).status == 200
+
+
+# ------------------------------------------------------------- repository API
+
+
+def test_repository_unloads_loads_and_refuses_a_replace(
+    berth_server: Any, zoo: ModelZoo, tmp_path: Path
+) -> None:
+    """model_control_mode explicit: a native model unloads (its session is
+    freed), loads again by name, and a second native model loads from a
+    request; replacing a serving native version's config is refused with
+    the way out, and the old version keeps serving."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    model = repo / "linear.onnx"
+    model.write_bytes(zoo.onnx_linear().read_bytes())
+    entry = {"name": "lin", "path": str(model), "runtime": "onnx", "backend": "native"}
+    app = tmp_path / "app.yaml"
+    app.write_text(json.dumps({"server": {"repositories": [str(repo)]}, "models": [entry]}))
+    server = berth_server(["--config", str(app)], "--model-control-mode", "explicit", wait_for=["lin"])
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4], "data": [1, 2, 3, 4, 5, 6, 7, 8]}]}
+    first = server.post("/v2/models/lin/infer", body)
+    assert first.status == 200
+
+    assert server.post("/v2/repository/models/lin/unload", None, timeout=60).status == 200
+    assert_error(server.post("/v2/models/lin/infer", body), 404, "unloaded")
+    assert server.post("/v2/repository/models/lin/load", None, timeout=60).status == 200
+    again = server.post("/v2/models/lin/infer", body)
+    assert again.status == 200 and again.json()["outputs"] == first.json()["outputs"]
+
+    other = {**entry, "name": "lin2"}
+    resp = server.post("/v2/repository/models/lin2/load", {"parameters": {"config": other}}, timeout=60)
+    assert resp.status == 200, resp.body[:500]
+    assert server.post("/v2/models/lin2/infer", body).json()["outputs"] == first.json()["outputs"]
+
+    changed = {**entry, "max_batch_size": 8}
+    resp = server.post("/v2/repository/models/lin/load", {"parameters": {"config": changed}}, timeout=60)
+    msg = assert_error(resp, 400, "unload")
+    assert "backend: native" in msg, msg
+    assert server.post("/v2/models/lin/infer", body).status == 200

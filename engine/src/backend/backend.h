@@ -52,9 +52,11 @@ typedef struct berth_backend_opts {
                             (the config's native.onnxruntime); NULL: not
                             installed */
   const char *path;     /* borrowed: the model file, or a folder holding
-                            model.onnx (or one .onnx file) */
+                            model.onnx */
   const json_t *params; /* borrowed or NULL: the entry's parameters
                             (intra_op_threads, inter_op_threads) */
+  int threads;          /* intra-op threads when params say none (0: the
+                            framework's default) */
 } berth_backend_opts;
 
 /* The result of one batch. */

@@ -15,6 +15,7 @@
  * batches and its load are over) or when the engine is freed. A work
  * request owns its batch until after_run hands it to the scheduler.
  */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,20 @@ static void maybe_free(berth_native *nat) {
 
 /* ---- loading ---------------------------------------------------------- */
 
+/* Intra-op threads when the entry's parameters say none, as a Python
+ * worker picks them (python/berth/worker.py): OMP_NUM_THREADS when set,
+ * else the usable CPUs divided by the batches that may run at once. */
+static int default_threads(uint32_t slots) {
+  const char *omp = getenv("OMP_NUM_THREADS");
+  long v = omp != NULL ? strtol(omp, NULL, 10) : 0;
+  if (v > 0 && v <= 1024)
+    return (int)v;
+  cpu_set_t set;
+  int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+  int n = cpus / (int)(slots > 0 ? slots : 1);
+  return n > 0 ? n : 1;
+}
+
 static void load_work(uv_work_t *req) {
   berth_native *nat = req->data;
   if (nat->load_rc != BERTH_OK) /* refused before loading (native_start) */
@@ -77,7 +92,8 @@ static void load_work(uv_work_t *req) {
   json_t *path = json_object_get(cfg->entry, "path");
   berth_backend_opts o = {.library = nat->m->engine->cfg.native_onnxruntime,
                           .path = json_string_value(path),
-                          .params = json_object_get(cfg->entry, "parameters")};
+                          .params = json_object_get(cfg->entry, "parameters"),
+                          .threads = default_threads(nat->slots)};
   nat->load_rc = nat->ops->load(&o, &nat->loaded, &nat->sig, &nat->load_err);
 }
 

@@ -404,9 +404,11 @@ static int thread_param(const json_t *params, const char *key, int *out,
 }
 
 static int make_session(berth_backend *b, const char *file,
-                        const json_t *params, berth_errmsg *err) {
+                        const json_t *params, int threads, berth_errmsg *err) {
   int intra, inter;
   int rc = thread_param(params, "intra_op_threads", &intra, err);
+  if (intra == 0)
+    intra = threads;
   if (rc == BERTH_OK)
     rc = thread_param(params, "inter_op_threads", &inter, err);
   if (rc != BERTH_OK)
@@ -447,7 +449,7 @@ static int ort_load(const berth_backend_opts *o, berth_backend **out,
   berth_backend *b = calloc(1, sizeof *b);
   if (b == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
-  rc = make_session(b, file, o->params, err);
+  rc = make_session(b, file, o->params, o->threads, err);
   if (rc == BERTH_OK)
     rc = read_inputs(b, sig, file, err);
   if (rc == BERTH_OK)

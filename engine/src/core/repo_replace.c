@@ -46,13 +46,6 @@ berth_replace *berth_replace_start(berth_model *m,
   x->phase = BERTH_REPLACE_LOADING;
   int rc = berth_model_init(&x->cand, m->engine, cfg, err);
   x->cand.state = BERTH_MODEL_LOADING;
-  /* A native backend's model has no workers to trade (docs/native.md). */
-  if (rc == BERTH_OK && (m->ops->start != NULL || x->cand.ops->start != NULL))
-    rc = berth_errf(err, BERTH_E_UNSUPPORTED,
-                    "a config with backend: native cannot replace a serving "
-                    "version, nor be replaced while it serves: unload "
-                    "model '%s' first, then load the new config",
-                    cfg->name);
   if (rc == BERTH_OK)
     rc = berth_supervisor_start(&x->cand, err);
   if (rc != BERTH_OK) {

@@ -589,6 +589,17 @@ void berth_repository_unload(berth_engine *e, const char *name,
 static int start_replace(struct berth_repository *r, berth_model *m,
                          berth_model_config *cfg, repo_call *c,
                          berth_errmsg *err) {
+  /* A native backend's model has no workers to trade (docs/native.md). */
+  const char *b = json_string_value(json_object_get(cfg->entry, "backend"));
+  if (m->ops->start != NULL || (b != NULL && strcmp(b, "native") == 0)) {
+    berth_errf(err, BERTH_E_UNSUPPORTED,
+               "a config with backend: native cannot replace a serving "
+               "version, nor be replaced while it serves: unload model "
+               "'%.128s' first, then load the new config",
+               m->cfg->name);
+    cfg_destroy(cfg);
+    return BERTH_E_UNSUPPORTED;
+  }
   if (reserve_rep(r) != BERTH_OK || cfg_adopt(r, cfg) != BERTH_OK) {
     cfg_destroy(cfg);
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
