@@ -36,6 +36,7 @@ class Case:
     build: Callable[[ModelZoo, Path], Path]
     inputs: Callable[[int], Arrays]  # rows -> request inputs
     rtol: float = 1e-6
+    runtime: str = "onnx"
 
 
 def _mlp(zoo: ModelZoo, folder: Path) -> Path:
@@ -67,6 +68,18 @@ def _classifier(zoo: ModelZoo, folder: Path) -> Path:
     return path
 
 
+def _lgbm_multiclass(zoo: ModelZoo, folder: Path) -> Path:
+    """A LightGBM booster for iris's three classes: predict is [N, 3]."""
+    import lightgbm
+
+    x, y = zoo.iris
+    params = {"objective": "multiclass", "num_class": 3, "verbose": -1, "num_leaves": 4}
+    booster = lightgbm.train(params, lightgbm.Dataset(x, y), num_boost_round=5)
+    path = folder / "lgbm3.txt"
+    booster.save_model(str(path))
+    return path
+
+
 def _rows(seed: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=shape).astype(dtype)
 
@@ -88,6 +101,18 @@ CASES = [
     ),
     Case("mlp", _mlp, lambda n: {"X": _rows(n + 1, (n, 16), np.float32)}),
     Case("iris", _classifier, lambda n: {"X": _rows(n + 2, (n, 4), np.float32)}),
+    Case(
+        "lgbm",
+        lambda z, f: z.lightgbm_booster(),
+        lambda n: {"input": _rows(n + 3, (n, 5), np.float64)},
+        runtime="lightgbm",
+    ),
+    Case(
+        "lgbm3",
+        lambda z, f: _lgbm_multiclass(z, f),
+        lambda n: {"input": _rows(n + 4, (n, 4), np.float64)},
+        runtime="lightgbm",
+    ),
 ]
 
 
@@ -103,7 +128,7 @@ def both(models: dict[str, Path], module_server: Any, tmp_path_factory: pytest.T
     <name>_nat (backend: native)."""
     entries = []
     for c in CASES:
-        base = {"path": str(models[c.name]), "runtime": "onnx", "instances": 1}
+        base = {"path": str(models[c.name]), "runtime": c.runtime, "instances": 1}
         entries.append({**base, "name": f"{c.name}_py"})
         entries.append({**base, "name": f"{c.name}_nat", "backend": "native", "instances": 2})
     app = tmp_path_factory.mktemp("native-app") / "app.yaml"
@@ -151,7 +176,7 @@ def test_metadata_matches_the_python_path(client: httpclient.InferenceServerClie
     nat = client.get_model_metadata(f"{case.name}_nat")
     for key in ("platform", "inputs", "outputs"):
         assert nat[key] == py[key], (case.name, key, nat[key], py[key])
-    assert nat["platform"] == "onnx_onnxv1"
+    assert nat["platform"] == ("lightgbm_lightgbm" if case.runtime == "lightgbm" else "onnx_onnxv1")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -164,7 +189,12 @@ def test_outputs_equal_the_python_path_and_onnxruntime(
     nat = _infer(client, f"{case.name}_nat", inputs)
     py = _infer(client, f"{case.name}_py", inputs)
     _assert_same(nat, py, case.rtol, f"{case.name}: native vs python")
+    if case.runtime == "lightgbm":
+        import lightgbm
 
+        want = lightgbm.Booster(model_file=str(models[case.name])).predict(inputs["input"])
+        _assert_same(nat, {"predict": np.asarray(want, dtype=np.float64)}, 1e-12, f"{case.name}: in-process")
+        return
     sess = ort.InferenceSession(str(models[case.name]), providers=["CPUExecutionProvider"])
     feed = {
         k: (np.array([b.decode() for b in v], dtype=object) if v.dtype == object else v)
@@ -303,7 +333,7 @@ def test_native_for_a_runtime_without_a_backend_is_refused(
              "backend": "native"}  # fmt: skip
     server = _serve_one(berth_server, tmp_path, entry)
     reason = _unavailable_reason(server, "iris")
-    assert "runtime onnx only" in reason and "backend: python" in reason, reason
+    assert "onnx and lightgbm only" in reason and "backend: python" in reason, reason
 
 
 def test_backend_flag_and_its_bad_value(berth_server: Any, zoo: ModelZoo) -> None:

@@ -6,8 +6,11 @@
 #include "backend.h"
 
 const berth_backend_ops *berth_backend_for(const char *runtime) {
-  if (runtime != NULL && strcmp(runtime, berth_backend_ort.runtime) == 0)
-    return &berth_backend_ort;
+  static const berth_backend_ops *const all[] = {&berth_backend_ort,
+                                                 &berth_backend_lgbm};
+  for (size_t i = 0; runtime != NULL && i < sizeof all / sizeof all[0]; i++)
+    if (strcmp(runtime, all[i]->runtime) == 0)
+      return all[i];
   return NULL;
 }
 

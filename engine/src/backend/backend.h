@@ -57,6 +57,8 @@ typedef struct berth_backend_opts {
                             (intra_op_threads, inter_op_threads) */
   int threads;          /* intra-op threads when params say none (0: the
                             framework's default) */
+  const json_t *entry;  /* borrowed or NULL: the whole model entry (its
+                            declared inputs name LightGBM's input) */
 } berth_backend_opts;
 
 /* The result of one batch. */
@@ -69,8 +71,10 @@ typedef struct berth_backend_result {
 
 /* One framework's functions. */
 typedef struct berth_backend_ops {
-  const char *name;    /* "onnxruntime": the config key under native: */
-  const char *runtime; /* the model entry's runtime it serves: "onnx" */
+  const char *name;    /* "onnxruntime", "lightgbm": the config key under
+                          native: */
+  const char *runtime; /* the model entry's runtime it serves: "onnx",
+                          "lightgbm" */
   /* Loads a model. BERTH_E_CONFIG when the library is missing or unusable
    * (the message names the fix), BERTH_E_MODEL when the model cannot be
    * loaded or has a signature the backend cannot serve, BERTH_E_NOMEM. */
@@ -99,5 +103,7 @@ void berth_backend_result_free(const berth_backend_ops *ops, berth_backend *b,
 
 /* ort.c: ONNX Runtime through its C API, loaded with dlopen. */
 extern const berth_backend_ops berth_backend_ort;
+/* lgbm.c: LightGBM through its C API, loaded with dlopen. */
+extern const berth_backend_ops berth_backend_lgbm;
 
 #endif

@@ -666,6 +666,7 @@ void berth_config_clear(berth_config *c) {
   free(c->routes);
   berth_pipeline_configs_free(c->pipelines, c->n_pipelines);
   free(c->native_onnxruntime);
+  free(c->native_lightgbm);
   memset(c, 0, sizeof *c);
 }
 

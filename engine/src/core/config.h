@@ -163,6 +163,8 @@ typedef struct berth_config {
   char *native_onnxruntime; /* owned or NULL: native.onnxruntime, the path
                                of ONNX Runtime's shared library
                                (docs/native.md) */
+  char *native_lightgbm;    /* owned or NULL: native.lightgbm, the path of
+                               LightGBM's (docs/native.md) */
 } berth_config;
 
 /* Parses and validates text (YAML or JSON, len bytes). On success fills

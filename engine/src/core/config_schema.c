@@ -469,6 +469,10 @@ static const berth_config_field berth_config_native_fields[] = {
      .kind = BERTH_CF_OPT_STRING,
      .def = "null",
      .slot = offsetof(berth_config, native_onnxruntime)},
+    {.key = "lightgbm",
+     .kind = BERTH_CF_OPT_STRING,
+     .def = "null",
+     .slot = offsetof(berth_config, native_lightgbm)},
 };
 static const berth_config_table berth_config_native =
     BERTH_CF_TABLE(berth_config_native_fields);

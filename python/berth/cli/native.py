@@ -17,7 +17,10 @@ from typing import Any
 #: document key -> (package, glob under the package folder)
 _LIBRARIES = {
     "onnxruntime": ("onnxruntime", "capi/libonnxruntime.so*"),
+    "lightgbm": ("lightgbm", "lib/lib_lightgbm.so"),
 }
+#: model entry runtime -> the document key of its native backend's library
+_RUNTIMES = {"onnx": "onnxruntime", "lightgbm": "lightgbm"}
 
 
 def find_library(key: str) -> str | None:
@@ -41,10 +44,12 @@ def find_library(key: str) -> str | None:
 def add_native_libraries(doc: dict[str, Any], models: Iterable[Mapping[str, Any]]) -> None:
     """Sets ``native.<key>`` in doc for the libraries that native models
     need, unless the document names them already."""
-    if not any(m.get("backend") == "native" for m in models):
+    keys = {_RUNTIMES.get(m.get("runtime")) for m in models if m.get("backend") == "native"}
+    keys.discard(None)
+    if not keys:
         return
     native = doc.setdefault("native", {})
-    for key in _LIBRARIES:
+    for key in sorted(keys):
         if native.get(key) is None:
             path = find_library(key)
             if path is not None:
