@@ -80,6 +80,19 @@ def _lgbm_multiclass(zoo: ModelZoo, folder: Path) -> Path:
     return path
 
 
+def _xgb_multiclass(zoo: ModelZoo, folder: Path) -> Path:
+    """A plain XGBoost booster for iris's classes (multi:softprob): its
+    predict is [N, 3]."""
+    import xgboost
+
+    x, y = zoo.iris
+    params = {"objective": "multi:softprob", "num_class": 3, "max_depth": 2, "nthread": 1}
+    booster = xgboost.train(params, xgboost.DMatrix(x.astype(np.float32), y), num_boost_round=5)
+    path = folder / "xgb3.json"
+    booster.save_model(str(path))
+    return path
+
+
 def _rows(seed: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=shape).astype(dtype)
 
@@ -113,6 +126,24 @@ CASES = [
         lambda n: {"input": _rows(n + 4, (n, 4), np.float64)},
         runtime="lightgbm",
     ),
+    Case(
+        "xgbjson",
+        lambda z, f: z.xgboost_booster(".json"),
+        lambda n: {"input": _rows(n + 5, (n, 5), np.float32)},
+        runtime="xgboost",
+    ),
+    Case(
+        "xgbubj",
+        lambda z, f: z.xgboost_booster(".ubj"),
+        lambda n: {"input": _rows(n + 6, (n, 5), np.float32)},
+        runtime="xgboost",
+    ),
+    Case(
+        "xgb3",
+        lambda z, f: _xgb_multiclass(z, f),
+        lambda n: {"input": _rows(n + 7, (n, 4), np.float32)},
+        runtime="xgboost",
+    ),
 ]
 
 
@@ -122,19 +153,49 @@ def models(zoo: ModelZoo, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     return {c.name: c.build(zoo, folder) for c in CASES}
 
 
+def _family(case: Case) -> str:
+    return "onnx" if case.runtime == "onnx" else "trees"
+
+
+Farm = Callable[[str], tuple[BerthServer, httpclient.InferenceServerClient]]
+
+
 @pytest.fixture(scope="module")
-def both(models: dict[str, Path], module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> BerthServer:
-    """One server with every case twice: <name>_py (a Python worker) and
-    <name>_nat (backend: native)."""
-    entries = []
-    for c in CASES:
-        base = {"path": str(models[c.name]), "runtime": c.runtime, "instances": 1}
-        entries.append({**base, "name": f"{c.name}_py"})
-        entries.append({**base, "name": f"{c.name}_nat", "backend": "native", "instances": 2})
-    app = tmp_path_factory.mktemp("native-app") / "app.yaml"
-    app.write_text(json.dumps({"models": entries}))
-    names = [e["name"] for e in entries]
-    return module_server(["--config", str(app)], wait_for=names)
+def farm(
+    models: dict[str, Path], module_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Farm]:
+    """farm(family): a server (started at first use) with every case of
+    that family twice: <name>_py (a Python worker) and <name>_nat (backend:
+    native); and a Triton client for it. Two families, two servers, so that
+    each starts few Python workers at once."""
+    started: dict[str, tuple[BerthServer, httpclient.InferenceServerClient]] = {}
+
+    def get(family: str) -> tuple[BerthServer, httpclient.InferenceServerClient]:
+        if family not in started:
+            entries = []
+            for c in CASES:
+                if _family(c) != family:
+                    continue
+                base = {"path": str(models[c.name]), "runtime": c.runtime, "instances": 1}
+                entries.append({**base, "name": f"{c.name}_py"})
+                entries.append({**base, "name": f"{c.name}_nat", "backend": "native", "instances": 2})
+            app = tmp_path_factory.mktemp(f"native-{family}") / "app.yaml"
+            app.write_text(json.dumps({"models": entries}))
+            server = module_server(["--config", str(app)], wait_for=[e["name"] for e in entries])
+            client = httpclient.InferenceServerClient(url=server.triton_url, network_timeout=60.0, concurrency=8)
+            started[family] = (server, client)
+        return started[family]
+
+    try:
+        yield get
+    finally:
+        for _, client in started.values():
+            client.close()
+
+
+@pytest.fixture(scope="module")
+def both(farm: Farm) -> BerthServer:
+    return farm("onnx")[0]
 
 
 def _infer(client: httpclient.InferenceServerClient, model: str, inputs: Arrays) -> Arrays:
@@ -161,28 +222,22 @@ def _assert_same(got: Arrays, want: Arrays, rtol: float, what: str) -> None:
             np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-6, err_msg=f"{what}: {name}")
 
 
-@pytest.fixture(scope="module")
-def client(both: BerthServer) -> Iterator[httpclient.InferenceServerClient]:
-    c = httpclient.InferenceServerClient(url=both.triton_url, network_timeout=60.0, concurrency=8)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_metadata_matches_the_python_path(client: httpclient.InferenceServerClient, case: Case) -> None:
+def test_metadata_matches_the_python_path(farm: Farm, case: Case) -> None:
+    client = farm(_family(case))[1]
     py = client.get_model_metadata(f"{case.name}_py")
     nat = client.get_model_metadata(f"{case.name}_nat")
     for key in ("platform", "inputs", "outputs"):
         assert nat[key] == py[key], (case.name, key, nat[key], py[key])
-    assert nat["platform"] == ("lightgbm_lightgbm" if case.runtime == "lightgbm" else "onnx_onnxv1")
+    platforms = {"onnx": "onnx_onnxv1", "lightgbm": "lightgbm_lightgbm", "xgboost": "xgboost_xgboost"}
+    assert nat["platform"] == platforms[case.runtime]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_outputs_equal_the_python_path_and_onnxruntime(
-    client: httpclient.InferenceServerClient, models: dict[str, Path], case: Case
+    farm: Farm, models: dict[str, Path], case: Case
 ) -> None:
+    client = farm(_family(case))[1]
     import onnxruntime as ort
 
     inputs = case.inputs(5)
@@ -194,6 +249,13 @@ def test_outputs_equal_the_python_path_and_onnxruntime(
 
         want = lightgbm.Booster(model_file=str(models[case.name])).predict(inputs["input"])
         _assert_same(nat, {"predict": np.asarray(want, dtype=np.float64)}, 1e-12, f"{case.name}: in-process")
+        return
+    if case.runtime == "xgboost":
+        import xgboost
+
+        booster = xgboost.Booster(model_file=str(models[case.name]))
+        want = booster.predict(xgboost.DMatrix(inputs["input"]))
+        _assert_same(nat, {"predict": np.asarray(want, dtype=np.float32)}, 1e-6, f"{case.name}: in-process")
         return
     sess = ort.InferenceSession(str(models[case.name]), providers=["CPUExecutionProvider"])
     feed = {
@@ -207,11 +269,10 @@ def test_outputs_equal_the_python_path_and_onnxruntime(
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_concurrent_requests_are_split_back_exactly(
-    client: httpclient.InferenceServerClient, case: Case
-) -> None:
+def test_concurrent_requests_are_split_back_exactly(farm: Farm, case: Case) -> None:
     """Requests of 1..12 rows sent at once (so that the batcher stacks some
     of them): each gets its own rows, as the Python path answers them."""
+    client = farm(_family(case))[1]
     sizes = list(range(1, 13))
     wanted = {i["name"]: i["datatype"] for i in client.get_model_metadata(f"{case.name}_nat")["inputs"]}
     pending = []
@@ -230,7 +291,8 @@ def test_concurrent_requests_are_split_back_exactly(
         _assert_same(got, want, case.rtol, f"{case.name}: {n} rows")
 
 
-def test_statistics_count_native_batches(both: BerthServer, client: httpclient.InferenceServerClient) -> None:
+def test_statistics_count_native_batches(farm: Farm) -> None:
+    both, client = farm("onnx")
     before = both.get("/v2/models/linear_nat/stats").json()["model_stats"][0]
     _infer(client, "linear_nat", CASES[0].inputs(3))
     after = both.get("/v2/models/linear_nat/stats").json()["model_stats"][0]
@@ -333,7 +395,16 @@ def test_native_for_a_runtime_without_a_backend_is_refused(
              "backend": "native"}  # fmt: skip
     server = _serve_one(berth_server, tmp_path, entry)
     reason = _unavailable_reason(server, "iris")
-    assert "onnx and lightgbm only" in reason and "backend: python" in reason, reason
+    assert "onnx, lightgbm and xgboost only" in reason and "backend: python" in reason, reason
+
+
+def test_xgboost_scikit_learn_wrapper_stays_on_python(berth_server: Any, zoo: ModelZoo, tmp_path: Path) -> None:
+    """An XGBClassifier's labels and probabilities come from its Python
+    wrapper: the native backend refuses it, saying so."""
+    entry = {"name": "xgbc", "path": str(zoo.xgboost_classifier()), "runtime": "xgboost", "backend": "native"}
+    server = _serve_one(berth_server, tmp_path, entry)
+    reason = _unavailable_reason(server, "xgbc")
+    assert "scikit-learn wrapper" in reason and "backend: python" in reason, reason
 
 
 def test_backend_flag_and_its_bad_value(berth_server: Any, zoo: ModelZoo) -> None:
@@ -399,3 +470,15 @@ def test_repository_unloads_loads_and_refuses_a_replace(
     msg = assert_error(resp, 400, "unload")
     assert "backend: native" in msg, msg
     assert server.post("/v2/models/lin/infer", body).status == 200
+
+
+def test_backend_key_in_a_models_own_berth_yaml(berth_server: Any, zoo: ModelZoo, tmp_path: Path) -> None:
+    """A model folder's berth.yaml may say backend: native."""
+    folder = tmp_path / "linear"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(zoo.onnx_linear().read_bytes())
+    (folder / "berth.yaml").write_text("backend: native\nmax_batch_size: 8\n")
+    server = berth_server(str(folder), wait_for=["linear"])
+    assert '"backend":"onnxruntime"' in server.log_text()  # it ran natively
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    assert server.post("/v2/models/linear/infer", body).status == 200

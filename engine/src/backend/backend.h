@@ -58,7 +58,7 @@ typedef struct berth_backend_opts {
   int threads;          /* intra-op threads when params say none (0: the
                             framework's default) */
   const json_t *entry;  /* borrowed or NULL: the whole model entry (its
-                            declared inputs name LightGBM's input) */
+                            declared inputs name a tree model's input) */
 } berth_backend_opts;
 
 /* The result of one batch. */
@@ -105,5 +105,22 @@ void berth_backend_result_free(const berth_backend_ops *ops, berth_backend *b,
 extern const berth_backend_ops berth_backend_ort;
 /* lgbm.c: LightGBM through its C API, loaded with dlopen. */
 extern const berth_backend_ops berth_backend_lgbm;
+/* xgb.c: XGBoost through its C API, loaded with dlopen. */
+extern const berth_backend_ops berth_backend_xgb;
+
+/* The one input of a tree model: the entry's first declared input's name
+ * (as the Python runtimes take it), else "input". Borrowed from entry, or
+ * static. */
+const char *berth_backend_input_name(const json_t *entry);
+/* t's data, aligned for its element type: t->data itself when it is
+ * (then *copy is NULL), else an aligned copy the caller frees (*copy).
+ * NULL when out of memory. A request's tensor may start anywhere in the
+ * body it came in, and the frameworks read whole elements (XGBoost
+ * refuses a misaligned pointer). */
+const void *berth_backend_aligned(const berth_tensor *t, void **copy);
+/* The input called name among n, or the only one when n is 1 (the Python
+ * runtimes take a lone input under any name); NULL otherwise. */
+const berth_tensor *berth_backend_find_input(const berth_tensor *ts, size_t n,
+                                             const char *name);
 
 #endif

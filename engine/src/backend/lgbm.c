@@ -125,15 +125,6 @@ static int threads_param(berth_backend *b, const berth_backend_opts *o,
   return BERTH_OK;
 }
 
-/* The input's name: the entry's declared one (as the Python runtime takes
- * it), else "input". */
-static const char *input_name(const berth_backend_opts *o) {
-  json_t *in = o->entry != NULL ? json_object_get(o->entry, "inputs") : NULL;
-  const char *name =
-      json_string_value(json_object_get(json_array_get(in, 0), "name"));
-  return name != NULL ? name : "input";
-}
-
 static int lg_load(const berth_backend_opts *o, berth_backend **out,
                    berth_backend_sig *sig, berth_errmsg *err) {
   *out = NULL;
@@ -156,7 +147,8 @@ static int lg_load(const berth_backend_opts *o, berth_backend **out,
     rc = lg_error(BERTH_E_MODEL, err, what);
   if (rc == BERTH_OK)
     rc = threads_param(b, o, err);
-  if (rc == BERTH_OK && (b->input = strdup(input_name(o))) == NULL)
+  if (rc == BERTH_OK &&
+      (b->input = strdup(berth_backend_input_name(o->entry))) == NULL)
     rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
   if (rc == BERTH_OK) {
     sig->inputs = calloc(1, sizeof *sig->inputs);
@@ -182,12 +174,7 @@ static int lg_load(const berth_backend_opts *o, berth_backend **out,
 static int lg_run(berth_backend *b, const berth_tensor *inputs, size_t n,
                   berth_backend_result *out, berth_errmsg *err) {
   memset(out, 0, sizeof *out);
-  const berth_tensor *x = NULL;
-  for (size_t i = 0; i < n && x == NULL; i++)
-    if (strcmp(inputs[i].name, b->input) == 0)
-      x = &inputs[i];
-  if (x == NULL && n == 1)
-    x = &inputs[0]; /* one input under another name, as Python takes it */
+  const berth_tensor *x = berth_backend_find_input(inputs, n, b->input);
   if (x == NULL || x->dtype != BERTH_DT_FP64 || x->ndim != 2 ||
       x->shape[0] > INT32_MAX || x->shape[1] > INT32_MAX)
     return berth_errf(err, BERTH_E_INVALID,
@@ -210,10 +197,14 @@ static int lg_run(berth_backend *b, const berth_tensor *inputs, size_t n,
   berth_tensor *t = &out->outputs[0];
   t->data = (uint8_t *)res;
   t->name = strdup("predict");
-  if (lg.predict_mat(b->booster, x->data, LGBM_DTYPE_FLOAT64, rows,
-                     (int32_t)x->shape[1], 1, LGBM_PREDICT_NORMAL, 0, -1,
-                     b->param, &got, res) != 0 ||
-      got != want || t->name == NULL) {
+  void *copy = NULL;
+  const void *data = berth_backend_aligned(x, &copy);
+  int failed = data == NULL ||
+               lg.predict_mat(b->booster, data, LGBM_DTYPE_FLOAT64, rows,
+                              (int32_t)x->shape[1], 1, LGBM_PREDICT_NORMAL, 0,
+                              -1, b->param, &got, res) != 0;
+  free(copy);
+  if (failed || got != want || t->name == NULL) {
     int rc = t->name == NULL ? berth_errf(err, BERTH_E_NOMEM, "out of memory")
              : got != want && got != 0
                  ? berth_errf(err, BERTH_E_MODEL,

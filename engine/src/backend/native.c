@@ -91,13 +91,14 @@ static void load_work(uv_work_t *req) {
   const berth_model_config *cfg = nat->m->cfg;
   json_t *path = json_object_get(cfg->entry, "path");
   const berth_config *ec = &nat->m->engine->cfg;
-  berth_backend_opts o = {.library = nat->ops == &berth_backend_lgbm
-                                         ? ec->native_lightgbm
-                                         : ec->native_onnxruntime,
-                          .path = json_string_value(path),
-                          .params = json_object_get(cfg->entry, "parameters"),
-                          .threads = default_threads(nat->slots),
-                          .entry = cfg->entry};
+  berth_backend_opts o = {
+      .library = nat->ops == &berth_backend_lgbm  ? ec->native_lightgbm
+                 : nat->ops == &berth_backend_xgb ? ec->native_xgboost
+                                                  : ec->native_onnxruntime,
+      .path = json_string_value(path),
+      .params = json_object_get(cfg->entry, "parameters"),
+      .threads = default_threads(nat->slots),
+      .entry = cfg->entry};
   nat->load_rc = nat->ops->load(&o, &nat->loaded, &nat->sig, &nat->load_err);
 }
 
@@ -208,8 +209,8 @@ static int native_start(berth_model *m, berth_errmsg *err) {
   if (nat->ops == NULL)
     nat->load_rc = berth_errf(&nat->load_err, BERTH_E_CONFIG,
                               "model '%s': backend: native serves runtimes "
-                              "onnx and lightgbm only (this one is '%s'); "
-                              "use backend: python",
+                              "onnx, lightgbm and xgboost only (this one is "
+                              "'%s'); use backend: python",
                               m->cfg->name, m->cfg->runtime);
   else
     nat->load_rc = check_entry(m, &nat->load_err);

@@ -513,8 +513,10 @@ static const berth_tensor *find(const berth_tensor *ts, size_t n,
   return NULL;
 }
 
+/* ins[i]'s aligned copy when its data was not aligned (freed after the
+ * run), else NULL. */
 static st make_inputs(berth_backend *b, const berth_tensor *inputs, size_t n,
-                      void **values) {
+                      void **values, void **copies) {
   for (size_t i = 0; i < b->n_in; i++) {
     const berth_tensor *t = find(inputs, n, b->in_names[i]);
     if (t == NULL || onnx_of_dtype(t->dtype) != b->in_types[i])
@@ -522,14 +524,19 @@ static st make_inputs(berth_backend *b, const berth_tensor *inputs, size_t n,
                   ORT_INVALID_ARGUMENT,
                   "an input is missing or has the wrong datatype");
     st s;
-    if (t->dtype == BERTH_DT_BYTES)
+    const void *data = t->dtype == BERTH_DT_BYTES
+                           ? t->data
+                           : berth_backend_aligned(t, &copies[i]);
+    if (data == NULL)
+      s = CALL(F_CREATE_STATUS, st(*)(int, const char *), 1, "out of memory");
+    else if (t->dtype == BERTH_DT_BYTES)
       s = string_value(t, &values[i]);
     else
       s = CALL(F_CREATE_TENSOR_WITH_DATA,
                st(*)(const void *, void *, size_t, const int64_t *, size_t, int,
                      void **),
-               ort.cpu_info, (void *)t->data, t->nbytes, t->shape,
-               (size_t)t->ndim, b->in_types[i], &values[i]);
+               ort.cpu_info, (void *)data, t->nbytes, t->shape, (size_t)t->ndim,
+               b->in_types[i], &values[i]);
     if (s != NULL)
       return s;
   }
@@ -620,16 +627,18 @@ static int ort_run(berth_backend *b, const berth_tensor *inputs, size_t n,
                    berth_backend_result *out, berth_errmsg *err) {
   memset(out, 0, sizeof *out);
   void **ins = calloc(b->n_in ? b->n_in : 1, sizeof *ins);
+  void **copies = calloc(b->n_in ? b->n_in : 1, sizeof *copies);
   void **outs = calloc(b->n_out, sizeof *outs);
   out->outputs = calloc(b->n_out, sizeof *out->outputs);
-  if (ins == NULL || outs == NULL || out->outputs == NULL) {
+  if (ins == NULL || copies == NULL || outs == NULL || out->outputs == NULL) {
     free(ins);
+    free(copies);
     free(outs);
     free(out->outputs);
     out->outputs = NULL;
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   }
-  st s = make_inputs(b, inputs, n, ins);
+  st s = make_inputs(b, inputs, n, ins, copies);
   if (s == NULL)
     s = CALL(F_RUN,
              st(*)(void *, const void *, const char *const *,
@@ -639,6 +648,9 @@ static int ort_run(berth_backend *b, const berth_tensor *inputs, size_t n,
              (const void *const *)ins, b->n_in,
              (const char *const *)b->out_names, b->n_out, outs);
   release_values(ins, b->n_in);
+  for (size_t i = 0; i < b->n_in; i++)
+    free(copies[i]);
+  free(copies);
   out->keep = outs;
   out->n_outputs = b->n_out;
   for (size_t i = 0; s == NULL && i < b->n_out; i++)

@@ -667,6 +667,7 @@ void berth_config_clear(berth_config *c) {
   berth_pipeline_configs_free(c->pipelines, c->n_pipelines);
   free(c->native_onnxruntime);
   free(c->native_lightgbm);
+  free(c->native_xgboost);
   memset(c, 0, sizeof *c);
 }
 

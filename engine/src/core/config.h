@@ -165,6 +165,7 @@ typedef struct berth_config {
                                (docs/native.md) */
   char *native_lightgbm;    /* owned or NULL: native.lightgbm, the path of
                                LightGBM's (docs/native.md) */
+  char *native_xgboost;     /* owned or NULL: native.xgboost, XGBoost's */
 } berth_config;
 
 /* Parses and validates text (YAML or JSON, len bytes). On success fills

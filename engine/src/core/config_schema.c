@@ -473,6 +473,10 @@ static const berth_config_field berth_config_native_fields[] = {
      .kind = BERTH_CF_OPT_STRING,
      .def = "null",
      .slot = offsetof(berth_config, native_lightgbm)},
+    {.key = "xgboost",
+     .kind = BERTH_CF_OPT_STRING,
+     .def = "null",
+     .slot = offsetof(berth_config, native_xgboost)},
 };
 static const berth_config_table berth_config_native =
     BERTH_CF_TABLE(berth_config_native_fields);

@@ -18,9 +18,10 @@ from typing import Any
 _LIBRARIES = {
     "onnxruntime": ("onnxruntime", "capi/libonnxruntime.so*"),
     "lightgbm": ("lightgbm", "lib/lib_lightgbm.so"),
+    "xgboost": ("xgboost", "lib/libxgboost.so"),
 }
 #: model entry runtime -> the document key of its native backend's library
-_RUNTIMES = {"onnx": "onnxruntime", "lightgbm": "lightgbm"}
+_RUNTIMES = {"onnx": "onnxruntime", "lightgbm": "lightgbm", "xgboost": "xgboost"}
 
 
 def find_library(key: str) -> str | None:

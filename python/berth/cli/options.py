@@ -247,7 +247,7 @@ _OPTIONS: tuple[_Option, ...] = (
         "BERTH_BACKEND",
         _choice("python", "native"),
         "where every served model runs: python (worker processes) or native (in the "
-        "engine through the framework's C API; ONNX and LightGBM models; docs/native.md) "
+        "engine through the framework's C API; ONNX, LightGBM and XGBoost models; docs/native.md) "
         "(default: berth.yaml, else python)",
         "BACKEND",
     ),
