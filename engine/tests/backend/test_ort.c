@@ -191,6 +191,19 @@ static void test_add_graph_runs_a_batch(void **state) {
     berth_backend_result_free(&berth_backend_ort, b, &r);
   }
 
+  /* data at an odd address (a binary tensor inside a request body): the
+   * backend runs an aligned copy */
+  uint8_t raw[sizeof data + 1];
+  memcpy(raw + 1, data, sizeof data);
+  berth_tensor odd = in;
+  odd.data = raw + 1;
+  berth_backend_result ro;
+  assert_int_equal(berth_backend_ort.run(b, &odd, 1, &ro, &err), BERTH_OK);
+  float y0;
+  memcpy(&y0, ro.outputs[0].data, sizeof y0);
+  assert_true(y0 == 2 * data[0]);
+  berth_backend_result_free(&berth_backend_ort, b, &ro);
+
   /* an input the graph does not have: refused, as an input error */
   berth_tensor wrong = in;
   wrong.name = "z";
