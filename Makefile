@@ -112,14 +112,21 @@ lint: deps venv ## layering rule, C format (clang-format), cppcheck, ruff
 	@$(VENV)/bin/ruff check --quiet python tests bench engine/tools engine/ui engine/reflect packaging
 	@echo ">> lint: layering, clang-format, cppcheck and ruff are clean"
 
+# ONNX Runtime's library from the venv's onnxruntime wheel, for the native
+# backend's C test (engine/tests/backend/test_ort.c; empty: it skips).
+ORT_TEST_ENV = BERTH_TEST_ONNXRUNTIME="$$($(VPY) -c 'import glob, importlib.util as u; \
+  s = u.find_spec("onnxruntime"); \
+  print((sorted(glob.glob(s.submodule_search_locations[0] + "/capi/libonnxruntime.so*")) or [""])[-1] if s else "")' \
+  2>/dev/null)"
+
 test-c: build ## engine unit tests and fuzz-corpus replay (plain build)
-	@$(MESON) test -C build/dev --print-errorlogs -q
+	@$(ORT_TEST_ENV) $(MESON) test -C build/dev --print-errorlogs -q
 
 test-asan: deps venv ## engine unit tests under AddressSanitizer and UBSan
 	@test -f build/asan/build.ninja || $(MESON) setup build/asan -Dpackage=false \
 	  -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 	@$(NINJA) -C build/asan >/dev/null
-	@UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(MESON) test -C build/asan --print-errorlogs -q
+	@$(ORT_TEST_ENV) UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(MESON) test -C build/asan --print-errorlogs -q
 
 fuzz: deps venv ## run each libFuzzer target for FUZZ_SECONDS (default 15)
 	@test -f build/fuzz/build.ninja || CC=clang $(MESON) setup build/fuzz -Dpackage=false -Dfuzz=true >/dev/null
@@ -144,7 +151,7 @@ test-py: install $(KSERVE_VENV)/.stamp $(VENV)/.wheel-tools-stamp ## end-to-end 
 	  $(VPY) -m pytest -q -p no:cacheprovider
 
 test-fast: build install ## quick check: C unit tests (plain build) and pytest -m "unit or smoke" (under a minute)
-	@$(MESON) test -C build/dev --print-errorlogs -q
+	@$(ORT_TEST_ENV) $(MESON) test -C build/dev --print-errorlogs -q
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VPY) -m pytest -q -p no:cacheprovider -m "unit or smoke"
 
 bench: install ## benchmark Berth against its peers (bench/README.md; ~35 min)

@@ -15,6 +15,7 @@
 #include "grpc.h"
 #include "log.h"
 #include "metrics.h"
+#include "native.h"
 #include "payload_log.h"
 #include "pipeline.h"
 #include "rest.h"
@@ -32,6 +33,7 @@ static const berth_module *const modules[] = {
     &berth_router_module, &berth_pipeline_module,    &berth_metrics_module,
     &berth_trace_module,  &berth_payload_log_module, &berth_ui_module,
     &berth_shm_module,    &berth_rest_module,        &berth_grpc_module,
+    &berth_native_module,
 };
 
 /* Gateway mode (config gateway:, docs/gateway.md): no models, no model

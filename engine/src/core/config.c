@@ -672,6 +672,9 @@ void berth_config_clear(berth_config *c) {
     free(c->gateway.replicas[i].url);
   }
   free(c->gateway.replicas);
+  free(c->native_onnxruntime);
+  free(c->native_lightgbm);
+  free(c->native_xgboost);
   memset(c, 0, sizeof *c);
 }
 

@@ -183,6 +183,12 @@ typedef struct berth_config {
   struct berth_pipeline_config *pipelines; /* owned array (pipeline_config.h) */
   size_t n_pipelines;
   berth_gateway_config gateway; /* gateway mode (docs/gateway.md) */
+  char *native_onnxruntime;     /* owned or NULL: native.onnxruntime, the path
+                               of ONNX Runtime's shared library
+                               (docs/native.md) */
+  char *native_lightgbm;        /* owned or NULL: native.lightgbm, the path of
+                               LightGBM's (docs/native.md) */
+  char *native_xgboost;         /* owned or NULL: native.xgboost, XGBoost's */
 } berth_config;
 
 /* Parses and validates text (YAML or JSON, len bytes). On success fills

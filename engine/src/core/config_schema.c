@@ -23,6 +23,8 @@ static const char *const berth_config_control_modes[] = {"none", "explicit",
                                                          NULL};
 static const char *const berth_config_formats[] = {"json", "text", "auto",
                                                    NULL};
+/* Where a model runs (docs/native.md). */
+static const char *const berth_config_backends[] = {"python", "native", NULL};
 
 /* Protocol names by berth_dtype value; kept here so that the config does
  * not depend on tensor.c's table. */
@@ -455,8 +457,32 @@ static const berth_config_field berth_config_model_fields[] = {
      .def = NULL,
      BERTH_CF_NONE,
      .sub = &berth_config_seq},
+    /* native backends (docs/native.md): read by backend/native.c */
+    {.key = "backend", /* absent: python */
+     .kind = BERTH_CF_ENUM,
+     .def = NULL,
+     BERTH_CF_NONE,
+     .choices = berth_config_backends},
 };
 #undef BERTH_CF_M
+
+/* native: the native backends' shared libraries (docs/native.md). */
+static const berth_config_field berth_config_native_fields[] = {
+    {.key = "onnxruntime",
+     .kind = BERTH_CF_OPT_STRING,
+     .def = "null",
+     .slot = offsetof(berth_config, native_onnxruntime)},
+    {.key = "lightgbm",
+     .kind = BERTH_CF_OPT_STRING,
+     .def = "null",
+     .slot = offsetof(berth_config, native_lightgbm)},
+    {.key = "xgboost",
+     .kind = BERTH_CF_OPT_STRING,
+     .def = "null",
+     .slot = offsetof(berth_config, native_xgboost)},
+};
+static const berth_config_table berth_config_native =
+    BERTH_CF_TABLE(berth_config_native_fields);
 
 static const berth_config_table berth_config_server =
     BERTH_CF_TABLE(berth_config_server_fields);
@@ -623,6 +649,11 @@ static const berth_config_field berth_config_root_fields[] = {
      .imin = 0,
      .imax = 4096,
      .sub = &berth_config_route},
+    {.key = "native",
+     .kind = BERTH_CF_SECTION,
+     .def = "{}",
+     BERTH_CF_NONE,
+     .sub = &berth_config_native},
     /* after models: pipelines are checked against them */
     {.key = "pipelines",
      .kind = BERTH_CF_PIPELINES,

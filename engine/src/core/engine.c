@@ -140,7 +140,7 @@ int berth_engine_start(berth_engine *e, berth_errmsg *err) {
   for (size_t i = 0; i < e->n_models; i++)
     e->models[i]->at_start = true;
   for (size_t i = 0; i < e->n_models && rc == BERTH_OK; i++)
-    rc = berth_supervisor_start(e->models[i], err);
+    rc = berth_model_start(e->models[i], err);
   if (rc != BERTH_OK)
     return rc;
   uv_signal_start(&e->sig_term, on_signal, SIGTERM);

@@ -60,6 +60,15 @@ typedef struct berth_model_ops {
   /* Brings the effective signature up to date before it is described or
    * checked (NULL: nothing to do). */
   void (*refresh)(berth_model *m);
+  /* Where a model that is not served by worker processes runs (a native
+   * backend, backend/native.c); each NULL means the supervisor's workers.
+   * start: begins loading (berth_model_start). can_run: a batch may start
+   * now. run: takes the batch (ownership as berth_worker_run). stop: the
+   * model was unloaded: free what start made once its batches are over. */
+  int (*start)(berth_model *m, berth_errmsg *err);
+  bool (*can_run)(berth_model *m);
+  void (*run)(berth_model *m, berth_batch *b);
+  void (*stop)(berth_model *m);
 } berth_model_ops;
 
 /* Called exactly once per job. On success status is BERTH_OK and resp holds
@@ -233,6 +242,8 @@ struct berth_model {
   struct berth_seq_table *seqs;    /* owned or NULL: live sequences (made
                                      at the first sequence request of a
                                      model with sequence_batching) */
+  struct berth_native *native;     /* owned by backend/native.c or NULL:
+                                     a native backend's loaded model */
 };
 
 /* Appends a part of the /metrics exposition (Prometheus text) to out;
@@ -321,6 +332,9 @@ struct berth_engine {
                                      the first */
   struct berth_gateway *gateway; /* owned (gateway/gateway.c) or NULL: gateway
                                      mode (docs/gateway.md) */
+  const berth_model_ops *native_ops; /* borrowed or NULL: the operations of
+                                     models with backend: native, set by
+                                     the native module (backend/native.c) */
 };
 
 /* engine.c */
@@ -381,6 +395,11 @@ int berth_engine_add_composite(berth_engine *e, berth_model *m,
                                berth_errmsg *err);
 /* The worker-backed model's operations (model.c). */
 extern const berth_model_ops berth_worker_model_ops;
+/* Gives m the operations its config's backend names (backend: native and
+ * e->native_ops set: those; else the worker-backed ones). */
+void berth_model_pick_ops(berth_model *m);
+/* Starts serving m: ops->start, or the supervisor's workers. */
+int berth_model_start(berth_model *m, berth_errmsg *err);
 /* m->ops->submit: queues the job on m (or runs the composite). */
 int berth_model_submit(berth_model *m, berth_job *job, berth_errmsg *err);
 bool berth_model_ready(const berth_model *m);

@@ -43,6 +43,7 @@ static int specs_copy(const berth_tensor_spec *src, size_t n,
 static int apply_config(berth_model *m, const berth_model_config *cfg,
                         berth_errmsg *err) {
   m->cfg = cfg;
+  berth_model_pick_ops(m);
   m->max_batch_size = cfg->max_batch_size;
   m->decoupled = cfg->decoupled;
   if (cfg->platform != NULL) {
@@ -68,7 +69,6 @@ int berth_model_init(berth_model *m, berth_engine *e,
                      const berth_model_config *cfg, berth_errmsg *err) {
   memset(m, 0, sizeof *m);
   m->engine = e;
-  m->ops = &berth_worker_model_ops;
   m->cfg = cfg;
   m->state = BERTH_MODEL_LOADING;
   berth_model_metrics_init(&m->metrics);
@@ -91,6 +91,8 @@ int berth_model_reconfigure(berth_model *m, const berth_model_config *cfg,
 }
 
 void berth_model_free(berth_model *m) {
+  if (m->ops != NULL && m->ops->stop != NULL) /* a native backend's model */
+    m->ops->stop(m);
   if (m->seqs != NULL) /* its jobs are gone or never come back */
     berth_seq_table_orphan(m->seqs);
   free(m->platform);
@@ -252,6 +254,19 @@ const berth_model_ops berth_worker_model_ops = {.kind = "model",
                                                 .submit = berth_sched_submit,
                                                 .ready = worker_ready,
                                                 .state = worker_state};
+
+void berth_model_pick_ops(berth_model *m) {
+  const char *b = json_string_value(json_object_get(m->cfg->entry, "backend"));
+  bool native = b != NULL && strcmp(b, "native") == 0;
+  m->ops = native && m->engine->native_ops != NULL ? m->engine->native_ops
+                                                   : &berth_worker_model_ops;
+}
+
+int berth_model_start(berth_model *m, berth_errmsg *err) {
+  if (m->ops->start != NULL)
+    return m->ops->start(m, err);
+  return berth_supervisor_start(m, err);
+}
 
 bool berth_server_ready(const berth_engine *e) {
   if (e->draining)

@@ -290,7 +290,7 @@ static void start_load(struct berth_repository *r, repo_op *op) {
   m->state = BERTH_MODEL_LOADING;
   m->load_error[0] = '\0';
   if (rc == BERTH_OK)
-    rc = berth_supervisor_start(m, &err);
+    rc = berth_model_start(m, &err);
   if (rc != BERTH_OK) {
     snprintf(m->load_error, sizeof m->load_error, "%s", err.msg);
     m->state = BERTH_MODEL_FAILED;
@@ -337,6 +337,8 @@ static void step_stop(struct berth_repository *r, repo_op *op, uint64_t now) {
   berth_sched_fail_queued(m, BERTH_E_UNAVAILABLE,
                           "the model was unloaded before this request ran");
   berth_supervisor_free(m);
+  if (m->ops->stop != NULL)
+    m->ops->stop(m);
   m->n_ready = 0;
   m->state = BERTH_MODEL_UNAVAILABLE;
   log_model("model unloaded", m);
@@ -587,6 +589,17 @@ void berth_repository_unload(berth_engine *e, const char *name,
 static int start_replace(struct berth_repository *r, berth_model *m,
                          berth_model_config *cfg, repo_call *c,
                          berth_errmsg *err) {
+  /* A native backend's model has no workers to trade (docs/native.md). */
+  const char *b = json_string_value(json_object_get(cfg->entry, "backend"));
+  if (m->ops->start != NULL || (b != NULL && strcmp(b, "native") == 0)) {
+    berth_errf(err, BERTH_E_UNSUPPORTED,
+               "a config with backend: native cannot replace a serving "
+               "version, nor be replaced while it serves: unload model "
+               "'%.128s' first, then load the new config",
+               m->cfg->name);
+    cfg_destroy(cfg);
+    return BERTH_E_UNSUPPORTED;
+  }
   if (reserve_rep(r) != BERTH_OK || cfg_adopt(r, cfg) != BERTH_OK) {
     cfg_destroy(cfg);
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");

@@ -602,7 +602,20 @@ static void send_batch(berth_model *m, berth_worker *w, berth_batch *b) {
   b->listed = true;
   m->stats.execution_count++;
   BERTH_OBSERVE(&m->engine->observers, batch_sent, b);
-  berth_worker_run(w, b);
+  if (m->ops->run != NULL)
+    m->ops->run(m, b); /* a native backend (core/engine.h) */
+  else
+    berth_worker_run(w, b);
+}
+
+/* Somewhere to run a batch now: an idle worker (*w), or a free slot of a
+ * native backend (*w stays NULL). */
+static bool idle_slot(berth_model *m, berth_worker **w) {
+  *w = NULL;
+  if (m->ops->run != NULL)
+    return m->ops->can_run(m);
+  *w = berth_supervisor_idle_worker(m);
+  return *w != NULL;
 }
 
 /* A sequence model: each idle instance takes the oldest requests of the
@@ -630,8 +643,8 @@ void berth_sched_dispatch(berth_model *m) {
       answer_zero_rows(m, first);
       continue;
     }
-    berth_worker *w = berth_supervisor_idle_worker(m);
-    if (w == NULL || !berth_batcher_ready(m, uv_hrtime()))
+    berth_worker *w;
+    if (!idle_slot(m, &w) || !berth_batcher_ready(m, uv_hrtime()))
       return;
     berth_batch *b = take_batch(m, first, 0);
     if (b == NULL)

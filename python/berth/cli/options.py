@@ -26,6 +26,7 @@ _MODEL_FLAG_KEYS = (
     "preferred_batch_sizes",
     "max_queue_size",
     "timeout_us",
+    "backend",
 )
 
 DEFAULT_HOST = "127.0.0.1"
@@ -240,6 +241,15 @@ _OPTIONS: tuple[_Option, ...] = (
         _int_in(1, None),
         "worker processes per model version (default: cores / 4, at least 1)",
         "N",
+    ),
+    _Option(
+        "--backend",
+        "BERTH_BACKEND",
+        _choice("python", "native"),
+        "where every served model runs: python (worker processes) or native (in the "
+        "engine through the framework's C API; ONNX, LightGBM and XGBoost models; docs/native.md) "
+        "(default: berth.yaml, else python)",
+        "BACKEND",
     ),
     _Option(
         "--max-batch-size",
