@@ -52,6 +52,8 @@ class TensorSpec:
     name: str
     datatype: str
     shape: Sequence[int]
+    #: An input a request may leave out (Triton's ``optional: true``).
+    optional: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -80,13 +82,25 @@ class TensorSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as the JSON object the protocols use."""
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "datatype": self.datatype,
+            "shape": list(self.shape),
+        }
+        if self.optional:
+            doc["optional"] = True
+        return doc
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
         """Builds a spec from ``{"name", "datatype", "shape"}``."""
         try:
-            return cls(data["name"], data["datatype"], data.get("shape", [-1]))
+            return cls(
+                data["name"],
+                data["datatype"],
+                data.get("shape", [-1]),
+                optional=data.get("optional") is True,
+            )
         except (KeyError, TypeError, AttributeError):
             raise ConfigError(
                 f"tensor spec {data!r}: expected a mapping with name, datatype and shape"

@@ -25,6 +25,7 @@ typedef struct berth_tensor_spec {
   berth_dtype dtype;
   uint32_t ndim;
   int64_t shape[BERTH_MAX_DIMS];
+  bool optional; /* an input a request may leave out (Triton's optional) */
 } berth_tensor_spec;
 
 typedef struct berth_model_config {

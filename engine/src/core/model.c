@@ -309,6 +309,7 @@ static int parse_specs(json_t *arr, const char *what, berth_tensor_spec **out,
       return berth_errf(err, BERTH_E_NOMEM, "out of memory");
     }
     s[i].dtype = d;
+    s[i].optional = json_is_true(json_object_get(it, "optional"));
     s[i].ndim = (uint32_t)json_array_size(shape);
     for (size_t k = 0; k < s[i].ndim; k++) {
       json_t *v = json_array_get(shape, k);

@@ -116,7 +116,7 @@ int berth_signature_check(const berth_model *m, const berth_infer_request *r,
         return rc;
     }
     for (size_t i = 0; i < m->n_inputs; i++) {
-      bool found = false;
+      bool found = m->inputs[i].optional;
       for (size_t k = 0; k < r->n_inputs && !found; k++)
         found = strcmp(r->inputs[k].name, m->inputs[i].name) == 0;
       if (!found)
