@@ -101,13 +101,12 @@ def _messages(text: str) -> list[dict[str, Any]]:
 def parse_request(inputs: Mapping[str, np.ndarray], max_n: int) -> GenRequest:
     """The request's settings; :class:`~berth.InvalidInput` for bad ones."""
     req = GenRequest()
-    prompt = inputs.get("text_input")
-    if prompt is not None:
-        req.prompt = _text(_scalar(inputs, "text_input"), "text_input")
-    if inputs.get("messages") is not None:
-        req.messages = _messages(_text(_scalar(inputs, "messages"), "messages"))
-    if (req.prompt is None) == (req.messages is None):
+    if (inputs.get("text_input") is None) == (inputs.get("messages") is None):
         raise InvalidInput("give exactly one of the inputs 'text_input' (a prompt) or 'messages'")
+    if inputs.get("text_input") is not None:
+        req.prompt = _text(_scalar(inputs, "text_input"), "text_input")
+    else:
+        req.messages = _messages(_text(_scalar(inputs, "messages"), "messages"))
     value = _scalar(inputs, "max_tokens")
     if value is not None:
         req.max_tokens = int(value)
