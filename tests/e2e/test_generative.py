@@ -295,3 +295,36 @@ def test_bad_inputs_are_input_errors(server: BerthServer, body: dict[str, Any], 
     assert words in events[0]["error"], events
     # the model still serves
     assert stream(server, "tiny", {"text_input": "ok", "max_tokens": 1})[0] == 200
+
+
+def test_batched_decoding_gives_each_sequence_its_lone_tokens(folder: Path) -> None:
+    """In process: one forward pass for many sequences (padded, masked KV
+    caches; the default) gives the tokens of each sequence decoded alone
+    (batch_decode: false), greedy and seeded, with sequences joining at
+    different steps."""
+    import numpy as np
+    from berth.runtimes import get_runtime
+
+    def run(batched: bool, temperature: float) -> dict[int, bytes]:
+        rt = get_runtime("llm")
+        rt.load({"path": str(folder),
+                 "parameters": {"max_sequences": 12, "batch_decode": batched}})
+        got: dict[int, list[bytes]] = {}
+        for k in range(12):
+            prompt = np.array([f"join {k} " * (1 + k % 4)], dtype=object)
+            rt.start(k, {"text_input": np.char.encode(prompt.astype(str)).astype(object),
+                         "max_tokens": np.array([12], np.int32),
+                         "temperature": np.array([temperature], np.float32),
+                         "seed": np.array([k], np.int64)})
+            if k % 2:
+                for rid, out, _ in rt.step():
+                    if out is not None:
+                        got.setdefault(rid, []).append(out["text_output"][0])
+        while rt.active():
+            for rid, out, _ in rt.step():
+                if out is not None:
+                    got.setdefault(rid, []).append(out["text_output"][0])
+        return {k: b"".join(v) for k, v in got.items()}
+
+    for temperature in (0.0, 1.0):
+        assert run(True, temperature) == run(False, temperature)

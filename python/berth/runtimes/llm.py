@@ -27,7 +27,10 @@ Each response: ``text_output`` BYTES [1] (new text), ``index`` INT32 [1]
 
 Parameters: ``max_sequences`` (requests generating at once, default 8: the
 worker's READY offers it as ``max_concurrency``, and the engine queues the
-rest), ``max_n`` (default 4), ``default_max_tokens`` (16), ``backend``
+rest), ``batch_decode`` (default true: one forward pass per step for all
+running sequences, their KV caches left-padded and masked; false: each
+sequence alone, the arithmetic of a lone request), ``max_n`` (default 4),
+``default_max_tokens`` (16), ``backend``
 (``transformers``, ``llama_cpp`` or ``vllm``; a ``.gguf`` file means
 ``llama_cpp``), ``device`` and ``threads`` as for PyTorch.
 """
@@ -159,7 +162,11 @@ class LLMRuntime(Runtime):
         if eos is None:
             eos = self.tokenizer.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        self.batcher = ContinuousBatcher(self._step, self._decode, eos_ids, self.max_sequences)
+        batched = (entry.get("parameters") or {}).get("batch_decode", True)
+        if not isinstance(batched, bool):
+            raise ConfigError(f"parameters.batch_decode: expected true or false, got {batched!r}")
+        stepper = self._step_batched if batched else self._step
+        self.batcher = ContinuousBatcher(stepper, self._decode, eos_ids, self.max_sequences)
         self.max_concurrency = self.max_sequences
 
     # -------------------------------------------------------------- serving
@@ -179,11 +186,61 @@ class LLMRuntime(Runtime):
                 else:
                     ids = seq.generated[-1:]
                 x = torch.tensor([ids], dtype=torch.long, device=self.device)
-                kw = {self._cache_kw: seq.state} if seq.state is not None else {}
+                state = _cache(seq.state) if isinstance(seq.state, list) else seq.state
+                kw = {self._cache_kw: state} if state is not None else {}
                 out = self.model(input_ids=x, use_cache=True, **kw)
                 seq.state = out.past_key_values
                 rows.append(out.logits[0, -1].float().cpu())
         return rows
+
+    def _step_batched(self, seqs: list[Any]) -> list[Any]:
+        """Next-token logits with one forward pass for every sequence past
+        its prompt: their KV caches are left-padded to the longest and
+        stacked, with an attention mask that hides the padding and each
+        sequence's own positions; the new caches are split back. A new
+        sequence's prompt runs alone first (prefill)."""
+        fresh = [s for s in seqs if s.state is None]
+        warm = [s for s in seqs if s.state is not None]
+        rows: dict[int, Any] = {}
+        if len(warm) == 1:
+            fresh.append(warm.pop())
+        for seq in fresh:
+            rows[id(seq)] = self._step([seq])[0]
+            seq.state = _layers(seq.state)
+        if warm:
+            for seq, row in zip(warm, self._forward_batch(warm), strict=True):
+                rows[id(seq)] = row
+        return [rows[id(s)] for s in seqs]
+
+    def _forward_batch(self, seqs: list[Any]) -> list[Any]:
+        torch = self._torch
+        lens = [s.state[0][0].shape[-2] for s in seqs]
+        width = max(lens)
+        pairs = []
+        for layer in range(len(seqs[0].state)):
+            ks, vs = [], []
+            for seq, n in zip(seqs, lens, strict=True):
+                k, v = seq.state[layer]
+                if n < width:
+                    pad = (0, 0, width - n, 0)  # left, on the sequence axis
+                    k, v = torch.nn.functional.pad(k, pad), torch.nn.functional.pad(v, pad)
+                ks.append(k)
+                vs.append(v)
+            pairs.append((torch.cat(ks), torch.cat(vs)))
+        cache = _cache(pairs)
+        mask = torch.zeros(len(seqs), width + 1, dtype=torch.long, device=self.device)
+        for i, n in enumerate(lens):
+            mask[i, width - n :] = 1
+        ids = torch.tensor([[s.generated[-1]] for s in seqs], dtype=torch.long, device=self.device)
+        pos = torch.tensor([[n] for n in lens], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                             use_cache=True, **{self._cache_kw: cache})
+        new = _layers(out.past_key_values)
+        for i, (seq, n) in enumerate(zip(seqs, lens, strict=True)):
+            seq.state = [(k[i : i + 1, :, width - n :], v[i : i + 1, :, width - n :])
+                         for k, v in new]
+        return [out.logits[i, -1].float().cpu() for i in range(len(seqs))]
 
     def prompt_ids(self, req: Any) -> list[int]:
         """The prompt's token ids: the text, or the chat template applied to
@@ -257,6 +314,26 @@ class LLMRuntime(Runtime):
             return
         req, ids, max_tokens = self._admit(inputs)
         yield from self.batcher.run_one(next(self._ids), req, ids, max_tokens)
+
+
+def _cache(pairs: list[tuple[Any, Any]]) -> Any:
+    """A transformers DynamicCache holding (keys, values) per layer."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for layer, (k, v) in enumerate(pairs):
+        cache.update(k, v, layer)
+    return cache
+
+
+def _layers(cache: Any) -> list[tuple[Any, Any]]:
+    """A KV cache as (keys, values) per layer, whatever its class."""
+    if isinstance(cache, list):
+        return cache
+    layers = getattr(cache, "layers", None)
+    if layers is not None:  # transformers 5
+        return [(layer.keys, layer.values) for layer in layers]
+    return [(k, v) for k, v in zip(cache.key_cache, cache.value_cache, strict=True)]
 
 
 # ------------------------------------------------------------ other backends
