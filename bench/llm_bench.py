@@ -60,10 +60,11 @@ def free_port() -> int:
 # -------------------------------------------------------------- in process
 
 
-def inprocess(folder: Path, c: int, tokens: int, rounds: int) -> dict[str, float]:
+def inprocess(folder: Path, c: int, tokens: int, rounds: int, threads: int) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
@@ -89,11 +90,11 @@ def inprocess(folder: Path, c: int, tokens: int, rounds: int) -> dict[str, float
 # ------------------------------------------------------------------- Berth
 
 
-def start_berth(folder: Path, work: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_berth(folder: Path, work: Path, threads: int) -> tuple[subprocess.Popen[bytes], int]:
     repo = work / "repo"
     shutil.copytree(folder, repo / "m" / "1")
     (repo / "m" / "berth.yaml").write_text(
-        "runtime: llm\ninstances: 1\nparameters:\n  max_sequences: 32\n"
+        f"runtime: llm\ninstances: 1\nparameters:\n  max_sequences: 32\n  threads: {threads}\n"
     )
     port = free_port()
     berth = shutil.which("berth", path=str(Path(sys.executable).parent)) or "berth"
@@ -167,16 +168,19 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "llm.md")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="PyTorch threads on both sides (1: a busy 2-core machine runs "
+                    "2-thread PyTorch an order of magnitude slower)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="berth-llm-bench-"))
     folder = llm_models.build_llama(work / "model", hidden=256, layers=4, heads=4, context=512,
                                     vocab_size=512)
     rows = []
-    proc, port = start_berth(folder, work)
+    proc, port = start_berth(folder, work, args.threads)
     try:
         for c in CONCURRENCY:
             b = berth_point(port, c, args.tokens, args.rounds)
-            i = inprocess(folder, c, args.tokens, args.rounds)
+            i = inprocess(folder, c, args.tokens, args.rounds, args.threads)
             rows.append((c, b, i))
             print(f"c={c}: berth {b['tokens_s']:.0f} tok/s ttft {b['ttft_ms']:.1f} ms | "
                   f"in-process {i['tokens_s']:.0f} tok/s ttft {i['ttft_ms']:.1f} ms", flush=True)
@@ -191,8 +195,8 @@ def main() -> int:
         f"{load[0]:.1f} at the end (other work shared the machine). Model: random-weight "
         "Llama, 4 layers, hidden 256, 4 heads, BPE vocabulary of 512 built by "
         "tests/e2e/llm_models.py; greedy, max_tokens "
-        f"{args.tokens}, {args.rounds} requests per client; CPU, float32, PyTorch threads "
-        "as the worker sets them.",
+        f"{args.tokens}, {args.rounds} requests per client; CPU, float32, "
+        f"{args.threads} PyTorch thread(s) on both sides.",
         "",
         "| concurrency | Berth tokens/s | Berth TTFT (median) | in-process tokens/s | "
         "in-process TTFT | Berth / in-process |",

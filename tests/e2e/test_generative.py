@@ -68,7 +68,7 @@ def server(module_server: Any, tmp_path_factory: pytest.TempPathFactory, folder:
     for name, slots in (("tiny", 16), ("tiny1", 1)):
         shutil.copytree(folder, root / name / "1")
         (root / name / "berth.yaml").write_text(
-            f"runtime: llm\ninstances: 1\nparameters:\n  max_sequences: {slots}\n"
+            f"runtime: llm\ninstances: 1\nparameters:\n  max_sequences: {slots}\n  threads: 1\n"
         )
     add_python_model(root, "nul", NUL_SOURCE, "Nul")
     srv = module_server(str(root), wait_for="listening")
@@ -328,7 +328,7 @@ def test_batched_decoding_gives_each_sequence_its_lone_tokens(folder: Path) -> N
     def run(batched: bool, temperature: float) -> dict[int, bytes]:
         rt = get_runtime("llm")
         rt.load({"path": str(folder),
-                 "parameters": {"max_sequences": 12, "batch_decode": batched}})
+                 "parameters": {"max_sequences": 12, "batch_decode": batched, "threads": 1}})
         got: dict[int, list[bytes]] = {}
         for k in range(12):
             prompt = np.array([f"join {k} " * (1 + k % 4)], dtype=object)

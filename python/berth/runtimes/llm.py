@@ -202,15 +202,46 @@ class LLMRuntime(Runtime):
         fresh = [s for s in seqs if s.state is None]
         warm = [s for s in seqs if s.state is not None]
         rows: dict[int, Any] = {}
-        if len(warm) == 1:
-            fresh.append(warm.pop())
-        for seq in fresh:
+        alone = [warm.pop()] if len(warm) == 1 else []
+        if len(fresh) == 1:
+            alone.append(fresh.pop())
+        for seq in alone:
             rows[id(seq)] = self._step([seq])[0]
             seq.state = _layers(seq.state)
+        if fresh:
+            for seq, row in zip(fresh, self._prefill_batch(fresh), strict=True):
+                rows[id(seq)] = row
         if warm:
             for seq, row in zip(warm, self._forward_batch(warm), strict=True):
                 rows[id(seq)] = row
         return [rows[id(s)] for s in seqs]
+
+    def _prefill_batch(self, seqs: list[Any]) -> list[Any]:
+        """The prompts of several new sequences in one forward pass (left
+        padded and masked); each keeps its own slice of the KV cache."""
+        torch = self._torch
+        lens = [len(s.prompt_ids) for s in seqs]
+        width = max(lens)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros(len(seqs), width, dtype=torch.long, device=self.device)
+        pos = torch.zeros(len(seqs), width, dtype=torch.long, device=self.device)
+        for i, (seq, n) in enumerate(zip(seqs, lens, strict=True)):
+            ids[i, width - n :] = torch.tensor(seq.prompt_ids, dtype=torch.long)
+            mask[i, width - n :] = 1
+            pos[i, width - n :] = torch.arange(n)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        return self._split(seqs, lens, width, out)
+
+    def _split(self, seqs: list[Any], lens: list[int], width: int, out: Any) -> list[Any]:
+        """Gives each sequence its rows of a batched forward's KV cache (its
+        real columns, without the left padding) and returns its logits."""
+        new = _layers(out.past_key_values)
+        for i, (seq, n) in enumerate(zip(seqs, lens, strict=True)):
+            start = width - n  # its first real column; the pass's new ones follow
+            seq.state = [(k[i : i + 1, :, start:], v[i : i + 1, :, start:]) for k, v in new]
+        return [out.logits[i, -1].float().cpu() for i in range(len(seqs))]
 
     def _forward_batch(self, seqs: list[Any]) -> list[Any]:
         torch = self._torch
@@ -236,11 +267,7 @@ class LLMRuntime(Runtime):
         with torch.inference_mode():
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
                              use_cache=True, **{self._cache_kw: cache})
-        new = _layers(out.past_key_values)
-        for i, (seq, n) in enumerate(zip(seqs, lens, strict=True)):
-            seq.state = [(k[i : i + 1, :, width - n :], v[i : i + 1, :, width - n :])
-                         for k, v in new]
-        return [out.logits[i, -1].float().cpu() for i in range(len(seqs))]
+        return self._split(seqs, lens, width, out)
 
     def prompt_ids(self, req: Any) -> list[int]:
         """The prompt's token ids: the text, or the chat template applied to
