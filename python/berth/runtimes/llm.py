@@ -94,6 +94,7 @@ class LLMRuntime(Runtime):
     def __init__(self) -> None:
         super().__init__()
         self.max_concurrency = 1
+        self._live: Any = None  # the last decoding step's (sequences, cache, mask)
         self._ids = itertools.count(-1, -1)  # request ids for predict_stream
 
     # ---------------------------------------------------------------- load
@@ -244,8 +245,33 @@ class LLMRuntime(Runtime):
         return [out.logits[i, -1].float().cpu() for i in range(len(seqs))]
 
     def _forward_batch(self, seqs: list[Any]) -> list[Any]:
+        """One decoding step for sequences past their prompt. While the same
+        sequences run, the step's KV cache and mask carry over to the next
+        (no copy); when one joins or leaves, they are rebuilt from each
+        sequence's slice."""
         torch = self._torch
+        key = tuple((s.rid, s.index) for s in seqs)
         lens = [s.state[0][0].shape[-2] for s in seqs]
+        live = self._live
+        if live is not None and live[0] == key:
+            cache = live[1]
+            ones = torch.ones(len(seqs), 1, dtype=torch.long, device=self.device)
+            mask = torch.cat([live[2], ones], dim=1)
+            width = mask.shape[1] - 1
+        else:
+            cache, mask, width = self._stack(seqs, lens)
+        ids = torch.tensor([[s.generated[-1]] for s in seqs], dtype=torch.long, device=self.device)
+        pos = torch.tensor([[n] for n in lens], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                             use_cache=True, **{self._cache_kw: cache})
+        self._live = (key, out.past_key_values, mask)
+        return self._split(seqs, lens, width, out)
+
+    def _stack(self, seqs: list[Any], lens: list[int]) -> tuple[Any, Any, int]:
+        """The sequences' KV caches left-padded to the longest and stacked,
+        and the attention mask (padding hidden) for one more token."""
+        torch = self._torch
         width = max(lens)
         pairs = []
         for layer in range(len(seqs[0].state)):
@@ -258,16 +284,10 @@ class LLMRuntime(Runtime):
                 ks.append(k)
                 vs.append(v)
             pairs.append((torch.cat(ks), torch.cat(vs)))
-        cache = _cache(pairs)
         mask = torch.zeros(len(seqs), width + 1, dtype=torch.long, device=self.device)
         for i, n in enumerate(lens):
             mask[i, width - n :] = 1
-        ids = torch.tensor([[s.generated[-1]] for s in seqs], dtype=torch.long, device=self.device)
-        pos = torch.tensor([[n] for n in lens], dtype=torch.long, device=self.device)
-        with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                             use_cache=True, **{self._cache_kw: cache})
-        return self._split(seqs, lens, width, out)
+        return _cache(pairs), mask, width
 
     def prompt_ids(self, req: Any) -> list[int]:
         """The prompt's token ids: the text, or the chat template applied to
