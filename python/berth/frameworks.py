@@ -139,6 +139,18 @@ FRAMEWORKS: tuple[Framework, ...] = (
         env=_OFFLINE,
     ),
     Framework(
+        runtime="llm",
+        display="generative LMs (Hugging Face transformers)",
+        extra="transformers",
+        module="llm",
+        cls="LLMRuntime",
+        imports=("torch", "tokenizers", "transformers"),
+        distributions=("torch", "transformers", "tokenizers", "safetensors"),
+        suffixes=(".gguf",),
+        folder=True,
+        env=_OFFLINE,
+    ),
+    Framework(
         runtime="mlflow",
         display="MLflow",
         extra="mlflow",

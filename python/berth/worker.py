@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 CHANNEL_FD = 3
 
 HEADER = struct.Struct("<IHHQ")
@@ -232,7 +232,19 @@ def _load(entry: Mapping[str, Any]) -> tuple[Runtime, dict[str, Any]]:
     }
     if runtime.decoupled:
         ready["decoupled"] = True
+        concurrency = _concurrency(runtime)
+        if concurrency > 1:
+            ready["max_concurrency"] = concurrency
     return runtime, ready
+
+
+def _concurrency(runtime: Runtime) -> int:
+    """How many requests a decoupled runtime runs at once: its
+    ``max_concurrency`` when it has the step interface (``start``, ``step``,
+    ``cancel``, ``active``), else 1."""
+    n = getattr(runtime, "max_concurrency", 1)
+    steps = all(callable(getattr(runtime, a, None)) for a in ("start", "step", "cancel", "active"))
+    return n if steps and isinstance(n, int) and n > 1 else 1
 
 
 def _stream(channel: Channel, runtime: Runtime, frame_id: int, payload: bytearray,
@@ -295,8 +307,94 @@ def _stream(channel: Channel, runtime: Runtime, frame_id: int, payload: bytearra
     return keep_serving
 
 
+def _send_end(channel: Channel, frame_id: int) -> None:
+    from .tensors import encode_tensor_set_parts
+
+    parts, total = encode_tensor_set_parts({})
+    channel.send(RESULT, frame_id, parts, total)
+
+
+def _admit(channel: Channel, runtime: Any, frame_id: int, payload: bytearray) -> bool:
+    """Starts one INFER of a concurrent runtime (True), or answers its
+    ERROR (False)."""
+    from .tensors import decode_tensor_set
+
+    try:
+        inputs, params = decode_tensor_set(payload)
+        runtime.start(frame_id, inputs, params)
+        return True
+    except InvalidInput as e:
+        message = str(e)[:_MAX_ERROR_CHARS] or "invalid input"
+        channel.send_json(ERROR, frame_id, {"error": message, "kind": "input"})
+    except ProtocolError:
+        raise
+    except Exception as e:
+        log.exception("request %d could not start", frame_id)
+        channel.send_json(ERROR, frame_id, {"error": _error_text(e), "kind": "model"})
+    return False
+
+
+def _serve_concurrent(channel: Channel, runtime: Any, state: _State) -> int:
+    """Serves a decoupled runtime that runs several requests at once
+    (protocol 2, READY's ``max_concurrency``): frames are read between
+    steps (blocking only when nothing runs); each INFER joins the running
+    set, each step's responses go out at once, and a request ends with
+    RESULT (no tensors) or ERROR. CANCEL drops that request before the
+    next step; SHUTDOWN or end of file ends every running request."""
+    from .tensors import encode_tensor_set_parts
+
+    running: set[int] = set()
+    while True:
+        while not running or channel.pending():
+            state.busy = bool(running)
+            frame = channel.recv()
+            if frame is None or frame[0] == SHUTDOWN:
+                for rid in sorted(running):
+                    runtime.cancel(rid)
+                    _send_end(channel, rid)
+                log.info("shutdown" if frame is not None else "the engine closed the channel")
+                return 0
+            ftype, frame_id, payload = frame
+            frame = None
+            if ftype == CANCEL:
+                if frame_id in running:  # else: it ended before the frame came
+                    runtime.cancel(frame_id)
+                    running.discard(frame_id)
+                    log.info("request %d cancelled", frame_id)
+                    _send_end(channel, frame_id)
+                continue
+            if ftype != INFER:
+                raise ProtocolError(f"unexpected {_TYPE_NAMES[ftype]} frame while serving")
+            if _admit(channel, runtime, frame_id, payload):
+                running.add(frame_id)
+            payload = None  # type: ignore[assignment]
+        state.busy = True
+        try:
+            events = runtime.step()
+        except Exception as e:
+            log.exception("a generation step failed; ending its %d requests", len(running))
+            for rid in sorted(running):
+                runtime.cancel(rid)
+                channel.send_json(ERROR, rid, {"error": _error_text(e), "kind": "model"})
+            running.clear()
+            events = []
+        for rid, outputs, ended in events:
+            if outputs is not None:
+                parts, total = encode_tensor_set_parts(outputs)
+                channel.send(RESPONSE, rid, parts, total)
+            if ended:
+                running.discard(rid)
+                _send_end(channel, rid)
+        state.busy = bool(running)
+        if state.stop_requested and not running:
+            log.info("SIGTERM: exiting after the running requests")
+            return 0
+
+
 def _serve(channel: Channel, runtime: Runtime, state: _State,
            entry: Mapping[str, Any] | None = None) -> int:
+    if runtime.decoupled and _concurrency(runtime) > 1:
+        return _serve_concurrent(channel, runtime, state)
     from .sequences import SequenceStore
     from .tensors import decode_tensor_set, encode_tensor_set_parts
 

@@ -48,17 +48,17 @@ def requirement_names(extra: str, table: dict[str, list[str]]) -> set[str]:
 def test_the_views_hold_what_they_held() -> None:
     assert RUNTIMES == (
         "sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "tensorflow", "transformers",
-        "mlflow", "python",
+        "llm", "mlflow", "python",
     )
     assert EXTENSIONS == {
         ".joblib": "sklearn", ".pkl": "sklearn", ".onnx": "onnx", ".json": "xgboost",
         ".ubj": "xgboost", ".txt": "lightgbm", ".pt": "pytorch", ".pt2": "pytorch",
-        ".keras": "tensorflow", ".py": "python",
+        ".keras": "tensorflow", ".gguf": "llm", ".py": "python",
     }
     assert BUNDLE_FILES == {
         "saved_model.pb": "tensorflow", "saved_model.pbtxt": "tensorflow", "MLmodel": "mlflow",
     }
-    assert FOLDER_RUNTIMES == {"tensorflow", "transformers", "mlflow"}
+    assert FOLDER_RUNTIMES == {"tensorflow", "transformers", "llm", "mlflow"}
     assert RUNTIME_PACKAGES["tensorflow"] == ("tensorflow|tensorflow-cpu",)
     assert RUNTIME_PACKAGES["python"] == ()
     assert set(RUNTIME_PACKAGES) == set(RUNTIMES)

@@ -25,7 +25,7 @@ typedef enum {
   W_EMPTY = 0, /* no process: waiting to restart, or never started */
   W_LOADING,   /* process started, LOAD sent, waiting for READY */
   W_IDLE,      /* ready, no batch */
-  W_BUSY,      /* ready, running w->batch */
+  W_BUSY,      /* ready, running the batches in w->running */
   W_STOPPING,  /* SHUTDOWN sent */
   W_FAILED,    /* model failed to load: not restarted */
 } worker_state;
@@ -36,9 +36,13 @@ struct berth_worker {
   berth_model *model;
   unsigned index;
   worker_state state;
-  worker_proc *proc;  /* current incarnation or NULL */
-  berth_batch *batch; /* owned while W_BUSY */
-  uv_timer_t timer;   /* restart backoff or load timeout */
+  worker_proc *proc; /* current incarnation or NULL */
+  /* In-flight batches, owned: one at a time, or up to max_concurrency
+   * decoupled requests when the worker's READY offered it (protocol 2). */
+  berth_batch **running;
+  uint32_t n_running;
+  uint32_t max_concurrency; /* from the current incarnation's READY */
+  uv_timer_t timer;         /* restart backoff or load timeout */
   double backoff_s;
   uint64_t ready_ns;   /* when the current incarnation became ready */
   uint64_t spawned_ns; /* when the current incarnation was started */
@@ -138,6 +142,48 @@ static int send_frame(worker_proc *p, uint16_t type, uint64_t id,
 
 /* ---- frames from the worker ------------------------------------------ */
 
+/* The decoupled requests the worker takes at once: READY's max_concurrency
+ * (protocol 2), 1 when absent or when the model is not decoupled. */
+static int read_concurrency(berth_worker *w, const uint8_t *payload,
+                            size_t len) {
+  json_error_t jerr;
+  json_t *doc = json_loadb((const char *)payload, len, 0, &jerr);
+  json_int_t v = json_integer_value(json_object_get(doc, "max_concurrency"));
+  json_decref(doc);
+  uint32_t n =
+      w->model->decoupled && v > 1
+          ? (uint32_t)(v > BERTH_WP_MAX_CONCURRENCY ? BERTH_WP_MAX_CONCURRENCY
+                                                    : v)
+          : 1;
+  berth_batch **slots = calloc(n, sizeof *slots);
+  if (slots == NULL)
+    return BERTH_E_NOMEM;
+  free(w->running); /* empty: a new incarnation runs nothing yet */
+  w->running = slots;
+  w->n_running = 0;
+  w->max_concurrency = n;
+  return BERTH_OK;
+}
+
+/* Index of w's in-flight batch with this id, or -1. */
+static long running_index(const berth_worker *w, uint64_t id) {
+  for (uint32_t i = 0; i < w->n_running; i++)
+    if (w->running[i]->id == id)
+      return (long)i;
+  return -1;
+}
+
+/* Takes batch i out of w's in-flight set (the last one moves into its
+ * place) and returns it; w is idle when none is left. */
+static berth_batch *running_take(berth_worker *w, uint32_t i) {
+  berth_batch *b = w->running[i];
+  w->running[i] = w->running[--w->n_running];
+  w->running[w->n_running] = NULL;
+  if (w->n_running == 0 && w->state == W_BUSY)
+    w->state = W_IDLE;
+  return b;
+}
+
 static void on_ready(berth_worker *w, const uint8_t *payload, size_t len) {
   char id[300];
   berth_model *m = w->model;
@@ -146,6 +192,13 @@ static void on_ready(berth_worker *w, const uint8_t *payload, size_t len) {
       BERTH_OK) {
     berth_log_kv(BERTH_LOG_ERROR, "worker sent a bad READY; restarting it",
                  "worker", wname(w, id, sizeof id), "error", err.msg, NULL);
+    proc_kill(w->proc, SIGKILL);
+    return;
+  }
+  if (read_concurrency(w, payload, len) != BERTH_OK) {
+    berth_log_kv(BERTH_LOG_ERROR,
+                 "out of memory adopting a worker; restarting it", "worker",
+                 wname(w, id, sizeof id), NULL);
     proc_kill(w->proc, SIGKILL);
     return;
   }
@@ -205,13 +258,11 @@ static void on_load_failed(berth_worker *w, const uint8_t *payload,
     BERTH_OBSERVE(&m->engine->observers, load_failed, m);
 }
 
-static void on_answer(berth_worker *w, const berth_wp_header *h,
+static void on_answer(berth_worker *w, long at, const berth_wp_header *h,
                       const uint8_t *payload, size_t len) {
-  berth_batch *b = w->batch;
+  berth_batch *b = running_take(w, (uint32_t)at);
   b->answered_ns = uv_hrtime();
   berth_model *m = w->model;
-  w->batch = NULL;
-  w->state = W_IDLE;
   if (h->type == BERTH_WP_RESULT) {
     berth_tensor *outs = NULL;
     size_t n = 0;
@@ -261,8 +312,9 @@ static void note_response(berth_job *j, berth_tensor *outs, size_t n) {
  * callback while the job is unanswered and its creator takes them; dropped
  * otherwise (the client left, the deadline passed). Returns false when the
  * worker broke the protocol. */
-static bool on_response(berth_worker *w, const uint8_t *payload, size_t len) {
-  berth_batch *b = w->batch;
+static bool on_response(berth_worker *w, long at, const uint8_t *payload,
+                        size_t len) {
+  berth_batch *b = w->running[at];
   berth_model *m = w->model;
   if (!m->decoupled || b->n_jobs != 1)
     return false; /* only decoupled models answer in RESPONSE frames */
@@ -296,10 +348,13 @@ bool berth_supervisor_cancel_job(berth_job *job) {
     return false;
   for (size_t i = 0; i < m->n_workers; i++) {
     berth_worker *w = m->workers[i];
-    if (w->state == W_BUSY && w->batch != NULL && w->batch->n_jobs == 1 &&
-        w->batch->jobs[0] == job && w->proc != NULL)
-      return send_frame(w->proc, BERTH_WP_CANCEL, w->batch->id, NULL, 0) ==
-             BERTH_OK;
+    if (w->state != W_BUSY || w->proc == NULL)
+      continue;
+    for (uint32_t k = 0; k < w->n_running; k++) {
+      const berth_batch *b = w->running[k];
+      if (b->n_jobs == 1 && b->jobs[0] == job)
+        return send_frame(w->proc, BERTH_WP_CANCEL, b->id, NULL, 0) == BERTH_OK;
+    }
   }
   return false;
 }
@@ -322,15 +377,17 @@ static bool handle_frame(worker_proc *p, const berth_wp_header *h,
     on_load_failed(w, payload, h->length);
     return true;
   case BERTH_WP_RESULT:
-  case BERTH_WP_ERROR:
-    if (w->state != W_BUSY || w->batch == NULL || w->batch->id != h->id)
+  case BERTH_WP_ERROR: {
+    long at = w->state == W_BUSY ? running_index(w, h->id) : -1;
+    if (at < 0)
       return false;
-    on_answer(w, h, payload, h->length);
+    on_answer(w, at, h, payload, h->length);
     return true;
-  case BERTH_WP_RESPONSE:
-    if (w->state != W_BUSY || w->batch == NULL || w->batch->id != h->id)
-      return false;
-    return on_response(w, payload, h->length);
+  }
+  case BERTH_WP_RESPONSE: {
+    long at = w->state == W_BUSY ? running_index(w, h->id) : -1;
+    return at >= 0 && on_response(w, at, payload, h->length);
+  }
   default:
     return false;
   }
@@ -472,15 +529,15 @@ static void proc_lost(worker_proc *p) {
     w->counted_ready = false;
     m->n_ready--;
   }
-  if (w->batch != NULL) {
+  if (w->n_running > 0) {
     char msg[512];
     snprintf(msg, sizeof msg,
              "model '%s' worker exited (%s) while running this request; "
              "it is being restarted",
              m->cfg->name, how);
-    berth_batch *b = w->batch;
-    w->batch = NULL;
-    berth_batch_fail(b, BERTH_E_WORKER_DIED, msg);
+    while (w->n_running > 0)
+      berth_batch_fail(running_take(w, w->n_running - 1), BERTH_E_WORKER_DIED,
+                       msg);
   }
   berth_sched_worker_lost(m, w);
   bool stopping = e->stopping || e->draining || was == W_STOPPING;
@@ -725,16 +782,25 @@ double berth_supervisor_rss(const berth_model *m) {
   return total;
 }
 
+/* Whether w takes another batch now: idle, or running fewer decoupled
+ * requests than its READY offered. */
+static bool has_room(const berth_worker *w) {
+  return w->state == W_IDLE ||
+         (w->state == W_BUSY && w->n_running < w->max_concurrency);
+}
+
 berth_worker *berth_supervisor_idle_worker(berth_model *m) {
-  for (size_t i = 0; i < m->n_workers; i++)
-    if (m->workers[i]->state == W_IDLE)
-      return m->workers[i];
-  return NULL;
+  berth_worker *best = NULL;
+  for (size_t i = 0; i < m->n_workers; i++) {
+    berth_worker *w = m->workers[i];
+    if (has_room(w) && (best == NULL || w->n_running < best->n_running))
+      best = w;
+  }
+  return best;
 }
 
 berth_worker *berth_supervisor_idle_worker_at(berth_model *m, size_t i) {
-  return i < m->n_workers && m->workers[i]->state == W_IDLE ? m->workers[i]
-                                                            : NULL;
+  return i < m->n_workers && has_room(m->workers[i]) ? m->workers[i] : NULL;
 }
 
 void berth_worker_run(berth_worker *w, berth_batch *b) {
@@ -768,7 +834,7 @@ void berth_worker_run(berth_worker *w, berth_batch *b) {
   }
   free(params);
   w->state = W_BUSY;
-  w->batch = b;
+  w->running[w->n_running++] = b;
   b->sent_ns = uv_hrtime();
   rc = send_frame(w->proc, BERTH_WP_INFER, b->id, payload, written);
   free(payload);
@@ -823,7 +889,11 @@ void berth_supervisor_engine_close(berth_engine *e) {
   uv_close((uv_handle_t *)&e->sup.stop_timer, sup_timer_closed);
 }
 
-static void slot_timer_closed(uv_handle_t *h) { free(h->data); }
+static void slot_timer_closed(uv_handle_t *h) {
+  berth_worker *w = h->data;
+  free(w->running);
+  free(w);
+}
 
 void berth_supervisor_free(berth_model *m) {
   for (size_t k = 0; k < m->n_workers; k++) {

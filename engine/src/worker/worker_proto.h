@@ -12,7 +12,11 @@
 #include "berth/error.h"
 #include "berth/tensor.h"
 
-#define BERTH_WP_VERSION 1
+/* Version 2 adds READY's max_concurrency: a worker of a decoupled model
+ * may run several requests at once; frames are otherwise version 1's. */
+#define BERTH_WP_VERSION 2
+/* The most decoupled requests the engine sends one worker at once. */
+#define BERTH_WP_MAX_CONCURRENCY 1024
 #define BERTH_WP_HEADER_SIZE 16
 
 typedef enum {

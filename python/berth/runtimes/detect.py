@@ -98,6 +98,24 @@ def _is_hf_config(path: Path) -> bool:
     return isinstance(doc, dict) and ("model_type" in doc or "architectures" in doc)
 
 
+def _is_causal_lm(path: Path) -> bool:
+    """A Hugging Face config of a generative model (``*ForCausalLM``,
+    ``*LMHeadModel``) with a tokenizer beside it: served by ``llm``."""
+    try:
+        with path.open("rb") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return False
+    archs = doc.get("architectures") if isinstance(doc, dict) else None
+    causal = isinstance(archs, list) and any(
+        isinstance(a, str) and a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs
+    )
+    tokenizer = any(
+        (path.parent / t).is_file() for t in ("tokenizer.json", "tokenizer_config.json")
+    )
+    return causal and tokenizer
+
+
 def bundle_runtime(folder: Path) -> str | None:
     """The runtime of a folder that is itself a model (a bundle), or ``None``."""
     for name, runtime in BUNDLE_FILES.items():
@@ -108,7 +126,7 @@ def bundle_runtime(folder: Path) -> str | None:
     if (folder / "config.json").is_file():
         has_weights = any((folder / w).is_file() for w in HF_WEIGHTS)
         if has_weights and _is_hf_config(folder / "config.json"):
-            return "transformers"
+            return "llm" if _is_causal_lm(folder / "config.json") else "transformers"
     return None
 
 
