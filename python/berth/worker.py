@@ -202,19 +202,27 @@ def _set_thread_defaults(entry: Mapping[str, Any]) -> None:
         os.environ.setdefault(var, threads)
 
 
+#: The thread pools the template found (a threadpoolctl controller, made
+#: once there instead of in each forked worker), or None.
+_pools: Any = None
+
+
 def _apply_thread_limits() -> None:
     """In a worker forked from the template (berth.zygote), NumPy and the
     preloaded frameworks were imported with one thread: give their pools the
     counts the thread variables now say (as a freshly started worker's
     libraries read them when imported)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        log.debug("threadpoolctl is not installed: BLAS keeps the template's one thread")
-        return
+    controller = _pools
+    if controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            log.debug("threadpoolctl is not installed: BLAS keeps the template's one thread")
+            return
+        controller = ThreadpoolController()
     for var, api in (("OPENBLAS_NUM_THREADS", "blas"), ("OMP_NUM_THREADS", "openmp")):
         try:
-            threadpool_limits(limits=max(1, int(os.environ.get(var, "1"))), user_api=api)
+            controller.limit(limits=max(1, int(os.environ.get(var, "1"))), user_api=api)
         except (ValueError, OSError) as e:
             log.debug("cannot set %s thread pools from %s: %s", api, var, e)
 

@@ -33,6 +33,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import select
 import signal
 import socket
@@ -93,6 +94,45 @@ def _preload(runtimes: list[str]) -> list[str]:
             )
             break
         done.append(module)
+    return done
+
+
+#: Module names a scikit-learn pickle holds (protocol 2+ writes them as
+#: plain strings); only these packages' modules are imported from it.
+_PICKLED_MODULE = re.compile(rb"(?<![A-Za-z0-9_.])((?:sklearn|scipy)(?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+_WARM_BYTES = 8 << 20
+_WARM_MODULES = 64
+
+
+def _warm(paths: list[str]) -> list[str]:
+    """Imports the scikit-learn modules that the models' pickles name, as
+    unpickling would in the worker (without unpickling: nothing from the
+    file runs here). Only modules of installed sklearn and scipy count."""
+    from importlib.util import find_spec
+
+    from .runtimes.detect import resolve_model_path
+
+    names: dict[str, None] = {}
+    for path in paths:
+        try:
+            with open(resolve_model_path(path, "sklearn"), "rb") as f:
+                data = f.read(_WARM_BYTES)
+        except Exception as e:  # noqa: BLE001 - the worker reports a bad path
+            log.debug("template: not warming from %s (%s)", path, e)
+            continue
+        for m in _PICKLED_MODULE.finditer(data):
+            names[m.group(1).decode()] = None
+    done = []
+    for name in list(names)[:_WARM_MODULES]:
+        try:
+            if name in sys.modules or find_spec(name) is None:
+                continue
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001, S112 - a class name, not a module
+            continue
+        if _threads() > 1:
+            break
+        done.append(name)
     return done
 
 
@@ -233,6 +273,8 @@ def serve(ctl: socket.socket) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m berth.zygote", description=__doc__)
     ap.add_argument("--preload", default="", help="runtimes of the served models, comma-separated")
+    ap.add_argument("--warm", action="append", default=[], metavar="PATH",
+                    help="a scikit-learn model whose pickled module names to import")
     ns = ap.parse_args(argv)
     from .worker import _setup_logging
 
@@ -250,6 +292,16 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[var] = "1"
     started = time.monotonic()
     done = _preload([r for r in ns.preload.split(",") if r])
+    if "berth.runtimes.sklearn" in done and ns.warm and _threads() == 1:
+        done += _warm(ns.warm)
+    try:  # inspect the loaded thread pools once, for every child
+        from threadpoolctl import ThreadpoolController
+
+        from . import worker
+
+        worker._pools = ThreadpoolController()
+    except Exception as e:  # noqa: BLE001 - each child then inspects them itself
+        log.debug("template: no thread pool controller (%s)", e)
     _send(ctl, {"op": "ready", "threads": _threads(), "preloaded": done,
                 "seconds": round(time.monotonic() - started, 3)})
     try:

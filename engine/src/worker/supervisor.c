@@ -580,18 +580,36 @@ static void zc_failed(berth_zchild *c, const char *why) {
 static void zygote_idle(void *arg) { maybe_all_stopped(arg); }
 
 /* The template command: workers.command when it is "<python> -m
- * berth.worker", with berth.zygote and the configured runtimes; NULL
- * otherwise (a custom worker command has no template). Owned by the
- * caller (free the array; the strings are borrowed or static). */
+ * berth.worker", with berth.zygote, the configured runtimes and the paths
+ * of scikit-learn models (whose pickles name the modules to import);
+ * NULL otherwise (a custom worker command has no template). Owned by the
+ * caller (free the array; the strings are borrowed or in runtimes). */
+#define TEMPLATE_WARM_MAX 16
 static char **template_argv(berth_engine *e, char *runtimes, size_t cap) {
   size_t n = e->cfg.worker_argc;
   char **cmd = e->cfg.worker_command;
   if (n < 3 || strcmp(cmd[n - 2], "-m") != 0 ||
       strcmp(cmd[n - 1], "berth.worker") != 0)
     return NULL;
+  char **argv = calloc(n + 3 + 2 * TEMPLATE_WARM_MAX, sizeof *argv);
+  if (argv == NULL)
+    return NULL;
+  for (size_t i = 0; i + 1 < n; i++)
+    argv[i] = cmd[i];
+  size_t k = n - 1, warm = 0;
+  argv[k++] = "berth.zygote";
+  argv[k++] = "--preload";
+  argv[k++] = runtimes;
   runtimes[0] = '\0';
   for (size_t i = 0; i < e->n_models; i++) {
     const char *r = e->models[i]->cfg->runtime;
+    const char *path =
+        json_string_value(json_object_get(e->models[i]->cfg->entry, "path"));
+    if (r != NULL && strcmp(r, "sklearn") == 0 && path != NULL &&
+        warm++ < TEMPLATE_WARM_MAX) {
+      argv[k++] = "--warm";
+      argv[k++] = (char *)path;
+    }
     if (r == NULL || strstr(runtimes, r) != NULL ||
         strlen(runtimes) + strlen(r) + 2 > cap)
       continue;
@@ -599,14 +617,6 @@ static char **template_argv(berth_engine *e, char *runtimes, size_t cap) {
       strcat(runtimes, ",");
     strcat(runtimes, r);
   }
-  char **argv = calloc(n + 3, sizeof *argv);
-  if (argv == NULL)
-    return NULL;
-  for (size_t i = 0; i + 1 < n; i++)
-    argv[i] = cmd[i];
-  argv[n - 1] = "berth.zygote";
-  argv[n] = "--preload";
-  argv[n + 1] = runtimes;
   return argv;
 }
 
