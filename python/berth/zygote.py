@@ -46,13 +46,13 @@ __all__ = ["main"]
 
 CONTROL_FD = 3
 #: Runtime modules that import no thread-starting framework and are safe to
-#: import before fork; the rest (pytorch, transformers, tensorflow, mlflow)
-#: are imported by each worker.
+#: import before fork (tests/unit/test_zygote.py checks it); the rest are
+#: imported by each worker: onnxruntime, PyTorch, TensorFlow (and so
+#: transformers and MLflow) start a thread when imported.
 FORK_SAFE = {
     "sklearn": ("berth.runtimes.sklearn",),
     "xgboost": ("berth.runtimes.xgboost", "xgboost"),
     "lightgbm": ("berth.runtimes.lightgbm", "lightgbm"),
-    "onnx": ("berth.runtimes.onnx", "onnxruntime"),
     "python": ("berth.runtimes.python",),
 }
 _THREAD_VARS = (

@@ -566,7 +566,9 @@ static void zc_failed(berth_zchild *c, const char *why) {
     return;
   w->proc = NULL;
   uv_timer_stop(&w->timer);
-  bool stop = w->state == W_STOPPING || w->state == W_FAILED;
+  if (w->state == W_FAILED)
+    return; /* its load timed out: not restarted, as after an exit */
+  bool stop = w->state == W_STOPPING;
   w->state = W_EMPTY;
   if (stop)
     return;

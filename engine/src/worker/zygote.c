@@ -227,7 +227,7 @@ static void zproc_gone(zproc *p, const char *how) {
     z->cur = NULL;
   if (!p->exited)
     uv_process_kill(&p->process, SIGKILL); /* useless without its channel */
-  if (!z->stopping) {
+  if (!z->stopping && !z->given_up) {
     z->deaths++;
     z->given_up = z->deaths >= BERTH_ZYGOTE_MAX_DEATHS;
     berth_log_kv(BERTH_LOG_WARNING,
@@ -277,7 +277,18 @@ static void handle_message(zproc *p, const char *data, size_t len) {
                  NULL);
   } else if (strcmp(op, "ready") == 0) {
     p->ready = true;
-    berth_log_kv(BERTH_LOG_DEBUG, "worker template ready", NULL);
+    json_int_t threads = json_integer_value(json_object_get(doc, "threads"));
+    if (threads > 1) {
+      /* It would refuse every fork: workers start directly. */
+      berth_log_kv(BERTH_LOG_WARNING,
+                   "the worker template runs more than one thread after its "
+                   "imports and cannot fork safely; workers start directly",
+                   NULL);
+      z->given_up = true;
+      zproc_gone(p, "threads");
+    } else {
+      berth_log_kv(BERTH_LOG_DEBUG, "worker template ready", NULL);
+    }
   } else if (strcmp(op, "forked") == 0 || strcmp(op, "failed") == 0) {
     json_int_t id = json_integer_value(json_object_get(doc, "id"));
     berth_zchild *c = find_child(z, p->gen, (uint64_t)id, 0);
