@@ -27,17 +27,17 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import BerthError, ConfigError
 from .frameworks import FRAMEWORKS, by_runtime
+
+if TYPE_CHECKING:  # imported where used: `berth serve` starts without them
+    from importlib import metadata
 
 __all__ = [
     "MANIFEST",
@@ -123,6 +123,8 @@ def _default_name(path: Path) -> str:
 
 
 def _dist(name_options: str) -> metadata.Distribution | None:
+    from importlib import metadata
+
     for name in name_options.split("|"):
         try:
             return metadata.distribution(name)
@@ -150,6 +152,8 @@ def _norm(name: str) -> str:
 
 def _closure(roots: list[metadata.Distribution]) -> dict[str, str]:
     """Installed distributions ``roots`` need, transitively: name -> version."""
+    from importlib import metadata
+
     found: dict[str, str] = {}
     names: dict[str, str] = {}
     todo = list(roots)
@@ -452,6 +456,8 @@ def build_bundle(
     locked = lock_requirements([e["runtime"] for e in entries])
     name, version = parse_tag(tag) if tag else (_default_name(source), "")
 
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix=".berth-build-", dir=_tmp_parent(out)) as tmp:
         stage = Path(tmp) / "bundle"
         stage.mkdir()
@@ -530,6 +536,8 @@ def _base_image(bundle: Path) -> str:
 def build_image(bundle: Path, image: str, *, base_image: str | None = None,
                 builder: str | None = None) -> None:
     """Builds the bundle's image with buildah (``--isolation chroot``)."""
+    import subprocess
+
     buildah = builder or shutil.which("buildah")
     if not buildah:
         raise ConfigError(

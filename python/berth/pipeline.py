@@ -27,7 +27,6 @@ processes, so it is batched and scaled like any model (``max_batch_size``,
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -171,6 +170,8 @@ class Pipeline:
 def _python_ref(value: Any, step: str) -> str:
     if isinstance(value, str):
         return value
+    import inspect  # here, not at the top: `berth serve` starts without it
+
     try:
         source = inspect.getsourcefile(value)
     except TypeError:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,6 +98,9 @@ def parse_shadow(spec: str) -> dict[str, Any]:
 
 
 def _call(url: str, token: str | None, method: str, path: str, body: Any = None) -> Any:
+    import urllib.error  # here, not at the top: `berth serve` starts without them
+    import urllib.request
+
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method)
     req.add_header("Accept", "application/json")

@@ -202,6 +202,31 @@ def _set_thread_defaults(entry: Mapping[str, Any]) -> None:
         os.environ.setdefault(var, threads)
 
 
+#: The thread pools the template found (a threadpoolctl controller, made
+#: once there instead of in each forked worker), or None.
+_pools: Any = None
+
+
+def _apply_thread_limits() -> None:
+    """In a worker forked from the template (berth.zygote), NumPy and the
+    preloaded frameworks were imported with one thread: give their pools the
+    counts the thread variables now say (as a freshly started worker's
+    libraries read them when imported)."""
+    controller = _pools
+    if controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            log.debug("threadpoolctl is not installed: BLAS keeps the template's one thread")
+            return
+        controller = ThreadpoolController()
+    for var, api in (("OPENBLAS_NUM_THREADS", "blas"), ("OMP_NUM_THREADS", "openmp")):
+        try:
+            controller.limit(limits=max(1, int(os.environ.get(var, "1"))), user_api=api)
+        except (ValueError, OSError) as e:
+            log.debug("cannot set %s thread pools from %s: %s", api, var, e)
+
+
 _MAX_ERROR_CHARS = 8192
 
 
@@ -497,6 +522,8 @@ def main() -> int:
         if not isinstance(entry, dict):
             raise ProtocolError("LOAD payload must be a JSON object")
         _set_thread_defaults(entry)
+        if os.environ.get("BERTH_FORKED") == "1":
+            _apply_thread_limits()
         started = time.monotonic()
         try:
             runtime, ready = _load(entry)

@@ -168,6 +168,7 @@ typedef struct berth_config {
   double worker_load_timeout_s; /* LOAD -> READY bound, default 300 */
   double restart_backoff_s;     /* first restart delay, default 0.1 */
   double restart_backoff_max_s; /* cap, default 10 */
+  bool worker_template; /* fork workers from a template process (zygote.h) */
   /* tracing: (docs/tracing.md) */
   char *trace_endpoint;             /* owned or NULL = tracing off: OTLP/HTTP
                                     URL, http://host[:port][/path] */

@@ -264,6 +264,10 @@ static const berth_config_field berth_config_workers_fields[] = {
      .slot = BERTH_CF_OFF(BERTH_CF_C, restart_backoff_max_s),
      .dmin = 0.001,
      .dmax = 3600},
+    {.key = "template",
+     .kind = BERTH_CF_BOOL,
+     .def = "true",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, worker_template)},
 };
 
 static const berth_config_field berth_config_tracing_fields[] = {

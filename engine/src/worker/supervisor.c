@@ -6,10 +6,12 @@
  * uv_process_t, the socket and the receive buffer, and is freed only when
  * both handles have closed, so callbacks never see freed memory. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -18,6 +20,7 @@
 #include "worker_output.h"
 #include "worker_proto.h"
 #include "restart_policy.h"
+#include "zygote.h"
 
 extern char **environ;
 
@@ -64,6 +67,8 @@ struct worker_proc {
   uint32_t max_frame;
   berth_worker_output out[2]; /* the worker's stdout and stderr, forwarded
                                  to the log (worker_output.h) */
+  bool forked;     /* started by the worker template: zc, not process */
+  berth_zchild zc; /* zygote.h */
 };
 
 typedef struct {
@@ -106,8 +111,16 @@ static void proc_close_pipe(worker_proc *p) {
 }
 
 static void proc_kill(worker_proc *p, int sig) {
-  if (!p->exited)
+  if (p->exited)
+    return;
+  if (p->forked)
+    berth_zchild_kill(&p->zc, sig);
+  else
     uv_process_kill(&p->process, sig);
+}
+
+static int proc_pid(const worker_proc *p) {
+  return p->forked ? p->zc.pid : p->process.pid;
 }
 
 static void write_done(uv_write_t *req, int status) {
@@ -451,7 +464,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 static void maybe_all_stopped(berth_engine *e) {
   berth_supervisor_state *s = &e->sup;
-  if (s->stopped == NULL || s->live_procs > 0)
+  if (s->stopped == NULL || s->live_procs > 0 || berth_zygote_busy(s->zygote))
     return;
   void (*cb)(void *) = s->stopped;
   s->stopped = NULL; /* once */
@@ -507,7 +520,9 @@ static void schedule_restart(berth_worker *w, const berth_restart_plan *plan) {
 }
 
 static void describe_exit(const worker_proc *p, char *out, size_t cap) {
-  if (p->term_signal != 0)
+  if (p->forked && !p->zc.status_known)
+    snprintf(out, cap, "exit status unknown: its template is gone");
+  else if (p->term_signal != 0)
     snprintf(out, cap, "signal %d", p->term_signal);
   else
     snprintf(out, cap, "exit code %lld", (long long)p->exit_status);
@@ -583,6 +598,189 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int sig) {
   proc_lost(p);
 }
 
+/* ---- workers forked by the template (zygote.h) ------------------------ */
+
+static char **build_env(const char *worker_id, const char *level);
+static void free_env(char **env);
+
+static void zc_forked(berth_zchild *c) {
+  worker_proc *p = c->data;
+  p->out[0].pid = p->out[1].pid = c->pid;
+}
+
+static void zc_exit(berth_zchild *c) {
+  worker_proc *p = c->data;
+  p->exited = true;
+  p->exit_status = c->exit_status;
+  p->term_signal = c->term_signal;
+  berth_worker_output_close(&p->out[0]);
+  berth_worker_output_close(&p->out[1]);
+  proc_close_pipe(p);
+  berth_zchild_close(c, proc_release, p);
+  proc_lost(p);
+}
+
+static void worker_spawn_direct(berth_worker *w);
+
+/* The template could not fork this worker: the incarnation goes without
+ * counting as a crash, and the worker starts directly. */
+static void zc_failed(berth_zchild *c, const char *why) {
+  worker_proc *p = c->data;
+  berth_worker *w = p->w;
+  char id[300];
+  p->exited = true;
+  p->w = NULL;
+  berth_worker_output_close(&p->out[0]);
+  berth_worker_output_close(&p->out[1]);
+  proc_close_pipe(p);
+  berth_zchild_close(c, proc_release, p);
+  if (w == NULL || w->proc != p)
+    return;
+  w->proc = NULL;
+  uv_timer_stop(&w->timer);
+  if (w->state == W_FAILED)
+    return; /* its load timed out: not restarted, as after an exit */
+  bool stop = w->state == W_STOPPING;
+  w->state = W_EMPTY;
+  if (stop)
+    return;
+  berth_log_kv(BERTH_LOG_WARNING,
+               "the worker template could not start a worker; starting it "
+               "directly",
+               "worker", wname(w, id, sizeof id), "error", why, NULL);
+  worker_spawn_direct(w);
+}
+
+static void zygote_idle(void *arg) { maybe_all_stopped(arg); }
+
+/* The template command: workers.command when it is "<python> -m
+ * berth.worker", with berth.zygote, the configured runtimes and the paths
+ * of scikit-learn models (whose pickles name the modules to import);
+ * NULL otherwise (a custom worker command has no template). Owned by the
+ * caller (free the array; the strings are borrowed or in runtimes). */
+#define TEMPLATE_WARM_MAX 16
+static char **template_argv(berth_engine *e, char *runtimes, size_t cap) {
+  size_t n = e->cfg.worker_argc;
+  char **cmd = e->cfg.worker_command;
+  if (n < 3 || strcmp(cmd[n - 2], "-m") != 0 ||
+      strcmp(cmd[n - 1], "berth.worker") != 0)
+    return NULL;
+  char **argv = calloc(n + 3 + 2 * TEMPLATE_WARM_MAX, sizeof *argv);
+  if (argv == NULL)
+    return NULL;
+  for (size_t i = 0; i + 1 < n; i++)
+    argv[i] = cmd[i];
+  size_t k = n - 1, warm = 0;
+  argv[k++] = "berth.zygote";
+  argv[k++] = "--preload";
+  argv[k++] = runtimes;
+  runtimes[0] = '\0';
+  for (size_t i = 0; i < e->n_models; i++) {
+    const char *r = e->models[i]->cfg->runtime;
+    const char *path =
+        json_string_value(json_object_get(e->models[i]->cfg->entry, "path"));
+    if (r != NULL && strcmp(r, "sklearn") == 0 && path != NULL &&
+        warm++ < TEMPLATE_WARM_MAX) {
+      argv[k++] = "--warm";
+      argv[k++] = (char *)path;
+    }
+    if (r == NULL || strstr(runtimes, r) != NULL ||
+        strlen(runtimes) + strlen(r) + 2 > cap)
+      continue;
+    if (runtimes[0] != '\0')
+      strcat(runtimes, ",");
+    strcat(runtimes, r);
+  }
+  return argv;
+}
+
+static char **template_env(berth_engine *e) {
+  static char pad[4096 + 32];
+  if (pad[0] == '\0') {
+    memcpy(pad, "BERTH_TEMPLATE_PAD=", 19);
+    memset(pad + 19, '.', 4096);
+  }
+  char **env = build_env("", e->cfg.log_level);
+  if (env == NULL)
+    return NULL;
+  size_t n = 0;
+  while (env[n] != NULL)
+    n++;
+  char **more = realloc(env, (n + 2) * sizeof *env);
+  if (more == NULL) {
+    free_env(env);
+    return NULL;
+  }
+  more[n] = pad;
+  more[n + 1] = NULL;
+  return more;
+}
+
+/* The template to fork workers from, started if need be; NULL when
+ * workers start directly. */
+static berth_zygote *sup_zygote(berth_engine *e) {
+  berth_supervisor_state *s = &e->sup;
+  if (!e->cfg.worker_template || s->zygote_off)
+    return NULL;
+  if (s->zygote == NULL) {
+    s->zygote = berth_zygote_new(e->loop, zygote_idle, e);
+    if (s->zygote == NULL) {
+      s->zygote_off = true;
+      return NULL;
+    }
+  }
+  char runtimes[512];
+  char **argv = template_argv(e, runtimes, sizeof runtimes);
+  /* BERTH_WORKER_ID is empty in the template (it is no worker); the pad
+   * makes room for each child's own environment where /proc shows it
+   * (berth/zygote.py, _retitle). */
+  char **env = argv != NULL ? template_env(e) : NULL;
+  if (argv == NULL) {
+    berth_log_kv(BERTH_LOG_INFO,
+                 "workers.command is not '<python> -m berth.worker': "
+                 "workers start directly, without the worker template",
+                 NULL);
+    s->zygote_off = true;
+  }
+  bool ok = env != NULL && berth_zygote_ensure(s->zygote, argv, env);
+  free(argv);
+  free_env(env);
+  return ok ? s->zygote : NULL;
+}
+
+/* Starts p for w from the template; BERTH_OK or nothing happened. */
+static int proc_fork(berth_engine *e, worker_proc *p, char **env) {
+  berth_zygote *z = sup_zygote(e);
+  if (z == NULL)
+    return BERTH_E_UNAVAILABLE;
+  int chan[2] = {-1, -1}, o1[2] = {-1, -1}, o2[2] = {-1, -1};
+  int rc = BERTH_E_IO;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) == 0 &&
+      pipe2(o1, O_CLOEXEC) == 0 && pipe2(o2, O_CLOEXEC) == 0) {
+    p->zc.on_forked = zc_forked;
+    p->zc.on_exit = zc_exit;
+    p->zc.on_failed = zc_failed;
+    p->zc.data = p;
+    int child[3] = {chan[1], o1[1], o2[1]};
+    rc = berth_zygote_fork(z, &p->zc, env, child);
+  }
+  int mine[3] = {chan[0], o1[0], o2[0]}, theirs[3] = {chan[1], o1[1], o2[1]};
+  uv_pipe_t *pipes[3] = {&p->pipe, &p->out[0].pipe, &p->out[1].pipe};
+  for (int k = 0; k < 3; k++) {
+    if (theirs[k] >= 0)
+      close(theirs[k]);
+    if (mine[k] < 0)
+      continue;
+    if (rc != BERTH_OK || uv_pipe_open(pipes[k], mine[k]) != 0) {
+      close(mine[k]);
+      if (rc == BERTH_OK) /* cannot talk to it: it must not run */
+        berth_zchild_kill(&p->zc, SIGKILL);
+    }
+  }
+  p->forked = rc == BERTH_OK;
+  return rc;
+}
+
 /* The worker's environment: the engine's, with BERTH_WORKER_ID set, the
  * log level and JSON format the engine re-renders (worker_output.c), and
  * PYTHONUNBUFFERED so that prints arrive as they happen. */
@@ -645,7 +843,13 @@ static int send_load(berth_worker *w) {
   return rc;
 }
 
-static void worker_spawn(berth_worker *w) {
+static void worker_start(berth_worker *w, bool direct);
+
+static void worker_spawn(berth_worker *w) { worker_start(w, false); }
+
+static void worker_spawn_direct(berth_worker *w) { worker_start(w, true); }
+
+static void worker_start(berth_worker *w, bool direct) {
   berth_engine *e = w->model->engine;
   char id[300];
   wname(w, id, sizeof id);
@@ -692,7 +896,11 @@ static void worker_spawn(berth_worker *w) {
   opt.stdio_count = 4;
   opt.exit_cb = on_worker_exit;
   e->sup.live_procs++;
-  int rc = out_ok ? uv_spawn(e->loop, &p->process, &opt) : UV_ENOMEM;
+  int rc = 0;
+  if (!out_ok)
+    rc = UV_ENOMEM;
+  else if (direct || proc_fork(e, p, env) != BERTH_OK)
+    rc = uv_spawn(e->loop, &p->process, &opt);
   free_env(env);
   if (rc != 0) {
     berth_log_kv(BERTH_LOG_ERROR,
@@ -717,7 +925,7 @@ static void worker_spawn(berth_worker *w) {
   p->open_handles = 4;
   for (int k = 0; k < 2; k++)
     berth_worker_output_start(&p->out[k], w->model->cfg->name,
-                              w->model->cfg->version, w->index, p->process.pid);
+                              w->model->cfg->version, w->index, proc_pid(p));
   w->proc = p;
   w->state = W_LOADING;
   w->ready_ns = 0;
@@ -767,10 +975,10 @@ double berth_supervisor_rss(const berth_model *m) {
   long page = sysconf(_SC_PAGESIZE);
   for (size_t i = 0; i < m->n_workers; i++) {
     const worker_proc *p = m->workers[i]->proc;
-    if (p == NULL || p->exited || p->process.pid <= 0)
+    if (p == NULL || p->exited || proc_pid(p) <= 0)
       continue;
     char path[64];
-    snprintf(path, sizeof path, "/proc/%d/statm", p->process.pid);
+    snprintf(path, sizeof path, "/proc/%d/statm", proc_pid(p));
     FILE *f = fopen(path, "r");
     if (f == NULL)
       continue;
@@ -874,6 +1082,8 @@ void berth_supervisor_stop_all(berth_engine *e, uint64_t timeout_ms,
       w->state = W_STOPPING;
     }
   }
+  if (e->sup.zygote != NULL)
+    berth_zygote_stop(e->sup.zygote);
   uv_timer_start(&e->sup.stop_timer, stop_timeout, timeout_ms, 0);
   maybe_all_stopped(e);
 }
@@ -887,6 +1097,8 @@ void berth_supervisor_engine_init(berth_engine *e) {
 
 void berth_supervisor_engine_close(berth_engine *e) {
   uv_close((uv_handle_t *)&e->sup.stop_timer, sup_timer_closed);
+  berth_zygote_free(e->sup.zygote); /* stop_all ran: nothing of it is left */
+  e->sup.zygote = NULL;
 }
 
 static void slot_timer_closed(uv_handle_t *h) {

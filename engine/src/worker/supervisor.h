@@ -30,6 +30,8 @@ typedef struct berth_supervisor_state {
   uv_timer_t stop_timer;      /* stop_all's escalation to SIGKILL */
   void (*stopped)(void *arg); /* stop_all's callback, called once */
   void *stopped_arg;
+  struct berth_zygote *zygote; /* the worker template (zygote.h), or NULL */
+  bool zygote_off;             /* workers start directly */
 } berth_supervisor_state;
 
 /* Sets up and closes the supervisor's engine-wide state (its timer). */
