@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "berth/error.h"
+#include "placement.h"
 
 struct berth_engine;
 struct berth_model;
@@ -30,6 +31,8 @@ typedef struct berth_supervisor_state {
   uv_timer_t stop_timer;      /* stop_all's escalation to SIGKILL */
   void (*stopped)(void *arg); /* stop_all's callback, called once */
   void *stopped_arg;
+  berth_placement gpus; /* the config's GPUs and what is placed on them
+                           (placement.h) */
 } berth_supervisor_state;
 
 /* Sets up and closes the supervisor's engine-wide state (its timer). */
@@ -72,5 +75,8 @@ bool berth_supervisor_model_stopped(const berth_model *m);
  * models, each slot then pointing to its new model. */
 void berth_supervisor_retire(berth_model *m);
 void berth_supervisor_swap(berth_model *a, berth_model *b);
+/* The device of m's worker instance i (placement.h: a GPU index,
+ * BERTH_DEVICE_CPU or BERTH_DEVICE_INHERIT; INHERIT past the end). */
+int berth_supervisor_worker_device(const berth_model *m, size_t i);
 
 #endif

@@ -99,7 +99,9 @@ static void test_sections(void **state) {
   assert_true(json_is_real(json_object_get(weight, "max")));
   /* every key a model entry takes is listed, and no other */
   json_t *keys = json_object_get(field(schema, "models", NULL), "keys");
-  assert_int_equal(json_object_size(keys), 18);
+  assert_int_equal(json_object_size(keys), 20);
+  assert_non_null(json_object_get(keys, "devices"));
+  assert_non_null(json_object_get(keys, "gpu_memory"));
   assert_non_null(json_object_get(keys, "payload_log"));
   assert_non_null(json_object_get(keys, "decoupled"));
   assert_non_null(json_object_get(keys, "sequence_batching"));
