@@ -202,6 +202,16 @@ def _set_thread_defaults(entry: Mapping[str, Any]) -> None:
         os.environ.setdefault(var, threads)
 
 
+def _set_device(entry: Mapping[str, Any]) -> None:
+    """The GPU the engine placed this instance on (docs/gpus.md): it is in
+    the environment already when the engine spawned this process; a worker
+    forked from another one gets it from LOAD, before any framework starts
+    CUDA."""
+    device = entry.get("cuda_visible_devices")
+    if isinstance(device, str):
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+
+
 _MAX_ERROR_CHARS = 8192
 
 
@@ -399,6 +409,7 @@ def main() -> int:
         if not isinstance(entry, dict):
             raise ProtocolError("LOAD payload must be a JSON object")
         _set_thread_defaults(entry)
+        _set_device(entry)
         started = time.monotonic()
         try:
             runtime, ready = _load(entry)

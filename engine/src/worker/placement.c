@@ -210,3 +210,21 @@ void berth_placement_name(int device, char *out, size_t cap) {
   else
     snprintf(out, cap, "cuda:%d", device);
 }
+
+size_t berth_placement_groups(const int *devices, size_t n,
+                              berth_device_group *out, size_t cap) {
+  size_t groups = 0;
+  for (size_t i = 0; i < n && cap > 0; i++) {
+    size_t g = 0;
+    while (g < groups && out[g].device != devices[i])
+      g++;
+    if (g == groups) {
+      if (groups == cap)
+        g = cap - 1; /* no room: counted in the last group */
+      else
+        out[groups++] = (berth_device_group){.device = devices[i], .count = 0};
+    }
+    out[g].count++;
+  }
+  return groups;
+}

@@ -82,6 +82,16 @@ int berth_placement_plan(berth_placement *p, const berth_device_req *req,
 /* The value of CUDA_VISIBLE_DEVICES for device into out ("3", or "" for
  * CPU); false for INHERIT (leave the variable alone). */
 bool berth_placement_env_value(int device, char *out, size_t cap);
+/* Instances per device, in order of first appearance, as Triton's
+ * instance groups show them (model config). */
+typedef struct berth_device_group {
+  int device;
+  uint32_t count;
+} berth_device_group;
+/* Groups devices[0..n) into out (at most cap groups, the rest counted in
+ * the last); returns the number of groups. */
+size_t berth_placement_groups(const int *devices, size_t n,
+                              berth_device_group *out, size_t cap);
 /* A device's name in metrics and model configs: "cuda:3", "cpu", or
  * "default" (INHERIT). */
 void berth_placement_name(int device, char *out, size_t cap);

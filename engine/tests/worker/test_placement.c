@@ -195,6 +195,23 @@ static void test_env_and_names(void **state) {
   assert_string_equal(name, "default");
 }
 
+static void test_groups(void **state) {
+  (void)state;
+  const int devices[] = {1, 0, 1, BERTH_DEVICE_CPU, 0, 1};
+  berth_device_group g[4];
+  assert_int_equal(berth_placement_groups(devices, 6, g, 4), 3);
+  assert_int_equal(g[0].device, 1);
+  assert_int_equal(g[0].count, 3);
+  assert_int_equal(g[1].device, 0);
+  assert_int_equal(g[1].count, 2);
+  assert_int_equal(g[2].device, BERTH_DEVICE_CPU);
+  assert_int_equal(g[2].count, 1);
+  /* no room: the rest count in the last group */
+  assert_int_equal(berth_placement_groups(devices, 6, g, 1), 1);
+  assert_int_equal(g[0].count, 6);
+  assert_int_equal(berth_placement_groups(devices, 0, g, 4), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_spread_over_all),
@@ -206,6 +223,7 @@ int main(void) {
       cmocka_unit_test(test_cpu_and_inherit),
       cmocka_unit_test(test_unknown_gpu),
       cmocka_unit_test(test_env_and_names),
+      cmocka_unit_test(test_groups),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..runtimes.detect import choose_model_file, runtime_for_file
 from .discovery import _abs, _merge, _read_yaml, discover_models, served_roots
+from .gpus import gpus_for_document
 from .options import (
     _MODEL_FLAG_KEYS,
     DEFAULT_DRAIN_TIMEOUT_S,
@@ -187,6 +188,7 @@ def build_document(
         if options.get(key) is not None:
             for entry in doc["models"]:
                 entry[key] = options[key]
+    gpus_for_document(doc, dict(options))
     return doc
 
 
