@@ -733,6 +733,26 @@ int berth_supervisor_start(berth_model *m, berth_errmsg *err) {
   return BERTH_OK;
 }
 
+int berth_supervisor_place_slot(berth_model *m, berth_worker *w,
+                                berth_errmsg *err) {
+  int *current = malloc((m->n_workers ? m->n_workers : 1) * sizeof *current);
+  if (current == NULL)
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  size_t n = 0;
+  for (size_t k = 0; k < m->n_workers; k++)
+    if (m->workers[k] != w)
+      current[n++] = m->workers[k]->device;
+  berth_device_req req = device_req(m);
+  int rc = berth_placement_pick(&m->engine->sup.gpus, &req, current, n,
+                                &w->device, err);
+  free(current);
+  if (rc != BERTH_OK)
+    return rc;
+  w->gpu_need = req.need;
+  berth_placement_take(&m->engine->sup.gpus, w->device, w->gpu_need);
+  return BERTH_OK;
+}
+
 int berth_supervisor_worker_device(const berth_model *m, size_t i) {
   return i < m->n_workers ? m->workers[i]->device : BERTH_DEVICE_INHERIT;
 }

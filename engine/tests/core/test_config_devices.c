@@ -115,8 +115,7 @@ static const error_case errors[] = {
     {"", "devices: all",
      "models[0].devices: all asks for GPUs, but gpus is "
      "empty"},
-    {"", "gpu_memory: 16G",
-     "models[0].gpu_memory: expected a size in bytes from 0 to "},
+    {"", "gpu_memory: 16G", "models[0].gpu_memory: expected a size in bytes"},
     {"", "gpu_memory: -5", "models[0].gpu_memory: expected a size in bytes"},
     {"", "gpu_memory: 1.5", "models[0].gpu_memory: expected a size"},
     {"", "gpu_memory: 2PiB", "models[0].gpu_memory: expected a size"},
