@@ -399,7 +399,9 @@ def git_describe() -> str:
     try:
         rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=10, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+        # the results this script rewrites do not make the build dirty
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no",
+                                "--", ".", ":!bench/results"],
                                capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except OSError:
         return "unknown"
