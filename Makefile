@@ -23,7 +23,7 @@ DEB_PKGS := gcc pkg-config clang-format cppcheck libuv1-dev libnghttp2-dev libja
 DEB_PKGS += libjs-chart.js chromium prometheus
 
 .PHONY: help deps venv build install wheel serve test test-c test-asan fuzz \
-        fuzz-replay test-py test-fast lint clean bench
+        fuzz-replay test-py test-fast lint clean bench bench-load-curve
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -156,6 +156,9 @@ test-fast: build install ## quick check: C unit tests (plain build) and pytest -
 
 bench: install ## benchmark Berth against its peers (bench/README.md; ~35 min)
 	@bash bench/run.sh $(BENCH_ARGS)
+
+bench-load-curve: install ## replay a load curve against an autoscaled model: bench/results/load_curve.{md,png,csv} (~2 min)
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VPY) bench/load_curve.py $(LOAD_CURVE_ARGS)
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build demo dist

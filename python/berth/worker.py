@@ -227,6 +227,16 @@ def _apply_thread_limits() -> None:
             log.debug("cannot set %s thread pools from %s: %s", api, var, e)
 
 
+def _set_device(entry: Mapping[str, Any]) -> None:
+    """The GPU the engine placed this instance on (docs/gpus.md): it is in
+    the environment already when the engine spawned this process; a worker
+    forked from another one gets it from LOAD, before any framework starts
+    CUDA."""
+    device = entry.get("cuda_visible_devices")
+    if isinstance(device, str):
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+
+
 _MAX_ERROR_CHARS = 8192
 
 
@@ -522,6 +532,7 @@ def main() -> int:
         if not isinstance(entry, dict):
             raise ProtocolError("LOAD payload must be a JSON object")
         _set_thread_defaults(entry)
+        _set_device(entry)
         if os.environ.get("BERTH_FORKED") == "1":
             _apply_thread_limits()
         started = time.monotonic()

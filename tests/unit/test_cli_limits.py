@@ -95,6 +95,7 @@ def test_the_cli_reads_the_engines_bounds() -> None:
         "runtime", "platform", "class", "instances", "max_batch_size", "max_queue_delay_us",
         "max_queue_size", "preferred_batch_sizes", "timeout_us", "inputs", "outputs",
         "parameters", "payload_log", "decoupled", "sequence_batching", "backend",
+        "devices", "gpu_memory",
     }
     assert engine_schema() is engine_schema()  # asked once per process
 

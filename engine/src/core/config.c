@@ -523,6 +523,10 @@ static int berth_config_field_value(const berth_config_field *f, json_t *v,
   case BERTH_CF_PIPELINES:
     rc = berth_pipeline_config_parse(v, base, path, err);
     break;
+  case BERTH_CF_BYTES:
+    return berth_config_bytes(f, v, base, path, norm, err);
+  case BERTH_CF_DEVICES:
+    return berth_config_devices(f, v, base, path, norm, err);
   }
   if (rc != BERTH_OK) {
     json_decref(*norm);
@@ -675,6 +679,7 @@ void berth_config_clear(berth_config *c) {
   free(c->native_onnxruntime);
   free(c->native_lightgbm);
   free(c->native_xgboost);
+  free(c->gpus);
   memset(c, 0, sizeof *c);
 }
 
@@ -705,6 +710,8 @@ int berth_config_parse(const char *text, size_t len, berth_config *out,
                           "must differ from server.http_port (%u) and "
                           "server.grpc_port (%u); 0 turns it off",
                           (unsigned)out->http_port, (unsigned)out->grpc_port);
+  if (rc == BERTH_OK)
+    rc = berth_config_gpus_check(out, err);
   if (rc == BERTH_OK && out->trace_endpoint != NULL) {
     char host[256], path[1024];
     uint16_t port;

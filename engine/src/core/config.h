@@ -15,6 +15,7 @@
 
 #include "berth/error.h"
 #include "berth/tensor.h"
+#include "placement.h"
 
 /* Most preferred batch sizes a model may list. */
 #define BERTH_MAX_PREFERRED 16
@@ -68,7 +69,22 @@ typedef struct berth_model_config {
                                the files of the load request that gave this
                                config (repo_files.h); the repository removes
                                the folder, clear frees the string */
+  /* GPU placement (docs/gpus.md, worker/placement.h): */
+  uint8_t devices_kind;             /* berth_devices_kind; default auto */
+  uint32_t devices[BERTH_MAX_GPUS]; /* BERTH_DEVICES_LIST: GPU indices,
+                               distinct */
+  size_t n_devices;
+  uint64_t gpu_memory; /* one instance's need on its GPU in
+                               bytes; 0 = not counted */
 } berth_model_config;
+
+/* One GPU of the machine (the document's gpus list, docs/gpus.md). */
+typedef struct berth_gpu_config {
+  uint32_t index;  /* CUDA index, distinct */
+  uint64_t memory; /* capacity in bytes; 0 = unknown */
+  uint64_t budget; /* bytes instances may need there together; absent:
+                      memory (0 = no limit) */
+} berth_gpu_config;
 
 /* One target of a route (routes[].split[] or routes[].shadow). */
 typedef struct berth_route_target_config {
@@ -190,6 +206,8 @@ typedef struct berth_config {
   char *native_lightgbm;        /* owned or NULL: native.lightgbm, the path of
                                LightGBM's (docs/native.md) */
   char *native_xgboost;         /* owned or NULL: native.xgboost, XGBoost's */
+  berth_gpu_config *gpus;       /* owned array or NULL: the machine's GPUs */
+  size_t n_gpus;
 } berth_config;
 
 /* Parses and validates text (YAML or JSON, len bytes). On success fills

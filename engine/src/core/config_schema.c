@@ -467,6 +467,20 @@ static const berth_config_field berth_config_model_fields[] = {
      .def = NULL,
      BERTH_CF_NONE,
      .choices = berth_config_backends},
+    /* GPU placement (docs/gpus.md) */
+    /* absent (auto, no need) stays out of the worker's entry */
+    {.key = "devices",
+     .kind = BERTH_CF_DEVICES,
+     .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_M, devices),
+     .count_slot = BERTH_CF_OFF(BERTH_CF_M, n_devices),
+     .flag_slot = BERTH_CF_OFF(BERTH_CF_M, devices_kind)},
+    {.key = "gpu_memory",
+     .kind = BERTH_CF_BYTES,
+     .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_M, gpu_memory),
+     .imin = 0,
+     .imax = INT64_C(1125899906842624)},
 };
 #undef BERTH_CF_M
 
@@ -615,6 +629,32 @@ static const berth_config_field berth_config_gateway_fields[] = {
 #undef BERTH_CF_G
 static const berth_config_table berth_config_gateway =
     BERTH_CF_TABLE(berth_config_gateway_fields);
+/* The machine's GPUs (docs/gpus.md): berth serve fills the list. */
+#define BERTH_CF_G berth_gpu_config
+static const berth_config_field berth_config_gpu_fields[] = {
+    {.key = "index",
+     .kind = BERTH_CF_UINT,
+     .required = true,
+     .slot = BERTH_CF_OFF(BERTH_CF_G, index),
+     .size = BERTH_CF_SIZE(BERTH_CF_G, index),
+     .imin = 0,
+     .imax = BERTH_GPU_INDEX_MAX},
+    {.key = "memory",
+     .kind = BERTH_CF_BYTES,
+     .def = "0",
+     .slot = BERTH_CF_OFF(BERTH_CF_G, memory),
+     .imin = 0,
+     .imax = INT64_C(1125899906842624)},
+    {.key = "budget",
+     .kind = BERTH_CF_BYTES,
+     .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_G, budget),
+     .imin = 1,
+     .imax = INT64_C(1125899906842624)},
+};
+#undef BERTH_CF_G
+static const berth_config_table berth_config_gpu =
+    BERTH_CF_TABLE(berth_config_gpu_fields);
 
 static const berth_config_field berth_config_root_fields[] = {
     {.key = "server",
@@ -663,6 +703,15 @@ static const berth_config_field berth_config_root_fields[] = {
      .kind = BERTH_CF_PIPELINES,
      .def = "[]",
      BERTH_CF_NONE},
+    {.key = "gpus",
+     .kind = BERTH_CF_LIST,
+     .def = "[]",
+     .slot = offsetof(berth_config, gpus),
+     .count_slot = offsetof(berth_config, n_gpus),
+     .size = sizeof(berth_gpu_config),
+     .imin = 0,
+     .imax = BERTH_MAX_GPUS,
+     .sub = &berth_config_gpu},
 };
 const berth_config_table berth_config_root =
     BERTH_CF_TABLE(berth_config_root_fields);
@@ -679,6 +728,7 @@ static const char *const berth_config_kind_names[] = {
     [BERTH_CF_SIZES] = "list",      [BERTH_CF_TENSORS] = "list",
     [BERTH_CF_SECTION] = "mapping", [BERTH_CF_MODELS] = "list",
     [BERTH_CF_LIST] = "list",       [BERTH_CF_PIPELINES] = "list",
+    [BERTH_CF_BYTES] = "bytes",     [BERTH_CF_DEVICES] = "devices",
 };
 
 /* Sets key to value (a new reference, stolen) in obj; false when either
@@ -707,6 +757,7 @@ static bool berth_schema_bounds(const berth_config_field *f, json_t *out) {
   switch (f->kind) {
   case BERTH_CF_UINT:
   case BERTH_CF_SIZES:
+  case BERTH_CF_BYTES:
     return berth_schema_set(out, "min", json_integer(f->imin)) &&
            berth_schema_set(out, "max", json_integer(f->imax));
   case BERTH_CF_DOUBLE:

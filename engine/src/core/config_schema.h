@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "config.h"
 
 #define BERTH_CONFIG_NO_SLOT SIZE_MAX
@@ -38,6 +40,12 @@ typedef enum berth_config_kind {
   BERTH_CF_LIST,       /* imin..imax mappings checked against `sub` ->
                           array of `size`-byte elements + count */
   BERTH_CF_PIPELINES,  /* the pipelines list (pipeline_config.c) */
+  BERTH_CF_BYTES,      /* bytes: an integer in imin..imax, or a string with
+                          a unit ("16GiB", "1.5 GB") -> uint64_t
+                          (config_devices.c) */
+  BERTH_CF_DEVICES,    /* "auto", "cpu", "all" or a list of distinct GPU
+                          indices -> kind (flag_slot, uint8_t), indices
+                          (slot, uint32_t[]) and count (count_slot) */
 } berth_config_kind;
 
 typedef struct berth_config_table berth_config_table;
@@ -74,5 +82,15 @@ extern const berth_config_table berth_config_root;   /* the document */
 extern const berth_config_table berth_config_model;  /* a models[] entry */
 extern const berth_config_table berth_config_tensor; /* inputs/outputs[] */
 extern const berth_config_table berth_config_route;  /* a routes[] entry */
+
+/* config_devices.c: the BYTES and DEVICES kinds (checks v, stores it under
+ * base, sets *norm to the normalised value, a new reference), and the
+ * document's GPU checks after the walk (distinct indices, budgets within
+ * memory, models' devices among gpus), errors naming the key path. */
+int berth_config_bytes(const berth_config_field *f, json_t *v, void *base,
+                       const char *path, json_t **norm, berth_errmsg *err);
+int berth_config_devices(const berth_config_field *f, json_t *v, void *base,
+                         const char *path, json_t **norm, berth_errmsg *err);
+int berth_config_gpus_check(berth_config *c, berth_errmsg *err);
 
 #endif

@@ -80,29 +80,113 @@ static int set_int_list(json_t *out, const char *key, const json_t *v,
   return BERTH_OK;
 }
 
-static int take_instance_group(json_t *out, const json_t *v,
+/* One group's GPUs (its gpus list) added to the union in gpus; their
+ * number in *n. */
+static int group_gpus(const json_t *list, size_t i, json_t *gpus, size_t *n,
+                      berth_errmsg *err) {
+  if (!json_is_array(list) || json_array_size(list) == 0)
+    return berth_errf(err, BERTH_E_CONFIG,
+                      KEY "instance_group[%zu].gpus: expected a non-empty "
+                          "list of GPU indices",
+                      i);
+  size_t k;
+  const json_t *x;
+  json_array_foreach(list, k, x) {
+    json_t *g = as_integer(x);
+    if (g == NULL)
+      return berth_errf(err, BERTH_E_CONFIG,
+                        KEY "instance_group[%zu].gpus[%zu]: expected an "
+                            "integer",
+                        i, k);
+    bool seen = false;
+    size_t j;
+    const json_t *y;
+    json_array_foreach(gpus, j, y) seen = seen || json_equal(g, y);
+    if (seen)
+      json_decref(g);
+    else if (json_array_append_new(gpus, g) != 0)
+      return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  }
+  *n = json_array_size(list);
+  return BERTH_OK;
+}
+
+/* Triton's instance groups: count per group (per GPU of a KIND_GPU group,
+ * every known GPU when it lists none) summed into instances; KIND_GPU
+ * groups' GPUs into devices (all when one lists none), KIND_CPU into
+ * devices: cpu (docs/gpus.md). */
+static int take_instance_group(json_t *out, const json_t *v, size_t n_gpus,
                                berth_errmsg *err) {
   if (!json_is_array(v) || json_array_size(v) == 0)
     return berth_errf(err, BERTH_E_CONFIG,
                       KEY "instance_group: expected a "
                           "non-empty list of groups ({\"count\": N})");
   json_int_t total = 0;
+  bool any_cpu = false, any_gpu = false, all = false;
+  json_t *gpus = json_array();
+  if (gpus == NULL)
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   size_t i;
   const json_t *g;
+  int rc = BERTH_OK;
   json_array_foreach(v, i, g) {
     json_t *n =
         json_is_object(g) ? as_integer(json_object_get(g, "count")) : NULL;
     json_int_t c = n != NULL ? json_integer_value(n) : -1;
     json_decref(n);
-    if (c < 1 || c > 1024)
-      return berth_errf(err, BERTH_E_CONFIG,
-                        KEY "instance_group[%zu].count: "
-                            "expected an integer from 1 to 1024",
-                        i);
-    total += c;
+    if (c < 1 || c > 1024) {
+      rc = berth_errf(err, BERTH_E_CONFIG,
+                      KEY "instance_group[%zu].count: "
+                          "expected an integer from 1 to 1024",
+                      i);
+      break;
+    }
+    const json_t *kv = json_object_get(g, "kind");
+    const char *kind = kv != NULL ? json_string_value(kv) : "KIND_AUTO";
+    bool gpu = kind != NULL && strcmp(kind, "KIND_GPU") == 0;
+    bool cpu = kind != NULL && strcmp(kind, "KIND_CPU") == 0;
+    if (kind == NULL || (!gpu && !cpu && strcmp(kind, "KIND_AUTO") != 0 &&
+                         strcmp(kind, "KIND_MODEL") != 0)) {
+      rc = berth_errf(err, BERTH_E_CONFIG,
+                      KEY "instance_group[%zu].kind: expected KIND_AUTO, "
+                          "KIND_GPU, KIND_CPU or KIND_MODEL",
+                      i);
+      break;
+    }
+    const json_t *list = json_object_get(g, "gpus");
+    size_t per = 1;
+    if (list != NULL && cpu)
+      rc = berth_errf(err, BERTH_E_CONFIG,
+                      KEY "instance_group[%zu].gpus: a KIND_CPU group runs "
+                          "on no GPU",
+                      i);
+    else if (list != NULL)
+      rc = group_gpus(list, i, gpus, &per, err);
+    else if (gpu)
+      per = n_gpus > 0 ? n_gpus : 1;
+    if (rc != BERTH_OK)
+      break;
+    any_gpu = any_gpu || gpu || list != NULL;
+    all = all || (gpu && list == NULL);
+    any_cpu = any_cpu || cpu;
+    total += c * (json_int_t)per;
   }
+  if (rc == BERTH_OK && any_gpu && any_cpu)
+    rc = berth_errf(err, BERTH_E_CONFIG,
+                    KEY "instance_group: KIND_CPU and KIND_GPU groups in one "
+                        "model are not supported (Berth gives a model one "
+                        "devices list; load a second version for the other)");
+  json_t *devices = NULL;
+  if (rc == BERTH_OK && any_gpu)
+    devices = all ? json_string("all") : json_incref(gpus);
+  else if (rc == BERTH_OK && any_cpu)
+    devices = json_string("cpu");
+  json_decref(gpus);
+  if (rc != BERTH_OK)
+    return rc;
   json_t *t = json_integer(total);
-  if (t == NULL || json_object_set_new(out, "instances", t) != 0)
+  if (t == NULL || json_object_set_new(out, "instances", t) != 0 ||
+      (devices != NULL && json_object_set_new(out, "devices", devices) != 0))
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   return BERTH_OK;
 }
@@ -137,7 +221,7 @@ static int take_dynamic_batching(json_t *out, const json_t *v,
 
 /* One key of the override, into out. */
 static int take(json_t *out, const char *k, const json_t *v, const char *name,
-                berth_errmsg *err) {
+                size_t n_gpus, berth_errmsg *err) {
   static const char *const ints[] = {"max_batch_size", "instances",
                                      "max_queue_delay_us", "timeout_us",
                                      "max_queue_size"};
@@ -147,7 +231,7 @@ static int take(json_t *out, const char *k, const json_t *v, const char *name,
   if (strcmp(k, "preferred_batch_sizes") == 0)
     return set_int_list(out, k, v, k, err);
   if (strcmp(k, "instance_group") == 0)
-    return take_instance_group(out, v, err);
+    return take_instance_group(out, v, n_gpus, err);
   if (strcmp(k, "dynamic_batching") == 0)
     return take_dynamic_batching(out, v, err);
   if (strcmp(k, "name") == 0) {
@@ -158,7 +242,8 @@ static int take(json_t *out, const char *k, const json_t *v, const char *name,
                         name);
     return BERTH_OK;
   }
-  if (strcmp(k, "version") == 0 || strcmp(k, "parameters") == 0) {
+  if (strcmp(k, "version") == 0 || strcmp(k, "parameters") == 0 ||
+      strcmp(k, "devices") == 0 || strcmp(k, "gpu_memory") == 0) {
     if (json_object_set(out, k, (json_t *)v) != 0)
       return berth_errf(err, BERTH_E_NOMEM, "out of memory");
     return BERTH_OK;
@@ -169,13 +254,14 @@ static int take(json_t *out, const char *k, const json_t *v, const char *name,
                     "override may change (it may change max_batch_size, "
                     "instance_group, dynamic_batching, instances, "
                     "max_queue_delay_us, preferred_batch_sizes, timeout_us, "
-                    "max_queue_size, parameters; the model's files decide "
+                    "max_queue_size, parameters, devices, gpu_memory; the "
+                    "model's files decide "
                     "its inputs and outputs)",
                     k);
 }
 
 int berth_repo_override_entry(const json_t *base, const json_t *override,
-                              const char *name, json_t **out,
+                              const char *name, size_t n_gpus, json_t **out,
                               berth_errmsg *err) {
   *out = NULL;
   if (!json_is_object(base) || !json_is_object(override))
@@ -188,7 +274,7 @@ int berth_repo_override_entry(const json_t *base, const json_t *override,
   const char *k;
   json_t *v;
   json_object_foreach((json_t *) override, k, v) {
-    int rc = take(merged, k, v, name, err);
+    int rc = take(merged, k, v, name, n_gpus, err);
     if (rc != BERTH_OK) {
       json_decref(merged);
       return rc;
@@ -226,6 +312,6 @@ int berth_repo_override_for(berth_engine *e, const char *name, json_t *config,
                       "changes a model the server serves (a new model needs "
                       "its whole entry, with path and runtime)",
                       name, ver ? " version " : "", ver ? ver : "");
-  return berth_repo_override_entry(base->cfg->entry, *parsed, name, merged,
-                                   err);
+  return berth_repo_override_entry(base->cfg->entry, *parsed, name,
+                                   e->cfg.n_gpus, merged, err);
 }

@@ -22,17 +22,20 @@ bool berth_repo_is_override(const json_t *config);
 /* Merges override over base (a models[] entry as the engine keeps it,
  * borrowed) for the model called name, into a new entry (*out, a new
  * reference). Triton's keys are translated: max_batch_size;
- * instance_group[].count (summed) -> instances;
+ * instance_group[].count (summed; per GPU of a KIND_GPU group, n_gpus of
+ * them when it lists none) -> instances, .kind and .gpus -> devices
+ * (docs/gpus.md);
  * dynamic_batching.max_queue_delay_microseconds -> max_queue_delay_us and
  * .preferred_batch_size -> preferred_batch_sizes; Berth's own keys
  * (instances, max_batch_size, max_queue_delay_us, preferred_batch_sizes,
- * timeout_us, max_queue_size, version, parameters) are taken as they are.
+ * timeout_us, max_queue_size, version, parameters, devices, gpu_memory)
+ * are taken as they are.
  * Integer strings ("16") become integers. name, if given, must be name;
  * input/output/backend are refused with a message (the files decide them).
  * BERTH_E_CONFIG with a message naming the key ("parameters.config.x:
  * ..."); BERTH_E_NOMEM. */
 int berth_repo_override_entry(const json_t *base, const json_t *override,
-                              const char *name, json_t **out,
+                              const char *name, size_t n_gpus, json_t **out,
                               berth_errmsg *err);
 
 /* For repository.c's load: config (a JSON object, or JSON/YAML text) parsed

@@ -26,6 +26,7 @@ struct berth_replace {
   berth_replace_phase phase;
   uint64_t since_ns; /* when the phase began */
   bool killed;
+  int start_rc; /* berth_supervisor_start's failure, else BERTH_OK */
   const berth_model_config *spare; /* the config no longer in use once
                                       done: the old one after a switch, the
                                       candidate's after a failure */
@@ -50,6 +51,7 @@ berth_replace *berth_replace_start(berth_model *m,
     rc = berth_supervisor_start(&x->cand, err);
   if (rc != BERTH_OK) {
     /* slots that exist are stopped and freed by the FAILING phase */
+    x->start_rc = rc;
     x->phase = BERTH_REPLACE_FAILING;
     berth_supervisor_stop_model(&x->cand, false);
     return x;
@@ -62,6 +64,8 @@ berth_replace *berth_replace_start(berth_model *m,
 berth_replace_phase berth_replace_phase_of(const berth_replace *x) {
   return x->phase;
 }
+
+int berth_replace_start_error(const berth_replace *x) { return x->start_rc; }
 
 const berth_model *berth_replace_model(const berth_replace *x) { return x->m; }
 

@@ -42,6 +42,10 @@ berth_replace_phase berth_replace_step(berth_replace *x, char *msg, size_t cap);
  * server drains): phase FAILING. Nothing for the other phases. */
 void berth_replace_abort(berth_replace *x);
 berth_replace_phase berth_replace_phase_of(const berth_replace *x);
+/* Why berth_replace_start left x FAILING at once (its err has the
+ * message): BERTH_E_CONFIG when the new workers could not be placed
+ * (placement.h), BERTH_E_NOMEM; BERTH_OK otherwise. */
+int berth_replace_start_error(const berth_replace *x);
 const berth_model *berth_replace_model(const berth_replace *x);
 const berth_model_config *berth_replace_spare(const berth_replace *x);
 /* CLOSED long enough that the candidate's handles have closed. */

@@ -610,8 +610,9 @@ static int start_replace(struct berth_repository *r, berth_model *m,
     return BERTH_E_NOMEM;
   }
   if (berth_replace_phase_of(x) != BERTH_REPLACE_LOADING) {
+    int rc = berth_replace_start_error(x);
     park_rep(r, x); /* its config is released when it is freed */
-    return BERTH_E_NOMEM;
+    return rc != BERTH_OK ? rc : BERTH_E_NOMEM;
   }
   repo_op *op = op_new(r, m);
   if (op == NULL) {

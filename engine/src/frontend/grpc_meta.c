@@ -279,6 +279,49 @@ static bool sequence_config(const berth_model_config *c, seq_block *b) {
   return true;
 }
 
+/* Triton's instance groups: one per device the model's instances run on
+ * (KIND_GPU with its GPU, else KIND_CPU), or one KIND_CPU group before the
+ * workers exist; as the REST config shows them (rest_triton.c). */
+typedef struct {
+  Inference__ModelInstanceGroup g[BERTH_MAX_GPUS + 2];
+  Inference__ModelInstanceGroup *gp[BERTH_MAX_GPUS + 2];
+  int32_t gpu[BERTH_MAX_GPUS + 2];
+  size_t n;
+} instance_block;
+
+static void instance_groups(const berth_model *m, instance_block *b) {
+  berth_device_group groups[BERTH_MAX_GPUS + 2];
+  size_t n = 0;
+  for (size_t k = 0; k < m->n_workers; k++) {
+    int dev = berth_supervisor_worker_device(m, k);
+    size_t g = 0;
+    while (g < n && groups[g].device != dev)
+      g++;
+    if (g < n)
+      groups[g].count++;
+    else if (n < BERTH_MAX_GPUS + 2)
+      groups[n++] = (berth_device_group){.device = dev, .count = 1};
+  }
+  if (n == 0)
+    groups[n++] = (berth_device_group){
+        .device = BERTH_DEVICE_CPU, .count = m->instances ? m->instances : 1};
+  for (size_t g = 0; g < n; g++) {
+    inference__model_instance_group__init(&b->g[g]);
+    b->g[g].name = m->cfg->name;
+    b->g[g].count = (int32_t)groups[g].count;
+    b->g[g].kind = groups[g].device >= 0
+                       ? INFERENCE__MODEL_INSTANCE_GROUP__KIND__KIND_GPU
+                       : INFERENCE__MODEL_INSTANCE_GROUP__KIND__KIND_CPU;
+    if (groups[g].device >= 0) {
+      b->gpu[g] = groups[g].device;
+      b->g[g].n_gpus = 1;
+      b->g[g].gpus = &b->gpu[g];
+    }
+    b->gp[g] = &b->g[g];
+  }
+  b->n = n;
+}
+
 int berth_grpc_model_config(berth_engine *e, const uint8_t *msg, size_t len,
                             berth_buf *out, berth_errmsg *err) {
   UNPACK(Inference__ModelConfigRequest,
@@ -335,13 +378,10 @@ int berth_grpc_model_config(berth_engine *e, const uint8_t *msg, size_t len,
   cfg.input = inp;
   cfg.n_output = no;
   cfg.output = op;
-  Inference__ModelInstanceGroup group = INFERENCE__MODEL_INSTANCE_GROUP__INIT;
-  Inference__ModelInstanceGroup *groups[1] = {&group};
-  group.name = c->name;
-  group.count = (int32_t)(m->instances ? m->instances : 1);
-  group.kind = INFERENCE__MODEL_INSTANCE_GROUP__KIND__KIND_CPU;
-  cfg.n_instance_group = 1;
-  cfg.instance_group = groups;
+  instance_block ib;
+  instance_groups(m, &ib);
+  cfg.n_instance_group = ib.n;
+  cfg.instance_group = ib.gp;
   Inference__ModelTransactionPolicy policy =
       INFERENCE__MODEL_TRANSACTION_POLICY__INIT;
   policy.decoupled = m->decoupled;

@@ -126,19 +126,52 @@ static json_t *sequence_config(const berth_model *m) {
   return doc;
 }
 
+/* Triton's instance_group: a group per device the instances run on
+ * (KIND_GPU with its GPU; KIND_CPU for CPU instances and those left on the
+ * server's own devices, docs/gpus.md), or one KIND_CPU group before the
+ * workers exist. */
+static json_t *instance_groups(const berth_model *m) {
+  size_t n = m->n_workers;
+  int *devices = malloc((n ? n : 1) * sizeof *devices);
+  if (devices == NULL)
+    return NULL;
+  for (size_t k = 0; k < n; k++)
+    devices[k] = berth_supervisor_worker_device(m, k);
+  berth_device_group groups[BERTH_MAX_GPUS + 2];
+  size_t ng = berth_placement_groups(devices, n, groups,
+                                     sizeof groups / sizeof groups[0]);
+  free(devices);
+  json_t *list = json_array();
+  if (ng == 0)
+    groups[ng++] = (berth_device_group){
+        .device = BERTH_DEVICE_CPU, .count = m->instances ? m->instances : 1};
+  for (size_t g = 0; list != NULL && g < ng; g++) {
+    bool gpu = groups[g].device >= 0;
+    json_t *one = json_pack("{s:s, s:I, s:s}", "name", m->cfg->name, "count",
+                            (json_int_t)groups[g].count, "kind",
+                            gpu ? "KIND_GPU" : "KIND_CPU");
+    if (one != NULL && gpu)
+      json_object_set_new(one, "gpus", json_pack("[i]", groups[g].device));
+    if (one == NULL || json_array_append_new(list, one) != 0) {
+      json_decref(list);
+      return NULL;
+    }
+  }
+  return list;
+}
+
 void berth_rest_model_config(berth_engine *e, berth_http_req *req,
                              berth_model *m) {
   const berth_model_config *c = m->cfg;
   uint32_t mbs = m->max_batch_size; /* effective: config or runtime hint */
-  json_t *doc = json_pack(
-      "{s:s, s:s, s:s, s:I, s:o, s:o, s:[{s:s, s:I, s:s}], s:{s:b}}", "name",
-      c->name, "platform", m->platform ? m->platform : "", "backend",
-      c->runtime, "max_batch_size", (json_int_t)mbs, "input",
-      config_tensors(m->inputs, m->n_inputs, mbs > 0), "output",
-      config_tensors(m->outputs, m->n_outputs, mbs > 0), "instance_group",
-      "name", c->name, "count", (json_int_t)(m->instances ? m->instances : 1),
-      "kind", "KIND_CPU", "model_transaction_policy", "decoupled",
-      (int)m->decoupled);
+  json_t *doc =
+      json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:{s:b}}", "name", c->name,
+                "platform", m->platform ? m->platform : "", "backend",
+                c->runtime, "max_batch_size", (json_int_t)mbs, "input",
+                config_tensors(m->inputs, m->n_inputs, mbs > 0), "output",
+                config_tensors(m->outputs, m->n_outputs, mbs > 0),
+                "instance_group", instance_groups(m),
+                "model_transaction_policy", "decoupled", (int)m->decoupled);
   json_t *seq = doc != NULL ? sequence_config(m) : NULL;
   if (seq != NULL && json_object_set_new(doc, "sequence_batching", seq) != 0) {
     json_decref(doc);

@@ -13,6 +13,7 @@
 #include <berth/error.h>
 
 #include "engine.h"
+#include "placement_metrics.h"
 
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -317,6 +318,8 @@ int berth_metrics_collect(berth_engine *e, berth_buf *out) {
   if (rc == BERTH_OK)
     rc = berth_buf_printf(out, "berth_connections_refused_total %llu\n",
                           (unsigned long long)e->conns.refused);
+  if (rc == BERTH_OK)
+    rc = berth_placement_metrics(e, out);
   for (size_t i = 0; i < e->n_collectors && rc == BERTH_OK; i++)
     rc = e->collectors[i].collect(e->collectors[i].ctx, out);
   return rc;

@@ -51,6 +51,8 @@ struct berth_worker {
   uint64_t spawned_ns; /* when the current incarnation was started */
   bool counted_ready;  /* counted in model->n_ready */
   unsigned restarts;
+  int device;        /* where every incarnation runs (placement.h), set once */
+  uint64_t gpu_need; /* the gpu_memory counted there for it */
 };
 
 struct worker_proc {
@@ -600,8 +602,9 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int sig) {
 
 /* ---- workers forked by the template (zygote.h) ------------------------ */
 
-static char **build_env(const char *worker_id, const char *level);
-static void free_env(char **env);
+static char **build_env(const char *worker_id, const char *level, int device,
+                        size_t *n_owned);
+static void free_env(char **env, size_t n_owned);
 
 static void zc_forked(berth_zchild *c) {
   worker_proc *p = c->data;
@@ -694,13 +697,13 @@ static char **template_argv(berth_engine *e, char *runtimes, size_t cap) {
   return argv;
 }
 
-static char **template_env(berth_engine *e) {
+static char **template_env(berth_engine *e, size_t *n_owned) {
   static char pad[4096 + 32];
   if (pad[0] == '\0') {
     memcpy(pad, "BERTH_TEMPLATE_PAD=", 19);
     memset(pad + 19, '.', 4096);
   }
-  char **env = build_env("", e->cfg.log_level);
+  char **env = build_env("", e->cfg.log_level, BERTH_DEVICE_INHERIT, n_owned);
   if (env == NULL)
     return NULL;
   size_t n = 0;
@@ -708,7 +711,7 @@ static char **template_env(berth_engine *e) {
     n++;
   char **more = realloc(env, (n + 2) * sizeof *env);
   if (more == NULL) {
-    free_env(env);
+    free_env(env, *n_owned);
     return NULL;
   }
   more[n] = pad;
@@ -734,7 +737,8 @@ static berth_zygote *sup_zygote(berth_engine *e) {
   /* BERTH_WORKER_ID is empty in the template (it is no worker); the pad
    * makes room for each child's own environment where /proc shows it
    * (berth/zygote.py, _retitle). */
-  char **env = argv != NULL ? template_env(e) : NULL;
+  size_t n_owned = 0;
+  char **env = argv != NULL ? template_env(e, &n_owned) : NULL;
   if (argv == NULL) {
     berth_log_kv(BERTH_LOG_INFO,
                  "workers.command is not '<python> -m berth.worker': "
@@ -744,7 +748,7 @@ static berth_zygote *sup_zygote(berth_engine *e) {
   }
   bool ok = env != NULL && berth_zygote_ensure(s->zygote, argv, env);
   free(argv);
-  free_env(env);
+  free_env(env, n_owned);
   return ok ? s->zygote : NULL;
 }
 
@@ -782,23 +786,30 @@ static int proc_fork(berth_engine *e, worker_proc *p, char **env) {
 }
 
 /* The worker's environment: the engine's, with BERTH_WORKER_ID set, the
- * log level and JSON format the engine re-renders (worker_output.c), and
- * PYTHONUNBUFFERED so that prints arrive as they happen. */
-#define ENV_SET 4
+ * log level and JSON format the engine re-renders (worker_output.c),
+ * PYTHONUNBUFFERED so that prints arrive as they happen, and the one GPU
+ * it may see, CUDA_VISIBLE_DEVICES (empty: none; left as the engine's when
+ * it was placed nowhere in particular, placement.h). */
+#define ENV_SET 5
 static const char *const env_names[ENV_SET] = {
     "BERTH_WORKER_ID=", "BERTH_LOG_LEVEL=", "BERTH_LOG_FORMAT=",
-    "PYTHONUNBUFFERED="};
+    "PYTHONUNBUFFERED=", "CUDA_VISIBLE_DEVICES="};
 
-static char **build_env(const char *worker_id, const char *level) {
+static char **build_env(const char *worker_id, const char *level, int device,
+                        size_t *n_owned) {
   size_t n = 0;
   while (environ[n] != NULL)
     n++;
   char **env = calloc(n + ENV_SET + 1, sizeof *env);
   if (env == NULL)
     return NULL;
+  char cuda[16] = "";
+  size_t n_set =
+      berth_placement_env_value(device, cuda, sizeof cuda) ? ENV_SET : 4;
+  *n_owned = n_set;
   const char *values[ENV_SET] = {worker_id, level != NULL ? level : "info",
-                                 "json", "1"};
-  for (size_t j = 0; j < ENV_SET; j++) {
+                                 "json", "1", cuda};
+  for (size_t j = 0; j < n_set; j++) {
     size_t len = strlen(env_names[j]) + strlen(values[j]) + 1;
     env[j] = malloc(len);
     if (env[j] == NULL) {
@@ -809,10 +820,10 @@ static char **build_env(const char *worker_id, const char *level) {
     }
     snprintf(env[j], len, "%s%s", env_names[j], values[j]);
   }
-  size_t k = ENV_SET;
+  size_t k = n_set;
   for (size_t i = 0; i < n; i++) {
     bool ours = false;
-    for (size_t j = 0; j < ENV_SET && !ours; j++)
+    for (size_t j = 0; j < n_set && !ours; j++)
       ours = strncmp(environ[i], env_names[j], strlen(env_names[j])) == 0;
     if (!ours)
       env[k++] = environ[i];
@@ -820,10 +831,10 @@ static char **build_env(const char *worker_id, const char *level) {
   return env;
 }
 
-static void free_env(char **env) {
+static void free_env(char **env, size_t n_owned) {
   if (env == NULL)
     return;
-  for (size_t j = 0; j < ENV_SET; j++)
+  for (size_t j = 0; j < n_owned; j++)
     free(env[j]);
   free(env);
 }
@@ -834,6 +845,9 @@ static int send_load(berth_worker *w) {
     return BERTH_E_NOMEM;
   json_object_set_new(entry, "instance", json_integer(w->index));
   json_object_set_new(entry, "instances", json_integer(w->model->instances));
+  char cuda[16];
+  if (berth_placement_env_value(w->device, cuda, sizeof cuda))
+    json_object_set_new(entry, "cuda_visible_devices", json_string(cuda));
   char *text = json_dumps(entry, JSON_COMPACT);
   json_decref(entry);
   if (text == NULL)
@@ -856,10 +870,11 @@ static void worker_start(berth_worker *w, bool direct) {
   if (e->draining || e->stopping)
     return;
   worker_proc *p = calloc(1, sizeof *p);
-  char **env = build_env(id, e->cfg.log_level);
+  size_t n_owned = 0;
+  char **env = build_env(id, e->cfg.log_level, w->device, &n_owned);
   if (p == NULL || env == NULL) {
     free(p);
-    free_env(env);
+    free_env(env, n_owned);
     berth_log_kv(BERTH_LOG_ERROR, "out of memory starting a worker", "worker",
                  id, NULL);
     berth_restart_plan plan = restart_plan(w, false, false);
@@ -901,7 +916,7 @@ static void worker_start(berth_worker *w, bool direct) {
     rc = UV_ENOMEM;
   else if (direct || proc_fork(e, p, env) != BERTH_OK)
     rc = uv_spawn(e->loop, &p->process, &opt);
-  free_env(env);
+  free_env(env, n_owned);
   if (rc != 0) {
     berth_log_kv(BERTH_LOG_ERROR,
                  "cannot start a worker process; check workers.command",
@@ -948,18 +963,47 @@ static uint32_t default_instances(void) {
   return n == 0 ? 1 : (n > 64 ? 64 : n);
 }
 
+/* What m asks of placement.h. */
+static berth_device_req device_req(const berth_model *m) {
+  const berth_model_config *c = m->cfg;
+  return (berth_device_req){.model = c->name,
+                            .version = c->version,
+                            .kind = (berth_devices_kind)c->devices_kind,
+                            .list = c->devices,
+                            .n_list = c->n_devices,
+                            .need = c->gpu_memory};
+}
+
 int berth_supervisor_start(berth_model *m, berth_errmsg *err) {
   uint32_t n = m->cfg->instances ? m->cfg->instances : default_instances();
-  m->instances = n;
-  m->workers = calloc(n, sizeof *m->workers);
-  if (m->workers == NULL)
+  int *devices = calloc(n, sizeof *devices);
+  if (devices == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  berth_device_req req = device_req(m);
+  berth_placement *gpus = &m->engine->sup.gpus;
+  int rc = berth_placement_plan(gpus, &req, n, devices, err);
+  m->workers = rc == BERTH_OK ? calloc(n, sizeof *m->workers) : NULL;
+  if (rc == BERTH_OK && m->workers == NULL)
+    rc = berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  for (uint32_t i = 0; rc != BERTH_OK && i < n; i++)
+    berth_placement_release(gpus, devices[i], req.need);
+  if (rc != BERTH_OK) {
+    free(devices);
+    return rc;
+  }
+  m->instances = n;
   for (uint32_t i = 0; i < n; i++) {
     berth_worker *w = calloc(1, sizeof *w);
-    if (w == NULL)
+    if (w == NULL) {
+      while (i < n)
+        berth_placement_release(gpus, devices[i++], req.need);
+      free(devices);
       return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+    }
     w->model = m;
     w->index = i;
+    w->device = devices[i];
+    w->gpu_need = req.need;
     w->backoff_s = m->engine->cfg.restart_backoff_s;
     uv_timer_init(m->engine->loop, &w->timer);
     w->timer.data = w;
@@ -967,7 +1011,32 @@ int berth_supervisor_start(berth_model *m, berth_errmsg *err) {
     m->n_workers++;
     worker_spawn(w);
   }
+  free(devices);
   return BERTH_OK;
+}
+
+int berth_supervisor_place_slot(berth_model *m, berth_worker *w,
+                                berth_errmsg *err) {
+  int *current = malloc((m->n_workers ? m->n_workers : 1) * sizeof *current);
+  if (current == NULL)
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  size_t n = 0;
+  for (size_t k = 0; k < m->n_workers; k++)
+    if (m->workers[k] != w)
+      current[n++] = m->workers[k]->device;
+  berth_device_req req = device_req(m);
+  int rc = berth_placement_pick(&m->engine->sup.gpus, &req, current, n,
+                                &w->device, err);
+  free(current);
+  if (rc != BERTH_OK)
+    return rc;
+  w->gpu_need = req.need;
+  berth_placement_take(&m->engine->sup.gpus, w->device, w->gpu_need);
+  return BERTH_OK;
+}
+
+int berth_supervisor_worker_device(const berth_model *m, size_t i) {
+  return i < m->n_workers ? m->workers[i]->device : BERTH_DEVICE_INHERIT;
 }
 
 double berth_supervisor_rss(const berth_model *m) {
@@ -1093,6 +1162,12 @@ static void sup_timer_closed(uv_handle_t *h) { (void)h; }
 void berth_supervisor_engine_init(berth_engine *e) {
   uv_timer_init(e->loop, &e->sup.stop_timer);
   e->sup.stop_timer.data = e;
+  berth_placement *p = &e->sup.gpus;
+  p->n_gpus = 0;
+  for (size_t i = 0; i < e->cfg.n_gpus && i < BERTH_MAX_GPUS; i++)
+    p->gpus[p->n_gpus++] = (berth_gpu){.index = e->cfg.gpus[i].index,
+                                       .memory = e->cfg.gpus[i].memory,
+                                       .budget = e->cfg.gpus[i].budget};
 }
 
 void berth_supervisor_engine_close(berth_engine *e) {
@@ -1110,6 +1185,7 @@ static void slot_timer_closed(uv_handle_t *h) {
 void berth_supervisor_free(berth_model *m) {
   for (size_t k = 0; k < m->n_workers; k++) {
     berth_worker *w = m->workers[k];
+    berth_placement_release(&m->engine->sup.gpus, w->device, w->gpu_need);
     if (w->proc != NULL)
       w->proc->w = NULL;
     uv_close((uv_handle_t *)&w->timer, slot_timer_closed);

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "berth/error.h"
+#include "placement.h"
 
 struct berth_engine;
 struct berth_model;
@@ -32,6 +33,8 @@ typedef struct berth_supervisor_state {
   void *stopped_arg;
   struct berth_zygote *zygote; /* the worker template (zygote.h), or NULL */
   bool zygote_off;             /* workers start directly */
+  berth_placement gpus;        /* the config's GPUs and what is placed on them
+                           (placement.h) */
 } berth_supervisor_state;
 
 /* Sets up and closes the supervisor's engine-wide state (its timer). */
@@ -74,5 +77,15 @@ bool berth_supervisor_model_stopped(const berth_model *m);
  * models, each slot then pointing to its new model. */
 void berth_supervisor_retire(berth_model *m);
 void berth_supervisor_swap(berth_model *a, berth_model *b);
+/* Places w, a slot added to m after berth_supervisor_start (autoscaling's
+ * growth; it may already be in m->workers), before its first spawn: picks
+ * its device given where m's other slots run and counts it there
+ * (placement.h). BERTH_E_CONFIG with the reason when it fits nowhere: do
+ * not spawn it then. berth_supervisor_free gives the device back. */
+int berth_supervisor_place_slot(berth_model *m, berth_worker *w,
+                                berth_errmsg *err);
+/* The device of m's worker instance i (placement.h: a GPU index,
+ * BERTH_DEVICE_CPU or BERTH_DEVICE_INHERIT; INHERIT past the end). */
+int berth_supervisor_worker_device(const berth_model *m, size_t i);
 
 #endif

@@ -26,7 +26,7 @@ static json_t *js(const char *text) {
 
 static int merge(const char *over, json_t **out, berth_errmsg *err) {
   json_t *b = js(BASE), *o = js(over);
-  int rc = berth_repo_override_entry(b, o, "m", out, err);
+  int rc = berth_repo_override_entry(b, o, "m", 2, out, err); /* 2 GPUs */
   json_decref(b);
   json_decref(o);
   return rc;
@@ -80,6 +80,52 @@ static void test_tritons_keys_merge(void **state) {
   json_decref(out);
 }
 
+/* instance_group's kind and gpus become devices (docs/gpus.md). */
+static void test_instance_group_devices(void **state) {
+  (void)state;
+  json_t *out;
+  berth_errmsg err;
+  /* count per listed GPU: 2 x [1, 0] + 1 x [0] = 5 on GPUs 1 and 0 */
+  assert_int_equal(
+      merge("{\"instance_group\":[{\"count\":2,\"kind\":\"KIND_GPU\","
+            "\"gpus\":[1,\"0\"]},{\"count\":1,\"gpus\":[0]}]}",
+            &out, &err),
+      BERTH_OK);
+  assert_int_equal(json_integer_value(json_object_get(out, "instances")), 5);
+  json_t *d = json_object_get(out, "devices");
+  assert_int_equal(json_array_size(d), 2);
+  assert_int_equal(json_integer_value(json_array_get(d, 0)), 1);
+  assert_int_equal(json_integer_value(json_array_get(d, 1)), 0);
+  json_decref(out);
+  /* KIND_GPU without gpus: every GPU, count per GPU (2 known) */
+  assert_int_equal(
+      merge("{\"instance_group\":[{\"count\":3,\"kind\":\"KIND_GPU\"}]}", &out,
+            &err),
+      BERTH_OK);
+  assert_int_equal(json_integer_value(json_object_get(out, "instances")), 6);
+  assert_string_equal(json_string_value(json_object_get(out, "devices")),
+                      "all");
+  json_decref(out);
+  assert_int_equal(
+      merge("{\"instance_group\":[{\"count\":2,\"kind\":\"KIND_CPU\"}]}", &out,
+            &err),
+      BERTH_OK);
+  assert_string_equal(json_string_value(json_object_get(out, "devices")),
+                      "cpu");
+  json_decref(out);
+  /* KIND_AUTO (or none) leaves devices as they were */
+  assert_int_equal(merge("{\"instance_group\":[{\"count\":2}]}", &out, &err),
+                   BERTH_OK);
+  assert_null(json_object_get(out, "devices"));
+  json_decref(out);
+  /* Berth's own keys pass through (the entry's parse checks them) */
+  assert_int_equal(
+      merge("{\"devices\":[0],\"gpu_memory\":\"2GiB\"}", &out, &err), BERTH_OK);
+  assert_string_equal(json_string_value(json_object_get(out, "gpu_memory")),
+                      "2GiB");
+  json_decref(out);
+}
+
 static void test_bad_overrides_name_the_key(void **state) {
   (void)state;
   struct {
@@ -92,6 +138,18 @@ static void test_bad_overrides_name_the_key(void **state) {
       {"{\"input\":[]}", "parameters.config.input"},
       {"{\"instance_group\":[{\"count\":0}]}", "instance_group[0].count"},
       {"{\"instance_group\":[]}", "instance_group"},
+      {"{\"instance_group\":[{\"count\":1,\"kind\":\"GPU\"}]}",
+       "instance_group[0].kind: expected KIND_AUTO"},
+      {"{\"instance_group\":[{\"count\":1,\"kind\":\"KIND_CPU\","
+       "\"gpus\":[0]}]}",
+       "instance_group[0].gpus: a KIND_CPU group runs on no GPU"},
+      {"{\"instance_group\":[{\"count\":1,\"gpus\":[]}]}",
+       "instance_group[0].gpus: expected a non-empty list"},
+      {"{\"instance_group\":[{\"count\":1,\"gpus\":[\"x\"]}]}",
+       "instance_group[0].gpus[0]: expected an integer"},
+      {"{\"instance_group\":[{\"count\":1,\"kind\":\"KIND_CPU\"},"
+       "{\"count\":1,\"kind\":\"KIND_GPU\"}]}",
+       "KIND_CPU and KIND_GPU groups in one model are not supported"},
       {"{\"dynamic_batching\":{\"priority_levels\":2}}",
        "dynamic_batching.priority_levels"},
       {"{\"dynamic_batching\":{\"preferred_batch_size\":[\"x\"]}}",
@@ -110,6 +168,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_is_override),
       cmocka_unit_test(test_tritons_keys_merge),
+      cmocka_unit_test(test_instance_group_devices),
       cmocka_unit_test(test_bad_overrides_name_the_key),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..runtimes.detect import choose_model_file, runtime_for_file
 from .discovery import _abs, _merge, _read_yaml, discover_models, served_roots
+from .gpus import gpus_for_document
 from .native import add_native_libraries
 from .options import (
     _MODEL_FLAG_KEYS,
@@ -190,6 +191,7 @@ def build_document(
             for entry in doc["models"]:
                 entry[key] = options[key]
     add_native_libraries(doc, doc["models"])
+    gpus_for_document(doc, dict(options))
     return doc
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..runtimes.detect import RUNTIMES
+from .gpus import parse_budget, parse_devices, parse_gpus
 from .limits import model_bounds, server_bounds
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -27,6 +28,7 @@ _MODEL_FLAG_KEYS = (
     "max_queue_size",
     "timeout_us",
     "backend",
+    "devices",
 )
 
 DEFAULT_HOST = "127.0.0.1"
@@ -447,6 +449,33 @@ _OPTIONS: tuple[_Option, ...] = (
         "share of new traces recorded, 0 to 1; a caller's traceparent decides "
         "for its own requests (default 1)",
         "RATE",
+    ),
+    # GPU placement (docs/gpus.md)
+    _Option(
+        "--gpus",
+        "BERTH_GPUS",
+        parse_gpus,
+        "the machine's GPUs as INDEX[:MEMORY],... (0:80GiB,1:80GiB), or none "
+        "(default: nvidia-smi's list when it runs, else none)",
+        "GPUS",
+    ),
+    _Option(
+        "--gpu-memory-budget",
+        "BERTH_GPU_MEMORY_BUDGET",
+        parse_budget,
+        "GPU memory instances may need together on each GPU (their models' gpu_memory): "
+        "a size (70GiB) or a share of its memory (90%%) for every GPU, or per GPU "
+        "(0:70GiB,1:90%%) (default: all of its memory)",
+        "SIZE",
+    ),
+    _Option(
+        "--devices",
+        "BERTH_DEVICES",
+        parse_devices,
+        "where every served model's instances run: auto (each on one of the GPUs, "
+        "spread; the server's own devices when it knows none), cpu (no GPU), all, "
+        "or GPU indices 0,1 (default: berth.yaml, else auto)",
+        "DEVICES",
     ),
     _Option(
         "--config",
