@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "autoscale.h"
 #include "buf.h"
 #include "config.h"
 #include "engine.h"
@@ -28,9 +29,10 @@
  * order, so a job's answer reaches metrics, then tracing, the payload log
  * and the dashboard; the frontends start listening last. */
 static const berth_module *const modules[] = {
-    &berth_router_module, &berth_pipeline_module,    &berth_metrics_module,
-    &berth_trace_module,  &berth_payload_log_module, &berth_ui_module,
-    &berth_shm_module,    &berth_rest_module,        &berth_grpc_module,
+    &berth_router_module,    &berth_pipeline_module,    &berth_metrics_module,
+    &berth_trace_module,     &berth_payload_log_module, &berth_ui_module,
+    &berth_shm_module,       &berth_rest_module,        &berth_grpc_module,
+    &berth_autoscale_module,
 };
 
 #define MAX_CONFIG_BYTES (16u << 20)

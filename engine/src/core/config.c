@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "config.h"
 #include "config_schema.h"
 #include "http_url.h"
@@ -369,6 +371,99 @@ static int berth_config_list(const berth_config_field *f, json_t *v, void *base,
   return BERTH_OK;
 }
 
+/* ---- autoscaling (docs/autoscaling.md) -------------------------------- */
+
+/* A size in bytes: an integer, or a string "<number>[ ]<unit>" with unit
+ * B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (of 1024). */
+static bool berth_config_bytes_value(const json_t *v, double *out) {
+  int64_t i;
+  if (berth_config_int(v, &i)) {
+    *out = (double)i;
+    return true;
+  }
+  if (!json_is_string(v) || json_string_length(v) > 32)
+    return false;
+  static const struct {
+    const char *unit;
+    double mul;
+  } units[] = {{"", 1},
+               {"B", 1},
+               {"KB", 1e3},
+               {"MB", 1e6},
+               {"GB", 1e9},
+               {"TB", 1e12},
+               {"KiB", 1024},
+               {"MiB", 1048576},
+               {"GiB", 1073741824.0},
+               {"TiB", 1099511627776.0}};
+  const char *s = json_string_value(v);
+  char *end;
+  double x = strtod(s, &end);
+  if (end == s || !(x >= 0) || x > 1e18)
+    return false;
+  while (*end == ' ')
+    end++;
+  for (size_t k = 0; k < sizeof units / sizeof units[0]; k++)
+    if (strcmp(end, units[k].unit) == 0) {
+      *out = floor(x * units[k].mul);
+      return true;
+    }
+  return false;
+}
+
+static int berth_config_bytes(const berth_config_field *f, json_t *v,
+                              void *base, const char *path, json_t **norm,
+                              berth_errmsg *err) {
+  double x;
+  if (!berth_config_bytes_value(v, &x) || x < (double)f->imin ||
+      x > (double)f->imax)
+    return berth_config_bad(err, path, v,
+                            "expected a size in bytes, %" PRId64 "..%" PRId64
+                            ", as an integer or with a unit (512MiB, 2GiB, "
+                            "1.5GB)",
+                            f->imin, f->imax);
+  uint64_t u = (uint64_t)x;
+  memcpy(berth_config_at(base, f->slot), &u, sizeof u);
+  *norm = json_integer((json_int_t)u);
+  return *norm != NULL ? BERTH_OK : berth_config_nomem(err, path);
+}
+
+/* The autoscaling block's defaults that depend on other keys, and its
+ * checks across keys, once the entry's fields are read. */
+static int berth_config_autoscale(berth_model_config *m, const char *path,
+                                  berth_errmsg *err) {
+  berth_autoscale_config *a = &m->autoscale;
+  json_t *block = json_object_get(m->entry, "autoscaling");
+  a->enabled = block != NULL;
+  if (!a->enabled)
+    return BERTH_OK;
+  char where[BERTH_CONFIG_PATH_MAX];
+  berth_config_child(where, path, "autoscaling");
+  if (json_object_get(block, "max_instances") == NULL) {
+    unsigned cores = uv_available_parallelism();
+    a->max_instances = a->min_instances > cores ? a->min_instances : cores;
+    if (a->max_instances == 0)
+      a->max_instances = 1;
+  }
+  if (json_object_get(block, "scale_to_zero_after_s") == NULL)
+    a->scale_to_zero_after_s = a->downscale_delay_s;
+  char why[200];
+  if (berth_autoscale_config_check(a, why, sizeof why) != 0)
+    return berth_config_bad(err, where, NULL, "%s", why);
+  if (json_object_get(m->entry, "sequence_batching") != NULL)
+    return berth_config_bad(err, where, NULL,
+                            "cannot be combined with sequence_batching "
+                            "(a sequence is pinned to one instance)");
+  if (m->instances != 0 &&
+      (m->instances < a->min_instances || m->instances > a->max_instances))
+    return berth_config_bad(err, path, NULL,
+                            "instances (%u, the starting count with "
+                            "autoscaling) must lie within min_instances (%u) "
+                            "and max_instances (%u)",
+                            m->instances, a->min_instances, a->max_instances);
+  return BERTH_OK;
+}
+
 static int berth_config_models(json_t *v, berth_config *cfg, const char *path,
                                berth_errmsg *err) {
   if (!json_is_array(v))
@@ -389,6 +484,8 @@ static int berth_config_models(json_t *v, berth_config *cfg, const char *path,
     berth_model_config *m = &cfg->models[i];
     int rc = berth_config_section(&berth_config_model, json_array_get(v, i), m,
                                   item, &m->entry, err);
+    if (rc == BERTH_OK)
+      rc = berth_config_autoscale(m, item, err);
     if (rc != BERTH_OK)
       return rc;
     for (size_t j = 0; j < i; j++)
@@ -521,6 +618,8 @@ static int berth_config_field_value(const berth_config_field *f, json_t *v,
   case BERTH_CF_PIPELINES:
     rc = berth_pipeline_config_parse(v, base, path, err);
     break;
+  case BERTH_CF_BYTES:
+    return berth_config_bytes(f, v, base, path, norm, err);
   }
   if (rc != BERTH_OK) {
     json_decref(*norm);
@@ -731,6 +830,8 @@ int berth_config_parse_model_entry(json_t *entry, const char *path,
   }
   int rc = berth_config_section(&berth_config_model, root, out, where,
                                 &out->entry, err);
+  if (rc == BERTH_OK)
+    rc = berth_config_autoscale(out, where, err);
   json_decref(root);
   if (rc != BERTH_OK) {
     berth_config_model_clear(out);

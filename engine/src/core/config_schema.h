@@ -38,6 +38,8 @@ typedef enum berth_config_kind {
   BERTH_CF_LIST,       /* imin..imax mappings checked against `sub` ->
                           array of `size`-byte elements + count */
   BERTH_CF_PIPELINES,  /* the pipelines list (pipeline_config.c) */
+  BERTH_CF_BYTES,      /* an integer, or a string with a unit ("2GiB",
+                          "512MB"), in imin..imax bytes -> uint64_t */
 } berth_config_kind;
 
 typedef struct berth_config_table berth_config_table;

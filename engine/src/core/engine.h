@@ -220,6 +220,22 @@ struct berth_model {
   struct berth_seq_table *seqs;    /* owned or NULL: live sequences (made
                                      at the first sequence request of a
                                      model with sequence_batching) */
+  /* autoscaling and the memory budget (autoscale.c alone writes these) */
+  struct berth_autoscale_state *as; /* owned or NULL: the policy's state,
+                                     made at the first tick of a model with
+                                     an autoscaling block */
+  const berth_model_config *as_cfg; /* the config `as` was made for */
+  uint32_t desired;                 /* instances wanted (a gauge) */
+  bool panic;                       /* the policy is in panic mode */
+  bool asleep;                      /* its workers were stopped on purpose
+                                     (scale to zero, eviction): it stays
+                                     READY and a request wakes it */
+  uint64_t evictions;               /* times the memory budget evicted it */
+  double resident_bytes;            /* its workers' resident memory, last
+                                     measured (0 while asleep) */
+  double unit_bytes;                /* one worker's, last measured with
+                                     every worker ready (0: not yet) */
+  uint64_t last_used_ns;            /* last request submitted (LRU) */
 };
 
 /* Appends a part of the /metrics exposition (Prometheus text) to out;
@@ -306,6 +322,8 @@ struct berth_engine {
   struct berth_grpc_health *grpc_health; /* owned (grpc_health.c): the open
                                      gRPC health Watch calls; NULL until
                                      the first */
+  struct berth_autoscaler *autoscaler;   /* owned (autoscale.c): the sampling
+                                     timer; made by berth_autoscale_module */
 };
 
 /* engine.c */

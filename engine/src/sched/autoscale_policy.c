@@ -100,6 +100,12 @@ static double window_avg(const berth_autoscale_state *s, uint64_t now_ns,
   return n > 0 ? sum / (double)n : 0;
 }
 
+void berth_autoscale_sleep(berth_autoscale_state *s) {
+  s->desired = 0;
+  s->panic = false;
+  s->want_up_ns = s->want_down_ns = 0;
+}
+
 void berth_autoscale_wake(berth_autoscale_state *s, uint64_t now_ns) {
   s->last_busy_ns = now_ns;
   if (s->desired == 0)

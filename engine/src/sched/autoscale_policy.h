@@ -90,6 +90,9 @@ void berth_autoscale_record(berth_autoscale_state *s, uint64_t now_ns,
 berth_autoscale_decision berth_autoscale_decide(berth_autoscale_state *s,
                                                 uint64_t now_ns,
                                                 uint32_t current);
+/* Something else (the memory budget) put the model to sleep: zero
+ * instances until a request wakes it, whatever min_instances says. */
+void berth_autoscale_sleep(berth_autoscale_state *s);
 /* A request arrived for a model at zero: one instance at once (the wake),
  * whatever the windows say. */
 void berth_autoscale_wake(berth_autoscale_state *s, uint64_t now_ns);

@@ -668,23 +668,33 @@ static uint32_t default_instances(void) {
   return n == 0 ? 1 : (n > 64 ? 64 : n);
 }
 
+/* A new slot at m->workers[m->n_workers] (the array has room). */
+static berth_worker *slot_new(berth_model *m) {
+  berth_worker *w = calloc(1, sizeof *w);
+  if (w == NULL)
+    return NULL;
+  w->model = m;
+  w->index = (unsigned)m->n_workers;
+  w->backoff_s = m->engine->cfg.restart_backoff_s;
+  uv_timer_init(m->engine->loop, &w->timer);
+  w->timer.data = w;
+  m->workers[m->n_workers++] = w;
+  return w;
+}
+
 int berth_supervisor_start(berth_model *m, berth_errmsg *err) {
-  uint32_t n = m->cfg->instances ? m->cfg->instances : default_instances();
+  const berth_autoscale_config *as = &m->cfg->autoscale;
+  uint32_t n = m->cfg->instances ? m->cfg->instances
+               : as->enabled     ? (as->min_instances ? as->min_instances : 1)
+                                 : default_instances();
   m->instances = n;
   m->workers = calloc(n, sizeof *m->workers);
   if (m->workers == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
   for (uint32_t i = 0; i < n; i++) {
-    berth_worker *w = calloc(1, sizeof *w);
+    berth_worker *w = slot_new(m);
     if (w == NULL)
       return berth_errf(err, BERTH_E_NOMEM, "out of memory");
-    w->model = m;
-    w->index = i;
-    w->backoff_s = m->engine->cfg.restart_backoff_s;
-    uv_timer_init(m->engine->loop, &w->timer);
-    w->timer.data = w;
-    m->workers[i] = w;
-    m->n_workers++;
     worker_spawn(w);
   }
   return BERTH_OK;
@@ -894,4 +904,62 @@ void berth_supervisor_swap(berth_model *a, berth_model *b) {
     a->workers[k]->model = a;
   for (size_t k = 0; k < b->n_workers; k++)
     b->workers[k]->model = b;
+}
+
+/* ---- scaling at run time (core/autoscale.c) ------------------------------ */
+
+/* A slot counts while its process loads or serves, or its restart is due. */
+static bool slot_active(const berth_worker *w) {
+  return w->state == W_LOADING || w->state == W_IDLE || w->state == W_BUSY ||
+         (w->state == W_EMPTY && uv_is_active((const uv_handle_t *)&w->timer));
+}
+
+size_t berth_supervisor_active(const berth_model *m) {
+  size_t n = 0;
+  for (size_t k = 0; k < m->n_workers; k++)
+    n += slot_active(m->workers[k]);
+  return n;
+}
+
+int berth_supervisor_grow(berth_model *m, uint32_t cap) {
+  berth_engine *e = m->engine;
+  if (e->draining || e->stopping || m->workers == NULL)
+    return BERTH_E_UNAVAILABLE;
+  for (size_t k = 0; k < m->n_workers; k++) {
+    berth_worker *w = m->workers[k];
+    if (w->state == W_EMPTY && w->proc == NULL && !slot_active(w)) {
+      w->backoff_s = e->cfg.restart_backoff_s;
+      worker_spawn(w); /* a slot a scale-down left empty */
+      return BERTH_OK;
+    }
+  }
+  if (m->n_workers >= cap)
+    return BERTH_E_OVERLOAD;
+  berth_worker **grown =
+      realloc(m->workers, (m->n_workers + 1) * sizeof *m->workers);
+  if (grown == NULL)
+    return BERTH_E_NOMEM;
+  m->workers = grown;
+  berth_worker *w = slot_new(m);
+  if (w == NULL)
+    return BERTH_E_NOMEM;
+  worker_spawn(w);
+  return BERTH_OK;
+}
+
+bool berth_supervisor_shrink_one(berth_model *m) {
+  for (size_t k = m->n_workers; k-- > 0;) {
+    berth_worker *w = m->workers[k];
+    if (w->state != W_IDLE || w->proc == NULL)
+      continue; /* a busy worker is never stopped to scale down */
+    if (send_frame(w->proc, BERTH_WP_SHUTDOWN, 0, NULL, 0) != BERTH_OK)
+      proc_kill(w->proc, SIGTERM);
+    w->state = W_STOPPING; /* its exit is not restarted */
+    if (w->counted_ready) {
+      w->counted_ready = false; /* no batch goes to it any more */
+      m->n_ready--;
+    }
+    return true;
+  }
+  return false;
 }

@@ -72,5 +72,14 @@ bool berth_supervisor_model_stopped(const berth_model *m);
  * models, each slot then pointing to its new model. */
 void berth_supervisor_retire(berth_model *m);
 void berth_supervisor_swap(berth_model *a, berth_model *b);
+/* supervisor.c, for the autoscaler (core/autoscale.c): the slots whose
+ * process loads or serves, or whose restart is due; grow starts one more
+ * worker, in a slot a scale-down emptied or a new one while there are
+ * fewer than cap slots (BERTH_E_OVERLOAD at cap, BERTH_E_UNAVAILABLE while
+ * the server stops); shrink_one sends SHUTDOWN to one idle ready worker
+ * (never a busy one) and says whether there was one. */
+size_t berth_supervisor_active(const berth_model *m);
+int berth_supervisor_grow(berth_model *m, uint32_t cap);
+bool berth_supervisor_shrink_one(berth_model *m);
 
 #endif

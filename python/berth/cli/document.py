@@ -15,6 +15,7 @@ from ..runtimes.detect import choose_model_file, runtime_for_file
 from .discovery import _abs, _merge, _read_yaml, discover_models, served_roots
 from .options import (
     _MODEL_FLAG_KEYS,
+    AUTOSCALE_FLAG_KEYS,
     DEFAULT_DRAIN_TIMEOUT_S,
     DEFAULT_HOST,
     DEFAULT_LOG_LEVEL,
@@ -187,6 +188,15 @@ def build_document(
         if options.get(key) is not None:
             for entry in doc["models"]:
                 entry[key] = options[key]
+    # autoscaling flags (docs/autoscaling.md): keys of every model's block
+    for dest, key in AUTOSCALE_FLAG_KEYS.items():
+        if options.get(dest) is not None:
+            for entry in doc["models"]:
+                block = entry.get("autoscaling")
+                entry["autoscaling"] = dict(block) if isinstance(block, dict) else {}
+                entry["autoscaling"][key] = options[dest]
+    if options.get("memory_budget") is not None:
+        doc["memory_budget"] = options["memory_budget"]
     return doc
 
 
