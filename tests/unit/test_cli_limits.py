@@ -94,7 +94,7 @@ def test_the_cli_reads_the_engines_bounds() -> None:
     assert model_keys() == {
         "runtime", "platform", "class", "instances", "max_batch_size", "max_queue_delay_us",
         "max_queue_size", "preferred_batch_sizes", "timeout_us", "inputs", "outputs",
-        "parameters", "payload_log", "decoupled", "sequence_batching",
+        "parameters", "payload_log", "decoupled", "sequence_batching", "autoscaling",
     }
     assert engine_schema() is engine_schema()  # asked once per process
 

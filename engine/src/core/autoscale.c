@@ -165,6 +165,8 @@ static void tick_model(berth_model *m, uint64_t now) {
   if (!in_service(m)) {
     m->as_cfg = NULL; /* the policy starts over when it serves again */
     m->panic = false;
+    if (m->state != BERTH_MODEL_READY)
+      m->asleep = false; /* unloaded, reloading or failed: not asleep */
     m->desired = m->state == BERTH_MODEL_LOADING ? m->instances : 0;
     return;
   }
