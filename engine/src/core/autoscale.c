@@ -245,8 +245,9 @@ static const struct {
 
 static double family_value(size_t f, const berth_model *m) {
   switch (f) {
-  case 0:
-    return m->desired;
+  case 0: /* fixed instances: the count the supervisor keeps */
+    return m->cfg->autoscale.enabled || budget_of(m->engine) > 0 ? m->desired
+                                                                 : m->instances;
   case 1:
     return (double)m->n_ready;
   case 2:
@@ -288,8 +289,6 @@ static int as_init(berth_engine *e, berth_errmsg *err) {
   e->autoscaler = calloc(1, sizeof *e->autoscaler);
   if (e->autoscaler == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
-  for (size_t i = 0; i < e->n_models; i++)
-    e->models[i]->desired = e->models[i]->cfg->instances;
   return berth_engine_add_collector(e, collect, e, err);
 }
 
