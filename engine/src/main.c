@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "autoscale.h"
 #include "buf.h"
 #include "config.h"
 #include "engine.h"
@@ -33,7 +34,7 @@ static const berth_module *const modules[] = {
     &berth_router_module, &berth_pipeline_module,    &berth_metrics_module,
     &berth_trace_module,  &berth_payload_log_module, &berth_ui_module,
     &berth_shm_module,    &berth_rest_module,        &berth_grpc_module,
-    &berth_native_module,
+    &berth_native_module, &berth_autoscale_module,
 };
 
 /* Gateway mode (config gateway:, docs/gateway.md): no models, no model

@@ -169,7 +169,13 @@
       if (m.reason) badge.title = m.reason;
       st.append(badge);
       tr.append(st);
-      tr.append(el("td", `${m.workers_ready}/${m.instances}`, "workers"));
+      /* ready/wanted: the autoscaler's desired count (docs/autoscaling.md) */
+      const wanted = m.instances_desired ?? m.instances;
+      const workers = el("td", `${m.workers_ready}/${wanted}`, "workers");
+      if (!m.resident) workers.append(el("span", " asleep", "asleep"));
+      if (m.panic) workers.append(el("span", " panic", "panic"));
+      workers.title = "ready / desired worker instances";
+      tr.append(workers);
       tr.append(el("td", m.max_batch_size || "–", "num"));
       tr.append(el("td", m.queue_depth, "num queue"));
       tr.append(el("td", m.inflight, "num"));

@@ -148,7 +148,7 @@ def test_default_mode_refuses_load_and_unload(berth_server: Callable[..., BerthS
     # the index stays readable, and nothing changed
     idx = server.post("/v2/repository/index", None)
     assert idx.status == 200 and idx.json() == [
-        {"name": "adder", "version": "1", "state": "READY", "reason": ""}]
+        {"name": "adder", "version": "1", "state": "READY", "reason": "", "resident": True}]
     # tritonclient over HTTP and gRPC
     h = httpclient.InferenceServerClient(server.triton_url)
     with pytest.raises(InferenceServerException, match="model-control-mode explicit"):

@@ -679,3 +679,36 @@ def test_exit_on_error_flag_forms_and_env(tmp_path: Path) -> None:
     assert d["server"]["exit_on_error"] is True  # the flag beats the environment
     with pytest.raises(ConfigError, match="^BERTH_EXIT_ON_ERROR: "):
         doc(path, env={"BERTH_EXIT_ON_ERROR": "maybe"})
+
+
+# ------------------------------------------------ autoscaling and the budget
+
+
+def test_autoscaling_flags_merge_into_the_block(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    touch(folder / "model.onnx")
+    touch(folder / "berth.yaml", "autoscaling: {max_instances: 3, upscale_delay_s: 5}\n")
+    assert doc(str(folder))["models"][0]["autoscaling"] == {
+        "max_instances": 3, "upscale_delay_s": 5}
+    d = doc(str(folder), "--min-instances", "0", "--scale-to-zero-after-s", "1.5",
+            "--panic-threshold", "3", "--memory-budget", "2GiB",
+            env={"BERTH_MAX_INSTANCES": "4", "BERTH_TARGET_ONGOING_REQUESTS": "0.5"})
+    assert d["models"][0]["autoscaling"] == {
+        "max_instances": 4, "upscale_delay_s": 5, "min_instances": 0,
+        "scale_to_zero_after_s": 1.5, "panic_threshold": 3, "target_ongoing_requests": 0.5}
+    assert d["memory_budget"] == "2GiB"
+    assert doc(str(folder), "--memory-budget", "1048576")["memory_budget"] == 1048576
+    assert "memory_budget" not in doc(str(folder))
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("BERTH_MIN_INSTANCES", "-1"), ("BERTH_MAX_INSTANCES", "0"),
+     ("BERTH_TARGET_ONGOING_REQUESTS", "0"), ("BERTH_UPSCALE_DELAY_S", "soon"),
+     ("BERTH_PANIC_WINDOW_S", "-2"), ("BERTH_MEMORY_BUDGET", "lots"),
+     ("BERTH_MEMORY_BUDGET", "2 GiBs")],
+)  # fmt: skip
+def test_bad_autoscaling_values_name_the_variable(tmp_path: Path, var: str, value: str) -> None:
+    path = touch(tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match=f"^{var}: "):
+        doc(str(path), env={var: value})

@@ -96,6 +96,7 @@ def test_the_cli_reads_the_engines_bounds() -> None:
         "max_queue_size", "preferred_batch_sizes", "timeout_us", "inputs", "outputs",
         "parameters", "payload_log", "decoupled", "sequence_batching", "backend",
         "devices", "gpu_memory",
+        "autoscaling",
     }
     assert engine_schema() is engine_schema()  # asked once per process
 

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "config.h"
 #include "config_schema.h"
 #include "http_url.h"
@@ -369,6 +371,44 @@ static int berth_config_list(const berth_config_field *f, json_t *v, void *base,
   return BERTH_OK;
 }
 
+/* ---- autoscaling (docs/autoscaling.md) -------------------------------- */
+
+/* The autoscaling block's defaults that depend on other keys, and its
+ * checks across keys, once the entry's fields are read. */
+static int berth_config_autoscale(berth_model_config *m, const char *path,
+                                  berth_errmsg *err) {
+  berth_autoscale_config *a = &m->autoscale;
+  json_t *block = json_object_get(m->entry, "autoscaling");
+  a->enabled = block != NULL;
+  if (!a->enabled)
+    return BERTH_OK;
+  char where[BERTH_CONFIG_PATH_MAX];
+  berth_config_child(where, path, "autoscaling");
+  if (json_object_get(block, "max_instances") == NULL) {
+    unsigned cores = uv_available_parallelism();
+    a->max_instances = a->min_instances > cores ? a->min_instances : cores;
+    if (a->max_instances == 0)
+      a->max_instances = 1;
+  }
+  if (json_object_get(block, "scale_to_zero_after_s") == NULL)
+    a->scale_to_zero_after_s = a->downscale_delay_s;
+  char why[200];
+  if (berth_autoscale_config_check(a, why, sizeof why) != 0)
+    return berth_config_bad(err, where, NULL, "%s", why);
+  if (json_object_get(m->entry, "sequence_batching") != NULL)
+    return berth_config_bad(err, where, NULL,
+                            "cannot be combined with sequence_batching "
+                            "(a sequence is pinned to one instance)");
+  if (m->instances != 0 &&
+      (m->instances < a->min_instances || m->instances > a->max_instances))
+    return berth_config_bad(err, path, NULL,
+                            "instances (%u, the starting count with "
+                            "autoscaling) must lie within min_instances (%u) "
+                            "and max_instances (%u)",
+                            m->instances, a->min_instances, a->max_instances);
+  return BERTH_OK;
+}
+
 static int berth_config_models(json_t *v, berth_config *cfg, const char *path,
                                berth_errmsg *err) {
   if (!json_is_array(v))
@@ -391,6 +431,8 @@ static int berth_config_models(json_t *v, berth_config *cfg, const char *path,
     berth_model_config *m = &cfg->models[i];
     int rc = berth_config_section(&berth_config_model, json_array_get(v, i), m,
                                   item, &m->entry, err);
+    if (rc == BERTH_OK)
+      rc = berth_config_autoscale(m, item, err);
     if (rc != BERTH_OK)
       return rc;
     for (size_t j = 0; j < i; j++)
@@ -748,6 +790,8 @@ int berth_config_parse_model_entry(json_t *entry, const char *path,
   }
   int rc = berth_config_section(&berth_config_model, root, out, where,
                                 &out->entry, err);
+  if (rc == BERTH_OK)
+    rc = berth_config_autoscale(out, where, err);
   json_decref(root);
   if (rc != BERTH_OK) {
     berth_config_model_clear(out);

@@ -16,6 +16,7 @@
 #include "berth/error.h"
 #include "berth/tensor.h"
 #include "placement.h"
+#include "autoscale_policy.h"
 
 /* Most preferred batch sizes a model may list. */
 #define BERTH_MAX_PREFERRED 16
@@ -65,7 +66,10 @@ typedef struct berth_model_config {
                                admin token: a failed load answers a fixed
                                text, the worker's message goes to the log
                                only (it may quote the file) */
-  char *files_dir;            /* owned or NULL: the private folder holding
+  berth_autoscale_config autoscale; /* the autoscaling block
+                               (docs/autoscaling.md); .enabled false when
+                               absent: fixed instances */
+  char *files_dir;                  /* owned or NULL: the private folder holding
                                the files of the load request that gave this
                                config (repo_files.h); the repository removes
                                the folder, clear frees the string */
@@ -193,6 +197,9 @@ typedef struct berth_config {
   uint32_t trace_max_queue_size;    /* requests waiting for export, 2048 */
   uint32_t trace_flush_interval_ms; /* export period, default 1000 */
   uint32_t trace_export_timeout_ms; /* one POST's bound, default 10000 */
+  uint64_t memory_budget;           /* bytes the models' workers may hold
+                                    together, 0 = no budget
+                                    (docs/autoscaling.md) */
   berth_model_config *models;       /* owned array */
   size_t n_models;
   berth_route_config *routes; /* owned array (router.c), may be NULL */

@@ -374,6 +374,53 @@ static const berth_config_field berth_config_seq_fields[] = {
 static const berth_config_table berth_config_seq =
     BERTH_CF_TABLE(berth_config_seq_fields);
 
+/* autoscaling (docs/autoscaling.md): slots in berth_autoscale_config;
+ * config.c fills the defaults that depend on other keys and checks the
+ * keys against each other. */
+#define BERTH_CF_A berth_autoscale_config
+#define BERTH_CF_ASC_SECONDS(k, d, lo)                                         \
+  {                                                                            \
+    .key = #k, .kind = BERTH_CF_DOUBLE, .def = d,                              \
+    .slot = BERTH_CF_OFF(BERTH_CF_A, k), .dmin = lo, .dmax = 86400             \
+  }
+static const berth_config_field berth_config_autoscale_fields[] = {
+    {.key = "min_instances",
+     .kind = BERTH_CF_UINT,
+     .def = "1",
+     .slot = BERTH_CF_OFF(BERTH_CF_A, min_instances),
+     .size = BERTH_CF_SIZE(BERTH_CF_A, min_instances),
+     .imin = 0,
+     .imax = 256},
+    {.key = "max_instances",
+     .kind = BERTH_CF_UINT,
+     .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_A, max_instances),
+     .size = BERTH_CF_SIZE(BERTH_CF_A, max_instances),
+     .imin = 1,
+     .imax = 256},
+    {.key = "target_ongoing_requests",
+     .kind = BERTH_CF_DOUBLE,
+     .def = "2",
+     .slot = BERTH_CF_OFF(BERTH_CF_A, target_ongoing_requests),
+     .dmin = 0.01,
+     .dmax = 1000000},
+    BERTH_CF_ASC_SECONDS(upscale_delay_s, "30", 0),
+    BERTH_CF_ASC_SECONDS(downscale_delay_s, "600", 0),
+    BERTH_CF_ASC_SECONDS(scale_to_zero_after_s, NULL, 0),
+    BERTH_CF_ASC_SECONDS(stable_window_s, "60", 0.1),
+    BERTH_CF_ASC_SECONDS(panic_window_s, "6", 0.1),
+    {.key = "panic_threshold",
+     .kind = BERTH_CF_DOUBLE,
+     .def = "2.0",
+     .slot = BERTH_CF_OFF(BERTH_CF_A, panic_threshold),
+     .dmin = 1,
+     .dmax = 1000},
+};
+#undef BERTH_CF_ASC_SECONDS
+#undef BERTH_CF_A
+static const berth_config_table berth_config_autoscale =
+    BERTH_CF_TABLE(berth_config_autoscale_fields);
+
 #define BERTH_CF_M berth_model_config
 static const berth_config_field berth_config_model_fields[] = {
     {.key = "name",
@@ -481,6 +528,11 @@ static const berth_config_field berth_config_model_fields[] = {
      .slot = BERTH_CF_OFF(BERTH_CF_M, gpu_memory),
      .imin = 0,
      .imax = INT64_C(1125899906842624)},
+    {.key = "autoscaling",
+     .kind = BERTH_CF_SECTION,
+     .def = NULL,
+     .slot = BERTH_CF_OFF(BERTH_CF_M, autoscale),
+     .sub = &berth_config_autoscale},
 };
 #undef BERTH_CF_M
 
@@ -684,6 +736,13 @@ static const berth_config_field berth_config_root_fields[] = {
      .slot = offsetof(berth_config, gateway),
      .sub = &berth_config_gateway},
     {.key = "models", .kind = BERTH_CF_MODELS, .required = true, BERTH_CF_NONE},
+    /* the models' workers together (docs/autoscaling.md); 0: none */
+    {.key = "memory_budget",
+     .kind = BERTH_CF_BYTES,
+     .def = "0",
+     .slot = offsetof(berth_config, memory_budget),
+     .imin = 0,
+     .imax = INT64_C(1) << 50},
     {.key = "routes",
      .kind = BERTH_CF_LIST,
      .def = "[]",

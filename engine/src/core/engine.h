@@ -244,6 +244,22 @@ struct berth_model {
                                      model with sequence_batching) */
   struct berth_native *native;     /* owned by backend/native.c or NULL:
                                      a native backend's loaded model */
+  /* autoscaling and the memory budget (autoscale.c alone writes these) */
+  struct berth_autoscale_state *as; /* owned or NULL: the policy's state,
+                                     made at the first tick of a model with
+                                     an autoscaling block */
+  const berth_model_config *as_cfg; /* the config `as` was made for */
+  uint32_t desired;                 /* instances wanted (a gauge) */
+  bool panic;                       /* the policy is in panic mode */
+  bool asleep;                      /* its workers were stopped on purpose
+                                     (scale to zero, eviction): it stays
+                                     READY and a request wakes it */
+  uint64_t evictions;               /* times the memory budget evicted it */
+  double resident_bytes;            /* its workers' resident memory, last
+                                     measured (0 while asleep) */
+  double unit_bytes;                /* one worker's, last measured with
+                                     every worker ready (0: not yet) */
+  uint64_t last_used_ns;            /* last request submitted (LRU) */
 };
 
 /* Appends a part of the /metrics exposition (Prometheus text) to out;
@@ -332,9 +348,11 @@ struct berth_engine {
                                      the first */
   struct berth_gateway *gateway; /* owned (gateway/gateway.c) or NULL: gateway
                                      mode (docs/gateway.md) */
-  const berth_model_ops *native_ops; /* borrowed or NULL: the operations of
+  const berth_model_ops *native_ops;   /* borrowed or NULL: the operations of
                                      models with backend: native, set by
                                      the native module (backend/native.c) */
+  struct berth_autoscaler *autoscaler; /* owned (autoscale.c): the sampling
+                                     timer; made by berth_autoscale_module */
 };
 
 /* engine.c */

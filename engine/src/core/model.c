@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 
+#include "autoscale.h"
 #include "engine.h"
 #include "log.h"
 #include "sequence.h"
@@ -95,6 +96,7 @@ void berth_model_free(berth_model *m) {
     m->ops->stop(m);
   if (m->seqs != NULL) /* its jobs are gone or never come back */
     berth_seq_table_orphan(m->seqs);
+  free(m->as);
   free(m->platform);
   specs_free(m->inputs, m->n_inputs);
   specs_free(m->outputs, m->n_outputs);
@@ -121,7 +123,7 @@ static bool str_eq(const char *s, const char *p, size_t n) {
 static int find_rank(const berth_model *m) {
   switch (m->state) {
   case BERTH_MODEL_READY:
-    return m->n_ready > 0 ? 0 : 1;
+    return m->n_ready > 0 || m->asleep ? 0 : 1;
   case BERTH_MODEL_UNAVAILABLE:
     return 2;
   default:
@@ -216,9 +218,19 @@ int berth_engine_add_composite(berth_engine *e, berth_model *m,
 
 /* ---- the worker-backed model's operations ------------------------------- */
 
+/* Asleep (scaled to zero, evicted): ready, a request wakes it
+ * (docs/autoscaling.md). */
 static bool worker_ready(const berth_model *m) {
-  return m->state == BERTH_MODEL_READY && m->n_ready > 0 &&
+  return m->state == BERTH_MODEL_READY && (m->n_ready > 0 || m->asleep) &&
          !m->engine->draining;
+}
+
+/* Queues the job; a model asleep wakes (autoscale.c). */
+static int worker_submit(berth_model *m, berth_job *job, berth_errmsg *err) {
+  int rc = berth_sched_submit(m, job, err);
+  if (rc == BERTH_OK)
+    berth_autoscale_submitted(m);
+  return rc;
 }
 
 static const char *worker_state(const berth_model *m, char *reason,
@@ -226,9 +238,10 @@ static const char *worker_state(const berth_model *m, char *reason,
   const char *why = "", *state;
   switch (m->state) {
   case BERTH_MODEL_READY:
-    state = m->n_ready > 0 ? "READY" : "LOADING";
+    state = m->n_ready > 0 || m->asleep ? "READY" : "LOADING";
     if (m->n_ready == 0)
-      why = "no worker is ready";
+      why = m->asleep ? "asleep: no worker runs; a request starts one"
+                      : "no worker is ready";
     break;
   case BERTH_MODEL_LOADING:
     state = "LOADING";
@@ -251,7 +264,7 @@ static const char *worker_state(const berth_model *m, char *reason,
 
 const berth_model_ops berth_worker_model_ops = {.kind = "model",
                                                 .composite = false,
-                                                .submit = berth_sched_submit,
+                                                .submit = worker_submit,
                                                 .ready = worker_ready,
                                                 .state = worker_state};
 

@@ -242,8 +242,16 @@ static int take(json_t *out, const char *k, const json_t *v, const char *name,
                         name);
     return BERTH_OK;
   }
+  /* Berth's autoscaling block (docs/autoscaling.md) replaces the entry's
+   * whole; null removes it (fixed instances). The model entry's parse
+   * checks its keys. */
+  if (strcmp(k, "autoscaling") == 0 && json_is_null(v)) {
+    json_object_del(out, k);
+    return BERTH_OK;
+  }
   if (strcmp(k, "version") == 0 || strcmp(k, "parameters") == 0 ||
-      strcmp(k, "devices") == 0 || strcmp(k, "gpu_memory") == 0) {
+      strcmp(k, "devices") == 0 || strcmp(k, "gpu_memory") == 0 ||
+      strcmp(k, "autoscaling") == 0) {
     if (json_object_set(out, k, (json_t *)v) != 0)
       return berth_errf(err, BERTH_E_NOMEM, "out of memory");
     return BERTH_OK;
@@ -254,8 +262,8 @@ static int take(json_t *out, const char *k, const json_t *v, const char *name,
                     "override may change (it may change max_batch_size, "
                     "instance_group, dynamic_batching, instances, "
                     "max_queue_delay_us, preferred_batch_sizes, timeout_us, "
-                    "max_queue_size, parameters, devices, gpu_memory; the "
-                    "model's files decide "
+                    "max_queue_size, parameters, devices, gpu_memory, "
+                    "autoscaling; the model's files decide "
                     "its inputs and outputs)",
                     k);
 }

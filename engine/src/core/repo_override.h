@@ -28,8 +28,8 @@ bool berth_repo_is_override(const json_t *config);
  * dynamic_batching.max_queue_delay_microseconds -> max_queue_delay_us and
  * .preferred_batch_size -> preferred_batch_sizes; Berth's own keys
  * (instances, max_batch_size, max_queue_delay_us, preferred_batch_sizes,
- * timeout_us, max_queue_size, version, parameters, devices, gpu_memory)
- * are taken as they are.
+ * timeout_us, max_queue_size, version, parameters, devices, gpu_memory,
+ * autoscaling) are taken as they are (autoscaling: null removes the block).
  * Integer strings ("16") become integers. name, if given, must be name;
  * input/output/backend are refused with a message (the files decide them).
  * BERTH_E_CONFIG with a message naming the key ("parameters.config.x:

@@ -464,10 +464,13 @@ json_t *berth_repository_index(berth_engine *e, bool ready_only) {
     const char *state = berth_model_state_name(m, reason, sizeof reason);
     if (ready_only && strcmp(state, "READY") != 0)
       continue;
-    if (json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s}", "name",
-                                             m->cfg->name, "version",
-                                             m->cfg->version, "state", state,
-                                             "reason", reason)) != 0) {
+    /* Triton's four fields, and Berth's "resident": whether worker
+     * processes hold the model now (docs/autoscaling.md) */
+    bool resident = berth_supervisor_active(m) > 0 || m->n_ready > 0;
+    if (json_array_append_new(
+            arr, json_pack("{s:s, s:s, s:s, s:s, s:b}", "name", m->cfg->name,
+                           "version", m->cfg->version, "state", state, "reason",
+                           reason, "resident", resident)) != 0) {
       json_decref(arr);
       arr = NULL;
     }

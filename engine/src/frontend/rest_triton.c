@@ -199,12 +199,14 @@ static json_t *duration(const berth_duration_stat *d) {
                    (json_int_t)d->ns);
 }
 
+/* Triton's fields, and Berth's "instances": the autoscaler's desired and
+ * the ready worker instances (docs/autoscaling.md). */
 static json_t *model_stats(const berth_model *m) {
   const berth_model_stats *s = &m->stats;
   static const berth_duration_stat zero = {0, 0};
   return json_pack(
       "{s:s, s:s, s:I, s:I, s:I, s:{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o},"
-      " s:[], s:[]}",
+      " s:[], s:[], s:{s:I, s:I}}",
       "name", m->cfg->name, "version", m->cfg->version, "last_inference",
       (json_int_t)s->last_inference_ms, "inference_count",
       (json_int_t)s->inference_count, "execution_count",
@@ -213,7 +215,8 @@ static json_t *model_stats(const berth_model *m) {
       duration(&s->queue), "compute_input", duration(&s->compute_input),
       "compute_infer", duration(&s->compute_infer), "compute_output",
       duration(&s->compute_output), "cache_hit", duration(&zero), "cache_miss",
-      duration(&zero), "batch_stats", "memory_usage");
+      duration(&zero), "batch_stats", "memory_usage", "instances", "desired",
+      (json_int_t)m->desired, "ready", (json_int_t)m->n_ready);
 }
 
 void berth_rest_model_stats(berth_engine *e, berth_http_req *req,

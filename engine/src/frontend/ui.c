@@ -172,7 +172,7 @@ void berth_ui_note_error(berth_model *m, berth_protocol protocol, int status,
 static const char *state_name(const berth_model *m) {
   switch (m->state) {
   case BERTH_MODEL_READY:
-    return m->n_ready > 0 ? "READY" : "RESTARTING";
+    return m->n_ready > 0 || m->asleep ? "READY" : "RESTARTING";
   case BERTH_MODEL_LOADING:
     return m->has_served ? "RESTARTING" : "LOADING";
   case BERTH_MODEL_FAILED:
@@ -227,16 +227,22 @@ static json_t *model_json(const berth_ui *ui, const berth_model *m,
     reason = m->load_error[0] ? m->load_error : "unloaded";
   char why[sizeof m->load_error];
   berth_ui_copy_text(why, sizeof why, reason);
+  /* the autoscaler's desired count, panic and residency
+   * (docs/autoscaling.md) */
+  bool resident =
+      m->n_ready > 0 || (!m->ops->composite && berth_supervisor_active(m) > 0);
   return json_pack(
       "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I,"
-      " s:I, s:I, s:o}",
+      " s:I, s:I, s:o, s:I, s:b, s:b}",
       "name", m->cfg->name, "version", m->cfg->version, "state", state_name(m),
       "reason", why, "platform", m->platform ? m->platform : "", "instances",
       (json_int_t)m->instances, "workers_ready", (json_int_t)m->n_ready,
       "max_batch_size", (json_int_t)m->max_batch_size, "queue_depth",
       (json_int_t)m->q_len, "inflight", (json_int_t)m->inflight, "requests",
       (json_int_t)total, "errors", (json_int_t)(total - ok), "worker_restarts",
-      (json_int_t)mm->worker_restarts, "series", series_json(ui, h));
+      (json_int_t)mm->worker_restarts, "series", series_json(ui, h),
+      "instances_desired", (json_int_t)m->desired, "panic", m->panic,
+      "resident", resident);
 }
 
 static json_t *errors_json(const berth_ui *ui) {

@@ -974,8 +974,28 @@ static berth_device_req device_req(const berth_model *m) {
                             .need = c->gpu_memory};
 }
 
+/* A new slot at m->workers[m->n_workers] (the array has room), on device
+ * (its need counted there by the caller). */
+static berth_worker *slot_new(berth_model *m, int device, uint64_t need) {
+  berth_worker *w = calloc(1, sizeof *w);
+  if (w == NULL)
+    return NULL;
+  w->model = m;
+  w->index = (unsigned)m->n_workers;
+  w->device = device;
+  w->gpu_need = need;
+  w->backoff_s = m->engine->cfg.restart_backoff_s;
+  uv_timer_init(m->engine->loop, &w->timer);
+  w->timer.data = w;
+  m->workers[m->n_workers++] = w;
+  return w;
+}
+
 int berth_supervisor_start(berth_model *m, berth_errmsg *err) {
-  uint32_t n = m->cfg->instances ? m->cfg->instances : default_instances();
+  const berth_autoscale_config *as = &m->cfg->autoscale;
+  uint32_t n = m->cfg->instances ? m->cfg->instances
+               : as->enabled     ? (as->min_instances ? as->min_instances : 1)
+                                 : default_instances();
   int *devices = calloc(n, sizeof *devices);
   if (devices == NULL)
     return berth_errf(err, BERTH_E_NOMEM, "out of memory");
@@ -993,22 +1013,13 @@ int berth_supervisor_start(berth_model *m, berth_errmsg *err) {
   }
   m->instances = n;
   for (uint32_t i = 0; i < n; i++) {
-    berth_worker *w = calloc(1, sizeof *w);
+    berth_worker *w = slot_new(m, devices[i], req.need);
     if (w == NULL) {
       while (i < n)
         berth_placement_release(gpus, devices[i++], req.need);
       free(devices);
       return berth_errf(err, BERTH_E_NOMEM, "out of memory");
     }
-    w->model = m;
-    w->index = i;
-    w->device = devices[i];
-    w->gpu_need = req.need;
-    w->backoff_s = m->engine->cfg.restart_backoff_s;
-    uv_timer_init(m->engine->loop, &w->timer);
-    w->timer.data = w;
-    m->workers[i] = w;
-    m->n_workers++;
     worker_spawn(w);
   }
   free(devices);
@@ -1267,4 +1278,71 @@ void berth_supervisor_swap(berth_model *a, berth_model *b) {
     a->workers[k]->model = a;
   for (size_t k = 0; k < b->n_workers; k++)
     b->workers[k]->model = b;
+}
+
+/* ---- scaling at run time (core/autoscale.c) ------------------------------ */
+
+/* A slot counts while its process loads or serves, or its restart is due. */
+static bool slot_active(const berth_worker *w) {
+  return w->state == W_LOADING || w->state == W_IDLE || w->state == W_BUSY ||
+         (w->state == W_EMPTY && uv_is_active((const uv_handle_t *)&w->timer));
+}
+
+size_t berth_supervisor_active(const berth_model *m) {
+  size_t n = 0;
+  for (size_t k = 0; k < m->n_workers; k++)
+    n += slot_active(m->workers[k]);
+  return n;
+}
+
+int berth_supervisor_grow(berth_model *m, uint32_t cap) {
+  berth_engine *e = m->engine;
+  if (e->draining || e->stopping || m->workers == NULL)
+    return BERTH_E_UNAVAILABLE;
+  for (size_t k = 0; k < m->n_workers; k++) {
+    berth_worker *w = m->workers[k];
+    if (w->state == W_EMPTY && w->proc == NULL && !slot_active(w)) {
+      w->backoff_s = e->cfg.restart_backoff_s;
+      worker_spawn(w); /* a slot a scale-down left empty */
+      return BERTH_OK;
+    }
+  }
+  if (m->n_workers >= cap)
+    return BERTH_E_OVERLOAD;
+  berth_worker **grown =
+      realloc(m->workers, (m->n_workers + 1) * sizeof *m->workers);
+  if (grown == NULL)
+    return BERTH_E_NOMEM;
+  m->workers = grown;
+  berth_worker *w = slot_new(m, BERTH_DEVICE_INHERIT, 0);
+  if (w == NULL)
+    return BERTH_E_NOMEM;
+  berth_errmsg err;
+  if (berth_supervisor_place_slot(m, w, &err) != BERTH_OK) {
+    /* no GPU has room for one more instance: the slot goes again */
+    berth_log_kv(BERTH_LOG_WARNING, "cannot place one more instance", "model",
+                 m->cfg->name, "error", err.msg, NULL);
+    m->workers[--m->n_workers] = NULL;
+    uv_close((uv_handle_t *)&w->timer, slot_timer_closed);
+    return BERTH_E_OVERLOAD;
+  }
+  worker_spawn(w);
+  return BERTH_OK;
+}
+
+bool berth_supervisor_shrink_one(berth_model *m) {
+  for (size_t k = m->n_workers; k-- > 0;) {
+    berth_worker *w = m->workers[k];
+    if (w->state != W_IDLE || w->proc == NULL)
+      continue; /* a busy worker is never stopped to scale down */
+    if (send_frame(w->proc, BERTH_WP_SHUTDOWN, 0, NULL, 0) != BERTH_OK)
+      proc_kill(w->proc, SIGTERM);
+    w->state = W_STOPPING; /* its exit is not restarted */
+    if (w->counted_ready) {
+      w->counted_ready = false; /* no batch goes to it any more */
+      m->n_ready--;
+    }
+    return true;
+  }
+  return false;
 }

@@ -87,5 +87,14 @@ int berth_supervisor_place_slot(berth_model *m, berth_worker *w,
 /* The device of m's worker instance i (placement.h: a GPU index,
  * BERTH_DEVICE_CPU or BERTH_DEVICE_INHERIT; INHERIT past the end). */
 int berth_supervisor_worker_device(const berth_model *m, size_t i);
+/* supervisor.c, for the autoscaler (core/autoscale.c): the slots whose
+ * process loads or serves, or whose restart is due; grow starts one more
+ * worker, in a slot a scale-down emptied or a new one while there are
+ * fewer than cap slots (BERTH_E_OVERLOAD at cap, BERTH_E_UNAVAILABLE while
+ * the server stops); shrink_one sends SHUTDOWN to one idle ready worker
+ * (never a busy one) and says whether there was one. */
+size_t berth_supervisor_active(const berth_model *m);
+int berth_supervisor_grow(berth_model *m, uint32_t cap);
+bool berth_supervisor_shrink_one(berth_model *m);
 
 #endif

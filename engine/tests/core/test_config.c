@@ -790,8 +790,102 @@ static void test_yaml_depth(void **state) {
   free(params);
 }
 
+/* ---- autoscaling and the memory budget (docs/autoscaling.md) ---------- */
+
+#define AS_MODEL "models:\n  - name: m\n    runtime: custom\n    path: /x\n"
+
+static void expect_error(const char *text, const char *want) {
+  berth_config c;
+  berth_errmsg err = {{0}};
+  assert_int_equal(parse(text, &c, &err), BERTH_E_CONFIG);
+  if (strstr(err.msg, want) == NULL)
+    fail_msg("error \"%s\" lacks \"%s\"", err.msg, want);
+}
+
+static void test_autoscaling_defaults(void **state) {
+  (void)state;
+  berth_config c;
+  berth_errmsg err = {{0}};
+  assert_int_equal(parse(AS_MODEL "    autoscaling: {}\n", &c, &err), BERTH_OK);
+  const berth_autoscale_config *a = &c.models[0].autoscale;
+  assert_true(a->enabled);
+  assert_int_equal(a->min_instances, 1);
+  assert_true(a->max_instances >= 1); /* the cores */
+  assert_true(a->target_ongoing_requests == 2);
+  assert_true(a->upscale_delay_s == 30);
+  assert_true(a->downscale_delay_s == 600);
+  assert_true(a->scale_to_zero_after_s == 600); /* = downscale_delay_s */
+  assert_true(a->stable_window_s == 60);
+  assert_true(a->panic_window_s == 6);
+  assert_true(a->panic_threshold == 2.0);
+  assert_int_equal(c.memory_budget, 0);
+  berth_config_clear(&c);
+  assert_int_equal(parse(AS_MODEL, &c, &err), BERTH_OK);
+  assert_false(c.models[0].autoscale.enabled); /* absent: fixed instances */
+  berth_config_clear(&c);
+  assert_int_equal(parse("memory_budget: 1.5GiB\n" AS_MODEL
+                         "    autoscaling: {min_instances: 0, max_instances: 3,"
+                         " downscale_delay_s: 2, scale_to_zero_after_s: 5}\n",
+                         &c, &err),
+                   BERTH_OK);
+  assert_int_equal(c.memory_budget, 1610612736);
+  a = &c.models[0].autoscale;
+  assert_int_equal(a->min_instances, 0);
+  assert_int_equal(a->max_instances, 3);
+  assert_true(a->scale_to_zero_after_s == 5);
+  berth_config_clear(&c);
+  assert_int_equal(parse("memory_budget: 512MB\n" AS_MODEL, &c, &err),
+                   BERTH_OK);
+  assert_int_equal(c.memory_budget, 512000000);
+  berth_config_clear(&c);
+  assert_int_equal(parse("memory_budget: 1048576\n" AS_MODEL, &c, &err),
+                   BERTH_OK);
+  assert_int_equal(c.memory_budget, 1048576);
+  berth_config_clear(&c);
+}
+
+static void test_autoscaling_errors(void **state) {
+  (void)state;
+  expect_error(AS_MODEL
+               "    autoscaling: {min_instances: 4, max_instances: 2}\n",
+               "models[0].autoscaling: min_instances: must be <= "
+               "max_instances (2), got 4");
+  expect_error(AS_MODEL "    autoscaling: {target_ongoing_requests: 0}\n",
+               "models[0].autoscaling.target_ongoing_requests: expected a "
+               "number in 0.01..1e+06");
+  expect_error(AS_MODEL "    autoscaling: {max_instance: 2}\n",
+               "models[0].autoscaling.max_instance: unknown key");
+  expect_error(AS_MODEL "    autoscaling: {max_instances: 0}\n",
+               "models[0].autoscaling.max_instances: expected an integer in "
+               "1..256");
+  expect_error(AS_MODEL "    autoscaling: {stable_window_s: 2, "
+                        "panic_window_s: 3}\n",
+               "panic_window_s: must be > 0 and <= stable_window_s");
+  expect_error(AS_MODEL "    autoscaling: {panic_threshold: 0.5}\n",
+               "models[0].autoscaling.panic_threshold: expected a number in "
+               "1..1000");
+  expect_error(AS_MODEL "    autoscaling: {upscale_delay_s: -1}\n",
+               "upscale_delay_s: expected a number in 0..86400");
+  expect_error(AS_MODEL "    autoscaling: 3\n",
+               "models[0].autoscaling: expected a mapping");
+  expect_error(AS_MODEL "    instances: 5\n"
+                        "    autoscaling: {max_instances: 4}\n",
+               "instances (5, the starting count with autoscaling) must lie "
+               "within min_instances (1) and max_instances (4)");
+  expect_error(AS_MODEL "    sequence_batching: {}\n    autoscaling: {}\n",
+               "cannot be combined with sequence_batching");
+  expect_error("memory_budget: 2 GiBs\n" AS_MODEL,
+               "memory_budget: expected a size in bytes");
+  expect_error("memory_budget: -5\n" AS_MODEL,
+               "memory_budget: expected a size in bytes");
+  expect_error("memory_budget: [1]\n" AS_MODEL,
+               "memory_budget: expected a size in bytes");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_autoscaling_defaults),
+      cmocka_unit_test(test_autoscaling_errors),
       cmocka_unit_test(test_minimal_defaults),
       cmocka_unit_test(test_full_yaml),
       cmocka_unit_test(test_full_json),

@@ -99,13 +99,20 @@ static void test_sections(void **state) {
   assert_true(json_is_real(json_object_get(weight, "max")));
   /* every key a model entry takes is listed, and no other */
   json_t *keys = json_object_get(field(schema, "models", NULL), "keys");
-  assert_int_equal(json_object_size(keys), 21);
+  assert_int_equal(json_object_size(keys), 22);
   assert_non_null(json_object_get(keys, "backend")); /* docs/native.md */
   assert_non_null(json_object_get(keys, "devices"));
   assert_non_null(json_object_get(keys, "gpu_memory"));
+  assert_non_null(json_object_get(keys, "autoscaling"));
   assert_non_null(json_object_get(keys, "payload_log"));
   assert_non_null(json_object_get(keys, "decoupled"));
   assert_non_null(json_object_get(keys, "sequence_batching"));
+  json_t *as = json_object_get(json_object_get(keys, "autoscaling"), "keys");
+  assert_int_equal(json_object_size(as), 9);
+  assert_int_equal(num(json_object_get(as, "stable_window_s"), "default"), 60);
+  json_t *budget = field(schema, "memory_budget", NULL);
+  assert_string_equal(json_string_value(json_object_get(budget, "type")),
+                      "bytes");
   json_decref(schema);
 }
 

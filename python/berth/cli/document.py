@@ -17,6 +17,7 @@ from .gpus import gpus_for_document
 from .native import add_native_libraries
 from .options import (
     _MODEL_FLAG_KEYS,
+    AUTOSCALE_FLAG_KEYS,
     DEFAULT_DRAIN_TIMEOUT_S,
     DEFAULT_HOST,
     DEFAULT_LOG_LEVEL,
@@ -190,6 +191,15 @@ def build_document(
         if options.get(key) is not None:
             for entry in doc["models"]:
                 entry[key] = options[key]
+    # autoscaling flags (docs/autoscaling.md): keys of every model's block
+    for dest, key in AUTOSCALE_FLAG_KEYS.items():
+        if options.get(dest) is not None:
+            for entry in doc["models"]:
+                block = entry.get("autoscaling")
+                entry["autoscaling"] = dict(block) if isinstance(block, dict) else {}
+                entry["autoscaling"][key] = options[dest]
+    if options.get("memory_budget") is not None:
+        doc["memory_budget"] = options["memory_budget"]
     add_native_libraries(doc, doc["models"])
     gpus_for_document(doc, dict(options))
     return doc

@@ -187,6 +187,69 @@ def _parse_hosts(value: str) -> list[str]:
     return hosts
 
 
+# ---- autoscaling and the memory budget (docs/autoscaling.md)
+
+#: Options (dests) that set a key of every served model's ``autoscaling``
+#: block, over berth.yaml and --config: dest -> key.
+AUTOSCALE_FLAG_KEYS = {
+    "min_instances": "min_instances",
+    "max_instances": "max_instances",
+    "target_ongoing_requests": "target_ongoing_requests",
+    "upscale_delay_s": "upscale_delay_s",
+    "downscale_delay_s": "downscale_delay_s",
+    "scale_to_zero_after_s": "scale_to_zero_after_s",
+    "stable_window_s": "stable_window_s",
+    "panic_window_s": "panic_window_s",
+    "panic_threshold": "panic_threshold",
+}
+
+_BYTES = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
+
+
+def _parse_bytes(value: str) -> int | str:
+    """``2GiB``, ``512MB`` or a plain byte count; the engine reads the same
+    forms (memory_budget in docs/configuration.md)."""
+    if not _BYTES.match(value):
+        raise ValueError(
+            f"expected a size in bytes, as an integer or with a unit (512MiB, 2GiB, 1.5GB), "
+            f"got {value!r}"
+        )
+    stripped = value.strip()
+    return int(stripped) if stripped.isdigit() else stripped.replace(" ", "")
+
+
+def _positive_number(value: str) -> float | int:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number > 0, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"expected a number > 0, got {value!r}")
+    return int(number) if number.is_integer() else number
+
+
+_AUTOSCALE_OPTIONS_HELP = (
+    ("--min-instances", _int_in(0, 256), "autoscaling: fewest worker instances; 0 lets an "
+     "idle model scale to zero (default 1)", "N"),
+    ("--max-instances", _int_in(1, 256), "autoscaling: most worker instances (default: the "
+     "cores)", "N"),
+    ("--target-ongoing-requests", _positive_number, "autoscaling: requests in flight or "
+     "queued per instance that the autoscaler aims at (default 2)", "N"),
+    ("--upscale-delay-s", _parse_seconds, "autoscaling: seconds more instances must be "
+     "wanted before they start (default 30)", "SECONDS"),
+    ("--downscale-delay-s", _parse_seconds, "autoscaling: seconds fewer instances must be "
+     "wanted before idle ones stop (default 600)", "SECONDS"),
+    ("--scale-to-zero-after-s", _parse_seconds, "autoscaling: idle seconds before the last "
+     "instance stops, with --min-instances 0 (default: the downscale delay)", "SECONDS"),
+    ("--stable-window-s", _positive_number, "autoscaling: seconds of load averaged for "
+     "decisions (default 60)", "SECONDS"),
+    ("--panic-window-s", _positive_number, "autoscaling: the short window whose average "
+     "triggers panic mode on a burst (default 6)", "SECONDS"),
+    ("--panic-threshold", _positive_number, "autoscaling: panic when the short window's load "
+     "exceeds this many times the current capacity (default 2.0)", "X"),
+)
+
+
 @dataclass(frozen=True)
 class _Option:
     flag: str
@@ -476,6 +539,19 @@ _OPTIONS: tuple[_Option, ...] = (
         "spread; the server's own devices when it knows none), cpu (no GPU), all, "
         "or GPU indices 0,1 (default: berth.yaml, else auto)",
         "DEVICES",
+    ),
+    *(
+        _Option(flag, "BERTH_" + flag.lstrip("-").replace("-", "_").upper(), parse, text, meta)
+        for flag, parse, text, meta in _AUTOSCALE_OPTIONS_HELP
+    ),
+    _Option(
+        "--memory-budget",
+        "BERTH_MEMORY_BUDGET",
+        _parse_bytes,
+        "memory the models' workers may hold together (2GiB, 512MB, or bytes); beyond it "
+        "the least recently used idle models are evicted and reload on their next request "
+        "(default: no budget)",
+        "BYTES",
     ),
     _Option(
         "--config",
