@@ -207,7 +207,13 @@ def test_log_errors_keeps_the_messages_not_the_tracebacks() -> None:
 
 
 def test_gateway_document_and_its_admin_token(tmp_path) -> None:
-    from berth.scaleout.gateway import TOKEN_ENV, GatewayError, admin_token, gateway_document
+    from berth.scaleout.gateway import (
+        TOKEN_ENV,
+        GatewayError,
+        admin_token,
+        gateway_document,
+        gateway_token,
+    )
 
     app = {
         "server": {"host": "0.0.0.0", "http_port": 8080, "repositories": ["/m"],
@@ -221,6 +227,18 @@ def test_gateway_document_and_its_admin_token(tmp_path) -> None:
     assert doc["server"] == {"host": "127.0.0.1", "http_port": 9000, "grpc_port": 9001,
                              "auth_tokens_env": "TOKENS", "max_body_bytes": 1000,
                              "admin_tokens_env": TOKEN_ENV}
+    # an app without any token, all on loopback: a gateway without tokens too
+    bare = {"server": {"host": "127.0.0.1"}, "models": []}
+    assert "admin_tokens_env" not in gateway_document(bare, "127.0.0.1", 1, 2)["server"]
+    assert gateway_token(bare, {}, allow_remote=False) is None
+    # ... but replicas beyond loopback need a token the clients know
+    assert gateway_document(bare, "127.0.0.1", 1, 2, True)["server"]["admin_tokens_env"] == TOKEN_ENV
+    with pytest.raises(GatewayError, match="--admin-tokens-env"):
+        gateway_token(bare, {}, allow_remote=True)
+    assert gateway_token(bare, {TOKEN_ENV: "t0"}, allow_remote=True) == "t0"
+    # inference tokens of its own: the gateway gets an admin token made for the run
+    made = gateway_token(app, {}, allow_remote=False)
+    assert made and made == gateway_token(app, {TOKEN_ENV: made}, allow_remote=True)
     assert doc["log"] == {"level": "debug"}
     assert admin_token(app, {}) is None
     assert gateway_document(app, "127.0.0.1", 1, 2, allow_remote=True)["gateway"]["allow_remote"]

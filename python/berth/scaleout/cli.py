@@ -143,7 +143,7 @@ def _start_gateway(doc: Mapping[str, Any], settings: RaySettings, node_ip: str) 
     """The gateway berthd on this machine, or None when disabled. Replicas
     beyond loopback are allowed when this node's Ray address is not
     loopback (a real cluster)."""
-    from .gateway import TOKEN_ENV, GatewayProcess, admin_token, gateway_document, new_token
+    from .gateway import GatewayProcess, gateway_document, gateway_token
     from .replica import free_port
 
     if not settings.gateway_enabled:
@@ -158,8 +158,8 @@ def _start_gateway(doc: Mapping[str, Any], settings: RaySettings, node_ip: str) 
         grpc = int(server.get("grpc_port", 8081))
     port = port or free_port(host)
     grpc = grpc or free_port(host)
-    token = admin_token(doc, os.environ) or os.environ.get(TOKEN_ENV) or new_token()
     remote = not _is_loopback(settings.replica_host or node_ip)
+    token = gateway_token(doc, os.environ, remote)
     gateway = GatewayProcess(gateway_document(doc, host, port, grpc, remote), token)
     gateway.start()
     return gateway

@@ -220,7 +220,9 @@ class Controller:
             victim = old.pop(0)
             ready.remove(victim)
             self._drain(victim, f"rolling update to version {self.generation}")
-        if not any(e.state == "starting" for e in new) and len(new) < self.target:
+        # the next new one only once every new one serves (with a gateway:
+        # ready is not enough until the gateway's probe found it healthy)
+        if all(self._serving(e) for e in new) and len(new) < self.target:
             self._start_replica()
 
     def _drain(self, entry: _Entry, why: str) -> None:

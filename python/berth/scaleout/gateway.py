@@ -39,13 +39,13 @@ class GatewayClient:
     """Admin calls to a gateway at ``url`` (http://host:port)."""
 
     url: str
-    token: str
+    token: str | None  # None: a gateway without tokens (loopback only)
     timeout_s: float = 10.0
 
     def _call(self, method: str, body: Any = None) -> Any:
         parts = urlsplit(self.url)
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout_s)
-        headers = {"Authorization": f"Bearer {self.token}"}
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -104,13 +104,14 @@ def gateway_document(
     """The gateway's document: the app's server settings that concern the
     front door (address, tokens, TLS, limits), no models, an empty replica
     set that the controller fills, and the controller's admin token (the
-    app's own admin tokens when it has some). ``allow_remote``: replicas on
-    other machines (the gateway then requires the admin token it has)."""
+    app's own admin tokens when it has some; none for an app without tokens
+    whose replicas are all on loopback, see gateway_token). ``allow_remote``:
+    replicas on other machines (the gateway then requires an admin token)."""
     server = dict(app_doc.get("server") or {})
     for key in ("repositories", "model_control_mode", "socket", "metrics_port"):
         server.pop(key, None)
     server.update(host=host, http_port=http_port, grpc_port=grpc_port)
-    if not server.get("admin_tokens_env") and not server.get("admin_tokens_file"):
+    if _needs_own_token(server, allow_remote):
         server["admin_tokens_env"] = TOKEN_ENV
     doc: dict[str, Any] = {
         "server": server,
@@ -126,7 +127,7 @@ class GatewayProcess:
     """The gateway berthd, a child of ``berth serve --ray``."""
 
     doc: Mapping[str, Any]
-    token: str
+    token: str | None
     proc: subprocess.Popen[bytes] | None = None
     log_path: str = ""
 
@@ -139,7 +140,8 @@ class GatewayProcess:
 
     def start(self, timeout_s: float = 30.0) -> None:
         env = dict(os.environ)
-        env.setdefault(TOKEN_ENV, self.token)
+        if self.token is not None:
+            env.setdefault(TOKEN_ENV, self.token)
         fd = _config_fd(_to_json(self.doc))
         fd_log, self.log_path = tempfile.mkstemp(prefix="berth-gateway-", suffix=".log")
         try:
@@ -197,3 +199,40 @@ class GatewayProcess:
 
 def new_token() -> str:
     return secrets.token_urlsafe(24)
+
+
+def _has_tokens(server: Mapping[str, Any], kind: str) -> bool:
+    return bool(server.get(f"{kind}_tokens_env") or server.get(f"{kind}_tokens_file"))
+
+
+def _needs_own_token(server: Mapping[str, Any], allow_remote: bool) -> bool:
+    """The gateway gets TOKEN_ENV as its admin tokens when the app has no
+    admin tokens and either its replicas may be on other machines or it has
+    inference tokens (tokens are then checked on every request anyway)."""
+    return not _has_tokens(server, "admin") and (allow_remote or _has_tokens(server, "auth"))
+
+
+def gateway_token(app_doc: Mapping[str, Any], env: Mapping[str, str],
+                  allow_remote: bool) -> str | None:
+    """The admin token the controller sends the gateway: the app's own, else
+    BERTH_RAY_GATEWAY_TOKEN or one made for this run when the gateway needs
+    one (_needs_own_token), else None: an app without tokens on loopback
+    keeps a gateway without tokens, like ``berth serve`` (its replica set
+    then accepts loopback addresses only, docs/gateway.md). A gateway that
+    accepts replicas on other machines must check an admin token, and with
+    any token configured every request needs one: an app without tokens of
+    its own is refused there, since no client could call it."""
+    own = admin_token(app_doc, env)
+    if own is not None:
+        return own
+    server = app_doc.get("server") or {}
+    if not _needs_own_token(server, allow_remote):
+        return None
+    if not _has_tokens(server, "auth") and not env.get(TOKEN_ENV):
+        raise GatewayError(
+            "the replicas are on other machines (this node's Ray address is not loopback), so "
+            "the gateway must check an admin token before it accepts their addresses, and "
+            "then every request to it needs a token: give the app tokens "
+            "(--admin-tokens-env VAR and --auth-tokens-env VAR, or the *_file flags), or set "
+            f"{TOKEN_ENV} to the one token the clients will send")
+    return env.get(TOKEN_ENV) or new_token()
