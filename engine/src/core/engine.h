@@ -132,8 +132,10 @@ struct berth_batch {
   berth_job **jobs; /* owned array of borrowed job pointers */
   size_t n_jobs;
   int64_t rows;         /* total batch rows, -1 when unbatched */
-  berth_tensor *inputs; /* owned when n_jobs > 1: the concatenated
-                                 inputs; NULL: use jobs[0]->req.inputs */
+  berth_tensor *inputs; /* owned or NULL: the concatenated inputs, filled
+                           only by berth_batch_concat_inputs (scheduler.h)
+                           for a consumer that needs them contiguous; NULL:
+                           each job's req.inputs, concatenated in job order */
   size_t n_inputs;
   uint64_t formed_ns;   /* taken from the queue */
   uint64_t sent_ns;     /* frame written */

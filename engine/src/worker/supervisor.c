@@ -6,6 +6,7 @@
  * uv_process_t, the socket and the receive buffer, and is freed only when
  * both handles have closed, so callbacks never see freed memory. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "log.h"
 #include "worker_output.h"
 #include "worker_proto.h"
+#include "wp_gather.h"
 #include "restart_policy.h"
 
 extern char **environ;
@@ -60,6 +62,11 @@ struct worker_proc {
   uint32_t max_frame;
   berth_worker_output out[2]; /* the worker's stdout and stderr, forwarded
                                  to the log (worker_output.h) */
+
+  /* The INFER frame being written, whose pieces borrow the batch's
+   * buffers (NULL once written), and the bytes of frames queued behind it. */
+  struct infer_write *infer_write;
+  size_t after_infer;
 };
 
 typedef struct {
@@ -133,6 +140,112 @@ static int send_frame(worker_proc *p, uint16_t type, uint64_t id,
     free(fw);
     return BERTH_E_IO;
   }
+  if (p->infer_write != NULL)
+    p->after_infer += fw->len; /* queued behind it (infer_unsent) */
+  return BERTH_OK;
+}
+
+/* ---- INFER frames written from the requests' buffers ------------------
+ *
+ * The frame's headers are encoded into a small arena; the tensor data is
+ * written with writev straight from each job's request (wp_gather.h), so
+ * a batch's bytes are not copied on their way to the worker. The jobs
+ * outlive the write: the batch ends only on the worker's answer, which
+ * must come after the whole frame was handed to the kernel (infer_unsent),
+ * or when the worker exits, after the pipe was closed (libuv then touches
+ * no buffer of a pending write). */
+
+typedef struct infer_write {
+  uv_write_t req;
+  worker_proc *proc;
+  berth_wp_frame frame;
+  uv_buf_t bufs[];
+} infer_write;
+
+static void infer_write_done(uv_write_t *req, int status) {
+  infer_write *iw = (infer_write *)req;
+  if (iw->proc->infer_write == iw)
+    iw->proc->infer_write = NULL;
+  berth_wp_frame_free(&iw->frame);
+  free(iw);
+  (void)status; /* a failed write means the worker is dying: exit_cb */
+}
+
+/* True while bytes of the INFER frame last sent are still queued in the
+ * engine: the worker cannot have read it whole, so it may not answer yet
+ * (and the batch's buffers are still in use). */
+static bool infer_unsent(worker_proc *p) {
+  return p->infer_write != NULL &&
+         uv_stream_get_write_queue_size((uv_stream_t *)&p->pipe) >
+             p->after_infer;
+}
+
+static const berth_tensor *job_input(const berth_infer_request *r,
+                                     const char *name, size_t hint) {
+  if (hint < r->n_inputs && strcmp(r->inputs[hint].name, name) == 0)
+    return &r->inputs[hint];
+  for (size_t i = 0; i < r->n_inputs; i++)
+    if (strcmp(r->inputs[i].name, name) == 0)
+      return &r->inputs[i];
+  return NULL;
+}
+
+/* The batch's inputs as record heads and data parts (per job). */
+static int gather_batch(const berth_batch *b, berth_wp_frame *f,
+                        const char *params, size_t plen) {
+  const berth_infer_request *r = &b->jobs[0]->req;
+  bool joined = b->inputs != NULL || b->n_jobs < 2;
+  const berth_tensor *src = b->inputs ? b->inputs : r->inputs;
+  size_t n = b->inputs ? b->n_inputs : r->n_inputs;
+  size_t per = joined ? 1 : b->n_jobs;
+  berth_tensor *heads = calloc(n ? n : 1, sizeof *heads);
+  berth_wp_piece *parts = calloc(n > 0 ? n * per : 1, sizeof *parts);
+  int rc = heads && parts ? BERTH_OK : BERTH_E_NOMEM;
+  for (size_t i = 0; i < n && rc == BERTH_OK; i++) {
+    heads[i] = src[i]; /* borrows the name; data is not read */
+    size_t sum = 0;
+    for (size_t k = 0; k < per && rc == BERTH_OK; k++) {
+      const berth_tensor *t =
+          joined ? &src[i] : job_input(&b->jobs[k]->req, src[i].name, i);
+      if (t == NULL || t->nbytes > SIZE_MAX - sum) {
+        rc = BERTH_E_INVALID;
+        break;
+      }
+      parts[i * per + k] = (berth_wp_piece){t->data, t->nbytes};
+      sum += t->nbytes;
+    }
+    if (!joined && heads[i].ndim > 0)
+      heads[i].shape[0] = b->rows;
+    heads[i].nbytes = sum;
+  }
+  if (rc == BERTH_OK)
+    rc = berth_wp_frame_gather(f, BERTH_WP_INFER, b->id, heads, n, parts, per,
+                               params, plen, BERTH_WP_COPY_MAX);
+  free(heads);
+  free(parts);
+  return rc;
+}
+
+/* Queues the frame's pieces as one write; takes f on success. */
+static int send_gathered(worker_proc *p, berth_wp_frame *f) {
+  if (f->n_pieces > UINT_MAX)
+    return BERTH_E_TOO_LARGE;
+  infer_write *iw = malloc(sizeof *iw + f->n_pieces * sizeof(uv_buf_t));
+  if (iw == NULL)
+    return BERTH_E_NOMEM;
+  for (size_t i = 0; i < f->n_pieces; i++)
+    iw->bufs[i] = uv_buf_init((char *)(uintptr_t)f->pieces[i].data,
+                              (unsigned)f->pieces[i].len);
+  iw->proc = p;
+  iw->frame = *f;
+  int rc = uv_write(&iw->req, (uv_stream_t *)&p->pipe, iw->bufs,
+                    (unsigned)f->n_pieces, infer_write_done);
+  if (rc != 0) {
+    free(iw);
+    return BERTH_E_IO;
+  }
+  p->infer_write = iw;
+  p->after_infer = 0;
   return BERTH_OK;
 }
 
@@ -308,12 +421,14 @@ static bool handle_frame(worker_proc *p, const berth_wp_header *h,
     return true;
   case BERTH_WP_RESULT:
   case BERTH_WP_ERROR:
-    if (w->state != W_BUSY || w->batch == NULL || w->batch->id != h->id)
+    if (w->state != W_BUSY || w->batch == NULL || w->batch->id != h->id ||
+        infer_unsent(p))
       return false;
     on_answer(w, h, payload, h->length);
     return true;
   case BERTH_WP_RESPONSE:
-    if (w->state != W_BUSY || w->batch == NULL || w->batch->id != h->id)
+    if (w->state != W_BUSY || w->batch == NULL || w->batch->id != h->id ||
+        infer_unsent(p))
       return false;
     return on_response(w, payload, h->length);
   default:
@@ -724,11 +839,9 @@ berth_worker *berth_supervisor_idle_worker_at(berth_model *m, size_t i) {
 
 void berth_worker_run(berth_worker *w, berth_batch *b) {
   berth_model *m = w->model;
-  /* A batch of several jobs carries its concatenated inputs; a batch of
-   * one sends the job's own. Jobs in a batch share their parameters. */
+  /* Jobs in a batch share their parameters; a sequence batch sends its
+   * own. The inputs are written from the jobs' buffers (gather_batch). */
   const berth_infer_request *r = &b->jobs[0]->req;
-  const berth_tensor *ins = b->inputs ? b->inputs : r->inputs;
-  size_t n_ins = b->inputs ? b->n_inputs : r->n_inputs;
   char *params = NULL;
   size_t plen = 0;
   const json_t *sent = b->params != NULL ? b->params : r->parameters;
@@ -736,29 +849,25 @@ void berth_worker_run(berth_worker *w, berth_batch *b) {
     params = json_dumps(sent, JSON_COMPACT);
     plen = params ? strlen(params) : 0;
   }
-  size_t size = 0;
-  int rc = berth_wp_tensors_size(ins, n_ins, plen, &size);
-  uint8_t *payload = rc == BERTH_OK ? malloc(size ? size : 1) : NULL;
-  size_t written = 0;
-  if (payload == NULL ||
-      berth_wp_tensors_encode(ins, n_ins, params, plen, payload, size,
-                              &written) != BERTH_OK) {
-    free(params);
-    free(payload);
+  berth_wp_frame f;
+  int rc = gather_batch(b, &f, params, plen);
+  free(params);
+  if (rc != BERTH_OK) {
     char msg[256];
     snprintf(msg, sizeof msg, "could not encode the request for model '%s'",
              m->cfg->name);
-    berth_batch_fail(b, BERTH_E_INTERNAL, msg);
+    berth_batch_fail(b, rc == BERTH_E_NOMEM ? BERTH_E_NOMEM : BERTH_E_INTERNAL,
+                     msg);
     return;
   }
-  free(params);
   w->state = W_BUSY;
   w->batch = b;
   b->sent_ns = uv_hrtime();
-  rc = send_frame(w->proc, BERTH_WP_INFER, b->id, payload, written);
-  free(payload);
-  if (rc != BERTH_OK)
+  rc = send_gathered(w->proc, &f);
+  if (rc != BERTH_OK) {
+    berth_wp_frame_free(&f);
     proc_kill(w->proc, SIGKILL); /* exit_cb fails the batch and restarts */
+  }
 }
 
 static void stop_timeout(uv_timer_t *t) {
