@@ -13,6 +13,7 @@
 #include "engine.h"
 #include "grpc.h"
 #include "log.h"
+#include "malloc_tune.h"
 #include "metrics.h"
 #include "payload_log.h"
 #include "pipeline.h"
@@ -129,6 +130,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   signal(SIGPIPE, SIG_IGN);
+  berth_malloc_tune();
   berth_config cfg;
   berth_errmsg err = {{0}};
   memset(&cfg, 0, sizeof cfg);
