@@ -129,8 +129,9 @@ def http_infer(server: BerthServer, x: np.ndarray, items: list[bytes]) -> dict[s
         c.close()
 
 
-def grpc_infer(server: BerthServer, x: np.ndarray, items: list[bytes]) -> dict[str, np.ndarray]:
-    c = grpcclient.InferenceServerClient(url=server.grpc_url)
+def grpc_infer(server: BerthServer, x: np.ndarray, items: list[bytes],
+               client: grpcclient.InferenceServerClient | None = None) -> dict[str, np.ndarray]:
+    c = client or grpcclient.InferenceServerClient(url=server.grpc_url)
     try:
         ix = grpcclient.InferInput("x", list(x.shape), "FP32")
         ix.set_data_from_numpy(x)
@@ -139,7 +140,8 @@ def grpc_infer(server: BerthServer, x: np.ndarray, items: list[bytes]) -> dict[s
         r = c.infer("big", [ix, isb], client_timeout=120.0)
         return {n: r.as_numpy(n) for n in ("y", "t", "sums", "rows")}
     finally:
-        c.close()
+        if client is None:
+            c.close()
 
 
 def test_one_large_request_round_trips_exactly(server: BerthServer) -> None:
@@ -150,23 +152,27 @@ def test_one_large_request_round_trips_exactly(server: BerthServer) -> None:
 
 
 def run_batch(server: BerthServer, gates: Gates, plan: list[tuple[str, int, int]]) -> None:
-    """Sends the plan's requests ((client, seed, rows) each) while a gated
-    request holds the worker, then opens the gate: they must run as one
-    batch, and each must get its own values back."""
+    """Sends the plan's requests ((client, seed, rows) each; client "http",
+    "grpc" (a channel of its own) or "grpc1" (one channel shared by all of
+    them)) while a gated request holds the worker, then opens the gate: they
+    must run as one batch, and each must get its own values back."""
     gate, gate_file = gates.next()
     bx, _ = rows_for(0, 1)
     reqs = [(how, rows_for(seed, n)) for how, seed, n in plan]
+    shared = grpcclient.InferenceServerClient(url=server.grpc_url)
     with ThreadPoolExecutor(max_workers=len(reqs) + 1) as pool:
         block = pool.submit(http_infer, server, bx, [gate])
         server.wait_queue("big", inflight=1, queued=0)
         futures = [
-            pool.submit(http_infer if how == "http" else grpc_infer, server, x, items)
+            pool.submit(http_infer, server, x, items) if how == "http"
+            else pool.submit(grpc_infer, server, x, items, shared if how == "grpc1" else None)
             for how, (x, items) in reqs
         ]
         server.wait_queue("big", inflight=1 + len(reqs), queued=len(reqs))
         gate_file.touch()
         results = [f.result() for f in futures]
         blocked = block.result()
+    shared.close()
     assert list(blocked["rows"]) == [1]
     total = sum(n for _, _, n in plan)
     for (_, (x, items)), got in zip(reqs, results):
@@ -184,6 +190,13 @@ def test_large_http_requests_from_several_clients_batch_and_each_gets_its_own_va
 
 def test_large_grpc_requests_batch_and_each_gets_its_own_values(server: BerthServer, gates: Gates) -> None:
     run_batch(server, gates, [("grpc", 6, 1), ("grpc", 7, 2)])
+
+
+def test_large_grpc_requests_on_one_channel_batch_and_each_gets_its_own_values(
+        server: BerthServer, gates: Gates) -> None:
+    # The batch's answers go back over one HTTP/2 connection, written
+    # together (the supervisor corks them: httpd.h, berth_httpd_cork).
+    run_batch(server, gates, [("grpc1", 10, 1), ("grpc1", 11, 1), ("grpc1", 12, 2), ("grpc1", 13, 1)])
 
 
 def test_server_serves_small_requests_after_large_ones(server: BerthServer) -> None:

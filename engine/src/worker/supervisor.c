@@ -15,6 +15,7 @@
 
 #include "buf.h"
 #include "engine.h"
+#include "httpd.h"
 #include "log.h"
 #include "worker_output.h"
 #include "worker_proto.h"
@@ -447,7 +448,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(dst, (unsigned)want);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+static void read_frames(uv_stream_t *s, ssize_t nread) {
   worker_proc *p = s->data;
   if (nread < 0) {
     /* EOF or error: the worker is gone or going. Its exit_cb does the
@@ -488,6 +489,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     memmove(p->rx.data, p->rx.data + off, p->rx.len - off);
     p->rx.len -= off;
   }
+}
+
+/* The answers of the frames read at once leave in one write per HTTP/2
+ * connection (httpd.h: berth_httpd_cork). */
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  (void)buf; /* the bytes are in the worker's rx buffer (on_alloc) */
+  berth_httpd_cork();
+  read_frames(s, nread);
+  berth_httpd_uncork();
 }
 
 /* ---- lifecycle --------------------------------------------------------- */
