@@ -12,7 +12,10 @@ while the others queue, so the batch is known; nothing is timed.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from berth_e2e import BerthServer
+from tritonclient.utils import InferenceServerException
 
 WIDTH = 1 << 20  # FP32 elements per row: 4 MiB
 BIG = 4 << 20  # bytes in a big BYTES element
@@ -197,6 +201,34 @@ def test_large_grpc_requests_on_one_channel_batch_and_each_gets_its_own_values(
     # The batch's answers go back over one HTTP/2 connection, written
     # together (the supervisor corks them: httpd.h, berth_httpd_cork).
     run_batch(server, gates, [("grpc1", 10, 1), ("grpc1", 11, 1), ("grpc1", 12, 2), ("grpc1", 13, 1)])
+
+
+def test_worker_killed_while_a_large_frame_is_still_being_written(server: BerthServer) -> None:
+    # The worker is stopped (SIGSTOP), so an 8 MiB INFER frame cannot all
+    # reach its socket: the rest waits in the engine, pointing into the
+    # request's buffers. Killing the worker then fails that request (the
+    # engine closes the pipe before it frees the batch) and the requests
+    # queued behind it run on the restarted worker with their own values.
+    pid = server.wait_worker("big/1/0")
+    first, later = rows_for(30, 1), [rows_for(31, 1), rows_for(32, 1)]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            f0 = pool.submit(http_infer, server, *first)
+            server.wait_queue("big", inflight=1, queued=0)
+            fs = [pool.submit(http_infer, server, x, items) for x, items in later]
+            server.wait_queue("big", inflight=3, queued=2)
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(InferenceServerException, match="exited"):
+                f0.result(timeout=120)
+            results = [f.result(timeout=120) for f in fs]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for (x, items), got in zip(later, results):
+        check(x, items, got["y"], got["t"], got["sums"])
+    assert server.wait_worker("big/1/0", not_pid=pid) != pid
+    assert server.running()
 
 
 def test_server_serves_small_requests_after_large_ones(server: BerthServer) -> None:
