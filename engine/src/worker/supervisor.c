@@ -181,49 +181,23 @@ static bool infer_unsent(worker_proc *p) {
              p->after_infer;
 }
 
-static const berth_tensor *job_input(const berth_infer_request *r,
-                                     const char *name, size_t hint) {
-  if (hint < r->n_inputs && strcmp(r->inputs[hint].name, name) == 0)
-    return &r->inputs[hint];
-  for (size_t i = 0; i < r->n_inputs; i++)
-    if (strcmp(r->inputs[i].name, name) == 0)
-      return &r->inputs[i];
-  return NULL;
-}
-
-/* The batch's inputs as record heads and data parts (per job). */
+/* The batch's INFER frame, written from the jobs' buffers (wp_gather.h). */
 static int gather_batch(const berth_batch *b, berth_wp_frame *f,
                         const char *params, size_t plen) {
-  const berth_infer_request *r = &b->jobs[0]->req;
-  bool joined = b->inputs != NULL || b->n_jobs < 2;
-  const berth_tensor *src = b->inputs ? b->inputs : r->inputs;
-  size_t n = b->inputs ? b->n_inputs : r->n_inputs;
-  size_t per = joined ? 1 : b->n_jobs;
-  berth_tensor *heads = calloc(n ? n : 1, sizeof *heads);
-  berth_wp_piece *parts = calloc(n > 0 ? n * per : 1, sizeof *parts);
-  int rc = heads && parts ? BERTH_OK : BERTH_E_NOMEM;
-  for (size_t i = 0; i < n && rc == BERTH_OK; i++) {
-    heads[i] = src[i]; /* borrows the name; data is not read */
-    size_t sum = 0;
-    for (size_t k = 0; k < per && rc == BERTH_OK; k++) {
-      const berth_tensor *t =
-          joined ? &src[i] : job_input(&b->jobs[k]->req, src[i].name, i);
-      if (t == NULL || t->nbytes > SIZE_MAX - sum) {
-        rc = BERTH_E_INVALID;
-        break;
-      }
-      parts[i * per + k] = (berth_wp_piece){t->data, t->nbytes};
-      sum += t->nbytes;
-    }
-    if (!joined && heads[i].ndim > 0)
-      heads[i].shape[0] = b->rows;
-    heads[i].nbytes = sum;
+  if (b->inputs != NULL) { /* concatenated already (scheduler.h) */
+    berth_infer_request joined = {.inputs = b->inputs, .n_inputs = b->n_inputs};
+    const berth_infer_request *one = &joined;
+    return berth_wp_frame_gather_batch(f, b->id, &one, 1, b->rows, params,
+                                       plen);
   }
-  if (rc == BERTH_OK)
-    rc = berth_wp_frame_gather(f, BERTH_WP_INFER, b->id, heads, n, parts, per,
-                               params, plen, BERTH_WP_COPY_MAX);
-  free(heads);
-  free(parts);
+  const berth_infer_request **reqs = malloc(b->n_jobs * sizeof *reqs);
+  if (reqs == NULL)
+    return BERTH_E_NOMEM;
+  for (size_t k = 0; k < b->n_jobs; k++)
+    reqs[k] = &b->jobs[k]->req;
+  int rc = berth_wp_frame_gather_batch(f, b->id, reqs, b->n_jobs, b->rows,
+                                       params, plen);
+  free(reqs);
   return rc;
 }
 

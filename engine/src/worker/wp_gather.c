@@ -119,6 +119,55 @@ int berth_wp_frame_gather(berth_wp_frame *f, uint16_t type, uint64_t id,
   return BERTH_OK;
 }
 
+static const berth_tensor *req_input(const berth_infer_request *r,
+                                     const char *name, size_t hint) {
+  if (hint < r->n_inputs && strcmp(r->inputs[hint].name, name) == 0)
+    return &r->inputs[hint];
+  for (size_t i = 0; i < r->n_inputs; i++)
+    if (strcmp(r->inputs[i].name, name) == 0)
+      return &r->inputs[i];
+  return NULL;
+}
+
+int berth_wp_frame_gather_batch(berth_wp_frame *f, uint64_t id,
+                                const berth_infer_request *const *reqs,
+                                size_t n_reqs, int64_t rows, const char *params,
+                                size_t params_len) {
+  memset(f, 0, sizeof *f);
+  if (reqs == NULL || n_reqs == 0 || reqs[0] == NULL)
+    return BERTH_E_INVALID;
+  const berth_tensor *src = reqs[0]->inputs;
+  size_t n = reqs[0]->n_inputs, per = n_reqs;
+  if (n > 0 && per > SIZE_MAX / sizeof(berth_wp_piece) / n)
+    return BERTH_E_TOO_LARGE;
+  berth_tensor *heads = calloc(n ? n : 1, sizeof *heads);
+  berth_wp_piece *parts = calloc(n > 0 ? n * per : 1, sizeof *parts);
+  int rc = heads && parts ? BERTH_OK : BERTH_E_NOMEM;
+  for (size_t i = 0; i < n && rc == BERTH_OK; i++) {
+    heads[i] = src[i]; /* borrows the name; data is not read */
+    size_t sum = 0;
+    for (size_t k = 0; k < per && rc == BERTH_OK; k++) {
+      const berth_tensor *t =
+          k == 0 ? &src[i] : req_input(reqs[k], src[i].name, i);
+      if (t == NULL || t->nbytes > SIZE_MAX - sum) {
+        rc = BERTH_E_INVALID;
+        break;
+      }
+      parts[i * per + k] = (berth_wp_piece){t->data, t->nbytes};
+      sum += t->nbytes;
+    }
+    if (per > 1 && heads[i].ndim > 0)
+      heads[i].shape[0] = rows;
+    heads[i].nbytes = sum;
+  }
+  if (rc == BERTH_OK)
+    rc = berth_wp_frame_gather(f, BERTH_WP_INFER, id, heads, n, parts, per,
+                               params, params_len, BERTH_WP_COPY_MAX);
+  free(heads);
+  free(parts);
+  return rc;
+}
+
 void berth_wp_frame_free(berth_wp_frame *f) {
   free(f->arena);
   free(f->pieces);

@@ -19,6 +19,7 @@
 
 #include "berth/error.h"
 #include "berth/tensor.h"
+#include "infer.h"
 
 /* Default copy_max: parts up to this size are copied into the arena. */
 #define BERTH_WP_COPY_MAX 1024
@@ -51,6 +52,20 @@ int berth_wp_frame_gather(berth_wp_frame *f, uint16_t type, uint64_t id,
                           const berth_wp_piece *parts, size_t per,
                           const char *params, size_t params_len,
                           size_t copy_max);
+
+/* The INFER frame of a batch of n_reqs requests (n_reqs >= 1), written from
+ * their own buffers: each input of reqs[0], in its order, carries the
+ * concatenation of that input of every request, in request order (found by
+ * name), with a first dimension of rows (the batch's rows; the scheduler
+ * batched only requests whose names, datatypes and trailing dimensions
+ * match). A batch of one sends its request's inputs as they are. The pieces
+ * borrow the requests' tensor data (see berth_wp_frame). BERTH_E_INVALID
+ * when a request lacks an input of reqs[0]; otherwise as
+ * berth_wp_frame_gather. */
+int berth_wp_frame_gather_batch(berth_wp_frame *f, uint64_t id,
+                                const berth_infer_request *const *reqs,
+                                size_t n_reqs, int64_t rows, const char *params,
+                                size_t params_len);
 
 /* Frees what berth_wp_frame_gather allocated; f may be zeroed. */
 void berth_wp_frame_free(berth_wp_frame *f);

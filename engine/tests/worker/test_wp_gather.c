@@ -256,6 +256,71 @@ static void test_rejects(void **state) {
   fixture_free(&fx);
 }
 
+/* The fixture's jobs as requests (job 1's inputs in reverse order: they are
+ * found by name). */
+static void fixture_requests(fixture *fx, berth_tensor ins[NJOBS][3],
+                             berth_infer_request reqs[NJOBS]) {
+  for (int k = 0; k < NJOBS; k++) {
+    for (int i = 0; i < 3; i++) {
+      int at = k == 1 ? 2 - i : i;
+      ins[k][at] = fx->heads[i];
+      ins[k][at].shape[0] = fx->rows[k];
+      ins[k][at].data = (uint8_t *)(uintptr_t)fx->parts[i * NJOBS + k].data;
+      ins[k][at].nbytes = fx->parts[i * NJOBS + k].len;
+    }
+    memset(&reqs[k], 0, sizeof reqs[k]);
+    reqs[k].inputs = ins[k];
+    reqs[k].n_inputs = 3;
+  }
+}
+
+static void test_batch_of_requests(void **state) {
+  (void)state;
+  fixture fx;
+  fixture_init(&fx);
+  berth_tensor ins[NJOBS][3];
+  berth_infer_request reqs[NJOBS];
+  fixture_requests(&fx, ins, reqs);
+  const berth_infer_request *ptrs[NJOBS] = {&reqs[0], &reqs[1], &reqs[2]};
+  int64_t rows = fx.rows[0] + fx.rows[1] + fx.rows[2];
+  const char *params = "{\"k\":[1,2]}";
+  berth_wp_frame f;
+  assert_int_equal(berth_wp_frame_gather_batch(&f, 9, ptrs, NJOBS, rows, params,
+                                               strlen(params)),
+                   BERTH_OK);
+  size_t ref_len;
+  uint8_t *ref = reference_frame(fx.joined, 3, params, 9, &ref_len);
+  size_t n_referenced;
+  uint8_t *got = flatten(&f, &fx, &n_referenced);
+  assert_int_equal(f.length, ref_len);
+  assert_memory_equal(got, ref, ref_len);
+  assert_int_equal(n_referenced, 2); /* job 2's FP32 and BYTES parts */
+  free(got);
+  free(ref);
+  berth_wp_frame_free(&f);
+
+  /* a batch of one: the request's inputs as they are */
+  assert_int_equal(
+      berth_wp_frame_gather_batch(&f, 3, ptrs, 1, fx.rows[0], NULL, 0),
+      BERTH_OK);
+  ref = reference_frame(ins[0], 3, NULL, 3, &ref_len);
+  got = flatten(&f, &fx, &n_referenced);
+  assert_memory_equal(got, ref, ref_len);
+  free(got);
+  free(ref);
+  berth_wp_frame_free(&f);
+
+  /* a request without one of the first request's inputs */
+  ins[2][1].name = "other";
+  assert_int_equal(
+      berth_wp_frame_gather_batch(&f, 3, ptrs, NJOBS, rows, NULL, 0),
+      BERTH_E_INVALID);
+  assert_null(f.arena);
+  assert_int_equal(berth_wp_frame_gather_batch(&f, 3, NULL, 0, 0, NULL, 0),
+                   BERTH_E_INVALID);
+  fixture_free(&fx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_copy_everything),
@@ -263,6 +328,7 @@ int main(void) {
       cmocka_unit_test(test_default_threshold),
       cmocka_unit_test(test_empty_set),
       cmocka_unit_test(test_rejects),
+      cmocka_unit_test(test_batch_of_requests),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
