@@ -1,6 +1,11 @@
--- wrk script: POST the JSON body in $BENCH_BODY; write a JSON summary to $BENCH_OUT.
+-- wrk script: POST the body in $BENCH_BODY (JSON, or binary: below); write a JSON summary to $BENCH_OUT.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+-- A body in the binary tensor extension: $BENCH_HEADER_LEN is its JSON head's length.
+if os.getenv("BENCH_HEADER_LEN") then
+  wrk.headers["Content-Type"] = "application/octet-stream"
+  wrk.headers["Inference-Header-Content-Length"] = os.getenv("BENCH_HEADER_LEN")
+end
 local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 wrk.body = f:read("*a")
 f:close()

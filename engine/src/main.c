@@ -15,6 +15,7 @@
 #include "gateway.h"
 #include "grpc.h"
 #include "log.h"
+#include "malloc_tune.h"
 #include "metrics.h"
 #include "native.h"
 #include "payload_log.h"
@@ -140,6 +141,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   signal(SIGPIPE, SIG_IGN);
+  berth_malloc_tune();
   berth_config cfg;
   berth_errmsg err = {{0}};
   memset(&cfg, 0, sizeof cfg);

@@ -63,6 +63,9 @@ _TYPE_NAMES = {
 }
 
 _SMALL_SEND = 1 << 16  # below this, join and send once; above, scatter-gather
+# INFER payloads of these sizes are received into one kept buffer (Channel.recv)
+_KEEP_MIN = 1 << 16
+_KEEP_MAX = 1 << 28
 _IOV_MAX = 1024
 _THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -84,10 +87,13 @@ class Channel:
         self.sock = sock
         self._head = bytearray(HEADER.size)
         self._head_view = memoryview(self._head)
+        self._kept: bytearray | None = None  # INFER payloads land here (_payload_buffer)
 
-    def recv(self) -> tuple[int, int, bytearray] | None:
+    def recv(self) -> tuple[int, int, bytearray | memoryview] | None:
         """The next frame as ``(type, id, payload)``; ``None`` at end of file
-        between frames. Payloads are fresh buffers that decoded arrays may view."""
+        between frames. Decoded arrays may view the payload. A large INFER
+        payload is a memoryview of a buffer kept from frame to frame (see
+        `_payload_buffer`); any other is a fresh bytearray."""
         if not self._recv_exact(self._head_view, eof_ok=True):
             return None
         length, ftype, flags, frame_id = HEADER.unpack(self._head)
@@ -95,10 +101,33 @@ class Channel:
             raise ProtocolError(f"frame type {ftype} is not one the engine sends")
         if flags != 0:
             raise ProtocolError(f"{_TYPE_NAMES[ftype]} frame with flags {flags:#x} (must be 0)")
-        payload = bytearray(length)
+        if ftype == INFER and _KEEP_MIN <= length <= _KEEP_MAX:
+            payload: bytearray | memoryview = self._payload_buffer(length)
+        else:
+            payload = bytearray(length)
         if length:
             self._recv_exact(memoryview(payload), eof_ok=False)
         return ftype, frame_id, payload
+
+    def _payload_buffer(self, length: int) -> memoryview:
+        """``length`` bytes of the kept buffer when nothing views it any more
+        (the arrays of the previous batch are gone), else of a new one, which
+        is kept instead. Reusing the pages saves allocating, zeroing and
+        faulting them in for every batch. Whether something still views the
+        buffer is asked of the buffer itself: a bytearray with exports refuses
+        to change size (BufferError), so a model that keeps an input array
+        keeps its batch's buffer to itself."""
+        kept = self._kept
+        if kept is not None and len(kept) >= length:
+            try:
+                del kept[-1]  # shrinks in place: no copy; fails while viewed
+            except BufferError:
+                pass
+            else:
+                kept.append(0)
+                return memoryview(kept)[:length]
+        kept = self._kept = bytearray(length)
+        return memoryview(kept)[:length]
 
     def pending(self) -> bool:
         """Whether a frame (or end of file) is waiting, without blocking."""

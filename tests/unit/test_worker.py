@@ -214,6 +214,55 @@ def test_large_frames_both_ways(spawn: Any, tmp_path: Path) -> None:
     assert worker.wait() == 0
 
 
+KEEPER = textwrap.dedent(
+    """
+    import numpy as np
+    import berth
+
+    class Keeper(berth.Model):
+        \"\"\"Keeps the input array of every call whose "keep" parameter is set
+        (a view of the worker's receive buffer) and returns, with x + 1, the
+        sums of every array it keeps: they must not change when later
+        batches arrive.\"\"\"
+        inputs = [berth.TensorSpec("x", "FP64", [-1])]
+        outputs = [berth.TensorSpec("y", "FP64", [-1])]
+
+        def load(self):
+            self.kept = []
+
+        def predict(self, inputs, parameters):
+            x = inputs["x"]
+            if parameters.get("keep"):
+                self.kept.append(x)
+            sums = np.array([k.sum() for k in self.kept], dtype=np.float64)
+            return {"y": x + 1, "sums": sums}
+    """
+)
+
+
+def test_large_batches_reuse_the_receive_buffer_but_never_under_a_kept_array(
+        spawn: Any, tmp_path: Path) -> None:
+    # Payloads of 64 KiB and more are received into a buffer kept from batch
+    # to batch (Channel.recv); an array the model keeps from one batch must
+    # still hold its values after later batches of every size arrive.
+    (tmp_path / "keeper.py").write_text(KEEPER)
+    worker = spawn()
+    assert worker.load({"name": "m", "runtime": "python", "path": str(tmp_path / "keeper.py")})[0] == READY
+    kept_sums: list[float] = []
+    sizes = [100_000, 100_000, 50_000, 200_000, 10, 100_000, 30_000, 100_000]
+    for i, n in enumerate(sizes):
+        x = np.full(n, float(i + 1)) + np.arange(n) % 7
+        keep = i in (1, 3, 5)
+        ftype, outputs = worker.infer(100 + i, {"x": x}, {"keep": True} if keep else None)
+        assert ftype == RESULT, outputs
+        np.testing.assert_array_equal(outputs["y"], x + 1)
+        if keep:
+            kept_sums.append(float(x.sum()))
+        np.testing.assert_array_equal(outputs["sums"], np.array(kept_sums))
+    worker.send(SHUTDOWN)
+    assert worker.wait() == 0
+
+
 def test_thread_defaults_follow_instances_unless_set(spawn: Any, tmp_path: Path) -> None:
     (tmp_path / "picky.py").write_text(CUSTOM)
     entry = {"name": "m", "runtime": "python", "path": str(tmp_path / "picky.py"), "instances": 2}

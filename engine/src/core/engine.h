@@ -154,11 +154,16 @@ struct berth_batch {
   berth_job **jobs; /* owned array of borrowed job pointers */
   size_t n_jobs;
   int64_t rows;         /* total batch rows, -1 when unbatched */
-  berth_tensor *inputs; /* owned when n_jobs > 1: the concatenated
-                                 inputs; NULL: use jobs[0]->req.inputs */
+  berth_tensor *inputs; /* owned or NULL: the concatenated inputs, filled
+                           only by berth_batch_concat_inputs (scheduler.h)
+                           for a consumer that needs them contiguous; NULL:
+                           each job's req.inputs, concatenated in job order */
   size_t n_inputs;
   uint64_t formed_ns;   /* taken from the queue */
   uint64_t sent_ns;     /* frame written */
+  uint64_t wire_end;    /* worker.c: the worker socket's byte count once
+                           its INFER frame is written (an answer before
+                           that is a protocol break) */
   uint64_t answered_ns; /* worker's answer received */
   berth_model *model;
   LIST_ENTRY(berth_batch) link; /* the model's running batches */

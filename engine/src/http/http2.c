@@ -553,11 +553,47 @@ static void h2_on_written(void *arg, int status) {
   berth_h2_flush(s);
 }
 
+/* ---- corked output (httpd.h: berth_httpd_cork) ----
+ * While corked, a session's flush only puts it on this list; the uncork
+ * flushes each listed session once, so the answers of one batch that go to
+ * one connection leave in one write. The engine runs on one thread. */
+
+static unsigned cork_depth;
+static LIST_HEAD(h2_corked_list, berth_h2_session)
+    corked_sessions = LIST_HEAD_INITIALIZER(corked_sessions);
+
+void berth_httpd_cork(void) { cork_depth++; }
+
+void berth_httpd_uncork(void) {
+  if (cork_depth == 0 || --cork_depth > 0)
+    return;
+  while (!LIST_EMPTY(&corked_sessions)) {
+    berth_h2_session *s = LIST_FIRST(&corked_sessions);
+    LIST_REMOVE(s, corked_link);
+    s->corked = false;
+    berth_h2_flush(s); /* may close s's connection, not another's */
+  }
+}
+
+static void uncork_session(berth_h2_session *s) {
+  if (s->corked) {
+    LIST_REMOVE(s, corked_link);
+    s->corked = false;
+  }
+}
+
 /* Moves what nghttp2 has to send into one socket write; closes the
  * connection when the session is over. */
 void berth_h2_flush(berth_h2_session *s) {
   if (s->detached || s->writing || s->in_recv)
     return;
+  if (cork_depth > 0) {
+    if (!s->corked) {
+      s->corked = true;
+      LIST_INSERT_HEAD(&corked_sessions, s, corked_link);
+    }
+    return;
+  }
   berth_buf out;
   berth_buf_init(&out, SIZE_MAX / 2);
   for (;;) {
@@ -685,6 +721,7 @@ void berth_h2_session_detach(berth_h2_session *s) {
   if (s->detached)
     return;
   s->detached = true;
+  uncork_session(s); /* a detached session is never flushed */
   h2_stream *st;
   LIST_FOREACH(st, &s->streams, link) {
     if (st->req != NULL) {

@@ -64,6 +64,8 @@ struct berth_h2_session {
   bool goaway_sent;
   size_t buffered; /* request body bytes held by undispatched streams */
   size_t budget;   /* ... at most this (503 beyond) */
+  bool corked;     /* its flush waits for berth_httpd_uncork (httpd.h) */
+  LIST_ENTRY(berth_h2_session) corked_link;
 };
 
 /* Data provider of a streamed answer: the queued chunks, then EOF and the

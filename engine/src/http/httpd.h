@@ -107,6 +107,14 @@ void berth_httpd_stop_accepting(berth_httpd *h);
 /* Closes everything and frees the server; on_closed runs when every handle
  * is closed. Outstanding request references stay valid (as "gone"). */
 void berth_httpd_close(berth_httpd *h, void (*on_closed)(void *), void *arg);
+/* Corks the output of answers: what HTTP/2 connections would write between
+ * berth_httpd_cork and the matching berth_httpd_uncork is written at the
+ * uncork, in one write per connection (HTTP/1.1 answers go as they come:
+ * one per connection at a time anyway). Nests; call both on the loop's
+ * thread, in the same callback (the worker supervisor corks around the
+ * answers of the frames it reads at once). */
+void berth_httpd_cork(void);
+void berth_httpd_uncork(void);
 /* Number of open connections. */
 size_t berth_httpd_connections(const berth_httpd *h);
 

@@ -454,8 +454,10 @@ static int64_t preferred_at_most(const berth_model *m, int64_t rows) {
   return best;
 }
 
-/* Concatenates the jobs' inputs along the first dimension. */
-static int concat_inputs(berth_batch *b) {
+/* Concatenates the jobs' inputs along the first dimension (scheduler.h). */
+int berth_batch_concat_inputs(berth_batch *b) {
+  if (b->inputs != NULL || b->n_jobs < 2)
+    return BERTH_OK;
   const berth_infer_request *first = &b->jobs[0]->req;
   b->inputs = calloc(first->n_inputs, sizeof *b->inputs);
   if (b->inputs == NULL)
@@ -573,8 +575,9 @@ static berth_batch *take_batch(berth_model *m, berth_job *first, size_t inst) {
   }
   b->formed_ns = now;
   b->id = ++m->engine->next_batch_id;
-  if ((b->n_jobs > 1 && concat_inputs(b) != BERTH_OK) ||
-      (m->seqs != NULL && seq_batch_params(b, inst) != BERTH_OK)) {
+  /* No concatenation here: the worker's INFER frame is written from the
+   * jobs' own buffers (supervisor.c, wp_gather.h). */
+  if (m->seqs != NULL && seq_batch_params(b, inst) != BERTH_OK) {
     berth_batch_fail(b, BERTH_E_NOMEM, "out of memory while forming a batch");
     return NULL;
   }

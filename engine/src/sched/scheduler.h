@@ -34,6 +34,13 @@ typedef struct berth_sched_state {
 
 /* Queues a job (BERTH_E_OVERLOAD when the queue is full) and dispatches. */
 int berth_sched_submit(berth_model *m, berth_job *job, berth_errmsg *err);
+/* Fills b->inputs with the jobs' inputs concatenated along the first
+ * dimension (a copy), for a consumer that needs them contiguous; does
+ * nothing for a batch of one or when already filled. Batches are formed
+ * without it: the Python worker path writes the jobs' buffers as they lie.
+ * BERTH_E_NOMEM (b->inputs may then be partly filled; berth_batch_free
+ * frees it). */
+int berth_batch_concat_inputs(berth_batch *b);
 /* Sends queued jobs to idle workers. Called after submit and whenever a
  * worker becomes idle. */
 void berth_sched_dispatch(berth_model *m);

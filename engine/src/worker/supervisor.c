@@ -7,6 +7,7 @@
  * both handles have closed, so callbacks never see freed memory. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,9 +17,11 @@
 
 #include "buf.h"
 #include "engine.h"
+#include "httpd.h"
 #include "log.h"
 #include "worker_output.h"
 #include "worker_proto.h"
+#include "wp_gather.h"
 #include "restart_policy.h"
 #include "zygote.h"
 
@@ -71,6 +74,11 @@ struct worker_proc {
                                  to the log (worker_output.h) */
   bool forked;     /* started by the worker template: zc, not process */
   berth_zchild zc; /* zygote.h */
+
+  /* Bytes handed to uv_write on the socket since the process started: with
+   * the write queue's size, how far the worker can have read (a batch's
+   * wire_end, frame_unsent). */
+  uint64_t queued_bytes;
 };
 
 typedef struct {
@@ -152,6 +160,84 @@ static int send_frame(worker_proc *p, uint16_t type, uint64_t id,
     free(fw);
     return BERTH_E_IO;
   }
+  p->queued_bytes += fw->len;
+  return BERTH_OK;
+}
+
+/* ---- INFER frames written from the requests' buffers ------------------
+ *
+ * The frame's headers are encoded into a small arena; the tensor data is
+ * written with writev straight from each job's request (wp_gather.h), so
+ * a batch's bytes are not copied on their way to the worker. The jobs
+ * outlive the write: the batch ends only on the worker's answer, which
+ * must come after the whole frame was handed to the kernel (frame_unsent),
+ * or when the worker exits, after the pipe was closed (libuv then touches
+ * no buffer of a pending write). */
+
+typedef struct infer_write {
+  uv_write_t req;
+  berth_wp_frame frame;
+  uv_buf_t bufs[];
+} infer_write;
+
+static void infer_write_done(uv_write_t *req, int status) {
+  infer_write *iw = (infer_write *)req;
+  berth_wp_frame_free(&iw->frame);
+  free(iw);
+  (void)status; /* a failed write means the worker is dying: exit_cb */
+}
+
+/* True while bytes of b's INFER frame are still queued in the engine: the
+ * worker cannot have read it whole, so it may not answer it yet (and the
+ * batch's buffers are still in use). Several frames may be queued at once
+ * (a decoupled worker takes several requests): each batch knows where its
+ * frame ends in the socket's byte stream. */
+static bool frame_unsent(worker_proc *p, const berth_batch *b) {
+  size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&p->pipe);
+  return p->queued_bytes - queued < b->wire_end;
+}
+
+/* The batch's INFER frame, written from the jobs' buffers (wp_gather.h). */
+static int gather_batch(const berth_batch *b, berth_wp_frame *f,
+                        const char *params, size_t plen) {
+  if (b->inputs != NULL) { /* concatenated already (scheduler.h) */
+    berth_infer_request joined = {.inputs = b->inputs, .n_inputs = b->n_inputs};
+    const berth_infer_request *one = &joined;
+    return berth_wp_frame_gather_batch(f, b->id, &one, 1, b->rows, params,
+                                       plen);
+  }
+  const berth_infer_request **reqs = malloc(b->n_jobs * sizeof *reqs);
+  if (reqs == NULL)
+    return BERTH_E_NOMEM;
+  for (size_t k = 0; k < b->n_jobs; k++)
+    reqs[k] = &b->jobs[k]->req;
+  int rc = berth_wp_frame_gather_batch(f, b->id, reqs, b->n_jobs, b->rows,
+                                       params, plen);
+  free(reqs);
+  return rc;
+}
+
+/* Queues the frame's pieces as one write; takes f on success. */
+static int send_gathered(worker_proc *p, berth_wp_frame *f) {
+  if (f->n_pieces > UINT_MAX)
+    return BERTH_E_TOO_LARGE;
+  infer_write *iw = malloc(sizeof *iw + f->n_pieces * sizeof(uv_buf_t));
+  if (iw == NULL)
+    return BERTH_E_NOMEM;
+  for (size_t i = 0; i < f->n_pieces; i++)
+    iw->bufs[i] = uv_buf_init((char *)(uintptr_t)f->pieces[i].data,
+                              (unsigned)f->pieces[i].len);
+  iw->frame = *f;
+  uint64_t len = 0;
+  for (size_t i = 0; i < f->n_pieces; i++)
+    len += f->pieces[i].len;
+  int rc = uv_write(&iw->req, (uv_stream_t *)&p->pipe, iw->bufs,
+                    (unsigned)f->n_pieces, infer_write_done);
+  if (rc != 0) {
+    free(iw);
+    return BERTH_E_IO;
+  }
+  p->queued_bytes += len;
   return BERTH_OK;
 }
 
@@ -394,14 +480,15 @@ static bool handle_frame(worker_proc *p, const berth_wp_header *h,
   case BERTH_WP_RESULT:
   case BERTH_WP_ERROR: {
     long at = w->state == W_BUSY ? running_index(w, h->id) : -1;
-    if (at < 0)
+    if (at < 0 || frame_unsent(p, w->running[at]))
       return false;
     on_answer(w, at, h, payload, h->length);
     return true;
   }
   case BERTH_WP_RESPONSE: {
     long at = w->state == W_BUSY ? running_index(w, h->id) : -1;
-    return at >= 0 && on_response(w, at, payload, h->length);
+    return at >= 0 && !frame_unsent(p, w->running[at]) &&
+           on_response(w, at, payload, h->length);
   }
   default:
     return false;
@@ -419,7 +506,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(dst, (unsigned)want);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+static void read_frames(uv_stream_t *s, ssize_t nread) {
   worker_proc *p = s->data;
   if (nread < 0) {
     /* EOF or error: the worker is gone or going. Its exit_cb does the
@@ -460,6 +547,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     memmove(p->rx.data, p->rx.data + off, p->rx.len - off);
     p->rx.len -= off;
   }
+}
+
+/* The answers of the frames read at once leave in one write per HTTP/2
+ * connection (httpd.h: berth_httpd_cork). */
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  (void)buf; /* the bytes are in the worker's rx buffer (on_alloc) */
+  berth_httpd_cork();
+  read_frames(s, nread);
+  berth_httpd_uncork();
 }
 
 /* ---- lifecycle --------------------------------------------------------- */
@@ -1093,11 +1189,9 @@ berth_worker *berth_supervisor_idle_worker_at(berth_model *m, size_t i) {
 
 void berth_worker_run(berth_worker *w, berth_batch *b) {
   berth_model *m = w->model;
-  /* A batch of several jobs carries its concatenated inputs; a batch of
-   * one sends the job's own. Jobs in a batch share their parameters. */
+  /* Jobs in a batch share their parameters; a sequence batch sends its
+   * own. The inputs are written from the jobs' buffers (gather_batch). */
   const berth_infer_request *r = &b->jobs[0]->req;
-  const berth_tensor *ins = b->inputs ? b->inputs : r->inputs;
-  size_t n_ins = b->inputs ? b->n_inputs : r->n_inputs;
   char *params = NULL;
   size_t plen = 0;
   const json_t *sent = b->params != NULL ? b->params : r->parameters;
@@ -1105,29 +1199,26 @@ void berth_worker_run(berth_worker *w, berth_batch *b) {
     params = json_dumps(sent, JSON_COMPACT);
     plen = params ? strlen(params) : 0;
   }
-  size_t size = 0;
-  int rc = berth_wp_tensors_size(ins, n_ins, plen, &size);
-  uint8_t *payload = rc == BERTH_OK ? malloc(size ? size : 1) : NULL;
-  size_t written = 0;
-  if (payload == NULL ||
-      berth_wp_tensors_encode(ins, n_ins, params, plen, payload, size,
-                              &written) != BERTH_OK) {
-    free(params);
-    free(payload);
+  berth_wp_frame f;
+  int rc = gather_batch(b, &f, params, plen);
+  free(params);
+  if (rc != BERTH_OK) {
     char msg[256];
     snprintf(msg, sizeof msg, "could not encode the request for model '%s'",
              m->cfg->name);
-    berth_batch_fail(b, BERTH_E_INTERNAL, msg);
+    berth_batch_fail(b, rc == BERTH_E_NOMEM ? BERTH_E_NOMEM : BERTH_E_INTERNAL,
+                     msg);
     return;
   }
-  free(params);
   w->state = W_BUSY;
   w->running[w->n_running++] = b;
   b->sent_ns = uv_hrtime();
-  rc = send_frame(w->proc, BERTH_WP_INFER, b->id, payload, written);
-  free(payload);
-  if (rc != BERTH_OK)
+  rc = send_gathered(w->proc, &f);
+  b->wire_end = w->proc->queued_bytes;
+  if (rc != BERTH_OK) {
+    berth_wp_frame_free(&f);
     proc_kill(w->proc, SIGKILL); /* exit_cb fails the batch and restarts */
+  }
 }
 
 static void stop_timeout(uv_timer_t *t) {

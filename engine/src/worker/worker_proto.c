@@ -122,8 +122,8 @@ int berth_wp_tensors_size(const berth_tensor *ts, size_t n, size_t params_len,
   return BERTH_OK;
 }
 
-/* Writes one tensor record at p (room already checked); returns its end. */
-static uint8_t *encode_tensor(const berth_tensor *t, uint8_t *p) {
+size_t berth_wp_tensor_head_encode(const berth_tensor *t, uint8_t *out) {
+  uint8_t *p = out;
   size_t name_len = strlen(t->name);
   p[0] = (uint8_t)t->dtype;
   p[1] = (uint8_t)t->ndim;
@@ -138,6 +138,12 @@ static uint8_t *encode_tensor(const berth_tensor *t, uint8_t *p) {
   p += name_len;
   memset(p, 0, pad8(name_len));
   p += pad8(name_len);
+  return (size_t)(p - out);
+}
+
+/* Writes one tensor record at p (room already checked); returns its end. */
+static uint8_t *encode_tensor(const berth_tensor *t, uint8_t *p) {
+  p += berth_wp_tensor_head_encode(t, p);
   if (t->nbytes > 0)
     memcpy(p, t->data, t->nbytes);
   p += t->nbytes;

@@ -57,6 +57,12 @@ int berth_wp_tensors_size(const berth_tensor *ts, size_t n, size_t params_len,
 int berth_wp_tensors_encode(const berth_tensor *ts, size_t n,
                             const char *params, size_t params_len, uint8_t *buf,
                             size_t cap, size_t *written);
+/* Writes tensor t's record head (everything before its data: fixed part,
+ * shape, data_len, name, padding) at out, which has room for
+ * BERTH_WP_TENSOR_HEAD_MAX bytes; returns the bytes written. t must be one
+ * berth_wp_tensors_size accepts. Used by the scatter-gather encoder. */
+#define BERTH_WP_TENSOR_HEAD_MAX (8 + 8 * BERTH_MAX_DIMS + 8 + 65535 + 7)
+size_t berth_wp_tensor_head_encode(const berth_tensor *t, uint8_t *out);
 /* Decodes a payload of len bytes. On success *out is a malloc'd array of *n
  * tensors whose names are owned and whose data BORROWS from buf (buf must
  * outlive them, free with berth_tensors_free); *params and *params_len point into
