@@ -49,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
@@ -200,19 +201,23 @@ def start_llama_cpp_server(gguf: Path, work: Path,
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "512", "--n_threads", str(threads),
-         "--n_threads_batch", str(threads)],
+         "--n_threads_batch", str(threads),
+         # queue concurrent requests as Berth does (its default: a new request
+         # ends the one streaming)
+         "--interrupt_requests", "False"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     wait_ready(proc, port, "/v1/models", work / "llama_cpp_server.log")
     return proc, port
 
 
-def openai_stream(port: int, model: str, prompt: str, tokens: int) -> tuple[float, str]:
+def openai_stream(port: int, model: str, prompt: str, tokens: int,
+                  extra: dict[str, Any]) -> tuple[float, str]:
     """One streamed /v1/completions request: (time to the first chunk with
     text, the whole text)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     body = json.dumps({"model": model, "prompt": prompt, "max_tokens": tokens,
-                       "temperature": 0, "stream": True})
+                       "temperature": 0, "stream": True, **extra})
     t0 = time.perf_counter()
     conn.request("POST", "/v1/completions", body=body,
                  headers={"Content-Type": "application/json"})
@@ -236,19 +241,21 @@ def openai_stream(port: int, model: str, prompt: str, tokens: int) -> tuple[floa
 
 
 def openai_point(port: int, model: str, c: int, tokens: int, rounds: int,
-                 count: Callable[[str], int]) -> dict[str, float]:
+                 count: Callable[[str], int], extra: dict[str, Any],
+                 seen: dict[str, str]) -> dict[str, float]:
     texts = prompts(c)
-    openai_stream(port, model, texts[0], 4)  # warm up
+    openai_stream(port, model, texts[0], 4, extra)  # warm up
     ttft: list[float] = []
     made = [0]
     lock = threading.Lock()
 
     def client(k: int) -> None:
         for _ in range(rounds):
-            first, out = openai_stream(port, model, texts[k], tokens)
+            first, out = openai_stream(port, model, texts[k], tokens, extra)
             with lock:
                 ttft.append(first)
                 made[0] += count(out)
+                seen[texts[k]] = out
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(c)]
     t0 = time.perf_counter()
@@ -261,6 +268,16 @@ def openai_point(port: int, model: str, c: int, tokens: int, rounds: int,
             "tokens": made[0]}
 
 
+def bare(text: str) -> str:
+    """A completion's ASCII characters. A random-weight model emits byte
+    tokens that are not UTF-8, and characters whose bytes span two tokens:
+    Berth (as transformers' decode) sends U+FFFD for the first and holds the
+    second back until the character is whole; llama-cpp-python's server
+    decodes each token alone and drops both. Their ASCII is the same for
+    the same tokens, and so is its count."""
+    return "".join(ch for ch in text if ord(ch) < 128)
+
+
 def gguf_section(folder: Path, work: Path, args: argparse.Namespace) -> list[str]:
     """The three servers on the OpenAI route; returns the markdown section."""
     from transformers import AutoTokenizer
@@ -268,9 +285,13 @@ def gguf_section(folder: Path, work: Path, args: argparse.Namespace) -> list[str
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
     def count(text: str) -> int:
+        text = bare(text)
         return len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
 
     gguf = llm_models.build_gguf(folder, work / "model.gguf")
+    # llama.cpp's server samples with top-k 40, min-p 0.05 and a repetition
+    # penalty unless told: turned off as in Berth's llama_cpp backend
+    plain = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
     servers = [
         ("llama.cpp server", lambda: start_llama_cpp_server(gguf, work, args.threads), "model"),
         ("Berth llama_cpp", lambda: start_berth(folder, work, args.threads, gguf, "berth-gguf"),
@@ -279,13 +300,16 @@ def gguf_section(folder: Path, work: Path, args: argparse.Namespace) -> list[str
          lambda: start_berth(folder, work, args.threads, None, "berth-hf"), "m"),
     ]
     results: dict[str, dict[int, dict[str, float]]] = {}
+    texts: dict[str, dict[str, str]] = {}
     for name, start, model in servers:
         proc, port = start()
         if name == "llama.cpp server":  # its model id is the path it was given
             model = str(gguf)
         try:
             for c in args.gguf_concurrency:
-                r = openai_point(port, model, c, args.tokens, args.rounds, count)
+                extra = plain if name == "llama.cpp server" else {}
+                r = openai_point(port, model, c, args.tokens, args.rounds, count, extra,
+                                 texts.setdefault(name, {}))
                 results.setdefault(name, {})[c] = r
                 print(f"{name} c={c}: {r['tokens_s']:.0f} tok/s ttft {r['ttft_ms']:.1f} ms",
                       flush=True)
@@ -294,6 +318,11 @@ def gguf_section(folder: Path, work: Path, args: argparse.Namespace) -> list[str
             proc.wait(60)
     load = os.getloadavg()
     names = [n for n, _, _ in servers]
+    peer, ours = texts["llama.cpp server"], texts["Berth llama_cpp"]
+    same = sum(bare(ours.get(k, "")) == bare(v) for k, v in peer.items())
+    starts = sum(bare(v).startswith(bare(ours.get(k, ""))) for k, v in peer.items())
+    print(f"llama.cpp server and Berth llama_cpp: the same text for {same} of {len(peer)} "
+          f"prompts; Berth's text starts the server's for {starts}", flush=True)
     lines = [
         GGUF_HEADING,
         "",
@@ -305,7 +334,10 @@ def gguf_section(folder: Path, work: Path, args: argparse.Namespace) -> list[str
         f"continuous batching). Each: c clients, {args.rounds} streamed `/v1/completions` "
         f"requests each, greedy, max_tokens {args.tokens}; {args.threads} thread(s) per "
         "server; tokens counted by re-tokenizing each completion with the model's "
-        "tokenizer; TTFT to the first chunk with text (median). Load average "
+        "tokenizer, its ASCII characters only (bytes that are not UTF-8, and characters "
+        "whose bytes span two tokens, which a random model emits, Berth sends as U+FFFD or "
+        "whole, llama-cpp-python's server drops); TTFT to the first chunk with text "
+        "(median). Load average "
         f"{load[0]:.1f} at the end.",
         "",
         "| concurrency | " + " | ".join(f"{n} tokens/s | {n} TTFT" for n in names) + " |",
@@ -319,6 +351,16 @@ def gguf_section(folder: Path, work: Path, args: argparse.Namespace) -> list[str
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines += [
         "",
+        f"The llama.cpp server and Berth's `llama_cpp` backend gave the same completion "
+        f"(its ASCII characters) for {same} of the {len(peer)} prompts (greedy; the "
+        "server's top-k, min-p and repetition penalty turned off, as Berth's backend has "
+        f"them), and for {starts} Berth's text is the start of the server's: "
+        "llama-cpp-python's completion loop checks `max_tokens` only after a token that "
+        "completes a character, so where the random model emits partial UTF-8 it generates "
+        "a few tokens more (65 to 69 for 64 by its own usage count, checked in process); Berth stops at `max_tokens` "
+        "exactly. Both run one request at a time (the server with "
+        "`--interrupt_requests False`: by default a new request ends the one streaming); "
+        "Berth's transformers backend batches the running requests in each step. "
         "llama.cpp (both its server and Berth's backend on it) stops at the tokens it treats "
         "as the end of a generation, which include `<|end|>` by its text; transformers stops "
         "only at `<|eos|>`: the three may generate different numbers of tokens for the same "
