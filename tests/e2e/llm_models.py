@@ -153,7 +153,7 @@ def _rope_theta(cfg: Any) -> float:
     return float(theta or getattr(cfg, "rope_theta", None) or 10000.0)
 
 
-def _gguf_vocab(writer: Any, folder: Path) -> None:
+def _gguf_vocab(writer: Any, folder: Path, chat_template: bool) -> None:
     """The byte-level BPE tokenizer as GGUF ``tokenizer.ggml.*`` keys
     (llama.cpp's "gpt2" BPE with GPT-2's pre-tokenizer split, which is what
     ``pre_tokenizers.ByteLevel`` applies), so llama.cpp tokenizes as the
@@ -181,14 +181,15 @@ def _gguf_vocab(writer: Any, folder: Path) -> None:
     writer.add_pad_token_id(tok.pad_token_id)
     writer.add_add_bos_token(False)  # as the HF tokenizer: no post-processor adds one
     writer.add_add_eos_token(False)
-    writer.add_chat_template(tok.chat_template)
+    if chat_template:
+        writer.add_chat_template(tok.chat_template)
 
 
-def build_gguf(folder: Path, out: Path) -> Path:
+def build_gguf(folder: Path, out: Path, *, chat_template: bool = True) -> Path:
     """Writes the Llama saved in ``folder`` (by :func:`build_llama`) as one
-    GGUF file ``out`` (float32 tensors, the tokenizer and its chat template
-    in the metadata) that llama.cpp loads; returns ``out``. Needs the
-    ``gguf`` package."""
+    GGUF file ``out`` (float32 tensors, the tokenizer and, unless
+    ``chat_template`` is false, its chat template in the metadata) that
+    llama.cpp loads; returns ``out``. Needs the ``gguf`` package."""
     import gguf
     import torch
     from transformers import AutoModelForCausalLM
@@ -209,7 +210,7 @@ def build_gguf(folder: Path, out: Path) -> Path:
     writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_file_type(int(gguf.LlamaFileType.ALL_F32))
-    _gguf_vocab(writer, folder)
+    _gguf_vocab(writer, folder, chat_template)
     for name, tensor in model.state_dict().items():
         data = tensor.detach().to(torch.float32).numpy()
         if name in _GGUF_TOP_NAMES:
@@ -223,6 +224,6 @@ def build_gguf(folder: Path, out: Path) -> Path:
         writer.add_tensor(f"blk.{layer}.{_GGUF_LAYER_NAMES[rest]}", data)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    writer.write_tensors_to_file(progress=False)
     writer.close()
     return out

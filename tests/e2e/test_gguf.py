@@ -11,7 +11,9 @@ through the chat template stored in the file; stop strings, seeded sampling
 and the token counts hold; the OpenAI routes (the official ``openai``
 client, chat and completions, streamed and not) give the same text; bad
 inputs (``n`` > 1, a prompt beyond the context, ...) are input errors; a
-worker crash fails only its request.
+client that leaves frees the worker; a worker crash fails only its request.
+In process: a file without a chat template refuses messages, and
+``parameters.context`` is checked and bounds a request.
 
 Skipped when ``llama_cpp`` cannot be imported: ``pip install 'berth[gguf]'``
 compiles llama.cpp for many minutes, so CI does not build it."""
@@ -22,6 +24,7 @@ import http.client
 import json
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,16 @@ def gguf_file(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def long_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2048-token context: a 2000-token generation is still streaming
+    when the test acts on it (the tiny model makes a token in well under
+    1 ms, so 200 tokens could end first)."""
+    root = tmp_path_factory.mktemp("gguf-long")
+    return llm_models.build_gguf(llm_models.build_llama(root / "model", context=2048),
+                                 root / "long.gguf")
+
+
+@pytest.fixture(scope="module")
 def tokenizer(folder: Path) -> Any:
     from transformers import AutoTokenizer
 
@@ -88,9 +101,10 @@ def server(module_server: Any, gguf_file: Path) -> BerthServer:
 
 
 @pytest.fixture(scope="module")
-def client(server: BerthServer) -> Any:
-    return openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key="none",
-                         max_retries=0, timeout=TIMEOUT)
+def client(server: BerthServer) -> Iterator[Any]:
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key="none",
+                       max_retries=0, timeout=TIMEOUT) as oai:
+        yield oai
 
 
 # ------------------------------------------------------------------ helpers
@@ -104,10 +118,8 @@ def stream(server: BerthServer, body: Any, model: str = "tiny") -> tuple[int, li
         resp = conn.getresponse()
         if resp.status != 200:
             return resp.status, [json.loads(resp.read())]
-        events = []
-        for line in resp:
-            if line.startswith(b"data: "):
-                events.append(json.loads(line[6:]))
+        with resp:
+            events = [json.loads(line[6:]) for line in resp if line.startswith(b"data: ")]
         return resp.status, events
     finally:
         conn.close()
@@ -153,6 +165,59 @@ def test_llama_cpp_greedy_tokens_equal_transformers(llama: Any, folder: Path, to
                 break
             got.append(token)
         assert got == want, prompt
+
+
+def _runtime(path: Path, **params: Any) -> Any:
+    from berth.runtimes import get_runtime
+
+    rt = get_runtime("llm")
+    rt.load({"path": str(path), "parameters": {"threads": 1, **params}})
+    return rt
+
+
+def _bytes(value: str) -> Any:
+    import numpy as np
+
+    out = np.empty(1, dtype=object)
+    out[0] = value.encode()
+    return out
+
+
+def test_a_file_without_a_chat_template_refuses_messages(folder: Path, tmp_path: Path) -> None:
+    from berth.errors import InvalidInput
+
+    rt = _runtime(llm_models.build_gguf(folder, tmp_path / "plain.gguf", chat_template=False))
+    assert rt.platform == "llm_llama_cpp"
+    msgs = _bytes(json.dumps([{"role": "user", "content": "hi"}]))
+    with pytest.raises(InvalidInput, match="no chat template"):
+        list(rt.predict_stream({"messages": msgs}))
+    outs = list(rt.predict_stream({"text_input": _bytes("the fox")}))  # text still works
+    assert outs[-1]["finish_reason"][0] in (b"stop", b"length")
+
+
+@pytest.mark.parametrize("context", [8, -1, "big", True])
+def test_a_bad_context_parameter_is_a_config_error(gguf_file: Path, context: Any) -> None:
+    from berth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="parameters.context"):
+        _runtime(gguf_file, context=context)
+
+
+def test_the_context_parameter_bounds_a_request(long_gguf: Path) -> None:
+    """parameters.context sizes llama.cpp's context (which rounds it up to
+    a multiple of 256): a request beyond it is an input error, one that the
+    default context (2048) holds is served."""
+    import numpy as np
+    from berth.errors import InvalidInput
+
+    body = {"text_input": _bytes("the quick brown fox"), "max_tokens": np.array([600], np.int32),
+            "temperature": np.array([0.0], np.float32)}
+    small = _runtime(long_gguf, context=300)
+    with pytest.raises(InvalidInput, match="context of 512"):
+        list(small.predict_stream(body))
+    outs = list(_runtime(long_gguf).predict_stream(body))
+    assert outs[-1]["finish_reason"][0] in (b"stop", b"length")
+    assert 1 <= int(outs[-1]["completion_tokens"][0]) <= 600
 
 
 # ------------------------------------------------------- the server, OIP
@@ -283,18 +348,42 @@ def test_openai_n_above_one_is_refused(client: Any) -> None:
     assert out.choices[0].finish_reason in ("stop", "length")
 
 
+# ------------------------------------------------- a client leaves, a crash
+
+
+def test_a_client_that_leaves_frees_the_worker(berth_server: Any, tmp_path: Path,
+                                               long_gguf: Path) -> None:
+    import socket
+
+    srv = berth_server(str(long_gguf), wait_for="listening")
+    wait_until(lambda: srv.get("/v2/models/long/ready").status == 200, 300.0, "long ready",
+               interval=0.5, on_timeout=srv.log_tail)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=TIMEOUT)
+    conn.request("POST", "/v2/models/long/generate_stream",
+                 body=json.dumps({"text_input": "leaving", "max_tokens": 2000,
+                                  "temperature": 1.0, "seed": 2}).encode(),
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.readline().startswith(b"data: ")
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    resp.close()
+    conn.close()
+    # the worker runs one request at a time: this one runs once the other ended
+    status, events = stream(srv, {"text_input": "next", "max_tokens": 2}, model="long")
+    assert status == 200 and events[-1]["finish_reason"] in ("length", "stop")
+    wait_until(lambda: "cancelled after" in srv.log_text(), 30.0, "the worker's cancel log line",
+               on_timeout=srv.log_tail)
+
+
 # -------------------------------------------------------------- a crash
 
 
-def test_a_worker_crash_fails_only_its_request(berth_server: Any, tmp_path: Path) -> None:
-    # a 2048-token context: the 2000-token generation is still streaming
-    # when the kill lands (the tiny model makes a token in well under 1 ms)
-    long = llm_models.build_llama(tmp_path / "long", context=2048)
-    gguf_file = llm_models.build_gguf(long, tmp_path / "long.gguf")
+def test_a_worker_crash_fails_only_its_request(berth_server: Any, tmp_path: Path,
+                                               long_gguf: Path) -> None:
     root = tmp_path / "repo"
     for name in ("doomed", "spare"):
         (root / name / "1").mkdir(parents=True)
-        os.link(gguf_file, root / name / "1" / "model.gguf")
+        os.link(long_gguf, root / name / "1" / "model.gguf")
     srv = berth_server(str(root), wait_for="listening")
     for name in ("doomed", "spare"):
         wait_until(lambda n=name: srv.get(f"/v2/models/{n}/ready").status == 200, 300.0,
@@ -313,6 +402,7 @@ def test_a_worker_crash_fails_only_its_request(berth_server: Any, tmp_path: Path
         os.kill(pid, signal.SIGKILL)
         events = [json.loads(first[6:])]
         events += [json.loads(line[6:]) for line in resp if line.startswith(b"data: ")]
+        resp.close()
     finally:
         conn.close()
     assert "error" in events[-1] and "worker exited" in events[-1]["error"], events[-3:]
