@@ -153,7 +153,7 @@ def _rope_theta(cfg: Any) -> float:
     return float(theta or getattr(cfg, "rope_theta", None) or 10000.0)
 
 
-def _gguf_vocab(writer: Any, folder: Path, chat_template: bool) -> None:
+def _gguf_vocab(writer: Any, folder: Path, chat_template: bool | str) -> None:
     """The byte-level BPE tokenizer as GGUF ``tokenizer.ggml.*`` keys
     (llama.cpp's "gpt2" BPE with GPT-2's pre-tokenizer split, which is what
     ``pre_tokenizers.ByteLevel`` applies), so llama.cpp tokenizes as the
@@ -182,14 +182,16 @@ def _gguf_vocab(writer: Any, folder: Path, chat_template: bool) -> None:
     writer.add_add_bos_token(False)  # as the HF tokenizer: no post-processor adds one
     writer.add_add_eos_token(False)
     if chat_template:
-        writer.add_chat_template(tok.chat_template)
+        writer.add_chat_template(chat_template if isinstance(chat_template, str)
+                                 else tok.chat_template)
 
 
-def build_gguf(folder: Path, out: Path, *, chat_template: bool = True) -> Path:
+def build_gguf(folder: Path, out: Path, *, chat_template: bool | str = True) -> Path:
     """Writes the Llama saved in ``folder`` (by :func:`build_llama`) as one
-    GGUF file ``out`` (float32 tensors, the tokenizer and, unless
-    ``chat_template`` is false, its chat template in the metadata) that
-    llama.cpp loads; returns ``out``. Needs the ``gguf`` package."""
+    GGUF file ``out`` (float32 tensors, the tokenizer and its chat template
+    in the metadata: the tokenizer's, the one given, or none when
+    ``chat_template`` is false) that llama.cpp loads; returns ``out``.
+    Needs the ``gguf`` package."""
     import gguf
     import torch
     from transformers import AutoModelForCausalLM

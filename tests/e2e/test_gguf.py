@@ -195,6 +195,23 @@ def test_a_file_without_a_chat_template_refuses_messages(folder: Path, tmp_path:
     assert outs[-1]["finish_reason"][0] in (b"stop", b"length")
 
 
+def test_a_template_that_raises_is_an_input_error(folder: Path, tmp_path: Path) -> None:
+    """Hugging Face templates call raise_exception (and strftime_now): the
+    template's own message comes back as the input error."""
+    from berth.errors import InvalidInput
+
+    template = ("{% if messages[0]['role'] != 'user' %}{{ raise_exception('users speak "
+                "first') }}{% endif %}{{ strftime_now('%Y') }}{% for m in messages %}"
+                "<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}<|assistant|>")
+    rt = _runtime(llm_models.build_gguf(folder, tmp_path / "strict.gguf", chat_template=template))
+    bad = _bytes(json.dumps([{"role": "assistant", "content": "hi"}]))
+    with pytest.raises(InvalidInput, match="users speak first"):
+        list(rt.predict_stream({"messages": bad}))
+    good = _bytes(json.dumps([{"role": "user", "content": "hi"}]))
+    outs = list(rt.predict_stream({"messages": good}))
+    assert outs[-1]["finish_reason"][0] in (b"stop", b"length")
+
+
 @pytest.mark.parametrize("context", [8, -1, "big", True])
 def test_a_bad_context_parameter_is_a_config_error(gguf_file: Path, context: Any) -> None:
     from berth.errors import ConfigError

@@ -443,11 +443,16 @@ class _LlamaCppBackend:
 
         try:
             env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+            # the helpers Hugging Face chat templates call
+            env.globals["raise_exception"] = _template_refusal
+            env.globals["strftime_now"] = _strftime_now
             text = env.from_string(self.template).render(
                 messages=req.messages, add_generation_prompt=True,
                 bos_token=self._token_text(self.llm.token_bos()),
                 eos_token=self._token_text(self.llm.token_eos()),
             )
+        except InvalidInput:
+            raise
         except Exception as e:
             raise InvalidInput(f"the chat template refused the messages: {e}") from None
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
@@ -488,6 +493,16 @@ class _LlamaCppBackend:
                     return
         finally:
             tokens.close()
+
+
+def _template_refusal(message: str) -> None:
+    raise InvalidInput(f"the chat template refused the messages: {message}")
+
+
+def _strftime_now(fmt: str) -> str:
+    import datetime
+
+    return datetime.datetime.now().strftime(fmt)
 
 
 class _VllmBackend:
