@@ -66,11 +66,14 @@ def build_llama(
     context: int = 256,
     seed: int = 0,
     vocab_size: int = 320,
+    endless: bool = False,
 ) -> Path:
     """Saves a random-weight Llama and its tokenizer in ``folder``; returns it.
 
     The weights are drawn with a wide initializer so that the next-token
-    distribution is peaked: greedy decoding then has clear winners."""
+    distribution is peaked: greedy decoding then has clear winners.
+    ``endless``: the model never emits ``<|eos|>`` or ``<|end|>`` (see
+    :func:`_never_end`), so a generation runs to ``max_tokens``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -92,10 +95,31 @@ def build_llama(
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(cfg).eval()
+    if endless:
+        _never_end(model, [tok.eos_token_id, tok.convert_tokens_to_ids("<|end|>")])
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(folder)
     return folder
+
+
+def _never_end(model: Any, ends: list[int]) -> None:
+    """Makes the tokens ``ends`` lose every step by a wide margin: the last
+    dimension of the residual stream holds a constant (its embedding column
+    is 10 and no layer writes to it), so after the final norm it is always
+    positive; the output row of every other token reads it with weight +50
+    and the rows of ``ends`` with -50."""
+    import torch
+
+    d = model.config.hidden_size - 1
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, d] = 10.0
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[d, :] = 0.0
+            layer.mlp.down_proj.weight[d, :] = 0.0
+        head = model.lm_head.weight
+        head[:, d] = 50.0
+        head[ends, d] = -50.0
 
 
 def reference(folder: Path, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
