@@ -18,12 +18,14 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..errors import InvalidInput
+
+if TYPE_CHECKING:  # torch is imported where it is used: the llama_cpp backend runs without it
+    import torch
 
 __all__ = [
     "GenRequest",
@@ -147,6 +149,8 @@ def sample_token(
     """The next token: greedy at temperature 0, else sampled from the
     softmax at ``temperature`` restricted to the smallest set of tokens whose
     probability reaches ``top_p`` (nucleus), with ``generator``."""
+    import torch
+
     logits = logits.float()
     if temperature <= 0.0:
         return int(torch.argmax(logits))
@@ -271,6 +275,8 @@ class ContinuousBatcher:
             raise InvalidInput(
                 f"the model runs at most {self.max_sequences} requests at once (max_sequences)"
             )
+        import torch
+
         base = req.seed if req.seed is not None else int.from_bytes(os.urandom(7), "little")
         self.requests[rid] = [
             GenSequence(

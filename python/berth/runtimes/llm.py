@@ -32,7 +32,8 @@ running sequences, their KV caches left-padded and masked; false: each
 sequence alone, the arithmetic of a lone request), ``max_n`` (default 4),
 ``default_max_tokens`` (16), ``backend``
 (``transformers``, ``llama_cpp`` or ``vllm``; a ``.gguf`` file means
-``llama_cpp``), ``device`` and ``threads`` as for PyTorch.
+``llama_cpp``), ``device`` and ``threads`` as for PyTorch; ``context``
+(llama_cpp only: llama.cpp's context, default 2048).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import numpy as np
 
 from ..errors import ConfigError, InvalidInput, MissingExtraError, ModelLoadError
 from ..model import TensorSpec
-from . import Runtime, int_parameter
+from . import Runtime, default_threads, int_parameter
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ class LLMRuntime(Runtime):
         if backend == "transformers":
             self._load_transformers(entry, path)
         elif backend == "llama_cpp":
-            self._backend = _LlamaCppBackend(path, params)
+            threads = int_parameter(entry, "threads") or default_threads()
+            self._backend = _LlamaCppBackend(path, params, threads)
             self.platform = "llm_llama_cpp"
         else:
             self._backend = _VllmBackend(path, params)
@@ -313,20 +315,25 @@ class LLMRuntime(Runtime):
 
         req = parse_request(inputs, self.max_n)
         ids = self.prompt_ids(req)
+        return req, ids, self.check_room(ids, req.max_tokens, self.context)
+
+    def check_room(self, ids: list[int], asked: int | None, context: int) -> int:
+        """The tokens a request may generate: its ``max_tokens`` (or the
+        default, cut to the room left); an input error when the prompt is
+        empty or the prompt plus the asked ``max_tokens`` exceed the
+        context."""
         if not ids:
             raise InvalidInput("the prompt is empty after tokenization")
-        room = self.context - len(ids)
+        room = context - len(ids)
         if room < 1:
-            raise InvalidInput(
-                f"the prompt has {len(ids)} tokens; this model's context is {self.context}"
-            )
-        max_tokens = req.max_tokens if req.max_tokens is not None else self.default_max_tokens
-        if req.max_tokens is not None and max_tokens > room:
+            raise InvalidInput(f"the prompt has {len(ids)} tokens; this model's context is {context}")
+        max_tokens = asked if asked is not None else self.default_max_tokens
+        if asked is not None and max_tokens > room:
             raise InvalidInput(
                 f"max_tokens {max_tokens} plus the prompt's {len(ids)} tokens exceed this "
-                f"model's context of {self.context} tokens"
+                f"model's context of {context} tokens"
             )
-        return req, ids, min(max_tokens, room)
+        return min(max_tokens, room)
 
     # The worker's concurrent interface (worker.py, _serve_concurrent).
 
@@ -388,9 +395,12 @@ def _layers(cache: Any) -> list[tuple[Any, Any]]:
 
 class _LlamaCppBackend:
     """A GGUF file through llama-cpp-python (``pip install 'berth[gguf]'``):
-    one request at a time, streamed with llama.cpp's own sampler."""
+    one request at a time, with llama.cpp's tokenizer and sampler. Berth
+    applies the chat template stored in the file, counts the tokens, ends at
+    llama.cpp's end-of-generation tokens, and holds back stop strings and
+    half-decoded characters exactly as for the transformers backend."""
 
-    def __init__(self, path: Path, params: Mapping[str, Any]) -> None:
+    def __init__(self, path: Path, params: Mapping[str, Any], threads: int | None) -> None:
         try:
             import llama_cpp
         except ImportError as e:
@@ -399,33 +409,100 @@ class _LlamaCppBackend:
             ) from e
         if not path.is_file():
             raise ModelLoadError(f"{path}: the llama_cpp backend serves one .gguf file")
-        ctx = int(params.get("context", 2048))
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=ctx, verbose=False)
+        ctx = params.get("context", 2048)
+        if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 16:
+            raise ConfigError(f"parameters.context: expected an integer >= 16, got {ctx!r}")
+        try:
+            self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=ctx, n_threads=threads,
+                                       n_threads_batch=threads, verbose=False)
+        except (ValueError, RuntimeError, OSError) as e:
+            raise ModelLoadError(f"{path}: llama.cpp cannot load this GGUF file: {e}") from e
+        self._llama_cpp = llama_cpp
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        # the context a request fits in: llama.cpp's, within what the model was trained for
+        trained = int(llama_cpp.llama_model_n_ctx_train(self.llm.model))
+        self.context = min(self.llm.n_ctx(), trained) if trained > 0 else self.llm.n_ctx()
+        self.template = self.llm.metadata.get("tokenizer.chat_template")
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def prompt_ids(self, req: Any) -> list[int]:
+        """The prompt's tokens: the text (with BOS when the file asks for
+        it), or the messages through the file's chat template."""
+        if req.messages is None:
+            return list(self.llm.tokenize(req.prompt.encode("utf-8"), add_bos=True, special=True))
+        if not self.template:
+            raise InvalidInput(
+                "this GGUF file has no chat template (tokenizer.chat_template): send "
+                "'text_input' instead of 'messages'"
+            )
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        try:
+            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+            # the helpers Hugging Face chat templates call
+            env.globals["raise_exception"] = _template_refusal
+            env.globals["strftime_now"] = _strftime_now
+            text = env.from_string(self.template).render(
+                messages=req.messages, add_generation_prompt=True,
+                bos_token=self._token_text(self.llm.token_bos()),
+                eos_token=self._token_text(self.llm.token_eos()),
+            )
+        except InvalidInput:
+            raise
+        except Exception as e:
+            raise InvalidInput(f"the chat template refused the messages: {e}") from None
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def generate(self, req: Any, runtime: LLMRuntime) -> Iterator[dict[str, np.ndarray]]:
-        from ._generate import _out
+        import os
+
+        from ._generate import StopScanner, _out
 
         if req.n != 1:
             raise InvalidInput("the llama_cpp backend generates one choice per request (n=1)")
-        kwargs = {
-            "max_tokens": req.max_tokens or runtime.default_max_tokens,
-            "temperature": req.temperature,
-            "top_p": req.top_p,
-            "stop": req.stop or None,
-            "seed": req.seed,
-            "stream": True,
-        }
-        if req.messages is not None:
-            chunks = self.llm.create_chat_completion(messages=req.messages, **kwargs)
-        else:
-            chunks = self.llm.create_completion(prompt=req.prompt, **kwargs)
-        count = 0
-        for chunk in chunks:
-            choice = chunk["choices"][0]
-            text = choice.get("text") or (choice.get("delta") or {}).get("content") or ""
-            count += 1 if text else 0
-            finish = choice.get("finish_reason") or ""
-            yield _out(text, 0, finish, 0, count)
+        ids = self.prompt_ids(req)
+        max_tokens = runtime.check_room(ids, req.max_tokens, self.context)
+        seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
+        self.llm.set_seed(seed & 0xFFFF_FFFF)
+        # llama.cpp's sampler: greedy at temperature 0, else top-p then temperature
+        # (its top-k, min-p and repetition penalty off, as in the transformers backend)
+        tokens = self.llm.generate(ids, temp=req.temperature, top_p=req.top_p, top_k=0,
+                                   min_p=0.0, typical_p=1.0, repeat_penalty=1.0)
+        scanner = StopScanner(req.stop)
+        generated: list[int] = []
+        text = ""
+        try:
+            for token in tokens:
+                finish = ""
+                if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    finish = "stop"
+                    delta, _ = scanner.feed(text, final=True)
+                else:
+                    generated.append(token)
+                    text = self.llm.detokenize(generated).decode("utf-8", errors="replace")
+                    final = len(generated) >= max_tokens
+                    delta, hit = scanner.feed(text, final=final)
+                    finish = "stop" if hit else "length" if final else ""
+                if delta or finish:
+                    yield _out(delta, 0, finish, len(ids), len(generated))
+                if finish:
+                    return
+        finally:
+            tokens.close()
+
+
+def _template_refusal(message: str) -> None:
+    raise InvalidInput(f"the chat template refused the messages: {message}")
+
+
+def _strftime_now(fmt: str) -> str:
+    import datetime
+
+    return datetime.datetime.now().strftime(fmt)
 
 
 class _VllmBackend:
