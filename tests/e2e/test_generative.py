@@ -54,6 +54,15 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def endless(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same kind of model, that never ends a generation before its
+    max_tokens: the tests that hold a stream open rely on that, not on how
+    fast they act (a random model may end any stream after a few tokens)."""
+    return llm_models.build_llama(tmp_path_factory.mktemp("endless-llama") / "model",
+                                  endless=True)
+
+
+@pytest.fixture(scope="module")
 def tokenizer(folder: Path) -> Any:
     from transformers import AutoTokenizer
 
@@ -61,18 +70,21 @@ def tokenizer(folder: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def server(module_server: Any, tmp_path_factory: pytest.TempPathFactory, folder: Path) -> BerthServer:
+def server(module_server: Any, tmp_path_factory: pytest.TempPathFactory, folder: Path,
+           endless: Path) -> BerthServer:
     import shutil
 
     root = tmp_path_factory.mktemp("llm-repo")
-    for name, slots in (("tiny", 16), ("tiny1", 1)):
-        shutil.copytree(folder, root / name / "1")
+    # tiny: the reference model; long and tiny1: endless, 16 and 1 slots
+    for name, source, slots in (("tiny", folder, 16), ("long", endless, 16),
+                                ("tiny1", endless, 1)):
+        shutil.copytree(source, root / name / "1")
         (root / name / "berth.yaml").write_text(
             f"runtime: llm\ninstances: 1\nparameters:\n  max_sequences: {slots}\n  threads: 1\n"
         )
     add_python_model(root, "nul", NUL_SOURCE, "Nul")
     srv = module_server(str(root), wait_for="listening")
-    for name in ("tiny", "tiny1"):  # a torch worker loads slowly on a busy machine
+    for name in ("tiny", "long", "tiny1"):  # a torch worker loads slowly on a busy machine
         wait_until(lambda n=name: srv.get(f"/v2/models/{n}/ready").status == 200, 300.0,
                    f"{name} ready", interval=0.5, on_timeout=srv.log_tail)
     return srv
@@ -231,17 +243,17 @@ def test_sixteen_concurrent_streams_each_equal_the_request_alone(server: BerthSe
 def test_requests_run_at_once_on_one_worker(server: BerthServer) -> None:
     """Three long streams each send a first response while none has ended:
     the one worker runs them together (it is not one after the other)."""
-    opened = [open_stream(server, "tiny", {"text_input": f"long {k}", "max_tokens": 200,
+    opened = [open_stream(server, "long", {"text_input": f"long {k}", "max_tokens": 200,
                                           "temperature": 1.0, "seed": k}) for k in range(3)]
     try:
         firsts = [next_event(resp) for resp, _ in opened]
         assert all(ev is not None and ev["finish_reason"] == "" for ev in firsts), firsts
-        server.wait_queue("tiny", inflight=3, queued=0)
+        server.wait_queue("long", inflight=3, queued=0)
     finally:
         for _, conn in opened:
             conn.sock.shutdown(socket.SHUT_RDWR)
             conn.close()
-    server.wait_queue("tiny", inflight=0, queued=0)
+    server.wait_queue("long", inflight=0, queued=0)
 
 
 def test_a_request_beyond_the_slots_waits_then_is_served(server: BerthServer) -> None:
