@@ -30,6 +30,7 @@ from berth_e2e import (
     proc_env,
     server_env,
     tensor,
+    wait_until,
 )
 
 GIB = 1 << 30
@@ -223,7 +224,10 @@ def test_a_load_that_cannot_fit_is_refused(berth_server: Callable[..., BerthServ
     # Triton's instance groups: 2 per listed GPU
     body = {"parameters": {"config": {"instance_group": [{"count": 2, "kind": "KIND_GPU", "gpus": [1]}]}}}
     assert server.post("/v2/repository/models/where/load", body, timeout=120).status == 200
-    assert sorted(worker_devices(server, "where").values()) == ["1", "1"]
+    # the old version's worker (same id, GPU 0) may still be stopping
+    wait_until(lambda: sorted(worker_devices(server, "where").values()) == ["1", "1"], 60,
+               "the new version's two workers, both on GPU 1, and the old one gone",
+               on_timeout=lambda: f"{worker_devices(server, 'where')}\n{server.log_tail()}")
     # bad values name the key
     for config, words in [
         ({"devices": "gpu"}, "parameters.config.devices: expected auto, cpu, all"),

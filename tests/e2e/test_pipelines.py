@@ -168,11 +168,18 @@ def _ys(doc: dict[str, Any], name: str = "y") -> list[float]:
 
 
 def _http_texts(url: str, texts: list[str], binary: bool) -> tuple[list[str], np.ndarray]:
+    # closed here, in the thread that made it: left to the garbage collector,
+    # its gevent pool may be closed from another thread (no hub there), an
+    # unraisable exception that pytest turns into a failure
     client = httpclient.InferenceServerClient(url)
-    inp = httpclient.InferInput("text", [len(texts)], "BYTES")
-    inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object), binary_data=binary)
-    outs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("label", "score")]
-    result = client.infer("sentiment", [inp], outputs=outs)
+    try:
+        inp = httpclient.InferInput("text", [len(texts)], "BYTES")
+        inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object),
+                                binary_data=binary)
+        outs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("label", "score")]
+        result = client.infer("sentiment", [inp], outputs=outs)
+    finally:
+        client.close()
     labels = [v.decode() if isinstance(v, bytes) else str(v) for v in result.as_numpy("label")]
     return labels, result.as_numpy("score")
 
