@@ -409,3 +409,52 @@ def test_batching_flags_override_berth_yaml(flagged: BerthServer, gates: Gates) 
     for r in refused:
         assert_error(r, 429, "queue")
     assert outs(infer(flagged, "flagged", [[5.0, 0.0]]))["y"] == [5.0, 0.0]
+
+
+def test_requests_from_different_protocols_share_a_batch(server: BerthServer, gates: Gates) -> None:
+    """A JSON request, a binary-extension request (tritonclient HTTP) and a
+    gRPC request with the same inputs queue behind a gated one and run in
+    one batch: how a request was encoded is no reason to keep it apart."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    def binary(value: float) -> list[float]:
+        client = httpclient.InferenceServerClient(server.triton_url, network_timeout=60.0)
+        try:
+            inp = httpclient.InferInput("x", [1, 2], "FP32")
+            inp.set_data_from_numpy(np.array([[value, 0.0]], dtype=np.float32), binary_data=True)
+            outs_ = [httpclient.InferRequestedOutput(n, binary_data=True)
+                     for n in ("y", "rows", "call")]
+            r = client.infer("natural", [inp], outputs=outs_)
+            return [float(r.as_numpy("y")[0][0]), int(r.as_numpy("rows")[0]),
+                    int(r.as_numpy("call")[0])]
+        finally:
+            client.close()
+
+    def grpc(value: float) -> list[float]:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            inp = grpcclient.InferInput("x", [1, 2], "FP32")
+            inp.set_data_from_numpy(np.array([[value, 0.0]], dtype=np.float32))
+            r = client.infer("natural", [inp])
+            return [float(r.as_numpy("y")[0][0]), int(r.as_numpy("rows")[0]),
+                    int(r.as_numpy("call")[0])]
+        finally:
+            client.close()
+
+    def json_(value: float) -> list[float]:
+        o = outs(infer(server, "natural", [[value, 0.0]]))
+        return [o["y"][0], o["rows"][0], o["call"][0]]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        block = pool.submit(infer, server, "natural", [gates.row()])
+        server.wait_queue("natural", inflight=1, queued=0)
+        futures = [pool.submit(json_, 1.0), pool.submit(binary, 2.0), pool.submit(grpc, 3.0)]
+        server.wait_queue("natural", inflight=4, queued=3)
+        gates.open()
+        got = [f.result() for f in futures]
+        assert block.result().status == 200
+    assert [g[0] for g in got] == [1.0, 2.0, 3.0]  # each its own row
+    assert [g[1] for g in got] == [3, 3, 3], got  # one batch of three rows
+    assert len({g[2] for g in got}) == 1, got  # one predict call
