@@ -1,5 +1,7 @@
 /* Berth engine: what every native backend shares (backend.h): the table
- * of backends by runtime, and freeing signatures and results. */
+ * of backends by runtime, opening a framework's library, and freeing
+ * signatures and results. */
+#include <dlfcn.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,4 +61,36 @@ const void *berth_backend_aligned(const berth_tensor *t, void **copy) {
   if (*copy != NULL && t->nbytes > 0)
     memcpy(*copy, t->data, t->nbytes);
   return *copy;
+}
+
+int berth_backend_open(const berth_backend_library *l, const char *path,
+                       const berth_backend_symbol *syms, size_t n_syms,
+                       void **lib, berth_errmsg *err) {
+  *lib = NULL;
+  if (path == NULL || *path == '\0')
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "backend: native for %s needs %s's shared library, and "
+                      "none was found: install the %s wheel (pip install %s) "
+                      "in berth's environment, set native.%s in the config "
+                      "to the path of %s, or use backend: python",
+                      l->a_model, l->framework, l->key, l->key, l->key,
+                      l->file);
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL)
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "native.%s: cannot open '%.200s' (%.200s): point it at "
+                      "the %s wheel's %s, or use backend: python",
+                      l->key, path, dlerror(), l->key, l->in_wheel);
+  for (size_t i = 0; i < n_syms; i++) {
+    *syms[i].slot = dlsym(h, syms[i].name);
+    if (*syms[i].slot == NULL) {
+      dlclose(h);
+      return berth_errf(err, BERTH_E_CONFIG,
+                        "native.%s: '%.200s' is not %s's C library (it has "
+                        "no %s)",
+                        l->key, path, l->framework, syms[i].name);
+    }
+  }
+  *lib = h;
+  return BERTH_OK;
 }

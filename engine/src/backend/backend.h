@@ -108,6 +108,33 @@ extern const berth_backend_ops berth_backend_lgbm;
 /* xgb.c: XGBoost through its C API, loaded with dlopen. */
 extern const berth_backend_ops berth_backend_xgb;
 
+/* A framework's shared library, for berth_backend_open: the words of its
+ * error messages. All static strings. */
+typedef struct berth_backend_library {
+  const char *framework; /* "LightGBM" */
+  const char *a_model;   /* "a LightGBM model" */
+  const char *key;       /* "lightgbm": the config key native.<key> and the
+                            wheel's pip name */
+  const char *file;      /* "lib_lightgbm.so" */
+  const char *in_wheel;  /* "lightgbm/lib/lib_lightgbm.so": where the wheel
+                            keeps it */
+} berth_backend_library;
+
+/* One function to find in the library: *slot receives its address. */
+typedef struct berth_backend_symbol {
+  const char *name;
+  void **slot;
+} berth_backend_symbol;
+
+/* Opens the shared library at path (dlopen, RTLD_NOW | RTLD_LOCAL) and
+ * fills every symbol's slot. On success *lib is the handle (kept open for
+ * the life of the process). BERTH_E_CONFIG, with a message naming the fix,
+ * when path is NULL or empty (not installed), cannot be opened, or lacks a
+ * symbol (then nothing stays open). */
+int berth_backend_open(const berth_backend_library *l, const char *path,
+                       const berth_backend_symbol *syms, size_t n_syms,
+                       void **lib, berth_errmsg *err);
+
 /* The one input of a tree model: the entry's first declared input's name
  * (as the Python runtimes take it), else "input". Borrowed from entry, or
  * static. */

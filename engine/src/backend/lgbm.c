@@ -13,7 +13,6 @@
  * classes; every iteration is used (Booster.predict's default for a model
  * loaded from a file); parameters.num_threads sets LightGBM's threads.
  */
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,40 +46,20 @@ struct berth_backend {
   char param[64]; /* "num_threads=N" or "" */
 };
 
-static int sym(void *lib, const char *name, void **out) {
-  *out = dlsym(lib, name);
-  return *out != NULL ? 0 : -1;
-}
-
 static int open_library(const char *path, berth_errmsg *err) {
-  if (path == NULL || *path == '\0')
-    return berth_errf(
-        err, BERTH_E_CONFIG,
-        "backend: native for a LightGBM model needs LightGBM's shared "
-        "library, and none was found: install the lightgbm wheel (pip "
-        "install lightgbm) in berth's environment, set native.lightgbm in "
-        "the config to the path of lib_lightgbm.so, or use backend: python");
-  void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  if (lib == NULL)
-    return berth_errf(err, BERTH_E_CONFIG,
-                      "native.lightgbm: cannot open '%.200s' (%.200s): point "
-                      "it at the lightgbm wheel's lightgbm/lib/"
-                      "lib_lightgbm.so, or use backend: python",
-                      path, dlerror());
-  if (sym(lib, "LGBM_BoosterCreateFromModelfile", (void **)&lg.create) ||
-      sym(lib, "LGBM_BoosterGetNumFeature", (void **)&lg.num_feature) ||
-      sym(lib, "LGBM_BoosterGetNumClasses", (void **)&lg.num_classes) ||
-      sym(lib, "LGBM_BoosterCalcNumPredict", (void **)&lg.calc_num_predict) ||
-      sym(lib, "LGBM_BoosterPredictForMat", (void **)&lg.predict_mat) ||
-      sym(lib, "LGBM_BoosterFree", (void **)&lg.free_booster) ||
-      sym(lib, "LGBM_GetLastError", (void **)&lg.last_error)) {
-    dlclose(lib);
-    return berth_errf(err, BERTH_E_CONFIG,
-                      "native.lightgbm: '%.200s' is not LightGBM's C library",
-                      path);
-  }
-  lg.lib = lib;
-  return BERTH_OK;
+  static const berth_backend_library lib = {"LightGBM", "a LightGBM model",
+                                            "lightgbm", "lib_lightgbm.so",
+                                            "lightgbm/lib/lib_lightgbm.so"};
+  const berth_backend_symbol syms[] = {
+      {"LGBM_BoosterCreateFromModelfile", (void **)&lg.create},
+      {"LGBM_BoosterGetNumFeature", (void **)&lg.num_feature},
+      {"LGBM_BoosterGetNumClasses", (void **)&lg.num_classes},
+      {"LGBM_BoosterCalcNumPredict", (void **)&lg.calc_num_predict},
+      {"LGBM_BoosterPredictForMat", (void **)&lg.predict_mat},
+      {"LGBM_BoosterFree", (void **)&lg.free_booster},
+      {"LGBM_GetLastError", (void **)&lg.last_error}};
+  return berth_backend_open(&lib, path, syms, sizeof syms / sizeof syms[0],
+                            &lg.lib, err);
 }
 
 static int lg_error(int rc, berth_errmsg *err, const char *what) {

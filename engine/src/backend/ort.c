@@ -161,24 +161,15 @@ static bool api_sane(void) {
 }
 
 static int open_library(const char *path, berth_errmsg *err) {
-  if (path == NULL || *path == '\0')
-    return berth_errf(
-        err, BERTH_E_CONFIG,
-        "backend: native for an ONNX model needs ONNX Runtime's shared "
-        "library, and none was found: install the onnxruntime wheel "
-        "(pip install onnxruntime) in berth's environment, set "
-        "native.onnxruntime in the config to the path of "
-        "libonnxruntime.so, or use backend: python");
-  void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  if (lib == NULL)
-    return berth_errf(err, BERTH_E_CONFIG,
-                      "native.onnxruntime: cannot open '%.200s' (%.200s): "
-                      "point it at the onnxruntime wheel's "
-                      "onnxruntime/capi/libonnxruntime.so.*, or use "
-                      "backend: python",
-                      path, dlerror());
+  static const berth_backend_library library = {
+      "ONNX Runtime", "an ONNX model", "onnxruntime", "libonnxruntime.so",
+      "onnxruntime/capi/libonnxruntime.so.*"};
   const ort_api_base *(*base_fn)(void) = NULL;
-  *(void **)&base_fn = dlsym(lib, "OrtGetApiBase");
+  const berth_backend_symbol syms[] = {{"OrtGetApiBase", (void **)&base_fn}};
+  void *lib = NULL;
+  int rc = berth_backend_open(&library, path, syms, 1, &lib, err);
+  if (rc != BERTH_OK)
+    return rc;
   const ort_api_base *base = base_fn != NULL ? base_fn() : NULL;
   const ort_any *api =
       base != NULL ? base->get_api(ORT_API_VERSION_USED) : NULL;

@@ -17,7 +17,6 @@
  * refused: the wrapper derives labels, probabilities and the iteration
  * range in Python, so backend: python serves it.
  */
-#include <dlfcn.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -54,41 +53,21 @@ static const char predict_config[] =
     "\"iteration_end\": 0, \"missing\": NaN, \"strict_shape\": false, "
     "\"cache_id\": 0}";
 
-static int sym(void *lib, const char *name, void **out) {
-  *out = dlsym(lib, name);
-  return *out != NULL ? 0 : -1;
-}
-
 static int open_library(const char *path, berth_errmsg *err) {
-  if (path == NULL || *path == '\0')
-    return berth_errf(
-        err, BERTH_E_CONFIG,
-        "backend: native for an XGBoost model needs XGBoost's shared "
-        "library, and none was found: install the xgboost wheel (pip "
-        "install xgboost) in berth's environment, set native.xgboost in the "
-        "config to the path of libxgboost.so, or use backend: python");
-  void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  if (lib == NULL)
-    return berth_errf(err, BERTH_E_CONFIG,
-                      "native.xgboost: cannot open '%.200s' (%.200s): point "
-                      "it at the xgboost wheel's xgboost/lib/libxgboost.so, "
-                      "or use backend: python",
-                      path, dlerror());
-  if (sym(lib, "XGBoosterCreate", (void **)&xg.create) ||
-      sym(lib, "XGBoosterLoadModel", (void **)&xg.load_model) ||
-      sym(lib, "XGBoosterFree", (void **)&xg.free_booster) ||
-      sym(lib, "XGBoosterGetNumFeature", (void **)&xg.num_feature) ||
-      sym(lib, "XGBoosterGetAttr", (void **)&xg.get_attr) ||
-      sym(lib, "XGBoosterSetParam", (void **)&xg.set_param) ||
-      sym(lib, "XGBoosterPredictFromDense", (void **)&xg.predict_dense) ||
-      sym(lib, "XGBGetLastError", (void **)&xg.last_error)) {
-    dlclose(lib);
-    return berth_errf(err, BERTH_E_CONFIG,
-                      "native.xgboost: '%.200s' is not XGBoost's C library",
-                      path);
-  }
-  xg.lib = lib;
-  return BERTH_OK;
+  static const berth_backend_library lib = {"XGBoost", "an XGBoost model",
+                                            "xgboost", "libxgboost.so",
+                                            "xgboost/lib/libxgboost.so"};
+  const berth_backend_symbol syms[] = {
+      {"XGBoosterCreate", (void **)&xg.create},
+      {"XGBoosterLoadModel", (void **)&xg.load_model},
+      {"XGBoosterFree", (void **)&xg.free_booster},
+      {"XGBoosterGetNumFeature", (void **)&xg.num_feature},
+      {"XGBoosterGetAttr", (void **)&xg.get_attr},
+      {"XGBoosterSetParam", (void **)&xg.set_param},
+      {"XGBoosterPredictFromDense", (void **)&xg.predict_dense},
+      {"XGBGetLastError", (void **)&xg.last_error}};
+  return berth_backend_open(&lib, path, syms, sizeof syms / sizeof syms[0],
+                            &xg.lib, err);
 }
 
 static int xg_error(int rc, berth_errmsg *err, const char *what) {
