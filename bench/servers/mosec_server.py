@@ -15,7 +15,8 @@ KIND = os.environ["BENCH_MODEL"]
 MB = int(os.environ.get("BENCH_MAX_BATCH", "32"))
 DELAY_MS = max(1, round(int(os.environ.get("BENCH_DELAY_US", "2000")) / 1000))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
-KEY = {"identity": ("x", "y"), "tabular": ("x", "proba"), "embed": ("text", "embedding")}
+KEY = {"identity": ("x", "y"), "tabular": ("x", "proba"), "embed": ("text", "embedding"),
+       "identity_onnx": ("x", "y"), "tabular_onnx": ("x", "proba")}
 
 
 class Bench(Worker):
