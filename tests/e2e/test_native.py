@@ -291,6 +291,60 @@ def test_concurrent_requests_are_split_back_exactly(farm: Farm, case: Case) -> N
         _assert_same(got, want, case.rtol, f"{case.name}: {n} rows")
 
 
+def test_requests_arriving_together_run_as_one_stacked_batch(
+    models: dict[str, Path], module_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """One-row requests sent at once, in rounds, to one instance: once the
+    batcher stacks some of them into one batch (the statistics count fewer
+    executions than inferences), and in every round, each request gets the
+    answer to its own row. (A batch of several requests once ran only its
+    first request's rows and failed them all with 'returned output ... with
+    1 rows for a batch of N'.)"""
+    import threading
+
+    import onnxruntime as ort
+
+    app = tmp_path_factory.mktemp("native-stack") / "app.yaml"
+    entry = {"name": "stack", "path": str(models["linear"]), "runtime": "onnx", "backend": "native",
+             "instances": 1, "max_batch_size": 32, "max_queue_delay_us": 200_000}
+    app.write_text(json.dumps({"models": [entry]}))
+    server = module_server(["--config", str(app)], wait_for=["stack"])
+    sess = ort.InferenceSession(str(models["linear"]), providers=["CPUExecutionProvider"])
+    rows = [_rows(40 + i, (1, 4), np.float32) for i in range(8)]
+
+    def round_trip() -> None:
+        barrier = threading.Barrier(len(rows))
+        answers: list[Any] = [None] * len(rows)
+
+        def one(i: int) -> None:
+            barrier.wait()
+            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
+                                "data": rows[i].reshape(-1).tolist()}]}
+            answers[i] = server.post("/v2/models/stack/infer", body)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(rows))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for i, resp in enumerate(answers):
+            assert resp is not None and resp.status == 200, (i, resp and resp.body[:300])
+            (out,) = resp.json()["outputs"]
+            want = sess.run(None, {"x": rows[i]})[0]
+            assert out["shape"] == list(want.shape)
+            got = np.asarray(out["data"], dtype=np.float32).reshape(want.shape)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    stats: dict[str, Any] = {}
+    for n in range(1, 31):
+        round_trip()
+        stats = server.get("/v2/models/stack/stats").json()["model_stats"][0]
+        assert stats["inference_count"] == n * len(rows)
+        if stats["execution_count"] < stats["inference_count"]:
+            break  # some requests shared a batch, and got their own rows back
+    assert stats["execution_count"] < stats["inference_count"], stats
+
+
 def test_statistics_count_native_batches(farm: Farm) -> None:
     both, client = farm("onnx")
     before = both.get("/v2/models/linear_nat/stats").json()["model_stats"][0]

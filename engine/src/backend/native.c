@@ -269,8 +269,15 @@ static void after_run(uv_work_t *req, int status) {
 
 static void native_run(berth_model *m, berth_batch *b) {
   berth_native *nat = m->native;
-  run_req *r = calloc(1, sizeof *r);
   b->sent_ns = uv_hrtime();
+  /* A batch of several requests runs as one tensor per input: the worker
+   * path sends the requests' own buffers and never stacks them, so the
+   * native path does it here, on the loop, before the pool takes it. */
+  if (berth_batch_concat_inputs(b) != BERTH_OK) {
+    berth_batch_fail(b, BERTH_E_NOMEM, "out of memory");
+    return;
+  }
+  run_req *r = calloc(1, sizeof *r);
   if (r == NULL) {
     berth_batch_fail(b, BERTH_E_NOMEM, "out of memory");
     return;
