@@ -53,24 +53,33 @@ WORKLOADS = {
     # limit), floor (the workload whose throughput at the same concurrency is
     # the server's protocol floor), sweep (runs at every delay of the sweep)
     "W1": {"model": "identity", "cases": ["identity"], "bound_us": None,
-           "conc": [1, 2, 4, 8, 16, 32, 64], "quick_conc": [1, 8, 16],
-           "sweep_conc": [1, 8, 32, 64], "inproc": [None], "floor": "W1", "sweep": True},
+           "conc": [1, 4, 8, 16, 32, 64], "quick_conc": [1, 8, 16],
+           "sweep_conc": [1, 4, 16, 64], "inproc": [None], "floor": "W1", "sweep": True},
     "W2": {"model": "tabular", "cases": ["tabular"], "bound_us": 10_000,
            "conc": [1, 2, 4, 8, 16, 32, 64], "quick_conc": [1, 8],
-           "sweep_conc": [1, 8, 32], "inproc": ["tabular"], "floor": "W1", "sweep": True},
+           "sweep_conc": [1, 4, 16], "inproc": ["tabular"], "floor": "W1", "sweep": True},
     "W3": {"model": "embed", "cases": ["short", "long"], "bound_us": 100_000,
            "conc": [1, 2, 4, 8, 16, 32], "quick_conc": [1, 4],
            "inproc": ["short", "long"], "floor": "W1", "sweep": False},
     # the ONNX variants: the same requests and checks as W1/W2, the model an
     # ONNX graph (bench/prepare.py) run by ONNX Runtime: natively in berthd
-    # for Berth, in the model code of every peer and of Berth's Python worker
+    # for Berth, in the model code of every peer and of Berth's Python worker.
+    # W1N is W2N's protocol floor; in the default set it runs on Berth's rows
+    # only (a peer's W1N is its W1 plus one onnxruntime call: its W2N floor
+    # is its W1); named in --workloads, it runs on every server.
     "W1N": {"model": "identity_onnx", "cases": ["identity"], "bound_us": None,
-            "conc": [1, 2, 4, 8, 16, 32, 64], "quick_conc": [1, 8, 16],
-            "sweep_conc": [1, 8, 32, 64], "inproc": [None], "floor": "W1N", "sweep": True},
+            "conc": [1, 4, 8, 16, 32, 64], "quick_conc": [1, 8, 16],
+            "sweep_conc": [1, 4, 16, 64], "inproc": [None], "floor": "W1N", "sweep": True,
+            "default_servers": ["berth", "berth_py"]},
     "W2N": {"model": "tabular_onnx", "cases": ["tabular"], "bound_us": 10_000,
             "conc": [1, 2, 4, 8, 16, 32, 64], "quick_conc": [1, 8],
-            "sweep_conc": [1, 8, 32], "inproc": ["tabular_onnx"], "floor": "W1N", "sweep": True},
+            "sweep_conc": [1, 4, 16], "inproc": ["tabular_onnx"], "floor": "W1N", "sweep": True},
 }
+
+DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W1N", "W2N")
+# the sweep's other delays run with this many repetitions per point (at most
+# --reps): fewer points, fewer repetitions, so that a full run stays near 70 min
+SWEEP_REPS = 2
 
 # How each server is reached: protocol of the body, URL path.
 # venv: whose bench/.venvs/<venv> it runs from (default: its own); only: the
@@ -100,7 +109,8 @@ def venv_of(server: str) -> str:
 
 def effective_delay_us(server: str, delay_us: int) -> int:
     """The delay the server really gets: Mosec's max_wait_time is in whole
-    milliseconds (bench/servers/mosec_server.py rounds, 0 stays 0)."""
+    milliseconds (bench/servers/mosec_server.py rounds up to 1 ms; 0 runs
+    without its batcher)."""
     if server == "mosec" and delay_us > 0:
         return max(1, round(delay_us / 1000)) * 1000
     return delay_us
@@ -538,7 +548,8 @@ def measure(name: str, w: str, delay_us: int, port: int, a: argparse.Namespace,
             want: dict[str, list[float]]) -> dict:
     """One server on one workload at one max batch delay: start, check the
     answer, warm up, sweep the concurrencies; the shared delay gets the full
-    list (and perf_analyzer), the sweep's other delays sweep_conc."""
+    list (and perf_analyzer), the sweep's other delays sweep_conc, a 1 s
+    warm-up and SWEEP_REPS repetitions."""
     wl = WORKLOADS[w]
     shared = delay_us == SETTINGS[w]["delay_us"]
     concs = wl["quick_conc"] if a.quick else wl["conc"] if shared else wl["sweep_conc"]
@@ -565,8 +576,9 @@ def measure(name: str, w: str, delay_us: int, port: int, a: argparse.Namespace,
             if bad:
                 raise RuntimeError(f"wrong answer for {case}: {bad}: {data[:300]!r}")
             say(f" {case}: answer checked; warming up")
-            run_wrk(url, body, 8, 1.0 if a.quick else 3.0, srv.proc.pid)
-            res["cases"][case] = {"points": sweep(srv, url, body, wl, a.reps_, a.seconds_, concs)}
+            run_wrk(url, body, 8, 1.0 if a.quick or not shared else 3.0, srv.proc.pid)
+            reps = a.reps_ if shared else min(a.reps_, SWEEP_REPS)
+            res["cases"][case] = {"points": sweep(srv, url, body, wl, reps, a.seconds_, concs)}
         if proto == "oip" and w in ("W1", "W2") and shared and not a.no_perf_analyzer:
             for pa_proto in a.pa_protocols.split(","):
                 # "perf_analyzer" (HTTP) keeps its name for older raw files
@@ -591,7 +603,9 @@ def measure(name: str, w: str, delay_us: int, port: int, a: argparse.Namespace,
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--servers", default=",".join(SERVERS))
-    ap.add_argument("--workloads", default="W1,W2,W3,W1N,W2N")
+    ap.add_argument("--workloads", default="default",
+                    help="comma-separated, or default: W1,W2,W3,W1N,W2N with W1N on "
+                    "Berth's rows only")
     ap.add_argument("--delays", default=",".join(map(str, DELAYS_US)),
                     help="max batch delays (µs) of the sweep; the workloads marked sweep run "
                     "at each on every server with a delay knob")
@@ -604,7 +618,11 @@ def main() -> int:
                     help="perf_analyzer protocols for the OIP servers: http, grpc or both")
     a = ap.parse_args()
     servers = [s for s in a.servers.split(",") if s]
-    wls = [w for w in a.workloads.split(",") if w]
+    default = a.workloads == "default"
+    wls = list(DEFAULT_WORKLOADS) if default else [w for w in a.workloads.split(",") if w]
+    unknown = [w for w in wls if w not in WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workload(s) {', '.join(unknown)}: choose from {', '.join(WORKLOADS)}")
     reps, seconds = (1, 1.0) if a.quick else (a.reps, a.seconds)
     a.reps_, a.seconds_ = reps, seconds
     a.delays = sorted({int(d) for d in a.delays.split(",") if d.strip()}, reverse=True)
@@ -614,7 +632,7 @@ def main() -> int:
     raw = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "settings": SETTINGS,
            "quick": a.quick, "reps": reps, "seconds": seconds, "server_core": SERVER_CORE,
            "load_core": LOAD_CORE, "workloads": {w: WORKLOADS[w] for w in wls},
-           "delays_us": a.delays,
+           "delays_us": a.delays, "sweep_reps": min(reps, SWEEP_REPS),
            "servers": {}, "inprocess": {}}
     t_start = time.time()
 
@@ -653,11 +671,20 @@ def main() -> int:
         for w in wls:
             if w not in SERVERS[name].get("only", WORKLOADS):
                 continue
+            if default and name not in WORKLOADS[w].get("default_servers", [name]):
+                continue
             shared = SETTINGS[w]["delay_us"]
             knob = SERVERS[name].get("delay_knob", True)
             delays = a.delays if WORKLOADS[w]["sweep"] and knob else [shared]
-            # the shared delay first: it is the one the headline table uses
+            # the shared delay first: it is the one the headline table uses;
+            # a delay the server rounds to one it already ran is not run again
+            ran: set[int] = set()
             for d in sorted(delays, key=lambda d: (d != shared, -d)):
+                if effective_delay_us(name, d) in ran:
+                    say(f"{name} {w}: delay {d} us is {effective_delay_us(name, d)} us for "
+                        f"{name}, already measured")
+                    continue
+                ran.add(effective_delay_us(name, d))
                 port = free_port(port + 10)
                 res = measure(name, w, d, port, a, want)
                 if not knob:

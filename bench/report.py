@@ -114,17 +114,18 @@ def throughput_at(points: list[dict], conc: int) -> tuple[float, bool] | None:
     return r0 + t * (r1 - r0), False
 
 
-def floor_points(raw: dict, name: str, w: str, delay: int) -> list[dict]:
+def floor_points(raw: dict, name: str, w: str, delay: int) -> tuple[list[dict], str]:
     """The points of the no-op workload that is w's protocol floor, for the same
-    server at the same delay (else at the shared delay; for Berth's Python-worker
-    row without W1, Berth's W1)."""
+    server at the same delay (else at the shared delay), and which workload
+    they are: W2N's floor is W1N, else W1 where a server did not run W1N (for
+    Berth's Python-worker row, Berth's W1)."""
     fw = raw["workloads"].get(w, {}).get("floor") or FLOOR.get(w, "W1")
     for n, f in ((name, fw), (name, "W1"), ("berth" if name == "berth_py" else name, "W1")):
         by = results_by_delay(raw, n, f)
         res = by.get(delay) or by.get(int(raw["settings"].get(f, {}).get("delay_us", -1)))
         if res and res.get("cases"):
-            return next(iter(res["cases"].values()))["points"]
-    return []
+            return next(iter(res["cases"].values()))["points"], f
+    return [], fw
 
 
 def attainable(raw: dict, name: str, w: str, case: str, delay: int, conc: int) -> dict | None:
@@ -139,11 +140,13 @@ def attainable(raw: dict, name: str, w: str, case: str, delay: int, conc: int) -
                        raw["workloads"].get(w, {}).get("inproc", []))).get(case) \
         or INPROC.get((w, case))
     model = inproc.get(ip_case, {}).get("bN") if ip_case else None
-    fl = throughput_at(floor_points(raw, name, w, delay), conc)
+    pts, fw = floor_points(raw, name, w, delay)
+    fl = throughput_at(pts, conc)
     cands = [v for v in (model, fl and fl[0]) if v]
     if not cands:
         return None
     return {"model": model, "floor": fl and fl[0], "floor_measured": bool(fl and fl[1]),
+            "floor_workload": fw,
             "limit": min(cands), "bound_by": "model" if model == min(cands) else "protocol"}
 
 
@@ -391,9 +394,8 @@ def attainable_table(raw: dict, summary: dict) -> list[str]:
             att = attainable(raw, n, w, case, d, s[k + "_c"])
             if not att:
                 continue
-            fw = raw["workloads"][w].get("floor") or FLOOR.get(w, "W1")
-            floor = ("—" if att["floor"] is None else
-                     f"{'' if att['floor_measured'] else '~'}{att['floor']:.0f} ({fw})")
+            floor = ("—" if att["floor"] is None else f"{'' if att['floor_measured'] else '~'}"
+                     f"{att['floor']:.0f} ({att['floor_workload']})")
             L.append(f"| {LABEL[n]} | {w} {case} | {rate_cell(s, k)} | {fmt(att['model'])} | "
                      f"{floor} | {att['limit']:.0f} ({att['bound_by']}) | "
                      f"**{s[k + '_ra']:.2f}** |")
@@ -522,7 +524,9 @@ def main() -> None:
         L.append("- Max batch delay sweep: every server with a fixed delay knob also ran "
                  + ", ".join(w for w, v in raw["workloads"].items() if v.get("sweep"))
                  + f" at {', '.join(str(d) for d in sorted(raw['delays_us']))} µs (the shared "
-                 "delay at every concurrency, the others at concurrency "
+                 "delay at every concurrency, the others with "
+                 + str(raw.get("sweep_reps", raw["reps"])) + " repetition(s) per point "
+                 "at concurrency "
                  + "; ".join(f"{w}: {', '.join(map(str, v.get('sweep_conc', [])))}"
                              for w, v in raw["workloads"].items() if v.get("sweep")) + ").")
     if "elapsed_s" in raw:
@@ -576,7 +580,8 @@ def main() -> None:
                  "loop on the server core, batch " + str(st["W2"]["max_batch"]) + " for W2/W2N, "
                  + str(st["W3"]["max_batch"]) + " for W3: the most a server that batches fully "
                  "could get from the model) and the protocol floor: the same server's no-op "
-                 "throughput (W1; W1N, the no-op ONNX graph, for W2N) at the same concurrency "
+                 "throughput (W1; for W2N, W1N, the no-op ONNX graph, where the server ran it) "
+                 "at the same concurrency "
                  "and max batch delay (~: interpolated between the measured concurrencies). "
                  "Each row is the server's headline point; *÷ attainable* for every point is in "
                  "the last table. Issue 19's target: W2N on Berth's native path ≥ 0.9.")
@@ -590,7 +595,9 @@ def main() -> None:
                  "taken at the delay (among those the server ran) where that server does best "
                  "on it, named in each cell; a server without a fixed delay knob (KServe: no "
                  "batcher; BentoML: an adaptive one) has only its one setting. Mosec's knob is "
-                 "in whole milliseconds: 500 µs runs as 1 ms.")
+                 "in whole milliseconds and 0 means its 10 ms default: 500 µs runs as 1 ms and "
+                 "0 runs Mosec without its batcher (max batch 1). MLServer turns its adaptive "
+                 "batcher off at a max_batch_time of 0 (its own rule), so its 0 runs unbatched.")
         L.append("")
         L += best_table(best)
         lines = [ratio_line(best, k, hb, lab, sp) for k, hb, lab, sp in RATIO_METRICS]

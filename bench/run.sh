@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Berth's side-by-side benchmark: `make bench` runs this.
 #
-#   bash bench/run.sh [--servers berth,mlserver,...] [--workloads W1,W2,W3,W1N,W2N]
+#   bash bench/run.sh [--servers berth,mlserver,...] [--workloads W1,W2,W3,W1N,W2N|default]
 #                     [--delays 0,500,2000] [--quick] [--reps N] [--seconds S]
 #                     [--pa-protocols http,grpc] [--no-perf-analyzer]
 #
@@ -16,7 +16,7 @@
 set -euo pipefail
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ALL="berth,berth_py,kserve,mlserver,bentoml,ray,pytriton,mosec,litserve"
-servers="$ALL"; workloads="W1,W2,W3,W1N,W2N"; delays=""; quick=0; extra=()
+servers="$ALL"; workloads=default; delays=""; quick=0; extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --servers) servers="$2"; shift 2 ;;

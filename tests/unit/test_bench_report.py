@@ -76,6 +76,8 @@ def make_raw() -> dict:
             "mosec": {"versions": {"mosec": "0.9.8"}, "workloads": {
                 "W1": res("identity", [pt(1, 270, p50_ms=3.6), pt(64, 17000)], 2000, 2000),
                 "W2": res("tabular", [pt(1, 260, p50_ms=3.7), pt(8, 3000)], 2000, 2000),
+                # a peer runs W2N without W1N (the default set): its floor is its W1
+                "W2N": res("tabular", [pt(1, 250), pt(8, 2900)], 2000, 2000),
             }, "by_delay": {
                 "W1": {"0": res("identity", [pt(1, 2400, p50_ms=0.4), pt(64, 15000)], 0, 0),
                        "500": res("identity", [pt(1, 800, p50_ms=1.2), pt(64, 17000)],
@@ -115,6 +117,11 @@ def test_attainable_is_the_smaller_of_model_and_protocol_floor() -> None:
     # ...else the shared delay's
     assert report.attainable(raw, "berth", "W2N", "tabular", 0, 8)["floor"] == 40000
     assert report.attainable(raw, "berth", "W1", "identity", 2000, 8) is None
+    # Mosec ran no W1N: W2N's floor is its W1 (c=8 interpolated between 1 and 64)
+    a = report.attainable(raw, "mosec", "W2N", "tabular", 2000, 8)
+    assert a["floor_workload"] == "W1" and a["bound_by"] == "protocol"
+    assert a["limit"] == pytest.approx(270 + 0.5 * (17000 - 270))
+    assert report.attainable(raw, "berth", "W2N", "tabular", 2000, 8)["floor_workload"] == "W1N"
 
 
 def test_summary_ratios_over_the_attainable_limit() -> None:
