@@ -131,8 +131,8 @@ def floor_points(raw: dict, name: str, w: str, delay: int) -> tuple[list[dict], 
 def attainable(raw: dict, name: str, w: str, case: str, delay: int, conc: int) -> dict | None:
     """The attainable limit at one concurrency: min(the model's in-process rate
     at the max batch size, the protocol floor: the no-op workload's throughput
-    of the same server at the same concurrency and delay). None where neither
-    is known; a no-op workload's limit is its own floor."""
+    of the same server at the same concurrency and delay). None where either
+    is unknown; a no-op workload's limit is its own floor."""
     if w in NOOP:
         return None
     inproc = raw.get("inprocess", {})
@@ -142,12 +142,11 @@ def attainable(raw: dict, name: str, w: str, case: str, delay: int, conc: int) -
     model = inproc.get(ip_case, {}).get("bN") if ip_case else None
     pts, fw = floor_points(raw, name, w, delay)
     fl = throughput_at(pts, conc)
-    cands = [v for v in (model, fl and fl[0]) if v]
-    if not cands:
-        return None
-    return {"model": model, "floor": fl and fl[0], "floor_measured": bool(fl and fl[1]),
-            "floor_workload": fw,
-            "limit": min(cands), "bound_by": "model" if model == min(cands) else "protocol"}
+    if not model or not fl or not fl[0]:
+        return None  # both bounds are needed: no ratio rather than half of one
+    limit = min(model, fl[0])
+    return {"model": model, "floor": fl[0], "floor_measured": fl[1], "floor_workload": fw,
+            "limit": limit, "bound_by": "model" if model <= fl[0] else "protocol"}
 
 
 def metrics(raw: dict, name: str, w: str, res: dict, delay: int) -> dict:
@@ -394,7 +393,7 @@ def attainable_table(raw: dict, summary: dict) -> list[str]:
             att = attainable(raw, n, w, case, d, s[k + "_c"])
             if not att:
                 continue
-            floor = ("—" if att["floor"] is None else f"{'' if att['floor_measured'] else '~'}"
+            floor = (f"{'' if att['floor_measured'] else '~'}"
                      f"{att['floor']:.0f} ({att['floor_workload']})")
             L.append(f"| {LABEL[n]} | {w} {case} | {rate_cell(s, k)} | {fmt(att['model'])} | "
                      f"{floor} | {att['limit']:.0f} ({att['bound_by']}) | "

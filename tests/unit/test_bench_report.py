@@ -122,6 +122,11 @@ def test_attainable_is_the_smaller_of_model_and_protocol_floor() -> None:
     assert a["floor_workload"] == "W1" and a["bound_by"] == "protocol"
     assert a["limit"] == pytest.approx(270 + 0.5 * (17000 - 270))
     assert report.attainable(raw, "berth", "W2N", "tabular", 2000, 8)["floor_workload"] == "W1N"
+    # without a no-op run (or without the in-process limit) there is no ratio
+    del raw["servers"]["mosec"]["workloads"]["W1"], raw["servers"]["mosec"]["by_delay"]["W1"]
+    assert report.attainable(raw, "mosec", "W2N", "tabular", 2000, 8) is None
+    del raw["inprocess"]["tabular"]
+    assert report.attainable(raw, "berth", "W2", "tabular", 2000, 8) is None
 
 
 def test_summary_ratios_over_the_attainable_limit() -> None:
