@@ -606,9 +606,10 @@ def main() -> int:
     ap.add_argument("--workloads", default="default",
                     help="comma-separated, or default: W1,W2,W3,W1N,W2N with W1N on "
                     "Berth's rows only")
-    ap.add_argument("--delays", default=",".join(map(str, DELAYS_US)),
+    ap.add_argument("--delays", default=None,
                     help="max batch delays (µs) of the sweep; the workloads marked sweep run "
-                    "at each on every server with a delay knob")
+                    "at each on every server with a delay knob (default 0,500,2000; with "
+                    "--quick only the shared delay)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -625,6 +626,8 @@ def main() -> int:
         ap.error(f"unknown workload(s) {', '.join(unknown)}: choose from {', '.join(WORKLOADS)}")
     reps, seconds = (1, 1.0) if a.quick else (a.reps, a.seconds)
     a.reps_, a.seconds_ = reps, seconds
+    if a.delays is None:
+        a.delays = str(SETTINGS["W1"]["delay_us"]) if a.quick else ",".join(map(str, DELAYS_US))
     a.delays = sorted({int(d) for d in a.delays.split(",") if d.strip()}, reverse=True)
     LOGS.mkdir(parents=True, exist_ok=True)
     (WORK / "run").mkdir(parents=True, exist_ok=True)
