@@ -39,30 +39,81 @@ SETTINGS = {
     "W1": {"max_batch": 32, "delay_us": 2000},
     "W2": {"max_batch": 32, "delay_us": 2000},
     "W3": {"max_batch": 16, "delay_us": 5000},
+    "W1N": {"max_batch": 32, "delay_us": 2000},
+    "W2N": {"max_batch": 32, "delay_us": 2000},
 }
+# The max batch delays of the sweep (µs): every server with a delay knob runs
+# the "sweep" workloads at each, so that each can be shown at its best delay.
+DELAYS_US = [0, 500, 2000]
 
 WORKLOADS = {
-    # name: model, cases (body names), p99 bound in µs (None: max throughput), concurrencies
+    # name: model, cases (body names), p99 bound in µs (None: max throughput),
+    # concurrencies (at the shared delay), sweep_conc (at the sweep's other
+    # delays), inproc (the in-process case of each case's model, None: no
+    # limit), floor (the workload whose throughput at the same concurrency is
+    # the server's protocol floor), sweep (runs at every delay of the sweep)
     "W1": {"model": "identity", "cases": ["identity"], "bound_us": None,
-           "conc": [1, 4, 16, 64], "quick_conc": [1, 16]},
+           "conc": [1, 4, 8, 16, 32, 64], "quick_conc": [1, 8, 16],
+           "sweep_conc": [1, 4, 16, 64], "inproc": [None], "floor": "W1", "sweep": True},
     "W2": {"model": "tabular", "cases": ["tabular"], "bound_us": 10_000,
-           "conc": [1, 2, 4, 8, 16, 32, 64], "quick_conc": [1, 8]},
+           "conc": [1, 2, 4, 8, 16, 32, 64], "quick_conc": [1, 8],
+           "sweep_conc": [1, 4, 16], "inproc": ["tabular"], "floor": "W1", "sweep": True},
     "W3": {"model": "embed", "cases": ["short", "long"], "bound_us": 100_000,
-           "conc": [1, 2, 4, 8, 16, 32], "quick_conc": [1, 4]},
+           "conc": [1, 2, 4, 8, 16, 32], "quick_conc": [1, 4],
+           "inproc": ["short", "long"], "floor": "W1", "sweep": False},
+    # the ONNX variants: the same requests and checks as W1/W2, the model an
+    # ONNX graph (bench/prepare.py) run by ONNX Runtime: natively in berthd
+    # for Berth, in the model code of every peer and of Berth's Python worker.
+    # W1N is W2N's protocol floor; in the default set it runs on Berth's rows
+    # only (a peer's W1N is its W1 plus one onnxruntime call: its W2N floor
+    # is its W1); named in --workloads, it runs on every server.
+    "W1N": {"model": "identity_onnx", "cases": ["identity"], "bound_us": None,
+            "conc": [1, 4, 8, 16, 32, 64], "quick_conc": [1, 8, 16],
+            "sweep_conc": [1, 4, 16, 64], "inproc": [None], "floor": "W1N", "sweep": True,
+            "default_servers": ["berth", "berth_py"]},
+    "W2N": {"model": "tabular_onnx", "cases": ["tabular"], "bound_us": 10_000,
+            "conc": [1, 2, 4, 8, 16, 32, 64], "quick_conc": [1, 8],
+            "sweep_conc": [1, 4, 16], "inproc": ["tabular_onnx"], "floor": "W1N", "sweep": True},
 }
 
+DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W1N", "W2N")
+# the sweep's other delays run with this many repetitions per point (at most
+# --reps): fewer points, fewer repetitions, so that a full run stays near 70 min
+SWEEP_REPS = 2
+
 # How each server is reached: protocol of the body, URL path.
+# venv: whose bench/.venvs/<venv> it runs from (default: its own); only: the
+# workloads it runs (default: all); delay_knob: False where the server has no
+# fixed max batch delay to sweep.
 SERVERS = {
     "berth": {"proto": "oip", "path": "/v2/models/{m}/infer"},
-    "kserve": {"proto": "oip", "path": "/v2/models/{m}/infer"},
+    # Berth with its ONNX models in a Python worker (backend: python), where
+    # "berth" runs them natively: only the ONNX workloads differ
+    "berth_py": {"proto": "oip", "path": "/v2/models/{m}/infer", "venv": "berth",
+                 "only": ["W1N", "W2N"]},
+    "kserve": {"proto": "oip", "path": "/v2/models/{m}/infer", "delay_knob": False},
     "mlserver": {"proto": "oip", "path": "/v2/models/{m}/infer"},
     "pytriton": {"proto": "oip", "path": "/v2/models/{m}/infer"},
-    "bentoml": {"proto": "json", "path": "/{m}"},
+    "bentoml": {"proto": "json", "path": "/{m}", "delay_knob": False},
     "ray": {"proto": "json", "path": "/{m}"},
     "mosec": {"proto": "json", "path": "/inference"},
     "litserve": {"proto": "json", "path": "/predict"},
 }
-BERTH_CLASS = {"identity": "Identity", "tabular": "Tabular", "embed": "Embed"}
+BERTH_CLASS = {"identity": "Identity", "tabular": "Tabular", "embed": "Embed",
+               "identity_onnx": "IdentityOnnx", "tabular_onnx": "TabularOnnx"}
+
+
+def venv_of(server: str) -> str:
+    return SERVERS[server].get("venv", server)
+
+
+def effective_delay_us(server: str, delay_us: int) -> int:
+    """The delay the server really gets: Mosec's max_wait_time is in whole
+    milliseconds (bench/servers/mosec_server.py rounds up to 1 ms; 0 runs
+    without its batcher)."""
+    if server == "mosec" and delay_us > 0:
+        return max(1, round(delay_us / 1000)) * 1000
+    return delay_us
 # Every OIP server here listens for gRPC on its HTTP port + 1 (the adapters
 # and launch_cmd set it so); perf_analyzer measures them over both.
 GRPC_PORT_OFFSET = 1
@@ -92,10 +143,29 @@ def say(msg: str) -> None:
 # ------------------------------------------------------------------ processes
 
 
-def launch_cmd(server: str, model: str, port: int, wl: str) -> tuple[list[str], dict[str, str], Path]:
-    s = SETTINGS[wl]
-    py = str(VENVS / server / "bin" / "python")
-    bin_ = VENVS / server / "bin"
+def berth_entry(server: str, model: str, srv: Path, s: dict) -> str:
+    """One models[] entry of Berth's app config: a berth.Model class, or for
+    the ONNX models the graph with backend native ("berth") or python
+    ("berth_py"), one intra-op thread either way."""
+    head = f"  - name: {model}\n"
+    if model.endswith("_onnx"):
+        backend = "python" if server == "berth_py" else "native"
+        body = (f"    runtime: onnx\n    path: {WORK / (model[:-5] + '.onnx')}\n"
+                f"    backend: {backend}\n    parameters: {{intra_op_threads: 1}}\n")
+    else:
+        body = (f"    runtime: python\n    path: {srv / 'berth_models.py'}\n"
+                f"    class: {BERTH_CLASS[model]}\n")
+    return (head + body + f"    instances: {SETTINGS['workers']}\n    max_batch_size: {s['max_batch']}\n"
+            f"    max_queue_delay_us: {s['delay_us']}\n")
+
+
+def launch_cmd(server: str, model: str, port: int, wl: str,
+               delay_us: int | None = None) -> tuple[list[str], dict[str, str], Path]:
+    s = dict(SETTINGS[wl])
+    if delay_us is not None:
+        s["delay_us"] = delay_us
+    py = str(VENVS / venv_of(server) / "bin" / "python")
+    bin_ = VENVS / venv_of(server) / "bin"
     env = {
         "BENCH_MODEL": model, "BENCH_MAX_BATCH": str(s["max_batch"]),
         "BENCH_DELAY_US": str(s["delay_us"]), "BENCH_WORKERS": str(SETTINGS["workers"]),
@@ -103,16 +173,10 @@ def launch_cmd(server: str, model: str, port: int, wl: str) -> tuple[list[str], 
     common = ["--model", model, "--port", str(port), "--workers", str(SETTINGS["workers"])]
     batch = ["--max-batch", str(s["max_batch"]), "--delay-us", str(s["delay_us"])]
     srv = HERE / "servers"
-    if server == "berth":
-        cfg = WORK / "run" / f"berth-{model}.yaml"
+    if server in ("berth", "berth_py"):
+        cfg = WORK / "run" / f"{server}-{model}.yaml"
         cfg.parent.mkdir(parents=True, exist_ok=True)
-        cfg.write_text(
-            "models:\n"
-            f"  - name: {model}\n    runtime: python\n"
-            f"    path: {srv / 'berth_models.py'}\n    class: {BERTH_CLASS[model]}\n"
-            f"    instances: {SETTINGS['workers']}\n    max_batch_size: {s['max_batch']}\n"
-            f"    max_queue_delay_us: {s['delay_us']}\n"
-        )
+        cfg.write_text("models:\n" + berth_entry(server, model, srv, s))
         env["BERTH_GRPC_PORT"] = str(port + GRPC_PORT_OFFSET)  # default 8081 may be taken
         return ([str(bin_ / "berth"), "serve", "--config", str(cfg), "--host", "127.0.0.1",
                  "--port", str(port), "--log-level", "warning"], env, srv)
@@ -196,9 +260,9 @@ def core_busy(core: str) -> float:
 
 
 class Server:
-    def __init__(self, name: str, model: str, port: int, wl: str):
+    def __init__(self, name: str, model: str, port: int, wl: str, delay_us: int | None = None):
         self.name, self.model, self.port = name, model, port
-        argv, extra, cwd = launch_cmd(name, model, port, wl)
+        argv, extra, cwd = launch_cmd(name, model, port, wl, delay_us)
         env = dict(os.environ)
         env.update(extra)
         n = str(SETTINGS["threads"])
@@ -206,8 +270,8 @@ class Server:
             "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
             "NUMEXPR_NUM_THREADS": n, "TOKENIZERS_PARALLELISM": "false",
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-            "BENCH_WORK": str(WORK), "PATH": f"{VENVS / name / 'bin'}{os.pathsep}{env['PATH']}",
-            "VIRTUAL_ENV": str(VENVS / name),
+            "BENCH_WORK": str(WORK), "PATH": f"{VENVS / venv_of(name) / 'bin'}{os.pathsep}{env['PATH']}",
+            "VIRTUAL_ENV": str(VENVS / venv_of(name)),
             "PYTHONPATH": f"{HERE / 'models'}{os.pathsep}{HERE / 'servers'}",
         })
         self.log_path = LOGS / f"server-{name}-{model}.log"
@@ -415,11 +479,11 @@ def median_point(runs: list[dict]) -> dict:
 
 
 def sweep(srv: Server, url: str, body_file: Path, wl: dict, reps: int, seconds: float,
-          quick: bool) -> list[dict]:
+          concs: list[int]) -> list[dict]:
     points = []
     bound = wl["bound_us"]
     best = 0.0
-    for c in wl["quick_conc" if quick else "conc"]:
+    for c in concs:
         runs = [run_wrk(url, body_file, c, seconds, srv.proc.pid) for _ in range(reps)]
         p = median_point(runs)
         points.append(p)
@@ -457,7 +521,7 @@ def expected_outputs(cases: list[str]) -> dict[str, list[float]]:
 
 
 def versions(server: str) -> dict[str, str]:
-    pkgs = {"berth": "berth", "kserve": "kserve", "mlserver": "mlserver", "bentoml": "bentoml",
+    pkgs = {"berth": "berth", "berth_py": "berth", "kserve": "kserve", "mlserver": "mlserver", "bentoml": "bentoml",
             "ray": "ray", "pytriton": "nvidia-pytriton", "mosec": "mosec", "litserve": "litserve"}
     code = ("import importlib.metadata as m, json, sys; out={}\n"
             "for p in sys.argv[1:]:\n"
@@ -465,7 +529,7 @@ def versions(server: str) -> dict[str, str]:
             "    except Exception: out[p]='?'\n"
             "print(json.dumps(out))")
     try:
-        r = subprocess.run([str(VENVS / server / "bin" / "python"), "-c", code, pkgs[server],
+        r = subprocess.run([str(VENVS / venv_of(server) / "bin" / "python"), "-c", code, pkgs[server],
                             "numpy", "scikit-learn", "onnxruntime", "tokenizers"],
                            capture_output=True, text=True, timeout=60)
         return json.loads(r.stdout)
@@ -480,10 +544,72 @@ def berth_build() -> str:
         return "?"
 
 
+def measure(name: str, w: str, delay_us: int, port: int, a: argparse.Namespace,
+            want: dict[str, list[float]]) -> dict:
+    """One server on one workload at one max batch delay: start, check the
+    answer, warm up, sweep the concurrencies; the shared delay gets the full
+    list (and perf_analyzer), the sweep's other delays sweep_conc, a 1 s
+    warm-up and SWEEP_REPS repetitions."""
+    wl = WORKLOADS[w]
+    shared = delay_us == SETTINGS[w]["delay_us"]
+    concs = wl["quick_conc"] if a.quick else wl["conc"] if shared else wl["sweep_conc"]
+    eff = effective_delay_us(name, delay_us)
+    say(f"{name} {w} (delay {delay_us} us" + (f", {eff} us effective" if eff != delay_us else "")
+        + f"): starting ({wl['model']}, port {port}, core {SERVER_CORE})")
+    t0 = time.time()
+    srv = Server(name, wl["model"], port, w, delay_us)
+    res: dict = {"cases": {}, "delay_us": delay_us, "effective_delay_us": eff}
+    try:
+        url = f"http://127.0.0.1:{port}" + SERVERS[name]["path"].format(m=wl["model"])
+        proto = SERVERS[name]["proto"]
+        first = WORK / "bodies" / f"{proto}-{wl['cases'][0]}.json"
+        err = wait_ready(srv, url, first.read_bytes(), timeout=240)
+        if err:
+            raise RuntimeError(err)
+        res["startup_s"] = time.time() - t0
+        say(f"   ready in {res['startup_s']:.1f}s")
+        for case in wl["cases"]:
+            body = WORK / "bodies" / f"{proto}-{case}.json"
+            code, data = post(url, body.read_bytes())
+            bad = (f"HTTP {code}" if code != 200
+                   else check_answer(numbers(json.loads(data)), want[case]))
+            if bad:
+                raise RuntimeError(f"wrong answer for {case}: {bad}: {data[:300]!r}")
+            say(f" {case}: answer checked; warming up")
+            run_wrk(url, body, 8, 1.0 if a.quick or not shared else 3.0, srv.proc.pid)
+            reps = a.reps_ if shared else min(a.reps_, SWEEP_REPS)
+            res["cases"][case] = {"points": sweep(srv, url, body, wl, reps, a.seconds_, concs)}
+        if proto == "oip" and w in ("W1", "W2") and shared and not a.no_perf_analyzer:
+            for pa_proto in a.pa_protocols.split(","):
+                # "perf_analyzer" (HTTP) keeps its name for older raw files
+                key = "perf_analyzer" if pa_proto == "http" else f"perf_analyzer_{pa_proto}"
+                pa = res[key] = {}
+                for c in (1, 16):
+                    pa[str(c)] = run_perf_analyzer(name, wl["model"], port, c, a.seconds_, pa_proto)
+                    p = pa[str(c)]
+                    say(f"   perf_analyzer {pa_proto} c={c}: " + (p["error"] if "error" in p
+                        else f"{p['rps']:.1f} req/s  p50 {p['p50_us'] / 1e3:.2f} ms  "
+                        f"p99 {p['p99_us'] / 1e3:.2f} ms"))
+                    if "error" in p:
+                        break
+    except Exception as e:  # noqa: BLE001
+        res["error"] = str(e)
+        say(f"   FAILED: {str(e)[:2000]}")
+    finally:
+        srv.stop()
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--servers", default=",".join(SERVERS))
-    ap.add_argument("--workloads", default="W1,W2,W3")
+    ap.add_argument("--workloads", default="default",
+                    help="comma-separated, or default: W1,W2,W3,W1N,W2N with W1N on "
+                    "Berth's rows only")
+    ap.add_argument("--delays", default=None,
+                    help="max batch delays (µs) of the sweep; the workloads marked sweep run "
+                    "at each on every server with a delay knob (default 0,500,2000; with "
+                    "--quick only the shared delay)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -493,26 +619,36 @@ def main() -> int:
                     help="perf_analyzer protocols for the OIP servers: http, grpc or both")
     a = ap.parse_args()
     servers = [s for s in a.servers.split(",") if s]
-    wls = [w for w in a.workloads.split(",") if w]
+    default = a.workloads == "default"
+    wls = list(DEFAULT_WORKLOADS) if default else [w for w in a.workloads.split(",") if w]
+    unknown = [w for w in wls if w not in WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workload(s) {', '.join(unknown)}: choose from {', '.join(WORKLOADS)}")
     reps, seconds = (1, 1.0) if a.quick else (a.reps, a.seconds)
+    a.reps_, a.seconds_ = reps, seconds
+    if a.delays is None:
+        a.delays = str(SETTINGS["W1"]["delay_us"]) if a.quick else ",".join(map(str, DELAYS_US))
+    a.delays = sorted({int(d) for d in a.delays.split(",") if d.strip()}, reverse=True)
     LOGS.mkdir(parents=True, exist_ok=True)
     (WORK / "run").mkdir(parents=True, exist_ok=True)
 
     raw = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "settings": SETTINGS,
            "quick": a.quick, "reps": reps, "seconds": seconds, "server_core": SERVER_CORE,
            "load_core": LOAD_CORE, "workloads": {w: WORKLOADS[w] for w in wls},
+           "delays_us": a.delays, "sweep_reps": min(reps, SWEEP_REPS),
            "servers": {}, "inprocess": {}}
     t_start = time.time()
 
     # the in-process limit, on the server core with the same thread settings
-    cases = [c for w in wls for c in WORKLOADS[w]["cases"] if c != "identity"]
-    if cases:
-        say(f"in-process limit for {', '.join(cases)} (core {SERVER_CORE})")
+    cases = sorted({c for w in wls for c in WORKLOADS[w]["cases"] if c != "identity"})
+    inproc = list(dict.fromkeys(c for w in wls for c in WORKLOADS[w]["inproc"] if c))
+    if inproc:
+        say(f"in-process limit for {', '.join(inproc)} (core {SERVER_CORE})")
         wait_quiet(max_wait=10.0)
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    OPENBLAS_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
         r = subprocess.run(["taskset", "-c", SERVER_CORE, sys.executable,
-                            str(HERE / "inprocess.py"), "--cases", ",".join(cases),
+                            str(HERE / "inprocess.py"), "--cases", ",".join(inproc),
                             "--batch", str(SETTINGS["W2"]["max_batch"]),
                             "--text-batch", str(SETTINGS["W3"]["max_batch"]),
                             "--seconds", "1" if a.quick else "2",
@@ -524,65 +660,43 @@ def main() -> int:
                 say(f"   {k}: {v['b1']:.1f} rows/s at batch 1, {v['bN']:.1f} at batch {v['N']}")
         else:
             say(f"in-process measurement failed: {r.stderr[-800:]}")
-    want = expected_outputs(cases + (["identity"] if "W1" in wls else []))
+    want = expected_outputs(cases + (["identity"] if {"W1", "W1N"} & set(wls) else []))
 
     port = 18100
     for name in servers:
         entry = raw["servers"].setdefault(name, {"versions": versions(name), "workloads": {}})
-        if name == "berth":
+        if venv_of(name) == "berth":
             entry["build"] = berth_build()
-        if not (VENVS / name / ".bench-stamp").exists():
-            entry["error"] = f"not installed (see bench/work/logs/install-{name}.log)"
+        if not (VENVS / venv_of(name) / ".bench-stamp").exists():
+            entry["error"] = f"not installed (see bench/work/logs/install-{venv_of(name)}.log)"
             say(f"{name}: {entry['error']}")
             continue
         for w in wls:
-            wl = WORKLOADS[w]
-            port = free_port(port + 10)
-            say(f"{name} {w}: starting ({wl['model']}, port {port}, core {SERVER_CORE})")
-            t0 = time.time()
-            srv = Server(name, wl["model"], port, w)
-            res: dict = {"cases": {}}
-            entry["workloads"][w] = res
-            try:
-                url = f"http://127.0.0.1:{port}" + SERVERS[name]["path"].format(m=wl["model"])
-                proto = SERVERS[name]["proto"]
-                first = WORK / "bodies" / f"{proto}-{wl['cases'][0]}.json"
-                err = wait_ready(srv, url, first.read_bytes(), timeout=240)
-                if err:
-                    raise RuntimeError(err)
-                res["startup_s"] = time.time() - t0
-                say(f"   ready in {res['startup_s']:.1f}s")
-                for case in wl["cases"]:
-                    body = WORK / "bodies" / f"{proto}-{case}.json"
-                    code, data = post(url, body.read_bytes())
-                    bad = (f"HTTP {code}" if code != 200
-                           else check_answer(numbers(json.loads(data)), want[case]))
-                    if bad:
-                        raise RuntimeError(f"wrong answer for {case}: {bad}: {data[:300]!r}")
-                    say(f" {case}: answer checked; warming up")
-                    run_wrk(url, body, 8, 1.0 if a.quick else 3.0, srv.proc.pid)
-                    res["cases"][case] = {"points": sweep(srv, url, body, wl, reps, seconds,
-                                                          a.quick)}
-                if proto == "oip" and w in ("W1", "W2") and not a.no_perf_analyzer:
-                    for pa_proto in a.pa_protocols.split(","):
-                        # "perf_analyzer" (HTTP) keeps its name for older raw files
-                        key = "perf_analyzer" if pa_proto == "http" else f"perf_analyzer_{pa_proto}"
-                        pa = res[key] = {}
-                        for c in (1, 16):
-                            pa[str(c)] = run_perf_analyzer(name, wl["model"], port, c, seconds,
-                                                           pa_proto)
-                            p = pa[str(c)]
-                            say(f"   perf_analyzer {pa_proto} c={c}: " + (p["error"] if "error" in p
-                                else f"{p['rps']:.1f} req/s  p50 {p['p50_us'] / 1e3:.2f} ms  "
-                                f"p99 {p['p99_us'] / 1e3:.2f} ms"))
-                            if "error" in p:
-                                break
-            except Exception as e:  # noqa: BLE001
-                res["error"] = str(e)
-                say(f"   FAILED: {str(e)[:2000]}")
-            finally:
-                srv.stop()
-            Path(a.out).write_text(json.dumps(raw, indent=1))
+            if w not in SERVERS[name].get("only", WORKLOADS):
+                continue
+            if default and name not in WORKLOADS[w].get("default_servers", [name]):
+                continue
+            shared = SETTINGS[w]["delay_us"]
+            knob = SERVERS[name].get("delay_knob", True)
+            delays = a.delays if WORKLOADS[w]["sweep"] and knob else [shared]
+            # the shared delay first: it is the one the headline table uses;
+            # a delay the server rounds to one it already ran is not run again
+            ran: set[int] = set()
+            for d in sorted(delays, key=lambda d: (d != shared, -d)):
+                if effective_delay_us(name, d) in ran:
+                    say(f"{name} {w}: delay {d} us is {effective_delay_us(name, d)} us for "
+                        f"{name}, already measured")
+                    continue
+                ran.add(effective_delay_us(name, d))
+                port = free_port(port + 10)
+                res = measure(name, w, d, port, a, want)
+                if not knob:
+                    res["delay_knob"] = False
+                if d == shared:
+                    entry["workloads"][w] = res
+                else:
+                    entry.setdefault("by_delay", {}).setdefault(w, {})[str(d)] = res
+                Path(a.out).write_text(json.dumps(raw, indent=1))
     raw["elapsed_s"] = time.time() - t_start
     Path(a.out).write_text(json.dumps(raw, indent=1))
     say(f"raw results in {a.out} ({raw['elapsed_s'] / 60:.1f} min)")

@@ -51,6 +51,11 @@ def main() -> None:
         x = np.random.default_rng(0).standard_normal((a.batch, 32)).astype(np.float32)
         res["tabular"] = {"b1": rate(m, x[:1], 1, a.seconds, a.reps),
                           "bN": rate(m, x, a.batch, a.seconds, a.reps), "N": a.batch}
+    if "tabular_onnx" in cases:  # the same model as an ONNX graph on onnxruntime (W2N)
+        m = common.TabularOnnx()
+        x = np.random.default_rng(0).standard_normal((a.batch, 32)).astype(np.float32)
+        res["tabular_onnx"] = {"b1": rate(m, x[:1], 1, a.seconds, a.reps),
+                               "bN": rate(m, x, a.batch, a.seconds, a.reps), "N": a.batch}
     texts = json.loads((common.WORK / "texts.json").read_text())
     emb = None
     for case in ("short", "long"):

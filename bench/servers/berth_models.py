@@ -1,7 +1,9 @@
 """Berth: the three benchmark models as berth.Model classes.
 
 Served by `berth serve --config <app.yaml>` (bench/driver.py writes the app
-config with max_batch_size, max_queue_delay_us and instances).
+config with max_batch_size, max_queue_delay_us and instances). The ONNX
+models of W1N/W2N need no class: the app config names the graph with
+`runtime: onnx` and `backend: native` (or `python`, the "berth_py" row).
 """
 
 import os

@@ -15,7 +15,8 @@ import common  # noqa: E402
 import kserve  # noqa: E402
 from kserve import InferOutput, InferRequest, InferResponse  # noqa: E402
 
-OUT = {"identity": "y", "tabular": "proba", "embed": "embedding"}
+OUT = {"identity": "y", "tabular": "proba", "embed": "embedding", "identity_onnx": "y",
+       "tabular_onnx": "proba"}
 
 
 class BenchModel(kserve.Model):

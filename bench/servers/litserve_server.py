@@ -15,7 +15,8 @@ import litserve as ls
 import numpy as np
 
 KIND = os.environ["BENCH_MODEL"]
-KEY = {"identity": ("x", "y"), "tabular": ("x", "proba"), "embed": ("text", "embedding")}
+KEY = {"identity": ("x", "y"), "tabular": ("x", "proba"), "embed": ("text", "embedding"),
+       "identity_onnx": ("x", "y"), "tabular_onnx": ("x", "proba")}
 INKEY, OUTKEY = KEY[KIND]
 
 

@@ -6,7 +6,8 @@ from mlserver import MLModel
 from mlserver.codecs import NumpyCodec, StringCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
-OUT = {"identity": "y", "tabular": "proba", "embed": "embedding"}
+OUT = {"identity": "y", "tabular": "proba", "embed": "embedding", "identity_onnx": "y",
+       "tabular_onnx": "proba"}
 
 
 class BenchRuntime(MLModel):

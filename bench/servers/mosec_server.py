@@ -1,6 +1,8 @@
 """Mosec (pip `mosec`): Rust HTTP front, Python worker processes, batching.
 
-JSON in and out on POST /inference; max_wait_time is in milliseconds."""
+JSON in and out on POST /inference; max_wait_time is in whole milliseconds
+and 0 means Mosec's default (10 ms), so a delay of 0 runs without the batcher
+(max_batch_size 1) and any other delay rounds to at least 1 ms."""
 
 import os
 import sys
@@ -12,10 +14,12 @@ import common  # noqa: E402
 from mosec import Server, Worker  # noqa: E402
 
 KIND = os.environ["BENCH_MODEL"]
-MB = int(os.environ.get("BENCH_MAX_BATCH", "32"))
-DELAY_MS = max(1, round(int(os.environ.get("BENCH_DELAY_US", "2000")) / 1000))
+DELAY_US = int(os.environ.get("BENCH_DELAY_US", "2000"))
+MB = int(os.environ.get("BENCH_MAX_BATCH", "32")) if DELAY_US > 0 else 1
+DELAY_MS = max(1, round(DELAY_US / 1000))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
-KEY = {"identity": ("x", "y"), "tabular": ("x", "proba"), "embed": ("text", "embedding")}
+KEY = {"identity": ("x", "y"), "tabular": ("x", "proba"), "embed": ("text", "embedding"),
+       "identity_onnx": ("x", "y"), "tabular_onnx": ("x", "proba")}
 
 
 class Bench(Worker):

@@ -30,13 +30,13 @@ if a.model == "embed":
     outs = [Tensor(name="embedding", dtype=np.float32, shape=(384,))]
 else:
     n = common.FEATURES[a.model]
-    out = "y" if a.model == "identity" else "proba"
+    out = "y" if a.model.startswith("identity") else "proba"
 
     @batch
     def infer(x):
         return {out: m(x)}
     ins = [Tensor(name="x", dtype=np.float32, shape=(n,))]
-    outs = [Tensor(name=out, dtype=np.float32, shape=(n if a.model == "identity" else 2,))]
+    outs = [Tensor(name=out, dtype=np.float32, shape=(n if out == "y" else 2,))]
 
 cfg = ModelConfig(max_batch_size=max(a.max_batch, 1),
                   batcher=DynamicBatcher(max_queue_delay_microseconds=a.delay_us))

@@ -29,7 +29,8 @@ from ray import serve  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 
-KEY = {"identity": ("x", "y"), "tabular": ("x", "proba"), "embed": ("text", "embedding")}
+KEY = {"identity": ("x", "y"), "tabular": ("x", "proba"), "embed": ("text", "embedding"),
+       "identity_onnx": ("x", "y"), "tabular_onnx": ("x", "proba")}
 
 
 @serve.deployment(num_replicas=a.workers, max_ongoing_requests=1024,
