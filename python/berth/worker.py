@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import select
 import signal
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 CHANNEL_FD = 3
 
 HEADER = struct.Struct("<IHHQ")
@@ -128,6 +129,39 @@ class Channel:
                 return memoryview(kept)[:length]
         kept = self._kept = bytearray(length)
         return memoryview(kept)[:length]
+
+    def recv_load(self) -> tuple[tuple[int, int, bytearray | memoryview] | None, int | None]:
+        """The first frame (``LOAD``), as `recv`, and the descriptor the
+        engine attached to it (its shared memory region, protocol 3), or
+        ``None``. The caller owns the descriptor."""
+        fds: list[int] = []
+        got = 0
+        while got < HEADER.size:
+            data, anc, _flags, _addr = self.sock.recvmsg(
+                HEADER.size - got, socket.CMSG_SPACE(struct.calcsize("i"))
+            )
+            for level, kind, blob in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.extend(struct.unpack(f"{len(blob) // 4}i", blob[: len(blob) // 4 * 4]))
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                if got == 0:
+                    return None, None
+                raise ProtocolError("the engine closed the channel in the middle of a frame")
+            self._head[got : got + len(data)] = data
+            got += len(data)
+        for fd in fds[1:]:
+            os.close(fd)
+        length, ftype, flags, frame_id = HEADER.unpack(self._head)
+        if ftype not in _ENGINE_TYPES or flags != 0:
+            for fd in fds[:1]:
+                os.close(fd)
+            raise ProtocolError(f"first frame has type {ftype} and flags {flags:#x}")
+        payload = bytearray(length)
+        if length:
+            self._recv_exact(memoryview(payload), eof_ok=False)
+        return (ftype, frame_id, payload), (fds[0] if fds else None)
 
     def pending(self) -> bool:
         """Whether a frame (or end of file) is waiting, without blocking."""
@@ -302,6 +336,65 @@ def _load(entry: Mapping[str, Any]) -> tuple[Runtime, dict[str, Any]]:
     return runtime, ready
 
 
+class _Shm:
+    """The worker's shared memory region (protocol 3): the engine writes
+    inputs into bytes ``0..split``, this worker writes outputs into
+    ``split..size``."""
+
+    def __init__(self, region: mmap.mmap, split: int, threshold: int) -> None:
+        from .tensors import ShmArea
+
+        self.region = region
+        self.whole = memoryview(region)
+        self.outputs = ShmArea(self.whole, split, len(region), threshold)
+        self.inputs = ShmArea(self.whole, 0, split, threshold)
+
+    def batch_inputs(self) -> Any:
+        """The input area for one batch, with a view of its own (released
+        after the batch to see whether the model kept an input array)."""
+        self.inputs.view = memoryview(self.region)
+        return self.inputs
+
+    def end_batch(self) -> None:
+        """Releases the batch's view; when the model kept an input array
+        that views the region, inputs are copies from now on (the engine
+        reuses the region for the next batch)."""
+        try:
+            self.inputs.view.release()
+        except BufferError:
+            if not self.inputs.copy:
+                log.warning(
+                    "the model kept an input array after predict returned; input "
+                    "arrays are copies from now on (keep a copy, np.array(x), to "
+                    "avoid this)"
+                )
+            self.inputs.copy = True
+
+
+def _map_shm(entry: Mapping[str, Any], fd: int | None) -> _Shm | None:
+    """Maps the region LOAD offered (``shared_memory``) through the
+    descriptor that came with it; ``None`` when either is missing or they
+    disagree. The descriptor is closed either way."""
+    if fd is None:
+        return None
+    offer = entry.get("shared_memory")
+    try:
+        if not isinstance(offer, dict):
+            return None
+        size, split, threshold = offer.get("size"), offer.get("split"), offer.get("threshold")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (size, split, threshold)):
+            return None
+        assert isinstance(size, int) and isinstance(split, int) and isinstance(threshold, int)
+        if not 0 < split < size <= os.fstat(fd).st_size:
+            return None
+        return _Shm(mmap.mmap(fd, size), split, threshold)
+    except OSError as e:
+        log.warning("cannot map the shared memory region (%s); tensors go through the socket", e)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _concurrency(runtime: Runtime) -> int:
     """How many requests a decoupled runtime runs at once: its
     ``max_concurrency`` when it has the step interface (``start``, ``step``,
@@ -456,7 +549,7 @@ def _serve_concurrent(channel: Channel, runtime: Any, state: _State) -> int:
 
 
 def _serve(channel: Channel, runtime: Runtime, state: _State,
-           entry: Mapping[str, Any] | None = None) -> int:
+           entry: Mapping[str, Any] | None = None, shm: _Shm | None = None) -> int:
     if runtime.decoupled and _concurrency(runtime) > 1:
         return _serve_concurrent(channel, runtime, state)
     from .sequences import SequenceStore
@@ -492,7 +585,7 @@ def _serve(channel: Channel, runtime: Runtime, state: _State,
             continue
         started = time.perf_counter() if debug else 0.0
         try:
-            inputs, params = decode_tensor_set(payload)
+            inputs, params = decode_tensor_set(payload, shm.batch_inputs() if shm else None)
             seqs = None
             if params and ("berth_sequences" in params or "berth_sequence_drop" in params):
                 params = dict(params)
@@ -507,7 +600,11 @@ def _serve(channel: Channel, runtime: Runtime, state: _State,
                     f"predict returned a {type(outputs).__name__}; return a dict mapping "
                     "output names to numpy arrays"
                 )
-            parts, total = encode_tensor_set_parts(outputs)
+            if shm is not None:
+                shm.outputs.reset()
+            parts, total = encode_tensor_set_parts(
+                outputs, shm=shm.outputs if shm is not None else None
+            )
         except InvalidInput as e:
             message = str(e)[:_MAX_ERROR_CHARS] or "invalid input"
             channel.send_json(ERROR, frame_id, {"error": message, "kind": "input"})
@@ -525,6 +622,8 @@ def _serve(channel: Channel, runtime: Runtime, state: _State,
             state.busy = False
         # Drop the batch (its arrays view the payload) before the next receive.
         inputs = outputs = parts = payload = None  # type: ignore[assignment]
+        if shm is not None:
+            shm.end_batch()
         if state.stop_requested:
             log.info("SIGTERM: exiting after the current batch")
             return 0
@@ -548,8 +647,10 @@ def main() -> int:
         return 2
     channel = Channel(sock)
     try:
-        frame = channel.recv()
+        frame, shm_fd = channel.recv_load()
         if frame is None or frame[0] == SHUTDOWN:
+            if shm_fd is not None:
+                os.close(shm_fd)
             return 0
         ftype, _, payload = frame
         if ftype != LOAD:
@@ -557,9 +658,15 @@ def main() -> int:
         try:
             entry = json.loads(payload)
         except ValueError as e:
-            raise ProtocolError(f"LOAD payload is not JSON: {e}") from None
+            entry = None
+            error = f"LOAD payload is not JSON: {e}"
+        else:
+            error = "LOAD payload must be a JSON object"
+        shm = _map_shm(entry, shm_fd) if isinstance(entry, dict) else None
+        if shm is None and shm_fd is not None and not isinstance(entry, dict):
+            os.close(shm_fd)
         if not isinstance(entry, dict):
-            raise ProtocolError("LOAD payload must be a JSON object")
+            raise ProtocolError(error)
         _set_thread_defaults(entry)
         _set_device(entry)
         if os.environ.get("BERTH_FORKED") == "1":
@@ -571,6 +678,10 @@ def main() -> int:
             log.exception("loading %s failed", entry.get("path"))
             channel.send_json(LOAD_FAILED, 0, {"error": _error_text(e)})
             return 1
+        if shm is not None and not runtime.decoupled:
+            ready["shared_memory"] = True
+        else:
+            shm = None
         channel.send_json(READY, 0, ready)
         log.info(
             "ready: %s version %s (%s) loaded in %.2f s",
@@ -579,7 +690,7 @@ def main() -> int:
             ready["platform"],
             time.monotonic() - started,
         )
-        return _serve(channel, runtime, state, entry)
+        return _serve(channel, runtime, state, entry, shm)
     except ProtocolError as e:
         log.error("worker protocol error: %s", e)
         return 1
