@@ -120,9 +120,7 @@ class ShmArea:
     Decoding reads tensors that the other side placed there (offsets are
     bounds-checked against ``lo``..``hi``); encoding places tensors of at least
     ``threshold`` bytes there while they fit, from ``lo`` on (``reset`` before
-    each frame), 64-byte aligned. ``copy``: decoded arrays are copies, not
-    views (a model kept an input array past ``predict``, so the region must
-    not be viewed any more)."""
+    each frame), 64-byte aligned."""
 
     def __init__(self, view: memoryview, lo: int, hi: int, threshold: int) -> None:
         self.view = view
@@ -130,7 +128,6 @@ class ShmArea:
         self.hi = hi
         self.threshold = max(1, threshold)
         self.at = lo
-        self.copy = False
 
     def reset(self) -> None:
         self.at = self.lo
@@ -341,8 +338,6 @@ def _decode_shm(
     if numel == 0:
         return np.empty(shape, dtype)
     array = np.frombuffer(shm.view, dtype, numel, at).reshape(shape)
-    if shm.copy:
-        array = array.copy()
     if code == 1 and bool((array.view(np.uint8) > 1).any()):
         raise ProtocolError(f"tensor set: BOOL {where} holds a byte other than 0 or 1")
     return array

@@ -63,6 +63,9 @@ _TYPE_NAMES = {
     9: "CANCEL",
 }
 
+# RESULT/ERROR flag (protocol 3): the model kept an input array that views the
+# shared memory region; the engine must not write inputs there any more.
+FLAG_KEPT_INPUTS = 1
 _SMALL_SEND = 1 << 16  # below this, join and send once; above, scatter-gather
 # INFER payloads of these sizes are received into one kept buffer (Channel.recv)
 _KEEP_MIN = 1 << 16
@@ -180,9 +183,10 @@ class Channel:
             got += n
         return True
 
-    def send(self, ftype: int, frame_id: int, parts: Sequence[Buffer], total: int) -> None:
+    def send(self, ftype: int, frame_id: int, parts: Sequence[Buffer], total: int,
+             flags: int = 0) -> None:
         """Sends one frame whose payload is ``parts`` (``total`` bytes)."""
-        header = HEADER.pack(total, ftype, 0, frame_id)
+        header = HEADER.pack(total, ftype, flags, frame_id)
         if total < _SMALL_SEND:
             self.sock.sendall(b"".join([header, *parts]))
             return
@@ -200,9 +204,9 @@ class Channel:
                     views[i] = views[i][sent:]
                     sent = 0
 
-    def send_json(self, ftype: int, frame_id: int, doc: Mapping[str, Any]) -> None:
+    def send_json(self, ftype: int, frame_id: int, doc: Mapping[str, Any], flags: int = 0) -> None:
         data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-        self.send(ftype, frame_id, [data], len(data))
+        self.send(ftype, frame_id, [data], len(data), flags)
 
 
 class _State:
@@ -348,6 +352,7 @@ class _Shm:
         self.whole = memoryview(region)
         self.outputs = ShmArea(self.whole, split, len(region), threshold)
         self.inputs = ShmArea(self.whole, 0, split, threshold)
+        self.kept = False  # a model kept an input array: inputs come inline
 
     def batch_inputs(self) -> Any:
         """The input area for one batch, with a view of its own (released
@@ -355,20 +360,33 @@ class _Shm:
         self.inputs.view = memoryview(self.region)
         return self.inputs
 
-    def end_batch(self) -> None:
-        """Releases the batch's view; when the model kept an input array
-        that views the region, inputs are copies from now on (the engine
-        reuses the region for the next batch)."""
+    def settle(self, parts: list[Any]) -> int:
+        """Called with the batch's answer ready (``parts``, the outputs' pieces,
+        changed in place) and every other reference to its arrays dropped:
+        releases the batch's view of the region. When something still views
+        it, pieces that may view it are copied first; if a view remains the
+        model kept an input array, and the answer's flags ask the engine to
+        stop writing inputs into the region (the array stays as it was)."""
+        if self.kept:
+            return 0
+        view = self.inputs.view
         try:
-            self.inputs.view.release()
+            view.release()
+            return 0
         except BufferError:
-            if not self.inputs.copy:
-                log.warning(
-                    "the model kept an input array after predict returned; input "
-                    "arrays are copies from now on (keep a copy, np.array(x), to "
-                    "avoid this)"
-                )
-            self.inputs.copy = True
+            pass
+        parts[:] = [p if isinstance(p, bytes) else memoryview(p).tobytes() for p in parts]
+        try:
+            view.release()
+            return 0
+        except BufferError:
+            self.kept = True
+        log.warning(
+            "the model kept an input array after predict returned; inputs no longer "
+            "travel through shared memory for this worker (keep a copy, np.array(x), "
+            "to avoid this)"
+        )
+        return FLAG_KEPT_INPUTS
 
 
 def _map_shm(entry: Mapping[str, Any], fd: int | None) -> _Shm | None:
@@ -584,6 +602,9 @@ def _serve(channel: Channel, runtime: Runtime, state: _State,
                 return 0
             continue
         started = time.perf_counter() if debug else 0.0
+        error: dict[str, str] | None = None
+        parts: list[Any] = []
+        total = 0
         try:
             inputs, params = decode_tensor_set(payload, shm.batch_inputs() if shm else None)
             seqs = None
@@ -606,24 +627,27 @@ def _serve(channel: Channel, runtime: Runtime, state: _State,
                 outputs, shm=shm.outputs if shm is not None else None
             )
         except InvalidInput as e:
-            message = str(e)[:_MAX_ERROR_CHARS] or "invalid input"
-            channel.send_json(ERROR, frame_id, {"error": message, "kind": "input"})
+            error = {"error": str(e)[:_MAX_ERROR_CHARS] or "invalid input", "kind": "input"}
         except InvalidOutput as e:
             log.error("batch %d: %s", frame_id, e)
-            channel.send_json(ERROR, frame_id, {"error": _error_text(e), "kind": "model"})
+            error = {"error": _error_text(e), "kind": "model"}
         except Exception as e:
             log.exception("batch %d failed", frame_id)
-            channel.send_json(ERROR, frame_id, {"error": _error_text(e), "kind": "model"})
-        else:
-            channel.send(RESULT, frame_id, parts, total)
-            if debug:
-                log.debug("batch %d: %.3f ms", frame_id, (time.perf_counter() - started) * 1e3)
+            error = {"error": _error_text(e), "kind": "model"}
+        # Drop the batch (its arrays view the payload or the region) before
+        # the answer goes: the engine may reuse both once it has it.
+        inputs = outputs = payload = None  # type: ignore[assignment]
+        try:
+            flags = shm.settle(parts) if shm is not None else 0
+            if error is None:
+                channel.send(RESULT, frame_id, parts, total, flags)
+                if debug:
+                    log.debug("batch %d: %.3f ms", frame_id, (time.perf_counter() - started) * 1e3)
+            else:
+                channel.send_json(ERROR, frame_id, error, flags)
         finally:
             state.busy = False
-        # Drop the batch (its arrays view the payload) before the next receive.
-        inputs = outputs = parts = payload = None  # type: ignore[assignment]
-        if shm is not None:
-            shm.end_batch()
+        parts = []
         if state.stop_requested:
             log.info("SIGTERM: exiting after the current batch")
             return 0

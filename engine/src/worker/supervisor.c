@@ -82,6 +82,8 @@ struct worker_proc {
   uint64_t queued_bytes;
   berth_shm_region shm; /* the worker's shared memory (wp_shm.h), or none */
   bool shm_ok;          /* the worker mapped it (READY's shared_memory) */
+  bool shm_kept;        /* the model kept an input array viewing it: no
+                           more inputs go there (BERTH_WP_FLAG_KEPT_INPUTS) */
 };
 
 typedef struct {
@@ -342,7 +344,7 @@ static void shm_adopt(worker_proc *p, const berth_model *m,
 
 /* Where the batch's large inputs may go (NULL: all inline). */
 static berth_wp_shm *shm_inputs(worker_proc *p, berth_wp_shm *s) {
-  if (!p->shm_ok)
+  if (!p->shm_ok || p->shm_kept)
     return NULL;
   *s = (berth_wp_shm){.base = p->shm.base,
                       .lo = 0,
@@ -604,6 +606,8 @@ static bool handle_frame(worker_proc *p, const berth_wp_header *h,
     long at = w->state == W_BUSY ? running_index(w, h->id) : -1;
     if (at < 0 || frame_unsent(p, w->running[at]))
       return false;
+    if (h->flags & BERTH_WP_FLAG_KEPT_INPUTS)
+      p->shm_kept = true; /* before the next batch is written */
     on_answer(w, at, h, payload, h->length);
     return true;
   }

@@ -68,10 +68,13 @@ int berth_wp_header_decode(const uint8_t in[BERTH_WP_HEADER_SIZE],
   if (d.type < BERTH_WP_LOAD || d.type > BERTH_WP_CANCEL)
     return berth_errf(err, BERTH_E_PARSE, "worker frame has unknown type %u",
                       d.type);
-  if (d.flags != 0)
+  uint16_t allowed = d.type == BERTH_WP_RESULT || d.type == BERTH_WP_ERROR
+                         ? (uint16_t)BERTH_WP_FLAG_KEPT_INPUTS
+                         : 0;
+  if ((d.flags & ~allowed) != 0)
     return berth_errf(err, BERTH_E_PARSE,
-                      "worker frame has flags 0x%04x; version 1 needs 0",
-                      d.flags);
+                      "worker frame has flags 0x%04x; its type allows 0x%04x",
+                      d.flags, allowed);
   if (d.length > max_length)
     return berth_errf(err, BERTH_E_TOO_LARGE,
                       "worker frame of %u bytes exceeds the limit of %u",

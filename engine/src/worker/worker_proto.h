@@ -36,16 +36,21 @@ typedef enum {
                                request id (its client left) */
 } berth_wp_type;
 
+/* RESULT/ERROR header flag (version 3): the model kept an input array that
+ * views the shared memory region; the engine writes no more inputs there. */
+#define BERTH_WP_FLAG_KEPT_INPUTS 0x0001u
+
 typedef struct berth_wp_header {
   uint32_t length; /* payload bytes after the header */
   uint16_t type;   /* berth_wp_type */
-  uint16_t flags;  /* 0 in version 1 */
+  uint16_t flags;  /* 0, or BERTH_WP_FLAG_KEPT_INPUTS on RESULT/ERROR */
   uint64_t id;     /* INFER: batch id, echoed by RESULT/ERROR; else 0 */
 } berth_wp_header;
 
 void berth_wp_header_encode(uint8_t out[BERTH_WP_HEADER_SIZE],
                             const berth_wp_header *h);
-/* Decodes and checks a header: known type, flags 0, length <= max_length.
+/* Decodes and checks a header: known type, flags 0 (or the flags its type
+ * may carry), length <= max_length.
  * BERTH_E_PARSE / BERTH_E_TOO_LARGE on failure. */
 int berth_wp_header_decode(const uint8_t in[BERTH_WP_HEADER_SIZE],
                            uint32_t max_length, berth_wp_header *h,

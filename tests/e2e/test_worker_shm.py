@@ -1,0 +1,381 @@
+"""Large tensors through the worker's shared memory region (worker protocol 3,
+docs/worker-protocol.md "Shared memory").
+
+berthd gives each worker a sealed memfd; inputs of at least
+``workers.shared_memory_threshold`` bytes are copied into it and the INFER
+frame carries offsets, the worker writes large outputs into its half and the
+RESULT frame carries offsets. These tests send 1 MiB and 8 MiB FP32, INT64
+and BYTES tensors from several clients at once (Triton's HTTP client with
+the binary extension, gRPC's raw_input_contents, JSON), batched behind a
+gated request so the batch is known, and check every answer exactly. That
+the region was used is counted, not timed: the bytes the worker process read
+from and wrote to its socket (``/proc/<pid>/io``) stay far below the
+tensors' size, and the worker maps ``memfd:berth-worker``. The same requests
+with shared memory off, and with a region smaller than a batch, give the
+same answers through the socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from berth_e2e import BerthServer
+from tritonclient.utils import InferenceServerException
+
+MIB = 1 << 20
+WIDTH = MIB // 4  # FP32 elements per row of x: 1 MiB; INT64 per row of i: 2 MiB / 2
+
+SOURCE = '''
+import os, time
+import numpy as np
+import berth
+
+GATES = @GATES@
+
+
+class Big(berth.Model):
+    """y = 2x + 1; j = i reversed per row, minus 7; t = each BYTES element
+    reversed; rows = the batch's rows. A BYTES element b"gate:<n>" holds
+    predict until GATES/gate-<n> exists; b"crash" ends the process."""
+
+    inputs = [berth.TensorSpec("x", "FP32", [-1, -1]),
+              berth.TensorSpec("i", "INT64", [-1, -1]),
+              berth.TensorSpec("s", "BYTES", [-1])]
+    outputs = [berth.TensorSpec("y", "FP32", [-1, -1]),
+               berth.TensorSpec("j", "INT64", [-1, -1]),
+               berth.TensorSpec("t", "BYTES", [-1]),
+               berth.TensorSpec("rows", "INT64", [-1])]
+    max_batch_size = 16
+
+    def predict(self, inputs):
+        x, i, s = inputs["x"], inputs["i"], inputs["s"]
+        for item in s:
+            item = bytes(item)
+            if item == b"crash":
+                os._exit(3)
+            if item.startswith(b"gate:"):
+                path = os.path.join(GATES, "gate-" + item[5:].decode())
+                end = time.monotonic() + 120
+                while not os.path.exists(path) and time.monotonic() < end:
+                    time.sleep(0.01)
+        n = x.shape[0]
+        t = np.array([bytes(v)[::-1] for v in s], dtype=object)
+        return {"y": x * 2 + 1, "j": i[:, ::-1] - 7, "t": t,
+                "rows": np.full(n, n, dtype=np.int64)}
+'''
+
+
+class Gates:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._ids = itertools.count(1)
+
+    def next(self) -> tuple[bytes, Path]:
+        n = next(self._ids)
+        return f"gate:{n}".encode(), self.folder / f"gate-{n}"
+
+
+@pytest.fixture(scope="module")
+def gates(tmp_path_factory: pytest.TempPathFactory) -> Gates:
+    return Gates(tmp_path_factory.mktemp("shm-gates"))
+
+
+def make_repo(tmp_path_factory: pytest.TempPathFactory, gates: Gates, name: str) -> Path:
+    repo = tmp_path_factory.mktemp(name)
+    d = repo / "big" / "1"
+    d.mkdir(parents=True)
+    (d / "model.py").write_text(SOURCE.replace("@GATES@", repr(str(gates.folder))))
+    (repo / "big" / "berth.yaml").write_text(
+        "max_batch_size: 16\nmax_queue_delay_us: 1000\ninstances: 1\n"
+    )
+    return repo
+
+
+def start(module_server: Any, tmp_path_factory: pytest.TempPathFactory, gates: Gates,
+          label: str, workers: dict[str, Any] | None) -> BerthServer:
+    repo = make_repo(tmp_path_factory, gates, f"shm-{label}")
+    flags: list[str] = ["--max-body-bytes", str(256 * MIB)]
+    if workers is not None:
+        app = repo.parent / f"shm-{label}.yaml"
+        app.write_text(json.dumps({"workers": workers}))
+        flags += ["--config", str(app)]
+    return module_server(str(repo), *flags, label=label)
+
+
+@pytest.fixture(scope="module")
+def server(module_server: Any, tmp_path_factory: pytest.TempPathFactory, gates: Gates) -> BerthServer:
+    return start(module_server, tmp_path_factory, gates, "shm-default", None)
+
+
+def rows_for(seed: int, n: int, width: int = WIDTH) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    """n rows of exactly representable FP32 values, n rows of INT64 and n
+    BYTES elements, each of a pattern unique to (seed, row)."""
+    base = np.arange(width, dtype=np.float32) % 2048
+    x = np.stack([base + np.float32(seed * 16 + r) for r in range(n)])
+    i = np.stack([np.arange(width // 2, dtype=np.int64) * (seed + 3) + r for r in range(n)])
+    items = [f"s{seed}-{r}".encode() * (r + 1) for r in range(n)]
+    return x, i, items
+
+
+def check(x: np.ndarray, i: np.ndarray, items: list[bytes], got: dict[str, np.ndarray]) -> None:
+    assert got["y"].dtype == np.float32 and got["y"].shape == x.shape
+    assert np.array_equal(got["y"], x * 2 + 1)
+    assert got["j"].dtype == np.int64 and np.array_equal(got["j"], i[:, ::-1] - 7)
+    assert [bytes(v) for v in got["t"]] == [b[::-1] for b in items]
+
+
+OUTS = ("y", "j", "t", "rows")
+
+
+def http_infer(server: BerthServer, x: np.ndarray, i: np.ndarray, items: list[bytes]) -> dict[str, np.ndarray]:
+    c = httpclient.InferenceServerClient(url=server.triton_url, network_timeout=120.0)
+    try:
+        ins = []
+        for name, arr, dt in (("x", x, "FP32"), ("i", i, "INT64"),
+                              ("s", np.array(items, dtype=object), "BYTES")):
+            t = httpclient.InferInput(name, list(arr.shape), dt)
+            t.set_data_from_numpy(arr, binary_data=True)
+            ins.append(t)
+        outs = [httpclient.InferRequestedOutput(n, binary_data=True) for n in OUTS]
+        r = c.infer("big", ins, outputs=outs, timeout=120_000_000)
+        return {n: r.as_numpy(n) for n in OUTS}
+    finally:
+        c.close()
+
+
+def grpc_infer(server: BerthServer, x: np.ndarray, i: np.ndarray, items: list[bytes]) -> dict[str, np.ndarray]:
+    c = grpcclient.InferenceServerClient(url=server.grpc_url)
+    try:
+        ins = []
+        for name, arr, dt in (("x", x, "FP32"), ("i", i, "INT64"),
+                              ("s", np.array(items, dtype=object), "BYTES")):
+            t = grpcclient.InferInput(name, list(arr.shape), dt)
+            t.set_data_from_numpy(arr)  # raw_input_contents
+            ins.append(t)
+        r = c.infer("big", ins, client_timeout=120.0)
+        return {n: r.as_numpy(n) for n in OUTS}
+    finally:
+        c.close()
+
+
+def json_infer(server: BerthServer, x: np.ndarray, i: np.ndarray, items: list[bytes]) -> dict[str, np.ndarray]:
+    body = {"inputs": [
+        {"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()},
+        {"name": "i", "datatype": "INT64", "shape": list(i.shape), "data": i.ravel().tolist()},
+        {"name": "s", "datatype": "BYTES", "shape": [len(items)], "data": [b.decode() for b in items]},
+    ]}
+    doc = server.infer_ok("big", body)
+    got = {o["name"]: o for o in doc["outputs"]}
+    return {
+        "y": np.array(got["y"]["data"], dtype=np.float32).reshape(got["y"]["shape"]),
+        "j": np.array(got["j"]["data"], dtype=np.int64).reshape(got["j"]["shape"]),
+        "t": np.array([v.encode() for v in got["t"]["data"]], dtype=object),
+        "rows": np.array(got["rows"]["data"], dtype=np.int64),
+    }
+
+
+CLIENTS = {"http": http_infer, "grpc": grpc_infer, "json": json_infer}
+
+
+def socket_io(pid: int) -> tuple[int, int]:
+    """Bytes the worker read and wrote through system calls so far (its
+    socket, and nothing else large while it serves)."""
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["rchar"]), int(fields["wchar"])
+
+
+def maps_region(pid: int) -> set[str]:
+    """Inodes of the memfd regions the process maps."""
+    return {line.split()[4] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+            if "memfd:berth-worker" in line}
+
+
+def run_batch(server: BerthServer, gates: Gates, plan: list[tuple[str, int, int]],
+              width: int = WIDTH) -> tuple[int, int, int]:
+    """Sends the plan's requests ((client, seed, rows) each) while a gated
+    request holds the worker, then opens the gate: they run as one batch and
+    each must get its own values back. Returns the batch's tensor bytes and
+    the bytes the worker read and wrote meanwhile."""
+    pid = server.wait_worker("big/1/0")
+    gate, gate_file = gates.next()
+    bx, bi, _ = rows_for(0, 1, 16)
+    reqs = [(how, rows_for(seed, n, width)) for how, seed, n in plan]
+    with ThreadPoolExecutor(max_workers=len(reqs) + 1) as pool:
+        block = pool.submit(http_infer, server, bx, bi, [gate])
+        server.wait_queue("big", inflight=1, queued=0)
+        before = socket_io(pid)
+        futures = [pool.submit(CLIENTS[how], server, *args) for how, args in reqs]
+        server.wait_queue("big", inflight=1 + len(reqs), queued=len(reqs))
+        gate_file.touch()
+        results = [f.result() for f in futures]
+        blocked = block.result()
+        after = socket_io(pid)
+    assert list(blocked["rows"]) == [1]
+    total = sum(n for _, _, n in plan)
+    for (_, (x, i, items)), got in zip(reqs, results):
+        check(x, i, items, got)
+        assert list(got["rows"]) == [total] * len(items)
+    size = sum(x.nbytes + i.nbytes for _, (x, i, _) in reqs)
+    assert server.wait_worker("big/1/0") == pid
+    return size, after[0] - before[0], after[1] - before[1]
+
+
+def test_worker_maps_a_private_region(server: BerthServer) -> None:
+    pid = server.wait_worker("big/1/0")
+    assert len(maps_region(pid)) == 1
+    # No name on disk: nothing of it under /dev/shm.
+    assert not any("berth" in p.name for p in Path("/dev/shm").iterdir())
+
+
+def test_large_requests_from_several_clients_go_through_shared_memory(
+        server: BerthServer, gates: Gates) -> None:
+    # 1 + 8 + 1 rows: 10 MiB of FP32 and 10 MiB of INT64 in, as much out;
+    # the small BYTES input of the same batch stays in the frame.
+    size, read, written = run_batch(server, gates, [("http", 1, 1), ("http", 2, 8), ("grpc", 3, 1)])
+    assert size == 20 * MIB
+    assert read < MIB and written < MIB, (read, written)
+
+
+def test_json_request_batches_with_binary_ones_through_shared_memory(
+        server: BerthServer, gates: Gates) -> None:
+    size, read, written = run_batch(server, gates, [("json", 4, 1), ("http", 5, 2), ("grpc", 6, 1)])
+    assert size == 8 * MIB
+    assert read < MIB and written < MIB, (read, written)
+
+
+def test_small_tensors_stay_in_the_frame(server: BerthServer, gates: Gates) -> None:
+    # 4 KiB rows: under the 64 KiB threshold, so the bytes cross the socket.
+    size, read, written = run_batch(server, gates, [("json", 7, 1), ("http", 8, 2)], width=1024)
+    assert size == 3 * 1024 * 8
+    assert read >= size and written >= size
+
+
+def test_a_model_that_keeps_its_input_array_gets_copies(
+        module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    repo = tmp_path_factory.mktemp("shm-keep")
+    d = repo / "keep" / "1"
+    d.mkdir(parents=True)
+    (d / "model.py").write_text(
+        "import numpy as np, berth\n"
+        "class Keep(berth.Model):\n"
+        "    inputs = [berth.TensorSpec('x', 'FP32', [-1, -1])]\n"
+        "    outputs = [berth.TensorSpec('first', 'FP32', [-1, -1])]\n"
+        "    kept = None\n"
+        "    def predict(self, inputs):\n"
+        "        if self.kept is None:\n"
+        "            self.kept = inputs['x']\n"
+        "        return {'first': self.kept + 0}\n"
+    )
+    srv = module_server(str(repo), label="shm-keep")
+    answers = []
+    for seed in (1, 2, 3):
+        x = np.full((1, WIDTH), seed, dtype=np.float32)
+        c = httpclient.InferenceServerClient(url=srv.triton_url, network_timeout=60.0)
+        try:
+            t = httpclient.InferInput("x", list(x.shape), "FP32")
+            t.set_data_from_numpy(x, binary_data=True)
+            r = c.infer("keep", [t], outputs=[httpclient.InferRequestedOutput("first", binary_data=True)])
+            answers.append(r.as_numpy("first"))
+        finally:
+            c.close()
+    # The first batch's array stays as it was, whatever came after it; from
+    # the second batch on the worker copies its inputs.
+    assert all(np.array_equal(a, np.full((1, WIDTH), 1, dtype=np.float32)) for a in answers[2:])
+    assert "input arrays are copies from now on" in srv.log_tail(200)
+
+
+def test_worker_crash_mid_batch_fails_only_its_request_and_the_new_worker_gets_a_new_region(
+        server: BerthServer, gates: Gates) -> None:
+    pid = server.wait_worker("big/1/0")
+    region = maps_region(pid)
+    gate, gate_file = gates.next()
+    bx, bi, _ = rows_for(0, 1)
+    cx, ci, _ = rows_for(40, 2)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        held = pool.submit(http_infer, server, bx, bi, [gate])
+        server.wait_queue("big", inflight=1, queued=0)
+        crash = pool.submit(http_infer, server, cx, ci, [b"crash", b"x"])
+        server.wait_queue("big", inflight=2, queued=1)
+        gate_file.touch()
+        got = held.result(timeout=120)
+        with pytest.raises(InferenceServerException, match="exited"):
+            crash.result(timeout=120)
+    check(bx, bi, [gate], got)
+    new_pid = server.wait_worker("big/1/0", not_pid=pid)
+    new_region = maps_region(new_pid)
+    assert len(new_region) == 1 and new_region != region
+    size, read, written = run_batch(server, gates, [("http", 41, 2), ("grpc", 42, 1)])
+    assert read < MIB and written < MIB, (read, written)
+    assert server.running()
+
+
+def test_worker_killed_while_its_inputs_sit_in_the_region(server: BerthServer) -> None:
+    # SIGSTOP the worker after the batch's inputs went to the region, kill
+    # it: the request fails, the next ones run on the restarted worker.
+    pid = server.wait_worker("big/1/0")
+    first, later = rows_for(50, 2), rows_for(51, 1)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            f0 = pool.submit(http_infer, server, *first[:2], [b"a", b"b"])
+            server.wait_queue("big", inflight=1, queued=0)
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(InferenceServerException, match="exited"):
+                f0.result(timeout=120)
+            got = pool.submit(http_infer, server, *later).result(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    check(*later, got)
+
+
+@pytest.fixture(scope="module")
+def no_shm(module_server: Any, tmp_path_factory: pytest.TempPathFactory, gates: Gates) -> BerthServer:
+    return start(module_server, tmp_path_factory, gates, "shm-off", {"shared_memory_size": 0})
+
+
+def test_shared_memory_off_gives_the_same_answers_through_the_socket(
+        no_shm: BerthServer, gates: Gates) -> None:
+    pid = no_shm.wait_worker("big/1/0")
+    assert maps_region(pid) == set()
+    size, read, written = run_batch(no_shm, gates, [("http", 1, 1), ("http", 2, 8), ("grpc", 3, 1)])
+    assert read >= size and written >= size
+
+
+@pytest.fixture(scope="module")
+def small_shm(module_server: Any, tmp_path_factory: pytest.TempPathFactory, gates: Gates) -> BerthServer:
+    # 4 MiB: 2 MiB for a batch's inputs, 2 MiB for its outputs.
+    return start(module_server, tmp_path_factory, gates, "shm-small", {"shared_memory_size": "4MiB"})
+
+
+def test_a_batch_larger_than_the_region_falls_back_to_the_frame(
+        small_shm: BerthServer, gates: Gates) -> None:
+    pid = small_shm.wait_worker("big/1/0")
+    assert len(maps_region(pid)) == 1
+    # 3 rows: 3 MiB of FP32 and 3 MiB of INT64, neither fits in 2 MiB.
+    size, read, written = run_batch(small_shm, gates, [("http", 1, 1), ("grpc", 2, 2)])
+    assert read >= size and written >= size
+    # One row: x (1 MiB) and i (1 MiB) fill the region exactly.
+    size, read, written = run_batch(small_shm, gates, [("http", 3, 1)])
+    assert read < MIB and written < MIB, (read, written)
+
+
+def test_bad_shared_memory_config_is_refused(berth_server: Any, tmp_path: Path) -> None:
+    app = tmp_path / "app.yaml"
+    app.write_text("workers: {shared_memory_size: lots}\n")
+    repo = tmp_path / "repo"
+    (repo / "m" / "1").mkdir(parents=True)
+    with pytest.raises(Exception) as info:
+        berth_server(str(repo), "--config", str(app))
+    assert "workers.shared_memory_size" in str(info.value)
