@@ -29,6 +29,7 @@ import json
 import math
 import struct
 import sys
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -120,7 +121,9 @@ class ShmArea:
     Decoding reads tensors that the other side placed there (offsets are
     bounds-checked against ``lo``..``hi``); encoding places tensors of at least
     ``threshold`` bytes there while they fit, from ``lo`` on (``reset`` before
-    each frame), 64-byte aligned."""
+    each frame), 64-byte aligned. ``leases`` holds a weak reference to each
+    array decoded from the area, so its owner can tell whether any of them
+    (or a view of one) is still alive."""
 
     def __init__(self, view: memoryview, lo: int, hi: int, threshold: int) -> None:
         self.view = view
@@ -128,6 +131,7 @@ class ShmArea:
         self.hi = hi
         self.threshold = max(1, threshold)
         self.at = lo
+        self.leases: list[weakref.ref[np.ndarray]] = []
 
     def reset(self) -> None:
         self.at = self.lo
@@ -337,7 +341,9 @@ def _decode_shm(
         )
     if numel == 0:
         return np.empty(shape, dtype)
-    array = np.frombuffer(shm.view, dtype, numel, at).reshape(shape)
+    raw = np.frombuffer(shm.view, dtype, numel, at)
+    shm.leases.append(weakref.ref(raw))  # every view of it keeps it alive
+    array = raw.reshape(shape)
     if code == 1 and bool((array.view(np.uint8) > 1).any()):
         raise ProtocolError(f"tensor set: BOOL {where} holds a byte other than 0 or 1")
     return array

@@ -24,6 +24,7 @@ their stdout and stderr line by line and re-renders these records in its log
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import mmap
@@ -354,33 +355,29 @@ class _Shm:
         self.inputs = ShmArea(self.whole, 0, split, threshold)
         self.kept = False  # a model kept an input array: inputs come inline
 
-    def batch_inputs(self) -> Any:
-        """The input area for one batch, with a view of its own (released
-        after the batch to see whether the model kept an input array)."""
-        self.inputs.view = memoryview(self.region)
-        return self.inputs
+    def alive(self) -> bool:
+        """Whether an array decoded from the input area is still alive."""
+        return any(lease() is not None for lease in self.inputs.leases)
 
     def settle(self, parts: list[Any]) -> int:
         """Called with the batch's answer ready (``parts``, the outputs' pieces,
-        changed in place) and every other reference to its arrays dropped:
-        releases the batch's view of the region. When something still views
-        it, pieces that may view it are copied first; if a view remains the
-        model kept an input array, and the answer's flags ask the engine to
-        stop writing inputs into the region (the array stays as it was)."""
-        if self.kept:
-            return 0
-        view = self.inputs.view
+        changed in place) and every other reference to its arrays dropped.
+        When an input array (or a view of one) is still alive, pieces that may
+        view the region are copied first; if one is alive after that, the
+        model kept it, and the answer's flags ask the engine to stop writing
+        inputs into the region (so the array stays as it was)."""
         try:
-            view.release()
-            return 0
-        except BufferError:
-            pass
-        parts[:] = [p if isinstance(p, bytes) else memoryview(p).tobytes() for p in parts]
-        try:
-            view.release()
-            return 0
-        except BufferError:
-            self.kept = True
+            if self.kept or not self.alive():
+                return 0
+            parts[:] = [p if isinstance(p, bytes) else memoryview(p).tobytes() for p in parts]
+            if not self.alive():
+                return 0
+            gc.collect()  # a failed batch's traceback may sit in a cycle
+            if not self.alive():
+                return 0
+        finally:
+            self.inputs.leases.clear()
+        self.kept = True
         log.warning(
             "the model kept an input array after predict returned; inputs no longer "
             "travel through shared memory for this worker (keep a copy, np.array(x), "
@@ -606,7 +603,7 @@ def _serve(channel: Channel, runtime: Runtime, state: _State,
         parts: list[Any] = []
         total = 0
         try:
-            inputs, params = decode_tensor_set(payload, shm.batch_inputs() if shm else None)
+            inputs, params = decode_tensor_set(payload, shm.inputs if shm else None)
             seqs = None
             if params and ("berth_sequences" in params or "berth_sequence_drop" in params):
                 params = dict(params)

@@ -8,9 +8,10 @@ RESULT frame carries offsets. These tests send 1 MiB and 8 MiB FP32, INT64
 and BYTES tensors from several clients at once (Triton's HTTP client with
 the binary extension, gRPC's raw_input_contents, JSON), batched behind a
 gated request so the batch is known, and check every answer exactly. That
-the region was used is counted, not timed: the bytes the worker process read
-from and wrote to its socket (``/proc/<pid>/io``) stay far below the
-tensors' size, and the worker maps ``memfd:berth-worker``. The same requests
+the region was used is counted, not timed: berthd's read and written bytes
+(``/proc/<pid>/io``: its clients' sockets and its workers') grow by about the
+tensors' size once (the clients' requests and answers), not twice (the
+worker's socket too), and the worker maps ``memfd:berth-worker``. The same requests
 with shared memory off, and with a region smaller than a batch, give the
 same answers through the socket.
 """
@@ -30,7 +31,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from berth_e2e import BerthServer
+from berth_e2e import BerthServer, wait_until
 from tritonclient.utils import InferenceServerException
 
 MIB = 1 << 20
@@ -188,10 +189,13 @@ def json_infer(server: BerthServer, x: np.ndarray, i: np.ndarray, items: list[by
 CLIENTS = {"http": http_infer, "grpc": grpc_infer, "json": json_infer}
 
 
-def socket_io(pid: int) -> tuple[int, int]:
-    """Bytes the worker read and wrote through system calls so far (its
-    socket, and nothing else large while it serves)."""
-    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+def engine_io(server: BerthServer) -> tuple[int, int]:
+    """Bytes berthd read and wrote through read/write system calls so far:
+    its clients' sockets and its workers' (libuv reads and writes both with
+    read and writev)."""
+    assert Path(f"/proc/{server.pid}/comm").read_text().strip() == "berthd"
+    text = Path(f"/proc/{server.pid}/io").read_text()
+    fields = dict(line.split(": ") for line in text.splitlines())
     return int(fields["rchar"]), int(fields["wchar"])
 
 
@@ -205,8 +209,9 @@ def run_batch(server: BerthServer, gates: Gates, plan: list[tuple[str, int, int]
               width: int = WIDTH) -> tuple[int, int, int]:
     """Sends the plan's requests ((client, seed, rows) each) while a gated
     request holds the worker, then opens the gate: they run as one batch and
-    each must get its own values back. Returns the batch's tensor bytes and
-    the bytes the worker read and wrote meanwhile."""
+    each must get its own values back. Returns the batch's FP32 and INT64
+    bytes (its outputs y and j are as large) and the bytes berthd read and
+    wrote meanwhile."""
     pid = server.wait_worker("big/1/0")
     gate, gate_file = gates.next()
     bx, bi, _ = rows_for(0, 1, 16)
@@ -214,13 +219,13 @@ def run_batch(server: BerthServer, gates: Gates, plan: list[tuple[str, int, int]
     with ThreadPoolExecutor(max_workers=len(reqs) + 1) as pool:
         block = pool.submit(http_infer, server, bx, bi, [gate])
         server.wait_queue("big", inflight=1, queued=0)
-        before = socket_io(pid)
+        before = engine_io(server)
         futures = [pool.submit(CLIENTS[how], server, *args) for how, args in reqs]
         server.wait_queue("big", inflight=1 + len(reqs), queued=len(reqs))
         gate_file.touch()
         results = [f.result() for f in futures]
         blocked = block.result()
-        after = socket_io(pid)
+        after = engine_io(server)
     assert list(blocked["rows"]) == [1]
     total = sum(n for _, _, n in plan)
     for (_, (x, i, items)), got in zip(reqs, results):
@@ -233,7 +238,7 @@ def run_batch(server: BerthServer, gates: Gates, plan: list[tuple[str, int, int]
 
 def test_worker_maps_a_private_region(server: BerthServer) -> None:
     pid = server.wait_worker("big/1/0")
-    assert len(maps_region(pid)) == 1
+    assert len(wait_until(lambda: maps_region(pid), 60, "the worker maps its region")) == 1
     # No name on disk: nothing of it under /dev/shm.
     assert not any("berth" in p.name for p in Path("/dev/shm").iterdir())
 
@@ -242,26 +247,30 @@ def test_large_requests_from_several_clients_go_through_shared_memory(
         server: BerthServer, gates: Gates) -> None:
     # 1 + 8 + 1 rows: 10 MiB of FP32 and 10 MiB of INT64 in, as much out;
     # the small BYTES input of the same batch stays in the frame.
-    size, read, written = run_batch(server, gates, [("http", 1, 1), ("http", 2, 8), ("grpc", 3, 1)])
+    size, read, written = run_batch(server, gates, [("http", 1, 1), ("http", 2, 8), ("http", 3, 1)])
     assert size == 20 * MIB
-    assert read < MIB and written < MIB, (read, written)
+    assert read < size + MIB and written < size + MIB, (size, read, written)
+    # gRPC's raw_input_contents: 8 MiB and 1 MiB rows of each.
+    size, read, written = run_batch(server, gates, [("grpc", 4, 4), ("grpc", 5, 1)])
+    assert size == 10 * MIB
+    assert read < size + MIB and written < size + MIB, (size, read, written)
 
 
-def test_json_request_batches_with_binary_ones_through_shared_memory(
-        server: BerthServer, gates: Gates) -> None:
-    size, read, written = run_batch(server, gates, [("json", 4, 1), ("http", 5, 2), ("grpc", 6, 1)])
-    assert size == 8 * MIB
-    assert read < MIB and written < MIB, (read, written)
+def test_json_requests_batch_through_shared_memory(server: BerthServer, gates: Gates) -> None:
+    # JSON text is larger than the tensors, so berthd's byte counts say
+    # little here: the answers, exact, are what this checks.
+    size, _, _ = run_batch(server, gates, [("json", 4, 1), ("json", 5, 2)])
+    assert size == 6 * MIB
 
 
 def test_small_tensors_stay_in_the_frame(server: BerthServer, gates: Gates) -> None:
     # 4 KiB rows: under the 64 KiB threshold, so the bytes cross the socket.
-    size, read, written = run_batch(server, gates, [("json", 7, 1), ("http", 8, 2)], width=1024)
+    size, read, written = run_batch(server, gates, [("http", 7, 1), ("http", 8, 2)], width=1024)
     assert size == 3 * 1024 * 8
-    assert read >= size and written >= size
+    assert read >= 2 * size and written >= 2 * size, (size, read, written)
 
 
-def test_a_model_that_keeps_its_input_array_gets_copies(
+def test_a_model_that_keeps_its_input_array_sees_it_unchanged(
         module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     repo = tmp_path_factory.mktemp("shm-keep")
     d = repo / "keep" / "1"
@@ -289,10 +298,10 @@ def test_a_model_that_keeps_its_input_array_gets_copies(
             answers.append(r.as_numpy("first"))
         finally:
             c.close()
-    # The first batch's array stays as it was, whatever came after it; from
-    # the second batch on the worker copies its inputs.
-    assert all(np.array_equal(a, np.full((1, WIDTH), 1, dtype=np.float32)) for a in answers[2:])
-    assert "input arrays are copies from now on" in srv.log_tail(200)
+    # The first batch's array stays as it was, whatever came after it: the
+    # worker saw it kept and the engine wrote no more inputs into the region.
+    assert all(np.array_equal(a, np.full((1, WIDTH), 1, dtype=np.float32)) for a in answers)
+    assert "inputs no longer travel through shared memory" in srv.log_tail(200)
 
 
 def test_worker_crash_mid_batch_fails_only_its_request_and_the_new_worker_gets_a_new_region(
@@ -313,10 +322,10 @@ def test_worker_crash_mid_batch_fails_only_its_request_and_the_new_worker_gets_a
             crash.result(timeout=120)
     check(bx, bi, [gate], got)
     new_pid = server.wait_worker("big/1/0", not_pid=pid)
-    new_region = maps_region(new_pid)
+    new_region = wait_until(lambda: maps_region(new_pid), 60, "the new worker maps its region")
     assert len(new_region) == 1 and new_region != region
-    size, read, written = run_batch(server, gates, [("http", 41, 2), ("grpc", 42, 1)])
-    assert read < MIB and written < MIB, (read, written)
+    size, read, written = run_batch(server, gates, [("http", 41, 2), ("http", 42, 1)])
+    assert read < size + MIB and written < size + MIB, (size, read, written)
     assert server.running()
 
 
@@ -349,8 +358,10 @@ def test_shared_memory_off_gives_the_same_answers_through_the_socket(
         no_shm: BerthServer, gates: Gates) -> None:
     pid = no_shm.wait_worker("big/1/0")
     assert maps_region(pid) == set()
-    size, read, written = run_batch(no_shm, gates, [("http", 1, 1), ("http", 2, 8), ("grpc", 3, 1)])
-    assert read >= size and written >= size
+    size, read, written = run_batch(no_shm, gates, [("http", 1, 1), ("http", 2, 8), ("http", 3, 1)])
+    assert read >= 2 * size and written >= 2 * size, (size, read, written)
+    size, read, written = run_batch(no_shm, gates, [("grpc", 4, 4), ("grpc", 5, 1)])
+    assert read >= 2 * size and written >= 2 * size, (size, read, written)
 
 
 @pytest.fixture(scope="module")
@@ -362,20 +373,20 @@ def small_shm(module_server: Any, tmp_path_factory: pytest.TempPathFactory, gate
 def test_a_batch_larger_than_the_region_falls_back_to_the_frame(
         small_shm: BerthServer, gates: Gates) -> None:
     pid = small_shm.wait_worker("big/1/0")
-    assert len(maps_region(pid)) == 1
+    assert len(wait_until(lambda: maps_region(pid), 60, "the worker maps its region")) == 1
     # 3 rows: 3 MiB of FP32 and 3 MiB of INT64, neither fits in 2 MiB.
-    size, read, written = run_batch(small_shm, gates, [("http", 1, 1), ("grpc", 2, 2)])
-    assert read >= size and written >= size
+    size, read, written = run_batch(small_shm, gates, [("http", 1, 1), ("http", 2, 2)])
+    assert read >= 2 * size and written >= 2 * size, (size, read, written)
     # One row: x (1 MiB) and i (1 MiB) fill the region exactly.
     size, read, written = run_batch(small_shm, gates, [("http", 3, 1)])
-    assert read < MIB and written < MIB, (read, written)
+    assert read < size + MIB and written < size + MIB, (size, read, written)
 
 
 def test_bad_shared_memory_config_is_refused(berth_server: Any, tmp_path: Path) -> None:
     app = tmp_path / "app.yaml"
-    app.write_text("workers: {shared_memory_size: lots}\n")
-    repo = tmp_path / "repo"
-    (repo / "m" / "1").mkdir(parents=True)
-    with pytest.raises(Exception) as info:
-        berth_server(str(repo), "--config", str(app))
-    assert "workers.shared_memory_size" in str(info.value)
+    (tmp_path / "big.py").write_text(SOURCE.replace("@GATES@", repr(str(tmp_path))))
+    for bad in ("lots", -1, "32GiB"):
+        app.write_text(json.dumps({"workers": {"shared_memory_size": bad}}))
+        with pytest.raises(BaseException) as info:
+            berth_server(str(tmp_path / "big.py"), "--config", str(app))
+        assert "workers.shared_memory_size" in str(info.value), info.value
