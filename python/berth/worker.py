@@ -683,15 +683,16 @@ def main() -> int:
             error = f"LOAD payload is not JSON: {e}"
         else:
             error = "LOAD payload must be a JSON object"
-        shm = _map_shm(entry, shm_fd) if isinstance(entry, dict) else None
-        if shm is None and shm_fd is not None and not isinstance(entry, dict):
-            os.close(shm_fd)
         if not isinstance(entry, dict):
+            if shm_fd is not None:
+                os.close(shm_fd)
             raise ProtocolError(error)
         _set_thread_defaults(entry)
         _set_device(entry)
         if os.environ.get("BERTH_FORKED") == "1":
             _apply_thread_limits()
+        # After the thread settings: mapping imports NumPy (berth.tensors).
+        shm = _map_shm(entry, shm_fd)
         started = time.monotonic()
         try:
             runtime, ready = _load(entry)
