@@ -263,6 +263,8 @@ static void shm_create(worker_proc *p) {
     return;
   berth_errmsg err;
   size_t size = (size_t)c->worker_shm_size & ~(size_t)127;
+  if (size < 4096) /* too small to be of use: off */
+    return;
   if (berth_shm_region_create(&p->shm, size, &err) != BERTH_OK)
     berth_log_kv(BERTH_LOG_WARNING,
                  "no shared memory for a worker; its tensors go through its "
