@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -390,3 +391,107 @@ def test_bad_shared_memory_config_is_refused(berth_server: Any, tmp_path: Path) 
         with pytest.raises(BaseException) as info:
             berth_server(str(tmp_path / "big.py"), "--config", str(app))
         assert "workers.shared_memory_size" in str(info.value), info.value
+
+
+# ------------------------------------------------- a worker that lies about offsets
+
+ROGUE = r'''
+"""A worker (workers.command) that speaks protocol 3 and answers each INFER
+with a RESULT whose output "y" lies in the shared memory region where the
+request's "attack" parameter says."""
+import json, mmap, os, socket, struct, sys
+
+H = struct.Struct("<IHHQ")
+sock = socket.socket(fileno=3)
+
+
+def exact(n):
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            sys.exit(0)
+        buf += chunk
+    return buf
+
+
+def send(ftype, fid, payload):
+    sock.sendall(H.pack(len(payload), ftype, 0, fid) + payload)
+
+
+data, anc, _, _ = sock.recvmsg(16, socket.CMSG_SPACE(4))
+fds = [struct.unpack("i", blob[:4])[0] for level, kind, blob in anc]
+data += exact(16 - len(data))
+length, ftype, _, _ = H.unpack(data)
+entry = json.loads(exact(length))
+offer = entry["shared_memory"]
+size, split = offer["size"], offer["split"]
+region = mmap.mmap(fds[0], size)
+spec = {"name": "x", "datatype": "FP32", "shape": [-1, -1]}
+out = {"name": "y", "datatype": "FP32", "shape": [-1, -1]}
+send(2, 0, json.dumps({"protocol": 3, "platform": "rogue", "inputs": [spec],
+                       "outputs": [out, {"name": "t", "datatype": "BYTES", "shape": [-1]}],
+                       "max_batch_size": 0, "shared_memory": True}).encode())
+while True:
+    length, ftype, _, fid = H.unpack(exact(16))
+    payload = exact(length)
+    if ftype == 7:
+        sys.exit(0)
+    n, plen = struct.unpack_from("<II", payload)
+    attack = json.loads(payload[8:8 + plen] or b"{}").get("attack", "good")
+    at = {"good": split + 64, "below": 0, "past": size - 8, "unaligned": split + 4,
+          "wrap": 2**64 - 8, "bytes": split + 64}[attack]
+    if attack == "bytes":  # one BYTES element whose length prefix overruns its data
+        region[split + 64:split + 72] = struct.pack("<I", 100) + b"abcd"
+        rec = struct.pack("<BBHI", 13, 1, 1, 1) + struct.pack("<q", 1) + struct.pack("<Q", 8)
+        rec += b"t" + bytes(7) + struct.pack("<Q", at)
+    else:
+        if 0 <= at <= size - 16:
+            region[at:at + 16] = struct.pack("<4f", 1, 2, 3, 4)
+        rec = struct.pack("<BBHI", 11, 2, 1, 1) + struct.pack("<qq", 1, 4) + struct.pack("<Q", 16)
+        rec += b"y" + bytes(7) + struct.pack("<Q", at)
+    send(5, fid, struct.pack("<II", 1, 0) + rec)
+'''
+
+
+@pytest.fixture(scope="module")
+def rogue(module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> BerthServer:
+    root = tmp_path_factory.mktemp("shm-rogue")
+    script = root / "rogue_worker.py"
+    script.write_text(ROGUE)
+    (root / "m" / "1").mkdir(parents=True)
+    (root / "m" / "1" / "model.py").write_text(
+        "import berth\nclass M(berth.Model):\n    def predict(self, inputs):\n        return {}\n"
+    )
+    app = root / "app.yaml"
+    app.write_text(json.dumps({"workers": {
+        "command": [sys.executable, str(script)],
+        "restart_backoff_s": 0.01, "restart_backoff_max_s": 0.05}}))
+    return module_server(str(root / "m"), "--config", str(app), label="shm-rogue")
+
+
+def rogue_infer(server: BerthServer, attack: str) -> Any:
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 0]}],
+            "parameters": {"attack": attack}}
+    return server.infer("m", body)
+
+
+def test_a_worker_that_places_outputs_right_is_served(rogue: BerthServer) -> None:
+    r = rogue_infer(rogue, "good")
+    assert r.status == 200, r.body
+    got = {o["name"]: o for o in r.json()["outputs"]}
+    assert got["y"]["data"] == [1.0, 2.0, 3.0, 4.0] and got["y"]["shape"] == [1, 4]
+
+
+@pytest.mark.parametrize("attack", ["below", "past", "unaligned", "wrap", "bytes"])
+def test_offsets_outside_the_workers_part_kill_the_worker_and_fail_only_that_request(
+        rogue: BerthServer, attack: str) -> None:
+    pid = rogue.wait_worker("m/1/0")
+    r = rogue_infer(rogue, attack)
+    assert r.status == 500, r.body
+    error = r.json()["error"]
+    assert "malformed outputs" in error and "worker exited" in error, error
+    assert rogue.wait_worker("m/1/0", not_pid=pid) != pid
+    r = rogue_infer(rogue, "good")  # the restarted worker, with a new region
+    assert r.status == 200, r.body
+    assert rogue.running()

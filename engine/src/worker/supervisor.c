@@ -84,6 +84,7 @@ struct worker_proc {
   bool shm_ok;          /* the worker mapped it (READY's shared_memory) */
   bool shm_kept;        /* the model kept an input array viewing it: no
                            more inputs go there (BERTH_WP_FLAG_KEPT_INPUTS) */
+  char broke[560];      /* why the engine killed it, or "" */
 };
 
 typedef struct {
@@ -483,10 +484,11 @@ static void on_load_failed(berth_worker *w, const uint8_t *payload,
     BERTH_OBSERVE(&m->engine->observers, load_failed, m);
 }
 
-static void on_answer(berth_worker *w, long at, const berth_wp_header *h,
+/* Returns false when the worker broke the protocol (a malformed RESULT):
+ * it is then killed and its batch fails as when it dies, with the reason
+ * (p->broke). */
+static bool on_answer(berth_worker *w, long at, const berth_wp_header *h,
                       const uint8_t *payload, size_t len) {
-  berth_batch *b = running_take(w, (uint32_t)at);
-  b->answered_ns = uv_hrtime();
   berth_model *m = w->model;
   if (h->type == BERTH_WP_RESULT) {
     berth_tensor *outs = NULL;
@@ -498,15 +500,17 @@ static void on_answer(berth_worker *w, long at, const berth_wp_header *h,
     if (berth_wp_tensors_decode_region(payload, len, shm_outputs(w->proc, &g),
                                        &outs, &n, &params, &plen,
                                        &err) != BERTH_OK) {
-      char msg[700];
-      snprintf(msg, sizeof msg, "model '%s' returned malformed outputs: %s",
-               m->cfg->name, err.msg);
-      berth_batch_fail(b, BERTH_E_MODEL, msg);
-    } else {
-      berth_batch_complete(b, outs, n, params, plen);
-      berth_tensors_free(outs, n);
+      snprintf(w->proc->broke, sizeof w->proc->broke,
+               "killed: malformed outputs: %s", err.msg);
+      return false;
     }
+    berth_batch *b = running_take(w, (uint32_t)at);
+    b->answered_ns = uv_hrtime();
+    berth_batch_complete(b, outs, n, params, plen);
+    berth_tensors_free(outs, n);
   } else {
+    berth_batch *b = running_take(w, (uint32_t)at);
+    b->answered_ns = uv_hrtime();
     json_error_t jerr;
     json_t *doc = json_loadb((const char *)payload, len, 0, &jerr);
     const char *emsg = json_string_value(json_object_get(doc, "error"));
@@ -519,6 +523,7 @@ static void on_answer(berth_worker *w, long at, const berth_wp_header *h,
     berth_batch_fail(b, input ? BERTH_E_INVALID : BERTH_E_MODEL, msg);
   }
   berth_sched_dispatch(m);
+  return true;
 }
 
 /* Counts one response of j's (unless j is answered already) and shows it to
@@ -610,8 +615,7 @@ static bool handle_frame(worker_proc *p, const berth_wp_header *h,
       return false;
     if (h->flags & BERTH_WP_FLAG_KEPT_INPUTS)
       p->shm_kept = true; /* before the next batch is written */
-    on_answer(w, at, h, payload, h->length);
-    return true;
+    return on_answer(w, at, h, payload, h->length);
   }
   case BERTH_WP_RESPONSE: {
     long at = w->state == W_BUSY ? running_index(w, h->id) : -1;
@@ -664,7 +668,8 @@ static void read_frames(uv_stream_t *s, ssize_t nread) {
       break; /* a whole header, not yet the whole payload */
     if (!handle_frame(p, &h, data + off + BERTH_WP_HEADER_SIZE)) {
       berth_log_kv(BERTH_LOG_ERROR,
-                   "worker sent an unexpected frame; killing it", NULL);
+                   "worker sent an unexpected frame; killing it", "error",
+                   p->broke[0] != '\0' ? p->broke : "", NULL);
       uv_read_stop(s);
       proc_kill(p, SIGKILL);
       return;
@@ -746,7 +751,9 @@ static void schedule_restart(berth_worker *w, const berth_restart_plan *plan) {
 }
 
 static void describe_exit(const worker_proc *p, char *out, size_t cap) {
-  if (p->forked && !p->zc.status_known)
+  if (p->broke[0] != '\0')
+    snprintf(out, cap, "%s", p->broke);
+  else if (p->forked && !p->zc.status_known)
     snprintf(out, cap, "exit status unknown: its template is gone");
   else if (p->term_signal != 0)
     snprintf(out, cap, "signal %d", p->term_signal);
@@ -763,7 +770,7 @@ static void proc_lost(worker_proc *p) {
   w->proc = NULL;
   berth_model *m = w->model;
   berth_engine *e = m->engine;
-  char how[64], id[300];
+  char how[600], id[300];
   describe_exit(p, how, sizeof how);
   worker_state was = w->state;
   if (w->counted_ready) {
@@ -771,7 +778,7 @@ static void proc_lost(worker_proc *p) {
     m->n_ready--;
   }
   if (w->n_running > 0) {
-    char msg[512];
+    char msg[1024];
     snprintf(msg, sizeof msg,
              "model '%s' worker exited (%s) while running this request; "
              "it is being restarted",
@@ -795,7 +802,7 @@ static void proc_lost(worker_proc *p) {
   if (was == W_LOADING && m->n_ready == 0) {
     /* Keep the reason where the ready endpoint shows it. */
     snprintf(m->load_error, sizeof m->load_error,
-             "its worker exited (%s) while loading the model, %u time%s so "
+             "its worker exited (%.200s) while loading the model, %u time%s so "
              "far; retrying with backoff (check the worker log)",
              how, w->restarts + 1, w->restarts ? "s" : "");
     m->state = BERTH_MODEL_FAILED;
