@@ -121,9 +121,11 @@ class ShmArea:
     Decoding reads tensors that the other side placed there (offsets are
     bounds-checked against ``lo``..``hi``); encoding places tensors of at least
     ``threshold`` bytes there while they fit, from ``lo`` on (``reset`` before
-    each frame), 64-byte aligned. ``leases`` holds a weak reference to each
-    array decoded from the area, so its owner can tell whether any of them
-    (or a view of one) is still alive."""
+    each frame), 64-byte aligned; an array that already lies in the region
+    (a view of an input, returned as an output) is not copied: its offset is
+    used as it is. ``leases`` holds a weak reference to each array decoded
+    from the area, so its owner can tell whether any of them (or a view of
+    one) is still alive."""
 
     def __init__(self, view: memoryview, lo: int, hi: int, threshold: int) -> None:
         self.view = view
@@ -132,6 +134,7 @@ class ShmArea:
         self.threshold = max(1, threshold)
         self.at = lo
         self.leases: list[weakref.ref[np.ndarray]] = []
+        self._base = int(np.frombuffer(view, np.uint8).ctypes.data) if len(view) else 0
 
     def reset(self) -> None:
         self.at = self.lo
@@ -141,6 +144,10 @@ class ShmArea:
         ``None`` when it is too small to be worth it or does not fit."""
         if nbytes < self.threshold:
             return None
+        if isinstance(data, np.ndarray):
+            at = int(data.ctypes.data) - self._base
+            if 0 <= at and at % 8 == 0 and at + nbytes <= len(self.view):
+                return at  # in the region already: no copy
         at = (self.at + 63) & ~63
         if at + nbytes > self.hi:
             return None

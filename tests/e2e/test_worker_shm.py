@@ -47,14 +47,16 @@ GATES = @GATES@
 
 
 class Big(berth.Model):
-    """y = 2x + 1; j = i reversed per row, minus 7; t = each BYTES element
-    reversed; rows = the batch's rows. A BYTES element b"gate:<n>" holds
+    """y = 2x + 1; same = x itself (a view of the input: through shared
+    memory, the engine reads it where it wrote it); j = i reversed per row,
+    minus 7; t = each BYTES element reversed; rows = the batch's rows. A BYTES element b"gate:<n>" holds
     predict until GATES/gate-<n> exists; b"crash" ends the process."""
 
     inputs = [berth.TensorSpec("x", "FP32", [-1, -1]),
               berth.TensorSpec("i", "INT64", [-1, -1]),
               berth.TensorSpec("s", "BYTES", [-1])]
     outputs = [berth.TensorSpec("y", "FP32", [-1, -1]),
+               berth.TensorSpec("same", "FP32", [-1, -1]),
                berth.TensorSpec("j", "INT64", [-1, -1]),
                berth.TensorSpec("t", "BYTES", [-1]),
                berth.TensorSpec("rows", "INT64", [-1])]
@@ -73,7 +75,7 @@ class Big(berth.Model):
                     time.sleep(0.01)
         n = x.shape[0]
         t = np.array([bytes(v)[::-1] for v in s], dtype=object)
-        return {"y": x * 2 + 1, "j": i[:, ::-1] - 7, "t": t,
+        return {"y": x * 2 + 1, "same": x, "j": i[:, ::-1] - 7, "t": t,
                 "rows": np.full(n, n, dtype=np.int64)}
 '''
 
@@ -133,11 +135,12 @@ def rows_for(seed: int, n: int, width: int = WIDTH) -> tuple[np.ndarray, np.ndar
 def check(x: np.ndarray, i: np.ndarray, items: list[bytes], got: dict[str, np.ndarray]) -> None:
     assert got["y"].dtype == np.float32 and got["y"].shape == x.shape
     assert np.array_equal(got["y"], x * 2 + 1)
+    assert got["same"].dtype == np.float32 and np.array_equal(got["same"], x)
     assert got["j"].dtype == np.int64 and np.array_equal(got["j"], i[:, ::-1] - 7)
     assert [bytes(v) for v in got["t"]] == [b[::-1] for b in items]
 
 
-OUTS = ("y", "j", "t", "rows")
+OUTS = ("y", "same", "j", "t", "rows")
 
 
 def http_infer(server: BerthServer, x: np.ndarray, i: np.ndarray, items: list[bytes]) -> dict[str, np.ndarray]:
@@ -181,6 +184,7 @@ def json_infer(server: BerthServer, x: np.ndarray, i: np.ndarray, items: list[by
     got = {o["name"]: o for o in doc["outputs"]}
     return {
         "y": np.array(got["y"]["data"], dtype=np.float32).reshape(got["y"]["shape"]),
+        "same": np.array(got["same"]["data"], dtype=np.float32).reshape(got["same"]["shape"]),
         "j": np.array(got["j"]["data"], dtype=np.int64).reshape(got["j"]["shape"]),
         "t": np.array([v.encode() for v in got["t"]["data"]], dtype=object),
         "rows": np.array(got["rows"]["data"], dtype=np.int64),
@@ -211,8 +215,8 @@ def run_batch(server: BerthServer, gates: Gates, plan: list[tuple[str, int, int]
     """Sends the plan's requests ((client, seed, rows) each) while a gated
     request holds the worker, then opens the gate: they run as one batch and
     each must get its own values back. Returns the batch's FP32 and INT64
-    bytes (its outputs y and j are as large) and the bytes berthd read and
-    wrote meanwhile."""
+    bytes (its outputs y and j are as large, and same as large as x) and
+    the bytes berthd read and wrote meanwhile."""
     pid = server.wait_worker("big/1/0")
     gate, gate_file = gates.next()
     bx, bi, _ = rows_for(0, 1, 16)
@@ -250,11 +254,11 @@ def test_large_requests_from_several_clients_go_through_shared_memory(
     # the small BYTES input of the same batch stays in the frame.
     size, read, written = run_batch(server, gates, [("http", 1, 1), ("http", 2, 8), ("http", 3, 1)])
     assert size == 20 * MIB
-    assert read < size + MIB and written < size + MIB, (size, read, written)
+    assert read < size + MIB and written < 1.5 * size + MIB, (size, read, written)
     # gRPC's raw_input_contents: 8 MiB and 1 MiB rows of each.
     size, read, written = run_batch(server, gates, [("grpc", 4, 4), ("grpc", 5, 1)])
     assert size == 10 * MIB
-    assert read < size + MIB and written < size + MIB, (size, read, written)
+    assert read < size + MIB and written < 1.5 * size + MIB, (size, read, written)
 
 
 def test_json_requests_batch_through_shared_memory(server: BerthServer, gates: Gates) -> None:
@@ -268,7 +272,7 @@ def test_small_tensors_stay_in_the_frame(server: BerthServer, gates: Gates) -> N
     # 4 KiB rows: under the 64 KiB threshold, so the bytes cross the socket.
     size, read, written = run_batch(server, gates, [("http", 7, 1), ("http", 8, 2)], width=1024)
     assert size == 3 * 1024 * 8
-    assert read >= 2 * size and written >= 2 * size, (size, read, written)
+    assert read >= 2 * size and written >= 2.5 * size, (size, read, written)
 
 
 def test_a_model_that_keeps_its_input_array_sees_it_unchanged(
@@ -326,7 +330,7 @@ def test_worker_crash_mid_batch_fails_only_its_request_and_the_new_worker_gets_a
     new_region = wait_until(lambda: maps_region(new_pid), 60, "the new worker maps its region")
     assert len(new_region) == 1 and new_region != region
     size, read, written = run_batch(server, gates, [("http", 41, 2), ("http", 42, 1)])
-    assert read < size + MIB and written < size + MIB, (size, read, written)
+    assert read < size + MIB and written < 1.5 * size + MIB, (size, read, written)
     assert server.running()
 
 
@@ -360,9 +364,9 @@ def test_shared_memory_off_gives_the_same_answers_through_the_socket(
     pid = no_shm.wait_worker("big/1/0")
     assert maps_region(pid) == set()
     size, read, written = run_batch(no_shm, gates, [("http", 1, 1), ("http", 2, 8), ("http", 3, 1)])
-    assert read >= 2 * size and written >= 2 * size, (size, read, written)
+    assert read >= 2 * size and written >= 2.5 * size, (size, read, written)
     size, read, written = run_batch(no_shm, gates, [("grpc", 4, 4), ("grpc", 5, 1)])
-    assert read >= 2 * size and written >= 2 * size, (size, read, written)
+    assert read >= 2 * size and written >= 2.5 * size, (size, read, written)
 
 
 @pytest.fixture(scope="module")
@@ -377,10 +381,10 @@ def test_a_batch_larger_than_the_region_falls_back_to_the_frame(
     assert len(wait_until(lambda: maps_region(pid), 60, "the worker maps its region")) == 1
     # 3 rows: 3 MiB of FP32 and 3 MiB of INT64, neither fits in 2 MiB.
     size, read, written = run_batch(small_shm, gates, [("http", 1, 1), ("http", 2, 2)])
-    assert read >= 2 * size and written >= 2 * size, (size, read, written)
+    assert read >= 2 * size and written >= 2.5 * size, (size, read, written)
     # One row: x (1 MiB) and i (1 MiB) fill the region exactly.
     size, read, written = run_batch(small_shm, gates, [("http", 3, 1)])
-    assert read < size + MIB and written < size + MIB, (size, read, written)
+    assert read < size + MIB and written < 1.5 * size + MIB, (size, read, written)
 
 
 def test_bad_shared_memory_config_is_refused(berth_server: Any, tmp_path: Path) -> None:
@@ -439,7 +443,7 @@ while True:
         sys.exit(0)
     n, plen = struct.unpack_from("<II", payload)
     attack = json.loads(payload[8:8 + plen] or b"{}").get("attack", "good")
-    at = {"good": split + 64, "below": 0, "past": size - 8, "unaligned": split + 4,
+    at = {"good": split + 64, "past": size - 8, "unaligned": split + 4,
           "wrap": 2**64 - 8, "bytes": split + 64}[attack]
     if attack == "bytes":  # one BYTES element whose length prefix overruns its data
         region[split + 64:split + 72] = struct.pack("<I", 100) + b"abcd"
@@ -483,7 +487,7 @@ def test_a_worker_that_places_outputs_right_is_served(rogue: BerthServer) -> Non
     assert got["y"]["data"] == [1.0, 2.0, 3.0, 4.0] and got["y"]["shape"] == [1, 4]
 
 
-@pytest.mark.parametrize("attack", ["below", "past", "unaligned", "wrap", "bytes"])
+@pytest.mark.parametrize("attack", ["past", "unaligned", "wrap", "bytes"])
 def test_offsets_outside_the_workers_part_kill_the_worker_and_fail_only_that_request(
         rogue: BerthServer, attack: str) -> None:
     pid = rogue.wait_worker("m/1/0")

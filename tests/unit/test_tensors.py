@@ -290,3 +290,24 @@ def test_shared_memory_record_checks_its_size() -> None:
     decode_tensor_set(_shm_record(1024), area)
     with pytest.raises(ProtocolError, match="needs 16 bytes"):
         decode_tensor_set(_shm_record(1024, data_len=12), area)
+
+
+def test_an_output_that_views_the_region_is_not_copied() -> None:
+    view = memoryview(bytearray(1 << 16))
+    inputs = ShmArea(view, 0, 1 << 15, 1024)
+    outputs = ShmArea(view, 1 << 15, 1 << 16, 1024)
+    x = np.arange(1024, dtype=np.float32)
+    view[128 : 128 + x.nbytes] = x.tobytes()
+    payload = b"".join(
+        bytes(memoryview(p).cast("B"))
+        for p in encode_tensor_set_parts({"x": x.reshape(1, -1)}, shm=inputs)[0]
+    )
+    decoded, _ = decode_tensor_set(payload, inputs)
+    parts, _ = encode_tensor_set_parts({"same": decoded["x"], "twice": decoded["x"] * 2}, shm=outputs)
+    result = b"".join(bytes(memoryview(p).cast("B")) for p in parts)
+    offsets = [struct.unpack_from("<Q", result, i + 8 + 8 + 8 + 8 + 8)[0] for i in (8, 8 + 48)]
+    assert offsets[0] < 1 << 15  # where the input lies, no copy
+    assert offsets[1] >= 1 << 15 and outputs.at == offsets[1] + 4096
+    back, _ = decode_tensor_set(result, ShmArea(view, 0, 1 << 16, 1024))
+    np.testing.assert_array_equal(back["same"][0], x)
+    np.testing.assert_array_equal(back["twice"][0], x * 2)

@@ -356,12 +356,14 @@ static berth_wp_shm *shm_inputs(worker_proc *p, berth_wp_shm *s) {
   return s;
 }
 
-/* Where a RESULT's tensors may point (NULL: nowhere). */
+/* Where a RESULT's tensors may point (NULL: nowhere): the worker's part,
+ * or the engine's when an output is a view of an input (the engine writes
+ * the next batch there only after it has read this answer). */
 static const berth_wp_region *shm_outputs(const worker_proc *p,
                                           berth_wp_region *g) {
   if (!p->shm_ok)
     return NULL;
-  *g = (berth_wp_region){p->shm.base, p->shm.split, p->shm.size};
+  *g = (berth_wp_region){p->shm.base, 0, p->shm.size};
   return g;
 }
 
