@@ -8,6 +8,11 @@
 # tensor bytes show.
 #
 #   bash bench/large_ab.sh OLD_BERTH NEW_BERTH [SECONDS] [ROW_FLOATS]
+#
+# OLD_WORKERS / NEW_WORKERS (environment, optional): a YAML flow mapping
+# added as the app's `workers:` for that side, e.g. to compare one install
+# with and without shared memory:
+#   OLD_WORKERS='{shared_memory_size: 0}' bash bench/large_ab.sh B B 8 262144
 set -euo pipefail
 old=$1; new=$2; secs=${3:-8}; width=${4:-262144}
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,14 +46,24 @@ PY
 port=$((20000 + RANDOM % 20000))
 for label in old new; do
   berth=$old; [ $label = new ] && berth=$new
-  taskset -c 0 "$berth" serve --config "$work/app.yaml" --host 127.0.0.1 --port $port \
+  workers=${OLD_WORKERS:-}; [ $label = new ] && workers=${NEW_WORKERS:-}
+  cp "$work/app.yaml" "$work/app-$label.yaml"
+  [ -n "$workers" ] && echo "workers: $workers" >>"$work/app-$label.yaml"
+  taskset -c 0 "$berth" serve --config "$work/app-$label.yaml" --host 127.0.0.1 --port $port \
     --grpc-port $((port + 1)) >"$work/$label.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do
     curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break; sleep 0.2
   done
   berthd=$(pgrep -f "berthd --config-fd" -P $pid || echo $pid) # berth execs berthd
-  worker=$(pgrep -P "$berthd" | head -1)
+  # the worker: a child of berthd, or of its worker template (a grandchild)
+  worker=
+  for _ in $(seq 100); do
+    for p in $(pgrep -P "$berthd") $(for c in $(pgrep -P "$berthd"); do pgrep -P "$c"; done); do
+      tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'BERTH_WORKER_ID=big/1/0' && worker=$p
+    done
+    [ -n "$worker" ] && break; sleep 0.1
+  done
   for c in 1 8; do
     t0=$(awk '{print $14 + $15}' /proc/$berthd/stat)
     w0=$(awk '{print $14 + $15}' /proc/$worker/stat)

@@ -13,6 +13,11 @@ the arrays do. ``BOOL`` becomes ``np.bool_``, ``FP16`` ``np.float16`` and
 bfloat16; ``arr.astype(np.uint32) << 16`` viewed as ``np.float32`` gives the
 values). ``BYTES`` becomes an object array of ``bytes``.
 
+Shared memory (protocol 3): a tensor record whose location field is 1
+carries, instead of its data, the u64 offset of its data in the worker's
+shared memory region (:class:`ShmArea`); decoding views the region there and
+encoding copies large outputs into the worker's part of it.
+
 Encoding accepts any array whose dtype maps to a protocol datatype: bool,
 (u)int8..64, float16/32/64, ``str``/``bytes``/object arrays (sent as
 ``BYTES``, ``str`` as UTF-8) and ``ml_dtypes.bfloat16`` (sent as ``BF16``).
@@ -24,6 +29,7 @@ import json
 import math
 import struct
 import sys
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,6 +40,7 @@ from .errors import InvalidOutput, ProtocolError
 __all__ = [
     "DATATYPES",
     "MAX_DIMS",
+    "ShmArea",
     "datatype_code",
     "datatype_to_dtype",
     "decode_tensor_set",
@@ -103,6 +110,52 @@ def _pad8(n: int) -> int:
     return (n + 7) & ~7
 
 
+_LOC_INLINE = 0
+_LOC_SHM = 1
+
+
+class ShmArea:
+    """One side's part of a worker's shared memory region: bytes ``lo`` to
+    ``hi`` of ``view`` (a writable ``memoryview`` of the mapping).
+
+    Decoding reads tensors that the other side placed there (offsets are
+    bounds-checked against ``lo``..``hi``); encoding places tensors of at least
+    ``threshold`` bytes there while they fit, from ``lo`` on (``reset`` before
+    each frame), 64-byte aligned; an array that already lies in the region
+    (a view of an input, returned as an output) is not copied: its offset is
+    used as it is. ``leases`` holds a weak reference to each array decoded
+    from the area, so its owner can tell whether any of them (or a view of
+    one) is still alive."""
+
+    def __init__(self, view: memoryview, lo: int, hi: int, threshold: int) -> None:
+        self.view = view
+        self.lo = lo
+        self.hi = hi
+        self.threshold = max(1, threshold)
+        self.at = lo
+        self.leases: list[weakref.ref[np.ndarray]] = []
+        self._base = int(np.frombuffer(view, np.uint8).ctypes.data) if len(view) else 0
+
+    def reset(self) -> None:
+        self.at = self.lo
+
+    def place(self, data: bytes | np.ndarray, nbytes: int) -> int | None:
+        """Copies ``data`` (``nbytes`` bytes) into the area; its offset, or
+        ``None`` when it is too small to be worth it or does not fit."""
+        if nbytes < self.threshold:
+            return None
+        if isinstance(data, np.ndarray):
+            at = int(data.ctypes.data) - self._base
+            if 0 <= at and at % 8 == 0 and at + nbytes <= len(self.view):
+                return at  # in the region already: no copy
+        at = (self.at + 63) & ~63
+        if at + nbytes > self.hi:
+            return None
+        self.view[at : at + nbytes] = data
+        self.at = at + nbytes
+        return at
+
+
 def datatype_code(datatype: str) -> int:
     """The payload byte for a datatype name; ``ValueError`` if unknown."""
     try:
@@ -162,11 +215,15 @@ def dtype_to_datatype(dtype: np.dtype[Any] | type | str) -> str:
 # ---------------------------------------------------------------- decoding
 
 
-def decode_tensor_set(payload: Buffer) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def decode_tensor_set(
+    payload: Buffer, shm: ShmArea | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Decodes a tensor-set payload into ``({name: array}, parameters)``.
 
     Fixed-size arrays are views into ``payload`` (writable when ``payload`` is
-    a ``bytearray``). Raises :class:`ProtocolError` on any inconsistency.
+    a ``bytearray``), or into ``shm`` for records placed there (without
+    ``shm`` such a record is an error). Raises :class:`ProtocolError` on any
+    inconsistency.
     """
     mv = memoryview(payload)
     if mv.format != "B" or mv.ndim != 1:
@@ -192,7 +249,7 @@ def decode_tensor_set(payload: Buffer) -> tuple[dict[str, np.ndarray], dict[str,
 
     tensors: dict[str, np.ndarray] = {}
     for index in range(count):
-        name, array, off = _decode_tensor(mv, off, size, index)
+        name, array, off = _decode_tensor(mv, off, size, index, shm)
         if name in tensors:
             raise ProtocolError(f"tensor set: tensor name {name!r} appears twice")
         tensors[name] = array
@@ -210,7 +267,9 @@ def _skip_pad(mv: memoryview, off: int, size: int, what: str) -> int:
     return padded
 
 
-def _decode_tensor(mv: memoryview, off: int, size: int, index: int) -> tuple[str, np.ndarray, int]:
+def _decode_tensor(
+    mv: memoryview, off: int, size: int, index: int, shm: ShmArea | None
+) -> tuple[str, np.ndarray, int]:
     where = f"tensor {index}"
     if off + 8 > size:
         raise ProtocolError(f"tensor set: payload ends inside the head of {where}")
@@ -221,8 +280,8 @@ def _decode_tensor(mv: memoryview, off: int, size: int, index: int) -> tuple[str
         raise ProtocolError(f"tensor set: {where} has {ndim} dimensions (at most {MAX_DIMS})")
     if name_len == 0:
         raise ProtocolError(f"tensor set: {where} has an empty name")
-    if reserved != 0:
-        raise ProtocolError(f"tensor set: {where} has a non-zero reserved field")
+    if reserved != _LOC_INLINE and (reserved != _LOC_SHM or shm is None):
+        raise ProtocolError(f"tensor set: {where} has location {reserved}, not one this channel has")
     off += 8
     head_end = off + 8 * ndim + 8
     if head_end > size:
@@ -240,6 +299,9 @@ def _decode_tensor(mv: memoryview, off: int, size: int, index: int) -> tuple[str
     if any(d < 0 for d in shape):
         raise ProtocolError(f"tensor set: {where} has a negative dimension in {list(shape)}")
     off = _skip_pad(mv, off + name_len, size, f"the name of {where}")
+    if reserved == _LOC_SHM:
+        assert shm is not None
+        return name, _decode_shm(mv, off, size, shm, code, shape, data_len, where), off + 8
     data_end = off + data_len
     if data_end > size:
         raise ProtocolError(
@@ -262,6 +324,36 @@ def _decode_tensor(mv: memoryview, off: int, size: int, index: int) -> tuple[str
         if code == 1 and numel and bool((array.view(np.uint8) > 1).any()):
             raise ProtocolError(f"tensor set: BOOL {where} holds a byte other than 0 or 1")
     return name, array, _skip_pad(mv, data_end, size, f"the data of {where}")
+
+
+def _decode_shm(
+    mv: memoryview, off: int, size: int, shm: ShmArea, code: int, shape: tuple[int, ...],
+    data_len: int, where: str,
+) -> np.ndarray:
+    if off + 8 > size:
+        raise ProtocolError(f"tensor set: payload ends inside the shared memory offset of {where}")
+    (at,) = _U64.unpack_from(mv, off)
+    if at % 8 or at < shm.lo or at + data_len > shm.hi:
+        raise ProtocolError(
+            f"tensor set: {where} lies at {at}+{data_len}, outside shared memory {shm.lo}..{shm.hi}"
+        )
+    numel = math.prod(shape)
+    if code == _BYTES:
+        return _decode_bytes(shm.view, at, at + data_len, numel, where).reshape(shape)
+    dtype = _FIXED[code]
+    if numel * dtype.itemsize != data_len:
+        raise ProtocolError(
+            f"tensor set: {where} of shape {list(shape)} and datatype {_NAMES[code]} "
+            f"needs {numel * dtype.itemsize} bytes, got {data_len}"
+        )
+    if numel == 0:
+        return np.empty(shape, dtype)
+    raw = np.frombuffer(shm.view, dtype, numel, at)
+    shm.leases.append(weakref.ref(raw))  # every view of it keeps it alive
+    array = raw.reshape(shape)
+    if code == 1 and bool((array.view(np.uint8) > 1).any()):
+        raise ProtocolError(f"tensor set: BOOL {where} holds a byte other than 0 or 1")
+    return array
 
 
 def _decode_bytes(mv: memoryview, off: int, end: int, numel: int, where: str) -> np.ndarray:
@@ -298,10 +390,13 @@ def encode_params(params: Mapping[str, Any] | bytes | None) -> bytes:
 def encode_tensor_set_parts(
     tensors: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
     params: Mapping[str, Any] | bytes | None = None,
+    shm: ShmArea | None = None,
 ) -> tuple[list[Part], int]:
     """Encodes a tensor set as a list of buffers (for ``socket.sendmsg``) and
     their total length. Array data is not copied when it is already
-    C-contiguous and little-endian.
+    C-contiguous and little-endian. With ``shm``, data of at least its
+    threshold is copied into it while it fits and the record carries its
+    offset (protocol 3).
 
     Raises :class:`InvalidOutput` naming the tensor when an array cannot be sent.
     """
@@ -316,6 +411,13 @@ def encode_tensor_set_parts(
     for name, array in items:
         head, data = _encode_tensor(name, array)
         data_len = len(data) if isinstance(data, bytes) else data.nbytes
+        at = shm.place(data, data_len) if shm is not None else None
+        if at is not None:
+            head = head[:4] + _U32.pack(_LOC_SHM) + head[8:] + _U64.pack(at)
+            parts.append(head)
+            total += len(head)
+            count += 1
+            continue
         data_pad = _pad8(data_len) - data_len
         parts.append(head)
         if data_len:

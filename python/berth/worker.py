@@ -24,8 +24,10 @@ their stdout and stderr line by line and re-renders these records in its log
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import mmap
 import os
 import select
 import signal
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 CHANNEL_FD = 3
 
 HEADER = struct.Struct("<IHHQ")
@@ -62,6 +64,9 @@ _TYPE_NAMES = {
     9: "CANCEL",
 }
 
+# RESULT/ERROR flag (protocol 3): the model kept an input array that views the
+# shared memory region; the engine must not write inputs there any more.
+FLAG_KEPT_INPUTS = 1
 _SMALL_SEND = 1 << 16  # below this, join and send once; above, scatter-gather
 # INFER payloads of these sizes are received into one kept buffer (Channel.recv)
 _KEEP_MIN = 1 << 16
@@ -129,6 +134,39 @@ class Channel:
         kept = self._kept = bytearray(length)
         return memoryview(kept)[:length]
 
+    def recv_load(self) -> tuple[tuple[int, int, bytearray | memoryview] | None, int | None]:
+        """The first frame (``LOAD``), as `recv`, and the descriptor the
+        engine attached to it (its shared memory region, protocol 3), or
+        ``None``. The caller owns the descriptor."""
+        fds: list[int] = []
+        got = 0
+        while got < HEADER.size:
+            data, anc, _flags, _addr = self.sock.recvmsg(
+                HEADER.size - got, socket.CMSG_SPACE(struct.calcsize("i"))
+            )
+            for level, kind, blob in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.extend(struct.unpack(f"{len(blob) // 4}i", blob[: len(blob) // 4 * 4]))
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                if got == 0:
+                    return None, None
+                raise ProtocolError("the engine closed the channel in the middle of a frame")
+            self._head[got : got + len(data)] = data
+            got += len(data)
+        for fd in fds[1:]:
+            os.close(fd)
+        length, ftype, flags, frame_id = HEADER.unpack(self._head)
+        if ftype not in _ENGINE_TYPES or flags != 0:
+            for fd in fds[:1]:
+                os.close(fd)
+            raise ProtocolError(f"first frame has type {ftype} and flags {flags:#x}")
+        payload = bytearray(length)
+        if length:
+            self._recv_exact(memoryview(payload), eof_ok=False)
+        return (ftype, frame_id, payload), (fds[0] if fds else None)
+
     def pending(self) -> bool:
         """Whether a frame (or end of file) is waiting, without blocking."""
         readable, _, _ = select.select([self.sock], [], [], 0)
@@ -146,9 +184,10 @@ class Channel:
             got += n
         return True
 
-    def send(self, ftype: int, frame_id: int, parts: Sequence[Buffer], total: int) -> None:
+    def send(self, ftype: int, frame_id: int, parts: Sequence[Buffer], total: int,
+             flags: int = 0) -> None:
         """Sends one frame whose payload is ``parts`` (``total`` bytes)."""
-        header = HEADER.pack(total, ftype, 0, frame_id)
+        header = HEADER.pack(total, ftype, flags, frame_id)
         if total < _SMALL_SEND:
             self.sock.sendall(b"".join([header, *parts]))
             return
@@ -166,9 +205,9 @@ class Channel:
                     views[i] = views[i][sent:]
                     sent = 0
 
-    def send_json(self, ftype: int, frame_id: int, doc: Mapping[str, Any]) -> None:
+    def send_json(self, ftype: int, frame_id: int, doc: Mapping[str, Any], flags: int = 0) -> None:
         data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-        self.send(ftype, frame_id, [data], len(data))
+        self.send(ftype, frame_id, [data], len(data), flags)
 
 
 class _State:
@@ -300,6 +339,75 @@ def _load(entry: Mapping[str, Any]) -> tuple[Runtime, dict[str, Any]]:
         if concurrency > 1:
             ready["max_concurrency"] = concurrency
     return runtime, ready
+
+
+class _Shm:
+    """The worker's shared memory region (protocol 3): the engine writes
+    inputs into bytes ``0..split``, this worker writes outputs into
+    ``split..size``."""
+
+    def __init__(self, region: mmap.mmap, split: int, threshold: int) -> None:
+        from .tensors import ShmArea
+
+        self.region = region
+        self.whole = memoryview(region)
+        self.outputs = ShmArea(self.whole, split, len(region), threshold)
+        self.inputs = ShmArea(self.whole, 0, split, threshold)
+        self.kept = False  # a model kept an input array: inputs come inline
+
+    def alive(self) -> bool:
+        """Whether an array decoded from the input area is still alive."""
+        return any(lease() is not None for lease in self.inputs.leases)
+
+    def settle(self, parts: list[Any]) -> int:
+        """Called with the batch's answer ready (``parts``, the outputs' pieces,
+        changed in place) and every other reference to its arrays dropped.
+        When an input array (or a view of one) is still alive, pieces that may
+        view the region are copied first; if one is alive after that, the
+        model kept it, and the answer's flags ask the engine to stop writing
+        inputs into the region (so the array stays as it was)."""
+        try:
+            if self.kept or not self.alive():
+                return 0
+            parts[:] = [p if isinstance(p, bytes) else memoryview(p).tobytes() for p in parts]
+            if not self.alive():
+                return 0
+            gc.collect()  # a failed batch's traceback may sit in a cycle
+            if not self.alive():
+                return 0
+        finally:
+            self.inputs.leases.clear()
+        self.kept = True
+        log.warning(
+            "the model kept an input array after predict returned; inputs no longer "
+            "travel through shared memory for this worker (keep a copy, np.array(x), "
+            "to avoid this)"
+        )
+        return FLAG_KEPT_INPUTS
+
+
+def _map_shm(entry: Mapping[str, Any], fd: int | None) -> _Shm | None:
+    """Maps the region LOAD offered (``shared_memory``) through the
+    descriptor that came with it; ``None`` when either is missing or they
+    disagree. The descriptor is closed either way."""
+    if fd is None:
+        return None
+    offer = entry.get("shared_memory")
+    try:
+        if not isinstance(offer, dict):
+            return None
+        size, split, threshold = offer.get("size"), offer.get("split"), offer.get("threshold")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (size, split, threshold)):
+            return None
+        assert isinstance(size, int) and isinstance(split, int) and isinstance(threshold, int)
+        if not 0 < split < size <= os.fstat(fd).st_size:
+            return None
+        return _Shm(mmap.mmap(fd, size), split, threshold)
+    except OSError as e:
+        log.warning("cannot map the shared memory region (%s); tensors go through the socket", e)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _concurrency(runtime: Runtime) -> int:
@@ -456,7 +564,7 @@ def _serve_concurrent(channel: Channel, runtime: Any, state: _State) -> int:
 
 
 def _serve(channel: Channel, runtime: Runtime, state: _State,
-           entry: Mapping[str, Any] | None = None) -> int:
+           entry: Mapping[str, Any] | None = None, shm: _Shm | None = None) -> int:
     if runtime.decoupled and _concurrency(runtime) > 1:
         return _serve_concurrent(channel, runtime, state)
     from .sequences import SequenceStore
@@ -491,8 +599,11 @@ def _serve(channel: Channel, runtime: Runtime, state: _State,
                 return 0
             continue
         started = time.perf_counter() if debug else 0.0
+        error: dict[str, str] | None = None
+        parts: list[Any] = []
+        total = 0
         try:
-            inputs, params = decode_tensor_set(payload)
+            inputs, params = decode_tensor_set(payload, shm.inputs if shm else None)
             seqs = None
             if params and ("berth_sequences" in params or "berth_sequence_drop" in params):
                 params = dict(params)
@@ -507,24 +618,33 @@ def _serve(channel: Channel, runtime: Runtime, state: _State,
                     f"predict returned a {type(outputs).__name__}; return a dict mapping "
                     "output names to numpy arrays"
                 )
-            parts, total = encode_tensor_set_parts(outputs)
+            if shm is not None:
+                shm.outputs.reset()
+            parts, total = encode_tensor_set_parts(
+                outputs, shm=shm.outputs if shm is not None else None
+            )
         except InvalidInput as e:
-            message = str(e)[:_MAX_ERROR_CHARS] or "invalid input"
-            channel.send_json(ERROR, frame_id, {"error": message, "kind": "input"})
+            error = {"error": str(e)[:_MAX_ERROR_CHARS] or "invalid input", "kind": "input"}
         except InvalidOutput as e:
             log.error("batch %d: %s", frame_id, e)
-            channel.send_json(ERROR, frame_id, {"error": _error_text(e), "kind": "model"})
+            error = {"error": _error_text(e), "kind": "model"}
         except Exception as e:
             log.exception("batch %d failed", frame_id)
-            channel.send_json(ERROR, frame_id, {"error": _error_text(e), "kind": "model"})
-        else:
-            channel.send(RESULT, frame_id, parts, total)
-            if debug:
-                log.debug("batch %d: %.3f ms", frame_id, (time.perf_counter() - started) * 1e3)
+            error = {"error": _error_text(e), "kind": "model"}
+        # Drop the batch (its arrays view the payload or the region) before
+        # the answer goes: the engine may reuse both once it has it.
+        inputs = outputs = payload = None  # type: ignore[assignment]
+        try:
+            flags = shm.settle(parts) if shm is not None else 0
+            if error is None:
+                channel.send(RESULT, frame_id, parts, total, flags)
+                if debug:
+                    log.debug("batch %d: %.3f ms", frame_id, (time.perf_counter() - started) * 1e3)
+            else:
+                channel.send_json(ERROR, frame_id, error, flags)
         finally:
             state.busy = False
-        # Drop the batch (its arrays view the payload) before the next receive.
-        inputs = outputs = parts = payload = None  # type: ignore[assignment]
+        parts = []
         if state.stop_requested:
             log.info("SIGTERM: exiting after the current batch")
             return 0
@@ -548,8 +668,10 @@ def main() -> int:
         return 2
     channel = Channel(sock)
     try:
-        frame = channel.recv()
+        frame, shm_fd = channel.recv_load()
         if frame is None or frame[0] == SHUTDOWN:
+            if shm_fd is not None:
+                os.close(shm_fd)
             return 0
         ftype, _, payload = frame
         if ftype != LOAD:
@@ -557,13 +679,20 @@ def main() -> int:
         try:
             entry = json.loads(payload)
         except ValueError as e:
-            raise ProtocolError(f"LOAD payload is not JSON: {e}") from None
+            entry = None
+            error = f"LOAD payload is not JSON: {e}"
+        else:
+            error = "LOAD payload must be a JSON object"
         if not isinstance(entry, dict):
-            raise ProtocolError("LOAD payload must be a JSON object")
+            if shm_fd is not None:
+                os.close(shm_fd)
+            raise ProtocolError(error)
         _set_thread_defaults(entry)
         _set_device(entry)
         if os.environ.get("BERTH_FORKED") == "1":
             _apply_thread_limits()
+        # After the thread settings: mapping imports NumPy (berth.tensors).
+        shm = _map_shm(entry, shm_fd)
         started = time.monotonic()
         try:
             runtime, ready = _load(entry)
@@ -571,6 +700,10 @@ def main() -> int:
             log.exception("loading %s failed", entry.get("path"))
             channel.send_json(LOAD_FAILED, 0, {"error": _error_text(e)})
             return 1
+        if shm is not None and not runtime.decoupled:
+            ready["shared_memory"] = True
+        else:
+            shm = None
         channel.send_json(READY, 0, ready)
         log.info(
             "ready: %s version %s (%s) loaded in %.2f s",
@@ -579,7 +712,7 @@ def main() -> int:
             ready["platform"],
             time.monotonic() - started,
         )
-        return _serve(channel, runtime, state, entry)
+        return _serve(channel, runtime, state, entry, shm)
     except ProtocolError as e:
         log.error("worker protocol error: %s", e)
         return 1

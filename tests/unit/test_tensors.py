@@ -10,6 +10,7 @@ import pytest
 from berth.errors import InvalidOutput, ProtocolError
 from berth.tensors import (
     DATATYPES,
+    ShmArea,
     datatype_to_dtype,
     decode_tensor_set,
     dtype_to_datatype,
@@ -232,3 +233,81 @@ def test_datatype_helpers() -> None:
         datatype_to_dtype("FLOAT")
     with pytest.raises(TypeError, match="no protocol datatype"):
         dtype_to_datatype(np.dtype("datetime64[s]"))
+
+
+# ------------------------------------------------------- shared memory (protocol 3)
+
+
+def _area(size: int = 1 << 16, lo: int = 0, hi: int | None = None, threshold: int = 1024) -> ShmArea:
+    return ShmArea(memoryview(bytearray(size)), lo, size if hi is None else hi, threshold)
+
+
+def test_large_outputs_go_to_the_area_and_decode_as_views_of_it() -> None:
+    area = _area(threshold=1024)
+    big = np.arange(1000, dtype=np.float32).reshape(10, 100)  # 4000 bytes
+    small = np.array([1, 2, 3], dtype=np.int64)
+    words = np.array([b"x" * 2000, b""], dtype=object)  # BYTES: 2008 bytes
+    parts, total = encode_tensor_set_parts({"big": big, "small": small, "words": words}, shm=area)
+    payload = b"".join(bytes(memoryview(p).cast("B")) for p in parts)
+    assert len(payload) == total < 400  # only heads and the small tensor
+    assert area.at > 4000 + 2008
+    reader = ShmArea(area.view, 0, len(area.view), 1024)
+    tensors, _ = decode_tensor_set(payload, reader)
+    np.testing.assert_array_equal(tensors["big"], big)
+    np.testing.assert_array_equal(tensors["small"], small)
+    assert list(tensors["words"]) == [b"x" * 2000, b""]
+    # a view of the region, not a copy; and a lease the worker can check
+    area.view[0:4] = struct.pack("<f", 42.0)
+    assert tensors["big"][0, 0] == 42.0
+    assert len(reader.leases) == 1 and reader.leases[0]() is not None
+    del tensors
+    assert reader.leases[0]() is None
+
+
+def test_outputs_that_do_not_fit_stay_in_the_frame() -> None:
+    area = _area(size=8192, lo=4096, threshold=1024)
+    big = np.ones(2048, dtype=np.float32)  # 8 KiB: more than the area
+    parts, total = encode_tensor_set_parts({"big": big}, shm=area)
+    assert total > 8192 and area.at == 4096
+    tensors, _ = decode_tensor_set(b"".join(bytes(memoryview(p).cast("B")) for p in parts))
+    np.testing.assert_array_equal(tensors["big"], big)
+
+
+def _shm_record(offset: int, data_len: int = 16, code: int = 11, rows: int = 4) -> bytes:
+    head = struct.pack("<BBHI", code, 1, 1, 1) + struct.pack("<q", rows) + struct.pack("<Q", data_len)
+    return struct.pack("<II", 1, 0) + head + b"a" + bytes(7) + struct.pack("<Q", offset)
+
+
+@pytest.mark.parametrize("offset", [0, 1020, 4092, 4096, 2**64 - 8, 1028])
+def test_shared_memory_offsets_outside_the_area_are_rejected(offset: int) -> None:
+    area = _area(size=4096, lo=1024, hi=4096)
+    with pytest.raises(ProtocolError, match="outside shared memory|location"):
+        decode_tensor_set(_shm_record(offset), area if offset != 1028 else None)
+
+
+def test_shared_memory_record_checks_its_size() -> None:
+    area = _area(size=4096, lo=1024, hi=4096)
+    decode_tensor_set(_shm_record(1024), area)
+    with pytest.raises(ProtocolError, match="needs 16 bytes"):
+        decode_tensor_set(_shm_record(1024, data_len=12), area)
+
+
+def test_an_output_that_views_the_region_is_not_copied() -> None:
+    view = memoryview(bytearray(1 << 16))
+    inputs = ShmArea(view, 0, 1 << 15, 1024)
+    outputs = ShmArea(view, 1 << 15, 1 << 16, 1024)
+    x = np.arange(1024, dtype=np.float32)
+    view[128 : 128 + x.nbytes] = x.tobytes()
+    payload = b"".join(
+        bytes(memoryview(p).cast("B"))
+        for p in encode_tensor_set_parts({"x": x.reshape(1, -1)}, shm=inputs)[0]
+    )
+    decoded, _ = decode_tensor_set(payload, inputs)
+    parts, _ = encode_tensor_set_parts({"same": decoded["x"], "twice": decoded["x"] * 2}, shm=outputs)
+    result = b"".join(bytes(memoryview(p).cast("B")) for p in parts)
+    offsets = [struct.unpack_from("<Q", result, i + 8 + 8 + 8 + 8 + 8)[0] for i in (8, 8 + 48)]
+    assert offsets[0] < 1 << 15  # where the input lies, no copy
+    assert offsets[1] >= 1 << 15 and outputs.at == offsets[1] + 4096
+    back, _ = decode_tensor_set(result, ShmArea(view, 0, 1 << 16, 1024))
+    np.testing.assert_array_equal(back["same"][0], x)
+    np.testing.assert_array_equal(back["twice"][0], x * 2)

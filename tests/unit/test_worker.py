@@ -153,7 +153,7 @@ def test_sklearn_load_infer_shutdown(spawn: Any, tmp_path: Path) -> None:
     )
     assert ftype == READY, ready
     assert ready == {
-        "protocol": 2,
+        "protocol": 3,
         "platform": "sklearn_sklearn",
         "max_batch_size": 64,
         "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, 4]}],

@@ -189,6 +189,10 @@ typedef struct berth_config {
   double restart_backoff_s;     /* first restart delay, default 0.1 */
   double restart_backoff_max_s; /* cap, default 10 */
   bool worker_template; /* fork workers from a template process (zygote.h) */
+  uint64_t worker_shm_size;      /* bytes of each worker's shared memory
+                                    region, 0 = none (docs/worker-protocol.md) */
+  uint64_t worker_shm_threshold; /* tensors of at least this many bytes go
+                                    through it */
   /* tracing: (docs/tracing.md) */
   char *trace_endpoint;             /* owned or NULL = tracing off: OTLP/HTTP
                                     URL, http://host[:port][/path] */

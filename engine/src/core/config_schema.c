@@ -268,6 +268,19 @@ static const berth_config_field berth_config_workers_fields[] = {
      .kind = BERTH_CF_BOOL,
      .def = "true",
      .slot = BERTH_CF_OFF(BERTH_CF_C, worker_template)},
+    /* shared memory between berthd and each worker (worker protocol 3) */
+    {.key = "shared_memory_size",
+     .kind = BERTH_CF_BYTES,
+     .def = "67108864",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, worker_shm_size),
+     .imin = 0,
+     .imax = INT64_C(1) << 34},
+    {.key = "shared_memory_threshold",
+     .kind = BERTH_CF_BYTES,
+     .def = "65536",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, worker_shm_threshold),
+     .imin = 1,
+     .imax = INT64_C(1) << 34},
 };
 
 static const berth_config_field berth_config_tracing_fields[] = {

@@ -22,6 +22,7 @@
 #include "worker_output.h"
 #include "worker_proto.h"
 #include "wp_gather.h"
+#include "wp_shm.h"
 #include "restart_policy.h"
 #include "zygote.h"
 
@@ -79,6 +80,11 @@ struct worker_proc {
    * the write queue's size, how far the worker can have read (a batch's
    * wire_end, frame_unsent). */
   uint64_t queued_bytes;
+  berth_shm_region shm; /* the worker's shared memory (wp_shm.h), or none */
+  bool shm_ok;          /* the worker mapped it (READY's shared_memory) */
+  bool shm_kept;        /* the model kept an input array viewing it: no
+                           more inputs go there (BERTH_WP_FLAG_KEPT_INPUTS) */
+  char broke[560];      /* why the engine killed it, or "" */
 };
 
 typedef struct {
@@ -106,6 +112,7 @@ static void proc_release(void *arg) {
     return;
   berth_engine *e = p->engine;
   berth_buf_free(&p->rx);
+  berth_shm_region_free(&p->shm);
   free(p);
   e->sup.live_procs--;
   maybe_all_stopped(e);
@@ -199,20 +206,20 @@ static bool frame_unsent(worker_proc *p, const berth_batch *b) {
 
 /* The batch's INFER frame, written from the jobs' buffers (wp_gather.h). */
 static int gather_batch(const berth_batch *b, berth_wp_frame *f,
-                        const char *params, size_t plen) {
+                        const char *params, size_t plen, berth_wp_shm *shm) {
   if (b->inputs != NULL) { /* concatenated already (scheduler.h) */
     berth_infer_request joined = {.inputs = b->inputs, .n_inputs = b->n_inputs};
     const berth_infer_request *one = &joined;
-    return berth_wp_frame_gather_batch(f, b->id, &one, 1, b->rows, params,
-                                       plen);
+    return berth_wp_frame_gather_batch_shm(f, b->id, &one, 1, b->rows, params,
+                                           plen, shm);
   }
   const berth_infer_request **reqs = malloc(b->n_jobs * sizeof *reqs);
   if (reqs == NULL)
     return BERTH_E_NOMEM;
   for (size_t k = 0; k < b->n_jobs; k++)
     reqs[k] = &b->jobs[k]->req;
-  int rc = berth_wp_frame_gather_batch(f, b->id, reqs, b->n_jobs, b->rows,
-                                       params, plen);
+  int rc = berth_wp_frame_gather_batch_shm(f, b->id, reqs, b->n_jobs, b->rows,
+                                           params, plen, shm);
   free(reqs);
   return rc;
 }
@@ -239,6 +246,125 @@ static int send_gathered(worker_proc *p, berth_wp_frame *f) {
   }
   p->queued_bytes += len;
   return BERTH_OK;
+}
+
+/* ---- shared memory (worker protocol 3, wp_shm.h) ---------------------
+ *
+ * Each incarnation may get a region: created with the process, offered in
+ * LOAD (the memfd rides on that frame as SCM_RIGHTS), used once READY says
+ * the worker mapped it, freed with the incarnation. Never for a decoupled
+ * model (its requests overlap). */
+
+/* Creates p's region when the config asks for one; without one the worker
+ * simply gets inline frames. */
+static void shm_create(worker_proc *p) {
+  const berth_config *c = &p->engine->cfg;
+  p->shm.fd = -1;
+  if (c->worker_shm_size == 0 || c->worker_shm_size > SIZE_MAX)
+    return;
+  berth_errmsg err;
+  size_t size = (size_t)c->worker_shm_size & ~(size_t)127;
+  if (size < 4096) /* too small to be of use: off */
+    return;
+  if (berth_shm_region_create(&p->shm, size, &err) != BERTH_OK)
+    berth_log_kv(BERTH_LOG_WARNING,
+                 "no shared memory for a worker; its tensors go through its "
+                 "socket",
+                 "error", err.msg, NULL);
+}
+
+/* Adds LOAD's "shared_memory" when p has a region. */
+static int shm_offer(const worker_proc *p, json_t *entry) {
+  if (p->shm.base == NULL)
+    return BERTH_OK;
+  json_t *o =
+      json_pack("{sIsIsI}", "size", (json_int_t)p->shm.size, "split",
+                (json_int_t)p->shm.split, "threshold",
+                (json_int_t)(p->engine->cfg.worker_shm_threshold > INT64_MAX
+                                 ? INT64_MAX
+                                 : p->engine->cfg.worker_shm_threshold));
+  if (o == NULL || json_object_set_new(entry, "shared_memory", o) != 0)
+    return BERTH_E_NOMEM;
+  return BERTH_OK;
+}
+
+/* Queues len raw bytes (part of a frame) on the socket; copied. */
+static int send_raw(worker_proc *p, const uint8_t *data, size_t len) {
+  frame_write *fw = malloc(sizeof *fw + len);
+  if (fw == NULL)
+    return BERTH_E_NOMEM;
+  memcpy(fw->data, data, len);
+  fw->len = len;
+  uv_buf_t b = uv_buf_init((char *)fw->data, (unsigned)fw->len);
+  if (uv_write(&fw->req, (uv_stream_t *)&p->pipe, &b, 1, write_done) != 0) {
+    free(fw);
+    return BERTH_E_IO;
+  }
+  p->queued_bytes += len;
+  return BERTH_OK;
+}
+
+/* Sends the LOAD frame (the first bytes on the socket) with the region's
+ * descriptor attached, then closes berthd's copy of it. When the socket
+ * refuses the descriptor the region goes and LOAD is sent as usual. */
+static int shm_send_load(worker_proc *p, const char *text, size_t len) {
+  uv_os_fd_t fd;
+  if (p->shm.base == NULL || len > UINT32_MAX - BERTH_WP_HEADER_SIZE ||
+      uv_stream_get_write_queue_size((uv_stream_t *)&p->pipe) != 0 ||
+      uv_fileno((uv_handle_t *)&p->pipe, &fd) != 0)
+    return BERTH_E_UNAVAILABLE;
+  size_t total = BERTH_WP_HEADER_SIZE + len;
+  uint8_t *frame = malloc(total);
+  if (frame == NULL)
+    return BERTH_E_NOMEM;
+  berth_wp_header h = {
+      .length = (uint32_t)len, .type = BERTH_WP_LOAD, .flags = 0, .id = 0};
+  berth_wp_header_encode(frame, &h);
+  memcpy(frame + BERTH_WP_HEADER_SIZE, text, len);
+  ssize_t n = berth_shm_send_fd(fd, frame, total, p->shm.fd);
+  int rc = n > 0 ? BERTH_OK : BERTH_E_UNAVAILABLE;
+  if (n > 0) {
+    p->queued_bytes += (size_t)n;
+    if ((size_t)n < total)
+      rc = send_raw(p, frame + n, total - (size_t)n);
+  }
+  free(frame);
+  berth_shm_region_close_fd(&p->shm);
+  return rc;
+}
+
+/* READY's "shared_memory": true: the worker mapped the region. */
+static void shm_adopt(worker_proc *p, const berth_model *m,
+                      const uint8_t *payload, size_t len) {
+  json_error_t jerr;
+  json_t *doc = json_loadb((const char *)payload, len, 0, &jerr);
+  p->shm_ok = p->shm.base != NULL && !m->decoupled &&
+              json_is_true(json_object_get(doc, "shared_memory"));
+  json_decref(doc);
+  if (p->shm.base != NULL && !p->shm_ok)
+    berth_shm_region_free(&p->shm); /* an older worker: inline frames */
+}
+
+/* Where the batch's large inputs may go (NULL: all inline). */
+static berth_wp_shm *shm_inputs(worker_proc *p, berth_wp_shm *s) {
+  if (!p->shm_ok || p->shm_kept)
+    return NULL;
+  *s = (berth_wp_shm){.base = p->shm.base,
+                      .lo = 0,
+                      .hi = p->shm.split,
+                      .threshold = (size_t)p->engine->cfg.worker_shm_threshold};
+  return s;
+}
+
+/* Where a RESULT's tensors may point (NULL: nowhere): the worker's part,
+ * or the engine's when an output is a view of an input (the engine writes
+ * the next batch there only after it has read this answer). */
+static const berth_wp_region *shm_outputs(const worker_proc *p,
+                                          berth_wp_region *g) {
+  if (!p->shm_ok)
+    return NULL;
+  *g = (berth_wp_region){p->shm.base, 0, p->shm.size};
+  return g;
 }
 
 /* ---- frames from the worker ------------------------------------------ */
@@ -303,6 +429,7 @@ static void on_ready(berth_worker *w, const uint8_t *payload, size_t len) {
     proc_kill(w->proc, SIGKILL);
     return;
   }
+  shm_adopt(w->proc, m, payload, len);
   uv_timer_stop(&w->timer);
   w->state = W_IDLE;
   w->ready_ns = uv_hrtime();
@@ -359,10 +486,11 @@ static void on_load_failed(berth_worker *w, const uint8_t *payload,
     BERTH_OBSERVE(&m->engine->observers, load_failed, m);
 }
 
-static void on_answer(berth_worker *w, long at, const berth_wp_header *h,
+/* Returns false when the worker broke the protocol (a malformed RESULT):
+ * it is then killed and its batch fails as when it dies, with the reason
+ * (p->broke). */
+static bool on_answer(berth_worker *w, long at, const berth_wp_header *h,
                       const uint8_t *payload, size_t len) {
-  berth_batch *b = running_take(w, (uint32_t)at);
-  b->answered_ns = uv_hrtime();
   berth_model *m = w->model;
   if (h->type == BERTH_WP_RESULT) {
     berth_tensor *outs = NULL;
@@ -370,17 +498,21 @@ static void on_answer(berth_worker *w, long at, const berth_wp_header *h,
     const char *params = NULL;
     size_t plen = 0;
     berth_errmsg err;
-    if (berth_wp_tensors_decode(payload, len, &outs, &n, &params, &plen,
-                                &err) != BERTH_OK) {
-      char msg[700];
-      snprintf(msg, sizeof msg, "model '%s' returned malformed outputs: %s",
-               m->cfg->name, err.msg);
-      berth_batch_fail(b, BERTH_E_MODEL, msg);
-    } else {
-      berth_batch_complete(b, outs, n, params, plen);
-      berth_tensors_free(outs, n);
+    berth_wp_region g;
+    if (berth_wp_tensors_decode_region(payload, len, shm_outputs(w->proc, &g),
+                                       &outs, &n, &params, &plen,
+                                       &err) != BERTH_OK) {
+      snprintf(w->proc->broke, sizeof w->proc->broke,
+               "killed: malformed outputs: %s", err.msg);
+      return false;
     }
+    berth_batch *b = running_take(w, (uint32_t)at);
+    b->answered_ns = uv_hrtime();
+    berth_batch_complete(b, outs, n, params, plen);
+    berth_tensors_free(outs, n);
   } else {
+    berth_batch *b = running_take(w, (uint32_t)at);
+    b->answered_ns = uv_hrtime();
     json_error_t jerr;
     json_t *doc = json_loadb((const char *)payload, len, 0, &jerr);
     const char *emsg = json_string_value(json_object_get(doc, "error"));
@@ -393,6 +525,7 @@ static void on_answer(berth_worker *w, long at, const berth_wp_header *h,
     berth_batch_fail(b, input ? BERTH_E_INVALID : BERTH_E_MODEL, msg);
   }
   berth_sched_dispatch(m);
+  return true;
 }
 
 /* Counts one response of j's (unless j is answered already) and shows it to
@@ -482,8 +615,9 @@ static bool handle_frame(worker_proc *p, const berth_wp_header *h,
     long at = w->state == W_BUSY ? running_index(w, h->id) : -1;
     if (at < 0 || frame_unsent(p, w->running[at]))
       return false;
-    on_answer(w, at, h, payload, h->length);
-    return true;
+    if (h->flags & BERTH_WP_FLAG_KEPT_INPUTS)
+      p->shm_kept = true; /* before the next batch is written */
+    return on_answer(w, at, h, payload, h->length);
   }
   case BERTH_WP_RESPONSE: {
     long at = w->state == W_BUSY ? running_index(w, h->id) : -1;
@@ -536,7 +670,8 @@ static void read_frames(uv_stream_t *s, ssize_t nread) {
       break; /* a whole header, not yet the whole payload */
     if (!handle_frame(p, &h, data + off + BERTH_WP_HEADER_SIZE)) {
       berth_log_kv(BERTH_LOG_ERROR,
-                   "worker sent an unexpected frame; killing it", NULL);
+                   "worker sent an unexpected frame; killing it", "error",
+                   p->broke[0] != '\0' ? p->broke : "", NULL);
       uv_read_stop(s);
       proc_kill(p, SIGKILL);
       return;
@@ -618,7 +753,9 @@ static void schedule_restart(berth_worker *w, const berth_restart_plan *plan) {
 }
 
 static void describe_exit(const worker_proc *p, char *out, size_t cap) {
-  if (p->forked && !p->zc.status_known)
+  if (p->broke[0] != '\0')
+    snprintf(out, cap, "%s", p->broke);
+  else if (p->forked && !p->zc.status_known)
     snprintf(out, cap, "exit status unknown: its template is gone");
   else if (p->term_signal != 0)
     snprintf(out, cap, "signal %d", p->term_signal);
@@ -635,7 +772,7 @@ static void proc_lost(worker_proc *p) {
   w->proc = NULL;
   berth_model *m = w->model;
   berth_engine *e = m->engine;
-  char how[64], id[300];
+  char how[600], id[300];
   describe_exit(p, how, sizeof how);
   worker_state was = w->state;
   if (w->counted_ready) {
@@ -643,7 +780,7 @@ static void proc_lost(worker_proc *p) {
     m->n_ready--;
   }
   if (w->n_running > 0) {
-    char msg[512];
+    char msg[1024];
     snprintf(msg, sizeof msg,
              "model '%s' worker exited (%s) while running this request; "
              "it is being restarted",
@@ -667,7 +804,7 @@ static void proc_lost(worker_proc *p) {
   if (was == W_LOADING && m->n_ready == 0) {
     /* Keep the reason where the ready endpoint shows it. */
     snprintf(m->load_error, sizeof m->load_error,
-             "its worker exited (%s) while loading the model, %u time%s so "
+             "its worker exited (%.200s) while loading the model, %u time%s so "
              "far; retrying with backoff (check the worker log)",
              how, w->restarts + 1, w->restarts ? "s" : "");
     m->state = BERTH_MODEL_FAILED;
@@ -944,11 +1081,19 @@ static int send_load(berth_worker *w) {
   char cuda[16];
   if (berth_placement_env_value(w->device, cuda, sizeof cuda))
     json_object_set_new(entry, "cuda_visible_devices", json_string(cuda));
+  if (shm_offer(w->proc, entry) != BERTH_OK) {
+    json_decref(entry);
+    return BERTH_E_NOMEM;
+  }
   char *text = json_dumps(entry, JSON_COMPACT);
   json_decref(entry);
   if (text == NULL)
     return BERTH_E_NOMEM;
-  int rc = send_frame(w->proc, BERTH_WP_LOAD, 0, text, strlen(text));
+  int rc = shm_send_load(w->proc, text, strlen(text));
+  if (rc == BERTH_E_UNAVAILABLE) {
+    berth_shm_region_free(&w->proc->shm); /* offered, but not sent */
+    rc = send_frame(w->proc, BERTH_WP_LOAD, 0, text, strlen(text));
+  }
   free(text);
   return rc;
 }
@@ -983,6 +1128,7 @@ static void worker_start(berth_worker *w, bool direct) {
                  (size_t)p->max_frame + BERTH_WP_HEADER_SIZE + 128 * 1024);
   p->w = w;
   p->engine = e;
+  shm_create(p);
   uv_pipe_init(e->loop, &p->pipe, 0);
   p->pipe.data = p;
   p->process.data = p;
@@ -1200,7 +1346,8 @@ void berth_worker_run(berth_worker *w, berth_batch *b) {
     plen = params ? strlen(params) : 0;
   }
   berth_wp_frame f;
-  int rc = gather_batch(b, &f, params, plen);
+  berth_wp_shm shm;
+  int rc = gather_batch(b, &f, params, plen, shm_inputs(w->proc, &shm));
   free(params);
   if (rc != BERTH_OK) {
     char msg[256];

@@ -68,10 +68,13 @@ int berth_wp_header_decode(const uint8_t in[BERTH_WP_HEADER_SIZE],
   if (d.type < BERTH_WP_LOAD || d.type > BERTH_WP_CANCEL)
     return berth_errf(err, BERTH_E_PARSE, "worker frame has unknown type %u",
                       d.type);
-  if (d.flags != 0)
+  uint16_t allowed = d.type == BERTH_WP_RESULT || d.type == BERTH_WP_ERROR
+                         ? (uint16_t)BERTH_WP_FLAG_KEPT_INPUTS
+                         : 0;
+  if ((d.flags & ~allowed) != 0)
     return berth_errf(err, BERTH_E_PARSE,
-                      "worker frame has flags 0x%04x; version 1 needs 0",
-                      d.flags);
+                      "worker frame has flags 0x%04x; its type allows 0x%04x",
+                      d.flags, allowed);
   if (d.length > max_length)
     return berth_errf(err, BERTH_E_TOO_LARGE,
                       "worker frame of %u bytes exceeds the limit of %u",
@@ -123,12 +126,17 @@ int berth_wp_tensors_size(const berth_tensor *ts, size_t n, size_t params_len,
 }
 
 size_t berth_wp_tensor_head_encode(const berth_tensor *t, uint8_t *out) {
+  return berth_wp_tensor_head_encode_at(t, BERTH_WP_LOC_INLINE, out);
+}
+
+size_t berth_wp_tensor_head_encode_at(const berth_tensor *t, uint32_t location,
+                                      uint8_t *out) {
   uint8_t *p = out;
   size_t name_len = strlen(t->name);
   p[0] = (uint8_t)t->dtype;
   p[1] = (uint8_t)t->ndim;
   put_u16(p + 2, (uint16_t)name_len);
-  put_u32(p + 4, 0);
+  put_u32(p + 4, location);
   p += WP_TENSOR_FIXED;
   for (uint32_t d = 0; d < t->ndim; d++, p += 8)
     put_u64(p, (uint64_t)t->shape[d]);
@@ -183,6 +191,7 @@ typedef struct wp_reader {
   const uint8_t *buf;
   size_t len;
   size_t off;
+  const berth_wp_region *region; /* NULL: no shared memory records */
 } wp_reader;
 
 static size_t rd_left(const wp_reader *r) { return r->len - r->off; }
@@ -243,7 +252,8 @@ static bool name_ok(const uint8_t *s, size_t n) {
 
 /* Reads one tensor record's fixed part, shape and name into t. */
 static int decode_head(wp_reader *r, size_t idx, berth_tensor *t,
-                       uint64_t *data_len, berth_errmsg *err) {
+                       uint64_t *data_len, uint32_t *location,
+                       berth_errmsg *err) {
   if (rd_left(r) < WP_TENSOR_FIXED)
     return berth_errf(err, BERTH_E_PARSE, "tensor %zu: header truncated", idx);
   const uint8_t *p = r->buf + r->off;
@@ -258,9 +268,12 @@ static int decode_head(wp_reader *r, size_t idx, berth_tensor *t,
                       BERTH_MAX_DIMS);
   if (name_len == 0)
     return berth_errf(err, BERTH_E_PARSE, "tensor %zu: empty name", idx);
-  if (get_u32(p + 4) != 0)
-    return berth_errf(err, BERTH_E_PARSE, "tensor %zu: reserved field not 0",
-                      idx);
+  *location = get_u32(p + 4);
+  if (*location != BERTH_WP_LOC_INLINE &&
+      (*location != BERTH_WP_LOC_SHM || r->region == NULL))
+    return berth_errf(err, BERTH_E_PARSE,
+                      "tensor %zu: location %u is not one this channel has",
+                      idx, *location);
   r->off += WP_TENSOR_FIXED;
   if (rd_left(r) < 8 * (size_t)ndim + 8)
     return berth_errf(err, BERTH_E_PARSE, "tensor %zu: shape truncated", idx);
@@ -289,13 +302,53 @@ static int decode_head(wp_reader *r, size_t idx, berth_tensor *t,
   return rd_pad(r, name_len, err, "a tensor name");
 }
 
+/* Points t at its data in the shared memory region: the record holds a u64
+ * offset, which must be 8-aligned with the data inside region->lo..hi. */
+static int decode_shm(wp_reader *r, berth_tensor *t, uint64_t data_len,
+                      berth_errmsg *err) {
+  const berth_wp_region *g = r->region;
+  if (rd_left(r) < 8)
+    return berth_errf(err, BERTH_E_PARSE,
+                      "tensor '%.100s': shared memory offset truncated",
+                      t->name);
+  uint64_t off = get_u64(r->buf + r->off);
+  r->off += 8;
+  if ((off & 7) != 0 || off < g->lo || off > g->hi || data_len > g->hi - off)
+    return berth_errf(err, BERTH_E_PARSE,
+                      "tensor '%.100s': shared memory bytes %llu+%llu are "
+                      "outside %zu..%zu",
+                      t->name, (unsigned long long)off,
+                      (unsigned long long)data_len, g->lo, g->hi);
+  const uint8_t *src = g->base + off;
+  t->nbytes = (size_t)data_len;
+  if (t->dtype != BERTH_DT_BYTES) {
+    t->data = (uint8_t *)(uintptr_t)src;
+    t->data_borrowed = true;
+    return BERTH_OK;
+  }
+  t->data = malloc(data_len ? (size_t)data_len : 1);
+  if (t->data == NULL)
+    return berth_errf(err, BERTH_E_NOMEM, "out of memory");
+  t->data_borrowed = false;
+  if (data_len > 0)
+    memcpy(t->data, src, (size_t)data_len);
+  return BERTH_OK;
+}
+
 /* Reads one whole tensor record. */
 static int decode_tensor(wp_reader *r, size_t idx, berth_tensor *t,
                          berth_errmsg *err) {
   uint64_t data_len = 0;
-  int rc = decode_head(r, idx, t, &data_len, err);
+  uint32_t location = BERTH_WP_LOC_INLINE;
+  int rc = decode_head(r, idx, t, &data_len, &location, err);
   if (rc != BERTH_OK)
     return rc;
+  if (location == BERTH_WP_LOC_SHM) {
+    rc = decode_shm(r, t, data_len, err);
+    if (rc == BERTH_OK)
+      rc = berth_tensor_check(t, err);
+    return rc == BERTH_OK || rc == BERTH_E_NOMEM ? rc : BERTH_E_PARSE;
+  }
   if (data_len > rd_left(r))
     return berth_errf(
         err, BERTH_E_PARSE,
@@ -339,11 +392,20 @@ static int check_unique(const berth_tensor *ts, size_t n, berth_errmsg *err) {
 int berth_wp_tensors_decode(const uint8_t *buf, size_t len, berth_tensor **out,
                             size_t *n, const char **params, size_t *params_len,
                             berth_errmsg *err) {
+  return berth_wp_tensors_decode_region(buf, len, NULL, out, n, params,
+                                        params_len, err);
+}
+
+int berth_wp_tensors_decode_region(const uint8_t *buf, size_t len,
+                                   const berth_wp_region *region,
+                                   berth_tensor **out, size_t *n,
+                                   const char **params, size_t *params_len,
+                                   berth_errmsg *err) {
   *out = NULL;
   *n = 0;
   *params = NULL;
   *params_len = 0;
-  wp_reader r = {buf, len, 0};
+  wp_reader r = {buf, len, 0, region};
   if (len < 8 || buf == NULL)
     return berth_errf(err, BERTH_E_PARSE, "tensor set shorter than 8 bytes");
   uint32_t count = get_u32(buf), plen = get_u32(buf + 4);

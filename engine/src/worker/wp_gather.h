@@ -67,6 +67,38 @@ int berth_wp_frame_gather_batch(berth_wp_frame *f, uint64_t id,
                                 size_t n_reqs, int64_t rows, const char *params,
                                 size_t params_len);
 
+/* The same with some tensors in shared memory (protocol 3): shm_off[i] is
+ * the region offset where tensor i's heads[i].nbytes bytes already lie
+ * (its record then carries the offset, and its parts are not read), or
+ * BERTH_WP_INLINE to send its parts in the frame. shm_off NULL: all inline. */
+#define BERTH_WP_INLINE UINT64_MAX
+int berth_wp_frame_gather_at(berth_wp_frame *f, uint16_t type, uint64_t id,
+                             const berth_tensor *heads, size_t n,
+                             const berth_wp_piece *parts, size_t per,
+                             const uint64_t *shm_off, const char *params,
+                             size_t params_len, size_t copy_max);
+
+/* Where a batch's large inputs may go: the engine's part of a worker's
+ * shared memory region (offsets lo..hi of the writable mapping at base).
+ * Each input of at least threshold bytes (and at least 1) that still fits
+ * is copied there, 64-byte aligned, from lo on; the others travel in the
+ * frame. used and placed say what was placed (bytes from lo, tensors). */
+typedef struct berth_wp_shm {
+  uint8_t *base; /* borrowed */
+  size_t lo, hi;
+  size_t threshold;
+  size_t used;   /* out */
+  size_t placed; /* out */
+} berth_wp_shm;
+
+/* berth_wp_frame_gather_batch with large inputs placed in shm (NULL: none,
+ * exactly berth_wp_frame_gather_batch). */
+int berth_wp_frame_gather_batch_shm(berth_wp_frame *f, uint64_t id,
+                                    const berth_infer_request *const *reqs,
+                                    size_t n_reqs, int64_t rows,
+                                    const char *params, size_t params_len,
+                                    berth_wp_shm *shm);
+
 /* Frees what berth_wp_frame_gather allocated; f may be zeroed. */
 void berth_wp_frame_free(berth_wp_frame *f);
 

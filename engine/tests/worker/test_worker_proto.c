@@ -59,6 +59,97 @@ static void test_header_rejects(void **state) {
   berth_wp_header_encode(b, &h);
   assert_int_equal(berth_wp_header_decode(b, 100, &d, &err), BERTH_E_PARSE);
   assert_non_null(strstr(err.msg, "flags"));
+  /* version 3: RESULT and ERROR may say the model kept its inputs */
+  h.type = BERTH_WP_RESULT;
+  h.flags = BERTH_WP_FLAG_KEPT_INPUTS;
+  berth_wp_header_encode(b, &h);
+  assert_int_equal(berth_wp_header_decode(b, 100, &d, &err), BERTH_OK);
+  assert_int_equal(d.flags, BERTH_WP_FLAG_KEPT_INPUTS);
+  h.type = BERTH_WP_ERROR;
+  berth_wp_header_encode(b, &h);
+  assert_int_equal(berth_wp_header_decode(b, 100, &d, &err), BERTH_OK);
+  h.flags = 2;
+  berth_wp_header_encode(b, &h);
+  assert_int_equal(berth_wp_header_decode(b, 100, &d, &err), BERTH_E_PARSE);
+  h.type = BERTH_WP_READY;
+  h.flags = BERTH_WP_FLAG_KEPT_INPUTS;
+  berth_wp_header_encode(b, &h);
+  assert_int_equal(berth_wp_header_decode(b, 100, &d, &err), BERTH_E_PARSE);
+}
+
+/* One FP32 [2] tensor "a" in shared memory at off (a hand-made record). */
+static size_t shm_payload(uint8_t *buf, uint64_t off, uint64_t data_len,
+                          uint8_t dtype) {
+  berth_tensor t = {.name = "a", .dtype = dtype, .ndim = 1, .shape = {2}};
+  t.nbytes = (size_t)data_len;
+  memset(buf, 0, 8);
+  buf[0] = 1; /* one tensor, no parameters */
+  size_t n = 8 + berth_wp_tensor_head_encode_at(&t, BERTH_WP_LOC_SHM, buf + 8);
+  for (int i = 0; i < 8; i++)
+    buf[n + i] = (uint8_t)(off >> (8 * i));
+  return n + 8;
+}
+
+static void test_shared_memory_records(void **state) {
+  (void)state;
+  _Alignas(8) uint8_t region[256];
+  for (int i = 0; i < 256; i++)
+    region[i] = (uint8_t)i;
+  uint8_t buf[64];
+  berth_tensor *ts;
+  size_t n, plen;
+  const char *params;
+  berth_errmsg err;
+  berth_wp_region g = {region, 64, 256};
+  size_t len = shm_payload(buf, 128, 8, BERTH_DT_FP32);
+  assert_int_equal(berth_wp_tensors_decode_region(buf, len, &g, &ts, &n,
+                                                  &params, &plen, &err),
+                   BERTH_OK);
+  assert_ptr_equal(ts[0].data, region + 128); /* borrowed, not copied */
+  assert_true(ts[0].data_borrowed);
+  berth_tensors_free(ts, n);
+  /* without a region the location is unknown */
+  assert_int_equal(
+      berth_wp_tensors_decode(buf, len, &ts, &n, &params, &plen, &err),
+      BERTH_E_PARSE);
+  assert_non_null(strstr(err.msg, "location"));
+  /* offsets outside lo..hi, unaligned, wrapping, or data past hi */
+  const uint64_t bad[] = {
+      0, 56, 132, 252, 256, UINT64_MAX - 3, UINT64_MAX & ~(uint64_t)7};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    len = shm_payload(buf, bad[i], 8, BERTH_DT_FP32);
+    assert_int_equal(berth_wp_tensors_decode_region(buf, len, &g, &ts, &n,
+                                                    &params, &plen, &err),
+                     BERTH_E_PARSE);
+  }
+  /* the offset itself cut off */
+  len = shm_payload(buf, 128, 8, BERTH_DT_FP32);
+  assert_int_equal(berth_wp_tensors_decode_region(buf, len - 1, &g, &ts, &n,
+                                                  &params, &plen, &err),
+                   BERTH_E_PARSE);
+  /* data_len must still match the shape */
+  len = shm_payload(buf, 128, 12, BERTH_DT_FP32);
+  assert_int_equal(berth_wp_tensors_decode_region(buf, len, &g, &ts, &n,
+                                                  &params, &plen, &err),
+                   BERTH_E_PARSE);
+  /* BYTES is copied out of the region (the worker could change its length
+   * prefixes after the check); two elements "\x01" and "" */
+  uint8_t *at = region + 192;
+  memset(at, 0, 16);
+  at[0] = 1;
+  at[4] = 0x7F;
+  len = shm_payload(buf, 192, 9, BERTH_DT_BYTES);
+  assert_int_equal(berth_wp_tensors_decode_region(buf, len, &g, &ts, &n,
+                                                  &params, &plen, &err),
+                   BERTH_OK);
+  assert_false(ts[0].data_borrowed);
+  assert_ptr_not_equal(ts[0].data, at);
+  assert_memory_equal(ts[0].data, at, 9);
+  berth_tensors_free(ts, n);
+  at[0] = 200; /* prefixes that overrun the data: refused */
+  assert_int_equal(berth_wp_tensors_decode_region(buf, len, &g, &ts, &n,
+                                                  &params, &plen, &err),
+                   BERTH_E_PARSE);
 }
 
 /* Four tensors covering fixed, 0-dim, empty and BYTES data. */
@@ -439,6 +530,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_header_round_trip),
       cmocka_unit_test(test_header_rejects),
+      cmocka_unit_test(test_shared_memory_records),
       cmocka_unit_test(test_tensors_round_trip),
       cmocka_unit_test(test_empty_set),
       cmocka_unit_test(test_encode_rejects),

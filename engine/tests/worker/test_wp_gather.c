@@ -321,8 +321,118 @@ static void test_batch_of_requests(void **state) {
   fixture_free(&fx);
 }
 
+/* Decodes frame bytes (header skipped) with the region and compares the
+ * tensors with the fixture's concatenation. */
+static void check_decoded(const uint8_t *frame, size_t len, const fixture *fx,
+                          const berth_wp_region *g) {
+  berth_tensor *ts;
+  size_t n, plen;
+  const char *params;
+  berth_errmsg err;
+  assert_int_equal(berth_wp_tensors_decode_region(
+                       frame + BERTH_WP_HEADER_SIZE, len - BERTH_WP_HEADER_SIZE,
+                       g, &ts, &n, &params, &plen, &err),
+                   BERTH_OK);
+  assert_int_equal(n, 3);
+  for (size_t i = 0; i < n; i++) {
+    assert_string_equal(ts[i].name, fx->joined[i].name);
+    assert_int_equal(ts[i].dtype, fx->joined[i].dtype);
+    assert_int_equal(ts[i].ndim, fx->joined[i].ndim);
+    assert_memory_equal(ts[i].shape, fx->joined[i].shape,
+                        ts[i].ndim * sizeof(int64_t));
+    assert_int_equal(ts[i].nbytes, fx->joined[i].nbytes);
+    if (ts[i].nbytes > 0)
+      assert_memory_equal(ts[i].data, fx->joined[i].data, ts[i].nbytes);
+  }
+  berth_tensors_free(ts, n);
+}
+
+static void test_batch_in_shared_memory(void **state) {
+  (void)state;
+  fixture fx;
+  fixture_init(&fx);
+  berth_tensor ins[NJOBS][3];
+  berth_infer_request reqs[NJOBS];
+  fixture_requests(&fx, ins, reqs);
+  const berth_infer_request *ptrs[NJOBS] = {&reqs[0], &reqs[1], &reqs[2]};
+  int64_t rows = fx.rows[0] + fx.rows[1] + fx.rows[2];
+  uint8_t *region = aligned_alloc(64, 16384);
+  assert_non_null(region);
+  memset(region, 0xEE, 16384);
+  berth_wp_shm shm = {.base = region, .lo = 0, .hi = 8192, .threshold = 1024};
+  berth_wp_frame f;
+  assert_int_equal(
+      berth_wp_frame_gather_batch_shm(&f, 4, ptrs, NJOBS, rows, NULL, 0, &shm),
+      BERTH_OK);
+  /* FP32 (6060 bytes) at 0, BYTES at the next 64-byte boundary; the empty
+   * input stays in the frame */
+  size_t f32 = fx.joined[0].nbytes, by = fx.joined[1].nbytes;
+  assert_int_equal(shm.placed, 2);
+  assert_int_equal(shm.used, 6080 + by);
+  assert_memory_equal(region, fx.joined[0].data, f32);
+  assert_memory_equal(region + 6080, fx.joined[1].data, by);
+  size_t n_referenced;
+  uint8_t *got = flatten(&f, &fx, &n_referenced);
+  assert_int_equal(n_referenced, 0);
+  berth_wp_region g = {region, 0, 8192};
+  check_decoded(got, f.length, &fx, &g);
+  /* the same bytes without a region, or a region that excludes them, are
+   * a protocol error */
+  berth_tensor *ts;
+  size_t n, plen;
+  const char *params;
+  berth_errmsg err;
+  const uint8_t *payload = got + BERTH_WP_HEADER_SIZE;
+  size_t plen_all = f.length - BERTH_WP_HEADER_SIZE;
+  assert_int_equal(
+      berth_wp_tensors_decode(payload, plen_all, &ts, &n, &params, &plen, &err),
+      BERTH_E_PARSE);
+  g = (berth_wp_region){region, 64, 8192};
+  assert_int_equal(berth_wp_tensors_decode_region(payload, plen_all, &g, &ts,
+                                                  &n, &params, &plen, &err),
+                   BERTH_E_PARSE);
+  g = (berth_wp_region){region, 0, 6080 + by - 1};
+  assert_int_equal(berth_wp_tensors_decode_region(payload, plen_all, &g, &ts,
+                                                  &n, &params, &plen, &err),
+                   BERTH_E_PARSE);
+  free(got);
+  berth_wp_frame_free(&f);
+
+  /* a region too small for the FP32 input: it goes in the frame, BYTES
+   * still fits */
+  shm.hi = 4096;
+  assert_int_equal(
+      berth_wp_frame_gather_batch_shm(&f, 4, ptrs, NJOBS, rows, NULL, 0, &shm),
+      BERTH_OK);
+  assert_int_equal(shm.placed, 1);
+  assert_memory_equal(region, fx.joined[1].data, by);
+  got = flatten(&f, &fx, &n_referenced);
+  g = (berth_wp_region){region, 0, 4096};
+  check_decoded(got, f.length, &fx, &g);
+  free(got);
+  berth_wp_frame_free(&f);
+
+  /* nothing over the threshold: exactly the inline frame */
+  shm.threshold = 1u << 20;
+  assert_int_equal(
+      berth_wp_frame_gather_batch_shm(&f, 9, ptrs, NJOBS, rows, NULL, 0, &shm),
+      BERTH_OK);
+  assert_int_equal(shm.placed, 0);
+  size_t ref_len;
+  uint8_t *ref = reference_frame(fx.joined, 3, NULL, 9, &ref_len);
+  got = flatten(&f, &fx, &n_referenced);
+  assert_int_equal(f.length, ref_len);
+  assert_memory_equal(got, ref, ref_len);
+  free(got);
+  free(ref);
+  berth_wp_frame_free(&f);
+  free(region);
+  fixture_free(&fx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_batch_in_shared_memory),
       cmocka_unit_test(test_copy_everything),
       cmocka_unit_test(test_reference_everything),
       cmocka_unit_test(test_default_threshold),
