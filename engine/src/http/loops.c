@@ -281,6 +281,16 @@ int berth_netgroup_start(uv_loop_t *loop, const berth_httpd_options *opts,
                       "http server: host and handler are required");
   if (strlen(opts->host) >= sizeof((struct berth_netgroup *)0)->host)
     return berth_errf(err, BERTH_E_CONFIG, "%s: address too long", opts->host);
+  if (opts->port != 0) {
+    /* SO_REUSEPORT would let the listeners share a port another server
+     * of this user holds: a plain listener says first whether it is free
+     * (with the usual "address already in use"). */
+    berth_httpd *probe = NULL;
+    int rc = berth_server_start_tcp(loop, opts, false, &probe, err);
+    if (rc != BERTH_OK)
+      return rc;
+    berth_httpd_close(probe, NULL, NULL); /* closes the socket now */
+  }
   berth_netpool *p = pool_get(loop, err);
   if (p == NULL)
     return BERTH_E_IO;
