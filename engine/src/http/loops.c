@@ -64,6 +64,7 @@ static void net_ctl(berth_netloop *nl, berth_xmsg *m) {
   }
   case XM_STOP:
     berth_httpd_stop_accepting(ch->h);
+    uv_sem_post(ch->group->stopped); /* the engine waits for it */
     break;
   case XM_CLOSE:
     berth_httpd_close(ch->h, child_closed, ch);
@@ -335,7 +336,14 @@ size_t berth_netgroup_connections(const struct berth_netgroup *g) {
   return n;
 }
 
+/* Synchronous, as with one loop: when it returns no listener accepts (the
+ * engine waits a moment for each loop; the loops never wait for it). */
 void berth_netgroup_stop_accepting(struct berth_netgroup *g) {
+  uv_sem_t stopped;
+  if (uv_sem_init(&stopped, 0) != 0)
+    return;
+  g->stopped = &stopped;
+  unsigned asked = 0;
   for (unsigned i = 0; i < g->started; i++) {
     berth_xmsg *m = berth_xmsg_new(XM_STOP, NULL);
     if (m == NULL || g->child[i].closing) {
@@ -343,8 +351,15 @@ void berth_netgroup_stop_accepting(struct berth_netgroup *g) {
       continue;
     }
     m->ctl = &g->child[i];
-    berth_xt_post_net(g->child[i].nl, m);
+    if (berth_xq_post(&g->child[i].nl->in, m))
+      asked++;
+    else
+      free(m);
   }
+  while (asked-- > 0)
+    uv_sem_wait(&stopped);
+  g->stopped = NULL;
+  uv_sem_destroy(&stopped);
 }
 
 void berth_netgroup_close(berth_httpd *shell, void (*on_closed)(void *),
