@@ -64,7 +64,7 @@ static void net_ctl(berth_netloop *nl, berth_xmsg *m) {
   }
   case XM_STOP:
     berth_httpd_stop_accepting(ch->h);
-    uv_sem_post(ch->group->stopped); /* the engine waits for it */
+    uv_sem_post(&ch->group->stopped); /* the engine waits for it */
     break;
   case XM_CLOSE:
     berth_httpd_close(ch->h, child_closed, ch);
@@ -339,10 +339,8 @@ size_t berth_netgroup_connections(const struct berth_netgroup *g) {
 /* Synchronous, as with one loop: when it returns no listener accepts (the
  * engine waits a moment for each loop; the loops never wait for it). */
 void berth_netgroup_stop_accepting(struct berth_netgroup *g) {
-  uv_sem_t stopped;
-  if (uv_sem_init(&stopped, 0) != 0)
+  if (uv_sem_init(&g->stopped, 0) != 0)
     return;
-  g->stopped = &stopped;
   unsigned asked = 0;
   for (unsigned i = 0; i < g->started; i++) {
     berth_xmsg *m = berth_xmsg_new(XM_STOP, NULL);
@@ -357,9 +355,8 @@ void berth_netgroup_stop_accepting(struct berth_netgroup *g) {
       free(m);
   }
   while (asked-- > 0)
-    uv_sem_wait(&stopped);
-  g->stopped = NULL;
-  uv_sem_destroy(&stopped);
+    uv_sem_wait(&g->stopped);
+  uv_sem_destroy(&g->stopped);
 }
 
 void berth_netgroup_close(berth_httpd *shell, void (*on_closed)(void *),

@@ -113,7 +113,8 @@ struct berth_netgroup {
   unsigned open;         /* children not yet closed */
   uint16_t port;
   bool closing;
-  uv_sem_t *stopped;  /* XM_STOP: each child posts it once it has stopped */
+  uv_sem_t stopped;   /* XM_STOP: each child posts it once stopped (set up
+                       for the call only) */
   berth_httpd *shell; /* what the caller holds (its group points here) */
   void (*on_closed)(void *);
   void *on_closed_arg;
