@@ -340,3 +340,46 @@ def test_defences_hold_on_every_loop(guarded: BerthServer) -> None:
         np.testing.assert_array_equal(out.as_numpy("y"), np.array([2.0], dtype=np.float32))
     finally:
         c.close()
+
+
+# ------------------------------------------------------------ connection cap
+
+
+def test_connection_cap_holds_across_loops(berth_server: Callable[..., BerthServer],
+                                           repo: Path) -> None:
+    cap, extra = 5, 11
+    server = berth_server(str(repo), "--network-loops", "3", "--max-connections", str(cap))
+    probe = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
+
+    def open_now() -> int:  # over the probe's own keep-alive connection
+        probe.request("GET", "/metrics")
+        text = read_response(probe.getresponse()).body.decode()
+        return sum(int(v) for v in re.findall(
+            r'^berth_network_loop_connections\{loop="\d+"\} (\d+)$', text, re.M))
+
+    try:
+        wait_until(lambda: open_now() == 1, 30, "the readiness connections to close")
+        socks = [socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+                 for _ in range(cap - 1 + extra)]
+        answered = closed = 0
+        try:
+            for s in socks:
+                try:
+                    s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    reply = s.recv(4096)
+                except (ConnectionResetError, BrokenPipeError):
+                    reply = b""
+                if reply.startswith(b"HTTP/1.1 200 "):
+                    answered += 1
+                else:
+                    assert reply == b"", reply[:200]
+                    closed += 1
+        finally:
+            for s in socks:
+                s.close()
+        # one count for every loop: exactly cap connections (the probe's and
+        # cap - 1 of these) were served
+        assert (answered, closed) == (cap - 1, extra)
+    finally:
+        probe.close()
+    wait_until(lambda: server.get("/v2/health/ready").status == 200, 30, "the server to serve again")
