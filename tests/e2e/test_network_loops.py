@@ -225,6 +225,34 @@ def test_client_leaving_mid_request_does_not_hurt(server: BerthServer) -> None:
                "the abandoned connections to close")
 
 
+def test_client_leaving_a_queued_request_cancels_it(
+        berth_server: Callable[..., BerthServer], tmp_path: Path) -> None:
+    """The loop sees the hang-up, the engine loop gets "gone" through the
+    queue, and the queued request leaves the queue without ever running."""
+    marks = tmp_path / "marks.txt"
+    root = tmp_path / "repo"
+    add_python_model(root, "slow", fill(SLOW_SOURCE, MARKS=str(marks), DELAY=2.0), "Slow",
+                     yaml_extra="max_batch_size: 0\ninstances: 1\n")
+    server = berth_server(str(root), "--network-loops", "2")
+    first: list[Any] = []
+    t = threading.Thread(target=lambda: first.append(server.infer("slow", json.loads(infer_body([1.0])))))
+    t.start()
+    server.wait_queue("slow", inflight=1, queued=0)  # the first runs on the only worker
+    body = infer_body([2.0])
+    leaver = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    leaver.sendall(b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   b"Content-Type: application/json\r\n"
+                   + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    server.wait_queue("slow", inflight=2, queued=1)
+    leaver.close()
+    server.wait_queue("slow", inflight=1, queued=0)  # dropped from the queue
+    t.join(TIMEOUT)
+    assert first[0].status == 200 and answer_of(first[0].body) == [2.0]
+    assert answer_of(server.infer("slow", json.loads(infer_body([3.0]))).body) == [4.0]
+    ran = [line.split()[1] for line in marks.read_text().splitlines()]
+    assert ran == ["1.0", "3.0"]
+
+
 # ------------------------------------------------------------ drain, SIGTERM
 
 
