@@ -9,7 +9,8 @@
 #
 #   bash bench/loops_ab.sh BERTH [SECONDS] [LOOPS...]   (default: 8 s, 1 2)
 #
-# Needs wrk (Debian's package).
+# LOOPS_TLS=1 serves HTTPS instead (a throwaway self-signed certificate made
+# with the openssl command). Needs wrk (Debian's package).
 set -euo pipefail
 berth=$1; secs=${2:-8}; shift $(( $# >= 2 ? 2 : $# ))
 loops=("$@"); [ ${#loops[@]} -eq 0 ] && loops=(1 2)
@@ -27,20 +28,26 @@ body = {"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32",
 open(f"{sys.argv[1]}/w1.json", "w").write(json.dumps(body))
 PY
 port=$((20000 + RANDOM % 20000))
+scheme=http; tls=(); label=""
+if [ "${LOOPS_TLS:-0}" = 1 ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -keyout "$work/key.pem" \
+    -out "$work/cert.pem" -subj "/CN=127.0.0.1" >/dev/null 2>&1
+  scheme=https; tls=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem"); label=" (TLS)"
+fi
 for n in "${loops[@]}"; do
   "$berth" serve --config "$work/app.yaml" --host 127.0.0.1 --port $port \
-    --grpc-port $((port + 1)) --network-loops "$n" >"$work/$n.log" 2>&1 &
+    --grpc-port $((port + 1)) --network-loops "$n" "${tls[@]}" >"$work/$n.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do
-    curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break; sleep 0.2
+    curl -skf "$scheme://127.0.0.1:$port/v2/health/ready" >/dev/null && break; sleep 0.2
   done
   berthd=$(pgrep -f "berthd --config-fd" -P $pid || echo $pid) # berth execs berthd
   for c in 1 16 64; do
     t0=$(awk '{print $14 + $15}' /proc/$berthd/stat)
     BENCH_BODY="$work/w1.json" BENCH_OUT="$work/out.json" \
-      wrk -t1 -c$c -d${secs}s -s "$here/wrk.lua" "http://127.0.0.1:$port/v2/models/w1/infer" >/dev/null
+      wrk -t1 -c$c -d${secs}s -s "$here/wrk.lua" "$scheme://127.0.0.1:$port/v2/models/w1/infer" >/dev/null
     t1=$(awk '{print $14 + $15}' /proc/$berthd/stat)
-    python3 - "$n" "$c" "$work/out.json" "$t0" "$t1" "$(getconf CLK_TCK)" <<'PY'
+    python3 - "$n$label" "$c" "$work/out.json" "$t0" "$t1" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 n, c, path, t0, t1, tick = sys.argv[1:]
 d = json.load(open(path))
