@@ -11,9 +11,12 @@
  * when the last child has closed. The pool ends with its last group: each
  * loop gets XM_QUIT, closes its queue and returns; the engine joins it.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "loops_int.h"
@@ -275,6 +278,40 @@ static int child_start(struct berth_netgroup *g, unsigned i,
   return BERTH_OK;
 }
 
+/* SO_REUSEPORT would let the listeners share a port that another server
+ * of this user holds: a plain socket bound there first (never listening,
+ * so no client can reach it) says whether it is free, with the usual
+ * "HOST:PORT: address already in use". */
+static int probe_port(const berth_httpd_options *opts, berth_errmsg *err) {
+  union {
+    struct sockaddr sa;
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+  } addr;
+  bool v6 = false;
+  if (opts->port == 0)
+    return BERTH_OK; /* the kernel picks a free one for loop 0 */
+  if (uv_ip4_addr(opts->host, opts->port, &addr.v4) != 0) {
+    if (uv_ip6_addr(opts->host, opts->port, &addr.v6) != 0)
+      return berth_errf(err, BERTH_E_CONFIG,
+                        "%s: not a numeric IPv4 or IPv6 address", opts->host);
+    v6 = true;
+  }
+  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd < 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      bind(fd, &addr.sa, v6 ? sizeof addr.v6 : sizeof addr.v4) != 0) {
+    int e = uv_translate_sys_error(errno);
+    if (fd >= 0)
+      close(fd);
+    return berth_errf(err, BERTH_E_IO, v6 ? "[%s]:%u: %s" : "%s:%u: %s",
+                      opts->host, (unsigned)opts->port, uv_strerror(e));
+  }
+  close(fd);
+  return BERTH_OK;
+}
+
 int berth_netgroup_start(uv_loop_t *loop, const berth_httpd_options *opts,
                          berth_httpd **out, berth_errmsg *err) {
   if (opts == NULL || opts->handler == NULL || opts->host == NULL)
@@ -282,16 +319,9 @@ int berth_netgroup_start(uv_loop_t *loop, const berth_httpd_options *opts,
                       "http server: host and handler are required");
   if (strlen(opts->host) >= sizeof((struct berth_netgroup *)0)->host)
     return berth_errf(err, BERTH_E_CONFIG, "%s: address too long", opts->host);
-  if (opts->port != 0) {
-    /* SO_REUSEPORT would let the listeners share a port another server
-     * of this user holds: a plain listener says first whether it is free
-     * (with the usual "address already in use"). */
-    berth_httpd *probe = NULL;
-    int rc = berth_server_start_tcp(loop, opts, false, &probe, err);
-    if (rc != BERTH_OK)
-      return rc;
-    berth_httpd_close(probe, NULL, NULL); /* closes the socket now */
-  }
+  int rc = probe_port(opts, err);
+  if (rc != BERTH_OK)
+    return rc;
   berth_netpool *p = pool_get(loop, err);
   if (p == NULL)
     return BERTH_E_IO;
@@ -316,7 +346,7 @@ int berth_netgroup_start(uv_loop_t *loop, const berth_httpd_options *opts,
   shell->loop = loop;
   LIST_INSERT_HEAD(&p->groups, g, link);
   for (unsigned i = 0; i < p->n; i++) {
-    int rc = child_start(g, i, err);
+    rc = child_start(g, i, err);
     if (rc != BERTH_OK) {
       group_close(g); /* frees g (and the pool with its last group) */
       return rc;
