@@ -80,8 +80,8 @@ static void net_ctl(berth_netloop *nl, berth_xmsg *m) {
   }
 }
 
-static void net_on_msgs(uv_async_t *a) {
-  berth_netloop *nl = a->data;
+static void net_on_msgs(berth_xq *q) {
+  berth_netloop *nl = q->data;
   berth_xmsg *m = berth_xq_take(&nl->in);
   berth_httpd_cork(); /* the answers of one wake-up: one write per h2 conn */
   while (m != NULL) {
@@ -105,8 +105,8 @@ static void net_main(void *arg) {
 
 static void eng_ctl(berth_xmsg *m);
 
-static void eng_on_msgs(uv_async_t *a) {
-  berth_netpool *p = a->data;
+static void eng_on_msgs(berth_xq *q) {
+  berth_netpool *p = q->data;
   berth_xmsg *m = berth_xq_take(&p->in);
   while (m != NULL) {
     berth_xmsg *next = m->next;
@@ -120,7 +120,8 @@ static void eng_on_msgs(uv_async_t *a) {
 }
 
 static void pool_in_closed(uv_handle_t *h) {
-  berth_netpool *p = h->data;
+  berth_xq *q = h->data;
+  berth_netpool *p = q->data;
   berth_xq_destroy(&p->in);
   free(p->loops);
   free(p);
@@ -145,7 +146,7 @@ static void pool_end(berth_netpool *p, unsigned started) {
   if (g_pool == p)
     g_pool = NULL;
   /* messages the loops sent last (nothing answers them now) */
-  eng_on_msgs(&p->in.async);
+  eng_on_msgs(&p->in);
   berth_xq_close(&p->in, pool_in_closed);
 }
 
@@ -161,7 +162,7 @@ static int pool_start_loop(berth_netpool *p, unsigned i) {
     return BERTH_E_IO;
   }
   if (uv_thread_create(&nl->thread, net_main, nl) != 0) {
-    uv_close((uv_handle_t *)&nl->in.async, NULL);
+    uv_close((uv_handle_t *)&nl->in.poll, NULL);
     uv_run(&nl->loop, UV_RUN_DEFAULT);
     berth_xq_destroy(&nl->in);
     uv_loop_close(&nl->loop);

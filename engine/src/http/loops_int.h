@@ -6,7 +6,7 @@
  * Threads: the engine loop (the caller of berth_httpd_start) and n network
  * threads, each running one uv loop. A network loop owns its sockets and
  * everything on them (TLS, HTTP/1.1, HTTP/2); the engine loop owns the
- * handlers. Nothing but the queues (berth_xq, a mutex and a uv_async), the
+ * handlers. Nothing but the queues (berth_xq, a mutex and an eventfd), the
  * atomics below and the links' reference counts is touched by two threads.
  *
  * A request crosses as a pair: the network request (nreq, the transport's,
@@ -37,23 +37,31 @@ typedef struct berth_netpool berth_netpool;
 typedef struct berth_netchild berth_netchild;
 
 /* A multi-producer queue drained by one loop: post appends under the
- * mutex and wakes the loop (uv_async_send coalesces: many messages per
- * wake-up); the loop takes the whole list at once. */
-typedef struct berth_xq {
+ * mutex and, when the queue was empty, wakes the loop through an eventfd
+ * (watched by a uv_poll handle); the loop takes the whole list at once, so
+ * one wake-up serves every message queued meanwhile. (Not uv_async: its
+ * send leaves a window in which the woken loop spins and yields the CPU,
+ * about twice a request on a busy 2-core host.) */
+typedef struct berth_xq berth_xq;
+typedef void (*berth_xq_cb)(berth_xq *q);
+struct berth_xq {
   uv_mutex_t mu;
   berth_xmsg *head, *tail; /* owned messages, oldest first */
   bool closed;             /* posts fail from now on */
-  uv_async_t async;
-} berth_xq;
+  int efd;                 /* eventfd: readable while a wake-up is due */
+  uv_poll_t poll;
+  berth_xq_cb cb;
+  void *data;
+};
 
-int berth_xq_init(berth_xq *q, uv_loop_t *loop, uv_async_cb cb, void *data);
+int berth_xq_init(berth_xq *q, uv_loop_t *loop, berth_xq_cb cb, void *data);
 /* Appends m (taken) and wakes the loop; false (m not taken) once closed. */
 bool berth_xq_post(berth_xq *q, berth_xmsg *m);
 /* The whole list (oldest first, linked by next; the caller owns it). */
 berth_xmsg *berth_xq_take(berth_xq *q);
-/* On the queue's loop: no more posts; closes the async handle. */
+/* On the queue's loop: no more posts; closes the poll handle. */
 void berth_xq_close(berth_xq *q, uv_close_cb cb);
-/* After the async handle is closed: frees what is left and the mutex. */
+/* After the handle is closed: frees what is left, the eventfd, the mutex. */
 void berth_xq_destroy(berth_xq *q);
 
 enum {

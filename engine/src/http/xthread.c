@@ -11,23 +11,48 @@
  * the engine loop (on_gone runs there). Streamed request bodies (gRPC) go
  * as XM_BODY to the caller's on_body.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "loops_int.h"
 
 /* ---- queues ---- */
 
-int berth_xq_init(berth_xq *q, uv_loop_t *loop, uv_async_cb cb, void *data) {
+static void on_xq_readable(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
+  berth_xq *q = h->data;
+  uint64_t n;
+  /* reset the counter first: a post after this wakes the loop again */
+  while (read(q->efd, &n, sizeof n) < 0 && errno == EINTR)
+    ;
+  q->cb(q);
+}
+
+int berth_xq_init(berth_xq *q, uv_loop_t *loop, berth_xq_cb cb, void *data) {
   q->head = q->tail = NULL;
   q->closed = false;
-  if (uv_mutex_init(&q->mu) != 0)
+  q->cb = cb;
+  q->data = data;
+  q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (q->efd < 0)
+    return BERTH_E_IO;
+  if (uv_mutex_init(&q->mu) != 0) {
+    close(q->efd);
     return BERTH_E_NOMEM;
-  if (uv_async_init(loop, &q->async, cb) != 0) {
+  }
+  if (uv_poll_init(loop, &q->poll, q->efd) != 0) {
     uv_mutex_destroy(&q->mu);
+    close(q->efd);
     return BERTH_E_IO;
   }
-  q->async.data = data;
+  q->poll.data = q;
+  /* fails only on bad arguments (libuv registers the fd at the loop's
+   * next iteration) */
+  (void)uv_poll_start(&q->poll, UV_READABLE, on_xq_readable);
   return BERTH_OK;
 }
 
@@ -44,9 +69,12 @@ bool berth_xq_post(berth_xq *q, berth_xmsg *m) {
   else
     q->tail->next = m;
   q->tail = m;
-  /* under the lock: the consumer cannot close the handle meanwhile */
-  if (was_empty)
-    uv_async_send(&q->async);
+  /* under the lock: the consumer cannot close the eventfd meanwhile */
+  if (was_empty) {
+    uint64_t one = 1;
+    while (write(q->efd, &one, sizeof one) < 0 && errno == EINTR)
+      ;
+  }
   uv_mutex_unlock(&q->mu);
   return true;
 }
@@ -63,7 +91,7 @@ void berth_xq_close(berth_xq *q, uv_close_cb cb) {
   uv_mutex_lock(&q->mu);
   q->closed = true;
   uv_mutex_unlock(&q->mu);
-  uv_close((uv_handle_t *)&q->async, cb);
+  uv_close((uv_handle_t *)&q->poll, cb);
 }
 
 void berth_xq_destroy(berth_xq *q) {
@@ -74,6 +102,7 @@ void berth_xq_destroy(berth_xq *q) {
     m = next;
   }
   uv_mutex_destroy(&q->mu);
+  close(q->efd);
 }
 
 /* ---- links and messages ---- */
