@@ -410,4 +410,11 @@ def test_connection_cap_holds_across_loops(berth_server: Callable[..., BerthServ
         assert (answered, closed) == (cap - 1, extra)
     finally:
         probe.close()
-    wait_until(lambda: server.get("/v2/health/ready").status == 200, 30, "the server to serve again")
+
+    def serves() -> bool:  # refused (closed at once) until the server sees the closes
+        try:
+            return server.get("/v2/health/ready").status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+
+    wait_until(serves, 30, "the server to serve again")
