@@ -503,10 +503,20 @@ static int berth_config_field_value(const berth_config_field *f, json_t *v,
     break;
   }
   case BERTH_CF_UINT:
+    if (f->choices != NULL && json_is_string(v) &&
+        strcmp(json_string_value(v), f->choices[0]) == 0) {
+      berth_config_store_uint(f, base, 0); /* the word for 0 ("auto") */
+      *norm = json_string(f->choices[0]);
+      if (*norm == NULL)
+        return berth_config_nomem(err, path);
+      break;
+    }
     if (!berth_config_int(v, &i64) || i64 < f->imin || i64 > f->imax)
-      return berth_config_bad(err, path, v,
-                              "expected an integer in %" PRId64 "..%" PRId64,
-                              f->imin, f->imax);
+      return berth_config_bad(
+          err, path, v, "expected an integer in %" PRId64 "..%" PRId64 "%s%s%s",
+          f->imin, f->imax, f->choices != NULL ? " or \"" : "",
+          f->choices != NULL ? f->choices[0] : "",
+          f->choices != NULL ? "\"" : "");
     berth_config_store_uint(f, base, (uint64_t)i64);
     *norm = json_integer(i64);
     if (*norm == NULL)

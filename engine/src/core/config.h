@@ -173,6 +173,8 @@ typedef struct berth_config {
                                     byte, default 10000; 0 = none */
   uint32_t max_connections;         /* open client connections, all listeners
                                     together, default 1024 */
+  uint32_t network_loops;           /* network threads (httpd.h), default 1;
+                                    0 = "auto": one per core */
   char *socket;                     /* owned or NULL: also serve REST on this
                                     Unix socket (mode 0600) */
   double drain_timeout_s;           /* SIGTERM drain bound, default 30 */

@@ -21,6 +21,8 @@ static const char *const berth_config_levels[] = {"debug", "info", "warning",
 /* Triton's poll mode is not built yet (docs/security.md). */
 static const char *const berth_config_control_modes[] = {"none", "explicit",
                                                          NULL};
+/* A UINT with choices takes choices[0] for 0 (server.network_loops). */
+static const char *const berth_config_auto_word[] = {"auto", NULL};
 static const char *const berth_config_formats[] = {"json", "text", "auto",
                                                    NULL};
 /* Where a model runs (docs/native.md). */
@@ -114,6 +116,14 @@ static const berth_config_field berth_config_server_fields[] = {
      .size = BERTH_CF_SIZE(BERTH_CF_C, max_connections),
      .imin = 1,
      .imax = 1000000},
+    {.key = "network_loops", /* docs/threads.md; "auto" stores 0 */
+     .kind = BERTH_CF_UINT,
+     .def = "1",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, network_loops),
+     .size = BERTH_CF_SIZE(BERTH_CF_C, network_loops),
+     .imin = 1,
+     .imax = 256,
+     .choices = berth_config_auto_word},
     {.key = "socket",
      .kind = BERTH_CF_OPT_STRING,
      .def = "null",
@@ -831,7 +841,10 @@ static bool berth_schema_bounds(const berth_config_field *f, json_t *out) {
   case BERTH_CF_SIZES:
   case BERTH_CF_BYTES:
     return berth_schema_set(out, "min", json_integer(f->imin)) &&
-           berth_schema_set(out, "max", json_integer(f->imax));
+           berth_schema_set(out, "max", json_integer(f->imax)) &&
+           (f->kind != BERTH_CF_UINT || f->choices == NULL ||
+            berth_schema_set(out, "choices",
+                             berth_schema_choices(f->choices, 1)));
   case BERTH_CF_DOUBLE:
     return berth_schema_set(out, "min", json_real(f->dmin)) &&
            berth_schema_set(out, "max", json_real(f->dmax));

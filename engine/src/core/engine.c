@@ -134,6 +134,8 @@ static int setup_security(berth_engine *e, berth_errmsg *err) {
 int berth_engine_start(berth_engine *e, berth_errmsg *err) {
   int rc = setup_security(e, err);
   e->conns.max = e->cfg.max_connections;
+  unsigned loops = e->cfg.network_loops; /* 0: "auto" (docs/threads.md) */
+  berth_httpd_set_network_loops(loops > 0 ? loops : uv_available_parallelism());
   for (size_t i = 0; i < e->n_modules && rc == BERTH_OK; i++)
     if (e->modules[i]->start != NULL)
       rc = e->modules[i]->start(e, err);

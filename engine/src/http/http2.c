@@ -556,10 +556,11 @@ static void h2_on_written(void *arg, int status) {
 /* ---- corked output (httpd.h: berth_httpd_cork) ----
  * While corked, a session's flush only puts it on this list; the uncork
  * flushes each listed session once, so the answers of one batch that go to
- * one connection leave in one write. The engine runs on one thread. */
+ * one connection leave in one write. Per thread: each network loop
+ * (loops.c) corks its own sessions. */
 
-static unsigned cork_depth;
-static LIST_HEAD(h2_corked_list, berth_h2_session)
+static _Thread_local unsigned cork_depth; /* per loop thread */
+static _Thread_local LIST_HEAD(h2_corked_list, berth_h2_session)
     corked_sessions = LIST_HEAD_INITIALIZER(corked_sessions);
 
 void berth_httpd_cork(void) { cork_depth++; }

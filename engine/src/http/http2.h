@@ -67,8 +67,18 @@ struct berth_http_req {
   char notes[BERTH_HTTP_NOTE_COUNT][BERTH_HTTP_NOTE_MAX + 1];
   /* transport link, cleared once answered or gone */
   berth_httpd_respond_fn respond;
-  void *link; /* HTTP/1.1 connection or HTTP/2 stream */
+  void *link;   /* HTTP/1.1 connection or HTTP/2 stream */
+  bool xthread; /* an engine-loop copy of a network loop's request: link is
+                   its loops.c proxy, stream_* go there (xthread.c) */
 };
+
+/* xthread.c: berth_http_stream_* for requests with xthread set. */
+int berth_xt_stream_begin(berth_http_req *r, int status,
+                          const berth_http_header_kv *headers, size_t n);
+int berth_xt_stream_send(berth_http_req *r, char *data, size_t len);
+int berth_xt_stream_end(berth_http_req *r, const berth_http_header_kv *trailers,
+                        size_t n);
+size_t berth_xt_stream_queued(const berth_http_req *r);
 
 typedef struct berth_httpd_req_init {
   int version;

@@ -37,6 +37,8 @@ static h2_stream *stream_of(berth_http_req *r, int *rc) {
 
 int berth_http_stream_begin(berth_http_req *r, int status,
                             const berth_http_header_kv *headers, size_t n) {
+  if (r->xthread)
+    return berth_xt_stream_begin(r, status, headers, n);
   if (r->version != 20)
     return berth_h1_stream_begin(r, status, headers, n);
   int rc;
@@ -68,6 +70,8 @@ int berth_http_stream_begin(berth_http_req *r, int status,
 }
 
 int berth_http_stream_send(berth_http_req *r, char *data, size_t len) {
+  if (r->xthread)
+    return berth_xt_stream_send(r, data, len);
   if (r->version != 20)
     return berth_h1_stream_send(r, data, len);
   int rc;
@@ -88,6 +92,8 @@ int berth_http_stream_send(berth_http_req *r, char *data, size_t len) {
 }
 
 size_t berth_http_stream_queued(const berth_http_req *r) {
+  if (r->xthread)
+    return berth_xt_stream_queued(r);
   if (r->version != 20)
     return berth_h1_stream_queued(r);
   if (r->gone || r->link == NULL)
@@ -135,6 +141,8 @@ static int copy_trailers(h2_stream *st, const berth_http_header_kv *t,
 
 int berth_http_stream_end(berth_http_req *r,
                           const berth_http_header_kv *trailers, size_t n) {
+  if (r->xthread)
+    return berth_xt_stream_end(r, trailers, n);
   if (r->version != 20)
     return berth_h1_stream_end(r); /* HTTP/1.1 sends no trailers */
   int rc;

@@ -18,6 +18,7 @@
 #ifndef BERTH_HTTPD_H
 #define BERTH_HTTPD_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,11 +49,11 @@ typedef size_t (*berth_http_body_cb)(berth_http_req *req, const char *data,
  * Beyond max, a new connection is accepted and closed at once: the client
  * sees the connection end before any answer, and retries. */
 typedef struct berth_httpd_conn_budget {
-  size_t max;       /* open connections at most; 0 = no cap */
-  size_t open;      /* open now (kept by the transport) */
-  uint64_t refused; /* closed at once because of max */
-  bool refusing;    /* in a burst of refusals (logged once) */
-} berth_httpd_conn_budget;
+  size_t max;                   /* open connections at most; 0 = no cap */
+  atomic_size_t open;           /* open now (kept by the transport) */
+  atomic_uint_fast64_t refused; /* closed at once because of max */
+  atomic_bool refusing;         /* in a burst of refusals (logged once) */
+} berth_httpd_conn_budget;      /* atomic: network loops share it */
 
 typedef struct berth_httpd_options {
   const char *host;         /* numeric IPv4 or IPv6 address */
@@ -117,6 +118,22 @@ void berth_httpd_cork(void);
 void berth_httpd_uncork(void);
 /* Number of open connections. */
 size_t berth_httpd_connections(const berth_httpd *h);
+
+/* Network loops (docs/threads.md). With n > 1, berth_httpd_start of a TCP
+ * listener spreads it over n network threads, each with its own uv loop
+ * and its own SO_REUSEPORT listener on the same address: they accept,
+ * read, decrypt, parse (HTTP/1.1, HTTP/2) and write. The handler, on_body
+ * and on_gone still run on the caller's loop (the engine loop), which gets
+ * each complete request through a queue; every call a handler makes on a
+ * request (respond, stream_*) goes back to the connection's loop the same
+ * way. Unix-socket listeners stay on the caller's loop. n = 1 (the
+ * default) is the single-loop server, no threads, no queues. Set before
+ * the first listener starts; call on the engine loop's thread. */
+void berth_httpd_set_network_loops(unsigned n);
+unsigned berth_httpd_network_loops(void);
+/* Loop i's (0..n-1) client connections open now and requests it has handed
+ * to the engine since start, every listener together. */
+void berth_httpd_loop_stats(unsigned i, uint64_t *conns, uint64_t *requests);
 
 /* Request accessors; the strings are valid for the request's lifetime and
  * are NOT NUL-terminated unless noted. */

@@ -15,10 +15,12 @@
  */
 #include "httpd.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "buf.h"
@@ -562,23 +564,27 @@ static void reject_connection(berth_httpd *h) {
   uv_close((uv_handle_t *)&h->reject, on_reject_closed);
 }
 
-/* True when the connection budget is spent: the connection is refused
- * (logged once per burst, counted). */
+/* Takes a place in the connection budget, or says the budget is spent: the
+ * connection is refused (logged once per burst, counted). The count is
+ * atomic: listeners on several network loops share it. */
 static bool over_budget(berth_httpd *h) {
   berth_httpd_conn_budget *b = h->opts.budget;
-  if (b == NULL || b->max == 0 || b->open < b->max) {
-    if (b != NULL && b->refusing) {
-      b->refusing = false;
+  if (b == NULL)
+    return false;
+  size_t was = atomic_fetch_add(&b->open, 1);
+  if (b->max == 0 || was < b->max) {
+    if (atomic_load(&b->refusing) && atomic_exchange(&b->refusing, false)) {
       char n[24];
-      snprintf(n, sizeof n, "%llu", (unsigned long long)b->refused);
+      snprintf(n, sizeof n, "%llu",
+               (unsigned long long)atomic_load(&b->refused));
       berth_log_kv(BERTH_LOG_INFO, "accepting connections again",
                    "refused_total", n, NULL);
     }
     return false;
   }
-  b->refused++;
-  if (!b->refusing) {
-    b->refusing = true;
+  atomic_fetch_sub(&b->open, 1);
+  atomic_fetch_add(&b->refused, 1);
+  if (!atomic_exchange(&b->refusing, true)) {
     char n[24];
     snprintf(n, sizeof n, "%zu", b->max);
     berth_log_kv(BERTH_LOG_WARNING,
@@ -599,14 +605,13 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   berth_httpd_conn *c = calloc(1, sizeof *c);
   if (c == NULL) {
+    if (h->opts.budget != NULL)
+      atomic_fetch_sub(&h->opts.budget->open, 1); /* over_budget took it */
     reject_connection(h);
     return;
   }
   c->srv = h;
-  if (h->opts.budget != NULL) {
-    h->opts.budget->open++;
-    c->counted = true;
-  }
+  c->counted = h->opts.budget != NULL; /* over_budget took the place */
   if (h->is_unix)
     uv_pipe_init(h->loop, &c->pipe, 0);
   else
@@ -695,6 +700,15 @@ int berth_httpd_start(uv_loop_t *loop, const berth_httpd_options *opts,
   *out = NULL;
   if (opts != NULL && opts->handler != NULL && opts->socket_path != NULL)
     return start_unix(loop, opts, out, err);
+  if (berth_httpd_network_loops() > 1) /* loops.c */
+    return berth_netgroup_start(loop, opts, out, err);
+  return berth_server_start_tcp(loop, opts, false, out, err);
+}
+
+int berth_server_start_tcp(uv_loop_t *loop, const berth_httpd_options *opts,
+                           bool reuseport, berth_httpd **out,
+                           berth_errmsg *err) {
+  *out = NULL;
   if (opts == NULL || opts->handler == NULL || opts->host == NULL)
     return berth_errf(err, BERTH_E_CONFIG,
                       "http server: host and handler are required");
@@ -722,7 +736,20 @@ int berth_httpd_start(uv_loop_t *loop, const berth_httpd_options *opts,
   apply_defaults(h);
   snprintf(h->addr, sizeof h->addr, v6 ? "[%s]:%u" : "%s:%u", h->host,
            (unsigned)opts->port);
-  int rc = uv_tcp_init(loop, &h->listener);
+  int rc = reuseport
+               ? uv_tcp_init_ex(loop, &h->listener, v6 ? AF_INET6 : AF_INET)
+               : uv_tcp_init(loop, &h->listener);
+  if (rc == 0 && reuseport) { /* one listener per network loop (loops.c) */
+    uv_os_fd_t fd;
+    int one = 1;
+    if (uv_fileno((uv_handle_t *)&h->listener, &fd) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+      berth_errf(err, BERTH_E_IO, "%s: SO_REUSEPORT: %s", h->addr,
+                 strerror(errno));
+      uv_close((uv_handle_t *)&h->listener, on_failed_start_closed);
+      return BERTH_E_IO;
+    }
+  }
   if (rc != 0) {
     berth_errf(err, BERTH_E_IO, "%s: %s", h->addr, uv_strerror(rc));
     free(h);
@@ -753,11 +780,20 @@ int berth_httpd_start(uv_loop_t *loop, const berth_httpd_options *opts,
   return BERTH_OK;
 }
 
-uint16_t berth_httpd_port(const berth_httpd *h) { return h->port; }
+uint16_t berth_httpd_port(const berth_httpd *h) {
+  return h->group != NULL ? berth_netgroup_port(h->group) : h->port;
+}
 
-size_t berth_httpd_connections(const berth_httpd *h) { return h->n_conns; }
+size_t berth_httpd_connections(const berth_httpd *h) {
+  return h->group != NULL ? berth_netgroup_connections(h->group)
+                          : atomic_load(&h->n_conns);
+}
 
 void berth_httpd_stop_accepting(berth_httpd *h) {
+  if (h->group != NULL) {
+    berth_netgroup_stop_accepting(h->group);
+    return;
+  }
   if (h->draining)
     return;
   h->draining = true;
@@ -769,6 +805,10 @@ void berth_httpd_stop_accepting(berth_httpd *h) {
 }
 
 void berth_httpd_close(berth_httpd *h, void (*on_closed)(void *), void *arg) {
+  if (h->group != NULL) {
+    berth_netgroup_close(h, on_closed, arg);
+    return;
+  }
   if (h->closing)
     return;
   h->closing = true;

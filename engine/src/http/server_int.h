@@ -5,6 +5,7 @@
 #ifndef BERTH_SERVER_INT_H
 #define BERTH_SERVER_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
@@ -41,10 +42,11 @@ struct berth_httpd {
   bool draining;
   bool closing;
   LIST_HEAD(berth_httpd_conn_list, berth_httpd_conn)
-  conns;               /* every
+  conns;                 /* every
                                  connection not yet freed */
-  size_t n_conns;      /* connections not closing */
-  size_t open_handles; /* listener + connections not yet freed */
+  atomic_size_t n_conns; /* connections not closing (read by other threads:
+                            berth_httpd_connections with network_loops) */
+  size_t open_handles;   /* listener + connections not yet freed */
   void (*on_closed)(void *);
   void *on_closed_arg;
   time_t date_sec;
@@ -56,6 +58,9 @@ struct berth_httpd {
   };
   bool reject_busy;
   bool accept_stalled; /* a connection waits in the listener */
+  /* network_loops > 1 (loops.c): this handle is the group of per-loop
+   * listeners the engine sees; every call on it goes to the group. */
+  struct berth_netgroup *group;
 };
 
 struct berth_httpd_conn {
@@ -125,5 +130,18 @@ void berth_server_unix_unlink(berth_httpd *h);
 void berth_server_conn_update_reading(berth_httpd_conn *c);
 /* Parses and dispatches HTTP/1.1 requests from rbuf (server_h1.c). */
 void berth_server_h1_process(berth_httpd_conn *c);
+/* berth_httpd_start for a TCP listener on loop; reuseport sets SO_REUSEPORT
+ * before binding (one listener per network loop on the same address). */
+int berth_server_start_tcp(uv_loop_t *loop, const berth_httpd_options *opts,
+                           bool reuseport, berth_httpd **out,
+                           berth_errmsg *err);
+/* loops.c: the network_loops > 1 forms of the httpd.h calls. */
+int berth_netgroup_start(uv_loop_t *loop, const berth_httpd_options *opts,
+                         berth_httpd **out, berth_errmsg *err);
+uint16_t berth_netgroup_port(const struct berth_netgroup *g);
+size_t berth_netgroup_connections(const struct berth_netgroup *g);
+void berth_netgroup_stop_accepting(struct berth_netgroup *g);
+void berth_netgroup_close(berth_httpd *shell, void (*on_closed)(void *),
+                          void *arg);
 
 #endif

@@ -278,6 +278,34 @@ int berth_metrics_render(berth_buf *out, const berth_metrics_model *models,
 
 /* ---- the engine's side ---------------------------------------------------- */
 
+/* Per network loop (server.network_loops > 1, docs/threads.md): open
+ * connections and requests handed to the engine, every listener together. */
+static int network_loop_metrics(berth_buf *out) {
+  unsigned n = berth_httpd_network_loops();
+  if (n <= 1)
+    return BERTH_OK;
+  int rc = family(out, "berth_network_loop_connections", "gauge",
+                  "Client connections open now on each network loop "
+                  "(server.network_loops), every TCP listener together.");
+  uint64_t conns, reqs;
+  for (unsigned i = 0; i < n && rc == BERTH_OK; i++) {
+    berth_httpd_loop_stats(i, &conns, &reqs);
+    rc = berth_buf_printf(out,
+                          "berth_network_loop_connections{loop=\"%u\"} %llu\n",
+                          i, (unsigned long long)conns);
+  }
+  if (rc == BERTH_OK)
+    rc = family(out, "berth_network_loop_requests_total", "counter",
+                "Requests each network loop has handed to the engine loop.");
+  for (unsigned i = 0; i < n && rc == BERTH_OK; i++) {
+    berth_httpd_loop_stats(i, &conns, &reqs);
+    rc = berth_buf_printf(
+        out, "berth_network_loop_requests_total{loop=\"%u\"} %llu\n", i,
+        (unsigned long long)reqs);
+  }
+  return rc;
+}
+
 int berth_metrics_collect(berth_engine *e, berth_buf *out) {
   berth_metrics_model *mv = calloc(e->n_models ? e->n_models : 1, sizeof *mv);
   if (mv == NULL)
@@ -318,6 +346,8 @@ int berth_metrics_collect(berth_engine *e, berth_buf *out) {
   if (rc == BERTH_OK)
     rc = berth_buf_printf(out, "berth_connections_refused_total %llu\n",
                           (unsigned long long)e->conns.refused);
+  if (rc == BERTH_OK)
+    rc = network_loop_metrics(out);
   if (rc == BERTH_OK)
     rc = berth_placement_metrics(e, out);
   for (size_t i = 0; i < e->n_collectors && rc == BERTH_OK; i++)

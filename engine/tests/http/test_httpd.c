@@ -857,8 +857,16 @@ static void *client_main(void *arg) {
   return NULL;
 }
 
-static void test_transport(void **state) {
-  (void)state;
+/* The whole transport test on n network loops (httpd.h): the handler
+ * stays on this loop, the sockets move to the loops' threads. */
+static void run_transport(unsigned n) {
+  atomic_store(&aborted, 0);
+  atomic_store(&gone_count, 0);
+  atomic_store(&closed_cb, 0);
+  atomic_store(&stream_gone, 0);
+  atomic_store(&hang_seen, 0);
+  client_error[0] = '\0';
+  berth_httpd_set_network_loops(n);
   assert_int_equal(uv_loop_init(&loop), 0);
   berth_httpd_options o = {.host = "127.0.0.1",
                            .port = 0,
@@ -899,11 +907,24 @@ static void test_transport(void **state) {
   assert_int_equal(atomic_load(&gone_count), 1);
   assert_int_equal(uv_loop_close(&loop), 0);
   uv_sem_destroy(&cmd_sem);
+  berth_httpd_set_network_loops(1);
+}
+
+static void test_transport(void **state) {
+  (void)state;
+  run_transport(1);
+}
+
+static void test_transport_network_loops(void **state) {
+  (void)state;
+  run_transport(2);
+  run_transport(3);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_transport),
+      cmocka_unit_test(test_transport_network_loops),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -162,6 +162,7 @@ def build_document(
         ("server", "drain_timeout_s"): options.get("drain_timeout"),
         ("server", "header_timeout_ms"): options.get("header_timeout_ms"),
         ("server", "max_connections"): options.get("max_connections"),
+        ("server", "network_loops"): options.get("network_loops"),
         ("server", "socket"): options.get("socket"),
         ("log", "level"): options.get("log_level"),
         ("log", "format"): options.get("log_format"),

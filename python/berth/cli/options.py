@@ -71,6 +71,14 @@ def _engine_int(bounds: Callable[[str], tuple[int, int]], key: str) -> Callable[
     return parse
 
 
+def _network_loops(value: str) -> int | str:
+    """``auto`` (one network thread per core) or an integer within the
+    engine's bounds on ``server.network_loops``."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    return _checked_int(value, *server_bounds("network_loops"))
+
+
 def _checked_int(value: str, low: int, high: int | None) -> int:
     try:
         number = int(value)
@@ -379,6 +387,14 @@ _OPTIONS: tuple[_Option, ...] = (
         "open client connections, all listeners together; beyond it new ones are closed "
         "at once (default 1024)",
         "N",
+    ),
+    _Option(
+        "--network-loops",
+        "BERTH_NETWORK_LOOPS",
+        _network_loops,
+        "network threads that accept, read, parse and write connections, or auto "
+        "(one per core); handlers stay on the engine loop (default 1; docs/threads.md)",
+        "N|auto",
     ),
     _Option(
         "--socket",
