@@ -259,6 +259,30 @@ void berth_sup_worker_spawn(berth_worker *w) { worker_start(w, false); }
 
 static void worker_spawn_direct(berth_worker *w) { worker_start(w, true); }
 
+/* The process could not start (rc, a libuv error): p's handles close and
+ * free it (out_ok: the process handle was initialised), w restarts later. */
+static void start_failed(berth_worker *w, worker_proc *p, const char *id,
+                         int rc, bool out_ok) {
+  berth_engine *e = w->model->engine;
+  berth_log_kv(BERTH_LOG_ERROR,
+               "cannot start a worker process; check workers.command", "worker",
+               id, "command", e->cfg.worker_command[0], "error",
+               uv_strerror(rc), NULL);
+  p->w = NULL;
+  p->exited = true;
+  p->open_handles = 4;
+  p->pipe_closing = true;
+  uv_close((uv_handle_t *)&p->pipe, berth_sup_proc_handle_closed);
+  berth_worker_output_close(&p->out[0]);
+  berth_worker_output_close(&p->out[1]);
+  if (out_ok)
+    uv_close((uv_handle_t *)&p->process, berth_sup_proc_handle_closed);
+  else
+    berth_sup_proc_release(p); /* the process handle was never initialised */
+  berth_restart_plan plan = berth_sup_restart_plan(w, false, false);
+  berth_sup_schedule_restart(w, &plan);
+}
+
 static void worker_start(berth_worker *w, bool direct) {
   berth_engine *e = w->model->engine;
   char id[300];
@@ -315,23 +339,7 @@ static void worker_start(berth_worker *w, bool direct) {
     rc = uv_spawn(e->loop, &p->process, &opt);
   free_env(env, n_owned);
   if (rc != 0) {
-    berth_log_kv(BERTH_LOG_ERROR,
-                 "cannot start a worker process; check workers.command",
-                 "worker", id, "command", e->cfg.worker_command[0], "error",
-                 uv_strerror(rc), NULL);
-    p->w = NULL;
-    p->exited = true;
-    p->open_handles = 4;
-    p->pipe_closing = true;
-    uv_close((uv_handle_t *)&p->pipe, berth_sup_proc_handle_closed);
-    berth_worker_output_close(&p->out[0]);
-    berth_worker_output_close(&p->out[1]);
-    if (out_ok)
-      uv_close((uv_handle_t *)&p->process, berth_sup_proc_handle_closed);
-    else
-      berth_sup_proc_release(p); /* the process handle was never initialised */
-    berth_restart_plan plan = berth_sup_restart_plan(w, false, false);
-    berth_sup_schedule_restart(w, &plan);
+    start_failed(w, p, id, rc, out_ok);
     return;
   }
   p->open_handles = 4;
