@@ -261,3 +261,29 @@ def test_custom_worker_command_starts_workers_directly(berth_server: Callable[..
     assert parent(pid) == server.pid
     assert records(server, msg="workers.command is not '<python> -m berth.worker': workers start "
                    "directly, without the worker template")
+
+
+def test_missing_worker_command_is_logged_retried_and_stops_cleanly(
+        berth_server: Callable[..., BerthServer], tmp_path: Path, zoo: ModelZoo) -> None:
+    # A workers.command that cannot be started: each try is logged with the
+    # command and the reason, the slot is retried with backoff, the model
+    # answers 503 with why, and the server still stops cleanly.
+    cfg = tmp_path / "missing.yaml"
+    missing = str(tmp_path / "no-such-worker")
+    cfg.write_text("workers:\n  command: " + json.dumps([missing]) + "\n  restart_backoff_s: 0.05\n")
+    server = berth_server(str(zoo.sklearn_classifier()), "--config", str(cfg), "--log-format", "json",
+                          wait_for="listening")
+    failed = wait_until(
+        lambda: [r for r in records(server, msg="cannot start a worker process; check workers.command")
+                 if r.get("worker") == "iris/1/0"][1:],
+        30, "a second failed start of the worker", on_timeout=server.log_tail)
+    assert failed[0]["command"] == missing
+    assert failed[0]["error"] == "no such file or directory"
+    ready = server.get("/v2/models/iris/ready")
+    assert ready.status == 503
+    assert "not ready: its worker is still loading it" in ready.json()["error"]
+    answer = server.post("/v2/models/iris/infer", IRIS_BODY)
+    assert answer.status == 503
+    assert "not ready" in answer.json()["error"]
+    server.signal(signal.SIGTERM)
+    assert server.wait(60) == 0

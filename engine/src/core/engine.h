@@ -137,7 +137,7 @@ struct berth_job {
   struct berth_seq *seq;         /* borrowed (sequence.h) or NULL: the live
                                  sequence it belongs to */
   bool seq_start, seq_end;       /* its sequence_start / sequence_end */
-  /* A decoupled model's responses: worker/supervisor.c counts them and
+  /* A decoupled model's responses: worker/worker_io.c counts them and
    * sets first_response_ns before the observers' responded hook and
    * last_response_ns after it (so the hook reads the previous one);
    * obs/metrics.c's observer keeps the tokens (the responses'

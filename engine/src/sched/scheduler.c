@@ -576,7 +576,7 @@ static berth_batch *take_batch(berth_model *m, berth_job *first, size_t inst) {
   b->formed_ns = now;
   b->id = ++m->engine->next_batch_id;
   /* No concatenation here: the worker's INFER frame is written from the
-   * jobs' own buffers (supervisor.c, wp_gather.h). */
+   * jobs' own buffers (worker_io.c, wp_gather.h). */
   if (m->seqs != NULL && seq_batch_params(b, inst) != BERTH_OK) {
     berth_batch_fail(b, BERTH_E_NOMEM, "out of memory while forming a batch");
     return NULL;

@@ -1,4 +1,5 @@
-/* Berth engine: the supervisor's API (supervisor.c) — it spawns each
+/* Berth engine: the supervisor's API (supervisor.c, worker_io.c,
+ * worker_shm.c, worker_spawn.c; supervisor_int.h) — it spawns each
  * model's worker processes, hands them batches over the worker protocol,
  * restarts the ones that die (with backoff), and stops them. When the last
  * worker process of a stop_all is gone it calls the callback it was given
