@@ -91,7 +91,16 @@ typedef struct berth_httpd_options {
   /* Optional: speak TLS on this listener (tls.h); owned by the caller and
    * kept until berth_httpd_close has finished. */
   struct berth_tls_ctx *tls;
+  /* How responses reach the sockets (server.write_path, docs/http.md):
+   * 0 auto (io_uring when the kernel allows it, else writev), 1 writev,
+   * 2 uring (an error at start when io_uring is not available). Either
+   * way a connection's output of one loop iteration leaves in one write. */
+  int write_path;
 } berth_httpd_options;
+
+/* server.write_path's name ("auto", "writev", "uring"; NULL is auto) as
+ * berth_httpd_options.write_path. */
+int berth_httpd_write_path(const char *name);
 
 /* Binds and listens. On failure returns a status with err naming the
  * address ("127.0.0.1:8080: address already in use"). */

@@ -396,6 +396,15 @@ _OPTIONS: tuple[_Option, ...] = (
         "SECONDS",
     ),
     _Option(
+        "--write-path",
+        "BERTH_WRITE_PATH",
+        _choice("auto", "writev", "uring"),
+        "how responses reach the sockets: uring (one io_uring submit per loop turn), "
+        "writev (one write per connection per loop turn) or auto: uring where the "
+        "kernel allows it, else writev (default auto)",
+        "PATH",
+    ),
+    _Option(
         "--log-level",
         "BERTH_LOG_LEVEL",
         _choice("debug", "info", "warning", "error"),
