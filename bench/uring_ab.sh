@@ -7,8 +7,11 @@
 # (utime + stime from /proc) and berthd's syscalls per request, split by
 # kind (perf stat on syscall tracepoints, all of berthd's threads).
 #
-#   bash bench/uring_ab.sh SECONDS LABEL=BERTH[:WRITE_PATH] ...
+#   bash bench/uring_ab.sh SECONDS LABEL=BERTH[:WRITE_PATH[:BERTHD]] ...
 #
+# (BERTHD: an engine binary to run instead of the install's, through
+# BERTH_BERTHD; e.g. a build of the base commit, whose berthd does not know
+# server.write_path: give it an empty WRITE_PATH.)
 # e.g. bash bench/uring_ab.sh 5 main=/work/main/.venv/bin/berth \
 #        writev=.venv/bin/berth:writev uring=.venv/bin/berth:uring
 # Needs wrk, taskset and perf (kernel.perf_event_paranoid <= 2 for a
@@ -45,14 +48,14 @@ events=raw_syscalls:sys_enter
 for s in read write writev epoll_wait io_uring_enter recvmsg sendmsg; do
   events="$events,syscalls:sys_enter_$s"
 done
-port=$((20000 + RANDOM % 20000))
 for spec in "$@"; do
   label=${spec%%=*}; rest=${spec#*=}
-  berth=${rest%%:*}; path=""
-  [ "$rest" != "$berth" ] && path="--write-path ${rest#*:}"
+  IFS=: read -r berth wp berthd <<<"$rest"
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  path=""; [ -n "$wp" ] && path="--write-path $wp"
   # shellcheck disable=SC2086
-  taskset -c 0 "$berth" serve --config "$work/app.yaml" --host 127.0.0.1 --port $port \
-    --grpc-port $((port + 1)) $path >"$work/$label.log" 2>&1 &
+  env ${berthd:+BERTH_BERTHD=$berthd} taskset -c 0 "$berth" serve --config "$work/app.yaml" --host 127.0.0.1 --port $port \
+    --grpc-port 0 $path >"$work/$label.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do
     curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break; sleep 0.2

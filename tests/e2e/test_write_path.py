@@ -1,11 +1,11 @@
 """berthd's write path (server.write_path, docs/http.md), each test run with
-io_uring forced and with plain writev: HTTP/1.1 pipelining (many requests in
+io_uring forced, with batched writev and with direct writes (the default): HTTP/1.1 pipelining (many requests in
 one send, answers in order and exact), HTTP/2 with many concurrent streams on
 one connection (gRPC), large responses that the socket takes in several
 writes, a client that stops reading (the server holds about one answer, not
 all of them), a client that leaves in the middle of a large answer, and a bad
 value for the key. Where io_uring is not available here, the uring half is
-skipped and `auto` is checked to fall back.
+skipped and `auto` is checked to fall back; the default is `direct`.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module", params=["uring", "writev"])
+@pytest.fixture(scope="module", params=["uring", "writev", "direct"])
 def server(request: pytest.FixtureRequest, module_server: Any, repo: Path) -> BerthServer:
     if request.param == "uring" and not uring_works():
         pytest.skip("io_uring is not available on this machine")
@@ -279,9 +279,12 @@ def test_a_bad_write_path_is_refused_with_a_clear_error(tmp_path: Path, repo: Pa
     assert "--write-path" in proc.stdout + proc.stderr
 
 
-def test_auto_falls_back_or_takes_uring(module_server: Any, repo: Path) -> None:
-    srv = module_server(str(repo), "--log-level", "debug")
-    want = "uring" if uring_works() else "writev"
+@pytest.mark.parametrize("flag, want", [(None, "direct"), ("auto", None)])
+def test_the_default_and_auto(module_server: Any, repo: Path, flag: str | None,
+                              want: str | None) -> None:
+    args = ["--log-level", "debug"] + (["--write-path", flag] if flag else [])
+    srv = module_server(str(repo), *args)
+    want = want or ("uring" if uring_works() else "writev")
     assert f'"write_path":"{want}"' in srv.log_text().replace(" ", ""), srv.log_tail()
     with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
         sock.sendall(echo_request(1) * 4)

@@ -164,7 +164,7 @@ typedef struct berth_config {
                                     empty): cross-site origins allowed;
                                     "*" any (http_guard.h) */
   size_t n_cors_origins;
-  /* owned: auto|writev|uring (server.write_path, docs/http.md) */
+  /* owned: direct|writev|uring|auto (server.write_path, docs/http.md) */
   char *write_path;
 
   size_t max_body_bytes;            /* default 64 MiB */

@@ -24,8 +24,8 @@ static const char *const berth_config_control_modes[] = {"none", "explicit",
 static const char *const berth_config_formats[] = {"json", "text", "auto",
                                                    NULL};
 /* How the HTTP server writes responses (docs/http.md). */
-static const char *const berth_config_write_paths[] = {"auto", "writev",
-                                                       "uring", NULL};
+static const char *const berth_config_write_paths[] = {"direct", "writev",
+                                                       "uring", "auto", NULL};
 /* Where a model runs (docs/native.md). */
 static const char *const berth_config_backends[] = {"python", "native", NULL};
 
@@ -187,7 +187,7 @@ static const berth_config_field berth_config_server_fields[] = {
      .imax = 256},
     {.key = "write_path",
      .kind = BERTH_CF_ENUM,
-     .def = "\"auto\"",
+     .def = "\"direct\"",
      .slot = BERTH_CF_OFF(BERTH_CF_C, write_path),
      .choices = berth_config_write_paths},
 };

@@ -70,6 +70,24 @@ static void unmark(berth_httpd_conn *c) {
   LIST_REMOVE(c, out.dirty_link);
 }
 
+static void on_batch_written(uv_write_t *req, int status);
+
+/* direct: it goes to libuv now, alone (libuv completes writes in order,
+ * so the completions still end the queue's items from the head). */
+static int write_direct(berth_httpd_conn *c, berth_out_item *it) {
+  out_batch *b = malloc(sizeof *b);
+  if (b != NULL) {
+    b->conn = c;
+    b->items = 1;
+    if (uv_write(&b->req, (uv_stream_t *)&c->tcp, it->bufs, it->n,
+                 on_batch_written) == 0)
+      return BERTH_OK;
+  }
+  free(b);
+  berth_httpd_conn_close(c);
+  return BERTH_E_IO;
+}
+
 int berth_out_queue(berth_httpd_conn *c, const uv_buf_t *bufs, unsigned n,
                     char *own0, char *own1, void (*cb)(void *, int),
                     void *arg) {
@@ -100,6 +118,8 @@ int berth_out_queue(berth_httpd_conn *c, const uv_buf_t *bufs, unsigned n,
   c->out.tail = it;
   c->out.bytes += item_left(it);
   c->writes++;
+  if (c->srv->flush.mode == BERTH_WRITE_DIRECT)
+    return write_direct(c, it);
   berth_out_mark(c);
   return BERTH_OK;
 }
@@ -175,7 +195,8 @@ static void on_batch_written(uv_write_t *req, int status) {
   c->out.inflight = false;
   for (unsigned i = 0; i < items && c->out.head != NULL; i++)
     head_finish(c, status);
-  if (c->out.head != NULL && status == 0)
+  if (c->out.head != NULL && status == 0 &&
+      c->srv->flush.mode != BERTH_WRITE_DIRECT)
     berth_out_mark(c);
   berth_server_conn_written(c, status);
 }
@@ -324,6 +345,7 @@ static void on_ring(uv_poll_t *p, int status, int events) {
   (void)status;
   (void)events;
   berth_flush *f = p->data;
+  berth_uring_ack(f->ring);
   berth_uring_reap(f->ring); /* what is dirtied now flushes in on_check */
   idle_update(f);
 }
@@ -334,8 +356,9 @@ int berth_flush_setup(berth_flush *f, int want, const char *addr,
                       berth_errmsg *err) {
   memset(f, 0, sizeof *f);
   LIST_INIT(&f->dirty);
-  f->mode = BERTH_WRITE_WRITEV;
-  if (want == BERTH_WRITE_WRITEV)
+  f->mode =
+      want == BERTH_WRITE_DIRECT ? BERTH_WRITE_DIRECT : BERTH_WRITE_WRITEV;
+  if (want == BERTH_WRITE_WRITEV || want == BERTH_WRITE_DIRECT)
     return BERTH_OK;
   berth_errmsg why;
   f->ring = berth_uring_new(URING_ENTRIES, &why);
@@ -415,11 +438,15 @@ int berth_httpd_write_path(const char *name) {
     return BERTH_WRITE_WRITEV;
   if (name != NULL && strcmp(name, "uring") == 0)
     return BERTH_WRITE_URING;
-  return BERTH_WRITE_AUTO;
+  if (name != NULL && strcmp(name, "auto") == 0)
+    return BERTH_WRITE_AUTO;
+  return BERTH_WRITE_DIRECT;
 }
 
 const char *berth_flush_mode_name(const berth_flush *f) {
-  return f->mode == BERTH_WRITE_URING ? "uring" : "writev";
+  return f->mode == BERTH_WRITE_URING    ? "uring"
+         : f->mode == BERTH_WRITE_WRITEV ? "writev"
+                                         : "direct";
 }
 
 /* ---- per connection ---- */

@@ -11,13 +11,17 @@
  *   uring   one IORING_OP_SENDMSG per connection, all of them submitted
  *           with one io_uring_enter; the completions are read from the
  *           ring at once (a socket with room completes inline) or when
- *           the ring's fd turns readable (a uv_poll).
+ *           an eventfd registered for the later ones turns readable (a
+ *           uv_poll).
  *
  * A connection has at most one write in flight; items queued meanwhile go
  * with the next one, and the unwritten tail of a partial write is sent
  * again first. An item's bytes live until its completion; its callback runs
  * then, with 0 or a negative libuv status (UV_ECANCELED when the
  * connection closed first).
+ *
+ *   direct  (the default) each item goes to uv_write when it is queued,
+ *           as berthd always did: one writev per answer.
  *
  * State lives on the server (berth_httpd) and its connections: one flush
  * state per server, on the server's loop, no globals.
@@ -36,8 +40,14 @@
 typedef struct berth_httpd berth_httpd;
 typedef struct berth_httpd_conn berth_httpd_conn;
 
-/* server.write_path */
-enum { BERTH_WRITE_AUTO = 0, BERTH_WRITE_WRITEV = 1, BERTH_WRITE_URING = 2 };
+/* server.write_path. direct: each item is handed to uv_write as it is
+ * queued (one writev per answer), no end-of-iteration flush. */
+enum {
+  BERTH_WRITE_DIRECT = 0,
+  BERTH_WRITE_WRITEV = 1,
+  BERTH_WRITE_URING = 2,
+  BERTH_WRITE_AUTO = 3
+};
 
 /* One queued write. own[] are freed, and cb runs, once it is written or
  * dropped. bufs point into own[] or into static storage. */
@@ -72,7 +82,7 @@ struct berth_uring; /* uring.c */
 typedef struct berth_flush {
   uv_check_t check;
   uv_idle_t idle;
-  uv_poll_t poll; /* the ring's fd (uring only) */
+  uv_poll_t poll; /* the ring's completion eventfd (uring only) */
   int open;       /* uv handles not yet closed */
   bool started;   /* handles initialised */
   bool closing;
@@ -85,7 +95,8 @@ typedef struct berth_flush {
   void (*on_closed)(berth_httpd *);
 } berth_flush;
 
-/* Picks the write path for `want` (BERTH_WRITE_*): auto takes io_uring when
+/* Picks the write path for `want` (BERTH_WRITE_*): direct and writev are
+ * taken as asked; auto takes io_uring when
  * the kernel allows it, else writev; uring without io_uring is an error
  * (err says why). Creates the ring; no uv handle yet. */
 int berth_flush_setup(berth_flush *f, int want, const char *addr,
@@ -97,7 +108,7 @@ void berth_flush_abandon(berth_flush *f);
 /* Closes the handles and the ring once no connection is left; on_closed
  * runs when they are closed. */
 void berth_flush_close(berth_flush *f, void (*on_closed)(berth_httpd *));
-/* The path in use, for logs: "writev" or "uring". */
+/* The path in use, for logs: "direct", "writev" or "uring". */
 const char *berth_flush_mode_name(const berth_flush *f);
 
 /* Queues bufs on c; takes own0/own1 in every case. BERTH_OK, or an error
@@ -128,7 +139,10 @@ void berth_out_mark(berth_httpd_conn *c);
 /* uring.c: NULL when io_uring is not available (err says why). */
 struct berth_uring *berth_uring_new(unsigned entries, berth_errmsg *err);
 void berth_uring_free(struct berth_uring *u);
+/* The fd that turns readable when a completion came after its submit. */
 int berth_uring_fd(const struct berth_uring *u);
+/* Clears that fd's readiness (before reaping). */
+void berth_uring_ack(struct berth_uring *u);
 /* Queues a send of c's gathered iovecs (c->out.msg). false: the ring is
  * full even after a submit (c stays dirty). */
 bool berth_uring_send(struct berth_uring *u, berth_httpd_conn *c, int fd);

@@ -92,13 +92,16 @@ typedef struct berth_httpd_options {
    * kept until berth_httpd_close has finished. */
   struct berth_tls_ctx *tls;
   /* How responses reach the sockets (server.write_path, docs/http.md):
-   * 0 auto (io_uring when the kernel allows it, else writev), 1 writev,
-   * 2 uring (an error at start when io_uring is not available). Either
-   * way a connection's output of one loop iteration leaves in one write. */
+   * 0 direct (each answer written as it is produced: one writev each),
+   * 1 writev (a connection's output of one loop iteration in one write),
+   * 2 uring (the same, every connection's write submitted to io_uring at
+   * once; an error at start when io_uring is not available), 3 auto
+   * (uring when the kernel allows it, else writev). */
   int write_path;
 } berth_httpd_options;
 
-/* server.write_path's name ("auto", "writev", "uring"; NULL is auto) as
+/* server.write_path's name ("direct", "writev", "uring", "auto"; NULL is
+ * direct) as
  * berth_httpd_options.write_path. */
 int berth_httpd_write_path(const char *name);
 

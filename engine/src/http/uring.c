@@ -7,6 +7,7 @@
  */
 #include "flush.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,9 +18,17 @@
 #include <errno.h>
 #include <liburing.h>
 #include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
+/* Completions are announced through an eventfd registered as "async": a
+ * send that finishes inside io_uring_enter (a socket with room) posts its
+ * completion without waking anything, so the loop's epoll hears only of
+ * the sends that had to wait. Polling the ring's own fd instead would
+ * wake epoll at every completion. */
 struct berth_uring {
   struct io_uring ring;
+  int efd;
 };
 
 bool berth_uring_built(void) { return true; }
@@ -52,6 +61,18 @@ struct berth_uring *berth_uring_new(unsigned entries, berth_errmsg *err) {
                "on this kernel");
     return NULL;
   }
+  u->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  rc = u->efd < 0 ? -errno : io_uring_register_eventfd_async(&u->ring, u->efd);
+  if (rc < 0) {
+    if (u->efd >= 0)
+      close(u->efd);
+    io_uring_queue_exit(&u->ring);
+    free(u);
+    berth_errf(err, BERTH_E_UNSUPPORTED,
+               "io_uring cannot announce completions on an eventfd (%s)",
+               strerror(-rc));
+    return NULL;
+  }
   return u;
 }
 
@@ -59,10 +80,17 @@ void berth_uring_free(struct berth_uring *u) {
   if (u == NULL)
     return;
   io_uring_queue_exit(&u->ring);
+  close(u->efd);
   free(u);
 }
 
-int berth_uring_fd(const struct berth_uring *u) { return u->ring.ring_fd; }
+int berth_uring_fd(const struct berth_uring *u) { return u->efd; }
+
+void berth_uring_ack(struct berth_uring *u) {
+  uint64_t n;
+  while (read(u->efd, &n, sizeof n) < 0 && errno == EINTR)
+    ;
+}
 
 static struct io_uring_sqe *get_sqe(struct berth_uring *u) {
   struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
@@ -154,6 +182,8 @@ void berth_uring_cancel(struct berth_uring *u, berth_httpd_conn *c) {
 }
 
 void berth_uring_submit(struct berth_uring *u) { (void)u; }
+
+void berth_uring_ack(struct berth_uring *u) { (void)u; }
 
 void berth_uring_reap(struct berth_uring *u) { (void)u; }
 

@@ -170,7 +170,8 @@ static void test_write_path_names(void **state) {
   assert_int_equal(berth_httpd_write_path("writev"), BERTH_WRITE_WRITEV);
   assert_int_equal(berth_httpd_write_path("uring"), BERTH_WRITE_URING);
   assert_int_equal(berth_httpd_write_path("auto"), BERTH_WRITE_AUTO);
-  assert_int_equal(berth_httpd_write_path(NULL), BERTH_WRITE_AUTO);
+  assert_int_equal(berth_httpd_write_path("direct"), BERTH_WRITE_DIRECT);
+  assert_int_equal(berth_httpd_write_path(NULL), BERTH_WRITE_DIRECT);
   /* auto always starts: io_uring when it works, else writev */
   berth_flush f;
   berth_errmsg err;

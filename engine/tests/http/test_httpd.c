@@ -916,6 +916,11 @@ static bool run_transport(int write_path) {
   return true;
 }
 
+static void test_transport_direct(void **state) {
+  (void)state;
+  assert_true(run_transport(0));
+}
+
 static void test_transport_writev(void **state) {
   (void)state;
   assert_true(run_transport(1));
@@ -929,6 +934,7 @@ static void test_transport_uring(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_transport_direct),
       cmocka_unit_test(test_transport_writev),
       cmocka_unit_test(test_transport_uring),
   };

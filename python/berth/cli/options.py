@@ -398,10 +398,11 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "--write-path",
         "BERTH_WRITE_PATH",
-        _choice("auto", "writev", "uring"),
-        "how responses reach the sockets: uring (one io_uring submit per loop turn), "
-        "writev (one write per connection per loop turn) or auto: uring where the "
-        "kernel allows it, else writev (default auto)",
+        _choice("direct", "writev", "uring", "auto"),
+        "how responses reach the sockets: direct (one write per answer, as produced), "
+        "writev (one write per connection per loop turn), uring (one io_uring submit "
+        "per loop turn) or auto: uring where the kernel allows it, else writev "
+        "(default direct)",
         "PATH",
     ),
     _Option(
