@@ -14,6 +14,7 @@
 # server.write_path: give it an empty WRITE_PATH.)
 # e.g. bash bench/uring_ab.sh 5 main=/work/main/.venv/bin/berth \
 #        writev=.venv/bin/berth:writev uring=.venv/bin/berth:uring
+# WRK_SCRIPT=wrk_pipeline.lua (BENCH_PIPELINE=8) sends pipelined requests.
 # Needs wrk, taskset and perf (kernel.perf_event_paranoid <= 2 for a
 # process of one's own).
 set -euo pipefail
@@ -45,7 +46,7 @@ for name, n in (("w1", 16), ("w2", 32)):
     open(f"{w}/{name}.json", "w").write(json.dumps(body))
 PY
 events=raw_syscalls:sys_enter
-for s in read write writev epoll_wait io_uring_enter recvmsg sendmsg; do
+for s in read write writev epoll_wait epoll_ctl io_uring_enter recvmsg sendmsg; do
   events="$events,syscalls:sys_enter_$s"
 done
 for spec in "$@"; do
@@ -64,12 +65,12 @@ for spec in "$@"; do
   for w in $loads; do
     for c in $conc; do
       BENCH_BODY="$work/$w.json" BENCH_OUT="$work/warm.json" taskset -c 1 \
-        wrk -t1 -c"$c" -d1s -s "$here/wrk.lua" "http://127.0.0.1:$port/v2/models/$w/infer" >/dev/null
+        wrk -t1 -c"$c" -d1s -s "$here/${WRK_SCRIPT:-wrk.lua}" "http://127.0.0.1:$port/v2/models/$w/infer" >/dev/null
       t0=$(awk '{print $14 + $15}' /proc/"$berthd"/stat)
       perf stat -x, -e "$events" -p "$berthd" -o "$work/perf.csv" -- sleep "$secs" &
       perfpid=$!
       BENCH_BODY="$work/$w.json" BENCH_OUT="$work/out.json" taskset -c 1 \
-        wrk -t1 -c"$c" -d"${secs}"s -s "$here/wrk.lua" "http://127.0.0.1:$port/v2/models/$w/infer" >/dev/null
+        wrk -t1 -c"$c" -d"${secs}"s -s "$here/${WRK_SCRIPT:-wrk.lua}" "http://127.0.0.1:$port/v2/models/$w/infer" >/dev/null
       t1=$(awk '{print $14 + $15}' /proc/"$berthd"/stat)
       wait $perfpid || true
       python3 - "$label" "$w" "$c" "$work/out.json" "$t0" "$t1" "$(getconf CLK_TCK)" "$work/perf.csv" <<'PY'
