@@ -17,7 +17,7 @@ NINJA       := $(CURDIR)/$(VENV)/bin/ninja
 DEB_PKGS := gcc pkg-config clang-format cppcheck libuv1-dev libnghttp2-dev libjansson-dev \
             libyaml-dev libcmocka-dev libprotobuf-c-dev protobuf-c-compiler \
             libssl-dev openssl clang libclang-rt-14-dev curl \
-            libb64-0d zlib1g-dev
+            libb64-0d zlib1g-dev liburing-dev
 # The dashboard's charts (compiled into berthd), and the browser and the
 # Prometheus server its tests and the scrape test drive.
 DEB_PKGS += libjs-chart.js chromium prometheus

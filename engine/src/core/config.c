@@ -710,6 +710,7 @@ void berth_config_clear(berth_config *c) {
       free(c->worker_command[i]);
   free(c->worker_command);
   free(c->model_control_mode);
+  free(c->write_path);
   if (c->repositories != NULL)
     for (size_t i = 0; i < c->n_repositories; i++)
       free(c->repositories[i]);

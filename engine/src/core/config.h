@@ -164,6 +164,9 @@ typedef struct berth_config {
                                     empty): cross-site origins allowed;
                                     "*" any (http_guard.h) */
   size_t n_cors_origins;
+  /* owned: direct|writev|uring|auto (server.write_path, docs/http.md) */
+  char *write_path;
+
   size_t max_body_bytes;            /* default 64 MiB */
   size_t shm_max_regions;           /* registered shared-memory regions,
                                     default 64; 0 = none may be registered */

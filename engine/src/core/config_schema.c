@@ -25,6 +25,9 @@ static const char *const berth_config_control_modes[] = {"none", "explicit",
 static const char *const berth_config_auto_word[] = {"auto", NULL};
 static const char *const berth_config_formats[] = {"json", "text", "auto",
                                                    NULL};
+/* How the HTTP server writes responses (docs/http.md). */
+static const char *const berth_config_write_paths[] = {"direct", "writev",
+                                                       "uring", "auto", NULL};
 /* Where a model runs (docs/native.md). */
 static const char *const berth_config_backends[] = {"python", "native", NULL};
 
@@ -192,6 +195,11 @@ static const berth_config_field berth_config_server_fields[] = {
      .count_slot = BERTH_CF_OFF(BERTH_CF_C, n_cors_origins),
      .imin = 0,
      .imax = 256},
+    {.key = "write_path",
+     .kind = BERTH_CF_ENUM,
+     .def = "\"direct\"",
+     .slot = BERTH_CF_OFF(BERTH_CF_C, write_path),
+     .choices = berth_config_write_paths},
 };
 
 static const berth_config_field berth_config_log_fields[] = {

@@ -874,6 +874,7 @@ int berth_grpc_start(berth_engine *e, berth_errmsg *err) {
       .max_headers = 100,
       .idle_timeout_ms = 300000,
       .header_timeout_ms = e->cfg.header_timeout_ms,
+      .write_path = berth_httpd_write_path(e->cfg.write_path),
       .budget = &e->conns,
       .handler = berth_grpc_handle,
       .handler_data = e,

@@ -404,6 +404,7 @@ static int rest_start(berth_engine *e, berth_errmsg *err) {
       .max_headers = 100,
       .idle_timeout_ms = 120000,
       .header_timeout_ms = e->cfg.header_timeout_ms,
+      .write_path = berth_httpd_write_path(e->cfg.write_path),
       .budget = &e->conns,
       .handler = berth_rest_handle,
       .handler_data = e,

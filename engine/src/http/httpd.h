@@ -92,7 +92,19 @@ typedef struct berth_httpd_options {
   /* Optional: speak TLS on this listener (tls.h); owned by the caller and
    * kept until berth_httpd_close has finished. */
   struct berth_tls_ctx *tls;
+  /* How responses reach the sockets (server.write_path, docs/http.md):
+   * 0 direct (each answer written as it is produced: one writev each),
+   * 1 writev (a connection's output of one loop iteration in one write),
+   * 2 uring (the same, every connection's write submitted to io_uring at
+   * once; an error at start when io_uring is not available), 3 auto
+   * (uring when the kernel allows it, else writev). */
+  int write_path;
 } berth_httpd_options;
+
+/* server.write_path's name ("direct", "writev", "uring", "auto"; NULL is
+ * direct) as
+ * berth_httpd_options.write_path. */
+int berth_httpd_write_path(const char *name);
 
 /* Binds and listens. On failure returns a status with err naming the
  * address ("127.0.0.1:8080: address already in use"). */

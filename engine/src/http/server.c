@@ -35,19 +35,22 @@
 #define DEFAULT_MAX_HEADERS 100
 #define DEFAULT_MAX_BODY (64u * 1024 * 1024)
 
-typedef struct conn_write {
-  uv_write_t req;
-  berth_httpd_conn *conn;
-  char *own[2];
-  void (*cb)(void *, int);
-  void *arg;
-} conn_write;
-
 /* ---- server bookkeeping ---- */
+
+static void srv_maybe_finish(berth_httpd *h);
+
+static void on_flush_closed(berth_httpd *h) {
+  h->flush_closed = true;
+  srv_maybe_finish(h);
+}
 
 static void srv_maybe_finish(berth_httpd *h) {
   if (!h->closing || h->open_handles > 0)
     return;
+  if (!h->flush_closed) { /* no connection is left: the output goes last */
+    berth_flush_close(&h->flush, on_flush_closed);
+    return;
+  }
   void (*cb)(void *) = h->on_closed;
   void *arg = h->on_closed_arg;
   free(h->socket_path);
@@ -93,6 +96,7 @@ const char *berth_server_date(berth_httpd *h) {
 static void conn_free(berth_httpd_conn *c) {
   berth_httpd *h = c->srv;
   LIST_REMOVE(c, link);
+  berth_out_free(c); /* callbacks first: they may reach c->h2 */
   if (c->h2 != NULL)
     berth_h2_session_free(c->h2);
   berth_h1_parser_free(c->parser);
@@ -106,7 +110,10 @@ static void conn_free(berth_httpd_conn *c) {
 }
 
 static void on_conn_handle_closed(uv_handle_t *handle) {
-  berth_httpd_conn *c = handle->data;
+  berth_server_conn_unref(handle->data);
+}
+
+void berth_server_conn_unref(berth_httpd_conn *c) {
   if (--c->handles == 0)
     conn_free(c);
 }
@@ -128,6 +135,7 @@ void berth_httpd_conn_close(berth_httpd_conn *c) {
   }
   if (c->h2 != NULL)
     berth_h2_session_detach(c->h2);
+  berth_out_close(c);
   uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
 }
@@ -198,19 +206,13 @@ void berth_server_conn_linger(berth_httpd_conn *c) {
   berth_server_conn_update_reading(c);
 }
 
-/* ---- writing ---- */
+/* ---- writing (queued, flushed once per loop iteration: flush.c) ---- */
 
-static void on_written(uv_write_t *req, int status) {
-  conn_write *w = (conn_write *)req;
-  berth_httpd_conn *c = w->conn;
-  c->writes--;
-  free(w->own[0]);
-  free(w->own[1]);
-  void (*cb)(void *, int) = w->cb;
-  void *arg = w->arg;
-  free(w);
-  if (cb != NULL)
-    cb(arg, status);
+size_t berth_server_conn_queued(const berth_httpd_conn *c) {
+  return c->out.bytes;
+}
+
+void berth_server_conn_written(berth_httpd_conn *c, int status) {
   if (c->closing)
     return;
   if (status < 0) {
@@ -264,27 +266,7 @@ int berth_server_conn_writev(berth_httpd_conn *c, uv_buf_t *bufs, unsigned n,
       return BERTH_OK;
     }
   }
-  conn_write *w = malloc(sizeof *w);
-  if (w == NULL) {
-    free(own0);
-    free(own1);
-    berth_httpd_conn_close(c);
-    return BERTH_E_NOMEM;
-  }
-  w->conn = c;
-  w->own[0] = own0;
-  w->own[1] = own1;
-  w->cb = cb;
-  w->arg = arg;
-  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_written) != 0) {
-    free(own0);
-    free(own1);
-    free(w);
-    berth_httpd_conn_close(c);
-    return BERTH_E_IO;
-  }
-  c->writes++;
-  return BERTH_OK;
+  return berth_out_queue(c, bufs, n, own0, own1, cb, arg);
 }
 
 /* Writes TLS records produced by the handshake (already ciphertext). */
@@ -293,25 +275,8 @@ static void conn_write_raw(berth_httpd_conn *c, berth_buf *cipher) {
     return;
   size_t len = 0;
   char *data = berth_buf_detach(cipher, &len);
-  conn_write *w = malloc(sizeof *w);
-  if (w == NULL) {
-    free(data);
-    berth_httpd_conn_close(c);
-    return;
-  }
-  w->conn = c;
-  w->own[0] = data;
-  w->own[1] = NULL;
-  w->cb = NULL;
-  w->arg = NULL;
   uv_buf_t b = uv_buf_init(data, (unsigned)len);
-  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
-    free(data);
-    free(w);
-    berth_httpd_conn_close(c);
-    return;
-  }
-  c->writes++;
+  berth_out_queue(c, &b, 1, data, NULL, NULL, NULL);
 }
 
 int berth_httpd_conn_write(berth_httpd_conn *c, char *data, size_t len,
@@ -394,8 +359,7 @@ void berth_server_conn_update_reading(berth_httpd_conn *c) {
     want = true;
   else
     want = !c->close_after_write && rbuf_has_room(c) &&
-           uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <
-               WRITE_HIGH_WATER;
+           berth_server_conn_queued(c) < WRITE_HIGH_WATER;
   if (want == c->reading)
     return;
   if (want) {
@@ -644,6 +608,7 @@ static void on_connection(uv_stream_t *server, int status) {
 
 static void on_failed_start_closed(uv_handle_t *handle) {
   berth_httpd *h = handle->data;
+  berth_flush_abandon(&h->flush);
   free(h->socket_path);
   free(h);
 }
@@ -676,12 +641,14 @@ static int start_unix(uv_loop_t *loop, const berth_httpd_options *opts,
   h->opts.tls = NULL; /* local clients only: plain HTTP/1.1 and h2c */
   apply_defaults(h);
   snprintf(h->addr, sizeof h->addr, "unix:%.80s", h->socket_path);
-  int rc = uv_pipe_init(loop, &h->listener_pipe, 0);
-  if (rc != 0) {
-    berth_errf(err, BERTH_E_IO, "%s: %s", h->addr, uv_strerror(rc));
+  int rc = berth_flush_setup(&h->flush, opts->write_path, h->addr, err);
+  if (rc == BERTH_OK && (rc = uv_pipe_init(loop, &h->listener_pipe, 0)) != 0)
+    rc = berth_errf(err, BERTH_E_IO, "%s: %s", h->addr, uv_strerror(rc));
+  if (rc != BERTH_OK) {
+    berth_flush_abandon(&h->flush);
     free(h->socket_path);
     free(h);
-    return BERTH_E_IO;
+    return rc;
   }
   h->listener_pipe.data = h;
   rc = berth_server_unix_listen(h, on_connection, err);
@@ -691,6 +658,7 @@ static int start_unix(uv_loop_t *loop, const berth_httpd_options *opts,
   }
   h->listener_open = true;
   h->open_handles = 1;
+  berth_flush_start(&h->flush, loop, h);
   *out = h;
   return BERTH_OK;
 }
@@ -736,24 +704,30 @@ int berth_server_start_tcp(uv_loop_t *loop, const berth_httpd_options *opts,
   apply_defaults(h);
   snprintf(h->addr, sizeof h->addr, v6 ? "[%s]:%u" : "%s:%u", h->host,
            (unsigned)opts->port);
-  int rc = reuseport
-               ? uv_tcp_init_ex(loop, &h->listener, v6 ? AF_INET6 : AF_INET)
-               : uv_tcp_init(loop, &h->listener);
-  if (rc == 0 && reuseport) { /* one listener per network loop (loops.c) */
-    uv_os_fd_t fd;
-    int one = 1;
-    if (uv_fileno((uv_handle_t *)&h->listener, &fd) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
-      berth_errf(err, BERTH_E_IO, "%s: SO_REUSEPORT: %s", h->addr,
-                 strerror(errno));
-      uv_close((uv_handle_t *)&h->listener, on_failed_start_closed);
-      return BERTH_E_IO;
+  int rc = berth_flush_setup(&h->flush, opts->write_path, h->addr, err);
+  if (rc == BERTH_OK) {
+    int uvrc = reuseport
+                   ? uv_tcp_init_ex(loop, &h->listener, v6 ? AF_INET6 : AF_INET)
+                   : uv_tcp_init(loop, &h->listener);
+    if (uvrc != 0) {
+      rc = berth_errf(err, BERTH_E_IO, "%s: %s", h->addr, uv_strerror(uvrc));
+    } else if (reuseport) { /* one listener per network loop (loops.c) */
+      uv_os_fd_t fd;
+      int one = 1;
+      if (uv_fileno((uv_handle_t *)&h->listener, &fd) != 0 ||
+          setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+        berth_errf(err, BERTH_E_IO, "%s: SO_REUSEPORT: %s", h->addr,
+                   strerror(errno));
+        h->listener.data = h; /* on_failed_start_closed frees h */
+        uv_close((uv_handle_t *)&h->listener, on_failed_start_closed);
+        return BERTH_E_IO;
+      }
     }
   }
-  if (rc != 0) {
-    berth_errf(err, BERTH_E_IO, "%s: %s", h->addr, uv_strerror(rc));
+  if (rc != BERTH_OK) {
+    berth_flush_abandon(&h->flush);
     free(h);
-    return BERTH_E_IO;
+    return rc;
   }
   h->listener.data = h;
   rc = uv_tcp_bind(&h->listener, &addr.sa, 0); /* libuv sets SO_REUSEADDR */
@@ -776,6 +750,7 @@ int berth_server_start_tcp(uv_loop_t *loop, const berth_httpd_options *opts,
                                                    : bound.v4.sin_port);
   h->listener_open = true;
   h->open_handles = 1;
+  berth_flush_start(&h->flush, loop, h);
   *out = h;
   return BERTH_OK;
 }

@@ -303,7 +303,7 @@ size_t berth_h1_stream_queued(const berth_http_req *r) {
   berth_httpd_conn *c = h1_stream_conn(r, &rc);
   if (c == NULL)
     return 0;
-  return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+  return berth_server_conn_queued(c);
 }
 
 static void h1_dispatch(berth_httpd_conn *c) {
@@ -349,9 +349,7 @@ void berth_server_h1_process(berth_httpd_conn *c) {
   if (c->tls != NULL)
     berth_server_tls_move_plain(c);
   while (!c->closing && c->cur == NULL && !c->close_after_write &&
-         c->roff < c->rlen &&
-         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <
-             WRITE_HIGH_WATER) {
+         c->roff < c->rlen && berth_server_conn_queued(c) < WRITE_HIGH_WATER) {
     size_t used = 0;
     int status = 400;
     berth_errmsg err;

@@ -13,6 +13,7 @@
 #include <sys/queue.h>
 
 #include "buf.h"
+#include "flush.h"
 #include "http1.h"
 #include "http2.h"
 #include "httpd.h"
@@ -61,6 +62,8 @@ struct berth_httpd {
   /* network_loops > 1 (loops.c): this handle is the group of per-loop
    * listeners the engine sees; every call on it goes to the group. */
   struct berth_netgroup *group;
+  berth_flush flush; /* the output queue's state (flush.h) */
+  bool flush_closed; /* berth_flush_close has finished */
 };
 
 struct berth_httpd_conn {
@@ -74,11 +77,13 @@ struct berth_httpd_conn {
   berth_httpd *srv;
   LIST_ENTRY(berth_httpd_conn) link; /* the server's connections */
   int proto;
-  int handles; /* open uv handles: tcp, timer */
+  int handles; /* open uv handles (tcp, timer), plus 1 while a uring write
+                  outlives the close (flush.c) */
   char peer[64];
   char *rbuf; /* RBUF_SIZE bytes; [roff, rlen) not parsed yet */
   size_t rlen, roff;
-  unsigned writes; /* in flight */
+  unsigned writes; /* queued or in flight (flush.h) */
+  berth_out out;   /* the output queue (flush.h) */
   bool reading;
   bool closing;           /* uv_close started */
   bool in_process;        /* h1_process is on the stack */
@@ -113,6 +118,13 @@ void berth_server_conn_linger(berth_httpd_conn *c);
 int berth_server_conn_writev(berth_httpd_conn *c, uv_buf_t *bufs, unsigned n,
                              char *own0, char *own1, void (*cb)(void *, int),
                              void *arg);
+/* Bytes queued on c and not yet written (backpressure). */
+size_t berth_server_conn_queued(const berth_httpd_conn *c);
+/* flush.c: a write of c ended (status 0 or a negative libuv status):
+ * closes c on error, resumes HTTP/1.1 parsing or lingers. */
+void berth_server_conn_written(berth_httpd_conn *c, int status);
+/* flush.c: drops the reference a uring write held on a closed c. */
+void berth_server_conn_unref(berth_httpd_conn *c);
 /* Moves decrypted bytes into rbuf as far as they fit; true if any moved. */
 bool berth_server_tls_move_plain(berth_httpd_conn *c);
 /* Starts (start) or ends the deadline of a request head (header_timeout_ms)

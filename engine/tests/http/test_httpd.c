@@ -857,18 +857,22 @@ static void *client_main(void *arg) {
   return NULL;
 }
 
-/* The whole transport test on n network loops (httpd.h): the handler
- * stays on this loop, the sockets move to the loops' threads. */
-static void run_transport(unsigned n) {
+/* Runs every client scenario against a server on n network loops
+ * (httpd.h: the handler stays on this loop, the sockets move to the loops'
+ * threads) and the given write path (server.write_path); false when that
+ * path cannot start here. */
+static bool run_transport(unsigned n, int write_path) {
+  atomic_store(&cmd, CMD_NONE);
   atomic_store(&aborted, 0);
+  atomic_store(&hang_seen, 0);
   atomic_store(&gone_count, 0);
   atomic_store(&closed_cb, 0);
   atomic_store(&stream_gone, 0);
-  atomic_store(&hang_seen, 0);
   client_error[0] = '\0';
   berth_httpd_set_network_loops(n);
   assert_int_equal(uv_loop_init(&loop), 0);
   berth_httpd_options o = {.host = "127.0.0.1",
+                           .write_path = write_path,
                            .port = 0,
                            .max_body_bytes = MAX_BODY,
                            .max_head_bytes = 4096,
@@ -876,7 +880,13 @@ static void run_transport(unsigned n) {
                            .idle_timeout_ms = 5000,
                            .handler = handler};
   berth_errmsg err = {{0}};
-  assert_int_equal(berth_httpd_start(&loop, &o, &srv, &err), BERTH_OK);
+  int rc = berth_httpd_start(&loop, &o, &srv, &err);
+  if (rc == BERTH_E_CONFIG && write_path == 2) { /* no io_uring here */
+    berth_httpd_set_network_loops(1);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    return false;
+  }
+  assert_int_equal(rc, BERTH_OK);
   port = berth_httpd_port(srv);
   assert_true(port != 0);
 
@@ -908,22 +918,38 @@ static void run_transport(unsigned n) {
   assert_int_equal(uv_loop_close(&loop), 0);
   uv_sem_destroy(&cmd_sem);
   berth_httpd_set_network_loops(1);
+  return true;
 }
 
-static void test_transport(void **state) {
+static void test_transport_direct(void **state) {
   (void)state;
-  run_transport(1);
+  assert_true(run_transport(1, 0));
+}
+
+static void test_transport_writev(void **state) {
+  (void)state;
+  assert_true(run_transport(1, 1));
+}
+
+static void test_transport_uring(void **state) {
+  (void)state;
+  if (!run_transport(1, 2))
+    skip();
 }
 
 static void test_transport_network_loops(void **state) {
   (void)state;
-  run_transport(2);
-  run_transport(3);
+  assert_true(run_transport(2, 0));
+  assert_true(run_transport(3, 1));
+  if (!run_transport(2, 2))
+    skip();
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_transport),
+      cmocka_unit_test(test_transport_direct),
+      cmocka_unit_test(test_transport_writev),
+      cmocka_unit_test(test_transport_uring),
       cmocka_unit_test(test_transport_network_loops),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

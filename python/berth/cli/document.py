@@ -175,6 +175,7 @@ def build_document(
         ("server", "admin_tokens_file"): options.get("admin_tokens_file"),
         ("server", "admin_tokens_env"): options.get("admin_tokens_env"),
         ("server", "model_control_mode"): options.get("model_control_mode"),
+        ("server", "write_path"): options.get("write_path"),
         ("tracing", "endpoint"): options.get("otlp_endpoint"),
         ("tracing", "sample_rate"): options.get("trace_sample_rate"),
         ("tracing", "service_name"): options.get("trace_service_name"),

@@ -412,6 +412,16 @@ _OPTIONS: tuple[_Option, ...] = (
         "SECONDS",
     ),
     _Option(
+        "--write-path",
+        "BERTH_WRITE_PATH",
+        _choice("direct", "writev", "uring", "auto"),
+        "how responses reach the sockets: direct (one write per answer, as produced), "
+        "writev (one write per connection per loop turn), uring (one io_uring submit "
+        "per loop turn) or auto: uring where the kernel allows it, else writev "
+        "(default direct)",
+        "PATH",
+    ),
+    _Option(
         "--log-level",
         "BERTH_LOG_LEVEL",
         _choice("debug", "info", "warning", "error"),
