@@ -21,11 +21,13 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-/* Completions are announced through an eventfd registered as "async": a
- * send that finishes inside io_uring_enter (a socket with room) posts its
- * completion without waking anything, so the loop's epoll hears only of
- * the sends that had to wait. Polling the ring's own fd instead would
- * wake epoll at every completion. */
+/* Completions are announced through an eventfd registered with the ring
+ * (every completion counts it up; the loop reads it once per wake-up).
+ * Not the "async" registration: that one signals only completions posted
+ * by io_uring's worker threads, and a send that waits for room in the
+ * socket completes from the submitting thread's task work, unannounced: a
+ * loop with nothing else to wake it (a network loop, docs/threads.md)
+ * never saw a large answer finish. */
 struct berth_uring {
   struct io_uring ring;
   int efd;
@@ -62,7 +64,7 @@ struct berth_uring *berth_uring_new(unsigned entries, berth_errmsg *err) {
     return NULL;
   }
   u->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  rc = u->efd < 0 ? -errno : io_uring_register_eventfd_async(&u->ring, u->efd);
+  rc = u->efd < 0 ? -errno : io_uring_register_eventfd(&u->ring, u->efd);
   if (rc < 0) {
     if (u->efd >= 0)
       close(u->efd);
