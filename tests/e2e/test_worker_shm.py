@@ -109,7 +109,10 @@ def make_repo(tmp_path_factory: pytest.TempPathFactory, gates: Gates, name: str)
 def start(module_server: Any, tmp_path_factory: pytest.TempPathFactory, gates: Gates,
           label: str, workers: dict[str, Any] | None) -> BerthServer:
     repo = make_repo(tmp_path_factory, gates, f"shm-{label}")
-    flags: list[str] = ["--max-body-bytes", str(256 * MIB)]
+    # --write-path direct: the byte counts below come from /proc's rchar and
+    # wchar, which count read and write system calls; io_uring's sends (a
+    # BERTH_WRITE_PATH=uring run) would not show.
+    flags: list[str] = ["--max-body-bytes", str(256 * MIB), "--write-path", "direct"]
     if workers is not None:
         app = repo.parent / f"shm-{label}.yaml"
         app.write_text(json.dumps({"workers": workers}))
