@@ -307,23 +307,36 @@ def _decode_tensor(
         raise ProtocolError(
             f"tensor set: {where} declares {data_len} data bytes, more than the payload holds"
         )
+    array = _array_at(mv, off, code, shape, data_len, where)
+    return name, array, _skip_pad(mv, data_end, size, f"the data of {where}")
+
+
+def _array_at(
+    buf: memoryview, at: int, code: int, shape: tuple[int, ...], data_len: int, where: str,
+    leases: list[weakref.ref] | None = None,
+) -> np.ndarray:
+    """The tensor whose data_len bytes start at buf[at] (bounds already
+    checked), viewed in place except for BYTES; with leases, a weak
+    reference to the view is added (shared memory: the slot stays busy while
+    any view of it lives)."""
     numel = math.prod(shape)
     if code == _BYTES:
-        array = _decode_bytes(mv, off, data_end, numel, where).reshape(shape)
-    else:
-        dtype = _FIXED[code]
-        if numel * dtype.itemsize != data_len:
-            raise ProtocolError(
-                f"tensor set: {where} of shape {list(shape)} and datatype {_NAMES[code]} "
-                f"needs {numel * dtype.itemsize} bytes, got {data_len}"
-            )
-        if numel == 0:
-            array = np.empty(shape, dtype)
-        else:
-            array = np.frombuffer(mv, dtype, numel, off).reshape(shape)
-        if code == 1 and numel and bool((array.view(np.uint8) > 1).any()):
-            raise ProtocolError(f"tensor set: BOOL {where} holds a byte other than 0 or 1")
-    return name, array, _skip_pad(mv, data_end, size, f"the data of {where}")
+        return _decode_bytes(buf, at, at + data_len, numel, where).reshape(shape)
+    dtype = _FIXED[code]
+    if numel * dtype.itemsize != data_len:
+        raise ProtocolError(
+            f"tensor set: {where} of shape {list(shape)} and datatype {_NAMES[code]} "
+            f"needs {numel * dtype.itemsize} bytes, got {data_len}"
+        )
+    if numel == 0:
+        return np.empty(shape, dtype)
+    raw = np.frombuffer(buf, dtype, numel, at)
+    if leases is not None:
+        leases.append(weakref.ref(raw))  # every view of it keeps it alive
+    array = raw.reshape(shape)
+    if code == 1 and bool((array.view(np.uint8) > 1).any()):
+        raise ProtocolError(f"tensor set: BOOL {where} holds a byte other than 0 or 1")
+    return array
 
 
 def _decode_shm(
@@ -337,23 +350,7 @@ def _decode_shm(
         raise ProtocolError(
             f"tensor set: {where} lies at {at}+{data_len}, outside shared memory {shm.lo}..{shm.hi}"
         )
-    numel = math.prod(shape)
-    if code == _BYTES:
-        return _decode_bytes(shm.view, at, at + data_len, numel, where).reshape(shape)
-    dtype = _FIXED[code]
-    if numel * dtype.itemsize != data_len:
-        raise ProtocolError(
-            f"tensor set: {where} of shape {list(shape)} and datatype {_NAMES[code]} "
-            f"needs {numel * dtype.itemsize} bytes, got {data_len}"
-        )
-    if numel == 0:
-        return np.empty(shape, dtype)
-    raw = np.frombuffer(shm.view, dtype, numel, at)
-    shm.leases.append(weakref.ref(raw))  # every view of it keeps it alive
-    array = raw.reshape(shape)
-    if code == 1 and bool((array.view(np.uint8) > 1).any()):
-        raise ProtocolError(f"tensor set: BOOL {where} holds a byte other than 0 or 1")
-    return array
+    return _array_at(shm.view, at, code, shape, data_len, where, shm.leases)
 
 
 def _decode_bytes(mv: memoryview, off: int, end: int, numel: int, where: str) -> np.ndarray:

@@ -284,20 +284,13 @@ static int child_start(struct berth_netgroup *g, unsigned i,
  * so no client can reach it) says whether it is free, with the usual
  * "HOST:PORT: address already in use". */
 static int probe_port(const berth_httpd_options *opts, berth_errmsg *err) {
-  union {
-    struct sockaddr sa;
-    struct sockaddr_in v4;
-    struct sockaddr_in6 v6;
-  } addr;
-  bool v6 = false;
   if (opts->port == 0)
     return BERTH_OK; /* the kernel picks a free one for loop 0 */
-  if (uv_ip4_addr(opts->host, opts->port, &addr.v4) != 0) {
-    if (uv_ip6_addr(opts->host, opts->port, &addr.v6) != 0)
-      return berth_errf(err, BERTH_E_CONFIG,
-                        "%s: not a numeric IPv4 or IPv6 address", opts->host);
-    v6 = true;
-  }
+  berth_sockaddr addr;
+  bool v6 = false;
+  int rc = berth_server_parse_addr(opts->host, opts->port, &addr, &v6, err);
+  if (rc != BERTH_OK)
+    return rc;
   int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   if (fd < 0 ||

@@ -673,6 +673,18 @@ int berth_httpd_start(uv_loop_t *loop, const berth_httpd_options *opts,
   return berth_server_start_tcp(loop, opts, false, out, err);
 }
 
+int berth_server_parse_addr(const char *host, uint16_t port,
+                            berth_sockaddr *addr, bool *v6, berth_errmsg *err) {
+  *v6 = false;
+  if (uv_ip4_addr(host, port, &addr->v4) == 0)
+    return BERTH_OK;
+  if (uv_ip6_addr(host, port, &addr->v6) != 0)
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "%s: not a numeric IPv4 or IPv6 address", host);
+  *v6 = true;
+  return BERTH_OK;
+}
+
 int berth_server_start_tcp(uv_loop_t *loop, const berth_httpd_options *opts,
                            bool reuseport, berth_httpd **out,
                            berth_errmsg *err) {
@@ -680,18 +692,11 @@ int berth_server_start_tcp(uv_loop_t *loop, const berth_httpd_options *opts,
   if (opts == NULL || opts->handler == NULL || opts->host == NULL)
     return berth_errf(err, BERTH_E_CONFIG,
                       "http server: host and handler are required");
-  union {
-    struct sockaddr sa;
-    struct sockaddr_in v4;
-    struct sockaddr_in6 v6;
-  } addr;
+  berth_sockaddr addr;
   bool v6 = false;
-  if (uv_ip4_addr(opts->host, opts->port, &addr.v4) != 0) {
-    if (uv_ip6_addr(opts->host, opts->port, &addr.v6) != 0)
-      return berth_errf(err, BERTH_E_CONFIG,
-                        "%s: not a numeric IPv4 or IPv6 address", opts->host);
-    v6 = true;
-  }
+  int prc = berth_server_parse_addr(opts->host, opts->port, &addr, &v6, err);
+  if (prc != BERTH_OK)
+    return prc;
   if (strlen(opts->host) >= sizeof((berth_httpd *)0)->host)
     return berth_errf(err, BERTH_E_CONFIG, "%s: address too long", opts->host);
   berth_httpd *h = calloc(1, sizeof *h);

@@ -110,6 +110,18 @@ struct berth_httpd_conn {
   size_t tls_plain_off;
 };
 
+/* A numeric IPv4 or IPv6 address and port, as bind() takes it. */
+typedef union berth_sockaddr {
+  struct sockaddr sa;
+  struct sockaddr_in v4;
+  struct sockaddr_in6 v6;
+} berth_sockaddr;
+
+/* Parses host (numeric IPv4 or IPv6) and port into *addr; *v6 says which.
+ * BERTH_E_CONFIG naming host when it is neither. */
+int berth_server_parse_addr(const char *host, uint16_t port,
+                            berth_sockaddr *addr, bool *v6, berth_errmsg *err);
+
 /* The cached Date header value of the current second. */
 const char *berth_server_date(berth_httpd *h);
 /* The last response is written: shut our side, drain the peer briefly. */
