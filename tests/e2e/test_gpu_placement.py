@@ -225,7 +225,9 @@ def test_a_load_that_cannot_fit_is_refused(berth_server: Callable[..., BerthServ
     body = {"parameters": {"config": {"instance_group": [{"count": 2, "kind": "KIND_GPU", "gpus": [1]}]}}}
     assert server.post("/v2/repository/models/where/load", body, timeout=120).status == 200
     # the old version's worker (same id, GPU 0) may still be stopping
-    wait_until(lambda: sorted(worker_devices(server, "where").values()) == ["1", "1"], 60,
+    # str(): a worker caught before its environment is readable reads None
+    # (not comparable with a device), and the wait goes on.
+    wait_until(lambda: sorted(map(str, worker_devices(server, "where").values())) == ["1", "1"], 60,
                "the new version's two workers, both on GPU 1, and the old one gone",
                on_timeout=lambda: f"{worker_devices(server, 'where')}\n{server.log_tail()}")
     # bad values name the key
