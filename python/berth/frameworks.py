@@ -64,7 +64,10 @@ FRAMEWORKS: tuple[Framework, ...] = (
         extra="sklearn",
         module="sklearn",
         cls="SklearnRuntime",
-        imports=("sklearn", "joblib"),
+        # scikit-learn itself is imported only when Berth's own reader
+        # cannot serve the file (runtimes/sklearn.py); that import raises
+        # the missing-extra error then.
+        imports=("joblib",),
         distributions=("scikit-learn", "joblib"),
         suffixes=(".joblib", ".pkl"),
         kserve_versions=("1",),

@@ -107,15 +107,22 @@ _WARM_MODULES = 64
 def _warm(paths: list[str]) -> list[str]:
     """Imports the scikit-learn modules that the models' pickles name, as
     unpickling would in the worker (without unpickling: nothing from the
-    file runs here). Only modules of installed sklearn and scipy count."""
+    file runs here). Only modules of installed sklearn and scipy count.
+    A file that Berth's own reader serves (runtimes/sklearn_lite.py) needs
+    none: its worker never imports scikit-learn, so neither does the
+    template (that reader resolves only its own classes and NumPy's)."""
     from importlib.util import find_spec
 
+    from .runtimes import sklearn_lite
     from .runtimes.detect import resolve_model_path
 
     names: dict[str, None] = {}
     for path in paths:
         try:
-            with open(resolve_model_path(path, "sklearn"), "rb") as f:
+            file = resolve_model_path(path, "sklearn")
+            if sklearn_lite.read(str(file))[0] is not None:
+                continue
+            with open(file, "rb") as f:
                 data = f.read(_WARM_BYTES)
         except Exception as e:  # noqa: BLE001 - the worker reports a bad path
             log.debug("template: not warming from %s (%s)", path, e)

@@ -390,7 +390,7 @@ def test_python_file_without_model(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("runtime", "module", "extra"),
     [("xgboost", "xgboost", "xgboost"), ("lightgbm", "lightgbm", "lightgbm"),
-     ("onnx", "onnxruntime", "onnx"), ("sklearn", "sklearn", "sklearn")],
+     ("onnx", "onnxruntime", "onnx"), ("sklearn", "joblib", "sklearn")],
 )  # fmt: skip
 def test_missing_framework_names_the_extra(
     monkeypatch: pytest.MonkeyPatch, runtime: str, module: str, extra: str
@@ -399,6 +399,27 @@ def test_missing_framework_names_the_extra(
     with pytest.raises(MissingExtraError, match=rf"pip install 'berth\[{extra}\]'") as info:
         get_runtime(runtime)
     assert info.value.extra == extra
+
+
+def test_missing_scikit_learn_fails_only_files_berths_reader_does_not_know(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+
+    x, y = load_iris(return_X_y=True)
+    tree = DecisionTreeClassifier(random_state=0).fit(x, y)
+    joblib.dump(tree, tmp_path / "tree.joblib")
+    joblib.dump(SVC().fit(x, y), tmp_path / "svc.joblib")
+    expected = tree.predict(x)
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    rt = load("sklearn", tmp_path / "tree.joblib")
+    assert np.array_equal(rt.predict({"input": x})["predict"], expected)
+    with pytest.raises(MissingExtraError, match=r"pip install 'berth\[sklearn\]'") as info:
+        load("sklearn", tmp_path / "svc.joblib")
+    assert info.value.extra == "sklearn" and "svc.joblib" in str(info.value)
 
 
 def test_missing_extra_message() -> None:
