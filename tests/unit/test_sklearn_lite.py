@@ -170,6 +170,22 @@ def test_a_file_naming_a_function_does_not_run_it(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_an_object_array_naming_a_function_does_not_run_it(tmp_path: Path) -> None:
+    """joblib stores an object array as a nested pickle: it is read with the
+    same allow-list (joblib >= 1.6 routes it through this reader's lookup)."""
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.system, (f"touch {marker}",))
+
+    estimator = CASES["logistic-binary"][0]()
+    estimator.classes_ = np.array([Payload(), Payload()], dtype=object)
+    lite, why = sklearn_lite.read(str(_dump(estimator, tmp_path)))
+    assert lite is None and "system" in why
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("written", ["1.3.2", "0.24.2"])
 def test_files_from_older_scikit_learn_are_left_to_it(
     written: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
