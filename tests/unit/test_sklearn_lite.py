@@ -23,10 +23,14 @@ from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
     GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
 from sklearn.linear_model import ElasticNet, Lasso, LinearRegression, LogisticRegression, Ridge
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, PolynomialFeatures, StandardScaler
@@ -76,6 +80,27 @@ CASES: dict[str, tuple[Callable[[], Any], np.ndarray]] = {
     "mlp-regressor-logistic": (
         lambda: MLPRegressor(max_iter=300, activation="logistic", random_state=0).fit(
             REG2_X, REG2_Y), REG2_X),
+    "gradient-boosting-multiclass": (
+        lambda: GradientBoostingClassifier(n_estimators=20, random_state=0).fit(IRIS_X, NAMES),
+        IRIS_X),
+    "gradient-boosting-binary": (
+        lambda: GradientBoostingClassifier(n_estimators=20, random_state=0).fit(BIN_X, BIN_Y),
+        BIN_X),
+    "gradient-boosting-zero-init": (
+        lambda: GradientBoostingClassifier(n_estimators=5, init="zero").fit(BIN_X, BIN_Y), BIN_X),
+    "gradient-boosting-regressor": (
+        lambda: GradientBoostingRegressor(n_estimators=20, random_state=0).fit(REG_X, REG_Y), REG_X),
+    "gradient-boosting-huber": (
+        lambda: GradientBoostingRegressor(loss="huber", n_estimators=10).fit(REG_X, REG_Y), REG_X),
+    "hist-boosting-multiclass": (
+        lambda: HistGradientBoostingClassifier(max_iter=20).fit(IRIS_X, IRIS_Y), IRIS_X),
+    "hist-boosting-binary": (
+        lambda: HistGradientBoostingClassifier(max_iter=30).fit(BIN_X, np.array(["no", "yes"])[BIN_Y]), BIN_X),
+    "hist-boosting-regressor": (
+        lambda: HistGradientBoostingRegressor(max_iter=20).fit(REG_X, REG_Y), REG_X),
+    "hist-boosting-poisson": (
+        lambda: HistGradientBoostingRegressor(loss="poisson", max_iter=20).fit(
+            REG_X, np.abs(REG_Y)), REG_X),
     "pipeline-scaler-logistic": (
         lambda: make_pipeline(StandardScaler(), LogisticRegression()).fit(IRIS_X, IRIS_Y), IRIS_X),
     "pipeline-minmax-clip-tree": (
@@ -138,20 +163,28 @@ def test_compressed_and_plain_pickle_files_are_read(tmp_path: Path) -> None:
         _same(estimator.predict_proba(x), lite.predict_proba(x))
 
 
+CODED = np.c_[IRIS_Y % 2, IRIS_X]  # a small-integer column, for a categorical feature
+
+
 @pytest.mark.parametrize(
-    "estimator, named",
+    "fitted, named",
     [
-        (SVC(), "SVC"),
-        (GradientBoostingClassifier(n_estimators=5), "GradientBoostingClassifier"),
-        (make_pipeline(PolynomialFeatures(), LogisticRegression(max_iter=500)), "PolynomialFeatures"),
+        (lambda: SVC().fit(IRIS_X, IRIS_Y), "SVC"),
+        (lambda: KNeighborsClassifier().fit(IRIS_X, IRIS_Y), "KNeighborsClassifier"),
+        (lambda: GradientBoostingClassifier(n_estimators=3, loss="exponential").fit(BIN_X, BIN_Y),
+         "ExponentialLoss"),
+        (lambda: HistGradientBoostingClassifier(max_iter=3, categorical_features=[0]).fit(
+            CODED, IRIS_Y), "ColumnTransformer"),
+        (lambda: make_pipeline(PolynomialFeatures(), LogisticRegression(max_iter=500)).fit(
+            IRIS_X, IRIS_Y), "PolynomialFeatures"),
     ],
-    ids=["svc", "gradient-boosting", "unknown-pipeline-step"],
+    ids=["svc", "k-neighbors", "exponential-loss", "categorical-hist-boosting",
+         "unknown-pipeline-step"],
 )
-def test_classes_it_does_not_know_are_left_to_scikit_learn(
-    estimator: Any, named: str, tmp_path: Path
+def test_what_it_does_not_know_is_left_to_scikit_learn(
+    fitted: Callable[[], Any], named: str, tmp_path: Path
 ) -> None:
-    estimator.fit(IRIS_X, IRIS_Y)
-    lite, why = sklearn_lite.read(str(_dump(estimator, tmp_path)))
+    lite, why = sklearn_lite.read(str(_dump(fitted(), tmp_path)))
     assert lite is None
     assert named in why
 

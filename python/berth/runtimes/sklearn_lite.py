@@ -234,43 +234,56 @@ class _Tree(_Fitted):
         depth = self.__dict__.get("max_depth")
         _need(isinstance(depth, (int, np.integer)) and 0 <= depth < count, "tree max_depth")
 
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        n = self.nodes
+        return n["left_child"], n["right_child"], n["feature"], n["threshold"], n["left_child"] == -1
+
+    def leaf_values(self) -> np.ndarray:
+        return self.values
+
+    def depth(self) -> int:
+        return int(self.max_depth)
+
 
 class _Trees:
     """One or more trees flattened into shared arrays, walked together: every
     leaf points to itself, so max_depth steps bring every row to its leaf.
     Rows are finite (NaN, which some trees route by a learned side, goes to
-    scikit-learn: :class:`Unusual`)."""
+    scikit-learn: :class:`Unusual`). ``float32``: rows are compared as
+    scikit-learn's trees compare them, cast to float32 first (the
+    histogram-based boosters compare float64 rows)."""
 
-    def __init__(self, trees: list[_Tree], n_features: int) -> None:
+    def __init__(self, trees: list[_Tree] | list[_HistTree], n_features: int,
+                 float32: bool = True) -> None:
         lefts, rights, feats, thresholds, values, roots = [], [], [], [], [], []
         offset = 0
         for t in trees:
-            nodes = t.nodes
-            idx = np.arange(len(nodes), dtype=np.intp) + offset
-            leaf = nodes["left_child"] == -1
-            lefts.append(np.where(leaf, idx, nodes["left_child"] + offset))
-            rights.append(np.where(leaf, idx, nodes["right_child"] + offset))
-            feats.append(np.where(leaf, 0, nodes["feature"]))
-            thresholds.append(np.where(leaf, np.inf, nodes["threshold"]))
-            values.append(t.values)
+            left, right, feature, threshold, leaf = t.arrays()
+            idx = np.arange(len(left), dtype=np.intp) + offset
+            lefts.append(np.where(leaf, idx, left + offset))
+            rights.append(np.where(leaf, idx, right + offset))
+            feats.append(np.where(leaf, 0, feature))
+            thresholds.append(np.where(leaf, np.inf, threshold))
+            values.append(t.leaf_values())
             roots.append(offset)
-            offset += len(nodes)
+            offset += len(left)
         _need(offset < (1 << 31) and n_features > 0, "forest size")
         self.left = np.concatenate(lefts).astype(np.intp)
         self.right = np.concatenate(rights).astype(np.intp)
         self.feature = np.concatenate(feats).astype(np.intp)
         self.threshold = np.concatenate(thresholds).astype(np.float64)
-        self.width = n_features
+        self.width, self.float32 = n_features, float32
         shapes = {v.shape[1:] for v in values}
         _need(len(shapes) == 1, "trees of different output shapes")
         self.values = np.concatenate(values).astype(np.float64)
         self.roots = np.array(roots, dtype=np.intp)
-        self.depth = max(int(t.max_depth) for t in trees)
+        self.depth = max(t.depth() for t in trees)
 
     def leaves(self, x: np.ndarray) -> np.ndarray:
-        """Leaf index per tree and row, shape (trees, rows). Rows as
-        scikit-learn compares them: float32, then against float64 thresholds."""
-        x = _usual(x, self.width, float32=True).astype(np.float32).astype(np.float64)
+        """Leaf index per tree and row, shape (trees, rows)."""
+        x = _usual(x, self.width, float32=self.float32)
+        if self.float32:
+            x = x.astype(np.float32).astype(np.float64)
         rows = np.arange(x.shape[0], dtype=np.intp)[np.newaxis, :]
         node = np.repeat(self.roots[:, np.newaxis], x.shape[0], axis=1)
         for _ in range(self.depth):
@@ -357,6 +370,228 @@ class _ForestClassifier(_Forest):
 
 
 class _ForestRegressor(_Forest):
+    predict_proba = None  # type: ignore[assignment]
+
+
+# ---- gradient boosting ------------------------------------------------------
+
+
+class _Loss(_Fitted):
+    """A boosting loss: only the link between raw scores and outputs is read."""
+
+    kind = "identity"  # the link (the pickled state has its own `link` object)
+
+    def inverse(self, raw: np.ndarray) -> np.ndarray:
+        if self.kind == "log":
+            return np.exp(raw)
+        if self.kind == "logit":
+            return _expit(raw)
+        if self.kind == "multinomial":
+            return _softmax(np.array(raw, dtype=np.float64))
+        return raw
+
+    def forward(self, p: np.ndarray) -> np.ndarray:
+        """The link itself (GradientBoosting's start from its init estimator)."""
+        if self.kind == "logit":
+            return np.log(p / (1 - p))
+        if self.kind == "multinomial":
+            logs = np.log(p)
+            return logs - logs.mean(axis=1)[:, np.newaxis]
+        _need(self.kind == "identity", "a link this reader does not invert")
+        return p
+
+    def proba(self, raw: np.ndarray) -> np.ndarray:
+        if self.kind == "logit":
+            r = raw[:, 0] if raw.ndim == 2 else raw
+            out = np.empty((r.shape[0], 2), dtype=r.dtype)
+            out[:, 1] = _expit(r)
+            out[:, 0] = 1 - out[:, 1]
+            return out
+        return self.inverse(raw)
+
+
+class _IdentityLoss(_Loss):
+    kind = "identity"
+
+
+class _LogLinkLoss(_Loss):
+    kind = "log"
+
+
+class _BinomialLoss(_Loss):
+    kind = "logit"
+
+
+class _MultinomialLoss(_Loss):
+    kind = "multinomial"
+
+
+def _inert(*_args: Any) -> _Inert:
+    """A Cython class's unpickling function (a loss's compiled half)."""
+    return _Inert()
+
+
+class _HistTree(_Fitted):
+    """A histogram-based booster's TreePredictor (its ``nodes`` records)."""
+
+    def check(self, n_features: int) -> None:
+        nodes = self.__dict__.get("nodes")
+        _need(isinstance(nodes, np.ndarray) and nodes.ndim == 1 and nodes.dtype.names is not None
+              and len(nodes) > 0, "predictor nodes")
+        for field in ("value", "feature_idx", "num_threshold", "left", "right", "is_leaf",
+                      "is_categorical", "depth"):
+            _need(field in nodes.dtype.names, f"predictor nodes lack {field}")
+        _need(not nodes["is_categorical"].any(), "categorical splits")
+        inner = nodes["is_leaf"] == 0
+        for child in (nodes["left"][inner], nodes["right"][inner]):
+            _need(bool(np.all((child > 0) & (child < len(nodes)))), "predictor child index")
+        feat = nodes["feature_idx"][inner]
+        _need(bool(np.all((feat >= 0) & (feat < n_features))), "predictor feature index")
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        n = self.nodes
+        return n["left"], n["right"], n["feature_idx"], n["num_threshold"], n["is_leaf"] != 0
+
+    def leaf_values(self) -> np.ndarray:
+        return np.asarray(self.nodes["value"], dtype=np.float64)[:, np.newaxis]
+
+    def depth(self) -> int:
+        return int(self.nodes["depth"].max())
+
+
+class _Boosting(_Estimator):
+    """What both boosters share: per-iteration trees, K scores per row."""
+
+    walk: _Trees
+    k: int
+    rate = 1.0
+
+    def check_loss(self) -> _Loss:
+        loss = self.__dict__.get("_loss")
+        _need(isinstance(loss, _Loss), "a loss this reader does not know")
+        if self.classifier:
+            classes = _labels(self.__dict__.get("classes_"), "classes_")
+            binary = len(classes) == 2
+            _need((loss.kind, self.k) == (("logit", 1) if binary else ("multinomial", len(classes))),
+                  "a loss that does not match the classes")
+        else:
+            _need(self.k == 1 and loss.kind in ("identity", "log"), "regression loss")
+        return loss
+
+    def start(self, rows: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Raw scores (rows, K), summed in scikit-learn's order."""
+        values = self.walk.values.reshape(len(self.walk.values), -1)[:, 0]
+        per_tree = values[self.walk.leaves(x)]
+        raw = self.start(x.shape[0])
+        for i in range(per_tree.shape[0]):
+            raw[:, i % self.k] += self.rate * per_tree[i] if self.rate != 1.0 else per_tree[i]
+        return raw
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self._loss.proba(self.raw(x))
+
+
+class _HistBoosting(_Boosting):
+    def check(self) -> None:
+        n = self.features()
+        _need(self.__dict__.get("_preprocessor") is None, "a categorical preprocessor")
+        _need(not np.any(self.__dict__.get("is_categorical_") or False), "categorical features")
+        self.k = int(self.n_trees_per_iteration_)
+        self.check_loss()
+        base = _array(self.__dict__.get("_baseline_prediction"), "_baseline_prediction", 2)
+        _need(base.shape == (1, self.k), "_baseline_prediction shape")
+        preds = self.__dict__.get("_predictors")
+        _need(isinstance(preds, list) and len(preds) > 0, "_predictors")
+        trees = []
+        for it in preds:
+            _need(isinstance(it, list) and len(it) == self.k, "trees per iteration")
+            for t in it:
+                _need(isinstance(t, _HistTree), "a predictor of another kind")
+                t.check(n)
+                trees.append(t)
+        self.walk = _Trees(trees, n, float32=False)
+
+    def start(self, rows: int) -> np.ndarray:
+        raw = np.zeros((rows, self.k), dtype=self._baseline_prediction.dtype)
+        raw += self._baseline_prediction
+        return raw
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        raw = self.raw(x)
+        if not self.classifier:
+            return self._loss.inverse(raw.ravel())
+        idx = (raw.ravel() > 0).astype(np.intp) if self.k == 1 else raw.argmax(axis=1)
+        return self.classes_[idx]
+
+
+class _HistClassifier(_HistBoosting):
+    classifier = True
+
+
+class _HistRegressor(_HistBoosting):
+    predict_proba = None  # type: ignore[assignment]
+
+
+class _Dummy(_Fitted):
+    """GradientBoosting's init estimator: a constant per class or output."""
+
+    def check(self, classifier: bool, k: int) -> None:
+        if classifier:
+            _need(self.__dict__.get("strategy") == "prior", "init strategy")
+            prior = _array(self.__dict__.get("class_prior_"), "class_prior_", 1)
+            _need(len(prior) == (2 if k == 1 else k), "class_prior_ width")
+        else:
+            const = _array(self.__dict__.get("constant_"), "constant_", 2)
+            _need(const.shape == (1, 1), "constant_ shape")
+
+
+class _GradientBoosting(_Boosting):
+    def check(self) -> None:
+        n = self.features()
+        est = self.__dict__.get("estimators_")
+        _need(isinstance(est, np.ndarray) and est.ndim == 2 and est.size > 0, "estimators_")
+        self.k = est.shape[1]
+        self.check_loss()
+        for t in est.ravel():
+            _need(isinstance(t, _TreeRegressor), "estimators_ holds another estimator")
+            t.check()
+        init = self.__dict__.get("init_")
+        _need(init == "zero" or isinstance(init, _Dummy), "an init estimator")
+        if init != "zero":
+            init.check(self.classifier, self.k)
+        self.rate = float(self.learning_rate)
+        self.walk = _Trees([t.tree_ for t in est.ravel()], n)
+
+    def start(self, rows: int) -> np.ndarray:
+        if self.init_ == "zero":
+            return np.zeros((rows, self.k), dtype=np.float64)
+        if self.classifier:
+            p = np.tile(self.init_.class_prior_, (rows, 1))
+            if self.k == 1:
+                p = p[:, 1]
+            eps = np.finfo(np.float64).eps
+            p = np.clip(p, eps, 1 - eps, dtype=np.float64)
+        else:
+            p = np.full(rows, self.init_.constant_[0, 0], dtype=np.float64)
+        raw = self._loss.forward(p)
+        return raw.reshape(-1, 1) if raw.ndim == 1 else raw
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        raw = self.raw(x)
+        if not self.classifier:
+            return raw.ravel()
+        idx = (raw.ravel() >= 0).astype(np.intp) if self.k == 1 else raw.argmax(axis=1)
+        return self.classes_[idx]
+
+
+class _GBClassifier(_GradientBoosting):
+    classifier = True
+
+
+class _GBRegressor(_GradientBoosting):
     predict_proba = None  # type: ignore[assignment]
 
 
@@ -507,6 +742,29 @@ _CLASSES: dict[tuple[str, str], type] = {
     ("sklearn.preprocessing", "StandardScaler"): _StandardScaler,
     ("sklearn.preprocessing", "MinMaxScaler"): _MinMaxScaler,
     ("sklearn.pipeline", "Pipeline"): _Pipeline,
+    ("sklearn.ensemble", "GradientBoostingClassifier"): _GBClassifier,
+    ("sklearn.ensemble", "GradientBoostingRegressor"): _GBRegressor,
+    ("sklearn.ensemble", "HistGradientBoostingClassifier"): _HistClassifier,
+    ("sklearn.ensemble", "HistGradientBoostingRegressor"): _HistRegressor,
+    ("sklearn.ensemble._hist_gradient_boosting", "TreePredictor"): _HistTree,
+    ("sklearn.ensemble._hist_gradient_boosting", "_BinMapper"): _Inert,
+    ("sklearn.preprocessing", "LabelEncoder"): _Inert,
+    ("sklearn.dummy", "DummyClassifier"): _Dummy,
+    ("sklearn.dummy", "DummyRegressor"): _Dummy,
+    ("sklearn._loss", "HalfSquaredError"): _IdentityLoss,
+    ("sklearn._loss", "AbsoluteError"): _IdentityLoss,
+    ("sklearn._loss", "PinballLoss"): _IdentityLoss,
+    ("sklearn._loss", "HuberLoss"): _IdentityLoss,
+    ("sklearn._loss", "HalfPoissonLoss"): _LogLinkLoss,
+    ("sklearn._loss", "HalfGammaLoss"): _LogLinkLoss,
+    ("sklearn._loss", "HalfTweedieLoss"): _LogLinkLoss,
+    ("sklearn._loss", "HalfBinomialLoss"): _BinomialLoss,
+    ("sklearn._loss", "HalfMultinomialLoss"): _MultinomialLoss,
+    ("sklearn._loss", "Interval"): _Inert,
+    ("sklearn._loss", "IdentityLink"): _Inert,
+    ("sklearn._loss", "LogLink"): _Inert,
+    ("sklearn._loss", "LogitLink"): _Inert,
+    ("sklearn._loss", "MultinomialLogit"): _Inert,
 }
 
 #: NumPy's and joblib's own constructors of arrays, dtypes, scalars and
@@ -531,10 +789,12 @@ _NUMPY = {
 }
 
 
-def _resolve(module: str, name: str) -> type | None:
+def _resolve(module: str, name: str) -> Any:
     for (prefix, cls), standin in _CLASSES.items():
         if name == cls and (module == prefix or module.startswith(prefix + ".")):
             return standin
+    if module == "sklearn._loss._loss" and name.startswith(("Cy", "__pyx_unpickle_Cy")):
+        return _inert  # a loss's compiled half: predict never calls it
     return None
 
 
