@@ -538,3 +538,39 @@ def test_backend_key_in_a_models_own_berth_yaml(berth_server: Any, zoo: ModelZoo
     assert '"backend":"onnxruntime"' in server.log_text()  # it ran natively
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
     assert server.post("/v2/models/linear/infer", body).status == 200
+
+
+def test_allow_spinning_is_a_boolean_on_both_paths(berth_server: Any, zoo: ModelZoo, tmp_path: Path) -> None:
+    """parameters.allow_spinning (docs/native.md, "Threads"): true and false
+    load and answer alike on both paths, with two intra-op threads (a pool
+    whose threads could spin); anything but a boolean is a load error that
+    names the parameter, on both paths, and the server goes on."""
+    import onnxruntime
+
+    linear = str(zoo.onnx_linear())
+    models = []
+    for backend in ("native", "python"):
+        for name, value in (("on", True), ("off", False), ("bad", "yes")):
+            models.append({
+                "name": f"{backend}_{name}", "path": linear, "runtime": "onnx", "backend": backend,
+                "parameters": {"intra_op_threads": 2, "allow_spinning": value},
+            })  # fmt: skip
+    app = tmp_path / "app.yaml"
+    app.write_text(json.dumps({"models": models}))
+    good = [m["name"] for m in models if not m["name"].endswith("_bad")]
+    server = berth_server(["--config", str(app)], "--no-exit-on-error", wait_for=good)
+
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    want = onnxruntime.InferenceSession(linear, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 4], "data": x.ravel().tolist()}]}
+    for name in good:
+        resp = server.post(f"/v2/models/{name}/infer", body)
+        assert resp.status == 200, (name, resp.text)
+        out = resp.json()["outputs"][0]
+        assert out["shape"] == [3, 3], (name, out)
+        np.testing.assert_allclose(np.array(out["data"], dtype=np.float32).reshape(3, 3), want, rtol=1e-6)
+    for backend in ("native", "python"):
+        reason = _unavailable_reason(server, f"{backend}_bad")
+        assert "parameters.allow_spinning" in reason and "true or false" in reason, (backend, reason)
+        assert_error(server.post(f"/v2/models/{backend}_bad/infer", body), 503, "not ready")
+    assert server.get("/v2/health/live").status == 200

@@ -54,7 +54,8 @@ typedef struct berth_backend_opts {
   const char *path;     /* borrowed: the model file, or a folder holding
                             model.onnx */
   const json_t *params; /* borrowed or NULL: the entry's parameters
-                            (intra_op_threads, inter_op_threads) */
+                            (intra_op_threads, inter_op_threads,
+                            allow_spinning) */
   int threads;          /* intra-op threads when params say none (0: the
                             framework's default) */
   const json_t *entry;  /* borrowed or NULL: the whole model entry (its

@@ -68,7 +68,8 @@ enum ort_fn {
   F_RELEASE_TYPE_INFO = 98,
   F_RELEASE_SHAPE_INFO = 99,
   F_RELEASE_SESSION_OPTIONS = 100,
-  F_COUNT = 101
+  F_ADD_SESSION_CONFIG_ENTRY = 130,
+  F_COUNT = 131
 };
 
 /* ONNX's element types (TensorProto.DataType) and value kinds. */
@@ -394,22 +395,57 @@ static int thread_param(const json_t *params, const char *key, int *out,
   return BERTH_OK;
 }
 
+/* parameters.allow_spinning: whether ONNX Runtime's pool threads spin
+ * waiting for more work once a batch is done, rather than sleep (ORT's own
+ * default is to spin). Off unless the entry says true: berthd's event loop
+ * parses and encodes every request on the same cores, and a thread that
+ * spins after each batch takes CPU from it (docs/native.md, "Threads"). */
+static int spin_param(const json_t *params, bool *out, berth_errmsg *err) {
+  json_t *v = params != NULL ? json_object_get(params, "allow_spinning") : NULL;
+  *out = false;
+  if (v == NULL)
+    return BERTH_OK;
+  if (!json_is_boolean(v))
+    return berth_errf(err, BERTH_E_CONFIG,
+                      "parameters.allow_spinning: expected true or false");
+  *out = json_is_true(v);
+  return BERTH_OK;
+}
+
+/* The session options a model's parameters ask for (opts from
+ * CreateSessionOptions). */
+static st set_options(void *opts, int intra, int inter, bool spin) {
+  st s = NULL;
+  if (intra > 0)
+    s = CALL(F_SET_INTRA_OP_THREADS, st(*)(void *, int), opts, intra);
+  if (s == NULL && inter > 0)
+    s = CALL(F_SET_INTER_OP_THREADS, st(*)(void *, int), opts, inter);
+  const char *keys[] = {"session.intra_op.allow_spinning",
+                        "session.inter_op.allow_spinning"};
+  for (size_t i = 0; s == NULL && i < 2; i++)
+    s = CALL(F_ADD_SESSION_CONFIG_ENTRY,
+             st(*)(void *, const char *, const char *), opts, keys[i],
+             spin ? "1" : "0");
+  return s;
+}
+
 static int make_session(berth_backend *b, const char *file,
                         const json_t *params, int threads, berth_errmsg *err) {
   int intra, inter;
+  bool spin;
   int rc = thread_param(params, "intra_op_threads", &intra, err);
   if (intra == 0)
     intra = threads;
   if (rc == BERTH_OK)
     rc = thread_param(params, "inter_op_threads", &inter, err);
+  if (rc == BERTH_OK)
+    rc = spin_param(params, &spin, err);
   if (rc != BERTH_OK)
     return rc;
   void *opts = NULL;
   st s = CALL(F_CREATE_SESSION_OPTIONS, st(*)(void **), &opts);
-  if (s == NULL && intra > 0)
-    s = CALL(F_SET_INTRA_OP_THREADS, st(*)(void *, int), opts, intra);
-  if (s == NULL && inter > 0)
-    s = CALL(F_SET_INTER_OP_THREADS, st(*)(void *, int), opts, inter);
+  if (s == NULL)
+    s = set_options(opts, intra, inter, spin);
   if (s == NULL)
     s = CALL(F_CREATE_SESSION,
              st(*)(const void *, const char *, const void *, void **), ort.env,

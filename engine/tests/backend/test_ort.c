@@ -4,7 +4,8 @@
  * library; unset: the tests that need it skip) loads two tiny ONNX graphs
  * that the tests write themselves — y = x + x on FP32 [N, 2], and an
  * Identity on a string tensor — describes them, runs batches, and refuses
- * a missing library, a bad file and a missing input with clear errors. */
+ * a missing library, a bad file and a missing input with clear errors, and
+ * takes parameters.allow_spinning as a boolean only. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -272,12 +273,63 @@ static void test_bad_file_is_a_model_error(void **state) {
   assert_non_null(strstr(err.msg, "no such file"));
 }
 
+/* parameters.allow_spinning: a boolean, either way a session that runs
+ * (with two intra-op threads, a pool whose threads could spin); anything
+ * else is a config error that names the parameter. */
+static void test_allow_spinning_parameter(void **state) {
+  (void)state;
+  if (library() == NULL)
+    skip();
+  char path[128];
+  path_of(path, sizeof path, "add.onnx");
+  write_model(path, "Add", 1 /* FLOAT */, 2, true);
+  const char *docs[] = {
+      "{\"allow_spinning\": true}", "{\"allow_spinning\": false}",
+      "{\"allow_spinning\": \"yes\"}", "{\"allow_spinning\": 1}"};
+  for (size_t i = 0; i < 4; i++) {
+    json_t *params = json_loads(docs[i], 0, NULL);
+    assert_non_null(params);
+    berth_backend_opts o = {
+        .library = library(), .path = path, .params = params, .threads = 2};
+    berth_backend *b = NULL;
+    berth_backend_sig sig;
+    berth_errmsg err;
+    int rc = berth_backend_ort.load(&o, &b, &sig, &err);
+    json_decref(params);
+    if (i >= 2) {
+      assert_int_equal(rc, BERTH_E_CONFIG);
+      assert_null(b);
+      assert_non_null(strstr(err.msg, "parameters.allow_spinning"));
+      assert_non_null(strstr(err.msg, "true or false"));
+      continue;
+    }
+    assert_int_equal(rc, BERTH_OK);
+    float data[4] = {1, 2, 3, 4};
+    berth_tensor in = {.name = "x",
+                       .dtype = BERTH_DT_FP32,
+                       .ndim = 2,
+                       .shape = {2, 2},
+                       .data = (uint8_t *)data,
+                       .nbytes = sizeof data,
+                       .data_borrowed = true};
+    berth_backend_result r;
+    assert_int_equal(berth_backend_ort.run(b, &in, 1, &r, &err), BERTH_OK);
+    const float *y = (const float *)r.outputs[0].data;
+    for (int k = 0; k < 4; k++)
+      assert_true(y[k] == 2 * data[k]);
+    berth_backend_result_free(&berth_backend_ort, b, &r);
+    berth_backend_sig_clear(&sig);
+    berth_backend_ort.unload(b);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_no_library_names_the_fix),
       cmocka_unit_test(test_add_graph_runs_a_batch),
       cmocka_unit_test(test_string_graph_round_trips),
       cmocka_unit_test(test_bad_file_is_a_model_error),
+      cmocka_unit_test(test_allow_spinning_parameter),
   };
   if (library() == NULL)
     fprintf(stderr, "BERTH_TEST_ONNXRUNTIME is not set: the tests that load "

@@ -7,6 +7,10 @@ for example) are left out, with a warning.
 
 ``parameters.intra_op_threads`` / ``parameters.inter_op_threads`` size ONNX
 Runtime's thread pools (default intra-op: the worker's ``OMP_NUM_THREADS``).
+``parameters.allow_spinning`` (default false, as on the native path): whether
+the pools' threads spin for more work after a batch instead of sleeping; a
+spinning thread takes a core from berthd and the other instances
+(docs/native.md, "Threads").
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 import onnxruntime
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
-from ..errors import InvalidInput, ModelLoadError
+from ..errors import ConfigError, InvalidInput, ModelLoadError
 from ..model import TensorSpec
 from ..tensors import datatype_to_dtype
 from . import Runtime, default_threads, int_parameter, to_numeric, to_str
@@ -51,6 +55,13 @@ def _shape(dims: Any) -> list[int]:
     return [d if isinstance(d, int) and d >= 0 else -1 for d in dims]
 
 
+def _allow_spinning(entry: Mapping[str, Any]) -> bool:
+    value = (entry.get("parameters") or {}).get("allow_spinning", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"parameters.allow_spinning: expected true or false, got {value!r}")
+    return value
+
+
 class OnnxRuntime(Runtime):
     name = "onnx"
     platform = "onnx_onnxv1"
@@ -64,6 +75,9 @@ class OnnxRuntime(Runtime):
             options.intra_op_num_threads = intra
         if inter:
             options.inter_op_num_threads = inter
+        spin = "1" if _allow_spinning(entry) else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         try:
             self.session = onnxruntime.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
