@@ -465,6 +465,9 @@ class _Boosting(_Estimator):
     walk: _Trees
     k: int
     rate = 1.0
+    #: whether a binary score of exactly 0 is the positive class
+    #: (GradientBoosting: yes; HistGradientBoosting: no)
+    zero_is_positive = False
 
     def check_loss(self) -> _Loss:
         loss = self.__dict__.get("_loss")
@@ -489,6 +492,16 @@ class _Boosting(_Estimator):
         for i in range(per_tree.shape[0]):
             raw[:, i % self.k] += self.rate * per_tree[i] if self.rate != 1.0 else per_tree[i]
         return raw
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        raw = self.raw(x)
+        if not self.classifier:
+            return self._loss.inverse(raw.ravel())
+        if self.k > 1:
+            return self.classes_[raw.argmax(axis=1)]
+        score = raw.ravel()
+        positive = score >= 0 if self.zero_is_positive else score > 0
+        return self.classes_[positive.astype(np.intp)]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return self._loss.proba(self.raw(x))
@@ -519,14 +532,6 @@ class _HistBoosting(_Boosting):
         raw += self._baseline_prediction
         return raw
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        raw = self.raw(x)
-        if not self.classifier:
-            return self._loss.inverse(raw.ravel())
-        idx = (raw.ravel() > 0).astype(np.intp) if self.k == 1 else raw.argmax(axis=1)
-        return self.classes_[idx]
-
-
 class _HistClassifier(_HistBoosting):
     classifier = True
 
@@ -549,12 +554,15 @@ class _Dummy(_Fitted):
 
 
 class _GradientBoosting(_Boosting):
+    zero_is_positive = True
+
     def check(self) -> None:
         n = self.features()
         est = self.__dict__.get("estimators_")
         _need(isinstance(est, np.ndarray) and est.ndim == 2 and est.size > 0, "estimators_")
         self.k = est.shape[1]
-        self.check_loss()
+        # its regressors return the raw sum: only identity links qualify
+        _need(self.check_loss().kind != "log", "a log-link regression loss")
         for t in est.ravel():
             _need(isinstance(t, _TreeRegressor), "estimators_ holds another estimator")
             t.check()
@@ -578,14 +586,6 @@ class _GradientBoosting(_Boosting):
             p = np.full(rows, self.init_.constant_[0, 0], dtype=np.float64)
         raw = self._loss.forward(p)
         return raw.reshape(-1, 1) if raw.ndim == 1 else raw
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        raw = self.raw(x)
-        if not self.classifier:
-            return raw.ravel()
-        idx = (raw.ravel() >= 0).astype(np.intp) if self.k == 1 else raw.argmax(axis=1)
-        return self.classes_[idx]
-
 
 class _GBClassifier(_GradientBoosting):
     classifier = True
