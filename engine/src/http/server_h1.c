@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "numtext.h"
 #include "http1.h"
 #include "http2.h"
 #include "tls.h"
@@ -36,6 +37,33 @@ static int buf_puts(berth_buf *b, const char *s) {
   return berth_buf_append(b, s, strlen(s));
 }
 
+/* "HTTP/1.1 200 OK\r\n" without printf: every answer's head is written on
+ * the event loop, where vfprintf was ~7 % of berthd's user time (W1). */
+static int put_status_line(berth_buf *b, int status) {
+  if (status < 100 || status > 999)
+    return berth_buf_printf(b, "HTTP/1.1 %d %s\r\n", status,
+                            berth_http_reason(status));
+  char line[13] = "HTTP/1.1 ";
+  line[9] = (char)('0' + status / 100);
+  line[10] = (char)('0' + status / 10 % 10);
+  line[11] = (char)('0' + status % 10);
+  line[12] = ' ';
+  int rc = berth_buf_append(b, line, sizeof line);
+  if (rc == BERTH_OK)
+    rc = buf_puts(b, berth_http_reason(status));
+  return rc == BERTH_OK ? berth_buf_append(b, "\r\n", 2) : rc;
+}
+
+/* "Name: <decimal>\r\n". */
+static int put_number_header(berth_buf *b, const char *name, size_t value) {
+  char num[BERTH_NUM_MAX];
+  size_t k = berth_num_u64(num, (uint64_t)value);
+  int rc = buf_puts(b, name);
+  if (rc == BERTH_OK)
+    rc = berth_buf_append(b, num, k);
+  return rc == BERTH_OK ? berth_buf_append(b, "\r\n", 2) : rc;
+}
+
 /* body_len for a streamed answer's head (no Content-Length). */
 #define H1_STREAMED SIZE_MAX
 
@@ -46,8 +74,7 @@ static char *h1_format_head(berth_httpd_conn *c, int status,
                             size_t body_len, bool keep, size_t *len) {
   berth_buf b;
   berth_buf_init(&b, MAX_RESPONSE_HEAD);
-  int rc = berth_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status,
-                            berth_http_reason(status));
+  int rc = put_status_line(&b, status);
   for (size_t i = 0; i < n && rc == BERTH_OK; i++) {
     const berth_http_header_kv *kv = &headers[i];
     if (kv->name == NULL || kv->value == NULL ||
@@ -66,9 +93,13 @@ static char *h1_format_head(berth_httpd_conn *c, int status,
     rc = buf_puts(&b, "Transfer-Encoding: chunked\r\n");
   else if (rc == BERTH_OK && body_len != H1_STREAMED && status != 204 &&
            status != 304)
-    rc = berth_buf_printf(&b, "Content-Length: %zu\r\n", body_len);
+    rc = put_number_header(&b, "Content-Length: ", body_len);
   if (rc == BERTH_OK)
-    rc = berth_buf_printf(&b, "Date: %s\r\n", berth_server_date(c->srv));
+    rc = buf_puts(&b, "Date: ");
+  if (rc == BERTH_OK)
+    rc = buf_puts(&b, berth_server_date(c->srv));
+  if (rc == BERTH_OK)
+    rc = berth_buf_append(&b, "\r\n", 2);
   if (rc == BERTH_OK && !keep)
     rc = buf_puts(&b, "Connection: close\r\n");
   else if (rc == BERTH_OK && c->cur_version == 10)
