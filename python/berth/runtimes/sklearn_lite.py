@@ -490,7 +490,7 @@ class _Boosting(_Estimator):
         per_tree = values[self.walk.leaves(x)]
         raw = self.start(x.shape[0])
         for i in range(per_tree.shape[0]):
-            raw[:, i % self.k] += self.rate * per_tree[i] if self.rate != 1.0 else per_tree[i]
+            raw[:, i % self.k] += self.rate * per_tree[i]  # x 1.0 is exact
         return raw
 
     def predict(self, x: np.ndarray) -> np.ndarray:
