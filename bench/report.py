@@ -512,8 +512,12 @@ def main() -> None:
              f"memory {m['memory']}, Python {m['python']}, load generator {m['wrk']}")
     L.append(f"- Server and all its processes pinned to core {raw['server_core']}; the load "
              f"generator (wrk, 1 thread) pinned to core {raw['load_core']} (taskset).")
-    L.append(f"- Each point: {raw['reps']} run(s) of {raw['seconds']:.0f} s after a warm-up, "
-             "median shown. Requests carry one row (W1, W2) or one text (W3), HTTP/1.1 "
+    rounds = raw.get("rounds", 1)
+    L.append(f"- Each point: {raw['reps']} run(s) of {raw['seconds']:.0f} s after a warm-up"
+             + (f", in each of {rounds} rounds (every server measured once per round, round "
+                "after round; the in-process limits once per round)" if rounds > 1 else "")
+             + ", median shown; a run with more than 5 % foreign CPU on the server core is "
+             "measured again (twice at most, the quietest kept). Requests carry one row (W1, W2) or one text (W3), HTTP/1.1 "
              "keep-alive, JSON bodies.")
     L.append(f"- Same for every server: {st['workers']} model worker process, "
              f"{st['threads']} intra-op thread; W1/W2 max batch {st['W2']['max_batch']}, "

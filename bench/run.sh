@@ -2,7 +2,7 @@
 # Berth's side-by-side benchmark: `make bench` runs this.
 #
 #   bash bench/run.sh [--servers berth,mlserver,...] [--workloads W1,W2,W3,W1N,W2N|default]
-#                     [--delays 0,500,2000] [--quick] [--reps N] [--seconds S]
+#                     [--delays 0,500,2000] [--quick] [--reps N] [--seconds S] [--rounds N]
 #                     [--pa-protocols http,grpc] [--no-perf-analyzer]
 #
 # Installs what it needs (idempotently: Debian's wrk, one virtual environment
@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
     --delays) delays="$2"; shift 2 ;;
     --delays=*) delays="${1#*=}"; shift ;;
     --quick) extra+=(--quick); quick=1; shift ;;
-    --reps|--seconds|--pa-protocols) extra+=("$1" "$2"); shift 2 ;;
+    --reps|--seconds|--rounds|--pa-protocols) extra+=("$1" "$2"); shift 2 ;;
     --no-perf-analyzer) extra+=("$1"); shift ;;
     -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
