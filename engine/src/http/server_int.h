@@ -90,6 +90,9 @@ struct berth_httpd_conn {
   bool close_after_write; /* last response queued: close when written */
   bool lingering;         /* write side shut, draining the peer */
   bool counted;           /* holds one place in srv->opts.budget */
+  uint64_t active_at; /* uv_now() ms of the last bytes read: the idle timeout
+                         counts from it */
+  uint64_t timer_due; /* uv_now() ms the timer fires at; 0 = not armed */
   uint64_t head_deadline; /* uv_now() ms by which the head in progress
                                  (or the TLS handshake, HTTP/2 preface) must
                                  be complete; 0 = none in progress */
