@@ -139,12 +139,28 @@ static elem_writer writer_for(berth_dtype dt) {
   }
 }
 
+#define SMALL_ELEMS 32
+
 /* Writes the comma-separated elements of a fixed-size tensor. Works in
  * chunks written straight into reserved space; near the buffer's maximum it
  * falls back to exact appends so the limit is never overshot. */
 static int write_fixed(berth_buf *out, const berth_tensor *t) {
   elem_writer w = writer_for(t->dtype);
   size_t es = berth_dtype_size(t->dtype), n = t->nbytes / es, i = 0;
+  if (n <= SMALL_ELEMS) {
+    /* a small tensor (the common answer of one row) is written on the
+     * stack and appended exactly: reserving its worst case (40 bytes an
+     * element) grew a typical answer's buffer past 1 KiB, and glibc then
+     * consolidated its free lists on every answer */
+    char tmp[SMALL_ELEMS * BERTH_NUM_MAX];
+    char *q = tmp;
+    for (; i < n; i++) {
+      if (i > 0)
+        *q++ = ',';
+      q += w(q, t->data + i * es);
+    }
+    return berth_buf_append(out, tmp, (size_t)(q - tmp));
+  }
   while (i < n) {
     size_t chunk = n - i < 1024 ? n - i : 1024;
     char *p = berth_buf_reserve(out, chunk * BERTH_NUM_MAX);

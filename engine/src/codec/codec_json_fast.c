@@ -355,6 +355,29 @@ static bool data_array(cursor *c, fill *f, unsigned depth) {
   return true;
 }
 
+/* Steps over data's nested arrays by their brackets alone: a cheap first
+ * pass that finds where data ends (the bytes between are not looked at).
+ * build() parses data strictly later (data_array from data_at); if that
+ * fails, the request goes to the full path, which reports it. When it
+ * succeeds, data held only numbers, commas and whitespace between its
+ * brackets, so this pass ended where the strict one does. */
+static bool skip_data(cursor *c) {
+  if (c->i >= c->n || c->s[c->i] != '[')
+    return false;
+  size_t depth = 0;
+  for (const char *s = c->s; c->i < c->n; c->i++) {
+    char ch = s[c->i];
+    if (ch == '[') {
+      if (++depth > BERTH_MAX_DIMS || c->depth + depth > c->max_depth)
+        return false;
+    } else if (ch == ']' && --depth == 0) {
+      c->i++;
+      return true;
+    }
+  }
+  return false;
+}
+
 static bool input_object(cursor *c, fast_input *in) {
   memset(in, 0, sizeof *in);
   if (++c->depth > c->max_depth || !eat(c, '{'))
@@ -379,8 +402,7 @@ static bool input_object(cursor *c, fast_input *in) {
       bit = 8;
       ws(c);
       in->data_at = c->i;
-      fill skip = {.numel = UINT64_MAX};
-      ok = data_array(c, &skip, 1);
+      ok = skip_data(c);
     } else {
       return false; /* parameters, or a key the full path reports */
     }

@@ -40,9 +40,14 @@ static uint64_t next64(void) {
 }
 
 void berth_request_id_new(char out[BERTH_REQUEST_ID_MAX + 1]) {
-  uint64_t a = next64(), b = next64();
-  snprintf(out, BERTH_REQUEST_ID_MAX + 1, "%016llx%016llx",
-           (unsigned long long)a, (unsigned long long)b);
+  /* 32 hex digits (two 64-bit draws), written by hand: snprintf was ~1.5 %
+   * of berthd's time on small requests */
+  static const char hex[] = "0123456789abcdef";
+  uint64_t v[2] = {next64(), next64()};
+  for (int k = 0; k < 2; k++)
+    for (int i = 0; i < 16; i++)
+      out[k * 16 + i] = hex[(v[k] >> (60 - 4 * i)) & 0xf];
+  out[32] = '\0';
 }
 
 void berth_access_log(const berth_access_record *r) {
