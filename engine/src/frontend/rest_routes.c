@@ -326,16 +326,22 @@ void berth_rest_handle(berth_http_req *req, void *arg) {
   rest_auth auth = REST_AUTH_USER;
   char allow[32] = "";
   bool path_known = false;
-  for (size_t i = 0; i < N_ROUTES && hit == NULL && nseg >= 0; i++) {
-    if (!match_path(&routes[i], seg, nseg, &mt))
-      continue;
+  /* the method first (cheap): most requests are a POST to infer, and only
+   * a few routes take POST */
+  for (size_t i = 0; i < N_ROUTES && nseg >= 0; i++) {
     if (strlen(routes[i].method) == ml &&
-        memcmp(routes[i].method, method, ml) == 0) {
+        memcmp(routes[i].method, method, ml) == 0 &&
+        match_path(&routes[i], seg, nseg, &mt)) {
       hit = &routes[i];
       hit_mt = mt;
       auth = hit->auth;
       break;
     }
+  }
+  /* none: which methods the path takes (405), or none (404) */
+  for (size_t i = 0; i < N_ROUTES && hit == NULL && nseg >= 0; i++) {
+    if (!match_path(&routes[i], seg, nseg, &mt))
+      continue;
     if (!path_known || routes[i].auth > auth)
       auth = routes[i].auth;
     path_known = true;
