@@ -216,9 +216,15 @@ static int write_output_as(berth_buf *out, const berth_tensor *t, bool shm,
   int rc = berth_buf_append(out, "{\"name\":", 8);
   if (rc == BERTH_OK)
     rc = berth_json_append_string(out, t->name, strlen(t->name));
+  if (rc == BERTH_OK) /* appended piece by piece: printf was ~1.5 % of a
+                        small request's time in berthd */
+    rc = berth_buf_append(out, ",\"datatype\":\"", 13);
+  if (rc == BERTH_OK) {
+    const char *dt = berth_dtype_name(t->dtype);
+    rc = berth_buf_append(out, dt, strlen(dt));
+  }
   if (rc == BERTH_OK)
-    rc = berth_buf_printf(out, ",\"datatype\":\"%s\",\"shape\":[",
-                          berth_dtype_name(t->dtype));
+    rc = berth_buf_append(out, "\",\"shape\":[", 11);
   for (uint32_t d = 0; d < t->ndim && rc == BERTH_OK; d++) {
     char tmp[24];
     size_t k = 0;

@@ -16,6 +16,7 @@
 #include "codec_json.h"
 #include "codec_kserve_v1.h"
 #include "front.h"
+#include "numtext.h"
 #include "shm_api.h"
 #include "log.h"
 #include "router.h"
@@ -150,8 +151,9 @@ static void call_answer(rest_call *c, berth_infer_response *resp) {
     berth_rest_respond_error(e, c->req, client ? rc : BERTH_E_MODEL, err.msg);
     return;
   }
-  char hl[24], tp[BERTH_TRACEPARENT_LEN + 1];
-  snprintf(hl, sizeof hl, "%zu", head_len);
+  char hl[24] = "", tp[BERTH_TRACEPARENT_LEN + 1];
+  if (binary)
+    hl[berth_num_u64(hl, head_len)] = '\0';
   berth_http_header_kv h[3] = {{"content-type", "application/octet-stream"},
                                {"inference-header-content-length", hl}};
   size_t n = 2;
