@@ -1086,8 +1086,8 @@ static void test_fast_decoder(void **state) {
   /* data the first pass steps over by its brackets, the strict parse
    * refuses: each is left to the full decoder */
   static const char *const loose[] = {
-      "[1,,2]", "[1 2]", "[,1]", "[1,]", "[1e]", "[--1]", "[1.]", "[.5]",
-      "[+1]", "[[1],2]]", "[[1,2]", "[1]]", "[e1]", "[1,-]"};
+      "[1,,2]", "[1 2]", "[,1]",     "[1,]",   "[1e]", "[--1]", "[1.]",
+      "[.5]",   "[+1]",  "[[1],2]]", "[[1,2]", "[1]]", "[e1]",  "[1,-]"};
   for (size_t i = 0; i < sizeof loose / sizeof *loose; i++) {
     char req[256];
     snprintf(req, sizeof req,

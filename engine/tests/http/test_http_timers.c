@@ -160,7 +160,8 @@ static void *client_idle(void *arg) {
   if (fd < 0 || !send_all(fd, REQ) || read_answer(fd, buf, sizeof buf) != 200)
     client_fail("1: the first request was not answered 200");
   else if (!still_open_after(fd, 4 * HEAD_MS))
-    client_fail("1: an idle keep-alive connection was closed at the head deadline");
+    client_fail(
+        "1: an idle keep-alive connection was closed at the head deadline");
   else if (!closed_by_server(fd))
     client_fail("1: the idle timeout did not close the connection");
   if (fd >= 0)
