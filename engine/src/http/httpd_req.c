@@ -2,8 +2,8 @@
  * HTTP/2 (http2.c): construction, accessors, references, answering.
  *
  * A request's memory is two blocks, both freed in req_free when the last
- * reference goes: `mem` (the field table and every string of the head, in
- * one allocation) and `body`.
+ * reference goes: the request itself, followed in the same allocation by
+ * `mem` (the field table and every string of the head), and `body`.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,8 +14,7 @@
 #include "httpd.h"
 
 static void req_free(berth_http_req *r) {
-  free(r->mem);
-  free(r->body);
+  free(r->body); /* mem lies in r's own block */
   free(r);
 }
 
@@ -30,14 +29,19 @@ berth_http_req *berth_httpd_req_new(const berth_httpd_req_init *in) {
     }
     size += add;
   }
-  berth_http_req *r = calloc(1, sizeof *r);
-  char *mem = malloc(size);
-  if (r == NULL || mem == NULL) {
-    free(r);
-    free(mem);
+  /* one block: the request, then mem (sizeof *r keeps mem aligned for the
+   * field table) */
+  if (size > SIZE_MAX - sizeof(berth_http_req)) {
     free(in->body);
     return NULL;
   }
+  berth_http_req *r = malloc(sizeof *r + size);
+  if (r == NULL) {
+    free(in->body);
+    return NULL;
+  }
+  memset(r, 0, sizeof *r);
+  char *mem = (char *)(r + 1);
   r->mem = mem;
   r->refs = 1;
   r->version = in->version;
