@@ -516,8 +516,11 @@ def main() -> None:
     L.append(f"- Each point: {raw['reps']} run(s) of {raw['seconds']:.0f} s after a warm-up"
              + (f", in each of {rounds} rounds (every server measured once per round, round "
                 "after round; the in-process limits once per round)" if rounds > 1 else "")
-             + ", median shown; a run with more than 5 % foreign CPU on the server core is "
-             "measured again (twice at most, the quietest kept). Requests carry one row (W1, W2) or one text (W3), HTTP/1.1 "
+             + ", median shown"
+             # raw files from before the retry rule have no "rounds" key
+             + ("; a run with more than 5 % foreign CPU on the server core is measured "
+                "again (twice at most, the quietest kept)" if "rounds" in raw else "")
+             + ". Requests carry one row (W1, W2) or one text (W3), HTTP/1.1 "
              "keep-alive, JSON bodies.")
     L.append(f"- Same for every server: {st['workers']} model worker process, "
              f"{st['threads']} intra-op thread; W1/W2 max batch {st['W2']['max_batch']}, "
