@@ -217,6 +217,35 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def test_small_answers_queued_behind_a_large_one_keep_their_order(server: BerthServer) -> None:
+    # small answers before and after a 6 MiB one on one pipelined connection,
+    # read only after a pause: the large answer fills the socket, so the small
+    # ones behind it wait for it in the server (the direct path writes what
+    # the socket takes at once and queues the rest) and must still arrive
+    # whole and in order
+    n = 6 * MIB // 4
+    want = np.arange(n, dtype=np.float32) * np.float32(0.5)
+    sends = [echo_request(0), echo_request(1), big_request(n)]
+    sends += [echo_request(i) for i in range(2, 10)]
+    sends += [big_request(n), echo_request(10)]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"".join(sends))
+        time.sleep(0.5)  # lets the server fill the socket before anything is read
+        answers = read_http_responses(sock, len(sends))
+    small = 0
+    for k, (status, body) in enumerate(answers):
+        assert status == 200, body[:200]
+        if k in (2, 11):
+            header = json.loads(body[: len(body) - n * 4])  # then the raw tensor
+            assert header["outputs"][0]["parameters"]["binary_data_size"] == n * 4, header
+            np.testing.assert_array_equal(np.frombuffer(body[-n * 4 :], dtype=np.float32), want)
+        else:
+            assert json.loads(body)["outputs"][0]["data"] == [small, small + 0.5, -small]
+            small += 1
+    assert small == 11
+
+
 def test_a_client_that_stops_reading_does_not_grow_the_server(server: BerthServer) -> None:
     count, each = 32, 4 * MIB  # 128 MiB of answers if the server queued them all
     n = each // 4

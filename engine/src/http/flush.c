@@ -72,20 +72,71 @@ static void unmark(berth_httpd_conn *c) {
 
 static void on_batch_written(uv_write_t *req, int status);
 
-/* direct: it goes to libuv now, alone (libuv completes writes in order,
- * so the completions still end the queue's items from the head). */
+/* Moves it's cursor past n written bytes (fewer than it holds). */
+static void item_advance(berth_httpd_conn *c, berth_out_item *it, size_t n) {
+  c->out.bytes -= n;
+  while (n > 0) {
+    size_t in_buf = it->bufs[it->first].len - it->off;
+    if (n < in_buf) {
+      it->off += n;
+      return;
+    }
+    n -= in_buf;
+    it->first++;
+    it->off = 0;
+  }
+}
+
+/* direct: it is written now. Most answers fit the socket's buffer and go
+ * in one uv_try_write: no write request, no completion through the loop's
+ * pending queue and no re-arm of the write watcher (libuv's epoll_ctl per
+ * write). Such an item is marked written and completes in this turn's
+ * check, never inside the caller. What the socket does not take, or
+ * anything while libuv still holds an earlier write of c (uv_try_write
+ * then says EAGAIN, which keeps the bytes in order), goes to uv_write. */
 static int write_direct(berth_httpd_conn *c, berth_out_item *it) {
+  size_t left = item_left(it);
+  int n = uv_try_write((uv_stream_t *)&c->tcp, it->bufs, it->n);
+  if (n >= 0 && (size_t)n == left) {
+    c->out.bytes -= left;
+    it->first = it->n;
+    it->off = 0;
+    it->written = true;
+    berth_out_mark(c);
+    return BERTH_OK;
+  }
+  if (n < 0 && n != UV_EAGAIN) {
+    berth_httpd_conn_close(c);
+    return BERTH_E_IO;
+  }
+  if (n > 0) {
+    item_advance(c, it, (size_t)n);
+    it->bufs[it->first].base += it->off; /* uv_write starts at the cursor */
+    it->bufs[it->first].len -= it->off;
+    it->off = 0;
+  }
   out_batch *b = malloc(sizeof *b);
   if (b != NULL) {
     b->conn = c;
     b->items = 1;
-    if (uv_write(&b->req, (uv_stream_t *)&c->tcp, it->bufs, it->n,
-                 on_batch_written) == 0)
+    if (uv_write(&b->req, (uv_stream_t *)&c->tcp, it->bufs + it->first,
+                 it->n - it->first, on_batch_written) == 0)
       return BERTH_OK;
   }
   free(b);
   berth_httpd_conn_close(c);
   return BERTH_E_IO;
+}
+
+/* direct: completes the items at the head that uv_try_write wrote; returns
+ * how many. */
+static unsigned finish_written(berth_httpd_conn *c) {
+  unsigned k = 0;
+  while (c->out.head != NULL && c->out.head->written && !c->closing) {
+    head_finish(c, 0);
+    k++;
+  }
+  return k;
 }
 
 int berth_out_queue(berth_httpd_conn *c, const uv_buf_t *bufs, unsigned n,
@@ -109,6 +160,7 @@ int berth_out_queue(berth_httpd_conn *c, const uv_buf_t *bufs, unsigned n,
   it->n = n;
   it->first = 0;
   it->off = 0;
+  it->written = false;
   if (n > 0)
     memcpy(it->bufs, bufs, (size_t)n * sizeof(uv_buf_t));
   if (c->out.tail != NULL)
@@ -156,7 +208,7 @@ unsigned berth_out_consume(berth_httpd_conn *c, size_t written) {
 
 void berth_out_fail_all(berth_httpd_conn *c, int status) {
   while (c->out.head != NULL)
-    head_finish(c, status);
+    head_finish(c, c->out.head->written ? 0 : status);
 }
 
 unsigned berth_out_gather(berth_httpd_conn *c, unsigned max, size_t *len) {
@@ -193,8 +245,12 @@ static void on_batch_written(uv_write_t *req, int status) {
   unsigned items = b->items;
   free(b);
   c->out.inflight = false;
+  if (c->srv->flush.mode == BERTH_WRITE_DIRECT)
+    finish_written(c); /* written before this one, in order */
   for (unsigned i = 0; i < items && c->out.head != NULL; i++)
     head_finish(c, status);
+  if (c->srv->flush.mode == BERTH_WRITE_DIRECT)
+    finish_written(c); /* written after this one while it waited */
   if (c->out.head != NULL && status == 0 &&
       c->srv->flush.mode != BERTH_WRITE_DIRECT)
     berth_out_mark(c);
@@ -216,6 +272,31 @@ static void flush_writev(berth_httpd_conn *c) {
       head_finish(c, 0);
     berth_server_conn_written(c, 0);
     return;
+  }
+  /* As in write_direct: what the socket takes now needs no write request */
+  int n =
+      uv_try_write((uv_stream_t *)&c->tcp, (const uv_buf_t *)c->out.iov, nv);
+  if (n < 0 && n != UV_EAGAIN) {
+    berth_out_fail_all(c, n);
+    berth_server_conn_written(c, n);
+    return;
+  }
+  if (n > 0) {
+    berth_out_consume(c, (size_t)n); /* runs the written items' callbacks */
+    if (c->closing)
+      return;
+    if (c->out.head == NULL) {
+      berth_server_conn_written(c, 0);
+      return;
+    }
+    items = 0; /* the rest, from its cursor (callbacks may have queued more) */
+    for (berth_out_item *it = c->out.head; it != NULL; it = it->next)
+      items++;
+    nv = berth_out_gather(c, UINT_MAX, &len);
+    if (len != c->out.bytes) {
+      berth_httpd_conn_close(c);
+      return;
+    }
   }
   out_batch *b = malloc(sizeof *b);
   if (b == NULL) {
@@ -301,6 +382,11 @@ void berth_out_done(berth_httpd_conn *c, int res) {
 /* Pops c off the dirty list and starts its write; false: ring full. */
 static bool flush_one(berth_flush *f, berth_httpd_conn *c) {
   unmark(c);
+  if (f->mode == BERTH_WRITE_DIRECT) {
+    if (finish_written(c) > 0)
+      berth_server_conn_written(c, 0);
+    return true;
+  }
   if (c->closing || c->out.inflight || c->out.head == NULL)
     return true;
   if (f->mode == BERTH_WRITE_URING)

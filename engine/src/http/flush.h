@@ -20,8 +20,15 @@
  * then, with 0 or a negative libuv status (UV_ECANCELED when the
  * connection closed first).
  *
- *   direct  (the default) each item goes to uv_write when it is queued,
- *           as berthd always did: one writev per answer.
+ *   direct  (the default) each item is written when it is queued, one
+ *           writev per answer: uv_try_write, so an answer the socket takes
+ *           whole costs no write request and no re-arm of libuv's write
+ *           watcher (an epoll_ctl); it is marked written and completes in
+ *           the turn's check. The rest of a partial write, and anything
+ *           queued behind a write libuv still holds, goes to uv_write.
+ *
+ * writev also starts with uv_try_write and hands only the rest to
+ * uv_write.
  *
  * State lives on the server (berth_httpd) and its connections: one flush
  * state per server, on the server's loop, no globals.
@@ -59,6 +66,8 @@ typedef struct berth_out_item {
   unsigned n;     /* bufs */
   unsigned first; /* first buf not fully written */
   size_t off;     /* bytes of bufs[first] already written */
+  bool written;   /* direct: all written by uv_try_write; completes in the
+                     loop turn's check */
   uv_buf_t bufs[];
 } berth_out_item;
 
