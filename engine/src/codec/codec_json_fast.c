@@ -171,11 +171,24 @@ static bool wide_exact(uint64_t m, int exp10, double *out) {
 
 /* Clinger's fast path: a decimal whose digits fit 2^53 and whose power of
  * ten is at most 22 in size is one exact double times or over another, so
- * one IEEE operation rounds it correctly — the same double strtod gives. */
-static bool lex_double_exact(span v, double *out) {
+ * one IEEE operation rounds it correctly — the same double strtod gives.
+ * (-1)^neg * m * 10^exp10, m holding at most 19 significant digits. */
+static bool decimal_exact(bool neg, uint64_t m, int exp10, double *out) {
   static const double pow10[23] = {
       1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
       1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  double x;
+  if (m <= ((uint64_t)1 << 53) && exp10 >= -22 && exp10 <= 22) {
+    x = (double)m;
+    x = exp10 < 0 ? x / pow10[-exp10] : x * pow10[exp10];
+  } else if (!wide_exact(m, exp10, &x)) {
+    return false;
+  }
+  *out = neg ? -x : x;
+  return true;
+}
+
+static bool lex_double_exact(span v, double *out) {
   size_t i = 0;
   bool neg = v.p[0] == '-';
   i += neg;
@@ -211,15 +224,7 @@ static bool lex_double_exact(span v, double *out) {
     }
     exp10 += eneg ? -e : e;
   }
-  double x;
-  if (m <= ((uint64_t)1 << 53) && exp10 >= -22 && exp10 <= 22) {
-    x = (double)m;
-    x = exp10 < 0 ? x / pow10[-exp10] : x * pow10[exp10];
-  } else if (!wide_exact(m, exp10, &x)) {
-    return false;
-  }
-  *out = neg ? -x : x;
-  return true;
+  return decimal_exact(neg, m, exp10, out);
 }
 
 static bool lex_double(span v, double *out) {
@@ -293,36 +298,122 @@ static bool int_in_range(berth_dtype dt, int64_t x) {
   }
 }
 
-static bool put(fill *f, span v, bool integral) {
+/* Stores x as the next FP32 or FP64 element. */
+static bool put_real(fill *f, double x) {
   if (f->count >= f->numel)
     return false; /* too many elements: the full path says so */
   uint8_t *dst = f->out + f->count * f->esize;
   f->count++;
-  if (f->dt == BERTH_DT_FP32 || f->dt == BERTH_DT_FP64) {
-    double x;
-    int64_t i;
-    if (integral) {
-      if (!lex_int(v, &i))
-        return false;
-      x = (double)i;
-    } else if (!lex_double(v, &x)) {
-      return false;
-    }
-    if (f->dt == BERTH_DT_FP64) {
-      memcpy(dst, &x, 8); /* little-endian hosts only (tensor.h) */
-      return true;
-    }
-    if (x >= 0x1.ffffffp127 || x <= -0x1.ffffffp127)
-      return false; /* would round to infinity: an error, in full */
-    float y = (float)x;
-    memcpy(dst, &y, 4);
+  if (f->dt == BERTH_DT_FP64) {
+    memcpy(dst, &x, 8); /* little-endian hosts only (tensor.h) */
     return true;
   }
+  if (x >= 0x1.ffffffp127 || x <= -0x1.ffffffp127)
+    return false; /* would round to infinity: an error, in full */
+  float y = (float)x;
+  memcpy(dst, &y, 4);
+  return true;
+}
+
+/* The value of a number lexeme, as the full decoder reads it: integers
+ * through int64, others correctly rounded (the double strtod gives). */
+static bool lex_real(span v, bool integral, double *x) {
+  if (integral) {
+    int64_t i;
+    if (!lex_int(v, &i))
+      return false;
+    *x = (double)i;
+    return true;
+  }
+  return lex_double(v, x);
+}
+
+static bool put(fill *f, span v, bool integral) {
+  if (f->dt == BERTH_DT_FP32 || f->dt == BERTH_DT_FP64) {
+    double x;
+    return lex_real(v, integral, &x) && put_real(f, x);
+  }
+  if (f->count >= f->numel)
+    return false; /* too many elements: the full path says so */
+  uint8_t *dst = f->out + f->count * f->esize;
+  f->count++;
   int64_t i;
   if (!integral || !lex_int(v, &i) || !int_in_range(f->dt, i))
     return false;
   put_le(dst, (uint64_t)i, f->esize);
   return true;
+}
+
+/* The next number of an FP32/FP64 tensor, lexed (as number() does) and
+ * converted in the same pass: the digits are gathered while they are
+ * checked. What the one pass cannot convert exactly (more than 18 digits
+ * in an integer, 19 significant digits in a decimal, a huge exponent, a
+ * value near a rounding boundary) is converted from the lexeme as before. */
+static bool number_real(cursor *c, fill *f) {
+  ws(c);
+  const char *s = c->s;
+  size_t i = c->i, start = i, n = c->n;
+  bool neg = i < n && s[i] == '-';
+  i += neg;
+  if (i >= n || !is_digit(s[i]))
+    return false;
+  uint64_t m = 0;
+  int digits = 0, exp10 = 0;
+  bool integral = true, whole = true; /* whole: m holds every digit */
+  if (s[i] == '0') {
+    i++;
+  } else {
+    for (; i < n && is_digit(s[i]); i++) {
+      if (++digits > 19)
+        whole = false;
+      else
+        m = m * 10 + (uint64_t)(s[i] - '0');
+    }
+  }
+  if (i < n && s[i] == '.') {
+    integral = false;
+    i++;
+    if (i >= n || !is_digit(s[i]))
+      return false;
+    for (; i < n && is_digit(s[i]); i++) {
+      exp10--;
+      if (m == 0 && s[i] == '0')
+        continue; /* leading zeros are not significant */
+      if (++digits > 19)
+        whole = false;
+      else
+        m = m * 10 + (uint64_t)(s[i] - '0');
+    }
+  }
+  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    integral = false;
+    i++;
+    bool eneg = i < n && s[i] == '-';
+    if (i < n && (s[i] == '+' || s[i] == '-'))
+      i++;
+    if (i >= n || !is_digit(s[i]))
+      return false;
+    int e = 0;
+    for (; i < n && is_digit(s[i]); i++) {
+      if (e > 1000)
+        whole = false;
+      else
+        e = e * 10 + (s[i] - '0');
+    }
+    exp10 += eneg ? -e : e;
+  }
+  if (i - start >= FAST_MAX_NUM)
+    return false;
+  c->i = i;
+  double x;
+  if (integral && digits <= 18) /* below 10^18: int64 is exact */
+    x = (double)(neg ? -(int64_t)m : (int64_t)m);
+  else if (integral || !whole || !decimal_exact(neg, m, exp10, &x)) {
+    span v = {s + start, i - start};
+    if (!lex_real(v, integral, &x))
+      return false;
+  }
+  return put_real(f, x);
 }
 
 /* data: nested arrays of numbers, flattened row-major. */
@@ -334,6 +425,12 @@ static bool data_array(cursor *c, fill *f, unsigned depth) {
       ws(c);
       if (c->i < c->n && c->s[c->i] == '[') {
         if (!data_array(c, f, depth + 1))
+          return false;
+        continue;
+      }
+      if (f->out != NULL &&
+          (f->dt == BERTH_DT_FP32 || f->dt == BERTH_DT_FP64)) {
+        if (!number_real(c, f))
           return false;
         continue;
       }

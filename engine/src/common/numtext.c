@@ -736,45 +736,89 @@ size_t berth_num_i64(char *dst, int64_t v) {
   return 1 + berth_num_u64(dst + 1, (uint64_t)0 - (uint64_t)v);
 }
 
+static const uint64_t pow10_u64[20] = {1ULL,
+                                       10ULL,
+                                       100ULL,
+                                       1000ULL,
+                                       10000ULL,
+                                       100000ULL,
+                                       1000000ULL,
+                                       10000000ULL,
+                                       100000000ULL,
+                                       1000000000ULL,
+                                       10000000000ULL,
+                                       100000000000ULL,
+                                       1000000000000ULL,
+                                       10000000000000ULL,
+                                       100000000000000ULL,
+                                       1000000000000000ULL,
+                                       10000000000000000ULL,
+                                       100000000000000000ULL,
+                                       1000000000000000000ULL,
+                                       10000000000000000000ULL};
+
+/* The number of decimal digits of v (1..20). */
+static int digit_count(uint64_t v) {
+  int n = 1;
+  while (n < 20 && v >= pow10_u64[n])
+    n++;
+  return n;
+}
+
+/* Writes v as exactly n digits at dst, zero-padded on the left (v must be
+ * below 10^n). */
+static void put_digits(char *dst, uint64_t v, int n) {
+  char *p = dst + n;
+  for (; n >= 2; n -= 2) {
+    unsigned r = (unsigned)(v % 100);
+    v /= 100;
+    p -= 2;
+    memcpy(p, digit_pairs + 2 * r, 2);
+  }
+  if (n == 1)
+    p[-1] = (char)('0' + v);
+}
+
 /* Lays out f * 10^e (f > 0) like JavaScript does: plain digits for
- * 1e-7 <= |x| < 1e21, exponent form otherwise; integers keep a ".0". */
+ * 1e-7 <= |x| < 1e21, exponent form otherwise; integers keep a ".0". The
+ * digits are written in place, split at the decimal point (no copies). */
 static size_t write_decimal(char *dst, uint64_t f, int e) {
   while (f % 10 == 0) {
     f /= 10;
     e++;
   }
-  char dig[20];
-  int n = (int)berth_num_u64(dig, f);
+  int n = digit_count(f);
   int x = n - 1 + e; /* exponent of the leading digit */
   char *d = dst;
   if (x >= -7 && x < 21) {
     if (e >= 0) {
-      memcpy(d, dig, (size_t)n);
+      put_digits(d, f, n);
       d += n;
       memset(d, '0', (size_t)e);
       d += e;
       memcpy(d, ".0", 2);
       d += 2;
     } else if (x >= 0) {
-      memcpy(d, dig, (size_t)x + 1);
+      int k = n - x - 1; /* digits after the point, at least one */
+      put_digits(d, f / pow10_u64[k], x + 1);
       d += x + 1;
       *d++ = '.';
-      memcpy(d, dig + x + 1, (size_t)(n - x - 1));
-      d += n - x - 1;
+      put_digits(d, f % pow10_u64[k], k);
+      d += k;
     } else {
       memcpy(d, "0.", 2);
       d += 2;
       memset(d, '0', (size_t)(-x - 1));
       d += -x - 1;
-      memcpy(d, dig, (size_t)n);
+      put_digits(d, f, n);
       d += n;
     }
     return (size_t)(d - dst);
   }
-  *d++ = dig[0];
+  *d++ = (char)('0' + f / pow10_u64[n - 1]);
   if (n > 1) {
     *d++ = '.';
-    memcpy(d, dig + 1, (size_t)n - 1);
+    put_digits(d, f % pow10_u64[n - 1], n - 1);
     d += n - 1;
   }
   *d++ = 'e';

@@ -63,8 +63,15 @@ struct berth_http_req {
   void (*on_gone)(berth_http_req *, void *);
   void *on_gone_arg;
   void *user;
-  /* access-log notes (berth_http_req_set_note): NUL-terminated, "" unset */
-  char notes[BERTH_HTTP_NOTE_COUNT][BERTH_HTTP_NOTE_MAX + 1];
+  /* access-log notes (berth_http_req_set_note): NUL-terminated, NULL
+   * unset; in note_mem while they fit (a request id, a model name), else
+   * each in its own allocation on note_heap. Both live as long as r, so a
+   * note stays valid when it is set again. The request stays small enough
+   * for the allocator's per-thread cache (five 257-byte arrays did not). */
+  const char *notes[BERTH_HTTP_NOTE_COUNT];
+  struct berth_note_block *note_heap;
+  size_t note_used;
+  char note_mem[160];
   /* transport link, cleared once answered or gone */
   berth_httpd_respond_fn respond;
   void *link;   /* HTTP/1.1 connection or HTTP/2 stream */

@@ -13,8 +13,18 @@
 #include "http2.h"
 #include "httpd.h"
 
+struct berth_note_block {
+  struct berth_note_block *next;
+  char text[];
+};
+
 static void req_free(berth_http_req *r) {
   free(r->body); /* mem lies in r's own block */
+  while (r->note_heap != NULL) {
+    struct berth_note_block *b = r->note_heap;
+    r->note_heap = b->next;
+    free(b);
+  }
   free(r);
 }
 
@@ -148,14 +158,35 @@ void berth_http_req_set_note(berth_http_req *r, berth_http_note which,
     return;
   if (len > BERTH_HTTP_NOTE_MAX)
     len = BERTH_HTTP_NOTE_MAX;
-  if (len > 0)
-    memcpy(r->notes[which], s, len);
-  r->notes[which][len] = '\0';
+  const char *nul = len > 0 ? memchr(s, '\0', len) : NULL;
+  if (nul != NULL)
+    len = (size_t)(nul - s); /* the note is a C string */
+  if (len == 0) {
+    r->notes[which] = NULL;
+    return;
+  }
+  char *p;
+  if (len + 1 <= sizeof r->note_mem - r->note_used) {
+    p = r->note_mem + r->note_used;
+    r->note_used += len + 1;
+  } else {
+    struct berth_note_block *b = malloc(sizeof *b + len + 1);
+    if (b == NULL) {
+      r->notes[which] = NULL; /* a note is best effort: no memory, none */
+      return;
+    }
+    b->next = r->note_heap;
+    r->note_heap = b;
+    p = b->text;
+  }
+  memcpy(p, s, len);
+  p[len] = '\0';
+  r->notes[which] = p;
 }
 
 const char *berth_http_req_note(const berth_http_req *r,
                                 berth_http_note which) {
-  if ((unsigned)which >= BERTH_HTTP_NOTE_COUNT || r->notes[which][0] == '\0')
+  if ((unsigned)which >= BERTH_HTTP_NOTE_COUNT)
     return NULL;
   return r->notes[which];
 }

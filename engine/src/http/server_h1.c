@@ -24,11 +24,14 @@
 
 /* Headers the transport writes itself, and hop-by-hop ones. */
 static bool is_transport_header(const char *name) {
-  static const char *const skip[] = {"content-length", "connection",
-                                     "date",           "transfer-encoding",
-                                     "keep-alive",     "upgrade"};
+  static const struct {
+    const char *name;
+    size_t len;
+  } skip[] = {{"content-length", 14},    {"connection", 10}, {"date", 4},
+              {"transfer-encoding", 17}, {"keep-alive", 10}, {"upgrade", 7}};
+  size_t len = strlen(name); /* the length first: most names differ in it */
   for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
-    if (strcasecmp(name, skip[i]) == 0)
+    if (len == skip[i].len && strcasecmp(name, skip[i].name) == 0)
       return true;
   return false;
 }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "http2.h"
 #include "httpd.h"
 
 #define MAX_BODY 1024
@@ -945,8 +946,49 @@ static void test_transport_network_loops(void **state) {
     skip();
 }
 
+/* Notes: set, read, replaced, cut, unset; many long ones leave the
+ * request's own block for the heap, and every pointer handed out stays
+ * valid until the request goes (ASan checks the frees). */
+static void test_request_notes(void **state) {
+  (void)state;
+  berth_h1_header host = {"host", 4, "a", 1};
+  berth_httpd_req_init in = {.version = 11,
+                             .method = "GET",
+                             .method_len = 3,
+                             .target = "/x?y",
+                             .target_len = 4,
+                             .fields = &host,
+                             .n_fields = 1,
+                             .peer = "t"};
+  berth_http_req *r = berth_httpd_req_new(&in);
+  assert_non_null(r);
+  assert_null(berth_http_req_note(r, BERTH_HTTP_NOTE_REQUEST_ID));
+  berth_http_req_set_note(r, BERTH_HTTP_NOTE_REQUEST_ID, "abc", 3);
+  berth_http_req_set_note(r, BERTH_HTTP_NOTE_MODEL, "iris", 4);
+  const char *first = berth_http_req_note(r, BERTH_HTTP_NOTE_REQUEST_ID);
+  assert_string_equal(first, "abc");
+  assert_string_equal(berth_http_req_note(r, BERTH_HTTP_NOTE_MODEL), "iris");
+  berth_http_req_set_note(r, BERTH_HTTP_NOTE_REQUEST_ID, "de\0f", 4);
+  assert_string_equal(berth_http_req_note(r, BERTH_HTTP_NOTE_REQUEST_ID), "de");
+  assert_string_equal(first, "abc"); /* the old text is still there */
+  char big[600];
+  memset(big, 'v', sizeof big);
+  for (int i = 0; i < 4; i++) /* past the inline room: on the heap */
+    berth_http_req_set_note(r, BERTH_HTTP_NOTE_VERSION, big, sizeof big);
+  const char *v = berth_http_req_note(r, BERTH_HTTP_NOTE_VERSION);
+  assert_int_equal(strlen(v), BERTH_HTTP_NOTE_MAX); /* cut */
+  assert_string_equal(berth_http_req_note(r, BERTH_HTTP_NOTE_MODEL), "iris");
+  berth_http_req_set_note(r, BERTH_HTTP_NOTE_MODEL, "", 0); /* unset */
+  assert_null(berth_http_req_note(r, BERTH_HTTP_NOTE_MODEL));
+  berth_http_req_set_note(r, BERTH_HTTP_NOTE_COUNT, "x", 1); /* ignored */
+  assert_null(berth_http_req_note(r, BERTH_HTTP_NOTE_COUNT));
+  assert_int_equal(r->path_len, 2); /* "/x", then the query */
+  berth_httpd_req_release(r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_request_notes),
       cmocka_unit_test(test_transport_direct),
       cmocka_unit_test(test_transport_writev),
       cmocka_unit_test(test_transport_uring),
