@@ -994,6 +994,17 @@ static void same_request(const char *json) {
   berth_infer_request_clear(&b);
 }
 
+/* Either declined (the full decoder then decides) or the same request. */
+static void same_or_declined(const char *json) {
+  berth_infer_request a;
+  int rc = berth_json_decode_fast(json, strlen(json), &lim, &a);
+  if (rc == BERTH_E_UNSUPPORTED)
+    return;
+  assert_int_equal(rc, BERTH_OK);
+  berth_infer_request_clear(&a);
+  same_request(json);
+}
+
 static void declined(const char *json) {
   berth_infer_request a;
   assert_int_equal(berth_json_decode_fast(json, strlen(json), &lim, &a),
@@ -1014,8 +1025,8 @@ static void test_fast_decoder_numbers(void **state) {
   for (int round = 0; round < 10; round++) {
     size_t n = (size_t)snprintf(body, sizeof body,
                                 "{\"inputs\":[{\"name\":\"x\",\"shape\":[%d],"
-                                "\"datatype\":\"FP64\",\"data\":[",
-                                N);
+                                "\"datatype\":\"%s\",\"data\":[",
+                                N, round < 6 ? "FP64" : "FP32");
     for (int i = 0; i < N; i++) {
       seed = seed * 6364136223846793005u + 1442695040888963407u;
       double x;
@@ -1035,6 +1046,39 @@ static void test_fast_decoder_numbers(void **state) {
     snprintf(body + n, sizeof body - n, "]}]}");
     same_request(body);
   }
+  /* lexemes at the one-pass conversion's edges (digits, zeros, exponents) */
+  static const char *const edge[] = {"0",
+                                     "-0",
+                                     "0.0",
+                                     "-0.0",
+                                     "0e0",
+                                     "0E+1",
+                                     "1e22",
+                                     "1e23",
+                                     "1e-22",
+                                     "1e-23",
+                                     "1e1000",
+                                     "1e-1000",
+                                     "1.5e-45",
+                                     "7e-46",
+                                     "3.4028234e38",
+                                     "123456789012345678",
+                                     "1234567890123456789",
+                                     "-9223372036854775808",
+                                     "9007199254740993",
+                                     "0.000000000000000000001",
+                                     "1.2345678901234567890123",
+                                     "98765432109876543.21e-5",
+                                     "4.9e-324",
+                                     "2.2250738585072011e-308"};
+  for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++)
+    for (int f32 = 0; f32 < 2; f32++) {
+      snprintf(body, sizeof body,
+               "{\"inputs\":[{\"name\":\"x\",\"shape\":[2],"
+               "\"datatype\":\"%s\",\"data\":[%s,1]}]}",
+               f32 ? "FP32" : "FP64", edge[i]);
+      same_or_declined(body);
+    }
 }
 
 static void test_fast_decoder(void **state) {
