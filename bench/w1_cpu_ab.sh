@@ -20,18 +20,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 conc=${C:-64}; secs=${D:-3}; pairs=${3:-6}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-cat >"$work/app.yaml" <<YAML
-models:
-  - {name: w1, runtime: python, path: $here/servers/berth_models.py, class: Identity,
-     max_batch_size: 32, max_queue_delay_us: 2000, instances: 1}
-YAML
-python3 - "$work" <<'PY'
-import json, random, sys
-random.seed(1)
-body = {"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32",
-                    "data": [round(random.random(), 6) for _ in range(16)]}]}
-open(f"{sys.argv[1]}/w1.json", "w").write(json.dumps(body))
-PY
+. "$here/w1_files.sh"
+w1_files "$work"
 # utime and stime (clock ticks) of pid, then the sums over its descendants
 ticks() {
   local kids k u s ku=0 ks=0

@@ -19,18 +19,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 berth="$here/../.venv/bin/berth"
 secs=${SECONDS_W1:-8}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-cat >"$work/app.yaml" <<YAML
-models:
-  - {name: w1, runtime: python, path: $here/servers/berth_models.py, class: Identity,
-     max_batch_size: 32, max_queue_delay_us: 2000, instances: 1}
-YAML
-python3 - "$work" <<'PY'
-import json, random, sys
-random.seed(1)
-body = {"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32",
-                    "data": [round(random.random(), 6) for _ in range(16)]}]}
-open(f"{sys.argv[1]}/w1.json", "w").write(json.dumps(body))
-PY
+. "$here/w1_files.sh"
+w1_files "$work"
 for bd in "$@"; do
   out="$work/cg.out"
   printf '#!/bin/sh\nexec valgrind --tool=callgrind --collect-atstart=no --toggle-collect=uv_run --callgrind-out-file=%s %s "$@"\n' \
