@@ -20,7 +20,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 conc=${C:-64}; secs=${D:-3}; pairs=${3:-6}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-. "$here/w1_files.sh"
+. "$here/w1_common.sh"
 w1_files "$work"
 # utime and stime (clock ticks) of pid, then the sums over its descendants
 ticks() {
@@ -38,11 +38,7 @@ one() { # label, cli, berthd
   BERTH_BERTHD=$3 taskset -c 1 "$2" serve --config "$work/app.yaml" --host 127.0.0.1 \
     --port "$port" --grpc-port $((port + 1)) >"$work/serve.log" 2>&1 &
   pid=$!
-  for _ in $(seq 600); do
-    curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break
-    kill -0 $pid 2>/dev/null || { tail "$work/serve.log"; exit 1; }
-    sleep 0.2
-  done
+  w1_wait_ready "$port" $pid "$work/serve.log"
   url="http://127.0.0.1:$port/v2/models/w1/infer"
   BENCH_BODY="$work/w1.json" BENCH_OUT="$work/warm.json" taskset -c 0 wrk -t1 -c"$conc" -d1s -s "$here/wrk.lua" "$url" >/dev/null
   local before after

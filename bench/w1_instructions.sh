@@ -19,7 +19,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 berth="$here/../.venv/bin/berth"
 secs=${SECONDS_W1:-8}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-. "$here/w1_files.sh"
+. "$here/w1_common.sh"
 w1_files "$work"
 for bd in "$@"; do
   out="$work/cg.out"
@@ -30,11 +30,7 @@ for bd in "$@"; do
   BERTH_BERTHD="$work/vg.sh" "$berth" serve --config "$work/app.yaml" --host 127.0.0.1 \
     --port "$port" --grpc-port $((port + 1)) >"$work/serve.log" 2>&1 &
   pid=$!
-  for _ in $(seq 900); do
-    curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break
-    kill -0 $pid 2>/dev/null || { tail "$work/serve.log"; exit 1; }
-    sleep 0.2
-  done
+  w1_wait_ready "$port" $pid "$work/serve.log"
   url="http://127.0.0.1:$port/v2/models/w1/infer"
   BENCH_BODY="$work/w1.json" BENCH_OUT="$work/warm.json" wrk -t1 -c64 -d2s -s "$here/wrk.lua" "$url" >/dev/null
   BENCH_BODY="$work/w1.json" BENCH_OUT="$work/run.json" wrk -t1 -c64 -d"${secs}s" -s "$here/wrk.lua" "$url" >/dev/null

@@ -188,48 +188,8 @@ static bool decimal_exact(bool neg, uint64_t m, int exp10, double *out) {
   return true;
 }
 
-static bool lex_double_exact(span v, double *out) {
-  size_t i = 0;
-  bool neg = v.p[0] == '-';
-  i += neg;
-  uint64_t m = 0;
-  int digits = 0, exp10 = 0;
-  for (; i < v.n && is_digit(v.p[i]); i++) {
-    if (m == 0 && v.p[i] == '0')
-      continue; /* leading zeros are not significant */
-    if (++digits > 19)
-      return false;
-    m = m * 10 + (uint64_t)(v.p[i] - '0');
-  }
-  if (i < v.n && v.p[i] == '.') {
-    for (i++; i < v.n && is_digit(v.p[i]); i++) {
-      exp10--;
-      if (m == 0 && v.p[i] == '0')
-        continue;
-      if (++digits > 19)
-        return false;
-      m = m * 10 + (uint64_t)(v.p[i] - '0');
-    }
-  }
-  if (i < v.n) { /* exponent: [eE][+-]?digits */
-    i++;
-    bool eneg = v.p[i] == '-';
-    if (v.p[i] == '-' || v.p[i] == '+')
-      i++;
-    int e = 0;
-    for (; i < v.n; i++) {
-      if (e > 1000)
-        return false;
-      e = e * 10 + (v.p[i] - '0');
-    }
-    exp10 += eneg ? -e : e;
-  }
-  return decimal_exact(neg, m, exp10, out);
-}
-
+/* The lexeme through strtod: what number_real could not convert exactly. */
 static bool lex_double(span v, double *out) {
-  if (lex_double_exact(v, out))
-    return true;
   char buf[FAST_MAX_NUM];
   memcpy(buf, v.p, v.n);
   buf[v.n] = '\0';
@@ -328,11 +288,9 @@ static bool lex_real(span v, bool integral, double *x) {
   return lex_double(v, x);
 }
 
-static bool put(fill *f, span v, bool integral) {
-  if (f->dt == BERTH_DT_FP32 || f->dt == BERTH_DT_FP64) {
-    double x;
-    return lex_real(v, integral, &x) && put_real(f, x);
-  }
+/* Stores an integer lexeme as the next element of an integer tensor
+ * (FP32/FP64 numbers go through number_real). */
+static bool put_int(fill *f, span v, bool integral) {
   if (f->count >= f->numel)
     return false; /* too many elements: the full path says so */
   uint8_t *dst = f->out + f->count * f->esize;
@@ -348,7 +306,8 @@ static bool put(fill *f, span v, bool integral) {
  * converted in the same pass: the digits are gathered while they are
  * checked. What the one pass cannot convert exactly (more than 18 digits
  * in an integer, 19 significant digits in a decimal, a huge exponent, a
- * value near a rounding boundary) is converted from the lexeme as before. */
+ * value near a rounding boundary) is converted from the lexeme: through
+ * int64, or strtod, as the full decoder does. */
 static bool number_real(cursor *c, fill *f) {
   ws(c);
   const char *s = c->s;
@@ -439,7 +398,7 @@ static bool data_array(cursor *c, fill *f, unsigned depth) {
       if (!number(c, &v, &integral))
         return false;
       if (f->out != NULL) {
-        if (!put(f, v, integral))
+        if (!put_int(f, v, integral))
           return false;
       } else if (++f->count > f->numel) {
         return false;

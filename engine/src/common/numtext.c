@@ -708,34 +708,6 @@ static const char digit_pairs[201] =
     "37383940414243444546474849505152535455565758596061626364656667686970717273"
     "7475767778798081828384858687888990919293949596979899";
 
-/* Writes v in decimal at dst; returns the length (1..20). */
-size_t berth_num_u64(char *dst, uint64_t v) {
-  char tmp[20];
-  char *p = tmp + sizeof tmp;
-  while (v >= 100) {
-    unsigned r = (unsigned)(v % 100);
-    v /= 100;
-    p -= 2;
-    memcpy(p, digit_pairs + 2 * r, 2);
-  }
-  if (v >= 10) {
-    p -= 2;
-    memcpy(p, digit_pairs + 2 * v, 2);
-  } else {
-    *--p = (char)('0' + v);
-  }
-  size_t n = (size_t)(tmp + sizeof tmp - p);
-  memcpy(dst, p, n);
-  return n;
-}
-
-size_t berth_num_i64(char *dst, int64_t v) {
-  if (v >= 0)
-    return berth_num_u64(dst, (uint64_t)v);
-  dst[0] = '-';
-  return 1 + berth_num_u64(dst + 1, (uint64_t)0 - (uint64_t)v);
-}
-
 static const uint64_t pow10_u64[20] = {1ULL,
                                        10ULL,
                                        100ULL,
@@ -777,6 +749,20 @@ static void put_digits(char *dst, uint64_t v, int n) {
   }
   if (n == 1)
     p[-1] = (char)('0' + v);
+}
+
+/* Writes v in decimal at dst; returns the length (1..20). */
+size_t berth_num_u64(char *dst, uint64_t v) {
+  int n = digit_count(v);
+  put_digits(dst, v, n);
+  return (size_t)n;
+}
+
+size_t berth_num_i64(char *dst, int64_t v) {
+  if (v >= 0)
+    return berth_num_u64(dst, (uint64_t)v);
+  dst[0] = '-';
+  return 1 + berth_num_u64(dst + 1, (uint64_t)0 - (uint64_t)v);
 }
 
 /* Lays out f * 10^e (f > 0) like JavaScript does: plain digits for

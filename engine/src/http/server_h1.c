@@ -24,11 +24,14 @@
 
 /* Headers the transport writes itself, and hop-by-hop ones. */
 static bool is_transport_header(const char *name) {
+#define SKIP(s)                                                                \
+  { s, sizeof s - 1 }
   static const struct {
     const char *name;
     size_t len;
-  } skip[] = {{"content-length", 14},    {"connection", 10}, {"date", 4},
-              {"transfer-encoding", 17}, {"keep-alive", 10}, {"upgrade", 7}};
+  } skip[] = {SKIP("content-length"),    SKIP("connection"), SKIP("date"),
+              SKIP("transfer-encoding"), SKIP("keep-alive"), SKIP("upgrade")};
+#undef SKIP
   size_t len = strlen(name); /* the length first: most names differ in it */
   for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
     if (len == skip[i].len && strcasecmp(name, skip[i].name) == 0)
