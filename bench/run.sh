@@ -36,32 +36,11 @@ done
 if [ -z "$delays" ]; then
   if [ $quick = 1 ]; then delays=2000; else delays=0,500,2000; fi
 fi
-if [ "$(nproc)" -lt 2 ]; then
-  echo "run.sh: needs at least 2 cores (one for the servers, one for the load generator)" >&2
-  exit 2
-fi
-
-# One benchmark at a time on this machine: two would share the cores and the
-# numbers of both would be wrong. Wait for a run in progress to finish.
-mkdir -p "$BENCH/work"
-exec 9>"$BENCH/work/.run.lock"
-if ! flock -n 9; then
-  echo ">> [bench] another benchmark run is in progress; waiting for it to finish"
-  flock 9
-fi
-
 t0=$SECONDS
-IFS=, read -r -a want <<<"$servers"
-# A server whose venv cannot be built is reported as not installed; the run goes on.
-bash "$BENCH/install.sh" bench || { echo "run.sh: the bench venv failed to install" >&2; exit 1; }
-# berth_py (Berth's ONNX models in a Python worker) runs from Berth's venv
-for s in $(printf '%s\n' "${want[@]}" | sed 's/^berth_py$/berth/' | awk '!seen[$0]++'); do
-  bash "$BENCH/install.sh" "$s" || echo ">> [bench] $s: install failed, skipping it"
-done
-echo ">> [bench] install step took $((SECONDS - t0))s"
-
+# shellcheck source=setup.sh
+. "$BENCH/setup.sh"
+bench_setup "$BENCH" "$servers"
 PY="$BENCH/.venvs/bench/bin/python"
-"$PY" "$BENCH/prepare.py"
 stamp="$(date +%Y%m%d-%H%M%S)"
 raw="$BENCH/work/raw-$stamp.json"
 "$PY" "$BENCH/driver.py" --servers "$servers" --workloads "$workloads" --delays "$delays" \
