@@ -47,10 +47,10 @@ def parse_points(text: str, wl: dict) -> list[tuple[str, int]]:
     return points
 
 
-def start(name: str, w: str, port: int, want: dict) -> tuple[d.Server, str]:
+def start(name: str, w: str, port: int, want: dict, delay_us: int | None) -> tuple[d.Server, str]:
     wl = d.WORKLOADS[w]
     d.say(f"{name}: starting ({wl['model']}, port {port}, core {d.SERVER_CORE})")
-    srv = d.Server(name, wl["model"], port, w)
+    srv = d.Server(name, wl["model"], port, w, delay_us)
     url = f"http://127.0.0.1:{port}" + d.SERVERS[name]["path"].format(m=wl["model"])
     proto = d.SERVERS[name]["proto"]
     try:
@@ -76,36 +76,44 @@ def on_term(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def spread(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def report(w: str, points: list[tuple[str, int]], servers: list[str], runs: dict,
            a: argparse.Namespace, elapsed: float) -> str:
     bound = d.WORKLOADS[w]["bound_us"]
     out = [f"# Paired runs: {w}, {time.strftime('%Y-%m-%d %H:%M')}", "",
            f"{a.rounds} round(s) of {a.seconds:g} s per server and point, the servers started and "
            "measured in turn, one up at a time (order rotating each round), server on core "
-           f"{d.SERVER_CORE}, wrk on core {d.LOAD_CORE}; Berth build {d.berth_build()}; "
+           f"{d.SERVER_CORE}, wrk on core {d.LOAD_CORE}; max batch delay "
+           f"{d.SETTINGS[w]['delay_us'] if a.delay_us is None else a.delay_us} µs where a server "
+           f"has that knob; Berth build {d.berth_build()}; "
            f"{elapsed / 60:.1f} min. Medians over the rounds; *vs Berth* is the median "
-           "of the per-round ratios Berth ÷ server (>1: Berth better) with their range."
+           "of the per-round ratios (>1: Berth better: Berth's req/s ÷ the server's, the "
+           "server's p99 ÷ Berth's) with their range."
            + (f" A p99 marked * is over the workload's {bound / 1e3:g} ms bound: that server's "
               "headline point in the full run is at a lower concurrency." if bound else ""), ""]
     for case, conc in points:
         out += [f"## {case}, c={conc}", "",
-                "| server | req/s | p50 ms | p99 ms | CPU ms/req | vs Berth (req/s) | foreign CPU |",
-                "| --- | --- | --- | --- | --- | --- | --- |"]
+                "| server | req/s | p50 ms | p99 ms | CPU ms/req | vs Berth (req/s) | vs Berth (p99) "
+                "| foreign CPU |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         mine = runs[(case, conc)]
         base = mine.get("berth", [])
         for s in servers:
             rs = mine.get(s, [])
             if not rs:
-                out.append(f"| {s} | failed | | | | | |")
+                out.append(f"| {s} | failed | | | | | | |")
                 continue
             med = {k: statistics.median(r[k] for r in rs) for k in
                    ("rps", "p50_us", "p99_us", "cpu_us_per_req", "foreign_cpu_frac")}
-            ratio = ""
+            ratio = tail = ""
             if s != "berth" and len(base) == len(rs):
-                rr = [b["rps"] / max(r["rps"], 1e-9) for b, r in zip(base, rs)]
-                ratio = f"{statistics.median(rr):.2f}× ({min(rr):.2f}-{max(rr):.2f})"
+                ratio = spread([b["rps"] / max(r["rps"], 1e-9) for b, r in zip(base, rs)])
+                tail = spread([r["p99_us"] / max(b["p99_us"], 1e-9) for b, r in zip(base, rs)])
             out.append(f"| {s} | {med['rps']:.1f} | {med['p50_us'] / 1e3:.2f} | "
-                       f"{med['p99_us'] / 1e3:.2f}{'*' if bound and med['p99_us'] > bound else ''} | {med['cpu_us_per_req'] / 1e3:.2f} | {ratio} | "
+                       f"{med['p99_us'] / 1e3:.2f}{'*' if bound and med['p99_us'] > bound else ''} | {med['cpu_us_per_req'] / 1e3:.2f} | {ratio} | {tail} | "
                        f"{med['foreign_cpu_frac']:.0%} |")
         out.append("")
     return "\n".join(out)
@@ -120,6 +128,9 @@ def main() -> int:
                     "the workload's first case at 16)")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--delay-us", type=int, default=None,
+                    help="max batch delay for every server with that knob (default: the "
+                    "workload's shared delay, driver.SETTINGS)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     servers = [s for s in a.servers.split(",") if s]
@@ -144,7 +155,7 @@ def main() -> int:
                 continue
             port = d.free_port(port + 10)
             try:
-                srv, url = start(s, a.workload, port, want)
+                srv, url = start(s, a.workload, port, want, a.delay_us)
             except Exception as e:  # noqa: BLE001
                 d.say(f"{s}: FAILED to start, left out: {str(e)[:500]}")
                 failed.add(s)

@@ -460,6 +460,26 @@ def sweep_table(raw: dict) -> list[str]:
     return L + [""] if rows else []
 
 
+def paired_section() -> list[str]:
+    """The paired reports (bench/paired.sh, results/paired-*.md) quoted
+    whole, headings demoted: the check of the metrics above where servers are
+    within the host's drift of each other."""
+    files = sorted(RESULTS.glob("paired-*.md"))
+    if not files:
+        return []
+    L = ["### Close results, measured side by side", "",
+         "A full run measures each server's whole curve before the next server starts, so "
+         "two servers' points are minutes apart and this host's speed drifts by 10-20 % "
+         "over an hour. Where servers are that close (W3, where all run the same model; "
+         "latency at c=1), bench/paired.sh measures them point by point in rotating "
+         "rounds (bench/README.md). Its latest reports, as written:", ""]
+    for f in files:
+        for line in f.read_text().rstrip().splitlines():
+            L.append("###" + line if line.startswith("#") else line)
+        L += ["", f"(results/{f.name})", ""]
+    return L
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("raw", nargs="+", help="raw result files; for a server in several, the "
@@ -577,6 +597,7 @@ def main() -> None:
         L.append("| --- | --- | --- | --- |")
         L += lines
         L.append("")
+        L += paired_section()
     att = attainable_table(raw, summary)
     if att:
         L.append("### Served throughput over the attainable limit")
