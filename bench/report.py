@@ -460,11 +460,11 @@ def sweep_table(raw: dict) -> list[str]:
     return L + [""] if rows else []
 
 
-def paired_section() -> list[str]:
+def paired_section(results: Path = RESULTS) -> list[str]:
     """The paired reports (bench/paired.sh, results/paired-*.md) quoted
     whole, headings demoted: the check of the metrics above where servers are
     within the host's drift of each other."""
-    files = sorted(RESULTS.glob("paired-*.md"))
+    files = sorted(results.glob("paired-*.md"))
     if not files:
         return []
     L = ["### Close results, measured side by side", "",

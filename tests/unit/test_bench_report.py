@@ -182,3 +182,55 @@ def test_report_renders_the_new_tables(tmp_path: Path) -> None:
     assert "| Mosec | W1 | 500 (1000 effective) | 1.20 |" in md
     # every point carries its delay and its ratio to the attainable limit
     assert "| Berth | W2N tabular | 0 | 8 | 30000.0 | 0.75 |" in md
+
+
+def test_paired_reports_are_quoted_with_their_headings_demoted(tmp_path: Path) -> None:
+    assert report.paired_section(tmp_path) == []
+    (tmp_path / "paired-w3.md").write_text(
+        "# Paired runs: W3\n\nfive rounds\n\n## short, c=16\n\n| server | req/s |\n")
+    (tmp_path / "latest.md").write_text("# not a paired report\n")
+    lines = report.paired_section(tmp_path)
+    assert lines[0] == "### Close results, measured side by side"
+    assert "#### Paired runs: W3" in lines
+    assert "##### short, c=16" in lines
+    assert "| server | req/s |" in lines
+    assert "(results/paired-w3.md)" in lines
+    assert not any("not a paired report" in x for x in lines)
+
+
+def _load_paired():
+    sys.path.insert(0, str(ROOT / "bench"))  # paired.py imports driver
+    try:
+        spec = importlib.util.spec_from_file_location("bench_paired", ROOT / "bench" / "paired.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return mod
+
+
+def test_paired_ratios_are_taken_round_by_round() -> None:
+    """Each round compares Berth with a peer measured minutes apart at most;
+    the report gives the median of those per-round ratios and their range,
+    not the ratio of the two medians."""
+    import argparse
+
+    paired = _load_paired()
+
+    def run(rps: float, p99_ms: float) -> dict:
+        return {"rps": rps, "p50_us": 1e3, "p99_us": p99_ms * 1e3, "cpu_us_per_req": 1e6 / rps,
+                "foreign_cpu_frac": 0.0}
+
+    runs = {("short", 16): {
+        "berth": [run(300, 50), run(330, 60), run(200, 40)],
+        "mosec": [run(290, 120), run(340, 110), run(100, 130)],
+    }}
+    a = argparse.Namespace(rounds=3, seconds=5.0, delay_us=None)
+    md = paired.report("W3", [("short", 16)], ["berth", "mosec", "kserve"], runs, a, 60.0)
+    # req/s ratios per round: 300/290, 330/340, 200/100 -> median 1.03, range 0.97-2.00
+    # p99 ratios per round: 120/50, 110/60, 130/40 -> median 2.40, range 1.83-3.25
+    assert "| mosec | 290.0 | 1.00 | 120.00* | 3.45 | 1.03× (0.97-2.00) | 2.40× (1.83-3.25) | 0% |" \
+        in md, md
+    assert "| berth | 300.0 | 1.00 | 50.00 |" in md
+    assert "| kserve | failed |" in md
+    assert "max batch delay 5000 µs" in md
