@@ -16,17 +16,9 @@ berth=$1; secs=${2:-8}; shift $(( $# >= 2 ? 2 : $# ))
 loops=("$@"); [ ${#loops[@]} -eq 0 ] && loops=(1 2)
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-cat >"$work/app.yaml" <<YAML
-models:
-  - {name: w1, runtime: python, path: $here/servers/berth_models.py, class: Identity,
-     max_batch_size: 64, max_queue_delay_us: 1000, instances: 1}
-YAML
-python3 - "$work" <<'PY'
-import json, random, sys
-body = {"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32",
-                    "data": [round(random.random(), 6) for _ in range(16)]}]}
-open(f"{sys.argv[1]}/w1.json", "w").write(json.dumps(body))
-PY
+# shellcheck source=w1_common.sh
+. "$here/w1_common.sh"
+w1_files "$work" 64 1000
 port=$((20000 + RANDOM % 20000))
 scheme=http; tls=(); label=""
 if [ "${LOOPS_TLS:-0}" = 1 ]; then

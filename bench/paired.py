@@ -16,7 +16,10 @@ ratios.
 
 Run it through bench/paired.sh, which installs and prepares as run.sh does.
 Only one server is up at a time: it is started for its turn (answers
-checked, 2 s warm-up) and stopped after it. Keeping every server up and
+checked, 2 s warm-up at c=4, then 1 s at each point's concurrency before
+that point is measured) and stopped after it. A server that fails to start
+or fails during its turn is left out of the later rounds, and its ratios
+against Berth are not given (its rounds no longer pair with Berth's). Keeping every server up and
 idle between turns was tried: LitServe polls while idle (~12 % of a core,
 charged to whoever is measured), and freezing the idle ones (cgroup
 freezer; SIGSTOP sends SIGCHLD, which MLServer does not survive) crashed
@@ -70,6 +73,21 @@ def start(name: str, w: str, port: int, want: dict, delay_us: int | None) -> tup
     return srv, url
 
 
+def measure_turn(s: str, srv: d.Server, url: str, points: list[tuple[str, int]], rnd: int,
+                 seconds: float, runs: dict) -> None:
+    """One server's turn in a round: each point warmed up for 1 s at its
+    concurrency, then measured (again where others took the core)."""
+    for case, conc in points:
+        body = d.WORK / "bodies" / f"{d.SERVERS[s]['proto']}-{case}.json"
+        d.run_wrk(url, body, conc, 1.0, srv.proc.pid)
+        r = d.quiet_run(url, body, conc, seconds, srv.proc.pid)
+        runs[(case, conc)].setdefault(s, []).append(r)
+        d.say(f"round {rnd + 1} {case} c={conc} {s:9s} {r['rps']:8.1f} req/s  "
+              f"p99 {r['p99_us'] / 1e3:7.2f} ms  cpu {r['cpu_us_per_req']:7.0f} us/req")
+        if not srv.alive():
+            raise RuntimeError(f"{s} died during the run:\n{srv.tail()}")
+
+
 def on_term(signum: int, frame: object) -> None:
     """A SIGTERM (a timeout, kill) unwinds through the finally that stops
     the server being measured instead of leaving it running."""
@@ -96,7 +114,7 @@ def report(w: str, points: list[tuple[str, int]], servers: list[str], runs: dict
               "headline point in the full run is at a lower concurrency." if bound else ""), ""]
     for case, conc in points:
         out += [f"## {case}, c={conc}", "",
-                "| server | req/s | p50 ms | p99 ms | CPU ms/req | vs Berth (req/s) | vs Berth (p99) "
+                "| server | req/s | p50 ms | p99 ms | CPU µs/req | vs Berth (req/s) | vs Berth (p99) "
                 "| foreign CPU |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         mine = runs[(case, conc)]
@@ -113,7 +131,7 @@ def report(w: str, points: list[tuple[str, int]], servers: list[str], runs: dict
                 ratio = spread([b["rps"] / max(r["rps"], 1e-9) for b, r in zip(base, rs)])
                 tail = spread([r["p99_us"] / max(b["p99_us"], 1e-9) for b, r in zip(base, rs)])
             out.append(f"| {s} | {med['rps']:.1f} | {med['p50_us'] / 1e3:.2f} | "
-                       f"{med['p99_us'] / 1e3:.2f}{'*' if bound and med['p99_us'] > bound else ''} | {med['cpu_us_per_req'] / 1e3:.2f} | {ratio} | {tail} | "
+                       f"{med['p99_us'] / 1e3:.2f}{'*' if bound and med['p99_us'] > bound else ''} | {med['cpu_us_per_req']:.0f} | {ratio} | {tail} | "
                        f"{med['foreign_cpu_frac']:.0%} |")
         out.append("")
     return "\n".join(out)
@@ -134,6 +152,8 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     servers = [s for s in a.servers.split(",") if s]
+    if not servers or a.rounds < 1:
+        ap.error("give at least one server and one round")
     unknown = [s for s in servers if s not in d.SERVERS]
     if unknown:
         ap.error(f"unknown server(s) {', '.join(unknown)}: choose from {', '.join(d.SERVERS)}")
@@ -161,15 +181,10 @@ def main() -> int:
                 failed.add(s)
                 continue
             try:
-                for case, conc in points:
-                    body = d.WORK / "bodies" / f"{d.SERVERS[s]['proto']}-{case}.json"
-                    d.run_wrk(url, body, conc, 1.0, srv.proc.pid)  # warm-up at this point
-                    r = d.quiet_run(url, body, conc, a.seconds, srv.proc.pid)
-                    runs[(case, conc)].setdefault(s, []).append(r)
-                    d.say(f"round {rnd + 1} {case} c={conc} {s:9s} {r['rps']:8.1f} req/s  "
-                          f"p99 {r['p99_us'] / 1e3:7.2f} ms  cpu {r['cpu_us_per_req'] / 1e3:6.2f} ms/req")
-                    if not srv.alive():
-                        raise RuntimeError(f"{s} died during the run:\n{srv.tail()}")
+                measure_turn(s, srv, url, points, rnd, a.seconds, runs)
+            except Exception as e:  # noqa: BLE001
+                d.say(f"{s}: FAILED in round {rnd + 1}, left out: {str(e)[:500]}")
+                failed.add(s)
             finally:
                 srv.stop()
     text = report(a.workload, points, servers, runs, a, time.time() - t0)

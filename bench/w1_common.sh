@@ -1,15 +1,16 @@
-# Sourced by the W1 A/B scripts (w1_instructions.sh, w1_cpu_ab.sh).
+# Sourced by the W1 scripts (w1_instructions.sh, w1_cpu_ab.sh, loops_ab.sh).
 #
-# w1_files DIR writes DIR/app.yaml (the benchmark's W1 model, identity on
-# 16 floats, max batch 32, 2 ms max queue delay, one worker) and
-# DIR/w1.json (one request of 16 FP32 values, always the same).
+# w1_files DIR [MAX_BATCH DELAY_US] writes DIR/app.yaml (the benchmark's W1
+# model, identity on 16 floats, one worker; max batch 32 and 2 ms max queue
+# delay unless given) and DIR/w1.json (one request of 16 FP32 values, always
+# the same).
 w1_files() {
   local bench
   bench="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
   cat >"$1/app.yaml" <<YAML
 models:
   - {name: w1, runtime: python, path: $bench/servers/berth_models.py, class: Identity,
-     max_batch_size: 32, max_queue_delay_us: 2000, instances: 1}
+     max_batch_size: ${2:-32}, max_queue_delay_us: ${3:-2000}, instances: 1}
 YAML
   python3 - "$1" <<'PY'
 import json, random, sys
